@@ -1,0 +1,1 @@
+"""Temporal activities: thin I/O adapters (gRPC, SQS, archive, PostgreSQL) around pure functions."""

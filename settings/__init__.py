@@ -1,0 +1,294 @@
+"""Typed configuration of the platform.
+
+Every number of shared/NEM.md and every port of the local stack lives in ``settings/default.toml``.
+A user file (``--config PATH`` or ``VPP_CONFIG``) is merged over it, table by table, and a few
+environment variables override single values (see :data:`ENV_OVERRIDES`). Pure code never reads
+configuration itself: it receives these frozen dataclasses as arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.toml"
+
+# Environment variable -> (table, key). Values are parsed with the type of the default.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "VPP_STATE_DIR": ("stack", "state_dir"),
+    "VPP_DATA_DIR": ("market_data", "data_dir"),
+    "VPP_TEMPORAL_ADDRESS": ("stack", "temporal_address"),
+    "VPP_SQS_PORT": ("stack", "sqs_port"),
+    "VPP_ARCHIVE_BACKEND": ("archive", "backend"),
+    "VPP_ARCHIVE_S3_BUCKET": ("archive", "s3_bucket"),
+}
+
+
+@dataclass(frozen=True)
+class PriceCap:
+    """Market price cap ($/MWh) and cumulative price threshold for one financial year."""
+
+    fy_start: int
+    cap: float
+    cumulative_price_threshold: float
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    """The NEM rules the platform applies (shared/NEM.md). Prices in $/MWh, FCAS in $/MW/h."""
+
+    interval_minutes: int
+    intervals_per_trading_day: int
+    trading_day_start: time
+    market_timezone_offset_hours: int
+    band_count: int
+    market_price_floor: float
+    fcas_price_floor: float
+    daily_bid_close: time
+    rebid_explanation_max_chars: int
+    administered_price_floor: float
+    administered_price_cap: float
+    administered_lookback_intervals: int
+    energy_product: str
+    price_caps: tuple[PriceCap, ...]
+
+    def financial_year_start(self, trading_day: date) -> int:
+        """The calendar year in which the financial year containing ``trading_day`` starts (1 July)."""
+        return trading_day.year if trading_day.month >= 7 else trading_day.year - 1
+
+    def price_cap_for(self, trading_day: date) -> PriceCap:
+        """The price cap in force on ``trading_day``; the nearest configured year outside the table."""
+        fy = self.financial_year_start(trading_day)
+        caps = sorted(self.price_caps, key=lambda c: c.fy_start)
+        chosen = caps[0]
+        for cap in caps:
+            if cap.fy_start <= fy:
+                chosen = cap
+        return chosen
+
+
+@dataclass(frozen=True)
+class BatterySettings:
+    """A battery unit (MW, MWh, fractions of 1); the default is the reference battery of NEM.md."""
+
+    unit_id: str
+    region: str
+    power_mw: float
+    energy_mwh: float
+    charge_efficiency: float
+    discharge_efficiency: float
+    soc_min_fraction: float
+    soc_max_fraction: float
+    initial_soc_fraction: float
+    mlf_gen: float
+    mlf_load: float
+    ramp_rate_mw_per_min: float
+    min_ramp_rate_mw_per_min: float
+
+    @property
+    def initial_state_of_charge_mwh(self) -> float:
+        """Starting energy (MWh)."""
+        return self.energy_mwh * self.initial_soc_fraction
+
+
+@dataclass(frozen=True)
+class BiddingSettings:
+    """Daily band price ladders ($/MWh, FCAS $/MW/h) and the bid horizon (intervals)."""
+
+    gen_band_prices: tuple[float, ...]
+    load_band_prices: tuple[float, ...]
+    fcas_band_prices: tuple[float, ...]
+    bid_horizon_intervals: int
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    """The AutoBidder cycle: unit, horizon, algorithms, and its timing (seconds)."""
+
+    unit_id: str
+    region: str
+    horizon_intervals: int
+    history_intervals: int
+    forecast_quantiles: tuple[float, ...]
+    optimiser_price_quantile: float
+    forecast_algorithm: str
+    forecast_algorithm_version: str
+    optimiser_algorithm: str
+    optimiser_algorithm_version: str
+    degradation_cost_per_mwh: float
+    optimiser_time_limit_s: float
+    schedule_offset_s: int
+    market_data_poll_s: int
+    market_data_cutoff_s: int
+    gate_closure_margin_s: int
+    worker_answer_timeout_s: int
+    replay_start: datetime
+    replay_days: int
+
+
+@dataclass(frozen=True)
+class MarketDataSettings:
+    """Where the MMS tables are and how publication is simulated (seconds; interval-ending AEST)."""
+
+    data_dir: Path
+    dispatch_price_delay_s: float
+    missing_intervals: tuple[datetime, ...]
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Ports, folders and pool sizes of the local stack."""
+
+    state_dir: Path
+    temporal_address: str
+    temporal_ui_port: int
+    temporal_namespace: str
+    task_queue: str
+    sqs_port: int
+    sqs_region: str
+    market_data_port: int
+    bid_service_port: int
+    forecast_workers: int
+    optimiser_workers: int
+    max_receive_count: int
+    visibility_timeout_s: int
+    queue_prefix: str
+
+    @property
+    def log_dir(self) -> Path:
+        """Folder of every process's log file."""
+        return self.state_dir / "logs"
+
+    @property
+    def sqs_endpoint_url(self) -> str:
+        """The local SQS endpoint (moto server); AWS is used when VPP_SQS_ENDPOINT is "aws"."""
+        return os.environ.get("VPP_SQS_ENDPOINT", f"http://127.0.0.1:{self.sqs_port}")
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """Where immutable requests and results are archived."""
+
+    backend: str
+    s3_bucket: str
+    s3_prefix: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration, as loaded by :func:`load_settings`."""
+
+    market: MarketRules
+    battery: BatterySettings
+    bidding: BiddingSettings
+    cycle: CycleSettings
+    market_data: MarketDataSettings
+    stack: StackSettings
+    archive: ArchiveSettings
+    database_url: str | None = field(default=None)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _resolve(path_text: str) -> Path:
+    path = Path(path_text).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+class ConfigError(ValueError):
+    """A configuration file or variable that cannot be used; the message says which and why."""
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    for variable, (table, key) in ENV_OVERRIDES.items():
+        if variable in environ:
+            default = raw[table][key]
+            text = environ[variable]
+            try:
+                raw[table][key] = type(default)(text)
+            except ValueError as exc:
+                raise ConfigError(f"{variable}={text!r}: expected {type(default).__name__}") from exc
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load the default configuration, merge ``path`` (or ``$VPP_CONFIG``) over it, apply env overrides."""
+    env = dict(os.environ if environ is None else environ)
+    raw = tomllib.loads(DEFAULT_CONFIG.read_text())
+    user_path = path or (Path(env["VPP_CONFIG"]) if env.get("VPP_CONFIG") else None)
+    if user_path is not None:
+        try:
+            raw = _merge(raw, tomllib.loads(Path(user_path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {user_path}: {exc}") from exc
+    _apply_env(raw, env)
+    try:
+        return _build(raw, env.get("DATABASE_URL") or None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"configuration is incomplete or malformed: {exc!r}") from exc
+
+
+def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
+    m = raw["market"]
+    market = MarketRules(
+        interval_minutes=int(m["interval_minutes"]),
+        intervals_per_trading_day=int(m["intervals_per_trading_day"]),
+        trading_day_start=_parse_hhmm(m["trading_day_start"]),
+        market_timezone_offset_hours=int(m["market_timezone_offset_hours"]),
+        band_count=int(m["band_count"]),
+        market_price_floor=float(m["market_price_floor"]),
+        fcas_price_floor=float(m["fcas_price_floor"]),
+        daily_bid_close=_parse_hhmm(m["daily_bid_close"]),
+        rebid_explanation_max_chars=int(m["rebid_explanation_max_chars"]),
+        administered_price_floor=float(m["administered_price_floor"]),
+        administered_price_cap=float(m["administered_price_cap"]),
+        administered_lookback_intervals=int(m["administered_lookback_intervals"]),
+        energy_product=str(m["energy_product"]),
+        price_caps=tuple(PriceCap(int(c["fy_start"]), float(c["cap"]), float(c["cumulative_price_threshold"]))
+                         for c in m["price_caps"]),
+    )
+    b = raw["bidding"]
+    c = raw["cycle"]
+    md = raw["market_data"]
+    s = raw["stack"]
+    a = raw["archive"]
+    return Settings(
+        market=market,
+        battery=BatterySettings(**{k: (v if isinstance(v, str) else float(v)) for k, v in raw["battery"].items()}),
+        bidding=BiddingSettings(
+            gen_band_prices=tuple(float(x) for x in b["gen_band_prices"]),
+            load_band_prices=tuple(float(x) for x in b["load_band_prices"]),
+            fcas_band_prices=tuple(float(x) for x in b["fcas_band_prices"]),
+            bid_horizon_intervals=int(b["bid_horizon_intervals"]),
+        ),
+        cycle=CycleSettings(
+            **{k: v for k, v in c.items() if k not in {"forecast_quantiles", "replay_start"}},
+            forecast_quantiles=tuple(float(q) for q in c["forecast_quantiles"]),
+            replay_start=datetime.fromisoformat(c["replay_start"]),
+        ),
+        market_data=MarketDataSettings(
+            data_dir=_resolve(md["data_dir"]),
+            dispatch_price_delay_s=float(md["dispatch_price_delay_s"]),
+            missing_intervals=tuple(datetime.fromisoformat(t) for t in md["missing_intervals"]),
+        ),
+        stack=StackSettings(**{**s, "state_dir": _resolve(s["state_dir"])}),
+        archive=ArchiveSettings(**a),
+        database_url=database_url,
+    )

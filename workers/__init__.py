@@ -1,0 +1,1 @@
+"""The SQS worker runtime: serves pure functions ``Request -> Result`` on a queue."""

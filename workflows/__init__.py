@@ -1,0 +1,1 @@
+"""Temporal workflows: deterministic, import-light orchestration of stages. No business logic here."""
