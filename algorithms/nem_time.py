@@ -42,7 +42,7 @@ def market_to_utc(market_time: datetime) -> datetime:
 
 def market_to_unix_ms(market_time: datetime) -> int:
     """Unix milliseconds of a naive AEST market time."""
-    return int(round(market_to_utc(market_time).timestamp() * 1000))
+    return round(market_to_utc(market_time).timestamp() * 1000)
 
 
 def unix_ms_to_market(unix_ms: int) -> datetime:

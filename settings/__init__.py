@@ -245,6 +245,12 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
         raise ConfigError(f"configuration is incomplete or malformed: {exc!r}") from exc
 
 
+def _battery(table: dict[str, Any]) -> BatterySettings:
+    text_fields = {"unit_id", "region"}
+    values: dict[str, Any] = {k: (str(v) if k in text_fields else float(v)) for k, v in table.items()}
+    return BatterySettings(**values)
+
+
 def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
     m = raw["market"]
     market = MarketRules(
@@ -271,7 +277,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
     a = raw["archive"]
     return Settings(
         market=market,
-        battery=BatterySettings(**{k: (v if isinstance(v, str) else float(v)) for k, v in raw["battery"].items()}),
+        battery=_battery(raw["battery"]),
         bidding=BiddingSettings(
             gen_band_prices=tuple(float(x) for x in b["gen_band_prices"]),
             load_band_prices=tuple(float(x) for x in b["load_band_prices"]),

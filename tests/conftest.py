@@ -42,9 +42,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     elif _port_open("127.0.0.1", 5432):
         yield "postgresql://postgres@127.0.0.1:5432/test"
     else:
-        import pgserver
+        from pgserver.postgres_server import get_server
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+        server = get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
         try:
             yield server.get_uri()
         finally:

@@ -37,5 +37,5 @@ def test_environment_overrides_and_bad_values_are_named(tmp_path: Path) -> None:
         load_settings(environ={"VPP_SQS_PORT": "many"})
     broken = tmp_path / "broken.toml"
     broken.write_text("[battery\n")
-    with pytest.raises(ConfigError, match="broken.toml"):
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
         load_settings(broken, environ={})

@@ -1,0 +1,271 @@
+"""Activities of the AutoBidder cycle: thin I/O adapters around pure functions.
+
+Each activity reads its inputs from the archive (by content key), calls gRPC, SQS or PostgreSQL, and
+archives what it produced under the cycle's id. Decisions (what to forecast, how to bid, whether a bid
+is valid) are made by the pure functions in ``algorithms/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import grpc
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from algorithms.battery import battery_spec_from_settings
+from algorithms.bid_builder import build_bid, build_safe_bid
+from algorithms.bid_validation import validate_bid
+from algorithms.content_hash import sha256_hex
+from algorithms.cycle_requests import forecast_request, optimisation_request
+from algorithms.errors import InvalidRequestError
+from algorithms.nem_time import from_timestamp, trading_day
+from archive import Archive
+from models import bids as bid_store
+from models import cycles as cycle_store
+from models.db import connect
+from services.bid_service import get_bid, get_unit_status, submit_bid
+from services.market_data import estimate_missing, fetch_snapshot, latest_known
+from settings import Settings
+from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
+from workers.sqs import QueueUrls, send_task
+from workflows.facts import (
+    BidBuilt,
+    BidSubmitted,
+    BuildBidInput,
+    FetchInput,
+    ForecastTaskInput,
+    MarketFetched,
+    OptimisationTaskInput,
+    OutcomeRecorded,
+    RecordInput,
+    SubmitInput,
+)
+
+logger = logging.getLogger(__name__)
+
+INVALID_INPUT_ERROR_TYPE = "InvalidCycleInput"
+
+
+def _quality_name(quality: int) -> str:
+    return common_pb2.DataQuality.Name(cast(Any, quality)).removeprefix("DATA_QUALITY_")
+
+
+def _status_name(status: int) -> str:
+    return bid_pb2.BidStatus.Name(cast(Any, status)).removeprefix("BID_STATUS_")
+
+
+def _reply_to() -> worker_pb2.ReplyTo:
+    info = activity.info()
+    return worker_pb2.ReplyTo(workflow_id=info.workflow_id or "", run_id=info.workflow_run_id or "",
+                              activity_id=info.activity_id)
+
+
+def _non_retryable(message: str) -> ApplicationError:
+    return ApplicationError(message, type=INVALID_INPUT_ERROR_TYPE, non_retryable=True)
+
+
+class CycleActivities:
+    """The cycle's activities, bound to the platform's clients.
+
+    Construct once per worker process; the archive and SQS client are shared by every activity.
+    """
+
+    def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls) -> None:
+        if settings.database_url is None:
+            raise ValueError("the cycle activities need settings.database_url (DATABASE_URL)")
+        self._settings = settings
+        self._database_url = settings.database_url
+        self._archive = archive
+        self._sqs = sqs
+        self._queues = queues
+        self._battery = battery_spec_from_settings(settings.battery)
+        self._market_data_address = f"127.0.0.1:{settings.stack.market_data_port}"
+        self._bid_address = f"127.0.0.1:{settings.stack.bid_service_port}"
+
+    def all(self) -> list[Any]:
+        """Every activity, for ``Worker(activities=...)``."""
+        return [self.fetch_market_snapshot, self.request_forecast, self.request_optimisation,
+                self.build_and_validate_bid, self.submit_bid, self.record_outcome]
+
+    async def _put(self, message: Any, cycle_id: str, label: str) -> str:
+        return await asyncio.to_thread(self._archive.put, message, cycle_id=cycle_id, label=label)
+
+    async def _get(self, key: str) -> Any:
+        return await asyncio.to_thread(self._archive.get, key)
+
+    @activity.defn(name="fetch_market_snapshot")
+    async def fetch_market_snapshot(self, request: FetchInput) -> MarketFetched:
+        """Fetch the as-of snapshot (gRPC) and the unit's state; archive the snapshot."""
+        dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
+        as_of = datetime.fromisoformat(request.as_of)
+        try:
+            snapshot = await fetch_snapshot(self._market_data_address, request.region, dispatch_interval, as_of,
+                                            request.history_intervals)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                raise _non_retryable(f"market data: {error.details()}") from error
+            raise
+        if request.use_estimates:
+            snapshot = estimate_missing(snapshot)
+        status = await get_unit_status(self._bid_address, request.unit_id)
+        key = await self._put(snapshot, request.cycle_id, "market-snapshot")
+        return MarketFetched(
+            snapshot_key=key,
+            latest_quality=_quality_name(snapshot.latest_quality),
+            latest_interval=from_timestamp(snapshot.latest_interval).isoformat(),
+            latest_known=latest_known(snapshot),
+            products=tuple(snapshot.products),
+            quality_notes=tuple(snapshot.quality_notes),
+            state_of_charge_mwh=status.state_of_charge_mwh,
+            net_mw=status.net_mw,
+            as_of=request.as_of,
+        )
+
+    @activity.defn(name="request_forecast")
+    async def request_forecast(self, task: ForecastTaskInput) -> None:
+        """Archive one product's forecast request and queue it; a worker's answer completes this activity."""
+        snapshot = cast(market_data_pb2.MarketSnapshot, await self._get(task.snapshot_key))
+        config = task.config
+        try:
+            request = forecast_request(
+                snapshot, task.product, request_id=f"{task.cycle_id}/forecast/{task.product}",
+                decision_time=datetime.fromisoformat(task.decision_time),
+                first_interval=datetime.fromisoformat(task.first_interval),
+                horizon_intervals=config.horizon_intervals, quantiles=config.forecast_quantiles,
+                algorithm=common_pb2.AlgorithmRef(name=config.forecast_algorithm,
+                                                  version=config.forecast_algorithm_version))
+        except InvalidRequestError as error:
+            raise _non_retryable(str(error)) from error
+        await self._put(request, task.cycle_id, f"forecast-request/{task.product}")
+        await asyncio.to_thread(send_task, self._sqs, self._queues,
+                                worker_pb2.WorkerTask(task_id=request.request_id, reply_to=_reply_to(),
+                                                      forecast=request))
+        activity.raise_complete_async()
+
+    @activity.defn(name="request_optimisation")
+    async def request_optimisation(self, task: OptimisationTaskInput) -> None:
+        """Archive the optimisation request over every forecast and queue it (completed by its answer)."""
+        forecasts = [cast(worker_pb2.ForecastResult, f)
+                     for f in await asyncio.gather(*(self._get(k) for k in task.forecast_keys))]
+        config = task.config
+        try:
+            request = optimisation_request(
+                forecasts, self._battery, request_id=f"{task.cycle_id}/optimisation",
+                first_interval=datetime.fromisoformat(task.first_interval),
+                horizon_intervals=config.horizon_intervals, state_of_charge_mwh=task.state_of_charge_mwh,
+                terminal_state_of_charge_mwh=self._settings.battery.initial_state_of_charge_mwh,
+                price_quantile=config.optimiser_price_quantile,
+                degradation_cost_per_mwh=config.degradation_cost_per_mwh,
+                time_limit_s=config.optimiser_time_limit_s, initial_net_mw=task.net_mw,
+                algorithm=common_pb2.AlgorithmRef(name=config.optimiser_algorithm,
+                                                  version=config.optimiser_algorithm_version))
+        except InvalidRequestError as error:
+            raise _non_retryable(str(error)) from error
+        await self._put(request, task.cycle_id, "optimisation-request")
+        await asyncio.to_thread(send_task, self._sqs, self._queues,
+                                worker_pb2.WorkerTask(task_id=request.request_id, reply_to=_reply_to(),
+                                                      optimisation=request))
+        activity.raise_complete_async()
+
+    @activity.defn(name="build_and_validate_bid")
+    async def build_and_validate_bid(self, request: BuildBidInput) -> BidBuilt:
+        """Build the bid from the plan and validate it (V1–V8); fall back to the safe bid; archive both.
+
+        A bid that fails validation is archived as rejected and never returned for submission.
+        """
+        plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
+        dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
+        offer_time = datetime.fromisoformat(request.offer_time)
+        fcas_products = [p for p in request.products if p != self._settings.market.energy_product]
+        async with await connect(self._database_url) as conn:
+            daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, trading_day(dispatch_interval))
+        common: dict[str, Any] = dict(dispatch_interval=dispatch_interval, offer_time=offer_time,
+                                      version=request.version, fcas_products=fcas_products,
+                                      initial_soc_mwh=request.state_of_charge_mwh)
+        plan_hash = request.plan_key.removeprefix("sha256:")
+        candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = [("plan", lambda: build_bid(plan, self._battery, self._settings.bidding, self._settings.market,
+                                                 plan_hash=plan_hash, **common))]
+        candidates.append(("safe", lambda: build_safe_bid(
+            self._battery, self._settings.bidding, self._settings.market, plan_hash=plan_hash,
+            reason="the plan's bid failed validation", **common)))
+        rejected: list[str] = []
+        for name, make in candidates:
+            try:
+                bid = make()
+            except ValueError as error:
+                rejected.append(f"{name} bid: {error}")
+                continue
+            violations = validate_bid(bid, self._battery, self._settings.market, products=request.products,
+                                      daily_band_prices=daily_prices)
+            if violations:
+                await self._put(bid, request.cycle_id, f"bid-rejected/{name}")
+                rejected.extend(f"{name} bid {v}" for v in violations)
+                continue
+            key = await self._put(bid, request.cycle_id, "bid")
+            return BidBuilt(bid_key=key, valid=True, safe_fallback=name == "safe", violations=tuple(rejected),
+                            summary=_bid_summary(bid, name))
+        return BidBuilt(bid_key=None, valid=False, safe_fallback=True, violations=tuple(rejected),
+                        summary="no bid passed validation")
+
+    @activity.defn(name="submit_bid")
+    async def submit_bid(self, request: SubmitInput) -> BidSubmitted:
+        """Submit the archived bid to the market (idempotent there on unit, day, interval and version)."""
+        bid = cast(bid_pb2.Bid, await self._get(request.bid_key))
+        response = await submit_bid(self._bid_address, bid)
+        await self._put(response, request.cycle_id, "bid-acknowledgement")
+        return BidSubmitted(bid_id=response.bid_id, status=_status_name(response.status),
+                            duplicate=response.duplicate, reasons=tuple(response.reasons),
+                            received_at=response.received_at.ToDatetime(tzinfo=UTC).isoformat())
+
+    @activity.defn(name="record_outcome")
+    async def record_outcome(self, request: RecordInput) -> OutcomeRecorded:
+        """Read the market outcome of the bid's first interval and record the cycle in PostgreSQL."""
+        outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
+                                  fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=float("nan"))
+        if request.bid_id:
+            answer = await get_bid(self._bid_address, request.bid_id)
+            if answer.cleared:
+                await self._put(answer.outcome, request.cycle_id, "market-outcome")
+                outcome = _outcome(answer.outcome, self._settings.market.energy_product)
+        record = cycle_store.CycleRecord(
+            cycle_id=request.cycle_id, unit_id=request.unit_id, region=request.region,
+            dispatch_interval=datetime.fromisoformat(request.dispatch_interval), status=request.status,
+            bid_id=request.bid_id, failure=request.failure,
+            facts=[asdict(f) for f in request.facts] + ([{"stage": "outcome", **asdict(outcome)}]
+                                                         if outcome.cleared else []),
+            started_at=datetime.fromisoformat(request.started_at))
+        async with await connect(self._database_url) as conn:
+            await cycle_store.record_cycle(conn, record)
+            await conn.commit()
+        return outcome
+
+
+def _outcome(market: bid_pb2.MarketOutcome, energy_product: str) -> OutcomeRecorded:
+    energy_price = next((p.price for p in market.products if p.product == energy_product), float("nan"))
+    return OutcomeRecorded(cleared=True, gen_mw=market.gen_mw, load_mw=market.load_mw,
+                           energy_revenue_dollars=market.energy_revenue_dollars,
+                           fcas_revenue_dollars=market.fcas_revenue_dollars,
+                           state_of_charge_mwh=market.state_of_charge_mwh, price=energy_price)
+
+
+def _bid_summary(bid: bid_pb2.Bid, source: str) -> str:
+    """One line for operators: entry type, periods, first-interval MAXAVAIL per energy side."""
+    first: dict[str, float] = {}
+    periods = 0
+    for offer in bid.offers:
+        if offer.periods:
+            periods = max(periods, len(offer.periods))
+            side = common_pb2.Direction.Name(cast(Any, offer.direction)).removeprefix("DIRECTION_")
+            label = offer.product if side == "UNSPECIFIED" else f"{offer.product}/{side}"
+            first[label] = offer.periods[0].max_avail_mw
+    entry = bid_pb2.EntryType.Name(cast(Any, bid.entry_type)).removeprefix("ENTRY_TYPE_")
+    energy = ", ".join(f"{k} {v:.0f} MW" for k, v in first.items() if k.startswith("ENERGY"))
+    source_text = "from plan" if source == "plan" else "SAFE FALLBACK"
+    return (f"{entry} v{bid.version} {source_text}: {periods} intervals, first interval {energy}; "
+            f"bid hash {sha256_hex(bid.SerializeToString(deterministic=True))[:12]}")

@@ -1,0 +1,377 @@
+"""From an optimisation plan to a valid, price-contingent bid for a bidirectional battery.
+
+The band PRICES are the daily ladders of :class:`settings.BiddingSettings` (ENERGY GEN and LOAD in
+$/MWh, FCAS in $/MW/h); only the band QUANTITIES follow the plan, so every bid of a trading day keeps
+the same prices and a rebid after the daily close never changes them (rule V4).
+
+Strategy, per dispatch interval ``i`` of the bid (MW, interval-ending AEST):
+
+1. Planned discharge ``g`` and charge ``c`` are netted (a bid cannot be convex with both planned):
+   ``g = max(gen - load, 0)``, ``c = max(load - gen, 0)``.
+2. What state of charge can deliver, from ``soc_start`` = the plan's SoC at the end of interval
+   ``i - 1`` (``initial_soc_mwh`` before the plan's first interval) and ``h`` hours per interval:
+   discharge ``min(P, (soc_start - soc_min) * eta_d / h)``, charge ``min(P, (soc_max - soc_start) /
+   (eta_c * h))``. Planned MW above these are cut; nothing beyond them is ever offered.
+3. Planned discharge goes in GEN band 1, the cheapest (dispatched whenever RRP is above it); the rest
+   of the deliverable discharge is the *spike headroom*, spread evenly over the GEN bands priced
+   (divided by MLF_gen) strictly above every LOAD band price (divided by MLF_load) — with the default
+   ladders the bands at 300 $/MWh and above — so the unit earns price spikes the forecast missed.
+4. Planned charge goes in the highest LOAD band (consumed whenever RRP is below it); the rest of the
+   deliverable charge is spread evenly over the LOAD bands priced (divided by MLF_load) strictly
+   below GEN band 1 (divided by MLF_gen) — with the default ladders the negative-price bands — so the
+   unit charges whenever prices go negative.
+5. Convexity (V6) therefore holds in every interval: headroom GEN bands lie above every LOAD band,
+   headroom LOAD bands below every GEN band, and the planned bands (GEN band 1, top LOAD band) are
+   never used together because the plan is netted.
+6. MAXAVAIL = the sum of the band MW; every MW figure is rounded down to 1 kW, so rounding never
+   offers more than SoC can deliver. Ramp rates = the battery's ramp capability rounded down to whole
+   MW/min; energy limit 0 (none); PASA availability = registered power.
+7. FCAS: one offer per product (no direction), the planned enablement (capped at P) in FCAS band 1
+   with MAXAVAIL = the planned MW, and the trapezium of a bidirectional battery of power P:
+   raise ``(-P, -P, P - MAXAVAIL, P)``, lower ``(-P, -P + MAXAVAIL, P, P)``.
+
+The bid covers the intervals from ``dispatch_interval`` to the end of its trading day, at most
+``bid_horizon_intervals`` and at most what the plan covers. It is a DAILY entry when offered at or
+before the daily bid close (12:30 on D−1), otherwise a REBID whose explanation names the plan, the
+first interval's planned action and the SoC it starts from.
+
+When the plan is unusable (status not OPTIMAL, arrays empty, short or not finite, or not covering the
+dispatch interval) :func:`build_safe_bid` is used instead: no planned dispatch, only SoC-deliverable
+headroom at the spike GEN bands and the negative-price LOAD bands, FCAS offered at 0 MW; its
+explanation says it is a safe fallback and why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from algorithms import nem_time
+from algorithms.battery import BatteryParams, battery_from_spec
+from settings import BiddingSettings, MarketRules
+from vpp.v1 import bid_pb2, common_pb2, worker_pb2
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+# MW figures of a bid are rounded down to this resolution (1 kW).
+_MW_RESOLUTION = 1e-3
+_KW_PER_MW = 1000.0
+
+
+def _floor_mw(mw: FloatArray) -> FloatArray:
+    """MW rounded down to 1 kW (a tiny tolerance keeps exact kW values exact), never negative."""
+    floored: FloatArray = np.floor(mw / _MW_RESOLUTION + 1e-6) / _KW_PER_MW
+    return np.maximum(floored, 0.0)
+
+
+def _check_ladder(name: str, prices: Sequence[float], band_count: int) -> FloatArray:
+    ladder = np.asarray(prices, dtype=np.float64)
+    if len(ladder) != band_count:
+        raise ValueError(f"{name} has {len(ladder)} prices, the market needs exactly {band_count}")
+    if not bool(np.all(np.isfinite(ladder))) or not bool(np.all(np.diff(ladder) > 0)):
+        raise ValueError(f"{name} must be finite and strictly increasing, got {list(prices)}")
+    return ladder
+
+
+def _check_battery(battery: BatteryParams) -> None:
+    checks = {
+        "power_mw": battery.power_mw > 0,
+        "energy_mwh": battery.energy_mwh > 0,
+        "charge_efficiency": 0 < battery.charge_efficiency <= 1,
+        "discharge_efficiency": 0 < battery.discharge_efficiency <= 1,
+        "soc fractions": 0 <= battery.soc_min_fraction <= battery.soc_max_fraction <= 1,
+        "mlf_gen": battery.mlf_gen > 0,
+        "mlf_load": battery.mlf_load > 0,
+        "ramp_rate_mw_per_min": battery.ramp_rate_mw_per_min >= 0,
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"battery {battery.unit_id!r} cannot be bid: invalid {', '.join(bad)}")
+
+
+def _headroom_masks(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRules,
+                    ) -> tuple[FloatArray, FloatArray, BoolArray, BoolArray]:
+    """The GEN and LOAD ladders and which of their bands may carry headroom (see module docstring)."""
+    gen_prices = _check_ladder("gen_band_prices", bidding.gen_band_prices, rules.band_count)
+    load_prices = _check_ladder("load_band_prices", bidding.load_band_prices, rules.band_count)
+    band = np.arange(rules.band_count)
+    spike_gen = (band > 0) & (gen_prices / battery.mlf_gen > load_prices[-1] / battery.mlf_load)
+    negative_load = (band < rules.band_count - 1) & (load_prices / battery.mlf_load
+                                                     < gen_prices[0] / battery.mlf_gen)
+    return gen_prices, load_prices, spike_gen, negative_load
+
+
+def deliverable_mw(soc_start_mwh: FloatArray, battery: BatteryParams, interval_hours: float,
+                   ) -> tuple[FloatArray, FloatArray]:
+    """Discharge and charge (MW) that state of charge ``soc_start_mwh`` (MWh) can sustain for one interval.
+
+    Discharge ``min(P, (soc - soc_min) * eta_d / h)``, charge ``min(P, (soc_max - soc) / (eta_c * h))``,
+    both at least 0.
+    """
+    discharge = np.clip((soc_start_mwh - battery.soc_min_mwh) * battery.discharge_efficiency / interval_hours,
+                        0.0, battery.power_mw)
+    charge = np.clip((battery.soc_max_mwh - soc_start_mwh) / (battery.charge_efficiency * interval_hours),
+                     0.0, battery.power_mw)
+    return discharge, charge
+
+
+def energy_band_availabilities(planned_gen_mw: FloatArray, planned_load_mw: FloatArray,
+                               soc_start_mwh: FloatArray, battery: BatteryParams, bidding: BiddingSettings,
+                               rules: MarketRules) -> tuple[FloatArray, FloatArray]:
+    """GEN and LOAD band availabilities [intervals x bands] (MW) for the plan, per the module docstring.
+
+    ``planned_gen_mw`` / ``planned_load_mw``: planned discharge / charge per interval (MW);
+    ``soc_start_mwh``: stored energy at the start of each interval (MWh).
+    """
+    hours = nem_time.hours_per_interval(rules.interval_minutes)
+    _, _, spike_gen, negative_load = _headroom_masks(battery, bidding, rules)
+    net = planned_gen_mw - planned_load_mw
+    can_discharge, can_charge = deliverable_mw(soc_start_mwh, battery, hours)
+    discharge = _floor_mw(np.minimum(np.maximum(net, 0.0), can_discharge))
+    charge = _floor_mw(np.minimum(np.maximum(-net, 0.0), can_charge))
+    count = len(net)
+    gen_bands = np.zeros((count, rules.band_count))
+    load_bands = np.zeros((count, rules.band_count))
+    gen_bands[:, 0] = discharge
+    load_bands[:, -1] = charge
+    if spike_gen.any():
+        share = _floor_mw((can_discharge - discharge) / int(spike_gen.sum()))
+        gen_bands[:, spike_gen] += share[:, None]
+    if negative_load.any():
+        share = _floor_mw((can_charge - charge) / int(negative_load.sum()))
+        load_bands[:, negative_load] += share[:, None]
+    return gen_bands, load_bands
+
+
+def _fcas_trapezium(product: str, max_avail_mw: FloatArray, power_mw: float,
+                    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """ENABLEMENTMIN, LOWBREAKPOINT, HIGHBREAKPOINT, ENABLEMENTMAX (MW) of a bidirectional battery."""
+    low_edge = np.full_like(max_avail_mw, -power_mw)
+    high_edge = np.full_like(max_avail_mw, power_mw)
+    if product.startswith("RAISE"):
+        return low_edge, low_edge, power_mw - max_avail_mw, high_edge
+    if product.startswith("LOWER"):
+        return low_edge, -power_mw + max_avail_mw, high_edge, high_edge
+    raise ValueError(f"FCAS product {product!r} is neither a RAISE nor a LOWER service")
+
+
+def _bid_interval_count(dispatch_interval: datetime, bidding: BiddingSettings, rules: MarketRules) -> int:
+    """Intervals from ``dispatch_interval`` to the end of its trading day, at most the bid horizon."""
+    if bidding.bid_horizon_intervals < 1:
+        raise ValueError(f"bid_horizon_intervals must be at least 1, got {bidding.bid_horizon_intervals}")
+    interval = timedelta(minutes=rules.interval_minutes)
+    if (dispatch_interval - datetime(2000, 1, 1)) % interval != timedelta(0):
+        raise ValueError(f"dispatch interval {dispatch_interval} is not on the "
+                         f"{rules.interval_minutes}-minute grid")
+    last = nem_time.trading_day_last_interval(nem_time.trading_day(dispatch_interval))
+    return min(int((last - dispatch_interval) / interval) + 1, bidding.bid_horizon_intervals)
+
+
+def _entry_type(dispatch_interval: datetime, offer_time: datetime,
+                rules: MarketRules) -> bid_pb2.EntryType.ValueType:
+    deadline = nem_time.daily_bid_deadline(nem_time.trading_day(dispatch_interval), rules.daily_bid_close)
+    return bid_pb2.ENTRY_TYPE_DAILY if offer_time <= deadline else bid_pb2.ENTRY_TYPE_REBID
+
+
+def _truncate(text: str, max_chars: int) -> str:
+    return text if len(text) <= max_chars else text[: max(max_chars - 3, 0)] + "..."
+
+
+def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRules, *,
+              dispatch_interval: datetime, offer_time: datetime, version: int, plan_hash: str,
+              explanation: str, event_time: datetime | None, gen_bands: FloatArray, load_bands: FloatArray,
+              fcas_enablement_mw: Mapping[str, FloatArray]) -> bid_pb2.Bid:
+    """The Bid message for band availabilities over consecutive intervals from ``dispatch_interval``."""
+    count = gen_bands.shape[0]
+    interval = timedelta(minutes=rules.interval_minutes)
+    stamps = [nem_time.to_timestamp(dispatch_interval + interval * i) for i in range(count)]
+    entry_type = _entry_type(dispatch_interval, offer_time, rules)
+    ramp = float(math.floor(battery.ramp_rate_mw_per_min))
+    bid = bid_pb2.Bid(
+        unit_id=battery.unit_id,
+        trading_day=nem_time.trading_day(dispatch_interval).isoformat(),
+        dispatch_interval=stamps[0],
+        version=version,
+        entry_type=entry_type,
+        offer_time=nem_time.to_timestamp(offer_time),
+        rebid_explanation=_truncate(explanation, rules.rebid_explanation_max_chars),
+        plan_hash=plan_hash,
+    )
+    if entry_type == bid_pb2.ENTRY_TYPE_REBID:
+        bid.event_time.CopyFrom(nem_time.to_timestamp(event_time or offer_time))
+    if ramp < battery.min_ramp_rate_mw_per_min:
+        bid.ramp_rate_reason = (f"registered ramp capability {battery.ramp_rate_mw_per_min:g} MW/min is "
+                                f"below the {battery.min_ramp_rate_mw_per_min:g} MW/min minimum")
+    for direction, ladder, bands in ((common_pb2.DIRECTION_GEN, bidding.gen_band_prices, gen_bands),
+                                     (common_pb2.DIRECTION_LOAD, bidding.load_band_prices, load_bands)):
+        offer = bid.offers.add(product=rules.energy_product, direction=direction, band_price=list(ladder))
+        # The exact kW sum of the bands (float addition may add an ulp above it).
+        max_avail = np.round(np.cumsum(bands, axis=1)[:, -1], 3)
+        for stamp, row, total in zip(stamps, bands.tolist(), max_avail.tolist(), strict=True):
+            offer.periods.add(dispatch_interval=stamp, max_avail_mw=total, band_avail_mw=row,
+                              ramp_up_rate_mw_per_min=ramp, ramp_down_rate_mw_per_min=ramp,
+                              pasa_avail_mw=battery.power_mw, energy_limit_mwh=0.0)
+    fcas_ladder = _check_ladder("fcas_band_prices", bidding.fcas_band_prices, rules.band_count)
+    zero_bands = [0.0] * (rules.band_count - 1)
+    for product, enablement in fcas_enablement_mw.items():
+        corners = _fcas_trapezium(product, enablement, battery.power_mw)
+        offer = bid.offers.add(product=product, band_price=fcas_ladder.tolist())
+        for stamp, mw, e_min, low, high, e_max in zip(stamps, enablement.tolist(),
+                                                      *(c.tolist() for c in corners), strict=True):
+            offer.periods.add(dispatch_interval=stamp, max_avail_mw=mw, band_avail_mw=[mw, *zero_bands],
+                              enablement_min_mw=e_min, low_breakpoint_mw=low, high_breakpoint_mw=high,
+                              enablement_max_mw=e_max)
+    return bid
+
+
+def _check_fcas_products(fcas_products: Sequence[str], rules: MarketRules) -> None:
+    if len(set(fcas_products)) != len(fcas_products):
+        raise ValueError(f"FCAS products listed more than once: {list(fcas_products)}")
+    if rules.energy_product in fcas_products:
+        raise ValueError(f"{rules.energy_product} is not an FCAS product")
+    for product in fcas_products:
+        _fcas_trapezium(product, np.zeros(0), 0.0)
+
+
+def build_safe_bid(battery: common_pb2.BatterySpec, bidding: BiddingSettings, rules: MarketRules, *,
+                   dispatch_interval: datetime, offer_time: datetime, version: int,
+                   fcas_products: Sequence[str], initial_soc_mwh: float, reason: str, plan_hash: str = "",
+                   event_time: datetime | None = None) -> bid_pb2.Bid:
+    """The safe fallback bid: no planned dispatch, only headroom that ``initial_soc_mwh`` can deliver.
+
+    Every interval from ``dispatch_interval`` (interval-ending AEST) to the end of its trading day (at
+    most ``bid_horizon_intervals``) offers the discharge (MW) stored energy ``initial_soc_mwh`` (MWh)
+    can deliver at the spike GEN bands and the charge it can absorb at the negative-price LOAD bands;
+    FCAS products are offered at 0 MW. The explanation says it is a safe fallback and gives ``reason``.
+    """
+    params = battery_from_spec(battery)
+    _check_battery(params)
+    _check_fcas_products(fcas_products, rules)
+    if not math.isfinite(initial_soc_mwh):
+        raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_soc_mwh}")
+    count = _bid_interval_count(dispatch_interval, bidding, rules)
+    gen_prices, load_prices, spike_gen, negative_load = _headroom_masks(params, bidding, rules)
+    zeros = np.zeros(count)
+    gen_bands, load_bands = energy_band_availabilities(zeros, zeros, np.full(count, initial_soc_mwh), params,
+                                                       bidding, rules)
+    interval = timedelta(minutes=rules.interval_minutes)
+    spike_text = f"GEN >= ${gen_prices[spike_gen].min():g}" if spike_gen.any() else "no GEN band"
+    negative_text = (f"LOAD <= ${load_prices[negative_load].max():g}" if negative_load.any()
+                     else "no LOAD band")
+    tail = (f". No planned dispatch: only SoC-deliverable headroom at {spike_text} and {negative_text}, "
+            f"FCAS 0 MW; SoC {initial_soc_mwh:.1f} MWh at {dispatch_interval - interval:%H:%M}")
+    head = f"Safe fallback bid from {dispatch_interval:%H:%M}: "
+    room = max(rules.rebid_explanation_max_chars - len(head) - len(tail), 20)
+    explanation = head + _truncate(reason.strip() or "no usable plan", room) + tail
+    return _assemble(params, bidding, rules, dispatch_interval=dispatch_interval, offer_time=offer_time,
+                     version=version, plan_hash=plan_hash, explanation=explanation, event_time=event_time,
+                     gen_bands=gen_bands, load_bands=load_bands,
+                     fcas_enablement_mw={product: zeros for product in fcas_products})
+
+
+def _finite_non_negative(values: FloatArray) -> bool:
+    return bool(np.all(np.isfinite(values)) and np.all(values >= 0))
+
+
+def _unusable_plan_reason(plan: worker_pb2.OptimisationResult, dispatch_interval: datetime,
+                          interval: timedelta, fcas_products: Sequence[str]) -> str | None:
+    """Why the plan cannot be bid (None when it can)."""
+    if plan.status != worker_pb2.RESULT_STATUS_OPTIMAL:
+        known = plan.status in worker_pb2.ResultStatus.values()
+        status = worker_pb2.ResultStatus.Name(plan.status) if known else str(plan.status)
+        detail = f" ({plan.status_reason})" if plan.status_reason else ""
+        return f"plan status {status}{detail}"
+    horizon = plan.horizon_intervals
+    if horizon == 0:
+        return "plan is empty (0 intervals)"
+    lengths = {"gen_mw": len(plan.gen_mw), "load_mw": len(plan.load_mw),
+               "state_of_charge_mwh": len(plan.state_of_charge_mwh)}
+    lengths.update({f"fcas {s.product}": len(s.enablement_mw) for s in plan.fcas})
+    short = [f"{name} has {n}" for name, n in lengths.items() if n < horizon]
+    if short:
+        return f"plan arrays shorter than its {horizon} intervals: {', '.join(short)}"
+    if not (_finite_non_negative(np.asarray(plan.gen_mw)) and _finite_non_negative(np.asarray(plan.load_mw))
+            and bool(np.all(np.isfinite(np.asarray(plan.state_of_charge_mwh))))
+            and all(_finite_non_negative(np.asarray(s.enablement_mw)) for s in plan.fcas)):
+        return "plan holds negative or non-finite MW/MWh values"
+    unknown = sorted({s.product for s in plan.fcas} - set(fcas_products))
+    if unknown:
+        return f"plan schedules FCAS products not offered in the market: {', '.join(unknown)}"
+    if not plan.HasField("first_interval"):
+        return "plan has no first interval"
+    first = nem_time.from_timestamp(plan.first_interval)
+    offset = (dispatch_interval - first) / interval
+    if offset != int(offset) or not 0 <= offset < horizon:
+        return (f"plan covers {first:%Y-%m-%d %H:%M} + {horizon} intervals, not the dispatch interval "
+                f"{dispatch_interval:%Y-%m-%d %H:%M}")
+    return None
+
+
+def _action_text(gen_mw: float, load_mw: float, fcas_mw: float) -> str:
+    if gen_mw > 0:
+        action = f"discharge {gen_mw:.1f} MW"
+    elif load_mw > 0:
+        action = f"charge {load_mw:.1f} MW"
+    else:
+        action = "no energy dispatch"
+    return action + (f", FCAS {fcas_mw:.1f} MW enabled" if fcas_mw > 0 else "")
+
+
+def build_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySpec, bidding: BiddingSettings,
+              rules: MarketRules, *, dispatch_interval: datetime, offer_time: datetime, version: int,
+              fcas_products: Sequence[str], initial_soc_mwh: float, plan_hash: str,
+              event_time: datetime | None = None) -> bid_pb2.Bid:
+    """The price-contingent bid for ``plan`` (strategy in the module docstring).
+
+    ``dispatch_interval``: first interval of the bid (interval-ending AEST); ``offer_time``: when the
+    bid is made (AEST), which decides DAILY or REBID; ``initial_soc_mwh``: stored energy (MWh) at the
+    start of the plan's first interval; ``fcas_products``: the FCAS products tradable in the data;
+    ``event_time`` (REBID): the event the rebid responds to, ``offer_time`` when not given. An
+    unusable plan yields :func:`build_safe_bid`. Raises ValueError for inputs no bid can be made from
+    (ladders, battery, off-grid dispatch interval, non-finite SoC, unknown FCAS product names).
+    """
+    params = battery_from_spec(battery)
+    _check_battery(params)
+    _check_fcas_products(fcas_products, rules)
+    if not math.isfinite(initial_soc_mwh):
+        raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_soc_mwh}")
+    interval = timedelta(minutes=rules.interval_minutes)
+    count = _bid_interval_count(dispatch_interval, bidding, rules)
+    reason = _unusable_plan_reason(plan, dispatch_interval, interval, fcas_products)
+    if reason is not None:
+        return build_safe_bid(battery, bidding, rules, dispatch_interval=dispatch_interval,
+                              offer_time=offer_time, version=version, fcas_products=fcas_products,
+                              initial_soc_mwh=initial_soc_mwh, reason=reason, plan_hash=plan_hash,
+                              event_time=event_time)
+    offset = int((dispatch_interval - nem_time.from_timestamp(plan.first_interval)) / interval)
+    count = min(count, plan.horizon_intervals - offset)
+    window = slice(offset, offset + count)
+    planned_gen = np.asarray(plan.gen_mw, dtype=np.float64)[window]
+    planned_load = np.asarray(plan.load_mw, dtype=np.float64)[window]
+    planned_soc = np.asarray(plan.state_of_charge_mwh, dtype=np.float64)
+    soc_start = np.concatenate([[initial_soc_mwh], planned_soc])[window]
+    gen_bands, load_bands = energy_band_availabilities(planned_gen, planned_load, soc_start, params, bidding,
+                                                       rules)
+    schedules = {s.product: np.asarray(s.enablement_mw, dtype=np.float64)[window] for s in plan.fcas}
+    fcas = {product: _floor_mw(np.minimum(schedules.get(product, np.zeros(count)), params.power_mw))
+            for product in fcas_products}
+    fcas_first = sum(float(mw[0]) for mw in fcas.values())
+    algorithm = f"{plan.algorithm.name} v{plan.algorithm.version}, " if plan.algorithm.name else ""
+    gen_prices, _, spike_gen, _ = _headroom_masks(params, bidding, rules)
+    spike_text = f" at >= ${gen_prices[spike_gen].min():g}" if spike_gen.any() else ""
+    explanation = (f"Availability rebid from {dispatch_interval:%H:%M}: plan {plan_hash[:8] or 'unhashed'} "
+                   f"({algorithm}forecast-based) sets "
+                   f"{_action_text(float(gen_bands[0, 0]), float(load_bands[0, -1]), fcas_first)}; "
+                   f"spike headroom {float(gen_bands[0, 1:].sum()):.1f} MW{spike_text}; "
+                   f"SoC {soc_start[0]:.1f} MWh at {dispatch_interval - interval:%H:%M}")
+    is_rebid = _entry_type(dispatch_interval, offer_time, rules) == bid_pb2.ENTRY_TYPE_REBID
+    return _assemble(params, bidding, rules, dispatch_interval=dispatch_interval, offer_time=offer_time,
+                     version=version, plan_hash=plan_hash, explanation=explanation if is_rebid else "",
+                     event_time=event_time, gen_bands=gen_bands, load_bands=load_bands,
+                     fcas_enablement_mw=fcas)
+

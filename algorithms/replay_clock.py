@@ -1,0 +1,63 @@
+"""The cycle's clock: which dispatch interval a cycle bids for, its data cut-off and gate closure.
+
+The local stack replays historical market data live: wall-clock time is mapped onto the replay period
+keeping the time of day (day ``k`` of the replay is ``k mod replay_days`` days after its start), so a
+newcomer watching the Temporal UI at 17:40 AEST sees the cycle bid a January 2021 evening interval.
+Import-light (datetime only): the workflow uses it inside the sandbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+AEST_OFFSET = timedelta(hours=10)
+INTERVAL = timedelta(minutes=5)
+
+
+def replay_market_time(now_utc: datetime, replay_start: datetime, replay_days: int) -> datetime:
+    """Naive AEST market time in the replay period that corresponds to wall-clock ``now_utc``.
+
+    The time of day (AEST) is kept; the day is ``(days since replay_start's date) mod replay_days``
+    days after replay_start's date.
+    """
+    if replay_days <= 0:
+        raise ValueError(f"replay_days must be positive, got {replay_days}")
+    if now_utc.tzinfo is not None:
+        now_utc = now_utc.astimezone(UTC).replace(tzinfo=None)
+    market_now = now_utc + AEST_OFFSET
+    day_offset = (market_now.date() - replay_start.date()).days % replay_days
+    return datetime.combine(replay_start.date() + timedelta(days=day_offset), market_now.time())
+
+
+@dataclass(frozen=True)
+class CycleTimeline:
+    """The market times (naive AEST) that bound one cycle."""
+
+    decision_time: datetime
+    # Interval-ending time of the interval the cycle bids for.
+    dispatch_interval: datetime
+    # After this the cycle stops waiting for late data and uses estimates.
+    data_cutoff: datetime
+    # The bid must be acknowledged before this.
+    gate_closure: datetime
+
+
+def cycle_timeline(decision_time: datetime, *, market_data_cutoff_s: int, gate_closure_margin_s: int) -> CycleTimeline:
+    """Timeline of a cycle deciding at ``decision_time``: it bids for the first interval whose dispatch
+    run has not happened (the one after the interval in progress); gate closure is
+    ``gate_closure_margin_s`` before that interval starts."""
+    floored = decision_time.replace(second=0, microsecond=0)
+    in_progress_end = floored - timedelta(minutes=floored.minute % 5) + INTERVAL
+    dispatch_interval = in_progress_end + INTERVAL
+    return CycleTimeline(
+        decision_time=decision_time,
+        dispatch_interval=dispatch_interval,
+        data_cutoff=decision_time + timedelta(seconds=market_data_cutoff_s),
+        gate_closure=dispatch_interval - INTERVAL - timedelta(seconds=gate_closure_margin_s),
+    )
+
+
+def market_now(decision_time: datetime, cycle_started_utc: datetime, now_utc: datetime) -> datetime:
+    """Market time now: the decision time plus the wall-clock time elapsed since the cycle started."""
+    return decision_time + (now_utc - cycle_started_utc)

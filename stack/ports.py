@@ -1,0 +1,60 @@
+"""Port checks of the local stack: find a taken port before a part fails on it with an obscure error."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+
+from services.health import PortInUseError
+
+
+class StackError(RuntimeError):
+    """The local stack cannot start or keep running; the message is one clear sentence per problem."""
+
+
+class PortTakenError(StackError, PortInUseError):
+    """One or more ports the local stack needs are already in use (the message has one line per port).
+
+    Also a :class:`services.health.PortInUseError`, the error a server raises when its port is taken.
+    """
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if ``port`` on ``host`` cannot be listened on right now (something else holds it).
+
+    Binds a throw-away socket with ``SO_REUSEADDR`` (as the servers of the stack do), so a port that
+    only has connections in TIME_WAIT counts as free while a listening socket counts as taken.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def taken_port_message(label: str, port: int, config_key: str | None = None) -> str:
+    """The one-line explanation for a taken ``port`` used by the part called ``label``."""
+    where = f"[stack] {config_key}" if config_key else "[stack] temporal_address/ports"
+    return (f"port {port} ({label}) is already in use — is another `vpp up` running? "
+            f"stop it or set {where} in a config file")
+
+
+def check_ports_free(
+    ports: Mapping[str, int],
+    *,
+    host: str = "127.0.0.1",
+    config_keys: Mapping[str, str] | None = None,
+) -> None:
+    """Raise :class:`PortTakenError` if any of ``ports`` (part label -> TCP port) is taken on ``host``.
+
+    ``config_keys`` maps a label to the ``[stack]`` setting that moves its port, for the message.
+    All taken ports are reported at once, one line each.
+    """
+    keys = config_keys or {}
+    problems = [taken_port_message(label, port, keys.get(label))
+                for label, port in ports.items() if port_in_use(host, port)]
+    if problems:
+        raise PortTakenError("\n".join(problems))

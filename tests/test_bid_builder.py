@@ -1,0 +1,241 @@
+"""Bid builder: plans become valid, convex, SoC-deliverable, price-contingent bids; bad plans, safe bids."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+
+from algorithms import nem_time
+from algorithms.battery import battery_from_spec, battery_spec_from_settings
+from algorithms.bid_builder import build_bid, build_safe_bid, deliverable_mw
+from algorithms.bid_validation import validate_bid
+from settings import load_settings
+from vpp.v1 import bid_pb2, common_pb2, worker_pb2
+
+CONFIG = load_settings(environ={})
+RULES = CONFIG.market
+BIDDING = CONFIG.bidding
+BATTERY = battery_spec_from_settings(CONFIG.battery)
+PARAMS = battery_from_spec(BATTERY)
+FCAS = ("RAISE6SEC", "RAISE60SEC", "RAISE5MIN", "RAISEREG",
+        "LOWER6SEC", "LOWER60SEC", "LOWER5MIN", "LOWERREG")
+PRODUCTS = ("ENERGY", *FCAS)
+FIRST = datetime(2021, 1, 5, 17, 35)
+AFTER_CLOSE = datetime(2021, 1, 5, 17, 31)
+BEFORE_CLOSE = datetime(2021, 1, 4, 12, 0)
+HOURS = 5 / 60
+DAILY_PRICES: dict[tuple[str, int], tuple[float, ...]] = {
+    ("ENERGY", common_pb2.DIRECTION_GEN): BIDDING.gen_band_prices,
+    ("ENERGY", common_pb2.DIRECTION_LOAD): BIDDING.load_band_prices,
+    **{(p, common_pb2.DIRECTION_UNSPECIFIED): BIDDING.fcas_band_prices for p in FCAS},
+}
+
+
+def make_plan(gen: list[float], load: list[float], initial_soc: float = 97.0, first: datetime = FIRST,
+              fcas: dict[str, list[float]] | None = None,
+              status: worker_pb2.ResultStatus.ValueType = worker_pb2.RESULT_STATUS_OPTIMAL,
+              ) -> worker_pb2.OptimisationResult:
+    """A plan whose SoC follows the battery model from ``initial_soc`` (MWh)."""
+    soc = initial_soc + np.cumsum(0.92 * np.asarray(load) * HOURS - np.asarray(gen) * HOURS / 0.92)
+    return worker_pb2.OptimisationResult(
+        status=status, first_interval=nem_time.to_timestamp(first), horizon_intervals=len(gen),
+        gen_mw=gen, load_mw=load, state_of_charge_mwh=soc.tolist(),
+        algorithm=common_pb2.AlgorithmRef(name="lp-energy-fcas", version="1"),
+        fcas=[worker_pb2.ProductSchedule(product=p, enablement_mw=mw) for p, mw in (fcas or {}).items()])
+
+
+def build(plan: worker_pb2.OptimisationResult, *, initial_soc: float = 97.0, first: datetime = FIRST,
+          offer_time: datetime = AFTER_CLOSE, bidding: object = BIDDING) -> bid_pb2.Bid:
+    return build_bid(plan, BATTERY, bidding, RULES, dispatch_interval=first,  # type: ignore[arg-type]
+                     offer_time=offer_time, version=3, fcas_products=FCAS, initial_soc_mwh=initial_soc,
+                     plan_hash="3f2a9c1b77e0")
+
+
+def offer(bid: bid_pb2.Bid, product: str, direction: int = 0) -> bid_pb2.ProductOffer:
+    return next(o for o in bid.offers if o.product == product and o.direction == direction)
+
+
+def bands(bid: bid_pb2.Bid, direction: int) -> np.ndarray:
+    return np.array([list(p.band_avail_mw) for p in offer(bid, "ENERGY", direction).periods])
+
+
+def assert_valid(bid: bid_pb2.Bid) -> None:
+    assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=DAILY_PRICES) == []
+
+
+def test_plan_becomes_a_valid_rebid_with_planned_mw_in_the_right_bands() -> None:
+    plan = make_plan(gen=[120.0, 0.0, 0.0, 30.0], load=[0.0, 80.0, 0.0, 10.0],
+                     fcas={"RAISE6SEC": [20.0, 0.0, 5.0, 0.0], "LOWERREG": [0.0, 15.0, 0.0, 0.0]})
+    bid = build(plan)
+    assert_valid(bid)
+    assert bid.entry_type == bid_pb2.ENTRY_TYPE_REBID
+    assert bid.unit_id == "HPR1" and bid.trading_day == "2021-01-05" and bid.version == 3
+    assert bid.plan_hash == "3f2a9c1b77e0"
+    assert nem_time.from_timestamp(bid.event_time) == AFTER_CLOSE
+    assert "3f2a9c1b" in bid.rebid_explanation and "discharge 120.0 MW" in bid.rebid_explanation
+    assert "SoC 97.0 MWh at 17:30" in bid.rebid_explanation
+    gen, load = bands(bid, common_pb2.DIRECTION_GEN), bands(bid, common_pb2.DIRECTION_LOAD)
+    spike = np.asarray(BIDDING.gen_band_prices) >= 300
+    negative = np.asarray(BIDDING.load_band_prices) < 0
+    # interval 1: 120 MW discharge in GEN band 1, the rest of the 150 MW in the spike bands
+    assert gen[0, 0] == 120.0 and gen[0, spike].sum() == pytest.approx(30.0, abs=0.01)
+    assert gen[0, ~spike][1:].sum() == 0 and load[0, ~negative].sum() == 0
+    # interval 2: 80 MW charge in the top LOAD band; GEN only at >= $300
+    assert load[1, -1] == 80.0 and gen[1, 0] == 0 and gen[1, ~spike].sum() == 0
+    assert load[1, negative].sum() == pytest.approx(70.0, abs=0.01)
+    # interval 3: idle: headroom only
+    assert gen[2, ~spike].sum() == 0 and load[2, ~negative].sum() == 0
+    # interval 4: 30 discharge and 10 charge are netted to 20 MW discharge
+    assert gen[3, 0] == 20.0 and load[3, -1] == 0.0
+    raise6 = offer(bid, "RAISE6SEC").periods[0]
+    assert raise6.max_avail_mw == 20.0 and raise6.band_avail_mw[0] == 20.0 and sum(raise6.band_avail_mw) == 20
+    assert (raise6.enablement_min_mw, raise6.low_breakpoint_mw, raise6.high_breakpoint_mw,
+            raise6.enablement_max_mw) == (-150, -150, 130, 150)
+    lowerreg = offer(bid, "LOWERREG").periods[1]
+    assert (lowerreg.enablement_min_mw, lowerreg.low_breakpoint_mw, lowerreg.high_breakpoint_mw,
+            lowerreg.enablement_max_mw) == (-150, -135, 150, 150)
+    assert offer(bid, "RAISE5MIN").periods[0].max_avail_mw == 0  # every product is offered
+    energy_period = offer(bid, "ENERGY", common_pb2.DIRECTION_GEN).periods[0]
+    assert energy_period.max_avail_mw == pytest.approx(gen[0].sum())
+    assert energy_period.ramp_up_rate_mw_per_min == 150 and energy_period.pasa_avail_mw == 150
+    assert energy_period.energy_limit_mwh == 0
+
+
+def test_offer_before_the_daily_close_is_a_daily_bid() -> None:
+    bid = build(make_plan([50.0] * 3, [0.0] * 3), offer_time=BEFORE_CLOSE)
+    assert bid.entry_type == bid_pb2.ENTRY_TYPE_DAILY and not bid.HasField("event_time")
+    assert_valid(bid)
+
+
+def test_availability_is_limited_by_state_of_charge() -> None:
+    low = PARAMS.soc_min_mwh + 2.0  # 2 MWh above the floor: 2 * 0.92 * 12 = 22.08 MW deliverable
+    plan = make_plan(gen=[100.0], load=[0.0], initial_soc=low)
+    bid = build(plan, initial_soc=low)
+    gen = bands(bid, common_pb2.DIRECTION_GEN)
+    assert gen[0, 0] == pytest.approx(22.08, abs=0.001) and gen[0].sum() <= 22.08 + 1e-9
+    full = PARAMS.soc_max_mwh - 1.0  # 1 / (0.92 / 12) = 13.043 MW of charge
+    bid = build(make_plan(gen=[0.0], load=[100.0], initial_soc=full), initial_soc=full)
+    load = bands(bid, common_pb2.DIRECTION_LOAD)
+    assert load[0, -1] == pytest.approx(13.043, abs=0.001) and load[0].sum() <= 13.0435
+    assert_valid(bid)
+
+
+@hyp_settings(max_examples=60, deadline=None)
+@given(count=st.integers(1, 30),
+       initial_soc=st.floats(0.0, 194.0),
+       data=st.data())
+def test_random_plans_give_valid_bids_that_soc_can_deliver(count: int, initial_soc: float,
+                                                           data: st.DataObject) -> None:
+    mw = st.floats(0.0, 200.0) | st.just(0.0)
+    gen = data.draw(st.lists(mw, min_size=count, max_size=count))
+    load = data.draw(st.lists(mw, min_size=count, max_size=count))
+    soc = data.draw(st.lists(st.floats(-20.0, 250.0), min_size=count, max_size=count))
+    fcas = {p: data.draw(st.lists(st.floats(0.0, 400.0), min_size=count, max_size=count))
+            for p in data.draw(st.sets(st.sampled_from(FCAS)))}
+    plan = make_plan(gen, load, initial_soc, fcas=fcas)
+    del plan.state_of_charge_mwh[:]
+    plan.state_of_charge_mwh.extend(soc)  # SoC that need not follow the plan: the bid must still be safe
+    bid = build(plan, initial_soc=initial_soc)
+    assert_valid(bid)
+    soc_start = np.concatenate([[initial_soc], soc])[:count]
+    can_discharge, can_charge = deliverable_mw(soc_start, PARAMS, HOURS)
+    gen_bands, load_bands = bands(bid, common_pb2.DIRECTION_GEN), bands(bid, common_pb2.DIRECTION_LOAD)
+    assert np.all(gen_bands.sum(axis=1) <= can_discharge + 1e-6)
+    assert np.all(load_bands.sum(axis=1) <= can_charge + 1e-6)
+    maxavail = np.array([p.max_avail_mw for p in offer(bid, "ENERGY", common_pb2.DIRECTION_GEN).periods])
+    assert np.all(maxavail <= can_discharge + 1e-6)
+    net = np.asarray(gen) - np.asarray(load)
+    assert np.all(gen_bands[:, 0] <= np.maximum(net, 0) + 1e-9)
+
+
+@pytest.mark.parametrize("status", [worker_pb2.RESULT_STATUS_INFEASIBLE, worker_pb2.RESULT_STATUS_ERROR])
+def test_unusable_plan_yields_the_safe_bid(status: worker_pb2.ResultStatus.ValueType) -> None:
+    plan = make_plan([100.0] * 6, [0.0] * 6, fcas={"RAISE6SEC": [30.0] * 6}, status=status)
+    plan.status_reason = "terminal SoC unreachable"
+    bid = build(plan)
+    assert_valid(bid)
+    name = worker_pb2.ResultStatus.Name(status)
+    assert bid.rebid_explanation.startswith("Safe fallback bid from 17:35")
+    assert name in bid.rebid_explanation and "terminal SoC unreachable" in bid.rebid_explanation
+    gen, load = bands(bid, common_pb2.DIRECTION_GEN), bands(bid, common_pb2.DIRECTION_LOAD)
+    assert len(gen) == 126  # to the end of the trading day, whatever the plan covered
+    assert np.all(gen[:, 0] == 0) and np.all(load[:, -1] == 0)
+    assert gen[0].sum() == pytest.approx(150.0) and load[0].sum() == pytest.approx(150.0)
+    assert all(p.max_avail_mw == 0 for o in bid.offers if o.product in FCAS for p in o.periods)
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda p: p.ClearField("gen_mw"), "shorter"),
+    (lambda p: setattr(p, "horizon_intervals", 0), "empty"),
+    (lambda p: p.load_mw.__setitem__(1, float("nan")), "non-finite"),
+    (lambda p: p.fcas.add(product="RAISE1SEC", enablement_mw=[1.0] * 4), "RAISE1SEC"),
+    (lambda p: p.first_interval.CopyFrom(nem_time.to_timestamp(FIRST + timedelta(minutes=5))),
+     "not the dispatch"),
+])
+def test_damaged_plans_fall_back_to_safe_bids(damage: object, fragment: str) -> None:
+    plan = make_plan([10.0] * 4, [0.0] * 4)
+    damage(plan)  # type: ignore[operator]
+    bid = build(plan)
+    assert_valid(bid)
+    assert "Safe fallback" in bid.rebid_explanation and fragment in bid.rebid_explanation
+
+
+def test_build_safe_bid_directly() -> None:
+    bid = build_safe_bid(BATTERY, BIDDING, RULES, dispatch_interval=FIRST, offer_time=AFTER_CLOSE, version=1,
+                         fcas_products=FCAS, initial_soc_mwh=PARAMS.soc_min_mwh, reason="optimiser timed out")
+    assert_valid(bid)
+    assert bands(bid, common_pb2.DIRECTION_GEN).sum() == 0  # empty battery: nothing to discharge
+    assert "optimiser timed out" in bid.rebid_explanation
+
+
+def test_bid_is_truncated_at_the_end_of_the_trading_day() -> None:
+    late = datetime(2021, 1, 5, 23, 0)
+    bid = build(make_plan([0.0] * 288, [0.0] * 288, first=late), first=late)
+    periods = offer(bid, "ENERGY", common_pb2.DIRECTION_GEN).periods
+    assert len(periods) == 61
+    assert nem_time.from_timestamp(periods[-1].dispatch_interval) == datetime(2021, 1, 6, 4, 0)
+    assert bid.trading_day == "2021-01-05"
+    assert_valid(bid)
+
+
+def test_bid_horizon_and_plan_offset() -> None:
+    short = replace(BIDDING, bid_horizon_intervals=5)
+    assert len(offer(build(make_plan([1.0] * 20, [0.0] * 20), bidding=short), "RAISEREG").periods) == 5
+    assert len(offer(build(make_plan([1.0] * 7, [0.0] * 7)), "RAISEREG").periods) == 7
+    plan = make_plan([0.0, 0.0, 90.0, 0.0], [0.0, 150.0, 0.0, 0.0], first=FIRST - timedelta(minutes=10))
+    bid = build(plan)
+    gen = bands(bid, common_pb2.DIRECTION_GEN)
+    assert len(gen) == 2 and gen[0, 0] == 90.0
+    assert f"SoC {plan.state_of_charge_mwh[1]:.1f} MWh at 17:30" in bid.rebid_explanation
+
+
+def test_inputs_no_bid_can_be_made_from_are_errors() -> None:
+    plan = make_plan([1.0], [0.0])
+    with pytest.raises(ValueError, match="gen_band_prices"):
+        build(plan, bidding=replace(BIDDING, gen_band_prices=BIDDING.gen_band_prices[:9]))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        build(plan, bidding=replace(BIDDING, load_band_prices=tuple(reversed(BIDDING.load_band_prices))))
+    with pytest.raises(ValueError, match="grid"):
+        build(plan, first=FIRST + timedelta(minutes=1))
+    with pytest.raises(ValueError, match="neither a RAISE nor a LOWER"):
+        build_bid(plan, BATTERY, BIDDING, RULES, dispatch_interval=FIRST, offer_time=AFTER_CLOSE, version=1,
+                  fcas_products=["REGULATION"], initial_soc_mwh=97.0, plan_hash="x")
+
+
+def test_custom_ladders_keep_convexity() -> None:
+    """Ladders where LOAD bands reach above GEN band 1: headroom moves to bands that stay convex."""
+    ladders = replace(BIDDING, gen_band_prices=(20.0, 40.0, 60.0, 80.0, 150.0, 400.0, 900.0, 3000.0, 9000.0,
+                                                14000.0),
+                      load_band_prices=(-900.0, -400.0, -100.0, -10.0, 0.0, 10.0, 19.0, 30.0, 100.0, 200.0))
+    plan = make_plan([0.0, 100.0, 0.0], [100.0, 0.0, 0.0])
+    bid = build(plan, bidding=ladders)
+    assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS) == []
+    gen, load = bands(bid, common_pb2.DIRECTION_GEN), bands(bid, common_pb2.DIRECTION_LOAD)
+    assert np.all(gen[:, 1:5] == 0) and gen[0, 5:].sum() > 0  # headroom only above $200
+    assert np.all(load[:, 7:9] == 0) and load[1, :7].sum() > 0  # headroom only below $20

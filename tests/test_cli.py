@@ -1,0 +1,102 @@
+"""The `vpp` command line: commands, clear configuration errors, status and archive listing."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from typer.testing import CliRunner
+
+from archive.store import LocalArchive
+from cli.main import app
+from tests.conftest import free_port
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str | None]:
+    """Environment of one invocation: an empty state folder, no user configuration."""
+    return {"VPP_STATE_DIR": str(tmp_path / "state"), "VPP_CONFIG": None, "VPP_SQS_ENDPOINT": None}
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for command in ("up", "status", "serve", "worker", "db", "archive", "demo", "bench"):
+        assert f" {command} " in result.output
+
+
+def test_missing_config_file_is_one_clear_line_and_exit_1(env: dict[str, str | None]) -> None:
+    result = runner.invoke(app, ["--config", "missing.toml", "status"], env=env)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: config file missing.toml")
+    assert "Traceback" not in result.output
+
+
+def test_malformed_config_file_is_one_clear_line(tmp_path: Path, env: dict[str, str | None]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[stack\n")
+    result = runner.invoke(app, ["--config", str(config), "status"], env=env)
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert str(config) in result.output
+
+
+def test_status_reports_parts_down_on_free_ports(tmp_path: Path, env: dict[str, str | None]) -> None:
+    config = tmp_path / "ports.toml"
+    config.write_text(
+        "[stack]\n"
+        f'temporal_address = "127.0.0.1:{free_port()}"\n'
+        f"temporal_ui_port = {free_port()}\nsqs_port = {free_port()}\n"
+        f"market_data_port = {free_port()}\nbid_service_port = {free_port()}\n"
+    )
+    result = runner.invoke(app, ["--config", str(config), "status"], env=env, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "down" in line or " up " in line]
+    assert len(rows) == 5 and all("down" in row for row in rows)
+
+
+def test_archive_ls_on_an_empty_state_folder(env: dict[str, str | None]) -> None:
+    result = runner.invoke(app, ["archive", "ls"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "no cycles" in result.output
+
+
+def test_archive_ls_lists_cycles_and_entries(tmp_path: Path, env: dict[str, str | None]) -> None:
+    recorded_at = datetime(2021, 1, 15, 6, 0, tzinfo=UTC)
+    archive = LocalArchive(tmp_path / "state" / "archive", clock=lambda: recorded_at)
+    key = archive.put(Timestamp(seconds=1610690700), cycle_id="HPR1-20210115T1605", label="snapshot")
+    listed = runner.invoke(app, ["archive", "ls"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.split() == ["HPR1-20210115T1605"]
+
+    entries = runner.invoke(app, ["archive", "ls", "HPR1-20210115T1605"], env=env, terminal_width=250)
+    assert entries.exit_code == 0, entries.output
+    assert "snapshot" in entries.output and key in entries.output
+    assert "google.protobuf.Timestamp" in entries.output
+    assert "2021-01-15T06:00:00+00:00" in entries.output
+
+    unknown = runner.invoke(app, ["archive", "ls", "NOPE"], env=env)
+    assert unknown.exit_code == 1
+    assert "no entries for cycle 'NOPE'" in unknown.output
+
+
+def test_unknown_pool_kind_is_a_usage_error(env: dict[str, str | None]) -> None:
+    result = runner.invoke(app, ["worker", "pool", "weather"], env=env)
+    assert result.exit_code == 2
+    assert "weather" in result.output
+
+
+def test_runs_as_a_module() -> None:
+    import subprocess
+
+    completed = subprocess.run([sys.executable, "-m", "cli.main", "--help"], capture_output=True, text=True,
+                               check=False, timeout=60)
+    assert completed.returncode == 0
+    assert "Usage: vpp" in completed.stdout

@@ -1,0 +1,47 @@
+"""The Temporal worker process: the AutoBidder workflow, its activities and the SQS result relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.cycle import CycleActivities
+from archive import open_archive
+from settings import Settings
+from workers.result_relay import run_result_relay
+from workers.sqs import queue_urls, sqs_client
+from workflows.autobidder import AutobidderCycle
+
+logger = logging.getLogger(__name__)
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    """A client of the configured Temporal frontend and namespace."""
+    return await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+
+
+async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the cycle workflow and activities on the task queue, and relay worker results, until ``stop``."""
+    client = await connect_temporal(settings)
+    archive = open_archive(settings)
+    sqs = sqs_client(settings)
+    queues = await asyncio.to_thread(queue_urls, sqs, settings)
+    activities = CycleActivities(settings, archive, sqs, queues)
+    async with Worker(client, task_queue=settings.stack.task_queue, workflows=[AutobidderCycle],
+                      activities=activities.all(), max_concurrent_activities=50):
+        relay = asyncio.create_task(run_result_relay(settings, client, archive, stop, sqs=sqs))
+        logger.info("temporal worker ready on task queue %s (%s)", settings.stack.task_queue,
+                    settings.stack.temporal_address)
+        stop_wait = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({relay, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if relay in done and not stop.is_set():
+            stop_wait.cancel()
+            relay.result()  # a relay that died is a failed worker: surface its error
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+    logger.info("temporal worker stopped")

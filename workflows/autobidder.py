@@ -1,0 +1,337 @@
+"""The 5-minute AutoBidder cycle.
+
+fetch market data (gRPC) -> forecasts (SQS, one task per product, fanned out and accumulated) ->
+optimise (SQS) -> build + validate the bid (V1–V8) -> submit (gRPC, idempotent) -> record.
+
+The workflow only orchestrates: every decision about prices, plans and bids is made by pure functions
+behind the activities. Its state is the tuple of immutable :class:`StageFact` s, readable with the
+``facts`` / ``state`` queries, and mirrored into search attributes and memo for the Web UI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from algorithms.replay_clock import cycle_timeline, market_now, replay_market_time
+    from stack import search_attributes as sa
+    from workers.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
+    from workflows.facts import (
+        BidBuilt,
+        BidSubmitted,
+        BuildBidInput,
+        CycleConfig,
+        CycleInput,
+        CycleResult,
+        CycleState,
+        FetchInput,
+        ForecastTaskInput,
+        MarketFetched,
+        OptimisationTaskInput,
+        OutcomeRecorded,
+        RecordInput,
+        StageFact,
+        SubmitInput,
+    )
+
+# Market time now (naive AEST) and the time left until gate closure.
+_MarketClock = Callable[[], datetime]
+_Remaining = Callable[[], timedelta]
+
+# Business failures the cycle ends with (ApplicationError types, non-retryable).
+GATE_CLOSURE_MISSED = "GateClosureMissed"
+NO_VALID_BID = "NoValidBid"
+BID_REJECTED = "BidRejected"
+
+QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                          maximum_interval=timedelta(seconds=10))
+WORKER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
+                           non_retryable_error_types=[WORKER_FAILED_ERROR_TYPE])
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+@workflow.defn(name="AutobidderCycle")
+class AutobidderCycle:
+    """One bidding cycle for one unit and one dispatch interval."""
+
+    def __init__(self) -> None:
+        self._facts: list[StageFact] = []
+        self._stage = "starting"
+        self._unit_id = ""
+        self._region = ""
+        self._dispatch_interval: str | None = None
+        self._bid_id: str | None = None
+        self._outcome: str | None = None
+        self._search_attributes = True
+
+    @workflow.query
+    def facts(self) -> list[StageFact]:
+        """The immutable stage facts so far, in order."""
+        return list(self._facts)
+
+    @workflow.query
+    def state(self) -> CycleState:
+        """Where the cycle is: stage, dispatch interval, bid id, outcome and facts."""
+        return CycleState(
+            cycle_id=workflow.info().workflow_id,
+            unit_id=self._unit_id,
+            region=self._region,
+            dispatch_interval=self._dispatch_interval,
+            stage=self._stage,
+            bid_id=self._bid_id,
+            outcome=self._outcome,
+            facts=tuple(self._facts),
+        )
+
+    @workflow.run
+    async def run(self, cycle: CycleInput) -> CycleResult:
+        info = workflow.info()
+        cycle_id = info.workflow_id
+        config = cycle.config
+        self._unit_id, self._region = cycle.unit_id, cycle.region
+        started_utc = workflow.now()
+        decision_time = (
+            datetime.fromisoformat(cycle.decision_time)
+            if cycle.decision_time
+            else replay_market_time(started_utc, datetime.fromisoformat(config.replay_start), config.replay_days)
+        )
+        timeline = cycle_timeline(decision_time, market_data_cutoff_s=config.market_data_cutoff_s,
+                                  gate_closure_margin_s=config.gate_closure_margin_s)
+        self._dispatch_interval = _iso(timeline.dispatch_interval)
+        gate_closure_utc = started_utc + (timeline.gate_closure - decision_time)
+        self._search_attributes = config.search_attributes
+        self._upsert(sa.UNIT.value_set(cycle.unit_id), sa.REGION.value_set(cycle.region),
+                     sa.DISPATCH_INTERVAL.value_set(_as_utc(timeline.dispatch_interval)))
+
+        def now_market() -> datetime:
+            return market_now(decision_time, started_utc, workflow.now())
+
+        def time_left() -> timedelta:
+            return gate_closure_utc - workflow.now()
+
+        try:
+            fetched = await self._fetch(cycle, cycle_id, timeline.dispatch_interval, now_market,
+                                        started_utc + (timeline.data_cutoff - decision_time))
+            forecasts = await self._forecast(cycle_id, fetched, timeline.dispatch_interval, now_market(),
+                                             config, time_left)
+            plan = await self._optimise(cycle, cycle_id, fetched, forecasts, timeline.dispatch_interval, time_left)
+            built = await self._build(cycle, cycle_id, plan, fetched, timeline.dispatch_interval, now_market(),
+                                      config, time_left)
+            if time_left() <= timedelta(0):
+                raise ApplicationError(
+                    f"gate closure for {timeline.dispatch_interval:%Y-%m-%d %H:%M} passed before submission",
+                    type=GATE_CLOSURE_MISSED, non_retryable=True)
+            assert built.bid_key is not None
+            submitted = await self._submit(cycle_id, built.bid_key, time_left)
+            latency_s = (workflow.now() - started_utc).total_seconds()
+            outcome = await self._record(cycle, cycle_id, timeline.dispatch_interval, started_utc, "SUBMITTED",
+                                         submitted.bid_id, None)
+            self._outcome = "SUBMITTED"
+            self._upsert(sa.OUTCOME.value_set("SUBMITTED"))
+            return CycleResult(cycle_id=cycle_id, dispatch_interval=_iso(timeline.dispatch_interval),
+                               status="SUBMITTED", bid_id=submitted.bid_id, facts=tuple(self._facts),
+                               outcome=outcome, started_market_time=_iso(decision_time),
+                               latency_to_ack_s=latency_s)
+        except ApplicationError as failure:
+            await self._record_failure(cycle, cycle_id, timeline.dispatch_interval, started_utc, failure)
+            raise
+        except Exception as failure:  # activity failures, timeouts: recorded, then the cycle fails
+            await self._record_failure(cycle, cycle_id, timeline.dispatch_interval, started_utc, failure)
+            raise
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    async def _fetch(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
+                     now_market: _MarketClock, cutoff_utc: datetime) -> MarketFetched:
+        config = cycle.config
+        self._enter("fetch")
+        while True:
+            use_estimates = workflow.now() >= cutoff_utc
+            fetched: MarketFetched = await workflow.execute_activity(
+                "fetch_market_snapshot",
+                FetchInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
+                           dispatch_interval=_iso(dispatch_interval), as_of=_iso(now_market()),
+                           history_intervals=config.history_intervals, use_estimates=use_estimates),
+                result_type=MarketFetched,
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=QUICK_RETRY,
+            )
+            if fetched.latest_known or use_estimates:
+                break
+            workflow.logger.info("market data %s for %s; waiting", fetched.latest_quality, fetched.latest_interval)
+            wait_s = min(float(config.market_data_poll_s), (cutoff_utc - workflow.now()).total_seconds())
+            await workflow.sleep(max(wait_s, 0.0))
+        notes = "; ".join(fetched.quality_notes)
+        self._add_fact("fetch", f"{len(fetched.products)} products, latest {fetched.latest_interval} "
+                       f"{fetched.latest_quality}, SoC {fetched.state_of_charge_mwh:.1f} MWh"
+                       + (f" ({notes})" if notes else ""), (fetched.snapshot_key,))
+        return fetched
+
+    async def _forecast(self, cycle_id: str, fetched: MarketFetched, dispatch_interval: datetime,
+                        decision_time: datetime, config: CycleConfig,
+                        time_left: _Remaining) -> list[WorkerAnswer]:
+        self._enter("forecast")
+        timeout = _bounded(timedelta(seconds=config.worker_answer_timeout_s), time_left())
+        tasks = [
+            workflow.execute_activity(
+                "request_forecast",
+                ForecastTaskInput(cycle_id=cycle_id, product=product, snapshot_key=fetched.snapshot_key,
+                                  decision_time=_iso(decision_time), first_interval=_iso(dispatch_interval),
+                                  config=config),
+                result_type=WorkerAnswer,
+                activity_id=f"forecast-{product}",
+                start_to_close_timeout=timeout,
+                schedule_to_close_timeout=_bounded(time_left(), time_left()),
+                retry_policy=WORKER_RETRY,
+            )
+            for product in fetched.products
+        ]
+        answers: list[WorkerAnswer] = list(await asyncio.gather(*tasks))
+        slowest = max((a.compute_ms for a in answers), default=0.0)
+        self._add_fact("forecast", f"{len(answers)} forecasts ({config.forecast_algorithm} "
+                       f"v{config.forecast_algorithm_version}), slowest {slowest:.0f} ms",
+                       tuple(a.archive_key for a in answers))
+        return answers
+
+    async def _optimise(self, cycle: CycleInput, cycle_id: str, fetched: MarketFetched,
+                        forecasts: list[WorkerAnswer], dispatch_interval: datetime,
+                        time_left: _Remaining) -> WorkerAnswer:
+        config = cycle.config
+        self._enter("optimise")
+        plan: WorkerAnswer = await workflow.execute_activity(
+            "request_optimisation",
+            OptimisationTaskInput(cycle_id=cycle_id, unit_id=cycle.unit_id,
+                                  forecast_keys=tuple(a.archive_key for a in forecasts),
+                                  first_interval=_iso(dispatch_interval),
+                                  state_of_charge_mwh=fetched.state_of_charge_mwh, net_mw=fetched.net_mw,
+                                  config=config),
+            result_type=WorkerAnswer,
+            activity_id="optimise",
+            start_to_close_timeout=_bounded(timedelta(seconds=config.worker_answer_timeout_s), time_left()),
+            schedule_to_close_timeout=_bounded(time_left(), time_left()),
+            retry_policy=WORKER_RETRY,
+        )
+        self._add_fact("optimise", f"plan {plan.status} in {plan.compute_ms:.0f} ms"
+                       + (f": {plan.status_reason}" if plan.status_reason else ""), (plan.archive_key,))
+        return plan
+
+    async def _build(self, cycle: CycleInput, cycle_id: str, plan: WorkerAnswer, fetched: MarketFetched,
+                     dispatch_interval: datetime, offer_time: datetime, config: CycleConfig,
+                     time_left: _Remaining) -> BidBuilt:
+        self._enter("bid")
+        built: BidBuilt = await workflow.execute_activity(
+            "build_and_validate_bid",
+            BuildBidInput(cycle_id=cycle_id, unit_id=cycle.unit_id, plan_key=plan.archive_key,
+                          dispatch_interval=_iso(dispatch_interval), offer_time=_iso(offer_time),
+                          version=config.bid_version, state_of_charge_mwh=fetched.state_of_charge_mwh,
+                          products=fetched.products),
+            result_type=BidBuilt,
+            start_to_close_timeout=_bounded(timedelta(seconds=30), time_left()),
+            retry_policy=QUICK_RETRY,
+        )
+        keys = (built.bid_key,) if built.bid_key else ()
+        self._add_fact("bid", built.summary + (f"; rejected: {'; '.join(built.violations)}"
+                                               if built.violations else ""), keys)
+        if not built.valid or built.bid_key is None:
+            raise ApplicationError(f"no valid bid for {dispatch_interval:%Y-%m-%d %H:%M}: "
+                                   + "; ".join(built.violations), type=NO_VALID_BID, non_retryable=True)
+        return built
+
+    async def _submit(self, cycle_id: str, bid_key: str, time_left: _Remaining) -> BidSubmitted:
+        self._enter("submit")
+        submitted: BidSubmitted = await workflow.execute_activity(
+            "submit_bid",
+            SubmitInput(cycle_id=cycle_id, bid_key=bid_key),
+            result_type=BidSubmitted,
+            start_to_close_timeout=timedelta(seconds=15),
+            schedule_to_close_timeout=_bounded(time_left(), time_left()),
+            retry_policy=QUICK_RETRY,
+        )
+        self._bid_id = submitted.bid_id
+        self._upsert(sa.BID_ID.value_set(submitted.bid_id))
+        workflow.upsert_memo({"bid": {"bid_id": submitted.bid_id, "status": submitted.status,
+                                      "duplicate": submitted.duplicate}})
+        self._add_fact("submit", f"bid {submitted.bid_id} {submitted.status}"
+                       + (" (already submitted)" if submitted.duplicate else ""), (bid_key,))
+        if submitted.status != "ACCEPTED":
+            raise ApplicationError(f"market rejected bid {submitted.bid_id}: {'; '.join(submitted.reasons)}",
+                                   type=BID_REJECTED, non_retryable=True)
+        return submitted
+
+    async def _record(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
+                      started_utc: datetime, status: str, bid_id: str | None,
+                      failure: str | None) -> OutcomeRecorded:
+        self._enter("record")
+        outcome: OutcomeRecorded = await workflow.execute_activity(
+            "record_outcome",
+            RecordInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
+                        dispatch_interval=_iso(dispatch_interval), status=status, bid_id=bid_id,
+                        failure=failure, started_at=started_utc.isoformat(), facts=tuple(self._facts)),
+            result_type=OutcomeRecorded,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=QUICK_RETRY,
+        )
+        if outcome.cleared:
+            self._add_fact("record", f"cleared gen {outcome.gen_mw:.1f} MW load {outcome.load_mw:.1f} MW at "
+                           f"${outcome.price:,.2f}/MWh: energy ${outcome.energy_revenue_dollars:,.2f}, FCAS "
+                           f"${outcome.fcas_revenue_dollars:,.2f}; SoC {outcome.state_of_charge_mwh:.1f} MWh")
+            workflow.upsert_memo({"outcome": {
+                "gen_mw": outcome.gen_mw, "load_mw": outcome.load_mw, "price": outcome.price,
+                "energy_revenue_dollars": outcome.energy_revenue_dollars,
+                "fcas_revenue_dollars": outcome.fcas_revenue_dollars}})
+        else:
+            self._add_fact("record", f"recorded {status}" + (f": {failure}" if failure else ""))
+        return outcome
+
+    async def _record_failure(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
+                              started_utc: datetime, failure: BaseException) -> None:
+        reason = _failure_text(failure)
+        self._outcome = "FAILED"
+        self._upsert(sa.OUTCOME.value_set("FAILED"))
+        try:
+            await self._record(cycle, cycle_id, dispatch_interval, started_utc, "FAILED", self._bid_id, reason)
+        except Exception as record_failure:  # the original failure is what the operator must see
+            workflow.logger.warning("could not record failed cycle: %s", record_failure)
+
+    # -- state helpers --------------------------------------------------------------------------
+
+    def _enter(self, stage: str) -> None:
+        self._stage = stage
+        self._upsert(sa.STAGE.value_set(stage))
+
+    def _upsert(self, *updates: SearchAttributeUpdate[Any]) -> None:
+        if self._search_attributes:
+            workflow.upsert_search_attributes(list(updates))
+
+    def _add_fact(self, stage: str, summary: str, archive_keys: tuple[str, ...] = ()) -> None:
+        self._facts.append(StageFact(stage=stage, at=workflow.now().isoformat(), summary=summary,
+                                     archive_keys=archive_keys))
+        workflow.upsert_memo({"last_fact": f"{stage}: {summary}"})
+
+
+def _bounded(wanted: timedelta, remaining: timedelta) -> timedelta:
+    """``wanted``, but never past gate closure, and at least one second (Temporal needs > 0)."""
+    return max(min(wanted, remaining), timedelta(seconds=1))
+
+
+def _as_utc(market_time: datetime) -> datetime:
+    return (market_time - timedelta(hours=10)).replace(tzinfo=UTC)
+
+
+def _failure_text(failure: BaseException) -> str:
+    cause = failure
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause  # type: ignore[attr-defined]
+    text = str(cause) or type(cause).__name__
+    outer = str(failure)
+    return text if outer in ("", text) else f"{outer}: {text}"
