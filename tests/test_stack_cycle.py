@@ -1,0 +1,240 @@
+"""Real cycles on the real local stack: Temporal dev server, SQS endpoint (moto server), PostgreSQL,
+the market-data and bid gRPC services, the forecast and optimisation worker pools and the Temporal
+worker, each a separate process started by :class:`stack.supervisor.LocalStack`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from archive import open_archive
+from models.bids import count_accepted_submissions
+from models.db import connect
+from settings import Settings, load_settings
+from stack import search_attributes as sa
+from stack.cycles import run_cycle_at
+from stack.schedule import ensure_schedule, schedule_id
+from stack.supervisor import LocalStack
+from tests.conftest import free_port, fresh_database
+from vpp.v1 import bid_pb2
+from workers.sqs import queue_urls, sqs_client
+from workflows.autobidder import AutobidderCycle
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
+
+REGION = "SA1"
+# Decisions 30 s into the intervals ending 16:05, 16:10, ... on 15 January 2021.
+FIRST_DECISION = datetime(2021, 1, 15, 16, 0, 30)
+
+
+@pytest.fixture(scope="module")
+def stack(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The whole local stack on free ports, with a fresh database, for this module."""
+    loaded = load_settings(environ={})
+    with fresh_database(server_url) as url:
+        settings = replace(
+            loaded,
+            database_url=url,
+            stack=replace(loaded.stack, state_dir=tmp_path_factory.mktemp("stack"),
+                          temporal_address=f"127.0.0.1:{free_port()}", temporal_ui_port=free_port(),
+                          sqs_port=free_port(), market_data_port=free_port(), bid_service_port=free_port(),
+                          forecast_workers=2, optimiser_workers=1),
+        )
+        with LocalStack(settings, ui=False) as running:
+            yield running
+
+
+@pytest.fixture(scope="module")
+async def client(stack: LocalStack) -> AsyncIterator[Client]:
+    yield await Client.connect(stack.temporal_address)
+
+
+def dispatch_prices() -> pd.DataFrame:
+    path = load_settings(environ={}).market_data.data_dir / "PUBLIC_DVD_DISPATCHPRICE_202101010000.parquet"
+    frame = pd.read_parquet(path)
+    return frame[(frame.REGIONID == REGION) & (frame.INTERVENTION == 0)].set_index("SETTLEMENTDATE")
+
+
+def rrp_at(frame: pd.DataFrame, dispatch_interval: datetime) -> float:
+    return float(frame.loc[dispatch_interval.strftime("%Y/%m/%d %H:%M:%S"), "RRP"])
+
+
+async def accepted_submissions(settings: Settings, unit_id: str, dispatch_interval: datetime) -> int:
+    assert settings.database_url is not None
+    async with await connect(settings.database_url) as conn:
+        return await count_accepted_submissions(conn, unit_id, dispatch_interval)
+
+
+async def test_consecutive_cycles_bid_clear_settle_and_archive(stack: LocalStack, client: Client) -> None:
+    settings = stack.settings
+    prices = dispatch_prices()
+    runs = [await run_cycle_at(client, settings, FIRST_DECISION + timedelta(minutes=5 * i)) for i in range(3)]
+    assert [r.failure for r in runs] == [None, None, None]
+    results = [r.result for r in runs if r.result is not None]
+    intervals = [datetime.fromisoformat(r.dispatch_interval) for r in results]
+    assert intervals == [datetime(2021, 1, 15, 16, 10) + timedelta(minutes=5 * i) for i in range(3)]
+
+    archive = open_archive(settings)
+    previous_soc = None
+    for run, result, interval in zip(runs, results, intervals, strict=True):
+        assert result.status == "SUBMITTED" and result.bid_id
+        assert [f.stage for f in result.facts] == ["fetch", "forecast", "optimise", "bid", "submit", "record"]
+        # Settlement: energy revenue is RRP x MLF x net MW x 5/60 at the historical price.
+        outcome = result.outcome
+        assert outcome is not None and outcome.cleared
+        rrp = rrp_at(prices, interval)
+        assert outcome.price == pytest.approx(rrp)
+        assert outcome.energy_revenue_dollars == pytest.approx(rrp * (outcome.gen_mw - outcome.load_mw) * 5 / 60)
+        # State of charge follows the cleared MW with the reference efficiencies.
+        if previous_soc is not None:
+            expected = previous_soc + 0.92 * outcome.load_mw * 5 / 60 - outcome.gen_mw * 5 / 60 / 0.92
+            assert outcome.state_of_charge_mwh == pytest.approx(expected, abs=1e-6)
+        previous_soc = outcome.state_of_charge_mwh
+        # Every request and result of the cycle is archived, immutable and decodable.
+        labels = {entry.label for entry in archive.list_cycle(run.workflow_id)}
+        assert {"market-snapshot", "forecast-request/ENERGY", "forecast-result/ENERGY", "optimisation-request",
+                "optimisation-result/", "bid", "bid-acknowledgement", "market-outcome"} <= labels
+        assert len([label for label in labels if label.startswith("forecast-result/")]) == 9
+        bid = archive.get(result.facts[3].archive_keys[0])
+        assert isinstance(bid, bid_pb2.Bid) and bid.unit_id == settings.cycle.unit_id
+        assert await accepted_submissions(settings, settings.cycle.unit_id, interval) == 1
+
+    # The cycle record is in PostgreSQL with its facts.
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT cycle_id, status, bid_id, jsonb_array_length(facts) FROM cycles "
+                            "WHERE cycle_id = ANY(%s)", ([r.workflow_id for r in runs],)).fetchall()
+    assert sorted((r[1], r[3] >= 6) for r in rows) == [("SUBMITTED", True)] * 3
+
+    # The Web UI sees the stage, bid and outcome as search attributes and memo.
+    description = await client.get_workflow_handle(runs[0].workflow_id).describe()
+    typed = description.typed_search_attributes
+    assert typed.get(sa.UNIT) == settings.cycle.unit_id and typed.get(sa.REGION) == REGION
+    assert typed.get(sa.STAGE) == "record" and typed.get(sa.OUTCOME) == "SUBMITTED"
+    assert typed.get(sa.BID_ID) == results[0].bid_id
+    memo = await description.memo()
+    assert memo["bid"]["bid_id"] == results[0].bid_id
+
+
+async def test_killed_worker_mid_cycle_still_submits_exactly_once(stack: LocalStack, client: Client) -> None:
+    settings = stack.settings
+    decision = FIRST_DECISION + timedelta(hours=1)
+    cycle_task = asyncio.create_task(run_cycle_at(client, settings, decision, workflow_id="fault-kill-worker"))
+    handle = client.get_workflow_handle("fault-kill-worker")
+    await _wait_for_activity(handle, "request_forecast")
+    stack.kill_part("temporal-worker")
+    stack.kill_part("optimisation")
+    await asyncio.sleep(2)
+    await asyncio.to_thread(stack.restart_part, "optimisation")
+    await asyncio.to_thread(stack.restart_part, "temporal-worker")
+    run = await asyncio.wait_for(cycle_task, timeout=240)
+    assert run.failure is None and run.result is not None and run.result.status == "SUBMITTED"
+    interval = datetime.fromisoformat(run.result.dispatch_interval)
+    assert await accepted_submissions(settings, settings.cycle.unit_id, interval) == 1
+    # A second cycle for the same interval (e.g. a duplicate trigger) is acknowledged as a duplicate.
+    again = await run_cycle_at(client, settings, decision)
+    assert again.result is not None
+    assert any("already submitted" in f.summary for f in again.result.facts)
+    assert await accepted_submissions(settings, settings.cycle.unit_id, interval) == 1
+
+
+async def test_restarted_temporal_server_does_not_lose_the_cycle(stack: LocalStack, client: Client) -> None:
+    settings = stack.settings
+    decision = FIRST_DECISION + timedelta(hours=2)
+    handle = await client.start_workflow(
+        AutobidderCycle.run, _cycle_input(settings, decision), id="fault-restart-temporal",
+        task_queue=settings.stack.task_queue)
+    await _wait_for_activity(handle, "request_forecast")
+    await asyncio.to_thread(stack.restart_part, "temporal")
+    fresh = await Client.connect(stack.temporal_address)
+    result = await asyncio.wait_for(
+        fresh.get_workflow_handle_for(AutobidderCycle.run, "fault-restart-temporal").result(), timeout=240)
+    assert result.status == "SUBMITTED"
+    interval = datetime.fromisoformat(result.dispatch_interval)
+    assert await accepted_submissions(settings, settings.cycle.unit_id, interval) == 1
+
+
+async def test_poison_message_lands_in_the_dead_letter_queue_with_its_reason(stack: LocalStack) -> None:
+    settings = stack.settings
+    sqs = sqs_client(settings)
+    urls = queue_urls(sqs, settings)
+    body = base64.b64encode(b"\x08\x96\x01 definitely not a WorkerTask").decode()
+    sqs.send_message(QueueUrl=urls.forecast_requests, MessageBody=body)
+    deadline = time.monotonic() + 60
+    dead: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not dead:
+        answer = sqs.receive_message(QueueUrl=urls.dead_letters, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                     MessageAttributeNames=["All"])
+        dead = [m for m in answer.get("Messages", []) if m["Body"] == body]
+    assert dead, "the poison message never reached the dead-letter queue"
+    attributes = dead[0]["MessageAttributes"]
+    assert isinstance(attributes, dict)
+    assert attributes["ErrorCode"]["StringValue"] == "invalid_message"
+    assert attributes["ErrorMessage"]["StringValue"]
+
+
+async def test_schedule_fires_every_five_minutes_aligned_with_skip_overlap(stack: LocalStack,
+                                                                          client: Client) -> None:
+    settings = stack.settings
+    await ensure_schedule(settings, client)
+    await ensure_schedule(settings, client)  # idempotent: updates in place
+    handle = client.get_schedule_handle(schedule_id(settings))
+    description = await handle.describe()
+    spec = description.schedule.spec.intervals[0]
+    assert spec.every == timedelta(minutes=5) and spec.offset == timedelta(seconds=settings.cycle.schedule_offset_s)
+    assert description.schedule.policy.catchup_window == timedelta(minutes=5)
+    assert description.schedule.policy.overlap.name == "SKIP"
+    await handle.trigger()
+    deadline = time.monotonic() + 120
+    status = None
+    while time.monotonic() < deadline:
+        recent = (await handle.describe()).info.recent_actions
+        if recent:
+            run = client.get_workflow_handle(recent[-1].action.workflow_id)
+            status = (await run.describe()).status
+            if status != WorkflowExecutionStatus.RUNNING:
+                break
+        await asyncio.sleep(1)
+    await handle.delete()
+    assert status == WorkflowExecutionStatus.COMPLETED
+
+
+def _cycle_input(settings: Settings, decision: datetime) -> object:
+    from stack.schedule import cycle_config
+    from workflows.facts import CycleInput
+
+    return CycleInput(unit_id=settings.cycle.unit_id, region=REGION, config=cycle_config(settings.cycle),
+                      decision_time=decision.isoformat())
+
+
+async def _wait_for_activity(handle: object, activity_type: str, timeout_s: float = 60) -> None:
+    """Wait until the workflow has scheduled an activity of ``activity_type``."""
+    from temporalio.client import WorkflowHandle
+
+    assert isinstance(handle, WorkflowHandle)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            async for event in handle.fetch_history_events():
+                attributes = event.activity_task_scheduled_event_attributes
+                if event.HasField("activity_task_scheduled_event_attributes") and \
+                        attributes.activity_type.name == activity_type:
+                    return
+        except RPCError as error:  # not started yet
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {activity_type} activity within {timeout_s} s")
+
