@@ -189,11 +189,12 @@ class CycleActivities:
                                       version=request.version, fcas_products=fcas_products,
                                       initial_soc_mwh=request.state_of_charge_mwh)
         plan_hash = request.plan_key.removeprefix("sha256:")
-        candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = [("plan", lambda: build_bid(plan, self._battery, self._settings.bidding, self._settings.market,
-                                                 plan_hash=plan_hash, **common))]
-        candidates.append(("safe", lambda: build_safe_bid(
-            self._battery, self._settings.bidding, self._settings.market, plan_hash=plan_hash,
-            reason="the plan's bid failed validation", **common)))
+        bidding, rules = self._settings.bidding, self._settings.market
+        candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = [
+            ("plan", lambda: build_bid(plan, self._battery, bidding, rules, plan_hash=plan_hash, **common)),
+            ("safe", lambda: build_safe_bid(self._battery, bidding, rules, plan_hash=plan_hash,
+                                            reason="the plan's bid failed validation", **common)),
+        ]
         rejected: list[str] = []
         for name, make in candidates:
             try:

@@ -309,7 +309,7 @@ def bench_cycle(
     cycles: Annotated[int, typer.Option(min=1, help="Number of cycles to measure.")] = 20,
 ) -> None:
     """Measure the AutoBidder cycle end to end on the local stack."""
-    from bench.cycle import run_cycle_bench  # type: ignore[import-not-found]
+    from bench.cycle import run_cycle_bench
 
     settings = load(ctx)
     with clean_errors():

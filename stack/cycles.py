@@ -51,7 +51,7 @@ async def run_cycle_at(client: Client, settings: Settings, decision_time: dateti
     except WorkflowFailureError as failure:
         cause = failure.cause
         while getattr(cause, "cause", None) is not None:
-            cause = cause.cause  # type: ignore[assignment]
+            cause = cause.cause  # type: ignore[attr-defined]
         return CycleRun(decision_time, workflow_id, None, str(cause) or str(failure))
 
 
