@@ -286,12 +286,16 @@ def archive_ls(
 # Demo and benchmarks: the commands live in stack/demo.py and bench/cycle.py, registered here.
 
 
+DEMO_START_HELP = ("Market time (AEST) of the first cycle: it decides schedule_offset_s later and bids the "
+                   "interval ending 10 minutes after this time.")
+
+
 @app.command()
 def demo(
     ctx: typer.Context,
     region: Annotated[str | None, typer.Option(help="NEM region (default: the cycle's region).")] = None,
     start: Annotated[datetime, typer.Option(formats=DEMO_START_FORMATS,
-                                            help="First cycle, interval-ending AEST.")] = DEMO_START,
+                                            help=DEMO_START_HELP)] = DEMO_START,
     intervals: Annotated[int, typer.Option(min=1, help="Number of 5-minute cycles to run.")] = 12,
 ) -> None:
     """Run a few AutoBidder cycles over real January 2021 data on the local stack and show the bids."""

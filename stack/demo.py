@@ -77,7 +77,7 @@ async def _demo_cycles(settings: Settings, region: str, start: datetime, interva
 def run_demo(settings: Settings, *, region: str, start: datetime, intervals: int) -> int:
     """Run ``intervals`` consecutive cycles whose first decision is made at ``start`` (AEST) + the schedule
     offset; print what happened. Returns 0 when every cycle submitted a bid."""
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 130)
     if stack_is_running(settings):
         console.print(f"Using the running stack at {settings.stack.temporal_address}.")
         runs = asyncio.run(_demo_cycles(settings, region, start, intervals))

@@ -221,8 +221,8 @@ class AutobidderCycle:
             schedule_to_close_timeout=_bounded(time_left(), time_left()),
             retry_policy=WORKER_RETRY,
         )
-        self._add_fact("optimise", f"plan {plan.status} in {plan.compute_ms:.0f} ms"
-                       + (f": {plan.status_reason}" if plan.status_reason else ""), (plan.archive_key,))
+        reason = f": {plan.status_reason}" if plan.status_reason and plan.status != "OPTIMAL" else ""
+        self._add_fact("optimise", f"plan {plan.status} in {plan.compute_ms:.0f} ms{reason}", (plan.archive_key,))
         return plan
 
     async def _build(self, cycle: CycleInput, cycle_id: str, plan: WorkerAnswer, fetched: MarketFetched,
