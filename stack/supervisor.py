@@ -455,13 +455,10 @@ class LocalStack:
 
 
 def _schedule_id(settings: Settings) -> str:
-    """The id of the cycle's Temporal Schedule, as stack.schedule names it."""
-    import stack.schedule as schedule  # type: ignore[import-not-found]
+    """The id of the cycle's Temporal Schedule."""
+    from stack import schedule as cycle_schedule
 
-    named = getattr(schedule, "schedule_id", None) or getattr(schedule, "SCHEDULE_ID", None)
-    if callable(named):
-        return str(named(settings))
-    return str(named) if named else "(see the Temporal UI, Schedules)"
+    return cycle_schedule.schedule_id(settings)
 
 
 def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> None:
@@ -537,7 +534,7 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
     """
     from rich.console import Console
 
-    from stack.schedule import ensure_schedule, trigger_now  # type: ignore[import-not-found]
+    from stack import schedule as cycle_schedule
 
     console = console or Console()
     stop_requested = threading.Event()
@@ -561,9 +558,9 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
     try:
         with _signals_to(request_stop):
             try:
-                run_coroutine(lambda: ensure_schedule(stack.settings))
+                run_coroutine(lambda: cycle_schedule.ensure_schedule(stack.settings))
                 if trigger:
-                    run_coroutine(lambda: trigger_now(stack.settings))
+                    run_coroutine(lambda: cycle_schedule.trigger_now(stack.settings))
             except Exception as exc:
                 _print_failure(console, f"temporal: creating the cycle schedule failed: {exc}")
                 return 1

@@ -9,7 +9,6 @@ import socket
 import sys
 import threading
 import time
-import types
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -289,20 +288,21 @@ def test_a_taken_port_stops_the_stack_before_anything_starts(
 
 @pytest.fixture
 def schedule_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Stand-in for stack.schedule that records the calls run_up makes (the real one needs workers)."""
-    calls: list[str] = []
-    fake = types.ModuleType("stack.schedule")
+    """Record the schedule calls run_up makes instead of making them (the real ones need workers)."""
+    import stack.schedule
 
-    async def ensure_schedule(settings: Settings) -> None:
+    calls: list[str] = []
+
+    async def ensure_schedule(settings: Settings) -> str:
         calls.append(f"ensure {settings.stack.temporal_address}")
+        return "autobidder-test"
 
     async def trigger_now(settings: Settings) -> None:
         calls.append("trigger")
 
-    fake.ensure_schedule = ensure_schedule  # type: ignore[attr-defined]
-    fake.trigger_now = trigger_now  # type: ignore[attr-defined]
-    fake.SCHEDULE_ID = "autobidder-test"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "stack.schedule", fake)
+    monkeypatch.setattr(stack.schedule, "ensure_schedule", ensure_schedule)
+    monkeypatch.setattr(stack.schedule, "trigger_now", trigger_now)
+    monkeypatch.setattr(stack.schedule, "schedule_id", lambda settings: "autobidder-test")
     return calls
 
 
