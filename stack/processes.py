@@ -12,9 +12,11 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -68,6 +70,14 @@ def tcp_answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         return sock.connect_ex((host, port)) == 0
+
+
+def find_binary(name: str) -> str | None:
+    """A console script or binary installed beside this interpreter (a wheel's), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name)
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -31,6 +30,7 @@ from stack.ports import StackError, check_ports_free
 from stack.processes import (
     ManagedProcess,
     PartFailedError,
+    find_binary,
     grpc_answers,
     http_answers,
     run_coroutine,
@@ -142,10 +142,7 @@ def child_environment(settings: Settings, config_file: Path, base: dict[str, str
 
 
 def _binary(name: str, hint: str) -> str:
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
+    found = find_binary(name)
     if found is None:
         raise StackError(f"`{name}` not found next to {sys.executable} or on PATH — {hint}")
     return found

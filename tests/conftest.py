@@ -53,7 +53,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
+def temporary_database(server_url: str) -> Iterator[str]:
     """Create an empty database on ``server_url``, yield its URL, drop it afterwards."""
     name = f"openvpp_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -68,7 +68,7 @@ def fresh_database(server_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh, empty database for this test session (URL), dropped afterwards."""
-    with fresh_database(server_url) as url:
+    with temporary_database(server_url) as url:
         yield url
 
 

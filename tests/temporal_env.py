@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
-from pathlib import Path
+
+from stack.processes import find_binary
 
 
 def _binary(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
+    found = find_binary(name)
     if found is None:
         raise FileNotFoundError(f"{name} not found next to {sys.executable} or on PATH; install the dev extras")
     return found

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from models import bids, cycles, db
 from settings import Settings
+from tests.conftest import temporary_database
 from vpp.v1 import bid_pb2, common_pb2
 
 T0 = datetime(2021, 1, 10, 12, 0)
@@ -24,14 +24,8 @@ FIVE = timedelta(minutes=5)
 @pytest.fixture
 def fresh_database(server_url: str) -> Iterator[str]:
     """A brand-new, unmigrated database (URL), dropped afterwards."""
-    name = f"openvpp_models_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with temporary_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

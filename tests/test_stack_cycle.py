@@ -26,7 +26,7 @@ from stack import search_attributes as sa
 from stack.cycles import run_cycle_at
 from stack.schedule import ensure_schedule, schedule_id
 from stack.supervisor import LocalStack
-from tests.conftest import free_port, fresh_database
+from tests.conftest import free_port, temporary_database
 from vpp.v1 import bid_pb2
 from workers.sqs import queue_urls, sqs_client
 from workflows.autobidder import AutobidderCycle
@@ -42,7 +42,7 @@ FIRST_DECISION = datetime(2021, 1, 15, 16, 0, 30)
 def stack(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The whole local stack on free ports, with a fresh database, for this module."""
     loaded = load_settings(environ={})
-    with fresh_database(server_url) as url:
+    with temporary_database(server_url) as url:
         settings = replace(
             loaded,
             database_url=url,
