@@ -45,6 +45,7 @@ import numpy.typing as npt
 
 from algorithms import nem_time
 from algorithms.battery import BatteryParams, battery_from_spec
+from settings import MarketRules
 from vpp.v1 import bid_pb2, common_pb2
 
 FloatArray = npt.NDArray[np.float64]
@@ -359,3 +360,35 @@ def apply_administered_pricing(rrp: FloatArray, trading_day_index: npt.NDArray[n
         administered[first + 1:end] = np.clip(administered[first + 1:end], floor, cap)
         cumulative[start + 1:end + 1] = cumulative[start] + np.cumsum(administered[start:end])
     return administered
+
+
+def administered_energy_prices(rrp: FloatArray, intervals: npt.NDArray[np.datetime64],
+                               rules: MarketRules) -> FloatArray:
+    """Energy prices ($/MWh) of consecutive 5-minute ``intervals`` (interval-ending AEST) after
+    administered pricing, with the cumulative price threshold of each trading day's financial year.
+
+    A threshold defined over half-hour prices (``threshold_interval_minutes`` = 30, FY 2020-21) is
+    scaled by 30/5 to compare with sums of 5-minute prices (a half hour's price is the average of six). Missing
+    prices (NaN) count as 0 in the sums and stay NaN.
+    """
+    prices = np.asarray(rrp, dtype=np.float64)
+    moments = np.asarray(intervals, dtype="datetime64[s]")
+    if prices.shape != moments.shape:
+        raise ValueError(f"rrp {prices.shape} and intervals {moments.shape} must have the same shape")
+    if len(prices) == 0:
+        return prices.copy()
+    shifted = moments - np.timedelta64(4 * 3600 + 5 * 60, "s")
+    day_index = shifted.astype("datetime64[D]").astype(np.int64)
+    days = shifted.astype("datetime64[D]").astype(object)
+    missing = ~np.isfinite(prices)
+    result = np.where(missing, 0.0, prices)
+    fy_of_day = np.array([rules.financial_year_start(day) for day in days])
+    for fy in np.unique(fy_of_day).tolist():
+        in_year = fy_of_day == fy
+        cap = rules.price_cap_for(days[int(np.flatnonzero(in_year)[0])])
+        threshold = cap.cumulative_price_threshold * cap.threshold_interval_minutes / rules.interval_minutes
+        result[in_year] = apply_administered_pricing(
+            result[in_year], day_index[in_year], threshold, rules.administered_price_floor,
+            rules.administered_price_cap, rules.administered_lookback_intervals)
+    result[missing] = np.nan
+    return result

@@ -45,13 +45,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from algorithms import nem_time
 from algorithms.battery import battery_spec_from_settings
 from algorithms.bid_validation import validate_bid
-from algorithms.clearing import clear_interval, to_market_outcome
+from algorithms.clearing import administered_energy_prices, clear_interval, to_market_outcome
 from algorithms.content_hash import message_bytes, sha256_hex
 from models import bids as bid_store
 from models.db import connect, migrate
@@ -490,6 +491,21 @@ async def _answer(
 # --------------------------------------------------------------------------------------------------
 
 
+def with_administered_pricing(dispatch: DispatchPrices, rules: MarketRules) -> DispatchPrices:
+    """The market's prices: historical DISPATCHPRICE with administered pricing applied to ENERGY.
+
+    Historical prices already reflect any administered pricing AEMO applied; this re-applies the rule
+    of the configured thresholds so a month that breaches them (or a changed configuration) settles as
+    the market would. Vectorised per region.
+    """
+    energy = dispatch.product_index(rules.energy_product)
+    price = np.array(dispatch.price)
+    for region in range(len(dispatch.regions)):
+        price[region, :, energy] = administered_energy_prices(price[region, :, energy], dispatch.intervals, rules)
+    return DispatchPrices(intervals=dispatch.intervals, regions=dispatch.regions, products=dispatch.products,
+                          price=price)
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run the BidService on 127.0.0.1:``settings.stack.bid_service_port`` until ``stop`` is set.
 
@@ -504,7 +520,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     applied = await asyncio.to_thread(migrate, database_url)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
-    dispatch_prices = await asyncio.to_thread(load_dispatch_prices, settings.market_data.data_dir)
+    historical = await asyncio.to_thread(load_dispatch_prices, settings.market_data.data_dir)
+    dispatch_prices = with_administered_pricing(historical, settings.market)
     market = SimulatedMarket(database_url, dispatch_prices, settings.battery, settings.market)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)

@@ -36,6 +36,8 @@ class PriceCap:
     fy_start: int
     cap: float
     cumulative_price_threshold: float
+    # Length (minutes) of the intervals whose prices the threshold sums: 30 before 5-minute settlement.
+    threshold_interval_minutes: int = 5
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,8 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         administered_price_cap=float(m["administered_price_cap"]),
         administered_lookback_intervals=int(m["administered_lookback_intervals"]),
         energy_product=str(m["energy_product"]),
-        price_caps=tuple(PriceCap(int(c["fy_start"]), float(c["cap"]), float(c["cumulative_price_threshold"]))
+        price_caps=tuple(PriceCap(int(c["fy_start"]), float(c["cap"]), float(c["cumulative_price_threshold"]),
+                                  int(c.get("threshold_interval_minutes", 5)))
                          for c in m["price_caps"]),
     )
     b = raw["bidding"]

@@ -12,6 +12,7 @@ from algorithms.battery import battery_spec_from_settings
 from algorithms.bid_builder import build_bid
 from algorithms.clearing import (
     IntervalClearing,
+    administered_energy_prices,
     apply_administered_pricing,
     apply_joint_capacity,
     clear_interval,
@@ -249,3 +250,36 @@ def test_administered_pricing_input_checks() -> None:
     with pytest.raises(ValueError, match="non-finite"):
         apply_administered_pricing(np.array([1.0, np.nan]), np.array([0, 0]), 1.0, -600.0, 600.0, 2)
     assert apply_administered_pricing(np.zeros(0), np.zeros(0, dtype=np.int64), 1.0, -1.0, 1.0, 2).size == 0
+
+
+def _five_minute_intervals(first: str, count: int) -> np.ndarray:
+    return np.datetime64(first, "s") + np.arange(count) * np.timedelta64(300, "s")
+
+
+def test_administered_energy_prices_scale_a_half_hour_threshold_and_keep_gaps() -> None:
+    rules = load_settings(environ={}).market
+    intervals = _five_minute_intervals("2021-01-10T04:05:00", 288)
+    # FY 2020-21: 224,600 $/MWh over half-hour prices = 1,347,600 over 5-minute prices.
+    prices = np.full(288, 100.0)
+    prices[10:20] = 134_760.0  # ten intervals of 134,760: the running sum passes 1,347,600 at index 19
+    prices[5] = np.nan
+    administered = administered_energy_prices(prices, intervals, rules)
+    assert np.isnan(administered[5])
+    assert administered[19] == 134_760.0  # the breaching interval itself is not clamped
+    assert np.all(administered[20:] == 100.0)  # below the 600 cap: unchanged
+    prices[30] = 14_000.0
+    assert administered_energy_prices(prices, intervals, rules)[30] == 600.0
+    # Without the breach nothing changes.
+    calm = np.full(288, 300.0)
+    assert np.array_equal(administered_energy_prices(calm, intervals, rules), calm)
+
+
+def test_administered_energy_prices_use_the_financial_year_threshold() -> None:
+    rules = load_settings(environ={}).market
+    intervals = _five_minute_intervals("2022-01-10T04:05:00", 288)
+    prices = np.full(288, 100.0)
+    prices[:4] = 350_000.0  # 1.4 M > FY 2021-22 threshold 1,359,100 over 5-minute prices
+    prices[4] = 5_000.0
+    assert administered_energy_prices(prices, intervals, rules)[4] == 600.0
+    prices[:4] = 330_000.0  # 1.32 M: below the threshold
+    assert administered_energy_prices(prices, intervals, rules)[4] == 5_000.0
