@@ -27,7 +27,8 @@ only pays when energy must be destroyed (the battery is full while the price is 
 LP can earn a negative price on the round-trip losses; a real unit cannot. Perfect-foresight figures
 inherit this (small) optimism.
 
-The LP is solved by HiGHS through PuLP (``pulp.HiGHS``, the highspy API) when available, else by CBC.
+The LP is solved by HiGHS through PuLP (``pulp.HiGHS``, the highspy API) when available, else by CBC;
+dual simplex for rolling horizons, interior point + crossover for long (benchmark) horizons.
 HiGHS reports row duals: ``energy_value_per_mwh`` is the dual of each SoC balance row, i.e. the value
 ($/MWh) of one more MWh stored at the end of that interval. Rows are built from
 ``pulp.LpAffineExpression`` term lists, never by Python operator arithmetic, which keeps the build of a
@@ -62,6 +63,10 @@ LOWER_PREFIX = "LOWER"
 REGULATION_SUFFIX = "REG"
 NEM_INTERVAL_HOURS = 5 / 60
 PERFECT_FORESIGHT_TIME_LIMIT_S = 600.0
+# HiGHS's dual simplex stalls on some month-long, highly degenerate problems (NSW1 January 2021 energy
+# only: six minutes instead of one second); from this many intervals the interior-point method with
+# crossover is used, which solves every month of the data in seconds and still reports duals.
+IPM_FROM_INTERVALS = 2016
 
 PlanStatus = Literal["OPTIMAL", "INFEASIBLE", "TIME_LIMIT", "ERROR"]
 FloatArray = npt.NDArray[np.float64]
@@ -221,8 +226,10 @@ def _reserve_hours(
     return reserve
 
 
-def _make_solver(time_limit_s: float) -> tuple[Any, str]:
-    highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s)
+def _make_solver(time_limit_s: float, horizon: int) -> tuple[Any, str]:
+    """HiGHS (dual simplex; interior point + crossover beyond IPM_FROM_INTERVALS) if available, else CBC."""
+    options = {"solver": "ipm"} if horizon >= IPM_FROM_INTERVALS else {}
+    highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s, **options)
     if highs.available():
         return highs, "HiGHS"
     return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s), "CBC"
@@ -336,15 +343,14 @@ def solve_dispatch(
     h = interval_hours
     steps = range(horizon)
 
-    gen = [pulp.LpVariable(f"gen_{t}", 0.0, power) for t in steps]
-    load = [pulp.LpVariable(f"load_{t}", 0.0, power) for t in steps]
-    soc = [pulp.LpVariable(f"soc_{t}", battery.soc_min_mwh, battery.soc_max_mwh) for t in steps]
+    problem = pulp.LpProblem("dispatch", pulp.LpMaximize)
+    gen = [_variable(problem, f"gen_{t}", 0.0, power) for t in steps]
+    load = [_variable(problem, f"load_{t}", 0.0, power) for t in steps]
+    soc = [_variable(problem, f"soc_{t}", battery.soc_min_mwh, battery.soc_max_mwh) for t in steps]
     enablement = {
-        product: [pulp.LpVariable(f"e{index}_{t}", 0.0, caps[product]) for t in steps]
+        product: [_variable(problem, f"e{index}_{t}", 0.0, caps[product]) for t in steps]
         for index, product in enumerate(fcas_products)
     }
-
-    problem = pulp.LpProblem("dispatch", pulp.LpMaximize)
 
     gen_coef = h * (energy_price * battery.mlf_gen - degradation_cost_per_mwh)
     load_coef = h * (-energy_price * battery.mlf_load - degradation_cost_per_mwh)
@@ -377,7 +383,7 @@ def solve_dispatch(
     if reserve:
         _add_energy_reserve(problem, soc, enablement, reserve, battery, initial_soc_mwh)
 
-    solver, solver_name = _make_solver(time_limit_s)
+    solver, solver_name = _make_solver(time_limit_s, horizon)
     try:
         problem.solve(solver)
     except pulp.PulpSolverError as error:
@@ -414,25 +420,34 @@ def solve_dispatch(
         load_mw=load_mw,
         state_of_charge_mwh=_values(soc),
         fcas=fcas,
-        energy_value_per_mwh=_balance_duals(balance_rows),
+        energy_value_per_mwh=_balance_duals(balance_rows, solver_name),
         solve_ms=elapsed_ms,
         solver=solver_name,
     )
+
+
+def _variable(problem: pulp.LpProblem, name: str, low: float, high: float) -> pulp.LpVariable:
+    """A continuous variable owned by ``problem`` (PuLP >= 3.3 API, plain LpVariable before it)."""
+    if hasattr(problem, "add_variable"):
+        return problem.add_variable(name, low, high)
+    return pulp.LpVariable(name, low, high)
 
 
 def _values(variables: Sequence[pulp.LpVariable]) -> FloatArray:
     return np.array([v.varValue if v.varValue is not None else np.nan for v in variables], dtype=np.float64)
 
 
-def _balance_duals(rows: Sequence[pulp.LpConstraint]) -> FloatArray:
+def _balance_duals(rows: Sequence[pulp.LpConstraint], solver_name: str) -> FloatArray:
     """$/MWh value of one more MWh stored at the end of each interval; empty without solver duals.
 
-    PuLP hands the maximisation to HiGHS as a minimisation of the negated objective, so the row dual
-    is the derivative of minus the revenue: the sign is flipped back here.
+    PuLP hands the maximisation to HiGHS as a minimisation of the negated objective, so a HiGHS row
+    dual is the derivative of minus the revenue and its sign is flipped back here; CBC's duals already
+    refer to the maximisation.
     """
     if any(row.pi is None for row in rows):
         return np.zeros(0)
-    return -np.array([row.pi for row in rows], dtype=np.float64)
+    sign = -1.0 if solver_name == "HiGHS" else 1.0
+    return sign * np.array([row.pi for row in rows], dtype=np.float64)
 
 
 def _add_joint_capacity(

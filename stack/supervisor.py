@@ -132,6 +132,10 @@ def child_environment(settings: Settings, config_file: Path, base: dict[str, str
     env["VPP_CONFIG"] = str(config_file)
     env["VPP_STATE_DIR"] = str(settings.stack.state_dir)
     env["PYTHONUNBUFFERED"] = "1"
+    # Each process is one worker: scale with processes, not BLAS threads, which oversubscribe the
+    # cores and make a 10 ms forecast take seconds when the machine is busy.
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(variable, "1")
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     if env.get("VPP_SQS_ENDPOINT", "") != "aws":
