@@ -163,6 +163,7 @@ class CycleActivities:
                 price_quantile=config.optimiser_price_quantile,
                 degradation_cost_per_mwh=config.degradation_cost_per_mwh,
                 time_limit_s=config.optimiser_time_limit_s, initial_net_mw=task.net_mw,
+                terminal_value_per_mwh=config.terminal_value_per_mwh,
                 algorithm=common_pb2.AlgorithmRef(name=config.optimiser_algorithm,
                                                   version=config.optimiser_algorithm_version))
         except InvalidRequestError as error:

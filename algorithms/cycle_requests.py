@@ -64,6 +64,7 @@ def optimisation_request(
     time_limit_s: float,
     initial_net_mw: float,
     algorithm: common_pb2.AlgorithmRef,
+    terminal_value_per_mwh: float = 0.0,
 ) -> worker_pb2.OptimisationRequest:
     """The optimisation request over every product's forecast (MW, MWh, $/MWh of throughput).
 
@@ -87,5 +88,6 @@ def optimisation_request(
         degradation_cost_per_mwh=degradation_cost_per_mwh,
         time_limit_s=time_limit_s,
         initial_net_mw=initial_net_mw,
+        terminal_value_per_mwh=terminal_value_per_mwh,
     )
     return with_inputs_hash(request)

@@ -304,6 +304,7 @@ def solve_dispatch(
     energy_product: str = ENERGY_PRODUCT,
     raise_energy_reserve_hours: Mapping[str, float] | None = None,
     fcas_cap_mw: Mapping[str, float] | None = None,
+    terminal_value_per_mwh: float = 0.0,
 ) -> DispatchPlan:
     """The revenue-maximising dispatch of ``battery`` against known prices (see the module docstring).
 
@@ -313,6 +314,9 @@ def solve_dispatch(
     charged on throughput (gen + load, $/MWh). ``initial_net_mw`` (MW) is the net output in the interval
     before the first, for the ramp limit. ``raise_energy_reserve_hours`` (hours per raise product) makes
     raise enablement deliverable from stored energy; ``fcas_cap_mw`` (MW) caps enablements (default P).
+    ``terminal_value_per_mwh`` ($/MWh) values the energy left at the end of the horizon, so a rolling
+    plan does not empty the battery just because its horizon ends; the reported objective is revenue
+    only (without that value).
 
     Never raises for infeasible or timed-out problems: the plan carries the status and a reason. Raises
     InvalidRequestError for malformed inputs (missing energy prices, unequal lengths, non-finite prices,
@@ -330,6 +334,8 @@ def solve_dispatch(
         raise InvalidRequestError(f"degradation_cost_per_mwh must be >= 0, got {degradation_cost_per_mwh}")
     if not time_limit_s > 0:
         raise InvalidRequestError(f"time_limit_s must be positive, got {time_limit_s}")
+    if not (terminal_value_per_mwh >= 0 and math.isfinite(terminal_value_per_mwh)):
+        raise InvalidRequestError(f"terminal_value_per_mwh must be >= 0, got {terminal_value_per_mwh}")
     if initial_net_mw is not None and not math.isfinite(initial_net_mw):
         raise InvalidRequestError(f"initial_net_mw must be finite, got {initial_net_mw}")
 
@@ -358,6 +364,8 @@ def solve_dispatch(
     objective_terms += zip(load, load_coef.tolist(), strict=True)
     for product in fcas_products:
         objective_terms += zip(enablement[product], (h * price_paths[product]).tolist(), strict=True)
+    if terminal_value_per_mwh > 0 and horizon > 0:
+        objective_terms.append((soc[-1], terminal_value_per_mwh))
     problem.setObjective(pulp.LpAffineExpression(objective_terms))
 
     charge_mwh_per_mw = battery.charge_efficiency * h
@@ -623,6 +631,7 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
         initial_net_mw=request.initial_net_mw,
         time_limit_s=request.time_limit_s,
         energy_product=ENERGY_PRODUCT,
+        terminal_value_per_mwh=request.terminal_value_per_mwh,
     )
     result = worker_pb2.OptimisationResult(
         request_id=request.request_id,

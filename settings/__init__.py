@@ -123,6 +123,7 @@ class CycleSettings:
     optimiser_algorithm: str
     optimiser_algorithm_version: str
     degradation_cost_per_mwh: float
+    terminal_value_per_mwh: float
     optimiser_time_limit_s: float
     schedule_offset_s: int
     market_data_poll_s: int

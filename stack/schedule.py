@@ -38,6 +38,7 @@ def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
         optimiser_algorithm=cycle.optimiser_algorithm,
         optimiser_algorithm_version=cycle.optimiser_algorithm_version,
         degradation_cost_per_mwh=cycle.degradation_cost_per_mwh,
+        terminal_value_per_mwh=cycle.terminal_value_per_mwh,
         optimiser_time_limit_s=cycle.optimiser_time_limit_s,
         schedule_offset_s=cycle.schedule_offset_s,
         market_data_poll_s=cycle.market_data_poll_s,

@@ -22,7 +22,7 @@ from algorithms.optimise import (
     run_optimisation,
     solve_dispatch,
 )
-from settings import REPO_ROOT, Settings
+from settings import REPO_ROOT, Settings, load_settings
 from vpp.v1 import worker_pb2
 
 DATA_DIR = REPO_ROOT / "data" / "nem"
@@ -258,3 +258,19 @@ def test_time_limit_is_a_status_not_an_exception(reference_battery: BatteryParam
     assert plan.status == "TIME_LIMIT"
     assert "time limit" in plan.status_reason
     assert plan.gen_mw.size == 0
+
+
+def test_terminal_value_keeps_energy_stored_at_the_end_of_the_horizon() -> None:
+    battery = battery_from_spec(battery_spec_from_settings(load_settings(environ={}).battery))
+    # A flat $100/MWh: without a terminal value the plan sells everything above the terminal target;
+    # valued at $105/MWh, neither selling (0.92 x 100 < 105) nor buying (0.92 x 105 < 100) pays.
+    prices = {"ENERGY": np.full(24, 100.0)}
+    start = battery.energy_mwh * 0.8
+    plain = solve_dispatch(prices, battery, start, battery.soc_min_mwh)
+    valued = solve_dispatch(prices, battery, start, battery.soc_min_mwh, terminal_value_per_mwh=105.0)
+    assert plain.status == valued.status == "OPTIMAL"
+    assert plain.state_of_charge_mwh[-1] == pytest.approx(battery.soc_min_mwh, abs=1e-6)
+    assert valued.state_of_charge_mwh[-1] == pytest.approx(start, abs=1e-6)
+    assert valued.objective_dollars == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(InvalidRequestError, match="terminal_value_per_mwh"):
+        solve_dispatch(prices, battery, start, battery.soc_min_mwh, terminal_value_per_mwh=-1.0)

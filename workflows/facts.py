@@ -25,6 +25,7 @@ class CycleConfig:
     optimiser_algorithm: str = "lp-energy-fcas"
     optimiser_algorithm_version: str = "1"
     degradation_cost_per_mwh: float = 0.0
+    terminal_value_per_mwh: float = 0.0
     optimiser_time_limit_s: float = 10.0
     schedule_offset_s: int = 30
     market_data_poll_s: int = 5
