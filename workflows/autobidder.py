@@ -142,10 +142,7 @@ class AutobidderCycle:
                                status="SUBMITTED", bid_id=submitted.bid_id, facts=tuple(self._facts),
                                outcome=outcome, started_market_time=_iso(decision_time),
                                latency_to_ack_s=latency_s)
-        except ApplicationError as failure:
-            await self._record_failure(cycle, cycle_id, timeline.dispatch_interval, started_utc, failure)
-            raise
-        except Exception as failure:  # activity failures, timeouts: recorded, then the cycle fails
+        except Exception as failure:  # business failures, activity failures, timeouts: recorded, then raised
             await self._record_failure(cycle, cycle_id, timeline.dispatch_interval, started_utc, failure)
             raise
 
