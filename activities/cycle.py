@@ -25,11 +25,12 @@ from algorithms.content_hash import sha256_hex
 from algorithms.cycle_requests import forecast_request, optimisation_request
 from algorithms.errors import InvalidRequestError
 from algorithms.nem_time import from_timestamp, trading_day
+from algorithms.rebid import material_changes, with_rebid_reason
 from archive import Archive
 from models import bids as bid_store
 from models import cycles as cycle_store
 from models.db import connect
-from services.bid_service import get_bid, get_unit_status, submit_bid
+from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
 from services.market_data import estimate_missing, fetch_snapshot, latest_known
 from settings import Settings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
@@ -178,7 +179,9 @@ class CycleActivities:
     async def build_and_validate_bid(self, request: BuildBidInput) -> BidBuilt:
         """Build the bid from the plan and validate it (V1–V8); fall back to the safe bid; archive both.
 
-        A bid that fails validation is archived as rejected and never returned for submission.
+        A bid that does not differ materially from the bid in force is not resubmitted (``rebid`` is
+        False and the bid in force stands); a rebid's explanation lists the material changes. A bid that
+        fails validation is archived as rejected and never returned for submission.
         """
         plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
@@ -186,6 +189,7 @@ class CycleActivities:
         fcas_products = [p for p in request.products if p != self._settings.market.energy_product]
         async with await connect(self._database_url) as conn:
             daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, trading_day(dispatch_interval))
+            standing = await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval)
         common: dict[str, Any] = dict(dispatch_interval=dispatch_interval, offer_time=offer_time,
                                       version=request.version, fcas_products=fcas_products,
                                       initial_soc_mwh=request.state_of_charge_mwh)
@@ -203,7 +207,13 @@ class CycleActivities:
             except ValueError as error:
                 rejected.append(f"{name} bid: {error}")
                 continue
-            violations = validate_bid(bid, self._battery, self._settings.market, products=request.products,
+            changes = material_changes(bid, standing.bid() if standing else None, bidding.rebid_materiality_mw)
+            if not changes and standing is not None:
+                return BidBuilt(bid_key=None, valid=True, safe_fallback=name == "safe", violations=tuple(rejected),
+                                summary=f"no material change from bid {standing.bid_id}: it stands",
+                                rebid=False, standing_bid_id=standing.bid_id)
+            bid = with_rebid_reason(bid, changes, rules.rebid_explanation_max_chars)
+            violations = validate_bid(bid, self._battery, rules, products=request.products,
                                       daily_band_prices=daily_prices)
             if violations:
                 await self._put(bid, request.cycle_id, f"bid-rejected/{name}")
@@ -227,14 +237,14 @@ class CycleActivities:
 
     @activity.defn(name="record_outcome")
     async def record_outcome(self, request: RecordInput) -> OutcomeRecorded:
-        """Read the market outcome of the bid's first interval and record the cycle in PostgreSQL."""
+        """Read what the market dispatched in the cycle's interval and record the cycle in PostgreSQL."""
         outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
                                   fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=float("nan"))
         if request.bid_id:
-            answer = await get_bid(self._bid_address, request.bid_id)
-            if answer.cleared:
-                await self._put(answer.outcome, request.cycle_id, "market-outcome")
-                outcome = _outcome(answer.outcome, self._settings.market.energy_product)
+            answer = await get_dispatch_outcome(self._bid_address, request.unit_id,
+                                                datetime.fromisoformat(request.dispatch_interval))
+            await self._put(answer.outcome, request.cycle_id, "market-outcome")
+            outcome = _outcome(answer.outcome, self._settings.market.energy_product)
         record = cycle_store.CycleRecord(
             cycle_id=request.cycle_id, unit_id=request.unit_id, region=request.region,
             dispatch_interval=datetime.fromisoformat(request.dispatch_interval), status=request.status,

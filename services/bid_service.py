@@ -320,6 +320,12 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         """State of charge (MWh), last cleared interval and net output (MW) of a unit."""
         return await _answer(context, lambda: self.unit_status(request.unit_id))
 
+    async def GetDispatchOutcome(  # noqa: N802
+        self, request: bid_pb2.GetDispatchOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bid_pb2.GetDispatchOutcomeResponse:
+        """The unit's dispatch in one interval, from the bid in force then (cleared on demand here)."""
+        return await _answer(context, lambda: self.dispatch_outcome(request))
+
     # Logic ------------------------------------------------------------------------------------
 
     def _check_unit(self, unit_id: str) -> None:
@@ -448,6 +454,37 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             response.cleared = True
         return response
 
+    async def dispatch_outcome(self, request: bid_pb2.GetDispatchOutcomeRequest) -> bid_pb2.GetDispatchOutcomeResponse:
+        """GetDispatchOutcome without the gRPC plumbing.
+
+        The simulated market dispatches an interval when asked about it (a real adapter reads AEMO's
+        dispatch results once published): pending intervals of the unit up to ``dispatch_interval``
+        are cleared from the bids in force, under the unit's lock, exactly as a submission would.
+        """
+        self._check_unit(request.unit_id)
+        if not request.HasField("dispatch_interval"):
+            raise BidRequestError(grpc.StatusCode.INVALID_ARGUMENT, "dispatch_interval is missing")
+        interval = nem_time.from_timestamp(request.dispatch_interval)
+        if self._prices.interval_index(interval) is None:
+            raise BidRequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                                  f"the market has no dispatch prices for the interval ending "
+                                  f"{interval:%Y-%m-%d %H:%M} (AEST)")
+        async with await connect(self._database_url, autocommit=True) as conn:
+            clearing = await bid_store.get_clearing(conn, request.unit_id, interval)
+            if clearing is None:
+                async with conn.transaction():
+                    state = await bid_store.lock_unit_state(
+                        conn, request.unit_id, self._battery.initial_state_of_charge_mwh)
+                    if state.last_cleared_interval is None or state.last_cleared_interval < interval:
+                        await self._clear_up_to(conn, state, interval)
+                clearing = await bid_store.get_clearing(conn, request.unit_id, interval)
+        if clearing is None:
+            raise BidRequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                                  f"the interval ending {interval:%Y-%m-%d %H:%M} was before this unit's "
+                                  "first bid: it was never dispatched")
+        return bid_pb2.GetDispatchOutcomeResponse(unit_id=request.unit_id, bid_id=clearing.bid_id or "",
+                                                  outcome=clearing.market_outcome())
+
     async def unit_status(self, unit_id: str) -> bid_pb2.GetUnitStatusResponse:
         """GetUnitStatus without the gRPC plumbing; before the first clearing: initial SoC, no interval."""
         if not unit_id:
@@ -562,4 +599,16 @@ async def get_unit_status(
         stub = bid_pb2_grpc.BidServiceStub(channel)
         response: bid_pb2.GetUnitStatusResponse = await stub.GetUnitStatus(
             bid_pb2.GetUnitStatusRequest(unit_id=unit_id), timeout=timeout_s)
+    return response
+
+
+async def get_dispatch_outcome(address: str, unit_id: str, dispatch_interval: datetime,
+                               timeout_s: float = 10.0) -> bid_pb2.GetDispatchOutcomeResponse:
+    """What ``unit_id`` was dispatched in the interval ending ``dispatch_interval`` (AEST), and by which bid."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = bid_pb2_grpc.BidServiceStub(channel)
+        response: bid_pb2.GetDispatchOutcomeResponse = await stub.GetDispatchOutcome(
+            bid_pb2.GetDispatchOutcomeRequest(unit_id=unit_id,
+                                              dispatch_interval=nem_time.to_timestamp(dispatch_interval)),
+            timeout=timeout_s)
     return response

@@ -106,6 +106,7 @@ class BiddingSettings:
     load_band_prices: tuple[float, ...]
     fcas_band_prices: tuple[float, ...]
     bid_horizon_intervals: int
+    rebid_materiality_mw: float
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
             load_band_prices=tuple(float(x) for x in b["load_band_prices"]),
             fcas_band_prices=tuple(float(x) for x in b["fcas_band_prices"]),
             bid_horizon_intervals=int(b["bid_horizon_intervals"]),
+            rebid_materiality_mw=float(b["rebid_materiality_mw"]),
         ),
         cycle=CycleSettings(
             **{k: v for k, v in c.items() if k not in {"forecast_quantiles", "replay_start"}},

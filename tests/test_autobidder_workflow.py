@@ -53,6 +53,7 @@ class StandIns:
     bid_valid: bool = True
     forecast_fails: bool = False
     market_rejects: bool = False
+    standing_bid: str | None = None
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="fetch_market_snapshot")
@@ -83,6 +84,10 @@ class StandIns:
 
         @activity.defn(name="build_and_validate_bid")
         async def build(request: BuildBidInput) -> BidBuilt:
+            if self.standing_bid:
+                return BidBuilt(bid_key=None, valid=True, safe_fallback=False, violations=(),
+                                summary=f"no material change from bid {self.standing_bid}: it stands",
+                                rebid=False, standing_bid_id=self.standing_bid)
             if self.bid_valid:
                 return BidBuilt(bid_key="sha256:bid", valid=True, safe_fallback=False, violations=(),
                                 summary="bid v1 from plan")
@@ -100,7 +105,7 @@ class StandIns:
         @activity.defn(name="record_outcome")
         async def record(request: RecordInput) -> OutcomeRecorded:
             self.records.append(request)
-            cleared = request.bid_id is not None and request.status == "SUBMITTED"
+            cleared = request.bid_id is not None and request.status in ("SUBMITTED", "NO_REBID")
             return OutcomeRecorded(cleared=cleared, gen_mw=100.0 if cleared else 0.0, load_mw=0.0,
                                    energy_revenue_dollars=1000.0 if cleared else 0.0, fcas_revenue_dollars=0.0,
                                    state_of_charge_mwh=88.0, price=120.0)
@@ -217,3 +222,12 @@ async def test_state_query_reports_stage_and_facts(env: WorkflowEnvironment) -> 
     assert final.stage == "record" and final.bid_id == result.bid_id
     assert final.outcome == "SUBMITTED"
     assert [f.stage for f in final.facts] == [f.stage for f in result.facts]
+
+
+async def test_a_bid_in_force_that_still_fits_stands_and_is_not_resubmitted(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(standing_bid="HPR1/2021-01-15/161/v1")
+    result = await run_cycle(env.client, stand_ins)
+    assert result.status == "NO_REBID" and result.bid_id == "HPR1/2021-01-15/161/v1"
+    assert stand_ins.submits == []
+    assert [f.stage for f in result.facts] == ["fetch", "forecast", "optimise", "bid", "record"]
+    assert stand_ins.records[-1].status == "NO_REBID" and stand_ins.records[-1].bid_id == result.bid_id

@@ -339,3 +339,27 @@ def test_bid_key_rejects_missing_or_unreadable_fields() -> None:
     off_grid.dispatch_interval.CopyFrom(nem_time.to_timestamp(T + timedelta(minutes=2)))
     with pytest.raises(bid_service.BidRequestError, match="grid"):
         bid_service.bid_key(off_grid)
+
+
+async def test_dispatch_outcome_clears_on_demand_from_the_bid_in_force(market: Market) -> None:
+    daily = await bid_service.submit_bid(market.address, make_bid(market.unit_id, T, count=4, gen_mw=10.0))
+    assert len(await ledger(market)) == 1  # a submission clears only its first interval
+    # Asking for a later interval dispatches the pending ones from the standing bid, once.
+    answer = await bid_service.get_dispatch_outcome(market.address, market.unit_id, T + 2 * FIVE)
+    assert answer.bid_id == daily.bid_id
+    assert answer.outcome.gen_mw == pytest.approx(10.0)
+    rrp = historical_rrp("SA1", T + 2 * FIVE)
+    assert answer.outcome.energy_revenue_dollars == pytest.approx(rrp * 10.0 * 5 / 60)
+    assert [c.dispatch_interval for c in await ledger(market)] == [T, T + FIVE, T + 2 * FIVE]
+    again = await bid_service.get_dispatch_outcome(market.address, market.unit_id, T + 2 * FIVE)
+    assert again == answer
+    assert len(await ledger(market)) == 3
+    # Past the bid's last interval the unit is not dispatched; before its first bid it never was.
+    idle = await bid_service.get_dispatch_outcome(market.address, market.unit_id, T + 5 * FIVE)
+    assert idle.bid_id == "" and idle.outcome.gen_mw == 0.0
+    with pytest.raises(grpc.aio.AioRpcError) as before:
+        await bid_service.get_dispatch_outcome(market.address, market.unit_id, T - FIVE)
+    assert before.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await bid_service.get_dispatch_outcome(market.address, "NOPE1", T)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

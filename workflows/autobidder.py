@@ -131,15 +131,20 @@ class AutobidderCycle:
                 raise ApplicationError(
                     f"gate closure for {timeline.dispatch_interval:%Y-%m-%d %H:%M} passed before submission",
                     type=GATE_CLOSURE_MISSED, non_retryable=True)
-            assert built.bid_key is not None
-            submitted = await self._submit(cycle_id, built.bid_key, time_left)
+            bid_id: str | None
+            if built.rebid:
+                assert built.bid_key is not None
+                status, bid_id = "SUBMITTED", (await self._submit(cycle_id, built.bid_key, time_left)).bid_id
+            else:
+                status, bid_id = "NO_REBID", built.standing_bid_id
+                self._bid_id = bid_id
             latency_s = (workflow.now() - started_utc).total_seconds()
-            outcome = await self._record(cycle, cycle_id, timeline.dispatch_interval, started_utc, "SUBMITTED",
-                                         submitted.bid_id, None)
-            self._outcome = "SUBMITTED"
-            self._upsert(sa.OUTCOME.value_set("SUBMITTED"))
+            outcome = await self._record(cycle, cycle_id, timeline.dispatch_interval, started_utc, status,
+                                         bid_id, None)
+            self._outcome = status
+            self._upsert(sa.OUTCOME.value_set(status))
             return CycleResult(cycle_id=cycle_id, dispatch_interval=_iso(timeline.dispatch_interval),
-                               status="SUBMITTED", bid_id=submitted.bid_id, facts=tuple(self._facts),
+                               status=status, bid_id=bid_id, facts=tuple(self._facts),
                                outcome=outcome, started_market_time=_iso(decision_time),
                                latency_to_ack_s=latency_s)
         except Exception as failure:  # business failures, activity failures, timeouts: recorded, then raised
@@ -239,7 +244,7 @@ class AutobidderCycle:
         keys = (built.bid_key,) if built.bid_key else ()
         self._add_fact("bid", built.summary + (f"; rejected: {'; '.join(built.violations)}"
                                                if built.violations else ""), keys)
-        if not built.valid or built.bid_key is None:
+        if not built.valid or (built.rebid and built.bid_key is None):
             raise ApplicationError(f"no valid bid for {dispatch_interval:%Y-%m-%d %H:%M}: "
                                    + "; ".join(built.violations), type=NO_VALID_BID, non_retryable=True)
         return built

@@ -130,6 +130,9 @@ class BidBuilt:
     safe_fallback: bool
     violations: tuple[str, ...]
     summary: str
+    # False when the new bid does not differ materially from the bid in force, which then stands.
+    rebid: bool = True
+    standing_bid_id: str | None = None
 
 
 @dataclass(frozen=True)

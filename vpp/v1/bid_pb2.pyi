@@ -448,3 +448,55 @@ class GetUnitStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUnitStatusResponse: _TypeAlias = GetUnitStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetDispatchOutcomeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_ID_FIELD_NUMBER: _builtins.int
+    DISPATCH_INTERVAL_FIELD_NUMBER: _builtins.int
+    unit_id: _builtins.str
+    @_builtins.property
+    def dispatch_interval(self) -> _timestamp_pb2.Timestamp:
+        """Interval-ending market time (AEST)."""
+
+    def __init__(
+        self,
+        *,
+        unit_id: _builtins.str = ...,
+        dispatch_interval: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_interval", b"dispatch_interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispatch_interval", b"dispatch_interval", "unit_id", b"unit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDispatchOutcomeRequest: _TypeAlias = GetDispatchOutcomeRequest  # noqa: Y015
+
+@_typing.final
+class GetDispatchOutcomeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_ID_FIELD_NUMBER: _builtins.int
+    BID_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    unit_id: _builtins.str
+    bid_id: _builtins.str
+    """The bid in force for the interval; empty when none was (the unit was not dispatched)."""
+    @_builtins.property
+    def outcome(self) -> Global___MarketOutcome: ...
+    def __init__(
+        self,
+        *,
+        unit_id: _builtins.str = ...,
+        bid_id: _builtins.str = ...,
+        outcome: Global___MarketOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bid_id", b"bid_id", "outcome", b"outcome", "unit_id", b"unit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDispatchOutcomeResponse: _TypeAlias = GetDispatchOutcomeResponse  # noqa: Y015

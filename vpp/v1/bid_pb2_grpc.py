@@ -50,6 +50,11 @@ class BidServiceStub:
                 request_serializer=vpp_dot_v1_dot_bid__pb2.GetUnitStatusRequest.SerializeToString,
                 response_deserializer=vpp_dot_v1_dot_bid__pb2.GetUnitStatusResponse.FromString,
                 _registered_method=True)
+        self.GetDispatchOutcome = channel.unary_unary(
+                '/vpp.v1.BidService/GetDispatchOutcome',
+                request_serializer=vpp_dot_v1_dot_bid__pb2.GetDispatchOutcomeRequest.SerializeToString,
+                response_deserializer=vpp_dot_v1_dot_bid__pb2.GetDispatchOutcomeResponse.FromString,
+                _registered_method=True)
 
 
 class BidServiceServicer:
@@ -76,6 +81,14 @@ class BidServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDispatchOutcome(self, request, context):
+        """What the unit was dispatched in one interval, from whichever bid was in force (AEMO's DISPATCHLOAD).
+        FAILED_PRECONDITION until the market has dispatched the interval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BidServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +106,11 @@ def add_BidServiceServicer_to_server(servicer, server):
                     servicer.GetUnitStatus,
                     request_deserializer=vpp_dot_v1_dot_bid__pb2.GetUnitStatusRequest.FromString,
                     response_serializer=vpp_dot_v1_dot_bid__pb2.GetUnitStatusResponse.SerializeToString,
+            ),
+            'GetDispatchOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDispatchOutcome,
+                    request_deserializer=vpp_dot_v1_dot_bid__pb2.GetDispatchOutcomeRequest.FromString,
+                    response_serializer=vpp_dot_v1_dot_bid__pb2.GetDispatchOutcomeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +195,33 @@ class BidService:
             '/vpp.v1.BidService/GetUnitStatus',
             vpp_dot_v1_dot_bid__pb2.GetUnitStatusRequest.SerializeToString,
             vpp_dot_v1_dot_bid__pb2.GetUnitStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDispatchOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpp.v1.BidService/GetDispatchOutcome',
+            vpp_dot_v1_dot_bid__pb2.GetDispatchOutcomeRequest.SerializeToString,
+            vpp_dot_v1_dot_bid__pb2.GetDispatchOutcomeResponse.FromString,
             options,
             channel_credentials,
             insecure,

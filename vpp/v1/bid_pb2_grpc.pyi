@@ -38,6 +38,10 @@ class BidServiceStub:
     GetBid: _grpc.UnaryUnaryMultiCallable[_bid_pb2.GetBidRequest, _bid_pb2.GetBidResponse]
     GetUnitStatus: _grpc.UnaryUnaryMultiCallable[_bid_pb2.GetUnitStatusRequest, _bid_pb2.GetUnitStatusResponse]
     """Physical state of a unit as the market last saw it (state of charge after the last cleared interval)."""
+    GetDispatchOutcome: _grpc.UnaryUnaryMultiCallable[_bid_pb2.GetDispatchOutcomeRequest, _bid_pb2.GetDispatchOutcomeResponse]
+    """What the unit was dispatched in one interval, from whichever bid was in force (AEMO's DISPATCHLOAD).
+    FAILED_PRECONDITION until the market has dispatched the interval.
+    """
 
 @_typing.type_check_only
 class BidServiceAsyncStub(BidServiceStub):
@@ -49,6 +53,10 @@ class BidServiceAsyncStub(BidServiceStub):
     GetBid: _aio.UnaryUnaryMultiCallable[_bid_pb2.GetBidRequest, _bid_pb2.GetBidResponse]  # type: ignore[assignment]
     GetUnitStatus: _aio.UnaryUnaryMultiCallable[_bid_pb2.GetUnitStatusRequest, _bid_pb2.GetUnitStatusResponse]  # type: ignore[assignment]
     """Physical state of a unit as the market last saw it (state of charge after the last cleared interval)."""
+    GetDispatchOutcome: _aio.UnaryUnaryMultiCallable[_bid_pb2.GetDispatchOutcomeRequest, _bid_pb2.GetDispatchOutcomeResponse]  # type: ignore[assignment]
+    """What the unit was dispatched in one interval, from whichever bid was in force (AEMO's DISPATCHLOAD).
+    FAILED_PRECONDITION until the market has dispatched the interval.
+    """
 
 class BidServiceServicer(metaclass=_abc_1.ABCMeta):
     """The market's bid interface. The simulated NEM and a real market adapter implement the same service."""
@@ -75,5 +83,15 @@ class BidServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_bid_pb2.GetUnitStatusResponse, _abc.Awaitable[_bid_pb2.GetUnitStatusResponse]]:
         """Physical state of a unit as the market last saw it (state of charge after the last cleared interval)."""
+
+    @_abc_1.abstractmethod
+    def GetDispatchOutcome(
+        self,
+        request: _bid_pb2.GetDispatchOutcomeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bid_pb2.GetDispatchOutcomeResponse, _abc.Awaitable[_bid_pb2.GetDispatchOutcomeResponse]]:
+        """What the unit was dispatched in one interval, from whichever bid was in force (AEMO's DISPATCHLOAD).
+        FAILED_PRECONDITION until the market has dispatched the interval.
+        """
 
 def add_BidServiceServicer_to_server(servicer: BidServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
