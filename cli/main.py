@@ -321,6 +321,21 @@ def bench_cycle(
     raise typer.Exit(int(code))
 
 
+@bench_app.command("forecast")
+def bench_forecast(
+    ctx: typer.Context,
+    region: Annotated[str | None, typer.Option(help="NEM region (default: the cycle's region).")] = None,
+    decisions: Annotated[int, typer.Option(min=1, help="Decision times spread over the data.")] = 60,
+) -> None:
+    """Forecast skill (MAE, pinball) by horizon against seasonal naive and AEMO pre-dispatch."""
+    from bench.forecast_skill import main
+
+    settings = load(ctx)
+    with clean_errors():
+        code = main(settings, region, decisions)
+    raise typer.Exit(int(code))
+
+
 def run() -> None:
     """Console-script entry point (``vpp``)."""
     app(prog_name="vpp")
