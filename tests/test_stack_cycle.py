@@ -49,7 +49,9 @@ def stack(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             stack=replace(loaded.stack, state_dir=tmp_path_factory.mktemp("stack"),
                           temporal_address=f"127.0.0.1:{free_port()}", temporal_ui_port=free_port(),
                           sqs_port=free_port(), market_data_port=free_port(), bid_service_port=free_port(),
-                          forecast_workers=2, optimiser_workers=1),
+                          forecast_workers=2, optimiser_workers=1,
+                          # Messages held by a killed process come back sooner (workers extend it while busy).
+                          visibility_timeout_s=8),
         )
         with LocalStack(settings, ui=False) as running:
             yield running
