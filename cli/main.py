@@ -336,6 +336,21 @@ def bench_forecast(
     raise typer.Exit(int(code))
 
 
+@bench_app.command("market")
+def bench_market(
+    ctx: typer.Context,
+    region: Annotated[list[str] | None, typer.Option(help="NEM region; repeat for several (default: all).")] = None,
+    days: Annotated[float, typer.Option(min=0.01, help="Days of 5-minute decisions to replay per region.")] = 1.0,
+) -> None:
+    """Realised revenue through the real bidding path vs perfect foresight (capture %), per region."""
+    from bench.market import main
+
+    settings = load(ctx)
+    with clean_errors():
+        code = main(settings, region or None, days)
+    raise typer.Exit(int(code))
+
+
 def run() -> None:
     """Console-script entry point (``vpp``)."""
     app(prog_name="vpp")

@@ -1,0 +1,230 @@
+"""``vpp bench market``: revenue through the real bidding path against perfect foresight, per region.
+
+For each region the reference battery is bid by the AutoBidder cycle replayed in-process
+(:func:`backtest.engine.run_backtest`: as-of snapshot, forecasts, optimisation, bid, validation,
+clearing) for ``days`` days of consecutive decisions, and the revenue it realises is compared with the
+perfect-foresight benchmark of shared/NEM.md over the same intervals (energy only, and energy + FCAS):
+capture = realised / perfect foresight. Regions run in parallel processes; each region's decisions are
+sequential because the state of charge carries over.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from rich.console import Console
+from rich.table import Table
+
+from backtest.engine import (
+    DEFAULT_WORKERS,
+    BacktestConfig,
+    BacktestResult,
+    market_prices,
+    perfect_foresight_revenue,
+    run_backtests,
+)
+from services.mms import load_market_data
+from settings import Settings
+
+# Start of the default benchmark day (a trading-day boundary, AEST); the schedule offset is added.
+DEFAULT_START = datetime(2021, 1, 15, 4, 0)
+DEFAULT_DAYS = 1.0
+INTERVALS_PER_DAY = 288
+
+
+@dataclass(frozen=True)
+class RegionFigures:
+    """One region's benchmark figures ($, MWh, fractions of 1, seconds).
+
+    ``capture_total`` = realised energy + FCAS / perfect foresight energy + FCAS; ``capture_energy`` =
+    realised energy / perfect foresight energy only (NaN when the benchmark earns nothing).
+    ``stage_ms_per_decision`` is the mean time of each stage of one decision (milliseconds).
+    """
+
+    region: str
+    first_interval: datetime
+    intervals: int
+    energy_revenue_dollars: float
+    fcas_revenue_dollars: float
+    fcas_revenue_by_product_dollars: dict[str, float]
+    perfect_energy_only_dollars: float
+    perfect_energy_fcas_energy_dollars: float
+    perfect_energy_fcas_fcas_dollars: float
+    initial_state_of_charge_mwh: float
+    final_state_of_charge_mwh: float
+    throughput_mwh: float
+    cycles: float
+    safe_fallbacks: int
+    validation_rejections: int
+    failed_decisions: int
+    rebids: int
+    decisions_per_second: float
+    wall_time_s: float
+    stage_ms_per_decision: dict[str, float]
+
+    @property
+    def total_revenue_dollars(self) -> float:
+        """Realised energy + FCAS revenue ($)."""
+        return self.energy_revenue_dollars + self.fcas_revenue_dollars
+
+    @property
+    def perfect_energy_fcas_dollars(self) -> float:
+        """Perfect foresight energy + FCAS revenue ($)."""
+        return self.perfect_energy_fcas_energy_dollars + self.perfect_energy_fcas_fcas_dollars
+
+    @property
+    def capture_total(self) -> float:
+        """Realised energy + FCAS over perfect foresight energy + FCAS (NaN if the latter is not positive)."""
+        return _ratio(self.total_revenue_dollars, self.perfect_energy_fcas_dollars)
+
+    @property
+    def capture_energy(self) -> float:
+        """Realised energy over perfect foresight energy only (NaN if the latter is not positive)."""
+        return _ratio(self.energy_revenue_dollars, self.perfect_energy_only_dollars)
+
+
+def _ratio(realised: float, benchmark: float) -> float:
+    return realised / benchmark if benchmark > 0 else math.nan
+
+
+def region_figures(settings: Settings, result: BacktestResult, energy_only: tuple[float, float],
+                   energy_fcas: tuple[float, float], wall_time_s: float) -> RegionFigures:
+    """The figures of one region from its backtest and its two perfect-foresight (energy $, FCAS $) pairs;
+    ``wall_time_s`` covers the backtest and both benchmarks (seconds)."""
+    decisions = len(result.records)
+    return RegionFigures(
+        region=result.region, first_interval=result.first_interval, intervals=decisions,
+        energy_revenue_dollars=result.energy_revenue_dollars,
+        fcas_revenue_dollars=result.fcas_revenue_dollars,
+        fcas_revenue_by_product_dollars=dict(result.fcas_revenue_by_product_dollars),
+        perfect_energy_only_dollars=energy_only[0] + energy_only[1],
+        perfect_energy_fcas_energy_dollars=energy_fcas[0], perfect_energy_fcas_fcas_dollars=energy_fcas[1],
+        initial_state_of_charge_mwh=result.initial_state_of_charge_mwh,
+        final_state_of_charge_mwh=result.final_state_of_charge_mwh,
+        throughput_mwh=result.throughput_mwh, cycles=result.cycles, safe_fallbacks=result.safe_fallbacks,
+        validation_rejections=result.validation_rejections, failed_decisions=result.failed_decisions,
+        rebids=result.rebids, decisions_per_second=result.decisions_per_second, wall_time_s=wall_time_s,
+        stage_ms_per_decision={stage: 1000.0 * seconds / decisions
+                               for stage, seconds in result.stage_seconds().items()})
+
+
+def default_start(settings: Settings) -> datetime:
+    """The default first decision: 2021-01-15 04:00 AEST plus the cycle's schedule offset."""
+    return DEFAULT_START + timedelta(seconds=settings.cycle.schedule_offset_s)
+
+
+def run_market_bench(settings: Settings, *, regions: Sequence[str], days: float, start: datetime,
+                     workers: int = DEFAULT_WORKERS, console: Console | None = None) -> list[RegionFigures]:
+    """Backtest every region of ``regions`` for ``days`` days of decisions from ``start`` (naive AEST, the
+    first decision time) and benchmark each against perfect foresight over the same intervals.
+
+    Regions run on ``workers`` processes; ``console`` (optional) gets a line as each region finishes.
+    Raises ValueError for no regions or a non-positive number of days, BacktestError for a region or
+    period outside the data.
+    """
+    if not regions:
+        raise ValueError("no regions to benchmark")
+    decisions = round(days * INTERVALS_PER_DAY)
+    if decisions < 1:
+        raise ValueError(f"days must cover at least one 5-minute decision, got {days}")
+    started = time.perf_counter()
+    dispatch, predispatch = load_market_data(settings.market_data.data_dir)
+    market = market_prices(settings, dispatch)
+    configs = [BacktestConfig(region=region, first_decision=start, decisions=decisions) for region in regions]
+
+    def announce(result: BacktestResult) -> None:
+        if console is not None:
+            console.print(f"{result.region}: {len(result.records)} decisions in {result.wall_time_s:.1f} s "
+                          f"({result.decisions_per_second:.2f}/s)")
+
+    results = run_backtests(settings, dispatch, predispatch, configs, workers=workers, market=market,
+                            on_result=announce)
+    backtests_s = time.perf_counter() - started
+    figures = []
+    for result in results:
+        benchmark_started = time.perf_counter()
+        energy_only = perfect_foresight_revenue(settings, market, result.region, result.first_interval,
+                                                len(result.records), include_fcas=False)
+        energy_fcas = perfect_foresight_revenue(settings, market, result.region, result.first_interval,
+                                                len(result.records), include_fcas=True)
+        benchmark_s = time.perf_counter() - benchmark_started
+        figures.append(region_figures(settings, result, energy_only, energy_fcas,
+                                      result.wall_time_s + benchmark_s))
+    if console is not None:
+        console.print(f"all regions: {time.perf_counter() - started:.1f} s wall time "
+                      f"({backtests_s:.1f} s of backtests on {min(workers, len(regions))} process(es))")
+    return figures
+
+
+def _dollars(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _percent(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{value:.0%}"
+
+
+def print_market(console: Console, figures: Sequence[RegionFigures]) -> None:
+    """Print the revenue table (realised vs perfect foresight, capture), the FCAS revenue by product and
+    the mean time per decision by stage, one column per region."""
+    if not figures:
+        console.print("no regions benchmarked")
+        return
+    first = figures[0]
+    days = first.intervals / INTERVALS_PER_DAY
+    revenue = Table(title=f"Realised revenue through the bidding path vs perfect foresight: "
+                          f"{first.intervals} intervals ({days:.3g} days) from the interval ending "
+                          f"{first.first_interval:%Y-%m-%d %H:%M} (AEST), $", title_justify="left")
+    for column in ("region", "energy", "FCAS", "total", "PF energy only", "PF energy+FCAS",
+                   "capture total", "capture energy", "SoC start→end MWh", "cycles", "safe fallbacks",
+                   "rejected bids", "failed", "decisions/s", "wall s"):
+        revenue.add_column(column, justify="left" if column == "region" else "right")
+    for f in figures:
+        revenue.add_row(f.region, _dollars(f.energy_revenue_dollars), _dollars(f.fcas_revenue_dollars),
+                        _dollars(f.total_revenue_dollars), _dollars(f.perfect_energy_only_dollars),
+                        _dollars(f.perfect_energy_fcas_dollars), _percent(f.capture_total),
+                        _percent(f.capture_energy),
+                        f"{f.initial_state_of_charge_mwh:.0f}→{f.final_state_of_charge_mwh:.0f}",
+                        f"{f.cycles:.2f}", str(f.safe_fallbacks), str(f.validation_rejections),
+                        str(f.failed_decisions), f"{f.decisions_per_second:.2f}", f"{f.wall_time_s:.0f}")
+    console.print(revenue)
+    console.print("capture total = realised energy + FCAS / perfect foresight energy + FCAS; "
+                  "capture energy = realised energy / perfect foresight energy only. Perfect foresight ends "
+                  "with at least the starting energy; the realised run ends where the bidding left it (SoC "
+                  "column).")
+
+    products = sorted({p for f in figures for p in f.fcas_revenue_by_product_dollars})
+    if products:
+        fcas = Table(title="Realised FCAS revenue by product, $", title_justify="left")
+        fcas.add_column("product")
+        for f in figures:
+            fcas.add_column(f.region, justify="right")
+        for product in products:
+            fcas.add_row(product, *(_dollars(f.fcas_revenue_by_product_dollars.get(product, 0.0))
+                                    for f in figures))
+        console.print(fcas)
+
+    stages = list(first.stage_ms_per_decision)
+    timing = Table(title="Mean time per decision by stage, ms", title_justify="left")
+    timing.add_column("stage")
+    for f in figures:
+        timing.add_column(f.region, justify="right")
+    for stage in sorted(stages, key=lambda s: (s.split(":")[0], ":" in s, s)):
+        timing.add_row(stage, *(f"{f.stage_ms_per_decision.get(stage, 0.0):.1f}" for f in figures))
+    console.print(timing)
+
+
+def main(settings: Settings, regions: Sequence[str] | None, days: float | None,
+         start: datetime | None = None) -> int:
+    """Run the market benchmark (default: every region of the data, one day from 2021-01-15 04:00 plus the
+    schedule offset) and print it; 0 when no decision failed, 1 otherwise."""
+    console = Console(width=200)
+    chosen = list(regions) if regions else list(load_market_data(settings.market_data.data_dir)[0].regions)
+    figures = run_market_bench(settings, regions=chosen, days=DEFAULT_DAYS if days is None else days,
+                               start=start or default_start(settings), console=console)
+    print_market(console, figures)
+    return 0 if all(f.failed_decisions == 0 for f in figures) else 1
