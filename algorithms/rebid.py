@@ -9,7 +9,6 @@ the audit trail says what changed (NEM rebid reasons must be brief, verifiable a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 import numpy as np
 
@@ -24,8 +23,9 @@ def _offer_label(offer: bid_pb2.ProductOffer) -> str:
     return f"{offer.product}/{side}" if side else offer.product
 
 
-def _periods_by_interval(offer: bid_pb2.ProductOffer) -> dict[datetime, bid_pb2.PeriodOffer]:
-    return {from_timestamp(p.dispatch_interval): p for p in offer.periods}
+def _periods_by_interval(offer: bid_pb2.ProductOffer) -> dict[int, bid_pb2.PeriodOffer]:
+    """Period offers keyed by their interval's UTC seconds (cheap: no datetime per period)."""
+    return {p.dispatch_interval.seconds: p for p in offer.periods}
 
 
 def _offer_changes(new: bid_pb2.ProductOffer, standing: bid_pb2.ProductOffer | None,
@@ -37,12 +37,13 @@ def _offer_changes(new: bid_pb2.ProductOffer, standing: bid_pb2.ProductOffer | N
     if list(new.band_price) != list(standing.band_price):
         changes.append(f"{label} band prices changed")
     old_periods = _periods_by_interval(standing)
-    uncovered = [from_timestamp(p.dispatch_interval) for p in new.periods
-                 if from_timestamp(p.dispatch_interval) not in old_periods]
+    uncovered = [p for p in new.periods if p.dispatch_interval.seconds not in old_periods]
     if uncovered:
-        changes.append(f"{label} adds {len(uncovered)} intervals from {min(uncovered):%H:%M}")
-    shared = [(p, old_periods[from_timestamp(p.dispatch_interval)]) for p in new.periods
-              if from_timestamp(p.dispatch_interval) in old_periods]
+        first_new = min(uncovered, key=lambda p: p.dispatch_interval.seconds)
+        changes.append(f"{label} adds {len(uncovered)} intervals from "
+                       f"{from_timestamp(first_new.dispatch_interval):%H:%M}")
+    shared = [(p, old_periods[p.dispatch_interval.seconds]) for p in new.periods
+              if p.dispatch_interval.seconds in old_periods]
     if not shared:
         return changes
     new_max = np.array([p.max_avail_mw for p, _ in shared])
