@@ -43,11 +43,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -78,12 +76,12 @@ from services.market_data import (
 from services.mms import DispatchPrices, PredispatchPrices
 from settings import Settings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
+from workers.blas import single_threaded_blas
 from workers.handlers import Handler, default_registry
 
 # The forecast level reported per decision (the median).
 REPORTED_FORECAST_LEVEL = 0.5
 DEFAULT_WORKERS = 2
-_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 Progress = Callable[[int, int], None]
 
@@ -707,22 +705,6 @@ def _worker_backtest(config: BacktestConfig) -> BacktestResult:
     return run_backtest(settings, dispatch, predispatch, config, market=market)
 
 
-@contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Processes started inside this block run BLAS on one thread (the variables are restored after)."""
-    saved = {name: os.environ.get(name) for name in _BLAS_THREAD_VARIABLES}
-    for name in _BLAS_THREAD_VARIABLES:
-        os.environ.setdefault(name, "1")
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run_backtests(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
                   configs: Sequence[BacktestConfig], *, workers: int = DEFAULT_WORKERS,
                   market: DispatchPrices | None = None,
@@ -750,7 +732,7 @@ def run_backtests(settings: Settings, dispatch: DispatchPrices, predispatch: Pre
     with ProcessPoolExecutor(max_workers=min(workers, len(configs)), mp_context=context,
                              initializer=_init_worker,
                              initargs=(settings, dispatch, predispatch, market_data)) as pool:
-        with _single_threaded_blas():  # the workers are spawned at the first submissions
+        with single_threaded_blas():  # the workers are spawned at the first submissions
             futures = {pool.submit(_worker_backtest, config): index for index, config in enumerate(configs)}
         for future in as_completed(futures):
             result = future.result()

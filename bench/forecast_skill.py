@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -48,12 +46,12 @@ from services.market_data import build_snapshot, estimate_missing, latest_known,
 from services.mms import ENERGY_PRODUCT, DispatchPrices, PredispatchPrices, load_market_data
 from settings import Settings
 from vpp.v1 import common_pb2, market_data_pb2
+from workers.blas import single_threaded_blas
 
 SEASONAL_NAIVE = "seasonal-naive"
 PREDISPATCH = "aemo-predispatch"
 WARMUP_DAYS = 2
 DEFAULT_WORKERS = 2
-_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -188,22 +186,6 @@ def _worker_decision(decision_time: datetime) -> DecisionForecasts:
     return decision_forecasts(*_worker_context, decision_time)
 
 
-@contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Processes started inside this block run BLAS on one thread (the variables are restored after)."""
-    saved = {name: os.environ.get(name) for name in _BLAS_THREAD_VARIABLES}
-    for name in _BLAS_THREAD_VARIABLES:
-        os.environ.setdefault(name, "1")
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _run_decisions(dispatch: DispatchPrices, predispatch: PredispatchPrices, settings: Settings,
                    job: SkillJob, times: Sequence[datetime], workers: int) -> list[DecisionForecasts]:
     if workers <= 1 or len(times) <= 1:
@@ -212,7 +194,7 @@ def _run_decisions(dispatch: DispatchPrices, predispatch: PredispatchPrices, set
     chunk = max(1, math.ceil(len(times) / (4 * workers)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                              initargs=(dispatch, predispatch, settings, job)) as pool:
-        with _single_threaded_blas():  # map submits every task now, which spawns the workers here
+        with single_threaded_blas():  # map submits every task now, which spawns the workers here
             results = pool.map(_worker_decision, times, chunksize=chunk)
         return list(results)
 

@@ -38,6 +38,7 @@ from stack.processes import (
     temporal_answers,
 )
 from stack.search_attributes import dev_server_flags
+from workers.blas import single_threaded_blas_environment
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -132,10 +133,7 @@ def child_environment(settings: Settings, config_file: Path, base: dict[str, str
     env["VPP_CONFIG"] = str(config_file)
     env["VPP_STATE_DIR"] = str(settings.stack.state_dir)
     env["PYTHONUNBUFFERED"] = "1"
-    # Each process is one worker: scale with processes, not BLAS threads, which oversubscribe the
-    # cores and make a 10 ms forecast take seconds when the machine is busy.
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(variable, "1")
+    env = single_threaded_blas_environment(env)  # workers scale with processes (workers/blas.py)
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     if env.get("VPP_SQS_ENDPOINT", "") != "aws":
