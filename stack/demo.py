@@ -31,6 +31,12 @@ def stack_is_running(settings: Settings) -> bool:
     return port_in_use(host, port)
 
 
+def _number(value: float, decimals: int) -> str:
+    """``value`` with thousands separators, never printed as a negative zero."""
+    shown = round(value, decimals)
+    return f"{shown + 0.0:,.{decimals}f}"
+
+
 def cycles_table(runs: Sequence[CycleRun]) -> Table:
     """One row per cycle: interval, outcome, price, cleared MW, revenue, SoC, latency."""
     table = Table(title="AutoBidder cycles")
@@ -48,9 +54,9 @@ def cycles_table(runs: Sequence[CycleRun]) -> Table:
         if outcome is None or not outcome.cleared:
             table.add_row(result.dispatch_interval, status, *[""] * 6, f"{result.latency_to_ack_s:.2f}")
             continue
-        table.add_row(result.dispatch_interval, status, f"{outcome.price:,.2f}", f"{outcome.gen_mw:.1f}",
-                      f"{outcome.load_mw:.1f}", f"{outcome.energy_revenue_dollars:,.2f}",
-                      f"{outcome.fcas_revenue_dollars:,.2f}", f"{outcome.state_of_charge_mwh:.1f}",
+        table.add_row(result.dispatch_interval, status, f"{outcome.price:,.2f}", _number(outcome.gen_mw, 1),
+                      _number(outcome.load_mw, 1), _number(outcome.energy_revenue_dollars, 2),
+                      _number(outcome.fcas_revenue_dollars, 2), _number(outcome.state_of_charge_mwh, 1),
                       f"{result.latency_to_ack_s:.2f}")
     return table
 
