@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 import statsmodels.api as sm
 import xarray as xr
+from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from algorithms.errors import InvalidRequestError
 from algorithms.nem_time import from_timestamp
@@ -226,12 +228,19 @@ def _training_leads(history_length: int, max_lead: int) -> IntArray:
 
 def _huber_step_ols(response: FloatArray, design: FloatArray) -> FloatArray:
     """statsmodels OLS, then one Huber step: residuals beyond HUBER_K robust standard deviations
-    (1.4826 x median absolute residual) are clipped and the model refitted."""
-    coefficients = np.asarray(sm.OLS(response, design).fit().params, dtype=np.float64)
-    fitted = design @ coefficients
-    residual = response - fitted
-    bound = HUBER_K * 1.4826 * max(float(np.median(np.abs(residual))), 1e-9)
-    refit = sm.OLS(fitted + np.clip(residual, -bound, bound), design).fit()
+    (1.4826 x median absolute residual) are clipped and the model refitted.
+
+    A flat price history (common for FCAS, and at the start of a data set) makes the level and
+    intercept columns collinear; OLS's pseudo-inverse then gives the minimum-norm fit, which is the
+    intended answer, so statsmodels' rank warning is silenced here rather than flooding worker logs.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=SingularMatrixWarning)
+        coefficients = np.asarray(sm.OLS(response, design).fit().params, dtype=np.float64)
+        fitted = design @ coefficients
+        residual = response - fitted
+        bound = HUBER_K * 1.4826 * max(float(np.median(np.abs(residual))), 1e-9)
+        refit = sm.OLS(fitted + np.clip(residual, -bound, bound), design).fit()
     return np.asarray(refit.params, dtype=np.float64)
 
 

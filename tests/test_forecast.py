@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -73,6 +74,16 @@ def test_shape_and_monotonic_quantiles() -> None:
     assert np.all(np.isfinite(forecast))
     assert np.all(np.diff(forecast, axis=1) >= 0)
     assert np.any(np.diff(forecast, axis=1) > 0)
+
+
+def test_a_flat_price_history_forecasts_that_price_without_warnings() -> None:
+    history = np.full(600, 12.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forecast = quantile_price_forecast(history, HISTORY_FIRST, [], np.array([]), first_interval_after(600), 48,
+                                           QUANTILES)
+    assert np.allclose(forecast[:, 1], 12.5, atol=0.5)
+    assert np.all(np.diff(forecast, axis=1) >= 0)
 
 
 @settings(max_examples=25, deadline=None)
