@@ -1,4 +1,4 @@
-"""Probabilistic price forecast of one product: ``sarx-quantile`` v1 (statsmodels OLS, numpy, xarray).
+"""Probabilistic price forecast of one product: ``sarx-quantile`` v1 (numpy least squares, xarray).
 
 Design
 ------
@@ -9,7 +9,7 @@ transformed back with ``s * sinh(z)``.
 
 *Central path (direct strategy).* For each training lead ``k`` in ``TRAINING_LEADS`` (1, 2, 3, 6, 12,
 24, 48, 96, 192, 286 ... 5-minute intervals; only those the horizon and the history need) one linear
-model is fitted with ``statsmodels`` OLS on the history itself. Every valid history interval ``j`` is a
+model is fitted by least squares on the history itself. Every valid history interval ``j`` is a
 target, with what was known ``k`` intervals earlier as regressors:
 
 * intercept and three time-of-day harmonics (sin/cos of 1, 2, 3 cycles per day) of interval ``j``;
@@ -23,6 +23,20 @@ clipped and the model refitted), so the odd spike does not drag the path. A fore
 values (NaN) are carried forward as regressors and never used as targets. Short histories degrade
 gracefully: the seasonal regressor needs two days of history, the harmonics one day; below
 ``MIN_HISTORY_FOR_MODEL`` valid values the central path is the last known price.
+
+*Solving.* The reference estimator of a lead is statsmodels OLS (its pseudo-inverse) with the Huber
+step (:func:`huber_fit_reference`). The hot path solves the same problems for all leads at once
+(:func:`huber_fit`): every lead's rows are a suffix of the known targets, so the leads' designs stack
+on one row axis (:func:`lead_problems`; a lead's earlier rows are zero padding). The intercept is
+eliminated by centring each lead's columns on its rows, the normal equations of the other columns are
+scaled to a unit diagonal and solved in one batched call, and the Huber step's median and the residual
+quantiles come from one sort per step (numpy's median and "linear" quantile, row by row). Centred and
+scaled, the January 2021 designs have condition numbers below 100, so coefficients agree with statsmodels'
+to about 1e-10 and forecasts to far below a micro-dollar. A lead with a (nearly) constant column
+(``MIN_RELATIVE_SPREAD``) or worse conditioned than ``MAX_BATCHED_CONDITION`` (a flat history; a few
+hours of rows for six harmonics) is handed to the reference, so degenerate inputs keep statsmodels'
+minimum-norm fit. tests/test_forecast_equivalence.py holds the two paths to each other and to golden
+forecasts of the per-lead statsmodels implementation.
 
 *Quantiles.* Empirical quantiles of each lead model's in-sample residuals (interpolated over log(lead)
 like the path): the median residual corrects the path, the others, widened by ``SPREAD_WIDENING``
@@ -40,8 +54,10 @@ back-held before its first) and the band ``DEFAULT_SPREAD`` standard normal quan
 
 All quantiles are clipped to the range of prices seen in the inputs (history and pre-dispatch), which
 keeps ``sinh`` from extrapolating far beyond anything observed, and sorted so they never cross.
-One product, a 288-interval horizon, 2,016 intervals of history and three quantiles take about 10 ms
-(single-threaded BLAS; see the module's tests for the January 2021 coverage check).
+One product, a 288-interval horizon, 2,016 intervals of history and three quantiles take about 1.3 ms in
+:func:`run_forecast`, protobuf in and out included (11 ms with one statsmodels fit per lead and step;
+``python -m bench.forecast_speed``, SA1 January 2021). See the module's tests for the January 2021
+coverage check.
 """
 
 from __future__ import annotations
@@ -88,6 +104,7 @@ SPREAD_WIDENING = 1.2
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,6 +214,16 @@ def _harmonic_columns(minute_of_day: IntArray) -> list[FloatArray]:
     return columns
 
 
+# The harmonic columns of every minute of the day (one row per column): looked up, not recomputed.
+_HARMONICS_BY_MINUTE = np.stack(_harmonic_columns(np.arange(MINUTES_PER_DAY, dtype=np.int64)))
+_HARMONICS_BY_MINUTE.flags.writeable = False
+
+
+def _harmonics(minute_of_day: IntArray) -> FloatArray:
+    """The time-of-day harmonic columns (sin/cos of HARMONICS cycles per day), shape (columns, rows)."""
+    return np.asarray(_HARMONICS_BY_MINUTE[:, minute_of_day], dtype=np.float64)
+
+
 def _design(
     minute_of_day: IntArray,
     level: FloatArray,
@@ -206,17 +233,22 @@ def _design(
 ) -> FloatArray:
     columns: list[FloatArray] = [np.ones(level.size)]
     if use_harmonics:
-        columns += _harmonic_columns(minute_of_day)
+        columns += list(_harmonics(minute_of_day))
     if use_seasonal:
         columns.append(seasonal)
     columns.append(level)
     return np.column_stack(columns)
 
 
+def _seasonal_offset(lead: IntArray) -> IntArray:
+    """Intervals back from a target to the same time of day on the last day known ``lead`` intervals
+    before it: 288 x ceil(lead / 288)."""
+    return INTERVALS_PER_DAY * -(-lead // INTERVALS_PER_DAY)
+
+
 def _seasonal_index(target: IntArray, lead: IntArray) -> IntArray:
     """History index of the same time of day on the last day known at the forecast origin."""
-    days_back = -(-lead // INTERVALS_PER_DAY)
-    return target - INTERVALS_PER_DAY * days_back
+    return target - _seasonal_offset(lead)
 
 
 def _training_leads(history_length: int, max_lead: int) -> IntArray:
@@ -226,13 +258,16 @@ def _training_leads(history_length: int, max_lead: int) -> IntArray:
     return np.asarray([k for k in candidates if k < max_lead] + beyond[:1], dtype=np.int64)
 
 
-def _huber_step_ols(response: FloatArray, design: FloatArray) -> FloatArray:
-    """statsmodels OLS, then one Huber step: residuals beyond HUBER_K robust standard deviations
-    (1.4826 x median absolute residual) are clipped and the model refitted.
+def huber_fit_reference(response: FloatArray, design: FloatArray) -> FloatArray:
+    """Reference estimator of one lead (asinh space): statsmodels OLS, then one Huber step (residuals
+    beyond HUBER_K robust standard deviations, 1.4826 x median absolute residual, are clipped and the
+    model refitted). Returns the refit's coefficients, one per design column.
 
-    A flat price history (common for FCAS, and at the start of a data set) makes the level and
-    intercept columns collinear; OLS's pseudo-inverse then gives the minimum-norm fit, which is the
-    intended answer, so statsmodels' rank warning is silenced here rather than flooding worker logs.
+    :func:`huber_fit` solves the same problem for every lead at once and falls back to this for the
+    designs it cannot solve accurately. A flat price history (common for FCAS, and at the start of a data
+    set) makes the level and intercept columns collinear; OLS's pseudo-inverse then gives the
+    minimum-norm fit, which is the intended answer, so statsmodels' rank warning is silenced here rather
+    than flooding worker logs.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=SingularMatrixWarning)
@@ -244,46 +279,202 @@ def _huber_step_ols(response: FloatArray, design: FloatArray) -> FloatArray:
     return np.asarray(refit.params, dtype=np.float64)
 
 
+@dataclass(frozen=True, eq=False)
+class LeadProblems:
+    """The least-squares problems of the training leads, stacked (asinh space).
+
+    ``regressors[l]`` (columns x rows; columns: intercept, optional harmonics, optional seasonal, level)
+    and ``response[l]`` hold lead ``leads[l]``'s design (transposed) and targets on the rows where
+    ``valid[l]`` is True, i.e. from ``first_row[l]`` on; the rows before are zero padding and take no part
+    in any fit, median or quantile.
+    """
+
+    leads: IntArray
+    regressors: FloatArray
+    response: FloatArray
+    first_row: IntArray
+    valid: BoolArray
+
+    def lead_rows(self, index: int) -> tuple[FloatArray, FloatArray]:
+        """(response, design: rows x columns) of the lead at ``index`` without its padding."""
+        rows = self.valid[index]
+        return self.response[index, rows], np.ascontiguousarray(self.regressors[index][:, rows].T)
+
+    def fitted(self, coefficients: FloatArray) -> FloatArray:
+        """Each lead's fitted values (leads x rows; zero on padding) for ``coefficients`` (leads x columns)."""
+        fitted: FloatArray = np.matmul(coefficients[:, None, :], self.regressors)[:, 0, :]
+        return fitted
+
+
+def lead_problems(
+    z_history: FloatArray, history_minutes: IntArray, max_lead: int, use_harmonics: bool, use_seasonal: bool
+) -> LeadProblems | None:
+    """Every training lead's problem (asinh prices ``z_history``, NaN = missing; ``history_minutes`` the
+    minute of day of each interval end, AEST) with at least MIN_ROWS_PER_LEAD rows; None if there is none.
+
+    Target ``j`` is usable at lead ``k`` when its price is known and what it is regressed on was known: the
+    origin ``j - k`` and, with the seasonal regressor, ``j - 288 * ceil(k / 288)`` lie at or after the first
+    known price ``f`` (the forward-filled level is finite from there on). Each lead's rows are therefore a
+    suffix of the known targets: all leads share one row axis and differ only in where their rows start.
+    """
+    targets = np.flatnonzero(np.isfinite(z_history))
+    if targets.size == 0:
+        return None
+    first_known = int(targets[0])
+    leads = _training_leads(z_history.size, max_lead)
+    reach = np.maximum(leads, _seasonal_offset(leads)) if use_seasonal else leads
+    start = np.searchsorted(targets, reach + first_known)
+    kept = targets.size - start >= MIN_ROWS_PER_LEAD
+    if not np.any(kept):
+        return None
+    leads, start = leads[kept], start[kept]
+    rows = targets[int(start.min()):]
+    first_row = start - start.min()
+    valid = np.arange(rows.size) >= first_row[:, None]
+    level_filled = _forward_fill(z_history)
+    regressors = np.empty((leads.size, _column_count(use_harmonics, use_seasonal), rows.size))
+    regressors[:, 0] = 1.0
+    if use_harmonics:
+        regressors[:, 1:1 + 2 * len(HARMONICS)] = _harmonics(history_minutes[rows])
+    if use_seasonal:
+        regressors[:, -2] = level_filled[np.maximum(_seasonal_index(rows, leads[:, None]), first_known)]
+    regressors[:, -1] = level_filled[np.maximum(rows - leads[:, None], first_known)]
+    response = np.broadcast_to(z_history[rows], valid.shape).copy()
+    for index, first in enumerate(first_row.tolist()):
+        regressors[index, :, :first] = 0.0
+        response[index, :first] = 0.0
+    return LeadProblems(leads, regressors, response, first_row, valid)
+
+
+def _column_count(use_harmonics: bool, use_seasonal: bool) -> int:
+    return 2 + (2 * len(HARMONICS) if use_harmonics else 0) + (1 if use_seasonal else 0)
+
+
+def masked_median(values: FloatArray, valid: BoolArray) -> FloatArray:
+    """Median of each row of ``values`` over its ``valid`` entries (numpy's median, row by row)."""
+    ordered = np.sort(np.where(valid, values, np.inf), axis=1)
+    count = np.count_nonzero(valid, axis=1)
+    rows = np.arange(values.shape[0])
+    upper = ordered[rows, count // 2]
+    lower = ordered[rows, (count - 1) // 2]
+    median: FloatArray = np.where(count % 2 == 1, upper, (lower + upper) / 2)
+    return median
+
+
+def masked_quantiles(values: FloatArray, valid: BoolArray, levels: FloatArray) -> FloatArray:
+    """Quantiles (numpy's default "linear" method) of each row of ``values`` over its ``valid`` entries:
+    shape (rows, levels), each row needing at least two valid entries."""
+    ordered = np.sort(np.where(valid, values, np.inf), axis=1)
+    count = np.count_nonzero(valid, axis=1)
+    position = (count[:, None] - 1) * levels[None, :]
+    below = np.floor(position)
+    gamma = position - below
+    index = below.astype(np.int64)
+    lower = np.take_along_axis(ordered, index, axis=1)
+    upper = np.take_along_axis(ordered, index + 1, axis=1)
+    step = upper - lower
+    quantiles: FloatArray = np.where(gamma >= 0.5, upper - step * (1 - gamma), lower + step * gamma)
+    return quantiles
+
+
+# The batched solver hands a lead to the reference estimator when its standardised normal equations are
+# worse conditioned than this (January 2021 designs stay below 100; a flat history is singular) ...
+MAX_BATCHED_CONDITION = 1e6
+# ... or when a column is (nearly) constant, i.e. (nearly) collinear with the intercept: its spread
+# (norm after centring) below this share of its norm. January 2021 designs stay above 0.004.
+MIN_RELATIVE_SPREAD = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class _StandardisedDesigns:
+    """Every lead's design with the intercept eliminated: the other columns centred on the lead's valid
+    rows (``centred``, leads x columns-1 x rows, zero on padding), their means and norms, and the
+    correlation matrix of the normal equations. ``solvable`` is False for the leads with a (nearly)
+    constant column (relative spread below MIN_RELATIVE_SPREAD) or whose correlation matrix is worse
+    conditioned than MAX_BATCHED_CONDITION: the reference estimator solves those."""
+
+    count: FloatArray
+    mean: FloatArray
+    centred: FloatArray
+    norm: FloatArray
+    correlation: FloatArray
+    solvable: BoolArray
+
+    @classmethod
+    def of(cls, problems: LeadProblems) -> _StandardisedDesigns:
+        """Standardise ``problems``' designs (the part shared by every fit on them)."""
+        count = np.count_nonzero(problems.valid, axis=1).astype(np.float64)
+        mean = problems.regressors.sum(axis=2) / count[:, None]
+        centred = problems.regressors[:, 1:] - mean[:, 1:, None]
+        for index, first in enumerate(problems.first_row.tolist()):
+            centred[index, :, :first] = 0.0
+        gram = np.matmul(centred, centred.transpose(0, 2, 1))
+        spread = np.diagonal(gram, axis1=1, axis2=2)
+        magnitude = spread + count[:, None] * mean[:, 1:] ** 2  # sum of squares before centring
+        solvable = np.all(spread > MIN_RELATIVE_SPREAD**2 * magnitude, axis=1) & np.all(spread > 0, axis=1)
+        norm = np.sqrt(spread)
+        norm = np.where(solvable[:, None], norm, 1.0)
+        correlation = gram / (norm[:, :, None] * norm[:, None, :])
+        identity = np.eye(correlation.shape[1])
+        correlation[~solvable] = identity
+        eigenvalues = np.linalg.eigvalsh(correlation)
+        solvable &= eigenvalues[:, 0] * MAX_BATCHED_CONDITION > eigenvalues[:, -1]
+        correlation[~solvable] = identity
+        return cls(count, mean, centred, norm, correlation, solvable)
+
+    def least_squares(self, response: FloatArray) -> FloatArray:
+        """Every lead's OLS coefficients (leads x columns) for ``response`` (leads x rows, zero on padding);
+        meaningless for the leads that are not ``solvable``."""
+        response_mean = response.sum(axis=1) / self.count
+        centred_response = response - response_mean[:, None]
+        moment = np.matmul(self.centred, centred_response[:, :, None])[:, :, 0]
+        slopes = np.linalg.solve(self.correlation, (moment / self.norm)[:, :, None])[:, :, 0] / self.norm
+        intercept = response_mean - np.sum(self.mean[:, 1:] * slopes, axis=1)
+        return np.column_stack([intercept, slopes])
+
+
+def ols_batched(problems: LeadProblems, response: FloatArray) -> tuple[FloatArray, BoolArray]:
+    """Every lead's OLS coefficients (leads x columns) for ``response`` (leads x rows, zero on padding) on
+    ``problems``' designs, and whether each lead was solvable; for the others the coefficients are
+    meaningless and statsmodels OLS is the answer (see :class:`_StandardisedDesigns`)."""
+    designs = _StandardisedDesigns.of(problems)
+    return designs.least_squares(response), designs.solvable
+
+
+def huber_fit(problems: LeadProblems) -> FloatArray:
+    """Every lead's coefficients (leads x columns, asinh space) as :func:`huber_fit_reference` gives them:
+    OLS, then one Huber step, for all leads at once. The intercept is eliminated by centring; the normal
+    equations of the other columns, scaled to unit diagonal, are solved together. Leads whose design this
+    cannot solve accurately (a constant column or ill-conditioned, e.g. a flat history) go to the reference."""
+    designs = _StandardisedDesigns.of(problems)
+    response, valid = problems.response, problems.valid
+    fitted = problems.fitted(designs.least_squares(response))
+    residual = response - fitted
+    bound = HUBER_K * 1.4826 * np.maximum(masked_median(np.abs(residual), valid), 1e-9)
+    clipped = (fitted + np.clip(residual, -bound[:, None], bound[:, None])) * valid
+    coefficients = designs.least_squares(clipped)
+    for index in np.flatnonzero(~designs.solvable).tolist():
+        coefficients[index] = huber_fit_reference(*problems.lead_rows(index))
+    return coefficients
+
+
 def _fit_central(
     z_history: FloatArray, history_minutes: IntArray, max_lead: int, levels: FloatArray
 ) -> _CentralModel | None:
-    """One OLS fit per training lead (direct strategy); None when the history is too short for it."""
+    """One Huber-step OLS per training lead (direct strategy); None when the history is too short for it."""
     n = z_history.size
     valid_count = int(np.count_nonzero(np.isfinite(z_history)))
     if valid_count < MIN_HISTORY_FOR_MODEL:
         return None
-    level_filled = _forward_fill(z_history)
     use_harmonics = n >= INTERVALS_PER_DAY and valid_count >= INTERVALS_PER_DAY // 2
     use_seasonal = n >= 2 * INTERVALS_PER_DAY
-    targets = np.flatnonzero(np.isfinite(z_history))
-    kept_leads: list[int] = []
-    params: list[FloatArray] = []
-    residual_quantiles: list[FloatArray] = []
-    for lead in _training_leads(n, max_lead).tolist():
-        target = targets[targets >= lead]
-        lead_rows = np.full(target.size, lead, dtype=np.int64)
-        seasonal_index = _seasonal_index(target, lead_rows)
-        if use_seasonal:
-            known = seasonal_index >= 0
-            target, seasonal_index, lead_rows = target[known], seasonal_index[known], lead_rows[known]
-        origin_level = level_filled[target - lead]
-        seasonal = level_filled[np.maximum(seasonal_index, 0)]
-        usable = np.isfinite(origin_level) & (np.isfinite(seasonal) | (not use_seasonal))
-        if np.count_nonzero(usable) < MIN_ROWS_PER_LEAD:
-            continue
-        design = _design(history_minutes[target[usable]], origin_level[usable], seasonal[usable],
-                         use_harmonics, use_seasonal)
-        response = z_history[target[usable]]
-        coefficients = _huber_step_ols(response, design)
-        kept_leads.append(lead)
-        params.append(coefficients)
-        residual_quantiles.append(np.quantile(response - design @ coefficients, np.append(levels, 0.5)))
-    if not kept_leads:
+    problems = lead_problems(z_history, history_minutes, max_lead, use_harmonics, use_seasonal)
+    if problems is None:
         return None
-    return _CentralModel(
-        np.vstack(params), use_harmonics, use_seasonal, np.asarray(kept_leads, dtype=np.int64),
-        np.vstack(residual_quantiles),
-    )
+    coefficients = huber_fit(problems)
+    residual = problems.response - problems.fitted(coefficients)
+    residual_quantiles = masked_quantiles(residual, problems.valid, np.append(levels, 0.5))
+    return _CentralModel(coefficients, use_harmonics, use_seasonal, problems.leads, residual_quantiles)
 
 
 def _default_offsets(levels: FloatArray, horizon: int) -> FloatArray:

@@ -32,8 +32,31 @@ optimisation request is rejected as invalid fails like a live cycle would (recor
 its interval is cleared from the bid in force.
 
 The loop is deterministic: the same settings, data and configuration give equal results (durations are
-measured for profiling but excluded from equality). Regions are independent and run in parallel
-processes with :func:`run_backtests`; a region's decisions are sequential because SoC carries over.
+measured for profiling but excluded from equality), whatever the number of worker processes.
+
+**Pipeline.** A decision's snapshot and forecasts depend neither on the unit's state nor on earlier
+decisions, so with ``workers > 1`` :func:`run_backtest` prepares them (fetch + forecast) ahead on a pool of
+``workers`` processes, a few chunks of consecutive decision times at a time, while this process consumes
+them in decision order and runs optimise → bid → clear, which are sequential because SoC, net MW and the
+bid in force carry over. Workers are forked where the platform can (they share the loaded data) and run
+BLAS on one thread; so does this process during a backtest (the forecaster's small least-squares fits
+only lose to BLAS threads, and one thread everywhere keeps results identical whatever the worker count).
+Regions are independent: :func:`run_backtests` runs several regions at once and splits the workers
+between them (see there).
+
+**Forecast source.** ``BacktestConfig.forecast_source="model"`` (default) forecasts with the configured
+algorithm, as the live cycle does. ``"actual"`` is perfect information: every product's forecast is the
+market's own price of each interval of the horizon (:func:`market_prices`, the prices the decision's
+interval clears at), the same at every quantile level, and goes through the same optimiser and bid path.
+Revenue under ``"actual"`` minus revenue under ``"model"`` is the value of perfect price information for
+the same strategy (still below :func:`perfect_foresight_revenue`: rolling horizon, bid bands, rebid
+materiality and clearing are unchanged). Intervals of the horizon past the end of the data (or without a
+price) take the last price known before them.
+
+**Forecast skill.** Every decision records its ENERGY forecast at the leads of
+:data:`FORECAST_SKILL_LEADS` the horizon covers (``DecisionRecord.energy_forecast_by_lead``; the levels
+are ``BacktestResult.forecast_quantiles``, the leads ``BacktestResult.forecast_leads``): lead ``L``
+forecasts the interval ending ``dispatch_interval + (L - 1) × 5 min``, lead 1 being the dispatch interval.
 
 :func:`perfect_foresight_revenue` is the benchmark of shared/NEM.md over the same intervals.
 Not modelled, as in the simulated market: our own effect on prices, network constraints, causer-pays.
@@ -41,16 +64,22 @@ Not modelled, as in the simulated market: our own effect on prices, network cons
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import multiprocessing
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from multiprocessing.context import BaseContext
+from typing import Any, Literal, get_args
 
 import numpy as np
+import numpy.typing as npt
 
 from algorithms.battery import battery_from_spec, battery_spec_from_settings
 from algorithms.bid_builder import build_bid, build_safe_bid
@@ -58,7 +87,7 @@ from algorithms.bid_validation import validate_bid
 from algorithms.clearing import clear_interval
 from algorithms.cycle_requests import forecast_request, optimisation_request
 from algorithms.errors import InvalidRequestError
-from algorithms.forecast import forecast_from_result, quantile_at
+from algorithms.forecast import PriceForecast, forecast_from_result, quantile_at
 from algorithms.nem_time import hours_per_interval, to_timestamp, trading_day, unix_ms_to_market
 from algorithms.optimise import PERFECT_FORESIGHT_TIME_LIMIT_S, perfect_foresight, solve_dispatch
 from algorithms.rebid import material_changes, with_rebid_reason
@@ -81,7 +110,20 @@ from workers.handlers import Handler, default_registry
 
 # The forecast level reported per decision (the median).
 REPORTED_FORECAST_LEVEL = 0.5
-DEFAULT_WORKERS = 2
+# Worker processes by default: every core.
+DEFAULT_WORKERS = os.cpu_count() or 1
+# Leads (5-minute intervals; 1 = the dispatch interval) at which each decision's ENERGY forecast is kept.
+FORECAST_SKILL_LEADS = (1, 3, 6, 12, 24, 48, 96, 192, 288)
+# Decision times per chunk a worker prepares (fewer when the period is short, so every worker gets some).
+MAX_CHUNK_DECISIONS = 12
+# Chunks each worker may have prepared or be preparing ahead of the decision being made.
+CHUNKS_AHEAD_PER_WORKER = 2
+# The algorithm named on perfect-information ("actual") forecasts.
+ACTUAL_PRICES_ALGORITHM = common_pb2.AlgorithmRef(name="actual-prices", version="1")
+
+FloatArray = npt.NDArray[np.float64]
+ForecastSource = Literal["model", "actual"]
+FORECAST_SOURCES: tuple[str, ...] = get_args(ForecastSource)
 
 Progress = Callable[[int, int], None]
 
@@ -105,6 +147,8 @@ class BacktestConfig:
     ``forecast_quantiles`` (levels in (0, 1)), ``optimiser_price_quantile``, ``degradation_cost_per_mwh``
     and ``terminal_value_per_mwh`` ($/MWh), ``optimiser_time_limit_s`` (seconds).
     ``bid_version`` is the version every bid carries, as the cycle's configuration sets it.
+    ``forecast_source``: ``"model"`` forecasts with the configured algorithm; ``"actual"`` uses the
+    market's actual prices of the horizon as every quantile (perfect information, see the module docstring).
     """
 
     region: str
@@ -118,6 +162,7 @@ class BacktestConfig:
     terminal_value_per_mwh: float | None = None
     optimiser_time_limit_s: float | None = None
     bid_version: int = 1
+    forecast_source: ForecastSource = "model"
 
     def __post_init__(self) -> None:
         if not self.region:
@@ -136,6 +181,9 @@ class BacktestConfig:
             raise BacktestError(f"optimiser_time_limit_s must be positive, got {self.optimiser_time_limit_s}")
         if self.bid_version < 1:
             raise BacktestError(f"bid_version must be at least 1, got {self.bid_version}")
+        if self.forecast_source not in FORECAST_SOURCES:
+            raise BacktestError(f"forecast_source must be one of {', '.join(FORECAST_SOURCES)}, "
+                                f"got {self.forecast_source!r}")
 
     def decision_times(self) -> list[datetime]:
         """Every decision time (naive AEST), 5 minutes apart."""
@@ -154,7 +202,11 @@ class DecisionRecord:
     force stood, or none passed validation); ``bid_in_force``: some accepted bid covered the interval.
     ``violations`` are the rejected bids' rule violations; ``failure`` why the decision failed (None if it
     did not). ``forecast_energy_p50`` is the median ENERGY forecast for the dispatch interval ($/MWh).
-    Durations (milliseconds) are for profiling and do not take part in equality.
+    ``energy_forecast_by_lead[i]`` is the ENERGY forecast ($/MWh) at lead ``BacktestResult.forecast_leads[i]``
+    (interval ``dispatch_interval + (lead - 1) × 5 min``), one price per level of
+    ``BacktestResult.forecast_quantiles``; finite; empty when the decision has no usable ENERGY forecast.
+    Durations (milliseconds) are for profiling and do not take part in equality; ``wait_ms`` is the time
+    the decision waited for a worker to prepare its snapshot and forecasts (0 in-process).
     """
 
     decision_time: datetime
@@ -185,6 +237,8 @@ class DecisionRecord:
     solve_ms: float = field(default=0.0, compare=False)
     bid_ms: float = field(default=0.0, compare=False)
     clear_ms: float = field(default=0.0, compare=False)
+    energy_forecast_by_lead: tuple[tuple[float, ...], ...] = ()
+    wait_ms: float = field(default=0.0, compare=False)
 
     @property
     def net_mw(self) -> float:
@@ -205,7 +259,9 @@ class BacktestResult:
     equivalent full cycles, discharged MWh Σ gen × h over the registered storage (MWh).
     ``validation_rejections`` counts rejected bids (plan and safe), ``safe_fallbacks`` decisions whose
     bid was the safe bid, ``failed_decisions`` decisions that made no bid because a request was invalid.
-    ``wall_time_s`` (seconds) does not take part in equality.
+    ``forecast_quantiles`` are the forecast levels and ``forecast_leads`` the leads (5-minute intervals) of
+    every record's ``energy_forecast_by_lead``. ``wall_time_s`` (seconds) and ``workers`` (the processes that
+    prepared snapshots and forecasts; 1 = in-process) do not take part in equality.
     """
 
     config: BacktestConfig
@@ -222,6 +278,9 @@ class BacktestResult:
     rebids: int
     failed_decisions: int
     wall_time_s: float = field(default=0.0, compare=False)
+    forecast_quantiles: tuple[float, ...] = ()
+    forecast_leads: tuple[int, ...] = ()
+    workers: int = field(default=1, compare=False)
 
     @property
     def region(self) -> str:
@@ -250,8 +309,11 @@ class BacktestResult:
 
     def stage_seconds(self) -> dict[str, float]:
         """Seconds spent per stage over every decision (snapshot, forecast per product, optimise, of which
-        LP build + solve, bid, clear), for profiling."""
+        LP build + solve, bid, clear, and waiting for workers), for profiling. With workers, snapshot and
+        forecast seconds are spent in the workers, alongside the other stages; the wall time is about
+        optimise + bid + clear + wait."""
         totals = {
+            "wait for workers": sum(r.wait_ms for r in self.records),
             "snapshot": sum(r.snapshot_ms for r in self.records),
             "forecast": sum(r.forecast_ms for r in self.records),
             "optimise": sum(r.optimise_ms for r in self.records),
@@ -388,47 +450,128 @@ def _max_known_at(snapshot: market_data_pb2.MarketSnapshot) -> datetime | None:
     return unix_ms_to_market(latest) if latest > 0 else None
 
 
-class _RegionReplay:
-    """The cycle of one region, decision after decision, with the simulated unit's state."""
+def _cycle_id(config: BacktestConfig, dispatch_interval: datetime) -> str:
+    return f"backtest-{config.region}-{dispatch_interval:%Y%m%dT%H%M}"
+
+
+def _timeline(settings: Settings, decision_time: datetime) -> CycleTimeline:
+    cycle = settings.cycle
+    return cycle_timeline(decision_time, market_data_cutoff_s=cycle.market_data_cutoff_s,
+                          gate_closure_margin_s=cycle.gate_closure_margin_s)
+
+
+def _forecast_leads(horizon_intervals: int) -> tuple[int, ...]:
+    """The leads of :data:`FORECAST_SKILL_LEADS` a horizon of ``horizon_intervals`` intervals covers."""
+    return tuple(lead for lead in FORECAST_SKILL_LEADS if lead <= horizon_intervals)
+
+
+def _energy_by_lead(forecast: PriceForecast, leads: Sequence[int],
+                    levels: Sequence[float]) -> tuple[tuple[float, ...], ...]:
+    """The forecast's prices ($/MWh) at ``leads`` (1 = its first interval) and quantile ``levels``; empty
+    when it was made at other levels, does not reach every lead, or is not finite there."""
+    if not np.array_equal(forecast.quantiles, np.asarray(levels, dtype=np.float64)):
+        return ()
+    if leads and leads[-1] > forecast.horizon_intervals:
+        return ()
+    rows = forecast.price[[lead - 1 for lead in leads]]
+    if not bool(np.isfinite(rows).all()):
+        return ()
+    return tuple(tuple(float(price) for price in row) for row in rows)
+
+
+def _forward_filled(prices: FloatArray) -> FloatArray:
+    """``prices`` (intervals × products) with every NaN replaced by the last finite price above it (NaN
+    when there is none)."""
+    rows = np.arange(prices.shape[0])[:, None]
+    last_finite = np.maximum.accumulate(np.where(np.isfinite(prices), rows, -1), axis=0)
+    filled = np.take_along_axis(prices, np.maximum(last_finite, 0), axis=0)
+    filled[last_finite < 0] = np.nan
+    return filled
+
+
+class _ActualPrices:
+    """The prices one region's market settled at ($/MWh, $/MW/h), each interval's or else the last known."""
+
+    def __init__(self, market: DispatchPrices, region: str, interval_minutes: int) -> None:
+        self._intervals = market.intervals
+        self._products = market.products
+        self._filled = _forward_filled(np.asarray(market.price[market.region_index(region)], dtype=np.float64))
+        self._step = np.timedelta64(interval_minutes * 60, "s")
+
+    def path(self, product: str, first_interval: datetime, count: int) -> FloatArray:
+        """Prices of ``count`` consecutive intervals from the one ending ``first_interval`` (AEST): each
+        interval's own, or the last known before it when the data has none (past its end).
+
+        Raises InvalidRequestError when ``product`` is not in the data or no price precedes an interval.
+        """
+        if product not in self._products:
+            raise InvalidRequestError(f"no actual prices for product {product!r}")
+        wanted = np.datetime64(first_interval, "s") + self._step * np.arange(count)
+        position = np.searchsorted(self._intervals, wanted, side="right") - 1
+        path = self._filled[np.maximum(position, 0), self._products.index(product)]
+        if bool((position < 0).any()) or not bool(np.isfinite(path).all()):
+            raise InvalidRequestError(f"no actual {product} price at or before some interval of the "
+                                      f"{count} from {first_interval:%Y-%m-%d %H:%M}")
+        return np.asarray(path, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a decision needs that does not depend on the unit's state: the snapshot's facts and the
+    forecasts (or why they could not be made), with their timings (ms). ``snapshot`` only when asked for."""
+
+    decision_time: datetime
+    as_of: datetime
+    latest_quality: str
+    data_known_at: datetime | None
+    forecasts: tuple[worker_pb2.ForecastResult, ...]
+    failure: str | None
+    forecast_energy_p50: float | None
+    energy_forecast_by_lead: tuple[tuple[float, ...], ...]
+    snapshot_ms: float
+    forecast_ms_by_product: dict[str, float]
+    snapshot: market_data_pb2.MarketSnapshot | None
+
+
+class _Preparer:
+    """The fetch and forecast stages of one region's cycle: pure functions of the decision time."""
 
     def __init__(self, settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
                  market: DispatchPrices, config: BacktestConfig) -> None:
         self._settings = settings
         self._dispatch = dispatch
         self._predispatch = predispatch
-        self._market = market
         self._config = config
         self._parameters = _parameters(settings, config)
         self._publication: PublicationModel = publication_model(settings.market_data)
-        self._battery = _battery_spec(settings, config.region)
-        registry = default_registry()
-        self._forecaster: Handler = registry.resolve(
+        self._leads = _forecast_leads(self._parameters.horizon_intervals)
+        self._actual = (_ActualPrices(market, config.region, settings.market.interval_minutes)
+                        if config.forecast_source == "actual" else None)
+        self._forecaster: Handler = default_registry().resolve(
             "forecast", self._parameters.forecast_algorithm.name, self._parameters.forecast_algorithm.version)
-        self._optimiser: Handler = registry.resolve(
-            "optimisation", self._parameters.optimiser_algorithm.name,
-            self._parameters.optimiser_algorithm.version)
-        self._products = tuple(dispatch.products)
-        energy = settings.market.energy_product
-        self._fcas_products = tuple(p for p in self._products if p != energy)
-        self._book = _BidBook()
-        self.state_of_charge_mwh = settings.battery.initial_state_of_charge_mwh
-        self.net_mw = 0.0
 
-    @property
-    def fcas_products(self) -> tuple[str, ...]:
-        """FCAS products of the data, in data order."""
-        return self._fcas_products
-
-    def _timeline(self, decision_time: datetime) -> CycleTimeline:
-        cycle = self._settings.cycle
-        return cycle_timeline(decision_time, market_data_cutoff_s=cycle.market_data_cutoff_s,
-                              gate_closure_margin_s=cycle.gate_closure_margin_s)
-
-    def dispatch_intervals(self) -> list[datetime]:
-        """The dispatch interval of every decision (interval-ending AEST)."""
-        return [self._timeline(moment).dispatch_interval for moment in self._config.decision_times()]
-
-    # -- stages --------------------------------------------------------------------------------
+    def prepare(self, decision_time: datetime, keep_snapshot: bool) -> _Prepared:
+        """Snapshot and forecasts of the decision at ``decision_time`` (AEST); an invalid forecast request
+        is recorded as the decision's failure, as the live cycle fails."""
+        timeline = _timeline(self._settings, decision_time)
+        interval = timeline.dispatch_interval
+        started = time.perf_counter()
+        as_of, snapshot = self.fetch(timeline)
+        snapshot_ms = _elapsed_ms(started)
+        timings: dict[str, float] = {}
+        forecasts: list[worker_pb2.ForecastResult] = []
+        failure: str | None = None
+        try:
+            forecasts = self.forecast(snapshot, _cycle_id(self._config, interval), as_of, interval, timings)
+        except InvalidRequestError as error:
+            failure = str(error)
+        p50, by_lead = self._energy_summary(forecasts)
+        return _Prepared(
+            decision_time=decision_time, as_of=as_of,
+            latest_quality=common_pb2.DataQuality.Name(snapshot.latest_quality).removeprefix("DATA_QUALITY_"),
+            data_known_at=_max_known_at(snapshot), forecasts=tuple(forecasts), failure=failure,
+            forecast_energy_p50=p50, energy_forecast_by_lead=by_lead, snapshot_ms=snapshot_ms,
+            forecast_ms_by_product=timings, snapshot=snapshot if keep_snapshot else None)
 
     def fetch(self, timeline: CycleTimeline) -> tuple[datetime, market_data_pb2.MarketSnapshot]:
         """(as-of, snapshot) as the cycle's fetch stage gets it: poll until the cut-off, then estimate."""
@@ -449,13 +592,19 @@ class _RegionReplay:
 
     def forecast(self, snapshot: market_data_pb2.MarketSnapshot, cycle_id: str, decision_time: datetime,
                  first_interval: datetime, timings: dict[str, float]) -> list[worker_pb2.ForecastResult]:
-        """One forecast per product of the snapshot (the request_forecast activity and its worker)."""
+        """One forecast per product of the snapshot (the request_forecast activity and its worker), or the
+        actual prices under perfect information; ``timings`` gets each product's milliseconds."""
         parameters = self._parameters
         results: list[worker_pb2.ForecastResult] = []
         for product in snapshot.products:
             started = time.perf_counter()
+            request_id = f"{cycle_id}/forecast/{product}"
+            if self._actual is not None:
+                results.append(self._actual_forecast(product, request_id, first_interval))
+                timings[product] = _elapsed_ms(started)
+                continue
             request = forecast_request(
-                snapshot, product, request_id=f"{cycle_id}/forecast/{product}", decision_time=decision_time,
+                snapshot, product, request_id=request_id, decision_time=decision_time,
                 first_interval=first_interval, horizon_intervals=parameters.horizon_intervals,
                 quantiles=parameters.forecast_quantiles, algorithm=parameters.forecast_algorithm)
             result = self._forecaster(request)
@@ -465,6 +614,65 @@ class _RegionReplay:
             results.append(result)
             timings[product] = _elapsed_ms(started)
         return results
+
+    def _actual_forecast(self, product: str, request_id: str, first_interval: datetime) -> worker_pb2.ForecastResult:
+        """A forecast whose every quantile is the market's actual price of the interval ($/MWh, $/MW/h)."""
+        assert self._actual is not None
+        parameters = self._parameters
+        path = self._actual.path(product, first_interval, parameters.horizon_intervals)
+        levels = parameters.forecast_quantiles
+        return worker_pb2.ForecastResult(
+            request_id=request_id, algorithm=ACTUAL_PRICES_ALGORITHM, product=product,
+            first_interval=to_timestamp(first_interval), horizon_intervals=parameters.horizon_intervals,
+            quantiles=list(levels), price=np.repeat(path, len(levels)).tolist(),
+            status=worker_pb2.RESULT_STATUS_OK)
+
+    def _energy_summary(self, forecasts: Sequence[worker_pb2.ForecastResult],
+                        ) -> tuple[float | None, tuple[tuple[float, ...], ...]]:
+        """(median for the dispatch interval, prices by lead) of the ENERGY forecast ($/MWh); (None, ())
+        without a usable one."""
+        energy = next((f for f in forecasts if f.product == self._settings.market.energy_product), None)
+        if energy is None:
+            return None, ()
+        try:
+            forecast = forecast_from_result(energy)
+            p50 = float(quantile_at(forecast, REPORTED_FORECAST_LEVEL)[0])
+        except InvalidRequestError:
+            return None, ()
+        return p50, _energy_by_lead(forecast, self._leads, self._parameters.forecast_quantiles)
+
+
+class _RegionReplay:
+    """The stages of one region's cycle that depend on the unit's state: optimise, bid and clear, decision
+    after decision, with the simulated unit and the bids in force."""
+
+    def __init__(self, settings: Settings, dispatch: DispatchPrices, market: DispatchPrices,
+                 config: BacktestConfig) -> None:
+        self._settings = settings
+        self._market = market
+        self._config = config
+        self._parameters = _parameters(settings, config)
+        self._battery = _battery_spec(settings, config.region)
+        self._optimiser: Handler = default_registry().resolve(
+            "optimisation", self._parameters.optimiser_algorithm.name,
+            self._parameters.optimiser_algorithm.version)
+        self._products = tuple(dispatch.products)
+        energy = settings.market.energy_product
+        self._fcas_products = tuple(p for p in self._products if p != energy)
+        self._book = _BidBook()
+        self.state_of_charge_mwh = settings.battery.initial_state_of_charge_mwh
+        self.net_mw = 0.0
+
+    @property
+    def fcas_products(self) -> tuple[str, ...]:
+        """FCAS products of the data, in data order."""
+        return self._fcas_products
+
+    def dispatch_intervals(self) -> list[datetime]:
+        """The dispatch interval of every decision (interval-ending AEST)."""
+        return [_timeline(self._settings, moment).dispatch_interval for moment in self._config.decision_times()]
+
+    # -- stages --------------------------------------------------------------------------------
 
     def optimise(self, forecasts: Sequence[worker_pb2.ForecastResult], cycle_id: str,
                  first_interval: datetime) -> worker_pb2.OptimisationResult:
@@ -550,66 +758,174 @@ class _RegionReplay:
 
     # -- one decision ----------------------------------------------------------------------------
 
-    def decide(self, decision_time: datetime,
-               inspect: Callable[[datetime, market_data_pb2.MarketSnapshot], None] | None = None,
-               ) -> tuple[DecisionRecord, int]:
-        """Replay the decision at ``decision_time`` (AEST); returns its record and rejected bid count."""
-        timeline = self._timeline(decision_time)
-        interval = timeline.dispatch_interval
-        cycle_id = f"backtest-{self._config.region}-{interval:%Y%m%dT%H%M}"
-        started = time.perf_counter()
-        as_of, snapshot = self.fetch(timeline)
-        snapshot_ms = _elapsed_ms(started)
-        if inspect is not None:
-            inspect(as_of, snapshot)
-        forecast_ms_by_product: dict[str, float] = {}
-        failure: str | None = None
+    def decide(self, prepared: _Prepared, wait_ms: float = 0.0) -> tuple[DecisionRecord, int]:
+        """Make the decision ``prepared`` holds the snapshot and forecasts of (optimise, bid, clear); returns
+        its record and its rejected bid count. ``wait_ms`` is how long it waited for them (ms)."""
+        interval = _timeline(self._settings, prepared.decision_time).dispatch_interval
+        cycle_id = _cycle_id(self._config, interval)
+        failure = prepared.failure
         plan_status = "NONE"
-        p50: float | None = None
         optimise_ms = solve_ms = bid_ms = 0.0
         outcome = _BidOutcome(None, False, (), 0)
-        try:
-            forecasts = self.forecast(snapshot, cycle_id, as_of, interval, forecast_ms_by_product)
-            p50 = self._energy_p50(forecasts)
-            started = time.perf_counter()
-            plan = self.optimise(forecasts, cycle_id, interval)
-            optimise_ms, solve_ms = _elapsed_ms(started), plan.solve_ms
-            plan_status = worker_pb2.ResultStatus.Name(plan.status).removeprefix("RESULT_STATUS_")
-            started = time.perf_counter()
-            outcome = self.bid(plan, interval, as_of)
-            bid_ms = _elapsed_ms(started)
-        except InvalidRequestError as error:
-            failure = str(error)
+        if failure is None:
+            try:
+                started = time.perf_counter()
+                plan = self.optimise(prepared.forecasts, cycle_id, interval)
+                optimise_ms, solve_ms = _elapsed_ms(started), plan.solve_ms
+                plan_status = worker_pb2.ResultStatus.Name(plan.status).removeprefix("RESULT_STATUS_")
+                started = time.perf_counter()
+                outcome = self.bid(plan, interval, prepared.as_of)
+                bid_ms = _elapsed_ms(started)
+            except InvalidRequestError as error:
+                failure = str(error)
         started = time.perf_counter()
         bid_in_force = self._book.covering(interval) is not None
         cleared = self.clear(interval)
         clear_ms = _elapsed_ms(started)
         record = DecisionRecord(
-            decision_time=decision_time, dispatch_interval=interval, as_of=as_of,
-            latest_quality=common_pb2.DataQuality.Name(snapshot.latest_quality).removeprefix("DATA_QUALITY_"),
-            data_known_at=_max_known_at(snapshot), plan_status=plan_status,
-            safe_fallback=outcome.safe_fallback and failure is None, rebid=outcome.bid is not None,
-            bid_in_force=bid_in_force, violations=outcome.violations, failure=failure,
-            forecast_energy_p50=p50, rrp=cleared.rrp, gen_mw=cleared.gen_mw, load_mw=cleared.load_mw,
+            decision_time=prepared.decision_time, dispatch_interval=interval, as_of=prepared.as_of,
+            latest_quality=prepared.latest_quality, data_known_at=prepared.data_known_at,
+            plan_status=plan_status, safe_fallback=outcome.safe_fallback and failure is None,
+            rebid=outcome.bid is not None, bid_in_force=bid_in_force, violations=outcome.violations,
+            failure=failure, forecast_energy_p50=prepared.forecast_energy_p50, rrp=cleared.rrp,
+            gen_mw=cleared.gen_mw, load_mw=cleared.load_mw,
             fcas_enabled_mw=math.fsum(cleared.fcas_enabled_mw.values()),
             fcas_enabled_by_product_mw=cleared.fcas_enabled_mw,
             energy_revenue_dollars=cleared.energy_revenue_dollars,
             fcas_revenue_dollars=math.fsum(cleared.fcas_revenue_by_product_dollars.values()),
             fcas_revenue_by_product_dollars=cleared.fcas_revenue_by_product_dollars,
-            state_of_charge_mwh=cleared.state_of_charge_mwh, snapshot_ms=snapshot_ms,
-            forecast_ms=math.fsum(forecast_ms_by_product.values()),
-            forecast_ms_by_product=forecast_ms_by_product, optimise_ms=optimise_ms, solve_ms=solve_ms,
-            bid_ms=bid_ms, clear_ms=clear_ms)
+            state_of_charge_mwh=cleared.state_of_charge_mwh, snapshot_ms=prepared.snapshot_ms,
+            forecast_ms=math.fsum(prepared.forecast_ms_by_product.values()),
+            forecast_ms_by_product=dict(prepared.forecast_ms_by_product), optimise_ms=optimise_ms,
+            solve_ms=solve_ms, bid_ms=bid_ms, clear_ms=clear_ms,
+            energy_forecast_by_lead=prepared.energy_forecast_by_lead, wait_ms=wait_ms)
         return record, outcome.rejections
 
-    def _energy_p50(self, forecasts: Sequence[worker_pb2.ForecastResult]) -> float | None:
-        energy = next((f for f in forecasts if f.product == self._settings.market.energy_product), None)
-        if energy is None:
-            return None
+
+# --------------------------------------------------------------------------------------------------
+# BLAS threads and worker processes
+# --------------------------------------------------------------------------------------------------
+
+# OpenBLAS entry points (plain, and as the numpy and scipy wheels rename them).
+_BLAS_SET_THREADS = ("openblas_set_num_threads", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "scipy_openblas_set_num_threads64_")
+_BLAS_GET_THREADS = ("openblas_get_num_threads", "openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                     "scipy_openblas_get_num_threads64_")
+
+
+def _loaded_openblas() -> list[tuple[Any, Any]]:
+    """(get, set) thread-count functions of every OpenBLAS this process has loaded (Linux; none elsewhere)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return []
+    found = []
+    for path in paths:
         try:
-            return float(quantile_at(forecast_from_result(energy), REPORTED_FORECAST_LEVEL)[0])
-        except InvalidRequestError:
-            return None
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        getter = next((getattr(library, name) for name in _BLAS_GET_THREADS if hasattr(library, name)), None)
+        setter = next((getattr(library, name) for name in _BLAS_SET_THREADS if hasattr(library, name)), None)
+        if getter is not None and setter is not None:
+            getter.restype = ctypes.c_int
+            found.append((getter, setter))
+    return found
+
+
+@contextlib.contextmanager
+def _blas_on_one_thread() -> Iterator[None]:
+    """Within the block, every loaded OpenBLAS of this process (and of processes forked in it) computes on
+    one thread; the thread counts are restored after. Processes spawned in it start with one BLAS thread."""
+    libraries = _loaded_openblas()
+    saved = [(setter, int(getter())) for getter, setter in libraries]
+    for _, setter in libraries:
+        setter(ctypes.c_int(1))
+    try:
+        with single_threaded_blas():
+            yield
+    finally:
+        for setter, threads in saved:
+            setter(ctypes.c_int(threads))
+
+
+def _process_context() -> BaseContext:
+    """How forecast workers start: 'fork' where the platform has it (they share the loaded data and this
+    process's BLAS setting, and start at once), else 'spawn'. Forking is safe here: the workers run no LP
+    solver, whose threads this process may hold."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+_worker_context: tuple[Settings, DispatchPrices, PredispatchPrices, DispatchPrices] | None = None
+_worker_preparers: dict[BacktestConfig, _Preparer] = {}
+
+
+def _init_worker(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
+                 market: DispatchPrices) -> None:
+    global _worker_context
+    _worker_context = (settings, dispatch, predispatch, market)
+    _worker_preparers.clear()
+    for _, setter in _loaded_openblas():
+        setter(ctypes.c_int(1))
+
+
+def _worker_data() -> tuple[Settings, DispatchPrices, PredispatchPrices, DispatchPrices]:
+    if _worker_context is None:
+        raise RuntimeError("backtest worker used before its initialiser ran")
+    return _worker_context
+
+
+def _worker_prepare(config: BacktestConfig, decision_times: tuple[datetime, ...],
+                    keep_snapshots: bool) -> list[_Prepared]:
+    """Prepare consecutive decisions of ``config`` in a worker (its preparer is kept for later chunks)."""
+    preparer = _worker_preparers.get(config)
+    if preparer is None:
+        preparer = _worker_preparers[config] = _Preparer(*_worker_data(), config)
+    return [preparer.prepare(moment, keep_snapshots) for moment in decision_times]
+
+
+def _chunks(times: Sequence[datetime], workers: int) -> list[tuple[datetime, ...]]:
+    """Consecutive runs of decision times for ``workers`` workers: small enough that each gets several
+    early on, at most :data:`MAX_CHUNK_DECISIONS`."""
+    size = max(1, min(MAX_CHUNK_DECISIONS, len(times) // (workers * 8)))
+    return [tuple(times[k:k + size]) for k in range(0, len(times), size)]
+
+
+def _prepared_decisions(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
+                        market: DispatchPrices, config: BacktestConfig, workers: int,
+                        keep_snapshots: bool) -> Generator[tuple[_Prepared, float], None, None]:
+    """Every decision's snapshot and forecasts in decision order, with the milliseconds this process waited
+    for it: prepared here when ``workers <= 1`` (or the period is a single chunk), else by ``workers``
+    processes a bounded number of chunks ahead. Closing the iterator cancels the work not started."""
+    times = config.decision_times()
+    chunks = _chunks(times, max(workers, 1))
+    if workers <= 1 or len(chunks) < 2:
+        preparer = _Preparer(settings, dispatch, predispatch, market, config)
+        for moment in times:
+            yield preparer.prepare(moment, keep_snapshots), 0.0
+        return
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_process_context(),
+                               initializer=_init_worker, initargs=(settings, dispatch, predispatch, market))
+    try:
+        pending: deque[Future[list[_Prepared]]] = deque()
+        upcoming = iter(chunks)
+        for chunk in upcoming:
+            pending.append(pool.submit(_worker_prepare, config, chunk, keep_snapshots))
+            if len(pending) >= workers * CHUNKS_AHEAD_PER_WORKER:
+                break
+        while pending:
+            started = time.perf_counter()
+            prepared = pending.popleft().result()
+            wait_ms = _elapsed_ms(started)
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append(pool.submit(_worker_prepare, config, following, keep_snapshots))
+            for index, decision in enumerate(prepared):
+                yield decision, wait_ms if index == 0 else 0.0
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -634,12 +950,13 @@ def _check_period(market: DispatchPrices, region: str, intervals: Sequence[datet
 
 
 def _summarise(config: BacktestConfig, replay: _RegionReplay, records: list[DecisionRecord],
-               rejections: int, settings: Settings, wall_time_s: float) -> BacktestResult:
+               rejections: int, settings: Settings, wall_time_s: float, workers: int) -> BacktestResult:
     hours = hours_per_interval(settings.market.interval_minutes)
     gen = np.array([r.gen_mw for r in records])
     load = np.array([r.load_mw for r in records])
     by_product = {product: math.fsum(r.fcas_revenue_by_product_dollars.get(product, 0.0) for r in records)
                   for product in replay.fcas_products}
+    parameters = _parameters(settings, config)
     return BacktestResult(
         config=config, fcas_products=replay.fcas_products, records=tuple(records),
         initial_state_of_charge_mwh=settings.battery.initial_state_of_charge_mwh,
@@ -652,88 +969,103 @@ def _summarise(config: BacktestConfig, replay: _RegionReplay, records: list[Deci
         safe_fallbacks=sum(r.safe_fallback for r in records),
         rebids=sum(r.rebid for r in records),
         failed_decisions=sum(r.failure is not None for r in records),
-        wall_time_s=wall_time_s)
+        wall_time_s=wall_time_s, forecast_quantiles=parameters.forecast_quantiles,
+        forecast_leads=_forecast_leads(parameters.horizon_intervals), workers=workers)
 
 
 def run_backtest(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
                  config: BacktestConfig, *, progress: Progress | None = None,
                  market: DispatchPrices | None = None,
                  inspect: Callable[[datetime, market_data_pb2.MarketSnapshot], None] | None = None,
-                 ) -> BacktestResult:
+                 workers: int | None = None) -> BacktestResult:
     """Replay ``config.decisions`` consecutive cycles of ``config.region`` (see the module docstring).
 
     ``dispatch`` / ``predispatch`` are the historical MMS tables the market-data service serves;
     ``market`` the prices the simulated market clears at ($/MWh, $/MW/h; default :func:`market_prices`
-    of ``dispatch``). ``progress(done, total)`` is called after each decision; ``inspect(as_of,
-    snapshot)`` sees every snapshot a decision uses (for checks). No I/O. Raises BacktestError when the
-    region or a dispatch interval is not in the data.
+    of ``dispatch``). ``progress(done, total)`` is called in this process after each decision (decisions
+    made, decisions in all); ``inspect(as_of, snapshot)`` sees every snapshot a decision uses, in decision
+    order (for checks). ``workers``: processes preparing snapshots and forecasts ahead (default: every
+    core, :data:`DEFAULT_WORKERS`); ``1`` (or less) prepares them in this process. Results are equal
+    whatever ``workers``. No I/O. Raises BacktestError when the region or a dispatch interval is not in
+    the data.
     """
     started = time.perf_counter()
+    workers = DEFAULT_WORKERS if workers is None else max(1, workers)
     market_data = market if market is not None else market_prices(settings, dispatch)
-    replay = _RegionReplay(settings, dispatch, predispatch, market_data, config)
+    replay = _RegionReplay(settings, dispatch, market_data, config)
     _check_period(dispatch, config.region, replay.dispatch_intervals())
     _check_period(market_data, config.region, replay.dispatch_intervals())
     records: list[DecisionRecord] = []
     rejections = 0
-    times = config.decision_times()
-    for done, decision_time in enumerate(times, start=1):
-        record, rejected = replay.decide(decision_time, inspect)
-        records.append(record)
-        rejections += rejected
-        if progress is not None:
-            progress(done, len(times))
-    return _summarise(config, replay, records, rejections, settings, time.perf_counter() - started)
+    total = config.decisions
+    with _blas_on_one_thread(), contextlib.closing(_prepared_decisions(
+            settings, dispatch, predispatch, market_data, config, workers, inspect is not None)) as decisions:
+        for done, (prepared, wait_ms) in enumerate(decisions, start=1):
+            if inspect is not None and prepared.snapshot is not None:
+                inspect(prepared.as_of, prepared.snapshot)
+            record, rejected = replay.decide(prepared, wait_ms)
+            records.append(record)
+            rejections += rejected
+            if progress is not None:
+                progress(done, total)
+    return _summarise(config, replay, records, rejections, settings, time.perf_counter() - started, workers)
 
 
 # --------------------------------------------------------------------------------------------------
 # Regions in parallel
 # --------------------------------------------------------------------------------------------------
 
-_worker_context: tuple[Settings, DispatchPrices, PredispatchPrices, DispatchPrices] | None = None
+
+def _worker_backtest(config: BacktestConfig, workers: int) -> BacktestResult:
+    settings, dispatch, predispatch, market = _worker_data()
+    return run_backtest(settings, dispatch, predispatch, config, market=market, workers=workers)
 
 
-def _init_worker(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
-                 market: DispatchPrices) -> None:
-    global _worker_context
-    _worker_context = (settings, dispatch, predispatch, market)
+def workers_per_region(workers: int, regions: int) -> tuple[int, int]:
+    """(regions backtested at once, workers preparing each one's forecasts) for ``workers`` processes over
+    ``regions`` regions, as :func:`run_backtests` splits them.
 
-
-def _worker_backtest(config: BacktestConfig) -> BacktestResult:
-    if _worker_context is None:
-        raise RuntimeError("backtest worker used before its initialiser ran")
-    settings, dispatch, predispatch, market = _worker_context
-    return run_backtest(settings, dispatch, predispatch, config, market=market)
+    Every region's own process makes its decisions; forecasts are prepared ahead by ``workers // regions``
+    more (at least 1, i.e. in the region's process) so that all of them together keep about ``workers``
+    cores busy. With fewer workers than regions, ``workers`` regions run at once, each in-process.
+    """
+    if workers <= 1 or regions <= 1:
+        return 1, max(1, workers)
+    return min(workers, regions), max(1, workers // regions)
 
 
 def run_backtests(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
                   configs: Sequence[BacktestConfig], *, workers: int = DEFAULT_WORKERS,
                   market: DispatchPrices | None = None,
                   on_result: Callable[[BacktestResult], None] | None = None) -> list[BacktestResult]:
-    """Run several backtests (typically one per region) on ``workers`` processes; results in ``configs``
+    """Run several backtests (typically one per region) with ``workers`` processes; results in ``configs``
     order. ``on_result`` is called as each finishes. A region's decisions stay sequential (SoC carries
-    over). Workers are spawned with single-threaded BLAS (the forecaster's small least-squares fits only
-    lose to BLAS threads), at most one per configuration; ``workers=0`` runs everything in this process.
-    Raises BacktestError like :func:`run_backtest`.
+    over); the workers are split as :func:`workers_per_region` says: one configuration (or ``workers <= 1``)
+    runs in this process, one after another, each with :func:`run_backtest` and ``workers`` workers;
+    otherwise up to ``workers`` configurations run at once in processes of their own (spawned, BLAS on one
+    thread), each preparing its forecasts with ``workers // len(configs)`` workers.
+    Results are equal whatever ``workers``. Raises BacktestError like :func:`run_backtest`.
     """
     market_data = market if market is not None else market_prices(settings, dispatch)
     for config in configs:
-        replay = _RegionReplay(settings, dispatch, predispatch, market_data, config)
+        replay = _RegionReplay(settings, dispatch, market_data, config)
         _check_period(dispatch, config.region, replay.dispatch_intervals())
-    if workers <= 0 or not configs:
+    at_once, per_region = workers_per_region(workers, len(configs))
+    if at_once <= 1:
         results = []
         for config in configs:
-            result = run_backtest(settings, dispatch, predispatch, config, market=market_data)
+            result = run_backtest(settings, dispatch, predispatch, config, market=market_data,
+                                  workers=per_region)
             if on_result is not None:
                 on_result(result)
             results.append(result)
         return results
-    context = multiprocessing.get_context("spawn")
     ordered: dict[int, BacktestResult] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(configs)), mp_context=context,
-                             initializer=_init_worker,
-                             initargs=(settings, dispatch, predispatch, market_data)) as pool:
-        with single_threaded_blas():  # the workers are spawned at the first submissions
-            futures = {pool.submit(_worker_backtest, config): index for index, config in enumerate(configs)}
+    # Spawned, not forked: these processes solve LPs, and this process may hold the LP solver's threads.
+    with _blas_on_one_thread(), ProcessPoolExecutor(
+            max_workers=at_once, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            initargs=(settings, dispatch, predispatch, market_data)) as pool:
+        futures = {pool.submit(_worker_backtest, config, per_region): index for index, config in enumerate(configs)}
         for future in as_completed(futures):
             result = future.result()
             ordered[futures[future]] = result

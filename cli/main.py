@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,11 +40,14 @@ worker_app = typer.Typer(help="Run workers in the foreground.", no_args_is_help=
 db_app = typer.Typer(help="The PostgreSQL database.", no_args_is_help=True)
 archive_app = typer.Typer(help="The archive of every cycle's requests and results.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks on the real local stack.", no_args_is_help=True)
+backtest_app = typer.Typer(help="Backtests: replay a strategy over historical MMS data in-process; compare runs.",
+                           no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 app.add_typer(worker_app, name="worker")
 app.add_typer(db_app, name="db")
 app.add_typer(archive_app, name="archive")
 app.add_typer(bench_app, name="bench")
+app.add_typer(backtest_app, name="backtest")
 
 # Width of tables when the output is not a terminal (a pipe or file) and COLUMNS is unset: wide enough
 # that archive keys (71 characters) are never folded.
@@ -341,14 +344,324 @@ def bench_market(
     ctx: typer.Context,
     region: Annotated[list[str] | None, typer.Option(help="NEM region; repeat for several (default: all).")] = None,
     days: Annotated[float, typer.Option(min=0.01, help="Days of 5-minute decisions to replay per region.")] = 1.0,
+    start: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d", *DEMO_START_FORMATS], help="First decision, AEST (default 2021-01-15 04:00; the "
+        "schedule offset is added).")] = None,
 ) -> None:
     """Realised revenue through the real bidding path vs perfect foresight (capture %), per region."""
     from bench.market import main
 
     settings = load(ctx)
+    first = None if start is None else start + timedelta(seconds=settings.cycle.schedule_offset_s)
     with clean_errors():
-        code = main(settings, region or None, days)
+        code = main(settings, region or None, days, start=first)
     raise typer.Exit(int(code))
+
+
+@bench_app.command("backtest")
+def bench_backtest(
+    ctx: typer.Context,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="MMS data: a folder, or DISPATCHPRICE and PREDISPATCHPRICE files (default: the "
+        "configured data folder). Repeat for several.")] = None,
+    region: Annotated[str, typer.Option(help="NEM region.")] = "SA1",
+    days: Annotated[float | None, typer.Option(min=0.001, help="Days of 5-minute decisions (default 31, or to "
+                                               "the end of the data).")] = None,
+    start: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d", *DEMO_START_FORMATS], help="Period start, AEST (default: the start of the "
+        "data).")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Worker processes (default: the engine's).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="Strategy parameter KEY=VALUE (TOML value), e.g. horizon_intervals=48.")] = None,
+) -> None:
+    """Backtest speed: decisions per second, wall time and time by stage (default 31 days of SA1)."""
+    from bench.backtest import main
+
+    settings = load(ctx)
+    with clean_errors(), backtest_errors():
+        code = main(settings, data=data or [settings.market_data.data_dir], region=region, days=days,
+                    start=start, workers=workers, parameters=param or [])
+    raise typer.Exit(int(code))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Backtests (backtest/runs.py, backtest/compare.py, backtest/report.py)
+
+BACKTEST_TIME_FORMATS = ["%Y-%m-%d", *DEMO_START_FORMATS]
+OUT_HELP = "Folder holding the runs (one sub-folder per run id)."
+
+
+@contextmanager
+def backtest_errors() -> Iterator[None]:
+    """Turn a backtest's input errors (strategy, parameters, data, period, runs) into one line and exit 1."""
+    from algorithms.errors import InvalidRequestError
+    from backtest.engine import BacktestError
+    from backtest.report import ReportError
+    from backtest.runs import RunError
+    from backtest.strategy import StrategyError
+    from services.mms import MmsFormatError
+
+    try:
+        yield
+    except (StrategyError, RunError, BacktestError, MmsFormatError, ReportError, InvalidRequestError) as exc:
+        raise fail(str(exc)) from None
+
+
+@backtest_app.command("run")
+def backtest_run(
+    ctx: typer.Context,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="MMS data: a folder, or DISPATCHPRICE and PREDISPATCHPRICE files (parquet, CSV, raw MMS "
+        "CSV or zip; default: the configured data folder). Repeat for several.")] = None,
+    region: Annotated[str | None, typer.Option(help="NEM region (default: the cycle's region).")] = None,
+    start: Annotated[datetime | None, typer.Option(
+        formats=BACKTEST_TIME_FORMATS, help="Period start, market time AEST: the first interval bid starts "
+        "then (default: the start of the data).")] = None,
+    end: Annotated[datetime | None, typer.Option(
+        formats=BACKTEST_TIME_FORMATS, help="Period end, AEST: the last interval bid ends then (default: the "
+        "end of the data).")] = None,
+    days: Annotated[float | None, typer.Option(min=0.001, help="Period length in days (with --start or "
+                                               "--end).")] = None,
+    forecaster: Annotated[str | None, typer.Option(help="Forecaster NAME\\[@VERSION] (default: configured).")] = None,
+    optimiser: Annotated[str | None, typer.Option(help="Optimiser NAME\\[@VERSION] (default: configured).")] = None,
+    bid_builder: Annotated[str | None, typer.Option(help="Bid builder NAME\\[@VERSION] (default: schedule).")] = None,
+    params: Annotated[Path | None, typer.Option(
+        "--params", help="Strategy parameter file (TOML): backtest overrides, \\[strategy], \\[settings.*].")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="Strategy parameter KEY=VALUE (TOML value); wins over --params. Repeatable.")] = None,
+    perfect_information: Annotated[bool, typer.Option(
+        "--perfect-information", help="Also run the same strategy fed the actual prices "
+        "(forecast_source=actual): the value of perfect information.")] = False,
+    workers: Annotated[int | None, typer.Option(min=0, help="Worker processes (default: the engine's).")] = None,
+    out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("backtests"),
+    plot_day: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], help="Trading day of the day plots (default: the day with the most perfect-"
+        "foresight revenue).")] = None,
+    report: Annotated[bool, typer.Option(help="Write the PNG plots and report.html.")] = True,
+) -> None:
+    """Replay every 5-minute decision of a strategy over a period of historical MMS data, in-process."""
+    from backtest.compare import headline
+    from backtest.report import decision_progress
+    from backtest.runs import load_inputs, make_spec, perfect_information_spec, resolve_period, run_and_save
+    from backtest.strategy import resolve_strategy
+
+    settings = load(ctx)
+    state = ctx.find_object(CliContext)
+    day = plot_day.date().isoformat() if plot_day is not None else None
+    with clean_errors(), backtest_errors():
+        strategy = resolve_strategy(settings, forecaster=forecaster, optimiser=optimiser, bid_builder=bid_builder,
+                                    parameter_file=params, assignments=param or [])
+        chosen_region = region or settings.cycle.region
+        inputs = load_inputs(data or [settings.market_data.data_dir])
+        period = resolve_period(inputs.dispatch, chosen_region, start=start, end=end, days=days)
+        _check_plot_day(day, period.first_interval, period.last_interval)
+        spec = make_spec(settings, inputs, chosen_region, period, strategy,
+                         config_file=state.config_path if state else None)
+        out_console = console()
+        twin = None
+        if perfect_information:  # first, so that the run's report has it
+            twin_spec = perfect_information_spec(spec)
+            with decision_progress(console(to_stderr=True), "perfect information") as progress:
+                twin, folder = run_and_save(settings, inputs, twin_spec, out, workers=workers, progress=progress,
+                                            report=report, plot_day=day)
+            out_console.print(f"perfect-information run {twin_spec.run_id} → {folder}", highlight=False,
+                              soft_wrap=True)
+        with decision_progress(console(to_stderr=True), f"{chosen_region} backtest") as progress:
+            outcome, folder = run_and_save(settings, inputs, spec, out, workers=workers, progress=progress,
+                                           report=report, plot_day=day,
+                                           perfect_information=None if twin is None else twin.summary)
+        out_console.print(f"run {spec.run_id} → {folder}", highlight=False, soft_wrap=True)
+        out_console.print(headline(outcome.summary), highlight=False, soft_wrap=True)
+        if twin is not None:
+            realised = outcome.summary["results"]["total_revenue_dollars"]
+            informed = twin.summary["results"]["total_revenue_dollars"]
+            out_console.print(f"perfect information: revenue ${informed:,.0f}; value of perfect information "
+                              f"${informed - realised:,.0f}", highlight=False, soft_wrap=True)
+
+
+def _check_plot_day(day: str | None, first_interval: datetime, last_interval: datetime) -> None:
+    """RunError unless ``day`` (YYYY-MM-DD) is a trading day of the period (intervals ending AEST)."""
+    from backtest.report import trading_day_of
+    from backtest.runs import RunError
+
+    if day is None:
+        return
+    first, last = trading_day_of(first_interval), trading_day_of(last_interval)
+    if not first <= day <= last:
+        raise RunError(f"--plot-day {day} is not in the period (trading days {first} .. {last})")
+
+
+@backtest_app.command("compare")
+def backtest_compare(
+    ctx: typer.Context,
+    runs: Annotated[list[str], typer.Argument(help="Run ids (or unique prefixes, or run folders).")],
+    out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("backtests"),
+    perfect_information: Annotated[bool, typer.Option(
+        "--perfect-information", help="Run the perfect-information twin of each run that has none.")] = False,
+    workers: Annotated[int | None, typer.Option(min=0, help="Worker processes for those runs.")] = None,
+    html_report: Annotated[Path | None, typer.Option(
+        "--report", help="Where to write the HTML report (default: <out>/compare-<ids>.html).")] = None,
+) -> None:
+    """Compare runs side by side: revenue, capture, value of perfect information, forecast skill, and where
+    money was won or lost against perfect foresight."""
+    from backtest.compare import RunView, comparison_tables, period_warning, run_labels
+    from backtest.report import print_tables, write_compare_report
+    from backtest.runs import find_perfect_information, find_run, sha256_text
+
+    settings = load(ctx)
+    with clean_errors(), backtest_errors():
+        stored = [find_run(out, reference) for reference in runs]
+        labels = run_labels([run.run_id for run in stored])
+        views = []
+        for run, label in zip(stored, labels, strict=True):
+            twin = find_perfect_information(out, run)
+            if twin is None and perfect_information:
+                twin = _perfect_information_twin(settings, run, out, workers)
+            views.append(RunView(label, run.summary, run.ledger(), None if twin is None else twin.summary))
+        shown = console()
+        warning = period_warning(views)
+        if warning:
+            console(to_stderr=True).print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        print_tables(shown, comparison_tables(views))
+        name = sha256_text(",".join(run.run_id for run in stored))[:10]
+        page, png = write_compare_report(html_report or out / f"compare-{name}.html", views)
+        shown.print(f"report: {page} (cumulative revenue plot: {png})", highlight=False, soft_wrap=True)
+
+
+def _perfect_information_twin(settings: Settings, run: Any, out: Path, workers: int | None) -> Any:
+    """Run and save the perfect-information twin of a stored run (its data loaded again and checked)."""
+    from backtest.report import decision_progress
+    from backtest.runs import RunError, inputs_of, perfect_information_spec, read_run, run_and_save, stored_spec
+
+    inputs = inputs_of(run)
+    spec = perfect_information_spec(stored_spec(run, settings, inputs))
+    if spec.settings_sha256 != run.summary.get("settings_sha256"):
+        config = run.summary.get("config_file") or {}
+        hint = f" (it ran with --config {config['path']})" if config else ""
+        raise RunError(f"run {run.run_id} was made with other settings{hint}: give the same --config")
+    with decision_progress(console(to_stderr=True), f"perfect information for {run.run_id}") as progress:
+        _, folder = run_and_save(settings, inputs, spec, out, workers=workers, progress=progress)
+    return read_run(folder)
+
+
+@backtest_app.command("list")
+def backtest_list(out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("backtests")) -> None:
+    """List the runs: id, region, period, strategy, revenue, capture, code version."""
+    from backtest.compare import dollars, percent
+    from backtest.runs import list_runs
+
+    with backtest_errors():
+        stored = list_runs(out)
+    if not stored:
+        console(to_stderr=True).print(f"no backtest runs in {out}", soft_wrap=True)
+        return
+    table = Table(title=f"Backtest runs in {out}", title_justify="left")
+    for column in ("run id", "region", "intervals ending (AEST)", "strategy", "parameters", "forecasts",
+                   "revenue $", "capture", "code version", "finished (UTC)"):
+        table.add_column(column, overflow="fold", no_wrap=column == "run id")
+    for run in stored:
+        summary, results = run.summary, run.summary["results"]
+        parameters = summary["strategy"].get("parameters", {})
+        first, last = (datetime.fromisoformat(summary["period"][key]) for key in ("first_interval", "last_interval"))
+        finished = str(run.timing.get("finished_at_utc", "")).replace("T", " ").removesuffix("+00:00")
+        table.add_row(run.run_id, summary["region"], f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M}",
+                      summary.get("strategy_label", ""), ", ".join(f"{k}={v}" for k, v in sorted(parameters.items())),
+                      str(summary.get("forecast_source", "model")), dollars(results["total_revenue_dollars"]),
+                      percent(results.get("capture_total")), str(summary.get("code_version", "")), finished)
+    console().print(table)
+
+
+@backtest_app.command("show")
+def backtest_show(
+    run: Annotated[str, typer.Argument(help="Run id (or a unique prefix, or a run folder).")],
+    out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("backtests"),
+) -> None:
+    """Show one run: parameters, code version, input data hashes, results and the command that reproduces it."""
+    from backtest.compare import headline
+    from backtest.runs import find_run
+
+    with backtest_errors():
+        stored = find_run(out, run)
+    summary, timing = stored.summary, stored.timing
+    shown = console()
+    table = Table(title=f"Backtest run {stored.run_id}", title_justify="left", show_header=False)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    table.add_row("folder", str(stored.folder))
+    table.add_row("region", str(summary["region"]))
+    table.add_row("intervals ending (AEST)",
+                  f"{summary['period']['first_interval']} .. {summary['period']['last_interval']} "
+                  f"({summary['period']['intervals']} decisions)")
+    for part in ("forecaster", "optimiser", "bid_builder"):
+        table.add_row(part.replace("_", " "), str(summary["strategy"][part]))
+    for key, value in sorted(summary["strategy"].get("parameters", {}).items()):
+        table.add_row(f"parameter {key}", str(value))
+    table.add_row("forecast source", str(summary.get("forecast_source", "model")))
+    table.add_row("code version", str(summary.get("code_version", "")))
+    for item in summary.get("data", []):
+        table.add_row(f"data {item['table']}", f"{item['path']} sha256 {item['sha256']} ({item['bytes']:,} bytes)")
+    if summary.get("config_file"):
+        table.add_row("config file", f"{summary['config_file']['path']} sha256 {summary['config_file']['sha256']}")
+    table.add_row("settings sha256", str(summary.get("settings_sha256", "")))
+    table.add_row("results", headline(summary))
+    if timing:
+        table.add_row("timing", f"{timing.get('wall_time_s', 0.0):.1f} s wall, "
+                                f"{timing.get('decisions_per_second') or 0.0:.2f} decisions/s, "
+                                f"finished {timing.get('finished_at_utc', '')} UTC")
+    table.add_row("files", ", ".join(sorted(p.name for p in stored.folder.iterdir())))
+    shown.print(table)
+    command = summary["command"] + ("" if out == Path("backtests") else f" --out {out}")
+    shown.print("reproduce:", highlight=False)
+    shown.print(command, markup=False, highlight=False, soft_wrap=True)
+
+
+
+@backtest_app.command("archive")
+def backtest_archive(
+    ctx: typer.Context,
+    cycle: Annotated[list[str] | None, typer.Option(help="A cycle id to replay; repeat for several (default: "
+                                                         "every archived cycle).")] = None,
+    forecaster: Annotated[str | None, typer.Option(help="Replay with this forecaster, NAME@VERSION (default: "
+                                                        "the recorded one).")] = None,
+    optimiser: Annotated[str | None, typer.Option(help="Replay with this optimiser, NAME@VERSION (default: "
+                                                       "the recorded one).")] = None,
+) -> None:
+    """Re-run the live cycles' archived inputs through the pure algorithms (the recorded versions, or new
+    ones) and compare with what each cycle decided: forecasts, plan, bid. Exit 1 when a recorded-version
+    replay does not reproduce the archive."""
+    from archive.store import ArchiveError, open_archive
+    from backtest.archive_replay import replay_archived_cycles
+    from backtest.strategy import FORECAST_KIND, OPTIMISATION_KIND, available_algorithms, parse_choice
+    from vpp.v1 import common_pb2
+
+    settings = load(ctx)
+    available = available_algorithms()
+
+    def ref(text: str | None, kind: str) -> common_pb2.AlgorithmRef | None:
+        if text is None:
+            return None
+        choice = parse_choice(text, kind, available[kind])
+        return common_pb2.AlgorithmRef(name=choice.name, version=choice.version)
+
+    with backtest_errors():
+        forecast_ref, optimiser_ref = ref(forecaster, FORECAST_KIND), ref(optimiser, OPTIMISATION_KIND)
+    try:
+        report = replay_archived_cycles(open_archive(settings), settings, cycle_ids=cycle or None,
+                                        forecast_algorithm=forecast_ref, optimiser_algorithm=optimiser_ref)
+    except (ArchiveError, ValueError) as exc:
+        raise fail(f"archive replay: {exc}") from None
+    if not report.cycles:
+        raise fail("archive replay: the archive has no replayable cycles (run `vpp up` first)")
+    shown = console()
+    for replay in report.cycles:
+        outcome = ("reproduced" if replay.reproduced else f"failed: {replay.failure}" if replay.failure
+                   else "differs")
+        plan = "" if replay.plan is None else f", plan objective diff ${replay.plan.objective_diff_dollars:,.2f}"
+        shown.print(f"{replay.cycle_id}: {outcome}; forecast max diff {replay.forecast_max_abs_diff:.6g}{plan}",
+                    markup=False, highlight=False, soft_wrap=True)
+    shown.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
+    overridden = forecast_ref is not None or optimiser_ref is not None
+    raise typer.Exit(0 if overridden or report.reproduced else 1)
 
 
 def run() -> None:

@@ -107,6 +107,23 @@ class BiddingSettings:
     fcas_band_prices: tuple[float, ...]
     bid_horizon_intervals: int
     rebid_materiality_mw: float
+    # Share (0..1) of the unplanned headroom offered at the first headroom band (GEN: the cheapest spike
+    # band; LOAD: the dearest negative-price band); the rest is spread evenly over every headroom band.
+    headroom_front_share: float = 0.0
+    # How unplanned headroom is priced: "fixed" spreads it as above; "opportunity_cost" puts all of it in
+    # the one headroom band priced at or beyond what dispatching it gives up (algorithms/bid_builder.py).
+    headroom_pricing: str = "fixed"
+    # With "opportunity_cost": headroom that would displace planned FCAS (joint capacity) is dispatched only
+    # at or beyond these prices ($/MWh): GEN at or above the first, LOAD at or below the second.
+    fcas_displacement_gen_floor: float = 1000.0
+    fcas_displacement_load_ceiling: float = -100.0
+    # With "opportunity_cost": "price_taking" puts planned discharge in GEN band 1 and planned charge in the
+    # top LOAD band; "energy_value" prices them by the plan's value of stored energy (bid_builder.py).
+    planned_pricing: str = "price_taking"
+    # The plan's value of stored energy is used for pricing at no less than this ($/MWh): a P50 plan that
+    # expects deeper negative prices later would otherwise refuse to charge (and offer to discharge) at
+    # prices that are already negative, and the deeper prices often do not come.
+    energy_value_floor_per_mwh: float = -1000.0
 
 
 @dataclass(frozen=True)
@@ -289,6 +306,12 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
             fcas_band_prices=tuple(float(x) for x in b["fcas_band_prices"]),
             bid_horizon_intervals=int(b["bid_horizon_intervals"]),
             rebid_materiality_mw=float(b["rebid_materiality_mw"]),
+            headroom_front_share=float(b.get("headroom_front_share", 0.0)),
+            headroom_pricing=str(b.get("headroom_pricing", "fixed")),
+            fcas_displacement_gen_floor=float(b.get("fcas_displacement_gen_floor", 1000.0)),
+            fcas_displacement_load_ceiling=float(b.get("fcas_displacement_load_ceiling", -100.0)),
+            planned_pricing=str(b.get("planned_pricing", "price_taking")),
+            energy_value_floor_per_mwh=float(b.get("energy_value_floor_per_mwh", -1000.0)),
         ),
         cycle=CycleSettings(
             **{k: v for k, v in c.items() if k not in {"forecast_quantiles", "replay_start"}},

@@ -11,14 +11,18 @@ import pytest
 
 from algorithms.nem_time import from_timestamp
 from algorithms.replay_clock import cycle_timeline
+from backtest import engine
 from backtest.engine import (
+    FORECAST_SKILL_LEADS,
     BacktestConfig,
     BacktestError,
     BacktestResult,
+    DecisionRecord,
     market_prices,
     perfect_foresight_revenue,
     run_backtest,
     run_backtests,
+    workers_per_region,
 )
 from services.mms import DispatchPrices, PredispatchPrices, load_market_data
 from settings import Settings, load_settings
@@ -227,3 +231,108 @@ def test_regions_in_parallel_match_regions_one_by_one(
     for config, outcome in zip(configs, parallel, strict=True):
         assert outcome == run_backtest(bench_settings, *tables, config)
     assert not np.isclose(parallel[0].records[0].rrp, parallel[1].records[0].rrp)
+
+
+def test_worker_processes_give_identical_results(bench_settings: Settings, tables: Tables) -> None:
+    config = _small("SA1", FIRST_DECISION, 8)
+    progress: list[tuple[int, int]] = []
+    in_process = run_backtest(bench_settings, *tables, config, workers=1)
+    pooled = run_backtest(bench_settings, *tables, config, workers=2,
+                          progress=lambda done, total: progress.append((done, total)))
+    assert (in_process.workers, pooled.workers) == (1, 2)
+    assert pooled == in_process
+    assert [r.energy_forecast_by_lead for r in pooled.records] == [r.energy_forecast_by_lead
+                                                                   for r in in_process.records]
+    assert progress == [(k, 8) for k in range(1, 9)]
+    assert all(r.wait_ms == 0.0 for r in in_process.records) and pooled.records[0].wait_ms > 0
+    assert set(pooled.stage_seconds()) >= {"wait for workers", "snapshot", "forecast", "optimise", "bid"}
+
+
+def test_energy_forecast_is_kept_at_every_lead_the_horizon_covers(result: BacktestResult) -> None:
+    assert result.forecast_leads == tuple(lead for lead in FORECAST_SKILL_LEADS if lead <= HORIZON_INTERVALS)
+    assert result.forecast_leads[0] == 1 and result.forecast_leads[-1] == HORIZON_INTERVALS
+    levels = result.forecast_quantiles
+    assert levels == (0.1, 0.5, 0.9)
+    for record in result.records:
+        by_lead = np.array(record.energy_forecast_by_lead)
+        assert by_lead.shape == (len(result.forecast_leads), len(levels))
+        assert np.isfinite(by_lead).all()
+        assert (np.diff(by_lead, axis=1) >= 0).all()  # non-decreasing along the levels
+        assert by_lead[0, levels.index(0.5)] == record.forecast_energy_p50
+        assert len(set(by_lead[:, 1])) > 1  # the leads are different intervals
+
+
+def test_perfect_information_forecasts_the_prices_the_market_clears(
+        bench_settings: Settings, tables: Tables) -> None:
+    dispatch = tables[0]
+    market = market_prices(bench_settings, dispatch)
+    # The horizon of the last decision runs 3 intervals past the end of the data (2021-02-01 00:00).
+    late = datetime(2021, 1, 31, 23, 45, 30)  # bids 23:55 and 00:00
+    config = replace(_small("SA1", late, 2), horizon_intervals=6, forecast_source="actual")
+    outcome = run_backtest(bench_settings, dispatch, tables[1], config, market=market, workers=1)
+    assert outcome.forecast_leads == (1, 3, 6) and outcome.failed_decisions == 0
+    last_price = market.prices_at("SA1", datetime(2021, 2, 1))["ENERGY"]
+    for record in outcome.records:
+        assert record.forecast_energy_p50 == record.rrp
+        for lead, prices in zip(outcome.forecast_leads, record.energy_forecast_by_lead, strict=True):
+            target = record.dispatch_interval + STEP * (lead - 1)
+            actual = market.prices_at("SA1", target)["ENERGY"] if target <= datetime(2021, 2, 1) else last_price
+            assert prices == (actual,) * len(outcome.forecast_quantiles)
+
+
+def test_perfect_information_carries_the_last_price_over_a_gap(
+        bench_settings: Settings, tables: Tables) -> None:
+    dispatch = tables[0]
+    market = market_prices(bench_settings, dispatch)
+    config = replace(_small("SA1", FIRST_DECISION, 1), forecast_source="actual")
+    first_interval = datetime(2021, 1, 15, 17, 10)
+    gap = market.interval_index(first_interval + STEP * 2)  # lead 3
+    assert gap is not None
+    price = np.array(market.price)
+    price[market.region_index("SA1"), gap, market.product_index("ENERGY")] = np.nan
+    gapped = DispatchPrices(intervals=market.intervals, regions=market.regions,
+                            products=market.products, price=price)
+    (record,) = run_backtest(bench_settings, dispatch, tables[1], config, market=gapped, workers=1).records
+    leads = dict(zip(FORECAST_SKILL_LEADS, record.energy_forecast_by_lead, strict=False))
+    before_gap = market.prices_at("SA1", first_interval + STEP)["ENERGY"]
+    assert leads[3] == (before_gap,) * 3
+    assert leads[6][0] == market.prices_at("SA1", first_interval + STEP * 5)["ENERGY"]
+
+
+def test_perfect_information_goes_through_the_same_bidding_path(
+        result: BacktestResult, bench_settings: Settings, tables: Tables, config: BacktestConfig) -> None:
+    perfect = run_backtest(bench_settings, *tables, replace(config, forecast_source="actual"), workers=2)
+    assert perfect.failed_decisions == 0 and all(r.bid_in_force for r in perfect.records)
+    assert [r.dispatch_interval for r in perfect.records] == [r.dispatch_interval for r in result.records]
+    assert [r.rrp for r in perfect.records] == [r.rrp for r in result.records]
+    assert perfect != result  # other forecasts, other plans
+    with pytest.raises(BacktestError, match="forecast_source must be one of model, actual"):
+        BacktestConfig(region="SA1", first_decision=FIRST_DECISION, decisions=1,
+                       forecast_source="oracle")  # type: ignore[arg-type]
+
+
+def test_records_built_without_the_newer_fields_still_work() -> None:
+    record = DecisionRecord(
+        decision_time=FIRST_DECISION, dispatch_interval=datetime(2021, 1, 15, 17, 10), as_of=FIRST_DECISION,
+        latest_quality="ON_TIME", data_known_at=None, plan_status="NONE", safe_fallback=False, rebid=False,
+        bid_in_force=False, violations=(), failure=None, forecast_energy_p50=None, rrp=50.0, gen_mw=0.0,
+        load_mw=0.0, fcas_enabled_mw=0.0, fcas_enabled_by_product_mw={}, energy_revenue_dollars=0.0,
+        fcas_revenue_dollars=0.0, fcas_revenue_by_product_dollars={}, state_of_charge_mwh=1.0)
+    assert record.energy_forecast_by_lead == () and record.wait_ms == 0.0
+    assert BacktestConfig(region="SA1", first_decision=FIRST_DECISION, decisions=1).forecast_source == "model"
+
+
+def test_workers_are_split_between_regions() -> None:
+    assert workers_per_region(1, 5) == (1, 1)
+    assert workers_per_region(8, 1) == (1, 8)
+    assert workers_per_region(2, 5) == (2, 1)
+    assert workers_per_region(8, 2) == (2, 4)
+    assert workers_per_region(0, 3) == (1, 1)
+
+
+def test_blas_runs_on_one_thread_during_a_backtest_and_is_restored_after() -> None:
+    libraries = engine._loaded_openblas()
+    before = [getter() for getter, _ in libraries]
+    with engine._blas_on_one_thread():
+        assert all(getter() == 1 for getter, _ in libraries)
+    assert [getter() for getter, _ in libraries] == before

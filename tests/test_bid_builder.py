@@ -13,14 +13,24 @@ from hypothesis import strategies as st
 
 from algorithms import nem_time
 from algorithms.battery import battery_from_spec, battery_spec_from_settings
-from algorithms.bid_builder import build_bid, build_safe_bid, deliverable_mw
+from algorithms.bid_builder import (
+    build_bid,
+    build_safe_bid,
+    deliverable_mw,
+    fcas_reserved_mw,
+    headroom_opportunity_cost,
+)
 from algorithms.bid_validation import validate_bid
 from settings import load_settings
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
 CONFIG = load_settings(environ={})
 RULES = CONFIG.market
-BIDDING = CONFIG.bidding
+# The "fixed" strategy on its original ladders (GEN band 1 at $0); the default strategy is tested below.
+BIDDING = replace(CONFIG.bidding, headroom_pricing="fixed", planned_pricing="price_taking",
+                  gen_band_prices=(0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 5000.0, 10000.0, 14900.0),
+                  load_band_prices=(-1000.0, -500.0, -300.0, -100.0, -50.0, -20.0, -10.0, -1.0, 100.0, 299.0),
+                  fcas_displacement_load_ceiling=-100.0, energy_value_floor_per_mwh=-1000.0)
 BATTERY = battery_spec_from_settings(CONFIG.battery)
 PARAMS = battery_from_spec(BATTERY)
 FCAS = ("RAISE6SEC", "RAISE60SEC", "RAISE5MIN", "RAISEREG",
@@ -239,3 +249,137 @@ def test_custom_ladders_keep_convexity() -> None:
     gen, load = bands(bid, common_pb2.DIRECTION_GEN), bands(bid, common_pb2.DIRECTION_LOAD)
     assert np.all(gen[:, 1:5] == 0) and gen[0, 5:].sum() > 0  # headroom only above $200
     assert np.all(load[:, 7:9] == 0) and load[1, :7].sum() > 0  # headroom only below $20
+
+
+# --------------------------------------------------------------------------------------------------
+# Opportunity-cost headroom
+# --------------------------------------------------------------------------------------------------
+
+OPPORTUNITY = replace(BIDDING, headroom_pricing="opportunity_cost")
+
+
+def with_duals(plan: worker_pb2.OptimisationResult, energy_value: list[float], raise_value: list[float],
+               lower_value: list[float]) -> worker_pb2.OptimisationResult:
+    plan.energy_value_per_mwh[:] = energy_value
+    plan.raise_capacity_value_per_mw[:] = raise_value
+    plan.lower_capacity_value_per_mw[:] = lower_value
+    return plan
+
+
+def band_mw(bid: bid_pb2.Bid, direction: int, interval: int = 0) -> list[float]:
+    return list(offer(bid, "ENERGY", direction).periods[interval].band_avail_mw)
+
+
+def test_headroom_opportunity_cost_follows_the_duals() -> None:
+    gen_floor, load_ceiling = headroom_opportunity_cost(np.array([46.0, -10.0]), np.array([20.0, 0.0]),
+                                                        np.array([5.0, 0.0]), PARAMS)
+    np.testing.assert_allclose(gen_floor, [46.0 / 0.92 + 20.0, -10.0 / 0.92])
+    np.testing.assert_allclose(load_ceiling, [46.0 * 0.92 - 5.0, -10.0 * 0.92])
+
+
+def test_free_headroom_goes_to_the_cheapest_spike_band_above_its_opportunity_cost() -> None:
+    # Nothing planned, no FCAS: all of SoC's discharge headroom in one GEN band, all charge in one LOAD band.
+    plan = with_duals(make_plan([0.0, 0.0], [0.0, 0.0]), [460.0, 46.0], [0.0, 0.0], [0.0, 0.0])
+    bid = build(plan, bidding=OPPORTUNITY)
+    gen_prices = np.asarray(BIDDING.gen_band_prices)
+    load_prices = np.asarray(BIDDING.load_band_prices)
+    first, second = band_mw(bid, common_pb2.DIRECTION_GEN, 0), band_mw(bid, common_pb2.DIRECTION_GEN, 1)
+    # 460 / 0.92 = 500 $/MWh: the 500 band; 46 / 0.92 = 50 $/MWh: below every spike band, so the cheapest.
+    assert [gen_prices[i] for i, mw in enumerate(first) if mw > 0] == [500.0]
+    assert [gen_prices[i] for i, mw in enumerate(second) if mw > 0] == [300.0]
+    assert sum(first) == pytest.approx(150.0)
+    load = band_mw(bid, common_pb2.DIRECTION_LOAD, 0)
+    # 460 * 0.92 is above every negative LOAD band: the dearest negative band takes all the charge headroom.
+    assert [load_prices[i] for i, mw in enumerate(load) if mw > 0] == [-1.0]
+    assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=DAILY_PRICES) == []
+
+
+def test_headroom_displacing_planned_fcas_needs_the_displacement_price() -> None:
+    # 100 MW of raise regulation planned: 50 MW of discharge headroom is free, 100 MW would displace it.
+    fcas = {"RAISEREG": [100.0], "LOWERREG": [0.0]}
+    plan = with_duals(make_plan([0.0], [0.0], fcas=fcas), [46.0], [20.0], [0.0])
+    bid = build(plan, bidding=OPPORTUNITY)
+    gen = band_mw(bid, common_pb2.DIRECTION_GEN)
+    prices = list(BIDDING.gen_band_prices)
+    assert gen[prices.index(300.0)] == pytest.approx(50.0)
+    assert gen[prices.index(OPPORTUNITY.fcas_displacement_gen_floor)] == pytest.approx(100.0)
+    assert sum(gen) == pytest.approx(150.0)
+    assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=DAILY_PRICES) == []
+
+
+def test_plan_without_duals_keeps_fixed_headroom() -> None:
+    plan = make_plan([0.0], [0.0])
+    assert build(plan, bidding=OPPORTUNITY) == build(plan, bidding=BIDDING)
+
+
+def test_unknown_headroom_pricing_is_an_error() -> None:
+    plan = with_duals(make_plan([0.0], [0.0]), [46.0], [0.0], [0.0])
+    with pytest.raises(ValueError, match="headroom_pricing"):
+        build(plan, bidding=replace(BIDDING, headroom_pricing="guess"))
+
+
+def test_fcas_reserved_mw_follows_joint_capacity() -> None:
+    raise_mw, lower_mw = fcas_reserved_mw({"RAISE6SEC": np.array([30.0]), "RAISE60SEC": np.array([50.0]),
+                                           "RAISEREG": np.array([20.0]), "LOWERREG": np.array([10.0])}, 1)
+    np.testing.assert_allclose(raise_mw, [70.0])
+    np.testing.assert_allclose(lower_mw, [10.0])
+
+
+ENERGY_VALUE = replace(CONFIG.bidding, energy_value_floor_per_mwh=-1000.0)
+
+
+def test_the_default_strategy_is_energy_value_pricing() -> None:
+    assert (CONFIG.bidding.headroom_pricing, CONFIG.bidding.planned_pricing) == ("opportunity_cost",
+                                                                                 "energy_value")
+    assert min(CONFIG.bidding.gen_band_prices) < 0 < max(CONFIG.bidding.load_band_prices)
+
+
+@hyp_settings(max_examples=80, deadline=None)
+@given(count=st.integers(1, 30), initial_soc=st.floats(0.0, 194.0), data=st.data())
+def test_energy_value_bids_are_valid_convex_and_deliverable(count: int, initial_soc: float,
+                                                           data: st.DataObject) -> None:
+    mw = st.floats(0.0, 200.0) | st.just(0.0)
+    value = st.floats(-1500.0, 20000.0) | st.just(0.0)
+    gen = data.draw(st.lists(mw, min_size=count, max_size=count))
+    load = data.draw(st.lists(mw, min_size=count, max_size=count))
+    fcas = {p: data.draw(st.lists(st.floats(0.0, 200.0), min_size=count, max_size=count))
+            for p in data.draw(st.sets(st.sampled_from(FCAS)))}
+    plan = with_duals(make_plan(gen, load, initial_soc, fcas=fcas),
+                      data.draw(st.lists(value, min_size=count, max_size=count)),
+                      data.draw(st.lists(st.floats(0.0, 5000.0), min_size=count, max_size=count)),
+                      data.draw(st.lists(st.floats(0.0, 5000.0), min_size=count, max_size=count)))
+    bid = build(plan, initial_soc=initial_soc, bidding=ENERGY_VALUE)
+    prices = {**DAILY_PRICES, ("ENERGY", common_pb2.DIRECTION_GEN): ENERGY_VALUE.gen_band_prices,
+              ("ENERGY", common_pb2.DIRECTION_LOAD): ENERGY_VALUE.load_band_prices}
+    assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=prices) == []
+    soc_start = np.concatenate([[initial_soc], np.asarray(plan.state_of_charge_mwh)])[:count]
+    can_discharge, can_charge = deliverable_mw(soc_start, PARAMS, HOURS)
+    gen_bands, load_bands = bands(bid, common_pb2.DIRECTION_GEN), bands(bid, common_pb2.DIRECTION_LOAD)
+    assert np.all(gen_bands.sum(axis=1) <= can_discharge + 1e-6)
+    assert np.all(load_bands.sum(axis=1) <= can_charge + 1e-6)
+
+
+def test_energy_value_prices_planned_discharge_at_the_value_of_stored_energy() -> None:
+    # Planned discharge while stored energy is worth -46 $/MWh (deeper negative prices ahead): offered at
+    # the dearest GEN band at most -46 / 0.92 = -50 $/MWh, so the unit discharges even at -50 $/MWh.
+    plan = with_duals(make_plan([150.0, 0.0], [0.0, 150.0]), [-46.0, 40.0], [0.0, 0.0], [0.0, 0.0])
+    bid = build(plan, bidding=ENERGY_VALUE)
+    gen_prices, load_prices = ENERGY_VALUE.gen_band_prices, ENERGY_VALUE.load_band_prices
+    first_gen = band_mw(bid, common_pb2.DIRECTION_GEN, 0)
+    assert first_gen[gen_prices.index(-50.0)] == pytest.approx(150.0)
+    # Charge headroom in that interval must stay below the -50 GEN band (convexity).
+    first_load = band_mw(bid, common_pb2.DIRECTION_LOAD, 0)
+    assert all(load_prices[i] < -50.0 for i, mw in enumerate(first_load) if mw > 0)
+    # Planned charge where energy is worth 40 $/MWh: the cheapest LOAD band at least 40 * 0.92 = 36.8.
+    second_load = band_mw(bid, common_pb2.DIRECTION_LOAD, 1)
+    assert second_load[load_prices.index(50.0)] == pytest.approx(150.0)
+
+
+def test_the_energy_value_floor_limits_how_negative_planned_prices_go() -> None:
+    plan = with_duals(make_plan([150.0], [0.0]), [-200.0], [0.0], [0.0])
+    prices = CONFIG.bidding.gen_band_prices
+    floored = band_mw(build(plan, bidding=CONFIG.bidding), common_pb2.DIRECTION_GEN)
+    unfloored = band_mw(build(plan, bidding=ENERGY_VALUE), common_pb2.DIRECTION_GEN)
+    # -50 / 0.92 = -54.3 $/MWh: the -100 band; -200 / 0.92 = -217 $/MWh: the -1000 band.
+    assert floored[prices.index(-100.0)] == pytest.approx(150.0)
+    assert unfloored[prices.index(-1000.0)] == pytest.approx(150.0)

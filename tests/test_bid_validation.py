@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -20,7 +21,10 @@ from vpp.v1 import bid_pb2, common_pb2
 
 CONFIG = load_settings(environ={})
 RULES = CONFIG.market
-BIDDING = CONFIG.bidding
+# The reference bid below is laid out on these ladders (GEN band 1 at $0, negative LOAD bands below it).
+BIDDING = replace(CONFIG.bidding,
+                  gen_band_prices=(0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 5000.0, 10000.0, 14900.0),
+                  load_band_prices=(-1000.0, -500.0, -300.0, -100.0, -50.0, -20.0, -10.0, -1.0, 100.0, 299.0))
 BATTERY = battery_spec_from_settings(CONFIG.battery)
 FCAS = ("RAISE6SEC", "RAISE60SEC", "RAISE5MIN", "RAISEREG",
         "LOWER6SEC", "LOWER60SEC", "LOWER5MIN", "LOWERREG")

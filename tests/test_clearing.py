@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -217,7 +218,10 @@ def test_built_bid_earns_planned_dispatch_and_unforecast_spikes() -> None:
     plan = worker_pb2.OptimisationResult(
         status=worker_pb2.RESULT_STATUS_OPTIMAL, first_interval=nem_time.to_timestamp(INTERVAL),
         horizon_intervals=2, gen_mw=[100.0, 0.0], load_mw=[0.0, 0.0], state_of_charge_mwh=[88.0, 88.0])
-    bid = build_bid(plan, BATTERY, CONFIG.bidding, CONFIG.market, dispatch_interval=INTERVAL,
+    fixed = replace(CONFIG.bidding, headroom_pricing="fixed", planned_pricing="price_taking",
+                    gen_band_prices=(0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 5000.0, 10000.0, 14900.0),
+                    load_band_prices=(-1000.0, -500.0, -300.0, -100.0, -50.0, -20.0, -10.0, -1.0, 100.0, 299.0))
+    bid = build_bid(plan, BATTERY, fixed, CONFIG.market, dispatch_interval=INTERVAL,
                     offer_time=INTERVAL - timedelta(minutes=4), version=1, fcas_products=[],
                     initial_soc_mwh=SOC_HALF, plan_hash="h")
     assert clear(bid, 60.0).gen_mw == 100.0  # planned discharge at any positive price
@@ -283,3 +287,20 @@ def test_administered_energy_prices_use_the_financial_year_threshold() -> None:
     assert administered_energy_prices(prices, intervals, rules)[4] == 600.0
     prices[:4] = 330_000.0  # 1.32 M: below the threshold
     assert administered_energy_prices(prices, intervals, rules)[4] == 5_000.0
+
+
+def test_default_strategy_bid_follows_the_value_of_stored_energy() -> None:
+    """Planned discharge while stored energy is worth 46 $/MWh is carried out at 60 $/MWh but not at
+    20 $/MWh; the rest of the deliverable discharge is earned at a spike; charge headroom at negative prices."""
+    plan = worker_pb2.OptimisationResult(
+        status=worker_pb2.RESULT_STATUS_OPTIMAL, first_interval=nem_time.to_timestamp(INTERVAL),
+        horizon_intervals=2, gen_mw=[100.0, 0.0], load_mw=[0.0, 0.0], state_of_charge_mwh=[88.0, 88.0],
+        energy_value_per_mwh=[46.0, 46.0], raise_capacity_value_per_mw=[0.0, 0.0],
+        lower_capacity_value_per_mw=[0.0, 0.0])
+    bid = build_bid(plan, BATTERY, CONFIG.bidding, CONFIG.market, dispatch_interval=INTERVAL,
+                    offer_time=INTERVAL - timedelta(minutes=4), version=1, fcas_products=[],
+                    initial_soc_mwh=SOC_HALF, plan_hash="h")
+    assert clear(bid, 60.0).gen_mw == pytest.approx(100.0)  # 46 / 0.92 = 50: the $50 band
+    assert clear(bid, 20.0).gen_mw == 0.0
+    assert clear(bid, 350.0).gen_mw == pytest.approx(150.0, abs=0.01)  # all headroom in the $300 band
+    assert clear(bid, -60.0).load_mw == pytest.approx(150.0, abs=0.01)  # the -$50 band is below $50

@@ -17,6 +17,7 @@ from algorithms.forecast import forecast_from_result, quantile_at
 from algorithms.nem_time import to_timestamp
 from algorithms.optimise import (
     ALGORITHM,
+    Backend,
     DispatchPlan,
     perfect_foresight,
     run_optimisation,
@@ -30,6 +31,8 @@ FCAS_PRODUCTS = ["RAISE6SEC", "RAISE60SEC", "RAISE5MIN", "RAISEREG", "LOWER6SEC"
                  "LOWERREG"]
 # Perfect foresight, reference battery, energy only, SA1, January 2021 (computed by this LP with HiGHS).
 SA1_JANUARY_2021_PERFECT_FORESIGHT = 2_286_610.51
+# The golden cases hold for the sparse-matrix build (highspy) and for the PuLP reference build.
+BUILDS: list[Backend] = ["highspy", "pulp"]
 
 
 @pytest.fixture()
@@ -54,9 +57,11 @@ def random_prices(horizon: int, seed: int) -> dict[str, np.ndarray]:
     return prices
 
 
-def test_tiny_case_charges_low_discharges_high_to_the_cent() -> None:
+@pytest.mark.parametrize("backend", BUILDS)
+def test_tiny_case_charges_low_discharges_high_to_the_cent(backend: Backend) -> None:
     # One-hour intervals: charge 10 MW at $10 (-$100) storing 9 MWh, discharge 9 x 0.9 = 8.1 MWh at $100.
-    plan = solve_dispatch({"ENERGY": np.array([10.0, 100.0])}, small_battery(), 0.0, 0.0, interval_hours=1.0)
+    plan = solve_dispatch({"ENERGY": np.array([10.0, 100.0])}, small_battery(), 0.0, 0.0, interval_hours=1.0,
+                          backend=backend)
     assert plan.status == "OPTIMAL"
     np.testing.assert_allclose(plan.load_mw, [10.0, 0.0], atol=1e-7)
     np.testing.assert_allclose(plan.gen_mw, [0.0, 8.1], atol=1e-7)
@@ -67,10 +72,11 @@ def test_tiny_case_charges_low_discharges_high_to_the_cent() -> None:
     assert plan.solver in ("HiGHS", "CBC")
 
 
-def test_tiny_case_with_degradation_and_loss_factors() -> None:
+@pytest.mark.parametrize("backend", BUILDS)
+def test_tiny_case_with_degradation_and_loss_factors(backend: Backend) -> None:
     battery = small_battery(mlf_gen=0.95, mlf_load=1.02)
     plan = solve_dispatch({"ENERGY": np.array([10.0, 100.0, 20.0])}, battery, 0.0, 0.0, interval_hours=1.0,
-                          degradation_cost_per_mwh=2.0)
+                          degradation_cost_per_mwh=2.0, backend=backend)
     # -10 x 10 x 1.02 - 2 x 10 + 8.1 x 100 x 0.95 - 2 x 8.1 = -102 - 20 + 769.5 - 16.2 = 631.30
     assert plan.status == "OPTIMAL"
     assert round(plan.objective_dollars, 2) == 631.30
@@ -120,22 +126,24 @@ def test_regulation_alone_obeys_joint_capacity(reference_battery: BatteryParams)
     assert np.all(-net + plan.fcas["LOWERREG"] <= reference_battery.power_mw + 1e-6)
 
 
-def test_ramp_limit_is_honoured() -> None:
+@pytest.mark.parametrize("backend", BUILDS)
+def test_ramp_limit_is_honoured(backend: Backend) -> None:
     battery = small_battery(power_mw=150.0, energy_mwh=194.0, ramp_rate_mw_per_min=2.0)  # 10 MW per interval
     prices = {"ENERGY": np.tile([500.0, -100.0], 12)}
-    plan = solve_dispatch(prices, battery, 97.0, 0.0, initial_net_mw=30.0)
+    plan = solve_dispatch(prices, battery, 97.0, 0.0, initial_net_mw=30.0, backend=backend)
     assert plan.status == "OPTIMAL"
     steps = np.diff(np.concatenate([[30.0], plan.net_mw]))
     assert np.max(np.abs(steps)) <= 10.0 + 1e-6
     assert np.max(np.abs(steps)) == pytest.approx(10.0)  # the limit binds with these prices
 
 
-def test_energy_reserve_behind_raise_services(reference_battery: BatteryParams) -> None:
+@pytest.mark.parametrize("backend", BUILDS)
+def test_energy_reserve_behind_raise_services(reference_battery: BatteryParams, backend: Backend) -> None:
     prices = random_prices(48, 7)
     prices["RAISE5MIN"] = np.full(48, 500.0)  # worth reserving for
     hours = {"RAISE6SEC": 0.1, "RAISE60SEC": 0.1, "RAISE5MIN": 0.5}
     start = 20.0
-    plan = solve_dispatch(prices, reference_battery, start, 10.0, raise_energy_reserve_hours=hours)
+    plan = solve_dispatch(prices, reference_battery, start, 10.0, raise_energy_reserve_hours=hours, backend=backend)
     assert plan.status == "OPTIMAL"
     soc_before = np.concatenate([[start], plan.state_of_charge_mwh[:-1]])
     needed = sum(plan.fcas[p] * h for p, h in hours.items()) / reference_battery.discharge_efficiency
@@ -250,11 +258,12 @@ def test_perfect_foresight_sa1_january_2021_golden(reference_battery: BatteryPar
     assert plan.fcas == {}
 
 
-def test_time_limit_is_a_status_not_an_exception(reference_battery: BatteryParams) -> None:
+@pytest.mark.parametrize("backend", BUILDS)
+def test_time_limit_is_a_status_not_an_exception(reference_battery: BatteryParams, backend: Backend) -> None:
     rng = np.random.default_rng(0)
     prices = {"ENERGY": rng.normal(50, 100, 3000), "RAISE6SEC": rng.exponential(5, 3000),
               "LOWERREG": rng.exponential(5, 3000)}
-    plan = solve_dispatch(prices, reference_battery, 97.0, 97.0, time_limit_s=1e-4)
+    plan = solve_dispatch(prices, reference_battery, 97.0, 97.0, time_limit_s=1e-4, backend=backend)
     assert plan.status == "TIME_LIMIT"
     assert "time limit" in plan.status_reason
     assert plan.gen_mw.size == 0
@@ -274,3 +283,21 @@ def test_terminal_value_keeps_energy_stored_at_the_end_of_the_horizon() -> None:
     assert valued.objective_dollars == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(InvalidRequestError, match="terminal_value_per_mwh"):
         solve_dispatch(prices, battery, start, battery.soc_min_mwh, terminal_value_per_mwh=-1.0)
+
+
+def test_capacity_values_price_the_fcas_that_energy_would_displace() -> None:
+    """One interval; SoC allows only 60 MW of discharge, energy pays more than raise regulation: the plan
+    discharges 60 MW and enables 90 MW of regulation, so one more MW of raise capacity is worth the
+    regulation price, and nothing binds on the lower side."""
+    battery = small_battery(power_mw=150.0, energy_mwh=200.0)
+    hours = 5 / 60
+    energy_needed = 60.0 * hours / 0.9
+    prices = {"ENERGY": np.array([1000.0]), "RAISEREG": np.array([300.0]), "LOWERREG": np.array([0.0])}
+    plan = solve_dispatch(prices, battery, energy_needed, 0.0, backend="highspy")
+    assert plan.status == "OPTIMAL"
+    np.testing.assert_allclose(plan.gen_mw, [60.0], atol=1e-6)
+    np.testing.assert_allclose(plan.fcas["RAISEREG"], [90.0], atol=1e-6)
+    np.testing.assert_allclose(plan.raise_capacity_value_per_mw, [300.0], atol=1e-6)
+    np.testing.assert_allclose(plan.lower_capacity_value_per_mw, [0.0], atol=1e-6)
+    result_fields = worker_pb2.OptimisationResult.DESCRIPTOR.fields_by_name
+    assert {"raise_capacity_value_per_mw", "lower_capacity_value_per_mw"} <= set(result_fields)

@@ -1,7 +1,7 @@
 """One process, one core: keep numerical libraries from starting a thread per core in each worker.
 
 Worker pools scale with processes. BLAS thread pools in every process oversubscribe the cores and
-make a 15 ms forecast take seconds on a busy machine, so child processes run BLAS single-threaded.
+make a millisecond forecast take seconds on a busy machine, so child processes run BLAS single-threaded.
 """
 
 from __future__ import annotations

@@ -276,6 +276,8 @@ class OptimisationResult(_message.Message):
     FCAS_FIELD_NUMBER: _builtins.int
     ENERGY_VALUE_PER_MWH_FIELD_NUMBER: _builtins.int
     SOLVER_FIELD_NUMBER: _builtins.int
+    RAISE_CAPACITY_VALUE_PER_MW_FIELD_NUMBER: _builtins.int
+    LOWER_CAPACITY_VALUE_PER_MW_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     inputs_hash: _builtins.str
     status: Global___ResultStatus.ValueType
@@ -303,6 +305,15 @@ class OptimisationResult(_message.Message):
     def energy_value_per_mwh(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Marginal value of stored energy per interval ($/MWh), when the solver reports it."""
 
+    @_builtins.property
+    def raise_capacity_value_per_mw(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Marginal value of one more MW of capacity on the raise / lower side of the joint-capacity rows per
+        interval ($/MW/h): what energy dispatched in that direction displaces in planned FCAS. Empty when the
+        solver reports no duals.
+        """
+
+    @_builtins.property
+    def lower_capacity_value_per_mw(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(
         self,
         *,
@@ -321,10 +332,12 @@ class OptimisationResult(_message.Message):
         fcas: _abc.Iterable[Global___ProductSchedule] | None = ...,
         energy_value_per_mwh: _abc.Iterable[_builtins.float] | None = ...,
         solver: _builtins.str = ...,
+        raise_capacity_value_per_mw: _abc.Iterable[_builtins.float] | None = ...,
+        lower_capacity_value_per_mw: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "first_interval", b"first_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "energy_value_per_mwh", b"energy_value_per_mwh", "fcas", b"fcas", "first_interval", b"first_interval", "gen_mw", b"gen_mw", "horizon_intervals", b"horizon_intervals", "inputs_hash", b"inputs_hash", "load_mw", b"load_mw", "objective_dollars", b"objective_dollars", "request_id", b"request_id", "solve_ms", b"solve_ms", "solver", b"solver", "state_of_charge_mwh", b"state_of_charge_mwh", "status", b"status", "status_reason", b"status_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "energy_value_per_mwh", b"energy_value_per_mwh", "fcas", b"fcas", "first_interval", b"first_interval", "gen_mw", b"gen_mw", "horizon_intervals", b"horizon_intervals", "inputs_hash", b"inputs_hash", "load_mw", b"load_mw", "lower_capacity_value_per_mw", b"lower_capacity_value_per_mw", "objective_dollars", b"objective_dollars", "raise_capacity_value_per_mw", b"raise_capacity_value_per_mw", "request_id", b"request_id", "solve_ms", b"solve_ms", "solver", b"solver", "state_of_charge_mwh", b"state_of_charge_mwh", "status", b"status", "status_reason", b"status_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

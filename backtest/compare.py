@@ -1,0 +1,303 @@
+"""Side-by-side comparison of backtest runs, as plain text tables (rendered by the CLI and the HTML report).
+
+For each run (a column): revenue (energy, each FCAS product, total, $), perfect foresight and capture,
+the value of perfect information (the same strategy fed the actual prices: realised with
+``forecast_source = "actual"`` − realised, $), cycles and throughput (MWh), the bidding path's health
+(safe fallbacks, rejected bids, failed decisions), forecast MAE and pinball loss by lead ($/MWh), and
+where money was won or lost against perfect foresight, interval by interval: realised − PF ($) by
+trading day, hour of day, price band and spike events (:func:`backtest.ledger.attribution`).
+
+Pure functions over run summaries (``summary.json`` content) and ledgers; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from backtest.ledger import attribution
+
+MISSING = "-"
+# Spike events listed: the ones with the largest |realised − PF| summed over the runs.
+TOP_SPIKE_EVENTS = 10
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A titled table of text cells (first column: row labels); ``note`` explains it."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class RunView:
+    """One run as compared: its label, summary, ledger, and its perfect-information twin's summary."""
+
+    label: str
+    summary: Mapping[str, Any]
+    ledger: pd.DataFrame
+    perfect_information: Mapping[str, Any] | None = None
+
+    @property
+    def results(self) -> Mapping[str, Any]:
+        """The summary's ``results`` section."""
+        results: Mapping[str, Any] = self.summary["results"]
+        return results
+
+
+def dollars(value: float | None) -> str:
+    """Whole dollars with thousands separators (``-`` for none)."""
+    if value is None or not math.isfinite(value):
+        return MISSING
+    return "0" if round(value) == 0 else f"{value:,.0f}"
+
+
+def percent(value: float | None) -> str:
+    """A fraction of 1 as a whole percentage (``-`` for none)."""
+    return MISSING if value is None or not math.isfinite(value) else f"{value:.1%}"
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    """A number with ``digits`` decimals (``-`` for none)."""
+    return MISSING if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or not denominator > 0:
+        return None
+    return numerator / denominator
+
+
+def _labels(views: Sequence[RunView]) -> tuple[str, ...]:
+    return tuple(view.label for view in views)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+
+def run_labels(run_ids: Sequence[str]) -> list[str]:
+    """Column labels of runs: the ids' hash parts when the ids differ only there, else the ids."""
+    prefixes = {run_id.rpartition("-")[0] for run_id in run_ids}
+    hashes = [run_id.rpartition("-")[2] for run_id in run_ids]
+    if len(prefixes) == 1 and len(set(hashes)) == len(hashes) and all(hashes):
+        return hashes
+    return list(run_ids)
+
+
+def runs_table(views: Sequence[RunView]) -> TextTable:
+    """What each run is: id, region, period, strategy, parameters, forecast source, code version, data."""
+    def parameters(view: RunView) -> str:
+        items = view.summary["strategy"].get("parameters", {})
+        return ", ".join(f"{k}={v}" for k, v in sorted(items.items())) or "(configured defaults)"
+
+    rows = [
+        ("run id", *(str(v.summary.get("run_id", v.label)) for v in views)),
+        ("region", *(str(v.summary["region"]) for v in views)),
+        ("first interval (AEST)", *(str(v.summary["period"]["first_interval"]) for v in views)),
+        ("last interval (AEST)", *(str(v.summary["period"]["last_interval"]) for v in views)),
+        ("decisions", *(str(v.results["decisions"]) for v in views)),
+        ("forecaster", *(str(v.summary["strategy"]["forecaster"]) for v in views)),
+        ("optimiser", *(str(v.summary["strategy"]["optimiser"]) for v in views)),
+        ("bid builder", *(str(v.summary["strategy"]["bid_builder"]) for v in views)),
+        ("parameters", *(parameters(v) for v in views)),
+        ("forecast source", *(str(v.summary.get("forecast_source", "model")) for v in views)),
+        ("code version", *(str(v.summary.get("code_version", MISSING)) for v in views)),
+        ("data sha256", *(", ".join(d["sha256"][:12] for d in v.summary.get("data", [])) for v in views)),
+    ]
+    return TextTable("Runs", ("", *_labels(views)), tuple(rows))
+
+
+def revenue_table(views: Sequence[RunView]) -> TextTable:
+    """Realised revenue ($): energy, each FCAS product, FCAS, total."""
+    products = sorted({p for v in views for p in v.results.get("fcas_revenue_by_product_dollars", {})})
+    rows = [("energy", *(dollars(v.results["energy_revenue_dollars"]) for v in views))]
+    rows += [(f"  {p}", *(dollars(v.results["fcas_revenue_by_product_dollars"].get(p)) for v in views))
+             for p in products]
+    rows += [("FCAS", *(dollars(v.results["fcas_revenue_dollars"]) for v in views)),
+             ("total", *(dollars(v.results["total_revenue_dollars"]) for v in views))]
+    return TextTable("Realised revenue, $", ("", *_labels(views)), tuple(rows))
+
+
+def _pi_total(view: RunView) -> float | None:
+    if view.perfect_information is None:
+        return None
+    total: float = view.perfect_information["results"]["total_revenue_dollars"]
+    return total
+
+
+def benchmark_table(views: Sequence[RunView]) -> TextTable:
+    """Perfect foresight, capture and the value of perfect information ($, %)."""
+    pf = [v.results["perfect_foresight"] for v in views]
+    pi = [_pi_total(v) for v in views]
+    realised = [float(v.results["total_revenue_dollars"]) for v in views]
+    rows = [
+        ("PF energy only", *(dollars(p["energy_only_dollars"]) for p in pf)),
+        ("PF energy + FCAS", *(dollars(p["energy_fcas_dollars"]) for p in pf)),
+        ("capture total", *(percent(v.results.get("capture_total")) for v in views)),
+        ("capture energy", *(percent(v.results.get("capture_energy")) for v in views)),
+        ("perfect information (same strategy, actual prices)", *(dollars(x) for x in pi)),
+        ("value of perfect information", *(dollars(None if x is None else x - r)
+                                           for x, r in zip(pi, realised, strict=True))),
+        ("realised / perfect information", *(percent(_ratio(r, x)) for x, r in zip(pi, realised, strict=True))),
+        ("perfect information / PF energy + FCAS",
+         *(percent(_ratio(x, p["energy_fcas_dollars"])) for x, p in zip(pi, pf, strict=True))),
+    ]
+    note = ("capture total = realised energy + FCAS / PF energy + FCAS; capture energy = realised energy / PF "
+            "energy only. PF ends with at least the starting energy. Perfect information: the same strategy "
+            "with its forecasts replaced by the actual prices ('-': no such run; vpp backtest run "
+            "--perfect-information, or compare --perfect-information).")
+    return TextTable("Against perfect foresight, $", ("", *_labels(views)), tuple(rows), note)
+
+
+def operations_table(views: Sequence[RunView]) -> TextTable:
+    """Cycles, throughput (MWh), SoC and the bidding path's health."""
+    r = [v.results for v in views]
+    rows = [
+        ("cycles (discharged MWh / storage MWh)", *(number(x["cycles"]) for x in r)),
+        ("throughput MWh", *(number(x["throughput_mwh"], 0) for x in r)),
+        ("SoC start → end MWh", *(f"{x['initial_state_of_charge_mwh']:.0f} → {x['final_state_of_charge_mwh']:.0f}"
+                                  for x in r)),
+        ("rebids", *(str(x["rebids"]) for x in r)),
+        ("safe fallbacks", *(str(x["safe_fallbacks"]) for x in r)),
+        ("rejected bids", *(str(x["validation_rejections"]) for x in r)),
+        ("failed decisions", *(str(x["failed_decisions"]) for x in r)),
+    ]
+    return TextTable("Operations", ("", *_labels(views)), tuple(rows))
+
+
+def _lead_text(minutes: int) -> str:
+    return f"{minutes} min" if minutes < 60 else f"{minutes / 60:g} h"
+
+
+def skill_table(views: Sequence[RunView]) -> TextTable:
+    """ENERGY forecast MAE and pinball loss by lead ($/MWh), two columns per run."""
+    by_run = [{int(e["lead"]): e for e in v.summary.get("forecast_skill", {}).get("leads", [])} for v in views]
+    leads = sorted({lead for entries in by_run for lead in entries})
+    rows = []
+    for lead in leads:
+        cells: list[str] = []
+        for entries in by_run:
+            entry = entries.get(lead, {})
+            cells += [number(entry.get("mae"), 1), number(entry.get("pinball"), 1)]
+        minutes = 5 * lead
+        rows.append((f"{lead} ({_lead_text(minutes)})", *cells))
+    columns = ("lead (intervals)", *(f"{label} {m}" for label in _labels(views) for m in ("MAE", "pinball")))
+    note = ("Lead 1 is the dispatch interval the decision bids for; lead L targets the interval L − 1 after it. "
+            "MAE of the median; pinball loss averaged over the forecast levels; against DISPATCHPRICE RRP. "
+            "'-': no forecast reported at that lead.")
+    return TextTable("ENERGY forecast skill by lead, $/MWh", columns, tuple(rows), note)
+
+
+def _same_period(views: Sequence[RunView]) -> bool:
+    return period_warning(views) is None
+
+
+def _pair_columns(views: Sequence[RunView]) -> tuple[str, ...]:
+    """PF once then realised − PF per run when the runs share their period, else both per run."""
+    if _same_period(views):
+        return ("PF", *(f"{label} realised − PF" for label in _labels(views)))
+    return tuple(f"{label} {m}" for label in _labels(views) for m in ("PF", "realised − PF"))
+
+
+def _pair_cells(views: Sequence[RunView], pairs: Sequence[tuple[float | None, float | None]]) -> list[str]:
+    if _same_period(views):
+        first_pf = next((pf for pf, _ in pairs if pf is not None), None)
+        return [dollars(first_pf), *(dollars(delta) for _, delta in pairs)]
+    return [cell for pf, delta in pairs for cell in (dollars(pf), dollars(delta))]
+
+
+def _grouped(views: Sequence[RunView], tables: Sequence[Mapping[str, pd.DataFrame]], key: str, title: str,
+             first_column: str) -> TextTable:
+    keys: list[Any] = []
+    for table in tables:
+        for value in table[key][key].tolist():
+            if value not in keys:
+                keys.append(value)
+    if key != "price_band":
+        keys.sort()
+    rows = []
+    for value in keys:
+        pairs: list[tuple[float | None, float | None]] = []
+        for table in tables:
+            frame = table[key]
+            match = frame.loc[frame[key] == value]
+            pairs.append((None, None) if match.empty else (float(match["pf_dollars"].iloc[0]),
+                                                           float(match["vs_pf_dollars"].iloc[0])))
+        rows.append((str(value), *_pair_cells(views, pairs)))
+    return TextTable(title, (first_column, *_pair_columns(views)), tuple(rows))
+
+
+def spike_events_table(views: Sequence[RunView], tables: Sequence[Mapping[str, pd.DataFrame]],
+                       top: int = TOP_SPIKE_EVENTS) -> TextTable:
+    """The spike events (dispatch price ≥ the spike threshold) with the largest |realised − PF|."""
+    events: dict[Any, dict[str, Any]] = {}
+    for index, table in enumerate(tables):
+        for row in table["spike_events"].itertuples(index=False):
+            entry = events.setdefault(row.first_interval, {"last": row.last_interval, "n": row.intervals,
+                                                           "max": row.max_rrp, "by_run": {}})
+            entry["by_run"][index] = (row.pf_dollars, row.vs_pf_dollars)
+    ranked = sorted(events.items(), key=lambda item: -sum(abs(v[1]) for v in item[1]["by_run"].values()))[:top]
+    rows = []
+    for first, entry in sorted(ranked, key=lambda item: item[0]):
+        pairs = [entry["by_run"].get(index, (None, None)) for index in range(len(views))]
+        period = f"{pd.Timestamp(first):%Y-%m-%d %H:%M} → {pd.Timestamp(entry['last']):%H:%M}"
+        rows.append((period, str(entry["n"]), f"{entry['max']:,.0f}", *_pair_cells(views, pairs)))
+    columns = ("event (intervals ending, AEST)", "intervals", "max $/MWh", *_pair_columns(views))
+    note = (f"{len(events)} spike event(s) in all; the {min(top, len(events))} with the largest |realised − PF| "
+            "are listed.")
+    return TextTable("Spike events, $", columns, tuple(rows), note)
+
+
+def attribution_tables(views: Sequence[RunView]) -> list[TextTable]:
+    """Where money was won or lost against perfect foresight: by trading day, hour of day, price band,
+    spike or not, and the largest spike events."""
+    tables = [attribution(view.ledger) for view in views]
+    return [
+        _grouped(views, tables, "day", "Realised − perfect foresight by trading day, $", "trading day"),
+        _grouped(views, tables, "hour", "Realised − perfect foresight by hour of day (interval start, AEST), $",
+                 "hour"),
+        _grouped(views, tables, "price_band", "Realised − perfect foresight by dispatch price band ($/MWh), $",
+                 "price band"),
+        _grouped(views, tables, "spike", "Realised − perfect foresight in and out of price spikes, $", ""),
+        spike_events_table(views, tables),
+    ]
+
+
+def comparison_tables(views: Sequence[RunView]) -> list[TextTable]:
+    """Every table of a comparison (a single run is a comparison of one)."""
+    if not views:
+        raise ValueError("nothing to compare")
+    return [runs_table(views), revenue_table(views), benchmark_table(views), operations_table(views),
+            skill_table(views), *attribution_tables(views)]
+
+
+def period_warning(views: Sequence[RunView]) -> str | None:
+    """A warning when the runs do not cover the same region and intervals (their figures then do not add
+    up side by side), else None."""
+    keys = {(v.summary["region"], v.summary["period"]["first_interval"], v.summary["period"]["last_interval"])
+            for v in views}
+    if len(keys) > 1:
+        return "the runs cover different regions or periods: compare their capture, not their dollars"
+    return None
+
+
+def headline(summary: Mapping[str, Any]) -> str:
+    """One line: realised revenue, perfect foresight and capture of a run."""
+    results = summary["results"]
+    pf = results["perfect_foresight"]
+    realised = (f"revenue ${dollars(results['total_revenue_dollars'])} (energy "
+                f"${dollars(results['energy_revenue_dollars'])}, FCAS ${dollars(results['fcas_revenue_dollars'])})")
+    benchmark = (f"perfect foresight ${dollars(pf['energy_fcas_dollars'])} energy + FCAS, "
+                 f"${dollars(pf['energy_only_dollars'])} energy only")
+    capture = (f"capture {percent(results.get('capture_total'))} total, "
+               f"{percent(results.get('capture_energy'))} energy")
+    return f"{realised}; {benchmark}; {capture}"

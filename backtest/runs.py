@@ -1,0 +1,742 @@
+"""Backtest runs: inputs, period, a deterministic run id, execution and the results folder.
+
+A *run* is one strategy (:mod:`backtest.strategy`) replayed by :func:`backtest.engine.run_backtest` over
+one region and period of historical MMS data. Everything that decides its result is written down:
+
+* the data files and their sha256 (``--data``: a folder, or DISPATCHPRICE and PREDISPATCHPRICE files,
+  as :mod:`services.mms` reads them: parquet, CSV, raw MMS CSV, zipped CSV);
+* the period (market time, AEST; the run bids every dispatch interval ending in ``(start, end]``);
+* the strategy (parts by name and version, every parameter), the effective settings and their sha256;
+* the code version: ``git describe --tags --always --dirty`` of the source tree, else the package version.
+
+**Run id.** Deterministic: ``<region>-<start YYYYmmddTHHMM>-<intervals>-<sha256 of the manifest, 10 hex>``
+where the manifest is the canonical JSON of region, period, strategy, data hashes (not paths), settings
+hash and code version. The same inputs and versions give the same id (and, the engine being
+deterministic, the same ``summary.json`` and ``ledger.parquet`` bytes); running it again replaces the
+folder. A tree with uncommitted changes is marked ``-dirty`` in the code version, which then does not pin
+the code.
+
+**Results folder** ``<root>/<run id>/`` (root ``backtests`` by default): ``summary.json`` (deterministic:
+inputs, parameters, revenue, perfect foresight, capture, forecast skill, reproduce command),
+``ledger.parquet`` (one row per interval, see :mod:`backtest.ledger`), ``timing.json`` (wall time,
+decisions per second, time per stage, when it ran: everything that is not deterministic), PNG plots and
+``report.html`` (:mod:`backtest.report`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backtest.engine import (
+    BacktestConfig,
+    BacktestError,
+    BacktestResult,
+    market_prices,
+    perfect_foresight_revenue,
+    run_backtest,
+)
+from backtest.ledger import (
+    LeadSkill,
+    backtest_ledger,
+    forecast_skill_by_lead,
+    perfect_foresight_ledger,
+    result_leads,
+    result_quantiles,
+)
+from backtest.strategy import Strategy, StrategyError, strategy_from_dict
+from services.mms import DispatchPrices, PredispatchPrices, load_dispatch_prices, load_predispatch_prices
+from settings import REPO_ROOT, Settings
+
+SUMMARY_FILE = "summary.json"
+LEDGER_FILE = "ledger.parquet"
+TIMING_FILE = "timing.json"
+REPORT_FILE = "report.html"
+DEFAULT_ROOT = Path("backtests")
+SUMMARY_FORMAT = 1
+INTERVAL = timedelta(minutes=5)
+INTERVALS_PER_DAY = 288
+DISPATCH_TABLE = "DISPATCHPRICE"
+PREDISPATCH_TABLE = "PREDISPATCHPRICE"
+# Preferred file types in a data folder, as services.mms chooses them.
+_SUFFIX_PREFERENCE = (".parquet", ".csv", ".zip")
+_HASH_CHUNK = 1 << 20
+_ID_HASH_CHARS = 10
+PERFECT_INFORMATION_SOURCE = "actual"
+FORECAST_SOURCE_KEY = "forecast_source"
+
+Progress = Callable[[int, int], None]
+
+
+class RunError(ValueError):
+    """A run that cannot be made, found or read as asked; the message says why."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs: data files, code version, settings
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One MMS file a run read: absolute path, table, sha256 (hex) and size (bytes)."""
+
+    path: Path
+    table: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, eq=False)
+class MarketInputs:
+    """The MMS tables of a run, the files they came from and the ``--data`` paths as given."""
+
+    dispatch: DispatchPrices
+    predispatch: PredispatchPrices
+    files: tuple[DataFile, ...]
+    sources: tuple[Path, ...]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for chunk in iter(lambda: stream.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def table_of(name: str) -> str | None:
+    """The MMS table a file name says it holds (PREDISPATCHPRICE / DISPATCHPRICE), or None."""
+    upper = name.upper()
+    if PREDISPATCH_TABLE in upper:
+        return PREDISPATCH_TABLE
+    if DISPATCH_TABLE in upper:
+        return DISPATCH_TABLE
+    return None
+
+
+def _folder_files(folder: Path, table: str) -> list[Path]:
+    """The files of ``table`` a folder holds, of the preferred type, sorted (as services.mms picks them)."""
+    candidates = [child for child in folder.iterdir() if child.is_file() and table_of(child.name) == table]
+    for suffix in _SUFFIX_PREFERENCE:
+        chosen = sorted(child for child in candidates if child.suffix.lower() == suffix)
+        if chosen:
+            return chosen
+    return []
+
+
+def data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
+    """The DISPATCHPRICE and PREDISPATCHPRICE files of ``paths`` (folders and/or files), absolute and in
+    order; RunError for a path that does not exist, a file whose name names neither table, or a table
+    with no file."""
+    if not paths:
+        raise RunError("no --data given")
+    tables: dict[str, list[Path]] = {DISPATCH_TABLE: [], PREDISPATCH_TABLE: []}
+    for given in paths:
+        path = Path(given).expanduser().resolve()
+        if not path.exists():
+            raise RunError(f"--data {given}: no such file or folder")
+        if path.is_dir():
+            for table, files in tables.items():
+                files.extend(f for f in _folder_files(path, table) if f not in files)
+            continue
+        named = table_of(path.name)
+        if named is None:
+            raise RunError(f"--data {given}: cannot tell which MMS table it holds (its name must contain "
+                           f"{DISPATCH_TABLE} or {PREDISPATCH_TABLE})")
+        if path not in tables[named]:
+            tables[named].append(path)
+    for table, files in tables.items():
+        if not files:
+            shown = ", ".join(str(p) for p in paths)
+            raise RunError(f"--data {shown}: no {table} file (.parquet, .csv or .zip with {table} in its name)")
+    return tables
+
+
+@contextmanager
+def _as_one_path(files: Sequence[Path], table: str) -> Iterator[Path]:
+    """A path services.mms reads as exactly ``files``: the file itself, or a temporary folder linking them."""
+    if len(files) == 1:
+        yield files[0]
+        return
+    suffixes = {f.suffix.lower() for f in files}
+    if len(suffixes) > 1:
+        raise RunError(f"{table} files of different types ({', '.join(sorted(suffixes))}): give one type")
+    with tempfile.TemporaryDirectory(prefix="vpp-backtest-") as folder:
+        for k, file in enumerate(files):
+            os.symlink(file, Path(folder) / f"{k:04d}_{table}{file.suffix.lower()}")
+        yield Path(folder)
+
+
+def load_inputs(paths: Sequence[Path]) -> MarketInputs:
+    """Load DISPATCHPRICE and PREDISPATCHPRICE from ``paths`` (see :func:`data_files`) and hash every
+    file. Raises RunError or services.mms.MmsFormatError (naming the file) when they cannot be used."""
+    tables = data_files(paths)
+    with _as_one_path(tables[DISPATCH_TABLE], DISPATCH_TABLE) as path:
+        dispatch = load_dispatch_prices(path)
+    with _as_one_path(tables[PREDISPATCH_TABLE], PREDISPATCH_TABLE) as path:
+        predispatch = load_predispatch_prices(path)
+    files = tuple(DataFile(path=f, table=table, sha256=file_sha256(f), size_bytes=f.stat().st_size)
+                  for table, found in tables.items() for f in found)
+    return MarketInputs(dispatch=dispatch, predispatch=predispatch, files=files,
+                        sources=tuple(Path(p).expanduser().resolve() for p in paths))
+
+
+def code_version(repo: Path = REPO_ROOT) -> str:
+    """``git <describe --tags --always --dirty>`` of ``repo`` when it is a git work tree, else
+    ``openvpp <package version>``."""
+    try:
+        described = subprocess.run(["git", "describe", "--tags", "--always", "--dirty"], cwd=repo,
+                                   capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        if described:
+            return f"git {described}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"openvpp {metadata.version('openvpp')}"
+    except metadata.PackageNotFoundError:
+        return "openvpp unknown"
+
+
+def settings_snapshot(settings: Settings) -> dict[str, Any]:
+    """The settings that decide a backtest's result (market rules, battery, bidding, cycle, publication
+    model), JSON-ready; the data folder is left out (the data files are hashed instead)."""
+    market_data = {f.name: getattr(settings.market_data, f.name) for f in fields(settings.market_data)
+                   if f.name != "data_dir"}
+    raw = {"market": asdict(settings.market), "battery": asdict(settings.battery),
+           "bidding": asdict(settings.bidding), "cycle": asdict(settings.cycle), "market_data": market_data}
+    loaded: dict[str, Any] = json.loads(json.dumps(raw, default=str))
+    return loaded
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: the text hashed for ids and digests."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def sha256_text(text: str) -> str:
+    """sha256 (hex) of a text's UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# The period
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """Market time (naive AEST) from ``start`` to ``end``: the dispatch intervals ending in (start, end]."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def intervals(self) -> int:
+        """Number of 5-minute dispatch intervals (= decisions)."""
+        return (self.end - self.start) // INTERVAL
+
+    @property
+    def first_interval(self) -> datetime:
+        """The first dispatch interval (interval-ending AEST)."""
+        return self.start + INTERVAL
+
+    @property
+    def last_interval(self) -> datetime:
+        """The last dispatch interval (interval-ending AEST)."""
+        return self.end
+
+    def first_decision(self, schedule_offset_s: int) -> datetime:
+        """When the decision bidding the first interval is made (AEST): during the interval before it,
+        ``schedule_offset_s`` after that interval starts."""
+        return self.start - INTERVAL + timedelta(seconds=schedule_offset_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: start, end, first and last interval (ISO, AEST) and the interval count."""
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(),
+                "first_interval": self.first_interval.isoformat(), "last_interval": self.last_interval.isoformat(),
+                "intervals": self.intervals}
+
+
+def _on_grid(moment: datetime, label: str) -> datetime:
+    if moment.tzinfo is not None:
+        raise RunError(f"{label} must be a market time (AEST) without a time zone, got {moment}")
+    if moment.second or moment.microsecond or moment.minute % 5:
+        raise RunError(f"{label} {moment:%Y-%m-%d %H:%M:%S} is not on the 5-minute grid")
+    return moment
+
+
+def _datetime(value: np.datetime64) -> datetime:
+    moment: datetime = value.astype("datetime64[s]").item()
+    return moment
+
+
+def resolve_period(dispatch: DispatchPrices, region: str, *, start: datetime | None = None,
+                   end: datetime | None = None, days: float | None = None) -> Period:
+    """The period of a run (AEST): ``start`` / ``end`` / ``days`` as given (at most two of them), the rest
+    from the data (default: every interval of the file). RunError for an unknown region, an empty or
+    misaligned period, or a period whose dispatch intervals have no ENERGY price for ``region``, with
+    what the data covers."""
+    if region not in dispatch.regions:
+        raise RunError(f"unknown region {region!r}; the data has regions {', '.join(dispatch.regions)}")
+    if len(dispatch.intervals) == 0:
+        raise RunError("the dispatch data has no intervals")
+    if start is not None and end is not None and days is not None:
+        raise RunError("give at most two of --start, --end and --days")
+    if days is not None and not (math.isfinite(days) and days > 0):
+        raise RunError(f"--days must be positive, got {days}")
+    span = None if days is None else INTERVAL * round(days * INTERVALS_PER_DAY)
+    first_start = _datetime(dispatch.intervals[0]) - INTERVAL
+    last_end = _datetime(dispatch.intervals[-1])
+    if start is None:
+        start = end - span if end is not None and span is not None else first_start
+    if end is None:
+        end = start + span if span is not None else last_end
+    period = Period(_on_grid(start, "--start"), _on_grid(end, "--end"))
+    if period.intervals < 1:
+        raise RunError(f"the period {period.start:%Y-%m-%d %H:%M} .. {period.end:%Y-%m-%d %H:%M} has no "
+                       "5-minute interval")
+    _check_coverage(dispatch, region, period)
+    return period
+
+
+def _check_coverage(dispatch: DispatchPrices, region: str, period: Period) -> None:
+    wanted = np.arange(np.datetime64(period.first_interval, "s"), np.datetime64(period.end, "s") + 1,
+                       np.timedelta64(300, "s"))
+    energy = dispatch.price[dispatch.region_index(region), :, 0]
+    position = np.clip(np.searchsorted(dispatch.intervals, wanted), 0, len(dispatch.intervals) - 1)
+    present = (dispatch.intervals[position] == wanted) & np.isfinite(energy[position])
+    covers = (f"the data covers intervals ending {_datetime(dispatch.intervals[0]):%Y-%m-%d %H:%M} .. "
+              f"{_datetime(dispatch.intervals[-1]):%Y-%m-%d %H:%M}")
+    shown = f"{period.start:%Y-%m-%d %H:%M} .. {period.end:%Y-%m-%d %H:%M}"
+    if not bool(present.any()):
+        raise RunError(f"no {region} dispatch prices in the period {shown} (AEST); {covers}")
+    if not bool(present.all()):
+        first_missing = _datetime(wanted[int(np.argmin(present))])
+        raise RunError(f"{int((~present).sum())} of the {len(wanted)} intervals of {shown} have no {region} "
+                       f"dispatch price (first: ending {first_missing:%Y-%m-%d %H:%M}); {covers}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The run's specification and id
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RunSpec:
+    """Everything that decides a run's result, and how it was asked for.
+
+    ``settings`` is the effective settings snapshot (:func:`settings_snapshot`, the strategy's overrides
+    applied); ``config_file`` the ``--config`` file given (path, sha256), if any; ``sources`` the
+    ``--data`` paths as given (absolute).
+    """
+
+    region: str
+    period: Period
+    strategy: Strategy
+    files: tuple[DataFile, ...]
+    sources: tuple[Path, ...]
+    code_version: str
+    settings: Mapping[str, Any]
+    config_file: tuple[Path, str] | None = None
+
+    @property
+    def settings_sha256(self) -> str:
+        """sha256 of the effective settings snapshot's canonical JSON."""
+        return sha256_text(canonical_json(self.settings))
+
+    def manifest(self) -> dict[str, Any]:
+        """What the run id hashes: region, period, strategy, data hashes, settings hash, code version."""
+        return {"format": SUMMARY_FORMAT, "region": self.region, "period": self.period.to_dict(),
+                "strategy": self.strategy.to_dict(),
+                "data": [{"table": f.table, "sha256": f.sha256} for f in self.files],
+                "settings_sha256": self.settings_sha256, "code_version": self.code_version}
+
+    @property
+    def run_id(self) -> str:
+        """``<region>-<start>-<intervals>-<manifest hash>`` (see the module docstring)."""
+        digest = sha256_text(canonical_json(self.manifest()))[:_ID_HASH_CHARS]
+        return f"{self.region}-{self.period.start:%Y%m%dT%H%M}-{self.period.intervals}-{digest}"
+
+    @property
+    def forecast_source(self) -> str:
+        """Where the run's forecasts come from (``model`` unless the strategy says otherwise)."""
+        return str(self.strategy.parameter_map.get(FORECAST_SOURCE_KEY, "model"))
+
+    def command(self) -> str:
+        """The ``vpp`` command line that makes this run again."""
+        from backtest.strategy import parameter_flags
+
+        words = ["vpp"]
+        if self.config_file is not None:
+            words += ["--config", shlex.quote(str(self.config_file[0]))]
+        words += ["backtest", "run"]
+        for source in self.sources:
+            words += ["--data", shlex.quote(str(source))]
+        words += ["--region", self.region, "--start", f"{self.period.start:%Y-%m-%dT%H:%M}",
+                  "--end", f"{self.period.end:%Y-%m-%dT%H:%M}", *parameter_flags(self.strategy)]
+        return " ".join(words)
+
+
+def supports_forecast_source() -> bool:
+    """Whether the engine's configuration has a ``forecast_source`` (perfect-information runs)."""
+    return FORECAST_SOURCE_KEY in {f.name for f in fields(BacktestConfig)}
+
+
+def perfect_information_spec(spec: RunSpec) -> RunSpec:
+    """The same run with forecasts replaced by the actual prices (``forecast_source = "actual"``).
+    RunError when the engine cannot do that."""
+    if not supports_forecast_source():
+        raise RunError("this engine has no forecast_source: perfect-information runs are not available")
+    strategy = spec.strategy.with_parameter(FORECAST_SOURCE_KEY, PERFECT_INFORMATION_SOURCE)
+    return RunSpec(region=spec.region, period=spec.period, strategy=strategy, files=spec.files,
+                   sources=spec.sources, code_version=spec.code_version, settings=spec.settings,
+                   config_file=spec.config_file)
+
+
+def make_spec(settings: Settings, inputs: MarketInputs, region: str, period: Period, strategy: Strategy, *,
+              config_file: Path | None = None, version: str | None = None) -> RunSpec:
+    """The specification of a run of ``strategy`` (its overrides applied to ``settings``)."""
+    config = None
+    if config_file is not None:
+        path = Path(config_file).expanduser().resolve()
+        config = (path, file_sha256(path))
+    return RunSpec(region=region, period=period, strategy=strategy, files=inputs.files, sources=inputs.sources,
+                   code_version=version if version is not None else code_version(),
+                   settings=settings_snapshot(strategy.apply(settings)), config_file=config)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RunOutcome:
+    """A finished run: its spec, the engine's result, the ledger, summary and timing (JSON-ready)."""
+
+    spec: RunSpec
+    result: BacktestResult
+    ledger: pd.DataFrame
+    summary: dict[str, Any]
+    timing: dict[str, Any]
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def engine_run(settings: Settings, inputs: MarketInputs, config: BacktestConfig, *, market: DispatchPrices,
+               workers: int | None, progress: Progress | None) -> BacktestResult:
+    """:func:`backtest.engine.run_backtest` of ``inputs`` on ``workers`` processes (None: the engine's
+    default), reporting ``progress(done, total)``."""
+    return run_backtest(settings, inputs.dispatch, inputs.predispatch, config, market=market, progress=progress,
+                        workers=workers)
+
+
+def _results(result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float) -> dict[str, Any]:
+    pf_energy = float(ledger["pf_energy_revenue_dollars"].sum())
+    pf_fcas_by_product = {p: float(ledger[f"pf_fcas_revenue_dollars_{p}"].sum()) for p in result.fcas_products}
+    pf_total = float(ledger["pf_total_revenue_dollars"].sum())
+    return {
+        "decisions": len(result.records),
+        "energy_revenue_dollars": result.energy_revenue_dollars,
+        "fcas_revenue_dollars": result.fcas_revenue_dollars,
+        "fcas_revenue_by_product_dollars": dict(result.fcas_revenue_by_product_dollars),
+        "total_revenue_dollars": result.total_revenue_dollars,
+        "perfect_foresight": {
+            "energy_only_dollars": pf_energy_only,
+            "energy_fcas_dollars": pf_total,
+            "energy_fcas_energy_dollars": pf_energy,
+            "energy_fcas_fcas_by_product_dollars": pf_fcas_by_product,
+        },
+        "capture_total": _ratio(result.total_revenue_dollars, pf_total),
+        "capture_energy": _ratio(result.energy_revenue_dollars, pf_energy_only),
+        "initial_state_of_charge_mwh": result.initial_state_of_charge_mwh,
+        "final_state_of_charge_mwh": result.final_state_of_charge_mwh,
+        "throughput_mwh": result.throughput_mwh,
+        "cycles": result.cycles,
+        "safe_fallbacks": result.safe_fallbacks,
+        "validation_rejections": result.validation_rejections,
+        "rebids": result.rebids,
+        "failed_decisions": result.failed_decisions,
+    }
+
+
+def _skill(skills: Sequence[LeadSkill], levels: Sequence[float]) -> dict[str, Any]:
+    return {"quantiles": list(levels), "actual": "DISPATCHPRICE RRP of the target interval ($/MWh)",
+            "leads": [{"lead": s.lead, "minutes": s.minutes, "n": s.n, "mae": _finite(s.mae),
+                       "pinball": _finite(s.pinball)} for s in skills]}
+
+
+def build_summary(spec: RunSpec, result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float,
+                  skills: Sequence[LeadSkill], levels: Sequence[float]) -> dict[str, Any]:
+    """The run's ``summary.json`` content (deterministic: no timing, no time of running)."""
+    pi_id = (perfect_information_spec(spec).run_id
+             if supports_forecast_source() and spec.forecast_source != PERFECT_INFORMATION_SOURCE else None)
+    return {
+        "format": SUMMARY_FORMAT,
+        "run_id": spec.run_id,
+        "region": spec.region,
+        "period": spec.period.to_dict(),
+        "first_decision": result.config.first_decision.isoformat(),
+        "strategy": spec.strategy.to_dict(),
+        "strategy_label": spec.strategy.label,
+        "forecast_source": spec.forecast_source,
+        "perfect_information_run_id": pi_id,
+        "code_version": spec.code_version,
+        "data": [{"path": str(f.path), "table": f.table, "sha256": f.sha256, "bytes": f.size_bytes}
+                 for f in spec.files],
+        "data_sources": [str(s) for s in spec.sources],
+        "config_file": (None if spec.config_file is None
+                        else {"path": str(spec.config_file[0]), "sha256": spec.config_file[1]}),
+        "settings_sha256": spec.settings_sha256,
+        "settings": spec.settings,
+        "command": spec.command(),
+        "fcas_products": list(result.fcas_products),
+        "results": _results(result, ledger, pf_energy_only),
+        "forecast_skill": _skill(skills, levels),
+    }
+
+
+def execute_run(settings: Settings, inputs: MarketInputs, spec: RunSpec, *, workers: int | None = None,
+                progress: Progress | None = None) -> RunOutcome:
+    """Run ``spec``: the backtest, perfect foresight over the same intervals (energy + FCAS per interval,
+    energy only in total), the ledger, forecast skill by lead and the summary. ``settings`` are the
+    settings before the strategy's overrides. Raises BacktestError / StrategyError when it cannot run."""
+    started = time.perf_counter()
+    effective = spec.strategy.apply(settings)
+    config = spec.strategy.config(spec.region, spec.period.first_decision(effective.cycle.schedule_offset_s),
+                                  spec.period.intervals)
+    market = market_prices(effective, inputs.dispatch)
+    result = engine_run(effective, inputs, config, market=market, workers=workers, progress=progress)
+    if result.first_interval != spec.period.first_interval:
+        raise BacktestError(f"the backtest's first interval {result.first_interval} is not the period's "
+                            f"{spec.period.first_interval}")
+    backtest_s = time.perf_counter() - started
+    pf_started = time.perf_counter()
+    pf = perfect_foresight_ledger(effective, market, spec.region, spec.period.first_interval,
+                                  spec.period.intervals)
+    energy, fcas = perfect_foresight_revenue(effective, market, spec.region, spec.period.first_interval,
+                                             spec.period.intervals, include_fcas=False)
+    pf_s = time.perf_counter() - pf_started
+    levels = result_quantiles(result, effective)
+    leads = result_leads(result)
+    ledger = backtest_ledger(result, pf, leads=leads, levels=levels)
+    region = inputs.dispatch.region_index(spec.region)
+    skills = forecast_skill_by_lead(ledger, leads, levels, inputs.dispatch.intervals,
+                                    inputs.dispatch.price[region, :, 0])
+    summary = build_summary(spec, result, ledger, energy + fcas, skills, levels)
+    timing = {
+        "run_id": spec.run_id,
+        "finished_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "workers": workers,
+        "wall_time_s": time.perf_counter() - started,
+        "backtest_s": backtest_s,
+        "perfect_foresight_s": pf_s,
+        "decisions_per_second": len(result.records) / backtest_s if backtest_s > 0 else None,
+        "stage_seconds": result.stage_seconds(),
+    }
+    return RunOutcome(spec=spec, result=result, ledger=ledger, summary=summary, timing=timing)
+
+
+# --------------------------------------------------------------------------------------------------
+# The results folder
+# --------------------------------------------------------------------------------------------------
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with non-finite floats as null (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented, key-sorted strict JSON (non-finite floats as null)."""
+    path.write_text(json.dumps(_json_ready(value), indent=2, sort_keys=True, allow_nan=False) + "\n",
+                    encoding="utf-8")
+
+
+def save_run(root: Path, outcome: RunOutcome) -> Path:
+    """Write the run's ``summary.json``, ``ledger.parquet`` and ``timing.json`` to ``root/<run id>/``
+    (replacing an earlier run of the same id); returns the folder."""
+    folder = Path(root) / outcome.spec.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SUMMARY_FILE).unlink(missing_ok=True)
+    outcome.ledger.to_parquet(folder / LEDGER_FILE, index=False)
+    write_json(folder / TIMING_FILE, outcome.timing)
+    write_json(folder / SUMMARY_FILE, outcome.summary)  # last: a folder without it is not a run
+    return folder
+
+
+@dataclass(frozen=True, eq=False)
+class StoredRun:
+    """A run in a results folder: its folder, summary and timing (empty if absent)."""
+
+    folder: Path
+    summary: dict[str, Any]
+    timing: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        """The run id."""
+        return str(self.summary["run_id"])
+
+    def ledger(self) -> pd.DataFrame:
+        """The per-interval ledger; RunError when the file is missing or unreadable."""
+        path = self.folder / LEDGER_FILE
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as error:
+            raise RunError(f"{path}: cannot be read: {error}") from None
+
+
+def read_run(folder: Path) -> StoredRun:
+    """The run stored in ``folder``; RunError when it has no readable summary.json."""
+    path = Path(folder) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{folder} is not a backtest run (no {SUMMARY_FILE})") from None
+    except (OSError, ValueError) as error:
+        raise RunError(f"{path}: cannot be read: {error}") from None
+    if not isinstance(summary, dict) or "run_id" not in summary:
+        raise RunError(f"{path}: not a backtest summary")
+    timing: dict[str, Any] = {}
+    try:
+        loaded = json.loads((Path(folder) / TIMING_FILE).read_text(encoding="utf-8"))
+        timing = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    return StoredRun(folder=Path(folder), summary=summary, timing=timing)
+
+
+def list_runs(root: Path) -> list[StoredRun]:
+    """Every run under ``root`` (folders with a summary.json), oldest first (by finish time, then id)."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    runs = [read_run(child) for child in sorted(base.iterdir()) if (child / SUMMARY_FILE).is_file()]
+    return sorted(runs, key=lambda run: (str(run.timing.get("finished_at_utc", "")), run.run_id))
+
+
+def find_run(root: Path, reference: str) -> StoredRun:
+    """The run ``reference`` names: a run folder's path, a run id under ``root``, or a unique prefix of a run
+    id or of its hash part (the last 10 characters). RunError when none or several match."""
+    as_path = Path(reference)
+    if (as_path / SUMMARY_FILE).is_file():
+        return read_run(as_path)
+    base = Path(root)
+    if (base / reference / SUMMARY_FILE).is_file():
+        return read_run(base / reference)
+    matches = ([child for child in sorted(base.iterdir())
+                if (child.name.startswith(reference) or child.name.rpartition("-")[2].startswith(reference))
+                and (child / SUMMARY_FILE).is_file()]
+               if base.is_dir() and reference else [])
+    if len(matches) == 1:
+        return read_run(matches[0])
+    if matches:
+        raise RunError(f"run {reference!r} is ambiguous in {base}: {', '.join(m.name for m in matches)}")
+    raise RunError(f"no run {reference!r} in {base} (see vpp backtest list --out {base})")
+
+
+def stored_strategy(run: StoredRun, settings: Settings) -> Strategy:
+    """The strategy a stored run used (names and parameters checked against this code)."""
+    try:
+        return strategy_from_dict(run.summary["strategy"], settings)
+    except (KeyError, TypeError, StrategyError) as error:
+        raise RunError(f"run {run.run_id}: its strategy cannot be used here: {error}") from None
+
+
+def stored_spec(run: StoredRun, settings: Settings, inputs: MarketInputs) -> RunSpec:
+    """The spec of a stored run, re-made with ``inputs`` (see :func:`inputs_of`), ``settings`` and this
+    code's version."""
+    period = Period(datetime.fromisoformat(run.summary["period"]["start"]),
+                    datetime.fromisoformat(run.summary["period"]["end"]))
+    strategy = stored_strategy(run, settings)
+    config = run.summary.get("config_file")
+    return RunSpec(region=str(run.summary["region"]), period=period, strategy=strategy, files=inputs.files,
+                   sources=inputs.sources, code_version=code_version(),
+                   settings=settings_snapshot(strategy.apply(settings)),
+                   config_file=None if config is None else (Path(config["path"]), str(config["sha256"])))
+
+
+def run_and_save(settings: Settings, inputs: MarketInputs, spec: RunSpec, root: Path, *,
+                 workers: int | None = None, progress: Progress | None = None, report: bool = True,
+                 plot_day: str | None = None, perfect_information: Mapping[str, Any] | None = None,
+                 ) -> tuple[RunOutcome, Path]:
+    """:func:`execute_run` then :func:`save_run` under ``root`` and, with ``report``, the plots and HTML
+    report (:func:`backtest.report.write_run_report`; ``perfect_information`` is the summary of the run's
+    perfect-information twin, if made). Returns the outcome and the run's folder."""
+    from backtest.compare import RunView
+    from backtest.report import write_run_report
+
+    outcome = execute_run(settings, inputs, spec, workers=workers, progress=progress)
+    folder = save_run(root, outcome)
+    if report:
+        write_run_report(folder, RunView(spec.run_id, outcome.summary, outcome.ledger, perfect_information),
+                         plot_day)
+    return outcome, folder
+
+
+def _twin_key(summary: Mapping[str, Any]) -> tuple[Any, ...]:
+    strategy = dict(summary.get("strategy", {}))
+    parameters = dict(strategy.pop("parameters", {}))
+    parameters.pop(FORECAST_SOURCE_KEY, None)
+    return (summary.get("region"), canonical_json(summary.get("period")), canonical_json(strategy),
+            canonical_json(parameters), canonical_json(sorted(d["sha256"] for d in summary.get("data", []))),
+            summary.get("settings_sha256"))
+
+
+def find_perfect_information(root: Path, run: StoredRun) -> StoredRun | None:
+    """The perfect-information twin of ``run`` under ``root``: the run its summary names, else a run of the
+    same region, period, strategy, parameters, data and settings with ``forecast_source = "actual"`` (any
+    code version). None when there is none or ``run`` is itself such a run."""
+    if run.summary.get("forecast_source") == PERFECT_INFORMATION_SOURCE:
+        return None
+    named = run.summary.get("perfect_information_run_id")
+    if named and (Path(root) / str(named) / SUMMARY_FILE).is_file():
+        return read_run(Path(root) / str(named))
+    key = _twin_key(run.summary)
+    twins = [other for other in list_runs(root)
+             if other.summary.get("forecast_source") == PERFECT_INFORMATION_SOURCE and _twin_key(other.summary) == key]
+    return twins[-1] if twins else None
+
+
+def inputs_of(run: StoredRun) -> MarketInputs:
+    """Load the data a stored run read (its ``--data`` paths); RunError when they are gone or changed."""
+    sources = [Path(p) for p in run.summary.get("data_sources", [])]
+    try:
+        inputs = load_inputs(sources)
+    except RunError as error:
+        raise RunError(f"run {run.run_id}: its data cannot be loaded again: {error}") from None
+    recorded = sorted((d["table"], d["sha256"]) for d in run.summary.get("data", []))
+    if sorted((f.table, f.sha256) for f in inputs.files) != recorded:
+        raise RunError(f"run {run.run_id}: its data files have changed since (sha256 differs)")
+    return inputs
