@@ -22,6 +22,7 @@ from algorithms.lp_matrix import (
 )
 from algorithms.optimise import DispatchPlan, dispatch_spec, solve_dispatch
 from settings import load_settings
+from tests.test_optimise import small_battery
 
 pytestmark = pytest.mark.skipif(not highspy_available(), reason="the matrix build is solved by highspy")
 
@@ -32,15 +33,6 @@ H = 5 / 60
 
 def reference_battery() -> BatteryParams:
     return battery_from_spec(battery_spec_from_settings(load_settings(environ={}).battery))
-
-
-def small_battery(**overrides: Any) -> BatteryParams:
-    battery = BatteryParams(
-        unit_id="TEST1", region="SA1", power_mw=10.0, energy_mwh=20.0, charge_efficiency=0.9,
-        discharge_efficiency=0.9, soc_min_fraction=0.0, soc_max_fraction=1.0, mlf_gen=1.0, mlf_load=1.0,
-        ramp_rate_mw_per_min=100.0, min_ramp_rate_mw_per_min=3.0,
-    )
-    return replace(battery, **overrides)
 
 
 def random_prices(horizon: int, seed: int, products: list[str] = FCAS_PRODUCTS,
