@@ -117,6 +117,9 @@ class BiddingSettings:
     # at or beyond these prices ($/MWh): GEN at or above the first, LOAD at or below the second.
     fcas_displacement_gen_floor: float = 1000.0
     fcas_displacement_load_ceiling: float = -100.0
+    # Which planned FCAS those prices protect: "all" (contingency and regulation) or "regulation" (energy may
+    # displace planned contingency FCAS at the headroom's own opportunity cost).
+    fcas_displacement_scope: str = "all"
     # With "opportunity_cost": "price_taking" puts planned discharge in GEN band 1 and planned charge in the
     # top LOAD band; "energy_value" prices them by the plan's value of stored energy (bid_builder.py).
     planned_pricing: str = "price_taking"
@@ -310,6 +313,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
             headroom_pricing=str(b.get("headroom_pricing", "fixed")),
             fcas_displacement_gen_floor=float(b.get("fcas_displacement_gen_floor", 1000.0)),
             fcas_displacement_load_ceiling=float(b.get("fcas_displacement_load_ceiling", -100.0)),
+            fcas_displacement_scope=str(b.get("fcas_displacement_scope", "all")),
             planned_pricing=str(b.get("planned_pricing", "price_taking")),
             energy_value_floor_per_mwh=float(b.get("energy_value_floor_per_mwh", -1000.0)),
         ),

@@ -30,7 +30,8 @@ RULES = CONFIG.market
 BIDDING = replace(CONFIG.bidding, headroom_pricing="fixed", planned_pricing="price_taking",
                   gen_band_prices=(0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 5000.0, 10000.0, 14900.0),
                   load_band_prices=(-1000.0, -500.0, -300.0, -100.0, -50.0, -20.0, -10.0, -1.0, 100.0, 299.0),
-                  fcas_displacement_load_ceiling=-100.0, energy_value_floor_per_mwh=-1000.0)
+                  fcas_displacement_load_ceiling=-100.0, energy_value_floor_per_mwh=-1000.0,
+                  fcas_displacement_scope="all")
 BATTERY = battery_spec_from_settings(CONFIG.battery)
 PARAMS = battery_from_spec(BATTERY)
 FCAS = ("RAISE6SEC", "RAISE60SEC", "RAISE5MIN", "RAISEREG",
@@ -383,3 +384,18 @@ def test_the_energy_value_floor_limits_how_negative_planned_prices_go() -> None:
     # -50 / 0.92 = -54.3 $/MWh: the -100 band; -200 / 0.92 = -217 $/MWh: the -1000 band.
     assert floored[prices.index(-100.0)] == pytest.approx(150.0)
     assert unfloored[prices.index(-1000.0)] == pytest.approx(150.0)
+
+
+def test_displacement_scope_regulation_lets_energy_displace_contingency_fcas() -> None:
+    fcas = {"RAISE6SEC": [100.0], "RAISEREG": [20.0]}
+    plan = with_duals(make_plan([0.0], [0.0], fcas=fcas), [46.0], [0.0], [0.0])
+    prices = list(BIDDING.gen_band_prices)
+    protected = band_mw(build(plan, bidding=OPPORTUNITY), common_pb2.DIRECTION_GEN)
+    assert protected[prices.index(300.0)] == pytest.approx(30.0)
+    assert protected[prices.index(1000.0)] == pytest.approx(120.0)
+    scoped = band_mw(build(plan, bidding=replace(OPPORTUNITY, fcas_displacement_scope="regulation")),
+                     common_pb2.DIRECTION_GEN)
+    assert scoped[prices.index(300.0)] == pytest.approx(130.0)
+    assert scoped[prices.index(1000.0)] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="fcas_displacement_scope"):
+        build(plan, bidding=replace(OPPORTUNITY, fcas_displacement_scope="some"))
