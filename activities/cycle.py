@@ -25,10 +25,17 @@ from algorithms.content_hash import sha256_hex
 from algorithms.cycle_requests import forecast_request, optimisation_request
 from algorithms.errors import InvalidRequestError
 from algorithms.nem_time import from_timestamp, trading_day
+from algorithms.operator_controls import (
+    EffectiveControls,
+    battery_with_soc_floor,
+    effective_controls,
+    with_operator_rebid_reason,
+)
 from algorithms.rebid import material_changes, with_rebid_reason
 from archive import Archive
 from models import bids as bid_store
 from models import cycles as cycle_store
+from models import operator_controls as control_store
 from models.db import connect
 from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
 from services.market_data import estimate_missing, fetch_snapshot, latest_known
@@ -100,9 +107,22 @@ class CycleActivities:
     async def _get(self, key: str) -> Any:
         return await asyncio.to_thread(self._archive.get, key)
 
+    async def _controls(self, unit_id: str) -> EffectiveControls:
+        """The unit's operator controls in force now (wall clock: SoC holds end at a wall-clock time)."""
+        async with await connect(self._database_url) as conn:
+            stored = await control_store.get_controls(conn, unit_id)
+        return effective_controls(stored, datetime.now(UTC))
+
     @activity.defn(name="fetch_market_snapshot")
     async def fetch_market_snapshot(self, request: FetchInput) -> MarketFetched:
-        """Fetch the as-of snapshot (gRPC) and the unit's state; archive the snapshot."""
+        """Read the unit's operator controls; unless bidding is paused, fetch the as-of snapshot (gRPC) and
+        the unit's state and archive the snapshot. A paused unit's fact has no snapshot and no products."""
+        controls = await self._controls(request.unit_id)
+        if controls.paused:
+            return MarketFetched(snapshot_key="", latest_quality="SKIPPED", latest_interval="", latest_known=True,
+                                 products=(), quality_notes=(), state_of_charge_mwh=float("nan"),
+                                 net_mw=float("nan"), as_of=request.as_of, paused=True,
+                                 paused_reason=controls.paused_reason)
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
         as_of = datetime.fromisoformat(request.as_of)
         try:
@@ -126,6 +146,9 @@ class CycleActivities:
             state_of_charge_mwh=status.state_of_charge_mwh,
             net_mw=status.net_mw,
             as_of=request.as_of,
+            soc_floor_fraction=controls.soc_floor_fraction,
+            soc_floor_until=controls.soc_floor_until.isoformat() if controls.soc_floor_until else None,
+            manual_rebid_reason=controls.manual_rebid_reason,
         )
 
     @activity.defn(name="request_forecast")
@@ -157,7 +180,8 @@ class CycleActivities:
         config = task.config
         try:
             request = optimisation_request(
-                forecasts, self._battery, request_id=f"{task.cycle_id}/optimisation",
+                forecasts, battery_with_soc_floor(self._battery, task.soc_floor_fraction),
+                request_id=f"{task.cycle_id}/optimisation",
                 first_interval=datetime.fromisoformat(task.first_interval),
                 horizon_intervals=config.horizon_intervals, state_of_charge_mwh=task.state_of_charge_mwh,
                 terminal_state_of_charge_mwh=self._settings.battery.initial_state_of_charge_mwh,
@@ -180,8 +204,10 @@ class CycleActivities:
         """Build the bid from the plan and validate it (V1–V8); fall back to the safe bid; archive both.
 
         A bid that does not differ materially from the bid in force is not resubmitted (``rebid`` is
-        False and the bid in force stands); a rebid's explanation lists the material changes. A bid that
-        fails validation is archived as rejected and never returned for submission.
+        False and the bid in force stands) unless the operator asked for a manual rebid; a rebid's
+        explanation lists the material changes (after the operator's reason on a manual rebid). An
+        operator's SoC hold raises the battery's minimum SoC, so no discharge is offered below it. A bid
+        that fails validation is archived as rejected and never returned for submission.
         """
         plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
@@ -195,9 +221,11 @@ class CycleActivities:
                                       initial_soc_mwh=request.state_of_charge_mwh)
         plan_hash = request.plan_key.removeprefix("sha256:")
         bidding, rules = self._settings.bidding, self._settings.market
+        battery = battery_with_soc_floor(self._battery, request.soc_floor_fraction)
+        manual = request.manual_rebid_reason
         candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = [
-            ("plan", lambda: build_bid(plan, self._battery, bidding, rules, plan_hash=plan_hash, **common)),
-            ("safe", lambda: build_safe_bid(self._battery, bidding, rules, plan_hash=plan_hash,
+            ("plan", lambda: build_bid(plan, battery, bidding, rules, plan_hash=plan_hash, **common)),
+            ("safe", lambda: build_safe_bid(battery, bidding, rules, plan_hash=plan_hash,
                                             reason="the plan's bid failed validation", **common)),
         ]
         rejected: list[str] = []
@@ -208,12 +236,13 @@ class CycleActivities:
                 rejected.append(f"{name} bid: {error}")
                 continue
             changes = material_changes(bid, standing.bid() if standing else None, bidding.rebid_materiality_mw)
-            if not changes and standing is not None:
+            if not changes and standing is not None and not manual:
                 return BidBuilt(bid_key=None, valid=True, safe_fallback=name == "safe", violations=tuple(rejected),
                                 summary=f"no material change from bid {standing.bid_id}: it stands",
                                 rebid=False, standing_bid_id=standing.bid_id)
-            bid = with_rebid_reason(bid, changes, rules.rebid_explanation_max_chars)
-            violations = validate_bid(bid, self._battery, rules, products=request.products,
+            bid = (with_operator_rebid_reason(bid, manual, changes, rules.rebid_explanation_max_chars) if manual
+                   else with_rebid_reason(bid, changes, rules.rebid_explanation_max_chars))
+            violations = validate_bid(bid, battery, rules, products=request.products,
                                       daily_band_prices=daily_prices)
             if violations:
                 await self._put(bid, request.cycle_id, f"bid-rejected/{name}")
@@ -221,7 +250,8 @@ class CycleActivities:
                 continue
             key = await self._put(bid, request.cycle_id, "bid")
             return BidBuilt(bid_key=key, valid=True, safe_fallback=name == "safe", violations=tuple(rejected),
-                            summary=_bid_summary(bid, name))
+                            summary=_bid_summary(bid, name) + (f"; manual rebid: {manual}" if manual else ""),
+                            manual_rebid_reason=manual)
         return BidBuilt(bid_key=None, valid=False, safe_fallback=True, violations=tuple(rejected),
                         summary="no bid passed validation")
 
@@ -254,6 +284,11 @@ class CycleActivities:
             started_at=datetime.fromisoformat(request.started_at))
         async with await connect(self._database_url) as conn:
             await cycle_store.record_cycle(conn, record)
+            if request.manual_rebid_reason and request.bid_id and await control_store.clear_pending_rebid(
+                    conn, request.unit_id, request.manual_rebid_reason):
+                await control_store.append_action(conn, control_store.OperatorAction(
+                    unit_id=request.unit_id, action="rebid submitted", reason=request.manual_rebid_reason,
+                    operator="autobidder", detail={"cycle_id": request.cycle_id, "bid_id": request.bid_id}))
             await conn.commit()
         return outcome
 

@@ -1,4 +1,9 @@
-"""Probabilistic price forecast of one product: ``sarx-quantile`` v1 (numpy least squares, xarray).
+"""Probabilistic price forecast of one product: ``sarx-quantile`` v2 (numpy least squares, xarray).
+
+v2 is v1 plus *persistence*: after the pre-dispatch blend, the first leads are pulled towards the last
+known price with weight exp(−lead/τ) in asinh space (:class:`Persistence`, τ = 3 intervals for energy,
+2 for FCAS), so a spike or a deep negative price in progress is expected to last a few more intervals.
+v1 stays servable (:func:`run_forecast_v1`) for replays.
 
 Design
 ------
@@ -81,7 +86,7 @@ from algorithms.nem_time import from_timestamp
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 
 NAME = "sarx-quantile"
-VERSION = "1"
+VERSION = "2"
 ALGORITHM = common_pb2.AlgorithmRef(name=NAME, version=VERSION)
 
 ENERGY_PRODUCT = "ENERGY"
@@ -142,6 +147,35 @@ class PredispatchBlend:
 # AEMO's energy pre-dispatch beats the statistical model at every lead up to a day; for FCAS it helps less.
 ENERGY_PREDISPATCH_BLEND = PredispatchBlend(near=0.85, far=0.45, lead_scale_intervals=60.0)
 FCAS_PREDISPATCH_BLEND = PredispatchBlend(near=0.25, far=0.25, lead_scale_intervals=60.0)
+
+
+
+ENERGY_PERSISTENCE_SCALE_V2 = 3.0
+FCAS_PERSISTENCE_SCALE_V2 = 2.0
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """How strongly the first leads hold the last known price (v2): weight exp(−lead/τ) in asinh space
+    after the pre-dispatch blend, τ in 5-minute intervals per product family (0: none, as in v1)."""
+
+    energy_lead_scale_intervals: float
+    fcas_lead_scale_intervals: float
+
+    def scale_for(self, product: str) -> float:
+        """τ of ``product`` (ENERGY or an FCAS service)."""
+        return self.energy_lead_scale_intervals if product == ENERGY_PRODUCT else self.fcas_lead_scale_intervals
+
+
+# Per version: v1 never persists; v2 holds spikes and negative prices for the next few intervals.
+# Chosen on SA1 January 2021 by realised revenue through the bidding path (`vpp backtest run`, 8,928
+# decisions; energy τ / FCAS τ → share of perfect foresight): none (v1) 83.7 %; 1/1 84.1 %; 2/2 84.4 %;
+# 4/1 84.0 %; 2/1 84.5 %; 3/2 84.5 % ($3,909,561, chosen).
+PERSISTENCE_BY_VERSION: dict[str, Persistence] = {
+    "1": Persistence(energy_lead_scale_intervals=0.0, fcas_lead_scale_intervals=0.0),
+    "2": Persistence(energy_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V2,
+                     fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2),
+}
 
 
 @dataclass(frozen=True)
@@ -504,6 +538,7 @@ def quantile_price_forecast(
     quantiles: Sequence[float],
     *,
     predispatch_blend: PredispatchBlend = ENERGY_PREDISPATCH_BLEND,
+    persistence_lead_scale_intervals: float = 0.0,
 ) -> FloatArray:
     """Quantile forecast of one product's price, shape (horizon_intervals, len(quantiles)).
 
@@ -513,6 +548,8 @@ def quantile_price_forecast(
     of the horizon. Row ``i`` forecasts the interval ending ``first_interval + 5 min * i``; columns
     follow ``quantiles`` (strictly increasing levels in (0, 1)) and never decrease along a row.
     ``predispatch_blend`` sets how much the pre-dispatch price counts (use FCAS_PREDISPATCH_BLEND for FCAS).
+    ``persistence_lead_scale_intervals`` τ > 0 pulls the central path towards the last known price with
+    weight exp(−lead/τ) after the blend (the next intervals are like the last one, spikes included).
 
     Raises InvalidRequestError when there is neither usable history nor a pre-dispatch price, or the
     inputs are inconsistent (history reaching into the horizon, off-grid times, unequal lengths).
@@ -560,6 +597,10 @@ def quantile_price_forecast(
         weight = predispatch_blend.weight(lead)
         has_pd = np.isfinite(z_predispatch)
         central = np.where(has_pd, (1 - weight) * central + weight * np.nan_to_num(z_predispatch), central)
+        if persistence_lead_scale_intervals > 0:
+            last_level = _forward_fill(np.arcsinh(history / scale))[-1]
+            persistence = np.exp(-lead / persistence_lead_scale_intervals)
+            central = persistence * last_level + (1 - persistence) * central
     else:
         central = _hold_both_ways(z_predispatch)
         offsets = _default_offsets(levels, horizon_intervals)
@@ -625,14 +666,21 @@ def _history_prices(history: market_data_pb2.ProductPriceHistory) -> FloatArray:
 
 
 def run_forecast(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
-    """Adapter: a ForecastRequest in, its ForecastResult out (prices $/MWh or $/MW/h, row-major h x q).
+    """Adapter of the current version (v2): a ForecastRequest in, its ForecastResult out ($/MWh or $/MW/h,
+    row-major h x q). Raises InvalidRequestError naming the problem for malformed requests."""
+    return _run_version(request, VERSION)
 
-    Raises InvalidRequestError naming the problem for malformed requests.
-    """
+
+def run_forecast_v1(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
+    """Adapter of v1 (no persistence), kept so archived cycles and backtests can be replayed with it."""
+    return _run_version(request, "1")
+
+
+def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb2.ForecastResult:
     started = time.perf_counter()
-    if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, VERSION):
+    if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, version):
         raise InvalidRequestError(
-            f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{VERSION}"
+            f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{version}"
         )
     if not request.product:
         raise InvalidRequestError("product is empty")
@@ -663,6 +711,7 @@ def run_forecast(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResu
     if history.HasField("first_interval"):
         history_first = from_timestamp(history.first_interval)
     blend = ENERGY_PREDISPATCH_BLEND if request.product == ENERGY_PRODUCT else FCAS_PREDISPATCH_BLEND
+    persistence = PERSISTENCE_BY_VERSION[version].scale_for(request.product)
     price = quantile_price_forecast(
         history_prices,
         history_first,
@@ -672,10 +721,11 @@ def run_forecast(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResu
         request.horizon_intervals,
         list(request.quantiles),
         predispatch_blend=blend,
+        persistence_lead_scale_intervals=persistence,
     )
     return worker_pb2.ForecastResult(
         request_id=request.request_id,
-        algorithm=request.algorithm if request.algorithm.name else ALGORITHM,
+        algorithm=request.algorithm if request.algorithm.name else common_pb2.AlgorithmRef(name=NAME, version=version),
         inputs_hash=request.inputs_hash,
         product=request.product,
         first_interval=request.first_interval,

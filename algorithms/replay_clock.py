@@ -43,18 +43,28 @@ class CycleTimeline:
     gate_closure: datetime
 
 
-def cycle_timeline(decision_time: datetime, *, market_data_cutoff_s: int, gate_closure_margin_s: int) -> CycleTimeline:
+def cycle_timeline(decision_time: datetime, *, market_data_cutoff_s: int, gate_closure_margin_s: int,
+                   minimum_lead_s: int = 0) -> CycleTimeline:
     """Timeline of a cycle deciding at ``decision_time``: it bids for the first interval whose dispatch
     run has not happened (the one after the interval in progress); gate closure is
-    ``gate_closure_margin_s`` before that interval starts."""
+    ``gate_closure_margin_s`` before that interval starts.
+
+    A cycle needs time to fetch, forecast, optimise and submit: when fewer than ``minimum_lead_s``
+    seconds separate ``decision_time`` from that gate closure (an operator triggered the schedule
+    late in an interval), the cycle bids for the interval after it instead of failing at gate closure.
+    Scheduled cycles start ``schedule_offset_s`` after the boundary and are never shifted.
+    """
     floored = decision_time.replace(second=0, microsecond=0)
     in_progress_end = floored - timedelta(minutes=floored.minute % 5) + INTERVAL
     dispatch_interval = in_progress_end + INTERVAL
+    margin = timedelta(seconds=gate_closure_margin_s)
+    if dispatch_interval - INTERVAL - margin - decision_time < timedelta(seconds=minimum_lead_s):
+        dispatch_interval += INTERVAL
     return CycleTimeline(
         decision_time=decision_time,
         dispatch_interval=dispatch_interval,
         data_cutoff=decision_time + timedelta(seconds=market_data_cutoff_s),
-        gate_closure=dispatch_interval - INTERVAL - timedelta(seconds=gate_closure_margin_s),
+        gate_closure=dispatch_interval - INTERVAL - margin,
     )
 
 

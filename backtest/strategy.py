@@ -1,6 +1,6 @@
 """A backtest *strategy*: which forecaster, optimiser and bid builder decide, and with which parameters.
 
-A strategy names its three parts by name and version (``NAME@VERSION``; a bare ``NAME`` picks the only
+A strategy names its three parts by name and version (``NAME@VERSION``; a bare ``NAME`` picks its newest
 registered version) and carries a flat mapping of parameters:
 
 * **Backtest overrides** — every field of :class:`backtest.engine.BacktestConfig` except the period and
@@ -169,8 +169,8 @@ def available_algorithms(registry: HandlerRegistry | None = None) -> dict[str, l
 
 def parse_choice(text: str, kind: str, available: Sequence[str]) -> AlgorithmChoice:
     """The algorithm ``text`` (``NAME@VERSION`` or ``NAME``) of ``kind`` among ``available``
-    (``NAME@VERSION`` strings); a bare name takes its only version. StrategyError listing the
-    available ones when it is not there."""
+    (``NAME@VERSION`` strings); a bare name takes its newest version (numeric versions compared as
+    numbers). StrategyError listing the available ones when it is not there."""
     name, _, version = text.strip().partition("@")
     listing = ", ".join(available) or "none"
     if not name:
@@ -179,10 +179,7 @@ def parse_choice(text: str, kind: str, available: Sequence[str]) -> AlgorithmCho
     if not versions:
         raise StrategyError(f"unknown {kind} {text.strip()!r}; available: {listing}")
     if not version:
-        if len(versions) > 1:
-            raise StrategyError(f"{kind} {name!r} has versions {', '.join(versions)}: name one as "
-                                f"{name}@VERSION")
-        version = versions[0]
+        version = max(versions, key=lambda v: (v.isdigit(), int(v) if v.isdigit() else 0, v))
     if version not in versions:
         raise StrategyError(f"unknown {kind} version {name}@{version}; available: {listing}")
     return AlgorithmChoice(name, version)

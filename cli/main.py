@@ -25,6 +25,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.assets import assets_app
+from cli.fleet import dispatch_app, fleet_app, peak_app
+from cli.ops import ops_app
 from settings import ConfigError, Settings, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -48,6 +51,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(archive_app, name="archive")
 app.add_typer(bench_app, name="bench")
 app.add_typer(backtest_app, name="backtest")
+app.add_typer(assets_app, name="assets")
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(dispatch_app, name="dispatch")
+app.add_typer(peak_app, name="peak")
+app.add_typer(ops_app, name="ops")
 
 # Width of tables when the output is not a terminal (a pipe or file) and COLUMNS is unset: wide enough
 # that archive keys (71 characters) are never folded.
@@ -224,6 +232,21 @@ def worker_temporal(ctx: typer.Context) -> None:
     run_until_signal(lambda stop: run_temporal_worker(settings, stop))  # type: ignore[no-any-return]
 
 
+@worker_app.command("vpp")
+def worker_vpp(ctx: typer.Context) -> None:
+    """Run the VPP Temporal worker (dispatch events) until SIGINT/SIGTERM."""
+    from models.db import resolve_database_url
+    from workers.vpp import run_vpp_worker
+
+    settings = load(ctx)
+    url, embedded = resolve_database_url(settings)
+    try:
+        run_until_signal(lambda stop: run_vpp_worker(settings, url, stop))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Database and archive
 
@@ -381,6 +404,26 @@ def bench_backtest(
     with clean_errors(), backtest_errors():
         code = main(settings, data=data or [settings.market_data.data_dir], region=region, days=days,
                     start=start, workers=workers, parameters=param or [])
+    raise typer.Exit(int(code))
+
+
+@bench_app.command("fleet")
+def bench_fleet(
+    ctx: typer.Context,
+    sites: Annotated[int, typer.Option(min=100, help="Sites of the asset graph, maths and simulator sections.")]
+    = 100_000,
+    event_sites: Annotated[int, typer.Option(min=10, help="Simulated homes of the live dispatch event.")] = 10_000,
+    event_mw: Annotated[float, typer.Option(help="Target of the live event, MW (+ discharge).")] = 10.0,
+    event_seconds: Annotated[float, typer.Option(min=10.0, help="Length of the live event (real time).")] = 60.0,
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats of each timed operation (median / best).")] = 3,
+) -> None:
+    """VPP figures: asset graph, ingest, aggregation, allocation, simulator, and a live dispatch event."""
+    from bench.fleet import run_fleet_bench
+
+    settings = load(ctx)
+    with clean_errors():
+        code = run_fleet_bench(settings, sites=sites, event_sites=event_sites, event_mw=event_mw,
+                               event_seconds=event_seconds, repeats=repeats)
     raise typer.Exit(int(code))
 
 

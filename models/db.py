@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -188,3 +189,19 @@ def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | No
 async def connect(database_url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[Any]:
     """An async psycopg connection to ``database_url`` (the caller closes it, e.g. ``async with``)."""
     return await psycopg.AsyncConnection.connect(database_url, autocommit=autocommit)
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the server of ``server_url`` (URL) for a test or benchmark, dropped
+    (with its connections) afterwards."""
+    import uuid
+
+    name = f"openvpp_scratch_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield psycopg.conninfo.make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -58,6 +58,7 @@ from models import bids as bid_store
 from models.db import connect, migrate
 from services.health import SERVER_OPTIONS, add_health, bind_port
 from services.mms import DispatchPrices, load_dispatch_prices
+from services.security import EdgeSecurity, channel, secure_server
 from settings import BatterySettings, MarketRules, Settings
 from vpp.v1 import bid_pb2, bid_pb2_grpc, common_pb2
 
@@ -329,6 +330,8 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
     # Logic ------------------------------------------------------------------------------------
 
     def _check_unit(self, unit_id: str) -> None:
+        if not unit_id:
+            raise BidRequestError(grpc.StatusCode.INVALID_ARGUMENT, "unit_id is missing")
         if unit_id != self._battery.unit_id:
             raise BidRequestError(
                 grpc.StatusCode.NOT_FOUND,
@@ -543,16 +546,18 @@ def with_administered_pricing(dispatch: DispatchPrices, rules: MarketRules) -> D
                           price=price)
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the BidService on 127.0.0.1:``settings.stack.bid_service_port`` until ``stop`` is set.
+async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity | None = None) -> None:
+    """Run the BidService on ``settings.stack.bid_service_port`` until ``stop`` is set.
 
     Requires ``settings.database_url`` (see :func:`models.db.resolve_database_url`); migrates the
     database, loads DISPATCHPRICE from ``settings.market_data.data_dir`` and serves with gRPC health.
+    ``security`` (bind host, TLS, accepted tokens) defaults to the environment's.
     Raises ValueError without a database URL and services.health.PortInUseError when the port is taken.
     """
     if not settings.database_url:
         raise ValueError("the bid service needs settings.database_url (set DATABASE_URL, or resolve one "
                          "with models.db.resolve_database_url)")
+    security = EdgeSecurity.from_environment(with_site_keys=False) if security is None else security
     database_url = settings.database_url
     applied = await asyncio.to_thread(migrate, database_url)
     if applied:
@@ -560,10 +565,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     historical = await asyncio.to_thread(load_dispatch_prices, settings.market_data.data_dir)
     dispatch_prices = with_administered_pricing(historical, settings.market)
     market = SimulatedMarket(database_url, dispatch_prices, settings.battery, settings.market)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = secure_server(security, SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)
     add_health(server, [SERVICE_NAME])
-    address = bind_port(server, settings.stack.bid_service_port, "bid service")
+    address = bind_port(server, settings.stack.bid_service_port, "bid service", security=security)
     await server.start()
     log.info("bid service on %s (unit %s, region %s)", address, settings.battery.unit_id,
              settings.battery.region)
@@ -573,40 +578,46 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await server.stop(_STOP_GRACE_S)
 
 
-async def submit_bid(address: str, bid: bid_pb2.Bid, timeout_s: float = 10.0) -> bid_pb2.SubmitBidResponse:
-    """Submit ``bid`` to the BidService at ``address`` ("host:port"); grpc.aio.AioRpcError on failure."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = bid_pb2_grpc.BidServiceStub(channel)
+async def submit_bid(address: str, bid: bid_pb2.Bid, timeout_s: float = 10.0,
+                     security: EdgeSecurity | None = None) -> bid_pb2.SubmitBidResponse:
+    """Submit ``bid`` to the BidService at ``address`` ("host:port"); grpc.aio.AioRpcError on failure.
+
+    Every client helper here takes ``security`` (TLS trust, token), the environment's by default.
+    """
+    async with channel(address, security) as bid_channel:
+        stub = bid_pb2_grpc.BidServiceStub(bid_channel)
         response: bid_pb2.SubmitBidResponse = await stub.SubmitBid(
             bid_pb2.SubmitBidRequest(bid=bid), timeout=timeout_s)
     return response
 
 
-async def get_bid(address: str, bid_id: str, timeout_s: float = 10.0) -> bid_pb2.GetBidResponse:
+async def get_bid(address: str, bid_id: str, timeout_s: float = 10.0,
+                  security: EdgeSecurity | None = None) -> bid_pb2.GetBidResponse:
     """The bid ``bid_id`` from the BidService at ``address``; AioRpcError NOT_FOUND if unknown."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = bid_pb2_grpc.BidServiceStub(channel)
+    async with channel(address, security) as bid_channel:
+        stub = bid_pb2_grpc.BidServiceStub(bid_channel)
         response: bid_pb2.GetBidResponse = await stub.GetBid(
             bid_pb2.GetBidRequest(bid_id=bid_id), timeout=timeout_s)
     return response
 
 
 async def get_unit_status(
-    address: str, unit_id: str, timeout_s: float = 10.0
+    address: str, unit_id: str, timeout_s: float = 10.0, security: EdgeSecurity | None = None
 ) -> bid_pb2.GetUnitStatusResponse:
     """State of ``unit_id`` (SoC MWh, last cleared interval, net MW) from the BidService at ``address``."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = bid_pb2_grpc.BidServiceStub(channel)
+    async with channel(address, security) as bid_channel:
+        stub = bid_pb2_grpc.BidServiceStub(bid_channel)
         response: bid_pb2.GetUnitStatusResponse = await stub.GetUnitStatus(
             bid_pb2.GetUnitStatusRequest(unit_id=unit_id), timeout=timeout_s)
     return response
 
 
 async def get_dispatch_outcome(address: str, unit_id: str, dispatch_interval: datetime,
-                               timeout_s: float = 10.0) -> bid_pb2.GetDispatchOutcomeResponse:
+                               timeout_s: float = 10.0,
+                               security: EdgeSecurity | None = None) -> bid_pb2.GetDispatchOutcomeResponse:
     """What ``unit_id`` was dispatched in the interval ending ``dispatch_interval`` (AEST), and by which bid."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = bid_pb2_grpc.BidServiceStub(channel)
+    async with channel(address, security) as bid_channel:
+        stub = bid_pb2_grpc.BidServiceStub(bid_channel)
         response: bid_pb2.GetDispatchOutcomeResponse = await stub.GetDispatchOutcome(
             bid_pb2.GetDispatchOutcomeRequest(unit_id=unit_id,
                                               dispatch_interval=nem_time.to_timestamp(dispatch_interval)),

@@ -1,7 +1,9 @@
 """gRPC health checking (grpc.health.v1) for the platform's servers, and a readiness wait for clients.
 
 Servers also bind through :func:`bind_port` so that a port already in use is a clear error: gRPC
-enables SO_REUSEPORT by default, which would otherwise let two servers share a port silently.
+enables SO_REUSEPORT by default, which would otherwise let two servers share a port silently. With TLS
+configured (:mod:`services.security`) the port is bound with the server certificate, on ``VPP_BIND_HOST``.
+Health checks need no token, but they do speak TLS when the server does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from services.security import EdgeSecurity, channel, server_credentials
 
 # Server options every platform server uses: refuse to share a port with another process.
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
@@ -36,14 +40,22 @@ def add_health(server: grpc.aio.Server, service_names: Sequence[str]) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(_ServingHealthServicer(service_names), server)
 
 
-def bind_port(server: grpc.aio.Server, port: int, service_label: str, host: str = "127.0.0.1") -> str:
+def bind_port(server: grpc.aio.Server, port: int, service_label: str, host: str | None = None,
+              security: EdgeSecurity | None = None) -> str:
     """Bind ``server`` (created with :data:`SERVER_OPTIONS`) to ``host:port``; return the address.
 
+    ``security`` defaults to the environment's (:meth:`EdgeSecurity.from_environment`); ``host`` to its
+    bind host (``VPP_BIND_HOST``, 127.0.0.1). With TLS configured the port is a TLS port.
     Raises PortInUseError("port 50051 (market-data service) is already in use") when binding fails.
     """
-    address = f"{host}:{port}"
+    security = EdgeSecurity.from_environment(with_site_keys=False) if security is None else security
+    address = f"{host or security.bind_host}:{port}"
+    credentials = server_credentials(security)
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise PortInUseError(f"port {port} ({service_label}) is already in use") from exc
     if bound == 0:
@@ -51,15 +63,16 @@ def bind_port(server: grpc.aio.Server, port: int, service_label: str, host: str 
     return address
 
 
-async def wait_healthy(address: str, timeout_s: float) -> None:
+async def wait_healthy(address: str, timeout_s: float, security: EdgeSecurity | None = None) -> None:
     """Wait until the gRPC server at ``address`` ("host:port") answers its health check SERVING.
 
-    Raises TimeoutError naming the address when it does not within ``timeout_s`` seconds.
+    ``security`` (TLS trust) defaults to the environment's. Raises TimeoutError naming the address when
+    it does not within ``timeout_s`` seconds.
     """
     deadline = time.monotonic() + timeout_s
     last_problem = "no answer"
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+    async with channel(address, security) as health_channel:
+        stub = health_pb2_grpc.HealthStub(health_channel)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

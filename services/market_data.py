@@ -47,6 +47,7 @@ from algorithms.nem_time import (
 )
 from services.health import SERVER_OPTIONS, add_health, bind_port
 from services.mms import DispatchPrices, PredispatchPrices, load_market_data
+from services.security import EdgeSecurity, channel, secure_server
 from settings import MarketDataSettings, Settings
 from vpp.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc
 
@@ -403,19 +404,21 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         return market_data_pb2.GetSnapshotResponse(snapshot=snapshot)
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the market-data gRPC server on 127.0.0.1:settings.stack.market_data_port until ``stop`` is set.
+async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity | None = None) -> None:
+    """Run the market-data gRPC server on settings.stack.market_data_port until ``stop`` is set.
 
-    Loads the MMS tables from settings.market_data.data_dir; registers gRPC health (SERVING).
+    Loads the MMS tables from settings.market_data.data_dir; registers gRPC health (SERVING). ``security``
+    (bind host, TLS, accepted tokens) defaults to the environment's (:mod:`services.security`).
     Raises PortInUseError when the port is taken, MmsFormatError when the data cannot be loaded.
     """
+    security = EdgeSecurity.from_environment(with_site_keys=False) if security is None else security
     dispatch, predispatch = await asyncio.to_thread(load_market_data, settings.market_data.data_dir)
     servicer = MarketDataServicer(dispatch, predispatch, publication_model(settings.market_data),
                                   settings.cycle.history_intervals or DEFAULT_HISTORY_INTERVALS)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = secure_server(security, SERVER_OPTIONS)
     market_data_pb2_grpc.add_MarketDataServiceServicer_to_server(servicer, server)
     add_health(server, [SERVICE_NAME])
-    address = bind_port(server, settings.stack.market_data_port, SERVICE_LABEL)
+    address = bind_port(server, settings.stack.market_data_port, SERVICE_LABEL, security=security)
     await server.start()
     try:
         logger.info("%s ready on %s: %d regions, intervals %s .. %s, %d products, %d pre-dispatch runs",
@@ -429,15 +432,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 async def fetch_snapshot(address: str, region: str, dispatch_interval: datetime, as_of: datetime,
                          history_intervals: int = 0,
-                         timeout_s: float = 10.0) -> market_data_pb2.MarketSnapshot:
+                         timeout_s: float = 10.0,
+                         security: EdgeSecurity | None = None) -> market_data_pb2.MarketSnapshot:
     """Call GetSnapshot on the server at ``address`` ("host:port"); times are naive AEST market times.
 
-    Raises grpc.aio.AioRpcError (INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED ...).
+    ``security`` (TLS trust, token) defaults to the environment's.
+    Raises grpc.aio.AioRpcError (INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, UNAVAILABLE, ...).
     """
     request = market_data_pb2.GetSnapshotRequest(
         region=region, dispatch_interval=to_timestamp(dispatch_interval), as_of=to_timestamp(as_of),
         history_intervals=history_intervals)
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = market_data_pb2_grpc.MarketDataServiceStub(channel)
+    async with channel(address, security) as snapshot_channel:
+        stub = market_data_pb2_grpc.MarketDataServiceStub(snapshot_channel)
         response: market_data_pb2.GetSnapshotResponse = await stub.GetSnapshot(request, timeout=timeout_s)
     return response.snapshot

@@ -150,6 +150,7 @@ class CycleSettings:
     market_data_poll_s: int
     market_data_cutoff_s: int
     gate_closure_margin_s: int
+    minimum_lead_s: int
     worker_answer_timeout_s: int
     replay_start: datetime
     replay_days: int
@@ -204,6 +205,41 @@ class ArchiveSettings:
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    """The VPP layer: fleet gateway, telemetry freshness, the dispatch control loop (ms, s, kW)."""
+
+    # gRPC port of the fleet gateway (sites and the dispatch control loop connect to it).
+    gateway_port: int = 50053
+    # Temporal task queue of the VPP workflows (dispatch events, peak shaving).
+    task_queue: str = "vpp"
+    # A site's latest reading older than this is stale: not used for control, widens the bounds.
+    stale_after_ms: int = 30_000
+    # Readings stamped later than now + this are rejected (future_timestamp).
+    max_clock_skew_ms: int = 5_000
+    # z of the aggregate's uncertainty bounds (1.96: 95 %).
+    confidence_z: float = 1.96
+    # Seconds between two control steps of a dispatch event.
+    control_interval_s: float = 2.0
+    # The first allocation is held (commands resent, not corrected) this long after an event's first step,
+    # so every site has reported at least once since its command: longer than a site's reporting interval.
+    first_correction_after_ms: int = 6_000
+    # An unacknowledged command is resent after this long (retry until acknowledged or the window ends).
+    resend_after_ms: int = 2_000
+    # A command holds for at most this long; the control loop renews it. If the platform stops, sites
+    # fall back to their own plans within this time (no setpoint outlives its controller).
+    command_validity_ms: int = 30_000
+    # A site's setpoint is re-sent as a new command only when it moves by more than this (kW).
+    setpoint_deadband_kw: float = 0.001
+    # Bound of every outgoing stream's queue (messages): a slow concentrator cannot exhaust memory.
+    stream_queue_size: int = 64
+    # Simulated homes `vpp up` registers (when the asset graph has no site) and runs, and their seed.
+    simulated_sites: int = 1_000
+    simulator_seed: int = 1
+    # Nodes whose load the node-load-sampler schedule records every 5 minutes (peak shaving's history).
+    load_sample_nodes: tuple[str, ...] = ("network-nem", "region-SA1")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All configuration, as loaded by :func:`load_settings`."""
 
@@ -215,6 +251,7 @@ class Settings:
     stack: StackSettings
     archive: ArchiveSettings
     database_url: str | None = field(default=None)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -275,6 +312,13 @@ def _battery(table: dict[str, Any]) -> BatterySettings:
     return BatterySettings(**values)
 
 
+def _fleet(table: dict[str, Any]) -> FleetSettings:
+    values = dict(table)
+    if "load_sample_nodes" in values:
+        values["load_sample_nodes"] = tuple(str(node) for node in values["load_sample_nodes"])
+    return FleetSettings(**values)
+
+
 def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
     m = raw["market"]
     market = MarketRules(
@@ -328,6 +372,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
             missing_intervals=tuple(datetime.fromisoformat(t) for t in md["missing_intervals"]),
         ),
         stack=StackSettings(**{**s, "state_dir": _resolve(s["state_dir"])}),
+        fleet=_fleet(raw.get("fleet", {})),
         archive=ArchiveSettings(**a),
         database_url=database_url,
     )

@@ -37,7 +37,11 @@ def port_in_use(host: str, port: int) -> bool:
 
 def taken_port_message(label: str, port: int, config_key: str | None = None) -> str:
     """The one-line explanation for a taken ``port`` used by the part called ``label``."""
-    where = f"[stack] {config_key}" if config_key else "[stack] temporal_address/ports"
+    if config_key and "." in config_key:
+        table, key = config_key.split(".", 1)
+        where = f"[{table}] {key}"
+    else:
+        where = f"[stack] {config_key}" if config_key else "[stack] temporal_address/ports"
     return (f"port {port} ({label}) is already in use — is another `vpp up` running? "
             f"stop it or set {where} in a config file")
 
@@ -58,3 +62,12 @@ def check_ports_free(
                 for label, port in ports.items() if port_in_use(host, port)]
     if problems:
         raise PortTakenError("\n".join(problems))
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (for benchmarks and tests)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

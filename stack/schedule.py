@@ -44,6 +44,7 @@ def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
         market_data_poll_s=cycle.market_data_poll_s,
         market_data_cutoff_s=cycle.market_data_cutoff_s,
         gate_closure_margin_s=cycle.gate_closure_margin_s,
+        minimum_lead_s=cycle.minimum_lead_s,
         worker_answer_timeout_s=cycle.worker_answer_timeout_s,
         replay_start=cycle.replay_start.isoformat(),
         replay_days=cycle.replay_days,
@@ -73,15 +74,19 @@ async def ensure_schedule(settings: Settings, client: Client | None = None) -> s
     """Create the schedule, or update it to the current configuration; returns its id."""
     if client is None:
         client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
-    wanted = cycle_schedule(settings)
+    return await create_or_update_schedule(client, schedule_id(settings), cycle_schedule(settings))
+
+
+async def create_or_update_schedule(client: Client, identifier: str, wanted: Schedule) -> str:
+    """Create schedule ``identifier`` as ``wanted``, or update it to ``wanted`` if it exists; returns the id."""
     try:
-        await client.create_schedule(schedule_id(settings), wanted)
+        await client.create_schedule(identifier, wanted)
     except ScheduleAlreadyRunningError:
         def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
             return ScheduleUpdate(schedule=wanted)
 
-        await client.get_schedule_handle(schedule_id(settings)).update(update)
-    return schedule_id(settings)
+        await client.get_schedule_handle(identifier).update(update)
+    return identifier
 
 
 async def trigger_now(settings: Settings, client: Client | None = None) -> None:
@@ -89,3 +94,27 @@ async def trigger_now(settings: Settings, client: Client | None = None) -> None:
     if client is None:
         client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
     await client.get_schedule_handle(schedule_id(settings)).trigger(overlap=ScheduleOverlapPolicy.SKIP)
+
+
+NODE_LOAD_SCHEDULE_ID = "node-load-sampler"
+
+
+def node_load_schedule(settings: Settings) -> Schedule:
+    """Every 5 minutes (on the grid): record the load of ``[fleet] load_sample_nodes``."""
+    from workflows.node_load_sampler import SampleNodeLoadInput
+
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "NodeLoadSampler", SampleNodeLoadInput(node_ids=settings.fleet.load_sample_nodes),
+            id=NODE_LOAD_SCHEDULE_ID, task_queue=settings.fleet.task_queue,
+            execution_timeout=timedelta(minutes=4)),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=5))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(minutes=5)),
+    )
+
+
+async def ensure_node_load_schedule(settings: Settings, client: Client | None = None) -> str:
+    """Create or update the node-load sampler's schedule; returns its id."""
+    if client is None:
+        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+    return await create_or_update_schedule(client, NODE_LOAD_SCHEDULE_ID, node_load_schedule(settings))

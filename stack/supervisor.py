@@ -5,6 +5,12 @@ PostgreSQL (``DATABASE_URL`` or an embedded server), then the platform's own pro
 and bid services, forecast and optimisation worker pools, the Temporal worker), each running the
 project's CLI with the same interpreter. :func:`run_up` is ``vpp up``: it keeps the stack running,
 restarts parts that die, and shuts everything down on Ctrl-C.
+
+Secure edges: unless the environment already configures them (``VPP_TLS_CERT_DIR``, ``VPP_GRPC_TOKENS``,
+..., see :mod:`services.security`), the stack generates a local CA and server certificate, a token per
+client and a fleet site secret (:func:`services.security.prepare_local_edge`), and gives each child only
+what it needs: servers TLS and the accepted tokens (the gateway also the site secret), clients TLS trust and
+their own token (the fleet simulator also the site secret to prove its sites).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from stack.processes import (
     http_answers,
     run_coroutine,
     split_address,
+    tcp_answers,
     temporal_answers,
 )
 from stack.search_attributes import dev_server_flags
@@ -42,6 +49,8 @@ from workers.blas import single_threaded_blas_environment
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from services.security import LocalEdge
 
 __all__ = ["ALL_PARTS", "LocalStack", "PartFailedError", "PartStatus", "StackError", "child_environment",
            "run_up", "settings_to_toml"]
@@ -57,8 +66,12 @@ BIDS = "bids"
 FORECAST = "forecast"
 OPTIMISATION = "optimisation"
 TEMPORAL_WORKER = "temporal-worker"
+FLEET_GATEWAY = "fleet-gateway"
+FLEET_SIMULATOR = "fleet-simulator"
+VPP_WORKER = "vpp-worker"
 ALL_PARTS: tuple[str, ...] = (TEMPORAL, SQS, POSTGRES, MARKET_DATA, BIDS, FORECAST, OPTIMISATION,
-                              TEMPORAL_WORKER)
+                              TEMPORAL_WORKER, FLEET_GATEWAY, FLEET_SIMULATOR, VPP_WORKER)
+FLEET_PARTS = frozenset({FLEET_GATEWAY, FLEET_SIMULATOR, VPP_WORKER})
 
 EFFECTIVE_CONFIG_NAME = "effective-config.toml"
 LOCAL_HOST = "127.0.0.1"
@@ -126,10 +139,13 @@ def settings_to_toml(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def child_environment(settings: Settings, config_file: Path, base: dict[str, str]) -> dict[str, str]:
+def child_environment(settings: Settings, config_file: Path, base: dict[str, str],
+                      edge: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of a child process: ``base`` without the single-value overrides (the effective
-    configuration file already holds them), plus VPP_CONFIG, VPP_STATE_DIR and DATABASE_URL."""
+    configuration file already holds them), plus VPP_CONFIG, VPP_STATE_DIR and DATABASE_URL, and the
+    child's edge-security variables ``edge`` (TLS folder, tokens, site secret) when given."""
     env = {name: value for name, value in base.items() if name not in ENV_OVERRIDES}
+    env.update(edge or {})
     env["VPP_CONFIG"] = str(config_file)
     env["VPP_STATE_DIR"] = str(settings.stack.state_dir)
     env["PYTHONUNBUFFERED"] = "1"
@@ -185,6 +201,7 @@ class LocalStack:
         self._embedded: Any = None  # models.db.EmbeddedPostgres when the stack runs its own PostgreSQL
         self._infra: list[ManagedProcess] = []
         self._children: list[ManagedProcess] = []
+        self._edge: LocalEdge | None = None  # generated edge security, unless the environment has its own
         self._lock = threading.RLock()
 
     # -- addresses -----------------------------------------------------------------------------------
@@ -265,7 +282,8 @@ class LocalStack:
                 wanted.append((TEMPORAL, "Temporal UI", "temporal_ui_port", stack.temporal_ui_port))
         wanted += [(SQS, "SQS endpoint", "sqs_port", stack.sqs_port),
                    (MARKET_DATA, "market-data service", "market_data_port", stack.market_data_port),
-                   (BIDS, "bid service", "bid_service_port", stack.bid_service_port)]
+                   (BIDS, "bid service", "bid_service_port", stack.bid_service_port),
+                   (FLEET_GATEWAY, "fleet gateway", "fleet.gateway_port", self._settings.fleet.gateway_port)]
         chosen = [entry for entry in wanted if entry[0] in self.parts]
         return ({label: port for _, label, _, port in chosen}, {label: key for _, label, key, _ in chosen})
 
@@ -287,6 +305,7 @@ class LocalStack:
         if POSTGRES in self.parts:
             self._start_postgres()
 
+        self._prepare_edge()
         children = self._child_processes()
         if children:
             self.config_file.write_text(settings_to_toml(self._settings))
@@ -296,6 +315,62 @@ class LocalStack:
         for child in children:
             child.wait_ready()
         log.info("local stack is up: %s", ", ".join(part.name for part in self._infra + self._children))
+
+    def _prepare_edge(self) -> None:
+        """Generate TLS material, tokens and the site secret when the stack serves gRPC and the
+        environment configures no edge security of its own."""
+        from services.security import (
+            SITE_KEYS_FILE_ENV,
+            SITE_SECRET_ENV,
+            TLS_DIR_ENV,
+            TOKEN_ENV,
+            TOKENS_ENV,
+            prepare_local_edge,
+        )
+
+        configured = any(os.environ.get(name) for name in (TLS_DIR_ENV, TOKENS_ENV, TOKEN_ENV, SITE_SECRET_ENV,
+                                                           SITE_KEYS_FILE_ENV))
+        if configured or not self.parts & {MARKET_DATA, BIDS, FLEET_GATEWAY}:
+            return
+        self._edge = prepare_local_edge(self._settings.stack.state_dir)
+        log.info("edge security: TLS certificates in %s, a token per client, site authentication on",
+                 self._edge.tls_dir)
+
+    def _edge_environment(self, name: str) -> dict[str, str]:
+        """The edge-security variables of child ``name`` (none without generated edge security)."""
+        edge = self._edge
+        if edge is None:
+            return {}
+        if name in (MARKET_DATA, BIDS):
+            return edge.server_environment()
+        if name == FLEET_GATEWAY:
+            return edge.server_environment(site_authentication=True)
+        if name in (TEMPORAL_WORKER, VPP_WORKER):
+            return edge.client_environment(name)
+        if name == FLEET_SIMULATOR:
+            return edge.client_environment("concentrator-simulator", site_keys=True)
+        return {}
+
+    def _grpc_health(self, address: str) -> Callable[[], bool]:
+        """Readiness of a gRPC child at ``address``: its health check answers SERVING (over TLS when on)."""
+        edge = self._edge
+        if edge is None:
+            return lambda: grpc_answers(address)
+        security = edge.security()
+
+        def answers() -> bool:
+            from services.health import wait_healthy
+
+            host, port = split_address(address)
+            if not tcp_answers(host, port):
+                return False
+            try:
+                run_coroutine(lambda: wait_healthy(address, 1.0, security))
+            except Exception:  # unhealthy, unreachable or timed out
+                return False
+            return True
+
+        return answers
 
     def _temporal_process(self) -> ManagedProcess | None:
         if TEMPORAL not in self.parts:
@@ -346,19 +421,25 @@ class LocalStack:
         self._database_url = url
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
+        if self.parts & FLEET_PARTS:
+            from cli.fleet import seed_fleet
+
+            fleet = self._settings.fleet
+            imported = seed_fleet(url, fleet.simulated_sites, fleet.simulator_seed)
+            if imported:
+                log.info("registered a simulated fleet of %d sites in the asset graph", imported)
 
     def _child_processes(self) -> list[ManagedProcess]:
         settings = self.settings
         stack = settings.stack
-        env = child_environment(settings, self.config_file, dict(os.environ))
+        base = dict(os.environ)
         specs: list[tuple[str, list[str], Callable[[], bool] | None, str]] = []
         if MARKET_DATA in self.parts:
             market_data = self.market_data_address
-            specs.append((MARKET_DATA, _cli("serve", "market-data"), lambda: grpc_answers(market_data),
-                          market_data))
+            specs.append((MARKET_DATA, _cli("serve", "market-data"), self._grpc_health(market_data), market_data))
         if BIDS in self.parts:
             bids = self.bid_service_address
-            specs.append((BIDS, _cli("serve", "bids"), lambda: grpc_answers(bids), bids))
+            specs.append((BIDS, _cli("serve", "bids"), self._grpc_health(bids), bids))
         if FORECAST in self.parts:
             specs += [(f"{FORECAST}-{n}", _cli("worker", "pool", FORECAST), None, self.sqs_endpoint_url)
                       for n in range(1, stack.forecast_workers + 1)]
@@ -367,7 +448,16 @@ class LocalStack:
                        self.sqs_endpoint_url) for n in range(1, stack.optimiser_workers + 1)]
         if TEMPORAL_WORKER in self.parts:
             specs.append((TEMPORAL_WORKER, _cli("worker", "temporal"), None, self.temporal_address))
-        return [ManagedProcess(name, argv, stack.log_dir / f"{name}.log", env=env, health=health,
+        gateway = f"{LOCAL_HOST}:{settings.fleet.gateway_port}"
+        if FLEET_GATEWAY in self.parts:
+            specs.append((FLEET_GATEWAY, _cli("fleet", "gateway"), self._grpc_health(gateway), gateway))
+        if FLEET_SIMULATOR in self.parts:
+            specs.append((FLEET_SIMULATOR, _cli("fleet", "simulate"), None, gateway))
+        if VPP_WORKER in self.parts:
+            specs.append((VPP_WORKER, _cli("worker", "vpp"), None, self.temporal_address))
+        return [ManagedProcess(name, argv, stack.log_dir / f"{name}.log",
+                               env=child_environment(settings, self.config_file, base, self._edge_environment(name)),
+                               health=health,
                                address=address, settle_s=WORKER_SETTLE_S,
                                startup_timeout_s=SERVICE_STARTUP_TIMEOUT_S)
                 for name, argv, health, address in specs]
@@ -463,6 +553,8 @@ def _schedule_id(settings: Settings) -> str:
 def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> None:
     from rich.table import Table
 
+    from stack.schedule import NODE_LOAD_SCHEDULE_ID
+
     settings = stack.settings
     table = Table(title="openvpp local stack is up", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -472,6 +564,10 @@ def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> N
     table.add_row("Schedule", _schedule_id(settings) + ("  (first cycle triggered)" if triggered else ""))
     table.add_row("SQS", stack.sqs_endpoint_url)
     table.add_row("Services", f"market data {stack.market_data_address}, bids {stack.bid_service_address}")
+    if stack.parts & FLEET_PARTS:
+        table.add_row("Fleet", f"gateway 127.0.0.1:{settings.fleet.gateway_port}, simulated homes of the asset "
+                      f"graph; schedule {NODE_LOAD_SCHEDULE_ID} records node load every 5 min; try "
+                      f"`vpp dispatch start region-SA1 --mw 0.2 --minutes 5`")
     table.add_row("Logs", str(settings.stack.log_dir))
     table.add_row("Data", str(settings.stack.state_dir))
     table.add_row("Config", f"{stack.config_path or 'defaults'} (effective: {stack.config_file})")
@@ -558,6 +654,8 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
         with _signals_to(request_stop):
             try:
                 run_coroutine(lambda: cycle_schedule.ensure_schedule(stack.settings))
+                if VPP_WORKER in stack.parts:
+                    run_coroutine(lambda: cycle_schedule.ensure_node_load_schedule(stack.settings))
                 if trigger:
                     run_coroutine(lambda: cycle_schedule.trigger_now(stack.settings))
             except Exception as exc:

@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
+from models.db import scratch_database
 from settings import Settings, load_settings
+from stack.ports import free_tcp_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = free_tcp_port
+"""A TCP port on 127.0.0.1 that nothing listens on right now."""
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -52,17 +46,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server.cleanup()
 
 
-@contextmanager
-def temporary_database(server_url: str) -> Iterator[str]:
-    """Create an empty database on ``server_url``, yield its URL, drop it afterwards."""
-    name = f"openvpp_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+temporary_database = scratch_database
+"""Create an empty database on a server URL, yield its URL, drop it afterwards."""
 
 
 @pytest.fixture(scope="session")

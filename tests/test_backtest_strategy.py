@@ -35,15 +35,16 @@ def test_the_default_strategy_is_the_configured_one(settings: Settings) -> None:
                                                  settings.cycle.optimiser_algorithm_version)
     assert str(strategy.bid_builder) == "schedule@1"
     assert strategy.parameters == ()
-    assert strategy.label == "sarx-quantile@1 + lp-energy-fcas@1 + schedule@1"
+    assert strategy.label == "sarx-quantile@2 + lp-energy-fcas@1 + schedule@1"
 
 
-def test_a_bare_name_takes_its_only_version_and_unknown_names_list_what_exists() -> None:
-    available = ["alpha@1", "beta@1", "beta@2"]
+def test_a_bare_name_takes_its_newest_version_and_unknown_names_list_what_exists() -> None:
+    available = ["alpha@1", "beta@1", "beta@10", "beta@2", "gamma@x"]
     assert parse_choice("alpha", "forecast", available) == AlgorithmChoice("alpha", "1")
     assert parse_choice("beta@2", "forecast", available) == AlgorithmChoice("beta", "2")
-    with pytest.raises(StrategyError, match="has versions 1, 2"):
-        parse_choice("beta", "forecast", available)
+    assert parse_choice("beta", "forecast", available) == AlgorithmChoice("beta", "10")
+    assert parse_choice("gamma", "forecast", available) == AlgorithmChoice("gamma", "x")
+    available = ["alpha@1", "beta@1", "beta@2"]
     with pytest.raises(StrategyError, match=r"unknown forecast 'gamma'; available: alpha@1, beta@1, beta@2"):
         parse_choice("gamma", "forecast", available)
     with pytest.raises(StrategyError, match="unknown forecast version alpha@3"):
@@ -52,7 +53,7 @@ def test_a_bare_name_takes_its_only_version_and_unknown_names_list_what_exists()
 
 def test_available_algorithms_come_from_the_registry() -> None:
     available = available_algorithms()
-    assert "sarx-quantile@1" in available["forecast"]
+    assert {"sarx-quantile@1", "sarx-quantile@2"} <= set(available["forecast"])
     assert "lp-energy-fcas@1" in available["optimisation"]
     assert available["bid builder"] == ["schedule@1"]
 

@@ -39,7 +39,7 @@ from algorithms.forecast import (
     masked_median,
     masked_quantiles,
     ols_batched,
-    run_forecast,
+    run_forecast_v1,
 )
 from algorithms.nem_time import from_timestamp, to_timestamp
 from settings import REPO_ROOT
@@ -118,6 +118,9 @@ def _market() -> tuple[pd.DataFrame, pd.DataFrame]:
     return dispatch.sort_values("interval"), predispatch[predispatch.INTERVENTION == 0]
 
 
+# The golden forecasts are v1's (no persistence); v2 differs only at the first leads (tests/test_forecast.py).
+GOLDEN_ALGORITHM = common_pb2.AlgorithmRef(name=ALGORITHM.name, version="1")
+
 def golden_request(case: GoldenCase) -> worker_pb2.ForecastRequest:
     """The ForecastRequest of ``case``: the cycle's shape (history with quality flags, the latest
     pre-dispatch run published before the decision), built straight from the MMS parquet files."""
@@ -136,7 +139,7 @@ def golden_request(case: GoldenCase) -> worker_pb2.ForecastRequest:
     run = run.sort_values("DATETIME")
     quality = np.where(missing, common_pb2.DATA_QUALITY_MISSING, common_pb2.DATA_QUALITY_ON_TIME)
     return worker_pb2.ForecastRequest(
-        request_id=case.name, algorithm=ALGORITHM, region=case.region, product=case.product,
+        request_id=case.name, algorithm=GOLDEN_ALGORITHM, region=case.region, product=case.product,
         decision_time=to_timestamp(decision_time), first_interval=to_timestamp(first_interval),
         horizon_intervals=case.horizon, quantiles=list(case.quantiles),
         history=market_data_pb2.ProductPriceHistory(
@@ -148,9 +151,10 @@ def golden_request(case: GoldenCase) -> worker_pb2.ForecastRequest:
     )
 
 
-def write_golden_forecasts(path: Path = GOLDEN_PATH,
-                           forecaster: Callable[[worker_pb2.ForecastRequest], worker_pb2.ForecastResult] = run_forecast,
-                           ) -> None:
+Forecaster = Callable[[worker_pb2.ForecastRequest], worker_pb2.ForecastResult]
+
+
+def write_golden_forecasts(path: Path = GOLDEN_PATH, forecaster: Forecaster = run_forecast_v1) -> None:
     """Write ``forecaster``'s output of every golden case to ``path`` (prices $/MWh, $/MW/h)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     prices = {case.name: forecast_from_result(forecaster(golden_request(case))).price for case in golden_cases()}
@@ -169,7 +173,7 @@ def test_the_golden_file_covers_every_case(golden: dict[str, np.ndarray]) -> Non
 
 @pytest.mark.parametrize("case", golden_cases(), ids=lambda case: case.name)
 def test_forecasts_equal_the_reference_implementation(case: GoldenCase, golden: dict[str, np.ndarray]) -> None:
-    price = forecast_from_result(run_forecast(golden_request(case))).price
+    price = forecast_from_result(run_forecast_v1(golden_request(case))).price
     expected = golden[case.name]
     assert price.shape == expected.shape
     np.testing.assert_allclose(price, expected, rtol=RTOL, atol=ATOL)
@@ -178,7 +182,7 @@ def test_forecasts_equal_the_reference_implementation(case: GoldenCase, golden: 
 def test_the_same_request_gives_bit_identical_forecasts() -> None:
     for case in golden_cases()[::4]:
         request = golden_request(case)
-        first, second = run_forecast(request), run_forecast(request)
+        first, second = run_forecast_v1(request), run_forecast_v1(request)
         assert list(first.price) == list(second.price), case.name
 
 
@@ -271,3 +275,28 @@ def test_masked_median_and_quantiles_are_numpys(rows: int, leads: int, ties: boo
     for index, first in enumerate(first_row.tolist()):
         assert medians[index] == np.median(values[index, first:])
         np.testing.assert_array_equal(quantiles[index], np.quantile(values[index, first:], levels))
+
+
+def test_version_2_holds_the_last_price_at_the_first_leads_and_equals_version_1_beyond() -> None:
+    """v2 = v1 + persistence exp(−lead/τ) towards the last known price (asinh space), per product family."""
+    from algorithms.errors import InvalidRequestError
+    from algorithms.forecast import PERSISTENCE_BY_VERSION, run_forecast
+
+    pulled = 0
+    for case in golden_cases():
+        request = golden_request(case)
+        v1 = forecast_from_result(run_forecast_v1(request)).price
+        request.algorithm.version = "2"
+        v2 = forecast_from_result(run_forecast(request)).price
+        last = float(np.array(request.history.price)[-1])
+        tau = PERSISTENCE_BY_VERSION["2"].scale_for(case.product)
+        middle = len(case.quantiles) // 2
+        far = int(12 * tau) + 1
+        np.testing.assert_allclose(v2[far:], v1[far:], rtol=1e-3, atol=1e-2)
+        # At the first lead the median moves from v1's towards the last price, never past it.
+        low, high = sorted((v1[0, middle], last))
+        assert low - 1e-9 <= v2[0, middle] <= high + 1e-9, (case.name, v1[0, middle], v2[0, middle], last)
+        pulled += abs(v2[0, middle] - v1[0, middle]) > 1e-6
+        with pytest.raises(InvalidRequestError, match="is not sarx-quantile v1"):
+            run_forecast_v1(request)
+    assert pulled >= len(golden_cases()) // 2

@@ -63,9 +63,15 @@ class HandlerRegistry:
 # The algorithm each kind serves by default, used when its module does not declare ALGORITHM_NAME /
 # ALGORITHM_VERSION or ALGORITHM itself.
 DEFAULT_ALGORITHMS: dict[str, tuple[str, str]] = {
-    "forecast": ("sarx-quantile", "1"),
+    "forecast": ("sarx-quantile", "2"),
     "optimisation": ("lp-energy-fcas", "1"),
 }
+
+
+# Older versions of an algorithm module still served next to its current one: (kind, module, version, function).
+RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("forecast", "algorithms.forecast", "1", "run_forecast_v1"),
+)
 
 
 def default_registry() -> HandlerRegistry:
@@ -84,6 +90,11 @@ def default_registry() -> HandlerRegistry:
         module = importlib.import_module(module_name)
         name, version = algorithm_of(module, DEFAULT_ALGORITHMS[kind])
         registry.register(kind, name, version, getattr(module, function_name))
+    # Earlier versions stay servable, so archived cycles and backtests can be replayed with them.
+    for kind, module_name, version, function_name in RETAINED_VERSIONS:
+        module = importlib.import_module(module_name)
+        registry.register(kind, algorithm_of(module, DEFAULT_ALGORITHMS[kind])[0], version,
+                          getattr(module, function_name))
     return registry
 
 

@@ -1,4 +1,5 @@
-"""The Temporal worker process: the AutoBidder workflow, its activities and the SQS result relay."""
+"""The Temporal worker process: the AutoBidder workflow, the operator controls (UnitOperator), their
+activities and the SQS result relay."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cycle import CycleActivities
+from activities.operator import OperatorActivities, schedule_trigger
 from archive import open_archive
 from settings import Settings
 from workers.result_relay import run_result_relay
 from workers.sqs import queue_urls, sqs_client
 from workflows.autobidder import AutobidderCycle
+from workflows.operator import UnitOperator
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +34,11 @@ async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
     sqs = sqs_client(settings)
     queues = await asyncio.to_thread(queue_urls, sqs, settings)
     activities = CycleActivities(settings, archive, sqs, queues)
-    async with Worker(client, task_queue=settings.stack.task_queue, workflows=[AutobidderCycle],
-                      activities=activities.all(), max_concurrent_activities=50):
+    if settings.database_url is None:
+        raise RuntimeError("the Temporal worker needs DATABASE_URL (the stack sets it for its children)")
+    operator = OperatorActivities(settings.database_url, schedule_trigger(settings, client))
+    async with Worker(client, task_queue=settings.stack.task_queue, workflows=[AutobidderCycle, UnitOperator],
+                      activities=[*activities.all(), *operator.all()], max_concurrent_activities=50):
         relay = asyncio.create_task(run_result_relay(settings, client, archive, stop, sqs=sqs))
         logger.info("temporal worker ready on task queue %s (%s)", settings.stack.task_queue,
                     settings.stack.temporal_address)

@@ -1,11 +1,15 @@
 """The 5-minute AutoBidder cycle.
 
-fetch market data (gRPC) -> forecasts (SQS, one task per product, fanned out and accumulated) ->
+operator controls + market data (gRPC) -> forecasts (SQS, one task per product, fanned out and accumulated) ->
 optimise (SQS) -> build + validate the bid (V1–V8) -> submit (gRPC, idempotent) -> record.
 
 The workflow only orchestrates: every decision about prices, plans and bids is made by pure functions
-behind the activities. Its state is the tuple of immutable :class:`StageFact` s, readable with the
-``facts`` / ``state`` queries, and mirrored into search attributes and memo for the Web UI.
+behind the activities. Operator controls (workflows/operator.py) are read with the market data: a paused
+unit's cycle records ``PAUSED`` and submits nothing (the bid in force stands); a SoC hold raises the
+battery's minimum SoC for the optimiser and the bid builder; a pending manual rebid is submitted even
+without material change, with the operator's reason in its explanation. Its state is the tuple of
+immutable :class:`StageFact` s, readable with the ``facts`` / ``state`` queries, and mirrored into
+search attributes and memo for the Web UI.
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ class AutobidderCycle:
             else replay_market_time(started_utc, datetime.fromisoformat(config.replay_start), config.replay_days)
         )
         timeline = cycle_timeline(decision_time, market_data_cutoff_s=config.market_data_cutoff_s,
-                                  gate_closure_margin_s=config.gate_closure_margin_s)
+                                  gate_closure_margin_s=config.gate_closure_margin_s,
+                                  minimum_lead_s=config.minimum_lead_s)
         self._dispatch_interval = _iso(timeline.dispatch_interval)
         gate_closure_utc = started_utc + (timeline.gate_closure - decision_time)
         self._search_attributes = config.search_attributes
@@ -122,6 +127,8 @@ class AutobidderCycle:
         try:
             fetched = await self._fetch(cycle, cycle_id, timeline.dispatch_interval, now_market,
                                         started_utc + (timeline.data_cutoff - decision_time))
+            if fetched.paused:
+                return await self._paused(cycle, cycle_id, timeline.dispatch_interval, started_utc, decision_time)
             forecasts = await self._forecast(cycle_id, fetched, timeline.dispatch_interval, now_market(),
                                              config, time_left)
             plan = await self._optimise(cycle, cycle_id, fetched, forecasts, timeline.dispatch_interval, time_left)
@@ -132,15 +139,19 @@ class AutobidderCycle:
                     f"gate closure for {timeline.dispatch_interval:%Y-%m-%d %H:%M} passed before submission",
                     type=GATE_CLOSURE_MISSED, non_retryable=True)
             bid_id: str | None
+            manual_rebid: str | None = None
             if built.rebid:
                 assert built.bid_key is not None
-                status, bid_id = "SUBMITTED", (await self._submit(cycle_id, built.bid_key, time_left)).bid_id
+                submitted = await self._submit(cycle_id, built.bid_key, time_left)
+                status, bid_id = "SUBMITTED", submitted.bid_id
+                # A duplicate is a bid submitted earlier: the manual rebid stays pending for the next cycle.
+                manual_rebid = None if submitted.duplicate else built.manual_rebid_reason
             else:
                 status, bid_id = "NO_REBID", built.standing_bid_id
                 self._bid_id = bid_id
             latency_s = (workflow.now() - started_utc).total_seconds()
             outcome = await self._record(cycle, cycle_id, timeline.dispatch_interval, started_utc, status,
-                                         bid_id, None)
+                                         bid_id, None, manual_rebid)
             self._outcome = status
             self._upsert(sa.OUTCOME.value_set(status))
             return CycleResult(cycle_id=cycle_id, dispatch_interval=_iso(timeline.dispatch_interval),
@@ -168,15 +179,26 @@ class AutobidderCycle:
                 start_to_close_timeout=timedelta(seconds=20),
                 retry_policy=QUICK_RETRY,
             )
-            if fetched.latest_known or use_estimates:
+            if fetched.paused or fetched.latest_known or use_estimates:
                 break
             workflow.logger.info("market data %s for %s; waiting", fetched.latest_quality, fetched.latest_interval)
             wait_s = min(float(config.market_data_poll_s), (cutoff_utc - workflow.now()).total_seconds())
             await workflow.sleep(max(wait_s, 0.0))
+        if fetched.paused:
+            self._add_fact("fetch", f"bidding paused by the operator ({fetched.paused_reason or 'no reason'}): "
+                           "market data not fetched, no bid submitted; the bid in force stands")
+            workflow.upsert_memo({"controls": {"paused": True, "paused_reason": fetched.paused_reason}})
+            return fetched
         notes = "; ".join(fetched.quality_notes)
         self._add_fact("fetch", f"{len(fetched.products)} products, latest {fetched.latest_interval} "
                        f"{fetched.latest_quality}, SoC {fetched.state_of_charge_mwh:.1f} MWh"
                        + (f" ({notes})" if notes else ""), (fetched.snapshot_key,))
+        controls = _controls_text(fetched)
+        if controls:
+            self._add_fact("controls", controls)
+            workflow.upsert_memo({"controls": {"soc_floor_fraction": fetched.soc_floor_fraction,
+                                               "soc_floor_until": fetched.soc_floor_until,
+                                               "manual_rebid_reason": fetched.manual_rebid_reason}})
         return fetched
 
     async def _forecast(self, cycle_id: str, fetched: MarketFetched, dispatch_interval: datetime,
@@ -216,7 +238,7 @@ class AutobidderCycle:
                                   forecast_keys=tuple(a.archive_key for a in forecasts),
                                   first_interval=_iso(dispatch_interval),
                                   state_of_charge_mwh=fetched.state_of_charge_mwh, net_mw=fetched.net_mw,
-                                  config=config),
+                                  config=config, soc_floor_fraction=fetched.soc_floor_fraction),
             result_type=WorkerAnswer,
             activity_id="optimise",
             start_to_close_timeout=_bounded(timedelta(seconds=config.worker_answer_timeout_s), time_left()),
@@ -236,7 +258,8 @@ class AutobidderCycle:
             BuildBidInput(cycle_id=cycle_id, unit_id=cycle.unit_id, plan_key=plan.archive_key,
                           dispatch_interval=_iso(dispatch_interval), offer_time=_iso(offer_time),
                           version=config.bid_version, state_of_charge_mwh=fetched.state_of_charge_mwh,
-                          products=fetched.products),
+                          products=fetched.products, soc_floor_fraction=fetched.soc_floor_fraction,
+                          manual_rebid_reason=fetched.manual_rebid_reason),
             result_type=BidBuilt,
             start_to_close_timeout=_bounded(timedelta(seconds=30), time_left()),
             retry_policy=QUICK_RETRY,
@@ -270,15 +293,28 @@ class AutobidderCycle:
                                    type=BID_REJECTED, non_retryable=True)
         return submitted
 
+    async def _paused(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
+                      started_utc: datetime, decision_time: datetime) -> CycleResult:
+        """End a cycle of a paused unit: recorded as PAUSED, nothing submitted."""
+        status = "PAUSED"
+        outcome = await self._record(cycle, cycle_id, dispatch_interval, started_utc, status, None, None)
+        self._outcome = status
+        self._upsert(sa.OUTCOME.value_set(status))
+        return CycleResult(cycle_id=cycle_id, dispatch_interval=_iso(dispatch_interval), status=status,
+                           bid_id=None, facts=tuple(self._facts), outcome=outcome,
+                           started_market_time=_iso(decision_time),
+                           latency_to_ack_s=(workflow.now() - started_utc).total_seconds())
+
     async def _record(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
                       started_utc: datetime, status: str, bid_id: str | None,
-                      failure: str | None) -> OutcomeRecorded:
+                      failure: str | None, manual_rebid_reason: str | None = None) -> OutcomeRecorded:
         self._enter("record")
         outcome: OutcomeRecorded = await workflow.execute_activity(
             "record_outcome",
             RecordInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
                         dispatch_interval=_iso(dispatch_interval), status=status, bid_id=bid_id,
-                        failure=failure, started_at=started_utc.isoformat(), facts=tuple(self._facts)),
+                        failure=failure, started_at=started_utc.isoformat(), facts=tuple(self._facts),
+                        manual_rebid_reason=manual_rebid_reason),
             result_type=OutcomeRecorded,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=QUICK_RETRY,
@@ -293,6 +329,8 @@ class AutobidderCycle:
                 "fcas_revenue_dollars": outcome.fcas_revenue_dollars}})
         else:
             self._add_fact("record", f"recorded {status}" + (f": {failure}" if failure else ""))
+        if manual_rebid_reason:
+            self._add_fact("record", f"manual rebid submitted as {bid_id}: {manual_rebid_reason}")
         return outcome
 
     async def _record_failure(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
@@ -319,6 +357,17 @@ class AutobidderCycle:
         self._facts.append(StageFact(stage=stage, at=workflow.now().isoformat(), summary=summary,
                                      archive_keys=archive_keys))
         workflow.upsert_memo({"last_fact": f"{stage}: {summary}"})
+
+
+def _controls_text(fetched: MarketFetched) -> str:
+    """The operator controls a cycle honours, for its facts ('' when none is in force)."""
+    parts: list[str] = []
+    if fetched.soc_floor_fraction is not None:
+        parts.append(f"SoC hold: no discharge below {fetched.soc_floor_fraction:.0%} of capacity "
+                     f"(until {fetched.soc_floor_until})")
+    if fetched.manual_rebid_reason:
+        parts.append(f"manual rebid requested: {fetched.manual_rebid_reason}")
+    return "; ".join(parts)
 
 
 def _bounded(wanted: timedelta, remaining: timedelta) -> timedelta:

@@ -21,7 +21,7 @@ class CycleConfig:
     forecast_quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     optimiser_price_quantile: float = 0.5
     forecast_algorithm: str = "sarx-quantile"
-    forecast_algorithm_version: str = "1"
+    forecast_algorithm_version: str = "2"
     optimiser_algorithm: str = "lp-energy-fcas"
     optimiser_algorithm_version: str = "1"
     degradation_cost_per_mwh: float = 0.0
@@ -31,6 +31,7 @@ class CycleConfig:
     market_data_poll_s: int = 5
     market_data_cutoff_s: int = 60
     gate_closure_margin_s: int = 15
+    minimum_lead_s: int = 90
     worker_answer_timeout_s: int = 60
     replay_start: str = "2021-01-01T04:05:00"
     replay_days: int = 30
@@ -80,6 +81,15 @@ class MarketFetched:
     state_of_charge_mwh: float
     net_mw: float
     as_of: str
+    # Operator controls in force when the cycle fetched (unit_controls; algorithms/operator_controls.py).
+    # A paused unit's fetch reads no market data (empty snapshot key, no products).
+    paused: bool = False
+    paused_reason: str | None = None
+    # SoC hold: floor (fraction of capacity) and its end (ISO, UTC offset), None when no hold is in force.
+    soc_floor_fraction: float | None = None
+    soc_floor_until: str | None = None
+    # A manual rebid the operator asked for (its reason), None when none is pending.
+    manual_rebid_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,8 @@ class OptimisationTaskInput:
     state_of_charge_mwh: float
     net_mw: float
     config: CycleConfig
+    # Operator SoC hold in force: the battery's minimum SoC is raised to it for the whole horizon.
+    soc_floor_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,9 @@ class BuildBidInput:
     version: int
     state_of_charge_mwh: float
     products: tuple[str, ...]
+    # Operator SoC hold in force (no discharge offered below it) and a pending manual rebid's reason.
+    soc_floor_fraction: float | None = None
+    manual_rebid_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,8 @@ class BidBuilt:
     # False when the new bid does not differ materially from the bid in force, which then stands.
     rebid: bool = True
     standing_bid_id: str | None = None
+    # The operator's reason when this bid is (also) a manual rebid.
+    manual_rebid_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,8 @@ class RecordInput:
     failure: str | None
     started_at: str
     facts: tuple[StageFact, ...]
+    # A manual rebid this cycle submitted: its pending request is cleared and audited when recorded.
+    manual_rebid_reason: str | None = None
 
 
 @dataclass(frozen=True)

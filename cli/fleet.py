@@ -1,0 +1,439 @@
+"""``vpp fleet …`` (the fleet gateway, simulated homes, live aggregates) and ``vpp dispatch …`` (VPP events).
+
+The database is ``DATABASE_URL`` if set, else the embedded server in the state folder (as ``vpp db
+migrate``); pending migrations are applied first. The gateway is ``127.0.0.1:[fleet] gateway_port``;
+Temporal is ``[stack] temporal_address``; dispatch workflows run on ``[fleet] task_queue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+fleet_app = typer.Typer(help="The fleet: gateway, simulated homes, live aggregates.", no_args_is_help=True)
+dispatch_app = typer.Typer(help="VPP dispatch events: hold a MW target at a node of the asset graph.",
+                           no_args_is_help=True)
+
+TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
+TIME_HELP = "Start (ISO time; without an offset it is UTC). Default: now."
+
+
+@contextmanager
+def database(ctx: typer.Context) -> Iterator[str]:
+    """A migrated database URL for this command (the embedded server is stopped afterwards)."""
+    import psycopg
+
+    from cli.main import fail, load
+    from models.db import MigrationError, migrate, resolve_database_url
+
+    embedded = None
+    try:
+        url, embedded = resolve_database_url(load(ctx))
+        migrate(url)
+    except (psycopg.Error, MigrationError, OSError) as exc:
+        if embedded is not None:
+            embedded.stop()
+        raise fail(f"cannot reach PostgreSQL: {exc}") from None
+    try:
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def seed_fleet(database_url: str, site_count: int, seed: int) -> int:
+    """Import a synthetic fleet of ``site_count`` sites and its graph if the database has no site yet.
+
+    Returns the number of sites imported (0 when sites already exist).
+    """
+    import psycopg
+
+    from fleet.population import make_site_parameters
+    from models.asset_factory import synthetic_asset_graph
+    from models.asset_io import import_graph
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM sites").fetchone()
+        if row is not None and int(row[0]) > 0:
+            return 0
+        report = import_graph(conn, synthetic_asset_graph(make_site_parameters(site_count, seed), seed))
+    return int(report.accepted_sites)
+
+
+@fleet_app.command("seed")
+def fleet_seed(
+    ctx: typer.Context,
+    sites: Annotated[int, typer.Option(min=1, help="Simulated sites (default: [fleet] simulated_sites).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic fleet.")] = 0,
+) -> None:
+    """Register a synthetic fleet (sites and their graph) when the asset graph has no site yet."""
+    from cli.main import console, load
+
+    settings = load(ctx)
+    with database(ctx) as url:
+        imported = seed_fleet(url, sites or settings.fleet.simulated_sites, seed or settings.fleet.simulator_seed)
+    console().print(f"imported {imported:,} sites" if imported else "the asset graph already has sites")
+
+
+@fleet_app.command("gateway")
+def fleet_gateway(ctx: typer.Context) -> None:
+    """Run the fleet gateway (the sites of the asset graph) until SIGINT/SIGTERM."""
+    import psycopg
+
+    from cli.main import clean_errors, fail, load, run_until_signal
+    from models.assets import site_parameters
+    from services.fleet_gateway import FleetGateway, serve_gateway
+    from services.security import EdgeConfigError, EdgeSecurity
+
+    settings = load(ctx)
+    try:
+        security = EdgeSecurity.from_environment()
+    except EdgeConfigError as exc:
+        raise fail(str(exc)) from None
+    with database(ctx) as url, psycopg.connect(url) as conn:
+        parameters = site_parameters(conn)
+    if parameters.site_count == 0:
+        raise fail("the asset graph has no sites: run `vpp fleet seed` or `vpp assets import FILE` first")
+    gateway = FleetGateway(parameters, settings.fleet, site_auth=security.site_authenticator())
+    with clean_errors():
+        run_until_signal(lambda stop: serve_gateway(gateway, settings.fleet.gateway_port, stop, security))
+
+
+@fleet_app.command("simulate")
+def fleet_simulate(
+    ctx: typer.Context,
+    command_loss: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of commands lost.")] = 0.01,
+    concentrators: Annotated[int, typer.Option(min=1, help="gRPC streams (sites multiplexed per stream).")] = 4,
+) -> None:
+    """Run simulated homes for every site of the asset graph against the gateway until SIGINT/SIGTERM."""
+    from dataclasses import replace
+
+    import psycopg
+
+    from cli.main import fail, load, run_until_signal
+    from fleet.concentrators import run_concentrators
+    from fleet.simulator import FleetSimulator, SimulatorConfig
+    from models.assets import site_parameters
+    from services.fleet_gateway import wall_clock_ms
+    from services.health import wait_healthy
+
+    settings = load(ctx)
+    with database(ctx) as url, psycopg.connect(url) as conn:
+        parameters = site_parameters(conn)
+    if parameters.site_count == 0:
+        raise fail("the asset graph has no sites: run `vpp fleet seed` first")
+    config = replace(SimulatorConfig(seed=settings.fleet.simulator_seed), command_loss_probability=command_loss)
+    simulator = FleetSimulator(parameters, config, wall_clock_ms())
+    address = f"127.0.0.1:{settings.fleet.gateway_port}"
+
+    async def main(stop: asyncio.Event) -> None:
+        await wait_healthy(address, 60.0)
+        await run_concentrators(simulator, address, stop, concentrator_count=concentrators)
+
+    run_until_signal(main)
+
+
+def _gateway_call(method: str, request: Any, settings: Any) -> Any:
+    import grpc
+
+    from cli.main import fail
+    from services.fleet_gateway import CHANNEL_OPTIONS
+    from services.security import EdgeConfigError, channel, operator_security
+    from vpp.v1 import fleet_pb2_grpc
+
+    async def call() -> Any:
+        security = operator_security(settings.stack.state_dir)  # the environment's, else `vpp up`'s
+        async with channel(f"127.0.0.1:{settings.fleet.gateway_port}", security, CHANNEL_OPTIONS) as gateway:
+            stub = fleet_pb2_grpc.FleetGatewayServiceStub(gateway)
+            return await getattr(stub, method)(request, timeout=30)
+
+    try:
+        return asyncio.run(call())
+    except EdgeConfigError as exc:
+        raise fail(str(exc)) from None
+    except grpc.aio.AioRpcError as exc:
+        raise fail(f"fleet gateway: {exc.code().name}: {exc.details()}") from None
+
+
+@fleet_app.command("stats")
+def fleet_stats(
+    ctx: typer.Context,
+    recent: Annotated[int, typer.Option(min=0, help="Also list this many of the newest quarantined readings.")] = 0,
+) -> None:
+    """Telemetry ingest counters of the running gateway (accepted, duplicate, quarantined by reason)."""
+    from cli.main import console, load
+    from vpp.v1 import fleet_pb2
+
+    stats = _gateway_call("GetIngestStats", fleet_pb2.GetIngestStatsRequest(recent_quarantined=recent), load(ctx))
+    table = Table(title="fleet gateway ingest")
+    table.add_column("counter")
+    table.add_column("readings", justify="right")
+    for name in ("readings", "accepted", "applied", "duplicate", "out_of_order"):
+        table.add_row(name, f"{getattr(stats, name):,}")
+    for reason, count in sorted(stats.quarantined.items()):
+        table.add_row(f"quarantined: {reason}", f"{count:,}")
+    table.add_row("connected streams", f"{stats.connected_streams}")
+    table.add_row("setpoints dropped (stream queue full)", f"{stats.dropped_downlink:,}")
+    console().print(table)
+    if stats.recent:
+        quarantined = Table(title="newest quarantined readings")
+        for column in ("site", "measured at (UTC)", "reason", "SoC %", "battery kW", "PV kW", "load kW"):
+            quarantined.add_column(column)
+        for reading in stats.recent:
+            measured = datetime.fromtimestamp(reading.measured_at_ms / 1000, tz=UTC).isoformat(timespec="seconds")
+            quarantined.add_row(reading.site_id, measured, reading.reason, f"{reading.state_of_charge_pct:g}",
+                                f"{reading.battery_power_kw:g}", f"{reading.pv_power_kw:g}",
+                                f"{reading.load_power_kw:g}")
+        console().print(quarantined)
+
+
+@fleet_app.command("aggregate")
+def fleet_aggregate(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="Node of the asset graph (e.g. region-SA1, feeder-…).")],
+    hierarchy: Annotated[str | None, typer.Option(help="Only this hierarchy's subtree.")] = None,
+) -> None:
+    """Live aggregate of a node's sites with its uncertainty (energy available, sites reporting)."""
+    import psycopg
+
+    from cli.main import console, fail, load
+    from models.assets import AssetGraphError, sites_under
+    from vpp.v1 import fleet_pb2
+
+    settings = load(ctx)
+    with database(ctx) as url, psycopg.connect(url) as conn:
+        try:
+            site_ids = sites_under(conn, node, datetime.now(tz=UTC), hierarchy)
+        except AssetGraphError as exc:
+            raise fail(str(exc)) from None
+    if len(site_ids) == 0:
+        raise fail(f"node {node} has no sites now")
+    aggregate = _gateway_call("GetAggregate", fleet_pb2.GetAggregateRequest(site_id=site_ids.tolist()), settings)
+    console().print(f"{node}: {aggregate.description}; battery power {aggregate.battery_power_mw:+.3f} MW")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dispatch events
+
+
+def _temporal(settings: Any) -> Any:
+    from temporalio.client import Client
+
+    return Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+
+
+@dispatch_app.command("start")
+def dispatch_start(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="Node of the asset graph whose sites take part.")],
+    mw: Annotated[float, typer.Option(help="Target MW at the sites (+ discharge / − charge).")],
+    minutes: Annotated[float, typer.Option(min=0.1, help="Length of the window.")] = 60.0,
+    start: Annotated[datetime | None, typer.Option(formats=TIME_FORMATS, help=TIME_HELP)] = None,
+    hierarchy: Annotated[str | None, typer.Option(help="Only this hierarchy's subtree.")] = None,
+    event_id: Annotated[str | None, typer.Option(help="Event id (default: generated).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the event to end and print its summary.")] = False,
+) -> None:
+    """Start a dispatch event (a VppDispatchEvent workflow; watch it in the Temporal UI)."""
+    from cli.main import console, fail, load
+    from workflows.dispatch_facts import DispatchEventInput
+
+    if not math.isfinite(mw):
+        raise fail(f"--mw must be a finite number, got {mw}")
+    settings = load(ctx)
+    begin = (start or datetime.now(tz=UTC))
+    begin = begin if begin.tzinfo else begin.replace(tzinfo=UTC)
+    start_ms = int(begin.timestamp() * 1000)
+    end_ms = start_ms + int(timedelta(minutes=minutes).total_seconds() * 1000)
+    identifier = event_id or f"dispatch-{node}-{begin:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+    async def run() -> Any:
+        client = await _temporal(settings)
+        handle = await client.start_workflow(
+            "VppDispatchEvent",
+            DispatchEventInput(event_id=identifier, node_id=node, target_mw=mw, start_ms=start_ms, end_ms=end_ms,
+                               hierarchy=hierarchy, control_interval_s=settings.fleet.control_interval_s),
+            id=identifier, task_queue=settings.fleet.task_queue)
+        return await handle.result() if wait else None
+
+    summary = asyncio.run(run())
+    console().print(f"dispatch event {identifier}: {mw:+g} MW at {node} from {begin.isoformat()} "
+                    f"for {minutes:g} min")
+    if summary is not None:
+        console().print(summary)
+
+
+@dispatch_app.command("status")
+def dispatch_status(ctx: typer.Context, event_id: Annotated[str, typer.Argument(help="Event id.")]) -> None:
+    """Progress of an event (the workflow's progress query)."""
+    from cli.main import console, load
+
+    settings = load(ctx)
+
+    async def run() -> Any:
+        client = await _temporal(settings)
+        return await client.get_workflow_handle(event_id).query("progress")
+
+    progress = asyncio.run(run())
+    console().print(progress)
+
+
+@dispatch_app.command("set-target")
+def dispatch_set_target(
+    ctx: typer.Context,
+    event_id: Annotated[str, typer.Argument(help="Event id.")],
+    mw: Annotated[float, typer.Argument(help="New target MW.")],
+) -> None:
+    """Change an event's target (validated by the workflow: finite and within its limit)."""
+    from cli.main import console
+
+    previous = _event_update(ctx, event_id, "set_target", mw)
+    console().print(f"{event_id}: target {previous:g} -> {mw:g} MW")
+
+
+def _event_update(ctx: typer.Context, event_id: str, update: str, argument: Any) -> Any:
+    """Run update ``update`` of dispatch event ``event_id``; a rejection is one `error:` line, exit 1."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from cli.main import fail, load
+
+    settings = load(ctx)
+
+    async def run() -> Any:
+        client = await _temporal(settings)
+        return await client.get_workflow_handle(event_id).execute_update(update, argument)
+
+    try:
+        return asyncio.run(run())
+    except WorkflowUpdateFailedError as exc:
+        raise fail(f"rejected: {exc.cause}") from None
+
+
+@dispatch_app.command("cancel")
+def dispatch_cancel(
+    ctx: typer.Context,
+    event_id: Annotated[str, typer.Argument(help="Event id.")],
+    reason: Annotated[str, typer.Option(help="Why (goes into the impact log).")],
+) -> None:
+    """Stop an event now: its sites are released and its impact log recorded."""
+    from cli.main import console
+
+    stage = _event_update(ctx, event_id, "cancel", reason)
+    console().print(f"{event_id}: cancelled while {stage}")
+
+
+@dispatch_app.command("impact")
+def dispatch_impact(
+    ctx: typer.Context,
+    event_id: Annotated[str, typer.Argument(help="Event id.")],
+    site: Annotated[str | None, typer.Option(help="Only this site's row.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown (the sites furthest short first).")] = 20,
+) -> None:
+    """The impact log of a finished event: per site asked, acknowledged, delivered, shortfall."""
+    import numpy as np
+    import psycopg
+
+    from cli.main import console, fail
+    from models.dispatch_events import get_event, get_impact
+
+    with database(ctx) as url, psycopg.connect(url) as conn:
+        record = get_event(conn, event_id)
+        impact = get_impact(conn, event_id)
+    if record is None:
+        raise fail(f"no recorded dispatch event {event_id!r} (it may still be running)")
+    console().print(f"{record.event_id} at {record.node_id}: {record.status}, target {record.target_mw:+g} MW, "
+                    f"{record.window_start:%Y-%m-%d %H:%M:%S} → {record.window_end:%H:%M:%S} UTC, "
+                    f"{record.site_count:,} sites, asked {record.asked_mwh:.3f} MWh, "
+                    f"delivered {record.delivered_mwh:.3f} MWh" + (f" ({record.reason})" if record.reason else ""))
+    rows = np.argsort(-impact.shortfall_kwh, kind="stable")
+    if site is not None:
+        rows = np.flatnonzero(impact.site_ids == site)
+        if len(rows) == 0:
+            raise fail(f"site {site} did not take part in {event_id}")
+    table = Table()
+    for column in ("site", "asked kWh", "delivered kWh", "shortfall kWh", "acknowledged"):
+        table.add_column(column, justify="left" if column in ("site", "acknowledged") else "right")
+    for row in rows[:limit].tolist():
+        table.add_row(str(impact.site_ids[row]), f"{impact.asked_kwh[row]:.3f}", f"{impact.delivered_kwh[row]:.3f}",
+                      f"{impact.shortfall_kwh[row]:.3f}", "yes" if impact.acknowledged[row] else "no")
+    console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Peak shaving
+
+peak_app = typer.Typer(help="Peak shaving: forecast a node's load, shave its peaks with dispatch events.",
+                       no_args_is_help=True)
+
+
+@peak_app.command("seed-history")
+def peak_seed_history(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="Node of the asset graph.")],
+    days: Annotated[float, typer.Option(min=1.0, help="Days of 5-minute history ending now.")] = 28.0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic history.")] = 0,
+) -> None:
+    """Record a synthetic load history for a node's sites (fleet/load_history.py), for demos and trials."""
+    import psycopg
+
+    from cli.main import console, fail
+    from fleet.load_history import synthetic_node_load_history
+    from models.assets import AssetGraphError, site_parameters, sites_under
+    from models.node_load import record_node_load
+
+    now = datetime.now(tz=UTC)
+    start_ms = int(now.timestamp() * 1000) - int(days * 86_400_000)
+    start_ms -= start_ms % 300_000
+    with database(ctx) as url, psycopg.connect(url) as conn:
+        try:
+            site_ids = sites_under(conn, node, now, None)
+        except AssetGraphError as exc:
+            raise fail(str(exc)) from None
+        if len(site_ids) == 0:
+            raise fail(f"node {node} has no sites now")
+        history = synthetic_node_load_history(node, site_parameters(conn, site_ids), start_ms, days, seed)
+        written = record_node_load(conn, history)
+    console().print(f"{node}: recorded {written:,} intervals of synthetic load for {len(site_ids):,} sites "
+                    f"(peak net load {float(history.net_load_mw.max()):.3f} MW)")
+
+
+@peak_app.command("plan")
+def peak_plan(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="Node whose load is shaved.")],
+    threshold: Annotated[float, typer.Option(help="Load the node should not exceed, MW (net of rooftop PV).")],
+    hierarchy: Annotated[str | None, typer.Option(help="Only this hierarchy's subtree.")] = None,
+    hours: Annotated[float, typer.Option(min=1.0, max=168.0, help="Horizon planned.")] = 24.0,
+) -> None:
+    """Run the PeakShaving workflow: forecast, find peaks, start a dispatch event per shave and lockout."""
+    from temporalio.client import WorkflowFailureError
+
+    from cli.main import console, fail, load
+    from workflows.peak_shaving_facts import PeakShavingInput
+
+    if not math.isfinite(threshold):
+        raise fail(f"--threshold must be a finite number, got {threshold}")
+    settings = load(ctx)
+    now = datetime.now(tz=UTC)
+    workflow_id = f"peak-shaving-{node}-{now:%Y%m%dT%H%M%S}"
+
+    async def run() -> Any:
+        client = await _temporal(settings)
+        return await client.execute_workflow(
+            "PeakShaving", PeakShavingInput(node_id=node, threshold_mw=threshold, hierarchy=hierarchy,
+                                            horizon_intervals=int(hours * 12),
+                                            control_interval_s=settings.fleet.control_interval_s),
+            id=workflow_id, task_queue=settings.fleet.task_queue)
+
+    try:
+        plan = asyncio.run(run())
+    except WorkflowFailureError as exc:
+        raise fail(f"peak shaving failed: {exc.cause}") from None
+    console().print(plan)

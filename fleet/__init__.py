@@ -1,0 +1,1 @@
+"""Fleet simulator: the stand-in for real homes (vectorised numpy), and its gRPC client."""

@@ -1,0 +1,138 @@
+"""The peak-shaving workflow: forecast a node's load, find the peaks worth shaving, start dispatch events.
+
+forecast the node's load (activity: PostgreSQL history + statsmodels) ∥ read what its batteries can do
+(activity: asset graph + the fleet gateway's aggregate) -> plan (pure, :func:`plan_peak_shaving`, run
+in the workflow: deterministic numpy) -> start one child ``VppDispatchEvent`` per shave (target = the
+shave's MW) and one per lockout (target 0 MW: the batteries neither charge nor discharge, so they do
+not recharge right after the peak; see :mod:`algorithms.peak_shaving` for the rule) -> return the plan.
+
+Children are started with ``parent_close_policy=ABANDON`` (they wait for their own window and outlive
+this run) and ids made from the node and the start time (``peak-shave-<node>-<YYYYMMDDTHHMM>Z``,
+``peak-lockout-<node>-<…>Z``) with ``REJECT_DUPLICATE``: a re-run that plans the same shave finds the
+event already there (running or finished) and starts nothing twice; the plan marks it ``started=False``.
+A re-run whose forecast moves a shave's start plans a new id; schedule the workflow once per planning
+horizon (e.g. daily, before the evening) or lock the plan with a fixed ``origin_ms``.
+
+Energy is the aggregate's **lower bound** (cautious: the plan never counts on energy the fleet may
+not have). The ``plan`` query shows the plan while the run proceeds. Triggered by a Temporal
+Schedule (daily or hourly) or an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    import numpy as np
+
+    from algorithms.peak_shaving import LoadForecast, find_peaks, plan_peak_shaving
+    from workflows.dispatch_facts import DispatchEventInput
+    from workflows.peak_shaving_facts import (
+        FleetCapacity,
+        FleetCapacityInput,
+        NodeForecast,
+        NodeForecastInput,
+        PeakShavingInput,
+        PeakShavingPlan,
+        ScheduledEvent,
+    )
+
+DISPATCH_WORKFLOW = "VppDispatchEvent"
+INVALID_PEAK_SHAVING = "InvalidPeakShaving"
+INSUFFICIENT_HISTORY = "InsufficientLoadHistory"
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
+                             maximum_attempts=5, non_retryable_error_types=[INVALID_PEAK_SHAVING, INSUFFICIENT_HISTORY])
+
+
+def event_id(kind: str, node_id: str, start_ms: int) -> str:
+    """Deterministic dispatch event id of a shave or lockout: ``peak-<kind>-<node>-<YYYYMMDDTHHMM>Z``."""
+    moment = datetime.fromtimestamp(start_ms / 1000.0, tz=UTC)
+    return f"peak-{kind}-{node_id}-{moment:%Y%m%dT%H%M}Z"
+
+
+def forecast_from_fact(fact: NodeForecast) -> LoadForecast:
+    """The :class:`LoadForecast` (arrays) carried by a :class:`NodeForecast` (lists)."""
+    return LoadForecast(interval_end_ms=np.array(fact.interval_end_ms, dtype=np.int64), interval_ms=fact.interval_ms,
+                        quantiles=tuple(fact.quantiles),
+                        values_mw=np.array(fact.values_mw, dtype=np.float64).reshape(
+                            len(fact.quantiles), len(fact.interval_end_ms)),
+                        method=fact.method)
+
+
+@workflow.defn(name="PeakShaving")
+class PeakShaving:
+    """One planning run for one node (workflow id chosen by the caller, e.g. per node and day)."""
+
+    def __init__(self) -> None:
+        self._plan: PeakShavingPlan | None = None
+
+    @workflow.query
+    def plan(self) -> PeakShavingPlan | None:
+        """The plan as it stands (None before the run has started)."""
+        return self._plan
+
+    @workflow.run
+    async def run(self, request: PeakShavingInput) -> PeakShavingPlan:
+        origin_ms = request.origin_ms if request.origin_ms is not None else int(workflow.now().timestamp() * 1000)
+        self._plan = PeakShavingPlan(node_id=request.node_id, threshold_mw=request.threshold_mw,
+                                     origin_ms=origin_ms, stage="forecasting")
+        rules = request.rules
+        quantiles = tuple(sorted({0.1, 0.5, 0.9, rules.quantile}))
+        forecast_fact, capacity = await asyncio.gather(
+            workflow.execute_activity(
+                "forecast_node_load",
+                NodeForecastInput(node_id=request.node_id, load_column=rules.load_column, origin_ms=origin_ms,
+                                  history_days=request.history_days, horizon_intervals=request.horizon_intervals,
+                                  quantiles=quantiles),
+                result_type=NodeForecast, start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTIVITY_RETRY),
+            workflow.execute_activity(
+                "node_fleet_capacity",
+                FleetCapacityInput(node_id=request.node_id, hierarchy=request.hierarchy, as_of_ms=origin_ms),
+                result_type=FleetCapacity, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTIVITY_RETRY))
+        energy_budget = max(capacity.energy_lower_mwh, 0.0)
+        # numpy imports some of its own modules lazily on first use (e.g. nan_to_num); they are passed
+        # through like numpy itself. The planning is pure and deterministic.
+        with workflow.unsafe.imports_passed_through():
+            forecast = forecast_from_fact(forecast_fact)
+            shaves = plan_peak_shaving(forecast, request.threshold_mw, energy_budget, capacity.max_discharge_mw,
+                                       rules)
+            peaks_found = len(find_peaks(forecast, request.threshold_mw, rules))
+            forecast_peak_mw = float(np.nanmax(forecast.quantile(rules.quantile)))
+        self._plan = PeakShavingPlan(
+            node_id=request.node_id, threshold_mw=request.threshold_mw, origin_ms=origin_ms, stage="scheduling",
+            forecast_method=forecast.method, forecast_peak_mw=forecast_peak_mw, peaks_found=peaks_found,
+            energy_budget_mwh=energy_budget * rules.energy_use_fraction, max_discharge_mw=capacity.max_discharge_mw,
+            fleet=capacity.description, shaves=tuple(shaves))
+        events: list[ScheduledEvent] = []
+        for shave in shaves:
+            events.append(await self._start_event(request, "shave", shave.start_ms, shave.end_ms, shave.target_mw,
+                                                  capacity.max_discharge_mw))
+            if shave.lockout_end_ms > shave.end_ms:
+                events.append(await self._start_event(request, "lockout", shave.end_ms, shave.lockout_end_ms, 0.0,
+                                                      capacity.max_discharge_mw))
+            self._plan = replace(self._plan, events=tuple(events))
+        self._plan = replace(self._plan, events=tuple(events), stage="done")
+        return self._plan
+
+    async def _start_event(self, request: PeakShavingInput, kind: str, start_ms: int, end_ms: int, target_mw: float,
+                           max_discharge_mw: float) -> ScheduledEvent:
+        """Start one child dispatch event (abandoned on close, never twice for one id)."""
+        child_id = event_id(kind, request.node_id, start_ms)
+        event = DispatchEventInput(event_id=child_id, node_id=request.node_id, target_mw=target_mw, start_ms=start_ms,
+                                   end_ms=end_ms, hierarchy=request.hierarchy,
+                                   control_interval_s=request.control_interval_s,
+                                   max_abs_target_mw=max(max_discharge_mw, abs(target_mw)))
+        try:
+            await workflow.start_child_workflow(
+                DISPATCH_WORKFLOW, event, id=child_id, parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info("dispatch event %s already exists; not starting it again", child_id)
+            return ScheduledEvent(child_id, kind, start_ms, end_ms, target_mw, started=False)
+        return ScheduledEvent(child_id, kind, start_ms, end_ms, target_mw, started=True)
