@@ -112,6 +112,10 @@ def fleet_simulate(
     ctx: typer.Context,
     command_loss: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of commands lost.")] = 0.01,
     concentrators: Annotated[int, typer.Option(min=1, help="gRPC streams (sites multiplexed per stream).")] = 4,
+    plan: Annotated[bool, typer.Option(help="Sites plan their batteries on the price forecasts they receive "
+                                            "and send the plans back (the co-optimised VPP).")] = True,
+    poll: Annotated[bool, typer.Option(help="Concentrators also poll for forecasts every "
+                                            "[fleet] edge_poll_interval_s (poll-mode programmes need it).")] = True,
 ) -> None:
     """Run simulated homes for every site of the asset graph against the gateway until SIGINT/SIGTERM."""
     from dataclasses import replace
@@ -136,9 +140,23 @@ def fleet_simulate(
 
     async def main(stop: asyncio.Event) -> None:
         await wait_healthy(address, 60.0)
-        await run_concentrators(simulator, address, stop, concentrator_count=concentrators)
+        await run_concentrators(simulator, address, stop, concentrator_count=concentrators,
+                                edge=edge_planner_config(settings.fleet) if plan else None, poll=plan and poll)
 
     run_until_signal(main)
+
+
+def edge_planner_config(fleet: Any) -> Any:
+    """The simulated sites' planner configuration from ``[fleet]`` (the plan shape the gateway stores)."""
+    from fleet.edge_planner import EdgePlannerConfig
+
+    return EdgePlannerConfig(
+        peak_per_kwh=fleet.edge_peak_per_kwh, offpeak_per_kwh=fleet.edge_offpeak_per_kwh,
+        feed_in_per_kwh=fleet.edge_feed_in_per_kwh, peak_start_hour=fleet.edge_peak_start_hour,
+        peak_end_hour=fleet.edge_peak_end_hour, market_share=fleet.edge_market_share,
+        storm_reserve_fraction=fleet.edge_storm_reserve_fraction, plan_interval_minutes=fleet.plan_interval_minutes,
+        plan_horizon_intervals=fleet.plan_horizon_intervals, replan_interval_s=fleet.edge_replan_interval_s,
+        poll_interval_s=fleet.edge_poll_interval_s)
 
 
 def _gateway_call(method: str, request: Any, settings: Any) -> Any:

@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.assets import assets_app
+from cli.coopt import coopt_app
 from cli.fleet import dispatch_app, fleet_app, peak_app
 from cli.ops import ops_app
 from settings import ConfigError, Settings, load_settings
@@ -56,6 +57,7 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(dispatch_app, name="dispatch")
 app.add_typer(peak_app, name="peak")
 app.add_typer(ops_app, name="ops")
+app.add_typer(coopt_app, name="coopt")
 
 # Width of tables when the output is not a terminal (a pipe or file) and COLUMNS is unset: wide enough
 # that archive keys (71 characters) are never folded.
@@ -405,6 +407,19 @@ def bench_backtest(
         code = main(settings, data=data or [settings.market_data.data_dir], region=region, days=days,
                     start=start, workers=workers, parameters=param or [])
     raise typer.Exit(int(code))
+
+
+@bench_app.command("distribution")
+def bench_distribution(
+    sites: Annotated[int, typer.Option(min=10, help="Simulated sites.")] = 10_000,
+    concentrators: Annotated[int, typer.Option(min=1, help="gRPC streams (sites multiplexed per stream).")] = 20,
+    poll_interval: Annotated[float, typer.Option(min=1.0, help="Seconds between two polls of a concentrator.")] = 10.0,
+) -> None:
+    """Push vs poll of a price-forecast version over the real gateway: time until 99 % of sites hold it,
+    messages and bytes, polls, a reconnect storm, and the sites' planning time."""
+    from bench.distribution import main
+
+    main(["--sites", str(sites), "--concentrators", str(concentrators), "--poll-interval", str(poll_interval)])
 
 
 @bench_app.command("fleet")

@@ -9,10 +9,18 @@ the physics to ``now_ms`` in steps of at most ``physics_step_s`` (the last one p
 exact at ``now_ms``; a command delivered at ``now_ms`` acts from ``now_ms`` on.
 
 **Physics per step** ``(t0, t1]``: PV and load are evaluated at the step's middle; each site requests its
-active VPP setpoint for the part of the step before the setpoint's ``valid_until_ms`` and
-self-consumption (``load − pv``) for the rest; :func:`fleet.battery.battery_step` enforces power limits,
-capacity, efficiencies and the backup reserve. Sites keep running (self-consumption or a command they
-already hold) while offline: offline means out of contact, not switched off.
+active VPP setpoint for the part of the step before the setpoint's ``valid_until_ms`` and, for the rest,
+its own plan's battery power for the plan interval covering the step's middle if it holds a plan that
+covers it (:meth:`FleetSimulator.set_plans`), else self-consumption (``load − pv``);
+:func:`fleet.battery.battery_step` enforces power limits, capacity, efficiencies and the backup reserve.
+Sites keep running (self-consumption, their plan, or a command they already hold) while offline: offline
+means out of contact, not switched off.
+
+**Own plans.** A site that plans its own battery (the co-optimised VPP, :mod:`fleet.edge_planner`) is given
+its plan with :meth:`FleetSimulator.set_plans`: battery power per plan interval (kW) from a start time.
+Plans are stored as one ``(sites × T)`` array and a start per site; a VPP setpoint in force always
+overrides the plan. What a site's own forecaster would predict for its load and PV is
+:meth:`FleetSimulator.expected_load_and_pv_kw` (the fleet's models without noise).
 
 **Telemetry.** Each site reports every ``reporting_interval_s`` with its own phase (uniform over the
 interval). A reading carries the site's sequence number (0, 1, 2, …, per site), its measurement time,
@@ -76,18 +84,24 @@ from algorithms.fleet_types import (
 )
 from fleet.battery import battery_step, self_consumption_request_kw
 from fleet.household_load import (
+    SHIFT_MINUTES,
     HouseholdLoads,
+    daily_shape,
     household_load_kw,
     initial_log_noise,
+    local_clock,
     make_household_loads,
     next_log_noise,
 )
-from fleet.pv import PvFleet, make_pv_fleet, pv_power_kw
+from fleet.pv import ORIENTATION_CLASSES, PvFleet, class_output_per_kw, make_pv_fleet, pv_power_kw
 
 NO_TRANSITION_MS = np.iinfo(np.int64).max
 """``next transition`` time of a site that never changes online state (offline_fraction 0)."""
 NO_COMMAND = -1
 """Command id a site holds before it has applied any command."""
+NO_PLAN = -1
+"""Plan start (epoch ms) of a site that holds no plan of its own."""
+MS_PER_MINUTE = 60_000
 
 
 class InvalidSimulatorConfigError(ValueError):
@@ -100,6 +114,11 @@ class SimulatorTimeError(ValueError):
 
 class InvalidSetpointError(ValueError):
     """A :class:`SetpointBatch` holds a value no site could apply (non-finite setpoint)."""
+
+
+class InvalidPlanError(ValueError):
+    """Plans given to :meth:`FleetSimulator.set_plans` that no site could follow (unknown rows, shapes that
+    do not match, non-finite power, a non-positive interval)."""
 
 
 @dataclass(frozen=True)
@@ -299,6 +318,9 @@ class FleetSimulator:
         self._pv_power_kw: FloatArray = pv_power_kw(self._pv_fleet, self._now_ms)
         self._load_power_kw: FloatArray = household_load_kw(self._loads, self._now_ms, self._log_noise)
         self._battery_power_kw: FloatArray = np.zeros(site_count)
+        self._plan_start_ms: IntArray = np.full(site_count, NO_PLAN, dtype=np.int64)
+        self._plan_interval_ms: IntArray = np.ones(site_count, dtype=np.int64)
+        self._plan_power_kw: FloatArray = np.full((site_count, 0), np.nan)
         self._readings: _ArrivalQueue[_InFlightReadings] = _ArrivalQueue()
         self._acks: _ArrivalQueue[_InFlightAcks] = _ArrivalQueue()
 
@@ -350,6 +372,12 @@ class FleetSimulator:
         return np.where(self._setpoint_valid_until_ms > self._now_ms, self._setpoint_kw, np.nan)
 
     @property
+    def planned_power_kw(self) -> FloatArray:
+        """Each site's own plan's battery power for now (kW, + discharge / − charge; NaN where no plan covers
+        now), a new array."""
+        return self._planned_power_kw(self._now_ms)
+
+    @property
     def last_command_id(self) -> IntArray:
         """Highest command id each site has applied (:data:`NO_COMMAND` if none), a copy."""
         return self._last_command_id.copy()
@@ -396,6 +424,91 @@ class FleetSimulator:
                     valid_until_ms[accepted])
         self._send_acks(sites, command_id, accepted)
 
+    def set_plans(self, site_rows: IntArray, start_ms: IntArray | int, plan_interval_ms: int,
+                  battery_power_kw: FloatArray) -> None:
+        """Give sites their own plans: from then on each follows its plan whenever no VPP setpoint is in force.
+
+        Row ``i`` of ``battery_power_kw`` is the plan of site row ``site_rows[i]``: battery power (kW,
+        + discharge / − charge) for interval ``k`` covering ``[start + k·plan_interval_ms, start +
+        (k+1)·plan_interval_ms)`` (epoch ms UTC). A new plan replaces the site's previous one entirely;
+        outside its intervals the site runs self-consumption. The physics does not move.
+
+        Args:
+            site_rows: rows of the sites (into ``parameters.site_ids``), unique.
+            start_ms: start of each plan's first interval (epoch ms UTC), one per row or one for all.
+            plan_interval_ms: interval length (ms, > 0).
+            battery_power_kw: planned power, ``(len(site_rows), T)`` (kW, finite).
+
+        Raises:
+            InvalidPlanError: unknown or repeated rows, shapes that do not match, non-finite power, or a
+                non-positive interval.
+        """
+        rows = np.asarray(site_rows, dtype=np.int64)
+        power_kw = np.asarray(battery_power_kw, dtype=np.float64)
+        starts_ms = np.asarray(start_ms, dtype=np.int64)
+        site_count = self._parameters.site_count
+        if rows.ndim != 1 or power_kw.ndim != 2 or power_kw.shape[0] != len(rows):
+            raise InvalidPlanError(f"battery_power_kw has shape {power_kw.shape}, expected ({len(rows)}, T) "
+                                   "for one-dimensional site_rows")
+        if starts_ms.ndim == 0:
+            starts_ms = np.full(len(rows), int(starts_ms), dtype=np.int64)
+        if starts_ms.shape != rows.shape:
+            raise InvalidPlanError(f"start_ms has shape {starts_ms.shape}, expected one value or {rows.shape}")
+        if bool(np.any((rows < 0) | (rows >= site_count))) or len(np.unique(rows)) != len(rows):
+            raise InvalidPlanError(f"site_rows must be unique rows within 0..{site_count - 1}")
+        if plan_interval_ms <= 0:
+            raise InvalidPlanError(f"plan_interval_ms must be positive, got {plan_interval_ms}")
+        if not bool(np.all(np.isfinite(power_kw))):
+            raise InvalidPlanError("battery_power_kw holds NaN or infinite values")
+        if bool(np.any(starts_ms < 0)):
+            raise InvalidPlanError("plan start_ms must be >= 0 (epoch ms UTC)")
+        horizon = power_kw.shape[1]
+        if horizon > self._plan_power_kw.shape[1]:
+            grown = np.full((site_count, horizon), np.nan)
+            grown[:, :self._plan_power_kw.shape[1]] = self._plan_power_kw
+            self._plan_power_kw = grown
+        self._plan_power_kw[rows] = np.nan
+        self._plan_power_kw[rows, :horizon] = power_kw
+        self._plan_start_ms[rows] = starts_ms
+        self._plan_interval_ms[rows] = int(plan_interval_ms)
+
+    def clear_plans(self, site_rows: IntArray) -> None:
+        """Forget the plans of ``site_rows``: they return to self-consumption (outside VPP setpoints)."""
+        rows = np.asarray(site_rows, dtype=np.int64)
+        self._plan_start_ms[rows] = NO_PLAN
+        self._plan_power_kw[rows] = np.nan
+
+    def expected_load_and_pv_kw(self, site_rows: IntArray, start_ms: int, horizon_intervals: int,
+                                plan_interval_minutes: int) -> tuple[FloatArray, FloatArray]:
+        """What each site's own forecaster predicts for its household load and PV over a plan horizon (kW).
+
+        The fleet's own models evaluated without noise at the middle of each plan interval ``k``
+        (``start_ms + (k + ½)·plan_interval_minutes``, epoch ms UTC): the load is the household model's
+        expectation (daily shape × the site's mean load, with the site's habit shift; the noise factor
+        has mean 1), the PV the typical-year PV model (which has no noise, so it is what the site will
+        see). This stands in for an edge device's forecaster trained on its own history; the realised
+        load differs by the model's noise.
+
+        Returns:
+            (load_kw, pv_kw), each ``(len(site_rows), horizon_intervals)`` (kW, ≥ 0).
+        """
+        rows = np.asarray(site_rows, dtype=np.int64)
+        if horizon_intervals < 1 or plan_interval_minutes <= 0:
+            raise InvalidPlanError(f"horizon_intervals ({horizon_intervals}) and plan_interval_minutes "
+                                   f"({plan_interval_minutes}) must be positive")
+        interval_ms = plan_interval_minutes * MS_PER_MINUTE
+        middles_ms = int(start_ms) + np.arange(horizon_intervals, dtype=np.int64) * interval_ms + interval_ms // 2
+        shape_by_shift = np.empty((horizon_intervals, len(SHIFT_MINUTES)))
+        pv_by_class = np.empty((horizon_intervals, len(ORIENTATION_CLASSES)))
+        for interval, middle_ms in enumerate(middles_ms.tolist()):  # per interval, not per site
+            hour, weekend = local_clock(middle_ms)
+            shape_by_shift[interval] = daily_shape(hour - SHIFT_MINUTES / 60.0, weekend)
+            pv_by_class[interval] = class_output_per_kw(middle_ms)
+        loads, pv = self._loads, self._pv_fleet
+        load_kw = loads.mean_load_kw[rows, None] * shape_by_shift[:, loads.shift_class[rows]].T
+        pv_kw = (pv.pv_capacity_kw[rows] * pv.derate[rows])[:, None] * pv_by_class[:, pv.orientation_class[rows]].T
+        return np.asarray(load_kw, dtype=np.float64), np.asarray(pv_kw, dtype=np.float64)
+
     def collect_telemetry(self, now_ms: int) -> TelemetryBatch:
         """Readings that have reached the platform by ``now_ms`` and were not collected before, by arrival."""
         self.advance(now_ms)
@@ -427,8 +540,9 @@ class FleetSimulator:
         pv_kw = pv_power_kw(self._pv_fleet, middle_ms)
         load_kw = household_load_kw(self._loads, middle_ms, self._log_noise)
         setpoint_share = np.clip((self._setpoint_valid_until_ms - start_ms) / duration_ms, 0.0, 1.0)
-        request_kw = setpoint_share * self._setpoint_kw + (1.0 - setpoint_share) * self_consumption_request_kw(
-            pv_kw, load_kw)
+        planned_kw = self._planned_power_kw(middle_ms)
+        own_kw = np.where(np.isnan(planned_kw), self_consumption_request_kw(pv_kw, load_kw), planned_kw)
+        request_kw = setpoint_share * self._setpoint_kw + (1.0 - setpoint_share) * own_kw
         previous_soc_kwh = self._state_of_charge_kwh
         step = battery_step(self._parameters, previous_soc_kwh, request_kw, duration_ms / 1000.0)
         self._state_of_charge_kwh = step.state_of_charge_kwh
@@ -436,6 +550,17 @@ class FleetSimulator:
         self._now_ms = end_ms
         self._update_outages(end_ms)
         self._send_readings(start_ms, end_ms, previous_soc_kwh)
+
+    def _planned_power_kw(self, at_ms: int) -> FloatArray:
+        """Each site's planned power for the plan interval covering ``at_ms`` (kW; NaN where none covers it)."""
+        horizon = self._plan_power_kw.shape[1]
+        if horizon == 0:
+            return np.full(self._parameters.site_count, np.nan)
+        interval = (at_ms - self._plan_start_ms) // self._plan_interval_ms
+        covered = (self._plan_start_ms != NO_PLAN) & (interval >= 0) & (interval < horizon)
+        column = np.where(covered, interval, 0)
+        planned = np.take_along_axis(self._plan_power_kw, column[:, None], axis=1)[:, 0]
+        return np.where(covered, planned, np.nan)
 
     def _schedule_transitions(self, sites: IntArray, from_ms: int) -> None:
         """Draw the next online/offline change of ``sites`` (exponential, by their current state)."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from algorithms.fleet_types import AckBatch, SetpointBatch, TelemetryBatch
+from algorithms.site_plan_types import SitePlans
 from vpp.v1 import fleet_pb2
 
 
@@ -97,3 +98,63 @@ def setpoints_to_proto(batch: SetpointBatch) -> fleet_pb2.SetpointBatch:
     return fleet_pb2.SetpointBatch(
         site_id=batch.site_ids.tolist(), command_id=batch.command_id.tolist(),
         setpoint_kw=batch.setpoint_kw.tolist(), valid_until_ms=batch.valid_until_ms.tolist())
+
+
+_PLAN_MATRICES = ("battery_power_kw", "net_export_kw", "discharge_flexibility_kw", "charge_flexibility_kw",
+                  "state_of_charge_kwh")
+
+
+def plans_from_proto(message: fleet_pb2.PlanBatch) -> SitePlans:
+    """The plans of a PlanBatch message as ``(sites × horizon)`` arrays (kW, kWh, epoch ms UTC).
+
+    Raises MalformedBatchError when the per-site fields differ in length or a per-interval field does not
+    hold ``sites × horizon_intervals`` values.
+    """
+    site_count = _check_lengths("PlanBatch", {"site_id": message.site_id,
+                                              "forecast_version": message.forecast_version,
+                                              "start_ms": message.start_ms})
+    horizon = int(message.horizon_intervals)
+    if site_count and (horizon <= 0 or message.plan_interval_minutes <= 0):
+        raise MalformedBatchError("PlanBatch: horizon_intervals and plan_interval_minutes must be positive")
+    matrices: dict[str, np.ndarray] = {}
+    for name in _PLAN_MATRICES:
+        values = getattr(message, name)
+        if len(values) != site_count * horizon:
+            raise MalformedBatchError(f"PlanBatch: field {name} has {len(values)} values, expected "
+                                      f"{site_count} sites × {horizon} intervals = {site_count * horizon}")
+        matrices[name] = np.asarray(values, dtype=np.float64).reshape(site_count, horizon)
+    return SitePlans(site_ids=_strings(message.site_id),
+                     forecast_version=np.asarray(message.forecast_version, dtype=np.int64),
+                     start_ms=np.asarray(message.start_ms, dtype=np.int64),
+                     plan_interval_minutes=int(message.plan_interval_minutes), **matrices)
+
+
+def plans_to_proto(plans: SitePlans) -> fleet_pb2.PlanBatch:
+    """A PlanBatch message carrying ``plans`` (row-major site × interval)."""
+    return fleet_pb2.PlanBatch(
+        site_id=plans.site_ids.tolist(), forecast_version=plans.forecast_version.tolist(),
+        start_ms=plans.start_ms.tolist(), plan_interval_minutes=plans.plan_interval_minutes,
+        horizon_intervals=plans.horizon_intervals,
+        **{name: getattr(plans, name).ravel().tolist() for name in _PLAN_MATRICES})
+
+
+def forecast_prices(message: fleet_pb2.PriceForecast) -> np.ndarray:
+    """The forecast's prices as a ``(quantiles × horizon)`` array ($/MWh).
+
+    Raises MalformedBatchError when the price count is not quantiles × horizon_intervals.
+    """
+    quantiles, horizon = len(message.quantile), int(message.horizon_intervals)
+    if len(message.price_per_mwh) != quantiles * horizon:
+        raise MalformedBatchError(f"PriceForecast v{message.version}: {len(message.price_per_mwh)} prices, expected "
+                                  f"{quantiles} quantiles × {horizon} intervals")
+    return np.asarray(message.price_per_mwh, dtype=np.float64).reshape(quantiles, horizon)
+
+
+def median_price_per_mwh(message: fleet_pb2.PriceForecast) -> np.ndarray:
+    """The forecast's P50 path ($/MWh per interval): the 0.5 quantile, else the one nearest to it."""
+    prices = forecast_prices(message)
+    if not len(message.quantile):
+        raise MalformedBatchError(f"PriceForecast v{message.version} has no quantiles")
+    nearest = int(np.argmin(np.abs(np.asarray(message.quantile) - 0.5)))
+    median: np.ndarray = prices[nearest]
+    return median

@@ -60,12 +60,16 @@ from algorithms.fleet_types import (
     site_positions,
 )
 from algorithms.peak_shaving import node_load_figures
+from algorithms.plan_store import PlanShapeError
+from algorithms.site_plan_types import SitePlans
 from services.fleet_codec import (
     MalformedBatchError,
     acks_from_proto,
+    plans_from_proto,
     setpoints_to_proto,
     telemetry_from_proto,
 )
+from services.forecast_distribution import ForecastDistribution, ForecastRequestError, PushTarget
 from services.health import SERVER_OPTIONS, add_health, bind_port
 from services.security import EdgeSecurity, SiteAuthenticator, SiteAuthError, secure_server
 from settings import FleetSettings
@@ -209,6 +213,8 @@ class FleetGateway:
         self.policy = CommandPolicy(resend_after_ms=settings.resend_after_ms,
                                     command_validity_ms=settings.command_validity_ms,
                                     setpoint_deadband_kw=settings.setpoint_deadband_kw)
+        self.distribution = ForecastDistribution(parameters, plan_interval_minutes=settings.plan_interval_minutes,
+                                                 plan_horizon_intervals=settings.plan_horizon_intervals)
 
     # -- streams -------------------------------------------------------------------------------------
     def open_stream(self, site_ids: StrArray) -> tuple[int, asyncio.Queue[fleet_pb2.ConnectResponse]]:
@@ -319,6 +325,56 @@ class FleetGateway:
             event.book = record_acks(event.book, event_rows, acks.command_id, acks.acknowledged_at_ms,
                                      acks.accepted)
         return ignored
+
+    # -- price forecasts and plans (services/forecast_distribution.py) ------------------------------
+    def publish_forecast(self, forecast: fleet_pb2.PriceForecast) -> fleet_pb2.PublishForecastResponse:
+        """Make ``forecast`` the newest version and push it down every stream serving a push-mode site
+        (once per stream). Raises ForecastRequestError for an unusable forecast."""
+        distribution = self.distribution
+        targets = distribution.publish(forecast, self.stream_of_site)
+        if targets is None:
+            return fleet_pb2.PublishForecastResponse(version=distribution.latest_version, published=False)
+        pushed_streams, pushed_sites, dropped = self._push_forecast(targets)
+        return fleet_pb2.PublishForecastResponse(
+            version=distribution.latest_version, published=True, streams_pushed=pushed_streams,
+            sites_pushed=pushed_sites, bytes_pushed=pushed_streams * distribution.message().ByteSize(),
+            streams_dropped=dropped)
+
+    def catch_up(self, stream_id: int) -> None:
+        """After a (re)connect: push the newest forecast down ``stream_id`` if its push-mode sites lack it."""
+        self._push_forecast(self.distribution.catch_up_targets(self.stream_of_site, stream_id))
+
+    def _push_forecast(self, targets: Sequence[PushTarget]) -> tuple[int, int, int]:
+        pushed_streams = pushed_sites = dropped = 0
+        for target in targets:
+            queue = self.streams.get(target.stream_id)
+            if queue is None or queue.full():
+                dropped += 1
+                self.counters.dropped_downlink += 1
+                continue
+            queue.put_nowait(self.distribution.message())
+            self.distribution.pushed(target, self.stream_of_site)
+            pushed_streams += 1
+            pushed_sites += target.sites
+        return pushed_streams, pushed_sites, dropped
+
+    def poll_forecast(self, stream_id: int, after_version: int) -> fleet_pb2.ConnectResponse | None:
+        """A stream's poll: the newest forecast when newer than ``after_version``, else None."""
+        return self.distribution.poll(stream_id, after_version, self.stream_of_site)
+
+    def ingest_plans_from(self, stream_id: int | None, plans: SitePlans) -> fleet_pb2.PlanReceipt:
+        """Keep the valid plans of sites authenticated on ``stream_id``; the others are quarantined as
+        ``unauthenticated_site`` and counted. Raises PlanShapeError for plans of another shape."""
+        served = self._served_by(stream_id, plans.site_ids)
+        refused = int(np.count_nonzero(~served))
+        if refused:
+            plans = _plan_rows(plans, served)
+            self.distribution.counters.plans_quarantined[UNAUTHENTICATED_SITE] += refused
+        result = self.distribution.ingest(plans, self.clock())
+        quarantined = result.quarantined
+        if refused:
+            quarantined[UNAUTHENTICATED_SITE] = refused
+        return fleet_pb2.PlanReceipt(accepted=int(np.count_nonzero(result.reasons == "")), quarantined=quarantined)
 
     # -- control plane -------------------------------------------------------------------------------
     def start_event(self, event_id: str, site_ids: StrArray, target_mw: float, start_ms: int,
@@ -533,6 +589,15 @@ def _telemetry_rows(batch: TelemetryBatch, mask: BoolArray) -> TelemetryBatch:
                           load_power_kw=batch.load_power_kw[mask])
 
 
+def _plan_rows(plans: SitePlans, mask: BoolArray) -> SitePlans:
+    return SitePlans(site_ids=plans.site_ids[mask], forecast_version=plans.forecast_version[mask],
+                     start_ms=plans.start_ms[mask], plan_interval_minutes=plans.plan_interval_minutes,
+                     battery_power_kw=plans.battery_power_kw[mask], net_export_kw=plans.net_export_kw[mask],
+                     discharge_flexibility_kw=plans.discharge_flexibility_kw[mask],
+                     charge_flexibility_kw=plans.charge_flexibility_kw[mask],
+                     state_of_charge_kwh=plans.state_of_charge_kwh[mask])
+
+
 def _stack(columns: list[FloatArray], width: int) -> FloatArray:
     return np.vstack(columns) if columns else np.zeros((0, width))
 
@@ -593,9 +658,17 @@ class FleetGatewayServicer(fleet_pb2_grpc.FleetGatewayServiceServicer):
                         queue.put_nowait(with_receipt)
                 elif kind == "acks":
                     self.gateway.acknowledge(acks_from_proto(message.acks), stream_id)
+                elif kind == "forecast_poll":
+                    answer = self.gateway.poll_forecast(stream_id, message.forecast_poll.after_version)
+                    if answer is not None and not queue.full():
+                        queue.put_nowait(answer)
+                elif kind == "plans":
+                    receipt = self.gateway.ingest_plans_from(stream_id, plans_from_proto(message.plans))
+                    if not queue.full():
+                        queue.put_nowait(fleet_pb2.ConnectResponse(plan_receipt=receipt))
                 else:
                     return invalid, "ConnectRequest without a body"
-            except (MalformedBatchError, SiteAuthError) as exc:
+            except (MalformedBatchError, SiteAuthError, PlanShapeError) as exc:
                 return invalid, str(exc)
         return None
 
@@ -605,6 +678,7 @@ class FleetGatewayServicer(fleet_pb2_grpc.FleetGatewayServiceServicer):
         site_ids = np.array(list(hello.site_id), dtype=np.str_)
         if self.gateway.site_auth is None:
             self.gateway.route_sites(stream_id, site_ids)
+            self.gateway.catch_up(stream_id)
             return None
         outcome = self.gateway.authenticate_sites(stream_id, hello.concentrator_id, site_ids, hello.issued_at_ms,
                                                   list(hello.site_proof))
@@ -614,6 +688,7 @@ class FleetGatewayServicer(fleet_pb2_grpc.FleetGatewayServiceServicer):
         if not queue.full():
             queue.put_nowait(fleet_pb2.ConnectResponse(site_auth=fleet_pb2.SiteAuthResult(
                 authenticated=len(outcome.authenticated), refused_site_id=outcome.refused.tolist())))
+        self.gateway.catch_up(stream_id)
         if len(site_ids) and not len(outcome.authenticated):
             return (f"concentrator {hello.concentrator_id!r}: none of its {len(site_ids)} sites is authenticated "
                     "(site_proof missing, wrong, expired or replayed)")
@@ -682,6 +757,36 @@ class FleetGatewayServicer(fleet_pb2_grpc.FleetGatewayServiceServicer):
             quarantined=dict(counters.quarantined), connected_streams=len(self.gateway.streams),
             recent=recent, dropped_downlink=counters.dropped_downlink,
             refused_site_auth=counters.refused_site_auth, unauthenticated_acks=counters.unauthenticated_acks)
+
+
+    async def PublishForecast(self, request: fleet_pb2.PublishForecastRequest,  # noqa: N802
+                              context: grpc.aio.ServicerContext[fleet_pb2.PublishForecastRequest,
+                                                                fleet_pb2.PublishForecastResponse],
+                              ) -> fleet_pb2.PublishForecastResponse:
+        """Publish a forecast version (INVALID_ARGUMENT for an unusable one)."""
+        try:
+            return self.gateway.publish_forecast(request.forecast)
+        except ForecastRequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # unreachable: abort raises
+
+    async def SetDistributionMode(self, request: fleet_pb2.SetDistributionModeRequest,  # noqa: N802
+                                  context: grpc.aio.ServicerContext[fleet_pb2.SetDistributionModeRequest,
+                                                                    fleet_pb2.SetDistributionModeResponse],
+                                  ) -> fleet_pb2.SetDistributionModeResponse:
+        """Push or poll for the named sites (INVALID_ARGUMENT without a mode)."""
+        if request.mode == fleet_pb2.DISTRIBUTION_MODE_UNSPECIFIED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "mode must be DISTRIBUTION_MODE_PUSH or _POLL")
+        site_ids = np.array(list(request.site_id), dtype=np.str_)
+        unknown = self.gateway.distribution.set_push(site_ids, request.mode == fleet_pb2.DISTRIBUTION_MODE_PUSH)
+        return fleet_pb2.SetDistributionModeResponse(site_count=len(site_ids) - len(unknown),
+                                                     unknown_site_id=unknown.tolist())
+
+    async def GetPlans(self, request: fleet_pb2.GetPlansRequest,  # noqa: N802
+                       context: grpc.aio.ServicerContext[fleet_pb2.GetPlansRequest, fleet_pb2.GetPlansResponse],
+                       ) -> fleet_pb2.GetPlansResponse:
+        """Latest plans and held forecast versions of the named sites (all when none is named)."""
+        return self.gateway.distribution.plans_response(np.array(list(request.site_id), dtype=np.str_))
 
 
 def accounting_to_proto(event_id: str, accounting: EventAccount) -> fleet_pb2.FinishEventResponse:

@@ -237,6 +237,38 @@ class FleetSettings:
     simulator_seed: int = 1
     # Nodes whose load the node-load-sampler schedule records every 5 minutes (peak shaving's history).
     load_sample_nodes: tuple[str, ...] = ("network-nem", "region-SA1")
+    # Site plans (co-optimised VPP): interval length (minutes) and horizon (intervals) the gateway stores.
+    plan_interval_minutes: int = 30
+    plan_horizon_intervals: int = 48
+    # How simulated sites plan (fleet/edge_planner.py): time-of-use tariff ($/kWh; peak hours AEST
+    # [start, end)), share of the spot value passed to owners, reserve under a storm warning, how often
+    # a site re-plans on the forecast it holds and how often its concentrator polls (s).
+    edge_peak_per_kwh: float = 0.45
+    edge_offpeak_per_kwh: float = 0.25
+    edge_feed_in_per_kwh: float = 0.05
+    edge_peak_start_hour: int = 15
+    edge_peak_end_hour: int = 21
+    edge_market_share: float = 1.0
+    edge_storm_reserve_fraction: float = 0.8
+    edge_replan_interval_s: float = 900.0
+    edge_poll_interval_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class CooptSettings:
+    """The co-optimised VPP: 15-minute price-forecast distribution, site plans, the fleet bid."""
+
+    # Minutes between two distribution runs (the `price-forecast-distribution` schedule).
+    distribution_every_minutes: int = 15
+    # Seconds a run waits for the sites' plans after publishing a version.
+    plan_collection_s: float = 60.0
+    # The VPP node whose sites' plans are bid as one unit, the unit's id, and the hierarchy to follow
+    # ("": every hierarchy).
+    vpp_node: str = "region-SA1"
+    fleet_unit_id: str = "VPP1"
+    hierarchy: str = "electrical"
+    # Nodes (e.g. programmes) whose sites poll for forecasts instead of being pushed to.
+    poll_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -252,6 +284,7 @@ class Settings:
     archive: ArchiveSettings
     database_url: str | None = field(default=None)
     fleet: FleetSettings = field(default_factory=FleetSettings)
+    coopt: CooptSettings = field(default_factory=CooptSettings)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -319,6 +352,13 @@ def _fleet(table: dict[str, Any]) -> FleetSettings:
     return FleetSettings(**values)
 
 
+def _coopt(table: dict[str, Any]) -> CooptSettings:
+    values = dict(table)
+    if "poll_nodes" in values:
+        values["poll_nodes"] = tuple(str(node) for node in values["poll_nodes"])
+    return CooptSettings(**values)
+
+
 def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
     m = raw["market"]
     market = MarketRules(
@@ -373,6 +413,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         ),
         stack=StackSettings(**{**s, "state_dir": _resolve(s["state_dir"])}),
         fleet=_fleet(raw.get("fleet", {})),
+        coopt=_coopt(raw.get("coopt", {})),
         archive=ArchiveSettings(**a),
         database_url=database_url,
     )

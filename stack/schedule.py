@@ -1,8 +1,10 @@
-"""The Temporal Schedule that fires the AutoBidder cycle every 5 minutes, aligned to dispatch intervals."""
+"""The Temporal Schedules: the AutoBidder cycle every 5 minutes (aligned to dispatch intervals), the
+node-load sampler every 5 minutes, and the price-forecast distribution every 15 minutes."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from temporalio.client import (
     Client,
@@ -19,6 +21,9 @@ from temporalio.client import (
 
 from settings import CycleSettings, Settings
 from workflows.facts import CycleConfig, CycleInput
+
+if TYPE_CHECKING:
+    from workflows.distribution import DistributionInput
 
 
 def schedule_id(settings: Settings) -> str:
@@ -118,3 +123,37 @@ async def ensure_node_load_schedule(settings: Settings, client: Client | None = 
     if client is None:
         client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
     return await create_or_update_schedule(client, NODE_LOAD_SCHEDULE_ID, node_load_schedule(settings))
+
+
+DISTRIBUTION_SCHEDULE_ID = "price-forecast-distribution"
+
+
+def distribution_input(settings: Settings, decision_time: str | None = None) -> DistributionInput:
+    """The distribution run's input from ``[coopt]`` and ``[cycle]`` (``decision_time``: naive AEST ISO)."""
+    from workflows.distribution import DistributionInput
+
+    coopt = settings.coopt
+    return DistributionInput(
+        region=settings.cycle.region, vpp_node=coopt.vpp_node, fleet_unit_id=coopt.fleet_unit_id,
+        plan_collection_s=coopt.plan_collection_s, hierarchy=coopt.hierarchy or None, poll_nodes=coopt.poll_nodes,
+        config=cycle_config(settings.cycle), decision_time=decision_time)
+
+
+def distribution_schedule(settings: Settings) -> Schedule:
+    """Every ``[coopt] distribution_every_minutes`` (on the grid): forecast, publish to sites, collect plans,
+    bid the fleet. A run still going when the next is due makes the next one skip."""
+    every = timedelta(minutes=settings.coopt.distribution_every_minutes)
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "PriceForecastDistribution", distribution_input(settings), id=DISTRIBUTION_SCHEDULE_ID,
+            task_queue=settings.stack.task_queue, execution_timeout=every),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
+    )
+
+
+async def ensure_distribution_schedule(settings: Settings, client: Client | None = None) -> str:
+    """Create or update the price-forecast distribution's schedule; returns its id."""
+    if client is None:
+        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+    return await create_or_update_schedule(client, DISTRIBUTION_SCHEDULE_ID, distribution_schedule(settings))

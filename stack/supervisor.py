@@ -656,6 +656,7 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
                 run_coroutine(lambda: cycle_schedule.ensure_schedule(stack.settings))
                 if VPP_WORKER in stack.parts:
                     run_coroutine(lambda: cycle_schedule.ensure_node_load_schedule(stack.settings))
+                    run_coroutine(lambda: cycle_schedule.ensure_distribution_schedule(stack.settings))
                 if trigger:
                     run_coroutine(lambda: cycle_schedule.trigger_now(stack.settings))
             except Exception as exc:

@@ -1,6 +1,7 @@
 """Real cycles on the real local stack: Temporal dev server, SQS endpoint (moto server), PostgreSQL,
 the market-data and bid gRPC services, the forecast and optimisation worker pools and the Temporal
-worker, each a separate process started by :class:`stack.supervisor.LocalStack`.
+worker, each a separate process started by :class:`stack.supervisor.LocalStack` — and the 15-minute
+price-forecast distribution to 2,000 simulated homes that plan on the device and send their plans back.
 """
 
 from __future__ import annotations
@@ -24,16 +25,24 @@ from models.db import connect
 from settings import Settings, load_settings
 from stack import search_attributes as sa
 from stack.cycles import run_cycle_at
-from stack.schedule import ensure_schedule, schedule_id
+from stack.schedule import (
+    DISTRIBUTION_SCHEDULE_ID,
+    distribution_input,
+    ensure_distribution_schedule,
+    ensure_schedule,
+    schedule_id,
+)
 from stack.supervisor import LocalStack
 from tests.conftest import free_port, temporary_database
 from vpp.v1 import bid_pb2
 from workers.sqs import queue_urls, sqs_client
 from workflows.autobidder import AutobidderCycle
+from workflows.distribution import DistributionResult, PriceForecastDistribution
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 
 REGION = "SA1"
+SIMULATED_SITES = 2_000
 # Decisions 30 s into the intervals ending 16:05, 16:10, ... on 15 January 2021.
 FIRST_DECISION = datetime(2021, 1, 15, 16, 0, 30)
 
@@ -52,6 +61,8 @@ def stack(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                           forecast_workers=2, optimiser_workers=1,
                           # Messages held by a killed process come back sooner (workers extend it while busy).
                           visibility_timeout_s=8),
+            fleet=replace(loaded.fleet, simulated_sites=SIMULATED_SITES),
+            coopt=replace(loaded.coopt, vpp_node="network-nem", plan_collection_s=20.0),
         )
         with LocalStack(settings, ui=False) as running:
             yield running
@@ -246,3 +257,34 @@ async def _wait_for_activity(handle: object, activity_type: str, timeout_s: floa
         await asyncio.sleep(0.2)
     raise AssertionError(f"no {activity_type} activity within {timeout_s} s")
 
+
+
+async def test_price_forecasts_reach_the_sites_whose_plans_are_bid_as_one_unit(stack: LocalStack,
+                                                                               client: Client) -> None:
+    from cli.fleet import _gateway_call
+    from vpp.v1 import fleet_pb2
+
+    settings = stack.settings
+    await ensure_distribution_schedule(settings, client)
+    described = await client.get_schedule_handle(DISTRIBUTION_SCHEDULE_ID).describe()
+    assert described.schedule.spec.intervals[0].every == timedelta(minutes=15)
+    await client.get_schedule_handle(DISTRIBUTION_SCHEDULE_ID).delete()
+    result: DistributionResult = await client.execute_workflow(
+        PriceForecastDistribution.run, distribution_input(settings), id=f"distribution-e2e-{time.time_ns()}",
+        task_queue=settings.stack.task_queue, execution_timeout=timedelta(minutes=5))
+    published = result.published
+    assert published.published and published.version == result.version
+    # Every simulated site is served by an authenticated stream: the new version is pushed to all of them.
+    assert published.sites_pushed == SIMULATED_SITES and published.streams_pushed >= 1
+    fleet_bid = result.fleet_bid
+    assert fleet_bid.expected_sites == SIMULATED_SITES
+    # The sites planned on the device within the collection window, on the version just published.
+    assert fleet_bid.current_version_sites >= 0.95 * SIMULATED_SITES, fleet_bid.aggregate
+    assert fleet_bid.valid, fleet_bid.violations
+    assert fleet_bid.bid_key and f"v{result.version}" in fleet_bid.aggregate
+    plans = await asyncio.to_thread(_gateway_call, "GetPlans", fleet_pb2.GetPlansRequest(), settings)
+    assert plans.latest_version == result.version
+    assert sum(1 for v in plans.held_version if v == result.version) == SIMULATED_SITES
+    assert plans.plans_accepted >= fleet_bid.current_version_sites and not plans.plans_quarantined
+    bid = open_archive(settings).get(fleet_bid.bid_key)
+    assert isinstance(bid, bid_pb2.Bid) and bid.unit_id == settings.coopt.fleet_unit_id

@@ -1,5 +1,5 @@
-"""The Temporal worker process: the AutoBidder workflow, the operator controls (UnitOperator), their
-activities and the SQS result relay."""
+"""The Temporal worker process: the AutoBidder workflow, the operator controls (UnitOperator), the
+price-forecast distribution, their activities and the SQS result relay."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cycle import CycleActivities
+from activities.distribution import DistributionActivities
 from activities.operator import OperatorActivities, schedule_trigger
 from archive import open_archive
 from settings import Settings
 from workers.result_relay import run_result_relay
 from workers.sqs import queue_urls, sqs_client
 from workflows.autobidder import AutobidderCycle
+from workflows.distribution import PriceForecastDistribution
 from workflows.operator import UnitOperator
 
 logger = logging.getLogger(__name__)
@@ -37,8 +39,11 @@ async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
     if settings.database_url is None:
         raise RuntimeError("the Temporal worker needs DATABASE_URL (the stack sets it for its children)")
     operator = OperatorActivities(settings.database_url, schedule_trigger(settings, client))
-    async with Worker(client, task_queue=settings.stack.task_queue, workflows=[AutobidderCycle, UnitOperator],
-                      activities=[*activities.all(), *operator.all()], max_concurrent_activities=50):
+    distribution = DistributionActivities(settings, archive, settings.database_url)
+    async with Worker(client, task_queue=settings.stack.task_queue,
+                      workflows=[AutobidderCycle, UnitOperator, PriceForecastDistribution],
+                      activities=[*activities.all(), *operator.all(), *distribution.all()],
+                      max_concurrent_activities=50):
         relay = asyncio.create_task(run_result_relay(settings, client, archive, stop, sqs=sqs))
         logger.info("temporal worker ready on task queue %s (%s)", settings.stack.task_queue,
                     settings.stack.temporal_address)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,409 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DistributionMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DistributionModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DistributionMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISTRIBUTION_MODE_UNSPECIFIED: _DistributionMode.ValueType  # 0
+    DISTRIBUTION_MODE_PUSH: _DistributionMode.ValueType  # 1
+    DISTRIBUTION_MODE_POLL: _DistributionMode.ValueType  # 2
+
+class DistributionMode(_DistributionMode, metaclass=_DistributionModeEnumTypeWrapper): ...
+
+DISTRIBUTION_MODE_UNSPECIFIED: DistributionMode.ValueType  # 0
+DISTRIBUTION_MODE_PUSH: DistributionMode.ValueType  # 1
+DISTRIBUTION_MODE_POLL: DistributionMode.ValueType  # 2
+Global___DistributionMode: _TypeAlias = DistributionMode  # noqa: Y015
+
+@_typing.final
+class PriceForecast(_message.Message):
+    """A versioned regional price forecast for sites (published every 15 minutes)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    PUBLISHED_AT_MS_FIELD_NUMBER: _builtins.int
+    START_MS_FIELD_NUMBER: _builtins.int
+    INTERVAL_MINUTES_FIELD_NUMBER: _builtins.int
+    HORIZON_INTERVALS_FIELD_NUMBER: _builtins.int
+    QUANTILE_FIELD_NUMBER: _builtins.int
+    PRICE_PER_MWH_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """Increases with every publication; 0 is never a version."""
+    region: _builtins.str
+    published_at_ms: _builtins.int
+    start_ms: _builtins.int
+    """Start of the first interval (Unix ms UTC); intervals are interval_minutes long."""
+    interval_minutes: _builtins.int
+    horizon_intervals: _builtins.int
+    algorithm: _builtins.str
+    """The forecaster that made it (name and version), for the audit trail."""
+    @_builtins.property
+    def quantile(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Quantile levels (e.g. 0.1, 0.5, 0.9) and prices ($/MWh), row-major quantile × interval:
+        price_per_mwh[q * horizon_intervals + k].
+        """
+
+    @_builtins.property
+    def price_per_mwh(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        region: _builtins.str = ...,
+        published_at_ms: _builtins.int = ...,
+        start_ms: _builtins.int = ...,
+        interval_minutes: _builtins.int = ...,
+        horizon_intervals: _builtins.int = ...,
+        quantile: _abc.Iterable[_builtins.float] | None = ...,
+        price_per_mwh: _abc.Iterable[_builtins.float] | None = ...,
+        algorithm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "horizon_intervals", b"horizon_intervals", "interval_minutes", b"interval_minutes", "price_per_mwh", b"price_per_mwh", "published_at_ms", b"published_at_ms", "quantile", b"quantile", "region", b"region", "start_ms", b"start_ms", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriceForecast: _TypeAlias = PriceForecast  # noqa: Y015
+
+@_typing.final
+class ForecastPoll(_message.Message):
+    """Uplink: the concentrator asks, for the sites it serves, for the newest forecast after a version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_VERSION_FIELD_NUMBER: _builtins.int
+    after_version: _builtins.int
+    def __init__(
+        self,
+        *,
+        after_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastPoll: _TypeAlias = ForecastPoll  # noqa: Y015
+
+@_typing.final
+class PlanBatch(_message.Message):
+    """Uplink: site plans (columnar; row-major site × interval for the per-interval fields). Power kW
+    (+ discharge / export, − charge / import), energy kWh.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    FORECAST_VERSION_FIELD_NUMBER: _builtins.int
+    START_MS_FIELD_NUMBER: _builtins.int
+    PLAN_INTERVAL_MINUTES_FIELD_NUMBER: _builtins.int
+    HORIZON_INTERVALS_FIELD_NUMBER: _builtins.int
+    BATTERY_POWER_KW_FIELD_NUMBER: _builtins.int
+    NET_EXPORT_KW_FIELD_NUMBER: _builtins.int
+    DISCHARGE_FLEXIBILITY_KW_FIELD_NUMBER: _builtins.int
+    CHARGE_FLEXIBILITY_KW_FIELD_NUMBER: _builtins.int
+    STATE_OF_CHARGE_KWH_FIELD_NUMBER: _builtins.int
+    plan_interval_minutes: _builtins.int
+    horizon_intervals: _builtins.int
+    @_builtins.property
+    def site_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def forecast_version(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Forecast version each plan was built on (0: none held)."""
+
+    @_builtins.property
+    def start_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Start of each plan's first interval (Unix ms UTC)."""
+
+    @_builtins.property
+    def battery_power_kw(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def net_export_kw(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def discharge_flexibility_kw(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def charge_flexibility_kw(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def state_of_charge_kwh(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        site_id: _abc.Iterable[_builtins.str] | None = ...,
+        forecast_version: _abc.Iterable[_builtins.int] | None = ...,
+        start_ms: _abc.Iterable[_builtins.int] | None = ...,
+        plan_interval_minutes: _builtins.int = ...,
+        horizon_intervals: _builtins.int = ...,
+        battery_power_kw: _abc.Iterable[_builtins.float] | None = ...,
+        net_export_kw: _abc.Iterable[_builtins.float] | None = ...,
+        discharge_flexibility_kw: _abc.Iterable[_builtins.float] | None = ...,
+        charge_flexibility_kw: _abc.Iterable[_builtins.float] | None = ...,
+        state_of_charge_kwh: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_power_kw", b"battery_power_kw", "charge_flexibility_kw", b"charge_flexibility_kw", "discharge_flexibility_kw", b"discharge_flexibility_kw", "forecast_version", b"forecast_version", "horizon_intervals", b"horizon_intervals", "net_export_kw", b"net_export_kw", "plan_interval_minutes", b"plan_interval_minutes", "site_id", b"site_id", "start_ms", b"start_ms", "state_of_charge_kwh", b"state_of_charge_kwh"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanBatch: _TypeAlias = PlanBatch  # noqa: Y015
+
+@_typing.final
+class PlanReceipt(_message.Message):
+    """What the gateway made of a plan batch: plans stored, and plans refused by reason (unknown_site,
+    non_finite, unknown_forecast_version, battery_power_out_of_range, negative_flexibility,
+    soc_out_of_range, unauthenticated_site).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class QuarantinedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    @_builtins.property
+    def quarantined(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        quarantined: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "quarantined", b"quarantined"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanReceipt: _TypeAlias = PlanReceipt  # noqa: Y015
+
+@_typing.final
+class PublishForecastRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORECAST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def forecast(self) -> Global___PriceForecast: ...
+    def __init__(
+        self,
+        *,
+        forecast: Global___PriceForecast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishForecastRequest: _TypeAlias = PublishForecastRequest  # noqa: Y015
+
+@_typing.final
+class PublishForecastResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    STREAMS_PUSHED_FIELD_NUMBER: _builtins.int
+    SITES_PUSHED_FIELD_NUMBER: _builtins.int
+    BYTES_PUSHED_FIELD_NUMBER: _builtins.int
+    STREAMS_DROPPED_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The version now in force (a republication of an older or equal version changes nothing)."""
+    published: _builtins.bool
+    streams_pushed: _builtins.int
+    """Streams the forecast was pushed down, the push-mode sites they serve, bytes queued."""
+    sites_pushed: _builtins.int
+    bytes_pushed: _builtins.int
+    streams_dropped: _builtins.int
+    """Streams whose outgoing queue was full (they get it on their next poll or reconnect)."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        published: _builtins.bool = ...,
+        streams_pushed: _builtins.int = ...,
+        sites_pushed: _builtins.int = ...,
+        bytes_pushed: _builtins.int = ...,
+        streams_dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_pushed", b"bytes_pushed", "published", b"published", "sites_pushed", b"sites_pushed", "streams_dropped", b"streams_dropped", "streams_pushed", b"streams_pushed", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishForecastResponse: _TypeAlias = PublishForecastResponse  # noqa: Y015
+
+@_typing.final
+class SetDistributionModeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    mode: Global___DistributionMode.ValueType
+    @_builtins.property
+    def site_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        site_id: _abc.Iterable[_builtins.str] | None = ...,
+        mode: Global___DistributionMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "site_id", b"site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDistributionModeRequest: _TypeAlias = SetDistributionModeRequest  # noqa: Y015
+
+@_typing.final
+class SetDistributionModeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_COUNT_FIELD_NUMBER: _builtins.int
+    UNKNOWN_SITE_ID_FIELD_NUMBER: _builtins.int
+    site_count: _builtins.int
+    @_builtins.property
+    def unknown_site_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        site_count: _builtins.int = ...,
+        unknown_site_id: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["site_count", b"site_count", "unknown_site_id", b"unknown_site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDistributionModeResponse: _TypeAlias = SetDistributionModeResponse  # noqa: Y015
+
+@_typing.final
+class GetPlansRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def site_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sites whose plans to return; empty = every site with a plan."""
+
+    def __init__(
+        self,
+        *,
+        site_id: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["site_id", b"site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlansRequest: _TypeAlias = GetPlansRequest  # noqa: Y015
+
+@_typing.final
+class GetPlansResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class PlansQuarantinedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PLANS_FIELD_NUMBER: _builtins.int
+    LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    HELD_SITE_ID_FIELD_NUMBER: _builtins.int
+    HELD_VERSION_FIELD_NUMBER: _builtins.int
+    FORECASTS_PUSHED_FIELD_NUMBER: _builtins.int
+    FORECAST_BYTES_PUSHED_FIELD_NUMBER: _builtins.int
+    POLLS_FIELD_NUMBER: _builtins.int
+    POLLS_ANSWERED_FIELD_NUMBER: _builtins.int
+    PLANS_ACCEPTED_FIELD_NUMBER: _builtins.int
+    PLANS_QUARANTINED_FIELD_NUMBER: _builtins.int
+    latest_version: _builtins.int
+    """The newest published version, and per requested site (all known sites when none was named) the
+    version it holds (0: none) — delivered by push or poll, or named by one of its plans.
+    """
+    forecasts_pushed: _builtins.int
+    """Distribution counters since the gateway started."""
+    forecast_bytes_pushed: _builtins.int
+    polls: _builtins.int
+    polls_answered: _builtins.int
+    plans_accepted: _builtins.int
+    @_builtins.property
+    def plans(self) -> Global___PlanBatch:
+        """The latest plan of every requested site that sent one."""
+
+    @_builtins.property
+    def held_site_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def held_version(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def plans_quarantined(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        plans: Global___PlanBatch | None = ...,
+        latest_version: _builtins.int = ...,
+        held_site_id: _abc.Iterable[_builtins.str] | None = ...,
+        held_version: _abc.Iterable[_builtins.int] | None = ...,
+        forecasts_pushed: _builtins.int = ...,
+        forecast_bytes_pushed: _builtins.int = ...,
+        polls: _builtins.int = ...,
+        polls_answered: _builtins.int = ...,
+        plans_accepted: _builtins.int = ...,
+        plans_quarantined: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plans", b"plans"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast_bytes_pushed", b"forecast_bytes_pushed", "forecasts_pushed", b"forecasts_pushed", "held_site_id", b"held_site_id", "held_version", b"held_version", "latest_version", b"latest_version", "plans", b"plans", "plans_accepted", b"plans_accepted", "plans_quarantined", b"plans_quarantined", "polls", b"polls", "polls_answered", b"polls_answered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlansResponse: _TypeAlias = GetPlansResponse  # noqa: Y015
 
 @_typing.final
 class TelemetryBatch(_message.Message):
@@ -207,24 +611,32 @@ class ConnectRequest(_message.Message):
     HELLO_FIELD_NUMBER: _builtins.int
     TELEMETRY_FIELD_NUMBER: _builtins.int
     ACKS_FIELD_NUMBER: _builtins.int
+    FORECAST_POLL_FIELD_NUMBER: _builtins.int
+    PLANS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___ConcentratorHello: ...
     @_builtins.property
     def telemetry(self) -> Global___TelemetryBatch: ...
     @_builtins.property
     def acks(self) -> Global___AckBatch: ...
+    @_builtins.property
+    def forecast_poll(self) -> Global___ForecastPoll: ...
+    @_builtins.property
+    def plans(self) -> Global___PlanBatch: ...
     def __init__(
         self,
         *,
         hello: Global___ConcentratorHello | None = ...,
         telemetry: Global___TelemetryBatch | None = ...,
         acks: Global___AckBatch | None = ...,
+        forecast_poll: Global___ForecastPoll | None = ...,
+        plans: Global___PlanBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "body", b"body", "hello", b"hello", "telemetry", b"telemetry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "body", b"body", "forecast_poll", b"forecast_poll", "hello", b"hello", "plans", b"plans", "telemetry", b"telemetry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "body", b"body", "hello", b"hello", "telemetry", b"telemetry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "body", b"body", "forecast_poll", b"forecast_poll", "hello", b"hello", "plans", b"plans", "telemetry", b"telemetry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "telemetry", "acks"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "telemetry", "acks", "forecast_poll", "plans"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -295,24 +707,32 @@ class ConnectResponse(_message.Message):
     SETPOINTS_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     SITE_AUTH_FIELD_NUMBER: _builtins.int
+    FORECAST_FIELD_NUMBER: _builtins.int
+    PLAN_RECEIPT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def setpoints(self) -> Global___SetpointBatch: ...
     @_builtins.property
     def receipt(self) -> Global___IngestReceipt: ...
     @_builtins.property
     def site_auth(self) -> Global___SiteAuthResult: ...
+    @_builtins.property
+    def forecast(self) -> Global___PriceForecast: ...
+    @_builtins.property
+    def plan_receipt(self) -> Global___PlanReceipt: ...
     def __init__(
         self,
         *,
         setpoints: Global___SetpointBatch | None = ...,
         receipt: Global___IngestReceipt | None = ...,
         site_auth: Global___SiteAuthResult | None = ...,
+        forecast: Global___PriceForecast | None = ...,
+        plan_receipt: Global___PlanReceipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "receipt", b"receipt", "setpoints", b"setpoints", "site_auth", b"site_auth"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "forecast", b"forecast", "plan_receipt", b"plan_receipt", "receipt", b"receipt", "setpoints", b"setpoints", "site_auth", b"site_auth"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "receipt", b"receipt", "setpoints", b"setpoints", "site_auth", b"site_auth"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "forecast", b"forecast", "plan_receipt", b"plan_receipt", "receipt", b"receipt", "setpoints", b"setpoints", "site_auth", b"site_auth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["setpoints", "receipt", "site_auth"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["setpoints", "receipt", "site_auth", "forecast", "plan_receipt"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

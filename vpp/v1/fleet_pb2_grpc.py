@@ -72,6 +72,21 @@ class FleetGatewayServiceStub:
                 request_serializer=vpp_dot_v1_dot_fleet__pb2.GetIngestStatsRequest.SerializeToString,
                 response_deserializer=vpp_dot_v1_dot_fleet__pb2.GetIngestStatsResponse.FromString,
                 _registered_method=True)
+        self.PublishForecast = channel.unary_unary(
+                '/vpp.v1.FleetGatewayService/PublishForecast',
+                request_serializer=vpp_dot_v1_dot_fleet__pb2.PublishForecastRequest.SerializeToString,
+                response_deserializer=vpp_dot_v1_dot_fleet__pb2.PublishForecastResponse.FromString,
+                _registered_method=True)
+        self.SetDistributionMode = channel.unary_unary(
+                '/vpp.v1.FleetGatewayService/SetDistributionMode',
+                request_serializer=vpp_dot_v1_dot_fleet__pb2.SetDistributionModeRequest.SerializeToString,
+                response_deserializer=vpp_dot_v1_dot_fleet__pb2.SetDistributionModeResponse.FromString,
+                _registered_method=True)
+        self.GetPlans = channel.unary_unary(
+                '/vpp.v1.FleetGatewayService/GetPlans',
+                request_serializer=vpp_dot_v1_dot_fleet__pb2.GetPlansRequest.SerializeToString,
+                response_deserializer=vpp_dot_v1_dot_fleet__pb2.GetPlansResponse.FromString,
+                _registered_method=True)
 
 
 class FleetGatewayServiceServicer:
@@ -127,6 +142,28 @@ class FleetGatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishForecast(self, request, context):
+        """Publish a new price-forecast version: pushed at once down every stream serving a push-mode site;
+        poll-mode sites fetch it with a ForecastPoll on their stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDistributionMode(self, request, context):
+        """Choose how sites receive forecasts (push or poll), e.g. per programme.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlans(self, request, context):
+        """The latest plan each site sent (columnar), and which forecast version each site holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetGatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +196,21 @@ def add_FleetGatewayServiceServicer_to_server(servicer, server):
                     servicer.GetIngestStats,
                     request_deserializer=vpp_dot_v1_dot_fleet__pb2.GetIngestStatsRequest.FromString,
                     response_serializer=vpp_dot_v1_dot_fleet__pb2.GetIngestStatsResponse.SerializeToString,
+            ),
+            'PublishForecast': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishForecast,
+                    request_deserializer=vpp_dot_v1_dot_fleet__pb2.PublishForecastRequest.FromString,
+                    response_serializer=vpp_dot_v1_dot_fleet__pb2.PublishForecastResponse.SerializeToString,
+            ),
+            'SetDistributionMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDistributionMode,
+                    request_deserializer=vpp_dot_v1_dot_fleet__pb2.SetDistributionModeRequest.FromString,
+                    response_serializer=vpp_dot_v1_dot_fleet__pb2.SetDistributionModeResponse.SerializeToString,
+            ),
+            'GetPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlans,
+                    request_deserializer=vpp_dot_v1_dot_fleet__pb2.GetPlansRequest.FromString,
+                    response_serializer=vpp_dot_v1_dot_fleet__pb2.GetPlansResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +383,87 @@ class FleetGatewayService:
             '/vpp.v1.FleetGatewayService/GetIngestStats',
             vpp_dot_v1_dot_fleet__pb2.GetIngestStatsRequest.SerializeToString,
             vpp_dot_v1_dot_fleet__pb2.GetIngestStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishForecast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpp.v1.FleetGatewayService/PublishForecast',
+            vpp_dot_v1_dot_fleet__pb2.PublishForecastRequest.SerializeToString,
+            vpp_dot_v1_dot_fleet__pb2.PublishForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDistributionMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpp.v1.FleetGatewayService/SetDistributionMode',
+            vpp_dot_v1_dot_fleet__pb2.SetDistributionModeRequest.SerializeToString,
+            vpp_dot_v1_dot_fleet__pb2.SetDistributionModeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpp.v1.FleetGatewayService/GetPlans',
+            vpp_dot_v1_dot_fleet__pb2.GetPlansRequest.SerializeToString,
+            vpp_dot_v1_dot_fleet__pb2.GetPlansResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,14 @@ class FleetGatewayServiceStub:
     """Aggregates of the live fleet state at the given sites (or the whole fleet)."""
     GetIngestStats: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetIngestStatsRequest, _fleet_pb2.GetIngestStatsResponse]
     """Ingest counters: readings accepted, applied, duplicate, out of order, quarantined by reason."""
+    PublishForecast: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.PublishForecastRequest, _fleet_pb2.PublishForecastResponse]
+    """Publish a new price-forecast version: pushed at once down every stream serving a push-mode site;
+    poll-mode sites fetch it with a ForecastPoll on their stream.
+    """
+    SetDistributionMode: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetDistributionModeRequest, _fleet_pb2.SetDistributionModeResponse]
+    """Choose how sites receive forecasts (push or poll), e.g. per programme."""
+    GetPlans: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetPlansRequest, _fleet_pb2.GetPlansResponse]
+    """The latest plan each site sent (columnar), and which forecast version each site holds."""
 
 @_typing.type_check_only
 class FleetGatewayServiceAsyncStub(FleetGatewayServiceStub):
@@ -79,6 +87,14 @@ class FleetGatewayServiceAsyncStub(FleetGatewayServiceStub):
     """Aggregates of the live fleet state at the given sites (or the whole fleet)."""
     GetIngestStats: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetIngestStatsRequest, _fleet_pb2.GetIngestStatsResponse]  # type: ignore[assignment]
     """Ingest counters: readings accepted, applied, duplicate, out of order, quarantined by reason."""
+    PublishForecast: _aio.UnaryUnaryMultiCallable[_fleet_pb2.PublishForecastRequest, _fleet_pb2.PublishForecastResponse]  # type: ignore[assignment]
+    """Publish a new price-forecast version: pushed at once down every stream serving a push-mode site;
+    poll-mode sites fetch it with a ForecastPoll on their stream.
+    """
+    SetDistributionMode: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetDistributionModeRequest, _fleet_pb2.SetDistributionModeResponse]  # type: ignore[assignment]
+    """Choose how sites receive forecasts (push or poll), e.g. per programme."""
+    GetPlans: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetPlansRequest, _fleet_pb2.GetPlansResponse]  # type: ignore[assignment]
+    """The latest plan each site sent (columnar), and which forecast version each site holds."""
 
 class FleetGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """The fleet gateway: home batteries (or the concentrators that multiplex many of them on one stream)
@@ -138,5 +154,31 @@ class FleetGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.GetIngestStatsResponse, _abc.Awaitable[_fleet_pb2.GetIngestStatsResponse]]:
         """Ingest counters: readings accepted, applied, duplicate, out of order, quarantined by reason."""
+
+    @_abc_1.abstractmethod
+    def PublishForecast(
+        self,
+        request: _fleet_pb2.PublishForecastRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.PublishForecastResponse, _abc.Awaitable[_fleet_pb2.PublishForecastResponse]]:
+        """Publish a new price-forecast version: pushed at once down every stream serving a push-mode site;
+        poll-mode sites fetch it with a ForecastPoll on their stream.
+        """
+
+    @_abc_1.abstractmethod
+    def SetDistributionMode(
+        self,
+        request: _fleet_pb2.SetDistributionModeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SetDistributionModeResponse, _abc.Awaitable[_fleet_pb2.SetDistributionModeResponse]]:
+        """Choose how sites receive forecasts (push or poll), e.g. per programme."""
+
+    @_abc_1.abstractmethod
+    def GetPlans(
+        self,
+        request: _fleet_pb2.GetPlansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.GetPlansResponse, _abc.Awaitable[_fleet_pb2.GetPlansResponse]]:
+        """The latest plan each site sent (columnar), and which forecast version each site holds."""
 
 def add_FleetGatewayServiceServicer_to_server(servicer: FleetGatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,173 @@
+"""Activities of the 15-minute price-forecast distribution (``workflows/distribution.py``): thin I/O
+adapters over the market-data service, the archive, the asset graph and the fleet gateway; the logic is
+in ``algorithms/forecast_publication.py``, ``algorithms/plan_aggregate.py`` and ``algorithms/fleet_bid.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import grpc
+import numpy as np
+import psycopg
+import scipy.sparse as sp
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from algorithms.content_hash import sha256_hex
+from algorithms.fleet_bid import FleetBidError, build_fleet_bid, fleet_unit_spec
+from algorithms.fleet_types import SiteParameters, StrArray
+from algorithms.forecast_publication import ForecastPublicationError, price_forecast_for_sites
+from algorithms.nem_time import market_to_unix_ms
+from algorithms.plan_aggregate import aggregate_plans
+from algorithms.site_plan_types import SitePlans
+from archive import Archive
+from models.assets import AssetGraphError, site_parameters, sites_under
+from services.fleet_codec import plans_from_proto
+from services.fleet_gateway import CHANNEL_OPTIONS
+from services.market_data import fetch_snapshot
+from services.security import EdgeSecurity, channel
+from settings import Settings
+from vpp.v1 import fleet_pb2, fleet_pb2_grpc, worker_pb2
+from workflows.distribution import FleetBidOutcome, FleetBidRequest, Published, PublishRequest, SnapshotRequest
+
+INVALID_DISTRIBUTION_INPUT = "InvalidDistributionInput"
+MS_PER_MINUTE = 60_000
+
+
+def _non_retryable(message: str) -> ApplicationError:
+    return ApplicationError(message, type=INVALID_DISTRIBUTION_INPUT, non_retryable=True)
+
+
+class DistributionActivities:
+    """Bound to the archive, the database and the market-data and fleet-gateway addresses."""
+
+    def __init__(self, settings: Settings, archive: Archive, database_url: str,
+                 security: EdgeSecurity | None = None) -> None:
+        self._settings = settings
+        self._archive = archive
+        self._database_url = database_url
+        self._market_data_address = f"127.0.0.1:{settings.stack.market_data_port}"
+        self._gateway_address = f"127.0.0.1:{settings.fleet.gateway_port}"
+        self._security = security
+
+    def all(self) -> list[Any]:
+        """Every activity, for ``Worker(activities=...)``."""
+        return [self.fetch_distribution_snapshot, self.publish_price_forecast, self.bid_fleet_plans]
+
+    @activity.defn(name="fetch_distribution_snapshot")
+    async def fetch_distribution_snapshot(self, request: SnapshotRequest) -> str:
+        """Fetch the region's market data as of ``request.as_of`` (gRPC) and archive it; returns its key."""
+        try:
+            snapshot = await fetch_snapshot(self._market_data_address, request.region,
+                                            datetime.fromisoformat(request.first_interval),
+                                            datetime.fromisoformat(request.as_of), request.history_intervals)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                raise _non_retryable(f"market data: {error.details()}") from error
+            raise
+        return await asyncio.to_thread(self._archive.put, snapshot, cycle_id=request.run_id,
+                                       label="distribution-snapshot")
+
+    def _sites_under(self, nodes: tuple[str, ...], hierarchy: str | None) -> StrArray:
+        now = datetime.now(UTC)
+        found: list[StrArray] = []
+        with psycopg.connect(self._database_url) as conn:
+            for node in nodes:
+                try:
+                    found.append(sites_under(conn, node, now, hierarchy))
+                except AssetGraphError as error:
+                    raise _non_retryable(f"node {node!r}: {error}") from error
+        return np.unique(np.concatenate(found)) if found else np.array([], dtype=np.str_)
+
+    @activity.defn(name="publish_price_forecast")
+    async def publish_price_forecast(self, request: PublishRequest) -> Published:
+        """Turn the archived forecaster result into the next site forecast version and publish it at the
+        gateway; the sites under ``poll_nodes`` poll for it, every other site gets it pushed."""
+        result = cast(worker_pb2.ForecastResult, await asyncio.to_thread(self._archive.get, request.forecast_key))
+        try:
+            forecast = price_forecast_for_sites(result, region=request.region,
+                                                published_at_ms=request.published_at_ms, start_ms=request.start_ms)
+        except ForecastPublicationError as error:
+            raise _non_retryable(str(error)) from error
+        key = await asyncio.to_thread(self._archive.put, forecast, cycle_id=activity.info().workflow_id,
+                                      label="site-price-forecast")
+        poll_sites = await asyncio.to_thread(self._sites_under, request.poll_nodes, request.hierarchy)
+        async with channel(self._gateway_address, self._security, CHANNEL_OPTIONS) as gateway_channel:
+            stub = fleet_pb2_grpc.FleetGatewayServiceStub(gateway_channel)
+            if len(poll_sites):
+                await stub.SetDistributionMode(fleet_pb2.SetDistributionModeRequest(
+                    site_id=poll_sites.tolist(), mode=fleet_pb2.DISTRIBUTION_MODE_POLL), timeout=30)
+            response = await stub.PublishForecast(fleet_pb2.PublishForecastRequest(forecast=forecast), timeout=30)
+        return Published(version=int(response.version), published=response.published,
+                         streams_pushed=response.streams_pushed, sites_pushed=response.sites_pushed,
+                         bytes_pushed=int(response.bytes_pushed), poll_sites=len(poll_sites), forecast_key=key)
+
+    def _node_sites(self, node: str, hierarchy: str | None) -> SiteParameters:
+        now = datetime.now(UTC)
+        with psycopg.connect(self._database_url) as conn:
+            try:
+                site_ids = sites_under(conn, node, now, hierarchy)
+            except AssetGraphError as error:
+                raise _non_retryable(f"node {node!r}: {error}") from error
+            if not len(site_ids):
+                raise _non_retryable(f"node {node!r} has no site now")
+            return site_parameters(conn, site_ids)
+
+    @activity.defn(name="bid_fleet_plans")
+    async def bid_fleet_plans(self, request: FleetBidRequest) -> FleetBidOutcome:
+        """Aggregate the node's latest plans and build, validate and archive the fleet unit's bid."""
+        parameters = await asyncio.to_thread(self._node_sites, request.vpp_node, request.hierarchy)
+        async with channel(self._gateway_address, self._security, CHANNEL_OPTIONS) as gateway_channel:
+            stub = fleet_pb2_grpc.FleetGatewayServiceStub(gateway_channel)
+            response = await stub.GetPlans(fleet_pb2.GetPlansRequest(site_id=parameters.site_ids.tolist()),
+                                           timeout=60)
+        # Sites plan in wall-clock time; the market (replayed in the local stack) runs in market time:
+        # move the plans onto the market clock, then aggregate the window holding the bid's first interval.
+        plans = _sorted_plans(plans_from_proto(response.plans), shift_ms=request.market_offset_ms)
+        fleet = self._settings.fleet
+        interval_ms = fleet.plan_interval_minutes * MS_PER_MINUTE
+        market_start_ms = market_to_unix_ms(datetime.fromisoformat(request.dispatch_interval)) - 5 * MS_PER_MINUTE
+        window_start_ms = market_start_ms - market_start_ms % interval_ms
+        membership = sp.csr_matrix(np.ones((1, parameters.site_count)))
+        aggregate = aggregate_plans(membership, parameters.site_ids, plans, start_ms=window_start_ms,
+                                    horizon_intervals=fleet.plan_horizon_intervals - 1,
+                                    plan_interval_minutes=fleet.plan_interval_minutes,
+                                    current_version=request.version, site_capacity_kwh=parameters.capacity_kwh,
+                                    confidence_z=fleet.confidence_z)
+        spec = fleet_unit_spec(request.fleet_unit_id, request.region, parameters.capacity_kwh,
+                               parameters.max_discharge_kw, parameters.max_charge_kw, parameters.charge_efficiency,
+                               parameters.discharge_efficiency, parameters.backup_reserve_fraction)
+        counts = dict(expected_sites=int(aggregate.expected_sites[0]),
+                      current_version_sites=int(aggregate.current_version_sites[0, 0]),
+                      stale_version_sites=int(aggregate.stale_version_sites[0, 0]),
+                      estimated_sites=int(aggregate.estimated_sites[0, 0]))
+        try:
+            fleet_bid = build_fleet_bid(aggregate, 0, spec, self._settings.bidding, self._settings.market,
+                                        dispatch_interval=datetime.fromisoformat(request.dispatch_interval),
+                                        offer_time=datetime.fromisoformat(request.offer_time), version=1,
+                                        plan_hash=sha256_hex(response.plans.SerializeToString()))
+        except FleetBidError as error:  # no bid can be made from these plans: say why, bid nothing
+            return FleetBidOutcome(valid=False, violations=(str(error),), summary=f"no fleet bid: {error}",
+                                   aggregate=aggregate.description(0), bid_key="", **counts)
+        key = ""
+        if fleet_bid.bid is not None:
+            key = await asyncio.to_thread(self._archive.put, fleet_bid.bid, cycle_id=request.run_id,
+                                          label="fleet-bid")
+        violations = tuple(str(v) for v in fleet_bid.violations)
+        return FleetBidOutcome(valid=fleet_bid.bid is not None and not violations, violations=violations,
+                               summary=fleet_bid.summary, aggregate=aggregate.description(0), bid_key=key, **counts)
+
+
+def _sorted_plans(plans: SitePlans, *, shift_ms: int = 0) -> SitePlans:
+    """``plans`` with rows sorted by site id (the gateway answers in fleet order; this makes it certain) and
+    their starts moved by ``shift_ms`` (wall clock → market clock)."""
+    order = np.argsort(plans.site_ids, kind="stable")
+    return SitePlans(site_ids=plans.site_ids[order], forecast_version=plans.forecast_version[order],
+                     start_ms=plans.start_ms[order] + shift_ms, plan_interval_minutes=plans.plan_interval_minutes,
+                     battery_power_kw=plans.battery_power_kw[order], net_export_kw=plans.net_export_kw[order],
+                     discharge_flexibility_kw=plans.discharge_flexibility_kw[order],
+                     charge_flexibility_kw=plans.charge_flexibility_kw[order],
+                     state_of_charge_kwh=plans.state_of_charge_kwh[order])

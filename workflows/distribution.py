@@ -1,0 +1,215 @@
+"""Every 15 minutes: forecast the region's prices, send them to every site, collect the sites' plans and
+bid the VPP node's aggregate as one unit.
+
+``PriceForecastDistribution`` (started by the ``price-forecast-distribution`` schedule) runs on the
+AutoBidder task queue, where the archive, the market-data service and the SQS forecaster pool are:
+
+1. ``fetch_distribution_snapshot``: the region's market data as of the decision time (archived);
+2. ``request_forecast``: the same worker pool and forecaster the 5-minute cycle uses (ENERGY, quantiles);
+3. ``publish_price_forecast``: the forecast becomes a new version at the fleet gateway (push to push-mode
+   sites at once; poll-mode sites — the configured programmes — fetch it at their next poll);
+4. wait ``plan_collection_s`` while sites plan on the device and send their plans back;
+5. ``bid_fleet_plans``: aggregate the node's plans with their uncertainty (sites without a plan are
+   estimated, plans on older versions are counted) and build and validate the fleet unit's bid; an
+   invalid bid is archived with its violations and never submitted.
+
+The workflow holds no business logic: each step is an activity over pure functions
+(``algorithms/forecast_publication.py``, ``algorithms/plan_aggregate.py``, ``algorithms/fleet_bid.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from algorithms.replay_clock import AEST_OFFSET, INTERVAL, cycle_timeline, replay_market_time
+    from workers.replies import WorkerAnswer
+    from workflows.facts import CycleConfig, ForecastTaskInput
+
+QUICK_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
+DISTRIBUTION_WORKFLOW = "PriceForecastDistribution"
+
+
+@dataclass(frozen=True)
+class DistributionInput:
+    """What one distribution run does (the schedule fills it from ``[coopt]`` and ``[cycle]`` settings).
+
+    ``decision_time`` (naive AEST) fixes the market time; None maps the run's start onto the replay
+    period like the 5-minute cycle. ``poll_nodes``: asset-graph nodes whose sites poll instead of being
+    pushed to (e.g. a programme on metered mobile links).
+    """
+
+    region: str
+    vpp_node: str
+    fleet_unit_id: str
+    plan_collection_s: float = 60.0
+    hierarchy: str | None = None
+    poll_nodes: tuple[str, ...] = ()
+    config: CycleConfig = field(default_factory=CycleConfig)
+    decision_time: str | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """Fetch the region's market data as of ``as_of`` (AEST) for forecasts from ``first_interval``."""
+
+    run_id: str
+    region: str
+    first_interval: str
+    as_of: str
+    history_intervals: int
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """Publish the archived forecaster result as a site forecast starting at ``start_ms`` (wall clock)."""
+
+    forecast_key: str
+    region: str
+    published_at_ms: int
+    start_ms: int
+    poll_nodes: tuple[str, ...]
+    hierarchy: str | None
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the gateway did with the new version."""
+
+    version: int
+    published: bool
+    streams_pushed: int
+    sites_pushed: int
+    bytes_pushed: int
+    poll_sites: int
+    forecast_key: str
+
+
+@dataclass(frozen=True)
+class FleetBidRequest:
+    """Aggregate the plans of ``vpp_node`` against ``version`` and bid them as ``fleet_unit_id``.
+
+    ``dispatch_interval`` / ``offer_time``: market time (AEST ISO) of the bid's first interval and of the
+    offer; ``market_offset_ms``: market time − wall clock (ms), to place the sites' wall-clock plans.
+    """
+
+    run_id: str
+    vpp_node: str
+    hierarchy: str | None
+    fleet_unit_id: str
+    region: str
+    version: int
+    dispatch_interval: str
+    offer_time: str
+    market_offset_ms: int
+
+
+@dataclass(frozen=True)
+class FleetBidOutcome:
+    """The fleet bid's fate: valid (archived, ready to submit) or the rules it broke."""
+
+    valid: bool
+    violations: tuple[str, ...]
+    summary: str
+    aggregate: str
+    bid_key: str
+    expected_sites: int
+    current_version_sites: int
+    stale_version_sites: int
+    estimated_sites: int
+
+
+@dataclass(frozen=True)
+class DistributionResult:
+    """One run: the version published, how it went out, and the fleet bid."""
+
+    version: int
+    decision_time: str
+    published: Published
+    fleet_bid: FleetBidOutcome
+
+
+@workflow.defn(name=DISTRIBUTION_WORKFLOW)
+class PriceForecastDistribution:
+    """One 15-minute distribution round (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._stage = "starting"
+
+    @workflow.query
+    def stage(self) -> str:
+        """The step the run is at (fetch, forecast, publish, collect, bid, done)."""
+        return self._stage
+
+    @workflow.run
+    async def run(self, request: DistributionInput) -> DistributionResult:
+        config = request.config
+        run_id = workflow.info().workflow_id
+        started = workflow.now()
+        decision_time = (_market_time(request.decision_time) if request.decision_time
+                         else replay_market_time(started, _market_time(config.replay_start),
+                                                 config.replay_days))
+        timeline = cycle_timeline(decision_time, market_data_cutoff_s=config.market_data_cutoff_s,
+                                  gate_closure_margin_s=config.gate_closure_margin_s,
+                                  minimum_lead_s=config.minimum_lead_s)
+        first_interval = timeline.dispatch_interval
+        started_ms = int(started.timestamp() * 1000)
+        # Market time − wall clock, so the sites' wall-clock plans line up with market intervals.
+        market_offset_ms = int(((decision_time - AEST_OFFSET) - started.replace(tzinfo=None)).total_seconds() * 1000)
+        self._stage = "fetch"
+        snapshot_key: str = await workflow.execute_activity(
+            "fetch_distribution_snapshot",
+            SnapshotRequest(run_id=run_id, region=request.region, first_interval=first_interval.isoformat(),
+                            as_of=decision_time.isoformat(), history_intervals=config.history_intervals),
+            result_type=str, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK_RETRY)
+        self._stage = "forecast"
+        answer: WorkerAnswer = await workflow.execute_activity(
+            "request_forecast",
+            ForecastTaskInput(cycle_id=run_id, product="ENERGY", snapshot_key=snapshot_key,
+                              decision_time=decision_time.isoformat(), first_interval=first_interval.isoformat(),
+                              config=config),
+            result_type=WorkerAnswer, activity_id="forecast-ENERGY",
+            start_to_close_timeout=timedelta(seconds=config.worker_answer_timeout_s),
+            schedule_to_close_timeout=timedelta(minutes=5),
+            retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1)))
+        self._stage = "publish"
+        first_start_market = first_interval - INTERVAL
+        published: Published = await workflow.execute_activity(
+            "publish_price_forecast",
+            PublishRequest(forecast_key=answer.archive_key, region=request.region, published_at_ms=started_ms,
+                           start_ms=_wall_ms(first_start_market, market_offset_ms), poll_nodes=request.poll_nodes,
+                           hierarchy=request.hierarchy),
+            result_type=Published, start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK_RETRY)
+        self._stage = "collect"
+        await workflow.sleep(timedelta(seconds=request.plan_collection_s))
+        self._stage = "bid"
+        fleet_bid: FleetBidOutcome = await workflow.execute_activity(
+            "bid_fleet_plans",
+            FleetBidRequest(run_id=run_id, vpp_node=request.vpp_node, hierarchy=request.hierarchy,
+                            fleet_unit_id=request.fleet_unit_id, region=request.region, version=published.version,
+                            dispatch_interval=first_interval.isoformat(),
+                            offer_time=(decision_time + (workflow.now() - started)).isoformat(),
+                            market_offset_ms=market_offset_ms),
+            result_type=FleetBidOutcome, start_to_close_timeout=timedelta(seconds=120), retry_policy=QUICK_RETRY)
+        self._stage = "done"
+        workflow.upsert_memo({"version": published.version, "fleet_bid": fleet_bid.summary,
+                              "aggregate": fleet_bid.aggregate})
+        return DistributionResult(version=published.version, decision_time=decision_time.isoformat(),
+                                  published=published, fleet_bid=fleet_bid)
+
+
+def _market_time(text: str) -> datetime:
+    """A naive AEST market time from its ISO text."""
+    return datetime.fromisoformat(text)
+
+
+def _wall_ms(market_time: datetime, market_offset_ms: int) -> int:
+    """Wall-clock epoch ms of naive-AEST ``market_time``, given market time − wall clock (ms)."""
+    utc_naive = market_time - AEST_OFFSET
+    epoch = datetime(1970, 1, 1)
+    return int((utc_naive - epoch).total_seconds() * 1000) - market_offset_ms
+
