@@ -25,13 +25,22 @@ from algorithms.plan_aggregate import aggregate_plans
 from algorithms.site_plan_types import SitePlans
 from archive import Archive
 from models.assets import AssetGraphError, site_parameters, sites_under
+from services.bid_service import get_dispatch_outcome, submit_bid
 from services.fleet_codec import plans_from_proto
 from services.fleet_gateway import CHANNEL_OPTIONS
 from services.market_data import fetch_snapshot
 from services.security import EdgeSecurity, channel
 from settings import Settings
-from vpp.v1 import fleet_pb2, fleet_pb2_grpc, worker_pb2
-from workflows.distribution import FleetBidOutcome, FleetBidRequest, Published, PublishRequest, SnapshotRequest
+from vpp.v1 import bid_pb2, fleet_pb2, fleet_pb2_grpc, worker_pb2
+from workflows.distribution import (
+    FleetBidOutcome,
+    FleetBidRequest,
+    FleetSubmitted,
+    Published,
+    PublishRequest,
+    SnapshotRequest,
+    SubmitFleetBidRequest,
+)
 
 INVALID_DISTRIBUTION_INPUT = "InvalidDistributionInput"
 MS_PER_MINUTE = 60_000
@@ -51,11 +60,13 @@ class DistributionActivities:
         self._database_url = database_url
         self._market_data_address = f"127.0.0.1:{settings.stack.market_data_port}"
         self._gateway_address = f"127.0.0.1:{settings.fleet.gateway_port}"
+        self._bid_address = f"127.0.0.1:{settings.stack.bid_service_port}"
         self._security = security
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
-        return [self.fetch_distribution_snapshot, self.publish_price_forecast, self.bid_fleet_plans]
+        return [self.fetch_distribution_snapshot, self.publish_price_forecast, self.bid_fleet_plans,
+                self.submit_fleet_bid]
 
     @activity.defn(name="fetch_distribution_snapshot")
     async def fetch_distribution_snapshot(self, request: SnapshotRequest) -> str:
@@ -151,14 +162,41 @@ class DistributionActivities:
                                         plan_hash=sha256_hex(response.plans.SerializeToString()))
         except FleetBidError as error:  # no bid can be made from these plans: say why, bid nothing
             return FleetBidOutcome(valid=False, violations=(str(error),), summary=f"no fleet bid: {error}",
-                                   aggregate=aggregate.description(0), bid_key="", **counts)
+                                   aggregate=aggregate.description(0), bid_key="",
+                                   registered_power_mw=spec.power_mw, **counts)
         key = ""
         if fleet_bid.bid is not None:
             key = await asyncio.to_thread(self._archive.put, fleet_bid.bid, cycle_id=request.run_id,
                                           label="fleet-bid")
         violations = tuple(str(v) for v in fleet_bid.violations)
         return FleetBidOutcome(valid=fleet_bid.bid is not None and not violations, violations=violations,
-                               summary=fleet_bid.summary, aggregate=aggregate.description(0), bid_key=key, **counts)
+                               summary=fleet_bid.summary, aggregate=aggregate.description(0), bid_key=key,
+                               registered_power_mw=spec.power_mw, **counts)
+
+
+    @activity.defn(name="submit_fleet_bid")
+    async def submit_fleet_bid(self, request: SubmitFleetBidRequest) -> FleetSubmitted:
+        """Submit the archived fleet bid to the market; when accepted, ask for the dispatch instruction of
+        its first interval (the simulated market clears it on demand from the replayed prices)."""
+        bid = cast(bid_pb2.Bid, await asyncio.to_thread(self._archive.get, request.bid_key))
+        response = await submit_bid(self._bid_address, bid, security=self._security)
+        status = bid_pb2.BidStatus.Name(response.status).removeprefix("BID_STATUS_")
+        nan = float("nan")
+        if status != "ACCEPTED":
+            return FleetSubmitted(bid_id=response.bid_id, status=status, reasons=tuple(response.reasons),
+                                  dispatch_mw=nan, energy_price_per_mwh=nan)
+        dispatched = await get_dispatch_outcome(self._bid_address, request.fleet_unit_id,
+                                                datetime.fromisoformat(request.dispatch_interval),
+                                                security=self._security)
+        energy = [p.price for p in dispatched.outcome.products if p.product == "ENERGY"]
+        return FleetSubmitted(bid_id=response.bid_id, status=status, reasons=tuple(response.reasons),
+                              dispatch_mw=dispatch_instruction_mw(dispatched.outcome),
+                              energy_price_per_mwh=energy[0] if energy else nan)
+
+
+def dispatch_instruction_mw(outcome: bid_pb2.MarketOutcome) -> float:
+    """The market's instruction for the unit in the interval (MW, + discharge / − charge)."""
+    return float(outcome.gen_mw - outcome.load_mw)
 
 
 def _sorted_plans(plans: SitePlans, *, shift_ms: int = 0) -> SitePlans:

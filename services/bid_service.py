@@ -280,8 +280,18 @@ def submit_response(row: bid_store.BidRow, *, duplicate: bool) -> bid_pb2.Submit
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RegisteredUnit:
+    """A unit registered with the simulated market: its registered facts and the stored energy it starts
+    with (MWh) before its first clearing."""
+
+    spec: common_pb2.BatterySpec
+    initial_state_of_charge_mwh: float
+
+
 class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
-    """BidService of the simulated NEM for one registered battery (see the module docstring).
+    """BidService of the simulated NEM for the registered battery and any further units (e.g. a VPP's
+    fleet unit), each cleared from its own bids (see the module docstring).
 
     Every call opens its own database connection, so calls run concurrently; clearing of a unit is
     serialised by the row lock on its ``unit_state``.
@@ -293,12 +303,15 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         dispatch_prices: DispatchPrices,
         battery: BatterySettings,
         rules: MarketRules,
+        further_units: Sequence[RegisteredUnit] = (),
     ) -> None:
-        dispatch_prices.region_index(battery.region)  # KeyError naming the known regions
+        units = [RegisteredUnit(battery_spec_from_settings(battery), battery.initial_state_of_charge_mwh),
+                 *further_units]
+        for unit in units:
+            dispatch_prices.region_index(unit.spec.region)  # KeyError naming the known regions
         self._database_url = database_url
         self._prices = dispatch_prices
-        self._battery = battery
-        self._battery_spec: common_pb2.BatterySpec = battery_spec_from_settings(battery)
+        self._units = {unit.spec.unit_id: unit for unit in units}
         self._rules = rules
 
     # gRPC methods -----------------------------------------------------------------------------
@@ -329,15 +342,17 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
 
     # Logic ------------------------------------------------------------------------------------
 
-    def _check_unit(self, unit_id: str) -> None:
+    def _unit(self, unit_id: str) -> RegisteredUnit:
         if not unit_id:
             raise BidRequestError(grpc.StatusCode.INVALID_ARGUMENT, "unit_id is missing")
-        if unit_id != self._battery.unit_id:
+        unit = self._units.get(unit_id)
+        if unit is None:
             raise BidRequestError(
                 grpc.StatusCode.NOT_FOUND,
                 f"unit {unit_id!r} is not registered with this market "
-                f"(registered: {self._battery.unit_id!r})",
+                f"(registered: {', '.join(repr(u) for u in sorted(self._units))})",
             )
+        return unit
 
     async def submit(self, request: bid_pb2.SubmitBidRequest) -> bid_pb2.SubmitBidResponse:
         """SubmitBid without the gRPC plumbing; raises BidRequestError for requests it cannot act on."""
@@ -345,14 +360,14 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             raise BidRequestError(grpc.StatusCode.INVALID_ARGUMENT, "request.bid is missing")
         bid = request.bid
         key = bid_key(bid, self._rules.interval_minutes)
-        self._check_unit(key.unit_id)
+        unit = self._unit(key.unit_id)
         async with await connect(self._database_url, autocommit=True) as conn:
             stored = await bid_store.find_bid(conn, key.unit_id, key.trading_day, key.dispatch_interval,
                                               key.version)
             if stored is not None:
                 return self._repeat_answer(stored, bid)
             daily_prices = await bid_store.daily_band_prices(conn, key.unit_id, key.trading_day)
-            violations = validate_bid(bid, self._battery_spec, self._rules, products=self._prices.products,
+            violations = validate_bid(bid, unit.spec, self._rules, products=self._prices.products,
                                       daily_band_prices=daily_prices)
             record = bid_record(bid, key, [str(violation) for violation in violations])
             priced = self._prices.interval_index(key.dispatch_interval) is not None
@@ -367,7 +382,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
                 if record.status == bid_store.ACCEPTED:
                     # Lock first: concurrent submissions for the unit queue here, one clearing at a time.
                     state = await bid_store.lock_unit_state(
-                        conn, key.unit_id, self._battery.initial_state_of_charge_mwh)
+                        conn, key.unit_id, unit.initial_state_of_charge_mwh)
                 row, duplicate = await bid_store.insert_bid(conn, record)
                 if state is not None and not duplicate and row.status == bid_store.ACCEPTED:
                     await self._clear_up_to(conn, state, key.dispatch_interval)
@@ -388,9 +403,10 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         self, conn: psycopg.AsyncConnection[Any], state: bid_store.UnitState, dispatch_interval: datetime
     ) -> None:
         """Clear every pending interval of the (locked) unit up to ``dispatch_interval``; store the state."""
+        unit = self._unit(state.unit_id)
         plan = catch_up_plan(
             state, dispatch_interval,
-            initial_state_of_charge_mwh=self._battery.initial_state_of_charge_mwh,
+            initial_state_of_charge_mwh=unit.initial_state_of_charge_mwh,
             max_gap_intervals=self._rules.intervals_per_trading_day,
             interval_minutes=self._rules.interval_minutes,
         )
@@ -403,7 +419,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         state_of_charge_mwh, previous_net_mw = plan.state_of_charge_mwh, plan.previous_net_mw
         for interval in plan.intervals:
             covering = await bid_store.latest_accepted_bid_covering(conn, state.unit_id, interval)
-            outcome = self._clear_one(covering, interval, state_of_charge_mwh, previous_net_mw)
+            outcome = self._clear_one(unit, covering, interval, state_of_charge_mwh, previous_net_mw)
             await bid_store.record_clearing(
                 conn, clearing_record(state.unit_id, covering.bid_id if covering else None, outcome))
             state_of_charge_mwh = outcome.state_of_charge_mwh
@@ -413,6 +429,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
 
     def _clear_one(
         self,
+        unit: RegisteredUnit,
         covering: bid_store.BidRow | None,
         dispatch_interval: datetime,
         state_of_charge_mwh: float,
@@ -420,7 +437,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
     ) -> bid_pb2.MarketOutcome:
         """The outcome of one interval: cleared from ``covering``, or idle without a bid or a price."""
         try:
-            prices = self._prices.prices_at(self._battery.region, dispatch_interval)
+            prices = self._prices.prices_at(unit.spec.region, dispatch_interval)
         except KeyError:
             return idle_outcome(dispatch_interval, state_of_charge_mwh, {},
                                 "no dispatch price in the data for this interval: dispatched 0 MW")
@@ -435,7 +452,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             covering.bid(), dispatch_interval, prices,
             state_of_charge_mwh=state_of_charge_mwh,
             previous_net_mw=previous_net_mw,
-            battery=self._battery_spec,
+            battery=unit.spec,
             interval_minutes=self._rules.interval_minutes,
             energy_product=self._rules.energy_product,
         )
@@ -464,7 +481,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         dispatch results once published): pending intervals of the unit up to ``dispatch_interval``
         are cleared from the bids in force, under the unit's lock, exactly as a submission would.
         """
-        self._check_unit(request.unit_id)
+        unit = self._unit(request.unit_id)
         if not request.HasField("dispatch_interval"):
             raise BidRequestError(grpc.StatusCode.INVALID_ARGUMENT, "dispatch_interval is missing")
         interval = nem_time.from_timestamp(request.dispatch_interval)
@@ -477,7 +494,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             if clearing is None:
                 async with conn.transaction():
                     state = await bid_store.lock_unit_state(
-                        conn, request.unit_id, self._battery.initial_state_of_charge_mwh)
+                        conn, request.unit_id, unit.initial_state_of_charge_mwh)
                     if state.last_cleared_interval is None or state.last_cleared_interval < interval:
                         await self._clear_up_to(conn, state, interval)
                 clearing = await bid_store.get_clearing(conn, request.unit_id, interval)
@@ -490,13 +507,11 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
 
     async def unit_status(self, unit_id: str) -> bid_pb2.GetUnitStatusResponse:
         """GetUnitStatus without the gRPC plumbing; before the first clearing: initial SoC, no interval."""
-        if not unit_id:
-            raise BidRequestError(grpc.StatusCode.INVALID_ARGUMENT, "unit_id is missing")
-        self._check_unit(unit_id)
+        unit = self._unit(unit_id)
         async with await connect(self._database_url, autocommit=True) as conn:
             state = await bid_store.get_unit_state(conn, unit_id)
         response = bid_pb2.GetUnitStatusResponse(
-            unit_id=unit_id, state_of_charge_mwh=self._battery.initial_state_of_charge_mwh, net_mw=0.0)
+            unit_id=unit_id, state_of_charge_mwh=unit.initial_state_of_charge_mwh, net_mw=0.0)
         if state is not None and state.last_cleared_interval is not None:
             response.state_of_charge_mwh = state.state_of_charge_mwh
             response.net_mw = state.net_mw
@@ -546,6 +561,30 @@ def with_administered_pricing(dispatch: DispatchPrices, rules: MarketRules) -> D
                           price=price)
 
 
+def registered_fleet_units(settings: Settings, database_url: str) -> list[RegisteredUnit]:
+    """The VPP's fleet unit (``[coopt] fleet_unit_id``) as registered from the asset graph now: the sites
+    under ``[coopt] vpp_node`` as one bidirectional unit (``algorithms.fleet_bid.fleet_unit_spec``),
+    starting half full between its SoC limits. None when the node is unknown or has no site yet."""
+    from algorithms.fleet_bid import fleet_unit_spec
+    from models.assets import AssetGraphError, site_parameters, sites_under
+
+    coopt = settings.coopt
+    with psycopg.connect(database_url) as conn:
+        try:
+            site_ids = sites_under(conn, coopt.vpp_node, datetime.now(UTC), coopt.hierarchy or None)
+        except AssetGraphError as error:
+            log.info("no fleet unit registered: %s", error)
+            return []
+        if not len(site_ids):
+            return []
+        parameters = site_parameters(conn, site_ids)
+    spec = fleet_unit_spec(coopt.fleet_unit_id, settings.cycle.region, parameters.capacity_kwh,
+                           parameters.max_discharge_kw, parameters.max_charge_kw, parameters.charge_efficiency,
+                           parameters.discharge_efficiency, parameters.backup_reserve_fraction)
+    middle = spec.energy_mwh * (spec.soc_min_fraction + spec.soc_max_fraction) / 2
+    return [RegisteredUnit(spec=spec, initial_state_of_charge_mwh=middle)]
+
+
 async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity | None = None) -> None:
     """Run the BidService on ``settings.stack.bid_service_port`` until ``stop`` is set.
 
@@ -564,14 +603,16 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
         log.info("applied migrations %s", ", ".join(applied))
     historical = await asyncio.to_thread(load_dispatch_prices, settings.market_data.data_dir)
     dispatch_prices = with_administered_pricing(historical, settings.market)
-    market = SimulatedMarket(database_url, dispatch_prices, settings.battery, settings.market)
+    fleet_units = await asyncio.to_thread(registered_fleet_units, settings, database_url)
+    market = SimulatedMarket(database_url, dispatch_prices, settings.battery, settings.market, fleet_units)
     server = secure_server(security, SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)
     add_health(server, [SERVICE_NAME])
     address = bind_port(server, settings.stack.bid_service_port, "bid service", security=security)
     await server.start()
-    log.info("bid service on %s (unit %s, region %s)", address, settings.battery.unit_id,
-             settings.battery.region)
+    log.info("bid service on %s (unit %s, region %s%s)", address, settings.battery.unit_id,
+             settings.battery.region, "".join(f"; fleet unit {u.spec.unit_id} {u.spec.power_mw:.2f} MW / "
+                                              f"{u.spec.energy_mwh:.2f} MWh" for u in fleet_units))
     try:
         await stop.wait()
     finally:

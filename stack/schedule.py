@@ -136,7 +136,8 @@ def distribution_input(settings: Settings, decision_time: str | None = None) -> 
     return DistributionInput(
         region=settings.cycle.region, vpp_node=coopt.vpp_node, fleet_unit_id=coopt.fleet_unit_id,
         plan_collection_s=coopt.plan_collection_s, hierarchy=coopt.hierarchy or None, poll_nodes=coopt.poll_nodes,
-        config=cycle_config(settings.cycle), decision_time=decision_time)
+        config=cycle_config(settings.cycle), decision_time=decision_time,
+        dispatch_task_queue=settings.fleet.task_queue, control_interval_s=settings.fleet.control_interval_s)
 
 
 def distribution_schedule(settings: Settings) -> Schedule:

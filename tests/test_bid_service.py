@@ -363,3 +363,32 @@ async def test_dispatch_outcome_clears_on_demand_from_the_bid_in_force(market: M
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await bid_service.get_dispatch_outcome(market.address, "NOPE1", T)
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_further_unit_is_validated_and_cleared_against_its_own_registration(
+        settings: Settings, migrated_database: str) -> None:
+    fleet_id = f"F{uuid.uuid4().hex[:8]}"
+    fleet_spec = common_pb2.BatterySpec(
+        unit_id=fleet_id, region="SA1", power_mw=2.0, energy_mwh=4.0, charge_efficiency=0.95,
+        discharge_efficiency=0.95, soc_min_fraction=0.2, soc_max_fraction=1.0, mlf_gen=1.0, mlf_load=1.0,
+        ramp_rate_mw_per_min=2.0, min_ramp_rate_mw_per_min=0.06)
+    market = bid_service.SimulatedMarket(
+        migrated_database, _cached_dispatch_prices(settings.market_data.data_dir),
+        replace(settings.battery, unit_id=f"T{uuid.uuid4().hex[:8]}"), settings.market,
+        [bid_service.RegisteredUnit(spec=fleet_spec, initial_state_of_charge_mwh=2.0)])
+    fits = make_bid(fleet_id, T, gen_mw=1.5)
+    for offer in fits.offers:
+        for period in offer.periods:
+            period.ramp_up_rate_mw_per_min = period.ramp_down_rate_mw_per_min = 2.0
+            period.pasa_avail_mw = 2.0
+    answer = await market.submit(bid_pb2.SubmitBidRequest(bid=fits))
+    assert answer.status == bid_pb2.BID_STATUS_ACCEPTED, list(answer.reasons)
+    outcome = await market.dispatch_outcome(bid_pb2.GetDispatchOutcomeRequest(
+        unit_id=fleet_id, dispatch_interval=nem_time.to_timestamp(T)))
+    assert outcome.outcome.gen_mw == pytest.approx(1.5)
+    assert outcome.outcome.state_of_charge_mwh == pytest.approx(2.0 - 1.5 * (5 / 60) / 0.95)
+    too_big = make_bid(fleet_id, T + FIVE, gen_mw=50.0, version=2)
+    rejected = await market.submit(bid_pb2.SubmitBidRequest(bid=too_big))
+    assert rejected.status == bid_pb2.BID_STATUS_REJECTED and rejected.reasons
+    with pytest.raises(bid_service.BidRequestError, match=f"registered: .*'{fleet_id}'"):
+        await market.unit_status("NOBODY")

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -19,14 +19,17 @@ from temporalio.worker import Worker
 
 from tests.temporal_env import time_skipping_server_path
 from workers.replies import WorkerAnswer
+from workflows.dispatch_facts import DispatchEventInput
 from workflows.distribution import (
     DistributionInput,
     FleetBidOutcome,
     FleetBidRequest,
+    FleetSubmitted,
     PriceForecastDistribution,
     Published,
     PublishRequest,
     SnapshotRequest,
+    SubmitFleetBidRequest,
 )
 from workflows.facts import ForecastTaskInput
 
@@ -45,6 +48,7 @@ class StandIns:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     bid_valid: bool = True
     fail_publish: bool = False
+    market_status: str = "ACCEPTED"
 
     def activities(self) -> list[Any]:
         @activity.defn(name="fetch_distribution_snapshot")
@@ -72,18 +76,40 @@ class StandIns:
             return FleetBidOutcome(valid=self.bid_valid, violations=() if self.bid_valid else ("V6: too much",),
                                    summary="VPP1 bid", aggregate="1.0 MW planned export", bid_key="bid-key",
                                    expected_sites=300, current_version_sites=290, stale_version_sites=5,
-                                   estimated_sites=5)
+                                   estimated_sites=5, registered_power_mw=1.5)
 
-        return [fetch, forecast, publish, bid]
+        @activity.defn(name="submit_fleet_bid")
+        async def submit(request: SubmitFleetBidRequest) -> FleetSubmitted:
+            self.calls.append(("submit", request))
+            accepted = self.market_status == "ACCEPTED"
+            return FleetSubmitted(bid_id="VPP1/x", status=self.market_status,
+                                  reasons=() if accepted else ("V2: over capacity",),
+                                  dispatch_mw=-0.4 if accepted else float("nan"), energy_price_per_mwh=-20.0)
+
+        return [fetch, forecast, publish, bid, submit]
 
 
-async def _run(client: Client, stand_ins: StandIns, collection_s: float = 60.0) -> Any:
+DISPATCHED: list[DispatchEventInput] = []
+
+
+@workflow.defn(name="VppDispatchEvent", sandboxed=False)
+class RecordingDispatchEvent:
+    """Stands in for the VPP's dispatch event on its own task queue: records what it was asked."""
+
+    @workflow.run
+    async def run(self, event: DispatchEventInput) -> None:
+        DISPATCHED.append(event)
+
+
+async def _run(client: Client, stand_ins: StandIns, collection_s: float = 60.0, dispatch: bool = False) -> Any:
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    vpp_queue = f"vpp-{uuid.uuid4().hex[:8]}"
     request = DistributionInput(region="SA1", vpp_node="region-SA1", fleet_unit_id="VPP1",
                                 plan_collection_s=collection_s, hierarchy="electrical",
-                                decision_time=DECISION_TIME)
+                                decision_time=DECISION_TIME, dispatch_task_queue=vpp_queue if dispatch else "")
     async with Worker(client, task_queue=task_queue, workflows=[PriceForecastDistribution],
-                      activities=stand_ins.activities()):
+                      activities=stand_ins.activities()), \
+            Worker(client, task_queue=vpp_queue, workflows=[RecordingDispatchEvent]):
         return await client.execute_workflow(PriceForecastDistribution.run, request,
                                              id=f"distribution-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
 
@@ -91,8 +117,8 @@ async def _run(client: Client, stand_ins: StandIns, collection_s: float = 60.0) 
 async def test_a_run_forecasts_publishes_waits_for_plans_then_bids(env: WorkflowEnvironment) -> None:
     stand_ins = StandIns()
     result = await _run(env.client, stand_ins, collection_s=90.0)
-    assert [name for name, _ in stand_ins.calls] == ["fetch", "forecast", "publish", "bid"]
-    fetch, forecast, publish, bid = (call for _, call in stand_ins.calls)
+    assert [name for name, _ in stand_ins.calls] == ["fetch", "forecast", "publish", "bid", "submit"]
+    fetch, forecast, publish, bid, submit = (call for _, call in stand_ins.calls)
     # Decided in the interval ending 17:35: forecasts start with the interval ending 17:40.
     assert fetch.first_interval == "2021-01-15T17:40:00" and fetch.as_of == DECISION_TIME
     assert forecast.product == "ENERGY" and forecast.snapshot_key == "snapshot-key"
@@ -107,11 +133,39 @@ async def test_a_run_forecasts_publishes_waits_for_plans_then_bids(env: Workflow
     wall_of_market = (datetime.fromisoformat("2021-01-15T17:35:00") - timedelta(hours=10)).timestamp() * 1000
     assert bid.market_offset_ms == pytest.approx(wall_of_market - publish.start_ms, abs=1)
     assert result.fleet_bid.valid and result.published.sites_pushed == 300
+    assert submit.bid_key == "bid-key" and submit.dispatch_interval == "2021-01-15T17:40:00"
+    assert result.submitted.status == "ACCEPTED" and result.dispatch_event_id == ""  # no VPP queue given
 
 
-async def test_an_invalid_fleet_bid_is_reported_not_hidden(env: WorkflowEnvironment) -> None:
-    result = await _run(env.client, StandIns(bid_valid=False))
+async def test_an_invalid_fleet_bid_is_reported_and_never_submitted(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(bid_valid=False)
+    result = await _run(env.client, stand_ins, dispatch=True)
     assert not result.fleet_bid.valid and result.fleet_bid.violations == ("V6: too much",)
+    assert "submit" not in [name for name, _ in stand_ins.calls]
+    assert result.submitted is None and result.dispatch_event_id == ""
+
+
+async def test_the_markets_instruction_flows_down_as_a_dispatch_event_over_the_interval(
+        env: WorkflowEnvironment) -> None:
+    DISPATCHED.clear()
+    stand_ins = StandIns()
+    result = await _run(env.client, stand_ins, collection_s=30.0, dispatch=True)
+    publish = next(call for name, call in stand_ins.calls if name == "publish")
+    assert result.dispatch_event_id.startswith("fleet-dispatch-VPP1-20210115T1735-")
+    handle = env.client.get_workflow_handle(result.dispatch_event_id)
+    await handle.result()
+    [event] = DISPATCHED
+    assert (event.node_id, event.target_mw, event.hierarchy) == ("region-SA1", -0.4, "electrical")
+    assert event.max_abs_target_mw == 1.5
+    # The interval 17:35–17:40 (market) is the forecast's first interval: it starts at the forecast's
+    # wall-clock start, or now if that has passed, and ends 5 minutes after that start.
+    assert event.end_ms == publish.start_ms + 300_000 and event.start_ms >= publish.start_ms
+
+
+async def test_a_rejected_fleet_bid_dispatches_nothing(env: WorkflowEnvironment) -> None:
+    result = await _run(env.client, StandIns(market_status="REJECTED"), dispatch=True)
+    assert result.submitted.status == "REJECTED" and result.submitted.reasons == ("V2: over capacity",)
+    assert result.dispatch_event_id == ""
 
 
 async def test_a_failed_publication_fails_the_run_and_bids_nothing(env: WorkflowEnvironment) -> None:

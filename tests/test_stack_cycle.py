@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -288,3 +289,15 @@ async def test_price_forecasts_reach_the_sites_whose_plans_are_bid_as_one_unit(s
     assert plans.plans_accepted >= fleet_bid.current_version_sites and not plans.plans_quarantined
     bid = open_archive(settings).get(fleet_bid.bid_key)
     assert isinstance(bid, bid_pb2.Bid) and bid.unit_id == settings.coopt.fleet_unit_id
+    # The market (the simulated NEM, with the fleet registered as a unit) accepted it, and its instruction
+    # for the first interval went down the VPP's control loop as a dispatch event at the node.
+    submitted = result.submitted
+    assert submitted is not None and submitted.status == "ACCEPTED", submitted
+    assert math.isfinite(submitted.dispatch_mw) and abs(submitted.dispatch_mw) <= fleet_bid.registered_power_mw + 1e-9
+    # The first interval starts at least ~90 s after the decision (minimum lead): it is not over yet.
+    assert result.dispatch_event_id
+    event = client.get_workflow_handle(result.dispatch_event_id)
+    progress = await event.query("progress")
+    assert progress["target_mw"] == pytest.approx(submitted.dispatch_mw)
+    assert progress["node_id"] == settings.coopt.vpp_node
+    await event.execute_update("cancel", "test over: release the homes")

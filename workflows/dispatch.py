@@ -25,6 +25,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.dispatch_facts import (
+        DISPATCH_WORKFLOW,
         ControlInput,
         ControlStep,
         DispatchEventInput,
@@ -43,7 +44,7 @@ SETUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interva
                           maximum_attempts=10, non_retryable_error_types=["InvalidDispatchEvent"])
 
 
-@workflow.defn(name="VppDispatchEvent")
+@workflow.defn(name=DISPATCH_WORKFLOW)
 class VppDispatchEvent:
     """One dispatch event (workflow id = event id)."""
 

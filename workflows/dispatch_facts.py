@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DISPATCH_WORKFLOW = "VppDispatchEvent"
+"""The dispatch event workflow's name (workflows/dispatch.py), for parents that start it as a child."""
+
 
 @dataclass(frozen=True)
 class DispatchEventInput:

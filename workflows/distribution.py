@@ -11,7 +11,11 @@ AutoBidder task queue, where the archive, the market-data service and the SQS fo
 4. wait ``plan_collection_s`` while sites plan on the device and send their plans back;
 5. ``bid_fleet_plans``: aggregate the node's plans with their uncertainty (sites without a plan are
    estimated, plans on older versions are counted) and build and validate the fleet unit's bid; an
-   invalid bid is archived with its violations and never submitted.
+   invalid bid is reported with its violations and never submitted;
+6. ``submit_fleet_bid``: a valid bid goes to the market as the fleet unit's; the market's dispatch
+   instruction for its first interval comes back, and flows down the VPP's control loop as a
+   ``VppDispatchEvent`` over that interval at the node (a child on the VPP task queue, abandoned when
+   this run ends). The following intervals run on the sites' own plans until the next round.
 
 The workflow holds no business logic: each step is an activity over pure functions
 (``algorithms/forecast_publication.py``, ``algorithms/plan_aggregate.py``, ``algorithms/fleet_bid.py``).
@@ -23,11 +27,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from algorithms.replay_clock import AEST_OFFSET, INTERVAL, cycle_timeline, replay_market_time
     from workers.replies import WorkerAnswer
+    from workflows.dispatch_facts import DISPATCH_WORKFLOW, DispatchEventInput
     from workflows.facts import CycleConfig, ForecastTaskInput
 
 QUICK_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
@@ -51,6 +57,9 @@ class DistributionInput:
     poll_nodes: tuple[str, ...] = ()
     config: CycleConfig = field(default_factory=CycleConfig)
     decision_time: str | None = None
+    # Task queue of the VPP workflows (the dispatch event of the bid's first interval); "" = no dispatch.
+    dispatch_task_queue: str = ""
+    control_interval_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -121,16 +130,42 @@ class FleetBidOutcome:
     current_version_sites: int
     stale_version_sites: int
     estimated_sites: int
+    # The fleet unit's registered capacity (MW): the most a dispatch instruction may ask either way.
+    registered_power_mw: float = 0.0
+
+
+@dataclass(frozen=True)
+class SubmitFleetBidRequest:
+    """Submit the archived fleet bid and ask the market for its first interval's dispatch instruction."""
+
+    bid_key: str
+    fleet_unit_id: str
+    dispatch_interval: str
+
+
+@dataclass(frozen=True)
+class FleetSubmitted:
+    """The market's answer: ACCEPTED or REJECTED (with reasons), and the dispatch instruction of the first
+    interval (MW, + discharge / − charge; NaN when not cleared) at the energy price ($/MWh)."""
+
+    bid_id: str
+    status: str
+    reasons: tuple[str, ...]
+    dispatch_mw: float
+    energy_price_per_mwh: float
 
 
 @dataclass(frozen=True)
 class DistributionResult:
-    """One run: the version published, how it went out, and the fleet bid."""
+    """One run: the version published, how it went out, the fleet bid, the market's answer and the
+    dispatch event that carries its instruction down to the sites ("" when none was started)."""
 
     version: int
     decision_time: str
     published: Published
     fleet_bid: FleetBidOutcome
+    submitted: FleetSubmitted | None = None
+    dispatch_event_id: str = ""
 
 
 @workflow.defn(name=DISTRIBUTION_WORKFLOW)
@@ -195,11 +230,49 @@ class PriceForecastDistribution:
                             offer_time=(decision_time + (workflow.now() - started)).isoformat(),
                             market_offset_ms=market_offset_ms),
             result_type=FleetBidOutcome, start_to_close_timeout=timedelta(seconds=120), retry_policy=QUICK_RETRY)
+        submitted: FleetSubmitted | None = None
+        event_id = ""
+        if fleet_bid.valid:
+            self._stage = "submit"
+            submitted = await workflow.execute_activity(
+                "submit_fleet_bid",
+                SubmitFleetBidRequest(bid_key=fleet_bid.bid_key, fleet_unit_id=request.fleet_unit_id,
+                                      dispatch_interval=first_interval.isoformat()),
+                result_type=FleetSubmitted, start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK_RETRY)
+            if submitted.status == "ACCEPTED" and request.dispatch_task_queue:
+                event_id = await self._dispatch(request, submitted, fleet_bid.registered_power_mw,
+                                                first_start_market, market_offset_ms)
         self._stage = "done"
         workflow.upsert_memo({"version": published.version, "fleet_bid": fleet_bid.summary,
-                              "aggregate": fleet_bid.aggregate})
+                              "aggregate": fleet_bid.aggregate,
+                              "market": f"{submitted.status} {submitted.dispatch_mw:.3f} MW" if submitted else "",
+                              "dispatch_event": event_id})
         return DistributionResult(version=published.version, decision_time=decision_time.isoformat(),
-                                  published=published, fleet_bid=fleet_bid)
+                                  published=published, fleet_bid=fleet_bid, submitted=submitted,
+                                  dispatch_event_id=event_id)
+
+    async def _dispatch(self, request: DistributionInput, submitted: FleetSubmitted, registered_power_mw: float,
+                        interval_start: datetime, market_offset_ms: int) -> str:
+        """Start the dispatch event carrying the first interval's instruction (once per id); its id, or ""
+        when the interval is already over or the instruction is not a number."""
+        start_ms = _wall_ms(interval_start, market_offset_ms)
+        end_ms = _wall_ms(interval_start + INTERVAL, market_offset_ms)
+        now_ms = int(workflow.now().timestamp() * 1000)
+        if end_ms <= now_ms + 1000 or submitted.dispatch_mw != submitted.dispatch_mw:  # over, or NaN
+            return ""
+        child_id = f"fleet-dispatch-{request.fleet_unit_id}-{interval_start:%Y%m%dT%H%M}-{start_ms}"
+        event = DispatchEventInput(event_id=child_id, node_id=request.vpp_node, target_mw=submitted.dispatch_mw,
+                                   start_ms=max(start_ms, now_ms), end_ms=end_ms, hierarchy=request.hierarchy,
+                                   control_interval_s=request.control_interval_s,
+                                   max_abs_target_mw=max(registered_power_mw, abs(submitted.dispatch_mw)))
+        try:
+            await workflow.start_child_workflow(
+                DISPATCH_WORKFLOW, event, id=child_id, task_queue=request.dispatch_task_queue,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info("dispatch event %s already exists; not starting it again", child_id)
+        return child_id
 
 
 def _market_time(text: str) -> datetime:

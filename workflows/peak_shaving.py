@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     import numpy as np
 
     from algorithms.peak_shaving import LoadForecast, find_peaks, plan_peak_shaving
-    from workflows.dispatch_facts import DispatchEventInput
+    from workflows.dispatch_facts import DISPATCH_WORKFLOW, DispatchEventInput
     from workflows.peak_shaving_facts import (
         FleetCapacity,
         FleetCapacityInput,
@@ -43,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         ScheduledEvent,
     )
 
-DISPATCH_WORKFLOW = "VppDispatchEvent"
 INVALID_PEAK_SHAVING = "InvalidPeakShaving"
 INSUFFICIENT_HISTORY = "InsufficientLoadHistory"
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
