@@ -269,7 +269,7 @@ class CycleActivities:
     async def record_outcome(self, request: RecordInput) -> OutcomeRecorded:
         """Read what the market dispatched in the cycle's interval and record the cycle in PostgreSQL."""
         outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
-                                  fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=float("nan"))
+                                  fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=None)
         if request.bid_id:
             answer = await get_dispatch_outcome(self._bid_address, request.unit_id,
                                                 datetime.fromisoformat(request.dispatch_interval))
@@ -294,7 +294,7 @@ class CycleActivities:
 
 
 def _outcome(market: bid_pb2.MarketOutcome, energy_product: str) -> OutcomeRecorded:
-    energy_price = next((p.price for p in market.products if p.product == energy_product), float("nan"))
+    energy_price = next((p.price for p in market.products if p.product == energy_product), None)
     return OutcomeRecorded(cleared=True, gen_mw=market.gen_mw, load_mw=market.load_mw,
                            energy_revenue_dollars=market.energy_revenue_dollars,
                            fcas_revenue_dollars=market.fcas_revenue_dollars,

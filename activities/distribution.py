@@ -181,17 +181,16 @@ class DistributionActivities:
         bid = cast(bid_pb2.Bid, await asyncio.to_thread(self._archive.get, request.bid_key))
         response = await submit_bid(self._bid_address, bid, security=self._security)
         status = bid_pb2.BidStatus.Name(response.status).removeprefix("BID_STATUS_")
-        nan = float("nan")
         if status != "ACCEPTED":
             return FleetSubmitted(bid_id=response.bid_id, status=status, reasons=tuple(response.reasons),
-                                  dispatch_mw=nan, energy_price_per_mwh=nan)
+                                  dispatch_mw=None, energy_price_per_mwh=None)
         dispatched = await get_dispatch_outcome(self._bid_address, request.fleet_unit_id,
                                                 datetime.fromisoformat(request.dispatch_interval),
                                                 security=self._security)
         energy = [p.price for p in dispatched.outcome.products if p.product == "ENERGY"]
         return FleetSubmitted(bid_id=response.bid_id, status=status, reasons=tuple(response.reasons),
                               dispatch_mw=dispatch_instruction_mw(dispatched.outcome),
-                              energy_price_per_mwh=energy[0] if energy else nan)
+                              energy_price_per_mwh=energy[0] if energy else None)
 
 
 def dispatch_instruction_mw(outcome: bid_pb2.MarketOutcome) -> float:

@@ -54,7 +54,8 @@ def cycles_table(runs: Sequence[CycleRun]) -> Table:
         if outcome is None or not outcome.cleared:
             table.add_row(result.dispatch_interval, status, *[""] * 6, f"{result.latency_to_ack_s:.2f}")
             continue
-        table.add_row(result.dispatch_interval, status, f"{outcome.price:,.2f}", _number(outcome.gen_mw, 1),
+        price = "" if outcome.price is None else f"{outcome.price:,.2f}"
+        table.add_row(result.dispatch_interval, status, price, _number(outcome.gen_mw, 1),
                       _number(outcome.load_mw, 1), _number(outcome.energy_revenue_dollars, 2),
                       _number(outcome.fcas_revenue_dollars, 2), _number(outcome.state_of_charge_mwh, 1),
                       f"{result.latency_to_ack_s:.2f}")

@@ -84,7 +84,8 @@ class StandIns:
             accepted = self.market_status == "ACCEPTED"
             return FleetSubmitted(bid_id="VPP1/x", status=self.market_status,
                                   reasons=() if accepted else ("V2: over capacity",),
-                                  dispatch_mw=-0.4 if accepted else float("nan"), energy_price_per_mwh=-20.0)
+                                  dispatch_mw=-0.4 if accepted else None,
+                                  energy_price_per_mwh=-20.0 if accepted else None)
 
         return [fetch, forecast, publish, bid, submit]
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import psycopg
@@ -65,7 +68,7 @@ def stack(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             fleet=replace(loaded.fleet, simulated_sites=SIMULATED_SITES),
             coopt=replace(loaded.coopt, vpp_node="network-nem", plan_collection_s=20.0),
         )
-        with LocalStack(settings, ui=False) as running:
+        with LocalStack(settings, ui=True) as running:
             yield running
 
 
@@ -293,7 +296,8 @@ async def test_price_forecasts_reach_the_sites_whose_plans_are_bid_as_one_unit(s
     # for the first interval went down the VPP's control loop as a dispatch event at the node.
     submitted = result.submitted
     assert submitted is not None and submitted.status == "ACCEPTED", submitted
-    assert math.isfinite(submitted.dispatch_mw) and abs(submitted.dispatch_mw) <= fleet_bid.registered_power_mw + 1e-9
+    assert submitted.dispatch_mw is not None and math.isfinite(submitted.dispatch_mw)
+    assert abs(submitted.dispatch_mw) <= fleet_bid.registered_power_mw + 1e-9
     # The first interval starts at least ~90 s after the decision (minimum lead): it is not over yet.
     assert result.dispatch_event_id
     event = client.get_workflow_handle(result.dispatch_event_id)
@@ -301,3 +305,61 @@ async def test_price_forecasts_reach_the_sites_whose_plans_are_bid_as_one_unit(s
     assert progress["target_mw"] == pytest.approx(submitted.dispatch_mw)
     assert progress["node_id"] == settings.coopt.vpp_node
     await event.execute_update("cancel", "test over: release the homes")
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+async def test_operator_screenshots_of_the_temporal_ui(stack: LocalStack, client: Client,
+                                                       tmp_path: Path) -> None:
+    """The README's operator screenshots, taken in headless Chromium against this stack: the schedule, a
+    cycle's stages, a paused unit. ``VPP_UPDATE_SCREENSHOTS=1`` copies them into docs/screenshots/."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from stack.screenshots import chromium_path, png_size, rendered_text, screenshot
+    from workflows.operator import ControlsView, OperatorInput, UnitOperator, operator_workflow_id
+
+    if chromium_path() is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    settings = stack.settings
+    assert stack.ui_url is not None
+    namespace_url = f"{stack.ui_url}/namespaces/{settings.stack.temporal_namespace}"
+    unit = settings.cycle.unit_id
+    await ensure_schedule(settings, client)
+    cycle = await run_cycle_at(client, settings, FIRST_DECISION + timedelta(hours=5))
+    assert cycle.result is not None and cycle.result.status == "SUBMITTED"
+    operator = await client.start_workflow(
+        UnitOperator.run, OperatorInput(unit_id=unit, soc_min_fraction=settings.battery.soc_min_fraction,
+                                        soc_max_fraction=settings.battery.soc_max_fraction),
+        id=operator_workflow_id(unit), task_queue=settings.stack.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    await operator.execute_update("pause", args=["storm watch over the interconnector", "ops-on-call"],
+                                  result_type=ControlsView)
+    try:
+        paused = await run_cycle_at(client, settings, FIRST_DECISION + timedelta(hours=5, minutes=5))
+        assert paused.result is not None and paused.result.status == "PAUSED"
+
+        async def run_id(workflow_id: str) -> str:
+            return (await client.get_workflow_handle(workflow_id).describe()).run_id or ""
+
+        pages = {
+            "schedule": (f"{namespace_url}/schedules/{schedule_id(settings)}", [schedule_id(settings)]),
+            "cycle-stages": (f"{namespace_url}/workflows/{cycle.workflow_id}/{await run_id(cycle.workflow_id)}"
+                             "/history", ["AutobidderCycle", "fetch_market_snapshot", "submit_bid"]),
+            "paused-unit": (f"{namespace_url}/workflows/{paused.workflow_id}/{await run_id(paused.workflow_id)}"
+                            "/history", ["AutobidderCycle", "bidding paused by the operator",
+                                         "storm watch over the interconnector"]),
+        }
+        for name, (url, expected) in pages.items():
+            text = await asyncio.to_thread(rendered_text, url)
+            (tmp_path / f"{name}.txt").write_text(text)
+            missing = [phrase for phrase in expected if phrase not in text]
+            assert not missing, f"{name}: {missing} not shown at {url}: {text[:400]}"
+            window = (1400, 1500) if name == "cycle-stages" else (1400, 900)  # tall enough for the stages
+            shot = await asyncio.to_thread(screenshot, url, tmp_path / f"{name}.png", window=window)
+            assert png_size(shot) == window and shot.stat().st_size > 20_000  # a rendered page, not blank
+            if os.environ.get("VPP_UPDATE_SCREENSHOTS") == "1":
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(shot, SCREENSHOTS / f"{name}.png")
+    finally:
+        await operator.execute_update("resume", args=["screenshots taken", "ops-on-call"], result_type=ControlsView)

@@ -321,7 +321,7 @@ class AutobidderCycle:
         )
         if outcome.cleared:
             self._add_fact("record", f"cleared gen {outcome.gen_mw:.1f} MW load {outcome.load_mw:.1f} MW at "
-                           f"${outcome.price:,.2f}/MWh: energy ${outcome.energy_revenue_dollars:,.2f}, FCAS "
+                           f"{_price_text(outcome.price)}: energy ${outcome.energy_revenue_dollars:,.2f}, FCAS "
                            f"${outcome.fcas_revenue_dollars:,.2f}; SoC {outcome.state_of_charge_mwh:.1f} MWh")
             workflow.upsert_memo({"outcome": {
                 "gen_mw": outcome.gen_mw, "load_mw": outcome.load_mw, "price": outcome.price,
@@ -386,3 +386,8 @@ def _failure_text(failure: BaseException) -> str:
     text = str(cause) or type(cause).__name__
     outer = str(failure)
     return text if outer in ("", text) else f"{outer}: {text}"
+
+
+def _price_text(price: float | None) -> str:
+    """``$123.45/MWh``, or ``an unknown price`` when the market gave none."""
+    return "an unknown price" if price is None else f"${price:,.2f}/MWh"

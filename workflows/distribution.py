@@ -146,13 +146,14 @@ class SubmitFleetBidRequest:
 @dataclass(frozen=True)
 class FleetSubmitted:
     """The market's answer: ACCEPTED or REJECTED (with reasons), and the dispatch instruction of the first
-    interval (MW, + discharge / − charge; NaN when not cleared) at the energy price ($/MWh)."""
+    interval (MW, + discharge / − charge) at the energy price ($/MWh); None when not cleared (never NaN:
+    results are JSON the Web UI shows)."""
 
     bid_id: str
     status: str
     reasons: tuple[str, ...]
-    dispatch_mw: float
-    energy_price_per_mwh: float
+    dispatch_mw: float | None
+    energy_price_per_mwh: float | None
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ class PriceForecastDistribution:
         self._stage = "done"
         workflow.upsert_memo({"version": published.version, "fleet_bid": fleet_bid.summary,
                               "aggregate": fleet_bid.aggregate,
-                              "market": f"{submitted.status} {submitted.dispatch_mw:.3f} MW" if submitted else "",
+                              "market": _market_text(submitted),
                               "dispatch_event": event_id})
         return DistributionResult(version=published.version, decision_time=decision_time.isoformat(),
                                   published=published, fleet_bid=fleet_bid, submitted=submitted,
@@ -258,13 +259,14 @@ class PriceForecastDistribution:
         start_ms = _wall_ms(interval_start, market_offset_ms)
         end_ms = _wall_ms(interval_start + INTERVAL, market_offset_ms)
         now_ms = int(workflow.now().timestamp() * 1000)
-        if end_ms <= now_ms + 1000 or submitted.dispatch_mw != submitted.dispatch_mw:  # over, or NaN
+        target_mw = submitted.dispatch_mw
+        if end_ms <= now_ms + 1000 or target_mw is None:
             return ""
         child_id = f"fleet-dispatch-{request.fleet_unit_id}-{interval_start:%Y%m%dT%H%M}-{start_ms}"
-        event = DispatchEventInput(event_id=child_id, node_id=request.vpp_node, target_mw=submitted.dispatch_mw,
+        event = DispatchEventInput(event_id=child_id, node_id=request.vpp_node, target_mw=target_mw,
                                    start_ms=max(start_ms, now_ms), end_ms=end_ms, hierarchy=request.hierarchy,
                                    control_interval_s=request.control_interval_s,
-                                   max_abs_target_mw=max(registered_power_mw, abs(submitted.dispatch_mw)))
+                                   max_abs_target_mw=max(registered_power_mw, abs(target_mw)))
         try:
             await workflow.start_child_workflow(
                 DISPATCH_WORKFLOW, event, id=child_id, task_queue=request.dispatch_task_queue,
@@ -286,3 +288,11 @@ def _wall_ms(market_time: datetime, market_offset_ms: int) -> int:
     epoch = datetime(1970, 1, 1)
     return int((utc_naive - epoch).total_seconds() * 1000) - market_offset_ms
 
+
+def _market_text(submitted: FleetSubmitted | None) -> str:
+    """The market's answer in a few words for the memo."""
+    if submitted is None:
+        return "not submitted"
+    if submitted.dispatch_mw is None:
+        return f"{submitted.status}: {'; '.join(submitted.reasons)}"
+    return f"{submitted.status}, dispatched {submitted.dispatch_mw:.3f} MW"

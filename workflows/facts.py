@@ -198,7 +198,9 @@ class OutcomeRecorded:
     energy_revenue_dollars: float
     fcas_revenue_dollars: float
     state_of_charge_mwh: float
-    price: float
+    # Energy price of the interval ($/MWh); None when not cleared. (Never NaN: results are JSON, and
+    # the Temporal Web UI can only show a result that is valid JSON.)
+    price: float | None
 
 
 @dataclass(frozen=True)
