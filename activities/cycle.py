@@ -93,8 +93,8 @@ class CycleActivities:
         self._sqs = sqs
         self._queues = queues
         self._battery = battery_spec_from_settings(settings.battery)
-        self._market_data_address = f"127.0.0.1:{settings.stack.market_data_port}"
-        self._bid_address = f"127.0.0.1:{settings.stack.bid_service_port}"
+        self._market_data_address = settings.stack.market_data_address
+        self._bid_address = settings.stack.bid_service_address
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
@@ -271,10 +271,19 @@ class CycleActivities:
         outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
                                   fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=None)
         if request.bid_id:
-            answer = await get_dispatch_outcome(self._bid_address, request.unit_id,
-                                                datetime.fromisoformat(request.dispatch_interval))
-            await self._put(answer.outcome, request.cycle_id, "market-outcome")
-            outcome = _outcome(answer.outcome, self._settings.market.energy_product)
+            try:
+                answer = await get_dispatch_outcome(self._bid_address, request.unit_id,
+                                                    datetime.fromisoformat(request.dispatch_interval))
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                # The market will never dispatch this interval for the unit (e.g. it already cleared later
+                # intervals): record the cycle as not cleared instead of retrying for ever.
+                activity.logger.warning("no dispatch outcome for %s: %s", request.dispatch_interval,
+                                        error.details())
+            else:
+                await self._put(answer.outcome, request.cycle_id, "market-outcome")
+                outcome = _outcome(answer.outcome, self._settings.market.energy_product)
         record = cycle_store.CycleRecord(
             cycle_id=request.cycle_id, unit_id=request.unit_id, region=request.region,
             dispatch_interval=datetime.fromisoformat(request.dispatch_interval), status=request.status,

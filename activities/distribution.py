@@ -58,9 +58,9 @@ class DistributionActivities:
         self._settings = settings
         self._archive = archive
         self._database_url = database_url
-        self._market_data_address = f"127.0.0.1:{settings.stack.market_data_port}"
-        self._gateway_address = f"127.0.0.1:{settings.fleet.gateway_port}"
-        self._bid_address = f"127.0.0.1:{settings.stack.bid_service_port}"
+        self._market_data_address = settings.stack.market_data_address
+        self._gateway_address = settings.fleet.gateway_address
+        self._bid_address = settings.stack.bid_service_address
         self._security = security
 
     def all(self) -> list[Any]:
@@ -100,7 +100,8 @@ class DistributionActivities:
         result = cast(worker_pb2.ForecastResult, await asyncio.to_thread(self._archive.get, request.forecast_key))
         try:
             forecast = price_forecast_for_sites(result, region=request.region,
-                                                published_at_ms=request.published_at_ms, start_ms=request.start_ms)
+                                                published_at_ms=request.published_at_ms, start_ms=request.start_ms,
+                                                storm_warning=request.storm_warning)
         except ForecastPublicationError as error:
             raise _non_retryable(str(error)) from error
         key = await asyncio.to_thread(self._archive.put, forecast, cycle_id=activity.info().workflow_id,

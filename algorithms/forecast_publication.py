@@ -32,7 +32,8 @@ def forecast_version_at(published_at_ms: int) -> int:
 
 
 def price_forecast_for_sites(result: worker_pb2.ForecastResult, *, region: str, published_at_ms: int,
-                             start_ms: int, interval_minutes: int = 5) -> fleet_pb2.PriceForecast:
+                             start_ms: int, interval_minutes: int = 5,
+                             storm_warning: bool = False) -> fleet_pb2.PriceForecast:
     """The PriceForecast message sites receive for the forecaster's ``result``.
 
     Args:
@@ -41,6 +42,7 @@ def price_forecast_for_sites(result: worker_pb2.ForecastResult, *, region: str, 
         published_at_ms: publication time (epoch ms UTC); gives the version.
         start_ms: wall-clock start of the result's first interval (epoch ms UTC).
         interval_minutes: forecast interval length (minutes).
+        storm_warning: a storm warning is in force: sites raise their backup reserve while on this version.
 
     Raises:
         ForecastPublicationError: the result is not OK, has no quantiles, or its prices are ragged or
@@ -63,4 +65,5 @@ def price_forecast_for_sites(result: worker_pb2.ForecastResult, *, region: str, 
     return fleet_pb2.PriceForecast(
         version=forecast_version_at(published_at_ms), region=region, published_at_ms=published_at_ms,
         start_ms=start_ms, interval_minutes=interval_minutes, horizon_intervals=horizon,
-        quantile=quantiles.tolist(), price_per_mwh=by_quantile.ravel().tolist(), algorithm=algorithm)
+        quantile=quantiles.tolist(), price_per_mwh=by_quantile.ravel().tolist(), algorithm=algorithm,
+        storm_warning=storm_warning)

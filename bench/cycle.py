@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from temporalio.client import Client
 
 from algorithms.battery import battery_from_spec, battery_spec_from_settings
 from algorithms.optimise import solve_dispatch
@@ -29,6 +28,7 @@ from services.mms import load_dispatch_prices
 from settings import Settings
 from stack.cycles import CycleRun, decision_times, run_cycles
 from stack.demo import stack_is_running
+from stack.temporal_client import connect_temporal
 
 BENCH_START = datetime(2021, 1, 20, 14, 0)
 
@@ -72,7 +72,7 @@ def solve_times_ms(settings: Settings, repeats: int) -> list[float]:
 
 
 async def _bench_cycles(settings: Settings, cycles: int) -> list[CycleRun]:
-    client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+    client = await connect_temporal(settings)
     times = decision_times(BENCH_START, cycles + 1, settings.cycle.schedule_offset_s)
     runs = await run_cycles(client, settings, times)
     return runs[1:]  # the first cycle warms up the worker processes

@@ -59,6 +59,8 @@ def coopt_status(ctx: typer.Context) -> None:
 def coopt_distribute(
     ctx: typer.Context,
     wait: Annotated[bool, typer.Option(help="Wait for the run and print its result.")] = True,
+    storm_warning: Annotated[bool, typer.Option(help="A storm warning is in force: every site raises its backup "
+                                                     "reserve while it plans on this version.")] = False,
 ) -> None:
     """Run the price-forecast distribution now (as the 15-minute schedule would) and print the fleet bid."""
     from cli.main import console, fail, load
@@ -68,12 +70,14 @@ def coopt_distribute(
     settings = load(ctx)
 
     async def run() -> object:
-        from temporalio.client import Client
 
-        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+        from stack.temporal_client import connect_temporal
+
+        client = await connect_temporal(settings)
         from uuid import uuid4
 
-        handle = await client.start_workflow(PriceForecastDistribution.run, distribution_input(settings),
+        handle = await client.start_workflow(PriceForecastDistribution.run,
+                                             distribution_input(settings, storm_warning=storm_warning),
                                              id=f"{DISTRIBUTION_SCHEDULE_ID}-manual-{uuid4().hex[:8]}",
                                              task_queue=settings.stack.task_queue)
         console().print(f"started {handle.id}")

@@ -136,7 +136,7 @@ def fleet_simulate(
         raise fail("the asset graph has no sites: run `vpp fleet seed` first")
     config = replace(SimulatorConfig(seed=settings.fleet.simulator_seed), command_loss_probability=command_loss)
     simulator = FleetSimulator(parameters, config, wall_clock_ms())
-    address = f"127.0.0.1:{settings.fleet.gateway_port}"
+    address = settings.fleet.gateway_address
 
     async def main(stop: asyncio.Event) -> None:
         await wait_healthy(address, 60.0)
@@ -169,7 +169,7 @@ def _gateway_call(method: str, request: Any, settings: Any) -> Any:
 
     async def call() -> Any:
         security = operator_security(settings.stack.state_dir)  # the environment's, else `vpp up`'s
-        async with channel(f"127.0.0.1:{settings.fleet.gateway_port}", security, CHANNEL_OPTIONS) as gateway:
+        async with channel(settings.fleet.gateway_address, security, CHANNEL_OPTIONS) as gateway:
             stub = fleet_pb2_grpc.FleetGatewayServiceStub(gateway)
             return await getattr(stub, method)(request, timeout=30)
 
@@ -243,9 +243,10 @@ def fleet_aggregate(
 
 
 def _temporal(settings: Any) -> Any:
-    from temporalio.client import Client
+    """A Temporal client of the configured address and namespace (mTLS when the environment says)."""
+    from stack.temporal_client import connect_temporal
 
-    return Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+    return connect_temporal(settings)
 
 
 @dispatch_app.command("start")

@@ -173,8 +173,8 @@ def status(ctx: typer.Context) -> None:
 
     settings = load(ctx)
     stack = settings.stack
-    market_data = f"127.0.0.1:{stack.market_data_port}"
-    bids = f"127.0.0.1:{stack.bid_service_port}"
+    market_data = stack.market_data_address
+    bids = stack.bid_service_address
     ui_url = f"http://127.0.0.1:{stack.temporal_ui_port}"
     probes: list[tuple[str, str, Callable[[], bool]]] = [
         ("Temporal", stack.temporal_address, lambda: temporal_answers(stack.temporal_address)),
@@ -406,6 +406,29 @@ def bench_backtest(
     with clean_errors(), backtest_errors():
         code = main(settings, data=data or [settings.market_data.data_dir], region=region, days=days,
                     start=start, workers=workers, parameters=param or [])
+    raise typer.Exit(int(code))
+
+
+@bench_app.command("coopt")
+def bench_coopt(
+    ctx: typer.Context,
+    region: Annotated[str, typer.Option(help="NEM region.")] = "SA1",
+    start: Annotated[datetime, typer.Option(
+        formats=["%Y-%m-%d", *DEMO_START_FORMATS], help="Start of the first 5-minute interval, AEST (on a "
+        "30-minute boundary).")] = datetime(2021, 1, 1, 0, 0),
+    days: Annotated[float, typer.Option(min=0.01, help="Days to simulate.")] = 31.0,
+    sites: Annotated[int, typer.Option(min=1, help="Simulated homes.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the homes and of their household-load noise.")] = 1,
+) -> None:
+    """VPP modes on real prices: self-only vs central vs co-optimised (revenue, bill savings, reserve)."""
+    from bench.coopt import CooptBenchError, run_coopt_bench
+
+    settings = load(ctx)
+    with clean_errors():
+        try:
+            code = run_coopt_bench(settings, region=region, start=start, days=days, sites=sites, seed=seed)
+        except CooptBenchError as exc:
+            raise fail(str(exc)) from None
     raise typer.Exit(int(code))
 
 

@@ -35,7 +35,7 @@ def _operator(operator: str | None) -> str:
 
 def _update(ctx: typer.Context, unit: str, name: str, *args: Any) -> Any:
     """Send update ``name`` to the unit's UnitOperator workflow (started if absent); its result."""
-    from temporalio.client import Client, WorkflowUpdateFailedError
+    from temporalio.client import WorkflowUpdateFailedError
     from temporalio.common import WorkflowIDConflictPolicy
 
     from cli.main import fail, load
@@ -48,7 +48,9 @@ def _update(ctx: typer.Context, unit: str, name: str, *args: Any) -> Any:
     result_type: type[Any] = RebidRequested if name == "manual_rebid" else ControlsView
 
     async def run() -> Any:
-        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+        from stack.temporal_client import connect_temporal
+
+        client = await connect_temporal(settings)
         handle = await client.start_workflow(UnitOperator.run, request, id=operator_workflow_id(unit),
                                              task_queue=settings.stack.task_queue,
                                              id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)

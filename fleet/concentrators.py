@@ -211,7 +211,9 @@ async def run_concentrators(simulator: FleetSimulator, address: str, stop: async
                 await asyncio.wait_for(plan_wanted[index].wait(), timeout=config.replan_interval_s)
             plan_wanted[index].clear()
             try:
-                inputs = site_plan_inputs(simulator, rows, held.forecast(index), monotonic_clock(), config)
+                forecast = held.forecast(index)
+                storm = np.full(len(rows), bool(forecast is not None and forecast.storm_warning))
+                inputs = site_plan_inputs(simulator, rows, forecast, monotonic_clock(), config, storm)
                 plans, message, compute_s = await asyncio.to_thread(_plan_message, inputs, config.soc_levels)
             except (UnusableForecastError, InvalidSitePlanInputError) as error:  # keep the plan they follow
                 logger.warning("concentrator-%d: its sites could not plan (%s); they keep their last plan",

@@ -183,6 +183,20 @@ class StackSettings:
     max_receive_count: int
     visibility_timeout_s: int
     queue_prefix: str
+    # Hosts the clients dial for the gRPC services (the ports above): 127.0.0.1 locally, the service
+    # names in a deployment (e.g. ECS Service Connect: "market-data", "bids").
+    market_data_host: str = "127.0.0.1"
+    bid_service_host: str = "127.0.0.1"
+
+    @property
+    def market_data_address(self) -> str:
+        """``host:port`` of the market-data service as its clients dial it."""
+        return f"{self.market_data_host}:{self.market_data_port}"
+
+    @property
+    def bid_service_address(self) -> str:
+        """``host:port`` of the bid service as its clients dial it."""
+        return f"{self.bid_service_host}:{self.bid_service_port}"
 
     @property
     def log_dir(self) -> Path:
@@ -208,8 +222,10 @@ class ArchiveSettings:
 class FleetSettings:
     """The VPP layer: fleet gateway, telemetry freshness, the dispatch control loop (ms, s, kW)."""
 
-    # gRPC port of the fleet gateway (sites and the dispatch control loop connect to it).
+    # gRPC port of the fleet gateway (sites and the dispatch control loop connect to it), and the host
+    # the platform's clients dial (a service name in a deployment).
     gateway_port: int = 50053
+    gateway_host: str = "127.0.0.1"
     # Temporal task queue of the VPP workflows (dispatch events, peak shaving).
     task_queue: str = "vpp"
     # A site's latest reading older than this is stale: not used for control, widens the bounds.
@@ -240,6 +256,7 @@ class FleetSettings:
     # Site plans (co-optimised VPP): interval length (minutes) and horizon (intervals) the gateway stores.
     plan_interval_minutes: int = 30
     plan_horizon_intervals: int = 48
+
     # How simulated sites plan (fleet/edge_planner.py): time-of-use tariff ($/kWh; peak hours AEST
     # [start, end)), share of the spot value passed to owners, reserve under a storm warning, how often
     # a site re-plans on the forecast it holds and how often its concentrator polls (s).
@@ -252,6 +269,11 @@ class FleetSettings:
     edge_storm_reserve_fraction: float = 0.8
     edge_replan_interval_s: float = 900.0
     edge_poll_interval_s: float = 60.0
+
+    @property
+    def gateway_address(self) -> str:
+        """``host:port`` of the fleet gateway as the platform's clients dial it."""
+        return f"{self.gateway_host}:{self.gateway_port}"
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from temporalio.client import Client
 
 from settings import Settings
 from stack.cycles import CycleRun, decision_times, run_cycles
 from stack.ports import port_in_use
 from stack.processes import split_address
+from stack.temporal_client import connect_temporal
 
 
 def stack_is_running(settings: Settings) -> bool:
@@ -76,7 +76,7 @@ def print_summary(console: Console, runs: Sequence[CycleRun]) -> None:
 
 
 async def _demo_cycles(settings: Settings, region: str, start: datetime, intervals: int) -> list[CycleRun]:
-    client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+    client = await connect_temporal(settings)
     times = decision_times(start, intervals, settings.cycle.schedule_offset_s)
     return await run_cycles(client, settings, times, region=region)
 

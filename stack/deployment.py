@@ -37,10 +37,14 @@ CONFIG_TOML_VARIABLE = "VPP_CONFIG_TOML"
 MESSAGE_RETENTION_S = 4 * 24 * 3600
 
 # Environment variables the platform reads directly (not through settings.ENV_OVERRIDES).
-DIRECT_ENVIRONMENT = ("VPP_CONFIG", "DATABASE_URL", "VPP_SQS_ENDPOINT", "VPP_S3_ENDPOINT")
-# Variables the deployment passes for the Temporal Cloud mTLS client certificate. The Temporal clients
-# (workers/temporal.py, workers/vpp.py) do not read them yet: they connect without TLS.
+# Variables the deployment passes for the Temporal Cloud mTLS client certificate (read by
+# stack/temporal_client.py; only present when the environment's `temporal_mtls` is on).
 TEMPORAL_TLS_ENVIRONMENT = ("VPP_TEMPORAL_TLS_CERT", "VPP_TEMPORAL_TLS_KEY")
+DIRECT_ENVIRONMENT = ("VPP_CONFIG", "DATABASE_URL", "VPP_SQS_ENDPOINT", "VPP_S3_ENDPOINT", "VPP_BIND_HOST",
+                      *TEMPORAL_TLS_ENVIRONMENT, "VPP_TEMPORAL_TLS_CA")
+# gRPC servers listen on every interface of their task (security groups decide who reaches them);
+# clients dial the services by their Service Connect names.
+BIND_ALL = "0.0.0.0"
 # Variables whose values are secrets (Secrets Manager), never plain task-definition environment.
 SECRET_ENVIRONMENT = ("DATABASE_URL", "VPP_TEMPORAL_ADDRESS", *TEMPORAL_TLS_ENVIRONMENT)
 
@@ -104,7 +108,8 @@ class DeploymentContract:
     services: tuple[ServiceSpec, ...]
     environment_constants: dict[str, str]
     secret_environment: tuple[str, ...]
-    awaiting_code_environment: tuple[str, ...]
+    # Read when present: the Temporal mTLS client certificate (only with a Temporal that requires it).
+    optional_secret_environment: tuple[str, ...]
     container_state_dir: str
     container_data_dir: str
     container_config_path: str
@@ -139,9 +144,10 @@ def _services(settings: Settings) -> tuple[ServiceSpec, ...]:
     stack = settings.stack
     return (
         ServiceSpec("market-data", ("serve", "market-data"), stack.market_data_port,
-                    (*_BASE_ENVIRONMENT, "VPP_DATA_DIR"), (), (), "none", False, False, None, 1),
+                    (*_BASE_ENVIRONMENT, "VPP_DATA_DIR", "VPP_BIND_HOST"), (), (), "none", False, False, None, 1),
         ServiceSpec("bids", ("serve", "bids"), stack.bid_service_port,
-                    (*_BASE_ENVIRONMENT, "VPP_DATA_DIR", "DATABASE_URL"), (), (), "none", True, False, None, 1),
+                    (*_BASE_ENVIRONMENT, "VPP_DATA_DIR", "DATABASE_URL", "VPP_BIND_HOST"), (), (), "none", True,
+                    False, None, 1),
         _pool("forecast", stack.forecast_workers),
         _pool("optimisation", stack.optimiser_workers),
         ServiceSpec("temporal-worker", ("worker", "temporal"), None,
@@ -149,7 +155,8 @@ def _services(settings: Settings) -> tuple[ServiceSpec, ...]:
                     ("results",), ("forecast_requests", "optimisation_requests", "dead_letters"),
                     "read_write", False, True, None, 1, grpc_calls=("market-data", "bids")),
         ServiceSpec("fleet-gateway", ("fleet", "gateway"), settings.fleet.gateway_port,
-                    (*_BASE_ENVIRONMENT, "DATABASE_URL"), (), (), "none", True, False, None, 1, public=True),
+                    (*_BASE_ENVIRONMENT, "DATABASE_URL", "VPP_BIND_HOST"), (), (), "none", True, False, None, 1,
+                    public=True),
         ServiceSpec("vpp-worker", ("worker", "vpp"), None,
                     (*_BASE_ENVIRONMENT, "DATABASE_URL", *_TEMPORAL_ENVIRONMENT), (), (), "none", True, True,
                     None, 1, grpc_calls=("fleet-gateway",)),
@@ -164,7 +171,9 @@ def deployment_contract(settings: Settings) -> DeploymentContract:
     portable = replace(
         settings,
         database_url=None,
-        stack=replace(settings.stack, state_dir=Path(CONTAINER_STATE_DIR)),
+        stack=replace(settings.stack, state_dir=Path(CONTAINER_STATE_DIR), market_data_host="market-data",
+                      bid_service_host="bids"),
+        fleet=replace(settings.fleet, gateway_host="fleet-gateway"),
         market_data=replace(settings.market_data, data_dir=Path(CONTAINER_DATA_DIR)),
         archive=replace(settings.archive, backend="s3", s3_bucket=""),
     )
@@ -179,9 +188,9 @@ def deployment_contract(settings: Settings) -> DeploymentContract:
         services=_services(settings),
         environment_constants={"VPP_SQS_ENDPOINT": AWS_ENDPOINT, "VPP_ARCHIVE_BACKEND": "s3",
                                "VPP_CONFIG": CONTAINER_CONFIG_PATH, "VPP_STATE_DIR": CONTAINER_STATE_DIR,
-                               "VPP_DATA_DIR": CONTAINER_DATA_DIR},
+                               "VPP_DATA_DIR": CONTAINER_DATA_DIR, "VPP_BIND_HOST": BIND_ALL},
         secret_environment=SECRET_ENVIRONMENT,
-        awaiting_code_environment=TEMPORAL_TLS_ENVIRONMENT,
+        optional_secret_environment=TEMPORAL_TLS_ENVIRONMENT,
         container_state_dir=CONTAINER_STATE_DIR,
         container_data_dir=CONTAINER_DATA_DIR,
         container_config_path=CONTAINER_CONFIG_PATH,

@@ -20,6 +20,7 @@ from temporalio.client import (
 )
 
 from settings import CycleSettings, Settings
+from stack.temporal_client import connect_temporal
 from workflows.facts import CycleConfig, CycleInput
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def cycle_schedule(settings: Settings) -> Schedule:
 async def ensure_schedule(settings: Settings, client: Client | None = None) -> str:
     """Create the schedule, or update it to the current configuration; returns its id."""
     if client is None:
-        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+        client = await connect_temporal(settings)
     return await create_or_update_schedule(client, schedule_id(settings), cycle_schedule(settings))
 
 
@@ -97,7 +98,7 @@ async def create_or_update_schedule(client: Client, identifier: str, wanted: Sch
 async def trigger_now(settings: Settings, client: Client | None = None) -> None:
     """Run one cycle now (skipped if one is already running)."""
     if client is None:
-        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+        client = await connect_temporal(settings)
     await client.get_schedule_handle(schedule_id(settings)).trigger(overlap=ScheduleOverlapPolicy.SKIP)
 
 
@@ -121,15 +122,17 @@ def node_load_schedule(settings: Settings) -> Schedule:
 async def ensure_node_load_schedule(settings: Settings, client: Client | None = None) -> str:
     """Create or update the node-load sampler's schedule; returns its id."""
     if client is None:
-        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+        client = await connect_temporal(settings)
     return await create_or_update_schedule(client, NODE_LOAD_SCHEDULE_ID, node_load_schedule(settings))
 
 
 DISTRIBUTION_SCHEDULE_ID = "price-forecast-distribution"
 
 
-def distribution_input(settings: Settings, decision_time: str | None = None) -> DistributionInput:
-    """The distribution run's input from ``[coopt]`` and ``[cycle]`` (``decision_time``: naive AEST ISO)."""
+def distribution_input(settings: Settings, decision_time: str | None = None,
+                       storm_warning: bool = False) -> DistributionInput:
+    """The distribution run's input from ``[coopt]`` and ``[cycle]`` (``decision_time``: naive AEST ISO;
+    ``storm_warning``: sites raise their backup reserve while they plan on this version)."""
     from workflows.distribution import DistributionInput
 
     coopt = settings.coopt
@@ -137,7 +140,8 @@ def distribution_input(settings: Settings, decision_time: str | None = None) -> 
         region=settings.cycle.region, vpp_node=coopt.vpp_node, fleet_unit_id=coopt.fleet_unit_id,
         plan_collection_s=coopt.plan_collection_s, hierarchy=coopt.hierarchy or None, poll_nodes=coopt.poll_nodes,
         config=cycle_config(settings.cycle), decision_time=decision_time,
-        dispatch_task_queue=settings.fleet.task_queue, control_interval_s=settings.fleet.control_interval_s)
+        dispatch_task_queue=settings.fleet.task_queue, control_interval_s=settings.fleet.control_interval_s,
+        storm_warning=storm_warning)
 
 
 def distribution_schedule(settings: Settings) -> Schedule:
@@ -156,5 +160,5 @@ def distribution_schedule(settings: Settings) -> Schedule:
 async def ensure_distribution_schedule(settings: Settings, client: Client | None = None) -> str:
     """Create or update the price-forecast distribution's schedule; returns its id."""
     if client is None:
-        client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
+        client = await connect_temporal(settings)
     return await create_or_update_schedule(client, DISTRIBUTION_SCHEDULE_ID, distribution_schedule(settings))

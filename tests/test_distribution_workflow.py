@@ -102,12 +102,14 @@ class RecordingDispatchEvent:
         DISPATCHED.append(event)
 
 
-async def _run(client: Client, stand_ins: StandIns, collection_s: float = 60.0, dispatch: bool = False) -> Any:
+async def _run(client: Client, stand_ins: StandIns, collection_s: float = 60.0, dispatch: bool = False,
+               storm_warning: bool = False) -> Any:
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
     vpp_queue = f"vpp-{uuid.uuid4().hex[:8]}"
     request = DistributionInput(region="SA1", vpp_node="region-SA1", fleet_unit_id="VPP1",
                                 plan_collection_s=collection_s, hierarchy="electrical",
-                                decision_time=DECISION_TIME, dispatch_task_queue=vpp_queue if dispatch else "")
+                                decision_time=DECISION_TIME, dispatch_task_queue=vpp_queue if dispatch else "",
+                                storm_warning=storm_warning)
     async with Worker(client, task_queue=task_queue, workflows=[PriceForecastDistribution],
                       activities=stand_ins.activities()), \
             Worker(client, task_queue=vpp_queue, workflows=[RecordingDispatchEvent]):
@@ -161,6 +163,13 @@ async def test_the_markets_instruction_flows_down_as_a_dispatch_event_over_the_i
     # The interval 17:35–17:40 (market) is the forecast's first interval: it starts at the forecast's
     # wall-clock start, or now if that has passed, and ends 5 minutes after that start.
     assert event.end_ms == publish.start_ms + 300_000 and event.start_ms >= publish.start_ms
+
+
+async def test_a_storm_warning_goes_out_with_the_forecast(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns()
+    await _run(env.client, stand_ins, storm_warning=True)
+    publish = next(call for name, call in stand_ins.calls if name == "publish")
+    assert publish.storm_warning
 
 
 async def test_a_rejected_fleet_bid_dispatches_nothing(env: WorkflowEnvironment) -> None:

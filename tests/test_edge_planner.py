@@ -335,3 +335,21 @@ async def test_sites_that_missed_a_version_keep_planning_on_the_one_they_hold() 
         assert fleet.gateway.distribution.latest_version == 2
         assert stored_versions(fleet) == [1] * SITES  # their plans say which version they were built on
         assert fleet.gateway.distribution.held_version.tolist() == [1] * SITES
+
+
+async def test_a_storm_warning_in_the_forecast_raises_every_sites_reserve_in_its_plan() -> None:
+    async with served_gateway(push=True) as fleet, concentrators(fleet, SHORT_PLANS):
+        now = wall_clock_ms()
+        stormy = forecast(1, now - now % FIVE_MINUTES_MS, [20_000.0] * 24)  # prices that pay to empty
+        stormy.storm_warning = True
+        fleet.gateway.publish_forecast(stormy)
+        await until(lambda: stored_versions(fleet) == [1] * SITES)
+        store = fleet.gateway.distribution.plans
+        capacity = fleet.simulator.parameters.capacity_kwh
+        # Since planning, the batteries followed the plans for a moment at most: their stored energy now is
+        # at most what they planned from. Whatever the 20,000 $/MWh signal, no site plans to go below its
+        # storm reserve (0.8 of capacity) or, if it is below that already, below where it is.
+        floor = np.minimum(fleet.simulator.true_state_of_charge_kwh, 0.8 * capacity) - 1e-6
+        assert (store.state_of_charge_kwh.min(axis=1) >= floor).all()
+        assert (fleet.simulator.true_state_of_charge_kwh > fleet.simulator.parameters.backup_reserve_fraction
+                * capacity + 0.5).any()  # some sites could have sold down to their own reserve

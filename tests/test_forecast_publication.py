@@ -31,8 +31,10 @@ def test_prices_are_transposed_to_quantile_rows_and_versioned_by_the_minute() ->
     np.testing.assert_array_equal(median_price_per_mwh(forecast), [20, 50])
     assert forecast.version == PUBLISHED_MS // 60_000 == forecast_version_at(PUBLISHED_MS)
     assert (forecast.start_ms, forecast.interval_minutes, forecast.algorithm) == (42, 5, "sarx-quantile@2")
-    later = price_forecast_for_sites(_result(), region="SA1", published_at_ms=PUBLISHED_MS + 60_000, start_ms=42)
+    later = price_forecast_for_sites(_result(), region="SA1", published_at_ms=PUBLISHED_MS + 60_000, start_ms=42,
+                                     storm_warning=True)
     assert later.version == forecast.version + 1
+    assert later.storm_warning and not forecast.storm_warning
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -326,7 +326,9 @@ async def test_operator_screenshots_of_the_temporal_ui(stack: LocalStack, client
     namespace_url = f"{stack.ui_url}/namespaces/{settings.stack.temporal_namespace}"
     unit = settings.cycle.unit_id
     await ensure_schedule(settings, client)
-    cycle = await run_cycle_at(client, settings, FIRST_DECISION + timedelta(hours=5))
+    # Late in the month: after every interval the module's other tests (and the live schedule) bid.
+    screenshot_decision = datetime(2021, 1, 31, 16, 0, 30)
+    cycle = await run_cycle_at(client, settings, screenshot_decision)
     assert cycle.result is not None and cycle.result.status == "SUBMITTED"
     operator = await client.start_workflow(
         UnitOperator.run, OperatorInput(unit_id=unit, soc_min_fraction=settings.battery.soc_min_fraction,
@@ -336,7 +338,7 @@ async def test_operator_screenshots_of_the_temporal_ui(stack: LocalStack, client
     await operator.execute_update("pause", args=["storm watch over the interconnector", "ops-on-call"],
                                   result_type=ControlsView)
     try:
-        paused = await run_cycle_at(client, settings, FIRST_DECISION + timedelta(hours=5, minutes=5))
+        paused = await run_cycle_at(client, settings, screenshot_decision + timedelta(minutes=5))
         assert paused.result is not None and paused.result.status == "PAUSED"
 
         async def run_id(workflow_id: str) -> str:

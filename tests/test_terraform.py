@@ -145,16 +145,17 @@ def test_contract_services_are_the_processes_vpp_up_runs() -> None:
 
 def test_contract_environment_names_are_read_by_the_code() -> None:
     contract = deployment_contract(load_settings(environ={}))
-    allowed = known_environment() | set(contract.awaiting_code_environment)
+    allowed = known_environment() | set(contract.optional_secret_environment)
     used = {name for service in contract.services for name in service.environment}
     used |= set(contract.environment_constants) | set(contract.secret_environment)
     assert used <= allowed, f"names the code does not read: {sorted(used - allowed)}"
     # The direct reads really are in the code (a renamed variable must fail here).
-    sources = "\n".join(p.read_text() for folder in ("settings", "workers", "archive", "stack", "cli", "models")
+    folders = ("settings", "workers", "archive", "stack", "cli", "models", "services")
+    sources = "\n".join(p.read_text() for folder in folders
                         for p in (REPO_ROOT / folder).rglob("*.py") if p.name != "deployment.py")
     for name in DIRECT_ENVIRONMENT:
         assert f'"{name}"' in sources, f"{name} is no longer read by the code"
-    for name in contract.awaiting_code_environment:
+    for name in contract.optional_secret_environment:
         assert name not in ENV_OVERRIDES
 
 
@@ -197,7 +198,7 @@ def test_no_queue_name_is_hard_coded() -> None:
 def test_environment_names_in_hcl_come_from_the_contract() -> None:
     contract = deployment_contract(load_settings(environ={}))
     allowed = {name for service in contract.services for name in service.environment}
-    allowed |= set(contract.awaiting_code_environment) | {contract.config_toml_variable}
+    allowed |= set(contract.optional_secret_environment) | {contract.config_toml_variable}
     for path in tf_files():
         found = set(ENV_NAME_PATTERN.findall(path.read_text()))
         assert found <= allowed, f"{path.relative_to(TERRAFORM)} names {sorted(found - allowed)}, not in the contract"

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 
-from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cycle import CycleActivities
@@ -15,6 +14,7 @@ from activities.distribution import DistributionActivities
 from activities.operator import OperatorActivities, schedule_trigger
 from archive import open_archive
 from settings import Settings
+from stack.temporal_client import connect_temporal
 from workers.result_relay import run_result_relay
 from workers.sqs import queue_urls, sqs_client
 from workflows.autobidder import AutobidderCycle
@@ -22,11 +22,6 @@ from workflows.distribution import PriceForecastDistribution
 from workflows.operator import UnitOperator
 
 logger = logging.getLogger(__name__)
-
-
-async def connect_temporal(settings: Settings) -> Client:
-    """A client of the configured Temporal frontend and namespace."""
-    return await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
 
 
 async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:

@@ -17,6 +17,7 @@ from activities.dispatch import DispatchActivities
 from activities.node_load import NodeLoadActivities
 from activities.peak_shaving import PeakShavingActivities
 from settings import Settings
+from stack.temporal_client import connect_temporal
 from workers.peak_shaving_worker import peak_shaving_activities, peak_shaving_workflows
 from workflows.dispatch import VppDispatchEvent
 from workflows.node_load_sampler import NodeLoadSampler
@@ -40,8 +41,8 @@ def dispatch_worker(client: Client, task_queue: str, activities: DispatchActivit
 
 async def run_vpp_worker(settings: Settings, database_url: str, stop: asyncio.Event) -> None:
     """Serve the VPP workflows on ``settings.fleet.task_queue`` until ``stop`` is set."""
-    client = await Client.connect(settings.stack.temporal_address, namespace=settings.stack.temporal_namespace)
-    gateway = f"127.0.0.1:{settings.fleet.gateway_port}"
+    client = await connect_temporal(settings)
+    gateway = settings.fleet.gateway_address
     activities = DispatchActivities(gateway, database_url)
     peak = PeakShavingActivities(gateway, database_url)
     try:

@@ -60,6 +60,8 @@ class DistributionInput:
     # Task queue of the VPP workflows (the dispatch event of the bid's first interval); "" = no dispatch.
     dispatch_task_queue: str = ""
     control_interval_s: float = 2.0
+    # A storm warning for the region: every site raises its backup reserve while it plans on this version.
+    storm_warning: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class PublishRequest:
     start_ms: int
     poll_nodes: tuple[str, ...]
     hierarchy: str | None
+    storm_warning: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,7 @@ class PriceForecastDistribution:
             "publish_price_forecast",
             PublishRequest(forecast_key=answer.archive_key, region=request.region, published_at_ms=started_ms,
                            start_ms=_wall_ms(first_start_market, market_offset_ms), poll_nodes=request.poll_nodes,
-                           hierarchy=request.hierarchy),
+                           hierarchy=request.hierarchy, storm_warning=request.storm_warning),
             result_type=Published, start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK_RETRY)
         self._stage = "collect"
         await workflow.sleep(timedelta(seconds=request.plan_collection_s))

@@ -51,6 +51,7 @@ class PriceForecast(_message.Message):
     QUANTILE_FIELD_NUMBER: _builtins.int
     PRICE_PER_MWH_FIELD_NUMBER: _builtins.int
     ALGORITHM_FIELD_NUMBER: _builtins.int
+    STORM_WARNING_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """Increases with every publication; 0 is never a version."""
     region: _builtins.str
@@ -61,6 +62,10 @@ class PriceForecast(_message.Message):
     horizon_intervals: _builtins.int
     algorithm: _builtins.str
     """The forecaster that made it (name and version), for the audit trail."""
+    storm_warning: _builtins.bool
+    """A storm warning is in force for the region: sites raise their backup reserve (to the programme's
+    storm reserve) while they plan on this version.
+    """
     @_builtins.property
     def quantile(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Quantile levels (e.g. 0.1, 0.5, 0.9) and prices ($/MWh), row-major quantile × interval:
@@ -81,10 +86,11 @@ class PriceForecast(_message.Message):
         quantile: _abc.Iterable[_builtins.float] | None = ...,
         price_per_mwh: _abc.Iterable[_builtins.float] | None = ...,
         algorithm: _builtins.str = ...,
+        storm_warning: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "horizon_intervals", b"horizon_intervals", "interval_minutes", b"interval_minutes", "price_per_mwh", b"price_per_mwh", "published_at_ms", b"published_at_ms", "quantile", b"quantile", "region", b"region", "start_ms", b"start_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "horizon_intervals", b"horizon_intervals", "interval_minutes", b"interval_minutes", "price_per_mwh", b"price_per_mwh", "published_at_ms", b"published_at_ms", "quantile", b"quantile", "region", b"region", "start_ms", b"start_ms", "storm_warning", b"storm_warning", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

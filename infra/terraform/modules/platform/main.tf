@@ -18,7 +18,7 @@ locals {
   })
   temporal_secret = {
     for name, key in module.secrets.temporal_secret_keys :
-    name => "${module.secrets.temporal_secret_arn}:${key}::" if var.temporal_mtls || !contains(local.contract.awaiting_code_environment, name)
+    name => "${module.secrets.temporal_secret_arn}:${key}::" if var.temporal_mtls || !contains(local.contract.optional_secret_environment, name)
   }
   secret_environment = merge({ DATABASE_URL = module.database.database_url_secret_arn }, local.temporal_secret)
   secret_arns = merge(
@@ -26,7 +26,7 @@ locals {
     { for name in keys(local.temporal_secret) : name => module.secrets.temporal_secret_arn },
   )
   provided  = setunion(keys(local.plain_environment), keys(local.secret_environment))
-  optional  = var.temporal_mtls ? [] : local.contract.awaiting_code_environment
+  optional  = var.temporal_mtls ? [] : local.contract.optional_secret_environment
   read      = distinct(flatten([for service in local.contract.services : service.environment]))
   unmatched = setsubtract(setsubtract(local.read, local.provided), local.optional)
 }
