@@ -22,7 +22,6 @@ from algorithms.fleet_types import SiteParameters, StrArray
 from algorithms.forecast_publication import ForecastPublicationError, price_forecast_for_sites
 from algorithms.nem_time import market_to_unix_ms
 from algorithms.plan_aggregate import aggregate_plans
-from algorithms.site_plan_types import SitePlans
 from archive import Archive
 from models.assets import AssetGraphError, site_parameters, sites_under
 from services.bid_service import get_dispatch_outcome, submit_bid
@@ -138,7 +137,8 @@ class DistributionActivities:
                                            timeout=60)
         # Sites plan in wall-clock time; the market (replayed in the local stack) runs in market time:
         # move the plans onto the market clock, then aggregate the window holding the bid's first interval.
-        plans = _sorted_plans(plans_from_proto(response.plans), shift_ms=request.market_offset_ms)
+        received = plans_from_proto(response.plans)
+        plans = received.take(np.argsort(received.site_ids, kind="stable"), shift_ms=request.market_offset_ms)
         fleet = self._settings.fleet
         interval_ms = fleet.plan_interval_minutes * MS_PER_MINUTE
         market_start_ms = market_to_unix_ms(datetime.fromisoformat(request.dispatch_interval)) - 5 * MS_PER_MINUTE
@@ -197,15 +197,3 @@ class DistributionActivities:
 def dispatch_instruction_mw(outcome: bid_pb2.MarketOutcome) -> float:
     """The market's instruction for the unit in the interval (MW, + discharge / − charge)."""
     return float(outcome.gen_mw - outcome.load_mw)
-
-
-def _sorted_plans(plans: SitePlans, *, shift_ms: int = 0) -> SitePlans:
-    """``plans`` with rows sorted by site id (the gateway answers in fleet order; this makes it certain) and
-    their starts moved by ``shift_ms`` (wall clock → market clock)."""
-    order = np.argsort(plans.site_ids, kind="stable")
-    return SitePlans(site_ids=plans.site_ids[order], forecast_version=plans.forecast_version[order],
-                     start_ms=plans.start_ms[order] + shift_ms, plan_interval_minutes=plans.plan_interval_minutes,
-                     battery_power_kw=plans.battery_power_kw[order], net_export_kw=plans.net_export_kw[order],
-                     discharge_flexibility_kw=plans.discharge_flexibility_kw[order],
-                     charge_flexibility_kw=plans.charge_flexibility_kw[order],
-                     state_of_charge_kwh=plans.state_of_charge_kwh[order])

@@ -350,14 +350,15 @@ _DESCRIPTIONS: dict[str, tuple[str, str]] = {
 }
 
 
-def _decimals(spread: float) -> int:
+def spread_decimals(spread: float) -> int:
     """Decimals that show a spread with one significant digit (1 … 3)."""
     if not spread > 0 or not np.isfinite(spread):
         return 1
     return int(min(max(1, -np.floor(np.log10(spread))), 3))
 
 
-def _uncertainty(below: float, above: float, unit: str, decimals: int) -> str:
+def uncertainty_text(below: float, above: float, unit: str, decimals: int) -> str:
+    """A bound as people read it: ``±0.4 MW`` when symmetric (within 5 %), else ``−0.2/+0.5 MW``."""
     if abs(below - above) <= 0.05 * max(below, above) + 1e-9:
         return f"±{max(below, above):,.{decimals}f} {unit}"
     return f"−{below:,.{decimals}f}/+{above:,.{decimals}f} {unit}"
@@ -373,8 +374,8 @@ def describe(aggregates: NodeAggregates, node_index: int, figure: DescribedFigur
     estimate = float(bounded.estimate[node_index])
     below = estimate - float(bounded.lower[node_index])
     above = float(bounded.upper[node_index]) - estimate
-    decimals = _decimals(max(below, above))
-    spread = _uncertainty(below, above, text.split()[0], decimals)
+    decimals = spread_decimals(max(below, above))
+    spread = uncertainty_text(below, above, text.split()[0], decimals)
     expected = int(aggregates.expected_sites[node_index])
     fraction = float(aggregates.reporting_fraction[node_index]) if expected else 0.0
     line = (f"{estimate:,.{decimals}f} {text} ({spread}), {fraction * 100:.0f} % of {expected:,} expected sites "

@@ -61,6 +61,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from algorithms.errors import InvalidRequestError
+from algorithms.fleet_aggregate import spread_decimals, uncertainty_text
 from algorithms.fleet_types import BoolArray, FloatArray, IntArray, StrArray, site_positions
 from algorithms.nem_time import unix_ms_to_market
 from algorithms.site_plan_types import SitePlans
@@ -175,22 +176,11 @@ class PlanAggregate:
         verb = "export"
         if estimate < 0:
             verb, estimate, below, above = "import", -estimate, above, below
-        decimals = _decimals(max(below, above))
+        decimals = spread_decimals(max(below, above))
         return (f"{estimate:,.{decimals}f} MW planned {verb} at {at:%H:%M} "
-                f"({_uncertainty(below, above, 'MW', decimals)}), {counts}")
+                f"({uncertainty_text(below, above, 'MW', decimals)}), {counts}")
 
 
-def _decimals(spread: float) -> int:
-    """Decimals that show a spread with one significant digit (1 … 3)."""
-    if not spread > 0 or not np.isfinite(spread):
-        return 1
-    return int(min(max(1, -np.floor(np.log10(spread))), 3))
-
-
-def _uncertainty(below: float, above: float, unit: str, decimals: int) -> str:
-    if abs(below - above) <= 0.05 * max(below, above) + 1e-9:
-        return f"±{max(below, above):,.{decimals}f} {unit}"
-    return f"−{below:,.{decimals}f}/+{above:,.{decimals}f} {unit}"
 
 
 def _as_membership(membership_matrix: sp.csr_matrix | sp.csr_array, site_count: int) -> sp.csr_matrix:

@@ -148,3 +148,12 @@ class SitePlans:
     def horizon_intervals(self) -> int:
         """Number of plan intervals ``T``."""
         return int(self.battery_power_kw.shape[1])
+
+    def take(self, rows: IntArray | BoolArray, *, shift_ms: int = 0) -> SitePlans:
+        """The plans of ``rows`` (indices or a mask, in that order), their starts moved by ``shift_ms``."""
+        return SitePlans(site_ids=self.site_ids[rows], forecast_version=self.forecast_version[rows],
+                         start_ms=self.start_ms[rows] + shift_ms, plan_interval_minutes=self.plan_interval_minutes,
+                         battery_power_kw=self.battery_power_kw[rows], net_export_kw=self.net_export_kw[rows],
+                         discharge_flexibility_kw=self.discharge_flexibility_kw[rows],
+                         charge_flexibility_kw=self.charge_flexibility_kw[rows],
+                         state_of_charge_kwh=self.state_of_charge_kwh[rows])

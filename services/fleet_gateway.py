@@ -368,7 +368,7 @@ class FleetGateway:
         served = self._served_by(stream_id, plans.site_ids)
         refused = int(np.count_nonzero(~served))
         if refused:
-            plans = _plan_rows(plans, served)
+            plans = plans.take(served)
             self.distribution.counters.plans_quarantined[UNAUTHENTICATED_SITE] += refused
         result = self.distribution.ingest(plans, self.clock())
         quarantined = result.quarantined
@@ -587,15 +587,6 @@ def _telemetry_rows(batch: TelemetryBatch, mask: BoolArray) -> TelemetryBatch:
                           measured_at_ms=batch.measured_at_ms[mask], battery_power_kw=batch.battery_power_kw[mask],
                           state_of_charge_pct=batch.state_of_charge_pct[mask], pv_power_kw=batch.pv_power_kw[mask],
                           load_power_kw=batch.load_power_kw[mask])
-
-
-def _plan_rows(plans: SitePlans, mask: BoolArray) -> SitePlans:
-    return SitePlans(site_ids=plans.site_ids[mask], forecast_version=plans.forecast_version[mask],
-                     start_ms=plans.start_ms[mask], plan_interval_minutes=plans.plan_interval_minutes,
-                     battery_power_kw=plans.battery_power_kw[mask], net_export_kw=plans.net_export_kw[mask],
-                     discharge_flexibility_kw=plans.discharge_flexibility_kw[mask],
-                     charge_flexibility_kw=plans.charge_flexibility_kw[mask],
-                     state_of_charge_kwh=plans.state_of_charge_kwh[mask])
 
 
 def _stack(columns: list[FloatArray], width: int) -> FloatArray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -25,18 +24,15 @@ from services.fleet_codec import (
     telemetry_to_proto,
 )
 from services.fleet_gateway import (
-    CHANNEL_OPTIONS,
     EventRequestError,
     FleetGateway,
     FleetGatewayServicer,
     UnknownEventError,
     presumed_response_kw,
-    serve_gateway,
 )
-from services.health import wait_healthy
 from settings import FleetSettings
-from stack.ports import free_tcp_port
-from vpp.v1 import fleet_pb2, fleet_pb2_grpc
+from tests.gateway_helpers import served_gateway
+from vpp.v1 import fleet_pb2
 
 T0 = 1_750_000_000_000
 
@@ -196,20 +192,6 @@ async def test_a_full_stream_queue_drops_the_batch_and_counts_it_for_the_next_re
     assert gateway.counters.dropped_downlink == 20
 
 
-@contextlib.asynccontextmanager
-async def _served(gateway: FleetGateway) -> AsyncIterator[fleet_pb2_grpc.FleetGatewayServiceStub]:
-    port = free_tcp_port()
-    stop = asyncio.Event()
-    server = asyncio.create_task(serve_gateway(gateway, port, stop))
-    await wait_healthy(f"127.0.0.1:{port}", 20.0)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=list(CHANNEL_OPTIONS)) as channel:
-            yield fleet_pb2_grpc.FleetGatewayServiceStub(channel)
-    finally:
-        stop.set()
-        await server
-
-
 async def test_the_stream_counts_quarantined_readings_and_aborts_on_a_malformed_batch() -> None:
     gateway, _ = _gateway()
     assert isinstance(FleetGatewayServicer(gateway), FleetGatewayServicer)
@@ -225,7 +207,7 @@ async def test_the_stream_counts_quarantined_readings_and_aborts_on_a_malformed_
         broken.sequence.append(9)
         yield fleet_pb2.ConnectRequest(telemetry=broken)
 
-    async with _served(gateway) as stub:
+    async with served_gateway(gateway) as stub:
         receipts = []
         with pytest.raises(grpc.aio.AioRpcError) as aborted:
             async for response in stub.Connect(uplink()):

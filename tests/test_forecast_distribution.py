@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -23,12 +22,11 @@ from services.fleet_codec import (
     plans_from_proto,
     plans_to_proto,
 )
-from services.fleet_gateway import CHANNEL_OPTIONS, FleetGateway, serve_gateway
+from services.fleet_gateway import FleetGateway
 from services.forecast_distribution import ForecastRequestError
-from services.health import wait_healthy
 from settings import FleetSettings
-from stack.ports import free_tcp_port
-from vpp.v1 import fleet_pb2, fleet_pb2_grpc
+from tests.gateway_helpers import served_gateway
+from vpp.v1 import fleet_pb2
 
 T0 = 1_750_000_000_000
 HORIZON = 4
@@ -195,13 +193,7 @@ def test_the_stored_plan_is_the_newest_whatever_the_arrival_order(order_seed: in
     order = np.random.default_rng(order_seed).permutation(len(rows))
     store = PlanStore.empty(3, plan_interval_minutes=INTERVAL_MINUTES, horizon_intervals=HORIZON)
     for index in order:  # one plan per batch, in a random order
-        single = SitePlans(site_ids=batch.site_ids[[index]], forecast_version=batch.forecast_version[[index]],
-                           start_ms=batch.start_ms[[index]], plan_interval_minutes=INTERVAL_MINUTES,
-                           battery_power_kw=batch.battery_power_kw[[index]],
-                           net_export_kw=batch.net_export_kw[[index]],
-                           discharge_flexibility_kw=batch.discharge_flexibility_kw[[index]],
-                           charge_flexibility_kw=batch.charge_flexibility_kw[[index]],
-                           state_of_charge_kwh=batch.state_of_charge_kwh[[index]])
+        single = batch.take(np.array([index]))
         store = ingest_plans(parameters, store, single, latest_version=1, now_ms=T0).store
     all_at_once = ingest_plans(parameters, PlanStore.empty(3, plan_interval_minutes=INTERVAL_MINUTES,
                                                            horizon_intervals=HORIZON),
@@ -226,25 +218,11 @@ def test_plan_batches_and_forecasts_round_trip_and_ragged_ones_are_rejected() ->
     np.testing.assert_array_equal(median_price_per_mwh(_forecast(1)), [50, 60, 70])
 
 
-@contextlib.asynccontextmanager
-async def _served(gateway: FleetGateway) -> AsyncIterator[fleet_pb2_grpc.FleetGatewayServiceStub]:
-    port = free_tcp_port()
-    stop = asyncio.Event()
-    server = asyncio.create_task(serve_gateway(gateway, port, stop))
-    await wait_healthy(f"127.0.0.1:{port}", 20.0)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=list(CHANNEL_OPTIONS)) as channel:
-            yield fleet_pb2_grpc.FleetGatewayServiceStub(channel)
-    finally:
-        stop.set()
-        await server
-
-
 async def test_push_poll_and_plans_over_the_real_grpc_stream() -> None:
     gateway = _gateway()
     parameters = gateway.parameters
     sites = parameters.site_ids.tolist()
-    async with _served(gateway) as stub:
+    async with served_gateway(gateway) as stub:
         mode = await stub.SetDistributionMode(fleet_pb2.SetDistributionModeRequest(
             site_id=[*sites[6:], "site-999999"], mode=fleet_pb2.DISTRIBUTION_MODE_POLL))
         assert mode.site_count == 6 and list(mode.unknown_site_id) == ["site-999999"]
