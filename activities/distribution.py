@@ -34,7 +34,9 @@ from vpp.v1 import bid_pb2, fleet_pb2, fleet_pb2_grpc, worker_pb2
 from workflows.distribution import (
     FleetBidOutcome,
     FleetBidRequest,
+    FleetInstruction,
     FleetSubmitted,
+    InstructionRequest,
     Published,
     PublishRequest,
     SnapshotRequest,
@@ -65,7 +67,7 @@ class DistributionActivities:
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
         return [self.fetch_distribution_snapshot, self.publish_price_forecast, self.bid_fleet_plans,
-                self.submit_fleet_bid]
+                self.submit_fleet_bid, self.fleet_dispatch_instruction]
 
     @activity.defn(name="fetch_distribution_snapshot")
     async def fetch_distribution_snapshot(self, request: SnapshotRequest) -> str:
@@ -185,13 +187,29 @@ class DistributionActivities:
         if status != "ACCEPTED":
             return FleetSubmitted(bid_id=response.bid_id, status=status, reasons=tuple(response.reasons),
                                   dispatch_mw=None, energy_price_per_mwh=None)
-        dispatched = await get_dispatch_outcome(self._bid_address, request.fleet_unit_id,
-                                                datetime.fromisoformat(request.dispatch_interval),
-                                                security=self._security)
-        energy = [p.price for p in dispatched.outcome.products if p.product == "ENERGY"]
+        instruction = await self.fleet_dispatch_instruction(
+            InstructionRequest(fleet_unit_id=request.fleet_unit_id, dispatch_interval=request.dispatch_interval))
         return FleetSubmitted(bid_id=response.bid_id, status=status, reasons=tuple(response.reasons),
-                              dispatch_mw=dispatch_instruction_mw(dispatched.outcome),
-                              energy_price_per_mwh=energy[0] if energy else None)
+                              dispatch_mw=instruction.dispatch_mw,
+                              energy_price_per_mwh=instruction.energy_price_per_mwh)
+
+    @activity.defn(name="fleet_dispatch_instruction")
+    async def fleet_dispatch_instruction(self, request: InstructionRequest) -> FleetInstruction:
+        """The market's instruction for the fleet unit in an interval (the simulated market clears it on
+        demand from the bids in force); no instruction when the market will never dispatch it."""
+        try:
+            dispatched = await get_dispatch_outcome(self._bid_address, request.fleet_unit_id,
+                                                    datetime.fromisoformat(request.dispatch_interval),
+                                                    security=self._security)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            activity.logger.warning("no instruction for %s at %s: %s", request.fleet_unit_id,
+                                    request.dispatch_interval, error.details())
+            return FleetInstruction(dispatch_mw=None, energy_price_per_mwh=None)
+        energy = [p.price for p in dispatched.outcome.products if p.product == "ENERGY"]
+        return FleetInstruction(dispatch_mw=dispatch_instruction_mw(dispatched.outcome),
+                                energy_price_per_mwh=energy[0] if energy else None)
 
 
 def dispatch_instruction_mw(outcome: bid_pb2.MarketOutcome) -> float:

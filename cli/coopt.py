@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from typing import Annotated
 
 import numpy as np
@@ -61,6 +62,8 @@ def coopt_distribute(
     wait: Annotated[bool, typer.Option(help="Wait for the run and print its result.")] = True,
     storm_warning: Annotated[bool, typer.Option(help="A storm warning is in force: every site raises its backup "
                                                      "reserve while it plans on this version.")] = False,
+    dispatch_intervals: Annotated[int, typer.Option(min=0, help="Intervals of the bid to dispatch through the "
+                                                          "control loop (the schedule's rounds do 3).")] = 1,
 ) -> None:
     """Run the price-forecast distribution now (as the 15-minute schedule would) and print the fleet bid."""
     from cli.main import console, fail, load
@@ -77,7 +80,8 @@ def coopt_distribute(
         from uuid import uuid4
 
         handle = await client.start_workflow(PriceForecastDistribution.run,
-                                             distribution_input(settings, storm_warning=storm_warning),
+                                             replace(distribution_input(settings, storm_warning=storm_warning),
+                                                     dispatch_intervals=dispatch_intervals),
                                              id=f"{DISTRIBUTION_SCHEDULE_ID}-manual-{uuid4().hex[:8]}",
                                              task_queue=settings.stack.task_queue)
         console().print(f"started {handle.id}")

@@ -291,6 +291,8 @@ class CooptSettings:
     hierarchy: str = "electrical"
     # Nodes (e.g. programmes) whose sites poll for forecasts instead of being pushed to.
     poll_nodes: tuple[str, ...] = ()
+    # Intervals of each round's bid dispatched through the control loop (3: until the next round's first).
+    dispatch_intervals: int = 3
 
 
 @dataclass(frozen=True)

@@ -141,19 +141,20 @@ def distribution_input(settings: Settings, decision_time: str | None = None,
         plan_collection_s=coopt.plan_collection_s, hierarchy=coopt.hierarchy or None, poll_nodes=coopt.poll_nodes,
         config=cycle_config(settings.cycle), decision_time=decision_time,
         dispatch_task_queue=settings.fleet.task_queue, control_interval_s=settings.fleet.control_interval_s,
-        storm_warning=storm_warning)
+        storm_warning=storm_warning, dispatch_intervals=settings.coopt.dispatch_intervals)
 
 
 def distribution_schedule(settings: Settings) -> Schedule:
     """Every ``[coopt] distribution_every_minutes`` (on the grid): forecast, publish to sites, collect plans,
-    bid the fleet. A run still going when the next is due makes the next one skip."""
+    bid the fleet, dispatch its intervals until the next round's first. A round dispatches its last
+    interval while the next round starts, so rounds may overlap (each dispatches its own intervals)."""
     every = timedelta(minutes=settings.coopt.distribution_every_minutes)
     return Schedule(
         action=ScheduleActionStartWorkflow(
             "PriceForecastDistribution", distribution_input(settings), id=DISTRIBUTION_SCHEDULE_ID,
-            task_queue=settings.stack.task_queue, execution_timeout=every),
+            task_queue=settings.stack.task_queue, execution_timeout=2 * every),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.ALLOW_ALL, catchup_window=every),
     )
 
 

@@ -24,7 +24,9 @@ from workflows.distribution import (
     DistributionInput,
     FleetBidOutcome,
     FleetBidRequest,
+    FleetInstruction,
     FleetSubmitted,
+    InstructionRequest,
     PriceForecastDistribution,
     Published,
     PublishRequest,
@@ -87,7 +89,13 @@ class StandIns:
                                   dispatch_mw=-0.4 if accepted else None,
                                   energy_price_per_mwh=-20.0 if accepted else None)
 
-        return [fetch, forecast, publish, bid, submit]
+        @activity.defn(name="fleet_dispatch_instruction")
+        async def instruction(request: InstructionRequest) -> FleetInstruction:
+            self.calls.append(("instruction", request))
+            later = {"2021-01-15T17:45:00": 0.7, "2021-01-15T17:50:00": None}[request.dispatch_interval]
+            return FleetInstruction(dispatch_mw=later, energy_price_per_mwh=90.0 if later is not None else None)
+
+        return [fetch, forecast, publish, bid, submit, instruction]
 
 
 DISPATCHED: list[DispatchEventInput] = []
@@ -103,13 +111,13 @@ class RecordingDispatchEvent:
 
 
 async def _run(client: Client, stand_ins: StandIns, collection_s: float = 60.0, dispatch: bool = False,
-               storm_warning: bool = False) -> Any:
+               storm_warning: bool = False, dispatch_intervals: int = 1) -> Any:
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
     vpp_queue = f"vpp-{uuid.uuid4().hex[:8]}"
     request = DistributionInput(region="SA1", vpp_node="region-SA1", fleet_unit_id="VPP1",
                                 plan_collection_s=collection_s, hierarchy="electrical",
                                 decision_time=DECISION_TIME, dispatch_task_queue=vpp_queue if dispatch else "",
-                                storm_warning=storm_warning)
+                                storm_warning=storm_warning, dispatch_intervals=dispatch_intervals)
     async with Worker(client, task_queue=task_queue, workflows=[PriceForecastDistribution],
                       activities=stand_ins.activities()), \
             Worker(client, task_queue=vpp_queue, workflows=[RecordingDispatchEvent]):
@@ -137,7 +145,7 @@ async def test_a_run_forecasts_publishes_waits_for_plans_then_bids(env: Workflow
     assert bid.market_offset_ms == pytest.approx(wall_of_market - publish.start_ms, abs=1)
     assert result.fleet_bid.valid and result.published.sites_pushed == 300
     assert submit.bid_key == "bid-key" and submit.dispatch_interval == "2021-01-15T17:40:00"
-    assert result.submitted.status == "ACCEPTED" and result.dispatch_event_id == ""  # no VPP queue given
+    assert result.submitted.status == "ACCEPTED" and result.dispatch_event_ids == ()  # no VPP queue given
 
 
 async def test_an_invalid_fleet_bid_is_reported_and_never_submitted(env: WorkflowEnvironment) -> None:
@@ -145,7 +153,7 @@ async def test_an_invalid_fleet_bid_is_reported_and_never_submitted(env: Workflo
     result = await _run(env.client, stand_ins, dispatch=True)
     assert not result.fleet_bid.valid and result.fleet_bid.violations == ("V6: too much",)
     assert "submit" not in [name for name, _ in stand_ins.calls]
-    assert result.submitted is None and result.dispatch_event_id == ""
+    assert result.submitted is None and result.dispatch_event_ids == ()
 
 
 async def test_the_markets_instruction_flows_down_as_a_dispatch_event_over_the_interval(
@@ -154,8 +162,9 @@ async def test_the_markets_instruction_flows_down_as_a_dispatch_event_over_the_i
     stand_ins = StandIns()
     result = await _run(env.client, stand_ins, collection_s=30.0, dispatch=True)
     publish = next(call for name, call in stand_ins.calls if name == "publish")
-    assert result.dispatch_event_id.startswith("fleet-dispatch-VPP1-20210115T1735-")
-    handle = env.client.get_workflow_handle(result.dispatch_event_id)
+    [event_id] = result.dispatch_event_ids
+    assert event_id.startswith("fleet-dispatch-VPP1-20210115T1735-")
+    handle = env.client.get_workflow_handle(event_id)
     await handle.result()
     [event] = DISPATCHED
     assert (event.node_id, event.target_mw, event.hierarchy) == ("region-SA1", -0.4, "electrical")
@@ -175,7 +184,7 @@ async def test_a_storm_warning_goes_out_with_the_forecast(env: WorkflowEnvironme
 async def test_a_rejected_fleet_bid_dispatches_nothing(env: WorkflowEnvironment) -> None:
     result = await _run(env.client, StandIns(market_status="REJECTED"), dispatch=True)
     assert result.submitted.status == "REJECTED" and result.submitted.reasons == ("V2: over capacity",)
-    assert result.dispatch_event_id == ""
+    assert result.dispatch_event_ids == ()
 
 
 async def test_a_failed_publication_fails_the_run_and_bids_nothing(env: WorkflowEnvironment) -> None:
@@ -183,3 +192,22 @@ async def test_a_failed_publication_fails_the_run_and_bids_nothing(env: Workflow
     with pytest.raises(WorkflowFailureError):
         await _run(env.client, stand_ins)
     assert [name for name, _ in stand_ins.calls] == ["fetch", "forecast", "publish"]
+
+
+async def test_each_following_interval_is_dispatched_when_it_starts_with_the_markets_instruction(
+        env: WorkflowEnvironment) -> None:
+    DISPATCHED.clear()
+    stand_ins = StandIns()
+    result = await _run(env.client, stand_ins, collection_s=30.0, dispatch=True, dispatch_intervals=3)
+    publish = next(call for name, call in stand_ins.calls if name == "publish")
+    asked = [call.dispatch_interval for name, call in stand_ins.calls if name == "instruction"]
+    assert asked == ["2021-01-15T17:45:00", "2021-01-15T17:50:00"]
+    first, second, third = result.dispatch_event_ids
+    assert first and second and third == ""  # the market gave no instruction for the third interval
+    for event_id in (first, second):
+        await env.client.get_workflow_handle(event_id).result()
+    events = sorted(DISPATCHED, key=lambda event: event.end_ms)
+    assert [event.target_mw for event in events] == [-0.4, 0.7]
+    # The second interval (17:40–17:45) is dispatched from its start (the workflow slept until then), to its end.
+    assert 0 <= events[1].start_ms - (publish.start_ms + 300_000) < 1_000
+    assert events[1].end_ms == publish.start_ms + 600_000

@@ -274,7 +274,8 @@ async def test_price_forecasts_reach_the_sites_whose_plans_are_bid_as_one_unit(s
     assert described.schedule.spec.intervals[0].every == timedelta(minutes=15)
     await client.get_schedule_handle(DISTRIBUTION_SCHEDULE_ID).delete()
     result: DistributionResult = await client.execute_workflow(
-        PriceForecastDistribution.run, distribution_input(settings), id=f"distribution-e2e-{time.time_ns()}",
+        PriceForecastDistribution.run, replace(distribution_input(settings), dispatch_intervals=1),
+        id=f"distribution-e2e-{time.time_ns()}",
         task_queue=settings.stack.task_queue, execution_timeout=timedelta(minutes=5))
     published = result.published
     assert published.published and published.version == result.version
@@ -299,8 +300,9 @@ async def test_price_forecasts_reach_the_sites_whose_plans_are_bid_as_one_unit(s
     assert submitted.dispatch_mw is not None and math.isfinite(submitted.dispatch_mw)
     assert abs(submitted.dispatch_mw) <= fleet_bid.registered_power_mw + 1e-9
     # The first interval starts at least ~90 s after the decision (minimum lead): it is not over yet.
-    assert result.dispatch_event_id
-    event = client.get_workflow_handle(result.dispatch_event_id)
+    [event_id] = result.dispatch_event_ids
+    assert event_id
+    event = client.get_workflow_handle(event_id)
     progress = await event.query("progress")
     assert progress["target_mw"] == pytest.approx(submitted.dispatch_mw)
     assert progress["node_id"] == settings.coopt.vpp_node

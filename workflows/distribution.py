@@ -15,7 +15,11 @@ AutoBidder task queue, where the archive, the market-data service and the SQS fo
 6. ``submit_fleet_bid``: a valid bid goes to the market as the fleet unit's; the market's dispatch
    instruction for its first interval comes back, and flows down the VPP's control loop as a
    ``VppDispatchEvent`` over that interval at the node (a child on the VPP task queue, abandoned when
-   this run ends). The following intervals run on the sites' own plans until the next round.
+   this run ends);
+7. for each following interval up to ``dispatch_intervals`` (3 = the 15 minutes until the next round's
+   first interval), the run sleeps until the interval starts, asks the market for its instruction
+   (``fleet_dispatch_instruction``) and starts its dispatch event. Rounds therefore overlap by their
+   last interval (the schedule allows it); each dispatches its own intervals only.
 
 The workflow holds no business logic: each step is an activity over pure functions
 (``algorithms/forecast_publication.py``, ``algorithms/plan_aggregate.py``, ``algorithms/fleet_bid.py``).
@@ -62,6 +66,8 @@ class DistributionInput:
     control_interval_s: float = 2.0
     # A storm warning for the region: every site raises its backup reserve while it plans on this version.
     storm_warning: bool = False
+    # How many intervals from the bid's first the run dispatches through the control loop (1 = the first).
+    dispatch_intervals: int = 1
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,23 @@ class FleetSubmitted:
 
 
 @dataclass(frozen=True)
+class InstructionRequest:
+    """Ask the market what the fleet unit is dispatched to in the interval ending ``dispatch_interval``."""
+
+    fleet_unit_id: str
+    dispatch_interval: str
+
+
+@dataclass(frozen=True)
+class FleetInstruction:
+    """The market's instruction (MW, + discharge / − charge) and the energy price ($/MWh); None when the
+    market has none for the interval."""
+
+    dispatch_mw: float | None
+    energy_price_per_mwh: float | None
+
+
+@dataclass(frozen=True)
 class DistributionResult:
     """One run: the version published, how it went out, the fleet bid, the market's answer and the
     dispatch event that carries its instruction down to the sites ("" when none was started)."""
@@ -169,7 +192,8 @@ class DistributionResult:
     published: Published
     fleet_bid: FleetBidOutcome
     submitted: FleetSubmitted | None = None
-    dispatch_event_id: str = ""
+    # The dispatch events started, one per dispatched interval ("" for an interval not dispatched).
+    dispatch_event_ids: tuple[str, ...] = ()
 
 
 @workflow.defn(name=DISTRIBUTION_WORKFLOW)
@@ -235,7 +259,7 @@ class PriceForecastDistribution:
                             market_offset_ms=market_offset_ms),
             result_type=FleetBidOutcome, start_to_close_timeout=timedelta(seconds=120), retry_policy=QUICK_RETRY)
         submitted: FleetSubmitted | None = None
-        event_id = ""
+        event_ids: list[str] = []
         if fleet_bid.valid:
             self._stage = "submit"
             submitted = await workflow.execute_activity(
@@ -244,25 +268,41 @@ class PriceForecastDistribution:
                                       dispatch_interval=first_interval.isoformat()),
                 result_type=FleetSubmitted, start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK_RETRY)
             if submitted.status == "ACCEPTED" and request.dispatch_task_queue:
-                event_id = await self._dispatch(request, submitted, fleet_bid.registered_power_mw,
-                                                first_start_market, market_offset_ms)
+                self._stage = "dispatch"
+                event_ids.append(await self._dispatch(request, submitted.dispatch_mw, fleet_bid.registered_power_mw,
+                                                      first_start_market, market_offset_ms))
+                for k in range(1, request.dispatch_intervals):
+                    event_ids.append(await self._follow(request, fleet_bid.registered_power_mw,
+                                                        first_start_market + k * INTERVAL, market_offset_ms))
         self._stage = "done"
         workflow.upsert_memo({"version": published.version, "fleet_bid": fleet_bid.summary,
                               "aggregate": fleet_bid.aggregate,
                               "market": _market_text(submitted),
-                              "dispatch_event": event_id})
+                              "dispatch_events": [event_id for event_id in event_ids if event_id]})
         return DistributionResult(version=published.version, decision_time=decision_time.isoformat(),
                                   published=published, fleet_bid=fleet_bid, submitted=submitted,
-                                  dispatch_event_id=event_id)
+                                  dispatch_event_ids=tuple(event_ids))
 
-    async def _dispatch(self, request: DistributionInput, submitted: FleetSubmitted, registered_power_mw: float,
+    async def _follow(self, request: DistributionInput, registered_power_mw: float, interval_start: datetime,
+                      market_offset_ms: int) -> str:
+        """At the start of a later interval of the bid: ask the market for its instruction, dispatch it."""
+        await workflow.sleep(max(_wall_ms(interval_start, market_offset_ms) / 1000
+                                 - workflow.now().timestamp(), 0.0))
+        instruction: FleetInstruction = await workflow.execute_activity(
+            "fleet_dispatch_instruction",
+            InstructionRequest(fleet_unit_id=request.fleet_unit_id,
+                               dispatch_interval=(interval_start + INTERVAL).isoformat()),
+            result_type=FleetInstruction, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK_RETRY)
+        return await self._dispatch(request, instruction.dispatch_mw, registered_power_mw, interval_start,
+                                    market_offset_ms)
+
+    async def _dispatch(self, request: DistributionInput, target_mw: float | None, registered_power_mw: float,
                         interval_start: datetime, market_offset_ms: int) -> str:
-        """Start the dispatch event carrying the first interval's instruction (once per id); its id, or ""
-        when the interval is already over or the instruction is not a number."""
+        """Start the dispatch event carrying an interval's instruction (once per id); its id, or "" when the
+        interval is already over or the market gave no instruction."""
         start_ms = _wall_ms(interval_start, market_offset_ms)
         end_ms = _wall_ms(interval_start + INTERVAL, market_offset_ms)
         now_ms = int(workflow.now().timestamp() * 1000)
-        target_mw = submitted.dispatch_mw
         if end_ms <= now_ms + 1000 or target_mw is None:
             return ""
         child_id = f"fleet-dispatch-{request.fleet_unit_id}-{interval_start:%Y%m%dT%H%M}-{start_ms}"
