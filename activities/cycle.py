@@ -186,6 +186,7 @@ class CycleActivities:
                 horizon_intervals=config.horizon_intervals, state_of_charge_mwh=task.state_of_charge_mwh,
                 terminal_state_of_charge_mwh=self._settings.battery.initial_state_of_charge_mwh,
                 price_quantile=config.optimiser_price_quantile,
+                price_tail_weight=config.optimiser_price_tail_weight,
                 degradation_cost_per_mwh=config.degradation_cost_per_mwh,
                 time_limit_s=config.optimiser_time_limit_s, initial_net_mw=task.net_mw,
                 terminal_value_per_mwh=config.terminal_value_per_mwh,

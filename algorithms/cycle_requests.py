@@ -65,6 +65,7 @@ def optimisation_request(
     initial_net_mw: float,
     algorithm: common_pb2.AlgorithmRef,
     terminal_value_per_mwh: float = 0.0,
+    price_tail_weight: float = 0.0,
 ) -> worker_pb2.OptimisationRequest:
     """The optimisation request over every product's forecast (MW, MWh, $/MWh of throughput).
 
@@ -89,5 +90,6 @@ def optimisation_request(
         time_limit_s=time_limit_s,
         initial_net_mw=initial_net_mw,
         terminal_value_per_mwh=terminal_value_per_mwh,
+        price_tail_weight=price_tail_weight,
     )
     return with_inputs_hash(request)

@@ -144,7 +144,8 @@ class BacktestConfig:
     ``first_decision`` is a naive AEST market time and includes the schedule offset (e.g. 04:00:30 for
     the live schedule firing 30 s after each interval boundary). Every ``None`` override takes the value
     of ``settings.cycle``: ``history_intervals`` and ``horizon_intervals`` (5-minute intervals),
-    ``forecast_quantiles`` (levels in (0, 1)), ``optimiser_price_quantile``, ``degradation_cost_per_mwh``
+    ``forecast_quantiles`` (levels in (0, 1)), ``optimiser_price_quantile``, ``optimiser_price_tail_weight``
+    ([0, 0.5)), ``degradation_cost_per_mwh``
     and ``terminal_value_per_mwh`` ($/MWh), ``optimiser_time_limit_s`` (seconds).
     ``bid_version`` is the version every bid carries, as the cycle's configuration sets it.
     ``forecast_source``: ``"model"`` forecasts with the configured algorithm; ``"actual"`` uses the
@@ -158,6 +159,7 @@ class BacktestConfig:
     horizon_intervals: int | None = None
     forecast_quantiles: tuple[float, ...] | None = None
     optimiser_price_quantile: float | None = None
+    optimiser_price_tail_weight: float | None = None
     degradation_cost_per_mwh: float | None = None
     terminal_value_per_mwh: float | None = None
     optimiser_time_limit_s: float | None = None
@@ -340,6 +342,7 @@ class _CycleParameters:
     horizon_intervals: int
     forecast_quantiles: tuple[float, ...]
     optimiser_price_quantile: float
+    optimiser_price_tail_weight: float
     degradation_cost_per_mwh: float
     terminal_value_per_mwh: float
     optimiser_time_limit_s: float
@@ -358,6 +361,7 @@ def _parameters(settings: Settings, config: BacktestConfig) -> _CycleParameters:
         horizon_intervals=pick(config.horizon_intervals, cycle.horizon_intervals),
         forecast_quantiles=tuple(pick(config.forecast_quantiles, cycle.forecast_quantiles)),
         optimiser_price_quantile=pick(config.optimiser_price_quantile, cycle.optimiser_price_quantile),
+        optimiser_price_tail_weight=pick(config.optimiser_price_tail_weight, cycle.optimiser_price_tail_weight),
         degradation_cost_per_mwh=pick(config.degradation_cost_per_mwh, cycle.degradation_cost_per_mwh),
         terminal_value_per_mwh=pick(config.terminal_value_per_mwh, cycle.terminal_value_per_mwh),
         optimiser_time_limit_s=pick(config.optimiser_time_limit_s, cycle.optimiser_time_limit_s),
@@ -686,6 +690,7 @@ class _RegionReplay:
             degradation_cost_per_mwh=parameters.degradation_cost_per_mwh,
             time_limit_s=parameters.optimiser_time_limit_s, initial_net_mw=self.net_mw,
             terminal_value_per_mwh=parameters.terminal_value_per_mwh,
+            price_tail_weight=parameters.optimiser_price_tail_weight,
             algorithm=parameters.optimiser_algorithm)
         plan = self._optimiser(request)
         if not isinstance(plan, worker_pb2.OptimisationResult):

@@ -5,7 +5,8 @@ registered version) and carries a flat mapping of parameters:
 
 * **Backtest overrides** — every field of :class:`backtest.engine.BacktestConfig` except the period and
   region (``history_intervals``, ``horizon_intervals`` in 5-minute intervals, ``forecast_quantiles``
-  (levels in (0, 1)), ``optimiser_price_quantile``, ``degradation_cost_per_mwh`` and
+  (levels in (0, 1)), ``optimiser_price_quantile``, ``optimiser_price_tail_weight`` ([0, 0.5)),
+  ``degradation_cost_per_mwh`` and
   ``terminal_value_per_mwh`` ($/MWh), ``optimiser_time_limit_s`` (seconds), ``forecast_source``, ...).
   A parameter left out takes the configured value (``settings.cycle``).
 * **Settings overrides** — ``settings.<table>.<key>`` for a key of the ``battery``, ``bidding`` or
@@ -249,6 +250,9 @@ def _check_levels(parameters: Mapping[str, ParamValue]) -> None:
     level = parameters.get("optimiser_price_quantile")
     if isinstance(level, float) and not 0 < level < 1:
         raise StrategyError(f"optimiser_price_quantile must be in (0, 1), got {level}")
+    tail = parameters.get("optimiser_price_tail_weight")
+    if isinstance(tail, float) and not 0 <= tail < 0.5:
+        raise StrategyError(f"optimiser_price_tail_weight must be in [0, 0.5), got {tail}")
 
 
 def _settings_parameter(key: str, value: object, settings: Settings) -> ParamValue:

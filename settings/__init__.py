@@ -139,6 +139,8 @@ class CycleSettings:
     history_intervals: int
     forecast_quantiles: tuple[float, ...]
     optimiser_price_quantile: float
+    # Weight of each tail quantile in the optimiser's price (algorithms.optimise.planning_price), [0, 0.5).
+    optimiser_price_tail_weight: float
     forecast_algorithm: str
     forecast_algorithm_version: str
     optimiser_algorithm: str

@@ -39,6 +39,7 @@ def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
         history_intervals=cycle.history_intervals,
         forecast_quantiles=cycle.forecast_quantiles,
         optimiser_price_quantile=cycle.optimiser_price_quantile,
+        optimiser_price_tail_weight=cycle.optimiser_price_tail_weight,
         forecast_algorithm=cycle.forecast_algorithm,
         forecast_algorithm_version=cycle.forecast_algorithm_version,
         optimiser_algorithm=cycle.optimiser_algorithm,

@@ -301,3 +301,36 @@ def test_capacity_values_price_the_fcas_that_energy_would_displace() -> None:
     np.testing.assert_allclose(plan.lower_capacity_value_per_mw, [0.0], atol=1e-6)
     result_fields = worker_pb2.OptimisationResult.DESCRIPTOR.fields_by_name
     assert {"raise_capacity_value_per_mw", "lower_capacity_value_per_mw"} <= set(result_fields)
+
+
+def test_the_planning_price_blends_the_tails_into_the_central_quantile(settings: Settings) -> None:
+    from algorithms.optimise import planning_price
+
+    request = optimisation_request(settings)
+    energy = forecast_from_result(request.forecasts[0])
+    p10, p50, p90 = (np.array(request.forecasts[0].price[i::3]) for i in range(3))
+    np.testing.assert_allclose(planning_price(energy, 0.5, 0.0), p50)
+    np.testing.assert_allclose(planning_price(energy, 0.5, 0.3), 0.3 * p10 + 0.4 * p50 + 0.3 * p90)
+    for bad in (-0.1, 0.5, 0.7):
+        with pytest.raises(InvalidRequestError, match="price_tail_weight"):
+            planning_price(energy, 0.5, bad)
+
+
+def test_a_spike_only_the_upper_tail_sees_changes_the_plan_with_a_tail_weight(settings: Settings) -> None:
+    # Flat 50 $/MWh in every quantile except P90 = 5,000 $/MWh in interval 6: on the median alone there is
+    # nothing to do; on the skew-aware mean (Swanson) the battery discharges into the likely spike.
+    first = datetime(2021, 1, 10, 4, 5)
+    flat = np.full(12, 50.0)
+    spiky = flat.copy()
+    spiky[6] = 5_000.0
+    request = worker_pb2.OptimisationRequest(
+        request_id="opt-tail", algorithm=ALGORITHM, inputs_hash="h",
+        battery=battery_spec_from_settings(settings.battery),
+        initial_state_of_charge_mwh=97.0, terminal_state_of_charge_mwh=80.0, first_interval=to_timestamp(first),
+        horizon_intervals=12, forecasts=[forecast_result("ENERGY", first, flat, flat, spiky)], price_quantile=0.5,
+        degradation_cost_per_mwh=1.0, time_limit_s=10.0, initial_net_mw=0.0)
+    median_plan = run_optimisation(request)
+    request.price_tail_weight = 0.3
+    mean_plan = run_optimisation(request)
+    assert median_plan.gen_mw[6] == pytest.approx(median_plan.gen_mw[5], abs=1e-6)
+    assert mean_plan.gen_mw[6] > median_plan.gen_mw[6] + 10

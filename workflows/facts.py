@@ -18,8 +18,9 @@ class CycleConfig:
 
     horizon_intervals: int = 288
     history_intervals: int = 2016
-    forecast_quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    forecast_quantiles: tuple[float, ...] = (0.05, 0.1, 0.5, 0.9, 0.95)
     optimiser_price_quantile: float = 0.5
+    optimiser_price_tail_weight: float = 0.185
     forecast_algorithm: str = "sarx-quantile"
     forecast_algorithm_version: str = "2"
     optimiser_algorithm: str = "lp-energy-fcas"

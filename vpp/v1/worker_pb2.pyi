@@ -182,6 +182,7 @@ class OptimisationRequest(_message.Message):
     TIME_LIMIT_S_FIELD_NUMBER: _builtins.int
     INITIAL_NET_MW_FIELD_NUMBER: _builtins.int
     TERMINAL_VALUE_PER_MWH_FIELD_NUMBER: _builtins.int
+    PRICE_TAIL_WEIGHT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     inputs_hash: _builtins.str
     initial_state_of_charge_mwh: _builtins.float
@@ -196,6 +197,11 @@ class OptimisationRequest(_message.Message):
     """Net output (MW) of the unit in the interval before first_interval, for ramp limits."""
     terminal_value_per_mwh: _builtins.float
     """Value ($/MWh) of the energy stored at the end of the horizon (0 = none beyond the terminal target)."""
+    price_tail_weight: _builtins.float
+    """Weight w of each tail in the price the optimiser plans on: w x lowest quantile + (1 - 2w) x the
+    price_quantile path + w x highest quantile (0 = the price_quantile path alone; 0.3 over P10/P50/P90
+    is Swanson's rule for the mean of a skewed distribution). In [0, 0.5).
+    """
     @_builtins.property
     def algorithm(self) -> _common_pb2.AlgorithmRef: ...
     @_builtins.property
@@ -223,10 +229,11 @@ class OptimisationRequest(_message.Message):
         time_limit_s: _builtins.float = ...,
         initial_net_mw: _builtins.float = ...,
         terminal_value_per_mwh: _builtins.float = ...,
+        price_tail_weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "battery", b"battery", "first_interval", b"first_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "battery", b"battery", "degradation_cost_per_mwh", b"degradation_cost_per_mwh", "first_interval", b"first_interval", "forecasts", b"forecasts", "horizon_intervals", b"horizon_intervals", "initial_net_mw", b"initial_net_mw", "initial_state_of_charge_mwh", b"initial_state_of_charge_mwh", "inputs_hash", b"inputs_hash", "price_quantile", b"price_quantile", "request_id", b"request_id", "terminal_state_of_charge_mwh", b"terminal_state_of_charge_mwh", "terminal_value_per_mwh", b"terminal_value_per_mwh", "time_limit_s", b"time_limit_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "battery", b"battery", "degradation_cost_per_mwh", b"degradation_cost_per_mwh", "first_interval", b"first_interval", "forecasts", b"forecasts", "horizon_intervals", b"horizon_intervals", "initial_net_mw", b"initial_net_mw", "initial_state_of_charge_mwh", b"initial_state_of_charge_mwh", "inputs_hash", b"inputs_hash", "price_quantile", b"price_quantile", "price_tail_weight", b"price_tail_weight", "request_id", b"request_id", "terminal_state_of_charge_mwh", b"terminal_state_of_charge_mwh", "terminal_value_per_mwh", b"terminal_value_per_mwh", "time_limit_s", b"time_limit_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
