@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from algorithms.battery import battery_spec_from_settings
 from algorithms.bid_builder import build_bid, build_safe_bid
 from algorithms.bid_validation import validate_bid
+from algorithms.clearing import outcome_price
 from algorithms.content_hash import sha256_hex
 from algorithms.cycle_requests import forecast_request, optimisation_request
 from algorithms.errors import InvalidRequestError
@@ -304,7 +305,7 @@ class CycleActivities:
 
 
 def _outcome(market: bid_pb2.MarketOutcome, energy_product: str) -> OutcomeRecorded:
-    energy_price = next((p.price for p in market.products if p.product == energy_product), None)
+    energy_price = outcome_price(market, energy_product)
     return OutcomeRecorded(cleared=True, gen_mw=market.gen_mw, load_mw=market.load_mw,
                            energy_revenue_dollars=market.energy_revenue_dollars,
                            fcas_revenue_dollars=market.fcas_revenue_dollars,

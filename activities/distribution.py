@@ -16,14 +16,15 @@ import scipy.sparse as sp
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from algorithms.clearing import dispatched_mw, outcome_price
 from algorithms.content_hash import sha256_hex
-from algorithms.fleet_bid import FleetBidError, build_fleet_bid, fleet_unit_spec
+from algorithms.fleet_bid import FleetBidError, build_fleet_bid, fleet_unit_of_sites
 from algorithms.fleet_types import SiteParameters, StrArray
 from algorithms.forecast_publication import ForecastPublicationError, price_forecast_for_sites
-from algorithms.nem_time import market_to_unix_ms
 from algorithms.plan_aggregate import aggregate_plans
+from algorithms.replay_clock import plan_window_start_ms
 from archive import Archive
-from models.assets import AssetGraphError, site_parameters, sites_under
+from models.assets import AssetGraphError, node_site_parameters, sites_under
 from services.bid_service import get_dispatch_outcome, submit_bid
 from services.fleet_codec import plans_from_proto
 from services.fleet_gateway import CHANNEL_OPTIONS
@@ -44,7 +45,6 @@ from workflows.distribution import (
 )
 
 INVALID_DISTRIBUTION_INPUT = "InvalidDistributionInput"
-MS_PER_MINUTE = 60_000
 
 
 def _non_retryable(message: str) -> ApplicationError:
@@ -119,15 +119,14 @@ class DistributionActivities:
                          bytes_pushed=int(response.bytes_pushed), poll_sites=len(poll_sites), forecast_key=key)
 
     def _node_sites(self, node: str, hierarchy: str | None) -> SiteParameters:
-        now = datetime.now(UTC)
         with psycopg.connect(self._database_url) as conn:
             try:
-                site_ids = sites_under(conn, node, now, hierarchy)
+                parameters = node_site_parameters(conn, node, datetime.now(UTC), hierarchy)
             except AssetGraphError as error:
                 raise _non_retryable(f"node {node!r}: {error}") from error
-            if not len(site_ids):
-                raise _non_retryable(f"node {node!r} has no site now")
-            return site_parameters(conn, site_ids)
+        if not parameters.site_count:
+            raise _non_retryable(f"node {node!r} has no site now")
+        return parameters
 
     @activity.defn(name="bid_fleet_plans")
     async def bid_fleet_plans(self, request: FleetBidRequest) -> FleetBidOutcome:
@@ -142,18 +141,15 @@ class DistributionActivities:
         received = plans_from_proto(response.plans)
         plans = received.take(np.argsort(received.site_ids, kind="stable"), shift_ms=request.market_offset_ms)
         fleet = self._settings.fleet
-        interval_ms = fleet.plan_interval_minutes * MS_PER_MINUTE
-        market_start_ms = market_to_unix_ms(datetime.fromisoformat(request.dispatch_interval)) - 5 * MS_PER_MINUTE
-        window_start_ms = market_start_ms - market_start_ms % interval_ms
+        window_start_ms = plan_window_start_ms(datetime.fromisoformat(request.dispatch_interval),
+                                               fleet.plan_interval_minutes)
         membership = sp.csr_matrix(np.ones((1, parameters.site_count)))
         aggregate = aggregate_plans(membership, parameters.site_ids, plans, start_ms=window_start_ms,
                                     horizon_intervals=fleet.plan_horizon_intervals - 1,
                                     plan_interval_minutes=fleet.plan_interval_minutes,
                                     current_version=request.version, site_capacity_kwh=parameters.capacity_kwh,
                                     confidence_z=fleet.confidence_z)
-        spec = fleet_unit_spec(request.fleet_unit_id, request.region, parameters.capacity_kwh,
-                               parameters.max_discharge_kw, parameters.max_charge_kw, parameters.charge_efficiency,
-                               parameters.discharge_efficiency, parameters.backup_reserve_fraction)
+        spec = fleet_unit_of_sites(request.fleet_unit_id, request.region, parameters)
         counts = dict(expected_sites=int(aggregate.expected_sites[0]),
                       current_version_sites=int(aggregate.current_version_sites[0, 0]),
                       stale_version_sites=int(aggregate.stale_version_sites[0, 0]),
@@ -207,11 +203,6 @@ class DistributionActivities:
             activity.logger.warning("no instruction for %s at %s: %s", request.fleet_unit_id,
                                     request.dispatch_interval, error.details())
             return FleetInstruction(dispatch_mw=None, energy_price_per_mwh=None)
-        energy = [p.price for p in dispatched.outcome.products if p.product == "ENERGY"]
-        return FleetInstruction(dispatch_mw=dispatch_instruction_mw(dispatched.outcome),
-                                energy_price_per_mwh=energy[0] if energy else None)
-
-
-def dispatch_instruction_mw(outcome: bid_pb2.MarketOutcome) -> float:
-    """The market's instruction for the unit in the interval (MW, + discharge / − charge)."""
-    return float(outcome.gen_mw - outcome.load_mw)
+        return FleetInstruction(dispatch_mw=dispatched_mw(dispatched.outcome),
+                                energy_price_per_mwh=outcome_price(dispatched.outcome,
+                                                                   self._settings.market.energy_product))

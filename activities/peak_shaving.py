@@ -21,7 +21,7 @@ from algorithms.peak_shaving import (
     forecast_node_load,
     regular_series,
 )
-from models.assets import AssetGraphError, site_parameters, sites_under
+from models.assets import AssetGraphError, node_site_parameters
 from models.node_load import read_node_load
 from vpp.v1 import fleet_pb2
 from workflows.peak_shaving import INSUFFICIENT_HISTORY, INVALID_PEAK_SHAVING
@@ -77,9 +77,8 @@ class PeakShavingActivities(GatewayActivities):
 
         def resolve() -> tuple[np.ndarray, float]:
             with psycopg.connect(self.database_url) as conn:
-                site_ids = sites_under(conn, request.node_id, utc(request.as_of_ms), request.hierarchy)
-                parameters = site_parameters(conn, site_ids)
-            return site_ids, float(parameters.max_discharge_kw.sum()) / 1000.0
+                parameters = node_site_parameters(conn, request.node_id, utc(request.as_of_ms), request.hierarchy)
+            return parameters.site_ids, float(parameters.max_discharge_kw.sum()) / 1000.0
 
         try:
             site_ids, max_discharge_mw = await asyncio.to_thread(resolve)

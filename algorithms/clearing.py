@@ -77,6 +77,16 @@ class IntervalClearing:
         return self.gen_mw - self.load_mw
 
 
+def outcome_price(outcome: bid_pb2.MarketOutcome, product: str) -> float | None:
+    """The regional price of ``product`` in a MarketOutcome ($/MWh or $/MW/h); None when it has none."""
+    return next((p.price for p in outcome.products if p.product == product), None)
+
+
+def dispatched_mw(outcome: bid_pb2.MarketOutcome) -> float:
+    """The unit's energy dispatch instruction in a MarketOutcome (MW, + generation / − load)."""
+    return float(outcome.gen_mw - outcome.load_mw)
+
+
 def to_market_outcome(clearing: IntervalClearing) -> bid_pb2.MarketOutcome:
     """The wire MarketOutcome of a clearing: ENERGY (net MW, RRP, $) then each FCAS product."""
     outcome = bid_pb2.MarketOutcome(

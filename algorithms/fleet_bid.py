@@ -51,7 +51,7 @@ from algorithms import nem_time
 from algorithms.bid_builder import build_bid
 from algorithms.bid_validation import Violation, validate_bid
 from algorithms.errors import InvalidRequestError
-from algorithms.fleet_types import FloatArray, IntArray
+from algorithms.fleet_types import FloatArray, IntArray, SiteParameters
 from algorithms.plan_aggregate import PlanAggregate
 from settings import BiddingSettings, MarketRules
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
@@ -79,6 +79,13 @@ def _site_column(name: str, values: FloatArray, count: int) -> FloatArray:
     if not bool(np.all(np.isfinite(column))):
         raise FleetBidError(f"{name} holds non-finite values")
     return column
+
+
+def fleet_unit_of_sites(unit_id: str, region: str, parameters: SiteParameters) -> common_pb2.BatterySpec:
+    """:func:`fleet_unit_spec` of the sites of ``parameters`` (their batteries and owners' reserves)."""
+    return fleet_unit_spec(unit_id, region, parameters.capacity_kwh, parameters.max_discharge_kw,
+                           parameters.max_charge_kw, parameters.charge_efficiency, parameters.discharge_efficiency,
+                           parameters.backup_reserve_fraction)
 
 
 def fleet_unit_spec(unit_id: str, region: str, capacity_kwh: FloatArray, max_discharge_kw: FloatArray,

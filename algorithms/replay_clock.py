@@ -71,3 +71,29 @@ def cycle_timeline(decision_time: datetime, *, market_data_cutoff_s: int, gate_c
 def market_now(decision_time: datetime, cycle_started_utc: datetime, now_utc: datetime) -> datetime:
     """Market time now: the decision time plus the wall-clock time elapsed since the cycle started."""
     return decision_time + (now_utc - cycle_started_utc)
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def market_offset_ms(market_time: datetime, now_utc: datetime) -> int:
+    """Market time − wall clock (ms) when naive-AEST ``market_time`` is "now" at ``now_utc``.
+
+    The local stack replays January 2021 live: a run maps its start onto the replay period and keeps this
+    offset, so wall-clock things (homes, their plans) and market things (intervals, bids) line up.
+    """
+    if now_utc.tzinfo is not None:
+        now_utc = now_utc.astimezone(UTC).replace(tzinfo=None)
+    return int(((market_time - AEST_OFFSET) - now_utc).total_seconds() * 1000)
+
+
+def wall_clock_ms(market_time: datetime, offset_ms: int) -> int:
+    """Wall-clock epoch ms UTC of naive-AEST ``market_time``, given market time − wall clock (``offset_ms``)."""
+    return int(((market_time - AEST_OFFSET) - _EPOCH).total_seconds() * 1000) - offset_ms
+
+
+def plan_window_start_ms(dispatch_interval: datetime, plan_interval_minutes: int) -> int:
+    """Start (epoch ms of the market clock, AEST read as UTC+10) of the plan interval holding the start of
+    interval-ending ``dispatch_interval``: where a fleet bid's aggregate of site plans begins."""
+    start_ms = wall_clock_ms(dispatch_interval - INTERVAL, 0)
+    return start_ms - start_ms % (plan_interval_minutes * 60_000)

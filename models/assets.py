@@ -371,6 +371,12 @@ def site_parameters(conn: Conn, site_ids: StrArray | None = None) -> SiteParamet
     return site_records(conn, site_ids).parameters
 
 
+def node_site_parameters(conn: Conn, node_id: str, as_of: datetime, hierarchy: str | None = None) -> SiteParameters:
+    """Battery facts of the sites under ``node_id`` at ``as_of`` (:func:`sites_under` then
+    :func:`site_parameters`; no rows when the node has no site). Raises as :func:`sites_under` does."""
+    return site_parameters(conn, sites_under(conn, node_id, as_of, hierarchy))
+
+
 def site_records(conn: Conn, site_ids: StrArray | None = None) -> SiteRecords:
     """:func:`site_parameters` with each site's postcode, battery count and name (rows sorted by id)."""
     columns = ["site_id", *SITE_FACT_COLUMNS, "postcode", "battery_count", "name"]

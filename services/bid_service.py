@@ -565,22 +565,19 @@ def registered_fleet_units(settings: Settings, database_url: str) -> list[Regist
     """The VPP's fleet unit (``[coopt] fleet_unit_id``) as registered from the asset graph now: the sites
     under ``[coopt] vpp_node`` as one bidirectional unit (``algorithms.fleet_bid.fleet_unit_spec``),
     starting half full between its SoC limits. None when the node is unknown or has no site yet."""
-    from algorithms.fleet_bid import fleet_unit_spec
-    from models.assets import AssetGraphError, site_parameters, sites_under
+    from algorithms.fleet_bid import fleet_unit_of_sites
+    from models.assets import AssetGraphError, node_site_parameters
 
     coopt = settings.coopt
     with psycopg.connect(database_url) as conn:
         try:
-            site_ids = sites_under(conn, coopt.vpp_node, datetime.now(UTC), coopt.hierarchy or None)
+            parameters = node_site_parameters(conn, coopt.vpp_node, datetime.now(UTC), coopt.hierarchy or None)
         except AssetGraphError as error:
             log.info("no fleet unit registered: %s", error)
             return []
-        if not len(site_ids):
-            return []
-        parameters = site_parameters(conn, site_ids)
-    spec = fleet_unit_spec(coopt.fleet_unit_id, settings.cycle.region, parameters.capacity_kwh,
-                           parameters.max_discharge_kw, parameters.max_charge_kw, parameters.charge_efficiency,
-                           parameters.discharge_efficiency, parameters.backup_reserve_fraction)
+    if not parameters.site_count:
+        return []
+    spec = fleet_unit_of_sites(coopt.fleet_unit_id, settings.cycle.region, parameters)
     middle = spec.energy_mwh * (spec.soc_min_fraction + spec.soc_max_fraction) / 2
     return [RegisteredUnit(spec=spec, initial_state_of_charge_mwh=middle)]
 

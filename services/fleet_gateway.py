@@ -337,7 +337,7 @@ class FleetGateway:
         pushed_streams, pushed_sites, dropped = self._push_forecast(targets)
         return fleet_pb2.PublishForecastResponse(
             version=distribution.latest_version, published=True, streams_pushed=pushed_streams,
-            sites_pushed=pushed_sites, bytes_pushed=pushed_streams * distribution.message().ByteSize(),
+            sites_pushed=pushed_sites, bytes_pushed=pushed_streams * distribution.latest_message_bytes,
             streams_dropped=dropped)
 
     def catch_up(self, stream_id: int) -> None:

@@ -69,6 +69,11 @@ class ForecastDistribution:
         self.counters = DistributionCounters()
 
     @property
+    def latest_message_bytes(self) -> int:
+        """Size of the downlink message carrying the newest forecast (bytes; 0 before the first)."""
+        return self._latest_bytes
+
+    @property
     def latest_version(self) -> int:
         """Newest published version (``NO_VERSION`` before the first)."""
         return int(self.latest.version) if self.latest is not None else NO_VERSION

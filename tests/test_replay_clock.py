@@ -48,3 +48,18 @@ def test_replay_keeps_the_time_of_day_and_wraps_the_days() -> None:
     market = replay_market_time(datetime(2026, 11, 22, 7, 0), start, 30)
     assert market.time() == datetime(2000, 1, 1, 17, 0).time()
     assert datetime(2021, 1, 1) <= market < datetime(2021, 1, 31)
+
+
+def test_market_and_wall_clock_times_map_both_ways_through_the_run_offset() -> None:
+    from datetime import UTC
+
+    from algorithms.replay_clock import market_offset_ms, plan_window_start_ms, wall_clock_ms
+
+    started = datetime(2026, 11, 22, 7, 0, 0, tzinfo=UTC)  # 17:00 AEST
+    decision = datetime(2021, 1, 22, 17, 0, 0)
+    offset = market_offset_ms(decision, started)
+    assert wall_clock_ms(decision, offset) == int(started.timestamp() * 1000)
+    assert wall_clock_ms(decision + timedelta(minutes=5), offset) - wall_clock_ms(decision, offset) == 300_000
+    # The interval ending 17:40 starts at 17:35, inside the half-hour plan interval from 17:30 (market clock).
+    window = plan_window_start_ms(datetime(2021, 1, 22, 17, 40), 30)
+    assert window == wall_clock_ms(datetime(2021, 1, 22, 17, 30), 0)

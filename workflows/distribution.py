@@ -35,7 +35,13 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from algorithms.replay_clock import AEST_OFFSET, INTERVAL, cycle_timeline, replay_market_time
+    from algorithms.replay_clock import (
+        INTERVAL,
+        cycle_timeline,
+        market_offset_ms,
+        replay_market_time,
+        wall_clock_ms,
+    )
     from workers.replies import WorkerAnswer
     from workflows.dispatch_facts import DISPATCH_WORKFLOW, DispatchEventInput
     from workflows.facts import CycleConfig, ForecastTaskInput
@@ -213,8 +219,8 @@ class PriceForecastDistribution:
         config = request.config
         run_id = workflow.info().workflow_id
         started = workflow.now()
-        decision_time = (_market_time(request.decision_time) if request.decision_time
-                         else replay_market_time(started, _market_time(config.replay_start),
+        decision_time = (datetime.fromisoformat(request.decision_time) if request.decision_time
+                         else replay_market_time(started, datetime.fromisoformat(config.replay_start),
                                                  config.replay_days))
         timeline = cycle_timeline(decision_time, market_data_cutoff_s=config.market_data_cutoff_s,
                                   gate_closure_margin_s=config.gate_closure_margin_s,
@@ -222,7 +228,7 @@ class PriceForecastDistribution:
         first_interval = timeline.dispatch_interval
         started_ms = int(started.timestamp() * 1000)
         # Market time − wall clock, so the sites' wall-clock plans line up with market intervals.
-        market_offset_ms = int(((decision_time - AEST_OFFSET) - started.replace(tzinfo=None)).total_seconds() * 1000)
+        offset_ms = market_offset_ms(decision_time, started)
         self._stage = "fetch"
         snapshot_key: str = await workflow.execute_activity(
             "fetch_distribution_snapshot",
@@ -244,7 +250,7 @@ class PriceForecastDistribution:
         published: Published = await workflow.execute_activity(
             "publish_price_forecast",
             PublishRequest(forecast_key=answer.archive_key, region=request.region, published_at_ms=started_ms,
-                           start_ms=_wall_ms(first_start_market, market_offset_ms), poll_nodes=request.poll_nodes,
+                           start_ms=wall_clock_ms(first_start_market, offset_ms), poll_nodes=request.poll_nodes,
                            hierarchy=request.hierarchy, storm_warning=request.storm_warning),
             result_type=Published, start_to_close_timeout=timedelta(seconds=60), retry_policy=QUICK_RETRY)
         self._stage = "collect"
@@ -256,7 +262,7 @@ class PriceForecastDistribution:
                             fleet_unit_id=request.fleet_unit_id, region=request.region, version=published.version,
                             dispatch_interval=first_interval.isoformat(),
                             offer_time=(decision_time + (workflow.now() - started)).isoformat(),
-                            market_offset_ms=market_offset_ms),
+                            market_offset_ms=offset_ms),
             result_type=FleetBidOutcome, start_to_close_timeout=timedelta(seconds=120), retry_policy=QUICK_RETRY)
         submitted: FleetSubmitted | None = None
         event_ids: list[str] = []
@@ -270,10 +276,10 @@ class PriceForecastDistribution:
             if submitted.status == "ACCEPTED" and request.dispatch_task_queue:
                 self._stage = "dispatch"
                 event_ids.append(await self._dispatch(request, submitted.dispatch_mw, fleet_bid.registered_power_mw,
-                                                      first_start_market, market_offset_ms))
+                                                      first_start_market, offset_ms))
                 for k in range(1, request.dispatch_intervals):
                     event_ids.append(await self._follow(request, fleet_bid.registered_power_mw,
-                                                        first_start_market + k * INTERVAL, market_offset_ms))
+                                                        first_start_market + k * INTERVAL, offset_ms))
         self._stage = "done"
         workflow.upsert_memo({"version": published.version, "fleet_bid": fleet_bid.summary,
                               "aggregate": fleet_bid.aggregate,
@@ -284,9 +290,9 @@ class PriceForecastDistribution:
                                   dispatch_event_ids=tuple(event_ids))
 
     async def _follow(self, request: DistributionInput, registered_power_mw: float, interval_start: datetime,
-                      market_offset_ms: int) -> str:
+                      offset_ms: int) -> str:
         """At the start of a later interval of the bid: ask the market for its instruction, dispatch it."""
-        await workflow.sleep(max(_wall_ms(interval_start, market_offset_ms) / 1000
+        await workflow.sleep(max(wall_clock_ms(interval_start, offset_ms) / 1000
                                  - workflow.now().timestamp(), 0.0))
         instruction: FleetInstruction = await workflow.execute_activity(
             "fleet_dispatch_instruction",
@@ -294,14 +300,14 @@ class PriceForecastDistribution:
                                dispatch_interval=(interval_start + INTERVAL).isoformat()),
             result_type=FleetInstruction, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK_RETRY)
         return await self._dispatch(request, instruction.dispatch_mw, registered_power_mw, interval_start,
-                                    market_offset_ms)
+                                    offset_ms)
 
     async def _dispatch(self, request: DistributionInput, target_mw: float | None, registered_power_mw: float,
-                        interval_start: datetime, market_offset_ms: int) -> str:
+                        interval_start: datetime, offset_ms: int) -> str:
         """Start the dispatch event carrying an interval's instruction (once per id); its id, or "" when the
         interval is already over or the market gave no instruction."""
-        start_ms = _wall_ms(interval_start, market_offset_ms)
-        end_ms = _wall_ms(interval_start + INTERVAL, market_offset_ms)
+        start_ms = wall_clock_ms(interval_start, offset_ms)
+        end_ms = wall_clock_ms(interval_start + INTERVAL, offset_ms)
         now_ms = int(workflow.now().timestamp() * 1000)
         if end_ms <= now_ms + 1000 or target_mw is None:
             return ""
@@ -320,16 +326,8 @@ class PriceForecastDistribution:
         return child_id
 
 
-def _market_time(text: str) -> datetime:
-    """A naive AEST market time from its ISO text."""
-    return datetime.fromisoformat(text)
 
 
-def _wall_ms(market_time: datetime, market_offset_ms: int) -> int:
-    """Wall-clock epoch ms of naive-AEST ``market_time``, given market time − wall clock (ms)."""
-    utc_naive = market_time - AEST_OFFSET
-    epoch = datetime(1970, 1, 1)
-    return int((utc_naive - epoch).total_seconds() * 1000) - market_offset_ms
 
 
 def _market_text(submitted: FleetSubmitted | None) -> str:
