@@ -5,7 +5,7 @@ import warnings
 
 from vpp.v1 import bid_pb2 as vpp_dot_v1_dot_bid__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
