@@ -14,7 +14,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY vpp ./vpp
-COPY fleet ./fleet
+COPY simulator ./simulator
+COPY pools ./pools
+COPY aemo ./aemo
 COPY settings ./settings
 COPY algorithms ./algorithms
 COPY services ./services

@@ -18,32 +18,7 @@ import grpc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from algorithms.battery import battery_spec_from_settings
-from algorithms.bid_builder import build_bid, build_safe_bid
-from algorithms.bid_validation import validate_bid
-from algorithms.clearing import outcome_price
-from algorithms.content_hash import sha256_hex
-from algorithms.cycle_requests import forecast_request, optimisation_request
-from algorithms.errors import InvalidRequestError
-from algorithms.nem_time import from_timestamp, trading_day
-from algorithms.operator_controls import (
-    EffectiveControls,
-    battery_with_soc_floor,
-    effective_controls,
-    with_operator_rebid_reason,
-)
-from algorithms.rebid import material_changes, with_rebid_reason
-from archive import Archive
-from models import bids as bid_store
-from models import cycles as cycle_store
-from models import operator_controls as control_store
-from models.db import connect
-from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
-from services.market_data import estimate_missing, fetch_snapshot, latest_known
-from settings import Settings
-from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
-from workers.sqs import QueueUrls, send_task
-from workflows.facts import (
+from activities.cycle_facts import (
     BidBuilt,
     BidSubmitted,
     BuildBidInput,
@@ -55,6 +30,32 @@ from workflows.facts import (
     RecordInput,
     SubmitInput,
 )
+from algorithms.common.battery import battery_spec_from_settings
+from algorithms.common.content_hash import sha256_hex
+from algorithms.common.errors import InvalidRequestError
+from algorithms.common.nem_time import from_timestamp, trading_day
+from algorithms.market.as_of import estimate_missing, latest_known
+from algorithms.market.bid_builder import build_bid, build_safe_bid
+from algorithms.market.bid_validation import validate_bid
+from algorithms.market.clearing import outcome_price
+from algorithms.market.cycle_requests import forecast_request, optimisation_request
+from algorithms.market.operator_controls import (
+    EffectiveControls,
+    battery_with_soc_floor,
+    effective_controls,
+    with_operator_rebid_reason,
+)
+from algorithms.market.rebid import material_changes, with_rebid_reason
+from archive import Archive
+from models import bids as bid_store
+from models import cycles as cycle_store
+from models import operator_controls as control_store
+from models.db import connect
+from pools.sqs import QueueUrls, send_task
+from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
+from services.market_data import fetch_snapshot
+from settings import Settings
+from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,8 @@ import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.gateway_client import GatewayActivities, utc
-from algorithms.fleet_types import NEVER
-from models.assets import UnknownNodeError, sites_under
-from models.dispatch_events import DispatchEventRecord, SiteImpactLog, record_event
-from vpp.v1 import fleet_pb2
-from workflows.dispatch import EVENT_LOST
-from workflows.dispatch_facts import (
+from activities.dispatch_facts import (
+    EVENT_LOST,
     ControlInput,
     ControlStep,
     EventStarted,
@@ -26,6 +21,11 @@ from workflows.dispatch_facts import (
     FinishInput,
     StartEventInput,
 )
+from activities.gateway_client import GatewayActivities, utc
+from algorithms.fleet.fleet_types import NEVER
+from models.assets import UnknownNodeError, sites_under
+from models.dispatch_events import DispatchEventRecord, SiteImpactLog, record_event
+from vpp.v1 import fleet_pb2
 
 INVALID_EVENT = "InvalidDispatchEvent"
 

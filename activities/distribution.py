@@ -1,6 +1,6 @@
 """Activities of the 15-minute price-forecast distribution (``workflows/distribution.py``): thin I/O
 adapters over the market-data service, the archive, the asset graph and the fleet gateway; the logic is
-in ``algorithms/forecast_publication.py``, ``algorithms/plan_aggregate.py`` and ``algorithms/fleet_bid.py``.
+in ``algorithms/fleet/`` (``forecast_publication.py``, ``plan_aggregate.py``, ``fleet_bid.py``).
 """
 
 from __future__ import annotations
@@ -16,23 +16,7 @@ import scipy.sparse as sp
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from algorithms.clearing import dispatched_mw, outcome_price
-from algorithms.content_hash import sha256_hex
-from algorithms.fleet_bid import FleetBidError, build_fleet_bid, fleet_unit_of_sites
-from algorithms.fleet_types import SiteParameters, StrArray
-from algorithms.forecast_publication import ForecastPublicationError, price_forecast_for_sites
-from algorithms.plan_aggregate import aggregate_plans
-from algorithms.replay_clock import plan_window_start_ms
-from archive import Archive
-from models.assets import AssetGraphError, node_site_parameters, sites_under
-from services.bid_service import get_dispatch_outcome, submit_bid
-from services.fleet_codec import plans_from_proto
-from services.fleet_gateway import CHANNEL_OPTIONS
-from services.market_data import fetch_snapshot
-from services.security import EdgeSecurity, channel
-from settings import Settings
-from vpp.v1 import bid_pb2, fleet_pb2, fleet_pb2_grpc, worker_pb2
-from workflows.distribution import (
+from activities.distribution_facts import (
     FleetBidOutcome,
     FleetBidRequest,
     FleetInstruction,
@@ -43,6 +27,22 @@ from workflows.distribution import (
     SnapshotRequest,
     SubmitFleetBidRequest,
 )
+from algorithms.common.content_hash import sha256_hex
+from algorithms.common.replay_clock import plan_window_start_ms
+from algorithms.fleet.fleet_bid import FleetBidError, build_fleet_bid, fleet_unit_of_sites
+from algorithms.fleet.fleet_types import SiteParameters, StrArray
+from algorithms.fleet.forecast_publication import ForecastPublicationError, price_forecast_for_sites
+from algorithms.fleet.plan_aggregate import aggregate_plans
+from algorithms.market.clearing import dispatched_mw, outcome_price
+from archive import Archive
+from models.assets import AssetGraphError, node_site_parameters, sites_under
+from services.bid_service import get_dispatch_outcome, submit_bid
+from services.fleet_codec import plans_from_proto
+from services.fleet_gateway import CHANNEL_OPTIONS
+from services.market_data import fetch_snapshot
+from services.security import EdgeSecurity, channel
+from settings import Settings
+from vpp.v1 import bid_pb2, fleet_pb2, fleet_pb2_grpc, worker_pb2
 
 INVALID_DISTRIBUTION_INPUT = "InvalidDistributionInput"
 

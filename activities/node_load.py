@@ -11,13 +11,13 @@ import numpy as np
 import psycopg
 from temporalio import activity
 
-from algorithms.peak_shaving import INTERVAL_MS, NodeLoadHistory
+from activities.node_load_facts import NodeLoadSampled, SampleNodeLoadInput
+from algorithms.fleet.peak_shaving import INTERVAL_MS, NodeLoadHistory
 from models.assets import AssetGraphError, sites_under
 from models.node_load import record_node_load
 from services.fleet_gateway import CHANNEL_OPTIONS
 from services.security import EdgeSecurity, channel
 from vpp.v1 import fleet_pb2, fleet_pb2_grpc
-from workflows.node_load_sampler import NodeLoadSampled, SampleNodeLoadInput
 
 
 def interval_end_at_or_before(now_ms: int) -> int:

@@ -16,10 +16,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from models import operator_controls as store
-from models.db import connect
-from settings import Settings
-from workflows.operator import (
+from activities.operator_facts import (
     HOLD_SOC,
     MANUAL_REBID,
     PAUSE,
@@ -28,6 +25,10 @@ from workflows.operator import (
     ControlsView,
     OperatorActionInput,
 )
+from models import operator_controls as store
+from models.db import connect
+from services.temporal_client import trigger_now
+from settings import Settings
 
 INVALID_ACTION = "InvalidOperatorAction"
 
@@ -36,9 +37,7 @@ TriggerCycle = Callable[[str], Awaitable[None]]
 
 
 def schedule_trigger(settings: Settings, client: Client) -> TriggerCycle:
-    """A TriggerCycle that triggers the unit's AutoBidder schedule (``stack.schedule.trigger_now``)."""
-    from stack.schedule import trigger_now
-
+    """A TriggerCycle that triggers the unit's AutoBidder schedule (:func:`services.temporal_client.trigger_now`)."""
     async def trigger(unit_id: str) -> None:
         unit_settings = dataclasses.replace(settings, cycle=dataclasses.replace(settings.cycle, unit_id=unit_id))
         await trigger_now(unit_settings, client)

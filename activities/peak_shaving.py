@@ -1,6 +1,6 @@
 """Activities of the peak-shaving workflow: thin adapters to PostgreSQL (load history, asset graph) and the
 fleet gateway (gRPC ``GetAggregate``). The forecast itself is the pure
-:func:`algorithms.peak_shaving.forecast_node_load`, run here in a thread (statsmodels, ~0.2 s).
+:func:`algorithms.fleet.peak_shaving.forecast_node_load`, run here in a thread (statsmodels, ~0.2 s).
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.gateway_client import GatewayActivities, utc
-from algorithms.peak_shaving import (
+from activities.peak_shaving_facts import (
+    INSUFFICIENT_HISTORY,
+    INVALID_PEAK_SHAVING,
+    FleetCapacity,
+    FleetCapacityInput,
+    NodeForecast,
+    NodeForecastInput,
+)
+from algorithms.fleet.peak_shaving import (
     INTERVAL_MS,
     InsufficientHistoryError,
     LoadForecast,
@@ -24,8 +32,6 @@ from algorithms.peak_shaving import (
 from models.assets import AssetGraphError, node_site_parameters
 from models.node_load import read_node_load
 from vpp.v1 import fleet_pb2
-from workflows.peak_shaving import INSUFFICIENT_HISTORY, INVALID_PEAK_SHAVING
-from workflows.peak_shaving_facts import FleetCapacity, FleetCapacityInput, NodeForecast, NodeForecastInput
 
 MS_PER_DAY = 86_400_000
 

@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 from google.protobuf import any_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from algorithms.content_hash import sha256_hex
+from algorithms.common.content_hash import sha256_hex
 from settings import Settings
 
 # Imported for their side effect: the vpp.v1 message types are registered in the default descriptor

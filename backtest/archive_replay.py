@@ -16,15 +16,15 @@ inputs and outputs as immutable protobuf under the cycle's id (:mod:`archive.sto
 (:func:`replay_cycle`, pure apart from the handlers it is given, which are pure):
 
 1. **Forecast** — each archived ForecastRequest is answered by the handler the worker pools serve
-   (:func:`workers.handlers.default_registry`) for the recorded algorithm, or for the override, in which
+   (:func:`algorithms.registry.default_registry`) for the recorded algorithm, or for the override, in which
    case the request's algorithm ref is rewritten (and its inputs hash recomputed).
 2. **Optimise** — the archived OptimisationRequest is answered the same way. It keeps the archived
    forecasts unless the forecaster is overridden; then they are replaced by the replayed forecasts, so a
    new forecaster is judged by the plan it leads to.
 3. **Bid** — as the ``build_and_validate_bid`` activity: the plan's bid
-   (:func:`algorithms.bid_builder.build_bid`) with the changes :func:`algorithms.rebid.material_changes`
-   finds (:func:`algorithms.rebid.with_rebid_reason`), validated by
-   :func:`algorithms.bid_validation.validate_bid`, else the safe bid. The battery is the archived
+   (:func:`algorithms.market.bid_builder.build_bid`) with the changes :func:`algorithms.market.rebid.material_changes`
+   finds (:func:`algorithms.market.rebid.with_rebid_reason`), validated by
+   :func:`algorithms.market.bid_validation.validate_bid`, else the safe bid. The battery is the archived
    request's; band ladders and market rules are ``settings``'; the bid's first interval is the plan's,
    its offer time and version the archived bid's; FCAS products are those of the archived snapshot. The
    database the live activity reads is not archived, so no bid in force is known (the bid is always
@@ -48,17 +48,17 @@ from typing import TypeVar
 import numpy as np
 from google.protobuf.message import Message
 
-from algorithms.bid_builder import build_bid, build_safe_bid
-from algorithms.bid_validation import validate_bid
-from algorithms.content_hash import with_inputs_hash
-from algorithms.errors import InvalidRequestError
-from algorithms.nem_time import from_timestamp
-from algorithms.rebid import material_changes, with_rebid_reason
+from algorithms.common.content_hash import with_inputs_hash
+from algorithms.common.errors import InvalidRequestError
+from algorithms.common.nem_time import from_timestamp
+from algorithms.market.bid_builder import build_bid, build_safe_bid
+from algorithms.market.bid_validation import validate_bid
+from algorithms.market.rebid import material_changes, with_rebid_reason
+from algorithms.registry import HandlerRegistry, default_registry
 from archive import Archive, ArchiveEntry, ArchiveError, archive_key
 from archive.store import KEY_PREFIX
 from settings import Settings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
-from workers.handlers import HandlerRegistry, default_registry
 
 SNAPSHOT_LABEL = "market-snapshot"
 FORECAST_REQUEST_PREFIX = "forecast-request/"
@@ -335,7 +335,7 @@ class BidComparison:
     ``first_interval_bands_equal``: every offer (ENERGY GEN and LOAD, each FCAS product) has the same
     band availabilities (MW) in the bid's first dispatch interval; ``first_interval_band_max_abs_diff_mw``
     the largest difference there (``inf`` when an offer is missing on one side); ``offer_differences``
-    names each differing offer. ``material_changes`` are the differences :func:`algorithms.rebid.
+    names each differing offer. ``material_changes`` are the differences :func:`algorithms.market.rebid.
     material_changes` would rebid for. ``identical``: equal apart from plan hash and rebid explanation.
     """
 
@@ -709,7 +709,7 @@ def replay_archived_cycles(archive: Archive, settings: Settings, *, cycle_ids: S
 
     ``forecast_algorithm`` / ``optimiser_algorithm`` replay with another registered algorithm or version
     instead of the recorded one; ``registry`` serves the handlers (default
-    :func:`workers.handlers.default_registry`). ``settings`` gives the bid ladders and market rules. A
+    :func:`algorithms.registry.default_registry`). ``settings`` gives the bid ladders and market rules. A
     cycle that cannot be read or replayed is reported with its reason, not raised. ValueError for an
     override without name or version.
     """

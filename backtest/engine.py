@@ -3,7 +3,7 @@
 One *decision* per 5-minute interval, exactly as the live cycle (``workflows/autobidder.py`` with the
 activities of ``activities/cycle.py``) makes it, without Temporal, SQS, gRPC or PostgreSQL:
 
-1. **Timeline** — :func:`algorithms.replay_clock.cycle_timeline`: a decision at ``decision_time`` (naive
+1. **Timeline** — :func:`algorithms.common.replay_clock.cycle_timeline`: a decision at ``decision_time`` (naive
    AEST) bids for the interval after the one in progress (interval-ending AEST).
 2. **Fetch** — :func:`services.market_data.build_snapshot` as of the decision time with the configured
    publication model. While the latest interval is not known the cycle polls every
@@ -11,18 +11,18 @@ activities of ``activities/cycle.py``) makes it, without Temporal, SQS, gRPC or 
    (:func:`services.market_data.estimate_missing`); the snapshot's as-of is the market time it was taken.
    The unit's state of charge (MWh) and net output (MW) are those the simulated market left after the
    previous decision's interval (the live market clears an interval when its outcome is recorded).
-3. **Forecast** — :func:`algorithms.cycle_requests.forecast_request` for every product of the snapshot,
+3. **Forecast** — :func:`algorithms.market.cycle_requests.forecast_request` for every product of the snapshot,
    answered by the handler the worker pools serve for the configured algorithm
-   (:func:`workers.handlers.default_registry`).
-4. **Optimise** — :func:`algorithms.cycle_requests.optimisation_request` (initial SoC = the unit's,
+   (:func:`algorithms.registry.default_registry`).
+4. **Optimise** — :func:`algorithms.market.cycle_requests.optimisation_request` (initial SoC = the unit's,
    terminal = the configured initial SoC, initial net MW = the unit's) and its handler.
 5. **Bid** — as the ``build_and_validate_bid`` activity: the plan's bid
-   (:func:`algorithms.bid_builder.build_bid`), else the safe bid; a bid that does not differ materially
-   from the bid in force (:func:`algorithms.rebid.material_changes`) is not resubmitted and the bid in
-   force stands; a rebid carries its changes (:func:`algorithms.rebid.with_rebid_reason`) and must pass
-   :func:`algorithms.bid_validation.validate_bid` with the trading day's band prices in force (V4).
+   (:func:`algorithms.market.bid_builder.build_bid`), else the safe bid; a bid that does not differ materially
+   from the bid in force (:func:`algorithms.market.rebid.material_changes`) is not resubmitted and the bid in
+   force stands; a rebid carries its changes (:func:`algorithms.market.rebid.with_rebid_reason`) and must pass
+   :func:`algorithms.market.bid_validation.validate_bid` with the trading day's band prices in force (V4).
 6. **Clear** — the newest accepted bid covering the dispatch interval is cleared by
-   :func:`algorithms.clearing.clear_interval` against the market's prices of that interval (by default
+   :func:`algorithms.market.clearing.clear_interval` against the market's prices of that interval (by default
    the historical DISPATCHPRICE with administered pricing re-applied, as the simulated market settles:
    :func:`market_prices`); no bid or no energy price: 0 MW, $0, SoC unchanged. SoC and net MW carry over.
 
@@ -81,32 +81,25 @@ from typing import Any, Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from algorithms.battery import battery_from_spec, battery_spec_from_settings
-from algorithms.bid_builder import build_bid, build_safe_bid
-from algorithms.bid_validation import validate_bid
-from algorithms.clearing import clear_interval
-from algorithms.cycle_requests import forecast_request, optimisation_request
-from algorithms.errors import InvalidRequestError
-from algorithms.forecast import PriceForecast, forecast_from_result, quantile_at
-from algorithms.nem_time import hours_per_interval, to_timestamp, trading_day, unix_ms_to_market
-from algorithms.optimise import PERFECT_FORESIGHT_TIME_LIMIT_S, perfect_foresight, solve_dispatch
-from algorithms.rebid import material_changes, with_rebid_reason
-from algorithms.replay_clock import CycleTimeline, cycle_timeline
+from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
+from algorithms.common.errors import InvalidRequestError
+from algorithms.common.nem_time import hours_per_interval, to_timestamp, trading_day, unix_ms_to_market
+from algorithms.common.replay_clock import CycleTimeline, cycle_timeline
+from algorithms.market.as_of import PublicationModel, build_snapshot, estimate_missing, latest_known, publication_model
+from algorithms.market.bid_builder import build_bid, build_safe_bid
+from algorithms.market.bid_validation import validate_bid
+from algorithms.market.clearing import clear_interval, with_administered_pricing
+from algorithms.market.cycle_requests import forecast_request, optimisation_request
+from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
+from algorithms.market.optimise import PERFECT_FORESIGHT_TIME_LIMIT_S, perfect_foresight, solve_dispatch
+from algorithms.market.prices import DispatchPrices, PredispatchPrices
+from algorithms.market.rebid import material_changes, with_rebid_reason
+from algorithms.registry import Handler, default_registry
 from archive import archive_key
 from models.bids import BandPriceKey, band_prices_of
-from services.bid_service import with_administered_pricing
-from services.market_data import (
-    PublicationModel,
-    build_snapshot,
-    estimate_missing,
-    latest_known,
-    publication_model,
-)
-from services.mms import DispatchPrices, PredispatchPrices
+from pools.blas import single_threaded_blas
 from settings import Settings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
-from workers.blas import single_threaded_blas
-from workers.handlers import Handler, default_registry
 
 # The forecast level reported per decision (the median).
 REPORTED_FORECAST_LEVEL = 0.5
@@ -1109,7 +1102,7 @@ def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, regi
     """(energy $, FCAS $) of the perfect-foresight benchmark over ``count`` intervals from
     ``first_interval`` (interval-ending AEST) of ``region``, for the configured battery.
 
-    :func:`algorithms.optimise.perfect_foresight`: starts at the configured initial SoC and ends with at
+    :func:`algorithms.market.optimise.perfect_foresight`: starts at the configured initial SoC and ends with at
     least as much, knowing every price of ``dispatch`` ($/MWh, $/MW/h); FCAS $ is 0 unless
     ``include_fcas``. ``terminal_state_of_charge_mwh`` (MWh) replaces that end condition (e.g. the SoC a
     backtest ended with, for a like-for-like upper bound). Raises BacktestError when an interval or a

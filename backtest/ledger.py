@@ -2,7 +2,7 @@
 
 Pure functions over a :class:`backtest.engine.BacktestResult` and pandas frames; no I/O.
 
-* :func:`perfect_foresight_ledger` — the benchmark of shared/NEM.md (:func:`algorithms.optimise.
+* :func:`perfect_foresight_ledger` — the benchmark of shared/NEM.md (:func:`algorithms.market.optimise.
   perfect_foresight`, energy + FCAS, starting at the configured SoC and ending with at least as much) over
   the backtest's intervals, per interval: MW, MWh and $ at the prices the simulated market clears at.
 * :func:`backtest_ledger` — one row per decision: the decision and its dispatch interval (naive AEST,
@@ -27,12 +27,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from algorithms.battery import battery_from_spec, battery_spec_from_settings
-from algorithms.forecast import pinball_loss
-from algorithms.nem_time import hours_per_interval
-from algorithms.optimise import perfect_foresight
+from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
+from algorithms.common.nem_time import hours_per_interval
+from algorithms.market.forecast import pinball_loss
+from algorithms.market.optimise import perfect_foresight
+from algorithms.market.prices import DispatchPrices
 from backtest.engine import BacktestError, BacktestResult, DecisionRecord
-from services.mms import DispatchPrices
 from settings import Settings
 
 FloatArray = npt.NDArray[np.float64]

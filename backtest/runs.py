@@ -4,7 +4,7 @@ A *run* is one strategy (:mod:`backtest.strategy`) replayed by :func:`backtest.e
 one region and period of historical MMS data. Everything that decides its result is written down:
 
 * the data files and their sha256 (``--data``: a folder, or DISPATCHPRICE and PREDISPATCHPRICE files,
-  as :mod:`services.mms` reads them: parquet, CSV, raw MMS CSV, zipped CSV);
+  as :mod:`aemo.mms` reads them: parquet, CSV, raw MMS CSV, zipped CSV);
 * the period (market time, AEST; the run bids every dispatch interval ending in ``(start, end]``);
 * the strategy (parts by name and version, every parameter), the effective settings and their sha256;
 * the code version: ``git describe --tags --always --dirty`` of the source tree, else the package version.
@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aemo.mms import load_dispatch_prices, load_predispatch_prices
+from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from backtest.engine import (
     BacktestConfig,
     BacktestError,
@@ -61,7 +63,6 @@ from backtest.ledger import (
     result_quantiles,
 )
 from backtest.strategy import Strategy, StrategyError, strategy_from_dict
-from services.mms import DispatchPrices, PredispatchPrices, load_dispatch_prices, load_predispatch_prices
 from settings import REPO_ROOT, Settings
 
 SUMMARY_FILE = "summary.json"
@@ -74,7 +75,7 @@ INTERVAL = timedelta(minutes=5)
 INTERVALS_PER_DAY = 288
 DISPATCH_TABLE = "DISPATCHPRICE"
 PREDISPATCH_TABLE = "PREDISPATCHPRICE"
-# Preferred file types in a data folder, as services.mms chooses them.
+# Preferred file types in a data folder, as aemo.mms chooses them.
 _SUFFIX_PREFERENCE = (".parquet", ".csv", ".zip")
 _HASH_CHUNK = 1 << 20
 _ID_HASH_CHARS = 10
@@ -133,7 +134,7 @@ def table_of(name: str) -> str | None:
 
 
 def _folder_files(folder: Path, table: str) -> list[Path]:
-    """The files of ``table`` a folder holds, of the preferred type, sorted (as services.mms picks them)."""
+    """The files of ``table`` a folder holds, of the preferred type, sorted (as aemo.mms picks them)."""
     candidates = [child for child in folder.iterdir() if child.is_file() and table_of(child.name) == table]
     for suffix in _SUFFIX_PREFERENCE:
         chosen = sorted(child for child in candidates if child.suffix.lower() == suffix)
@@ -172,7 +173,7 @@ def data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
 
 @contextmanager
 def _as_one_path(files: Sequence[Path], table: str) -> Iterator[Path]:
-    """A path services.mms reads as exactly ``files``: the file itself, or a temporary folder linking them."""
+    """A path aemo.mms reads as exactly ``files``: the file itself, or a temporary folder linking them."""
     if len(files) == 1:
         yield files[0]
         return
@@ -187,7 +188,7 @@ def _as_one_path(files: Sequence[Path], table: str) -> Iterator[Path]:
 
 def load_inputs(paths: Sequence[Path]) -> MarketInputs:
     """Load DISPATCHPRICE and PREDISPATCHPRICE from ``paths`` (see :func:`data_files`) and hash every
-    file. Raises RunError or services.mms.MmsFormatError (naming the file) when they cannot be used."""
+    file. Raises RunError or aemo.mms.MmsFormatError (naming the file) when they cannot be used."""
     tables = data_files(paths)
     with _as_one_path(tables[DISPATCH_TABLE], DISPATCH_TABLE) as path:
         dispatch = load_dispatch_prices(path)

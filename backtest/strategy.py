@@ -17,7 +17,7 @@ Parameters come from a TOML file (top-level keys are backtest overrides, ``[sett
 settings overrides, an optional ``[strategy]`` table names the parts) and from ``KEY=VALUE`` flags whose
 value is a TOML literal (``horizon_intervals=48``, ``forecast_quantiles=[0.1,0.5,0.9]``); flags win over
 the file, the file over the configuration. Every name is checked against the worker handler registry
-(:func:`workers.handlers.default_registry`) and :data:`BID_BUILDERS`; every parameter against the
+(:func:`algorithms.registry.default_registry`) and :data:`BID_BUILDERS`; every parameter against the
 fields it overrides. Anything wrong is a :class:`StrategyError` whose message says what and lists what
 exists.
 """
@@ -36,17 +36,17 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from algorithms.registry import HandlerRegistry, default_registry
 from backtest.engine import BacktestConfig, BacktestError
 from settings import Settings
-from workers.handlers import HandlerRegistry, default_registry
 
 ParamValue = bool | int | float | str | tuple[float, ...]
 
 # The bid builders the engine can run, (name, version) -> what it does. The engine builds every bid with
-# algorithms.bid_builder.build_bid (safe bid as fallback): the "schedule" strategy.
+# algorithms.market.bid_builder.build_bid (safe bid as fallback): the "schedule" strategy.
 BID_BUILDERS: dict[tuple[str, str], str] = {
     ("schedule", "1"): "planned MW in the cheapest GEN / dearest LOAD band, SoC-deliverable headroom at spike "
-                       "prices (algorithms/bid_builder.py)",
+                       "prices (algorithms/market/bid_builder.py)",
 }
 # Registry kinds of the strategy's parts (bid builders are not worker handlers).
 FORECAST_KIND = "forecast"

@@ -12,7 +12,7 @@ and times, as of a time when every site is connected:
   ancestor/descendant path with the intersection of its edges' validity, built here in SQL as a
   temporary table; ``closure_build_s`` is its build time);
 - ``membership_s``: :func:`models.assets.membership_as_of` (every node × every site);
-- ``aggregate_ms``: one whole-graph aggregation (:func:`algorithms.fleet_aggregate.aggregate_fleet`, every
+- ``aggregate_ms``: one whole-graph aggregation (:func:`algorithms.fleet.aggregate.aggregate_fleet`, every
   aggregation node of every hierarchy, 4+ levels) of a fleet state in which every site has reported;
   ``aggregate_with_site_rows_ms`` also computes each site as its own node (the membership's site rows).
 
@@ -35,15 +35,15 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from algorithms.fleet_aggregate import aggregate_fleet
-from algorithms.fleet_telemetry import ingest_telemetry
-from algorithms.fleet_types import FleetState, StrArray
+from algorithms.fleet.aggregate import aggregate_fleet
+from algorithms.fleet.fleet_types import FleetState, StrArray
+from algorithms.fleet.telemetry import ingest_telemetry
 from bench.fleet_maths import synthetic_batch
-from fleet.population import make_site_parameters
 from models.asset_factory import GRAPH_COMPLETE_AT, NETWORK_ID, synthetic_asset_graph
 from models.asset_io import graph_frame, import_assets, write_asset_file
 from models.assets import membership_as_of, site_parameters, sites_under
 from models.db import migrate, scratch_database
+from simulator.population import make_site_parameters
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -1,14 +1,14 @@
 """``vpp bench coopt``: three ways to run a VPP of home batteries, on real prices and a simulated fleet.
 
 Modes (every one runs the same homes, the same weather, the same household-load noise and the same
-battery physics, :func:`fleet.battery.battery_step`, so what is scored is what the batteries could do):
+battery physics, :func:`simulator.battery.battery_step`, so what is scored is what the batteries could do):
 
-1. ``self_only`` — each site plans only its own bill (:func:`algorithms.site_plan.plan_sites` with
+1. ``self_only`` — each site plans only its own bill (:func:`algorithms.fleet.site_plan.plan_sites` with
    ``market_share = 0`` and no market signal).
 2. ``central`` — a central controller dispatches the fleet as one aggregated battery
    (:func:`aggregate_battery`: summed capacities and power limits, capacity-weighted efficiencies, the
    owners' reserves as ``soc_min_fraction``) against the market signal with the platform's LP
-   (:func:`algorithms.optimise.solve_dispatch`), ignoring the homes: their load and PV go straight to the
+   (:func:`algorithms.market.optimise.solve_dispatch`), ignoring the homes: their load and PV go straight to the
    grid and the batteries only do what the centre says. The plan's MW are split over the sites in
    proportion to each site's headroom in that direction (:func:`split_pro_rata_to_headroom`, the VPP
    allocator's rule: pro rata to power and thus to capacity while the batteries are away from their
@@ -32,7 +32,7 @@ correlation time); the PV forecast is the PV model itself (a typical year withou
 exact).
 
 Realisation. The physics runs at 5-minute steps aligned with the dispatch intervals (interval-ending
-AEST). Household load evolves with its AR(1) noise (:func:`fleet.household_load.next_log_noise`),
+AEST). Household load evolves with its AR(1) noise (:func:`simulator.household_load.next_log_noise`),
 sampled at the middle of each step; PV likewise. A home mode requests its plan's battery power for the
 current plan interval; the central mode requests its share of the plan's MW; each request goes through
 ``battery_step`` (power limits, capacity, the owner's reserve), and the delivered power is what is
@@ -85,14 +85,17 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from algorithms.battery import BatteryParams
-from algorithms.fleet_types import BoolArray, FloatArray, SiteParameters
-from algorithms.nem_time import market_to_unix_ms
-from algorithms.optimise import solve_dispatch
-from algorithms.site_plan import plan_sites, resample_prices_to_plan, time_of_use_tariff
-from algorithms.site_plan_types import NO_VERSION, SitePlanInputs, SitePlans, Tariff
-from fleet.battery import battery_step, reserve_kwh
-from fleet.household_load import (
+from aemo.mms import load_market_data
+from algorithms.common.battery import BatteryParams
+from algorithms.common.nem_time import market_to_unix_ms
+from algorithms.fleet.fleet_types import BoolArray, FloatArray, SiteParameters
+from algorithms.fleet.site_plan import plan_sites, resample_prices_to_plan, time_of_use_tariff
+from algorithms.fleet.site_plan_types import NO_VERSION, SitePlanInputs, SitePlans, Tariff
+from algorithms.market.optimise import solve_dispatch
+from algorithms.market.prices import ENERGY_PRODUCT, PredispatchPrices
+from settings import Settings
+from simulator.battery import battery_step, reserve_kwh
+from simulator.household_load import (
     NOISE_CORRELATION_S,
     NOISE_LOG_SIGMA,
     HouseholdLoads,
@@ -101,10 +104,8 @@ from fleet.household_load import (
     make_household_loads,
     next_log_noise,
 )
-from fleet.population import make_site_parameters
-from fleet.pv import PvFleet, make_pv_fleet, orientation_class_profiles, pv_power_kw
-from services.mms import ENERGY_PRODUCT, PredispatchPrices, load_market_data
-from settings import Settings
+from simulator.population import make_site_parameters
+from simulator.pv import PvFleet, make_pv_fleet, orientation_class_profiles, pv_power_kw
 
 MODES: tuple[str, ...] = ("self_only", "central", "co_optimised")
 """The three ways of running the fleet, in the order they are reported."""
@@ -231,7 +232,7 @@ class CooptFleet:
 
 
 def make_coopt_fleet(site_count: int, seed: int, storm_share: float = 0.0) -> CooptFleet:
-    """``site_count`` homes of :mod:`fleet.population` with PV and household loads, deterministic in ``seed``;
+    """``site_count`` homes of :mod:`simulator.population` with PV and household loads, deterministic in ``seed``;
     ``storm_share`` of them (drawn from the seed) under a storm warning."""
     if site_count < 1:
         raise CooptBenchError(f"sites must be >= 1, got {site_count}")
@@ -334,7 +335,7 @@ def expected_load_factor(log_noise: FloatArray, lead_s: FloatArray) -> FloatArra
     """``E[exp(noise(t + lead) − σ²/2) | noise(t)]`` per site and lead, shape ``(sites, leads)``.
 
     The household-load noise is AR(1) in log space with stationary σ and correlation time
-    :data:`~fleet.household_load.NOISE_CORRELATION_S`, so with ρ = exp(−lead / τ) the factor is
+    :data:`~simulator.household_load.NOISE_CORRELATION_S`, so with ρ = exp(−lead / τ) the factor is
     ``exp(ρ·noise − σ²ρ²/2)``: the current deviation fading to the mean factor 1.
     """
     correlation = np.exp(-np.asarray(lead_s, dtype=np.float64) / NOISE_CORRELATION_S)[None, :]

@@ -22,13 +22,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from algorithms.battery import battery_from_spec, battery_spec_from_settings
-from algorithms.optimise import solve_dispatch
-from services.mms import load_dispatch_prices
+from aemo.mms import load_dispatch_prices
+from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
+from algorithms.market.optimise import solve_dispatch
+from services.temporal_client import connect_temporal
 from settings import Settings
 from stack.cycles import CycleRun, decision_times, run_cycles
 from stack.demo import stack_is_running
-from stack.temporal_client import connect_temporal
 
 BENCH_START = datetime(2021, 1, 20, 14, 0)
 

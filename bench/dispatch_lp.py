@@ -1,7 +1,7 @@
 """Build + solve time of the 288-interval energy + FCAS dispatch LP, per backend, over real prices.
 
 ``python -m bench.dispatch_lp [--repeats N] [--region SA1] [--horizon 288]`` times
-:func:`algorithms.optimise.solve_dispatch` (validation, build, solve and reading the plan back) with
+:func:`algorithms.market.optimise.solve_dispatch` (validation, build, solve and reading the plan back) with
 the highspy matrix build and with the PuLP build on the same windows of the DISPATCHPRICE data
 (consecutive days, every FCAS product of the data, the configured battery, start = end = the
 configured initial SoC), alternating the two so both see the same machine load. Prints the median and
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from algorithms.battery import battery_from_spec, battery_spec_from_settings
-from algorithms.optimise import Backend, DispatchPlan, solve_dispatch
-from services.mms import load_dispatch_prices
+from aemo.mms import load_dispatch_prices
+from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
+from algorithms.market.optimise import Backend, DispatchPlan, solve_dispatch
 from settings import Settings, load_settings
 
 BENCH_BACKENDS: tuple[Backend, ...] = ("highspy", "pulp")

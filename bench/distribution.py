@@ -3,7 +3,7 @@
 ``python -m bench.distribution --sites N`` runs, in process and in real time, the fleet gateway's real gRPC
 server (:func:`services.fleet_gateway.serve_gateway`, plaintext on loopback) over
 ``make_site_parameters(N, seed)`` and the simulated sites behind ``K`` concentrators
-(:func:`fleet.concentrators.run_concentrators` with an :class:`~fleet.edge_planner.EdgePlannerConfig`: every
+(:func:`simulator.concentrators.run_concentrators` with an :class:`~simulator.edge_planner.EdgePlannerConfig`: every
 site plans its own battery on each version it gets and sends its plan up). Per distribution mode (all sites
 push, then all sites poll, each on a fresh gateway and fleet):
 
@@ -18,7 +18,7 @@ push, then all sites poll, each on a fresh gateway and fleet):
    poll on the first poll after connecting. Measured from the reconnection: the same figures, over a window
    that ends once 99 % of the plans are stored (at least one second).
 
-Planning is timed separately: one :func:`fleet.edge_planner.plan_for_sites` call over all ``N`` sites (what
+Planning is timed separately: one :func:`simulator.edge_planner.plan_for_sites` call over all ``N`` sites (what
 planning one version costs the fleet's devices put together), and the CPU time the concentrators' worker
 threads spent planning in each scenario (summed over threads).
 
@@ -46,15 +46,15 @@ from dataclasses import dataclass, fields, replace
 import grpc
 import numpy as np
 
-from algorithms.fleet_types import BoolArray, IntArray
-from fleet.concentrators import ConcentratorStats, concentrator_of_rows, run_concentrators
-from fleet.edge_planner import EdgePlannerConfig, HeldForecasts, plan_for_sites
-from fleet.population import make_site_parameters
-from fleet.simulator import FleetSimulator, SimulatorConfig
+from algorithms.fleet.fleet_types import BoolArray, IntArray
 from services.fleet_gateway import CHANNEL_OPTIONS, FleetGateway, serve_gateway, wall_clock_ms
 from services.health import wait_healthy
 from services.security import EdgeSecurity
 from settings import FleetSettings
+from simulator.concentrators import ConcentratorStats, concentrator_of_rows, run_concentrators
+from simulator.edge_planner import EdgePlannerConfig, HeldForecasts, plan_for_sites
+from simulator.homes import FleetSimulator, SimulatorConfig
+from simulator.population import make_site_parameters
 from stack.ports import free_tcp_port
 from vpp.v1 import fleet_pb2, fleet_pb2_grpc
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from algorithms.fleet_types import FloatArray, SiteParameters
-from fleet.concentrators import ConcentratorStats, run_concentrators
-from fleet.population import make_site_parameters
-from fleet.simulator import FleetSimulator, SimulatorConfig
+from algorithms.fleet.fleet_types import FloatArray, SiteParameters
 from services.fleet_gateway import FleetGateway, serve_gateway, wall_clock_ms
 from services.health import wait_healthy
 from settings import FleetSettings
+from simulator.concentrators import ConcentratorStats, run_concentrators
+from simulator.homes import FleetSimulator, SimulatorConfig
+from simulator.population import make_site_parameters
 from stack.ports import free_tcp_port
 
 

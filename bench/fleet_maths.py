@@ -25,12 +25,12 @@ from typing import TypeVar
 import numpy as np
 import scipy.sparse as sp
 
-from algorithms.fleet_accounting import account_event
-from algorithms.fleet_aggregate import aggregate_fleet, describe
-from algorithms.fleet_allocation import AllocationRules, allocate_setpoints, correct_setpoints
-from algorithms.fleet_telemetry import ingest_telemetry
-from algorithms.fleet_types import NEVER, FleetState, SiteParameters, TelemetryBatch
-from fleet.population import make_site_parameters
+from algorithms.fleet.accounting import account_event
+from algorithms.fleet.aggregate import aggregate_fleet, describe
+from algorithms.fleet.allocation import AllocationRules, allocate_setpoints, correct_setpoints
+from algorithms.fleet.fleet_types import NEVER, FleetState, SiteParameters, TelemetryBatch
+from algorithms.fleet.telemetry import ingest_telemetry
+from simulator.population import make_site_parameters
 
 NOW_MS = 1_700_000_000_000
 LEVEL_SIZES = (1, 5, 100, 2_000, 10_000)

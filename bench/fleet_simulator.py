@@ -1,17 +1,17 @@
 """Speed of the fleet simulator at fleet scale: physics steps, telemetry collection, command delivery.
 
-A fleet of ``site_count`` homes (:func:`fleet.population.make_site_parameters`) with the default
-:class:`fleet.simulator.SimulatorConfig` (5 s reporting, 1 s physics steps, 2 % offline, late, duplicated
+A fleet of ``site_count`` homes (:func:`simulator.population.make_site_parameters`) with the default
+:class:`simulator.homes.SimulatorConfig` (5 s reporting, 1 s physics steps, 2 % offline, late, duplicated
 and reordered telemetry, lost and late commands) starts at midday on a January day in Adelaide. Figures
 are medians of wall time on the calling thread (milliseconds):
 
 - ``setup_ms``: building the simulator (population excluded; the PV profiles are computed first, once per
   process, and not counted);
-- ``advance_1s_ms`` / ``advance_5s_ms``: one :meth:`~fleet.simulator.FleetSimulator.advance` by 1 s / 5 s;
+- ``advance_1s_ms`` / ``advance_5s_ms``: one :meth:`~simulator.homes.FleetSimulator.advance` by 1 s / 5 s;
 - ``collect_telemetry_1s_ms`` / ``collect_telemetry_5s_ms``: one
-  :meth:`~fleet.simulator.FleetSimulator.collect_telemetry` after 1 s / 5 s of readings accumulated (the
+  :meth:`~simulator.homes.FleetSimulator.collect_telemetry` after 1 s / 5 s of readings accumulated (the
   advance itself excluded), with ``readings_per_5s`` the readings one 5 s collection returns;
-- ``deliver_setpoints_all_ms``: one :meth:`~fleet.simulator.FleetSimulator.deliver_setpoints` of a command
+- ``deliver_setpoints_all_ms``: one :meth:`~simulator.homes.FleetSimulator.deliver_setpoints` of a command
   to every site;
 - ``collect_acks_all_ms``: collecting the acknowledgements of that delivery;
 - ``realtime_factor``: simulated seconds per wall-clock second when advancing 1 s at a time.
@@ -28,10 +28,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from algorithms.fleet_types import SetpointBatch
-from fleet.population import make_site_parameters
-from fleet.pv import orientation_class_profiles
-from fleet.simulator import FleetSimulator, SimulatorConfig
+from algorithms.fleet.fleet_types import SetpointBatch
+from simulator.homes import FleetSimulator, SimulatorConfig
+from simulator.population import make_site_parameters
+from simulator.pv import orientation_class_profiles
 
 START_MS = int(pd.Timestamp("2021-01-15 12:00", tz="Australia/Adelaide").value // 1_000_000)
 """Midday on a January (summer) day in Adelaide, epoch ms UTC."""

@@ -3,11 +3,11 @@
 For decision times spread over the month (after two days of history), each decision is replayed the way
 the live cycle makes it: the as-of market snapshot (:func:`services.market_data.build_snapshot` with the
 configured publication model and history length; estimated at the data cut-off if the latest interval
-is still unknown), the cycle's forecast request (:func:`algorithms.cycle_requests.forecast_request`) and
-the real forecaster (:func:`algorithms.forecast.run_forecast`). The same snapshot gives two baselines:
+is still unknown), the cycle's forecast request (:func:`algorithms.market.cycle_requests.forecast_request`) and
+the real forecaster (:func:`algorithms.market.forecast.run_forecast`). The same snapshot gives two baselines:
 seasonal naive (yesterday-same-time from the snapshot history) and AEMO pre-dispatch alone (the snapshot's
 pre-dispatch run on the 5-minute grid, held flat beyond its last period). All three are scored against
-the DISPATCHPRICE actuals with :func:`algorithms.forecast_skill.evaluate_skill`.
+the DISPATCHPRICE actuals with :func:`algorithms.market.forecast_skill.evaluate_skill`.
 
 Decisions run in worker processes (spawned with single-threaded BLAS: the forecaster's small
 least-squares fits gain nothing from BLAS threads, and on two cores they contend badly).
@@ -27,10 +27,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from algorithms.cycle_requests import forecast_request
-from algorithms.errors import InvalidRequestError
-from algorithms.forecast import forecast_from_result, run_forecast
-from algorithms.forecast_skill import (
+from aemo.mms import load_market_data
+from algorithms.common.errors import InvalidRequestError
+from algorithms.common.nem_time import INTERVAL, INTERVALS_PER_DAY, from_timestamp
+from algorithms.common.replay_clock import cycle_timeline
+from algorithms.market.as_of import build_snapshot, estimate_missing, latest_known, publication_model
+from algorithms.market.cycle_requests import forecast_request
+from algorithms.market.forecast import forecast_from_result, run_forecast
+from algorithms.market.forecast_skill import (
     BucketScores,
     FloatArray,
     SkillTable,
@@ -40,13 +44,10 @@ from algorithms.forecast_skill import (
     seasonal_naive_forecast,
     spread_decision_times,
 )
-from algorithms.nem_time import INTERVAL, INTERVALS_PER_DAY, from_timestamp
-from algorithms.replay_clock import cycle_timeline
-from services.market_data import build_snapshot, estimate_missing, latest_known, publication_model
-from services.mms import ENERGY_PRODUCT, DispatchPrices, PredispatchPrices, load_market_data
+from algorithms.market.prices import ENERGY_PRODUCT, DispatchPrices, PredispatchPrices
+from pools.blas import single_threaded_blas
 from settings import Settings
 from vpp.v1 import common_pb2, market_data_pb2
-from workers.blas import single_threaded_blas
 
 SEASONAL_NAIVE = "seasonal-naive"
 PREDISPATCH = "aemo-predispatch"

@@ -2,9 +2,9 @@
 
 Requests are built exactly as the backtest builds them: the cycle's as-of market snapshot
 (:func:`bench.forecast_skill.cycle_snapshot`, i.e. :func:`services.market_data.build_snapshot` with the
-configured publication model and history length) and :func:`algorithms.cycle_requests.forecast_request`
+configured publication model and history length) and :func:`algorithms.market.cycle_requests.forecast_request`
 for every product of the data, at decision times spread over the month. The timing covers
-:func:`algorithms.forecast.run_forecast` only (protobuf in, protobuf out), on the calling thread.
+:func:`algorithms.market.forecast.run_forecast` only (protobuf in, protobuf out), on the calling thread.
 
 Run ``python -m bench.forecast_speed [decisions] [repeats]``; it prints milliseconds per product.
 """
@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from algorithms.cycle_requests import forecast_request
-from algorithms.forecast import run_forecast
-from algorithms.forecast_skill import spread_decision_times
-from algorithms.nem_time import INTERVAL
+from aemo.mms import load_market_data
+from algorithms.common.nem_time import INTERVAL
+from algorithms.market.cycle_requests import forecast_request
+from algorithms.market.forecast import run_forecast
+from algorithms.market.forecast_skill import spread_decision_times
 from bench.forecast_skill import WARMUP_DAYS, cycle_snapshot
-from services.mms import load_market_data
 from settings import Settings, load_settings
 from vpp.v1 import common_pb2, worker_pb2
 

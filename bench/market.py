@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from rich.console import Console
 from rich.table import Table
 
+from aemo.mms import load_market_data
 from backtest.engine import (
     DEFAULT_WORKERS,
     BacktestConfig,
@@ -27,7 +28,6 @@ from backtest.engine import (
     perfect_foresight_revenue,
     run_backtests,
 )
-from services.mms import load_market_data
 from settings import Settings
 
 # Start of the default benchmark day (a trading-day boundary, AEST); the schedule offset is added.

@@ -1,19 +1,19 @@
-"""Speed of the local site planner (:func:`algorithms.site_plan.plan_sites`) over a realistic fleet batch.
+"""Speed of the local site planner (:func:`algorithms.fleet.site_plan.plan_sites`) over a realistic fleet batch.
 
 ``python -m bench.site_plan [--sites 100000] [--intervals 48] [--minutes 30] [--seed 1] [--lp-sample 20]``
 builds one planning batch and prints the figures of :func:`run_site_plan_bench`:
 
-- **Sites**: :func:`fleet.population.make_site_parameters` (South-Australian battery and PV mix); stored
+- **Sites**: :func:`simulator.population.make_site_parameters` (South-Australian battery and PV mix); stored
   energy now uniform between 10 % and 100 % of capacity (so some sites start below their reserve); 2 %
   of the sites under a storm warning (storm reserve 80 %).
-- **Forecasts**: PV from :mod:`fleet.pv` (typical-year weather, each site's orientation and derate) and
-  household load from :mod:`fleet.household_load` with zero log noise, both at the middle of each plan
+- **Forecasts**: PV from :mod:`simulator.pv` (typical-year weather, each site's orientation and derate) and
+  household load from :mod:`simulator.household_load` with zero log noise, both at the middle of each plan
   interval; the horizon starts at 12:00 AEST on 15 January 2021.
 - **Tariff**: time of use in South-Australian summer time (UTC+10:30): 0.45 $/kWh from 16:00 to 21:00,
   0.25 $/kWh otherwise, feed-in 0.06 $/kWh.
 - **Market signal**: a synthetic January-2021-like SA 5-minute price path (negative around midday solar,
   an evening ramp to ~250 $/MWh, a two-interval spike to 12,000 $/MWh on the first evening, seeded
-  noise), resampled to the plan intervals with :func:`algorithms.site_plan.resample_prices_to_plan`;
+  noise), resampled to the plan intervals with :func:`algorithms.fleet.site_plan.resample_prices_to_plan`;
   half of its value is passed to the owners (``market_share = 0.5``).
 
 Figures: ``plan_seconds`` (wall time of ``plan_sites`` on the whole batch), ``sites_per_second``,
@@ -37,12 +37,12 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from algorithms.fleet_types import FloatArray
-from algorithms.site_plan import plan_sites, resample_prices_to_plan, time_of_use_tariff
-from algorithms.site_plan_types import SitePlanInputs
-from fleet.household_load import household_load_kw, make_household_loads
-from fleet.population import make_site_parameters
-from fleet.pv import make_pv_fleet, orientation_class_profiles, pv_power_kw
+from algorithms.fleet.fleet_types import FloatArray
+from algorithms.fleet.site_plan import plan_sites, resample_prices_to_plan, time_of_use_tariff
+from algorithms.fleet.site_plan_types import SitePlanInputs
+from simulator.household_load import household_load_kw, make_household_loads
+from simulator.population import make_site_parameters
+from simulator.pv import make_pv_fleet, orientation_class_profiles, pv_power_kw
 
 START_MS = int(pd.Timestamp("2021-01-15 12:00", tz="Australia/Brisbane").value // 1_000_000)
 """12:00 AEST (market time) on 15 January 2021, epoch ms UTC."""

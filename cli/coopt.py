@@ -74,7 +74,7 @@ def coopt_distribute(
 
     async def run() -> object:
 
-        from stack.temporal_client import connect_temporal
+        from services.temporal_client import connect_temporal
 
         client = await connect_temporal(settings)
         from uuid import uuid4

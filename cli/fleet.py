@@ -49,23 +49,6 @@ def database(ctx: typer.Context) -> Iterator[str]:
             embedded.stop()
 
 
-def seed_fleet(database_url: str, site_count: int, seed: int) -> int:
-    """Import a synthetic fleet of ``site_count`` sites and its graph if the database has no site yet.
-
-    Returns the number of sites imported (0 when sites already exist).
-    """
-    import psycopg
-
-    from fleet.population import make_site_parameters
-    from models.asset_factory import synthetic_asset_graph
-    from models.asset_io import import_graph
-
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM sites").fetchone()
-        if row is not None and int(row[0]) > 0:
-            return 0
-        report = import_graph(conn, synthetic_asset_graph(make_site_parameters(site_count, seed), seed))
-    return int(report.accepted_sites)
 
 
 @fleet_app.command("seed")
@@ -76,6 +59,7 @@ def fleet_seed(
 ) -> None:
     """Register a synthetic fleet (sites and their graph) when the asset graph has no site yet."""
     from cli.main import console, load
+    from simulator.population import seed_fleet
 
     settings = load(ctx)
     with database(ctx) as url:
@@ -123,11 +107,11 @@ def fleet_simulate(
     import psycopg
 
     from cli.main import fail, load, run_until_signal
-    from fleet.concentrators import run_concentrators
-    from fleet.simulator import FleetSimulator, SimulatorConfig
     from models.assets import site_parameters
     from services.fleet_gateway import wall_clock_ms
     from services.health import wait_healthy
+    from simulator.concentrators import run_concentrators
+    from simulator.homes import FleetSimulator, SimulatorConfig
 
     settings = load(ctx)
     with database(ctx) as url, psycopg.connect(url) as conn:
@@ -148,7 +132,7 @@ def fleet_simulate(
 
 def edge_planner_config(fleet: Any) -> Any:
     """The simulated sites' planner configuration from ``[fleet]`` (the plan shape the gateway stores)."""
-    from fleet.edge_planner import EdgePlannerConfig
+    from simulator.edge_planner import EdgePlannerConfig
 
     return EdgePlannerConfig(
         peak_per_kwh=fleet.edge_peak_per_kwh, offpeak_per_kwh=fleet.edge_offpeak_per_kwh,
@@ -244,7 +228,7 @@ def fleet_aggregate(
 
 def _temporal(settings: Any) -> Any:
     """A Temporal client of the configured address and namespace (mTLS when the environment says)."""
-    from stack.temporal_client import connect_temporal
+    from services.temporal_client import connect_temporal
 
     return connect_temporal(settings)
 
@@ -261,8 +245,8 @@ def dispatch_start(
     wait: Annotated[bool, typer.Option(help="Wait for the event to end and print its summary.")] = False,
 ) -> None:
     """Start a dispatch event (a VppDispatchEvent workflow; watch it in the Temporal UI)."""
+    from activities.dispatch_facts import DispatchEventInput
     from cli.main import console, fail, load
-    from workflows.dispatch_facts import DispatchEventInput
 
     if not math.isfinite(mw):
         raise fail(f"--mw must be a finite number, got {mw}")
@@ -399,13 +383,13 @@ def peak_seed_history(
     days: Annotated[float, typer.Option(min=1.0, help="Days of 5-minute history ending now.")] = 28.0,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic history.")] = 0,
 ) -> None:
-    """Record a synthetic load history for a node's sites (fleet/load_history.py), for demos and trials."""
+    """Record a synthetic load history for a node's sites (simulator/load_history.py), for demos and trials."""
     import psycopg
 
     from cli.main import console, fail
-    from fleet.load_history import synthetic_node_load_history
     from models.assets import AssetGraphError, site_parameters, sites_under
     from models.node_load import record_node_load
+    from simulator.load_history import synthetic_node_load_history
 
     now = datetime.now(tz=UTC)
     start_ms = int(now.timestamp() * 1000) - int(days * 86_400_000)
@@ -434,8 +418,8 @@ def peak_plan(
     """Run the PeakShaving workflow: forecast, find peaks, start a dispatch event per shave and lockout."""
     from temporalio.client import WorkflowFailureError
 
+    from activities.peak_shaving_facts import PeakShavingInput
     from cli.main import console, fail, load
-    from workflows.peak_shaving_facts import PeakShavingInput
 
     if not math.isfinite(threshold):
         raise fail(f"--threshold must be a finite number, got {threshold}")

@@ -219,7 +219,7 @@ def serve_bids(ctx: typer.Context) -> None:
 @worker_app.command("pool")
 def worker_pool(ctx: typer.Context, kind: Annotated[PoolKind, typer.Argument(help="Request kind.")]) -> None:
     """Run one forecast or optimisation worker (SQS consumer) until SIGINT/SIGTERM."""
-    from workers.runtime import run_pool
+    from pools.runtime import run_pool
 
     settings = load(ctx)
     run_until_signal(lambda stop: run_pool(settings, kind.value, stop))
@@ -475,12 +475,12 @@ OUT_HELP = "Folder holding the runs (one sub-folder per run id)."
 @contextmanager
 def backtest_errors() -> Iterator[None]:
     """Turn a backtest's input errors (strategy, parameters, data, period, runs) into one line and exit 1."""
-    from algorithms.errors import InvalidRequestError
+    from aemo.mms import MmsFormatError
+    from algorithms.common.errors import InvalidRequestError
     from backtest.engine import BacktestError
     from backtest.report import ReportError
     from backtest.runs import RunError
     from backtest.strategy import StrategyError
-    from services.mms import MmsFormatError
 
     try:
         yield

@@ -38,8 +38,9 @@ def _update(ctx: typer.Context, unit: str, name: str, *args: Any) -> Any:
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.common import WorkflowIDConflictPolicy
 
+    from activities.operator_facts import ControlsView, OperatorInput, RebidRequested, operator_workflow_id
     from cli.main import fail, load
-    from workflows.operator import ControlsView, OperatorInput, RebidRequested, UnitOperator, operator_workflow_id
+    from workflows.operator import UnitOperator
 
     settings = load(ctx)
     request = OperatorInput(unit_id=unit, soc_min_fraction=settings.battery.soc_min_fraction,
@@ -48,7 +49,7 @@ def _update(ctx: typer.Context, unit: str, name: str, *args: Any) -> Any:
     result_type: type[Any] = RebidRequested if name == "manual_rebid" else ControlsView
 
     async def run() -> Any:
-        from stack.temporal_client import connect_temporal
+        from services.temporal_client import connect_temporal
 
         client = await connect_temporal(settings)
         handle = await client.start_workflow(UnitOperator.run, request, id=operator_workflow_id(unit),
@@ -66,7 +67,7 @@ def _update(ctx: typer.Context, unit: str, name: str, *args: Any) -> Any:
 
 def _checked(check: Any, *args: Any) -> Any:
     """``check(*args)``, turning an OperatorRequestError into one error line and exit 1."""
-    from algorithms.operator_controls import OperatorRequestError
+    from algorithms.market.operator_controls import OperatorRequestError
     from cli.main import fail
 
     try:
@@ -91,7 +92,7 @@ def _show(controls: Any) -> None:
 @ops_app.command("pause")
 def ops_pause(ctx: typer.Context, unit: UnitArg, reason: ReasonOpt, operator: OperatorOpt = None) -> None:
     """Pause bidding: cycles record PAUSED and submit nothing; the bid in force stands."""
-    from algorithms.operator_controls import validate_reason
+    from algorithms.market.operator_controls import validate_reason
 
     _checked(validate_reason, reason, "pause")
     _show(_update(ctx, unit, "pause", reason, _operator(operator)))
@@ -100,7 +101,7 @@ def ops_pause(ctx: typer.Context, unit: UnitArg, reason: ReasonOpt, operator: Op
 @ops_app.command("resume")
 def ops_resume(ctx: typer.Context, unit: UnitArg, reason: ReasonOpt, operator: OperatorOpt = None) -> None:
     """Resume bidding from the next cycle."""
-    from algorithms.operator_controls import validate_reason
+    from algorithms.market.operator_controls import validate_reason
 
     _checked(validate_reason, reason, "resume")
     _show(_update(ctx, unit, "resume", reason, _operator(operator)))
@@ -116,9 +117,8 @@ def ops_hold_soc(
     operator: OperatorOpt = None,
 ) -> None:
     """Hold a minimum SoC until a time (storm watch): no plan or bid discharges below it."""
-    from algorithms.operator_controls import validate_soc_hold
+    from algorithms.market.operator_controls import parse_hold_until, validate_soc_hold
     from cli.main import load
-    from workflows.operator import parse_hold_until
 
     battery = load(ctx).battery
     moment = _checked(parse_hold_until, until)
@@ -130,7 +130,7 @@ def ops_hold_soc(
 @ops_app.command("release-soc")
 def ops_release_soc(ctx: typer.Context, unit: UnitArg, reason: ReasonOpt, operator: OperatorOpt = None) -> None:
     """End the SoC hold now."""
-    from algorithms.operator_controls import validate_reason
+    from algorithms.market.operator_controls import validate_reason
 
     _checked(validate_reason, reason, "SoC release")
     _show(_update(ctx, unit, "release_soc", reason, _operator(operator)))
@@ -139,7 +139,7 @@ def ops_release_soc(ctx: typer.Context, unit: UnitArg, reason: ReasonOpt, operat
 @ops_app.command("rebid")
 def ops_rebid(ctx: typer.Context, unit: UnitArg, reason: ReasonOpt, operator: OperatorOpt = None) -> None:
     """Rebid now with REASON in the explanation, even without material change."""
-    from algorithms.operator_controls import validate_manual_rebid
+    from algorithms.market.operator_controls import validate_manual_rebid
     from cli.main import console, load
 
     _checked(validate_manual_rebid, reason, load(ctx).market.rebid_explanation_max_chars)
@@ -152,11 +152,11 @@ def ops_rebid(ctx: typer.Context, unit: UnitArg, reason: ReasonOpt, operator: Op
 def ops_status(ctx: typer.Context, unit: UnitArg,
                limit: Annotated[int, typer.Option(min=1, help="Audit rows to show.")] = 10) -> None:
     """The unit's controls and its latest audit rows (from PostgreSQL)."""
+    from activities.operator_facts import ControlsView
     from cli.fleet import database
     from cli.main import console
     from models import operator_controls as store
     from models.db import connect
-    from workflows.operator import ControlsView
 
     async def read(url: str) -> tuple[Any, list[store.OperatorAction]]:
         async with await connect(url) as conn:

@@ -14,7 +14,7 @@ Python loop, deterministic for a seed):
   hang off the group, the others off the programme); ``programme-vpp-y`` (30 % of sites, from
   2022-01-01, overlapping VPP X): a site can be in several programmes at once.
 
-Times are epoch ms UTC. The sites themselves come from :func:`fleet.population.make_site_parameters`.
+Times are epoch ms UTC. The sites themselves come from :func:`simulator.population.make_site_parameters`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from algorithms.fleet_types import IntArray, SiteParameters, StrArray
+from algorithms.fleet.fleet_types import IntArray, SiteParameters, StrArray
 from models.assets import OPEN_ENDED_MS, AssetEdges, AssetGraph, AssetNodes, SiteRecords
 
 REGIONS = ("NSW1", "QLD1", "VIC1", "SA1", "TAS1")

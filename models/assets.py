@@ -5,7 +5,7 @@ it and ``tests/test_assets.py`` fails when they drift):
 
 - ``asset_nodes(node_id, kind, name, created_at)``: every node, sites included. Kinds: :data:`NODE_KINDS`.
 - ``sites``: the current battery facts of each site (the columns of
-  :class:`algorithms.fleet_types.SiteParameters`) plus ``postcode`` and ``battery_count``.
+  :class:`algorithms.fleet.fleet_types.SiteParameters`) plus ``postcode`` and ``battery_count``.
   **Site facts are not versioned in time**: a site row holds the facts as they are now, an import
   overwrites them (``updated_at`` says when). Membership is what changes over time and is versioned;
   battery facts change rarely and every consumer (allocation, aggregation) wants the current ones.
@@ -67,7 +67,7 @@ from sqlalchemy import Column, DateTime, Float, func
 from sqlalchemy.engine import URL
 from sqlmodel import Field, SQLModel
 
-from algorithms.fleet_types import FloatArray, IntArray, SiteParameters, StrArray, site_positions
+from algorithms.fleet.fleet_types import FloatArray, IntArray, SiteParameters, StrArray, site_positions
 
 Conn = psycopg.Connection[Any]
 
@@ -189,7 +189,7 @@ def _text_or_none(value: object) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Arrays (struct of arrays, as in algorithms/fleet_types.py)
+# Arrays (struct of arrays, as in algorithms/fleet/fleet_types.py)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from algorithms.fleet_types import NEVER, BoolArray, FloatArray, IntArray, StrArray
+from algorithms.fleet.fleet_types import NEVER, BoolArray, FloatArray, IntArray, StrArray
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """Load history of asset-graph nodes (table ``node_load_history`` of migration 0004), for peak shaving.
 
-One row per node and **5-minute** interval (:data:`algorithms.peak_shaving.INTERVAL_MS`), named by the
+One row per node and **5-minute** interval (:data:`algorithms.fleet.peak_shaving.INTERVAL_MS`), named by the
 interval's end: ``load_mw`` (household consumption), ``net_load_mw`` (consumption less rooftop PV,
 before batteries) and ``sites_reporting``. A missing interval is a missing row (never NaN: the table
 rejects non-finite values); readers put the rows on a regular grid with
-:func:`algorithms.peak_shaving.regular_series`, gaps as NaN.
+:func:`algorithms.fleet.peak_shaving.regular_series`, gaps as NaN.
 
 Where rows come from: in production a sampler aggregates the fleet gateway's latest readings per node
-(:func:`algorithms.peak_shaving.node_load_figures`) each interval; for tests, benchmarks and demos
-:func:`fleet.load_history.synthetic_node_load_history`.
+(:func:`algorithms.fleet.peak_shaving.node_load_figures`) each interval; for tests, benchmarks and demos
+:func:`simulator.load_history.synthetic_node_load_history`.
 
 Writes go through ``COPY`` into a temporary table and one ``INSERT … ON CONFLICT DO UPDATE``, so
 recording the same interval again replaces it (idempotent; a re-run sampler does no harm). Reads return
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from algorithms.peak_shaving import INTERVAL_MS, NodeLoadHistory
+from algorithms.fleet.peak_shaving import INTERVAL_MS, NodeLoadHistory
 
 Conn = psycopg.Connection[Any]
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from algorithms.operator_controls import UnitControls
+from algorithms.market.operator_controls import UnitControls
 
 AsyncConn = psycopg.AsyncConnection[Any]
 

@@ -6,7 +6,7 @@ What it does with a SubmitBid:
    the 5-minute grid: else INVALID_ARGUMENT; a unit other than the configured battery: NOT_FOUND).
 2. A bid whose key (unit, trading day, first dispatch interval, version) was already submitted gets the
    stored answer with ``duplicate=True``; nothing is validated, stored or cleared again.
-3. Validates the bid (rules V0–V8, :func:`algorithms.bid_validation.validate_bid`, with the products of
+3. Validates the bid (rules V0–V8, :func:`algorithms.market.bid_validation.validate_bid`, with the products of
    the price data and the band prices of the day's first accepted bid). An invalid bid is stored as
    REJECTED with its reasons (the audit trail) and answered REJECTED with the reasons; it is never
    cleared.
@@ -45,19 +45,23 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from algorithms import nem_time
-from algorithms.battery import battery_spec_from_settings
-from algorithms.bid_validation import validate_bid
-from algorithms.clearing import administered_energy_prices, clear_interval, to_market_outcome
-from algorithms.content_hash import message_bytes, sha256_hex
+from aemo.mms import load_dispatch_prices
+from algorithms.common import nem_time
+from algorithms.common.battery import battery_spec_from_settings
+from algorithms.common.content_hash import message_bytes, sha256_hex
+from algorithms.market.bid_validation import validate_bid
+from algorithms.market.clearing import (
+    clear_interval,
+    to_market_outcome,
+    with_administered_pricing,
+)
+from algorithms.market.prices import DispatchPrices
 from models import bids as bid_store
 from models.db import connect, migrate
 from services.health import SERVER_OPTIONS, add_health, bind_port
-from services.mms import DispatchPrices, load_dispatch_prices
 from services.security import EdgeSecurity, channel, secure_server
 from settings import BatterySettings, MarketRules, Settings
 from vpp.v1 import bid_pb2, bid_pb2_grpc, common_pb2
@@ -546,26 +550,11 @@ async def _answer(
 # --------------------------------------------------------------------------------------------------
 
 
-def with_administered_pricing(dispatch: DispatchPrices, rules: MarketRules) -> DispatchPrices:
-    """The market's prices: historical DISPATCHPRICE with administered pricing applied to ENERGY.
-
-    Historical prices already reflect any administered pricing AEMO applied; this re-applies the rule
-    of the configured thresholds so a month that breaches them (or a changed configuration) settles as
-    the market would. Vectorised per region.
-    """
-    energy = dispatch.product_index(rules.energy_product)
-    price = np.array(dispatch.price)
-    for region in range(len(dispatch.regions)):
-        price[region, :, energy] = administered_energy_prices(price[region, :, energy], dispatch.intervals, rules)
-    return DispatchPrices(intervals=dispatch.intervals, regions=dispatch.regions, products=dispatch.products,
-                          price=price)
-
-
 def registered_fleet_units(settings: Settings, database_url: str) -> list[RegisteredUnit]:
     """The VPP's fleet unit (``[coopt] fleet_unit_id``) as registered from the asset graph now: the sites
-    under ``[coopt] vpp_node`` as one bidirectional unit (``algorithms.fleet_bid.fleet_unit_spec``),
+    under ``[coopt] vpp_node`` as one bidirectional unit (``algorithms.fleet.fleet_bid.fleet_unit_spec``),
     starting half full between its SoC limits. None when the node is unknown or has no site yet."""
-    from algorithms.fleet_bid import fleet_unit_of_sites
+    from algorithms.fleet.fleet_bid import fleet_unit_of_sites
     from models.assets import AssetGraphError, node_site_parameters
 
     coopt = settings.coopt

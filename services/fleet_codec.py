@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from algorithms.fleet_types import AckBatch, SetpointBatch, TelemetryBatch
-from algorithms.site_plan_types import SitePlans
+from algorithms.fleet.fleet_types import AckBatch, SetpointBatch, TelemetryBatch
+from algorithms.fleet.site_plan_types import SitePlans
 from vpp.v1 import fleet_pb2
 
 

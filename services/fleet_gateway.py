@@ -3,13 +3,13 @@
 Sites reach the platform through concentrators, each holding one bidirectional ``Connect`` stream
 with many sites multiplexed on it: telemetry and acknowledgements go up, setpoints come down. The
 gateway keeps the **latest state of every site** as arrays (:class:`FleetState`), updated by
-:func:`algorithms.fleet_telemetry.ingest_telemetry`; nonsense readings are quarantined and counted by
+:func:`algorithms.fleet.telemetry.ingest_telemetry`; nonsense readings are quarantined and counted by
 reason (``GetIngestStats``), never silently used or dropped.
 
 Dispatch events are steered by the VPP dispatch workflow through ``StartEvent`` / ``ControlEvent`` /
 ``FinishEvent``. Each control step observes the event's sites, allocates (first step) or corrects the
-setpoints with the pure functions of :mod:`algorithms.fleet_allocation`, and decides with
-:mod:`algorithms.fleet_commands` which commands to send, resend (not acknowledged yet) or renew (about
+setpoints with the pure functions of :mod:`algorithms.fleet.allocation`, and decides with
+:mod:`algorithms.fleet.commands` which commands to send, resend (not acknowledged yet) or renew (about
 to expire). The gateway holds an event's control state in memory; ``StartEvent`` is idempotent, so a
 workflow that finds the gateway restarted starts the event again (setpoints already at the sites
 expire on their own within ``command_validity_ms``).
@@ -41,12 +41,11 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from algorithms.fleet_accounting import EventAccount, account_event, readings_in_force
-from algorithms.fleet_aggregate import aggregate_fleet, describe
-from algorithms.fleet_allocation import Allocation, AllocationRules, allocate_setpoints, correct_setpoints
-from algorithms.fleet_commands import CommandBook, CommandPolicy, plan_commands, record_acks
-from algorithms.fleet_telemetry import IngestResult, ingest_telemetry
-from algorithms.fleet_types import (
+from algorithms.fleet.accounting import EventAccount, account_event, readings_in_force
+from algorithms.fleet.aggregate import aggregate_fleet, describe
+from algorithms.fleet.allocation import Allocation, AllocationRules, allocate_setpoints, correct_setpoints
+from algorithms.fleet.commands import CommandBook, CommandPolicy, plan_commands, record_acks
+from algorithms.fleet.fleet_types import (
     NEVER,
     AckBatch,
     BoolArray,
@@ -59,9 +58,10 @@ from algorithms.fleet_types import (
     TelemetryBatch,
     site_positions,
 )
-from algorithms.peak_shaving import node_load_figures
-from algorithms.plan_store import PlanShapeError
-from algorithms.site_plan_types import SitePlans
+from algorithms.fleet.peak_shaving import node_load_figures
+from algorithms.fleet.plan_store import PlanShapeError
+from algorithms.fleet.site_plan_types import SitePlans
+from algorithms.fleet.telemetry import IngestResult, ingest_telemetry
 from services.fleet_codec import (
     MalformedBatchError,
     acks_from_proto,

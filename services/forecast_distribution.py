@@ -11,7 +11,7 @@ per site (in practice per programme, :meth:`ForecastDistribution.set_push`):
   site learns of a version only at its next poll.
 
 The gateway tracks the version each site holds (delivered by push or poll, or named by a plan the site
-sent) and keeps every site's latest plan (:mod:`algorithms.plan_store`). A site that misses a version
+sent) and keeps every site's latest plan (:mod:`algorithms.fleet.plan_store`). A site that misses a version
 keeps planning on the last one it holds; its plans say which.
 """
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from algorithms.fleet_types import BoolArray, IntArray, SiteParameters, StrArray, site_positions
-from algorithms.plan_store import PlanIngestResult, PlanStore, ingest_plans
-from algorithms.site_plan_types import NO_VERSION, SitePlans
+from algorithms.fleet.fleet_types import BoolArray, IntArray, SiteParameters, StrArray, site_positions
+from algorithms.fleet.plan_store import PlanIngestResult, PlanStore, ingest_plans
+from algorithms.fleet.site_plan_types import NO_VERSION, SitePlans
 from services.fleet_codec import MalformedBatchError, forecast_prices
 from vpp.v1 import fleet_pb2
 
@@ -146,7 +146,7 @@ class ForecastDistribution:
         return self.message()
 
     def ingest(self, plans: SitePlans, now_ms: int) -> PlanIngestResult:
-        """Check and keep a batch of plans (see :func:`algorithms.plan_store.ingest_plans`); a valid plan
+        """Check and keep a batch of plans (see :func:`algorithms.fleet.plan_store.ingest_plans`); a valid plan
         also tells which version its site holds."""
         result = ingest_plans(self.parameters, self.plans, plans, latest_version=self.latest_version,
                               now_ms=now_ms)

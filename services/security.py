@@ -65,7 +65,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from algorithms.fleet_types import BoolArray
+from algorithms.fleet.fleet_types import BoolArray
 
 logger = logging.getLogger(__name__)
 

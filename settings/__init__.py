@@ -111,7 +111,7 @@ class BiddingSettings:
     # band; LOAD: the dearest negative-price band); the rest is spread evenly over every headroom band.
     headroom_front_share: float = 0.0
     # How unplanned headroom is priced: "fixed" spreads it as above; "opportunity_cost" puts all of it in
-    # the one headroom band priced at or beyond what dispatching it gives up (algorithms/bid_builder.py).
+    # the one headroom band priced at or beyond what dispatching it gives up (algorithms/market/bid_builder.py).
     headroom_pricing: str = "fixed"
     # With "opportunity_cost": headroom that would displace planned FCAS (joint capacity) is dispatched only
     # at or beyond these prices ($/MWh): GEN at or above the first, LOAD at or below the second.
@@ -139,7 +139,7 @@ class CycleSettings:
     history_intervals: int
     forecast_quantiles: tuple[float, ...]
     optimiser_price_quantile: float
-    # Weight of each tail quantile in the optimiser's price (algorithms.optimise.planning_price), [0, 0.5).
+    # Weight of each tail quantile in the optimiser's price (algorithms.market.optimise.planning_price), [0, 0.5).
     optimiser_price_tail_weight: float
     forecast_algorithm: str
     forecast_algorithm_version: str
@@ -259,7 +259,7 @@ class FleetSettings:
     plan_interval_minutes: int = 30
     plan_horizon_intervals: int = 48
 
-    # How simulated sites plan (fleet/edge_planner.py): time-of-use tariff ($/kWh; peak hours AEST
+    # How simulated sites plan (simulator/edge_planner.py): time-of-use tariff ($/kWh; peak hours AEST
     # [start, end)), share of the spot value passed to owners, reserve under a storm warning, how often
     # a site re-plans on the forecast it holds and how often its concentrator polls (s).
     edge_peak_per_kwh: float = 0.45

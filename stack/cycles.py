@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 from temporalio.client import Client, WorkflowFailureError
 
+from activities.cycle_facts import CycleInput, CycleResult
 from settings import Settings
 from stack.schedule import cycle_config
 from workflows.autobidder import AutobidderCycle
-from workflows.facts import CycleInput, CycleResult
 
 
 @dataclass(frozen=True)

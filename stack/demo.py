@@ -18,11 +18,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from services.temporal_client import connect_temporal
 from settings import Settings
 from stack.cycles import CycleRun, decision_times, run_cycles
 from stack.ports import port_in_use
 from stack.processes import split_address
-from stack.temporal_client import connect_temporal
 
 
 def stack_is_running(settings: Settings) -> bool:

@@ -1,7 +1,7 @@
 """The deployment contract: what the code expects from the cloud it runs in, as one value.
 
 :func:`deployment_contract` derives from the :class:`settings.Settings` everything infra/terraform must
-create to match the code: the SQS queue names (:func:`workers.sqs.queue_names`) with their redrive and
+create to match the code: the SQS queue names (:func:`pools.sqs.queue_names`) with their redrive and
 visibility settings, the region, the S3 archive prefix, and every deployed process (``vpp up``'s children
 less the local simulator) with its command, port, the environment variable names it reads and the AWS
 access it needs. ``python -m stack.deployment --config FILE`` prints it as JSON; each Terraform
@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from pools.sqs import AWS_ENDPOINT, DEAD_LETTER_RETENTION_S, queue_names
 from settings import ENV_OVERRIDES, Settings, load_settings
 from stack.supervisor import settings_to_toml
-from workers.sqs import AWS_ENDPOINT, DEAD_LETTER_RETENTION_S, queue_names
 
 # Folders inside the container image (the state folder is a writable scratch volume).
 CONTAINER_STATE_DIR = "/var/lib/vpp"
@@ -38,7 +38,7 @@ MESSAGE_RETENTION_S = 4 * 24 * 3600
 
 # Environment variables the platform reads directly (not through settings.ENV_OVERRIDES).
 # Variables the deployment passes for the Temporal Cloud mTLS client certificate (read by
-# stack/temporal_client.py; only present when the environment's `temporal_mtls` is on).
+# services/temporal_client.py; only present when the environment's `temporal_mtls` is on).
 TEMPORAL_TLS_ENVIRONMENT = ("VPP_TEMPORAL_TLS_CERT", "VPP_TEMPORAL_TLS_KEY")
 DIRECT_ENVIRONMENT = ("VPP_CONFIG", "DATABASE_URL", "VPP_SQS_ENDPOINT", "VPP_S3_ENDPOINT", "VPP_BIND_HOST",
                       *TEMPORAL_TLS_ENVIRONMENT, "VPP_TEMPORAL_TLS_CA")
@@ -56,7 +56,7 @@ _ARCHIVE_ENVIRONMENT = ("VPP_ARCHIVE_BACKEND", "VPP_ARCHIVE_S3_BUCKET")
 
 @dataclass(frozen=True)
 class QueueSpec:
-    """One SQS queue: ``key`` is its :class:`workers.sqs.QueueUrls` field, times in seconds.
+    """One SQS queue: ``key`` is its :class:`pools.sqs.QueueUrls` field, times in seconds.
 
     ``max_receive_count`` is None for queues without a redrive policy (results, dead letters).
     """
@@ -166,7 +166,7 @@ def _services(settings: Settings) -> tuple[ServiceSpec, ...]:
 def deployment_contract(settings: Settings) -> DeploymentContract:
     """The deployment contract of ``settings`` (pure: same settings, same contract).
 
-    Raises ValueError (from :func:`workers.sqs.queue_names`) for an empty queue prefix.
+    Raises ValueError (from :func:`pools.sqs.queue_names`) for an empty queue prefix.
     """
     portable = replace(
         settings,

@@ -19,17 +19,14 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
+from activities.cycle_facts import CycleConfig, CycleInput
+from services.temporal_client import connect_temporal, schedule_id
 from settings import CycleSettings, Settings
-from stack.temporal_client import connect_temporal
-from workflows.facts import CycleConfig, CycleInput
 
 if TYPE_CHECKING:
-    from workflows.distribution import DistributionInput
+    from activities.distribution_facts import DistributionInput
 
 
-def schedule_id(settings: Settings) -> str:
-    """Id of the unit's AutoBidder schedule."""
-    return f"autobidder-{settings.cycle.unit_id}"
 
 
 def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
@@ -96,11 +93,6 @@ async def create_or_update_schedule(client: Client, identifier: str, wanted: Sch
     return identifier
 
 
-async def trigger_now(settings: Settings, client: Client | None = None) -> None:
-    """Run one cycle now (skipped if one is already running)."""
-    if client is None:
-        client = await connect_temporal(settings)
-    await client.get_schedule_handle(schedule_id(settings)).trigger(overlap=ScheduleOverlapPolicy.SKIP)
 
 
 NODE_LOAD_SCHEDULE_ID = "node-load-sampler"
@@ -108,7 +100,7 @@ NODE_LOAD_SCHEDULE_ID = "node-load-sampler"
 
 def node_load_schedule(settings: Settings) -> Schedule:
     """Every 5 minutes (on the grid): record the load of ``[fleet] load_sample_nodes``."""
-    from workflows.node_load_sampler import SampleNodeLoadInput
+    from activities.node_load_facts import SampleNodeLoadInput
 
     return Schedule(
         action=ScheduleActionStartWorkflow(
@@ -134,7 +126,7 @@ def distribution_input(settings: Settings, decision_time: str | None = None,
                        storm_warning: bool = False) -> DistributionInput:
     """The distribution run's input from ``[coopt]`` and ``[cycle]`` (``decision_time``: naive AEST ISO;
     ``storm_warning``: sites raise their backup reserve while they plan on this version)."""
-    from workflows.distribution import DistributionInput
+    from activities.distribution_facts import DistributionInput
 
     coopt = settings.coopt
     return DistributionInput(

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pools.blas import single_threaded_blas_environment
 from settings import ENV_OVERRIDES, Settings
 from stack.ports import StackError, check_ports_free
 from stack.processes import (
@@ -44,8 +45,7 @@ from stack.processes import (
     tcp_answers,
     temporal_answers,
 )
-from stack.search_attributes import dev_server_flags
-from workers.blas import single_threaded_blas_environment
+from workflows.search_attributes import dev_server_flags
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -149,7 +149,7 @@ def child_environment(settings: Settings, config_file: Path, base: dict[str, str
     env["VPP_CONFIG"] = str(config_file)
     env["VPP_STATE_DIR"] = str(settings.stack.state_dir)
     env["PYTHONUNBUFFERED"] = "1"
-    env = single_threaded_blas_environment(env)  # workers scale with processes (workers/blas.py)
+    env = single_threaded_blas_environment(env)  # workers scale with processes (pools/blas.py)
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     if env.get("VPP_SQS_ENDPOINT", "") != "aws":
@@ -403,7 +403,7 @@ class LocalStack:
                               startup_timeout_s=INFRA_STARTUP_TIMEOUT_S)
 
     def _create_queues(self) -> None:
-        from workers.sqs import ensure_queues, sqs_client
+        from pools.sqs import ensure_queues, sqs_client
 
         try:
             ensure_queues(sqs_client(self._settings), self._settings)
@@ -422,7 +422,7 @@ class LocalStack:
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         if self.parts & FLEET_PARTS:
-            from cli.fleet import seed_fleet
+            from simulator.population import seed_fleet
 
             fleet = self._settings.fleet
             imported = seed_fleet(url, fleet.simulated_sites, fleet.simulator_seed)
@@ -545,9 +545,9 @@ class LocalStack:
 
 def _schedule_id(settings: Settings) -> str:
     """The id of the cycle's Temporal Schedule."""
-    from stack import schedule as cycle_schedule
+    from services import temporal_client
 
-    return cycle_schedule.schedule_id(settings)
+    return temporal_client.schedule_id(settings)
 
 
 def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> None:
@@ -629,6 +629,7 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
     """
     from rich.console import Console
 
+    from services import temporal_client
     from stack import schedule as cycle_schedule
 
     console = console or Console()
@@ -658,7 +659,7 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
                     run_coroutine(lambda: cycle_schedule.ensure_node_load_schedule(stack.settings))
                     run_coroutine(lambda: cycle_schedule.ensure_distribution_schedule(stack.settings))
                 if trigger:
-                    run_coroutine(lambda: cycle_schedule.trigger_now(stack.settings))
+                    run_coroutine(lambda: temporal_client.trigger_now(stack.settings))
             except Exception as exc:
                 _print_failure(console, f"temporal: creating the cycle schedule failed: {exc}")
                 return 1

@@ -21,18 +21,18 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.cycle import CycleActivities
+from activities.cycle_facts import CycleInput, CycleResult
 from archive import Archive, open_archive
+from pools.result_relay import run_result_relay
+from pools.runtime import run_pool
+from pools.sqs import ensure_queues, sqs_client
 from services import bid_service, market_data
 from services.health import wait_healthy
 from settings import Settings
 from stack.schedule import cycle_config
 from tests.conftest import free_port
 from tests.temporal_env import dev_server_path
-from workers.result_relay import run_result_relay
-from workers.runtime import run_pool
-from workers.sqs import ensure_queues, sqs_client
 from workflows.autobidder import AutobidderCycle
-from workflows.facts import CycleInput, CycleResult
 
 SERVICE_STARTUP_TIMEOUT_S = 60.0
 

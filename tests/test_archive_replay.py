@@ -19,11 +19,14 @@ import numpy as np
 import pytest
 from google.protobuf.message import Message
 
-from algorithms import forecast as forecaster
-from algorithms import optimise as optimiser
-from algorithms.bid_validation import Violation, validate_bid
-from algorithms.content_hash import with_inputs_hash
-from algorithms.nem_time import from_timestamp
+from activities.cycle_facts import CycleResult
+from aemo.mms import load_market_data
+from algorithms.common.content_hash import with_inputs_hash
+from algorithms.common.nem_time import from_timestamp
+from algorithms.market import forecast as forecaster
+from algorithms.market import optimise as optimiser
+from algorithms.market.bid_validation import Violation, validate_bid
+from algorithms.registry import HandlerRegistry, default_registry
 from archive import Archive, LocalArchive
 from backtest.archive_replay import (
     ArchiveReplayReport,
@@ -35,13 +38,10 @@ from backtest.archive_replay import (
     replay_archived_cycles,
 )
 from backtest.engine import BacktestConfig, run_backtest
-from services.mms import load_market_data
 from settings import Settings, load_settings
 from tests.conftest import temporary_database
 from tests.live_stack import live_stack
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
-from workers.handlers import HandlerRegistry, default_registry
-from workflows.facts import CycleResult
 
 # Decisions 30 s into the intervals ending 17:05 and 17:10 on 15 January 2021: they bid 17:10 and 17:15.
 DECISIONS = (datetime(2021, 1, 15, 17, 0, 30), datetime(2021, 1, 15, 17, 5, 30))

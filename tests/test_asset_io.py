@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from fleet.population import make_site_parameters
 from models import db
 from models.asset_factory import (
     FEEDER_SWITCH_AT,
@@ -34,6 +33,7 @@ from models.asset_io import (
     write_asset_file,
 )
 from models.assets import membership_as_of, site_records, sites_under
+from simulator.population import make_site_parameters
 from tests.conftest import temporary_database
 
 runner = CliRunner()

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import DateTime, TypeDecorator, create_engine
 from sqlmodel import Session, select
 
-from algorithms.fleet_types import site_positions
-from fleet.population import make_site_parameters
+from algorithms.fleet.fleet_types import site_positions
 from models import db
 from models.asset_factory import (
     GRAPH_COMPLETE_AT,
@@ -42,6 +41,7 @@ from models.assets import (
     sites_under,
     sqlalchemy_url,
 )
+from simulator.population import make_site_parameters
 from tests.conftest import temporary_database
 
 T0 = datetime(2022, 1, 1, tzinfo=UTC)

@@ -19,10 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.temporal_env import time_skipping_server_path
-from workers.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
-from workflows.autobidder import BID_REJECTED, GATE_CLOSURE_MISSED, NO_VALID_BID, AutobidderCycle
-from workflows.facts import (
+from activities.cycle_facts import (
     BidBuilt,
     BidSubmitted,
     BuildBidInput,
@@ -36,6 +33,9 @@ from workflows.facts import (
     RecordInput,
     SubmitInput,
 )
+from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
+from tests.temporal_env import time_skipping_server_path
+from workflows.autobidder import BID_REJECTED, GATE_CLOSURE_MISSED, NO_VALID_BID, AutobidderCycle
 
 PRODUCTS = ("ENERGY", "RAISE6SEC", "LOWERREG")
 DECISION_TIME = "2021-01-15T17:30:30"

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from aemo.mms import load_market_data
+from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from backtest.engine import BacktestConfig, market_prices, run_backtest
-from services.mms import DispatchPrices, PredispatchPrices, load_market_data
 from settings import Settings, load_settings
 
 DECISIONS = 2

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from algorithms.nem_time import from_timestamp
-from algorithms.replay_clock import cycle_timeline
+from aemo.mms import load_market_data
+from algorithms.common.nem_time import from_timestamp
+from algorithms.common.replay_clock import cycle_timeline
+from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from backtest import engine
 from backtest.engine import (
     FORECAST_SKILL_LEADS,
@@ -24,7 +26,6 @@ from backtest.engine import (
     run_backtests,
     workers_per_region,
 )
-from services.mms import DispatchPrices, PredispatchPrices, load_market_data
 from settings import Settings, load_settings
 from vpp.v1 import market_data_pb2
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aemo.mms import load_market_data
 from backtest.compare import RunView, comparison_tables, dollars, percent
 from backtest.engine import BacktestError, market_prices, perfect_foresight_revenue
 from backtest.ledger import (
@@ -21,7 +22,6 @@ from backtest.ledger import (
     price_band_labels,
     spike_events,
 )
-from services.mms import load_market_data
 from settings import load_settings
 
 FIRST = datetime(2021, 1, 15, 4, 5)

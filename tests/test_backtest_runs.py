@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from algorithms.market.prices import DispatchPrices
 from backtest.runs import (
     DataFile,
     Period,
@@ -24,7 +25,6 @@ from backtest.runs import (
     write_json,
 )
 from backtest.strategy import resolve_strategy
-from services.mms import DispatchPrices
 from settings import load_settings
 
 

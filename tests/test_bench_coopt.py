@@ -15,8 +15,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from algorithms.fleet_types import SiteParameters
-from algorithms.nem_time import market_to_unix_ms
+from algorithms.common.nem_time import market_to_unix_ms
+from algorithms.fleet.fleet_types import SiteParameters
 from bench.coopt import (
     MODES,
     STEP_HOURS,
@@ -37,9 +37,9 @@ from bench.coopt import (
     simulate_coopt,
     split_pro_rata_to_headroom,
 )
-from fleet.battery import battery_step, reserve_kwh
-from fleet.household_load import NOISE_LOG_SIGMA, next_log_noise
 from settings import Settings
+from simulator.battery import battery_step, reserve_kwh
+from simulator.household_load import NOISE_LOG_SIGMA, next_log_noise
 
 SITES = 20
 DAYS = 2.0
@@ -302,7 +302,7 @@ def test_market_signal_options() -> None:
 
 
 def test_predispatch_overlay_reads_the_run_known_at_each_decision() -> None:
-    from services.mms import load_market_data
+    from aemo.mms import load_market_data
     from settings import load_settings
 
     _, predispatch = load_market_data(load_settings(environ={}).market_data.data_dir)

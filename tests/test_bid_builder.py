@@ -11,16 +11,16 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from algorithms import nem_time
-from algorithms.battery import battery_from_spec, battery_spec_from_settings
-from algorithms.bid_builder import (
+from algorithms.common import nem_time
+from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
+from algorithms.market.bid_builder import (
     build_bid,
     build_safe_bid,
     deliverable_mw,
     fcas_reserved_mw,
     headroom_opportunity_cost,
 )
-from algorithms.bid_validation import validate_bid
+from algorithms.market.bid_validation import validate_bid
 from settings import load_settings
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 

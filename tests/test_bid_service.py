@@ -16,12 +16,13 @@ import grpc
 import pandas as pd
 import pytest
 
-from algorithms import nem_time
+from aemo.mms import load_dispatch_prices
+from algorithms.common import nem_time
+from algorithms.market.prices import DispatchPrices
 from models import bids as bid_store
 from models.db import connect, migrate
 from services import bid_service
 from services.health import PortInUseError, wait_healthy
-from services.mms import DispatchPrices, load_dispatch_prices
 from settings import Settings, load_settings
 from tests.conftest import free_port
 from vpp.v1 import bid_pb2, bid_pb2_grpc, common_pb2
@@ -33,7 +34,7 @@ LOAD_PRICES = [-1000.0, -900.0, -800.0, -700.0, -600.0, -550.0, -540.0, -530.0, 
 
 
 def historical_rrp(region: str, dispatch_interval: datetime) -> float:
-    """RRP ($/MWh) read straight from the parquet file, independently of services.mms."""
+    """RRP ($/MWh) read straight from the parquet file, independently of aemo.mms."""
     data_dir = load_settings(environ={}).market_data.data_dir
     frame = _dispatch_table(str(data_dir))
     text = dispatch_interval.strftime("%Y/%m/%d %H:%M:%S")

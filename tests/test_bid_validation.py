@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from algorithms import nem_time
-from algorithms.battery import battery_spec_from_settings
-from algorithms.bid_validation import Violation, validate_bid
+from algorithms.common import nem_time
+from algorithms.common.battery import battery_spec_from_settings
+from algorithms.market.bid_validation import Violation, validate_bid
 from settings import load_settings
 from vpp.v1 import bid_pb2, common_pb2
 

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from algorithms import nem_time
-from algorithms.battery import battery_spec_from_settings
-from algorithms.bid_builder import build_bid
-from algorithms.clearing import (
+from algorithms.common import nem_time
+from algorithms.common.battery import battery_spec_from_settings
+from algorithms.market.bid_builder import build_bid
+from algorithms.market.clearing import (
     IntervalClearing,
     administered_energy_prices,
     apply_administered_pricing,

@@ -11,9 +11,9 @@ from bench.distribution import (
     share_time_s,
     time_to_share_s,
 )
-from fleet.edge_planner import EdgePlannerConfig
 from services.fleet_codec import median_price_per_mwh
 from services.fleet_gateway import wall_clock_ms
+from simulator.edge_planner import EdgePlannerConfig
 from vpp.v1 import fleet_pb2
 
 

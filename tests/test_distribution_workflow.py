@@ -17,23 +17,23 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.temporal_env import time_skipping_server_path
-from workers.replies import WorkerAnswer
-from workflows.dispatch_facts import DispatchEventInput
-from workflows.distribution import (
+from activities.cycle_facts import ForecastTaskInput
+from activities.dispatch_facts import DispatchEventInput
+from activities.distribution_facts import (
     DistributionInput,
     FleetBidOutcome,
     FleetBidRequest,
     FleetInstruction,
     FleetSubmitted,
     InstructionRequest,
-    PriceForecastDistribution,
     Published,
     PublishRequest,
     SnapshotRequest,
     SubmitFleetBidRequest,
 )
-from workflows.facts import ForecastTaskInput
+from pools.replies import WorkerAnswer
+from tests.temporal_env import time_skipping_server_path
+from workflows.distribution import PriceForecastDistribution
 
 DECISION_TIME = "2021-01-15T17:32:00"
 

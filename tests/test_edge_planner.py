@@ -12,10 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algorithms.fleet_types import SetpointBatch
-from algorithms.site_plan_types import NO_VERSION
-from fleet.concentrators import ConcentratorStats, run_concentrators
-from fleet.edge_planner import (
+from algorithms.fleet.fleet_types import SetpointBatch
+from algorithms.fleet.site_plan_types import NO_VERSION
+from services.fleet_gateway import FleetGateway, serve_gateway, wall_clock_ms
+from services.health import wait_healthy
+from services.security import EdgeSecurity
+from settings import FleetSettings
+from simulator.concentrators import ConcentratorStats, run_concentrators
+from simulator.edge_planner import (
     EdgePlannerConfig,
     HeldForecasts,
     InvalidEdgePlannerConfigError,
@@ -24,12 +28,8 @@ from fleet.edge_planner import (
     plan_start_ms,
     site_plan_inputs,
 )
-from fleet.population import make_site_parameters
-from fleet.simulator import FleetSimulator, InvalidPlanError, SimulatorConfig
-from services.fleet_gateway import FleetGateway, serve_gateway, wall_clock_ms
-from services.health import wait_healthy
-from services.security import EdgeSecurity
-from settings import FleetSettings
+from simulator.homes import FleetSimulator, InvalidPlanError, SimulatorConfig
+from simulator.population import make_site_parameters
 from stack.ports import free_tcp_port
 from vpp.v1 import fleet_pb2
 

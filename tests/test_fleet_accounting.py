@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from algorithms.fleet_accounting import account_event
-from algorithms.fleet_telemetry import FleetInputError
-from algorithms.fleet_types import NEVER
+from algorithms.fleet.accounting import account_event
+from algorithms.fleet.fleet_types import NEVER
+from algorithms.fleet.telemetry import FleetInputError
 
 T0 = 1_700_000_000_000
 SITES = np.array(["site-a", "site-b", "site-c"])

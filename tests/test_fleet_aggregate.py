@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from algorithms.fleet_aggregate import FIGURES, BoundedFigure, NodeAggregates, aggregate_fleet, describe
-from algorithms.fleet_telemetry import FleetInputError
-from algorithms.fleet_types import NEVER, FleetState, SiteParameters
+from algorithms.fleet.aggregate import FIGURES, BoundedFigure, NodeAggregates, aggregate_fleet, describe
+from algorithms.fleet.fleet_types import NEVER, FleetState, SiteParameters
+from algorithms.fleet.telemetry import FleetInputError
 
 NOW = 1_700_000_000_000
 STALE_MS = 30_000

@@ -7,15 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.fleet_allocation import (
+from algorithms.fleet.allocation import (
     Allocation,
     AllocationRules,
     SiteExclusion,
     allocate_setpoints,
     correct_setpoints,
 )
-from algorithms.fleet_telemetry import FleetInputError
-from algorithms.fleet_types import NEVER, FleetState, SiteParameters
+from algorithms.fleet.fleet_types import NEVER, FleetState, SiteParameters
+from algorithms.fleet.telemetry import FleetInputError
 
 NOW = 1_700_000_000_000
 RULES = AllocationRules(min_soc_margin_pct=5.0)

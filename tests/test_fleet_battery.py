@@ -8,15 +8,15 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from algorithms.fleet_types import SiteParameters
-from fleet.battery import (
+from algorithms.fleet.fleet_types import SiteParameters
+from simulator.battery import (
     InvalidBatteryStepError,
     battery_step,
     requested_power_kw,
     reserve_kwh,
     self_consumption_request_kw,
 )
-from fleet.population import site_ids_for
+from simulator.population import site_ids_for
 
 
 def batteries(capacity_kwh: list[float], power_kw: list[float], efficiency: list[float],

@@ -14,9 +14,8 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from algorithms import nem_time
-from algorithms.bid_validation import validate_bid
-from algorithms.fleet_bid import (
+from algorithms.common import nem_time
+from algorithms.fleet.fleet_bid import (
     FleetBidError,
     build_fleet_bid,
     deliverable_caps_mw,
@@ -24,8 +23,9 @@ from algorithms.fleet_bid import (
     fleet_plan_result,
     fleet_unit_spec,
 )
-from algorithms.plan_aggregate import PLAN_FIGURES, PlanAggregate, PlanFigure, aggregate_plans
-from algorithms.site_plan_types import SitePlans
+from algorithms.fleet.plan_aggregate import PLAN_FIGURES, PlanAggregate, PlanFigure, aggregate_plans
+from algorithms.fleet.site_plan_types import SitePlans
+from algorithms.market.bid_validation import validate_bid
 from settings import BiddingSettings, load_settings
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from algorithms.fleet_types import NEVER
+from algorithms.fleet.fleet_types import NEVER
 from cli.main import app
 from models.db import migrate
 from models.dispatch_events import DispatchEventRecord, SiteImpactLog, record_event

@@ -1,4 +1,4 @@
-"""Retry-until-acknowledged bookkeeping of dispatch commands (algorithms/fleet_commands.py)."""
+"""Retry-until-acknowledged bookkeeping of dispatch commands (algorithms/fleet/commands.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.fleet_commands import NO_COMMAND, CommandBook, CommandPolicy, plan_commands, record_acks
-from algorithms.fleet_types import NEVER
+from algorithms.fleet.commands import NO_COMMAND, CommandBook, CommandPolicy, plan_commands, record_acks
+from algorithms.fleet.fleet_types import NEVER
 
 POLICY = CommandPolicy(resend_after_ms=2_000, command_validity_ms=30_000, setpoint_deadband_kw=0.05)
 T0 = 1_700_000_000_000

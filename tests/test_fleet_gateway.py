@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.fleet_accounting import readings_in_force
-from algorithms.fleet_commands import CommandBook, CommandPolicy, plan_commands, record_acks
-from algorithms.fleet_types import NEVER, AckBatch, TelemetryBatch
-from fleet.population import make_site_parameters
+from algorithms.fleet.accounting import readings_in_force
+from algorithms.fleet.commands import CommandBook, CommandPolicy, plan_commands, record_acks
+from algorithms.fleet.fleet_types import NEVER, AckBatch, TelemetryBatch
 from services.fleet_codec import (
     MalformedBatchError,
     acks_from_proto,
@@ -31,6 +30,7 @@ from services.fleet_gateway import (
     presumed_response_kw,
 )
 from settings import FleetSettings
+from simulator.population import make_site_parameters
 from tests.gateway_helpers import served_gateway
 from vpp.v1 import fleet_pb2
 

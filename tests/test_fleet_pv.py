@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fleet.household_load import (
+from simulator.household_load import (
     WEEKDAY_SHAPE,
     daily_shape,
     household_load_kw,
@@ -14,8 +14,8 @@ from fleet.household_load import (
     make_household_loads,
     next_log_noise,
 )
-from fleet.population import InvalidPopulationError, make_site_parameters, site_ids_for
-from fleet.pv import (
+from simulator.population import InvalidPopulationError, make_site_parameters, site_ids_for
+from simulator.pv import (
     ORIENTATION_CLASSES,
     class_output_per_kw,
     make_pv_fleet,

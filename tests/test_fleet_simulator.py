@@ -11,10 +11,9 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from algorithms.fleet_types import AckBatch, SetpointBatch, TelemetryBatch
-from fleet.battery import reserve_kwh
-from fleet.population import make_site_parameters
-from fleet.simulator import (
+from algorithms.fleet.fleet_types import AckBatch, SetpointBatch, TelemetryBatch
+from simulator.battery import reserve_kwh
+from simulator.homes import (
     NO_COMMAND,
     FleetSimulator,
     InvalidSetpointError,
@@ -22,6 +21,7 @@ from fleet.simulator import (
     SimulatorConfig,
     SimulatorTimeError,
 )
+from simulator.population import make_site_parameters
 
 QUIET = SimulatorConfig(offline_fraction=0.0, telemetry_late_probability=0.0, telemetry_duplicate_probability=0.0,
                         telemetry_reorder_probability=0.0, command_loss_probability=0.0, ack_late_probability=0.0)

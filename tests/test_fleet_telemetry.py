@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.fleet_telemetry import (
+from algorithms.fleet.fleet_types import NEVER, FleetState, SiteParameters, TelemetryBatch, site_positions
+from algorithms.fleet.telemetry import (
     FleetInputError,
     RejectionReason,
     ingest_telemetry,
     lookup_site_rows,
 )
-from algorithms.fleet_types import NEVER, FleetState, SiteParameters, TelemetryBatch, site_positions
 
 NOW = 1_700_000_000_000
 SITE_IDS = ["site-a", "site-b", "site-c", "site-d"]

@@ -1,4 +1,4 @@
-"""Tests of the sarx-quantile price forecast (algorithms/forecast.py)."""
+"""Tests of the sarx-quantile price forecast (algorithms/market/forecast.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.errors import InvalidRequestError
-from algorithms.forecast import (
+from algorithms.common.errors import InvalidRequestError
+from algorithms.common.nem_time import to_timestamp
+from algorithms.market.forecast import (
     ALGORITHM,
     PriceForecast,
     forecast_from_result,
@@ -22,7 +23,6 @@ from algorithms.forecast import (
     quantile_price_forecast,
     run_forecast,
 )
-from algorithms.nem_time import to_timestamp
 from settings import REPO_ROOT
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 

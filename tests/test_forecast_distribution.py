@@ -12,10 +12,9 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from algorithms.fleet_types import SiteParameters
-from algorithms.plan_store import PlanShapeError, PlanStore, ingest_plans
-from algorithms.site_plan_types import NO_VERSION, SitePlans
-from fleet.population import make_site_parameters
+from algorithms.fleet.fleet_types import SiteParameters
+from algorithms.fleet.plan_store import PlanShapeError, PlanStore, ingest_plans
+from algorithms.fleet.site_plan_types import NO_VERSION, SitePlans
 from services.fleet_codec import (
     MalformedBatchError,
     median_price_per_mwh,
@@ -25,6 +24,7 @@ from services.fleet_codec import (
 from services.fleet_gateway import FleetGateway
 from services.forecast_distribution import ForecastRequestError
 from settings import FleetSettings
+from simulator.population import make_site_parameters
 from tests.gateway_helpers import served_gateway
 from vpp.v1 import fleet_pb2
 

@@ -1,4 +1,4 @@
-"""Equivalence of the fast sarx-quantile path with its reference (algorithms/forecast.py).
+"""Equivalence of the fast sarx-quantile path with its reference (algorithms/market/forecast.py).
 
 * The batched least-squares solver gives the coefficients of statsmodels OLS (the reference estimator,
   with its Huber step) on the forecaster's own designs from real January 2021 prices; degenerate designs
@@ -28,7 +28,8 @@ import statsmodels.api as sm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.forecast import (
+from algorithms.common.nem_time import from_timestamp, to_timestamp
+from algorithms.market.forecast import (
     ALGORITHM,
     INTERVALS_PER_DAY,
     LeadProblems,
@@ -41,7 +42,6 @@ from algorithms.forecast import (
     ols_batched,
     run_forecast_v1,
 )
-from algorithms.nem_time import from_timestamp, to_timestamp
 from settings import REPO_ROOT
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 
@@ -279,8 +279,8 @@ def test_masked_median_and_quantiles_are_numpys(rows: int, leads: int, ties: boo
 
 def test_version_2_holds_the_last_price_at_the_first_leads_and_equals_version_1_beyond() -> None:
     """v2 = v1 + persistence exp(−lead/τ) towards the last known price (asinh space), per product family."""
-    from algorithms.errors import InvalidRequestError
-    from algorithms.forecast import PERSISTENCE_BY_VERSION, run_forecast
+    from algorithms.common.errors import InvalidRequestError
+    from algorithms.market.forecast import PERSISTENCE_BY_VERSION, run_forecast
 
     pulled = 0
     for case in golden_cases():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from algorithms.forecast_publication import (
+from algorithms.fleet.forecast_publication import (
     ForecastPublicationError,
     forecast_version_at,
     price_forecast_for_sites,

@@ -1,4 +1,4 @@
-"""Tests of forecast skill scoring (algorithms/forecast_skill.py) and its benchmark (bench/)."""
+"""Tests of forecast skill scoring (algorithms/market/forecast_skill.py) and its benchmark (bench/)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from algorithms.forecast import pinball_loss
-from algorithms.forecast_skill import (
+from aemo.mms import load_dispatch_prices
+from algorithms.market.forecast import pinball_loss
+from algorithms.market.forecast_skill import (
     BucketScores,
     SkillTable,
     evaluate_skill,
@@ -24,7 +25,6 @@ from algorithms.forecast_skill import (
     spread_decision_times,
 )
 from bench.forecast_skill import PREDISPATCH, SEASONAL_NAIVE, actual_prices, print_skill, run_forecast_skill
-from services.mms import load_dispatch_prices
 from settings import Settings
 
 LEVELS = [0.1, 0.5, 0.9]

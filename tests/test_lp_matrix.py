@@ -1,4 +1,4 @@
-"""The sparse-matrix build of the dispatch LP (algorithms/lp_matrix.py) against the PuLP reference build."""
+"""The sparse-matrix build of the dispatch LP (algorithms/market/lp_matrix.py) against the PuLP reference build."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pulp
 import pytest
 
-import algorithms.optimise as optimise
-from algorithms.battery import BatteryParams, battery_from_spec, battery_spec_from_settings
-from algorithms.errors import InvalidRequestError
-from algorithms.lp_matrix import (
+import algorithms.market.optimise as optimise
+from algorithms.common.battery import BatteryParams, battery_from_spec, battery_spec_from_settings
+from algorithms.common.errors import InvalidRequestError
+from algorithms.market.lp_matrix import (
     DispatchSpec,
     MatrixLp,
     build_dispatch_lp,
@@ -20,7 +20,7 @@ from algorithms.lp_matrix import (
     highspy_available,
     solve_matrix_lp,
 )
-from algorithms.optimise import DispatchPlan, dispatch_spec, solve_dispatch
+from algorithms.market.optimise import DispatchPlan, dispatch_spec, solve_dispatch
 from settings import load_settings
 from tests.test_optimise import small_battery
 

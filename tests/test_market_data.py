@@ -15,21 +15,21 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from algorithms.nem_time import from_timestamp, market_to_unix_ms, market_to_utc, to_timestamp
-from services.health import PortInUseError, wait_healthy
-from services.market_data import (
+from aemo.mms import load_market_data
+from algorithms.common.nem_time import from_timestamp, market_to_unix_ms, market_to_utc, to_timestamp
+from algorithms.market.as_of import (
     DEFAULT_HISTORY_INTERVALS,
     PublicationModel,
     SnapshotNotFoundError,
     SnapshotRequestError,
     build_snapshot,
     estimate_missing,
-    fetch_snapshot,
     latest_known,
     publication_model,
-    serve,
 )
-from services.mms import DispatchPrices, PredispatchPrices, load_market_data
+from algorithms.market.prices import DispatchPrices, PredispatchPrices
+from services.health import PortInUseError, wait_healthy
+from services.market_data import fetch_snapshot, serve
 from settings import Settings
 from tests.conftest import free_port
 from vpp.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc

@@ -10,14 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.mms import (
-    DispatchPrices,
-    MmsFormatError,
-    PredispatchPrices,
-    load_dispatch_prices,
-    load_market_data,
-    load_predispatch_prices,
-)
+from aemo.mms import MmsFormatError, load_dispatch_prices, load_market_data, load_predispatch_prices
+from algorithms.market.prices import DispatchPrices, PredispatchPrices
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "nem"
 DISPATCH_FILE = DATA_DIR / "PUBLIC_DVD_DISPATCHPRICE_202101010000.parquet"

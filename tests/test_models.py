@@ -122,7 +122,7 @@ def test_resolve_database_url_starts_an_embedded_server_in_the_state_folder(sett
 
 
 def _bid_message(unit_id: str, first: datetime, count: int, gen_prices: list[float]) -> bid_pb2.Bid:
-    from algorithms.nem_time import to_timestamp, trading_day
+    from algorithms.common.nem_time import to_timestamp, trading_day
 
     periods = [bid_pb2.PeriodOffer(dispatch_interval=to_timestamp(first + FIVE * i), max_avail_mw=10.0,
                                    band_avail_mw=[10.0] + [0.0] * 9) for i in range(count)]

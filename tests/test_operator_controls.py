@@ -23,8 +23,10 @@ from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 from activities.cycle import CycleActivities
+from activities.cycle_facts import BidBuilt, BuildBidInput, CycleConfig, CycleInput, FetchInput, MarketFetched
 from activities.operator import OperatorActivities
-from algorithms.operator_controls import (
+from activities.operator_facts import ControlsView, OperatorInput, RebidRequested, operator_workflow_id
+from algorithms.market.operator_controls import (
     OperatorRequestError,
     UnitControls,
     battery_with_soc_floor,
@@ -48,8 +50,7 @@ from tests.test_bid_builder import AFTER_CLOSE, FIRST, make_plan
 from tests.test_bid_builder import PRODUCTS as BID_PRODUCTS
 from vpp.v1 import bid_pb2, common_pb2
 from workflows.autobidder import AutobidderCycle
-from workflows.facts import BidBuilt, BuildBidInput, CycleConfig, CycleInput, FetchInput, MarketFetched
-from workflows.operator import ControlsView, OperatorInput, RebidRequested, UnitOperator, operator_workflow_id
+from workflows.operator import UnitOperator
 
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 AEST = timezone(timedelta(hours=10))

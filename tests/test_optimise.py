@@ -1,4 +1,4 @@
-"""Tests of the energy + FCAS dispatch LP (algorithms/optimise.py)."""
+"""Tests of the energy + FCAS dispatch LP (algorithms/market/optimise.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algorithms.battery import BatteryParams, battery_from_spec, battery_spec_from_settings
-from algorithms.errors import InvalidRequestError
-from algorithms.forecast import ALGORITHM as FORECAST_ALGORITHM
-from algorithms.forecast import forecast_from_result, quantile_at
-from algorithms.nem_time import to_timestamp
-from algorithms.optimise import (
+from algorithms.common.battery import BatteryParams, battery_from_spec, battery_spec_from_settings
+from algorithms.common.errors import InvalidRequestError
+from algorithms.common.nem_time import to_timestamp
+from algorithms.market.forecast import ALGORITHM as FORECAST_ALGORITHM
+from algorithms.market.forecast import forecast_from_result, quantile_at
+from algorithms.market.optimise import (
     ALGORITHM,
     Backend,
     DispatchPlan,
@@ -304,7 +304,7 @@ def test_capacity_values_price_the_fcas_that_energy_would_displace() -> None:
 
 
 def test_the_planning_price_blends_the_tails_into_the_central_quantile(settings: Settings) -> None:
-    from algorithms.optimise import planning_price
+    from algorithms.market.optimise import planning_price
 
     request = optimisation_request(settings)
     energy = forecast_from_result(request.forecasts[0])

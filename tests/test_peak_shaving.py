@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from algorithms.fleet_types import NEVER, FleetState
-from algorithms.peak_shaving import (
+from algorithms.fleet.fleet_types import NEVER, FleetState
+from algorithms.fleet.peak_shaving import (
     INTERVAL_MS,
     InsufficientHistoryError,
     LoadForecast,
@@ -30,12 +30,12 @@ from algorithms.peak_shaving import (
     regular_series,
     seasonal_naive_forecast,
 )
-from fleet.household_load import daily_shape, local_clock
-from fleet.load_history import class_outputs_per_kw, shift_class_shapes, synthetic_node_load_history
-from fleet.population import make_site_parameters
-from fleet.pv import class_output_per_kw
 from models.db import migrate
 from models.node_load import NodeLoadRecordError, latest_interval_end_ms, read_node_load, record_node_load
+from simulator.household_load import daily_shape, local_clock
+from simulator.load_history import class_outputs_per_kw, shift_class_shapes, synthetic_node_load_history
+from simulator.population import make_site_parameters
+from simulator.pv import class_output_per_kw
 from tests.conftest import temporary_database
 
 START_MS = int(datetime(2023, 12, 31, 13, 30, tzinfo=UTC).timestamp() * 1000)  # 2024-01-01 00:00 Adelaide

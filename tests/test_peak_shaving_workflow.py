@@ -21,24 +21,24 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.dispatch_facts import DispatchEventInput
 from activities.peak_shaving import PeakShavingActivities, forecast_from_history
-from algorithms.peak_shaving import PeakShavingRules, plan_peak_shaving
-from fleet.load_history import synthetic_node_load_history
-from fleet.population import make_site_parameters
-from models.db import migrate
-from models.node_load import read_node_load, record_node_load
-from tests.conftest import temporary_database
-from tests.temporal_env import time_skipping_server_path
-from workers.peak_shaving_worker import peak_shaving_activities, peak_shaving_workflows
-from workflows.dispatch_facts import DispatchEventInput
-from workflows.peak_shaving import INSUFFICIENT_HISTORY, PeakShaving, event_id
-from workflows.peak_shaving_facts import (
+from activities.peak_shaving_facts import (
     FleetCapacity,
     FleetCapacityInput,
     NodeForecastInput,
     PeakShavingInput,
     PeakShavingPlan,
 )
+from algorithms.fleet.peak_shaving import PeakShavingRules, plan_peak_shaving
+from models.db import migrate
+from models.node_load import read_node_load, record_node_load
+from simulator.load_history import synthetic_node_load_history
+from simulator.population import make_site_parameters
+from tests.conftest import temporary_database
+from tests.temporal_env import time_skipping_server_path
+from workers.peak_shaving_worker import peak_shaving_activities, peak_shaving_workflows
+from workflows.peak_shaving import INSUFFICIENT_HISTORY, PeakShaving, event_id
 
 NODE = "feeder-SA1-000-f00"
 START_MS = int(datetime(2023, 12, 31, 13, 30, tzinfo=UTC).timestamp() * 1000)  # 2024-01-01 00:00 Adelaide

@@ -1,7 +1,7 @@
 """Perfect foresight (energy only) agrees to the dollar with an independent LP.
 
 The independent formulation is written here from NEM.md alone, as sparse matrices solved by SciPy's
-``linprog`` (HiGHS), sharing no code with algorithms/optimise.py (PuLP): same reference battery, start
+``linprog`` (HiGHS), sharing no code with algorithms/market/optimise.py (PuLP): same reference battery, start
 at 50 %, end with at least the start energy, SoC within 5–95 %, efficiencies 0.92 each.
 """
 
@@ -13,8 +13,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from algorithms.battery import battery_from_spec, battery_spec_from_settings
-from algorithms.optimise import perfect_foresight
+from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
+from algorithms.market.optimise import perfect_foresight
 from settings import load_settings
 
 H = 5 / 60

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from algorithms import nem_time
-from algorithms.plan_aggregate import PLAN_FIGURES, PlanAggregate, PlanAggregateError, PlanFigure, aggregate_plans
-from algorithms.site_plan_types import NO_VERSION, SitePlans
+from algorithms.common import nem_time
+from algorithms.fleet.plan_aggregate import PLAN_FIGURES, PlanAggregate, PlanAggregateError, PlanFigure, aggregate_plans
+from algorithms.fleet.site_plan_types import NO_VERSION, SitePlans
 
 INTERVAL_MIN = 30
 INTERVAL_MS = INTERVAL_MIN * 60_000

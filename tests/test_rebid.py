@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms import nem_time
-from algorithms.rebid import material_changes, with_rebid_reason
+from algorithms.common import nem_time
+from algorithms.market.rebid import material_changes, with_rebid_reason
 from vpp.v1 import bid_pb2, common_pb2
 
 T = datetime(2021, 1, 15, 17, 40)

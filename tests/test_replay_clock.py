@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from algorithms.replay_clock import cycle_timeline, replay_market_time
+from algorithms.common.replay_clock import cycle_timeline, replay_market_time
 
 BOUNDARY = datetime(2021, 1, 22, 11, 10)
 
@@ -53,7 +53,7 @@ def test_replay_keeps_the_time_of_day_and_wraps_the_days() -> None:
 def test_market_and_wall_clock_times_map_both_ways_through_the_run_offset() -> None:
     from datetime import UTC
 
-    from algorithms.replay_clock import market_offset_ms, plan_window_start_ms, wall_clock_ms
+    from algorithms.common.replay_clock import market_offset_ms, plan_window_start_ms, wall_clock_ms
 
     started = datetime(2026, 11, 22, 7, 0, 0, tzinfo=UTC)  # 17:00 AEST
     decision = datetime(2021, 1, 22, 17, 0, 0)

@@ -15,10 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
-from algorithms.fleet_types import NEVER, AckBatch, TelemetryBatch
-from fleet.concentrators import ConcentratorStats, run_concentrators
-from fleet.population import make_site_parameters
-from fleet.simulator import FleetSimulator, SimulatorConfig
+from algorithms.fleet.fleet_types import NEVER, AckBatch, TelemetryBatch
 from services import market_data
 from services.bid_service import get_unit_status
 from services.fleet_codec import setpoints_from_proto, telemetry_to_proto
@@ -46,6 +43,9 @@ from services.security import (
     site_proof,
 )
 from settings import FleetSettings, Settings
+from simulator.concentrators import ConcentratorStats, run_concentrators
+from simulator.homes import FleetSimulator, SimulatorConfig
+from simulator.population import make_site_parameters
 from stack.supervisor import FLEET_GATEWAY, FLEET_SIMULATOR, LocalStack
 from tests.conftest import free_port
 from vpp.v1 import bid_pb2_grpc, fleet_pb2, fleet_pb2_grpc

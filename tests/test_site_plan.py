@@ -11,16 +11,16 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from algorithms.fleet_types import FloatArray, SiteParameters
-from algorithms.site_plan import (
+from algorithms.fleet.fleet_types import FloatArray, SiteParameters
+from algorithms.fleet.site_plan import (
     InvalidSitePlanInputError,
     plan_sites,
     resample_prices_to_plan,
     time_of_use_tariff,
 )
-from algorithms.site_plan_types import SitePlanInputs, SitePlans, Tariff
-from fleet.battery import battery_step
-from fleet.population import make_site_parameters, site_ids_for
+from algorithms.fleet.site_plan_types import SitePlanInputs, SitePlans, Tariff
+from simulator.battery import battery_step
+from simulator.population import make_site_parameters, site_ids_for
 
 START_MS = 1_610_028_000_000  # 2021-01-08 00:00 AEST (UTC+10)
 HALF_HOUR_S = 1800.0

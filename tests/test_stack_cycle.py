@@ -23,11 +23,12 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.distribution_facts import DistributionResult
 from archive import open_archive
 from models.bids import count_accepted_submissions
 from models.db import connect
+from pools.sqs import queue_urls, sqs_client
 from settings import Settings, load_settings
-from stack import search_attributes as sa
 from stack.cycles import run_cycle_at
 from stack.schedule import (
     DISTRIBUTION_SCHEDULE_ID,
@@ -39,9 +40,9 @@ from stack.schedule import (
 from stack.supervisor import LocalStack
 from tests.conftest import free_port, temporary_database
 from vpp.v1 import bid_pb2
-from workers.sqs import queue_urls, sqs_client
+from workflows import search_attributes as sa
 from workflows.autobidder import AutobidderCycle
-from workflows.distribution import DistributionResult, PriceForecastDistribution
+from workflows.distribution import PriceForecastDistribution
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 
@@ -235,8 +236,8 @@ async def test_schedule_fires_every_five_minutes_aligned_with_skip_overlap(stack
 
 
 def _cycle_input(settings: Settings, decision: datetime) -> object:
+    from activities.cycle_facts import CycleInput
     from stack.schedule import cycle_config
-    from workflows.facts import CycleInput
 
     return CycleInput(unit_id=settings.cycle.unit_id, region=REGION, config=cycle_config(settings.cycle),
                       decision_time=decision.isoformat())
@@ -318,8 +319,9 @@ async def test_operator_screenshots_of_the_temporal_ui(stack: LocalStack, client
     cycle's stages, a paused unit. ``VPP_UPDATE_SCREENSHOTS=1`` copies them into docs/screenshots/."""
     from temporalio.common import WorkflowIDConflictPolicy
 
+    from activities.operator_facts import ControlsView, OperatorInput, operator_workflow_id
     from stack.screenshots import chromium_path, png_size, rendered_text, screenshot
-    from workflows.operator import ControlsView, OperatorInput, UnitOperator, operator_workflow_id
+    from workflows.operator import UnitOperator
 
     if chromium_path() is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")

@@ -289,6 +289,7 @@ def test_a_taken_port_stops_the_stack_before_anything_starts(
 @pytest.fixture
 def schedule_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the schedule calls run_up makes instead of making them (the real ones need workers)."""
+    import services.temporal_client
     import stack.schedule
 
     calls: list[str] = []
@@ -301,8 +302,8 @@ def schedule_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("trigger")
 
     monkeypatch.setattr(stack.schedule, "ensure_schedule", ensure_schedule)
-    monkeypatch.setattr(stack.schedule, "trigger_now", trigger_now)
-    monkeypatch.setattr(stack.schedule, "schedule_id", lambda settings: "autobidder-test")
+    monkeypatch.setattr(services.temporal_client, "trigger_now", trigger_now)
+    monkeypatch.setattr(services.temporal_client, "schedule_id", lambda settings: "autobidder-test")
     return calls
 
 

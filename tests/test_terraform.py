@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pools.sqs import queue_names
 from settings import ENV_OVERRIDES, REPO_ROOT, load_settings
 from stack.deployment import (
     DIRECT_ENVIRONMENT,
@@ -25,7 +26,6 @@ from stack.deployment import (
     known_environment,
 )
 from stack.supervisor import ALL_PARTS, FLEET_SIMULATOR, LocalStack
-from workers.sqs import queue_names
 
 TERRAFORM = REPO_ROOT / "infra" / "terraform"
 ENVIRONMENTS = sorted(p.name for p in (TERRAFORM / "environments").iterdir() if p.is_dir())

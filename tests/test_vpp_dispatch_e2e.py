@@ -22,10 +22,9 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.dispatch import DispatchActivities
+from activities.dispatch_facts import DispatchEventInput, DispatchProgress, EventSummary
+from activities.node_load_facts import NodeLoadSampled, SampleNodeLoadInput
 from activities.peak_shaving import PeakShavingActivities
-from fleet.concentrators import run_concentrators
-from fleet.population import make_site_parameters
-from fleet.simulator import FleetSimulator, SimulatorConfig
 from models.asset_factory import synthetic_asset_graph
 from models.asset_io import import_graph
 from models.assets import site_parameters, sites_under
@@ -34,13 +33,15 @@ from models.dispatch_events import get_event, get_impact
 from services.fleet_gateway import FleetGateway, serve_gateway, wall_clock_ms
 from services.health import wait_healthy
 from settings import FleetSettings
+from simulator.concentrators import run_concentrators
+from simulator.homes import FleetSimulator, SimulatorConfig
+from simulator.population import make_site_parameters
 from stack.ports import free_tcp_port
 from tests.conftest import temporary_database
 from tests.temporal_env import dev_server_path
 from workers.vpp import dispatch_worker
 from workflows.dispatch import VppDispatchEvent
-from workflows.dispatch_facts import DispatchEventInput, DispatchProgress, EventSummary
-from workflows.node_load_sampler import NodeLoadSampled, NodeLoadSampler, SampleNodeLoadInput
+from workflows.node_load_sampler import NodeLoadSampler
 
 SITE_COUNT = 3_000
 TASK_QUEUE = "vpp-e2e"

@@ -23,16 +23,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from algorithms.errors import InvalidRequestError
+from algorithms.common.errors import InvalidRequestError
+from algorithms.registry import HandlerRegistry, UnknownAlgorithmError
 from archive import LocalArchive
-from settings import Settings
-from tests.temporal_env import dev_server_path
-from vpp.v1 import worker_pb2
-from workers.handlers import HandlerRegistry, UnknownAlgorithmError
-from workers.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
-from workers.result_relay import answer_for_reply, archive_label, failure_for_reply, run_result_relay
-from workers.runtime import IdempotencyCache, Outcome, process_message, run_pool
-from workers.sqs import (
+from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
+from pools.result_relay import answer_for_reply, archive_label, failure_for_reply, run_result_relay
+from pools.runtime import IdempotencyCache, Outcome, process_message, run_pool
+from pools.sqs import (
     MAX_TASK_BODY_BYTES,
     MalformedMessageError,
     MessageTooLargeError,
@@ -47,6 +44,9 @@ from workers.sqs import (
     send_task,
     sqs_client,
 )
+from settings import Settings
+from tests.temporal_env import dev_server_path
+from vpp.v1 import worker_pb2
 
 ALGORITHM = ("echo", "1")
 # Upper bound on waiting for a message in these tests (s); not an assertion on speed.

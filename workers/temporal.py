@@ -13,10 +13,10 @@ from activities.cycle import CycleActivities
 from activities.distribution import DistributionActivities
 from activities.operator import OperatorActivities, schedule_trigger
 from archive import open_archive
+from pools.result_relay import run_result_relay
+from pools.sqs import queue_urls, sqs_client
+from services.temporal_client import connect_temporal
 from settings import Settings
-from stack.temporal_client import connect_temporal
-from workers.result_relay import run_result_relay
-from workers.sqs import queue_urls, sqs_client
 from workflows.autobidder import AutobidderCycle
 from workflows.distribution import PriceForecastDistribution
 from workflows.operator import UnitOperator

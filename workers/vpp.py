@@ -16,8 +16,8 @@ from temporalio.worker import Worker
 from activities.dispatch import DispatchActivities
 from activities.node_load import NodeLoadActivities
 from activities.peak_shaving import PeakShavingActivities
+from services.temporal_client import connect_temporal
 from settings import Settings
-from stack.temporal_client import connect_temporal
 from workers.peak_shaving_worker import peak_shaving_activities, peak_shaving_workflows
 from workflows.dispatch import VppDispatchEvent
 from workflows.node_load_sampler import NodeLoadSampler

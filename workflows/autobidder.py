@@ -24,10 +24,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from algorithms.replay_clock import cycle_timeline, market_now, replay_market_time
-    from stack import search_attributes as sa
-    from workers.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
-    from workflows.facts import (
+    from activities.cycle_facts import (
         BidBuilt,
         BidSubmitted,
         BuildBidInput,
@@ -44,6 +41,9 @@ with workflow.unsafe.imports_passed_through():
         StageFact,
         SubmitInput,
     )
+    from algorithms.common.replay_clock import cycle_timeline, market_now, replay_market_time
+    from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
+    from workflows import search_attributes as sa
 
 # Market time now (naive AEST) and the time left until gate closure.
 _MarketClock = Callable[[], datetime]

@@ -6,7 +6,7 @@ at the window's end (or on cancel): release the sites and record the per-site im
 
 Operators steer it with updates — ``set_target`` (validated: finite, within ``max_abs_target_mw``)
 and ``cancel`` (with a reason) — and read it with the ``progress`` query. All control maths runs in
-pure functions at the gateway (algorithms/fleet_allocation.py, fleet_commands.py); the workflow
+pure functions at the gateway (algorithms/fleet/allocation.py, fleet_commands.py); the workflow
 only keeps time and state.
 
 A control step that fails (gateway briefly unreachable) is retried by Temporal; if the gateway lost
@@ -24,8 +24,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.dispatch_facts import (
+    from activities.dispatch_facts import (
         DISPATCH_WORKFLOW,
+        EVENT_LOST,
         ControlInput,
         ControlStep,
         DispatchEventInput,
@@ -36,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         StartEventInput,
     )
 
-EVENT_LOST = "DispatchEventLost"
 CONTROL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), backoff_coefficient=2.0,
                             maximum_interval=timedelta(seconds=5), maximum_attempts=5,
                             non_retryable_error_types=[EVENT_LOST])

@@ -3,7 +3,7 @@
 Operators steer the unit's cycles with updates — ``pause`` / ``resume`` bidding, ``hold_soc`` (a
 minimum state of charge until a time: a storm watch) / ``release_soc``, and ``manual_rebid`` — from the
 Temporal UI or ``vpp ops …``, and read the ``controls`` query. Each update's validator rejects a bad
-request with a clear message (the pure checks of algorithms/operator_controls.py); an accepted update
+request with a clear message (the pure checks of algorithms/market/operator_controls.py); an accepted update
 runs an activity that writes ``unit_controls`` and appends to the ``operator_actions`` audit trail in
 one transaction, and returns the new controls. ``manual_rebid`` then triggers the unit's schedule, so
 a cycle runs now instead of at the next 5-minute boundary. The cycle reads the controls from
@@ -18,17 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from algorithms.operator_controls import (
+    from activities.operator_facts import (
+        HOLD_SOC,
+        MANUAL_REBID,
+        PAUSE,
+        RELEASE_SOC,
+        RESUME,
+        ControlsView,
+        OperatorActionInput,
+        OperatorInput,
+        RebidRequested,
+    )
+    from algorithms.market.operator_controls import (
         OperatorRequestError,
-        UnitControls,
+        parse_hold_until,
         validate_manual_rebid,
         validate_pause,
         validate_reason,
@@ -41,84 +51,6 @@ OPERATOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_inte
                              maximum_attempts=10, non_retryable_error_types=["InvalidOperatorAction"])
 TRIGGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 REJECTED = "OperatorRequestRejected"
-
-PAUSE, RESUME, HOLD_SOC, RELEASE_SOC, MANUAL_REBID = "pause", "resume", "hold_soc", "release_soc", "manual_rebid"
-ACTIONS = (PAUSE, RESUME, HOLD_SOC, RELEASE_SOC, MANUAL_REBID)
-
-
-def operator_workflow_id(unit_id: str) -> str:
-    """Id of the unit's UnitOperator workflow."""
-    return f"operator-{unit_id}"
-
-
-@dataclass(frozen=True)
-class OperatorInput:
-    """Starts a UnitOperator: the unit and the battery limits its requests are checked against (SoC as
-    fractions of capacity; manual rebid reasons at most ``rebid_reason_max_chars`` characters)."""
-
-    unit_id: str
-    soc_min_fraction: float
-    soc_max_fraction: float
-    rebid_reason_max_chars: int = 500
-    max_actions_per_run: int = 500
-    # The controls carried over by continue-as-new (shown until the new run has reloaded them).
-    controls: ControlsView | None = None
-
-
-@dataclass(frozen=True)
-class ControlsView:
-    """A unit's controls as the ``controls`` query and every update return them (times ISO-8601, UTC
-    offset included)."""
-
-    unit_id: str
-    paused: bool = False
-    paused_reason: str | None = None
-    soc_floor_fraction: float | None = None
-    soc_floor_until: str | None = None
-    pending_rebid_reason: str | None = None
-    updated_at: str | None = None
-
-    @staticmethod
-    def of(controls: UnitControls) -> ControlsView:
-        """The view of stored controls."""
-        return ControlsView(
-            unit_id=controls.unit_id, paused=controls.paused, paused_reason=controls.paused_reason,
-            soc_floor_fraction=controls.soc_floor_fraction,
-            soc_floor_until=controls.soc_floor_until.isoformat() if controls.soc_floor_until else None,
-            pending_rebid_reason=controls.pending_rebid_reason,
-            updated_at=controls.updated_at.isoformat() if controls.updated_at else None)
-
-    def controls(self) -> UnitControls:
-        """The controls this view shows."""
-        return UnitControls(
-            unit_id=self.unit_id, paused=self.paused, paused_reason=self.paused_reason,
-            soc_floor_fraction=self.soc_floor_fraction,
-            soc_floor_until=datetime.fromisoformat(self.soc_floor_until) if self.soc_floor_until else None,
-            pending_rebid_reason=self.pending_rebid_reason,
-            updated_at=datetime.fromisoformat(self.updated_at) if self.updated_at else None)
-
-
-@dataclass(frozen=True)
-class OperatorActionInput:
-    """One accepted operator action to write (``action`` one of ACTIONS; the SoC hold's floor and end
-    time for ``hold_soc``)."""
-
-    unit_id: str
-    action: str
-    reason: str
-    operator: str = ""
-    soc_floor_fraction: float | None = None
-    soc_floor_until: str | None = None
-
-
-@dataclass(frozen=True)
-class RebidRequested:
-    """What ``manual_rebid`` returns: the controls with the pending rebid, and whether a cycle was
-    started now (else the next scheduled cycle submits it)."""
-
-    controls: ControlsView
-    cycle_triggered: bool
-    note: str = ""
 
 
 @workflow.defn(name="UnitOperator")
@@ -259,13 +191,3 @@ class UnitOperator:
             return view
 
 
-def parse_hold_until(text: str) -> datetime:
-    """An ISO-8601 time with a UTC offset; raises OperatorRequestError otherwise."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise OperatorRequestError(f"hold until {text!r} is not an ISO-8601 time "
-                                   "(e.g. 2026-11-22T18:00+10:00)") from None
-    if moment.tzinfo is None:
-        raise OperatorRequestError(f"hold until {text!r} has no UTC offset; give one, e.g. +10:00")
-    return moment

@@ -4,7 +4,7 @@ forecast the node's load (activity: PostgreSQL history + statsmodels) ∥ read w
 (activity: asset graph + the fleet gateway's aggregate) -> plan (pure, :func:`plan_peak_shaving`, run
 in the workflow: deterministic numpy) -> start one child ``VppDispatchEvent`` per shave (target = the
 shave's MW) and one per lockout (target 0 MW: the batteries neither charge nor discharge, so they do
-not recharge right after the peak; see :mod:`algorithms.peak_shaving` for the rule) -> return the plan.
+not recharge right after the peak; see :mod:`algorithms.fleet.peak_shaving` for the rule) -> return the plan.
 
 Children are started with ``parent_close_policy=ABANDON`` (they wait for their own window and outlive
 this run) and ids made from the node and the start time (``peak-shave-<node>-<YYYYMMDDTHHMM>Z``,
@@ -31,9 +31,10 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 with workflow.unsafe.imports_passed_through():
     import numpy as np
 
-    from algorithms.peak_shaving import LoadForecast, find_peaks, plan_peak_shaving
-    from workflows.dispatch_facts import DISPATCH_WORKFLOW, DispatchEventInput
-    from workflows.peak_shaving_facts import (
+    from activities.dispatch_facts import DISPATCH_WORKFLOW, DispatchEventInput
+    from activities.peak_shaving_facts import (
+        INSUFFICIENT_HISTORY,
+        INVALID_PEAK_SHAVING,
         FleetCapacity,
         FleetCapacityInput,
         NodeForecast,
@@ -42,9 +43,8 @@ with workflow.unsafe.imports_passed_through():
         PeakShavingPlan,
         ScheduledEvent,
     )
+    from algorithms.fleet.peak_shaving import LoadForecast, find_peaks, plan_peak_shaving
 
-INVALID_PEAK_SHAVING = "InvalidPeakShaving"
-INSUFFICIENT_HISTORY = "InsufficientLoadHistory"
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                              maximum_attempts=5, non_retryable_error_types=[INVALID_PEAK_SHAVING, INSUFFICIENT_HISTORY])
 

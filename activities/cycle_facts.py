@@ -1,0 +1,243 @@
+"""The AutoBidder cycle's inputs and its immutable stage facts.
+
+Plain frozen dataclasses of strings and numbers: they cross the Temporal boundary as JSON, are safe to
+import in the workflow sandbox, and are what an operator reads through the ``facts`` query. Large
+payloads (snapshots, forecasts, plans, bids) never enter workflow history: a fact carries the archive
+key of the immutable protobuf message instead. Times are ISO-8601 strings; market times are naive
+interval-ending AEST, wall-clock times are UTC with an offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CycleConfig:
+    """Parameters of one cycle, fixed when the cycle starts (taken from settings.CycleSettings)."""
+
+    horizon_intervals: int = 288
+    history_intervals: int = 2016
+    forecast_quantiles: tuple[float, ...] = (0.05, 0.1, 0.5, 0.9, 0.95)
+    optimiser_price_quantile: float = 0.5
+    optimiser_price_tail_weight: float = 0.185
+    forecast_algorithm: str = "sarx-quantile"
+    forecast_algorithm_version: str = "2"
+    optimiser_algorithm: str = "lp-energy-fcas"
+    optimiser_algorithm_version: str = "1"
+    degradation_cost_per_mwh: float = 0.0
+    terminal_value_per_mwh: float = 0.0
+    optimiser_time_limit_s: float = 10.0
+    schedule_offset_s: int = 30
+    market_data_poll_s: int = 5
+    market_data_cutoff_s: int = 60
+    gate_closure_margin_s: int = 15
+    minimum_lead_s: int = 90
+    worker_answer_timeout_s: int = 60
+    replay_start: str = "2021-01-01T04:05:00"
+    replay_days: int = 30
+    bid_version: int = 1
+    # Mirror stage, bid id and outcome into the project's search attributes (the time-skipping test
+    # server cannot register custom search attributes, so its tests switch this off).
+    search_attributes: bool = True
+
+
+@dataclass(frozen=True)
+class CycleInput:
+    """What starts a cycle. Without ``decision_time`` the cycle maps its own start time onto the
+    replay period (the live schedule); the demo and tests give an explicit market decision time."""
+
+    unit_id: str
+    region: str
+    config: CycleConfig = field(default_factory=CycleConfig)
+    # Naive AEST market time the cycle decides at (its as-of at start); None = from the workflow clock.
+    decision_time: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchInput:
+    """Fetch the market snapshot as of ``as_of`` (AEST) for the interval ending ``dispatch_interval``."""
+
+    cycle_id: str
+    unit_id: str
+    region: str
+    dispatch_interval: str
+    as_of: str
+    history_intervals: int
+    use_estimates: bool
+
+
+@dataclass(frozen=True)
+class MarketFetched:
+    """The fetch stage's fact: the archived snapshot and how good the data was."""
+
+    snapshot_key: str
+    # DataQuality name without prefix: ON_TIME, LATE, MISSING, ESTIMATED.
+    latest_quality: str
+    latest_interval: str
+    # Whether the latest interval's price is known (published, or estimated after the cut-off).
+    latest_known: bool
+    products: tuple[str, ...]
+    quality_notes: tuple[str, ...]
+    state_of_charge_mwh: float
+    net_mw: float
+    as_of: str
+    # Operator controls in force when the cycle fetched (unit_controls; algorithms/market/operator_controls.py).
+    # A paused unit's fetch reads no market data (empty snapshot key, no products).
+    paused: bool = False
+    paused_reason: str | None = None
+    # SoC hold: floor (fraction of capacity) and its end (ISO, UTC offset), None when no hold is in force.
+    soc_floor_fraction: float | None = None
+    soc_floor_until: str | None = None
+    # A manual rebid the operator asked for (its reason), None when none is pending.
+    manual_rebid_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ForecastTaskInput:
+    """One forecast task: one product's forecast from the archived snapshot."""
+
+    cycle_id: str
+    product: str
+    snapshot_key: str
+    decision_time: str
+    first_interval: str
+    config: CycleConfig
+
+
+@dataclass(frozen=True)
+class OptimisationTaskInput:
+    """The optimisation task: every forecast plus the unit's state."""
+
+    cycle_id: str
+    unit_id: str
+    forecast_keys: tuple[str, ...]
+    first_interval: str
+    state_of_charge_mwh: float
+    net_mw: float
+    config: CycleConfig
+    # Operator SoC hold in force: the battery's minimum SoC is raised to it for the whole horizon.
+    soc_floor_fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class BuildBidInput:
+    """Build and validate the bid for ``dispatch_interval`` from the archived plan."""
+
+    cycle_id: str
+    unit_id: str
+    plan_key: str
+    dispatch_interval: str
+    offer_time: str
+    version: int
+    state_of_charge_mwh: float
+    products: tuple[str, ...]
+    # Operator SoC hold in force (no discharge offered below it) and a pending manual rebid's reason.
+    soc_floor_fraction: float | None = None
+    manual_rebid_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class BidBuilt:
+    """The bid stage's fact: a bid that passed V1–V8, or why none could be built."""
+
+    bid_key: str | None
+    valid: bool
+    safe_fallback: bool
+    violations: tuple[str, ...]
+    summary: str
+    # False when the new bid does not differ materially from the bid in force, which then stands.
+    rebid: bool = True
+    standing_bid_id: str | None = None
+    # The operator's reason when this bid is (also) a manual rebid.
+    manual_rebid_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitInput:
+    """Submit the archived bid ``bid_key`` to the market."""
+
+    cycle_id: str
+    bid_key: str
+
+
+@dataclass(frozen=True)
+class BidSubmitted:
+    """The submit stage's fact: the market's acknowledgement."""
+
+    bid_id: str
+    status: str
+    duplicate: bool
+    reasons: tuple[str, ...]
+    received_at: str
+
+
+@dataclass(frozen=True)
+class RecordInput:
+    """Record the cycle's outcome in PostgreSQL."""
+
+    cycle_id: str
+    unit_id: str
+    region: str
+    dispatch_interval: str
+    status: str
+    bid_id: str | None
+    failure: str | None
+    started_at: str
+    facts: tuple[StageFact, ...]
+    # A manual rebid this cycle submitted: its pending request is cleared and audited when recorded.
+    manual_rebid_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class OutcomeRecorded:
+    """The record stage's fact: what the market did with the bid's first interval."""
+
+    cleared: bool
+    gen_mw: float
+    load_mw: float
+    energy_revenue_dollars: float
+    fcas_revenue_dollars: float
+    state_of_charge_mwh: float
+    # Energy price of the interval ($/MWh); None when not cleared. (Never NaN: results are JSON, and
+    # the Temporal Web UI can only show a result that is valid JSON.)
+    price: float | None
+
+
+@dataclass(frozen=True)
+class StageFact:
+    """One immutable fact of a cycle, in the order the stages produced them."""
+
+    stage: str
+    # Wall-clock time the stage finished (UTC, ISO-8601).
+    at: str
+    summary: str
+    archive_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CycleState:
+    """What the ``state`` query returns: where the cycle is and what it has established."""
+
+    cycle_id: str
+    unit_id: str
+    region: str
+    dispatch_interval: str | None
+    stage: str
+    bid_id: str | None
+    outcome: str | None
+    facts: tuple[StageFact, ...]
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """The workflow's result."""
+
+    cycle_id: str
+    dispatch_interval: str
+    status: str
+    bid_id: str | None
+    facts: tuple[StageFact, ...]
+    outcome: OutcomeRecorded | None = None
+    started_market_time: str = ""
+    latency_to_ack_s: float = 0.0

@@ -1,0 +1,356 @@
+"""Market data as it was known at a given time: the as-of market snapshot (pure functions).
+
+The as-of contract
+------------------
+A snapshot for (region, dispatch_interval, as_of) never contains anything published after ``as_of``:
+
+* History covers the ``history_intervals`` 5-minute slots ending at the *latest interval*
+  ``L = interval_ending_at_or_before(as_of)`` (interval-ending AEST), oldest first.
+* The DISPATCHPRICE value of the interval ending ``t`` is published at ``known_at(t) = t + delay
+  (+ extra delay for late intervals)`` (:class:`PublicationModel`); intervals in ``missing_intervals``
+  or absent from the data are never published.
+* A slot's value is returned only when ``known_at <= as_of``. Its quality is ON_TIME when it was published
+  no later than its expected time ``t + delay``, LATE when published after that time (but by as_of).
+  Every other slot (not published yet, or never) is NaN with quality MISSING and known_at 0; so is a
+  single product whose published value is empty in the source.
+* ``latest_quality`` describes slot ``L``: ON_TIME / LATE as above when known; when not known by as_of
+  it is LATE if a publication is scheduled after as_of (the data is on its way) and MISSING if the slot
+  is never published (a gap). This flag is the only thing the snapshot says about the future and it
+  carries no price; a cycle treats both the same (poll until its cut-off, then :func:`estimate_missing`).
+* Pre-dispatch: the newest run (by run time) of the region whose known_at (latest LASTCHANGED) <= as_of.
+
+:func:`estimate_missing` is a separate pure step: it carries the last known value forward into MISSING
+slots (quality ESTIMATED) for a cycle that has passed its cut-off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cached_property
+from types import MappingProxyType
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from algorithms.common.nem_time import (
+    AEST_OFFSET,
+    INTERVAL,
+    from_timestamp,
+    interval_ending_at_or_before,
+    to_timestamp,
+    utc_to_market,
+)
+from algorithms.market.prices import DispatchPrices, PredispatchPrices
+from settings import MarketDataSettings
+from vpp.v1 import common_pb2, market_data_pb2
+
+DEFAULT_HISTORY_INTERVALS = 2016
+# A year of 5-minute intervals: the most history one request may ask for.
+MAX_HISTORY_INTERVALS = 288 * 366
+
+ON_TIME = common_pb2.DATA_QUALITY_ON_TIME
+LATE = common_pb2.DATA_QUALITY_LATE
+MISSING = common_pb2.DATA_QUALITY_MISSING
+ESTIMATED = common_pb2.DATA_QUALITY_ESTIMATED
+
+_INTERVAL_S = int(INTERVAL.total_seconds())
+_AEST_OFFSET_US = AEST_OFFSET // timedelta(microseconds=1)
+_AEST_OFFSET_S = int(AEST_OFFSET.total_seconds())
+_NEVER = np.iinfo(np.int64).max
+_MARKET_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class SnapshotRequestError(ValueError):
+    """A snapshot request that can never be answered as given (gRPC INVALID_ARGUMENT)."""
+
+
+class SnapshotNotFoundError(LookupError):
+    """A snapshot request for an interval the data does not cover (gRPC NOT_FOUND)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Publication model
+# --------------------------------------------------------------------------------------------------
+
+
+def _on_grid(moment: datetime) -> bool:
+    return moment.second == 0 and moment.microsecond == 0 and moment.minute % 5 == 0
+
+
+def _datetime_us(moment: datetime) -> int:
+    """Microseconds since 1970-01-01 00:00 market time of a naive market datetime (exact)."""
+    return (moment - _MARKET_EPOCH) // _MICROSECOND
+
+
+def _seconds_us(seconds: float) -> int:
+    """Microseconds of a duration in seconds, rounded as ``timedelta(seconds=...)`` rounds."""
+    return timedelta(seconds=seconds) // _MICROSECOND
+
+
+def _us_to_datetime(market_us: int) -> datetime:
+    return _MARKET_EPOCH + timedelta(microseconds=market_us)
+
+
+def _unix_ms(market_us: np.ndarray) -> np.ndarray:
+    """Unix milliseconds (UTC) of market-time microseconds, rounded up: never earlier than the truth."""
+    return -((_AEST_OFFSET_US - market_us) // 1000)
+
+
+@dataclass(frozen=True)
+class PublicationModel:
+    """When DISPATCHPRICE values become known (seconds; interval-ending AEST keys).
+
+    The value of the interval ending ``t`` is published at ``t + dispatch_price_delay_s`` plus
+    ``late_intervals[t]`` extra seconds for a late interval; an interval in ``missing_intervals`` is
+    never published.
+    """
+
+    dispatch_price_delay_s: float
+    missing_intervals: frozenset[datetime] = frozenset()
+    late_intervals: Mapping[datetime, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.dispatch_price_delay_s) or self.dispatch_price_delay_s < 0:
+            raise ValueError("dispatch_price_delay_s must be a finite number >= 0, "
+                             f"got {self.dispatch_price_delay_s}")
+        labelled = (("missing_intervals", self.missing_intervals), ("late_intervals", self.late_intervals))
+        for label, moments in labelled:
+            off_grid = sorted(str(moment) for moment in moments if not _on_grid(moment) or moment.tzinfo)
+            if off_grid:
+                raise ValueError(f"{label} must be naive 5-minute interval-ending AEST times, "
+                                 f"got {', '.join(off_grid)}")
+        negative = sorted(str(moment) for moment, extra in self.late_intervals.items()
+                          if not np.isfinite(extra) or extra < 0)
+        if negative:
+            raise ValueError("late_intervals extra delays must be finite and >= 0 (seconds): "
+                             f"{', '.join(negative)}")
+        object.__setattr__(self, "missing_intervals", frozenset(self.missing_intervals))
+        object.__setattr__(self, "late_intervals", MappingProxyType(dict(self.late_intervals)))
+
+    def expected_at(self, interval: datetime) -> datetime:
+        """Expected publication time (AEST) of the interval ending ``interval``: interval + delay."""
+        return interval + timedelta(seconds=self.dispatch_price_delay_s)
+
+    def known_at(self, interval: datetime) -> datetime | None:
+        """Publication time (AEST) of the interval ending ``interval``; None when never published."""
+        if interval in self.missing_intervals:
+            return None
+        return self.expected_at(interval) + timedelta(seconds=self.late_intervals.get(interval, 0.0))
+
+    @cached_property
+    def _missing_us(self) -> np.ndarray:
+        return np.sort(np.array([_datetime_us(moment) for moment in self.missing_intervals], dtype=np.int64))
+
+    @cached_property
+    def _late_table(self) -> tuple[np.ndarray, np.ndarray]:
+        keys = sorted(self.late_intervals)
+        extra_us = [_seconds_us(self.late_intervals[moment]) for moment in keys]
+        return (np.array([_datetime_us(moment) for moment in keys], dtype=np.int64),
+                np.array(extra_us, dtype=np.int64))
+
+    def publication_us(self, intervals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised (expected, known) publication times of interval-ending datetime64 values.
+
+        Both int64 microseconds since 1970-01-01 market time, exactly as :meth:`expected_at` and
+        :meth:`known_at` compute them; ``known`` is ``iinfo(int64).max`` for never-published intervals.
+        """
+        interval_us = np.asarray(intervals.astype("datetime64[us]").astype(np.int64))
+        expected = interval_us + _seconds_us(self.dispatch_price_delay_s)
+        late_keys, late_extra = self._late_table
+        known = expected.copy()
+        if len(late_keys):
+            position = np.clip(np.searchsorted(late_keys, interval_us), 0, len(late_keys) - 1)
+            hit = late_keys[position] == interval_us
+            known[hit] += late_extra[position[hit]]
+        if len(self._missing_us):
+            known[np.isin(interval_us, self._missing_us)] = _NEVER
+        return expected, known
+
+
+def publication_model(market_data: MarketDataSettings,
+                      late_intervals: Mapping[datetime, float] | None = None) -> PublicationModel:
+    """The publication model of the configuration (delay seconds, missing intervals) plus any late ones."""
+    return PublicationModel(dispatch_price_delay_s=market_data.dispatch_price_delay_s,
+                            missing_intervals=frozenset(market_data.missing_intervals),
+                            late_intervals=dict(late_intervals or {}))
+
+
+# --------------------------------------------------------------------------------------------------
+# The as-of snapshot (pure)
+# --------------------------------------------------------------------------------------------------
+
+
+def validate_snapshot_request(dispatch: DispatchPrices, *, region: str, dispatch_interval: datetime,
+                              history_intervals: int) -> None:
+    """Check a snapshot request against the data.
+
+    Raises SnapshotRequestError for an unknown region (naming the known ones), a dispatch interval off
+    the 5-minute grid or a history length outside 0..MAX_HISTORY_INTERVALS; SnapshotNotFoundError for a
+    dispatch interval (interval-ending AEST) outside the data.
+    """
+    if region not in dispatch.regions:
+        raise SnapshotRequestError(f"unknown region {region!r}; known regions: {', '.join(dispatch.regions)}")
+    if not _on_grid(dispatch_interval):
+        raise SnapshotRequestError(f"dispatch_interval {dispatch_interval.isoformat()} is not on the "
+                                   "5-minute grid (interval-ending AEST, e.g. 17:35:00)")
+    if not 0 <= history_intervals <= MAX_HISTORY_INTERVALS:
+        raise SnapshotRequestError(f"history_intervals must be within 0..{MAX_HISTORY_INTERVALS}, "
+                                   f"got {history_intervals}")
+    if len(dispatch.intervals) == 0:
+        raise SnapshotNotFoundError("the dispatch price data is empty")
+    first = dispatch.intervals[0].astype(datetime)
+    last = dispatch.intervals[-1].astype(datetime)
+    if not first <= dispatch_interval <= last:
+        raise SnapshotNotFoundError(f"dispatch_interval {dispatch_interval.isoformat()} is outside the data "
+                                    f"(intervals ending {first.isoformat()} .. {last.isoformat()})")
+
+
+def _naive_market(moment: datetime) -> datetime:
+    return utc_to_market(moment) if moment.tzinfo is not None else moment
+
+
+def _fmt(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, region: str,
+                   dispatch_interval: datetime, as_of: datetime, history_intervals: int,
+                   publication: PublicationModel) -> market_data_pb2.MarketSnapshot:
+    """The market snapshot of ``region`` for the interval ending ``dispatch_interval`` as known at ``as_of``.
+
+    Times are naive AEST market times (an aware ``as_of`` is converted). ``history_intervals`` 5-minute
+    slots (0 = 2016) ending at interval_ending_at_or_before(as_of); prices $/MWh (ENERGY) and $/MW/h
+    (FCAS). See the module docstring for the as-of contract and the quality rules.
+    Raises SnapshotRequestError / SnapshotNotFoundError (see :func:`validate_snapshot_request`).
+    """
+    as_of = _naive_market(as_of)
+    dispatch_interval = _naive_market(dispatch_interval)
+    validate_snapshot_request(dispatch, region=region, dispatch_interval=dispatch_interval,
+                              history_intervals=history_intervals)
+    count = history_intervals or DEFAULT_HISTORY_INTERVALS
+    latest = interval_ending_at_or_before(as_of)
+    latest64 = np.datetime64(latest, "s")
+    slots = latest64 - np.arange(count - 1, -1, -1, dtype=np.int64) * np.timedelta64(_INTERVAL_S, "s")
+
+    position = np.searchsorted(dispatch.intervals, slots)
+    clipped = np.minimum(position, max(len(dispatch.intervals) - 1, 0))
+    in_data = (position < len(dispatch.intervals)) & (dispatch.intervals[clipped] == slots)
+    values = dispatch.price[dispatch.region_index(region)][clipped]  # (count, n_products)
+
+    expected_us, known_us = publication.publication_us(slots)
+    published = in_data & (known_us != _NEVER)
+    known_now = published & (known_us <= _datetime_us(as_of))
+    late = known_now & (known_us > expected_us)
+    value_known = known_now[:, np.newaxis] & np.isfinite(values)
+    prices = np.where(value_known, values, np.nan)
+    known_unix_ms = np.where(value_known, _unix_ms(np.where(published, known_us, 0))[:, np.newaxis], 0)
+    quality = np.where(value_known, np.where(late, LATE, ON_TIME)[:, np.newaxis], MISSING)
+
+    snapshot = market_data_pb2.MarketSnapshot(
+        region=region, dispatch_interval=to_timestamp(dispatch_interval), as_of=to_timestamp(as_of),
+        products=dispatch.products, latest_interval=to_timestamp(latest))
+    first_interval = to_timestamp(slots[0].astype(datetime))
+    for index, product in enumerate(dispatch.products):
+        history = snapshot.history.add(product=product)
+        history.first_interval.CopyFrom(first_interval)
+        history.price.extend(prices[:, index].tolist())
+        history.known_at_unix_ms.extend(known_unix_ms[:, index].tolist())
+        history.quality.extend(quality[:, index].tolist())
+
+    notes: list[str] = []
+    if bool(value_known[-1].any()):
+        snapshot.latest_quality = LATE if bool(late[-1]) else ON_TIME
+        if bool(late[-1]):
+            notes.append(f"latest interval ending {_fmt(latest)} published late, at "
+                         f"{_fmt(_us_to_datetime(int(known_us[-1])))} (expected "
+                         f"{_fmt(_us_to_datetime(int(expected_us[-1])))})")
+    elif bool(published[-1]) and bool(np.isfinite(values[-1]).any()):
+        snapshot.latest_quality = LATE
+        notes.append(f"latest interval ending {_fmt(latest)} not yet published at as_of {_fmt(as_of)} "
+                     f"(expected {_fmt(_us_to_datetime(int(expected_us[-1])))})")
+    else:
+        snapshot.latest_quality = MISSING
+        notes.append(f"latest interval ending {_fmt(latest)} has no publication (gap)")
+    missing_slots = int((~value_known.any(axis=1)).sum())
+    if missing_slots:
+        notes.append(f"{missing_slots} of {count} history intervals have no price known at as_of")
+    late_slots = int(late.sum())
+    if late_slots:
+        notes.append(f"{late_slots} of {count} history intervals were published late")
+    notes.extend(_add_predispatch(snapshot, predispatch, region, as_of))
+    snapshot.quality_notes.extend(notes)
+    return snapshot
+
+
+def _add_predispatch(snapshot: market_data_pb2.MarketSnapshot, predispatch: PredispatchPrices,
+                     region: str, as_of: datetime) -> list[str]:
+    """Append the newest pre-dispatch run known at ``as_of`` (one forecast per product); return notes."""
+    if region not in predispatch.regions:
+        return [f"no pre-dispatch data for region {region}"]
+    run = predispatch.latest_run(region, as_of)
+    if run is None:
+        return [f"no pre-dispatch run for {region} known at as_of {_fmt(as_of)}"]
+    run_time = to_timestamp(run.run_time)
+    known_at_ms = int(_unix_ms(np.array([_datetime_us(run.known_at)], dtype=np.int64))[0])
+    unix_seconds = (run.periods.astype("datetime64[s]").astype(np.int64) - _AEST_OFFSET_S).tolist()
+    periods = [Timestamp(seconds=seconds) for seconds in unix_seconds]
+    for index, product in enumerate(run.products):
+        forecast = snapshot.predispatch.add(product=product, known_at_unix_ms=known_at_ms)
+        forecast.run_time.CopyFrom(run_time)
+        forecast.period.extend(periods)
+        forecast.price.extend(run.price[:, index].tolist())
+    return []
+
+
+def latest_known(snapshot: market_data_pb2.MarketSnapshot) -> bool:
+    """Whether the snapshot carries a price (published or estimated) for its latest interval."""
+    return any(len(history.quality) and history.quality[-1] != MISSING for history in snapshot.history)
+
+
+def estimate_missing(snapshot: market_data_pb2.MarketSnapshot) -> market_data_pb2.MarketSnapshot:
+    """A copy of ``snapshot`` whose MISSING history slots carry the last known value forward (ESTIMATED).
+
+    Slots before a product's first known value stay MISSING. When the latest interval had no price and is
+    now estimated, ``latest_quality`` becomes ESTIMATED and a quality note says from which interval.
+    Known values, their qualities and the pre-dispatch forecasts are unchanged. Idempotent.
+    """
+    estimated = market_data_pb2.MarketSnapshot()
+    estimated.CopyFrom(snapshot)
+    latest_was_known = latest_known(snapshot)
+    filled_slots = 0
+    source_slots: list[int] = []
+    for history in estimated.history:
+        quality = np.asarray(history.quality, dtype=np.int64)
+        if not len(quality):
+            continue
+        prices = np.asarray(history.price, dtype=np.float64)
+        has_value = quality != MISSING
+        source = np.maximum.accumulate(np.where(has_value, np.arange(len(quality)), -1))
+        fill = ~has_value & (source >= 0)
+        if not bool(fill.any()):
+            continue
+        prices[fill] = prices[source[fill]]
+        quality[fill] = ESTIMATED
+        filled_slots = max(filled_slots, int(fill.sum()))
+        if bool(fill[-1]):
+            source_slots.append(int(source[-1]))
+        del history.price[:]
+        history.price.extend(prices.tolist())
+        del history.quality[:]
+        history.quality.extend(quality.tolist())
+    notes: list[str] = []
+    if not latest_was_known and source_slots:
+        estimated.latest_quality = ESTIMATED
+        latest = from_timestamp(estimated.latest_interval)
+        origin = latest - INTERVAL * (len(estimated.history[0].quality) - 1 - min(source_slots))
+        notes.append(f"latest interval ending {_fmt(latest)} ESTIMATED: last known prices carried forward "
+                     f"(from the interval ending {_fmt(origin)} or later)")
+    elif not latest_was_known:
+        notes.append("latest interval cannot be estimated: no earlier price is known")
+    if filled_slots:
+        notes.append(f"{filled_slots} history intervals ESTIMATED (last known value carried forward)")
+    estimated.quality_notes.extend(notes)
+    return estimated

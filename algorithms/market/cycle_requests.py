@@ -1,0 +1,95 @@
+"""Pure builders of the cycle's worker requests from its archived inputs.
+
+The same functions serve the live cycle (through activities) and the backtester, so a replay
+builds byte-identical requests from the same snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from algorithms.common.content_hash import with_inputs_hash
+from algorithms.common.errors import InvalidRequestError
+from algorithms.common.nem_time import to_timestamp
+from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
+
+
+def forecast_request(
+    snapshot: market_data_pb2.MarketSnapshot,
+    product: str,
+    *,
+    request_id: str,
+    decision_time: datetime,
+    first_interval: datetime,
+    horizon_intervals: int,
+    quantiles: Sequence[float],
+    algorithm: common_pb2.AlgorithmRef,
+) -> worker_pb2.ForecastRequest:
+    """The forecast request for one product (prices $/MWh or $/MW/h; times interval-ending AEST).
+
+    Raises InvalidRequestError when the snapshot has no history for ``product``.
+    """
+    history = next((h for h in snapshot.history if h.product == product), None)
+    if history is None:
+        raise InvalidRequestError(f"snapshot has no price history for product {product!r}")
+    predispatch = next((p for p in snapshot.predispatch if p.product == product), None)
+    request = worker_pb2.ForecastRequest(
+        request_id=request_id,
+        algorithm=algorithm,
+        region=snapshot.region,
+        product=product,
+        decision_time=to_timestamp(decision_time),
+        first_interval=to_timestamp(first_interval),
+        horizon_intervals=horizon_intervals,
+        quantiles=list(quantiles),
+        history=history,
+    )
+    if predispatch is not None:
+        request.predispatch.CopyFrom(predispatch)
+    return with_inputs_hash(request)
+
+
+def optimisation_request(
+    forecasts: Sequence[worker_pb2.ForecastResult],
+    battery: common_pb2.BatterySpec,
+    *,
+    request_id: str,
+    first_interval: datetime,
+    horizon_intervals: int,
+    state_of_charge_mwh: float,
+    terminal_state_of_charge_mwh: float,
+    price_quantile: float,
+    degradation_cost_per_mwh: float,
+    time_limit_s: float,
+    initial_net_mw: float,
+    algorithm: common_pb2.AlgorithmRef,
+    terminal_value_per_mwh: float = 0.0,
+    price_tail_weight: float = 0.0,
+) -> worker_pb2.OptimisationRequest:
+    """The optimisation request over every product's forecast (MW, MWh, $/MWh of throughput).
+
+    The terminal energy target is capped to what the battery can hold; forecasts are ordered by
+    product name so the request (and its hash) does not depend on the order they arrived in.
+    """
+    if not forecasts:
+        raise InvalidRequestError("an optimisation needs at least one forecast")
+    soc_max = battery.energy_mwh * battery.soc_max_fraction
+    soc_min = battery.energy_mwh * battery.soc_min_fraction
+    request = worker_pb2.OptimisationRequest(
+        request_id=request_id,
+        algorithm=algorithm,
+        battery=battery,
+        initial_state_of_charge_mwh=min(max(state_of_charge_mwh, soc_min), soc_max),
+        terminal_state_of_charge_mwh=min(max(terminal_state_of_charge_mwh, soc_min), soc_max),
+        first_interval=to_timestamp(first_interval),
+        horizon_intervals=horizon_intervals,
+        forecasts=sorted(forecasts, key=lambda f: f.product),
+        price_quantile=price_quantile,
+        degradation_cost_per_mwh=degradation_cost_per_mwh,
+        time_limit_s=time_limit_s,
+        initial_net_mw=initial_net_mw,
+        terminal_value_per_mwh=terminal_value_per_mwh,
+        price_tail_weight=price_tail_weight,
+    )
+    return with_inputs_hash(request)

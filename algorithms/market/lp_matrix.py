@@ -1,0 +1,476 @@
+"""The dispatch LP of :mod:`algorithms.market.optimise` as arrays: one sparse matrix handed to HiGHS directly.
+
+:func:`build_dispatch_lp` assembles, with vectorised NumPy (no per-variable Python object), exactly the
+linear programme the module docstring of :mod:`algorithms.market.optimise` describes; :func:`solve_matrix_lp`
+passes it to ``highspy.Highs`` in one call and reads the primal values and row duals back as arrays.
+
+Columns, in this order, each a block of ``T`` (one per dispatch interval): ``gen`` (MW), ``load`` (MW),
+``soc`` (MWh at the END of the interval), then one enablement block (MW) per FCAS product in the order
+of the prices. Rows, in this order:
+
+* ``T`` SoC balance equalities ``soc_t - soc_{t-1} - eta_c h load_t + h / eta_d gen_t = [soc_{-1} if t = 0]``;
+* the terminal row ``soc_{T-1} >= terminal``;
+* ``T`` joint-capacity rows per :class:`JointCapacityGroup` (``sign (gen_t - load_t) + sum e_{s,t} <= P``);
+* the ramp rows, only when they can bind (:meth:`DispatchSpec.ramp_rows`), each one ranged row
+  ``-R <= p_t - p_{t-1} <= R`` (``R`` = ramp MW per interval);
+* ``T`` energy-reserve rows ``sum_s e_{s,t} hours_s / eta_d - soc_{t-1} <= -SoC_min`` when a raise
+  product carries a reserve.
+
+HiGHS minimises the negated revenue (as the PuLP build does), so its row duals are flipped back here:
+:attr:`LpSolution.row_duals` is the change of the maximised objective ($) per unit of right-hand side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from algorithms.common.battery import BatteryParams
+
+highspy: Any
+try:
+    import highspy
+except ImportError:  # pragma: no cover - exercised only where highspy is not installed
+    highspy = None
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Int32Array = npt.NDArray[np.int32]
+LpStatus = Literal["OPTIMAL", "INFEASIBLE", "TIME_LIMIT", "ERROR"]
+
+SOLVER_NAME = "HiGHS"
+# Rolling horizons: dual simplex on the model as built. HiGHS's presolve removes almost nothing here
+# (the terminal row) and costs a quarter of the solve; equilibration scaling (strategy 1) needs fewer
+# iterations than the default on these rows (288 intervals x 8 FCAS: 12 ms instead of 20 ms).
+SIMPLEX_OPTIONS: Mapping[str, Any] = {"solver": "simplex", "presolve": "off", "simplex_scale_strategy": 1}
+# Long (benchmark) horizons: interior point with crossover, HiGHS's presolve and scaling, so the basic
+# solution still carries row duals.
+INTERIOR_POINT_OPTIONS: Mapping[str, Any] = {"solver": "ipm", "run_crossover": "on"}
+# HiGHS treats any bound at or beyond 1e20 as infinite; np.inf is passed through unchanged.
+_INF = math.inf
+
+
+@dataclass(frozen=True)
+class JointCapacityGroup:
+    """FCAS products that share the headroom on one side of a joint-capacity row.
+
+    ``sign`` is +1 for raise (``p_t + sum e <= P``) and -1 for lower (``-p_t + sum e <= P``).
+    """
+
+    name: str
+    sign: float
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DispatchSpec:
+    """Validated inputs of one dispatch LP (the arguments of ``solve_dispatch`` after checking).
+
+    ``energy_price`` is $/MWh per interval, every ``fcas_price`` series $/MW/h (insertion order = column
+    order); ``fcas_cap_mw`` holds the upper bound (MW) of every FCAS product, ``reserve_hours`` the
+    hours of energy each raise product must be able to deliver (only products with hours > 0).
+    """
+
+    energy_price: FloatArray
+    fcas_price: Mapping[str, FloatArray]
+    battery: BatteryParams
+    initial_soc_mwh: float
+    terminal_soc_mwh: float
+    interval_hours: float
+    degradation_cost_per_mwh: float
+    initial_net_mw: float | None
+    terminal_value_per_mwh: float
+    fcas_cap_mw: Mapping[str, float]
+    reserve_hours: Mapping[str, float]
+    joint_groups: tuple[JointCapacityGroup, ...]
+
+    @property
+    def horizon(self) -> int:
+        """Number of dispatch intervals ``T``."""
+        return len(self.energy_price)
+
+    @property
+    def fcas_products(self) -> tuple[str, ...]:
+        """FCAS products in column order."""
+        return tuple(self.fcas_price)
+
+    @property
+    def gen_revenue_per_mw(self) -> FloatArray:
+        """Objective coefficient of ``gen_t`` ($ per MW over the interval): h (RRP mlf_gen - degradation)."""
+        h = self.interval_hours
+        return h * (self.energy_price * self.battery.mlf_gen - self.degradation_cost_per_mwh)
+
+    @property
+    def load_revenue_per_mw(self) -> FloatArray:
+        """Objective coefficient of ``load_t`` ($ per MW over the interval): -h (RRP mlf_load + degradation)."""
+        h = self.interval_hours
+        return h * (-self.energy_price * self.battery.mlf_load - self.degradation_cost_per_mwh)
+
+    @property
+    def ramp_mw(self) -> float:
+        """Largest change of net output between consecutive intervals (MW): ramp rate x interval minutes."""
+        return self.battery.ramp_rate_mw_per_min * self.interval_hours * 60
+
+    def ramp_rows(self) -> tuple[bool, bool]:
+        """(ramp row from ``initial_net_mw`` into the first interval, ramp rows within the horizon) needed.
+
+        A row is built only when it can bind: within the horizon when ``R < 2 P``, at the start when
+        ``|initial_net_mw| + P > R``.
+        """
+        ramp = self.ramp_mw
+        power = self.battery.power_mw
+        at_start = self.initial_net_mw is not None and abs(self.initial_net_mw) + power > ramp
+        return at_start, ramp < 2 * power
+
+
+@dataclass(frozen=True)
+class ColumnLayout:
+    """Where each variable block sits among the LP columns (``T`` columns per block)."""
+
+    horizon: int
+    fcas_products: tuple[str, ...]
+
+    @property
+    def gen(self) -> slice:
+        """Columns of ``gen_t`` (MW)."""
+        return slice(0, self.horizon)
+
+    @property
+    def load(self) -> slice:
+        """Columns of ``load_t`` (MW)."""
+        return slice(self.horizon, 2 * self.horizon)
+
+    @property
+    def soc(self) -> slice:
+        """Columns of ``soc_t`` (MWh at the end of interval t)."""
+        return slice(2 * self.horizon, 3 * self.horizon)
+
+    def fcas(self, product: str) -> slice:
+        """Columns of the enablement of ``product`` (MW)."""
+        start = (3 + self.fcas_products.index(product)) * self.horizon
+        return slice(start, start + self.horizon)
+
+    @property
+    def num_columns(self) -> int:
+        """Total number of columns."""
+        return (3 + len(self.fcas_products)) * self.horizon
+
+
+@dataclass(frozen=True, eq=False)
+class CscMatrix:
+    """A sparse matrix in compressed sparse column form (``indptr`` has one entry per column plus one)."""
+
+    num_rows: int
+    num_columns: int
+    indptr: Int32Array
+    indices: Int32Array
+    data: FloatArray
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored (nonzero) coefficients."""
+        return len(self.data)
+
+    def column_of_entries(self) -> Int32Array:
+        """The column of every stored coefficient."""
+        return np.repeat(np.arange(self.num_columns, dtype=np.int32), np.diff(self.indptr))
+
+    def multiply(self, x: FloatArray) -> FloatArray:
+        """The row activities ``A x`` (one value per row)."""
+        weights = self.data * np.asarray(x, dtype=np.float64)[self.column_of_entries()]
+        return np.bincount(self.indices, weights=weights, minlength=self.num_rows).astype(np.float64)
+
+    def to_dense(self) -> FloatArray:
+        """The matrix as a dense rows x columns array (for tests and small problems)."""
+        dense = np.zeros((self.num_rows, self.num_columns))
+        dense[self.indices, self.column_of_entries()] = self.data
+        return dense
+
+
+def csc_from_triplets(rows: IntArray, cols: IntArray, values: FloatArray, num_rows: int,
+                      num_columns: int) -> CscMatrix:
+    """CSC of (row, column, value) triplets with distinct positions; within a column, rows ascend."""
+    order = np.lexsort((rows, cols))
+    counts = np.bincount(cols, minlength=num_columns)
+    indptr = np.zeros(num_columns + 1, dtype=np.int32)
+    np.cumsum(counts, out=indptr[1:])
+    return CscMatrix(
+        num_rows=num_rows, num_columns=num_columns, indptr=indptr,
+        indices=rows[order].astype(np.int32), data=values[order].astype(np.float64),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class MatrixLp:
+    """``max cost . x`` s.t. ``row_lower <= matrix x <= row_upper``, ``col_lower <= x <= col_upper``.
+
+    ``matrix`` is CSC (rows x columns); infinite bounds are ``inf``. ``balance_rows`` are the SoC balance
+    rows, one per interval, whose duals are the value of stored energy ($/MWh).
+    """
+
+    cost: FloatArray
+    col_lower: FloatArray
+    col_upper: FloatArray
+    matrix: CscMatrix
+    row_lower: FloatArray
+    row_upper: FloatArray
+    layout: ColumnLayout
+    balance_rows: slice
+    raise_capacity_rows: tuple[slice, ...] = ()
+    lower_capacity_rows: tuple[slice, ...] = ()
+
+    def capacity_values(self, row_duals: FloatArray, interval_hours: float) -> tuple[FloatArray, FloatArray]:
+        """Raise and lower capacity values per interval ($/MW/h) from the row duals ($ per MW): the sum
+        of the duals of every joint-capacity row on that side, divided by the interval length (hours)."""
+        horizon = self.layout.horizon
+        values = []
+        for blocks in (self.raise_capacity_rows, self.lower_capacity_rows):
+            total = np.zeros(horizon)
+            for rows in blocks:
+                total += row_duals[rows]
+            values.append(total / interval_hours)
+        return values[0], values[1]
+
+
+@dataclass(frozen=True, eq=False)
+class LpSolution:
+    """What HiGHS returned: a status, a reason, and (when OPTIMAL) primal values and row duals.
+
+    ``row_duals`` refer to the maximisation ($ per unit of right-hand side); arrays are empty unless the
+    status is OPTIMAL.
+    """
+
+    status: LpStatus
+    reason: str
+    column_values: FloatArray
+    row_duals: FloatArray
+
+
+class _RowBlocks:
+    """Accumulates row blocks as COO triplets plus bounds, in the order they are added."""
+
+    def __init__(self) -> None:
+        self.rows: list[IntArray] = []
+        self.cols: list[IntArray] = []
+        self.values: list[FloatArray] = []
+        self.lower: list[FloatArray] = []
+        self.upper: list[FloatArray] = []
+        self.count = 0
+
+    def add(self, entries: list[tuple[IntArray, IntArray, FloatArray]], lower: FloatArray,
+            upper: FloatArray) -> slice:
+        """Append ``len(lower)`` rows; ``entries`` are (row offset within the block, column, value)."""
+        first = self.count
+        for rows, cols, values in entries:
+            self.rows.append(rows + first)
+            self.cols.append(cols)
+            self.values.append(values)
+        self.lower.append(lower)
+        self.upper.append(upper)
+        self.count += len(lower)
+        return slice(first, self.count)
+
+
+def _full(size: int, value: float) -> FloatArray:
+    return np.full(size, value, dtype=np.float64)
+
+
+def _columns_and_objective(spec: DispatchSpec, layout: ColumnLayout) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(cost $, lower, upper) per column: MW for gen/load/FCAS, MWh for soc."""
+    horizon = spec.horizon
+    battery = spec.battery
+    blocks = [spec.gen_revenue_per_mw, spec.load_revenue_per_mw, np.zeros(horizon)]
+    blocks += [spec.interval_hours * spec.fcas_price[p] for p in layout.fcas_products]
+    cost = np.concatenate(blocks)
+    if spec.terminal_value_per_mwh > 0:
+        cost[layout.soc.stop - 1] += spec.terminal_value_per_mwh
+    lower = np.concatenate(
+        [np.zeros(2 * horizon), _full(horizon, battery.soc_min_mwh), np.zeros(len(layout.fcas_products) * horizon)]
+    )
+    upper = np.concatenate(
+        [_full(2 * horizon, battery.power_mw), _full(horizon, battery.soc_max_mwh)]
+        + [_full(horizon, spec.fcas_cap_mw[p]) for p in layout.fcas_products]
+    )
+    return cost, lower, upper
+
+
+def _add_balance(blocks: _RowBlocks, spec: DispatchSpec, layout: ColumnLayout) -> slice:
+    """soc_t - soc_{t-1} - eta_c h load_t + h / eta_d gen_t = 0, soc_{-1} moved to the right (MWh)."""
+    horizon = spec.horizon
+    t = np.arange(horizon)
+    later = t[1:]
+    h = spec.interval_hours
+    rhs = np.zeros(horizon)
+    rhs[0] = spec.initial_soc_mwh
+    return blocks.add(
+        [
+            (t, layout.soc.start + t, _full(horizon, 1.0)),
+            (t, layout.load.start + t, _full(horizon, -spec.battery.charge_efficiency * h)),
+            (t, layout.gen.start + t, _full(horizon, h / spec.battery.discharge_efficiency)),
+            (later, layout.soc.start + later - 1, _full(horizon - 1, -1.0)),
+        ],
+        rhs, rhs.copy(),
+    )
+
+
+def _add_terminal(blocks: _RowBlocks, spec: DispatchSpec, layout: ColumnLayout) -> None:
+    """soc_{T-1} >= terminal (MWh)."""
+    zero = np.zeros(1, dtype=np.int64)
+    blocks.add(
+        [(zero, np.array([layout.soc.stop - 1]), np.ones(1))],
+        np.array([spec.terminal_soc_mwh]), np.array([_INF]),
+    )
+
+
+def _add_joint_capacity(blocks: _RowBlocks, spec: DispatchSpec, layout: ColumnLayout,
+                        ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """sign (gen_t - load_t) + sum_members e_{s,t} <= P per group and interval (MW); returns the raise and
+    the lower groups' row blocks."""
+    horizon = spec.horizon
+    t = np.arange(horizon)
+    raise_rows: list[slice] = []
+    lower_rows: list[slice] = []
+    for group in spec.joint_groups:
+        entries = [
+            (t, layout.gen.start + t, _full(horizon, group.sign)),
+            (t, layout.load.start + t, _full(horizon, -group.sign)),
+        ]
+        entries += [(t, layout.fcas(m).start + t, _full(horizon, 1.0)) for m in group.members]
+        rows = blocks.add(entries, _full(horizon, -_INF), _full(horizon, spec.battery.power_mw))
+        (raise_rows if group.sign > 0 else lower_rows).append(rows)
+    return tuple(raise_rows), tuple(lower_rows)
+
+
+def _add_ramp(blocks: _RowBlocks, spec: DispatchSpec, layout: ColumnLayout) -> None:
+    """|p_t - p_{t-1}| <= R as ranged rows (MW), only those that can bind."""
+    at_start, within = spec.ramp_rows()
+    ramp = spec.ramp_mw
+    if at_start and spec.initial_net_mw is not None:
+        zero = np.zeros(1, dtype=np.int64)
+        blocks.add(
+            [(zero, np.array([layout.gen.start]), np.ones(1)), (zero, np.array([layout.load.start]), -np.ones(1))],
+            np.array([spec.initial_net_mw - ramp]), np.array([spec.initial_net_mw + ramp]),
+        )
+    steps = spec.horizon - 1
+    if not within or steps <= 0:
+        return
+    r = np.arange(steps)
+    t = r + 1
+    blocks.add(
+        [
+            (r, layout.gen.start + t, _full(steps, 1.0)),
+            (r, layout.load.start + t, _full(steps, -1.0)),
+            (r, layout.gen.start + t - 1, _full(steps, -1.0)),
+            (r, layout.load.start + t - 1, _full(steps, 1.0)),
+        ],
+        _full(steps, -ramp), _full(steps, ramp),
+    )
+
+
+def _add_energy_reserve(blocks: _RowBlocks, spec: DispatchSpec, layout: ColumnLayout) -> None:
+    """sum_s e_{s,t} hours_s / eta_d - soc_{t-1} <= -SoC_min, soc_{-1} moved to the right (MWh)."""
+    horizon = spec.horizon
+    t = np.arange(horizon)
+    later = t[1:]
+    eta_d = spec.battery.discharge_efficiency
+    entries = [
+        (t, layout.fcas(p).start + t, _full(horizon, hours / eta_d)) for p, hours in spec.reserve_hours.items()
+    ]
+    entries.append((later, layout.soc.start + later - 1, _full(horizon - 1, -1.0)))
+    upper = _full(horizon, -spec.battery.soc_min_mwh)
+    upper[0] = spec.initial_soc_mwh - spec.battery.soc_min_mwh
+    blocks.add(entries, _full(horizon, -_INF), upper)
+
+
+def build_dispatch_lp(spec: DispatchSpec) -> MatrixLp:
+    """The dispatch LP of ``spec`` as bounds, a maximised cost vector ($) and a CSC constraint matrix."""
+    layout = ColumnLayout(spec.horizon, spec.fcas_products)
+    cost, col_lower, col_upper = _columns_and_objective(spec, layout)
+    blocks = _RowBlocks()
+    balance = _add_balance(blocks, spec, layout)
+    _add_terminal(blocks, spec, layout)
+    raise_rows, lower_rows = _add_joint_capacity(blocks, spec, layout)
+    _add_ramp(blocks, spec, layout)
+    if spec.reserve_hours:
+        _add_energy_reserve(blocks, spec, layout)
+    matrix = csc_from_triplets(
+        np.concatenate(blocks.rows), np.concatenate(blocks.cols), np.concatenate(blocks.values),
+        blocks.count, layout.num_columns,
+    )
+    return MatrixLp(
+        cost=cost, col_lower=col_lower, col_upper=col_upper, matrix=matrix,
+        row_lower=np.concatenate(blocks.lower), row_upper=np.concatenate(blocks.upper),
+        layout=layout, balance_rows=balance, raise_capacity_rows=raise_rows, lower_capacity_rows=lower_rows,
+    )
+
+
+def highspy_available() -> bool:
+    """True when the highspy package (HiGHS) can be imported."""
+    return highspy is not None
+
+
+def _failed(status: LpStatus, reason: str) -> LpSolution:
+    empty = np.zeros(0)
+    return LpSolution(status=status, reason=reason, column_values=empty, row_duals=empty)
+
+
+def _highs_lp(lp: MatrixLp) -> Any:
+    """The HighsLp of ``lp``: minimise the negated revenue, column-wise matrix."""
+    matrix = lp.matrix
+    model = highspy.HighsLp()
+    model.num_row_, model.num_col_ = matrix.num_rows, matrix.num_columns
+    model.sense_ = highspy.ObjSense.kMinimize
+    model.col_cost_ = -lp.cost
+    model.col_lower_ = lp.col_lower
+    model.col_upper_ = lp.col_upper
+    model.row_lower_ = lp.row_lower
+    model.row_upper_ = lp.row_upper
+    model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    model.a_matrix_.num_row_, model.a_matrix_.num_col_ = matrix.num_rows, matrix.num_columns
+    model.a_matrix_.start_ = matrix.indptr
+    model.a_matrix_.index_ = matrix.indices
+    model.a_matrix_.value_ = matrix.data
+    return model
+
+
+def _configure(solver: Any, time_limit_s: float, interior_point: bool) -> None:
+    options: dict[str, Any] = {"output_flag": False, "time_limit": float(time_limit_s)}
+    options.update(INTERIOR_POINT_OPTIONS if interior_point else SIMPLEX_OPTIONS)
+    for name, value in options.items():
+        solver.setOptionValue(name, value)
+
+
+def solve_matrix_lp(lp: MatrixLp, *, time_limit_s: float, interior_point: bool) -> LpSolution:
+    """Solve ``lp`` with HiGHS: dual simplex, or interior point + crossover when ``interior_point``.
+
+    ``time_limit_s`` (s) bounds the HiGHS run. Statuses: OPTIMAL (values and duals), INFEASIBLE
+    (infeasible, or infeasible-or-unbounded), TIME_LIMIT, ERROR (anything else, with the HiGHS status).
+    Raises RuntimeError when highspy is not installed.
+    """
+    if highspy is None:
+        raise RuntimeError("highspy is not installed")
+    solver = highspy.Highs()
+    _configure(solver, time_limit_s, interior_point)
+    passed = solver.passModel(_highs_lp(lp))
+    if passed == highspy.HighsStatus.kError:
+        return _failed("ERROR", f"{SOLVER_NAME} rejected the model")
+    run = solver.run()
+    status = solver.getModelStatus()
+    text = solver.modelStatusToString(status)
+    if status == highspy.HighsModelStatus.kOptimal and run != highspy.HighsStatus.kError:
+        solution = solver.getSolution()
+        return LpSolution(
+            status="OPTIMAL", reason="optimal",
+            column_values=np.asarray(solution.col_value, dtype=np.float64),
+            row_duals=(-np.asarray(solution.row_dual, dtype=np.float64) if solution.dual_valid else np.zeros(0)),
+        )
+    if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
+        return _failed("INFEASIBLE", text)
+    if status == highspy.HighsModelStatus.kTimeLimit:
+        return _failed("TIME_LIMIT", text)
+    return _failed("ERROR", f"{SOLVER_NAME} ended with status {text}")

@@ -1,0 +1,116 @@
+"""Registry of the pure functions the worker pools serve, keyed by (kind, algorithm name, version).
+
+A handler is a pure function ``Request -> Result`` (e.g. ``ForecastRequest -> ForecastResult``). A
+request names the algorithm it wants (``AlgorithmRef``); the runtime resolves it here, so algorithms
+are swapped or run side by side by registering another name or version.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from algorithms.common.errors import InvalidRequestError
+
+Handler = Callable[[Message], Message]
+
+KINDS = ("forecast", "optimisation")
+
+
+class UnknownAlgorithmError(InvalidRequestError):
+    """A request names an algorithm (name, version) no handler is registered for."""
+
+
+class HandlerRegistry:
+    """Handlers keyed by (kind, algorithm name, version)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[tuple[str, str, str], Handler] = {}
+
+    def register(self, kind: str, name: str, version: str, handler: Callable[[Any], Message]) -> None:
+        """Serve ``handler`` for requests of ``kind`` naming algorithm ``name`` version ``version``.
+
+        ``handler`` may be typed on its own request class (e.g. ``ForecastRequest -> ForecastResult``).
+
+        ValueError for an unknown kind, an empty name or version, or a key registered already.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown request kind {kind!r}: expected one of {', '.join(KINDS)}")
+        if not name or not version:
+            raise ValueError(f"algorithm name and version must not be empty (got {name!r}, {version!r})")
+        key = (kind, name, version)
+        if key in self._handlers:
+            raise ValueError(f"a handler for {name} v{version} ({kind}) is registered already")
+        self._handlers[key] = handler
+
+    def resolve(self, kind: str, name: str, version: str) -> Handler:
+        """The handler for (kind, name, version); :class:`UnknownAlgorithmError` listing the known ones."""
+        try:
+            return self._handlers[(kind, name, version)]
+        except KeyError:
+            raise UnknownAlgorithmError(
+                f"unknown algorithm {name or '<empty>'} v{version or '<empty>'} for {kind}; "
+                f"known: {', '.join(self.known(kind)) or 'none'}") from None
+
+    def known(self, kind: str) -> list[str]:
+        """The algorithms registered for ``kind``, as ``"name vVERSION"``, sorted."""
+        return sorted(f"{n} v{v}" for (k, n, v) in self._handlers if k == kind)
+
+
+# The algorithm each kind serves by default, used when its module does not declare ALGORITHM_NAME /
+# ALGORITHM_VERSION or ALGORITHM itself.
+DEFAULT_ALGORITHMS: dict[str, tuple[str, str]] = {
+    "forecast": ("sarx-quantile", "2"),
+    "optimisation": ("lp-energy-fcas", "1"),
+}
+
+
+# Older versions of an algorithm module still served next to its current one: (kind, module, version, function).
+RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("forecast", "algorithms.market.forecast", "1", "run_forecast_v1"),
+)
+
+
+def default_registry() -> HandlerRegistry:
+    """A registry serving the platform's algorithms (forecast ``run_forecast``, optimisation
+    ``run_optimisation``) under the name and version their modules declare.
+
+    The algorithm modules are imported here, not at module import, so the runtime can be loaded (and
+    tested) without them.
+    """
+    registry = HandlerRegistry()
+    modules = (
+        ("forecast", "algorithms.market.forecast", "run_forecast"),
+        ("optimisation", "algorithms.market.optimise", "run_optimisation"),
+    )
+    for kind, module_name, function_name in modules:
+        module = importlib.import_module(module_name)
+        name, version = algorithm_of(module, DEFAULT_ALGORITHMS[kind])
+        registry.register(kind, name, version, getattr(module, function_name))
+    # Earlier versions stay servable, so archived cycles and backtests can be replayed with them.
+    for kind, module_name, version, function_name in RETAINED_VERSIONS:
+        module = importlib.import_module(module_name)
+        registry.register(kind, algorithm_of(module, DEFAULT_ALGORITHMS[kind])[0], version,
+                          getattr(module, function_name))
+    return registry
+
+
+def algorithm_of(module: Any, default: tuple[str, str]) -> tuple[str, str]:
+    """(name, version) a module declares: ``ALGORITHM_NAME``/``ALGORITHM_VERSION``, else ``ALGORITHM``
+    (an AlgorithmRef, a (name, version) pair or a mapping), else ``default``."""
+    name = getattr(module, "ALGORITHM_NAME", None)
+    version = getattr(module, "ALGORITHM_VERSION", None)
+    if name and version:
+        return str(name), str(version)
+    ref = getattr(module, "ALGORITHM", None)
+    if ref is None:
+        return default
+    if hasattr(ref, "name") and hasattr(ref, "version"):
+        return str(ref.name), str(ref.version)
+    if isinstance(ref, dict):
+        return str(ref["name"]), str(ref["version"])
+    ref_name, ref_version = ref
+    return str(ref_name), str(ref_version)

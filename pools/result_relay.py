@@ -1,0 +1,198 @@
+"""Relay worker replies from the results queue to the Temporal activities waiting for them.
+
+For a result: archive it (indexed under the cycle = the waiting workflow's id), then complete the
+waiting activity with a small :class:`~pools.replies.WorkerAnswer` naming the archive key. For an
+error reply: fail the activity with a non-retryable ``ApplicationError`` of type
+:data:`~pools.replies.WORKER_FAILED_ERROR_TYPE`. An activity that is already completed, failed, timed
+out or unknown ("not found") is logged and the reply deleted: relaying is idempotent.
+
+A reply that cannot be relayed (archive or Temporal unavailable) stays on the queue and is retried
+after the visibility timeout; after ``max_receive_count`` attempts it is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from google.protobuf.message import Message
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from archive.store import Archive
+from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
+from pools.runtime import DeadLetter, receive_count_of
+from pools.sqs import MalformedMessageError, QueueUrls, decode_reply, queue_urls, sqs_client
+from settings import Settings
+from vpp.v1 import worker_pb2
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
+
+RESULT_KINDS = ("forecast", "optimisation")
+RELAY_BATCH = 10
+RECEIVE_WAIT_S = 1
+RECEIVE_ERROR_BACKOFF_S = 1.0
+RESULT_STATUS_PREFIX = "RESULT_STATUS_"
+
+
+def reply_kind(reply: worker_pb2.WorkerReply) -> str:
+    """"forecast", "optimisation" or "error": what ``reply`` carries; ValueError if it carries nothing."""
+    kind = reply.WhichOneof("result")
+    if kind is None:
+        raise ValueError(f"reply to task {reply.task_id!r} carries neither a result nor an error")
+    return kind
+
+
+def result_of(reply: worker_pb2.WorkerReply) -> Message:
+    """The result message of a result reply; ValueError for an error reply or an empty one."""
+    kind = reply_kind(reply)
+    if kind not in RESULT_KINDS:
+        raise ValueError(f"reply to task {reply.task_id!r} is an error, not a result")
+    result: Message = getattr(reply, kind)
+    return result
+
+
+def archive_label(reply: worker_pb2.WorkerReply) -> str:
+    """Index label of a result: ``"forecast-result/<product>"`` or ``"optimisation-result/"``."""
+    kind = reply_kind(reply)
+    if kind not in RESULT_KINDS:
+        raise ValueError(f"reply to task {reply.task_id!r} is an error, not a result")
+    product = reply.forecast.product if kind == "forecast" else ""
+    return f"{kind}-result/{product or ''}"
+
+
+def answer_for_reply(reply: worker_pb2.WorkerReply, archive_key: str) -> WorkerAnswer:
+    """The :class:`WorkerAnswer` completing the activity that waits for a result ``reply``.
+
+    ``archive_key`` is where the result was archived; ``status`` is the ResultStatus name without its
+    prefix ("OK", "OPTIMAL", ...); ``compute_ms`` is the forecast's compute_ms or the plan's solve_ms
+    (ms). ValueError for an error reply or an empty one.
+    """
+    kind = reply_kind(reply)
+    if kind == "forecast":
+        forecast = reply.forecast
+        status, reason, compute_ms = forecast.status, forecast.status_reason, forecast.compute_ms
+    elif kind == "optimisation":
+        plan = reply.optimisation
+        status, reason, compute_ms = plan.status, plan.status_reason, plan.solve_ms
+    else:
+        raise ValueError(f"reply to task {reply.task_id!r} is an error ({reply.error.code}), not a result")
+    status_name = worker_pb2.ResultStatus.Name(status).removeprefix(RESULT_STATUS_PREFIX)
+    return WorkerAnswer(task_id=reply.task_id, kind=kind, archive_key=archive_key, status=status_name,
+                        status_reason=reason, compute_ms=float(compute_ms))
+
+
+def failure_message(reply: worker_pb2.WorkerReply) -> str:
+    """The failure message of an error ``reply``: ``"<code>: <message> (task ..., receive N)"``."""
+    if reply_kind(reply) != "error":
+        raise ValueError(f"reply to task {reply.task_id!r} is a result, not an error")
+    error = reply.error
+    return (f"{error.code or 'worker_error'}: {error.message or '(no message)'} "
+            f"(task {reply.task_id or '?'}, receive {error.receive_count})")
+
+
+def failure_for_reply(reply: worker_pb2.WorkerReply) -> ApplicationError:
+    """The non-retryable ``ApplicationError`` (type WORKER_FAILED_ERROR_TYPE) for an error ``reply``.
+
+    Its details are the error code and the receive count.
+    """
+    return ApplicationError(failure_message(reply), reply.error.code, reply.error.receive_count,
+                            type=WORKER_FAILED_ERROR_TYPE, non_retryable=True)
+
+
+def _waiting_activity(reply: worker_pb2.WorkerReply) -> bool:
+    return bool(reply.reply_to.workflow_id and reply.reply_to.activity_id)
+
+
+async def relay_reply(reply: worker_pb2.WorkerReply, temporal_client: Client, archive: Archive) -> str:
+    """Archive a result reply and complete (or fail, for an error reply) its waiting activity.
+
+    Returns what happened ("completed", "failed", "already_closed", "no_activity"). Raises on an
+    archive or Temporal failure other than "not found".
+    """
+    kind = reply_kind(reply)
+    reply_to = reply.reply_to
+    answer: WorkerAnswer | None = None
+    if kind in RESULT_KINDS:
+        key = await asyncio.to_thread(archive.put, result_of(reply),
+                                      cycle_id=reply_to.workflow_id or None, label=archive_label(reply))
+        answer = answer_for_reply(reply, key)
+    if not _waiting_activity(reply):
+        return "no_activity"
+    handle = temporal_client.get_async_activity_handle(
+        workflow_id=reply_to.workflow_id, run_id=reply_to.run_id or None, activity_id=reply_to.activity_id)
+    try:
+        if answer is not None:
+            await handle.complete(answer)
+            return "completed"
+        await handle.fail(failure_for_reply(reply))
+        return "failed"
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return "already_closed"
+        raise
+
+
+async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[str, Any],
+                         temporal_client: Client, archive: Archive, max_receive_count: int) -> None:
+    started = time.perf_counter()
+    receive_count = receive_count_of(message)
+    body = message.get("Body", "")
+    task_id = "?"
+    dead_reason = ""
+    try:
+        reply = decode_reply(body)
+        task_id = reply.task_id or "?"
+        outcome = await relay_reply(reply, temporal_client, archive)
+    except (MalformedMessageError, ValueError) as exc:
+        outcome, dead_reason = "invalid_message", f"invalid_message: {exc}"
+    except Exception as exc:
+        if receive_count < max_receive_count:
+            logger.warning("reply of task %s not relayed (receive %d of %d), will retry: %s",
+                           task_id, receive_count, max_receive_count, exc, exc_info=exc)
+            return
+        outcome, dead_reason = "relay_failed", f"relay_failed: {type(exc).__name__}: {exc}"
+    if dead_reason:
+        letter = DeadLetter(body=body, error_code=outcome, error_message=dead_reason[:2000],
+                            receive_count=receive_count, source_queue=urls.results)
+        await asyncio.to_thread(client.send_message, QueueUrl=urls.dead_letters, MessageBody=body,
+                                MessageAttributes=letter.message_attributes())
+    await asyncio.to_thread(client.delete_message, QueueUrl=urls.results,
+                            ReceiptHandle=message["ReceiptHandle"])
+    logger.info("reply task=%s outcome=%s ms=%.1f%s", task_id, outcome, (time.perf_counter() - started) * 1e3,
+                f" detail={dead_reason!r}" if dead_reason else "")
+
+
+async def run_result_relay(settings: Settings, temporal_client: Client, archive: Archive, stop: asyncio.Event,
+                           *, sqs: SQSClient | None = None) -> None:
+    """Relay replies from the results queue until ``stop`` is set (noticed within about a second)."""
+    client = sqs if sqs is not None else sqs_client(settings)
+    urls = await asyncio.to_thread(queue_urls, client, settings)
+    logger.info("result relay serving %s", urls.results)
+    while not stop.is_set():
+        try:
+            response = await asyncio.to_thread(
+                client.receive_message, QueueUrl=urls.results, MaxNumberOfMessages=RELAY_BATCH,
+                WaitTimeSeconds=RECEIVE_WAIT_S, AttributeNames=["ApproximateReceiveCount"])
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("receive from %s failed: %s", urls.results, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=RECEIVE_ERROR_BACKOFF_S)
+            continue
+        for message in response.get("Messages", []):
+            try:
+                await _relay_message(client, urls, dict(message), temporal_client, archive,
+                                     settings.stack.max_receive_count)
+            except (BotoCoreError, ClientError) as exc:
+                logger.error("could not settle a reply on %s (it will be delivered again): %s",
+                             urls.results, exc)
+    logger.info("result relay stopped")

@@ -1,0 +1,399 @@
+"""Serve pure functions ``Request -> Result`` on an SQS request queue.
+
+:func:`process_message` is the decision logic, free of I/O: decode the :class:`WorkerTask`, resolve
+the handler its request names, run it, and say what to do with the message (a :class:`Disposition`):
+
+* success: reply with the result (and remember the reply, see :class:`IdempotencyCache`);
+* a body that cannot be decoded: dead-letter at once (``invalid_message``); no reply is possible;
+* a task without task id or request: dead-letter at once (``invalid_message``), error reply if it
+  says where to;
+* :class:`~algorithms.common.errors.InvalidRequestError` (including an unknown algorithm): dead-letter at
+  once and send an error reply (``invalid_request`` / ``unknown_algorithm``) so the waiting workflow
+  fails fast instead of timing out;
+* any other exception: leave the message; SQS delivers it again after the visibility timeout. On the
+  ``max_receive_count``-th receive it is dead-lettered with an error reply (``handler_failed``).
+
+:func:`run_pool` is the thin I/O loop around it. A pool process handles one message at a time (the
+handlers are CPU-bound; scale by running more processes), receiving one message per call by default
+so that messages do not wait, invisible, behind a slow one while their visibility timeout runs down.
+While a handler runs, the message's visibility is extended every half timeout, so a long solve is not
+delivered to a second worker.
+
+Idempotency: a task whose reply was already produced by this process is answered with the same reply
+without running the handler again (an in-memory LRU of recent task ids). That is an optimisation; the
+durable guarantee is downstream: completing a Temporal activity that is already completed is a no-op
+(the result relay treats "not found" as done), so a task answered twice is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from google.protobuf.message import Message
+
+from algorithms.common.errors import InvalidRequestError
+from algorithms.registry import HandlerRegistry, UnknownAlgorithmError, default_registry
+from pools.sqs import (
+    REQUEST_KINDS,
+    SQS_MAX_MESSAGE_BYTES,
+    MalformedMessageError,
+    QueueUrls,
+    decode_task,
+    encode_message,
+    queue_urls,
+    sqs_client,
+)
+from settings import Settings
+from vpp.v1 import worker_pb2
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
+
+logger = logging.getLogger(__name__)
+
+# Result message class each request kind must produce.
+RESULT_TYPES: dict[str, type[Message]] = {
+    "forecast": worker_pb2.ForecastResult,
+    "optimisation": worker_pb2.OptimisationResult,
+}
+# Longest error text carried in a dead letter's attribute or an error reply (characters).
+MAX_ERROR_MESSAGE_CHARS = 2000
+DEFAULT_CACHE_CAPACITY = 1024
+RECEIVE_WAIT_S = 1
+# Pause after a failed receive (the endpoint is down or throttling), seconds.
+RECEIVE_ERROR_BACKOFF_S = 1.0
+
+
+class Outcome(StrEnum):
+    """What became of one request message."""
+
+    SUCCEEDED = "succeeded"
+    DUPLICATE = "duplicate"
+    INVALID_MESSAGE = "invalid_message"
+    INVALID_REQUEST = "invalid_request"
+    UNKNOWN_ALGORITHM = "unknown_algorithm"
+    RESULT_TOO_LARGE = "result_too_large"
+    RETRY = "retry"
+    HANDLER_FAILED = "handler_failed"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message for the dead-letter queue: the original body and why it could not be processed."""
+
+    body: str
+    error_code: str
+    error_message: str
+    receive_count: int
+    source_queue: str
+
+    def message_attributes(self) -> dict[str, MessageAttributeValueTypeDef]:
+        """SQS message attributes ErrorCode, ErrorMessage, ReceiveCount, SourceQueue (never empty)."""
+        values = {
+            "ErrorCode": self.error_code or "unknown",
+            "ErrorMessage": self.error_message or "(no message)",
+            "ReceiveCount": str(self.receive_count),
+            "SourceQueue": self.source_queue or "unknown",
+        }
+        return {name: {"DataType": "String", "StringValue": value} for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """What the pool must do with one received message.
+
+    ``reply`` goes to the results queue, ``dead_letter`` to the dead-letter queue, and the message is
+    deleted from its request queue if ``delete`` (after the reply and dead letter are sent).
+    ``error`` is the exception the handler raised, if any (for the log).
+    """
+
+    outcome: Outcome
+    task_id: str
+    kind: str
+    receive_count: int
+    reply: worker_pb2.WorkerReply | None = None
+    dead_letter: DeadLetter | None = None
+    delete: bool = True
+    detail: str = ""
+    error: Exception | None = None
+
+    @property
+    def reply_body(self) -> str | None:
+        """The SQS body of the reply, if there is one."""
+        return None if self.reply is None else encode_message(self.reply)
+
+
+class IdempotencyCache:
+    """The replies of recently completed tasks (task id -> serialised WorkerReply), least recent evicted.
+
+    In memory, per process: it spares re-running a handler for a task delivered twice to the same
+    process. It is not the durable guarantee (see the module docstring).
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CACHE_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"cache capacity must be at least 1 (got {capacity})")
+        self.capacity = capacity
+        self._replies: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, task_id: str) -> bytes | None:
+        """The serialised reply of ``task_id`` if it is remembered."""
+        reply = self._replies.get(task_id)
+        if reply is not None:
+            self._replies.move_to_end(task_id)
+        return reply
+
+    def put(self, task_id: str, reply: bytes) -> None:
+        """Remember the serialised reply of ``task_id``, evicting the least recently used beyond capacity."""
+        self._replies[task_id] = reply
+        self._replies.move_to_end(task_id)
+        while len(self._replies) > self.capacity:
+            self._replies.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._replies)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._replies
+
+
+def receive_count_of(message: Mapping[str, Any]) -> int:
+    """The ApproximateReceiveCount of an SQS message (1 when the attribute is absent)."""
+    attributes = message.get("Attributes") or {}
+    text = attributes.get("ApproximateReceiveCount")
+    try:
+        return max(1, int(text)) if text is not None else 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def _truncate(text: str) -> str:
+    if len(text) <= MAX_ERROR_MESSAGE_CHARS:
+        return text
+    return text[: MAX_ERROR_MESSAGE_CHARS - 30] + f"... [{len(text)} characters in all]"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _has_reply_to(task: worker_pb2.WorkerTask) -> bool:
+    return bool(task.HasField("reply_to") and task.reply_to.activity_id)
+
+
+def error_reply(task: worker_pb2.WorkerTask, code: str, message: str,
+                receive_count: int) -> worker_pb2.WorkerReply:
+    """The error reply to ``task``: its task id and reply_to, with a :class:`WorkerError`."""
+    reply = worker_pb2.WorkerReply(task_id=task.task_id)
+    reply.reply_to.CopyFrom(task.reply_to)
+    reply.error.code = code
+    reply.error.message = _truncate(message)
+    reply.error.receive_count = receive_count
+    return reply
+
+
+def result_reply(task: worker_pb2.WorkerTask, kind: str, result: Message) -> worker_pb2.WorkerReply:
+    """The success reply to ``task``: its task id and reply_to, with ``result`` in the ``kind`` field.
+
+    TypeError if ``result`` is not the result message of ``kind``.
+    """
+    expected = RESULT_TYPES[kind]
+    if not isinstance(result, expected):
+        raise TypeError(f"the {kind} handler returned {type(result).__name__}, expected {expected.__name__}")
+    reply = worker_pb2.WorkerReply(task_id=task.task_id)
+    reply.reply_to.CopyFrom(task.reply_to)
+    getattr(reply, kind).CopyFrom(result)
+    return reply
+
+
+def process_message(message: Mapping[str, Any], *, registry: HandlerRegistry, max_receive_count: int,
+                    completed: IdempotencyCache, source_queue: str = "") -> Disposition:
+    """Decide what to do with one SQS request message (``Body``, ``ReceiptHandle``, ``Attributes``).
+
+    Runs the handler the request names; no I/O besides what the handler does. ``completed`` is
+    consulted and, on success, updated. ``source_queue`` only labels dead letters.
+    """
+    receive_count = receive_count_of(message)
+    body = message.get("Body", "")
+
+    def dead(outcome: Outcome, task_id: str, kind: str, reason: str,
+             reply: worker_pb2.WorkerReply | None = None, error: Exception | None = None) -> Disposition:
+        letter = DeadLetter(body=body, error_code=outcome.value, error_message=_truncate(reason),
+                            receive_count=receive_count, source_queue=source_queue)
+        return Disposition(outcome, task_id, kind, receive_count, reply=reply, dead_letter=letter,
+                           delete=True, detail=reason, error=error)
+
+    try:
+        task = decode_task(body)
+    except MalformedMessageError as exc:
+        return dead(Outcome.INVALID_MESSAGE, "", "", f"invalid_message: {exc}")
+
+    kind = task.WhichOneof("request") or ""
+    if not task.task_id or not kind:
+        missing = "task_id" if not task.task_id else "request (forecast or optimisation)"
+        reason = f"invalid_message: task has no {missing}"
+        reply = error_reply(task, Outcome.INVALID_MESSAGE.value, reason, receive_count) \
+            if _has_reply_to(task) else None
+        return dead(Outcome.INVALID_MESSAGE, task.task_id, kind, reason, reply)
+
+    cached = completed.get(task.task_id)
+    if cached is not None:
+        return Disposition(Outcome.DUPLICATE, task.task_id, kind, receive_count,
+                           reply=worker_pb2.WorkerReply.FromString(cached), delete=True,
+                           detail="answered from the replies of completed tasks")
+
+    request = getattr(task, kind)
+    try:
+        handler = registry.resolve(kind, request.algorithm.name, request.algorithm.version)
+        reply = result_reply(task, kind, handler(request))
+    except InvalidRequestError as exc:
+        unknown = isinstance(exc, UnknownAlgorithmError)
+        outcome = Outcome.UNKNOWN_ALGORITHM if unknown else Outcome.INVALID_REQUEST
+        reason = str(exc) or type(exc).__name__
+        return dead(outcome, task.task_id, kind, reason,
+                    error_reply(task, outcome.value, reason, receive_count), exc)
+    except Exception as exc:
+        reason = _describe(exc)
+        if receive_count < max_receive_count:
+            return Disposition(Outcome.RETRY, task.task_id, kind, receive_count, delete=False,
+                               detail=f"{reason} (receive {receive_count} of {max_receive_count})", error=exc)
+        reason = f"{reason} (failed on each of {receive_count} receives)"
+        return dead(Outcome.HANDLER_FAILED, task.task_id, kind, reason,
+                    error_reply(task, Outcome.HANDLER_FAILED.value, reason, receive_count), exc)
+
+    reply_bytes = reply.SerializeToString(deterministic=True)
+    body_size = len(encode_message(reply))
+    if body_size > SQS_MAX_MESSAGE_BYTES:
+        reason = f"the {kind} result is {body_size} bytes once encoded; SQS allows {SQS_MAX_MESSAGE_BYTES}"
+        return dead(Outcome.RESULT_TOO_LARGE, task.task_id, kind, reason,
+                    error_reply(task, Outcome.RESULT_TOO_LARGE.value, reason, receive_count))
+    completed.put(task.task_id, reply_bytes)
+    return Disposition(Outcome.SUCCEEDED, task.task_id, kind, receive_count, reply=reply, delete=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# I/O: the pool loop
+
+
+def receive_messages(client: SQSClient, queue_url: str, max_messages: int) -> list[dict[str, Any]]:
+    """Long-poll (1 s) up to ``max_messages`` (1..10) messages with their receive counts and attributes."""
+    response = client.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=RECEIVE_WAIT_S,
+        AttributeNames=["ApproximateReceiveCount"], MessageAttributeNames=["All"])
+    return [dict(m) for m in response.get("Messages", [])]
+
+
+def settle(client: SQSClient, urls: QueueUrls, queue_url: str, message: Mapping[str, Any],
+           disposition: Disposition) -> None:
+    """Carry out ``disposition``: send the reply, then the dead letter, then delete the message."""
+    reply_body = disposition.reply_body
+    if reply_body is not None:
+        client.send_message(QueueUrl=urls.results, MessageBody=reply_body)
+    if disposition.dead_letter is not None:
+        client.send_message(QueueUrl=urls.dead_letters, MessageBody=disposition.dead_letter.body,
+                            MessageAttributes=disposition.dead_letter.message_attributes())
+    if disposition.delete:
+        client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+async def _keep_invisible(client: SQSClient, queue_url: str, receipt_handle: str, timeout_s: int) -> None:
+    """Extend the message's visibility by ``timeout_s`` every half timeout while its handler runs."""
+    while True:
+        await asyncio.sleep(max(timeout_s / 2, 0.5))
+        try:
+            await asyncio.to_thread(client.change_message_visibility, QueueUrl=queue_url,
+                                    ReceiptHandle=receipt_handle, VisibilityTimeout=timeout_s)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("could not extend the visibility of a message on %s: %s", queue_url, exc)
+
+
+async def _release(client: SQSClient, queue_url: str, messages: list[dict[str, Any]]) -> None:
+    """Make received but unprocessed messages visible again at once (on stop)."""
+    for message in messages:
+        with contextlib.suppress(BotoCoreError, ClientError):
+            await asyncio.to_thread(client.change_message_visibility, QueueUrl=queue_url,
+                                    ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, message: dict[str, Any], *,
+                         registry: HandlerRegistry, completed: IdempotencyCache, max_receive_count: int,
+                         visibility_timeout_s: int, kind: str) -> Disposition:
+    """Process one message (handler in a thread, visibility kept), settle it, and log one line."""
+    started = time.perf_counter()
+    keeper = asyncio.create_task(
+        _keep_invisible(client, queue_url, message["ReceiptHandle"], visibility_timeout_s))
+    try:
+        disposition = await asyncio.to_thread(
+            process_message, message, registry=registry, max_receive_count=max_receive_count,
+            completed=completed, source_queue=queue_url)
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+    settled = True
+    try:
+        await asyncio.to_thread(settle, client, urls, queue_url, message, disposition)
+    except (BotoCoreError, ClientError) as exc:
+        settled = False
+        logger.error("task %s: could not send its reply / dead letter or delete it (%s); "
+                     "it will be delivered again", disposition.task_id or "?", exc)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    logger.info("task=%s kind=%s outcome=%s ms=%.1f receive=%d%s%s", disposition.task_id or "?",
+                disposition.kind or kind, disposition.outcome.value, elapsed_ms, disposition.receive_count,
+                "" if settled else " settle=failed",
+                f" detail={disposition.detail!r}" if disposition.detail else "",
+                exc_info=disposition.error if disposition.outcome is Outcome.HANDLER_FAILED else None)
+    return disposition
+
+
+async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
+                   registry: HandlerRegistry | None = None, client: SQSClient | None = None,
+                   max_messages: int = 1, completed: IdempotencyCache | None = None) -> None:
+    """Serve the ``kind`` request queue ("forecast" or "optimisation") until ``stop`` is set.
+
+    Handles one message at a time; ``max_messages`` (1..10) are received per long poll (1 s), so the
+    loop notices ``stop`` within about a second plus the message in hand. Messages received but not
+    yet processed when ``stop`` is set are made visible again at once. Queues must exist
+    (:func:`pools.sqs.ensure_queues`). Without ``registry`` the platform's algorithms are served.
+    """
+    if kind not in REQUEST_KINDS:
+        raise ValueError(f"unknown request kind {kind!r}: expected one of {', '.join(REQUEST_KINDS)}")
+    if not 1 <= max_messages <= 10:
+        raise ValueError(f"max_messages must be within 1..10 (got {max_messages})")
+    registry = registry if registry is not None else default_registry()
+    client = client if client is not None else sqs_client(settings)
+    completed = completed if completed is not None else IdempotencyCache()
+    urls = await asyncio.to_thread(queue_urls, client, settings)
+    queue_url = urls.request_queue(kind)
+    logger.info("%s pool serving %s (algorithms: %s)", kind, queue_url, ", ".join(registry.known(kind)))
+    while not stop.is_set():
+        try:
+            messages = await asyncio.to_thread(receive_messages, client, queue_url, max_messages)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("receive from %s failed: %s", queue_url, exc)
+            await _wait(stop, RECEIVE_ERROR_BACKOFF_S)
+            continue
+        for position, message in enumerate(messages):
+            if stop.is_set():
+                await _release(client, queue_url, messages[position:])
+                break
+            await handle_message(client, urls, queue_url, message, registry=registry, completed=completed,
+                                 max_receive_count=settings.stack.max_receive_count,
+                                 visibility_timeout_s=settings.stack.visibility_timeout_s, kind=kind)
+    logger.info("%s pool stopped", kind)
