@@ -172,6 +172,15 @@ def _convert_datetimes(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**converted)
 
 
+def _field_text(value: object) -> str:
+    """A prefix field of a D row as written (blank for a missing value, ``2`` for a version read as 2.0)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _read_block(body: bytes, columns: tuple[str, ...], source: str, report_type: str, sub_type: str,
                 version: int) -> pd.DataFrame:
     """The ``D`` rows of one table (``body``: the bytes after its ``I`` row) as a DataFrame."""
@@ -188,8 +197,10 @@ def _read_block(body: bytes, columns: tuple[str, ...], source: str, report_type:
     if wrong_kind.any():
         first = frame.loc[wrong_kind, "_row"].iloc[0]
         raise MmsFormatError(f"{source}: table {label} version {version}: a row of kind {first!r} among its D rows")
-    identities = frame[["_report_type", "_sub_type", "_version"]].drop_duplicates().fillna("").astype(str)
+    identities = frame[["_report_type", "_sub_type", "_version"]].drop_duplicates()
     for row_type, row_sub_type, row_version in identities.itertuples(index=False):
+        row_type, row_sub_type, row_version = (_field_text(row_type), _field_text(row_sub_type),
+                                               _field_text(row_version))
         if (row_type, normalise_sub_type(row_sub_type), row_version) != (report_type, sub_type, str(version)):
             raise MmsFormatError(f"{source}: table {label} version {version}: a row D,{row_type},{row_sub_type},"
                                  f"{row_version} does not belong to it")

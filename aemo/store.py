@@ -58,7 +58,6 @@ from aemo.tables import (
     Partitioning,
     TableSchema,
     month_label,
-    month_range,
     next_month,
     normalise,
     parse_month,
@@ -66,6 +65,7 @@ from aemo.tables import (
     schema_named,
     schemas_for,
 )
+from settings import Settings
 
 MANIFEST_NAME = "manifest.sqlite"
 LOCK_NAME = ".lock"
@@ -310,11 +310,8 @@ class MarketStore:
             connection.executescript(_MANIFEST_SCHEMA)
 
     @classmethod
-    def from_settings(cls, settings: object) -> MarketStore:
-        """The store of a :class:`settings.Settings` (``market_store.folder`` under ``stack.state_dir``)."""
-        from settings import Settings
-
-        assert isinstance(settings, Settings)
+    def from_settings(cls, settings: Settings) -> MarketStore:
+        """The store of the configuration: ``market_store.folder`` under ``stack.state_dir``."""
         return cls(settings.market_store.store_dir(settings.stack.state_dir))
 
     # ---------------------------------------------------------------------------------------------
@@ -811,7 +808,6 @@ __all__ = [
     "StoreError",
     "StoreSummary",
     "interval_gaps",
-    "month_range",
     "month_starts",
     "months_for_period",
     "summarise",

@@ -49,13 +49,15 @@ class Fault:
     methods: frozenset[str] = frozenset({"GET", "HEAD"})
 
 
-@dataclass(frozen=True)
+@dataclass
 class Request:
-    """A request the stand-in received: method, decoded path (``#`` as ``#``), answered status."""
+    """A request the stand-in received (logged on arrival): method, decoded path (``#`` as ``#``), the status
+    answered (None until answered: a delayed answer may come after the client gave up), the fault applied."""
 
     method: str
     path: str
-    status: int
+    status: int | None = None
+    fault: Fault | None = None
 
 
 class NemwebStandIn:
@@ -155,9 +157,11 @@ class NemwebStandIn:
                     queue.pop(0)
             return fault
 
-    def _log(self, method: str, path: str, status: int) -> None:
+    def _arrived(self, method: str, path: str) -> Request:
+        request = Request(method=method, path=path)
         with self._lock:
-            self.requests.append(Request(method=method, path=path, status=status))
+            self.requests.append(request)
+        return request
 
     def _is_visible_file(self, relative: str) -> bool:
         with self._lock:
@@ -210,6 +214,7 @@ def _listing_date(seconds: float) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     owner: NemwebStandIn
+    request_record: Request
     protocol_version = "HTTP/1.1"
     server_version = "Microsoft-IIS/10.0"
 
@@ -226,7 +231,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw_path = urllib.parse.urlsplit(self.path).path
         relative = urllib.parse.unquote(raw_path).lstrip("/")
         method = "GET" if send_body else "HEAD"
+        self.request_record = self.owner._arrived(method, relative)
         fault = self.owner._take_fault(relative.rstrip("/"), method)
+        self.request_record.fault = fault
         if fault is not None and fault.delay_s:
             time.sleep(fault.delay_s)
         if fault is not None and fault.status is not None:
@@ -262,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if method == "GET":
             self.wfile.write(body)
-        self.owner._log(method, relative, int(status))
+        self.request_record.status = int(status)
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None, relative: str,
               method: str, send_body: bool, truncate_to: int | None = None) -> None:
@@ -282,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
         if truncate_to is not None:
             self.close_connection = True
-        self.owner._log(method, relative, int(status))
+        self.request_record.status = int(status)
 
 
 def folder_files(root: Path) -> list[str]:
