@@ -37,8 +37,9 @@ import os
 import secrets
 import shutil
 import sqlite3
+import threading
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -235,6 +236,12 @@ def _file_identity(name: str) -> _Identity:
                      published=parsed.published if parsed.kind is FileKind.REPORT else None)
 
 
+@contextmanager
+def _borrowed(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """The connection as is (kept open for the thread's next use)."""
+    yield connection
+
+
 def _dedupe_newest(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """One row per key: the row of the newest publication (``_published``; later rows win ties)."""
     if PUBLISHED_COLUMN in frame.columns:
@@ -306,8 +313,8 @@ class MarketStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as connection, connection:
-            connection.executescript(_MANIFEST_SCHEMA)
+        self._local = threading.local()
+        self._connection().executescript(_MANIFEST_SCHEMA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MarketStore:
@@ -317,11 +324,16 @@ class MarketStore:
     # ---------------------------------------------------------------------------------------------
     # Manifest
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.root / MANIFEST_NAME, timeout=60.0, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.row_factory = sqlite3.Row
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection to the manifest (SQLite connections are not shared between threads; one
+        per thread is kept open, which also spares a WAL checkpoint at every close)."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.root / MANIFEST_NAME, timeout=60.0, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.row_factory = sqlite3.Row
+            self._local.connection = connection
         return connection
 
     @staticmethod
@@ -337,13 +349,13 @@ class MarketStore:
 
     def record(self, name: str) -> SourceRecord | None:
         """The manifest's record of source file ``name``, or None."""
-        with closing(self._connect()) as connection:
+        with _borrowed(self._connection()) as connection:
             row = connection.execute("SELECT * FROM sources WHERE name = ?", (name,)).fetchone()
         return None if row is None else self._record(row)
 
     def records(self) -> list[SourceRecord]:
         """Every source file the manifest holds (superseded ones included), by name."""
-        with closing(self._connect()) as connection:
+        with _borrowed(self._connection()) as connection:
             rows = connection.execute("SELECT * FROM sources ORDER BY name").fetchall()
         return [self._record(row) for row in rows]
 
@@ -358,7 +370,7 @@ class MarketStore:
         report is held), or None (fetch it)."""
         identity = _file_identity(name)
         wanted = frozenset(tables) if tables is not None else frozenset(s.name for s in SCHEMAS)
-        with closing(self._connect()) as connection:
+        with _borrowed(self._connection()) as connection:
             row = connection.execute("SELECT * FROM sources WHERE name = ?", (name,)).fetchone()
             current = self._current_of(connection, identity.identity)
         if current is not None and current.name != name and current.publication_order > identity.publication_order:
@@ -464,7 +476,7 @@ class MarketStore:
         the publication it replaces. A staged file older than the publication held is dropped (SUPERSEDED)."""
         now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
         staged_paths = {part.path for part in staged.parts}
-        with closing(self._connect()) as connection:
+        with _borrowed(self._connection()) as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 current = self._current_of(connection, staged.identity)
@@ -507,7 +519,7 @@ class MarketStore:
 
     def touch(self, name: str, stat: SourceStat) -> None:
         """Record new HTTP validators of a file whose content turned out unchanged (same hash)."""
-        with closing(self._connect()) as connection, connection:
+        with self._connection() as connection:
             connection.execute("UPDATE sources SET etag = ?, last_modified = ? WHERE name = ?",
                                (stat.etag, stat.last_modified, name))
 
@@ -552,7 +564,7 @@ class MarketStore:
     def collect_garbage(self) -> int:
         """Remove part files the manifest does not list (left by an interrupted sync) and partial downloads.
         Returns the number of files removed. Call it while holding :meth:`lock`."""
-        with closing(self._connect()) as connection:
+        with _borrowed(self._connection()) as connection:
             listed = {row["path"] for row in connection.execute("SELECT path FROM parts")}
         removed = 0
         for schema in SCHEMAS:
@@ -575,14 +587,14 @@ class MarketStore:
     def months(self, table: str) -> list[str]:
         """The partitions (``YYYY-MM``, or ``all``) the store holds of ``table``, sorted."""
         schema = schema_named(table)
-        with closing(self._connect()) as connection:
+        with _borrowed(self._connection()) as connection:
             rows = connection.execute("SELECT DISTINCT month FROM parts WHERE table_name = ? ORDER BY month",
                                       (schema.name,)).fetchall()
         return [row["month"] for row in rows]
 
     def tables(self) -> list[str]:
         """The tables the store holds rows of, sorted."""
-        with closing(self._connect()) as connection:
+        with _borrowed(self._connection()) as connection:
             rows = connection.execute("SELECT DISTINCT table_name FROM parts ORDER BY table_name").fetchall()
         return [row["table_name"] for row in rows]
 
@@ -590,7 +602,7 @@ class MarketStore:
         if not months:
             return []
         marks = ",".join("?" for _ in months)
-        with closing(self._connect()) as connection:
+        with _borrowed(self._connection()) as connection:
             rows = connection.execute(f"SELECT path FROM parts WHERE table_name = ? AND month IN ({marks}) "
                                       "ORDER BY seq, path", (table, *months)).fetchall()
         return [row["path"] for row in rows]
@@ -782,7 +794,7 @@ class StoreSummary:
 
 def summarise(store: MarketStore) -> StoreSummary:
     """Totals of ``store`` from its manifest and its part files."""
-    with closing(store._connect()) as connection:
+    with _borrowed(store._connection()) as connection:
         sources = int(connection.execute("SELECT COUNT(*) FROM sources WHERE superseded_by IS NULL").fetchone()[0])
         parts = connection.execute("SELECT path, rows FROM parts").fetchall()
     size = sum((store.root / row["path"]).stat().st_size for row in parts if (store.root / row["path"]).exists())
