@@ -28,6 +28,7 @@ import http.client
 import os
 import re
 import secrets
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -84,6 +85,14 @@ class NotFoundError(FetchError):
     """The source answered 404 (or the local file is absent): not retried."""
 
 
+class FetchCancelledError(FetchError):
+    """A download stopped because the sync is being interrupted."""
+
+
+Cancelled = Callable[[], bool]
+"""Tells a download in flight whether the sync is being interrupted (checked between chunks and attempts)."""
+
+
 class _RetryableError(Exception):
     """A failure worth another attempt (5xx, 429, timeout, connection reset, short download)."""
 
@@ -130,7 +139,7 @@ class Source(Protocol):
         """Size and validators of a file without fetching it."""
         ...
 
-    def fetch(self, path: str, incoming: Path) -> FetchedFile:
+    def fetch(self, path: str, incoming: Path, cancelled: Cancelled | None = None) -> FetchedFile:
         """The whole file, checked complete; downloads go to a new file in ``incoming``."""
         ...
 
@@ -197,10 +206,12 @@ class HttpSource:
         """The address of ``path`` (relative to the root), ``#`` and other reserved characters quoted."""
         return self.base_url + urllib.parse.quote(path, safe="/")
 
-    def _attempt(self, what: str, action: Callable[[], _T]) -> _T:
+    def _attempt(self, what: str, action: Callable[[], _T], cancelled: Cancelled | None = None) -> _T:
         """``action()`` with retries on :class:`_RetryableError` failures, backoff doubling from ``backoff_s``."""
         last = ""
         for attempt in range(self.attempts):
+            if cancelled is not None and cancelled():
+                raise FetchCancelledError(f"{what}: interrupted")
             try:
                 return action()
             except _RetryableError as exc:
@@ -270,8 +281,9 @@ class HttpSource:
 
         return self._attempt(path, head)
 
-    def fetch(self, path: str, incoming: Path) -> FetchedFile:
-        """GET into a new file of ``incoming``, hashing as it goes; a short download is retried."""
+    def fetch(self, path: str, incoming: Path, cancelled: Cancelled | None = None) -> FetchedFile:
+        """GET into a new file of ``incoming``, hashing as it goes; a short download is retried. ``cancelled``
+        stops it between chunks (the partial file is removed)."""
 
         def download() -> FetchedFile:
             target = incoming / f"{secrets.token_hex(8)}.part"
@@ -287,6 +299,8 @@ class HttpSource:
                             raise _RetryableError(f"download interrupted after {size} bytes ({exc!r})") from None
                         if not chunk:
                             break
+                        if cancelled is not None and cancelled():
+                            raise FetchCancelledError(f"{path}: interrupted after {size} bytes")
                         digest.update(chunk)
                         output.write(chunk)
                         size += len(chunk)
@@ -299,7 +313,7 @@ class HttpSource:
                 raise
             return FetchedFile(path=target, stat=stat, temporary=True)
 
-        return self._attempt(path, download)
+        return self._attempt(path, download, cancelled)
 
 
 class FolderSource:
@@ -342,7 +356,7 @@ class FolderSource:
             raise NotFoundError(f"{path}: no such file in {self.root}") from None
         return SourceStat(size=info.st_size, last_modified=_http_date(info.st_mtime))
 
-    def fetch(self, path: str, incoming: Path) -> FetchedFile:
+    def fetch(self, path: str, incoming: Path, cancelled: Cancelled | None = None) -> FetchedFile:
         """The file itself (no copy)."""
         stat = self.stat(path)
         return FetchedFile(path=self.root / path, stat=stat, temporary=False)
@@ -552,16 +566,24 @@ def plan_sync(source: Source, request: SyncRequest, pool: ThreadPoolExecutor) ->
 
 
 def _process(store: MarketStore, source: Source, candidate: _Candidate, tables: tuple[str, ...],
-             incoming: Path) -> _Outcome:
+             incoming: Path, cancelled: Cancelled) -> _Outcome:
     """Fetch and stage one file unless it can be skipped (runs in a worker thread)."""
+    if cancelled():
+        raise FetchCancelledError(f"{candidate.path}: interrupted")
     decided = store.decide(candidate.name, None, tables)
     if decided is IngestStatus.SUPERSEDED:
         return _Outcome(candidate=candidate, skipped=decided)
     if store.record(candidate.name) is not None:
-        decided = store.decide(candidate.name, source.stat(candidate.path), tables)
+        try:
+            stat: SourceStat | None = source.stat(candidate.path)
+        except NotFoundError:
+            raise
+        except FetchError:
+            stat = None  # validators unavailable (HEAD refused or failing): decide on the content instead
+        decided = store.decide(candidate.name, stat, tables)
         if decided is not None:
             return _Outcome(candidate=candidate, skipped=decided)
-    fetched = source.fetch(candidate.path, incoming)
+    fetched = source.fetch(candidate.path, incoming, cancelled)
     try:
         data = fetched.path.read_bytes()
     finally:
@@ -580,8 +602,9 @@ def sync(store: MarketStore, source: Source, request: SyncRequest, *, workers: i
          progress: ProgressCallback | None = None) -> SyncReport:
     """Mirror ``request`` from ``source`` into ``store``; returns what was done (see the module docstring).
 
-    ``progress`` is called on the calling thread for every event; an exception it raises (e.g.
-    ``KeyboardInterrupt``) stops the sync after the files in flight, whose uncommitted parts are removed.
+    ``progress`` is called on the calling thread for every event; an exception it raises (or Ctrl-C) stops
+    the sync: downloads in flight stop at their next chunk, nothing more is committed, and the parts written
+    for files not committed are removed. What was committed stays, so the next sync resumes from there.
     Raises :class:`SourceError` if the source cannot be reached at all, :class:`~aemo.store.StoreError`
     if another sync holds the store.
     """
@@ -594,6 +617,7 @@ def sync(store: MarketStore, source: Source, request: SyncRequest, *, workers: i
         files = rows = size = skipped = completed = 0
         failures: list[FileFailure] = []
         ingested: list[str] = []
+        interrupted = threading.Event()
         pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nemweb")
         try:
             candidates, listing_failures = plan_sync(source, request, pool)
@@ -604,7 +628,7 @@ def sync(store: MarketStore, source: Source, request: SyncRequest, *, workers: i
             pending: set[Future[_Outcome]] = set()
             futures: dict[Future[_Outcome], _Candidate] = {}
             for candidate in candidates:
-                future = pool.submit(_process, store, source, candidate, tables, incoming)
+                future = pool.submit(_process, store, source, candidate, tables, incoming, interrupted.is_set)
                 futures[future] = candidate
                 pending.add(future)
             while pending:
@@ -625,6 +649,7 @@ def sync(store: MarketStore, source: Source, request: SyncRequest, *, workers: i
                     if progress is not None:
                         progress(event)
         except BaseException:
+            interrupted.set()
             pool.shutdown(wait=True, cancel_futures=True)
             store.collect_garbage()
             raise

@@ -364,3 +364,13 @@ def test_skipped_statuses_are_reported_to_the_progress_callback(synced: Synced) 
     assert events[0].kind == "planned" and events[0].total == 2
     assert [(e.kind, e.status) for e in events[1:]] == [("skipped", IngestStatus.UNCHANGED)] * 2
     assert [e.completed for e in events[1:]] == [1, 2]
+
+
+def test_without_head_validators_a_held_file_is_compared_by_content(small_tree: Path, tmp_path: Path) -> None:
+    store = MarketStore(tmp_path / "market")
+    with NemwebStandIn(small_tree) as standin:
+        assert sync(store, _source(standin.url), ONE_MONTH).files == 2
+        standin.inject(DP_AUGUST, Fault(status=405, times=None, methods=frozenset({"HEAD"})))
+        report = sync(store, _source(standin.url), ONE_MONTH)
+        assert [r.status for r in standin.requests_for(DP_AUGUST)][-2:] == [405, 200]
+    assert (report.files, report.skipped, report.failed) == (0, 2, ())

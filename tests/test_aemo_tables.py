@@ -9,7 +9,7 @@ import pytest
 
 from aemo.archive_files import read_file
 from aemo.errors import UnknownTableError
-from aemo.mms_csv import MmsTable
+from aemo.mms_csv import MmsTable, parse_mms_csv
 from aemo.tables import (
     SCHEMAS,
     TABLE_NAMES,
@@ -21,6 +21,7 @@ from aemo.tables import (
     schema_named,
     schemas_for,
 )
+from settings import REPO_ROOT
 from tests.aemo_fixtures import CURRENT_ROOT, archive_zip
 
 
@@ -129,3 +130,27 @@ def test_unknown_tables_and_malformed_months_are_refused() -> None:
             parse_month(text)
     assert month_range(date(2024, 11, 1), date(2025, 2, 1)) == (date(2024, 11, 1), date(2024, 12, 1),
                                                                 date(2025, 1, 1), date(2025, 2, 1))
+
+
+def test_predispatch_prices_in_aemo_layout() -> None:
+    """Real PREDISPATCHPRICE rows (January 2021, data/nem) written in AEMO's layout, read back by run and period."""
+    rows = pd.read_parquet(REPO_ROOT / "data" / "nem" / "PUBLIC_DVD_PREDISPATCHPRICE_202101010000.parquet").head(40)
+    body = rows.copy()
+    for column in ("LASTCHANGED", "DATETIME", "PREDISPATCH_RUN_DATETIME"):
+        body[column] = pd.to_datetime(body[column]).dt.strftime("%Y/%m/%d %H:%M:%S")
+    body.insert(0, "version", 5)
+    body.insert(0, "sub_type", "REGION_PRICES")
+    body.insert(0, "report_type", "PREDISPATCH")
+    body.insert(0, "row", "D")
+    text = ("C,SETP.WORLD,DVD_PREDISPATCHPRICE,AEMO,PUBLIC,2021/02/08,00:00:00,1,,1\n"
+            + "I,PREDISPATCH,REGION_PRICES,5," + ",".join(rows.columns) + "\n"
+            + body.to_csv(header=False, index=False) + 'C,"END OF REPORT",43\n')
+    table = parse_mms_csv(text.encode(), "PUBLIC_DVD_PREDISPATCHPRICE_202101010000.CSV").table("PREDISPATCH",
+                                                                                               "REGION_PRICES")
+    frame = normalise(table, schema_named("PREDISPATCHPRICE"))
+    assert len(frame) == 40 and not frame.duplicated(["PREDISPATCHSEQNO", "REGIONID", "DATETIME"]).any()
+    assert str(frame["DATETIME"].dtype) == "datetime64[s]" and str(frame["RRP"].dtype) == "float64"
+    assert frame["RRP"].tolist() == pytest.approx(rows.sort_values(["PREDISPATCHSEQNO", "REGIONID", "DATETIME"])[
+        "RRP"].tolist())
+    assert price_products(frame.columns)[:2] == ("ENERGY", "RAISE6SEC")
+    assert schema_named("PREDISPATCHPRICE").interval_minutes(date(2021, 1, 1)) == 30
