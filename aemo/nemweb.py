@@ -519,7 +519,7 @@ def _newest_per_identity(candidates: Sequence[_Candidate]) -> list[_Candidate]:
     return sorted(newest.values(), key=lambda c: c.path)
 
 
-def plan_sync(source: Source, request: SyncRequest, pool: ThreadPoolExecutor) -> tuple[list[_Candidate],
+def _plan_sync(source: Source, request: SyncRequest, pool: ThreadPoolExecutor) -> tuple[list[_Candidate],
                                                                                         list[FileFailure]]:
     """The files to consider (newest publication per report) and the listings that failed."""
     tables = frozenset(schema_named(t).name for t in request.tables)
@@ -620,7 +620,7 @@ def sync(store: MarketStore, source: Source, request: SyncRequest, *, workers: i
         interrupted = threading.Event()
         pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nemweb")
         try:
-            candidates, listing_failures = plan_sync(source, request, pool)
+            candidates, listing_failures = _plan_sync(source, request, pool)
             failures.extend(listing_failures)
             total = len(candidates)
             if progress is not None:

@@ -236,12 +236,6 @@ def _file_identity(name: str) -> _Identity:
                      published=parsed.published if parsed.kind is FileKind.REPORT else None)
 
 
-@contextmanager
-def _borrowed(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """The connection as is (kept open for the thread's next use)."""
-    yield connection
-
-
 def _dedupe_newest(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """One row per key: the row of the newest publication (``_published``; later rows win ties)."""
     if PUBLISHED_COLUMN in frame.columns:
@@ -349,14 +343,14 @@ class MarketStore:
 
     def record(self, name: str) -> SourceRecord | None:
         """The manifest's record of source file ``name``, or None."""
-        with _borrowed(self._connection()) as connection:
-            row = connection.execute("SELECT * FROM sources WHERE name = ?", (name,)).fetchone()
+        connection = self._connection()
+        row = connection.execute("SELECT * FROM sources WHERE name = ?", (name,)).fetchone()
         return None if row is None else self._record(row)
 
     def records(self) -> list[SourceRecord]:
         """Every source file the manifest holds (superseded ones included), by name."""
-        with _borrowed(self._connection()) as connection:
-            rows = connection.execute("SELECT * FROM sources ORDER BY name").fetchall()
+        connection = self._connection()
+        rows = connection.execute("SELECT * FROM sources ORDER BY name").fetchall()
         return [self._record(row) for row in rows]
 
     def _current_of(self, connection: sqlite3.Connection, identity: str) -> SourceRecord | None:
@@ -370,9 +364,9 @@ class MarketStore:
         report is held), or None (fetch it)."""
         identity = _file_identity(name)
         wanted = frozenset(tables) if tables is not None else frozenset(s.name for s in SCHEMAS)
-        with _borrowed(self._connection()) as connection:
-            row = connection.execute("SELECT * FROM sources WHERE name = ?", (name,)).fetchone()
-            current = self._current_of(connection, identity.identity)
+        connection = self._connection()
+        row = connection.execute("SELECT * FROM sources WHERE name = ?", (name,)).fetchone()
+        current = self._current_of(connection, identity.identity)
         if current is not None and current.name != name and current.publication_order > identity.publication_order:
             return IngestStatus.SUPERSEDED
         if row is None:
@@ -476,39 +470,39 @@ class MarketStore:
         the publication it replaces. A staged file older than the publication held is dropped (SUPERSEDED)."""
         now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
         staged_paths = {part.path for part in staged.parts}
-        with _borrowed(self._connection()) as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                current = self._current_of(connection, staged.identity)
-                if (current is not None and current.name != staged.name
-                        and current.publication_order > staged.publication_order):
-                    connection.execute("ROLLBACK")
-                    self._remove_files(staged_paths)
-                    return IngestResult(name=staged.name, status=IngestStatus.SUPERSEDED)
-                previous = connection.execute("SELECT * FROM sources WHERE name = ?", (staged.name,)).fetchone()
-                old_paths = {row["path"] for row in connection.execute(
-                    "SELECT path FROM parts WHERE identity = ?", (staged.identity,))}
-                connection.execute("DELETE FROM parts WHERE identity = ?", (staged.identity,))
-                connection.execute("UPDATE sources SET superseded_by = ? WHERE identity = ? AND name != ? "
-                                   "AND superseded_by IS NULL", (staged.name, staged.identity, staged.name))
-                connection.execute(
-                    "INSERT OR REPLACE INTO sources (name, identity, publication_order, size, sha256, etag, "
-                    "last_modified, published, rows, tables_ingested, tables_available, ingested_at, superseded_by) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                    (staged.name, staged.identity, staged.publication_order, staged.stat.size,
-                     staged.stat.sha256 or "", staged.stat.etag, staged.stat.last_modified,
-                     staged.published.isoformat() if staged.published else None, staged.rows,
-                     ",".join(sorted(staged.tables_ingested)), ",".join(sorted(staged.tables_available)), now))
-                seq = int(connection.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM parts").fetchone()[0])
-                connection.executemany(
-                    "INSERT INTO parts (path, identity, source, table_name, month, rows, seq) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(part.path, staged.identity, staged.name, part.table, part.month, part.rows, seq)
-                     for part in staged.parts])
-                connection.execute("COMMIT")
-            except BaseException:
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            current = self._current_of(connection, staged.identity)
+            if (current is not None and current.name != staged.name
+                    and current.publication_order > staged.publication_order):
                 connection.execute("ROLLBACK")
-                raise
+                self._remove_unlisted(staged_paths)
+                return IngestResult(name=staged.name, status=IngestStatus.SUPERSEDED)
+            previous = connection.execute("SELECT * FROM sources WHERE name = ?", (staged.name,)).fetchone()
+            old_paths = {row["path"] for row in connection.execute(
+                "SELECT path FROM parts WHERE identity = ?", (staged.identity,))}
+            connection.execute("DELETE FROM parts WHERE identity = ?", (staged.identity,))
+            connection.execute("UPDATE sources SET superseded_by = ? WHERE identity = ? AND name != ? "
+                               "AND superseded_by IS NULL", (staged.name, staged.identity, staged.name))
+            connection.execute(
+                "INSERT OR REPLACE INTO sources (name, identity, publication_order, size, sha256, etag, "
+                "last_modified, published, rows, tables_ingested, tables_available, ingested_at, superseded_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (staged.name, staged.identity, staged.publication_order, staged.stat.size,
+                 staged.stat.sha256 or "", staged.stat.etag, staged.stat.last_modified,
+                 staged.published.isoformat() if staged.published else None, staged.rows,
+                 ",".join(sorted(staged.tables_ingested)), ",".join(sorted(staged.tables_available)), now))
+            seq = int(connection.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM parts").fetchone()[0])
+            connection.executemany(
+                "INSERT INTO parts (path, identity, source, table_name, month, rows, seq) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(part.path, staged.identity, staged.name, part.table, part.month, part.rows, seq)
+                 for part in staged.parts])
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
         self._remove_files(old_paths - staged_paths)
         status = IngestStatus.INGESTED if previous is None and not old_paths else IngestStatus.REPLACED
         by_table: dict[str, int] = {}
@@ -542,6 +536,14 @@ class MarketStore:
         for relative in relative_paths:
             (self.root / relative).unlink(missing_ok=True)
 
+    def _remove_unlisted(self, relative_paths: Collection[str]) -> None:
+        """Remove those of ``relative_paths`` the manifest does not list (a staged file that was not taken
+        may share part names with the publication held when their contents are the same)."""
+        connection = self._connection()
+        listed = {row["path"] for path in relative_paths
+                  for row in connection.execute("SELECT path FROM parts WHERE path = ?", (path,))}
+        self._remove_files(set(relative_paths) - listed)
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the store's writer lock (one sync at a time); :class:`StoreError` if another holds it."""
@@ -564,8 +566,8 @@ class MarketStore:
     def collect_garbage(self) -> int:
         """Remove part files the manifest does not list (left by an interrupted sync) and partial downloads.
         Returns the number of files removed. Call it while holding :meth:`lock`."""
-        with _borrowed(self._connection()) as connection:
-            listed = {row["path"] for row in connection.execute("SELECT path FROM parts")}
+        connection = self._connection()
+        listed = {row["path"] for row in connection.execute("SELECT path FROM parts")}
         removed = 0
         for schema in SCHEMAS:
             table_dir = self.root / schema.name
@@ -587,24 +589,24 @@ class MarketStore:
     def months(self, table: str) -> list[str]:
         """The partitions (``YYYY-MM``, or ``all``) the store holds of ``table``, sorted."""
         schema = schema_named(table)
-        with _borrowed(self._connection()) as connection:
-            rows = connection.execute("SELECT DISTINCT month FROM parts WHERE table_name = ? ORDER BY month",
-                                      (schema.name,)).fetchall()
+        connection = self._connection()
+        rows = connection.execute("SELECT DISTINCT month FROM parts WHERE table_name = ? ORDER BY month",
+                                  (schema.name,)).fetchall()
         return [row["month"] for row in rows]
 
     def tables(self) -> list[str]:
         """The tables the store holds rows of, sorted."""
-        with _borrowed(self._connection()) as connection:
-            rows = connection.execute("SELECT DISTINCT table_name FROM parts ORDER BY table_name").fetchall()
+        connection = self._connection()
+        rows = connection.execute("SELECT DISTINCT table_name FROM parts ORDER BY table_name").fetchall()
         return [row["table_name"] for row in rows]
 
     def _part_paths(self, table: str, months: Sequence[str]) -> list[str]:
         if not months:
             return []
         marks = ",".join("?" for _ in months)
-        with _borrowed(self._connection()) as connection:
-            rows = connection.execute(f"SELECT path FROM parts WHERE table_name = ? AND month IN ({marks}) "
-                                      "ORDER BY seq, path", (table, *months)).fetchall()
+        connection = self._connection()
+        rows = connection.execute(f"SELECT path FROM parts WHERE table_name = ? AND month IN ({marks}) "
+                                  "ORDER BY seq, path", (table, *months)).fetchall()
         return [row["path"] for row in rows]
 
     def _read_parts(self, schema: TableSchema, paths: Sequence[str], columns: Sequence[str] | None,
@@ -794,9 +796,9 @@ class StoreSummary:
 
 def summarise(store: MarketStore) -> StoreSummary:
     """Totals of ``store`` from its manifest and its part files."""
-    with _borrowed(store._connection()) as connection:
-        sources = int(connection.execute("SELECT COUNT(*) FROM sources WHERE superseded_by IS NULL").fetchone()[0])
-        parts = connection.execute("SELECT path, rows FROM parts").fetchall()
+    connection = store._connection()
+    sources = int(connection.execute("SELECT COUNT(*) FROM sources WHERE superseded_by IS NULL").fetchone()[0])
+    parts = connection.execute("SELECT path, rows FROM parts").fetchall()
     size = sum((store.root / row["path"]).stat().st_size for row in parts if (store.root / row["path"]).exists())
     return StoreSummary(sources=sources, parts=len(parts), rows=sum(int(row["rows"]) for row in parts),
                         bytes_on_disk=size, tables=tuple(store.tables()))

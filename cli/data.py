@@ -13,15 +13,18 @@ Bad input (unknown table, malformed month, unreachable source) is one ``error:``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from aemo.store import MarketStore
 
 data_app = typer.Typer(help="AEMO market data: sync NEMWEB into the local market store, list it, find gaps.",
                        no_args_is_help=True)
@@ -106,15 +109,20 @@ def data_sync(
         origin.probe()
     out = console()
     out.print(f"Syncing {escape(origin.description)} into {escape(str(store.root))} …", highlight=False)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rows]:,} rows {task.fields[megabytes]:.1f} MB"), TimeElapsedColumn(),
                         console=out, transient=True, disable=not out.is_terminal)
-    task = progress.add_task("files", total=None)
+    task = progress.add_task("listing", total=None, rows=0, megabytes=0.0)
+    totals = {"rows": 0, "bytes": 0}
 
     def on_event(event: SyncEvent) -> None:
         if event.kind == "planned":
-            progress.update(task, total=event.total)
-        else:
-            progress.update(task, completed=event.completed, description=event.name[-60:])
+            progress.update(task, total=event.total, description="files")
+            return
+        totals["rows"] += event.rows
+        totals["bytes"] += event.bytes
+        progress.update(task, completed=event.completed, description=event.name[-44:], rows=totals["rows"],
+                        megabytes=totals["bytes"] / 1e6)
 
     try:
         with progress, _data_errors():
@@ -135,7 +143,6 @@ def data_ls(
 ) -> None:
     """What the store holds: table × month × region, rows, first and last interval (AEST)."""
     from aemo.store import MarketStore
-    from aemo.tables import month_range
     from cli.main import console, load
 
     settings = load(ctx)
@@ -143,7 +150,7 @@ def data_ls(
         selected = _tables(tables)
         first_month, last_month = _months(first, last)
         store = MarketStore.from_settings(settings)
-        months = _month_filter(store, selected, first_month, last_month, month_range)
+        months = _month_filter(store, selected, first_month, last_month)
         holdings = store.holdings(selected, months)
     out = console()
     if not holdings:
@@ -160,12 +167,12 @@ def data_ls(
     out.print(f"{len(holdings)} rows listed; {sum(h.rows for h in holdings):,} rows in all.", highlight=False)
 
 
-def _month_filter(store: object, selected: tuple[str, ...] | None, first_month: date | None,
-                  last_month: date | None, month_range: Callable[[date, date], tuple[date, ...]]) -> list[date] | None:
-    """The months asked for: ``--from`` … ``--to`` (open ends bounded by what the store holds), or None."""
-    from aemo.store import MarketStore, month_starts
+def _month_filter(store: MarketStore, selected: tuple[str, ...] | None, first_month: date | None,
+                  last_month: date | None) -> list[date] | None:
+    """The months asked for: ``--from`` … ``--to`` (an open end bounded by what the store holds), or None."""
+    from aemo.store import month_starts
+    from aemo.tables import month_range
 
-    assert isinstance(store, MarketStore)
     if first_month is None and last_month is None:
         return None
     held = sorted({month for name in (selected or tuple(store.tables())) for month in month_starts(store.months(name))})
@@ -185,7 +192,6 @@ def data_check(
 ) -> None:
     """Missing intervals per table, month and region, as ranges; exit 1 when there are gaps."""
     from aemo.store import MarketStore
-    from aemo.tables import month_range
     from cli.main import console, load
 
     settings = load(ctx)
@@ -193,7 +199,7 @@ def data_check(
         selected = _tables(tables)
         first_month, last_month = _months(first, last)
         store = MarketStore.from_settings(settings)
-        months = _month_filter(store, selected, first_month, last_month, month_range)
+        months = _month_filter(store, selected, first_month, last_month)
         gaps = store.gaps(selected, months, region)
     out = console()
     if not gaps:

@@ -215,3 +215,17 @@ def test_a_copied_store_reads_the_same(full_store: MarketStore, tmp_path: Path) 
     copy = tmp_path / "copy"
     shutil.copytree(full_store.root, copy)
     pd.testing.assert_frame_equal(MarketStore(copy).load("TRADINGPRICE"), full_store.load("TRADINGPRICE"))
+
+
+def test_an_older_publication_staged_late_leaves_the_newer_one_intact(tmp_path: Path) -> None:
+    store = MarketStore(tmp_path / "market")
+    path = CURRENT_ROOT / "P5_Reports" / P5_NAME
+    _, data = member(path)
+    later_name = "PUBLIC_P5MIN_202610091150_20261009114905.zip"
+    same_content = zipped(P5_NAME.replace(".zip", ".CSV"), data)
+    older = store.stage(same_content, P5_NAME)
+    assert store.ingest_bytes(same_content, later_name).status is IngestStatus.INGESTED
+    assert store.commit(older).status is IngestStatus.SUPERSEDED
+    assert [r.name for r in store.records()] == [later_name]
+    assert len(store.load("P5MIN_REGIONSOLUTION")) == 60
+    assert store.collect_garbage() == 0
