@@ -16,6 +16,7 @@ COPY pyproject.toml README.md ./
 COPY vpp ./vpp
 COPY fleet ./fleet
 COPY settings ./settings
+COPY aemo ./aemo
 COPY algorithms ./algorithms
 COPY services ./services
 COPY workers ./workers
