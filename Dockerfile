@@ -16,8 +16,8 @@ COPY pyproject.toml README.md ./
 COPY vpp ./vpp
 COPY simulator ./simulator
 COPY pools ./pools
-COPY aemo ./aemo
 COPY settings ./settings
+COPY aemo ./aemo
 COPY algorithms ./algorithms
 COPY services ./services
 COPY workers ./workers

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aemo.errors import MmsFormatError
 from algorithms.market.prices import (
     ENERGY_PRODUCT,
     DispatchPrices,
@@ -34,10 +35,6 @@ DISPATCH_REQUIRED = ("SETTLEMENTDATE", "REGIONID", "RRP")
 PREDISPATCH_REQUIRED = ("DATETIME", "REGIONID", "RRP", "LASTCHANGED")
 _SUFFIX_PREFERENCE = (".parquet", ".csv", ".zip")
 _SECOND = np.timedelta64(1, "s")
-
-
-class MmsFormatError(ValueError):
-    """An MMS file that cannot be used; the message names the file and what is wrong with it."""
 
 
 # --------------------------------------------------------------------------------------------------

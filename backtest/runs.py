@@ -188,7 +188,7 @@ def _as_one_path(files: Sequence[Path], table: str) -> Iterator[Path]:
 
 def load_inputs(paths: Sequence[Path]) -> MarketInputs:
     """Load DISPATCHPRICE and PREDISPATCHPRICE from ``paths`` (see :func:`data_files`) and hash every
-    file. Raises RunError or aemo.mms.MmsFormatError (naming the file) when they cannot be used."""
+    file. Raises RunError or aemo.errors.MmsFormatError (naming the file) when they cannot be used."""
     tables = data_files(paths)
     with _as_one_path(tables[DISPATCH_TABLE], DISPATCH_TABLE) as path:
         dispatch = load_dispatch_prices(path)

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from cli.assets import assets_app
 from cli.coopt import coopt_app
+from cli.data import bench_store, data_app
 from cli.fleet import dispatch_app, fleet_app, peak_app
 from cli.ops import ops_app
 from settings import ConfigError, Settings, load_settings
@@ -58,6 +59,7 @@ app.add_typer(dispatch_app, name="dispatch")
 app.add_typer(peak_app, name="peak")
 app.add_typer(ops_app, name="ops")
 app.add_typer(coopt_app, name="coopt")
+app.add_typer(data_app, name="data")
 
 # Width of tables when the output is not a terminal (a pipe or file) and COLUMNS is unset: wide enough
 # that archive keys (71 characters) are never folded.
@@ -335,6 +337,9 @@ def demo(
     raise typer.Exit(int(code))
 
 
+bench_app.command("store")(bench_store)
+
+
 @bench_app.command("cycle")
 def bench_cycle(
     ctx: typer.Context,
@@ -475,7 +480,7 @@ OUT_HELP = "Folder holding the runs (one sub-folder per run id)."
 @contextmanager
 def backtest_errors() -> Iterator[None]:
     """Turn a backtest's input errors (strategy, parameters, data, period, runs) into one line and exit 1."""
-    from aemo.mms import MmsFormatError
+    from aemo.errors import MmsFormatError
     from algorithms.common.errors import InvalidRequestError
     from backtest.engine import BacktestError
     from backtest.report import ReportError

@@ -26,6 +26,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "VPP_SQS_PORT": ("stack", "sqs_port"),
     "VPP_ARCHIVE_BACKEND": ("archive", "backend"),
     "VPP_ARCHIVE_S3_BUCKET": ("archive", "s3_bucket"),
+    "VPP_MARKET_SOURCE": ("market_store", "source"),
 }
 
 
@@ -165,6 +166,33 @@ class MarketDataSettings:
     data_dir: Path
     dispatch_price_delay_s: float
     missing_intervals: tuple[datetime, ...]
+
+
+@dataclass(frozen=True)
+class MarketStoreSettings:
+    """The local market store (aemo/store.py) and where ``vpp data sync`` mirrors AEMO's files from.
+
+    ``source``: NEMWEB's address or a local folder laid out like it. ``folder``: the store, under the state
+    folder unless absolute. ``current_folders``: the ``Reports/Current/<folder>/`` folders synced.
+    Network: ``workers`` downloads at once, ``attempts`` per file (5xx, 429, timeouts), backoff doubling
+    from ``backoff_s`` seconds, ``timeout_s`` seconds per request.
+    """
+
+    source: str = "https://nemweb.com.au/"
+    folder: str = "market"
+    archive_path: str = "Data_Archive/Wholesale_Electricity/MMSDM"
+    current_path: str = "Reports/Current"
+    current_folders: tuple[str, ...] = ("P5_Reports", "Next_Day_Dispatch", "Daily_Reports",
+                                        "Next_Day_Intermittent_Gen_Scada")
+    workers: int = 4
+    attempts: int = 5
+    backoff_s: float = 1.0
+    timeout_s: float = 60.0
+
+    def store_dir(self, state_dir: Path) -> Path:
+        """The store's folder: ``folder`` under ``state_dir`` (or ``folder`` itself if absolute)."""
+        path = Path(self.folder).expanduser()
+        return path if path.is_absolute() else state_dir / path
 
 
 @dataclass(frozen=True)
@@ -311,6 +339,7 @@ class Settings:
     database_url: str | None = field(default=None)
     fleet: FleetSettings = field(default_factory=FleetSettings)
     coopt: CooptSettings = field(default_factory=CooptSettings)
+    market_store: MarketStoreSettings = field(default_factory=MarketStoreSettings)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -385,6 +414,13 @@ def _coopt(table: dict[str, Any]) -> CooptSettings:
     return CooptSettings(**values)
 
 
+def _market_store(table: dict[str, Any]) -> MarketStoreSettings:
+    values = dict(table)
+    if "current_folders" in values:
+        values["current_folders"] = tuple(str(folder) for folder in values["current_folders"])
+    return MarketStoreSettings(**values)
+
+
 def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
     m = raw["market"]
     market = MarketRules(
@@ -440,6 +476,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         stack=StackSettings(**{**s, "state_dir": _resolve(s["state_dir"])}),
         fleet=_fleet(raw.get("fleet", {})),
         coopt=_coopt(raw.get("coopt", {})),
+        market_store=_market_store(raw.get("market_store", {})),
         archive=ArchiveSettings(**a),
         database_url=database_url,
     )

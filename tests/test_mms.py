@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aemo.mms import MmsFormatError, load_dispatch_prices, load_market_data, load_predispatch_prices
+from aemo.errors import MmsFormatError
+from aemo.mms import load_dispatch_prices, load_market_data, load_predispatch_prices
 from algorithms.market.prices import DispatchPrices, PredispatchPrices
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "nem"
