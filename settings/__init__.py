@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +30,48 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 }
 
 
+MARKET_PRICE_THRESHOLDS_SOURCE = "MARKET_PRICE_THRESHOLDS"
+SETTINGS_SOURCE = "settings"
+
+
 @dataclass(frozen=True)
 class PriceCap:
-    """Market price cap ($/MWh) and cumulative price threshold for one financial year."""
+    """Market price cap ($/MWh), cumulative price threshold ($/MWh) and, where its source gives one, market
+    price floor ($/MWh), in force for the trading days ``[first_day, end_day)``.
+
+    A configured entry (``[[market.price_caps]]``) covers the financial year starting 1 July of ``fy_start``;
+    an entry from AEMO's MARKET_PRICE_THRESHOLDS (``source``) covers its own effective dates
+    (``first_trading_day``, ``end_trading_day``, see :mod:`aemo.price_thresholds`).
+    """
 
     fy_start: int
     cap: float
     cumulative_price_threshold: float
     # Length (minutes) of the intervals whose prices the threshold sums: 30 before 5-minute settlement.
     threshold_interval_minutes: int = 5
+    market_price_floor: float | None = None
+    first_trading_day: date | None = None
+    end_trading_day: date | None = None
+    source: str = SETTINGS_SOURCE
+
+    @property
+    def first_day(self) -> date:
+        """The first trading day this entry covers."""
+        return self.first_trading_day or date(self.fy_start, 7, 1)
+
+    @property
+    def end_day(self) -> date:
+        """The first trading day after those this entry covers."""
+        return self.end_trading_day or date(self.fy_start + 1, 7, 1)
+
+    def covers(self, trading_day: date) -> bool:
+        """Whether ``trading_day`` lies in ``[first_day, end_day)``."""
+        return self.first_day <= trading_day < self.end_day
+
+
+def financial_year_label(fy_start: int) -> str:
+    """``FY2025-26`` for the financial year starting 1 July 2025."""
+    return f"FY{fy_start}-{(fy_start + 1) % 100:02d}"
 
 
 @dataclass(frozen=True)
@@ -65,14 +98,46 @@ class MarketRules:
         return trading_day.year if trading_day.month >= 7 else trading_day.year - 1
 
     def price_cap_for(self, trading_day: date) -> PriceCap:
-        """The price cap in force on ``trading_day``; the nearest configured year outside the table."""
+        """The price limits in force on ``trading_day``: the entry from AEMO's MARKET_PRICE_THRESHOLDS that
+        covers it, else the configured entry of its financial year.
+
+        The one place the platform looks a trading day's cap, threshold and floor up. Raises
+        :class:`PriceLimitsUnknownError` when no entry covers the day: a year no source covers is an error,
+        never the nearest year's values.
+        """
+        covering = [cap for cap in self.price_caps if cap.covers(trading_day)]
+        if not covering:
+            raise PriceLimitsUnknownError(self._uncovered_message(trading_day))
+        return min(covering, key=lambda cap: (cap.source == SETTINGS_SOURCE, -cap.first_day.toordinal()))
+
+    def price_floor_for(self, trading_day: date) -> float:
+        """The market price floor ($/MWh) on ``trading_day``: its entry's floor, else ``market_price_floor``."""
+        floor = self.price_cap_for(trading_day).market_price_floor
+        return self.market_price_floor if floor is None else floor
+
+    def require_price_caps(self, first_day: date, last_day: date) -> None:
+        """Raise :class:`PriceLimitsUnknownError` naming the first trading day of ``[first_day, last_day]``
+        whose price limits no source covers (checked at start-up, before anything is bid or settled)."""
+        day = first_day
+        while day <= last_day:
+            covering = [cap for cap in self.price_caps if cap.covers(day)]
+            if not covering:
+                raise PriceLimitsUnknownError(self._uncovered_message(day))
+            day = min(cap.end_day for cap in covering)
+
+    def _uncovered_message(self, trading_day: date) -> str:
         fy = self.financial_year_start(trading_day)
-        caps = sorted(self.price_caps, key=lambda c: c.fy_start)
-        chosen = caps[0]
-        for cap in caps:
-            if cap.fy_start <= fy:
-                chosen = cap
-        return chosen
+        configured = sorted(cap.fy_start for cap in self.price_caps if cap.source == SETTINGS_SOURCE)
+        from_aemo = sorted((cap for cap in self.price_caps if cap.source != SETTINGS_SOURCE),
+                           key=lambda cap: cap.first_day)
+        configured_text = (f"{financial_year_label(configured[0])} to {financial_year_label(configured[-1])}"
+                           if configured else "no financial year")
+        aemo_text = (f"MARKET_PRICE_THRESHOLDS covers {from_aemo[0].first_day} to "
+                     f"{from_aemo[-1].end_day - timedelta(days=1)}" if from_aemo
+                     else "no MARKET_PRICE_THRESHOLDS data was given")
+        return (f"no market price cap for trading day {trading_day} ({financial_year_label(fy)}): "
+                f"[[market.price_caps]] configures {configured_text} and {aemo_text}; add "
+                f"{financial_year_label(fy)} to [[market.price_caps]] or give AEMO's MARKET_PRICE_THRESHOLDS")
 
 
 @dataclass(frozen=True)
@@ -366,6 +431,11 @@ class ConfigError(ValueError):
     """A configuration file or variable that cannot be used; the message says which and why."""
 
 
+class PriceLimitsUnknownError(ConfigError):
+    """No source gives the market price cap of a trading day: its financial year is neither configured in
+    ``[[market.price_caps]]`` nor covered by AEMO's MARKET_PRICE_THRESHOLDS."""
+
+
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
     for variable, (table, key) in ENV_OVERRIDES.items():
         if variable in environ:
@@ -438,7 +508,8 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         administered_lookback_intervals=int(m["administered_lookback_intervals"]),
         energy_product=str(m["energy_product"]),
         price_caps=tuple(PriceCap(int(c["fy_start"]), float(c["cap"]), float(c["cumulative_price_threshold"]),
-                                  int(c.get("threshold_interval_minutes", 5)))
+                                  int(c.get("threshold_interval_minutes", 5)),
+                                  float(c["market_price_floor"]) if "market_price_floor" in c else None)
                          for c in m["price_caps"]),
     )
     b = raw["bidding"]

@@ -44,7 +44,10 @@ HOURS = 5 / 60
 DAILY_PRICES: dict[tuple[str, int], tuple[float, ...]] = {
     ("ENERGY", common_pb2.DIRECTION_GEN): BIDDING.gen_band_prices,
     ("ENERGY", common_pb2.DIRECTION_LOAD): BIDDING.load_band_prices,
-    **{(p, common_pb2.DIRECTION_UNSPECIFIED): BIDDING.fcas_band_prices for p in FCAS},
+    **{(p, common_pb2.DIRECTION_UNSPECIFIED): BIDDING.fcas_band_prices for p in FCAS if not p.endswith("REG")},
+    # A bidirectional unit's regulation FCAS is offered in each direction.
+    **{(p, side): BIDDING.fcas_band_prices for p in ("RAISEREG", "LOWERREG")
+       for side in (common_pb2.DIRECTION_GEN, common_pb2.DIRECTION_LOAD)},
 }
 
 
@@ -108,9 +111,16 @@ def test_plan_becomes_a_valid_rebid_with_planned_mw_in_the_right_bands() -> None
     assert raise6.max_avail_mw == 20.0 and raise6.band_avail_mw[0] == 20.0 and sum(raise6.band_avail_mw) == 20
     assert (raise6.enablement_min_mw, raise6.low_breakpoint_mw, raise6.high_breakpoint_mw,
             raise6.enablement_max_mw) == (-150, -150, 130, 150)
-    lowerreg = offer(bid, "LOWERREG").periods[1]
-    assert (lowerreg.enablement_min_mw, lowerreg.low_breakpoint_mw, lowerreg.high_breakpoint_mw,
-            lowerreg.enablement_max_mw) == (-150, -135, 150, 150)
+    # Regulation is offered on each side, each trapezium on its own side (LOAD's corners mirrored).
+    lower_gen = offer(bid, "LOWERREG", common_pb2.DIRECTION_GEN).periods[1]
+    lower_load = offer(bid, "LOWERREG", common_pb2.DIRECTION_LOAD).periods[1]
+    assert lower_gen.max_avail_mw == lower_load.max_avail_mw == 15.0
+    assert (lower_gen.enablement_min_mw, lower_gen.low_breakpoint_mw, lower_gen.high_breakpoint_mw,
+            lower_gen.enablement_max_mw) == (0, 0, 150, 150)
+    assert (lower_load.enablement_min_mw, lower_load.low_breakpoint_mw, lower_load.high_breakpoint_mw,
+            lower_load.enablement_max_mw) == (0, 0, -135, -150)
+    assert not any(o.product.endswith("REG") and o.direction == common_pb2.DIRECTION_UNSPECIFIED
+                   for o in bid.offers)
     assert offer(bid, "RAISE5MIN").periods[0].max_avail_mw == 0  # every product is offered
     energy_period = offer(bid, "ENERGY", common_pb2.DIRECTION_GEN).periods[0]
     assert energy_period.max_avail_mw == pytest.approx(gen[0].sum())
@@ -217,8 +227,9 @@ def test_bid_is_truncated_at_the_end_of_the_trading_day() -> None:
 
 def test_bid_horizon_and_plan_offset() -> None:
     short = replace(BIDDING, bid_horizon_intervals=5)
-    assert len(offer(build(make_plan([1.0] * 20, [0.0] * 20), bidding=short), "RAISEREG").periods) == 5
-    assert len(offer(build(make_plan([1.0] * 7, [0.0] * 7)), "RAISEREG").periods) == 7
+    gen = common_pb2.DIRECTION_GEN
+    assert len(offer(build(make_plan([1.0] * 20, [0.0] * 20), bidding=short), "RAISEREG", gen).periods) == 5
+    assert len(offer(build(make_plan([1.0] * 7, [0.0] * 7)), "RAISEREG", gen).periods) == 7
     plan = make_plan([0.0, 0.0, 90.0, 0.0], [0.0, 150.0, 0.0, 0.0], first=FIRST - timedelta(minutes=10))
     bid = build(plan)
     gen = bands(bid, common_pb2.DIRECTION_GEN)

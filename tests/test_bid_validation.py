@@ -31,14 +31,28 @@ FCAS = ("RAISE6SEC", "RAISE60SEC", "RAISE5MIN", "RAISEREG",
 PRODUCTS = ("ENERGY", *FCAS)
 FIRST_INTERVAL = datetime(2021, 1, 5, 17, 35)  # trading day 2021-01-05
 PERIODS = 12
+# A bidirectional unit offers regulation FCAS in each direction, contingency FCAS as one offer.
+FCAS_OFFERS: tuple[tuple[str, int], ...] = tuple(
+    (product, side) for product in FCAS
+    for side in ((common_pb2.DIRECTION_GEN, common_pb2.DIRECTION_LOAD) if product.endswith("REG")
+                 else (common_pb2.DIRECTION_UNSPECIFIED,)))
 DAILY_PRICES: dict[tuple[str, int], tuple[float, ...]] = {
     ("ENERGY", common_pb2.DIRECTION_GEN): BIDDING.gen_band_prices,
     ("ENERGY", common_pb2.DIRECTION_LOAD): BIDDING.load_band_prices,
-    **{(product, common_pb2.DIRECTION_UNSPECIFIED): BIDDING.fcas_band_prices for product in FCAS},
+    **{key: BIDDING.fcas_band_prices for key in FCAS_OFFERS},
 }
 RULE_PATTERN = re.compile(r"^V[0-8]$")
 GEN, LOAD = 0, 1  # offer index in the reference bid
 FIRST_FCAS = 2
+OFFER = {f"{product}/{side}": FIRST_FCAS + i for i, (product, side) in enumerate(FCAS_OFFERS)}
+RAISEREG_GEN = OFFER[f"RAISEREG/{common_pb2.DIRECTION_GEN}"]
+RAISEREG_LOAD = OFFER[f"RAISEREG/{common_pb2.DIRECTION_LOAD}"]
+LOWER6SEC = OFFER[f"LOWER6SEC/{common_pb2.DIRECTION_UNSPECIFIED}"]
+# Trapezium corners (ENABLEMENTMIN, LOWBREAKPOINT, HIGHBREAKPOINT, ENABLEMENTMAX) by side: contingency on
+# net output, regulation GEN at >= 0 MW, regulation LOAD mirrored at <= 0 MW.
+CORNERS = {common_pb2.DIRECTION_UNSPECIFIED: (-150.0, -150.0, 130.0, 150.0),
+           common_pb2.DIRECTION_GEN: (0.0, 0.0, 130.0, 150.0),
+           common_pb2.DIRECTION_LOAD: (0.0, 0.0, -150.0, -150.0)}
 
 
 def reference_bid(periods: int = PERIODS) -> bid_pb2.Bid:
@@ -60,12 +74,14 @@ def reference_bid(periods: int = PERIODS) -> bid_pb2.Bid:
                          band_avail_mw=[10.0, 10, 10, 10, 10, 10, 10, 10, 0, 0],
                          ramp_up_rate_mw_per_min=150, ramp_down_rate_mw_per_min=150, pasa_avail_mw=150,
                          energy_limit_mwh=190)
-    for product in FCAS:
-        offer = bid.offers.add(product=product, band_price=BIDDING.fcas_band_prices)
+    for product, side in FCAS_OFFERS:
+        offer = bid.offers.add(product=product, direction=side,  # type: ignore[arg-type]
+                               band_price=BIDDING.fcas_band_prices)
+        e_min, low, high, e_max = CORNERS[side]
         for stamp in stamps:
             offer.periods.add(dispatch_interval=stamp, max_avail_mw=20.0, band_avail_mw=[20.0] + [0.0] * 9,
-                              enablement_min_mw=-150, low_breakpoint_mw=-150, high_breakpoint_mw=130,
-                              enablement_max_mw=150)
+                              enablement_min_mw=e_min, low_breakpoint_mw=low, high_breakpoint_mw=high,
+                              enablement_max_mw=e_max)
     return bid
 
 
@@ -102,7 +118,7 @@ def test_violation_prints_its_rule() -> None:
 
 @pytest.mark.parametrize("mutate, fragment", [
     (lambda b: setattr(b, "unit_id", ""), "no unit id"),
-    (lambda b: setattr(b, "unit_id", "OTHER1"), "not the battery"),
+    (lambda b: setattr(b, "unit_id", "OTHER1"), "not the registered unit"),
     (lambda b: setattr(b, "trading_day", "2021-13-40"), "not a YYYY-MM-DD"),
     (lambda b: setattr(b, "trading_day", "2021-01-06"), "not in trading day"),
     (lambda b: b.ClearField("dispatch_interval"), "no (readable) dispatch interval"),
@@ -111,7 +127,10 @@ def test_violation_prints_its_rule() -> None:
     (lambda b: b.ClearField("offers"), "no product offers"),
     (lambda b: b.offers.add().CopyFrom(b.offers[FIRST_FCAS]), "offered more than once"),
     (lambda b: setattr(b.offers[FIRST_FCAS], "product", "RAISE1SEC"), "not tradable"),
-    (lambda b: setattr(b.offers[FIRST_FCAS], "direction", common_pb2.DIRECTION_GEN), "carries a direction"),
+    (lambda b: setattr(b.offers[FIRST_FCAS], "direction", common_pb2.DIRECTION_GEN), "carries no GEN/LOAD"),
+    (lambda b: setattr(b.offers[RAISEREG_GEN], "direction", common_pb2.DIRECTION_UNSPECIFIED),
+     "regulation FCAS offer needs a GEN/LOAD direction"),
+    (lambda b: setattr(b, "reference_id", "r" * 101), "more than AEMO's 100"),
     (lambda b: b.offers[FIRST_FCAS].ClearField("periods"), "no period offers"),
     (lambda b: b.offers[GEN].periods[3].ClearField("dispatch_interval"), "without a dispatch interval"),
     (lambda b: setattr(b.offers[GEN].periods[3].dispatch_interval, "seconds",
@@ -132,7 +151,8 @@ def test_energy_offer_without_direction_is_v0() -> None:
     bid = reference_bid()
     bid.offers[LOAD].direction = common_pb2.DIRECTION_UNSPECIFIED
     violations = check(bid)
-    assert any(v.rule == "V0" and "GEN/LOAD direction" in v.message for v in violations)
+    assert any(v.rule == "V0" and "GEN/LOAD direction" in v.message and v.field == "direction"
+               for v in violations)
     assert any(v.rule == "V6" and "LOAD" in v.message for v in violations)
 
 
@@ -206,7 +226,7 @@ def test_v3_maxavail_and_pasa(field: str, value: float, fragment: str) -> None:
 
 def test_v3_negative_band_availability() -> None:
     bid = reference_bid()
-    bid.offers[FIRST_FCAS + 3].periods[0].band_avail_mw[5] = -0.001
+    bid.offers[RAISEREG_LOAD].periods[0].band_avail_mw[5] = -0.001
     violations = check(bid)
     assert rules_of(violations) == {"V3"}
     assert "RAISEREG" in violations[0].message
@@ -237,6 +257,7 @@ def test_v4_daily_entry_after_close_and_unknown_daily_prices() -> None:
     partial = {k: v for k, v in DAILY_PRICES.items() if k[0] != "LOWERREG"}
     violations = check(rebid, daily=partial)
     assert rules_of(violations) == {"V4"} and "LOWERREG" in violations[0].message
+    assert {v.field for v in violations} == {"band_price"} and len(violations) == 2  # GEN and LOAD
 
 
 # --- V5 rebid explanation -----------------------------------------------------------------------------
@@ -319,7 +340,7 @@ def test_v6_energy_limit(limit: float, fragment: str) -> None:
                                           ("high_breakpoint_mw", 151.0), ("enablement_max_mw", math.inf)])
 def test_v7_trapezium_order(field: str, value: float) -> None:
     bid = reference_bid()
-    setattr(bid.offers[FIRST_FCAS + 4].periods[5], field, value)
+    setattr(bid.offers[LOWER6SEC].periods[5], field, value)
     violations = check(bid)
     assert rules_of(violations) == {"V7"}
     assert "LOWER6SEC" in violations[0].message and "18:00" in violations[0].message

@@ -29,9 +29,14 @@ dispatch interval ``i`` of the bid (MW, interval-ending AEST):
 6. MAXAVAIL = the sum of the band MW; every MW figure is rounded down to 1 kW, so rounding never
    offers more than SoC can deliver. Ramp rates = the battery's ramp capability rounded down to whole
    MW/min; energy limit 0 (none); PASA availability = registered power.
-7. FCAS: one offer per product (no direction), the planned enablement (capped at P) in FCAS band 1
-   with MAXAVAIL = the planned MW, and the trapezium of a bidirectional battery of power P:
-   raise ``(-P, -P, P - MAXAVAIL, P)``, lower ``(-P, -P + MAXAVAIL, P, P)``.
+7. FCAS: the planned enablement (capped at P) in FCAS band 1 with MAXAVAIL = the planned MW. A contingency
+   service is one offer without a direction, with the trapezium of a bidirectional battery of power P on
+   net output: raise ``(-P, -P, P - MAXAVAIL, P)``, lower ``(-P, -P + MAXAVAIL, P, P)``. A regulation service
+   is offered in each direction (a bidirectional unit's regulation offers carry one, rule V0), the same MW in
+   both, each with that trapezium's part on its side (:mod:`algorithms.market.trapezium`; a LOAD offer's
+   corners mirrored): GEN raise ``(0, 0, P - MAXAVAIL, P)``, lower ``(0, 0, P, P)``; LOAD raise
+   ``(0, 0, -P, -P)``, lower ``(0, 0, -(P - MAXAVAIL), -P)``. The market enables the offer of the side the
+   energy target is on, so the unit is enabled as for the one combined trapezium.
 
 The bid covers the intervals from ``dispatch_interval`` to the end of its trading day, at most
 ``bid_horizon_intervals`` and at most what the plan covers. It is a DAILY entry when offered at or
@@ -80,12 +85,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
 from algorithms.common import nem_time
 from algorithms.common.battery import BatteryParams, battery_from_spec
+from algorithms.market.bid_validation import entry_type_at
+from algorithms.market.prices import is_regulation
+from algorithms.market.trapezium import offer_corners
 from settings import BiddingSettings, MarketRules
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
@@ -365,6 +374,22 @@ def _fcas_trapezium(product: str, max_avail_mw: FloatArray, power_mw: float,
     raise ValueError(f"FCAS product {product!r} is neither a RAISE nor a LOWER service")
 
 
+def _fcas_offers(product: str, max_avail_mw: FloatArray, power_mw: float,
+                 ) -> list[tuple[int, tuple[FloatArray, FloatArray, FloatArray, FloatArray]]]:
+    """(direction, corners) of each FCAS offer of ``product``: one undirected offer of a contingency service,
+    a GEN and a LOAD offer of a regulation service (step 7 of the module docstring)."""
+    combined = _fcas_trapezium(product, max_avail_mw, power_mw)
+    if not is_regulation(product):
+        return [(common_pb2.DIRECTION_UNSPECIFIED, combined)]
+    net = np.vstack(combined).T  # increasing net-output corners, one row per interval
+    offers: list[tuple[int, tuple[FloatArray, FloatArray, FloatArray, FloatArray]]] = []
+    for direction, side in ((common_pb2.DIRECTION_GEN, np.clip(net, 0.0, None)),
+                            (common_pb2.DIRECTION_LOAD, np.clip(net, None, 0.0))):
+        corners = offer_corners(direction, side)
+        offers.append((direction, (corners[:, 0], corners[:, 1], corners[:, 2], corners[:, 3])))
+    return offers
+
+
 def _bid_interval_count(dispatch_interval: datetime, bidding: BiddingSettings, rules: MarketRules) -> int:
     """Intervals from ``dispatch_interval`` to the end of its trading day, at most the bid horizon."""
     if bidding.bid_horizon_intervals < 1:
@@ -375,12 +400,6 @@ def _bid_interval_count(dispatch_interval: datetime, bidding: BiddingSettings, r
                          f"{rules.interval_minutes}-minute grid")
     last = nem_time.trading_day_last_interval(nem_time.trading_day(dispatch_interval))
     return min(int((last - dispatch_interval) / interval) + 1, bidding.bid_horizon_intervals)
-
-
-def _entry_type(dispatch_interval: datetime, offer_time: datetime,
-                rules: MarketRules) -> bid_pb2.EntryType.ValueType:
-    deadline = nem_time.daily_bid_deadline(nem_time.trading_day(dispatch_interval), rules.daily_bid_close)
-    return bid_pb2.ENTRY_TYPE_DAILY if offer_time <= deadline else bid_pb2.ENTRY_TYPE_REBID
 
 
 def _truncate(text: str, max_chars: int) -> str:
@@ -395,7 +414,7 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
     count = gen_bands.shape[0]
     interval = timedelta(minutes=rules.interval_minutes)
     stamps = [nem_time.to_timestamp(dispatch_interval + interval * i) for i in range(count)]
-    entry_type = _entry_type(dispatch_interval, offer_time, rules)
+    entry_type = entry_type_at(nem_time.trading_day(dispatch_interval), offer_time, rules.daily_bid_close)
     ramp = float(math.floor(battery.ramp_rate_mw_per_min))
     bid = bid_pb2.Bid(
         unit_id=battery.unit_id,
@@ -424,13 +443,14 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
     fcas_ladder = _check_ladder("fcas_band_prices", bidding.fcas_band_prices, rules.band_count)
     zero_bands = [0.0] * (rules.band_count - 1)
     for product, enablement in fcas_enablement_mw.items():
-        corners = _fcas_trapezium(product, enablement, battery.power_mw)
-        offer = bid.offers.add(product=product, band_price=fcas_ladder.tolist())
-        for stamp, mw, e_min, low, high, e_max in zip(stamps, enablement.tolist(),
-                                                      *(c.tolist() for c in corners), strict=True):
-            offer.periods.add(dispatch_interval=stamp, max_avail_mw=mw, band_avail_mw=[mw, *zero_bands],
-                              enablement_min_mw=e_min, low_breakpoint_mw=low, high_breakpoint_mw=high,
-                              enablement_max_mw=e_max)
+        for fcas_direction, corners in _fcas_offers(product, enablement, battery.power_mw):
+            offer = bid.offers.add(product=product, direction=cast(common_pb2.Direction.ValueType, fcas_direction),
+                                   band_price=fcas_ladder.tolist())
+            for stamp, mw, e_min, low, high, e_max in zip(stamps, enablement.tolist(),
+                                                          *(c.tolist() for c in corners), strict=True):
+                offer.periods.add(dispatch_interval=stamp, max_avail_mw=mw, band_avail_mw=[mw, *zero_bands],
+                                  enablement_min_mw=e_min, low_breakpoint_mw=low, high_breakpoint_mw=high,
+                                  enablement_max_mw=e_max)
     return bid
 
 
@@ -594,7 +614,8 @@ def build_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySp
                    f"{_action_text(planned_discharge, planned_charge, fcas_first)}; "
                    f"spike headroom {float(gen_bands[0][spike_gen].sum()):.1f} MW{spike_text}; "
                    f"SoC {soc_start[0]:.1f} MWh at {dispatch_interval - interval:%H:%M}")
-    is_rebid = _entry_type(dispatch_interval, offer_time, rules) == bid_pb2.ENTRY_TYPE_REBID
+    is_rebid = (entry_type_at(nem_time.trading_day(dispatch_interval), offer_time, rules.daily_bid_close)
+                == bid_pb2.ENTRY_TYPE_REBID)
     return _assemble(params, bidding, rules, dispatch_interval=dispatch_interval, offer_time=offer_time,
                      version=version, plan_hash=plan_hash, explanation=explanation if is_rebid else "",
                      event_time=event_time, gen_bands=gen_bands, load_bands=load_bands,

@@ -17,7 +17,10 @@ Follows shared/NEM.md ("Clearing", "Joint capacity"). For one unit and one dispa
    over the ramp limit.
 5. **FCAS.** A band is enabled when its price ≤ the service price; the sum is capped at MAXAVAIL, at
    the registered power (per-service cap) and by the trapezium evaluated at the final net energy
-   dispatch p.
+   dispatch p (on net output, :mod:`algorithms.market.trapezium`: a LOAD offer's corners are mirrored).
+   Where a service is offered in both directions (a bidirectional unit's regulation), the offer of the side
+   p is on enables the service: each offer's trapezium lies on its own side, and the larger of the two
+   enablements counts (at p = 0 both sides may allow it; they never add up).
 6. **Joint capacity** with registered power P: p + r_RAISEREG ≤ P and, for each contingency raise
    service s, p + r_s + r_RAISEREG ≤ P; −p + l_LOWERREG ≤ P and −p + l_s + l_LOWERREG ≤ P for each
    contingency lower service. Contingency services stack (each is limited on its own). Regulation is
@@ -46,6 +49,7 @@ import numpy.typing as npt
 from algorithms.common import nem_time
 from algorithms.common.battery import BatteryParams, battery_from_spec
 from algorithms.market.prices import DispatchPrices
+from algorithms.market.trapezium import net_output_corners
 from settings import MarketRules
 from vpp.v1 import bid_pb2, common_pb2
 
@@ -142,13 +146,18 @@ def energy_cleared_mw(offer: bid_pb2.ProductOffer, period: bid_pb2.PeriodOffer, 
     return float(min(bands[cleared].sum(), period.max_avail_mw))
 
 
-def trapezium_limit_mw(energy_mw: float, period: bid_pb2.PeriodOffer) -> float:
-    """FCAS MW the trapezium of ``period`` allows at net energy dispatch ``energy_mw`` (MW).
+def trapezium_limit_mw(energy_mw: float, period: bid_pb2.PeriodOffer,
+                       direction: int = common_pb2.DIRECTION_UNSPECIFIED) -> float:
+    """FCAS MW the trapezium of ``period`` (of an offer in ``direction``) allows at net energy dispatch
+    ``energy_mw`` (MW).
 
-    0 outside [ENABLEMENTMIN, ENABLEMENTMAX]; MAXAVAIL between the breakpoints; linear in between.
+    0 outside the enablement limits; MAXAVAIL between the breakpoints; linear in between (the corners read
+    on net output, :func:`algorithms.market.trapezium.net_output_corners`).
     """
-    e_min, low = period.enablement_min_mw, period.low_breakpoint_mw
-    high, e_max = period.high_breakpoint_mw, period.enablement_max_mw
+    corners = net_output_corners(direction, np.array([period.enablement_min_mw]),
+                                 np.array([period.low_breakpoint_mw]), np.array([period.high_breakpoint_mw]),
+                                 np.array([period.enablement_max_mw]))[0]
+    e_min, low, high, e_max = (float(corner) for corner in corners)
     max_avail = period.max_avail_mw
     if energy_mw < e_min or energy_mw > e_max:
         return 0.0
@@ -246,13 +255,13 @@ def clear_interval(bid: bid_pb2.Bid, dispatch_interval: datetime, prices: Mappin
     utc_seconds = nem_time.to_timestamp(dispatch_interval).seconds
     notes: list[str] = []
     energy: dict[int, tuple[bid_pb2.ProductOffer, bid_pb2.PeriodOffer | None]] = {}
-    fcas: dict[str, tuple[bid_pb2.ProductOffer, bid_pb2.PeriodOffer | None]] = {}
+    fcas: dict[str, dict[int, tuple[bid_pb2.ProductOffer, bid_pb2.PeriodOffer | None]]] = {}
     for offer in bid.offers:
         period = _find_period(offer, utc_seconds, interval_s)
         if offer.product == energy_product:
             energy.setdefault(offer.direction, (offer, period))
         else:
-            fcas.setdefault(offer.product, (offer, period))
+            fcas.setdefault(offer.product, {}).setdefault(offer.direction, (offer, period))
     used_prices = {energy_product: rrp}
     used_prices.update({p: float(prices[p]) for p in fcas if p in prices and math.isfinite(prices[p])})
     gen_side = energy.get(common_pb2.DIRECTION_GEN, (None, None))
@@ -296,9 +305,9 @@ def clear_interval(bid: bid_pb2.Bid, dispatch_interval: datetime, prices: Mappin
                  - gen_mw * hours / params.discharge_efficiency)
 
     enabled: dict[str, float] = {}
-    for product, (offer, period) in fcas.items():
-        enabled[product] = _fcas_offered_mw(product, offer, period, used_prices.get(product), net,
-                                            params.power_mw, notes)
+    for product, offers in fcas.items():
+        enabled[product] = _fcas_enabled_mw(product, offers, used_prices.get(product), net, params.power_mw,
+                                            notes)
     enabled, joint_notes = apply_joint_capacity(enabled, net, params.power_mw)
     notes.extend(joint_notes)
 
@@ -311,10 +320,12 @@ def clear_interval(bid: bid_pb2.Bid, dispatch_interval: datetime, prices: Mappin
         fcas_revenue_by_product_dollars=fcas_revenue, energy_product=energy_product)
 
 
-def _fcas_offered_mw(product: str, offer: bid_pb2.ProductOffer, period: bid_pb2.PeriodOffer | None,
+def _fcas_enabled_mw(product: str, offers: Mapping[int, tuple[bid_pb2.ProductOffer, bid_pb2.PeriodOffer | None]],
                      price: float | None, net_mw: float, power_mw: float, notes: list[str]) -> float:
-    """FCAS MW enabled by price, capped at MAXAVAIL, the per-service cap and the trapezium."""
-    if period is None:
+    """FCAS MW enabled for ``product``: the largest over its offers (one per direction) of what each offers
+    by price, capped at MAXAVAIL, the per-service cap and its trapezium at ``net_mw``."""
+    periods = [(offer, period) for offer, period in offers.values() if period is not None]
+    if not periods:
         return 0.0
     if not product.startswith(("RAISE", "LOWER")):
         notes.append(f"{product}: neither a RAISE nor a LOWER service; not enabled")
@@ -322,15 +333,19 @@ def _fcas_offered_mw(product: str, offer: bid_pb2.ProductOffer, period: bid_pb2.
     if price is None:
         notes.append(f"no finite price for {product}: not enabled")
         return 0.0
-    _check_band_shapes(offer, period)
-    prices = np.asarray(offer.band_price, dtype=np.float64)
-    bands = np.asarray(period.band_avail_mw, dtype=np.float64)
-    offered = float(min(bands[prices <= price].sum(), period.max_avail_mw, power_mw))
-    limit = trapezium_limit_mw(net_mw, period)
-    if offered > limit:
-        notes.append(f"trapezium: {product} {offered:.3f} MW limited to {limit:.3f} MW at {net_mw:.3f} MW")
-        offered = limit
-    return max(offered, 0.0)
+    best_offered, best_enabled = 0.0, 0.0
+    for offer, period in periods:
+        _check_band_shapes(offer, period)
+        prices = np.asarray(offer.band_price, dtype=np.float64)
+        bands = np.asarray(period.band_avail_mw, dtype=np.float64)
+        offered = float(min(bands[prices <= price].sum(), period.max_avail_mw, power_mw))
+        enabled = max(min(offered, trapezium_limit_mw(net_mw, period, offer.direction)), 0.0)
+        if enabled > best_enabled or (enabled == best_enabled and offered > best_offered):
+            best_offered, best_enabled = offered, enabled
+    if best_enabled < best_offered:
+        notes.append(f"trapezium: {product} {best_offered:.3f} MW limited to {best_enabled:.3f} MW at "
+                     f"{net_mw:.3f} MW")
+    return best_enabled
 
 
 def apply_administered_pricing(rrp: FloatArray, trading_day_index: npt.NDArray[np.int64], threshold: float,
@@ -376,11 +391,14 @@ def apply_administered_pricing(rrp: FloatArray, trading_day_index: npt.NDArray[n
 def administered_energy_prices(rrp: FloatArray, intervals: npt.NDArray[np.datetime64],
                                rules: MarketRules) -> FloatArray:
     """Energy prices ($/MWh) of consecutive 5-minute ``intervals`` (interval-ending AEST) after
-    administered pricing, with the cumulative price threshold of each trading day's financial year.
+    administered pricing, with the cumulative price threshold in force on each trading day
+    (:meth:`settings.MarketRules.price_cap_for`: AEMO's MARKET_PRICE_THRESHOLDS where given, else the
+    configured financial year).
 
-    A threshold defined over half-hour prices (``threshold_interval_minutes`` = 30, FY 2020-21) is
-    scaled by 30/5 to compare with sums of 5-minute prices (a half hour's price is the average of six). Missing
-    prices (NaN) count as 0 in the sums and stay NaN.
+    A threshold defined over half-hour prices (``threshold_interval_minutes`` = 30, before 5-minute
+    settlement) is scaled by 30/5 to compare with sums of 5-minute prices (a half hour's price is the average
+    of six). Missing prices (NaN) count as 0 in the sums and stay NaN. Raises
+    :class:`settings.PriceLimitsUnknownError` when a trading day's financial year has no price limits.
     """
     prices = np.asarray(rrp, dtype=np.float64)
     moments = np.asarray(intervals, dtype="datetime64[s]")
@@ -390,16 +408,17 @@ def administered_energy_prices(rrp: FloatArray, intervals: npt.NDArray[np.dateti
         return prices.copy()
     shifted = moments - np.timedelta64(4 * 3600 + 5 * 60, "s")
     day_index = shifted.astype("datetime64[D]").astype(np.int64)
-    days = shifted.astype("datetime64[D]").astype(object)
+    unique_days, day_of_interval = np.unique(day_index, return_inverse=True)
+    caps = [rules.price_cap_for(day) for day in unique_days.astype("datetime64[D]").astype(object)]
+    cap_index = np.array([caps.index(cap) for cap in caps], dtype=np.int64)[day_of_interval]
     missing = ~np.isfinite(prices)
     result = np.where(missing, 0.0, prices)
-    fy_of_day = np.array([rules.financial_year_start(day) for day in days])
-    for fy in np.unique(fy_of_day).tolist():
-        in_year = fy_of_day == fy
-        cap = rules.price_cap_for(days[int(np.flatnonzero(in_year)[0])])
+    for position in np.unique(cap_index).tolist():
+        cap = caps[position]
+        in_force = cap_index == position
         threshold = cap.cumulative_price_threshold * cap.threshold_interval_minutes / rules.interval_minutes
-        result[in_year] = apply_administered_pricing(
-            result[in_year], day_index[in_year], threshold, rules.administered_price_floor,
+        result[in_force] = apply_administered_pricing(
+            result[in_force], day_index[in_force], threshold, rules.administered_price_floor,
             rules.administered_price_cap, rules.administered_lookback_intervals)
     result[missing] = np.nan
     return result

@@ -26,43 +26,45 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vpp.v1 import common_pb2 as vpp_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10vpp/v1/bid.proto\x12\x06vpp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13vpp/v1/common.proto\"\xd3\x02\n\x0bPeriodOffer\x12\x35\n\x11\x64ispatch_interval\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmax_avail_mw\x18\x02 \x01(\x01\x12\x15\n\rband_avail_mw\x18\x03 \x03(\x01\x12\x1f\n\x17ramp_up_rate_mw_per_min\x18\x04 \x01(\x01\x12!\n\x19ramp_down_rate_mw_per_min\x18\x05 \x01(\x01\x12\x15\n\rpasa_avail_mw\x18\x06 \x01(\x01\x12\x19\n\x11\x65nablement_min_mw\x18\x07 \x01(\x01\x12\x19\n\x11low_breakpoint_mw\x18\x08 \x01(\x01\x12\x1a\n\x12high_breakpoint_mw\x18\t \x01(\x01\x12\x19\n\x11\x65nablement_max_mw\x18\n \x01(\x01\x12\x18\n\x10\x65nergy_limit_mwh\x18\x0b \x01(\x01\"\x7f\n\x0cProductOffer\x12\x0f\n\x07product\x18\x01 \x01(\t\x12$\n\tdirection\x18\x02 \x01(\x0e\x32\x11.vpp.v1.Direction\x12\x12\n\nband_price\x18\x03 \x03(\x01\x12$\n\x07periods\x18\x04 \x03(\x0b\x32\x13.vpp.v1.PeriodOffer\"\xe8\x02\n\x03\x42id\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x13\n\x0btrading_day\x18\x02 \x01(\t\x12\x35\n\x11\x64ispatch_interval\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x04 \x01(\r\x12%\n\nentry_type\x18\x05 \x01(\x0e\x32\x11.vpp.v1.EntryType\x12.\n\noffer_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11rebid_explanation\x18\x07 \x01(\t\x12.\n\nevent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06offers\x18\t \x03(\x0b\x32\x14.vpp.v1.ProductOffer\x12\x18\n\x10ramp_rate_reason\x18\n \x01(\t\x12\x11\n\tplan_hash\x18\x0b \x01(\t\",\n\x10SubmitBidRequest\x12\x18\n\x03\x62id\x18\x01 \x01(\x0b\x32\x0b.vpp.v1.Bid\"\x9b\x01\n\x11SubmitBidResponse\x12\x0e\n\x06\x62id_id\x18\x01 \x01(\t\x12!\n\x06status\x18\x02 \x01(\x0e\x32\x11.vpp.v1.BidStatus\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\rGetBidRequest\x12\x0e\n\x06\x62id_id\x18\x01 \x01(\t\"]\n\x0eProductOutcome\x12\x0f\n\x07product\x18\x01 \x01(\t\x12\x12\n\ncleared_mw\x18\x02 \x01(\x01\x12\r\n\x05price\x18\x03 \x01(\x01\x12\x17\n\x0frevenue_dollars\x18\x04 \x01(\x01\"\xfb\x01\n\rMarketOutcome\x12\x35\n\x11\x64ispatch_interval\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06gen_mw\x18\x02 \x01(\x01\x12\x0f\n\x07load_mw\x18\x03 \x01(\x01\x12(\n\x08products\x18\x04 \x03(\x0b\x32\x16.vpp.v1.ProductOutcome\x12\x1e\n\x16\x65nergy_revenue_dollars\x18\x05 \x01(\x01\x12\x1c\n\x14\x66\x63\x61s_revenue_dollars\x18\x06 \x01(\x01\x12\x1b\n\x13state_of_charge_mwh\x18\x07 \x01(\x01\x12\r\n\x05notes\x18\x08 \x03(\t\"\xa7\x01\n\x0eGetBidResponse\x12\x0e\n\x06\x62id_id\x18\x01 \x01(\t\x12\x18\n\x03\x62id\x18\x02 \x01(\x0b\x32\x0b.vpp.v1.Bid\x12!\n\x06status\x18\x03 \x01(\x0e\x32\x11.vpp.v1.BidStatus\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12&\n\x07outcome\x18\x05 \x01(\x0b\x32\x15.vpp.v1.MarketOutcome\x12\x0f\n\x07\x63leared\x18\x06 \x01(\x08\"\'\n\x14GetUnitStatusRequest\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\"\x90\x01\n\x15GetUnitStatusResponse\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x1b\n\x13state_of_charge_mwh\x18\x02 \x01(\x01\x12\x39\n\x15last_cleared_interval\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06net_mw\x18\x04 \x01(\x01\"c\n\x19GetDispatchOutcomeRequest\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x35\n\x11\x64ispatch_interval\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x1aGetDispatchOutcomeResponse\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62id_id\x18\x02 \x01(\t\x12&\n\x07outcome\x18\x03 \x01(\x0b\x32\x15.vpp.v1.MarketOutcome*S\n\tEntryType\x12\x1a\n\x16\x45NTRY_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NTRY_TYPE_DAILY\x10\x01\x12\x14\n\x10\x45NTRY_TYPE_REBID\x10\x02*Y\n\tBidStatus\x12\x1a\n\x16\x42ID_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42ID_STATUS_ACCEPTED\x10\x01\x12\x17\n\x13\x42ID_STATUS_REJECTED\x10\x02\x32\xb2\x02\n\nBidService\x12@\n\tSubmitBid\x12\x18.vpp.v1.SubmitBidRequest\x1a\x19.vpp.v1.SubmitBidResponse\x12\x37\n\x06GetBid\x12\x15.vpp.v1.GetBidRequest\x1a\x16.vpp.v1.GetBidResponse\x12L\n\rGetUnitStatus\x12\x1c.vpp.v1.GetUnitStatusRequest\x1a\x1d.vpp.v1.GetUnitStatusResponse\x12[\n\x12GetDispatchOutcome\x12!.vpp.v1.GetDispatchOutcomeRequest\x1a\".vpp.v1.GetDispatchOutcomeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10vpp/v1/bid.proto\x12\x06vpp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13vpp/v1/common.proto\"\x86\x03\n\x0bPeriodOffer\x12\x35\n\x11\x64ispatch_interval\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmax_avail_mw\x18\x02 \x01(\x01\x12\x15\n\rband_avail_mw\x18\x03 \x03(\x01\x12\x1f\n\x17ramp_up_rate_mw_per_min\x18\x04 \x01(\x01\x12!\n\x19ramp_down_rate_mw_per_min\x18\x05 \x01(\x01\x12\x15\n\rpasa_avail_mw\x18\x06 \x01(\x01\x12\x19\n\x11\x65nablement_min_mw\x18\x07 \x01(\x01\x12\x19\n\x11low_breakpoint_mw\x18\x08 \x01(\x01\x12\x1a\n\x12high_breakpoint_mw\x18\t \x01(\x01\x12\x19\n\x11\x65nablement_max_mw\x18\n \x01(\x01\x12\x18\n\x10\x65nergy_limit_mwh\x18\x0b \x01(\x01\x12\x15\n\rfixed_load_mw\x18\x0c \x01(\x01\x12\x1a\n\x12pasa_recall_period\x18\r \x01(\x01\"{\n\x10\x46\x61stStartProfile\x12\x17\n\x0fminimum_load_mw\x18\x01 \x01(\x01\x12\x12\n\nt1_minutes\x18\x02 \x01(\x01\x12\x12\n\nt2_minutes\x18\x03 \x01(\x01\x12\x12\n\nt3_minutes\x18\x04 \x01(\x01\x12\x12\n\nt4_minutes\x18\x05 \x01(\x01\"\xda\x01\n\x0cProductOffer\x12\x0f\n\x07product\x18\x01 \x01(\t\x12$\n\tdirection\x18\x02 \x01(\x0e\x32\x11.vpp.v1.Direction\x12\x12\n\nband_price\x18\x03 \x03(\x01\x12$\n\x07periods\x18\x04 \x03(\x0b\x32\x13.vpp.v1.PeriodOffer\x12#\n\x1b\x64\x61ily_energy_constraint_mwh\x18\x05 \x01(\x01\x12\x34\n\x12\x66\x61st_start_profile\x18\x06 \x01(\x0b\x32\x18.vpp.v1.FastStartProfile\"\xb4\x04\n\x03\x42id\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x13\n\x0btrading_day\x18\x02 \x01(\t\x12\x35\n\x11\x64ispatch_interval\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x04 \x01(\r\x12%\n\nentry_type\x18\x05 \x01(\x0e\x32\x11.vpp.v1.EntryType\x12.\n\noffer_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11rebid_explanation\x18\x07 \x01(\t\x12.\n\nevent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06offers\x18\t \x03(\x0b\x32\x14.vpp.v1.ProductOffer\x12\x18\n\x10ramp_rate_reason\x18\n \x01(\t\x12\x11\n\tplan_hash\x18\x0b \x01(\t\x12.\n\naware_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdecision_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0erebid_category\x18\x0e \x01(\t\x12\x14\n\x0creference_id\x18\x0f \x01(\t\x12\x16\n\x0eparticipant_id\x18\x10 \x01(\t\x12!\n\x19submitted_for_trading_day\x18\x11 \x01(\t\",\n\x10SubmitBidRequest\x12\x18\n\x03\x62id\x18\x01 \x01(\x0b\x32\x0b.vpp.v1.Bid\"\x9b\x01\n\x11SubmitBidResponse\x12\x0e\n\x06\x62id_id\x18\x01 \x01(\t\x12!\n\x06status\x18\x02 \x01(\x0e\x32\x11.vpp.v1.BidStatus\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\rGetBidRequest\x12\x0e\n\x06\x62id_id\x18\x01 \x01(\t\"]\n\x0eProductOutcome\x12\x0f\n\x07product\x18\x01 \x01(\t\x12\x12\n\ncleared_mw\x18\x02 \x01(\x01\x12\r\n\x05price\x18\x03 \x01(\x01\x12\x17\n\x0frevenue_dollars\x18\x04 \x01(\x01\"\xfb\x01\n\rMarketOutcome\x12\x35\n\x11\x64ispatch_interval\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06gen_mw\x18\x02 \x01(\x01\x12\x0f\n\x07load_mw\x18\x03 \x01(\x01\x12(\n\x08products\x18\x04 \x03(\x0b\x32\x16.vpp.v1.ProductOutcome\x12\x1e\n\x16\x65nergy_revenue_dollars\x18\x05 \x01(\x01\x12\x1c\n\x14\x66\x63\x61s_revenue_dollars\x18\x06 \x01(\x01\x12\x1b\n\x13state_of_charge_mwh\x18\x07 \x01(\x01\x12\r\n\x05notes\x18\x08 \x03(\t\"\xa7\x01\n\x0eGetBidResponse\x12\x0e\n\x06\x62id_id\x18\x01 \x01(\t\x12\x18\n\x03\x62id\x18\x02 \x01(\x0b\x32\x0b.vpp.v1.Bid\x12!\n\x06status\x18\x03 \x01(\x0e\x32\x11.vpp.v1.BidStatus\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12&\n\x07outcome\x18\x05 \x01(\x0b\x32\x15.vpp.v1.MarketOutcome\x12\x0f\n\x07\x63leared\x18\x06 \x01(\x08\"\'\n\x14GetUnitStatusRequest\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\"\x90\x01\n\x15GetUnitStatusResponse\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x1b\n\x13state_of_charge_mwh\x18\x02 \x01(\x01\x12\x39\n\x15last_cleared_interval\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06net_mw\x18\x04 \x01(\x01\"c\n\x19GetDispatchOutcomeRequest\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x35\n\x11\x64ispatch_interval\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x1aGetDispatchOutcomeResponse\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62id_id\x18\x02 \x01(\t\x12&\n\x07outcome\x18\x03 \x01(\x0b\x32\x15.vpp.v1.MarketOutcome*S\n\tEntryType\x12\x1a\n\x16\x45NTRY_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NTRY_TYPE_DAILY\x10\x01\x12\x14\n\x10\x45NTRY_TYPE_REBID\x10\x02*Y\n\tBidStatus\x12\x1a\n\x16\x42ID_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42ID_STATUS_ACCEPTED\x10\x01\x12\x17\n\x13\x42ID_STATUS_REJECTED\x10\x02\x32\xb2\x02\n\nBidService\x12@\n\tSubmitBid\x12\x18.vpp.v1.SubmitBidRequest\x1a\x19.vpp.v1.SubmitBidResponse\x12\x37\n\x06GetBid\x12\x15.vpp.v1.GetBidRequest\x1a\x16.vpp.v1.GetBidResponse\x12L\n\rGetUnitStatus\x12\x1c.vpp.v1.GetUnitStatusRequest\x1a\x1d.vpp.v1.GetUnitStatusResponse\x12[\n\x12GetDispatchOutcome\x12!.vpp.v1.GetDispatchOutcomeRequest\x1a\".vpp.v1.GetDispatchOutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpp.v1.bid_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYTYPE']._serialized_start=2064
-  _globals['_ENTRYTYPE']._serialized_end=2147
-  _globals['_BIDSTATUS']._serialized_start=2149
-  _globals['_BIDSTATUS']._serialized_end=2238
+  _globals['_ENTRYTYPE']._serialized_start=2536
+  _globals['_ENTRYTYPE']._serialized_end=2619
+  _globals['_BIDSTATUS']._serialized_start=2621
+  _globals['_BIDSTATUS']._serialized_end=2710
   _globals['_PERIODOFFER']._serialized_start=83
-  _globals['_PERIODOFFER']._serialized_end=422
-  _globals['_PRODUCTOFFER']._serialized_start=424
-  _globals['_PRODUCTOFFER']._serialized_end=551
-  _globals['_BID']._serialized_start=554
-  _globals['_BID']._serialized_end=914
-  _globals['_SUBMITBIDREQUEST']._serialized_start=916
-  _globals['_SUBMITBIDREQUEST']._serialized_end=960
-  _globals['_SUBMITBIDRESPONSE']._serialized_start=963
-  _globals['_SUBMITBIDRESPONSE']._serialized_end=1118
-  _globals['_GETBIDREQUEST']._serialized_start=1120
-  _globals['_GETBIDREQUEST']._serialized_end=1151
-  _globals['_PRODUCTOUTCOME']._serialized_start=1153
-  _globals['_PRODUCTOUTCOME']._serialized_end=1246
-  _globals['_MARKETOUTCOME']._serialized_start=1249
-  _globals['_MARKETOUTCOME']._serialized_end=1500
-  _globals['_GETBIDRESPONSE']._serialized_start=1503
-  _globals['_GETBIDRESPONSE']._serialized_end=1670
-  _globals['_GETUNITSTATUSREQUEST']._serialized_start=1672
-  _globals['_GETUNITSTATUSREQUEST']._serialized_end=1711
-  _globals['_GETUNITSTATUSRESPONSE']._serialized_start=1714
-  _globals['_GETUNITSTATUSRESPONSE']._serialized_end=1858
-  _globals['_GETDISPATCHOUTCOMEREQUEST']._serialized_start=1860
-  _globals['_GETDISPATCHOUTCOMEREQUEST']._serialized_end=1959
-  _globals['_GETDISPATCHOUTCOMERESPONSE']._serialized_start=1961
-  _globals['_GETDISPATCHOUTCOMERESPONSE']._serialized_end=2062
-  _globals['_BIDSERVICE']._serialized_start=2241
-  _globals['_BIDSERVICE']._serialized_end=2547
+  _globals['_PERIODOFFER']._serialized_end=473
+  _globals['_FASTSTARTPROFILE']._serialized_start=475
+  _globals['_FASTSTARTPROFILE']._serialized_end=598
+  _globals['_PRODUCTOFFER']._serialized_start=601
+  _globals['_PRODUCTOFFER']._serialized_end=819
+  _globals['_BID']._serialized_start=822
+  _globals['_BID']._serialized_end=1386
+  _globals['_SUBMITBIDREQUEST']._serialized_start=1388
+  _globals['_SUBMITBIDREQUEST']._serialized_end=1432
+  _globals['_SUBMITBIDRESPONSE']._serialized_start=1435
+  _globals['_SUBMITBIDRESPONSE']._serialized_end=1590
+  _globals['_GETBIDREQUEST']._serialized_start=1592
+  _globals['_GETBIDREQUEST']._serialized_end=1623
+  _globals['_PRODUCTOUTCOME']._serialized_start=1625
+  _globals['_PRODUCTOUTCOME']._serialized_end=1718
+  _globals['_MARKETOUTCOME']._serialized_start=1721
+  _globals['_MARKETOUTCOME']._serialized_end=1972
+  _globals['_GETBIDRESPONSE']._serialized_start=1975
+  _globals['_GETBIDRESPONSE']._serialized_end=2142
+  _globals['_GETUNITSTATUSREQUEST']._serialized_start=2144
+  _globals['_GETUNITSTATUSREQUEST']._serialized_end=2183
+  _globals['_GETUNITSTATUSRESPONSE']._serialized_start=2186
+  _globals['_GETUNITSTATUSRESPONSE']._serialized_end=2330
+  _globals['_GETDISPATCHOUTCOMEREQUEST']._serialized_start=2332
+  _globals['_GETDISPATCHOUTCOMEREQUEST']._serialized_end=2431
+  _globals['_GETDISPATCHOUTCOMERESPONSE']._serialized_start=2433
+  _globals['_GETDISPATCHOUTCOMERESPONSE']._serialized_end=2534
+  _globals['_BIDSERVICE']._serialized_start=2713
+  _globals['_BIDSERVICE']._serialized_end=3019
 # @@protoc_insertion_point(module_scope)

@@ -72,6 +72,8 @@ class PeriodOffer(_message.Message):
     HIGH_BREAKPOINT_MW_FIELD_NUMBER: _builtins.int
     ENABLEMENT_MAX_MW_FIELD_NUMBER: _builtins.int
     ENERGY_LIMIT_MWH_FIELD_NUMBER: _builtins.int
+    FIXED_LOAD_MW_FIELD_NUMBER: _builtins.int
+    PASA_RECALL_PERIOD_FIELD_NUMBER: _builtins.int
     max_avail_mw: _builtins.float
     ramp_up_rate_mw_per_min: _builtins.float
     """ENERGY only: whole MW/min."""
@@ -83,7 +85,13 @@ class PeriodOffer(_message.Message):
     high_breakpoint_mw: _builtins.float
     enablement_max_mw: _builtins.float
     energy_limit_mwh: _builtins.float
-    """ENERGY of a battery: energy limit (whole MWh); 0 = none."""
+    """ENERGY of a bidirectional unit: energy limit (whole MWh; AEMO's ENERGYLIMIT); 0 = none. On the GEN side
+    the minimum, on the LOAD side the maximum energy in storage at the end of the interval (pre-dispatch).
+    """
+    fixed_load_mw: _builtins.float
+    """ENERGY only: fixed output (MW, AEMO's FIXEDLOAD); 0 = none (dispatched on the bid)."""
+    pasa_recall_period: _builtins.float
+    """ENERGY only: recall period of the PASA availability as AEMO publishes it (RECALL_PERIOD); 0 = none."""
     @_builtins.property
     def dispatch_interval(self) -> _timestamp_pb2.Timestamp:
         """Interval-ending market time (AEST)."""
@@ -106,18 +114,57 @@ class PeriodOffer(_message.Message):
         high_breakpoint_mw: _builtins.float = ...,
         enablement_max_mw: _builtins.float = ...,
         energy_limit_mwh: _builtins.float = ...,
+        fixed_load_mw: _builtins.float = ...,
+        pasa_recall_period: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_interval", b"dispatch_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["band_avail_mw", b"band_avail_mw", "dispatch_interval", b"dispatch_interval", "enablement_max_mw", b"enablement_max_mw", "enablement_min_mw", b"enablement_min_mw", "energy_limit_mwh", b"energy_limit_mwh", "high_breakpoint_mw", b"high_breakpoint_mw", "low_breakpoint_mw", b"low_breakpoint_mw", "max_avail_mw", b"max_avail_mw", "pasa_avail_mw", b"pasa_avail_mw", "ramp_down_rate_mw_per_min", b"ramp_down_rate_mw_per_min", "ramp_up_rate_mw_per_min", b"ramp_up_rate_mw_per_min"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["band_avail_mw", b"band_avail_mw", "dispatch_interval", b"dispatch_interval", "enablement_max_mw", b"enablement_max_mw", "enablement_min_mw", b"enablement_min_mw", "energy_limit_mwh", b"energy_limit_mwh", "fixed_load_mw", b"fixed_load_mw", "high_breakpoint_mw", b"high_breakpoint_mw", "low_breakpoint_mw", b"low_breakpoint_mw", "max_avail_mw", b"max_avail_mw", "pasa_avail_mw", b"pasa_avail_mw", "pasa_recall_period", b"pasa_recall_period", "ramp_down_rate_mw_per_min", b"ramp_down_rate_mw_per_min", "ramp_up_rate_mw_per_min", b"ramp_up_rate_mw_per_min"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PeriodOffer: _TypeAlias = PeriodOffer  # noqa: Y015
 
 @_typing.final
+class FastStartProfile(_message.Message):
+    """The fast-start inflexibility profile of an ENERGY offer (AEMO's MINIMUMLOAD and T1..T4)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINIMUM_LOAD_MW_FIELD_NUMBER: _builtins.int
+    T1_MINUTES_FIELD_NUMBER: _builtins.int
+    T2_MINUTES_FIELD_NUMBER: _builtins.int
+    T3_MINUTES_FIELD_NUMBER: _builtins.int
+    T4_MINUTES_FIELD_NUMBER: _builtins.int
+    minimum_load_mw: _builtins.float
+    """Minimum load once synchronised (MW)."""
+    t1_minutes: _builtins.float
+    """Minutes to synchronise (T1), to reach minimum load (T2), at minimum load (T3), back to 0 MW (T4)."""
+    t2_minutes: _builtins.float
+    t3_minutes: _builtins.float
+    t4_minutes: _builtins.float
+    def __init__(
+        self,
+        *,
+        minimum_load_mw: _builtins.float = ...,
+        t1_minutes: _builtins.float = ...,
+        t2_minutes: _builtins.float = ...,
+        t3_minutes: _builtins.float = ...,
+        t4_minutes: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["minimum_load_mw", b"minimum_load_mw", "t1_minutes", b"t1_minutes", "t2_minutes", b"t2_minutes", "t3_minutes", b"t3_minutes", "t4_minutes", b"t4_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FastStartProfile: _TypeAlias = FastStartProfile  # noqa: Y015
+
+@_typing.final
 class ProductOffer(_message.Message):
-    """A day offer for one product (bid type) and, for ENERGY, one direction, with its period offers."""
+    """A day offer for one product (bid type) and, where the unit's registration needs one, one direction,
+    with its period offers.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -125,14 +172,24 @@ class ProductOffer(_message.Message):
     DIRECTION_FIELD_NUMBER: _builtins.int
     BAND_PRICE_FIELD_NUMBER: _builtins.int
     PERIODS_FIELD_NUMBER: _builtins.int
+    DAILY_ENERGY_CONSTRAINT_MWH_FIELD_NUMBER: _builtins.int
+    FAST_START_PROFILE_FIELD_NUMBER: _builtins.int
     product: _builtins.str
     direction: _common_pb2.Direction.ValueType
+    daily_energy_constraint_mwh: _builtins.float
+    """ENERGY only: the most energy the unit may produce in the trading day (MWh, AEMO's
+    DAILYENERGYCONSTRAINT); 0 = none.
+    """
     @_builtins.property
     def band_price(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Exactly 10, strictly increasing. $/MWh for ENERGY, $/MW/h for FCAS."""
 
     @_builtins.property
     def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeriodOffer]: ...
+    @_builtins.property
+    def fast_start_profile(self) -> Global___FastStartProfile:
+        """ENERGY of a fast-start unit; unset otherwise."""
+
     def __init__(
         self,
         *,
@@ -140,10 +197,12 @@ class ProductOffer(_message.Message):
         direction: _common_pb2.Direction.ValueType = ...,
         band_price: _abc.Iterable[_builtins.float] | None = ...,
         periods: _abc.Iterable[Global___PeriodOffer] | None = ...,
+        daily_energy_constraint_mwh: _builtins.float = ...,
+        fast_start_profile: Global___FastStartProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fast_start_profile", b"fast_start_profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["band_price", b"band_price", "direction", b"direction", "periods", b"periods", "product", b"product"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["band_price", b"band_price", "daily_energy_constraint_mwh", b"daily_energy_constraint_mwh", "direction", b"direction", "fast_start_profile", b"fast_start_profile", "periods", b"periods", "product", b"product"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -164,6 +223,12 @@ class Bid(_message.Message):
     OFFERS_FIELD_NUMBER: _builtins.int
     RAMP_RATE_REASON_FIELD_NUMBER: _builtins.int
     PLAN_HASH_FIELD_NUMBER: _builtins.int
+    AWARE_TIME_FIELD_NUMBER: _builtins.int
+    DECISION_TIME_FIELD_NUMBER: _builtins.int
+    REBID_CATEGORY_FIELD_NUMBER: _builtins.int
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    SUBMITTED_FOR_TRADING_DAY_FIELD_NUMBER: _builtins.int
     unit_id: _builtins.str
     trading_day: _builtins.str
     """Trading day (YYYY-MM-DD): the day whose intervals end 04:05 to 04:00 next day."""
@@ -175,6 +240,15 @@ class Bid(_message.Message):
     """Ramp rates below the registered minimum need a reason."""
     plan_hash: _builtins.str
     """Content hash of the optimisation result the bid was built from."""
+    rebid_category: _builtins.str
+    reference_id: _builtins.str
+    """The participant's own reference for the submission (AEMO's referenceId); unique per submission."""
+    participant_id: _builtins.str
+    """The market participant (AEMO's participant id) the unit is traded by."""
+    submitted_for_trading_day: _builtins.str
+    """The trading day (YYYY-MM-DD) the submission was made for when it stays in force on later trading days
+    (AEMO's BIDSETTLEMENTDATE); empty when it is trading_day.
+    """
     @_builtins.property
     def dispatch_interval(self) -> _timestamp_pb2.Timestamp:
         """The first dispatch interval this version applies to (interval-ending AEST)."""
@@ -185,6 +259,14 @@ class Bid(_message.Message):
     def event_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def offers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductOffer]: ...
+    @_builtins.property
+    def aware_time(self) -> _timestamp_pb2.Timestamp:
+        """REBID details AEMO asks for: when the participant became aware of the event and decided to rebid
+        (market time), and the rebid category (one letter, e.g. "P" plant, "A" ambient, "F" financial).
+        """
+
+    @_builtins.property
+    def decision_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -199,10 +281,16 @@ class Bid(_message.Message):
         offers: _abc.Iterable[Global___ProductOffer] | None = ...,
         ramp_rate_reason: _builtins.str = ...,
         plan_hash: _builtins.str = ...,
+        aware_time: _timestamp_pb2.Timestamp | None = ...,
+        decision_time: _timestamp_pb2.Timestamp | None = ...,
+        rebid_category: _builtins.str = ...,
+        reference_id: _builtins.str = ...,
+        participant_id: _builtins.str = ...,
+        submitted_for_trading_day: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_interval", b"dispatch_interval", "event_time", b"event_time", "offer_time", b"offer_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aware_time", b"aware_time", "decision_time", b"decision_time", "dispatch_interval", b"dispatch_interval", "event_time", b"event_time", "offer_time", b"offer_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispatch_interval", b"dispatch_interval", "entry_type", b"entry_type", "event_time", b"event_time", "offer_time", b"offer_time", "offers", b"offers", "plan_hash", b"plan_hash", "ramp_rate_reason", b"ramp_rate_reason", "rebid_explanation", b"rebid_explanation", "trading_day", b"trading_day", "unit_id", b"unit_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aware_time", b"aware_time", "decision_time", b"decision_time", "dispatch_interval", b"dispatch_interval", "entry_type", b"entry_type", "event_time", b"event_time", "offer_time", b"offer_time", "offers", b"offers", "participant_id", b"participant_id", "plan_hash", b"plan_hash", "ramp_rate_reason", b"ramp_rate_reason", "rebid_category", b"rebid_category", "rebid_explanation", b"rebid_explanation", "reference_id", b"reference_id", "submitted_for_trading_day", b"submitted_for_trading_day", "trading_day", b"trading_day", "unit_id", b"unit_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

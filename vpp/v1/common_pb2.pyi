@@ -58,15 +58,21 @@ class _DirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Direction.V
     """Generation (discharge)."""
     DIRECTION_LOAD: _Direction.ValueType  # 2
     """Load (charge)."""
+    DIRECTION_BIDIRECTIONAL: _Direction.ValueType  # 3
+    """Both directions in one offer: how AEMO's bid tables label a BDU's contingency FCAS offer."""
 
 class Direction(_Direction, metaclass=_DirectionEnumTypeWrapper):
-    """Direction of an ENERGY offer of a bidirectional battery unit."""
+    """Direction of an offer (AEMO's DIRECTION): an ENERGY or regulation FCAS offer of a bidirectional unit
+    (BDU) is for one direction; a generator's offers may say GEN, a scheduled load's LOAD.
+    """
 
 DIRECTION_UNSPECIFIED: Direction.ValueType  # 0
 DIRECTION_GEN: Direction.ValueType  # 1
 """Generation (discharge)."""
 DIRECTION_LOAD: Direction.ValueType  # 2
 """Load (charge)."""
+DIRECTION_BIDIRECTIONAL: Direction.ValueType  # 3
+"""Both directions in one offer: how AEMO's bid tables label a BDU's contingency FCAS offer."""
 Global___Direction: _TypeAlias = Direction  # noqa: Y015
 
 @_typing.final
