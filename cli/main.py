@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.assets import assets_app
+from cli.bids import bids_app
 from cli.coopt import coopt_app
 from cli.data import bench_store, data_app
 from cli.fleet import dispatch_app, fleet_app, peak_app
@@ -60,6 +61,7 @@ app.add_typer(peak_app, name="peak")
 app.add_typer(ops_app, name="ops")
 app.add_typer(coopt_app, name="coopt")
 app.add_typer(data_app, name="data")
+app.add_typer(bids_app, name="bids")
 
 # Width of tables when the output is not a terminal (a pipe or file) and COLUMNS is unset: wide enough
 # that archive keys (71 characters) are never folded.
