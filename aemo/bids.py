@@ -41,10 +41,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aemo.archive_files import is_aemo_file_name, parse_file_name, read_file
 from aemo.errors import AemoDataError
-from aemo.mms_csv import MmsTable
-from aemo.tables import BANDS, normalise, schemas_for
+from aemo.table_files import read_tables
+from aemo.tables import BANDS
 from algorithms.common import nem_time
 from algorithms.market.bid_validation import entry_type_at
 from vpp.v1 import bid_pb2, common_pb2
@@ -307,69 +306,11 @@ def _add_offer(bid: bid_pb2.Bid, tables: _Arrays, day_row: int, rows: np.ndarray
         period.dispatch_interval.seconds = second
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading AEMO's files
-# --------------------------------------------------------------------------------------------------
-
-
-def _wanted(report_type: str, sub_type: str) -> bool:
-    return any(schema.name in TABLES for schema in schemas_for(report_type, sub_type))
-
-
-def _files_under(path: Path) -> list[Path]:
-    """``path`` itself, or the AEMO files (zip or CSV, AEMO's names) anywhere under a folder."""
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise AemoDataError(f"{path}: no such file or folder")
-    return sorted(child for child in path.rglob("*") if child.is_file()
-                  and child.suffix.lower() in {".zip", ".csv"} and is_aemo_file_name(child.name))
-
-
-def _holds_wanted_table(path: Path) -> bool:
-    """Whether a monthly archive is of one of :data:`TABLES` (reports and other names are read to find out)."""
-    try:
-        name = parse_file_name(path.name)
-    except AemoDataError:
-        return True
-    return name.kind.value != "archive" or name.subject in TABLES
-
-
 def read_bid_tables(paths: Sequence[Path]) -> BidTables:
     """BIDDAYOFFER_D, BIDPEROFFER_D, MARKET_PRICE_THRESHOLDS and DUDETAILSUMMARY from AEMO's files: zips, CSVs,
     or folders holding them (any depth; monthly archives of other tables are skipped unread). Where files
     repeat a key, the last file's row holds. Raises :class:`AemoDataError` naming the file it cannot read."""
-    frames: dict[str, list[pd.DataFrame]] = {table: [] for table in TABLES}
-    files: list[str] = []
-    for path in paths:
-        for file in _files_under(path):
-            if not _holds_wanted_table(file):
-                continue
-            try:
-                reports = read_file(file, wanted=_wanted)
-            except OSError as exc:
-                raise AemoDataError(f"{file}: cannot be read ({exc})") from None
-            files.append(str(file))
-            for report in reports:
-                for table in report.tables:
-                    _collect(table, frames)
-    return BidTables(day_offers=_combined(frames[DAY_OFFERS], DAY_OFFERS),
-                     period_offers=_combined(frames[PERIOD_OFFERS], PERIOD_OFFERS),
-                     price_thresholds=_combined(frames[PRICE_THRESHOLDS], PRICE_THRESHOLDS),
-                     registrations=_combined(frames[REGISTRATIONS], REGISTRATIONS), files=tuple(files))
-
-
-def _collect(table: MmsTable, frames: dict[str, list[pd.DataFrame]]) -> None:
-    for schema in schemas_for(table.report_type, table.sub_type):
-        if schema.name in frames:
-            frames[schema.name].append(normalise(table, schema))
-
-
-def _combined(frames: list[pd.DataFrame], table: str) -> pd.DataFrame | None:
-    if not frames:
-        return None
-    from aemo.tables import schema_named
-
-    combined = pd.concat(frames, ignore_index=True)
-    keys = list(schema_named(table).keys_in(combined.columns))
-    return combined.drop_duplicates(keys, keep="last").reset_index(drop=True)
+    found = read_tables(paths, TABLES)
+    return BidTables(day_offers=found.frames[DAY_OFFERS], period_offers=found.frames[PERIOD_OFFERS],
+                     price_thresholds=found.frames[PRICE_THRESHOLDS], registrations=found.frames[REGISTRATIONS],
+                     files=found.files)

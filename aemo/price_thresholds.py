@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 
 from aemo.errors import AemoDataError
+from aemo.table_files import read_tables
 from aemo.tables import FIVE_MINUTE_SETTLEMENT_START
 from settings import MARKET_PRICE_THRESHOLDS_SOURCE, SETTINGS_SOURCE, MarketRules, PriceCap
 
@@ -73,3 +76,9 @@ def with_price_thresholds(rules: MarketRules, thresholds: pd.DataFrame | None) -
     configured = tuple(cap for cap in rules.price_caps if cap.source == SETTINGS_SOURCE)
     from_aemo = price_caps_from_thresholds(thresholds) if thresholds is not None else ()
     return dataclasses.replace(rules, price_caps=(*from_aemo, *configured))
+
+
+def read_price_thresholds(paths: Sequence[Path]) -> pd.DataFrame | None:
+    """MARKET_PRICE_THRESHOLDS rows from AEMO's files or folders (:func:`aemo.table_files.read_tables`);
+    None when none of them holds the table."""
+    return read_tables(paths, (TABLE,)).frames[TABLE]

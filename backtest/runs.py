@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -45,6 +45,8 @@ import numpy as np
 import pandas as pd
 
 from aemo.mms import load_dispatch_prices, load_predispatch_prices
+from aemo.price_thresholds import read_price_thresholds, with_price_thresholds
+from algorithms.common.nem_time import trading_day
 from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from backtest.engine import (
     BacktestConfig,
@@ -75,6 +77,8 @@ INTERVAL = timedelta(minutes=5)
 INTERVALS_PER_DAY = 288
 DISPATCH_TABLE = "DISPATCHPRICE"
 PREDISPATCH_TABLE = "PREDISPATCHPRICE"
+# Optional: AEMO's price limits, used instead of the configured ones where they cover a trading day.
+THRESHOLDS_TABLE = "MARKET_PRICE_THRESHOLDS"
 # Preferred file types in a data folder, as aemo.mms chooses them.
 _SUFFIX_PREFERENCE = (".parquet", ".csv", ".zip")
 _HASH_CHUNK = 1 << 20
@@ -112,6 +116,8 @@ class MarketInputs:
     predispatch: PredispatchPrices
     files: tuple[DataFile, ...]
     sources: tuple[Path, ...]
+    # MARKET_PRICE_THRESHOLDS rows found among the data (None: the configured price limits alone).
+    price_thresholds: pd.DataFrame | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -124,8 +130,11 @@ def file_sha256(path: Path) -> str:
 
 
 def table_of(name: str) -> str | None:
-    """The MMS table a file name says it holds (PREDISPATCHPRICE / DISPATCHPRICE), or None."""
+    """The MMS table a file name says it holds (PREDISPATCHPRICE / DISPATCHPRICE / MARKET_PRICE_THRESHOLDS),
+    or None."""
     upper = name.upper()
+    if THRESHOLDS_TABLE in upper:
+        return THRESHOLDS_TABLE
     if PREDISPATCH_TABLE in upper:
         return PREDISPATCH_TABLE
     if DISPATCH_TABLE in upper:
@@ -145,11 +154,11 @@ def _folder_files(folder: Path, table: str) -> list[Path]:
 
 def data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
     """The DISPATCHPRICE and PREDISPATCHPRICE files of ``paths`` (folders and/or files), absolute and in
-    order; RunError for a path that does not exist, a file whose name names neither table, or a table
-    with no file."""
+    order, and any MARKET_PRICE_THRESHOLDS files; RunError for a path that does not exist, a file whose name
+    names none of the tables, or a price table with no file."""
     if not paths:
         raise RunError("no --data given")
-    tables: dict[str, list[Path]] = {DISPATCH_TABLE: [], PREDISPATCH_TABLE: []}
+    tables: dict[str, list[Path]] = {DISPATCH_TABLE: [], PREDISPATCH_TABLE: [], THRESHOLDS_TABLE: []}
     for given in paths:
         path = Path(given).expanduser().resolve()
         if not path.exists():
@@ -165,7 +174,7 @@ def data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
         if path not in tables[named]:
             tables[named].append(path)
     for table, files in tables.items():
-        if not files:
+        if not files and table != THRESHOLDS_TABLE:
             shown = ", ".join(str(p) for p in paths)
             raise RunError(f"--data {shown}: no {table} file (.parquet, .csv or .zip with {table} in its name)")
     return tables
@@ -194,10 +203,23 @@ def load_inputs(paths: Sequence[Path]) -> MarketInputs:
         dispatch = load_dispatch_prices(path)
     with _as_one_path(tables[PREDISPATCH_TABLE], PREDISPATCH_TABLE) as path:
         predispatch = load_predispatch_prices(path)
+    thresholds = read_price_thresholds(tables[THRESHOLDS_TABLE]) if tables[THRESHOLDS_TABLE] else None
     files = tuple(DataFile(path=f, table=table, sha256=file_sha256(f), size_bytes=f.stat().st_size)
                   for table, found in tables.items() for f in found)
     return MarketInputs(dispatch=dispatch, predispatch=predispatch, files=files,
-                        sources=tuple(Path(p).expanduser().resolve() for p in paths))
+                        sources=tuple(Path(p).expanduser().resolve() for p in paths), price_thresholds=thresholds)
+
+
+def with_data_price_limits(settings: Settings, inputs: MarketInputs) -> Settings:
+    """``settings`` whose price limits are AEMO's MARKET_PRICE_THRESHOLDS among the run's data where they cover
+    a trading day, and the configured financial years elsewhere."""
+    return replace(settings, market=with_price_thresholds(settings.market, inputs.price_thresholds))
+
+
+def require_price_limits(settings: Settings, period: Period) -> None:
+    """Raise :class:`settings.PriceLimitsUnknownError` at start-up when a trading day of ``period`` lies in a
+    financial year no source of price limits covers (never a guess from the nearest year)."""
+    settings.market.require_price_caps(trading_day(period.first_interval), trading_day(period.last_interval))
 
 
 def code_version(repo: Path = REPO_ROOT) -> str:

@@ -530,7 +530,15 @@ def backtest_run(
     """Replay every 5-minute decision of a strategy over a period of historical MMS data, in-process."""
     from backtest.compare import headline
     from backtest.report import decision_progress
-    from backtest.runs import load_inputs, make_spec, perfect_information_spec, resolve_period, run_and_save
+    from backtest.runs import (
+        load_inputs,
+        make_spec,
+        perfect_information_spec,
+        require_price_limits,
+        resolve_period,
+        run_and_save,
+        with_data_price_limits,
+    )
     from backtest.strategy import resolve_strategy
 
     settings = load(ctx)
@@ -541,7 +549,9 @@ def backtest_run(
                                     parameter_file=params, assignments=param or [])
         chosen_region = region or settings.cycle.region
         inputs = load_inputs(data or [settings.market_data.data_dir])
+        settings = with_data_price_limits(settings, inputs)
         period = resolve_period(inputs.dispatch, chosen_region, start=start, end=end, days=days)
+        require_price_limits(settings, period)
         _check_plot_day(day, period.first_interval, period.last_interval)
         spec = make_spec(settings, inputs, chosen_region, period, strategy,
                          config_file=state.config_path if state else None)

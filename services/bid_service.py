@@ -49,6 +49,7 @@ import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aemo.mms import load_dispatch_prices
+from aemo.price_thresholds import read_price_thresholds, with_price_thresholds
 from algorithms.common import nem_time
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.content_hash import message_bytes, sha256_hex
@@ -571,11 +572,19 @@ def registered_fleet_units(settings: Settings, database_url: str) -> list[Regist
     return [RegisteredUnit(spec=spec, initial_state_of_charge_mwh=middle)]
 
 
+def market_rules_of_data(settings: Settings) -> MarketRules:
+    """The market rules the simulated market applies: the configured ones, with AEMO's
+    MARKET_PRICE_THRESHOLDS where the data folder holds that table (AEMO's CSV or zip files)."""
+    return with_price_thresholds(settings.market, read_price_thresholds([settings.market_data.data_dir]))
+
+
 async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity | None = None) -> None:
     """Run the BidService on ``settings.stack.bid_service_port`` until ``stop`` is set.
 
     Requires ``settings.database_url`` (see :func:`models.db.resolve_database_url`); migrates the
-    database, loads DISPATCHPRICE from ``settings.market_data.data_dir`` and serves with gRPC health.
+    database, loads DISPATCHPRICE (and MARKET_PRICE_THRESHOLDS, :func:`market_rules_of_data`) from
+    ``settings.market_data.data_dir`` and serves with gRPC health. A trading day of the data whose price limits
+    no source gives stops the start with :class:`settings.PriceLimitsUnknownError`.
     ``security`` (bind host, TLS, accepted tokens) defaults to the environment's.
     Raises ValueError without a database URL and services.health.PortInUseError when the port is taken.
     """
@@ -588,9 +597,10 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
     historical = await asyncio.to_thread(load_dispatch_prices, settings.market_data.data_dir)
-    dispatch_prices = with_administered_pricing(historical, settings.market)
+    rules = await asyncio.to_thread(market_rules_of_data, settings)
+    dispatch_prices = with_administered_pricing(historical, rules)  # PriceLimitsUnknownError: a year no source covers
     fleet_units = await asyncio.to_thread(registered_fleet_units, settings, database_url)
-    market = SimulatedMarket(database_url, dispatch_prices, settings.battery, settings.market, fleet_units)
+    market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules, fleet_units)
     server = secure_server(security, SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)
     add_health(server, [SERVICE_NAME])

@@ -169,3 +169,31 @@ def test_inputs_from_several_files_of_one_table(tmp_path: Path) -> None:
     assert inputs.files[0].sha256 == file_sha256(first)
     whole = load_inputs([folder])
     assert np.array_equal(whole.dispatch.price, inputs.dispatch.price, equal_nan=True)
+
+
+def test_price_limits_come_from_the_data_where_given_and_an_uncovered_year_stops_the_start(tmp_path: Path) -> None:
+    import shutil
+    from dataclasses import replace
+
+    from backtest.runs import load_inputs, require_price_limits, with_data_price_limits
+    from settings import PriceLimitsUnknownError
+    from tests.aemo_fixtures import archive_zip
+    from tests.backtest_fixtures import write_tiny_market
+
+    folder = write_tiny_market(tmp_path / "mms", start=datetime(2021, 1, 14, 4), end=datetime(2021, 1, 15, 4))
+    settings = load_settings(environ={})
+    plain = load_inputs([folder])
+    assert plain.price_thresholds is None
+    assert with_data_price_limits(settings, plain).market == settings.market
+    period = resolve_period(plain.dispatch, "SA1")
+    require_price_limits(settings, period)  # FY2020-21 is configured
+    only_2025 = replace(settings, market=replace(settings.market, price_caps=settings.market.price_caps[-1:]))
+    with pytest.raises(PriceLimitsUnknownError, match=r"trading day 2021-01-14 \(FY2020-21\)"):
+        require_price_limits(only_2025, period)
+    shutil.copy(archive_zip("2021_05", "MARKET_PRICE_THRESHOLDS"), folder)
+    with_aemo = load_inputs([folder])
+    assert with_aemo.price_thresholds is not None
+    assert [f.table for f in with_aemo.files][-1] == "MARKET_PRICE_THRESHOLDS"  # hashed: part of the run id
+    covered = with_data_price_limits(only_2025, with_aemo)
+    require_price_limits(covered, period)  # AEMO's 2020-07-01 row covers FY2020-21
+    assert covered.market.price_cap_for(period.first_interval.date()).source == "MARKET_PRICE_THRESHOLDS"

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from algorithms.common import nem_time
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.market.bid_validation import Violation, validate_bid
+from algorithms.market.registration import UnitKind, UnitRegistration, registration_of_battery
 from settings import load_settings
 from vpp.v1 import bid_pb2, common_pb2
 
@@ -539,3 +540,177 @@ def test_tradable_products_come_from_the_caller() -> None:
     bid.offers[FIRST_FCAS].product = "RAISE1SEC"
     assert rules_of(check(bid)) == {"V0"}
     assert validate_bid(bid, BATTERY, RULES, products=(*PRODUCTS, "RAISE1SEC")) == []
+
+
+# --- today's rules: registrations, bidirectional units, AEMO's limits -----------------------------------
+
+def _shifted(bid: bid_pb2.Bid, days: int) -> bid_pb2.Bid:
+    """``bid`` moved ``days`` trading days on (every time field)."""
+    shift = days * 86400
+    bid.trading_day = (datetime.fromisoformat(bid.trading_day) + timedelta(days=days)).date().isoformat()
+    for stamp in (bid.dispatch_interval, bid.offer_time, *(p.dispatch_interval for o in bid.offers for p in o.periods)):
+        stamp.seconds += shift
+    if bid.HasField("event_time"):
+        bid.event_time.seconds += shift
+    return bid
+
+
+def test_a_trading_day_no_source_covers_fails_v2() -> None:
+    july_2026 = _shifted(reference_bid(), (datetime(2026, 7, 5) - datetime(2021, 1, 5)).days)  # FY2026-27
+    violations = check(july_2026, daily=None)
+    assert [(v.rule, v.field) for v in violations] == [("V2", "band_price")]
+    assert "no market price cap for trading day 2026-07-05 (FY2026-27)" in violations[0].message
+    june_2026 = _shifted(reference_bid(), (datetime(2026, 6, 30) - datetime(2021, 1, 5)).days)  # FY2025-26
+    assert check(june_2026, daily=None) == []
+
+
+def test_v2_energy_limits_are_at_the_connection_point() -> None:
+    """AEMO's MINIMUM_ENERGY_PRICE / MAXIMUM_ENERGY_PRICE: floor and cap times the side's loss factor."""
+    lossy = replace(registration_of_battery(BATTERY), mlf_gen=0.95, mlf_load=0.9)
+    bid = reference_bid()
+    bid.offers[LOAD].band_price[0] = -900.0  # = -1,000 x 0.9
+    bid.offers[GEN].band_price[-1] = 14_250.0  # = 15,000 x 0.95
+    assert validate_bid(bid, lossy, RULES, products=PRODUCTS) == []
+    bid.offers[GEN].band_price[-1] = 14_250.01
+    violations = validate_bid(bid, lossy, RULES, products=PRODUCTS)
+    assert [(v.rule, v.field) for v in violations] == [("V2", "band_price")]
+    assert "[-950, 14250]" in violations[0].message and "loss factor 0.95" in violations[0].message
+    bid = reference_bid()  # LOAD band 1 at -1,000 is below -1,000 x 0.9
+    bid.offers[GEN].band_price[-1] = 14_000.0
+    violations = validate_bid(bid, lossy, RULES, products=PRODUCTS)
+    assert [(v.rule, v.field) for v in violations] == [("V2", "band_price")]
+    assert "'ENERGY' LOAD" in violations[0].message and "[-1000.0]" in violations[0].message
+    bid.offers[FIRST_FCAS].band_price[-1] = 15_000.0  # FCAS prices are not at a connection point
+    bid.offers[LOAD].band_price[0] = -900.0
+    assert validate_bid(bid, lossy, RULES, products=PRODUCTS) == []
+
+
+def test_v4_the_daily_close_is_1230_on_the_day_before() -> None:
+    at_close = reference_bid()
+    at_close.offer_time.CopyFrom(nem_time.to_timestamp(datetime(2021, 1, 4, 12, 30)))
+    assert check(at_close) == []
+    after = reference_bid()
+    after.offer_time.CopyFrom(nem_time.to_timestamp(datetime(2021, 1, 4, 12, 30, 1)))
+    assert [(v.rule, v.field) for v in check(after)] == [("V4", "entry_type")]
+    same_prices = make_rebid(reference_bid(), offer_time=datetime(2021, 1, 4, 12, 30, 1))
+    assert check(same_prices) == []
+
+
+@pytest.mark.parametrize("aware, decision, category, fragment", [
+    (datetime(2021, 1, 5, 17, 30, 30), datetime(2021, 1, 5, 17, 30, 10), "", "aware time"),
+    (datetime(2021, 1, 5, 17, 30, 30), datetime(2021, 1, 5, 17, 32), "", "decision time"),
+    (datetime(2021, 1, 5, 17, 20), None, "", "event time"),
+    (None, None, "PA", "not one letter"),
+])
+def test_v5_rebid_times_in_order_and_a_one_letter_category(aware: datetime | None, decision: datetime | None,
+                                                            category: str, fragment: str) -> None:
+    bid = make_rebid(reference_bid())  # event 17:30, offer 17:31
+    bid.aware_time.CopyFrom(nem_time.to_timestamp(datetime(2021, 1, 5, 17, 30, 20)))
+    bid.decision_time.CopyFrom(nem_time.to_timestamp(datetime(2021, 1, 5, 17, 30, 40)))
+    bid.rebid_category = "P"
+    assert check(bid) == []
+    if aware is not None:
+        bid.aware_time.CopyFrom(nem_time.to_timestamp(aware))
+    if decision is not None:
+        bid.decision_time.CopyFrom(nem_time.to_timestamp(decision))
+    bid.rebid_category = category
+    violations = check(bid)
+    assert rules_of(violations) == {"V5"} and fragment in violations[0].message, violations
+
+
+def test_withheld_fields_are_not_judged() -> None:
+    """AEMO's public tables withhold rebid times and the explanation of later rebids: nothing to check."""
+    bid = make_rebid(reference_bid())
+    bid.ClearField("event_time")
+    bid.rebid_explanation = ""
+    assert rules_of(check(bid)) == {"V5"}
+    assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=DAILY_PRICES,
+                        withheld={"event_time", "rebid_explanation"}) == []
+    assert rules_of(validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=DAILY_PRICES,
+                                 withheld={"event_time"})) == {"V5"}
+
+
+def test_v8_the_explanation_carries_the_ramp_rate_reason() -> None:
+    bid = reference_bid()
+    bid.offers[GEN].periods[1].ramp_up_rate_mw_per_min = 2.0
+    assert [(v.rule, v.field) for v in check(bid)] == [("V8", "ramp_up_rate_mw_per_min")]
+    bid.rebid_explanation = "1310~P~2 of 4 inverters out, ramp 2 MW/min~"
+    assert check(bid) == []
+
+
+def test_v6_energy_limit_means_minimum_on_gen_and_maximum_on_load() -> None:
+    bid = reference_bid()  # LOAD limit 190 MWh: at most 190 MWh in storage
+    bid.offers[GEN].periods[3].energy_limit_mwh = 20.0  # at least 20 MWh in storage: fine
+    assert check(bid) == []
+    bid.offers[GEN].periods[3].energy_limit_mwh = 190.0
+    violations = check(bid)
+    assert [(v.rule, v.field) for v in violations] == [("V6", "energy_limit_mwh")]
+    assert "GEN side" in violations[0].message and "17:50" in violations[0].message
+
+
+def test_v7_a_load_offer_trapezium_is_mirrored_on_its_side() -> None:
+    bid = reference_bid()
+    period = bid.offers[RAISEREG_LOAD].periods[4]
+    period.enablement_min_mw, period.low_breakpoint_mw = -10.0, -5.0  # not mirrored: out of order
+    violations = check(bid)
+    assert rules_of(violations) == {"V7"} and "0 >= ENABLEMENTMIN >= LOWBREAKPOINT" in violations[0].message
+    bid = reference_bid()
+    bid.offers[RAISEREG_GEN].periods[4].enablement_min_mw = -10.0  # a GEN offer on the charging side
+    violations = check(bid)
+    assert rules_of(violations) == {"V7"} and "GEN offer's trapezium" in violations[0].message
+
+
+GENERATOR = UnitRegistration("GEN1", UnitKind.GENERATOR, max_capacity_mw=200.0, mlf_gen=1.0,
+                             min_ramp_up_mw_per_min=3.0, min_ramp_down_mw_per_min=3.0)
+
+
+def generator_bid() -> bid_pb2.Bid:
+    """A generator's DAILY bid as before June 2024: ENERGY and regulation FCAS without direction."""
+    bid = reference_bid()
+    bid.unit_id = "GEN1"
+    del bid.offers[LOAD]
+    bid.offers[GEN].direction = common_pb2.DIRECTION_UNSPECIFIED
+    for offer in list(bid.offers)[1:]:
+        if offer.direction == common_pb2.DIRECTION_LOAD:
+            bid.offers.remove(offer)
+    for offer in bid.offers[1:]:
+        offer.direction = common_pb2.DIRECTION_UNSPECIFIED
+        for period in offer.periods:
+            period.enablement_min_mw, period.low_breakpoint_mw = 20.0, 40.0
+            period.high_breakpoint_mw, period.enablement_max_mw = 150.0, 180.0
+    return bid
+
+
+def test_a_generator_needs_no_load_side_and_no_direction() -> None:
+    bid = generator_bid()
+    assert validate_bid(bid, GENERATOR, RULES, products=PRODUCTS) == []
+    for offer in bid.offers:
+        offer.direction = common_pb2.DIRECTION_GEN  # the form since June 2024
+    assert validate_bid(bid, GENERATOR, RULES, products=PRODUCTS) == []
+
+
+@pytest.mark.parametrize("mutate, rule, fragment", [
+    (lambda b: setattr(b.offers[0], "direction", common_pb2.DIRECTION_LOAD), "V0", "a generator offers GEN only"),
+    (lambda b: setattr(b.offers[1], "direction", common_pb2.DIRECTION_BIDIRECTIONAL), "V0", "GEN only"),
+    (lambda b: setattr(b.offers[0].periods[0], "energy_limit_mwh", 10.0), "V6", "bidirectional units only"),
+    (lambda b: setattr(b.offers[1].periods[0], "enablement_min_mw", -5.0), "V7", "may reach below 0 MW"),
+    (lambda b: setattr(b.offers[0].periods[0], "max_avail_mw", 201.0), "V3", "registered capacity 200 MW"),
+    (lambda b: setattr(b.offers[0].periods[0], "fixed_load_mw", -1.0), "V3", "FIXEDLOAD"),
+    (lambda b: setattr(b.offers[0], "daily_energy_constraint_mwh", math.nan), "V3", "daily energy constraint"),
+    (lambda b: b.offers.add().CopyFrom(b.offers[0]) or setattr(b.offers[-1], "direction", common_pb2.DIRECTION_GEN),
+     "V0", "offered more than once"),
+])
+def test_generator_rules(mutate: Callable[[bid_pb2.Bid], object], rule: str, fragment: str) -> None:
+    bid = generator_bid()
+    mutate(bid)
+    violations = validate_bid(bid, GENERATOR, RULES, products=PRODUCTS)
+    assert any(v.rule == rule and fragment in v.message for v in violations), violations
+
+
+def test_unknown_registered_limits_are_not_checked() -> None:
+    unknown = replace(GENERATOR, max_capacity_mw=None, min_ramp_up_mw_per_min=None, min_ramp_down_mw_per_min=None)
+    bid = generator_bid()
+    bid.offers[0].periods[0].max_avail_mw = 5_000.0
+    bid.offers[0].periods[0].ramp_up_rate_mw_per_min = 1.0
+    assert rules_of(validate_bid(bid, GENERATOR, RULES, products=PRODUCTS)) == {"V3", "V8"}
+    assert validate_bid(bid, unknown, RULES, products=PRODUCTS) == []

@@ -20,7 +20,7 @@ from algorithms.market.clearing import (
     to_market_outcome,
     trapezium_limit_mw,
 )
-from settings import load_settings
+from settings import PriceLimitsUnknownError, load_settings
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
 CONFIG = load_settings(environ={})
@@ -304,3 +304,35 @@ def test_default_strategy_bid_follows_the_value_of_stored_energy() -> None:
     assert clear(bid, 20.0).gen_mw == 0.0
     assert clear(bid, 350.0).gen_mw == pytest.approx(150.0, abs=0.01)  # all headroom in the $300 band
     assert clear(bid, -60.0).load_mw == pytest.approx(150.0, abs=0.01)  # the -$50 band is below $50
+
+
+def test_regulation_offered_on_each_side_enables_like_the_one_trapezium() -> None:
+    """A bidirectional unit's regulation: a GEN and a LOAD offer (LOAD corners mirrored); the side the
+    energy target is on enables the service, as the single trapezium on net output did."""
+    combined = (-150.0, -150.0, 110.0, 150.0)  # RAISEREG of 40 MW on net output
+    gen_side = (0.0, 0.0, 110.0, 150.0)
+    load_side = (0.0, 0.0, -150.0, -150.0)  # mirrored: full availability while charging
+    for gen_bands, load_bands, expected in (([130.0] + [0.0] * 9, None, 20.0), (None, [0.0] * 9 + [100.0], 40.0),
+                                            (None, None, 40.0)):
+        one = make_bid(gen_bands=gen_bands, load_bands=load_bands,
+                       fcas={"RAISEREG": ([40.0] + [0.0] * 9, combined)})
+        two = make_bid(gen_bands=gen_bands, load_bands=load_bands)
+        stamp = nem_time.to_timestamp(INTERVAL)
+        for side, corners in ((common_pb2.DIRECTION_GEN, gen_side), (common_pb2.DIRECTION_LOAD, load_side)):
+            offer = two.offers.add(product="RAISEREG", direction=side, band_price=FCAS_PRICES)
+            offer.periods.add(dispatch_interval=stamp, band_avail_mw=[40.0] + [0.0] * 9, max_avail_mw=40.0,
+                              enablement_min_mw=corners[0], low_breakpoint_mw=corners[1],
+                              high_breakpoint_mw=corners[2], enablement_max_mw=corners[3])
+        single, directed = clear(one, 40.0, RAISEREG=5.0), clear(two, 40.0, RAISEREG=5.0)
+        assert directed.fcas_enabled_mw["RAISEREG"] == pytest.approx(single.fcas_enabled_mw["RAISEREG"])
+        assert directed.fcas_enabled_mw["RAISEREG"] == pytest.approx(expected)
+        assert directed.fcas_revenue_dollars == pytest.approx(single.fcas_revenue_dollars)
+    load_period = two.offers[-1].periods[0]
+    assert trapezium_limit_mw(-60.0, load_period, common_pb2.DIRECTION_LOAD) == 40.0
+    assert trapezium_limit_mw(10.0, load_period, common_pb2.DIRECTION_LOAD) == 0.0
+
+
+def test_administered_pricing_refuses_a_financial_year_without_a_threshold() -> None:
+    rules = load_settings(environ={}).market
+    with pytest.raises(PriceLimitsUnknownError, match=r"2026-07-01 \(FY2026-27\)"):
+        administered_energy_prices(np.full(12, 50.0), _five_minute_intervals("2026-07-01T04:05:00", 12), rules)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import ConfigError, load_settings
+from settings import ConfigError, PriceLimitsUnknownError, load_settings
 
 
 def test_defaults_carry_the_reference_battery_and_price_caps() -> None:
@@ -39,3 +39,31 @@ def test_environment_overrides_and_bad_values_are_named(tmp_path: Path) -> None:
     broken.write_text("[battery\n")
     with pytest.raises(ConfigError, match=r"broken\.toml"):
         load_settings(broken, environ={})
+
+
+def test_a_financial_year_no_source_covers_is_an_error() -> None:
+    """FY2026-27 used to reuse FY2025-26's cap silently; now it is named as missing."""
+    rules = load_settings(environ={}).market
+    assert rules.price_cap_for(date(2026, 6, 30)).cap == 20300.0
+    with pytest.raises(PriceLimitsUnknownError) as error:
+        rules.price_cap_for(date(2026, 7, 1))
+    message = str(error.value)
+    assert "trading day 2026-07-01 (FY2026-27)" in message
+    assert "configures FY2020-21 to FY2025-26" in message and "MARKET_PRICE_THRESHOLDS" in message
+    with pytest.raises(PriceLimitsUnknownError, match="2020-06-30"):
+        rules.price_cap_for(date(2020, 6, 30))
+    rules.require_price_caps(date(2020, 7, 1), date(2026, 6, 30))
+    with pytest.raises(PriceLimitsUnknownError, match="2026-07-01"):
+        rules.require_price_caps(date(2026, 1, 1), date(2026, 12, 31))
+    assert isinstance(error.value, ConfigError)  # the CLI reports it as one error line
+
+
+def test_a_configured_year_may_carry_its_floor(tmp_path: Path) -> None:
+    user = tmp_path / "caps.toml"
+    user.write_text("[market]\n[[market.price_caps]]\nfy_start = 2026\ncap = 21000.0\n"
+                    "cumulative_price_threshold = 1900000.0\nmarket_price_floor = -1100.0\n")
+    rules = load_settings(user, environ={}).market
+    assert rules.price_cap_for(date(2026, 7, 1)).cap == 21000.0
+    assert rules.price_floor_for(date(2026, 7, 1)) == -1100.0
+    with pytest.raises(PriceLimitsUnknownError):
+        rules.price_cap_for(date(2025, 7, 1))  # a user's list replaces the default one

@@ -400,9 +400,9 @@ def _check_band_prices(offer: bid_pb2.ProductOffer, label: str, is_energy: bool,
         add("V1", "band_price", f"{label} has {len(prices)} band prices, not {rules.band_count}")
     with np.errstate(all="ignore"):
         if len(prices) > 1 and not bool(np.all(np.diff(prices) > 0)):
-            add("V1", "band_price", f"{label} band prices are not strictly increasing: {list(prices)}")
+            add("V1", "band_price", f"{label} band prices are not strictly increasing: {prices.tolist()}")
         if not bool(np.all(np.isfinite(prices))):
-            add("V2", "band_price", f"{label} band prices are not all finite numbers: {list(prices)}")
+            add("V2", "band_price", f"{label} band prices are not all finite numbers: {prices.tolist()}")
         if limits is None:
             return
         if is_energy:
@@ -413,7 +413,7 @@ def _check_band_prices(offer: bid_pb2.ProductOffer, label: str, is_energy: bool,
             floor, cap, unit_text = rules.fcas_price_floor, limits.cap, "$/MW/h"
         outside = np.isfinite(prices) & ((prices < floor - _PRICE_TOLERANCE) | (prices > cap + _PRICE_TOLERANCE))
     if bool(np.any(outside)):
-        add("V2", "band_price", f"{label} band prices {list(prices[outside])} lie outside [{floor:g}, {cap:g}] "
+        add("V2", "band_price", f"{label} band prices {prices[outside].tolist()} lie outside [{floor:g}, {cap:g}] "
                                 f"{unit_text}")
 
 
@@ -430,7 +430,7 @@ def _check_prices_unchanged(offer: bid_pb2.ProductOffer, label: str,
     prices = np.asarray(offer.band_price, dtype=np.float64)
     if fixed.shape != prices.shape or not bool(np.array_equal(fixed, prices, equal_nan=False)):
         add("V4", "band_price", f"{label} rebid after the daily bid close changes band prices from "
-                                f"{list(fixed)} to {list(prices)}")
+                                f"{fixed.tolist()} to {prices.tolist()}")
 
 
 def _check_period_times(offer: bid_pb2.ProductOffer, label: str, arrays: _OfferArrays, day: date | None,
