@@ -118,8 +118,9 @@ def _toml_value(value: object) -> str:
         return json.dumps(value.strftime("%H:%M"))
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if is_dataclass(value) and not isinstance(value, type):
-        pairs = ", ".join(f"{f.name} = {_toml_value(getattr(value, f.name))}" for f in fields(value))
+    if is_dataclass(value) and not isinstance(value, type):  # an optional field left unset (None) is left out
+        pairs = ", ".join(f"{f.name} = {_toml_value(getattr(value, f.name))}" for f in fields(value)
+                          if getattr(value, f.name) is not None)
         return "{ " + pairs + " }"
     raise TypeError(f"cannot write {type(value).__name__} value {value!r} to TOML")
 
