@@ -35,8 +35,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, time
+from datetime import date, datetime, time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -160,6 +161,11 @@ def _utc_seconds(times: pd.Series) -> np.ndarray:
     return market - int(nem_time.AEST_OFFSET.total_seconds())
 
 
+def _day(value: object) -> date:
+    """The date of a SETTLEMENTDATE group key (a pandas Timestamp)."""
+    return pd.Timestamp(cast(datetime, value)).date()
+
+
 def _text(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
@@ -247,12 +253,12 @@ def _incomplete(days: pd.DataFrame, periods: pd.DataFrame, has_day: np.ndarray) 
     found: list[IncompleteBid] = []
     orphans = periods[~has_day]
     for (unit_id, day), rows in orphans.groupby(["DUID", "SETTLEMENTDATE"], sort=True):
-        found.append(IncompleteBid(str(unit_id), pd.Timestamp(str(day)).date(), tuple(sorted(set(rows["BIDTYPE"]))),
+        found.append(IncompleteBid(str(unit_id), _day(day), tuple(sorted(set(rows["BIDTYPE"]))),
                                    f"{PERIOD_OFFERS} rows without their {DAY_OFFERS} row (no band prices)"))
     period_keys = pd.MultiIndex.from_frame(periods[list(_OFFER_KEY)])
     lonely = days[~pd.MultiIndex.from_frame(days[list(_OFFER_KEY)]).isin(period_keys)]
     for (unit_id, day), rows in lonely.groupby(["DUID", "SETTLEMENTDATE"], sort=True):
-        found.append(IncompleteBid(str(unit_id), pd.Timestamp(str(day)).date(), tuple(sorted(set(rows["BIDTYPE"]))),
+        found.append(IncompleteBid(str(unit_id), _day(day), tuple(sorted(set(rows["BIDTYPE"]))),
                                    f"{DAY_OFFERS} rows without any {PERIOD_OFFERS} row (no periods)"))
     return tuple(found)
 

@@ -292,7 +292,8 @@ async def upsert_unit_state(conn: AsyncConn, state: UnitState) -> None:
 
 
 BandPriceKey = tuple[str, int]
-"""(product, Direction enum value) of a ProductOffer; FCAS offers carry DIRECTION_UNSPECIFIED (0)."""
+"""(product, Direction enum value) of a ProductOffer: a bidirectional unit's ENERGY and regulation FCAS offers
+carry GEN / LOAD, its contingency FCAS offers DIRECTION_UNSPECIFIED (0)."""
 
 
 def band_prices_of(bid: bid_pb2.Bid) -> dict[BandPriceKey, tuple[float, ...]]:
