@@ -63,7 +63,7 @@ class HandlerRegistry:
 # The algorithm each kind serves by default, used when its module does not declare ALGORITHM_NAME /
 # ALGORITHM_VERSION or ALGORITHM itself.
 DEFAULT_ALGORITHMS: dict[str, tuple[str, str]] = {
-    "forecast": ("sarx-quantile", "2"),
+    "forecast": ("sarx-quantile", "3"),
     "optimisation": ("lp-energy-fcas", "1"),
 }
 
@@ -71,6 +71,7 @@ DEFAULT_ALGORITHMS: dict[str, tuple[str, str]] = {
 # Older versions of an algorithm module still served next to its current one: (kind, module, version, function).
 RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("forecast", "algorithms.market.forecast", "1", "run_forecast_v1"),
+    ("forecast", "algorithms.market.forecast", "2", "run_forecast_v2"),
 )
 
 

@@ -359,13 +359,24 @@ def bench_forecast(
     ctx: typer.Context,
     region: Annotated[str | None, typer.Option(help="NEM region (default: the cycle's region).")] = None,
     decisions: Annotated[int, typer.Option(min=1, help="Decision times spread over the data.")] = 60,
+    cases: Annotated[bool, typer.Option(help="Also score ENERGY in every data situation: with / without "
+                                            "pre-dispatch and P5MIN, long / one-day history, gaps.")] = False,
+    recent_data: Annotated[Path | None, typer.Option(help="DISPATCHPRICE file or folder of a recent month "
+                                                          "(history-limited cases; e.g. a 2025 archive).")] = None,
+    p5min: Annotated[list[Path] | None, typer.Option(help="AEMO P5MIN report file(s) (the P5MIN cases).")] = None,
 ) -> None:
-    """Forecast skill (MAE, pinball) by horizon against seasonal naive and AEMO pre-dispatch."""
+    """Forecast skill (MAE, pinball) by horizon against seasonal naive and AEMO pre-dispatch; with --cases
+    in every data situation."""
     from bench.forecast_skill import main
 
     settings = load(ctx)
+    from aemo.errors import AemoDataError
+
     with clean_errors():
-        code = main(settings, region, decisions)
+        try:
+            code = main(settings, region, decisions, cases=cases, recent_data=recent_data, p5min_paths=p5min or ())
+        except (ValueError, AemoDataError) as exc:
+            raise fail(str(exc)) from None
     raise typer.Exit(int(code))
 
 
