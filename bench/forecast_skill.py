@@ -26,7 +26,7 @@ import multiprocessing
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -498,7 +498,9 @@ def run_p5min_cases(settings: Settings, p5min: P5minPrices, *, region: str,
     # The cycle must find a price history: decisions start once the first interval is published.
     publication = publication_model(settings.market_data)
     first_known = publication.expected_at(history.intervals[0].astype(datetime))
-    times = [moment for moment in times if moment >= first_known]
+    # ... and bid for an interval the data still covers (the one ending 10 minutes after its boundary).
+    last_bid = history.intervals[-1].astype(datetime) - 2 * INTERVAL + timedelta(seconds=settings.cycle.schedule_offset_s)
+    times = [moment for moment in times if first_known <= moment <= last_bid]
     results = []
     for case in P5MIN_CASES:
         table = score_case(history, runs_predispatch, settings, region=region, case=case, times=times,
@@ -644,10 +646,22 @@ def print_cases(console: Console, results: Sequence[CaseResult]) -> None:
                       "pre-dispatch; one day with gaps: 5 % of intervals never published.")
 
 
+def with_forecaster(settings: Settings, forecaster: str) -> Settings:
+    """``settings`` with the cycle's forecaster set to ``forecaster`` (``NAME@VERSION``, a registered one).
+
+    Raises ValueError for a malformed or unknown forecaster, listing the registered ones."""
+    name, _, version = forecaster.partition("@")
+    default_registry().resolve("forecast", name, version)
+    return replace(settings, cycle=replace(settings.cycle, forecast_algorithm=name, forecast_algorithm_version=version))
+
+
 def main(settings: Settings, region: str | None, decisions: int, *, cases: bool = False,
-         recent_data: Path | None = None, p5min_paths: Sequence[Path] = ()) -> int:
+         recent_data: Path | None = None, p5min_paths: Sequence[Path] = (), forecaster: str | None = None) -> int:
     """Run the forecast-skill benchmark (every product, 288-interval horizon) and print it; with ``cases``
-    also the ENERGY skill in every data situation (:func:`run_cases`). Returns 0."""
+    also the ENERGY skill in every data situation (:func:`run_cases`). ``forecaster`` (``NAME@VERSION``)
+    replaces the configured one. Returns 0."""
+    if forecaster:
+        settings = with_forecaster(settings, forecaster)
     console = Console(width=160)
     table = run_forecast_skill(settings, region=region, decisions=decisions)
     print_skill(console, table)

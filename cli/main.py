@@ -364,6 +364,7 @@ def bench_forecast(
     recent_data: Annotated[Path | None, typer.Option(help="DISPATCHPRICE file or folder of a recent month "
                                                           "(history-limited cases; e.g. a 2025 archive).")] = None,
     p5min: Annotated[list[Path] | None, typer.Option(help="AEMO P5MIN report file(s) (the P5MIN cases).")] = None,
+    forecaster: Annotated[str | None, typer.Option(help="Forecaster NAME@VERSION (default: configured).")] = None,
 ) -> None:
     """Forecast skill (MAE, pinball) by horizon against seasonal naive and AEMO pre-dispatch; with --cases
     in every data situation."""
@@ -374,7 +375,8 @@ def bench_forecast(
 
     with clean_errors():
         try:
-            code = main(settings, region, decisions, cases=cases, recent_data=recent_data, p5min_paths=p5min or ())
+            code = main(settings, region, decisions, cases=cases, recent_data=recent_data, p5min_paths=p5min or (),
+                        forecaster=forecaster)
         except (ValueError, AemoDataError) as exc:
             raise fail(str(exc)) from None
     raise typer.Exit(int(code))

@@ -644,9 +644,12 @@ def quantile_price_forecast(
         raise InvalidRequestError(
             "no price history and no pre-dispatch or P5MIN price covering the horizon: nothing to forecast from"
         )
+    # The scale comes from history and pre-dispatch (as in v2, so P5MIN changes nothing beyond its hour);
+    # P5MIN's prices widen the range the quantiles are clipped to.
+    scale_basis = np.concatenate([history[np.isfinite(history)], pd_price])
     p5min_observed = np.asarray(p5min.price, dtype=np.float64) if p5min is not None else np.empty(0)
-    observed = np.concatenate([history[np.isfinite(history)], pd_price, p5min_observed])
-    scale = max(float(np.median(np.abs(observed))), MIN_PRICE_SCALE)
+    observed = np.concatenate([scale_basis, p5min_observed])
+    scale = max(float(np.median(np.abs(scale_basis if scale_basis.size else observed))), MIN_PRICE_SCALE)
     z_low, z_high = np.arcsinh(observed.min() / scale), np.arcsinh(observed.max() / scale)
     z_predispatch = np.arcsinh(predispatch / scale)
     z_p5min = np.arcsinh(p5min_price / scale)
