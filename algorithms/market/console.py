@@ -268,11 +268,11 @@ def cycle_details_markdown(view: CycleView) -> str:
              f"**{view.status}**", ""]
     clocks = []
     if view.decision_market_time is not None:
-        clocks.append(f"decided at {market_time_text(view.decision_market_time)} market time")
+        clocks.append(f"Decided at {market_time_text(view.decision_market_time)} market time")
     if view.started_wall_clock is not None:
-        clocks.append(f"started {wall_clock_text(view.started_wall_clock)} (wall clock)")
+        clocks.append(f"{'started' if clocks else 'Started'} {wall_clock_text(view.started_wall_clock)} (wall clock)")
     if clocks:
-        lines += ["; ".join(clocks).capitalize() + ".", ""]
+        lines += ["; ".join(clocks) + ".", ""]
     if view.not_submitted_reason:
         lines += [f"**Not submitted:** {view.not_submitted_reason}", ""]
     if view.plan_intent:
