@@ -64,8 +64,9 @@ def with_temporal(settings: Any, main: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    from stack.status import short_error
+
+    return short_error(exc)
 
 
 async def dispatch_event(client: Any, event_id: str) -> Any:

@@ -314,7 +314,15 @@ class LocalStack:
             child.start()
         for child in children:
             child.wait_ready()
+        self._record_parts()
         log.info("local stack is up: %s", ", ".join(part.name for part in self._infra + self._children))
+
+    def _record_parts(self) -> None:
+        """Write the parts file ``vpp status`` reads (stack/status.py)."""
+        from stack.status import RunningPart, write_parts_file
+
+        write_parts_file(self._settings, [RunningPart(part.name, part.pid, part.address, str(part.log_path))
+                                          for part in self.processes() if part.pid is not None])
 
     def _prepare_edge(self) -> None:
         """Generate TLS material, tokens and the site secret when the stack serves gRPC and the
@@ -469,7 +477,11 @@ class LocalStack:
 
         Children get SIGTERM together and SIGKILL after a grace period; nothing is left running.
         """
+        from stack.status import parts_file
+
         with self._lock:
+            with contextlib.suppress(OSError):
+                parts_file(self._settings).unlink(missing_ok=True)
             children, self._children = self._children, []
             for child in reversed(children):
                 child.terminate()
@@ -537,6 +549,7 @@ class LocalStack:
             part.start()
         for part in chosen:
             part.wait_ready()
+        self._record_parts()
 
 
 # ---------------------------------------------------------------------------------------------------
