@@ -68,6 +68,11 @@ def cycle_schedule(settings: Settings) -> Schedule:
             id=f"autobidder-{cycle.unit_id}",
             task_queue=settings.stack.task_queue,
             execution_timeout=timedelta(minutes=10),
+            static_summary=f"AutoBidder cycle of {cycle.unit_id} ({cycle.region}): bid the next dispatch interval",
+            static_details=(f"Every 5 minutes, {cycle.schedule_offset_s} s past the boundary: market data, forecasts, "
+                            "plan, bid, submit, record. Market times are interval-ending AEST (UTC+10); the live "
+                            "replay maps wall-clock time onto the replay month. Current details show the bid, the "
+                            "plan's intent and the outcome."),
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=5),
                                                           offset=timedelta(seconds=cycle.schedule_offset_s))]),

@@ -26,13 +26,14 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, fields, is_dataclass, replace
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pools.blas import single_threaded_blas_environment
 from settings import ENV_OVERRIDES, Settings
+from stack.follow import WorkflowFollower
 from stack.ports import StackError, check_ports_free
 from stack.processes import (
     ManagedProcess,
@@ -575,6 +576,9 @@ def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> N
     table.add_row("Temporal UI", stack.ui_url or "disabled (--headless)")
     table.add_row("Temporal", f"{stack.temporal_address}  namespace {settings.stack.temporal_namespace}")
     table.add_row("Schedule", _schedule_id(settings) + ("  (first cycle triggered)" if triggered else ""))
+    table.add_row("Console", f"each cycle's page shows its bid, intent and outcome; operator-{settings.cycle.unit_id} "
+                  "shows today's P&L, the bid in force and the controls; a line per cycle and VPP event follows "
+                  "below (wall clock UTC; market times AEST)")
     table.add_row("SQS", stack.sqs_endpoint_url)
     table.add_row("Services", f"market data {stack.market_data_address}, bids {stack.bid_service_address}")
     if stack.parts & FLEET_PARTS:
@@ -671,13 +675,26 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
                 if VPP_WORKER in stack.parts:
                     run_coroutine(lambda: cycle_schedule.ensure_node_load_schedule(stack.settings))
                     run_coroutine(lambda: cycle_schedule.ensure_distribution_schedule(stack.settings))
+                if TEMPORAL_WORKER in stack.parts:
+                    run_coroutine(lambda: cycle_schedule.ensure_operator(stack.settings))
                 if trigger:
                     run_coroutine(lambda: temporal_client.trigger_now(stack.settings))
             except Exception as exc:
                 _print_failure(console, f"temporal: creating the cycle schedule failed: {exc}")
                 return 1
             _print_summary(console, stack, triggered=trigger)
-            return _watch(stack, stop_requested, console)
+            shown = console
+
+            def emit(line: str) -> None:
+                shown.print(f"{datetime.now(UTC):%H:%M:%S} UTC  {line}", markup=False, highlight=False,
+                            soft_wrap=True)
+
+            follower = WorkflowFollower(stack.settings, emit)
+            follower.start()
+            try:
+                return _watch(stack, stop_requested, console)
+            finally:
+                follower.stop()
     finally:
         stack.stop()
         console.print("local stack stopped")
