@@ -87,7 +87,7 @@ def assets_import(
 ) -> None:
     """Import nodes, sites and edges, all or nothing: a file with a rejected row writes nothing (--partial
     writes the valid rows). Rejected rows are listed; exit 1 when any row was rejected."""
-    from cli.main import console
+    from cli.main import console, fail
     from models.asset_io import import_assets
 
     with _asset_errors(), _connection(ctx) as conn:
@@ -108,7 +108,8 @@ def assets_import(
         shown.print(table)
         if len(report.rejected) > SHOWN_REJECTIONS:
             shown.print(f"... and {len(report.rejected) - SHOWN_REJECTIONS:,} more problems", highlight=False)
-        raise typer.Exit(1)
+        raise fail(f"{report.rejected_rows:,} row(s) rejected: "
+                   + ("the valid rows were written (--partial)" if report.written else "nothing written"))
 
 
 @assets_app.command("export")

@@ -361,6 +361,20 @@ async def _conflicting_events(client: Any, url: str, site_ids: Any, start_ms: in
     return conflicting_events(running, shares, start_ms, end_ms)
 
 
+def _step_text(step: dict[str, Any]) -> str:
+    """A control step (the ``progress`` query's ``latest``) as a sentence."""
+    measured = datetime.fromtimestamp(int(step.get("measured_at_ms", 0)) / 1000, tz=UTC)
+    text = (f"measured {float(step.get('measured_mw', 0.0)):+.3f} MW of {float(step.get('target_mw', 0.0)):+.3f} MW at "
+            f"{measured:%H:%M:%S} UTC; commanded {float(step.get('commanded_mw', 0.0)):+.3f} MW to "
+            f"{int(step.get('commanded_sites', 0)):,} of {int(step.get('site_count', 0)):,} sites "
+            f"({int(step.get('acknowledged_sites', 0)):,} acknowledged, {int(step.get('reporting_sites', 0)):,} "
+            f"reporting), {float(step.get('unallocated_mw', 0.0)):.3f} MW unallocated")
+    excluded = step.get("excluded") or {}
+    if excluded:
+        text += "; left out: " + ", ".join(f"{reason} {count:,}" for reason, count in sorted(excluded.items()))
+    return text
+
+
 def _summary_text(summary: Any) -> str:
     """An event's summary (the workflow's result, a dict) as a sentence."""
     return (f"{summary['event_id']} {summary['status']}: {summary['site_count']:,} sites, asked "
@@ -410,8 +424,7 @@ def _progress_table(event_id: str, status: str, progress: dict[str, Any]) -> Tab
     table.add_row("control steps", f"{progress.get('steps', 0):,}")
     latest = progress.get("latest")
     if latest:
-        table.add_row("latest step", ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                               for k, v in latest.items()))
+        table.add_row("latest step", _step_text(latest))
     for change in progress.get("target_changes") or []:
         table.add_row("target change", str(change))
     if progress.get("summary"):

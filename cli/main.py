@@ -191,8 +191,7 @@ def status(
                           escape(state.detail))
         console().print(table)
         if down:
-            console(to_stderr=True).print(f"{len(down)} of {len(states)} parts down: {', '.join(down)}",
-                                          highlight=False, soft_wrap=True)
+            raise fail(f"{len(down)} of {len(states)} parts down: {', '.join(down)}")
     if down:
         raise typer.Exit(1)
 
@@ -732,7 +731,12 @@ def backtest_archive(
     with backtest_errors():
         forecast_ref, optimiser_ref = ref(forecaster, FORECAST_KIND), ref(optimiser, OPTIMISATION_KIND)
     try:
-        report = replay_archived_cycles(open_archive(settings), settings, cycle_ids=cycle or None,
+        archive = open_archive(settings)
+        unknown = [c for c in cycle or [] if not archive.list_cycle(c)]
+        if unknown:
+            raise fail(f"archive replay: no archived cycle {', '.join(repr(c) for c in unknown)} "
+                       "(`vpp archive ls` lists them)")
+        report = replay_archived_cycles(archive, settings, cycle_ids=cycle or None,
                                         forecast_algorithm=forecast_ref, optimiser_algorithm=optimiser_ref)
     except (ArchiveError, ValueError) as exc:
         raise fail(f"archive replay: {exc}") from None
