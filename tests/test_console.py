@@ -32,6 +32,11 @@ INTERVAL = datetime(2021, 1, 15, 16, 10)
 FIVE = timedelta(minutes=5)
 
 
+def _shown(markdown: str) -> str:
+    """The markdown as it reads once rendered: escaped dollars and cell gaps as plain text."""
+    return markdown.replace("\\$", "$").replace("\u2003", "")
+
+
 def _bid() -> bid_pb2.Bid:
     bid = bid_pb2.Bid(unit_id="HPR1", version=1)
     energy_gen = bid.offers.add(product="ENERGY", direction=common_pb2.DIRECTION_GEN,
@@ -55,8 +60,9 @@ def test_the_bid_table_lists_the_intervals_bands_with_mw_per_product_and_directi
     assert bid_bands(_bid(), INTERVAL + FIVE) == (BidBand("ENERGY", "GEN", 2, 0.0, 5.0),
                                                   BidBand("LOWERREG", "", 1, 1.0, 10.0))
     assert bid_bands(_bid(), INTERVAL + 2 * FIVE) == ()
-    table = bid_table_markdown(bands)
+    table = _shown(bid_table_markdown(bands))
     assert table.splitlines()[:2] == ["| product | band | price | MW |", "| --- | ---: | ---: | ---: |"]
+    assert "\\$300.00 \\$/MWh" in bid_table_markdown(bands)  # not read as mathematics by the UI
     assert "| ENERGY GEN | 4 | $300.00 $/MWh | 110.0 |" in table
     assert "| ENERGY LOAD | 1 | -$500.00 $/MWh | 25.0 |" in table
     assert "| RAISE6SEC | 1 | $0.50 $/MW/h | 20.0 |" in table
@@ -105,7 +111,7 @@ def _view(**changes: object) -> CycleView:
 
 
 def test_a_cycles_page_shows_unit_interval_intent_bid_and_outcome() -> None:
-    page = cycle_details_markdown(_view())
+    page = _shown(cycle_details_markdown(_view()))
     assert page.startswith("**HPR1** (SA1) · interval 2021-01-15 16:05–16:10 AEST (interval-ending 2021-01-15 "
                            "16:10 AEST, market time AEST (UTC+10)) · **SUBMITTED**")
     assert "Decided at 2021-01-15 16:00 AEST market time; started 2026-12-06 06:10:30 UTC (wall clock)." in page
@@ -124,14 +130,14 @@ def test_a_cycles_page_shows_unit_interval_intent_bid_and_outcome() -> None:
 def test_a_cycle_that_submitted_nothing_says_why_and_a_repeated_interval_is_not_counted_again() -> None:
     paused = _view(status="PAUSED", outcome=None, plan_intent="",
                    not_submitted_reason="bidding paused by the operator (storm watch)")
-    page = cycle_details_markdown(paused)
+    page = _shown(cycle_details_markdown(paused))
     assert "**Not submitted:** bidding paused by the operator (storm watch)" in page
     assert "**Bid in force** HPR1/2021-01-15/146/v1" in page and "Intent" not in page
     assert cycle_line(paused).endswith("bidding paused by the operator (storm watch)")
     repeated = _view(status="NO_REBID", outcome=CycleOutcomeView(
         gen_mw=0.0, load_mw=25.0, price=-40.0, energy_revenue_dollars=83.33, fcas_revenue_dollars=0.0,
         state_of_charge_mwh=120.0, revenue_counted=False, counted_by_cycle="autobidder-HPR1-a"))
-    page = cycle_details_markdown(repeated)
+    page = _shown(cycle_details_markdown(repeated))
     assert "Dispatched -25.0 MW at -$40.00/MWh" in page
     assert "This interval's revenue was already counted by autobidder-HPR1-a; it is not counted again." in page
     assert cycle_summary(repeated).endswith("$83.33 (already counted)")
@@ -154,8 +160,8 @@ def test_the_operator_page_shows_todays_pnl_the_bid_in_force_and_the_controls() 
     pnl = UnitPnl("HPR1", date(2021, 1, 15), 1234.5, -10.0, intervals=144, cycles=150, latest_interval=INTERVAL)
     controls = ControlsText(paused=True, paused_reason="storm watch", soc_floor_fraction=0.6,
                             soc_floor_until=datetime(2026, 12, 6, 8, 0, tzinfo=UTC))
-    page = operator_details_markdown("HPR1", pnl, controls, "HPR1/2021-01-15/146/v1", bid_bands(_bid(), INTERVAL),
-                                     INTERVAL)
+    page = _shown(operator_details_markdown("HPR1", pnl, controls, "HPR1/2021-01-15/146/v1",
+                                            bid_bands(_bid(), INTERVAL), INTERVAL))
     assert "Trading day 2021-01-15 (04:00–04:00 AEST): 144 intervals counted once each" in page
     assert "| $1,234.50 | -$10.00 | $1,224.50 |" in page
     assert "**Bid in force** HPR1/2021-01-15/146/v1 for 2021-01-15 16:05–16:10 AEST:" in page

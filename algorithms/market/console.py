@@ -21,6 +21,9 @@ from algorithms.common.nem_time import AEST_OFFSET, INTERVAL, from_timestamp, tr
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
 MARKET_ZONE = "AEST"
+# Table cells end with an em space: the UI renders markdown tables without cell padding (and shows HTML
+# entities as typed).
+_CELL_GAP = "\u2003"
 MARKET_ZONE_LONG = "AEST (UTC+10)"
 # Band availability below this is shown as nothing offered (MW).
 SHOWN_MW = 1e-6
@@ -163,12 +166,18 @@ def bid_table_markdown(bands: Sequence[BidBand]) -> str:
     MW offered); a sentence when nothing is offered."""
     if not bands:
         return "_No MW offered in this interval._"
-    lines = ["| product | band | price | MW |", "| --- | ---: | ---: | ---: |"]
+    gap = _CELL_GAP
+    lines = [f"| product{gap} | band{gap} | price{gap} | MW |", "| --- | ---: | ---: | ---: |"]
     for band in bands:
         unit = "$/MWh" if band.product == "ENERGY" else "$/MW/h"
-        lines.append(f"| {_label(band)} | {band.band} | {_money(band.price)} {unit} "
+        lines.append(f"| {_label(band)}{gap} | {band.band}{gap} | {_money(band.price)} {unit}{gap} "
                      f"| {band.band_availability_mw:,.1f} |")
-    return "\n".join(lines)
+    return _escape_dollars("\n".join(lines))
+
+
+def _escape_dollars(markdown: str) -> str:
+    """``$`` as ``\\$``: the UI's markdown reads text between two dollar signs as mathematics."""
+    return markdown.replace("\\$", "$").replace("$", "\\$")
 
 
 def bid_line(bands: Sequence[BidBand]) -> str:
@@ -283,7 +292,7 @@ def cycle_details_markdown(view: CycleView) -> str:
                   bid_table_markdown(view.bid_bands), ""]
     if view.outcome is not None:
         lines += [f"**Outcome:** {outcome_sentence(view.outcome)}", ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return _escape_dollars("\n".join(lines).rstrip() + "\n")
 
 
 # -- a unit's day ----------------------------------------------------------------------------------
@@ -312,10 +321,11 @@ def pnl_markdown(pnl: UnitPnl) -> str:
         return "_No interval recorded yet._"
     latest = f", latest interval ending {market_time_text(pnl.latest_interval)}" if pnl.latest_interval else ""
     return "\n".join([
-        f"Trading day {pnl.trading_day:%Y-%m-%d} (04:00–04:00 {MARKET_ZONE}): {pnl.intervals} intervals "
-        f"counted once each{latest}.", "",
-        "| energy | FCAS | total |", "| ---: | ---: | ---: |",
-        f"| {_money(pnl.energy_revenue_dollars)} | {_money(pnl.fcas_revenue_dollars)} | {_money(pnl.total_dollars)} |",
+        f"Trading day {pnl.trading_day:%Y-%m-%d} (04:00–04:00 {MARKET_ZONE}): {pnl.intervals} "
+        f"interval{'' if pnl.intervals == 1 else 's'} counted once each{latest}.", "",
+        f"| energy{_CELL_GAP} | FCAS{_CELL_GAP} | total |", "| ---: | ---: | ---: |",
+        f"| {_money(pnl.energy_revenue_dollars)}{_CELL_GAP} | {_money(pnl.fcas_revenue_dollars)}{_CELL_GAP} "
+        f"| {_money(pnl.total_dollars)} |",
     ])
 
 
@@ -356,7 +366,7 @@ def operator_details_markdown(unit_id: str, pnl: UnitPnl, controls: ControlsText
         lines += [f"**Bid in force** {bid_id or '(none)'} for {interval_text(bid_interval)}:", "",
                   bid_table_markdown(bands) if bid_id else "_No accepted bid covers this interval._", ""]
     lines += ["**Controls**", "", controls_markdown(controls)]
-    return "\n".join(lines).rstrip() + "\n"
+    return _escape_dollars("\n".join(lines).rstrip() + "\n")
 
 
 def pnl_line(pnl: UnitPnl) -> str:
