@@ -584,7 +584,7 @@ def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> N
     if stack.parts & FLEET_PARTS:
         table.add_row("Fleet", f"gateway 127.0.0.1:{settings.fleet.gateway_port}, simulated homes of the asset "
                       f"graph; schedule {NODE_LOAD_SCHEDULE_ID} records node load every 5 min; try "
-                      f"`vpp dispatch start region-SA1 --mw 0.2 --minutes 5`")
+                      f"`vpp dispatch start region-SA1 --mw 0.2 --minutes 5 --replace`")
     table.add_row("Logs", str(settings.stack.log_dir))
     table.add_row("Data", str(settings.stack.state_dir))
     table.add_row("Config", f"{stack.config_path or 'defaults'} (effective: {stack.config_file})")
