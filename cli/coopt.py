@@ -65,7 +65,8 @@ def coopt_status(ctx: typer.Context, json_output: Annotated[bool, JsonOpt] = Fal
 def distribution_result_rows(result: DistributionResult) -> list[tuple[str, str]]:
     """Readable (label, value) rows of a distribution run's result."""
     published, bid = result.published, result.fleet_bid
-    rows = [("forecast version", f"v{result.version} (decided at {result.decision_time} AEST)"),
+    decided = result.decision_time.replace("T", " ")[:19]
+    rows = [("forecast version", f"v{result.version} (decided at {decided} AEST, market time)"),
             ("published", (f"pushed to {published.sites_pushed:,} sites over {published.streams_pushed:,} streams "
                            f"({published.bytes_pushed:,} bytes); {published.poll_sites:,} sites poll")
              if published.published else "already published (a retry of the same version)"),
@@ -81,8 +82,9 @@ def distribution_result_rows(result: DistributionResult) -> list[tuple[str, str]
             answer += f" ({'; '.join(submitted.reasons)})"
         rows.append(("market", answer))
         if submitted.dispatch_mw is not None:
-            price = ("" if submitted.energy_price_per_mwh is None
-                     else f" at ${submitted.energy_price_per_mwh:,.2f}/MWh")
+            energy_price = submitted.energy_price_per_mwh
+            price = ("" if energy_price is None
+                     else f" at {'-' if energy_price < 0 else ''}${abs(energy_price):,.2f}/MWh")
             rows.append(("dispatch instruction", f"{submitted.dispatch_mw:+.3f} MW{price}"))
     events = [e for e in result.dispatch_event_ids if e]
     rows.append(("dispatch events", ", ".join(events) if events else "none started"))

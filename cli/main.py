@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,6 +142,8 @@ def main(
         dir_okay=False)] = None,
 ) -> None:
     """openvpp command line."""
+    # pgserver asks platformdirs for a runtime folder; its warning about XDG_RUNTIME_DIR is noise here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     configure_logging()
     ctx.obj = CliContext(config_path=config)
 

@@ -53,14 +53,22 @@ def parts_file(settings: Settings) -> Path:
     return settings.stack.state_dir / PARTS_FILE
 
 
-def write_parts_file(settings: Settings, parts: list[RunningPart]) -> None:
-    """Record the stack's processes (replacing the file atomically)."""
+def write_parts_file(settings: Settings, parts: list[RunningPart], *, ui: bool = True) -> None:
+    """Record the stack's processes and whether it serves the Temporal UI (replacing the file atomically)."""
     path = parts_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_suffix(".tmp")
-    staged.write_text(json.dumps({"written_at": datetime.now(UTC).isoformat(),
+    staged.write_text(json.dumps({"written_at": datetime.now(UTC).isoformat(), "ui": ui,
                                   "parts": [asdict(part) for part in parts]}, indent=2))
     staged.replace(path)
+
+
+def ui_disabled(settings: Settings) -> bool:
+    """Whether the running ``vpp up`` was started without the Temporal UI (``--headless``)."""
+    try:
+        return json.loads(parts_file(settings).read_text()).get("ui") is False
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_parts_file(settings: Settings) -> list[RunningPart] | None:
@@ -183,7 +191,10 @@ def probe_stack(settings: Settings) -> list[PartState]:
     security = operator_security(stack.state_dir)
     states = run_coroutine(lambda: _temporal_parts(settings))
     ui_url = f"http://127.0.0.1:{stack.temporal_ui_port}"
-    states.insert(1, PartState("Temporal UI", ui_url, http_answers(ui_url), ""))
+    if ui_disabled(settings):  # not a part of this stack: not down either
+        states.insert(1, PartState("Temporal UI", ui_url, True, "disabled (vpp up --headless)"))
+    else:
+        states.insert(1, PartState("Temporal UI", ui_url, http_answers(ui_url), ""))
     sqs_up = http_answers(stack.sqs_endpoint_url + "/")
     states.append(PartState("SQS", stack.sqs_endpoint_url, sqs_up, "" if sqs_up else "no answer"))
     label, pg_up, pg_detail = _postgres_probe(settings)

@@ -323,7 +323,7 @@ class LocalStack:
         from stack.status import RunningPart, write_parts_file
 
         write_parts_file(self._settings, [RunningPart(part.name, part.pid, part.address, str(part.log_path))
-                                          for part in self.processes() if part.pid is not None])
+                                          for part in self.processes() if part.pid is not None], ui=self.ui)
 
     def _prepare_edge(self) -> None:
         """Generate TLS material, tokens and the site secret when the stack serves gRPC and the
