@@ -73,6 +73,8 @@ _Remaining = Callable[[], timedelta]
 GATE_CLOSURE_MISSED = "GateClosureMissed"
 NO_VALID_BID = "NoValidBid"
 BID_REJECTED = "BidRejected"
+# workflow.patched id of the cycle_recorded signal to the unit's operator workflow.
+TELL_OPERATOR_PATCH = "tell-operator-cycle-recorded"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
@@ -379,7 +381,8 @@ class AutobidderCycle:
         view = self._view(status, outcome)
         self._show(view)
         workflow.upsert_memo({"console": _memo(view, outcome)})
-        await self._tell_operator(cycle.unit_id, view)
+        if workflow.patched(TELL_OPERATOR_PATCH):  # cycles recorded before the signal existed replay without it
+            await self._tell_operator(cycle.unit_id, view)
         return outcome
 
     async def _tell_operator(self, unit_id: str, view: CycleView) -> None:

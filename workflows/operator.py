@@ -62,6 +62,8 @@ OPERATOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_inte
                              maximum_attempts=10, non_retryable_error_types=["InvalidOperatorAction"])
 TRIGGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 REJECTED = "OperatorRequestRejected"
+# workflow.patched id of the operator page (the P&L refresh loop), so runs recorded before it still replay.
+CONSOLE_PATCH = "operator-console-page"
 
 
 @workflow.defn(name="UnitOperator")
@@ -168,7 +170,9 @@ class UnitOperator:
             return (self._actions >= request.max_actions_per_run or self._refreshes >= request.max_refreshes_per_run
                     or workflow.info().is_continue_as_new_suggested())
 
-        while True:
+        # Runs started before the page existed only wait for actions (replayed as they were recorded).
+        paging = workflow.patched(CONSOLE_PATCH)
+        while paging:
             await workflow.wait_condition(lambda: self._refresh_wanted or done())
             if done():
                 break
@@ -179,6 +183,8 @@ class UnitOperator:
                 start_to_close_timeout=timedelta(seconds=30), retry_policy=OPERATOR_RETRY,
                 summary="today's P&L and the bid in force")
             self._render()
+        if not paging:
+            await workflow.wait_condition(done)
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(dataclasses.replace(request, controls=self._controls))
 
