@@ -499,7 +499,8 @@ def run_p5min_cases(settings: Settings, p5min: P5minPrices, *, region: str,
     publication = publication_model(settings.market_data)
     first_known = publication.expected_at(history.intervals[0].astype(datetime))
     # ... and bid for an interval the data still covers (the one ending 10 minutes after its boundary).
-    last_bid = history.intervals[-1].astype(datetime) - 2 * INTERVAL + timedelta(seconds=settings.cycle.schedule_offset_s)
+    offset = timedelta(seconds=settings.cycle.schedule_offset_s)
+    last_bid = history.intervals[-1].astype(datetime) - 2 * INTERVAL + offset
     times = [moment for moment in times if first_known <= moment <= last_bid]
     results = []
     for case in P5MIN_CASES:
@@ -527,7 +528,8 @@ def run_cases(settings: Settings, *, region: str | None = None, decisions: int =
         recent = load_dispatch_prices(recent_data)
         _check_choice(recent, region, (ENERGY_PRODUCT,))
         window_start, window_end = decision_window(recent, region, timedelta(days=1))
-        times = spread_decision_times(window_start, window_end, min(decisions, (window_end - window_start) // INTERVAL),
+        count = min(decisions, (window_end - window_start) // INTERVAL)
+        times = spread_decision_times(window_start, window_end, count,
                                       schedule_offset_s=settings.cycle.schedule_offset_s, seed=seed)
         nothing = empty_predispatch(recent.products)
         for case in HISTORY_ONLY_CASES:
@@ -620,8 +622,8 @@ def print_cases(console: Console, results: Sequence[CaseResult]) -> None:
     method_names = [SEASONAL_NAIVE, PREDISPATCH, AEMO_ALONE]
     rich_table = Table(title="ENERGY ($/MWh) by data situation: MAE of the median (pinball over the quantile "
                              "levels)", title_justify="left")
-    for column in ("data", "case", "lead", "n", "ours"):
-        rich_table.add_column(column, justify="right" if column in ("n", "ours") else "left")
+    for heading in ("data", "case", "lead", "n", "ours"):
+        rich_table.add_column(heading, justify="right" if heading in ("n", "ours") else "left")
     for name in method_names:
         rich_table.add_column(name, justify="right")
     for result in results:
@@ -631,14 +633,11 @@ def print_cases(console: Console, results: Sequence[CaseResult]) -> None:
             mae = table.mae[position, :, column]
             pinball = table.pinball[position, :, column]
             best = int(np.nanargmin(mae)) if np.isfinite(mae).any() else -1
-
-            def cell(method: int) -> str:
-                text = f"{_money(float(mae[method]))} ({_money(float(pinball[method]))})"
-                return f"[bold green]{text}[/]" if method == best else text
-
-            cells = [cell(table.methods.index(name)) if name in table.methods else "-" for name in method_names]
+            texts = [f"{_money(float(m))} ({_money(float(b))})" for m, b in zip(mae, pinball, strict=True)]
+            texts = [f"[bold green]{text}[/]" if index == best else text for index, text in enumerate(texts)]
+            cells = [texts[table.methods.index(name)] if name in table.methods else "-" for name in method_names]
             rich_table.add_row(result.data if column == 0 else "", result.case.name if column == 0 else "",
-                               bucket[0], str(int(table.n[position, 0, column])), cell(0), *cells,
+                               bucket[0], str(int(table.n[position, 0, column])), texts[0], *cells,
                                end_section=column == len(table.buckets) - 1)
     console.print(rich_table)
     if results:

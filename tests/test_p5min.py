@@ -26,7 +26,8 @@ from tests.p5min_extracts import EXTRACTS, load_extracts
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 
 REPO = Path(__file__).resolve().parent.parent
-REPORT = REPO / "data" / "nemweb" / "Reports" / "Current" / "P5_Reports" / "PUBLIC_P5MIN_202610091150_20261009114620.zip"
+REPORT = (REPO / "data" / "nemweb" / "Reports" / "Current" / "P5_Reports"
+          / "PUBLIC_P5MIN_202610091150_20261009114620.zip")
 RUN_0400 = datetime(2026, 10, 9, 4, 0)
 FIVE = timedelta(minutes=5)
 
@@ -105,7 +106,7 @@ def test_bad_rows_are_clear_errors() -> None:
                          "REGIONID": ["QLD1"] * 2, "RRP": [1.0, 2.0], "_published": [RUN_0400 - FIVE] * 2})
     with pytest.raises(MmsFormatError, match="duplicate rows for one run, region and period"):
         p5min_prices(rows, "rows")
-    with pytest.raises(MmsFormatError, match="lack the column.*RRP"):
+    with pytest.raises(MmsFormatError, match=r"lack the column.*RRP"):
         p5min_prices(rows.drop(columns="RRP"), "rows")
     with pytest.raises(MmsFormatError, match="cannot tell when the run became known"):
         p5min_prices(rows.drop(columns="_published").iloc[:1], "rows")
