@@ -280,14 +280,14 @@ def test_masked_median_and_quantiles_are_numpys(rows: int, leads: int, ties: boo
 def test_version_2_holds_the_last_price_at_the_first_leads_and_equals_version_1_beyond() -> None:
     """v2 = v1 + persistence exp(−lead/τ) towards the last known price (asinh space), per product family."""
     from algorithms.common.errors import InvalidRequestError
-    from algorithms.market.forecast import PERSISTENCE_BY_VERSION, run_forecast_v2
+    from algorithms.market.forecast import PERSISTENCE_BY_VERSION, run_forecast
 
     pulled = 0
     for case in golden_cases():
         request = golden_request(case)
         v1 = forecast_from_result(run_forecast_v1(request)).price
         request.algorithm.version = "2"
-        v2 = forecast_from_result(run_forecast_v2(request)).price
+        v2 = forecast_from_result(run_forecast(request)).price
         last = float(np.array(request.history.price)[-1])
         tau = PERSISTENCE_BY_VERSION["2"].scale_for(case.product)
         middle = len(case.quantiles) // 2

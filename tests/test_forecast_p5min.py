@@ -25,7 +25,7 @@ from algorithms.market.forecast import (
     FCAS_P5MIN_BLEND,
     forecast_from_result,
     run_forecast,
-    run_forecast_v2,
+    run_forecast_v3,
 )
 from algorithms.market.prices import DispatchPrices, PredispatchPrices, empty_predispatch
 from bench.forecast_skill import P5MIN_CASES, run_p5min_cases, with_forecaster
@@ -87,7 +87,7 @@ def test_every_data_situation_gives_finite_ordered_quantiles(product: str, predi
     if history == "one day with gaps":
         assert np.isnan([p if q != common_pb2.DATA_QUALITY_MISSING else np.nan
                          for p, q in zip(request.history.price, request.history.quality, strict=True)]).sum() >= 30
-    forecast = forecast_from_result(run_forecast(request))
+    forecast = forecast_from_result(run_forecast_v3(request))
     assert forecast.price.shape == (288, len(QUANTILES))
     assert bool(np.isfinite(forecast.price).all())
     assert bool(np.all(np.diff(forecast.price, axis=1) >= 0))
@@ -98,9 +98,9 @@ def test_every_data_situation_gives_finite_ordered_quantiles(product: str, predi
 
 @pytest.mark.parametrize("product", ["ENERGY", "RAISEREG"])
 def test_p5min_pulls_the_first_hour_towards_it(product: str) -> None:
-    with_p5min = forecast_from_result(run_forecast(
+    with_p5min = forecast_from_result(run_forecast_v3(
         _request(product, predispatch=True, p5min=True, history="week"))).price
-    without = forecast_from_result(run_forecast(
+    without = forecast_from_result(run_forecast_v3(
         _request(product, predispatch=True, p5min=False, history="week"))).price
     p5min = np.asarray(_request(product, predispatch=True, p5min=True, history="week").p5min.price)
     covered = slice(0, 11)  # the run's intervals 17:05 .. 17:55 are the horizon's first eleven
@@ -113,9 +113,9 @@ def test_p5min_pulls_the_first_hour_towards_it(product: str) -> None:
 
 @pytest.mark.parametrize("history", list(HISTORIES))
 def test_without_p5min_version_3_is_version_2(history: str) -> None:
-    v3 = forecast_from_result(run_forecast(_request("ENERGY", predispatch=True, p5min=False, history=history)))
+    v3 = forecast_from_result(run_forecast_v3(_request("ENERGY", predispatch=True, p5min=False, history=history)))
     request = _request("ENERGY", predispatch=True, p5min=True, history=history, algorithm=V2)
-    v2 = forecast_from_result(run_forecast_v2(request))  # v2 ignores the P5MIN run it is given
+    v2 = forecast_from_result(run_forecast(request))  # v2 ignores the P5MIN run it is given
     np.testing.assert_array_equal(v3.price, v2.price)
 
 
@@ -140,7 +140,7 @@ def test_malformed_p5min_is_a_clear_error(change: object, message: str) -> None:
     request = _request("ENERGY", predispatch=True, p5min=True, history="week")
     change(request.p5min)  # type: ignore[operator]
     with pytest.raises(InvalidRequestError, match=message):
-        run_forecast(request)
+        run_forecast_v3(request)
 
 
 def test_p5min_extracts_first_hour_with_and_without_p5min() -> None:
@@ -185,7 +185,7 @@ def test_p5min_extracts_forecast_lies_closer_to_p5min() -> None:
                                       p5min=table)
             request = forecast_request(snapshot, "ENERGY", request_id=label, decision_time=decision,
                                        first_interval=first, horizon_intervals=12, quantiles=QUANTILES, algorithm=V3)
-            medians[label] = forecast_from_result(run_forecast(request)).price[:, QUANTILES.index(0.5)]
+            medians[label] = forecast_from_result(run_forecast_v3(request)).price[:, QUANTILES.index(0.5)]
         offsets = ((run.intervals - np.datetime64(first, "s")) // np.timedelta64(300, "s")).astype(int)
         inside = (offsets >= 0) & (offsets < 12)
         target = run.price[inside, 0]

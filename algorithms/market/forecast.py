@@ -1,8 +1,10 @@
-"""Probabilistic price forecast of one product: ``sarx-quantile`` v3 (numpy least squares, xarray).
+"""Probabilistic price forecast of one product: ``sarx-quantile`` v2 (:func:`run_forecast`, the configured
+default) and v3 (:func:`run_forecast_v3`), numpy least squares, xarray.
 
 v3 is v2 plus AEMO's *P5MIN* for the first hour where a run is known at decision time
 (:class:`P5minBlend`, see "P5MIN" below); without P5MIN it forecasts exactly as v2, from history alone, from
-history and pre-dispatch, or from pre-dispatch alone. v2 stays servable (:func:`run_forecast_v2`).
+history and pre-dispatch, or from pre-dispatch alone. It is served next to v2 but not the default: on the
+only P5MIN sequence the platform holds it is worse than v2 at the first lead (README, forecast skill).
 
 v2 is v1 plus *persistence*: after the pre-dispatch blend, the first leads are pulled towards the last
 known price with weight exp(−lead/τ) in asinh space (:class:`Persistence`, τ = 3 intervals for energy,
@@ -104,7 +106,7 @@ from algorithms.common.nem_time import from_timestamp
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 
 NAME = "sarx-quantile"
-VERSION = "3"
+VERSION = "2"
 ALGORITHM = common_pb2.AlgorithmRef(name=NAME, version=VERSION)
 
 ENERGY_PRODUCT = "ENERGY"
@@ -766,14 +768,14 @@ def _history_prices(history: market_data_pb2.ProductPriceHistory) -> FloatArray:
 
 
 def run_forecast(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
-    """Adapter of the current version (v3): a ForecastRequest in, its ForecastResult out ($/MWh or $/MW/h,
+    """Adapter of the current version (v2): a ForecastRequest in, its ForecastResult out ($/MWh or $/MW/h,
     row-major h x q). Raises InvalidRequestError naming the problem for malformed requests."""
     return _run_version(request, VERSION)
 
 
-def run_forecast_v2(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
-    """Adapter of v2 (no P5MIN), kept so archived cycles and backtests can be replayed with it."""
-    return _run_version(request, "2")
+def run_forecast_v3(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
+    """Adapter of v3: v2 plus the request's P5MIN run over its hour (see the module docstring)."""
+    return _run_version(request, "3")
 
 
 def run_forecast_v1(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
