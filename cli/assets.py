@@ -41,6 +41,7 @@ def _connection(ctx: typer.Context) -> Iterator[Any]:
 
     from cli.main import fail, load
     from models.db import MigrationError, migrate, resolve_database_url
+    from settings import ConfigError
 
     explicit = ctx.meta.get("assets_database_url")
     embedded = None
@@ -51,7 +52,7 @@ def _connection(ctx: typer.Context) -> Iterator[Any]:
             url, embedded = resolve_database_url(load(ctx))
         migrate(url)
         conn = psycopg.connect(url)
-    except (psycopg.Error, MigrationError, OSError) as exc:
+    except (psycopg.Error, MigrationError, OSError, ConfigError) as exc:
         if embedded is not None:
             embedded.stop()
         raise fail(f"cannot reach PostgreSQL: {exc}") from None

@@ -36,12 +36,13 @@ def database(ctx: typer.Context) -> Iterator[str]:
 
     from cli.main import fail, load
     from models.db import MigrationError, migrate, resolve_database_url
+    from settings import ConfigError
 
     embedded = None
     try:
         url, embedded = resolve_database_url(load(ctx))
         migrate(url)
-    except (psycopg.Error, MigrationError, OSError) as exc:
+    except (psycopg.Error, MigrationError, OSError, ConfigError) as exc:
         if embedded is not None:
             embedded.stop()
         raise fail(f"cannot reach PostgreSQL: {exc}") from None
