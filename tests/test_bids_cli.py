@@ -100,3 +100,17 @@ def test_bad_paths_are_one_error_line(arguments: list[str], fragment: str, env: 
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.output
+
+
+def test_registrations_and_price_limits_from_the_market_store(tmp_path: Path, env: dict[str, str | None]) -> None:
+    """Bid files alone, with DUDETAILSUMMARY and MARKET_PRICE_THRESHOLDS synced into the local store."""
+    folder = _month(tmp_path, "2018_04", with_registrations=False)
+    alone = runner.invoke(app, ["bids", "check", str(folder)], env=env)
+    assert alone.exit_code == 1 and "FY2017-18" in alone.output
+    sync = runner.invoke(app, ["data", "sync", "--source", str(NEMWEB_ROOT), "--tables",
+                               "DUDETAILSUMMARY,MARKET_PRICE_THRESHOLDS", "--no-current"], env=env)
+    assert sync.exit_code == 0, sync.output
+    with_store = runner.invoke(app, ["bids", "check", str(folder)], env=env)
+    assert with_store.exit_code == 0, with_store.output
+    total = _total(with_store.output)
+    assert total[1] == total[4] and total[5] == total[6] == "0"
