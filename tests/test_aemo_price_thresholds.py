@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -78,3 +79,21 @@ def test_administered_pricing_uses_aemos_threshold_where_given(thresholds: pd.Da
 def test_a_table_without_its_columns_is_refused(thresholds: pd.DataFrame) -> None:
     with pytest.raises(AemoDataError, match="VOLL"):
         price_caps_from_thresholds(thresholds.drop(columns=["VOLL"]))
+
+
+def test_the_bid_service_takes_the_data_folders_thresholds(tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from services.bid_service import market_rules_of_data
+
+    settings = load_settings(environ={"VPP_DATA_DIR": str(tmp_path)})
+    assert market_rules_of_data(settings) == settings.market  # no MARKET_PRICE_THRESHOLDS: the configured limits
+    shutil.copy(archive_zip("2021_04", "MARKET_PRICE_THRESHOLDS"), tmp_path)
+    rules = market_rules_of_data(settings)
+    assert rules.price_cap_for(date(2019, 12, 1)).cap == 14700.0
+    # The start-up path: administered pricing over data in a year no source covers stops the service.
+    uncovered = dataclasses.replace(rules, price_caps=tuple(c for c in rules.price_caps if c.fy_start != 2019))
+    intervals = np.datetime64("2019-12-01T04:05:00", "s") + np.arange(3) * np.timedelta64(300, "s")
+    with pytest.raises(PriceLimitsUnknownError, match="FY2019-20"):
+        administered_energy_prices(np.full(3, 50.0), intervals, uncovered)
