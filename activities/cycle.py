@@ -34,6 +34,7 @@ from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.content_hash import sha256_hex
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp, trading_day
+from algorithms.common.products import ENERGY, fcas_products_of
 from algorithms.market.as_of import estimate_missing, latest_known
 from algorithms.market.bid_builder import build_bid, build_safe_bid
 from algorithms.market.bid_validation import validate_bid
@@ -215,7 +216,7 @@ class CycleActivities:
         plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
         offer_time = datetime.fromisoformat(request.offer_time)
-        fcas_products = [p for p in request.products if p != self._settings.market.energy_product]
+        fcas_products = list(fcas_products_of(request.products))
         async with await connect(self._database_url) as conn:
             daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, trading_day(dispatch_interval))
             standing = await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval)
@@ -286,7 +287,7 @@ class CycleActivities:
                                         error.details())
             else:
                 await self._put(answer.outcome, request.cycle_id, "market-outcome")
-                outcome = _outcome(answer.outcome, self._settings.market.energy_product)
+                outcome = _outcome(answer.outcome)
         record = cycle_store.CycleRecord(
             cycle_id=request.cycle_id, unit_id=request.unit_id, region=request.region,
             dispatch_interval=datetime.fromisoformat(request.dispatch_interval), status=request.status,
@@ -305,8 +306,8 @@ class CycleActivities:
         return outcome
 
 
-def _outcome(market: bid_pb2.MarketOutcome, energy_product: str) -> OutcomeRecorded:
-    energy_price = outcome_price(market, energy_product)
+def _outcome(market: bid_pb2.MarketOutcome) -> OutcomeRecorded:
+    energy_price = outcome_price(market, ENERGY)
     return OutcomeRecorded(cleared=True, gen_mw=market.gen_mw, load_mw=market.load_mw,
                            energy_revenue_dollars=market.energy_revenue_dollars,
                            fcas_revenue_dollars=market.fcas_revenue_dollars,
@@ -324,7 +325,7 @@ def _bid_summary(bid: bid_pb2.Bid, source: str) -> str:
             label = offer.product if side == "UNSPECIFIED" else f"{offer.product}/{side}"
             first[label] = offer.periods[0].max_avail_mw
     entry = bid_pb2.EntryType.Name(cast(Any, bid.entry_type)).removeprefix("ENTRY_TYPE_")
-    energy = ", ".join(f"{k} {v:.0f} MW" for k, v in first.items() if k.startswith("ENERGY"))
+    energy = ", ".join(f"{k} {v:.0f} MW" for k, v in first.items() if k.startswith(ENERGY))
     source_text = "from plan" if source == "plan" else "SAFE FALLBACK"
     return (f"{entry} v{bid.version} {source_text}: {periods} intervals, first interval {energy}; "
             f"bid hash {sha256_hex(bid.SerializeToString(deterministic=True))[:12]}")

@@ -51,6 +51,7 @@ from google.protobuf.message import Message
 from algorithms.common.content_hash import with_inputs_hash
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp
+from algorithms.common.products import fcas_products_of
 from algorithms.market.bid_builder import build_bid, build_safe_bid
 from algorithms.market.bid_validation import validate_bid
 from algorithms.market.rebid import material_changes, with_rebid_reason
@@ -416,7 +417,7 @@ def rebuild_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.Battery
     """
     bidding, rules = settings.bidding, settings.market
     plan_hash = archive_key(plan).removeprefix("sha256:")
-    fcas_products = [p for p in products if p != rules.energy_product]
+    fcas_products = list(fcas_products_of(products))
     rejected: list[str] = []
     for source in ("plan", "safe"):
         try:

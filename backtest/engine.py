@@ -84,6 +84,7 @@ import numpy.typing as npt
 from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import hours_per_interval, to_timestamp, trading_day, unix_ms_to_market
+from algorithms.common.products import ENERGY, fcas_products_of
 from algorithms.common.replay_clock import CycleTimeline, cycle_timeline
 from algorithms.market.as_of import PublicationModel, build_snapshot, estimate_missing, latest_known, publication_model
 from algorithms.market.bid_builder import build_bid, build_safe_bid
@@ -98,6 +99,7 @@ from algorithms.registry import Handler, default_registry
 from archive import archive_key
 from models.bids import BandPriceKey, band_prices_of
 from pools.blas import single_threaded_blas
+from pools.timing import call_timed
 from settings import Settings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
 
@@ -604,7 +606,7 @@ class _Preparer:
                 snapshot, product, request_id=request_id, decision_time=decision_time,
                 first_interval=first_interval, horizon_intervals=parameters.horizon_intervals,
                 quantiles=parameters.forecast_quantiles, algorithm=parameters.forecast_algorithm)
-            result = self._forecaster(request)
+            result = call_timed(self._forecaster, request)
             if not isinstance(result, worker_pb2.ForecastResult):
                 raise TypeError(f"the forecast handler answered a {type(result).__name__}, "
                                 "not a ForecastResult")
@@ -628,7 +630,7 @@ class _Preparer:
                         ) -> tuple[float | None, tuple[tuple[float, ...], ...]]:
         """(median for the dispatch interval, prices by lead) of the ENERGY forecast ($/MWh); (None, ())
         without a usable one."""
-        energy = next((f for f in forecasts if f.product == self._settings.market.energy_product), None)
+        energy = next((f for f in forecasts if f.product == ENERGY), None)
         if energy is None:
             return None, ()
         try:
@@ -654,8 +656,7 @@ class _RegionReplay:
             "optimisation", self._parameters.optimiser_algorithm.name,
             self._parameters.optimiser_algorithm.version)
         self._products = tuple(dispatch.products)
-        energy = settings.market.energy_product
-        self._fcas_products = tuple(p for p in self._products if p != energy)
+        self._fcas_products = fcas_products_of(self._products)
         self._book = _BidBook()
         self.state_of_charge_mwh = settings.battery.initial_state_of_charge_mwh
         self.net_mw = 0.0
@@ -685,7 +686,7 @@ class _RegionReplay:
             terminal_value_per_mwh=parameters.terminal_value_per_mwh,
             price_tail_weight=parameters.optimiser_price_tail_weight,
             algorithm=parameters.optimiser_algorithm)
-        plan = self._optimiser(request)
+        plan = call_timed(self._optimiser, request)
         if not isinstance(plan, worker_pb2.OptimisationResult):
             raise TypeError(f"the optimisation handler answered a {type(plan).__name__}, "
                             "not an OptimisationResult")
@@ -736,7 +737,7 @@ class _RegionReplay:
         """Clear the interval from the bid in force at the market's prices; update the unit's state."""
         rules = self._settings.market
         prices = self._market.prices_at(self._config.region, dispatch_interval)
-        rrp = prices.get(rules.energy_product, math.nan)
+        rrp = prices.get(ENERGY, math.nan)
         covering = self._book.covering(dispatch_interval)
         if covering is None or not math.isfinite(rrp):
             cleared = _Cleared(rrp, 0.0, 0.0, dict.fromkeys(self._fcas_products, 0.0), 0.0,
@@ -745,8 +746,7 @@ class _RegionReplay:
             clearing = clear_interval(covering, dispatch_interval, prices,
                                       state_of_charge_mwh=self.state_of_charge_mwh,
                                       previous_net_mw=self.net_mw, battery=self._battery,
-                                      interval_minutes=rules.interval_minutes,
-                                      energy_product=rules.energy_product)
+                                      interval_minutes=rules.interval_minutes)
             cleared = _Cleared(rrp, clearing.gen_mw, clearing.load_mw, dict(clearing.fcas_enabled_mw),
                                clearing.energy_revenue_dollars,
                                dict(clearing.fcas_revenue_by_product_dollars), clearing.state_of_charge_mwh)
@@ -1110,22 +1110,19 @@ def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, regi
     """
     prices = _price_window(dispatch, region, first_interval, count)
     battery = battery_from_spec(_battery_spec(settings, region))
-    energy_product = settings.market.energy_product
     hours = hours_per_interval(settings.market.interval_minutes)
     if terminal_state_of_charge_mwh is None:
         plan = perfect_foresight(prices, battery, include_fcas=include_fcas, interval_hours=hours,
-                                 initial_soc_fraction=settings.battery.initial_soc_fraction,
-                                 energy_product=energy_product)
+                                 initial_soc_fraction=settings.battery.initial_soc_fraction)
     else:
-        selected: Mapping[str, np.ndarray] = (prices if include_fcas
-                                               else {energy_product: prices[energy_product]})
+        selected: Mapping[str, np.ndarray] = prices if include_fcas else {ENERGY: prices[ENERGY]}
         plan = solve_dispatch(selected, battery, settings.battery.initial_state_of_charge_mwh,
                               terminal_state_of_charge_mwh, interval_hours=hours,
-                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, energy_product=energy_product)
+                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S)
     if plan.status != "OPTIMAL":
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} "
                             f"({count} intervals) ended {plan.status}: {plan.status_reason}")
-    rrp = prices[energy_product]
+    rrp = prices[ENERGY]
     energy = float(np.sum(hours * rrp * (battery.mlf_gen * plan.gen_mw - battery.mlf_load * plan.load_mw)))
     fcas = math.fsum(float(np.sum(hours * prices[product] * enabled))
                      for product, enabled in plan.fcas.items())

@@ -30,6 +30,7 @@ from rich.table import Table
 from aemo.mms import load_market_data
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import INTERVAL, INTERVALS_PER_DAY, from_timestamp
+from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX, is_lower, is_raise
 from algorithms.common.replay_clock import cycle_timeline
 from algorithms.market.as_of import build_snapshot, estimate_missing, latest_known, publication_model
 from algorithms.market.cycle_requests import forecast_request
@@ -44,7 +45,7 @@ from algorithms.market.forecast_skill import (
     seasonal_naive_forecast,
     spread_decision_times,
 )
-from algorithms.market.prices import ENERGY_PRODUCT, DispatchPrices, PredispatchPrices
+from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from pools.blas import single_threaded_blas
 from settings import Settings
 from vpp.v1 import common_pb2, market_data_pb2
@@ -285,9 +286,10 @@ def run_forecast_skill(settings: Settings, *, region: str | None = None,
 
 def product_family(product: str) -> str:
     """ENERGY, RAISE or LOWER: the family a product belongs to (its name up to the service)."""
-    for family in ("RAISE", "LOWER"):
-        if product.startswith(family):
-            return family
+    if is_raise(product):
+        return RAISE_PREFIX
+    if is_lower(product):
+        return LOWER_PREFIX
     return product
 
 
@@ -296,7 +298,7 @@ def _families(products: Sequence[str]) -> list[tuple[str, list[int]]]:
     order: dict[str, list[int]] = {}
     for index, product in enumerate(products):
         order.setdefault(product_family(product), []).append(index)
-    return sorted(order.items(), key=lambda item: item[0] != ENERGY_PRODUCT)
+    return sorted(order.items(), key=lambda item: item[0] != ENERGY)
 
 
 def _money(value: float) -> str:
@@ -316,7 +318,7 @@ def print_skill(console: Console, table: SkillTable) -> None:
                   f"{table.elapsed_s:.1f} s")
     ours = table.methods[0]
     for family, positions in _families(table.products):
-        unit = "$/MWh" if family == ENERGY_PRODUCT else "$/MW/h"
+        unit = "$/MWh" if family == ENERGY else "$/MW/h"
         rich_table = Table(title=f"{family} ({unit}): MAE of the q={table.point_level:g} forecast, "
                                  "pinball over the quantile levels", title_justify="left")
         if len(positions) > 1:

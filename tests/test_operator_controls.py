@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 from activities.cycle import CycleActivities
-from activities.cycle_facts import BidBuilt, BuildBidInput, CycleConfig, CycleInput, FetchInput, MarketFetched
+from activities.cycle_facts import BidBuilt, BuildBidInput, CycleInput, FetchInput, MarketFetched
 from activities.operator import OperatorActivities
 from activities.operator_facts import ControlsView, OperatorInput, RebidRequested, operator_workflow_id
 from algorithms.market.operator_controls import (
@@ -45,7 +45,7 @@ from models.db import connect, migrate
 from settings import Settings
 from tests.conftest import temporary_database
 from tests.temporal_env import time_skipping_server_path
-from tests.test_autobidder_workflow import DECISION_TIME, PRODUCTS, StandIns
+from tests.test_autobidder_workflow import DECISION_TIME, DEFAULT_CYCLE, PRODUCTS, StandIns
 from tests.test_bid_builder import AFTER_CLOSE, FIRST, make_plan
 from tests.test_bid_builder import PRODUCTS as BID_PRODUCTS
 from vpp.v1 import bid_pb2, common_pb2
@@ -358,8 +358,7 @@ class ControlledStandIns(StandIns):
 
 async def _run_cycle(client: Client, stand_ins: StandIns) -> Any:
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
-    cycle = CycleInput(unit_id="HPR1", region="SA1", config=CycleConfig(search_attributes=False),
-                       decision_time=DECISION_TIME)
+    cycle = CycleInput(unit_id="HPR1", region="SA1", config=DEFAULT_CYCLE, decision_time=DECISION_TIME)
     async with Worker(client, task_queue=task_queue, workflows=[AutobidderCycle],
                       activities=stand_ins.activities()):
         return await client.execute_workflow(AutobidderCycle.run, cycle, id=f"cycle-{uuid.uuid4().hex[:8]}",

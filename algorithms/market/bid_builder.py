@@ -86,6 +86,7 @@ import numpy.typing as npt
 
 from algorithms.common import nem_time
 from algorithms.common.battery import BatteryParams, battery_from_spec
+from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX, is_lower, is_raise, is_regulation
 from settings import BiddingSettings, MarketRules
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
@@ -169,13 +170,13 @@ def fcas_reserved_mw(fcas_enablement_mw: Mapping[str, FloatArray], count: int) -
     raise_regulation, lower_regulation = np.zeros(count), np.zeros(count)
     for product, enablement in fcas_enablement_mw.items():
         mw = np.asarray(enablement, dtype=np.float64)[:count]
-        regulation = product.endswith("REG")
-        if product.startswith("RAISE"):
+        regulation = is_regulation(product)
+        if is_raise(product):
             if regulation:
                 raise_regulation = raise_regulation + mw
             else:
                 raise_mw = np.maximum(raise_mw, mw)
-        elif product.startswith("LOWER"):
+        elif is_lower(product):
             if regulation:
                 lower_regulation = lower_regulation + mw
             else:
@@ -188,11 +189,11 @@ def fcas_regulation_mw(fcas_enablement_mw: Mapping[str, FloatArray], count: int)
     market trims last when energy needs the capacity (algorithms/market/clearing.py)."""
     raise_mw, lower_mw = np.zeros(count), np.zeros(count)
     for product, enablement in fcas_enablement_mw.items():
-        if product.endswith("REG"):
+        if is_regulation(product):
             mw = np.asarray(enablement, dtype=np.float64)[:count]
-            if product.startswith("RAISE"):
+            if is_raise(product):
                 raise_mw = raise_mw + mw
-            elif product.startswith("LOWER"):
+            elif is_lower(product):
                 lower_mw = lower_mw + mw
     return raise_mw, lower_mw
 
@@ -358,11 +359,11 @@ def _fcas_trapezium(product: str, max_avail_mw: FloatArray, power_mw: float,
     """ENABLEMENTMIN, LOWBREAKPOINT, HIGHBREAKPOINT, ENABLEMENTMAX (MW) of a bidirectional battery."""
     low_edge = np.full_like(max_avail_mw, -power_mw)
     high_edge = np.full_like(max_avail_mw, power_mw)
-    if product.startswith("RAISE"):
+    if is_raise(product):
         return low_edge, low_edge, power_mw - max_avail_mw, high_edge
-    if product.startswith("LOWER"):
+    if is_lower(product):
         return low_edge, -power_mw + max_avail_mw, high_edge, high_edge
-    raise ValueError(f"FCAS product {product!r} is neither a RAISE nor a LOWER service")
+    raise ValueError(f"FCAS product {product!r} is neither a {RAISE_PREFIX} nor a {LOWER_PREFIX} service")
 
 
 def _bid_interval_count(dispatch_interval: datetime, bidding: BiddingSettings, rules: MarketRules) -> int:
@@ -414,7 +415,7 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
                                 f"below the {battery.min_ramp_rate_mw_per_min:g} MW/min minimum")
     for direction, ladder, bands in ((common_pb2.DIRECTION_GEN, bidding.gen_band_prices, gen_bands),
                                      (common_pb2.DIRECTION_LOAD, bidding.load_band_prices, load_bands)):
-        offer = bid.offers.add(product=rules.energy_product, direction=direction, band_price=list(ladder))
+        offer = bid.offers.add(product=ENERGY, direction=direction, band_price=list(ladder))
         # The exact kW sum of the bands (float addition may add an ulp above it).
         max_avail = np.round(np.cumsum(bands, axis=1)[:, -1], 3)
         for stamp, row, total in zip(stamps, bands.tolist(), max_avail.tolist(), strict=True):
@@ -434,11 +435,11 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
     return bid
 
 
-def _check_fcas_products(fcas_products: Sequence[str], rules: MarketRules) -> None:
+def _check_fcas_products(fcas_products: Sequence[str]) -> None:
     if len(set(fcas_products)) != len(fcas_products):
         raise ValueError(f"FCAS products listed more than once: {list(fcas_products)}")
-    if rules.energy_product in fcas_products:
-        raise ValueError(f"{rules.energy_product} is not an FCAS product")
+    if ENERGY in fcas_products:
+        raise ValueError(f"{ENERGY} is not an FCAS product")
     for product in fcas_products:
         _fcas_trapezium(product, np.zeros(0), 0.0)
 
@@ -456,7 +457,7 @@ def build_safe_bid(battery: common_pb2.BatterySpec, bidding: BiddingSettings, ru
     """
     params = battery_from_spec(battery)
     _check_battery(params)
-    _check_fcas_products(fcas_products, rules)
+    _check_fcas_products(fcas_products)
     if not math.isfinite(initial_soc_mwh):
         raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_soc_mwh}")
     count = _bid_interval_count(dispatch_interval, bidding, rules)
@@ -558,7 +559,7 @@ def build_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySp
     """
     params = battery_from_spec(battery)
     _check_battery(params)
-    _check_fcas_products(fcas_products, rules)
+    _check_fcas_products(fcas_products)
     if not math.isfinite(initial_soc_mwh):
         raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_soc_mwh}")
     interval = timedelta(minutes=rules.interval_minutes)

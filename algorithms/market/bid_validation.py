@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from algorithms.common import nem_time
+from algorithms.common.products import ENERGY
 from settings import MarketRules
 from vpp.v1 import bid_pb2, common_pb2
 
@@ -205,12 +206,12 @@ def _validate(bid: bid_pb2.Bid, battery: common_pb2.BatterySpec, rules: MarketRu
     check_prices_fixed = (after_close and bid.entry_type == bid_pb2.ENTRY_TYPE_REBID
                           and daily_band_prices is not None)
     cap = _price_cap(rules, day)
-    allowed = set(products) | {rules.energy_product}
+    allowed = set(products) | {ENERGY}
     seen: set[tuple[str, int]] = set()
     energy_sides: dict[int, tuple[bid_pb2.ProductOffer, _OfferArrays]] = {}
     for offer in bid.offers:
         label = _label(offer)
-        is_energy = offer.product == rules.energy_product
+        is_energy = offer.product == ENERGY
         if offer.product not in allowed:
             add("V0", f"offer for product {offer.product!r}, which is not tradable "
                       f"(tradable: {', '.join(sorted(allowed))})")
@@ -434,7 +435,7 @@ def _check_battery_sides(energy_sides: Mapping[int, tuple[bid_pb2.ProductOffer, 
     """V6: ENERGY has both GEN and LOAD offers, and the bid is convex in every interval."""
     missing = [name for direction, name in ((_GEN, "GEN"), (_LOAD, "LOAD")) if direction not in energy_sides]
     if missing:
-        add("V6", f"battery {rules.energy_product} bid lacks the {' and '.join(missing)} side")
+        add("V6", f"battery {ENERGY} bid lacks the {' and '.join(missing)} side")
         return
     gen_offer, gen = energy_sides[_GEN]
     load_offer, load = energy_sides[_LOAD]
@@ -457,7 +458,7 @@ def _check_battery_sides(energy_sides: Mapping[int, tuple[bid_pb2.ProductOffer, 
         failing = np.zeros(len(gen.has_time), dtype=np.bool_)
         failing[gen_rows[failing_rows]] = True
         first = int(np.flatnonzero(failing_rows)[0])
-        add("V6", f"{rules.energy_product} bid not convex {_where(gen, failing)}: highest effective LOAD "
+        add("V6", f"{ENERGY} bid not convex {_where(gen, failing)}: highest effective LOAD "
                   f"price / MLF {highest_load[first]:g} is not below lowest effective GEN price / MLF "
                   f"{lowest_gen[first]:g}")
 

@@ -13,8 +13,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-ENERGY_PRODUCT = "ENERGY"
-
 
 def frozen_array(array: np.ndarray) -> np.ndarray:
     """``array``, made read-only (in place)."""
