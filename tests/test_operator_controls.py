@@ -27,9 +27,15 @@ from activities.cycle_facts import BidBuilt, BuildBidInput, CycleInput, FetchInp
 from activities.operator import OperatorActivities
 from activities.operator_facts import ControlsView, OperatorInput, RebidRequested, operator_workflow_id
 from algorithms.market.operator_controls import (
+    ControlTimeline,
+    EffectiveControls,
+    ManualRebid,
     OperatorRequestError,
+    Pause,
+    SocHold,
     UnitControls,
     battery_with_soc_floor,
+    controls_at,
     effective_controls,
     validate_manual_rebid,
     validate_pause,
@@ -326,6 +332,29 @@ async def test_the_bid_activity_offers_no_discharge_below_the_held_floor_and_lea
         held_gen = [p.max_avail_mw for o in held_bid.offers if o.direction == gen for p in o.periods]
         assert free_gen[0] > 1.0 and max(held_gen) == pytest.approx(0.0, abs=1e-9)
         assert held_bid.rebid_explanation.startswith("Manual rebid: storm watch.")
+
+
+def test_a_replayed_timeline_gives_the_controls_in_force_at_each_decision() -> None:
+    t0 = datetime(2021, 1, 15, 17, 0)
+    timeline = ControlTimeline(
+        soc_holds=(SocHold(t0, t0 + timedelta(hours=2), 0.6),
+                   SocHold(t0 + timedelta(hours=1), t0 + timedelta(hours=3), 0.8)),
+        pauses=(Pause(t0 + timedelta(minutes=30), t0 + timedelta(minutes=40), "maintenance"),),
+        manual_rebids=(ManualRebid(t0 + timedelta(minutes=5), "first"),
+                       ManualRebid(t0 + timedelta(minutes=6), "second")))
+    assert controls_at(timeline, t0 - timedelta(minutes=1)) == EffectiveControls()
+    assert controls_at(timeline, t0).soc_floor_fraction == 0.6
+    assert controls_at(timeline, t0 + timedelta(minutes=90)).soc_floor_fraction == 0.8  # the higher floor
+    assert controls_at(timeline, t0 + timedelta(hours=3)).soc_floor_fraction is None  # the end is exclusive
+    paused = controls_at(timeline, t0 + timedelta(minutes=30))
+    assert paused.paused and paused.paused_reason == "maintenance"
+    assert not controls_at(timeline, t0 + timedelta(minutes=40)).paused
+    # A later request replaces a pending one; a submission serves every request asked up to it.
+    assert controls_at(timeline, t0 + timedelta(minutes=5, seconds=30)).manual_rebid_reason == "first"
+    assert controls_at(timeline, t0 + timedelta(minutes=10)).manual_rebid_reason == "second"
+    assert controls_at(timeline, t0 + timedelta(minutes=10), t0 + timedelta(minutes=5, seconds=30)
+                       ).manual_rebid_reason == "second"
+    assert controls_at(timeline, t0 + timedelta(minutes=10), t0 + timedelta(minutes=6)).manual_rebid_reason is None
 
 
 # -- the cycle honours the controls -------------------------------------------------------------------

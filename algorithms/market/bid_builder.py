@@ -484,9 +484,13 @@ def _finite_non_negative(values: FloatArray) -> bool:
     return bool(np.all(np.isfinite(values)) and np.all(values >= 0))
 
 
-def _unusable_plan_reason(plan: worker_pb2.OptimisationResult, dispatch_interval: datetime,
-                          interval: timedelta, fcas_products: Sequence[str]) -> str | None:
-    """Why the plan cannot be bid (None when it can)."""
+def unusable_plan_reason(plan: worker_pb2.OptimisationResult, dispatch_interval: datetime, rules: MarketRules,
+                         fcas_products: Sequence[str]) -> str | None:
+    """Why ``plan`` cannot be bid for the interval ending ``dispatch_interval`` (AEST), None when it can:
+    status not OPTIMAL, no intervals, arrays short, negative or not finite, FCAS products the market does
+    not trade (``fcas_products``), or a horizon that does not cover the dispatch interval. Such a plan
+    gets the safe bid (:func:`build_safe_bid`) with this reason."""
+    interval = timedelta(minutes=rules.interval_minutes)
     if plan.status != worker_pb2.RESULT_STATUS_OPTIMAL:
         known = plan.status in worker_pb2.ResultStatus.values()
         status = worker_pb2.ResultStatus.Name(plan.status) if known else str(plan.status)
@@ -564,7 +568,7 @@ def build_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySp
         raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_soc_mwh}")
     interval = timedelta(minutes=rules.interval_minutes)
     count = _bid_interval_count(dispatch_interval, bidding, rules)
-    reason = _unusable_plan_reason(plan, dispatch_interval, interval, fcas_products)
+    reason = unusable_plan_reason(plan, dispatch_interval, rules, fcas_products)
     if reason is not None:
         return build_safe_bid(battery, bidding, rules, dispatch_interval=dispatch_interval,
                               offer_time=offer_time, version=version, fcas_products=fcas_products,
