@@ -34,7 +34,7 @@ from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp, trading_day
 from algorithms.common.products import ENERGY
 from algorithms.market.as_of import estimate_missing, latest_known
-from algorithms.market.bid_decision import NO_VALID_BID, STANDS, BidInForce, decide_bid
+from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, decide_bid
 from algorithms.market.clearing import outcome_price
 from algorithms.market.cycle_requests import forecast_request, optimisation_request
 from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor, effective_controls
@@ -211,13 +211,13 @@ class CycleActivities:
             daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, trading_day(dispatch_interval))
             standing = await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval)
         decision = decide_bid(
-            plan, standing_bid=BidInForce(standing.bid_id, standing.bid()) if standing is not None else None,
+            plan, standing_bid=StandingBid(standing.bid_id, standing.bid()) if standing is not None else None,
             controls=EffectiveControls(soc_floor_fraction=request.soc_floor_fraction,
                                        manual_rebid_reason=request.manual_rebid_reason),
             battery=self._battery, bidding=self._settings.bidding, rules=self._settings.market,
             products=request.products, daily_band_prices=daily_prices, dispatch_interval=dispatch_interval,
             offer_time=datetime.fromisoformat(request.offer_time), version=request.version,
-            initial_soc_mwh=request.state_of_charge_mwh, plan_hash=request.plan_key.removeprefix("sha256:"))
+            initial_state_of_charge_mwh=request.state_of_charge_mwh, plan_hash=request.plan_key.removeprefix("sha256:"))
         for rejected in decision.rejected:
             if rejected.bid is not None:
                 await self._put(rejected.bid, request.cycle_id, f"bid-rejected/{rejected.candidate}")

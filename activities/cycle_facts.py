@@ -146,7 +146,13 @@ class BuildBidInput:
 
 @dataclass(frozen=True)
 class BidBuilt:
-    """The bid stage's fact: a bid that passed V1–V8, or why none could be built."""
+    """The bid stage's fact (:class:`algorithms.market.bid_decision.BidDecision`): a bid that passed V1–V8,
+    that the bid in force stands, or why no bid could be built.
+
+    ``safe_fallback``: the decision fell back to the safe bid (unusable plan, or the plan's bid rejected),
+    whether that bid was submitted, stood or was itself rejected. ``violations``: the rejected candidates'
+    reasons (``"plan bid V6: ..."``).
+    """
 
     bid_key: str | None
     valid: bool

@@ -49,7 +49,7 @@ from google.protobuf.message import Message
 from algorithms.common.content_hash import with_inputs_hash
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp
-from algorithms.market.bid_decision import BidDecision, BidInForce, decide_bid
+from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
 from algorithms.market.operator_controls import EffectiveControls
 from algorithms.market.rebid import material_changes
 from algorithms.registry import HandlerRegistry, default_registry
@@ -394,14 +394,14 @@ def compare_bids(replayed: bid_pb2.Bid, archived: bid_pb2.Bid, tolerance_mw: flo
 
 def rebuild_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySpec, settings: Settings, *,
                 dispatch_interval: datetime, offer_time: datetime, version: int, products: Sequence[str],
-                initial_soc_mwh: float, standing_bid: BidInForce | None = None,
+                initial_state_of_charge_mwh: float, standing_bid: StandingBid | None = None,
                 daily_band_prices: Mapping[tuple[str, int], Sequence[float]] | None = None,
                 controls: EffectiveControls | None = None) -> BidDecision:
     """The ``build_and_validate_bid`` activity's decision for ``plan``:
     :func:`algorithms.market.bid_decision.decide_bid` (band ladders and rules from ``settings``).
 
     ``dispatch_interval`` (interval-ending AEST) and ``offer_time`` (AEST) place the bid, ``products``
-    are the snapshot's (ENERGY and the FCAS names), ``initial_soc_mwh`` the stored energy (MWh) at the
+    are the snapshot's (ENERGY and the FCAS names), ``initial_state_of_charge_mwh`` the stored energy (MWh) at the
     start of the plan. The archive keeps neither the bid in force nor the day's band prices nor the
     operator's controls (the archived battery already carries a SoC hold), so a replay of the archive
     decides without them: no bid in force (the bid is always built, never suppressed as "no material
@@ -411,7 +411,7 @@ def rebuild_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.Battery
     return decide_bid(plan, standing_bid=standing_bid, controls=controls or EffectiveControls(), battery=battery,
                       bidding=settings.bidding, rules=settings.market, products=products,
                       daily_band_prices=daily_band_prices, dispatch_interval=dispatch_interval,
-                      offer_time=offer_time, version=version, initial_soc_mwh=initial_soc_mwh,
+                      offer_time=offer_time, version=version, initial_state_of_charge_mwh=initial_state_of_charge_mwh,
                       plan_hash=archive_key(plan).removeprefix("sha256:"))
 
 
@@ -559,7 +559,7 @@ def replay_cycle(cycle: ArchivedCycle, settings: Settings, registry: HandlerRegi
                    plan=compare_plans(plan, cycle.optimisation_result) if cycle.optimisation_result else None)
     built = rebuild_bid(plan, request.battery, settings, dispatch_interval=from_timestamp(request.first_interval),
                         offer_time=offer_time, version=version, products=cycle.products,
-                        initial_soc_mwh=request.initial_state_of_charge_mwh)
+                        initial_state_of_charge_mwh=request.initial_state_of_charge_mwh)
     compared = (compare_bids(built.bid, cycle.bid, settings.bidding.rebid_materiality_mw)
                 if built.bid is not None and cycle.bid is not None else None)
     return _with(replay, replayed_bid=built.bid, bid=compared, bid_source=built.candidate or "none",

@@ -90,7 +90,7 @@ from algorithms.common.nem_time import hours_per_interval, to_timestamp, trading
 from algorithms.common.products import ENERGY, fcas_products_of
 from algorithms.common.replay_clock import CycleTimeline, cycle_timeline
 from algorithms.market.as_of import PublicationModel, build_snapshot, estimate_missing, latest_known, publication_model
-from algorithms.market.bid_decision import BidDecision, BidInForce, decide_bid
+from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
 from algorithms.market.clearing import clear_interval, with_administered_pricing
 from algorithms.market.cycle_requests import forecast_request, optimisation_request
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
@@ -407,11 +407,11 @@ class BidBook:
     the market's (:func:`services.bid_service.bid_id_for`).
     """
 
-    newest: BidInForce | None = None
+    newest: StandingBid | None = None
     newest_seconds: frozenset[int] = frozenset()
     daily_prices: dict[date, dict[BandPriceKey, tuple[float, ...]]] = field(default_factory=dict)
 
-    def covering(self, dispatch_interval: datetime) -> BidInForce | None:
+    def covering(self, dispatch_interval: datetime) -> StandingBid | None:
         """The bid in force for the interval ending ``dispatch_interval`` (AEST), or None."""
         return self.newest if to_timestamp(dispatch_interval).seconds in self.newest_seconds else None
 
@@ -422,7 +422,7 @@ class BidBook:
     def accept(self, bid: bid_pb2.Bid, dispatch_interval: datetime) -> None:
         """Record ``bid`` (first interval ``dispatch_interval``, AEST) as accepted."""
         day = trading_day(dispatch_interval)
-        self.newest = BidInForce(bid_id_for(bid.unit_id, day, dispatch_interval, bid.version), bid)
+        self.newest = StandingBid(bid_id_for(bid.unit_id, day, dispatch_interval, bid.version), bid)
         self.newest_seconds = frozenset(period.dispatch_interval.seconds for offer in bid.offers
                                         for period in offer.periods if period.HasField("dispatch_interval"))
         self.daily_prices.setdefault(day, band_prices_of(bid))
@@ -433,7 +433,7 @@ class BidBook:
 def bid_stage(book: BidBook, plan: worker_pb2.OptimisationResult | None, settings: Settings, *,
               battery: common_pb2.BatterySpec, products: Sequence[str], controls: EffectiveControls,
               dispatch_interval: datetime, offer_time: datetime, version: int,
-              initial_soc_mwh: float) -> BidDecision:
+              initial_state_of_charge_mwh: float) -> BidDecision:
     """The backtest's bid stage: :func:`algorithms.market.bid_decision.decide_bid` against the bid in force
     and the trading day's band prices ``book`` holds (as the live activity reads them from PostgreSQL);
     a bid submitted is accepted into ``book``. Units and times as :func:`decide_bid`'s."""
@@ -442,7 +442,7 @@ def bid_stage(book: BidBook, plan: worker_pb2.OptimisationResult | None, setting
         bidding=settings.bidding, rules=settings.market, products=products,
         daily_band_prices=book.band_prices_in_force(trading_day(dispatch_interval)),
         dispatch_interval=dispatch_interval, offer_time=offer_time, version=version,
-        initial_soc_mwh=initial_soc_mwh,
+        initial_state_of_charge_mwh=initial_state_of_charge_mwh,
         plan_hash=archive_key(plan).removeprefix("sha256:") if plan is not None else "")
     if decision.bid is not None:
         book.accept(decision.bid, dispatch_interval)
@@ -729,7 +729,7 @@ class _RegionReplay:
         """The build_and_validate_bid activity followed by the market's acceptance (:func:`bid_stage`)."""
         return bid_stage(self._book, plan, self._settings, battery=self._battery, products=self._products,
                          controls=controls, dispatch_interval=dispatch_interval, offer_time=offer_time,
-                         version=self._config.bid_version, initial_soc_mwh=self.state_of_charge_mwh)
+                         version=self._config.bid_version, initial_state_of_charge_mwh=self.state_of_charge_mwh)
 
     def clear(self, dispatch_interval: datetime) -> _Cleared:
         """Clear the interval from the bid in force at the market's prices; update the unit's state."""

@@ -31,7 +31,7 @@ from algorithms.market.bid_decision import (
     STANDS,
     SUBMIT,
     BidDecision,
-    BidInForce,
+    StandingBid,
     decide_bid,
 )
 from algorithms.market.bid_validation import validate_bid
@@ -89,22 +89,22 @@ PLAN = make_plan(gen=[120.0, 100.0, 80.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
 
 
 def decide(plan: worker_pb2.OptimisationResult | None, *, dispatch_interval: datetime = FIRST,
-           standing: BidInForce | None = None, controls: EffectiveControls | None = None,
-           settings: Settings = SETTINGS, initial_soc_mwh: float = INITIAL_SOC_MWH) -> BidDecision:
+           standing: StandingBid | None = None, controls: EffectiveControls | None = None,
+           settings: Settings = SETTINGS, initial_state_of_charge_mwh: float = INITIAL_SOC_MWH) -> BidDecision:
     """decide_bid with the reference battery, the default rules and the day's prices of ``standing``."""
     return decide_bid(
         plan, standing_bid=standing, controls=controls or EffectiveControls(), battery=BATTERY,
         bidding=settings.bidding, rules=settings.market, products=PRODUCTS,
         daily_band_prices=bid_store.band_prices_of(standing.bid) if standing is not None else None,
         dispatch_interval=dispatch_interval, offer_time=offer_time(dispatch_interval), version=1,
-        initial_soc_mwh=initial_soc_mwh,
+        initial_state_of_charge_mwh=initial_state_of_charge_mwh,
         plan_hash=archive_key(plan).removeprefix("sha256:") if plan is not None else "")
 
 
-def in_force(bid: bid_pb2.Bid) -> BidInForce:
+def in_force(bid: bid_pb2.Bid) -> StandingBid:
     """``bid`` as the market holds it once accepted (its id as the simulated market names it)."""
     key = bid_key(bid)
-    return BidInForce(key.bid_id, bid)
+    return StandingBid(key.bid_id, bid)
 
 
 def submitted(decision: BidDecision) -> bid_pb2.Bid:
@@ -302,7 +302,7 @@ def backtest_decision(case: Case) -> tuple[BidDecision, BidBook]:
         book.accept(case.standing, nem_time.from_timestamp(case.standing.dispatch_interval))
     decision = bid_stage(book, case.plan, case.settings, battery=BATTERY, products=PRODUCTS, controls=case.controls,
                          dispatch_interval=case.dispatch_interval, offer_time=offer_time(case.dispatch_interval),
-                         version=1, initial_soc_mwh=INITIAL_SOC_MWH)
+                         version=1, initial_state_of_charge_mwh=INITIAL_SOC_MWH)
     return decision, book
 
 
@@ -313,8 +313,8 @@ def replay_decision(case: Case) -> BidDecision:
     return rebuild_bid(
         case.plan, battery_with_soc_floor(BATTERY, case.controls.soc_floor_fraction), case.settings,
         dispatch_interval=case.dispatch_interval, offer_time=offer_time(case.dispatch_interval), version=1,
-        products=PRODUCTS, initial_soc_mwh=INITIAL_SOC_MWH,
-        standing_bid=BidInForce(bid_key(standing).bid_id, standing) if standing is not None else None,
+        products=PRODUCTS, initial_state_of_charge_mwh=INITIAL_SOC_MWH,
+        standing_bid=StandingBid(bid_key(standing).bid_id, standing) if standing is not None else None,
         daily_band_prices=bid_store.band_prices_of(standing) if standing is not None else None,
         controls=case.controls)
 

@@ -192,7 +192,7 @@ def _sub_intervals(aggregate: PlanAggregate, interval_minutes: int) -> int:
     return aggregate.plan_interval_minutes // interval_minutes
 
 
-def fleet_initial_soc_mwh(aggregate: PlanAggregate, node_index: int, spec: common_pb2.BatterySpec) -> float:
+def fleet_initial_state_of_charge_mwh(aggregate: PlanAggregate, node_index: int, spec: common_pb2.BatterySpec) -> float:
     """Stored energy (MWh) of the node's batteries at the start of the aggregate's window.
 
     The first plan interval's end energy with its planned power undone through the unit's efficiencies:
@@ -226,7 +226,7 @@ def fleet_plan_result(aggregate: PlanAggregate, node_index: int, spec: common_pb
     plan = _node_plan(aggregate, node_index)
     power = np.repeat(plan.battery_power_mw, repeat)
     soc_end = plan.state_of_charge_mwh
-    soc_start = np.concatenate([[fleet_initial_soc_mwh(aggregate, node_index, spec)], soc_end[:-1]])
+    soc_start = np.concatenate([[fleet_initial_state_of_charge_mwh(aggregate, node_index, spec)], soc_end[:-1]])
     fraction = np.arange(1, repeat + 1) / repeat
     soc = (soc_start[:, None] + (soc_end - soc_start)[:, None] * fraction[None, :]).ravel()
     first = nem_time.unix_ms_to_market(aggregate.start_ms) + timedelta(minutes=interval_minutes)
@@ -372,9 +372,9 @@ def build_fleet_bid(aggregate: PlanAggregate, node_index: int, spec: common_pb2.
         last = first_interval + timedelta(minutes=minutes * (plan.horizon_intervals - 1))
         raise FleetBidError(f"dispatch interval {dispatch_interval:%Y-%m-%d %H:%M} is not a dispatch interval of "
                             f"the aggregate's window {first_interval:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M}")
-    initial_soc = fleet_initial_soc_mwh(aggregate, node_index, spec)
+    initial_soc = fleet_initial_state_of_charge_mwh(aggregate, node_index, spec)
     bid = build_bid(plan, spec, bidding, rules, dispatch_interval=dispatch_interval, offer_time=offer_time,
-                    version=version, fcas_products=(), initial_soc_mwh=initial_soc, plan_hash=plan_hash,
+                    version=version, fcas_products=(), initial_state_of_charge_mwh=initial_soc, plan_hash=plan_hash,
                     event_time=event_time)
     gen_cap, load_cap = deliverable_caps_mw(aggregate, node_index)
     trim = _cap_energy_offers(bid, gen_cap, load_cap, first_interval, minutes, repeat)

@@ -72,7 +72,7 @@ NO_PLAN = "no plan"
 
 
 @dataclass(frozen=True)
-class BidInForce:
+class StandingBid:
     """The newest accepted bid covering the dispatch interval, with the market's id for it."""
 
     bid_id: str
@@ -165,12 +165,30 @@ def bid_summary(bid: bid_pb2.Bid, safe_fallback: bool) -> str:
             f"bid hash {sha256_hex(bid.SerializeToString(deterministic=True))[:12]}")
 
 
-def decide_bid(plan: worker_pb2.OptimisationResult | None, *, standing_bid: BidInForce | None,
+def _candidates(plan: worker_pb2.OptimisationResult | None, battery: common_pb2.BatterySpec,
+                bidding: BiddingSettings, rules: MarketRules, placed: Mapping[str, Any],
+                ) -> list[tuple[str, Callable[[], bid_pb2.Bid]]]:
+    """The candidates to try, in order: the plan's bid when the plan can be bid, then the safe bid (whose
+    explanation says why the plan's bid was not used). ``placed``: where and when the bid goes."""
+    fcas_products = placed["fcas_products"]
+    unusable = NO_PLAN if plan is None else unusable_plan_reason(plan, placed["dispatch_interval"], rules,
+                                                                 fcas_products)
+    candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = []
+    if plan is not None and unusable is None:
+        usable = plan
+        candidates.append((PLAN_CANDIDATE, lambda: build_bid(usable, battery, bidding, rules, **placed)))
+    safe_reason = unusable if unusable is not None else PLAN_BID_REJECTED
+    candidates.append((SAFE_CANDIDATE, lambda: build_safe_bid(battery, bidding, rules, reason=safe_reason,
+                                                              **placed)))
+    return candidates
+
+
+def decide_bid(plan: worker_pb2.OptimisationResult | None, *, standing_bid: StandingBid | None,
                controls: EffectiveControls, battery: common_pb2.BatterySpec, bidding: BiddingSettings,
                rules: MarketRules, products: Sequence[str],
                daily_band_prices: Mapping[tuple[str, int], Sequence[float]] | None,
-               dispatch_interval: datetime, offer_time: datetime, version: int, initial_soc_mwh: float,
-               plan_hash: str) -> BidDecision:
+               dispatch_interval: datetime, offer_time: datetime, version: int,
+               initial_state_of_charge_mwh: float, plan_hash: str) -> BidDecision:
     """Decide the bid for the interval ending ``dispatch_interval`` (steps in the module docstring).
 
     ``plan``: the optimiser's plan (None: no plan, the safe bid is built). ``standing_bid``: the bid in
@@ -179,30 +197,23 @@ def decide_bid(plan: worker_pb2.OptimisationResult | None, *, standing_bid: BidI
     floor is applied here). ``products``: the products tradable in the data (ENERGY and the FCAS names).
     ``daily_band_prices``: (product, direction) → the band prices in force for the trading day ($/MWh,
     FCAS $/MW/h; None: no accepted bid that day, V4 checks the entry type only). ``offer_time`` (AEST)
-    decides DAILY or REBID; ``version`` is the bid version; ``initial_soc_mwh`` the stored energy (MWh)
-    at the start of the plan's first interval; ``plan_hash`` names the plan in the bid (content hash hex).
-    Never raises for a bad plan or a bid that cannot be built: those are rejected candidates.
+    decides DAILY or REBID; ``version`` is the bid version; ``initial_state_of_charge_mwh`` the stored
+    energy (MWh) at the start of the plan's first interval; ``plan_hash`` names the plan in the bid
+    (content hash hex). Never raises for a bad plan or a bid that cannot be built: those are rejected
+    candidates.
     """
     standing_id = standing_bid.bid_id if standing_bid is not None else None
     if controls.paused:
         return BidDecision(outcome=PAUSED, bid=None, candidate=None, safe_fallback=False,
                            standing_bid_id=standing_id, paused_reason=controls.paused_reason)
     held = battery_with_soc_floor(battery, controls.soc_floor_fraction)
-    fcas_products = fcas_products_of(products)
-    placed: dict[str, Any] = dict(dispatch_interval=dispatch_interval, offer_time=offer_time, version=version,
-                                  fcas_products=fcas_products, initial_soc_mwh=initial_soc_mwh,
-                                  plan_hash=plan_hash)
-    unusable = NO_PLAN if plan is None else unusable_plan_reason(plan, dispatch_interval, rules, fcas_products)
-    candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = []
-    if plan is not None and unusable is None:
-        usable = plan
-        candidates.append((PLAN_CANDIDATE, lambda: build_bid(usable, held, bidding, rules, **placed)))
-    safe_reason = unusable if unusable is not None else PLAN_BID_REJECTED
-    candidates.append((SAFE_CANDIDATE, lambda: build_safe_bid(held, bidding, rules, reason=safe_reason, **placed)))
+    placed = dict(dispatch_interval=dispatch_interval, offer_time=offer_time, version=version,
+                  fcas_products=fcas_products_of(products), initial_state_of_charge_mwh=initial_state_of_charge_mwh,
+                  plan_hash=plan_hash)
     manual = controls.manual_rebid_reason
     in_force = standing_bid.bid if standing_bid is not None else None
     rejected: list[RejectedBid] = []
-    for candidate, make in candidates:
+    for candidate, make in _candidates(plan, held, bidding, rules, placed):
         safe = candidate == SAFE_CANDIDATE
         try:
             bid = make()
