@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -31,22 +30,15 @@ from activities.cycle_facts import (
     SubmitInput,
 )
 from algorithms.common.battery import battery_spec_from_settings
-from algorithms.common.content_hash import sha256_hex
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp, trading_day
+from algorithms.common.products import ENERGY
 from algorithms.market.as_of import estimate_missing, latest_known
-from algorithms.market.bid_builder import build_bid, build_safe_bid
-from algorithms.market.bid_validation import validate_bid
+from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, decide_bid
 from algorithms.market.clearing import outcome_price
 from algorithms.market.console import bid_bands, plan_intent
 from algorithms.market.cycle_requests import forecast_request, optimisation_request
-from algorithms.market.operator_controls import (
-    EffectiveControls,
-    battery_with_soc_floor,
-    effective_controls,
-    with_operator_rebid_reason,
-)
-from algorithms.market.rebid import material_changes, with_rebid_reason
+from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor, effective_controls
 from archive import Archive
 from models import bids as bid_store
 from models import cycles as cycle_store
@@ -205,59 +197,37 @@ class CycleActivities:
 
     @activity.defn(name="build_and_validate_bid")
     async def build_and_validate_bid(self, request: BuildBidInput) -> BidBuilt:
-        """Build the bid from the plan and validate it (V1–V8); fall back to the safe bid; archive both.
+        """Decide the bid (:func:`algorithms.market.bid_decision.decide_bid`) around its I/O: read the plan
+        from the archive and the bid in force and the trading day's band prices from PostgreSQL; archive
+        the bid to submit as ``bid`` and every rejected candidate as ``bid-rejected/<plan|safe>``.
 
-        A bid that does not differ materially from the bid in force is not resubmitted (``rebid`` is
-        False and the bid in force stands) unless the operator asked for a manual rebid; a rebid's
-        explanation lists the material changes (after the operator's reason on a manual rebid). An
-        operator's SoC hold raises the battery's minimum SoC, so no discharge is offered below it. A bid
-        that fails validation is archived as rejected and never returned for submission.
+        The fact says whether the bid is a rebid or the bid in force stands (no material change and no
+        manual rebid), whether the safe fallback was used, and the rejected candidates' violations; a bid
+        that fails validation is never returned for submission. The operator's SoC hold and manual rebid
+        reason come with the request (read with the market data).
         """
         plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
-        offer_time = datetime.fromisoformat(request.offer_time)
-        fcas_products = [p for p in request.products if p != self._settings.market.energy_product]
         async with await connect(self._database_url) as conn:
             daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, trading_day(dispatch_interval))
             standing = await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval)
-        common: dict[str, Any] = dict(dispatch_interval=dispatch_interval, offer_time=offer_time,
-                                      version=request.version, fcas_products=fcas_products,
-                                      initial_soc_mwh=request.state_of_charge_mwh)
-        plan_hash = request.plan_key.removeprefix("sha256:")
-        bidding, rules = self._settings.bidding, self._settings.market
-        battery = battery_with_soc_floor(self._battery, request.soc_floor_fraction)
-        manual = request.manual_rebid_reason
-        candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = [
-            ("plan", lambda: build_bid(plan, battery, bidding, rules, plan_hash=plan_hash, **common)),
-            ("safe", lambda: build_safe_bid(battery, bidding, rules, plan_hash=plan_hash,
-                                            reason="the plan's bid failed validation", **common)),
-        ]
-        rejected: list[str] = []
-        for name, make in candidates:
-            try:
-                bid = make()
-            except ValueError as error:
-                rejected.append(f"{name} bid: {error}")
-                continue
-            changes = material_changes(bid, standing.bid() if standing else None, bidding.rebid_materiality_mw)
-            if not changes and standing is not None and not manual:
-                return BidBuilt(bid_key=None, valid=True, safe_fallback=name == "safe", violations=tuple(rejected),
-                                summary=f"no material change from bid {standing.bid_id}: it stands",
-                                rebid=False, standing_bid_id=standing.bid_id)
-            bid = (with_operator_rebid_reason(bid, manual, changes, rules.rebid_explanation_max_chars) if manual
-                   else with_rebid_reason(bid, changes, rules.rebid_explanation_max_chars))
-            violations = validate_bid(bid, battery, rules, products=request.products,
-                                      daily_band_prices=daily_prices)
-            if violations:
-                await self._put(bid, request.cycle_id, f"bid-rejected/{name}")
-                rejected.extend(f"{name} bid {v}" for v in violations)
-                continue
-            key = await self._put(bid, request.cycle_id, "bid")
-            return BidBuilt(bid_key=key, valid=True, safe_fallback=name == "safe", violations=tuple(rejected),
-                            summary=_bid_summary(bid, name) + (f"; manual rebid: {manual}" if manual else ""),
-                            manual_rebid_reason=manual)
-        return BidBuilt(bid_key=None, valid=False, safe_fallback=True, violations=tuple(rejected),
-                        summary="no bid passed validation")
+        decision = decide_bid(
+            plan, standing_bid=StandingBid(standing.bid_id, standing.bid()) if standing is not None else None,
+            controls=EffectiveControls(soc_floor_fraction=request.soc_floor_fraction,
+                                       manual_rebid_reason=request.manual_rebid_reason),
+            battery=self._battery, bidding=self._settings.bidding, rules=self._settings.market,
+            products=request.products, daily_band_prices=daily_prices, dispatch_interval=dispatch_interval,
+            offer_time=datetime.fromisoformat(request.offer_time), version=request.version,
+            initial_state_of_charge_mwh=request.state_of_charge_mwh, plan_hash=request.plan_key.removeprefix("sha256:"))
+        for rejected in decision.rejected:
+            if rejected.bid is not None:
+                await self._put(rejected.bid, request.cycle_id, f"bid-rejected/{rejected.candidate}")
+        bid_key = await self._put(decision.bid, request.cycle_id, "bid") if decision.bid is not None else None
+        return BidBuilt(bid_key=bid_key, valid=decision.outcome != NO_VALID_BID,
+                        safe_fallback=decision.safe_fallback, violations=decision.violations,
+                        summary=decision.summary, rebid=decision.rebid,
+                        standing_bid_id=decision.standing_bid_id if decision.outcome == STANDS else None,
+                        manual_rebid_reason=decision.manual_rebid_reason)
 
     @activity.defn(name="submit_bid")
     async def submit_bid(self, request: SubmitInput) -> BidSubmitted:
@@ -292,7 +262,7 @@ class CycleActivities:
                                         error.details())
             else:
                 await self._put(answer.outcome, request.cycle_id, "market-outcome")
-                outcome = _outcome(answer.outcome, self._settings.market.energy_product)
+                outcome = _outcome(answer.outcome)
         intent = ""
         if request.plan_key:
             plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
@@ -323,26 +293,10 @@ class CycleActivities:
                        bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent)
 
 
-def _outcome(market: bid_pb2.MarketOutcome, energy_product: str) -> OutcomeRecorded:
-    energy_price = outcome_price(market, energy_product)
+def _outcome(market: bid_pb2.MarketOutcome) -> OutcomeRecorded:
+    energy_price = outcome_price(market, ENERGY)
     return OutcomeRecorded(cleared=True, gen_mw=market.gen_mw, load_mw=market.load_mw,
                            energy_revenue_dollars=market.energy_revenue_dollars,
                            fcas_revenue_dollars=market.fcas_revenue_dollars,
                            state_of_charge_mwh=market.state_of_charge_mwh, price=energy_price)
 
-
-def _bid_summary(bid: bid_pb2.Bid, source: str) -> str:
-    """One line for operators: entry type, periods, first-interval MAXAVAIL per energy side."""
-    first: dict[str, float] = {}
-    periods = 0
-    for offer in bid.offers:
-        if offer.periods:
-            periods = max(periods, len(offer.periods))
-            side = common_pb2.Direction.Name(cast(Any, offer.direction)).removeprefix("DIRECTION_")
-            label = offer.product if side == "UNSPECIFIED" else f"{offer.product}/{side}"
-            first[label] = offer.periods[0].max_avail_mw
-    entry = bid_pb2.EntryType.Name(cast(Any, bid.entry_type)).removeprefix("ENTRY_TYPE_")
-    energy = ", ".join(f"{k} {v:.0f} MW" for k, v in first.items() if k.startswith("ENERGY"))
-    source_text = "from plan" if source == "plan" else "SAFE FALLBACK"
-    return (f"{entry} v{bid.version} {source_text}: {periods} intervals, first interval {energy}; "
-            f"bid hash {sha256_hex(bid.SerializeToString(deterministic=True))[:12]}")

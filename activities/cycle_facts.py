@@ -9,36 +9,43 @@ interval-ending AEST, wall-clock times are UTC with an offset.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from algorithms.market.console import BidBand
 
 
 @dataclass(frozen=True)
 class CycleConfig:
-    """Parameters of one cycle, fixed when the cycle starts (taken from settings.CycleSettings)."""
+    """Parameters of one cycle, fixed when the cycle starts.
 
-    horizon_intervals: int = 288
-    history_intervals: int = 2016
-    forecast_quantiles: tuple[float, ...] = (0.05, 0.1, 0.5, 0.9, 0.95)
-    optimiser_price_quantile: float = 0.5
-    optimiser_price_tail_weight: float = 0.185
-    forecast_algorithm: str = "sarx-quantile"
-    forecast_algorithm_version: str = "2"
-    optimiser_algorithm: str = "lp-energy-fcas"
-    optimiser_algorithm_version: str = "1"
-    degradation_cost_per_mwh: float = 0.0
-    terminal_value_per_mwh: float = 0.0
-    optimiser_time_limit_s: float = 10.0
-    schedule_offset_s: int = 30
-    market_data_poll_s: int = 5
-    market_data_cutoff_s: int = 60
-    gate_closure_margin_s: int = 15
-    minimum_lead_s: int = 90
-    worker_answer_timeout_s: int = 60
-    replay_start: str = "2021-01-01T04:05:00"
-    replay_days: int = 30
-    bid_version: int = 1
+    Built from the configuration by :func:`stack.schedule.cycle_config` (``settings.cycle``): the values
+    live only in ``settings/default.toml``, so no field has a default of its own (the one exception is
+    the test switch ``search_attributes``). Units as in :class:`settings.CycleSettings` (intervals,
+    seconds, $/MWh); ``replay_start`` is an ISO naive AEST market time; ``bid_version`` is the version
+    every bid of the cycle carries.
+    """
+
+    horizon_intervals: int
+    history_intervals: int
+    forecast_quantiles: tuple[float, ...]
+    optimiser_price_quantile: float
+    optimiser_price_tail_weight: float
+    forecast_algorithm: str
+    forecast_algorithm_version: str
+    optimiser_algorithm: str
+    optimiser_algorithm_version: str
+    degradation_cost_per_mwh: float
+    terminal_value_per_mwh: float
+    optimiser_time_limit_s: float
+    schedule_offset_s: int
+    market_data_poll_s: int
+    market_data_cutoff_s: int
+    gate_closure_margin_s: int
+    minimum_lead_s: int
+    worker_answer_timeout_s: int
+    replay_start: str
+    replay_days: int
+    bid_version: int
     # Mirror stage, bid id and outcome into the project's search attributes (the time-skipping test
     # server cannot register custom search attributes, so its tests switch this off).
     search_attributes: bool = True
@@ -51,7 +58,7 @@ class CycleInput:
 
     unit_id: str
     region: str
-    config: CycleConfig = field(default_factory=CycleConfig)
+    config: CycleConfig
     # Naive AEST market time the cycle decides at (its as-of at start); None = from the workflow clock.
     decision_time: str | None = None
 
@@ -141,7 +148,13 @@ class BuildBidInput:
 
 @dataclass(frozen=True)
 class BidBuilt:
-    """The bid stage's fact: a bid that passed V1–V8, or why none could be built."""
+    """The bid stage's fact (:class:`algorithms.market.bid_decision.BidDecision`): a bid that passed V1–V8,
+    that the bid in force stands, or why no bid could be built.
+
+    ``safe_fallback``: the decision fell back to the safe bid (unusable plan, or the plan's bid rejected),
+    whether that bid was submitted, stood or was itself rejected. ``violations``: the rejected candidates'
+    reasons (``"plan bid V6: ..."``).
+    """
 
     bid_key: str | None
     valid: bool

@@ -28,6 +28,7 @@ from activities.distribution_facts import (
     SubmitFleetBidRequest,
 )
 from algorithms.common.content_hash import sha256_hex
+from algorithms.common.products import ENERGY
 from algorithms.common.replay_clock import plan_window_start_ms
 from algorithms.fleet.fleet_bid import FleetBidError, build_fleet_bid, fleet_unit_of_sites
 from algorithms.fleet.fleet_types import SiteParameters, StrArray
@@ -204,5 +205,4 @@ class DistributionActivities:
                                     request.dispatch_interval, error.details())
             return FleetInstruction(dispatch_mw=None, energy_price_per_mwh=None)
         return FleetInstruction(dispatch_mw=dispatched_mw(dispatched.outcome),
-                                energy_price_per_mwh=outcome_price(dispatched.outcome,
-                                                                   self._settings.market.energy_product))
+                                energy_price_per_mwh=outcome_price(dispatched.outcome, ENERGY))

@@ -3,7 +3,7 @@ JSON across Temporal). Times are epoch milliseconds UTC unless a field says mark
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from activities.cycle_facts import CycleConfig
 
@@ -22,10 +22,11 @@ class DistributionInput:
     region: str
     vpp_node: str
     fleet_unit_id: str
+    # The cycle's configuration (stack.schedule.cycle_config): the forecaster and its horizon and levels.
+    config: CycleConfig
     plan_collection_s: float = 60.0
     hierarchy: str | None = None
     poll_nodes: tuple[str, ...] = ()
-    config: CycleConfig = field(default_factory=CycleConfig)
     decision_time: str | None = None
     # Task queue of the VPP workflows (the dispatch event of the bid's first interval); "" = no dispatch.
     dispatch_task_queue: str = ""

@@ -23,8 +23,9 @@ import pandas as pd
 from aemo.bids import BidTables, IncompleteBid, PublishedBid, published_bids
 from aemo.price_thresholds import with_price_thresholds
 from aemo.registrations import UnitRegistry, registry_from_dudetailsummary
-from aemo.tables import ENERGY_PRODUCT, FCAS_SERVICE
+from aemo.tables import FCAS_SERVICE
 from algorithms.common import nem_time
+from algorithms.common.products import ENERGY
 from algorithms.market.bid_validation import Violation, validate_bid
 from settings import MarketRules
 
@@ -89,7 +90,7 @@ class CheckReport:
 def tradable_products(day_offers: pd.DataFrame) -> tuple[str, ...]:
     """ENERGY and the FCAS services among the bid types of the data (AEMO's names)."""
     names = sorted(set(day_offers["BIDTYPE"].astype("str")))
-    return (ENERGY_PRODUCT, *(name for name in names if _FCAS.match(name)))
+    return (ENERGY, *(name for name in names if _FCAS.match(name)))
 
 
 def check_published_bids(tables: BidTables, rules: MarketRules, *, registry: UnitRegistry | None = None,

@@ -47,6 +47,7 @@ from typing import Any
 
 from aemo.errors import AemoDataError
 from algorithms.common import nem_time
+from algorithms.common.products import ENERGY
 from algorithms.market.bid_validation import entry_type_at
 from vpp.v1 import bid_pb2, common_pb2
 
@@ -214,7 +215,7 @@ def _explanation_of(bid: bid_pb2.Bid) -> RebidExplanation | None:
     return None if explanation == RebidExplanation() else explanation
 
 
-def submission_of(bid: bid_pb2.Bid, *, energy_product: str = "ENERGY", authorised_by: str = "",
+def submission_of(bid: bid_pb2.Bid, *, energy_product: str = ENERGY, authorised_by: str = "",
                   comments: str = "", record: bool = False) -> BidSubmission:
     """``bid`` as a typed :class:`BidSubmission` (see :func:`bid_to_submission`)."""
     day = date.fromisoformat(bid.trading_day)
@@ -256,7 +257,7 @@ def submission_of(bid: bid_pb2.Bid, *, energy_product: str = "ENERGY", authorise
         participant_id=bid.participant_id if record else "")
 
 
-def bid_to_submission(bid: bid_pb2.Bid, *, energy_product: str = "ENERGY", authorised_by: str = "",
+def bid_to_submission(bid: bid_pb2.Bid, *, energy_product: str = ENERGY, authorised_by: str = "",
                       comments: str = "", record: bool = False) -> dict[str, Any]:
     """``bid`` as AEMO's ``submitBids`` JSON payload (dicts and lists, ready for ``json.dumps``).
 
@@ -352,7 +353,7 @@ def _fcas_bid_json(bid: FcasBid) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def submission_to_bids(payload: object, *, daily_bid_close: time, energy_product: str = "ENERGY",
+def submission_to_bids(payload: object, *, daily_bid_close: time, energy_product: str = ENERGY,
                        offer_time: datetime | None = None) -> list[bid_pb2.Bid]:
     """AEMO's ``submitBids`` JSON (parsed) as one bid per unit and trading day, in payload order.
 
@@ -399,7 +400,7 @@ def submission_to_bids(payload: object, *, daily_bid_close: time, energy_product
     return list(bids.values())
 
 
-def submission_to_bid(payload: object, *, daily_bid_close: time, energy_product: str = "ENERGY",
+def submission_to_bid(payload: object, *, daily_bid_close: time, energy_product: str = ENERGY,
                       offer_time: datetime | None = None) -> bid_pb2.Bid:
     """The one bid of a payload for one unit and trading day (:func:`submission_to_bids`); BidJsonError when
     the payload holds none or several."""

@@ -22,16 +22,11 @@ import numpy as np
 import pandas as pd
 
 from aemo.errors import MmsFormatError
-from algorithms.market.prices import (
-    ENERGY_PRODUCT,
-    DispatchPrices,
-    PredispatchPrices,
-    RunRowsError,
-    index_runs,
-)
+from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX
+from algorithms.market.prices import DispatchPrices, PredispatchPrices, RunRowsError, index_runs
 
 ENERGY_COLUMN = "RRP"
-FCAS_COLUMN_PATTERN = re.compile(r"^(RAISE|LOWER)\w+RRP$")
+FCAS_COLUMN_PATTERN = re.compile(rf"^({RAISE_PREFIX}|{LOWER_PREFIX})\w+RRP$")
 MMS_TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
 DISPATCH_REQUIRED = ("SETTLEMENTDATE", "REGIONID", "RRP")
 PREDISPATCH_REQUIRED = ("DATETIME", "REGIONID", "RRP", "LASTCHANGED")
@@ -156,7 +151,7 @@ def _without_intervention(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 def price_columns(columns: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(product names, source columns): ENERGY for RRP, then each RAISE*/LOWER* ...RRP column in order."""
     fcas = [column for column in columns if FCAS_COLUMN_PATTERN.match(column)]
-    return (ENERGY_PRODUCT, *(column[: -len("RRP")] for column in fcas)), (ENERGY_COLUMN, *fcas)
+    return (ENERGY, *(column[: -len("RRP")] for column in fcas)), (ENERGY_COLUMN, *fcas)
 
 
 def _regions(frame: pd.DataFrame, path: Path) -> np.ndarray:

@@ -39,8 +39,8 @@ import pandas as pd
 
 from aemo.errors import MissingColumnError, MmsFormatError, UnknownTableError
 from aemo.mms_csv import DATETIME_DTYPE, MMS_DATETIME_FORMAT, MmsTable
+from algorithms.common.products import ENERGY
 
-ENERGY_PRODUCT = "ENERGY"
 ENERGY_PRICE_COLUMN = "RRP"
 FCAS_SERVICE = r"(?:RAISE|LOWER)(?:\d+(?:SEC|MIN)|REG)"
 FCAS_PRICE_COLUMN = re.compile(rf"^(?P<product>{FCAS_SERVICE})RRP$")
@@ -330,7 +330,7 @@ def fcas_price_columns(columns: Iterable[str]) -> tuple[str, ...]:
 def price_products(columns: Iterable[str]) -> tuple[str, ...]:
     """The products priced by a price table's columns: ENERGY (RRP) then each FCAS service, in column order."""
     columns = tuple(columns)
-    products = [ENERGY_PRODUCT] if ENERGY_PRICE_COLUMN in columns else []
+    products = [ENERGY] if ENERGY_PRICE_COLUMN in columns else []
     for column in columns:
         match = FCAS_PRICE_COLUMN.match(column)
         if match:

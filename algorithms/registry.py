@@ -60,13 +60,13 @@ class HandlerRegistry:
         return sorted(f"{n} v{v}" for (k, n, v) in self._handlers if k == kind)
 
 
-# The algorithm each kind serves by default, used when its module does not declare ALGORITHM_NAME /
-# ALGORITHM_VERSION or ALGORITHM itself.
-DEFAULT_ALGORITHMS: dict[str, tuple[str, str]] = {
-    "forecast": ("sarx-quantile", "2"),
-    "optimisation": ("lp-energy-fcas", "1"),
-}
-
+# The algorithm modules the pools serve: (kind, module, function of its current version). Each module
+# declares its algorithm's NAME and VERSION, the one definition of both; the settings only choose which
+# registered algorithm the cycle asks for ([cycle] forecast_algorithm, optimiser_algorithm and versions).
+SERVED_MODULES: tuple[tuple[str, str, str], ...] = (
+    ("forecast", "algorithms.market.forecast", "run_forecast"),
+    ("optimisation", "algorithms.market.optimise", "run_optimisation"),
+)
 
 # Other versions of an algorithm module served next to its current one (older ones for replays, newer ones
 # not yet the default): (kind, module, version, function).
@@ -78,41 +78,29 @@ RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
 
 def default_registry() -> HandlerRegistry:
     """A registry serving the platform's algorithms (forecast ``run_forecast``, optimisation
-    ``run_optimisation``) under the name and version their modules declare.
+    ``run_optimisation``) under the NAME and VERSION their modules declare, and the retained versions.
 
     The algorithm modules are imported here, not at module import, so the runtime can be loaded (and
     tested) without them.
     """
     registry = HandlerRegistry()
-    modules = (
-        ("forecast", "algorithms.market.forecast", "run_forecast"),
-        ("optimisation", "algorithms.market.optimise", "run_optimisation"),
-    )
-    for kind, module_name, function_name in modules:
+    for kind, module_name, function_name in SERVED_MODULES:
         module = importlib.import_module(module_name)
-        name, version = algorithm_of(module, DEFAULT_ALGORITHMS[kind])
+        name, version = algorithm_of(module)
         registry.register(kind, name, version, getattr(module, function_name))
     # Other versions stay servable: archived cycles and backtests replay with earlier ones.
     for kind, module_name, version, function_name in RETAINED_VERSIONS:
         module = importlib.import_module(module_name)
-        registry.register(kind, algorithm_of(module, DEFAULT_ALGORITHMS[kind])[0], version,
-                          getattr(module, function_name))
+        registry.register(kind, algorithm_of(module)[0], version, getattr(module, function_name))
     return registry
 
 
-def algorithm_of(module: Any, default: tuple[str, str]) -> tuple[str, str]:
-    """(name, version) a module declares: ``ALGORITHM_NAME``/``ALGORITHM_VERSION``, else ``ALGORITHM``
-    (an AlgorithmRef, a (name, version) pair or a mapping), else ``default``."""
-    name = getattr(module, "ALGORITHM_NAME", None)
-    version = getattr(module, "ALGORITHM_VERSION", None)
-    if name and version:
-        return str(name), str(version)
-    ref = getattr(module, "ALGORITHM", None)
-    if ref is None:
-        return default
-    if hasattr(ref, "name") and hasattr(ref, "version"):
-        return str(ref.name), str(ref.version)
-    if isinstance(ref, dict):
-        return str(ref["name"]), str(ref["version"])
-    ref_name, ref_version = ref
-    return str(ref_name), str(ref_version)
+def algorithm_of(module: Any) -> tuple[str, str]:
+    """(name, version) an algorithm module declares as ``NAME`` and ``VERSION``; ValueError when it
+    declares no non-empty pair."""
+    name = getattr(module, "NAME", None)
+    version = getattr(module, "VERSION", None)
+    if not (isinstance(name, str) and name and isinstance(version, str) and version):
+        raise ValueError(f"algorithm module {getattr(module, '__name__', module)!r} declares no NAME and "
+                         "VERSION strings")
+    return name, version

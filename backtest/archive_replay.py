@@ -21,14 +21,12 @@ inputs and outputs as immutable protobuf under the cycle's id (:mod:`archive.sto
 2. **Optimise** — the archived OptimisationRequest is answered the same way. It keeps the archived
    forecasts unless the forecaster is overridden; then they are replaced by the replayed forecasts, so a
    new forecaster is judged by the plan it leads to.
-3. **Bid** — as the ``build_and_validate_bid`` activity: the plan's bid
-   (:func:`algorithms.market.bid_builder.build_bid`) with the changes :func:`algorithms.market.rebid.material_changes`
-   finds (:func:`algorithms.market.rebid.with_rebid_reason`), validated by
-   :func:`algorithms.market.bid_validation.validate_bid`, else the safe bid. The battery is the archived
-   request's; band ladders and market rules are ``settings``'; the bid's first interval is the plan's,
-   its offer time and version the archived bid's; FCAS products are those of the archived snapshot. The
-   database the live activity reads is not archived, so no bid in force is known (the bid is always
-   built, never suppressed as "no material change") and V4 checks only the entry type.
+3. **Bid** — :func:`algorithms.market.bid_decision.decide_bid`, the decision the ``build_and_validate_bid``
+   activity makes (:func:`rebuild_bid`). The battery is the archived request's (with any SoC hold the
+   cycle applied); band ladders and market rules are ``settings``'; the bid's first interval is the
+   plan's, its offer time and version the archived bid's; FCAS products are those of the archived
+   snapshot. The database the live activity reads is not archived, so no bid in force is known (the bid
+   is always built, never suppressed as "no material change") and V4 checks only the entry type.
 
 Each result is compared with the archived one: forecasts by their largest absolute price difference
 ($/MWh, FCAS $/MW/h) per product; the plan by its objective ($) and first-interval MW; the bid by the
@@ -51,9 +49,9 @@ from google.protobuf.message import Message
 from algorithms.common.content_hash import with_inputs_hash
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp
-from algorithms.market.bid_builder import build_bid, build_safe_bid
-from algorithms.market.bid_validation import validate_bid
-from algorithms.market.rebid import material_changes, with_rebid_reason
+from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
+from algorithms.market.operator_controls import EffectiveControls
+from algorithms.market.rebid import material_changes
 from algorithms.registry import HandlerRegistry, default_registry
 from archive import Archive, ArchiveEntry, ArchiveError, archive_key
 from archive.store import KEY_PREFIX
@@ -394,51 +392,27 @@ def compare_bids(replayed: bid_pb2.Bid, archived: bid_pb2.Bid, tolerance_mw: flo
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RebuiltBid:
-    """What the bid stage made of a plan: the valid bid (None: none passed), its source ("plan" or
-    "safe") and the rejected bids' violations."""
-
-    bid: bid_pb2.Bid | None
-    source: str
-    violations: tuple[str, ...]
-
-
 def rebuild_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySpec, settings: Settings, *,
                 dispatch_interval: datetime, offer_time: datetime, version: int, products: Sequence[str],
-                initial_soc_mwh: float) -> RebuiltBid:
-    """The ``build_and_validate_bid`` activity's bid for ``plan`` with no bid in force and no daily band
-    prices known (V4 checks the entry type only).
+                initial_state_of_charge_mwh: float, standing_bid: StandingBid | None = None,
+                daily_band_prices: Mapping[tuple[str, int], Sequence[float]] | None = None,
+                controls: EffectiveControls | None = None) -> BidDecision:
+    """The ``build_and_validate_bid`` activity's decision for ``plan``:
+    :func:`algorithms.market.bid_decision.decide_bid` (band ladders and rules from ``settings``).
 
     ``dispatch_interval`` (interval-ending AEST) and ``offer_time`` (AEST) place the bid, ``products``
-    are the snapshot's (ENERGY and the FCAS names), ``initial_soc_mwh`` the stored energy (MWh) at the
-    start of the plan. The plan's bid, else the safe bid; ``source`` "none" when neither is valid.
+    are the snapshot's (ENERGY and the FCAS names), ``initial_state_of_charge_mwh`` the stored energy (MWh) at the
+    start of the plan. The archive keeps neither the bid in force nor the day's band prices nor the
+    operator's controls (the archived battery already carries a SoC hold), so a replay of the archive
+    decides without them: no bid in force (the bid is always built, never suppressed as "no material
+    change") and V4 checks only the entry type; ``standing_bid``, ``daily_band_prices`` and ``controls``
+    give them when they are known.
     """
-    bidding, rules = settings.bidding, settings.market
-    plan_hash = archive_key(plan).removeprefix("sha256:")
-    fcas_products = [p for p in products if p != rules.energy_product]
-    rejected: list[str] = []
-    for source in ("plan", "safe"):
-        try:
-            if source == "plan":
-                bid = build_bid(plan, battery, bidding, rules, dispatch_interval=dispatch_interval,
-                                offer_time=offer_time, version=version, fcas_products=fcas_products,
-                                initial_soc_mwh=initial_soc_mwh, plan_hash=plan_hash)
-            else:
-                bid = build_safe_bid(battery, bidding, rules, dispatch_interval=dispatch_interval,
-                                     offer_time=offer_time, version=version, fcas_products=fcas_products,
-                                     initial_soc_mwh=initial_soc_mwh, plan_hash=plan_hash,
-                                     reason="the plan's bid failed validation")
-        except ValueError as error:
-            rejected.append(f"{source} bid: {error}")
-            continue
-        bid = with_rebid_reason(bid, material_changes(bid, None, bidding.rebid_materiality_mw),
-                                rules.rebid_explanation_max_chars)
-        violations = validate_bid(bid, battery, rules, products=list(products))
-        if not violations:
-            return RebuiltBid(bid, source, tuple(rejected))
-        rejected.extend(f"{source} bid {violation}" for violation in violations)
-    return RebuiltBid(None, "none", tuple(rejected))
+    return decide_bid(plan, standing_bid=standing_bid, controls=controls or EffectiveControls(), battery=battery,
+                      bidding=settings.bidding, rules=settings.market, products=products,
+                      daily_band_prices=daily_band_prices, dispatch_interval=dispatch_interval,
+                      offer_time=offer_time, version=version, initial_state_of_charge_mwh=initial_state_of_charge_mwh,
+                      plan_hash=archive_key(plan).removeprefix("sha256:"))
 
 
 @dataclass(frozen=True)
@@ -585,10 +559,10 @@ def replay_cycle(cycle: ArchivedCycle, settings: Settings, registry: HandlerRegi
                    plan=compare_plans(plan, cycle.optimisation_result) if cycle.optimisation_result else None)
     built = rebuild_bid(plan, request.battery, settings, dispatch_interval=from_timestamp(request.first_interval),
                         offer_time=offer_time, version=version, products=cycle.products,
-                        initial_soc_mwh=request.initial_state_of_charge_mwh)
+                        initial_state_of_charge_mwh=request.initial_state_of_charge_mwh)
     compared = (compare_bids(built.bid, cycle.bid, settings.bidding.rebid_materiality_mw)
                 if built.bid is not None and cycle.bid is not None else None)
-    return _with(replay, replayed_bid=built.bid, bid=compared, bid_source=built.source,
+    return _with(replay, replayed_bid=built.bid, bid=compared, bid_source=built.candidate or "none",
                  bid_violations=built.violations, failure=forecast_failure)
 
 

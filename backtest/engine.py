@@ -16,11 +16,14 @@ activities of ``activities/cycle.py``) makes it, without Temporal, SQS, gRPC or 
    (:func:`algorithms.registry.default_registry`).
 4. **Optimise** — :func:`algorithms.market.cycle_requests.optimisation_request` (initial SoC = the unit's,
    terminal = the configured initial SoC, initial net MW = the unit's) and its handler.
-5. **Bid** — as the ``build_and_validate_bid`` activity: the plan's bid
-   (:func:`algorithms.market.bid_builder.build_bid`), else the safe bid; a bid that does not differ materially
-   from the bid in force (:func:`algorithms.market.rebid.material_changes`) is not resubmitted and the bid in
-   force stands; a rebid carries its changes (:func:`algorithms.market.rebid.with_rebid_reason`) and must pass
-   :func:`algorithms.market.bid_validation.validate_bid` with the trading day's band prices in force (V4).
+5. **Bid** — :func:`algorithms.market.bid_decision.decide_bid`, the same decision the
+   ``build_and_validate_bid`` activity makes (:func:`bid_stage`): the plan's bid, else the safe bid; no
+   resubmission without material change from the bid in force (it stands); V1–V8 with the trading day's
+   band prices in force (V4). The operator's controls come from ``BacktestConfig.operator_controls``
+   (:class:`algorithms.market.operator_controls.ControlTimeline`): a SoC hold raises the battery's
+   minimum SoC for the optimiser and the bid; a manual rebid is submitted even without material change
+   and is pending until a decision submits it; a paused decision optimises and submits nothing (the bid
+   in force stands and is cleared), as a paused live cycle records ``PAUSED`` before fetching.
 6. **Clear** — the newest accepted bid covering the dispatch interval is cleared by
    :func:`algorithms.market.clearing.clear_interval` against the market's prices of that interval (by default
    the historical DISPATCHPRICE with administered pricing re-applied, as the simulated market settles:
@@ -84,20 +87,27 @@ import numpy.typing as npt
 from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import hours_per_interval, to_timestamp, trading_day, unix_ms_to_market
+from algorithms.common.products import ENERGY, fcas_products_of
 from algorithms.common.replay_clock import CycleTimeline, cycle_timeline
 from algorithms.market.as_of import PublicationModel, build_snapshot, estimate_missing, latest_known, publication_model
-from algorithms.market.bid_builder import build_bid, build_safe_bid
-from algorithms.market.bid_validation import validate_bid
+from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
 from algorithms.market.clearing import clear_interval, with_administered_pricing
 from algorithms.market.cycle_requests import forecast_request, optimisation_request
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
+from algorithms.market.operator_controls import (
+    ControlTimeline,
+    EffectiveControls,
+    battery_with_soc_floor,
+    controls_at,
+)
 from algorithms.market.optimise import PERFECT_FORESIGHT_TIME_LIMIT_S, perfect_foresight, solve_dispatch
 from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices
-from algorithms.market.rebid import material_changes, with_rebid_reason
 from algorithms.registry import Handler, default_registry
 from archive import archive_key
 from models.bids import BandPriceKey, band_prices_of
 from pools.blas import single_threaded_blas
+from pools.timing import call_timed
+from services.bid_service import bid_id_for
 from settings import Settings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
 
@@ -143,6 +153,8 @@ class BacktestConfig:
     ``bid_version`` is the version every bid carries, as the cycle's configuration sets it.
     ``forecast_source``: ``"model"`` forecasts with the configured algorithm; ``"actual"`` uses the
     market's actual prices of the horizon as every quantile (perfect information, see the module docstring).
+    ``operator_controls``: the operator's SoC holds, pauses and manual rebids over the period (market
+    time; default none), honoured by every decision as the live cycle honours ``vpp ops``.
     """
 
     region: str
@@ -158,6 +170,7 @@ class BacktestConfig:
     optimiser_time_limit_s: float | None = None
     bid_version: int = 1
     forecast_source: ForecastSource = "model"
+    operator_controls: ControlTimeline = field(default_factory=ControlTimeline)
 
     def __post_init__(self) -> None:
         if not self.region:
@@ -192,9 +205,12 @@ class DecisionRecord:
 
     ``as_of`` is the market time of the snapshot the decision used (its decision time unless it waited
     for late data) and ``data_known_at`` the latest publication time of anything in that snapshot
-    (history or pre-dispatch; None when it holds nothing). ``safe_fallback``: the bid made was the safe
-    bid (unusable plan or the plan's bid rejected); ``rebid``: a new bid was accepted (False: the bid in
-    force stood, or none passed validation); ``bid_in_force``: some accepted bid covered the interval.
+    (history or pre-dispatch; None when it holds nothing). ``safe_fallback``: the decision fell back to the
+    safe bid (unusable plan, or the plan's bid rejected), whether that bid was submitted, stood or was
+    itself rejected — the one definition of :mod:`algorithms.market.bid_decision`; ``rebid``: a new bid
+    was accepted (False: the bid in force stood, bidding was paused, or none passed validation);
+    ``bid_in_force``: some accepted bid covered the interval. ``paused``, ``soc_floor_fraction`` and
+    ``manual_rebid_reason`` are the operator's controls the decision honoured.
     ``violations`` are the rejected bids' rule violations; ``failure`` why the decision failed (None if it
     did not). ``forecast_energy_p50`` is the median ENERGY forecast for the dispatch interval ($/MWh).
     ``energy_forecast_by_lead[i]`` is the ENERGY forecast ($/MWh) at lead ``BacktestResult.forecast_leads[i]``
@@ -234,6 +250,9 @@ class DecisionRecord:
     clear_ms: float = field(default=0.0, compare=False)
     energy_forecast_by_lead: tuple[tuple[float, ...], ...] = ()
     wait_ms: float = field(default=0.0, compare=False)
+    paused: bool = False
+    soc_floor_fraction: float | None = None
+    manual_rebid_reason: str | None = None
 
     @property
     def net_mw(self) -> float:
@@ -252,8 +271,9 @@ class BacktestResult:
 
     ``throughput_mwh`` is the energy through the connection point, Σ (gen + load) × h; ``cycles`` the
     equivalent full cycles, discharged MWh Σ gen × h over the registered storage (MWh).
-    ``validation_rejections`` counts rejected bids (plan and safe), ``safe_fallbacks`` decisions whose
-    bid was the safe bid, ``failed_decisions`` decisions that made no bid because a request was invalid.
+    ``validation_rejections`` counts rejected bids (plan and safe), ``safe_fallbacks`` decisions that
+    fell back to the safe bid (``DecisionRecord.safe_fallback``), ``failed_decisions`` decisions that made
+    no bid because a request was invalid.
     ``forecast_quantiles`` are the forecast levels and ``forecast_leads`` the leads (5-minute intervals) of
     every record's ``energy_forecast_by_lead``. ``wall_time_s`` (seconds) and ``workers`` (the processes that
     prepared snapshots and forecasts; 1 = in-process) do not take part in equality.
@@ -377,20 +397,21 @@ def market_prices(settings: Settings, dispatch: DispatchPrices) -> DispatchPrice
 
 
 @dataclass
-class _BidBook:
-    """The market's accepted bids as far as clearing and V4 need them.
+class BidBook:
+    """The simulated market's accepted bids as far as clearing, the bid decision and V4 need them.
 
     Every accepted bid starts at its decision's dispatch interval and runs to the end of that trading day
     (or of its plan), so the newest accepted bid is the only one that can be in force: an older bid never
     covers an interval the newest does not. Covered intervals are kept as the UTC seconds of the period
-    offers' timestamps (any product), as the market's ``covered_intervals`` reads them.
+    offers' timestamps (any product), as the market's ``covered_intervals`` reads them; the bid's id is
+    the market's (:func:`services.bid_service.bid_id_for`).
     """
 
-    newest: bid_pb2.Bid | None = None
+    newest: StandingBid | None = None
     newest_seconds: frozenset[int] = frozenset()
     daily_prices: dict[date, dict[BandPriceKey, tuple[float, ...]]] = field(default_factory=dict)
 
-    def covering(self, dispatch_interval: datetime) -> bid_pb2.Bid | None:
+    def covering(self, dispatch_interval: datetime) -> StandingBid | None:
         """The bid in force for the interval ending ``dispatch_interval`` (AEST), or None."""
         return self.newest if to_timestamp(dispatch_interval).seconds in self.newest_seconds else None
 
@@ -400,23 +421,32 @@ class _BidBook:
 
     def accept(self, bid: bid_pb2.Bid, dispatch_interval: datetime) -> None:
         """Record ``bid`` (first interval ``dispatch_interval``, AEST) as accepted."""
-        self.newest = bid
+        day = trading_day(dispatch_interval)
+        self.newest = StandingBid(bid_id_for(bid.unit_id, day, dispatch_interval, bid.version), bid)
         self.newest_seconds = frozenset(period.dispatch_interval.seconds for offer in bid.offers
                                         for period in offer.periods if period.HasField("dispatch_interval"))
-        day = trading_day(dispatch_interval)
         self.daily_prices.setdefault(day, band_prices_of(bid))
         for stale in [d for d in self.daily_prices if d < day]:
             del self.daily_prices[stale]
 
 
-@dataclass(frozen=True)
-class _BidOutcome:
-    """What the bid stage decided: the accepted bid (None: none submitted), its source and rejections."""
-
-    bid: bid_pb2.Bid | None
-    safe_fallback: bool
-    violations: tuple[str, ...]
-    rejections: int
+def bid_stage(book: BidBook, plan: worker_pb2.OptimisationResult | None, settings: Settings, *,
+              battery: common_pb2.BatterySpec, products: Sequence[str], controls: EffectiveControls,
+              dispatch_interval: datetime, offer_time: datetime, version: int,
+              initial_state_of_charge_mwh: float) -> BidDecision:
+    """The backtest's bid stage: :func:`algorithms.market.bid_decision.decide_bid` against the bid in force
+    and the trading day's band prices ``book`` holds (as the live activity reads them from PostgreSQL);
+    a bid submitted is accepted into ``book``. Units and times as :func:`decide_bid`'s."""
+    decision = decide_bid(
+        plan, standing_bid=book.covering(dispatch_interval), controls=controls, battery=battery,
+        bidding=settings.bidding, rules=settings.market, products=products,
+        daily_band_prices=book.band_prices_in_force(trading_day(dispatch_interval)),
+        dispatch_interval=dispatch_interval, offer_time=offer_time, version=version,
+        initial_state_of_charge_mwh=initial_state_of_charge_mwh,
+        plan_hash=archive_key(plan).removeprefix("sha256:") if plan is not None else "")
+    if decision.bid is not None:
+        book.accept(decision.bid, dispatch_interval)
+    return decision
 
 
 @dataclass(frozen=True)
@@ -605,7 +635,7 @@ class _Preparer:
                 snapshot, product, request_id=request_id, decision_time=decision_time,
                 first_interval=first_interval, horizon_intervals=parameters.horizon_intervals,
                 quantiles=parameters.forecast_quantiles, algorithm=parameters.forecast_algorithm)
-            result = self._forecaster(request)
+            result = call_timed(self._forecaster, request)
             if not isinstance(result, worker_pb2.ForecastResult):
                 raise TypeError(f"the forecast handler answered a {type(result).__name__}, "
                                 "not a ForecastResult")
@@ -629,7 +659,7 @@ class _Preparer:
                         ) -> tuple[float | None, tuple[tuple[float, ...], ...]]:
         """(median for the dispatch interval, prices by lead) of the ENERGY forecast ($/MWh); (None, ())
         without a usable one."""
-        energy = next((f for f in forecasts if f.product == self._settings.market.energy_product), None)
+        energy = next((f for f in forecasts if f.product == ENERGY), None)
         if energy is None:
             return None, ()
         try:
@@ -655,11 +685,12 @@ class _RegionReplay:
             "optimisation", self._parameters.optimiser_algorithm.name,
             self._parameters.optimiser_algorithm.version)
         self._products = tuple(dispatch.products)
-        energy = settings.market.energy_product
-        self._fcas_products = tuple(p for p in self._products if p != energy)
-        self._book = _BidBook()
+        self._fcas_products = fcas_products_of(self._products)
+        self._book = BidBook()
         self.state_of_charge_mwh = settings.battery.initial_state_of_charge_mwh
         self.net_mw = 0.0
+        # Decision time that last submitted a manual rebid: rebids asked up to then have been served.
+        self._manual_rebid_submitted: datetime | None = None
 
     @property
     def fcas_products(self) -> tuple[str, ...]:
@@ -673,11 +704,13 @@ class _RegionReplay:
     # -- stages --------------------------------------------------------------------------------
 
     def optimise(self, forecasts: Sequence[worker_pb2.ForecastResult], cycle_id: str,
-                 first_interval: datetime) -> worker_pb2.OptimisationResult:
-        """The plan (the request_optimisation activity and its worker)."""
+                 first_interval: datetime, soc_floor_fraction: float | None = None) -> worker_pb2.OptimisationResult:
+        """The plan (the request_optimisation activity and its worker), for the battery with the operator's
+        SoC floor (fraction of capacity) when one is held."""
         parameters = self._parameters
         request = optimisation_request(
-            forecasts, self._battery, request_id=f"{cycle_id}/optimisation", first_interval=first_interval,
+            forecasts, battery_with_soc_floor(self._battery, soc_floor_fraction), request_id=f"{cycle_id}/optimisation",
+            first_interval=first_interval,
             horizon_intervals=parameters.horizon_intervals, state_of_charge_mwh=self.state_of_charge_mwh,
             terminal_state_of_charge_mwh=self._settings.battery.initial_state_of_charge_mwh,
             price_quantile=parameters.optimiser_price_quantile,
@@ -686,68 +719,33 @@ class _RegionReplay:
             terminal_value_per_mwh=parameters.terminal_value_per_mwh,
             price_tail_weight=parameters.optimiser_price_tail_weight,
             algorithm=parameters.optimiser_algorithm)
-        plan = self._optimiser(request)
+        plan = call_timed(self._optimiser, request)
         if not isinstance(plan, worker_pb2.OptimisationResult):
             raise TypeError(f"the optimisation handler answered a {type(plan).__name__}, "
                             "not an OptimisationResult")
         return plan
 
-    def bid(self, plan: worker_pb2.OptimisationResult, dispatch_interval: datetime,
-            offer_time: datetime) -> _BidOutcome:
-        """The build_and_validate_bid activity followed by the market's acceptance."""
-        settings = self._settings
-        bidding, rules = settings.bidding, settings.market
-        standing = self._book.covering(dispatch_interval)
-        daily_prices = self._book.band_prices_in_force(trading_day(dispatch_interval))
-        plan_hash = archive_key(plan).removeprefix("sha256:")
-        common: dict[str, Any] = dict(dispatch_interval=dispatch_interval, offer_time=offer_time,
-                                      version=self._config.bid_version, fcas_products=self._fcas_products,
-                                      initial_soc_mwh=self.state_of_charge_mwh)
-        candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = [
-            ("plan", lambda: build_bid(plan, self._battery, bidding, rules, plan_hash=plan_hash, **common)),
-            ("safe", lambda: build_safe_bid(self._battery, bidding, rules, plan_hash=plan_hash,
-                                            reason="the plan's bid failed validation", **common)),
-        ]
-        unusable_plan = plan.status != worker_pb2.RESULT_STATUS_OPTIMAL
-        rejected: list[str] = []
-        rejections = 0
-        for name, make in candidates:
-            safe = name == "safe" or unusable_plan
-            try:
-                bid = make()
-            except ValueError as error:
-                rejected.append(f"{name} bid: {error}")
-                rejections += 1
-                continue
-            changes = material_changes(bid, standing, bidding.rebid_materiality_mw)
-            if not changes and standing is not None:
-                return _BidOutcome(None, safe, tuple(rejected), rejections)
-            bid = with_rebid_reason(bid, changes, rules.rebid_explanation_max_chars)
-            violations = validate_bid(bid, self._battery, rules, products=self._products,
-                                      daily_band_prices=daily_prices)
-            if violations:
-                rejected.extend(f"{name} bid {violation}" for violation in violations)
-                rejections += 1
-                continue
-            self._book.accept(bid, dispatch_interval)
-            return _BidOutcome(bid, safe, tuple(rejected), rejections)
-        return _BidOutcome(None, True, tuple(rejected), rejections)
+    def bid(self, plan: worker_pb2.OptimisationResult | None, dispatch_interval: datetime, offer_time: datetime,
+            controls: EffectiveControls) -> BidDecision:
+        """The build_and_validate_bid activity followed by the market's acceptance (:func:`bid_stage`)."""
+        return bid_stage(self._book, plan, self._settings, battery=self._battery, products=self._products,
+                         controls=controls, dispatch_interval=dispatch_interval, offer_time=offer_time,
+                         version=self._config.bid_version, initial_state_of_charge_mwh=self.state_of_charge_mwh)
 
     def clear(self, dispatch_interval: datetime) -> _Cleared:
         """Clear the interval from the bid in force at the market's prices; update the unit's state."""
         rules = self._settings.market
         prices = self._market.prices_at(self._config.region, dispatch_interval)
-        rrp = prices.get(rules.energy_product, math.nan)
+        rrp = prices.get(ENERGY, math.nan)
         covering = self._book.covering(dispatch_interval)
         if covering is None or not math.isfinite(rrp):
             cleared = _Cleared(rrp, 0.0, 0.0, dict.fromkeys(self._fcas_products, 0.0), 0.0,
                                dict.fromkeys(self._fcas_products, 0.0), self.state_of_charge_mwh)
         else:
-            clearing = clear_interval(covering, dispatch_interval, prices,
+            clearing = clear_interval(covering.bid, dispatch_interval, prices,
                                       state_of_charge_mwh=self.state_of_charge_mwh,
                                       previous_net_mw=self.net_mw, battery=self._battery,
-                                      interval_minutes=rules.interval_minutes,
-                                      energy_product=rules.energy_product)
+                                      interval_minutes=rules.interval_minutes)
             cleared = _Cleared(rrp, clearing.gen_mw, clearing.load_mw, dict(clearing.fcas_enabled_mw),
                                clearing.energy_revenue_dollars,
                                dict(clearing.fcas_revenue_by_product_dollars), clearing.state_of_charge_mwh)
@@ -762,21 +760,27 @@ class _RegionReplay:
         its record and its rejected bid count. ``wait_ms`` is how long it waited for them (ms)."""
         interval = _timeline(self._settings, prepared.decision_time).dispatch_interval
         cycle_id = _cycle_id(self._config, interval)
-        failure = prepared.failure
+        controls = controls_at(self._config.operator_controls, prepared.decision_time, self._manual_rebid_submitted)
+        # A paused unit's cycle reads no market data, so nothing it would have fetched can fail it.
+        failure = None if controls.paused else prepared.failure
         plan_status = "NONE"
         optimise_ms = solve_ms = bid_ms = 0.0
-        outcome = _BidOutcome(None, False, (), 0)
+        decision: BidDecision | None = None
         if failure is None:
             try:
+                plan: worker_pb2.OptimisationResult | None = None
+                if not controls.paused:
+                    started = time.perf_counter()
+                    plan = self.optimise(prepared.forecasts, cycle_id, interval, controls.soc_floor_fraction)
+                    optimise_ms, solve_ms = _elapsed_ms(started), plan.solve_ms
+                    plan_status = worker_pb2.ResultStatus.Name(plan.status).removeprefix("RESULT_STATUS_")
                 started = time.perf_counter()
-                plan = self.optimise(prepared.forecasts, cycle_id, interval)
-                optimise_ms, solve_ms = _elapsed_ms(started), plan.solve_ms
-                plan_status = worker_pb2.ResultStatus.Name(plan.status).removeprefix("RESULT_STATUS_")
-                started = time.perf_counter()
-                outcome = self.bid(plan, interval, prepared.as_of)
+                decision = self.bid(plan, interval, prepared.as_of, controls)
                 bid_ms = _elapsed_ms(started)
             except InvalidRequestError as error:
                 failure = str(error)
+        if decision is not None and decision.rebid and decision.manual_rebid_reason is not None:
+            self._manual_rebid_submitted = prepared.decision_time
         started = time.perf_counter()
         bid_in_force = self._book.covering(interval) is not None
         cleared = self.clear(interval)
@@ -784,8 +788,9 @@ class _RegionReplay:
         record = DecisionRecord(
             decision_time=prepared.decision_time, dispatch_interval=interval, as_of=prepared.as_of,
             latest_quality=prepared.latest_quality, data_known_at=prepared.data_known_at,
-            plan_status=plan_status, safe_fallback=outcome.safe_fallback and failure is None,
-            rebid=outcome.bid is not None, bid_in_force=bid_in_force, violations=outcome.violations,
+            plan_status=plan_status, safe_fallback=decision is not None and decision.safe_fallback,
+            rebid=decision is not None and decision.rebid, bid_in_force=bid_in_force,
+            violations=decision.violations if decision is not None else (),
             failure=failure, forecast_energy_p50=prepared.forecast_energy_p50, rrp=cleared.rrp,
             gen_mw=cleared.gen_mw, load_mw=cleared.load_mw,
             fcas_enabled_mw=math.fsum(cleared.fcas_enabled_mw.values()),
@@ -797,8 +802,9 @@ class _RegionReplay:
             forecast_ms=math.fsum(prepared.forecast_ms_by_product.values()),
             forecast_ms_by_product=dict(prepared.forecast_ms_by_product), optimise_ms=optimise_ms,
             solve_ms=solve_ms, bid_ms=bid_ms, clear_ms=clear_ms,
-            energy_forecast_by_lead=prepared.energy_forecast_by_lead, wait_ms=wait_ms)
-        return record, outcome.rejections
+            energy_forecast_by_lead=prepared.energy_forecast_by_lead, wait_ms=wait_ms, paused=controls.paused,
+            soc_floor_fraction=controls.soc_floor_fraction, manual_rebid_reason=controls.manual_rebid_reason)
+        return record, len(decision.rejected) if decision is not None else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1117,22 +1123,19 @@ def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, regi
     """
     prices = _price_window(dispatch, region, first_interval, count)
     battery = battery_from_spec(_battery_spec(settings, region))
-    energy_product = settings.market.energy_product
     hours = hours_per_interval(settings.market.interval_minutes)
     if terminal_state_of_charge_mwh is None:
         plan = perfect_foresight(prices, battery, include_fcas=include_fcas, interval_hours=hours,
-                                 initial_soc_fraction=settings.battery.initial_soc_fraction,
-                                 energy_product=energy_product)
+                                 initial_soc_fraction=settings.battery.initial_soc_fraction)
     else:
-        selected: Mapping[str, np.ndarray] = (prices if include_fcas
-                                               else {energy_product: prices[energy_product]})
+        selected: Mapping[str, np.ndarray] = prices if include_fcas else {ENERGY: prices[ENERGY]}
         plan = solve_dispatch(selected, battery, settings.battery.initial_state_of_charge_mwh,
                               terminal_state_of_charge_mwh, interval_hours=hours,
-                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, energy_product=energy_product)
+                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S)
     if plan.status != "OPTIMAL":
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} "
                             f"({count} intervals) ended {plan.status}: {plan.status_reason}")
-    rrp = prices[energy_product]
+    rrp = prices[ENERGY]
     energy = float(np.sum(hours * rrp * (battery.mlf_gen * plan.gen_mw - battery.mlf_load * plan.load_mw)))
     fcas = math.fsum(float(np.sum(hours * prices[product] * enabled))
                      for product, enabled in plan.fcas.items())

@@ -29,6 +29,7 @@ import pandas as pd
 
 from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
 from algorithms.common.nem_time import hours_per_interval
+from algorithms.common.products import ENERGY, fcas_products_of
 from algorithms.market.forecast import pinball_loss
 from algorithms.market.optimise import perfect_foresight
 from algorithms.market.prices import DispatchPrices
@@ -96,10 +97,9 @@ def perfect_foresight_ledger(settings: Settings, market: DispatchPrices, region:
     """
     prices = _price_window(market, region, first_interval, count)
     battery = battery_from_spec(battery_spec_from_settings(replace(settings.battery, region=region)))
-    energy = settings.market.energy_product
     hours = hours_per_interval(settings.market.interval_minutes)
     plan = perfect_foresight(prices, battery, include_fcas=include_fcas, interval_hours=hours,
-                             initial_soc_fraction=settings.battery.initial_soc_fraction, energy_product=energy)
+                             initial_soc_fraction=settings.battery.initial_soc_fraction)
     if plan.status != "OPTIMAL":
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} ({count} "
                             f"intervals) ended {plan.status}: {plan.status_reason}")
@@ -109,11 +109,11 @@ def perfect_foresight_ledger(settings: Settings, market: DispatchPrices, region:
         "pf_gen_mw": plan.gen_mw,
         "pf_load_mw": plan.load_mw,
         "pf_state_of_charge_mwh": plan.state_of_charge_mwh,
-        "pf_energy_revenue_dollars": hours * prices[energy] * (battery.mlf_gen * plan.gen_mw
+        "pf_energy_revenue_dollars": hours * prices[ENERGY] * (battery.mlf_gen * plan.gen_mw
                                                                 - battery.mlf_load * plan.load_mw),
     }
     fcas_total = np.zeros(count)
-    for product in (p for p in market.products if p != energy):
+    for product in fcas_products_of(market.products):
         enabled = plan.fcas.get(product, np.zeros(count))
         revenue = hours * prices[product] * enabled
         columns[f"pf_fcas_enabled_mw_{product}"] = enabled

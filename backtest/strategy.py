@@ -52,8 +52,9 @@ BID_BUILDERS: dict[tuple[str, str], str] = {
 FORECAST_KIND = "forecast"
 OPTIMISATION_KIND = "optimisation"
 BID_BUILDER_KIND = "bid builder"
-# BacktestConfig fields that are the run's period and region, not strategy parameters.
-_PERIOD_FIELDS = ("region", "first_decision", "decisions")
+# BacktestConfig fields that are not strategy parameters: the run's period and region, and the operator's
+# controls over the period (given to the engine by whoever replays them, not a property of a strategy).
+_PERIOD_FIELDS = ("region", "first_decision", "decisions", "operator_controls")
 SETTINGS_PREFIX = "settings."
 # Settings tables a strategy may override, and keys that have a dedicated place instead.
 SETTINGS_TABLES = ("battery", "bidding", "cycle")

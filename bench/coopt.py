@@ -88,11 +88,12 @@ from rich.table import Table
 from aemo.mms import load_market_data
 from algorithms.common.battery import BatteryParams
 from algorithms.common.nem_time import market_to_unix_ms
+from algorithms.common.products import ENERGY
 from algorithms.fleet.fleet_types import BoolArray, FloatArray, SiteParameters
 from algorithms.fleet.site_plan import plan_sites, resample_prices_to_plan, time_of_use_tariff
 from algorithms.fleet.site_plan_types import NO_VERSION, SitePlanInputs, SitePlans, Tariff
 from algorithms.market.optimise import solve_dispatch
-from algorithms.market.prices import ENERGY_PRODUCT, PredispatchPrices
+from algorithms.market.prices import PredispatchPrices
 from settings import Settings
 from simulator.battery import battery_step, reserve_kwh
 from simulator.household_load import (
@@ -386,7 +387,7 @@ def predispatch_overlay(predispatch: PredispatchPrices, region: str, start: date
     decision ``d`` at ``start + d × replan_minutes`` (AEST) reads the newest run known by then; NaN where
     no run or period covers an interval."""
     overlay = np.full((decisions, config.horizon_steps), np.nan)
-    energy = predispatch.products.index(ENERGY_PRODUCT)
+    energy = predispatch.products.index(ENERGY)
     for decision in range(decisions):
         decision_time = start + timedelta(minutes=decision * config.replan_minutes)
         run = predispatch.latest_run(region, decision_time)
@@ -531,7 +532,7 @@ def _central_plan(battery: BatteryParams, state_of_charge_kwh: FloatArray, marke
                   config: CooptConfig) -> FloatArray | None:
     """The aggregated battery's net MW per plan interval, or None when the LP gives no usable plan."""
     stored_mwh = min(max(float(state_of_charge_kwh.sum()) / 1000.0, battery.soc_min_mwh), battery.soc_max_mwh)
-    plan = solve_dispatch({"ENERGY": market_price_per_mwh}, battery, stored_mwh, stored_mwh,
+    plan = solve_dispatch({ENERGY: market_price_per_mwh}, battery, stored_mwh, stored_mwh,
                           interval_hours=config.plan_interval_minutes / 60.0, time_limit_s=config.lp_time_limit_s)
     return plan.net_mw if plan.status == "OPTIMAL" else None
 
@@ -740,7 +741,7 @@ def region_prices(settings: Settings, region: str, start: datetime, days: float)
         raise CooptBenchError(f"days must cover at least one 5-minute interval, got {days}")
     dispatch, _ = load_market_data(settings.market_data.data_dir)
     try:
-        series = np.asarray(dispatch.series(region, ENERGY_PRODUCT), dtype=np.float64)
+        series = np.asarray(dispatch.series(region, ENERGY), dtype=np.float64)
     except KeyError as exc:
         raise CooptBenchError(str(exc.args[0])) from None
     first_interval = start + timedelta(minutes=STEP_MINUTES)

@@ -39,6 +39,7 @@ from aemo.mms import load_dispatch_prices, load_market_data
 from aemo.p5min import load_p5min_files
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import INTERVAL, INTERVALS_PER_DAY, from_timestamp
+from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX, is_lower, is_raise
 from algorithms.common.replay_clock import cycle_timeline
 from algorithms.market.as_of import (
     PublicationModel,
@@ -59,13 +60,7 @@ from algorithms.market.forecast_skill import (
     seasonal_naive_forecast,
     spread_decision_times,
 )
-from algorithms.market.prices import (
-    ENERGY_PRODUCT,
-    DispatchPrices,
-    P5minPrices,
-    PredispatchPrices,
-    empty_predispatch,
-)
+from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices, empty_predispatch
 from algorithms.registry import default_registry
 from pools.blas import single_threaded_blas
 from settings import Settings
@@ -505,7 +500,7 @@ def run_p5min_cases(settings: Settings, p5min: P5minPrices, *, region: str,
     results = []
     for case in P5MIN_CASES:
         table = score_case(history, runs_predispatch, settings, region=region, case=case, times=times,
-                           products=(ENERGY_PRODUCT,), horizon_intervals=12, p5min=p5min, workers=workers)
+                           products=(ENERGY,), horizon_intervals=12, p5min=p5min, workers=workers)
         results.append(CaseResult(data=data, case=case, table=table))
     return results
 
@@ -521,12 +516,12 @@ def run_cases(settings: Settings, *, region: str | None = None, decisions: int =
     region = region or settings.cycle.region
     results = []
     for case in PREDISPATCH_CASES:
-        table = run_forecast_skill(settings, region=region, products=(ENERGY_PRODUCT,), decisions=decisions,
+        table = run_forecast_skill(settings, region=region, products=(ENERGY,), decisions=decisions,
                                    seed=seed, workers=workers, case=case)
         results.append(CaseResult(data=str(settings.market_data.data_dir), case=case, table=table))
     if recent_data is not None:
         recent = load_dispatch_prices(recent_data)
-        _check_choice(recent, region, (ENERGY_PRODUCT,))
+        _check_choice(recent, region, (ENERGY,))
         window_start, window_end = decision_window(recent, region, timedelta(days=1))
         count = min(decisions, (window_end - window_start) // INTERVAL)
         times = spread_decision_times(window_start, window_end, count,
@@ -534,7 +529,7 @@ def run_cases(settings: Settings, *, region: str | None = None, decisions: int =
         nothing = empty_predispatch(recent.products)
         for case in HISTORY_ONLY_CASES:
             table = score_case(recent, nothing, settings, region=region, case=case, times=times,
-                               products=(ENERGY_PRODUCT,), workers=workers, seed=seed)
+                               products=(ENERGY,), workers=workers, seed=seed)
             results.append(CaseResult(data=str(recent_data), case=case, table=table))
     if p5min_paths:
         p5min = load_p5min_files(p5min_paths)
@@ -553,9 +548,10 @@ def run_cases(settings: Settings, *, region: str | None = None, decisions: int =
 
 def product_family(product: str) -> str:
     """ENERGY, RAISE or LOWER: the family a product belongs to (its name up to the service)."""
-    for family in ("RAISE", "LOWER"):
-        if product.startswith(family):
-            return family
+    if is_raise(product):
+        return RAISE_PREFIX
+    if is_lower(product):
+        return LOWER_PREFIX
     return product
 
 
@@ -564,7 +560,7 @@ def _families(products: Sequence[str]) -> list[tuple[str, list[int]]]:
     order: dict[str, list[int]] = {}
     for index, product in enumerate(products):
         order.setdefault(product_family(product), []).append(index)
-    return sorted(order.items(), key=lambda item: item[0] != ENERGY_PRODUCT)
+    return sorted(order.items(), key=lambda item: item[0] != ENERGY)
 
 
 def _money(value: float) -> str:
@@ -584,7 +580,7 @@ def print_skill(console: Console, table: SkillTable) -> None:
                   f"{table.elapsed_s:.1f} s")
     ours = table.methods[0]
     for family, positions in _families(table.products):
-        unit = "$/MWh" if family == ENERGY_PRODUCT else "$/MW/h"
+        unit = "$/MWh" if family == ENERGY else "$/MW/h"
         rich_table = Table(title=f"{family} ({unit}): MAE of the q={table.point_level:g} forecast, "
                                  "pinball over the quantile levels", title_justify="left")
         if len(positions) > 1:
@@ -628,7 +624,7 @@ def print_cases(console: Console, results: Sequence[CaseResult]) -> None:
         rich_table.add_column(name, justify="right")
     for result in results:
         table = result.table
-        position = table.products.index(ENERGY_PRODUCT)
+        position = table.products.index(ENERGY)
         for column, bucket in enumerate(table.buckets):
             mae = table.mae[position, :, column]
             pinball = table.pinball[position, :, column]

@@ -72,10 +72,13 @@ def migrate(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[st
     """
     migrations = discover_migrations(migrations_dir)
     applied: list[str] = []
-    with psycopg.connect(database_url) as conn:
+    # One session lock for the whole run: a process that finds another one migrating waits for it to finish
+    # and then finds nothing pending, so one run applies the pending migrations, in order. Each migration is
+    # still its own transaction (autocommit outside them), so a failure keeps the ones before it.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         for migration in migrations:
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
                     " version text PRIMARY KEY, name text NOT NULL,"

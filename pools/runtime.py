@@ -1,7 +1,9 @@
 """Serve pure functions ``Request -> Result`` on an SQS request queue.
 
 :func:`process_message` is the decision logic, free of I/O: decode the :class:`WorkerTask`, resolve
-the handler its request names, run it, and say what to do with the message (a :class:`Disposition`):
+the handler its request names, run it (timed: :func:`pools.timing.call_timed` writes how long it took
+into the result's ``compute_ms`` / ``solve_ms``, since the handlers read no clock), and say what to do
+with the message (a :class:`Disposition`):
 
 * success: reply with the result (and remember the reply, see :class:`IdempotencyCache`);
 * a body that cannot be decoded: dead-letter at once (``invalid_message``); no reply is possible;
@@ -52,6 +54,7 @@ from pools.sqs import (
     queue_urls,
     sqs_client,
 )
+from pools.timing import call_timed
 from settings import Settings
 from vpp.v1 import worker_pb2
 
@@ -256,7 +259,7 @@ def process_message(message: Mapping[str, Any], *, registry: HandlerRegistry, ma
     request = getattr(task, kind)
     try:
         handler = registry.resolve(kind, request.algorithm.name, request.algorithm.version)
-        reply = result_reply(task, kind, handler(request))
+        reply = result_reply(task, kind, call_timed(handler, request))
     except InvalidRequestError as exc:
         unknown = isinstance(exc, UnknownAlgorithmError)
         outcome = Outcome.UNKNOWN_ALGORITHM if unknown else Outcome.INVALID_REQUEST

@@ -53,6 +53,7 @@ from aemo.price_thresholds import read_price_thresholds, with_price_thresholds
 from algorithms.common import nem_time
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.content_hash import message_bytes, sha256_hex
+from algorithms.common.products import ENERGY
 from algorithms.market.bid_validation import validate_bid
 from algorithms.market.clearing import (
     clear_interval,
@@ -446,10 +447,10 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         except KeyError:
             return idle_outcome(dispatch_interval, state_of_charge_mwh, {},
                                 "no dispatch price in the data for this interval: dispatched 0 MW")
-        energy_price = prices.get(self._rules.energy_product, math.nan)
+        energy_price = prices.get(ENERGY, math.nan)
         if not math.isfinite(energy_price):
             return idle_outcome(dispatch_interval, state_of_charge_mwh, {},
-                                f"{self._rules.energy_product} price missing in the data: dispatched 0 MW")
+                                f"{ENERGY} price missing in the data: dispatched 0 MW")
         if covering is None:
             return idle_outcome(dispatch_interval, state_of_charge_mwh, prices,
                                 "no accepted bid covers this interval: dispatched 0 MW")
@@ -459,7 +460,6 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             previous_net_mw=previous_net_mw,
             battery=unit.spec,
             interval_minutes=self._rules.interval_minutes,
-            energy_product=self._rules.energy_product,
         )
         return to_market_outcome(clearing)
 

@@ -90,7 +90,6 @@ class MarketRules:
     administered_price_floor: float
     administered_price_cap: float
     administered_lookback_intervals: int
-    energy_product: str
     price_caps: tuple[PriceCap, ...]
 
     def financial_year_start(self, trading_day: date) -> int:
@@ -506,7 +505,6 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         administered_price_floor=float(m["administered_price_floor"]),
         administered_price_cap=float(m["administered_price_cap"]),
         administered_lookback_intervals=int(m["administered_lookback_intervals"]),
-        energy_product=str(m["energy_product"]),
         price_caps=tuple(PriceCap(int(c["fy_start"]), float(c["cap"]), float(c["cumulative_price_threshold"]),
                                   int(c.get("threshold_interval_minutes", 5)),
                                   float(c["market_price_floor"]) if "market_price_floor" in c else None)

@@ -191,7 +191,7 @@ def test_a_backtest_decision_agrees_with_the_live_cycles_archived_bid(
             accepted.append(bid)  # a valid bid is the one the backtest's market accepts
         return violations
 
-    monkeypatch.setattr("backtest.engine.validate_bid", recording_validate_bid)
+    monkeypatch.setattr("algorithms.market.bid_decision.validate_bid", recording_validate_bid)
     dispatch, predispatch = load_market_data(live.settings.market_data.data_dir)
     backtest = run_backtest(live.settings, dispatch, predispatch,
                             BacktestConfig(region=live.settings.cycle.region, first_decision=DECISIONS[0],

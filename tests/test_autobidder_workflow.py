@@ -34,11 +34,16 @@ from activities.cycle_facts import (
     SubmitInput,
 )
 from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
+from settings import load_settings
+from stack.schedule import cycle_config
 from tests.temporal_env import time_skipping_server_path
 from workflows.autobidder import BID_REJECTED, GATE_CLOSURE_MISSED, NO_VALID_BID, AutobidderCycle
 
 PRODUCTS = ("ENERGY", "RAISE6SEC", "LOWERREG")
 DECISION_TIME = "2021-01-15T17:30:30"
+# The cycle's configuration as the schedule builds it from the settings (settings/default.toml), without
+# search attributes (the time-skipping test server cannot register them).
+DEFAULT_CYCLE = replace(cycle_config(load_settings(environ={}).cycle), search_attributes=False)
 
 
 @dataclass
@@ -122,7 +127,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
 async def run_cycle(client: Client, stand_ins: StandIns, config: CycleConfig | None = None) -> Any:
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
-    config = replace(config or CycleConfig(), search_attributes=False)
+    config = replace(config or DEFAULT_CYCLE, search_attributes=False)
     cycle = CycleInput(unit_id="HPR1", region="SA1", config=config, decision_time=DECISION_TIME)
     async with Worker(client, task_queue=task_queue, workflows=[AutobidderCycle],
                       activities=stand_ins.activities()):
@@ -146,7 +151,8 @@ async def test_cycle_runs_every_stage_in_order_and_bids_the_next_interval(env: W
 
 async def test_late_data_waits_then_continues_on_time(env: WorkflowEnvironment) -> None:
     stand_ins = StandIns(late_fetches=2)
-    result = await run_cycle(env.client, stand_ins, CycleConfig(market_data_poll_s=5, market_data_cutoff_s=60))
+    config = replace(DEFAULT_CYCLE, market_data_poll_s=5, market_data_cutoff_s=60)
+    result = await run_cycle(env.client, stand_ins, config)
     assert result.status == "SUBMITTED"
     assert len(stand_ins.fetch_calls) == 3
     assert not any(c.use_estimates for c in stand_ins.fetch_calls)
@@ -157,7 +163,8 @@ async def test_late_data_waits_then_continues_on_time(env: WorkflowEnvironment) 
 
 async def test_data_still_late_at_cutoff_continues_on_estimates(env: WorkflowEnvironment) -> None:
     stand_ins = StandIns(late_fetches=1000)
-    result = await run_cycle(env.client, stand_ins, CycleConfig(market_data_poll_s=5, market_data_cutoff_s=30))
+    config = replace(DEFAULT_CYCLE, market_data_poll_s=5, market_data_cutoff_s=30)
+    result = await run_cycle(env.client, stand_ins, config)
     assert result.status == "SUBMITTED"
     assert stand_ins.fetch_calls[-1].use_estimates
     assert not any(c.use_estimates for c in stand_ins.fetch_calls[:-1])
@@ -170,7 +177,7 @@ async def test_gate_closure_passed_fails_clearly_and_never_submits(env: Workflow
     # Data stays late and the cut-off is configured past gate closure: the wait eats the whole window.
     stand_ins = StandIns(late_fetches=1000)
     with pytest.raises(WorkflowFailureError) as failure:
-        await run_cycle(env.client, stand_ins, CycleConfig(market_data_poll_s=30, market_data_cutoff_s=600))
+        await run_cycle(env.client, stand_ins, replace(DEFAULT_CYCLE, market_data_poll_s=30, market_data_cutoff_s=600))
     assert stand_ins.submits == []
     assert stand_ins.records[-1].status == "FAILED"
     assert isinstance(failure.value.cause, ApplicationError)
@@ -210,7 +217,7 @@ async def test_state_query_reports_stage_and_facts(env: WorkflowEnvironment) -> 
     stand_ins = StandIns(late_fetches=1000)
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
     cycle = CycleInput(unit_id="HPR1", region="SA1", decision_time=DECISION_TIME,
-                       config=CycleConfig(market_data_poll_s=5, market_data_cutoff_s=60, search_attributes=False))
+                       config=replace(DEFAULT_CYCLE, market_data_poll_s=5, market_data_cutoff_s=60))
     async with Worker(env.client, task_queue=task_queue, workflows=[AutobidderCycle],
                       activities=stand_ins.activities()):
         handle = await env.client.start_workflow(AutobidderCycle.run, cycle, id=f"q-{uuid.uuid4().hex[:8]}",

@@ -12,6 +12,7 @@ import pytest
 from aemo.mms import load_market_data
 from algorithms.common.nem_time import from_timestamp
 from algorithms.common.replay_clock import cycle_timeline
+from algorithms.market.operator_controls import ControlTimeline, ManualRebid, OperatorRequestError, Pause, SocHold
 from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from backtest import engine
 from backtest.engine import (
@@ -337,3 +338,37 @@ def test_blas_runs_on_one_thread_during_a_backtest_and_is_restored_after() -> No
     with engine._blas_on_one_thread():
         assert all(getter() == 1 for getter, _ in libraries)
     assert [getter() for getter, _ in libraries] == before
+
+
+def test_operator_controls_are_honoured_decision_by_decision(bench_settings: Settings, tables: Tables) -> None:
+    at = [FIRST_DECISION + STEP * k for k in range(DECISIONS)]
+    timeline = ControlTimeline(
+        soc_holds=(SocHold(at[0], at[-1] + STEP, 0.6),),  # 97 MWh is below 60 %: nothing may discharge
+        pauses=(Pause(at[2], at[4], "transformer maintenance"),),
+        manual_rebids=(ManualRebid(at[2] + timedelta(seconds=10), "storm front moved north"),))
+    config = replace(_small("SA1", FIRST_DECISION, DECISIONS), operator_controls=timeline)
+    outcome = run_backtest(bench_settings, *tables, config, workers=1)
+    records = outcome.records
+    assert [r.paused for r in records] == [False, False, True, True, False, False]
+    for paused in records[2:4]:
+        # Nothing optimised or submitted; the bid in force stands and is cleared.
+        assert paused.plan_status == "NONE" and not paused.rebid and paused.bid_in_force
+        assert not paused.safe_fallback and paused.violations == () and paused.failure is None
+    # The rebid asked during the pause is pending until the first decision that can submit it.
+    assert [r.manual_rebid_reason for r in records] == [None, None, None, "storm front moved north",
+                                                         "storm front moved north", None]
+    assert records[4].rebid
+    assert all(r.soc_floor_fraction == 0.6 for r in records)
+    assert all(r.gen_mw == 0.0 for r in records)
+    assert all(r.state_of_charge_mwh >= outcome.initial_state_of_charge_mwh for r in records)
+    # Without controls the same period is a different run.
+    assert run_backtest(bench_settings, *tables, _small("SA1", FIRST_DECISION, DECISIONS), workers=1) != outcome
+
+
+def test_a_control_timeline_that_makes_no_sense_is_refused() -> None:
+    with pytest.raises(OperatorRequestError, match="ends before it starts"):
+        ControlTimeline(pauses=(Pause(FIRST_DECISION, FIRST_DECISION, "maintenance"),))
+    with pytest.raises(OperatorRequestError, match="not a fraction of capacity"):
+        ControlTimeline(soc_holds=(SocHold(FIRST_DECISION, FIRST_DECISION + STEP, 1.5),))
+    with pytest.raises(OperatorRequestError, match="manual rebid needs a reason"):
+        ControlTimeline(manual_rebids=(ManualRebid(FIRST_DECISION, "  "),))

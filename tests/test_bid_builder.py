@@ -67,7 +67,7 @@ def make_plan(gen: list[float], load: list[float], initial_soc: float = 97.0, fi
 def build(plan: worker_pb2.OptimisationResult, *, initial_soc: float = 97.0, first: datetime = FIRST,
           offer_time: datetime = AFTER_CLOSE, bidding: object = BIDDING) -> bid_pb2.Bid:
     return build_bid(plan, BATTERY, bidding, RULES, dispatch_interval=first,  # type: ignore[arg-type]
-                     offer_time=offer_time, version=3, fcas_products=FCAS, initial_soc_mwh=initial_soc,
+                     offer_time=offer_time, version=3, fcas_products=FCAS, initial_state_of_charge_mwh=initial_soc,
                      plan_hash="3f2a9c1b77e0")
 
 
@@ -209,7 +209,8 @@ def test_damaged_plans_fall_back_to_safe_bids(damage: object, fragment: str) -> 
 
 def test_build_safe_bid_directly() -> None:
     bid = build_safe_bid(BATTERY, BIDDING, RULES, dispatch_interval=FIRST, offer_time=AFTER_CLOSE, version=1,
-                         fcas_products=FCAS, initial_soc_mwh=PARAMS.soc_min_mwh, reason="optimiser timed out")
+                         fcas_products=FCAS, initial_state_of_charge_mwh=PARAMS.soc_min_mwh,
+                         reason="optimiser timed out")
     assert_valid(bid)
     assert bands(bid, common_pb2.DIRECTION_GEN).sum() == 0  # empty battery: nothing to discharge
     assert "optimiser timed out" in bid.rebid_explanation
@@ -247,7 +248,7 @@ def test_inputs_no_bid_can_be_made_from_are_errors() -> None:
         build(plan, first=FIRST + timedelta(minutes=1))
     with pytest.raises(ValueError, match="neither a RAISE nor a LOWER"):
         build_bid(plan, BATTERY, BIDDING, RULES, dispatch_interval=FIRST, offer_time=AFTER_CLOSE, version=1,
-                  fcas_products=["REGULATION"], initial_soc_mwh=97.0, plan_hash="x")
+                  fcas_products=["REGULATION"], initial_state_of_charge_mwh=97.0, plan_hash="x")
 
 
 def test_custom_ladders_keep_convexity() -> None:

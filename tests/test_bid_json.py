@@ -48,7 +48,7 @@ def _battery_rebid() -> bid_pb2.Bid:
         gen_mw=gen, load_mw=load, state_of_charge_mwh=soc.tolist(),
         fcas=[worker_pb2.ProductSchedule(product=p, enablement_mw=[10.0, 0.0, 5.0]) for p in FCAS])
     bid = build_bid(plan, BATTERY, CONFIG.bidding, RULES, dispatch_interval=FIRST, offer_time=OFFERED, version=4,
-                    fcas_products=FCAS, initial_soc_mwh=97.0, plan_hash="abc123")
+                    fcas_products=FCAS, initial_state_of_charge_mwh=97.0, plan_hash="abc123")
     bid.event_time.CopyFrom(nem_time.to_timestamp(datetime(2021, 1, 5, 17, 20)))
     bid.aware_time.CopyFrom(nem_time.to_timestamp(datetime(2021, 1, 5, 17, 25)))
     bid.decision_time.CopyFrom(nem_time.to_timestamp(datetime(2021, 1, 5, 17, 30)))

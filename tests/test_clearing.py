@@ -223,7 +223,7 @@ def test_built_bid_earns_planned_dispatch_and_unforecast_spikes() -> None:
                     load_band_prices=(-1000.0, -500.0, -300.0, -100.0, -50.0, -20.0, -10.0, -1.0, 100.0, 299.0))
     bid = build_bid(plan, BATTERY, fixed, CONFIG.market, dispatch_interval=INTERVAL,
                     offer_time=INTERVAL - timedelta(minutes=4), version=1, fcas_products=[],
-                    initial_soc_mwh=SOC_HALF, plan_hash="h")
+                    initial_state_of_charge_mwh=SOC_HALF, plan_hash="h")
     assert clear(bid, 60.0).gen_mw == 100.0  # planned discharge at any positive price
     assert clear(bid, 350.0).gen_mw == pytest.approx(100.0 + 50.0 / 6, abs=0.01)  # + one spike band
     assert clear(bid, 15_000.0).gen_mw == pytest.approx(150.0, abs=0.01)
@@ -299,7 +299,7 @@ def test_default_strategy_bid_follows_the_value_of_stored_energy() -> None:
         lower_capacity_value_per_mw=[0.0, 0.0])
     bid = build_bid(plan, BATTERY, CONFIG.bidding, CONFIG.market, dispatch_interval=INTERVAL,
                     offer_time=INTERVAL - timedelta(minutes=4), version=1, fcas_products=[],
-                    initial_soc_mwh=SOC_HALF, plan_hash="h")
+                    initial_state_of_charge_mwh=SOC_HALF, plan_hash="h")
     assert clear(bid, 60.0).gen_mw == pytest.approx(100.0)  # 46 / 0.92 = 50: the $50 band
     assert clear(bid, 20.0).gen_mw == 0.0
     assert clear(bid, 350.0).gen_mw == pytest.approx(150.0, abs=0.01)  # all headroom in the $300 band

@@ -33,6 +33,7 @@ from activities.distribution_facts import (
 )
 from pools.replies import WorkerAnswer
 from tests.temporal_env import time_skipping_server_path
+from tests.test_autobidder_workflow import DEFAULT_CYCLE
 from workflows.distribution import PriceForecastDistribution
 
 DECISION_TIME = "2021-01-15T17:32:00"
@@ -114,7 +115,7 @@ async def _run(client: Client, stand_ins: StandIns, collection_s: float = 60.0, 
                storm_warning: bool = False, dispatch_intervals: int = 1) -> Any:
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
     vpp_queue = f"vpp-{uuid.uuid4().hex[:8]}"
-    request = DistributionInput(region="SA1", vpp_node="region-SA1", fleet_unit_id="VPP1",
+    request = DistributionInput(region="SA1", vpp_node="region-SA1", fleet_unit_id="VPP1", config=DEFAULT_CYCLE,
                                 plan_collection_s=collection_s, hierarchy="electrical",
                                 decision_time=DECISION_TIME, dispatch_task_queue=vpp_queue if dispatch else "",
                                 storm_warning=storm_warning, dispatch_intervals=dispatch_intervals)

@@ -19,7 +19,7 @@ from algorithms.fleet.fleet_bid import (
     FleetBidError,
     build_fleet_bid,
     deliverable_caps_mw,
-    fleet_initial_soc_mwh,
+    fleet_initial_state_of_charge_mwh,
     fleet_plan_result,
     fleet_unit_spec,
 )
@@ -151,12 +151,12 @@ def test_plan_result_repeats_each_plan_interval_on_the_5_minute_grid() -> None:
     assert list(plan.gen_mw) == pytest.approx([0.6, 0.6, 0.6, 0.0, 0.0, 0.0])
     assert list(plan.load_mw) == pytest.approx([0.0, 0.0, 0.0, 0.3, 0.3, 0.3])
     start = 1.0 + 0.6 * 0.25 / 0.9  # the first interval's discharge undone: 1.1667 MWh at 17:30
-    assert fleet_initial_soc_mwh(aggregate, 0, spec) == pytest.approx(start)
+    assert fleet_initial_state_of_charge_mwh(aggregate, 0, spec) == pytest.approx(start)
     expected_soc = [start + (1.0 - start) / 3, start + 2 * (1.0 - start) / 3, 1.0, 1.0 + 0.2 / 3, 1.0 + 0.4 / 3, 1.2]
     assert list(plan.state_of_charge_mwh) == pytest.approx(expected_soc)
     assert len(plan.fcas) == 0 and plan.algorithm.name == "fleet-plan-aggregate"
     charging = node_aggregate([-0.3], [0.0], [0.0], [1.0], plan_minutes=15)
-    assert fleet_initial_soc_mwh(charging, 0, spec) == pytest.approx(1.0 - 0.3 * 0.25 * 0.9)
+    assert fleet_initial_state_of_charge_mwh(charging, 0, spec) == pytest.approx(1.0 - 0.3 * 0.25 * 0.9)
 
 
 def test_caps_count_a_planned_charge_against_the_discharge_flexibility() -> None:

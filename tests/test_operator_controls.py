@@ -23,13 +23,19 @@ from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 from activities.cycle import CycleActivities
-from activities.cycle_facts import BidBuilt, BuildBidInput, CycleConfig, CycleInput, FetchInput, MarketFetched
+from activities.cycle_facts import BidBuilt, BuildBidInput, CycleInput, FetchInput, MarketFetched
 from activities.operator import OperatorActivities
 from activities.operator_facts import ControlsView, OperatorInput, RebidRequested, operator_workflow_id
 from algorithms.market.operator_controls import (
+    ControlTimeline,
+    EffectiveControls,
+    ManualRebid,
     OperatorRequestError,
+    Pause,
+    SocHold,
     UnitControls,
     battery_with_soc_floor,
+    controls_at,
     effective_controls,
     validate_manual_rebid,
     validate_pause,
@@ -45,7 +51,7 @@ from models.db import connect, migrate
 from settings import Settings
 from tests.conftest import temporary_database
 from tests.temporal_env import time_skipping_server_path
-from tests.test_autobidder_workflow import DECISION_TIME, PRODUCTS, StandIns
+from tests.test_autobidder_workflow import DECISION_TIME, DEFAULT_CYCLE, PRODUCTS, StandIns
 from tests.test_bid_builder import AFTER_CLOSE, FIRST, make_plan
 from tests.test_bid_builder import PRODUCTS as BID_PRODUCTS
 from vpp.v1 import bid_pb2, common_pb2
@@ -328,6 +334,29 @@ async def test_the_bid_activity_offers_no_discharge_below_the_held_floor_and_lea
         assert held_bid.rebid_explanation.startswith("Manual rebid: storm watch.")
 
 
+def test_a_replayed_timeline_gives_the_controls_in_force_at_each_decision() -> None:
+    t0 = datetime(2021, 1, 15, 17, 0)
+    timeline = ControlTimeline(
+        soc_holds=(SocHold(t0, t0 + timedelta(hours=2), 0.6),
+                   SocHold(t0 + timedelta(hours=1), t0 + timedelta(hours=3), 0.8)),
+        pauses=(Pause(t0 + timedelta(minutes=30), t0 + timedelta(minutes=40), "maintenance"),),
+        manual_rebids=(ManualRebid(t0 + timedelta(minutes=5), "first"),
+                       ManualRebid(t0 + timedelta(minutes=6), "second")))
+    assert controls_at(timeline, t0 - timedelta(minutes=1)) == EffectiveControls()
+    assert controls_at(timeline, t0).soc_floor_fraction == 0.6
+    assert controls_at(timeline, t0 + timedelta(minutes=90)).soc_floor_fraction == 0.8  # the higher floor
+    assert controls_at(timeline, t0 + timedelta(hours=3)).soc_floor_fraction is None  # the end is exclusive
+    paused = controls_at(timeline, t0 + timedelta(minutes=30))
+    assert paused.paused and paused.paused_reason == "maintenance"
+    assert not controls_at(timeline, t0 + timedelta(minutes=40)).paused
+    # A later request replaces a pending one; a submission serves every request asked up to it.
+    assert controls_at(timeline, t0 + timedelta(minutes=5, seconds=30)).manual_rebid_reason == "first"
+    assert controls_at(timeline, t0 + timedelta(minutes=10)).manual_rebid_reason == "second"
+    assert controls_at(timeline, t0 + timedelta(minutes=10), t0 + timedelta(minutes=5, seconds=30)
+                       ).manual_rebid_reason == "second"
+    assert controls_at(timeline, t0 + timedelta(minutes=10), t0 + timedelta(minutes=6)).manual_rebid_reason is None
+
+
 # -- the cycle honours the controls -------------------------------------------------------------------
 
 
@@ -358,8 +387,7 @@ class ControlledStandIns(StandIns):
 
 async def _run_cycle(client: Client, stand_ins: StandIns) -> Any:
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
-    cycle = CycleInput(unit_id="HPR1", region="SA1", config=CycleConfig(search_attributes=False),
-                       decision_time=DECISION_TIME)
+    cycle = CycleInput(unit_id="HPR1", region="SA1", config=DEFAULT_CYCLE, decision_time=DECISION_TIME)
     async with Worker(client, task_queue=task_queue, workflows=[AutobidderCycle],
                       activities=stand_ins.activities()):
         return await client.execute_workflow(AutobidderCycle.run, cycle, id=f"cycle-{uuid.uuid4().hex[:8]}",

@@ -66,7 +66,7 @@ def stack(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                           forecast_workers=2, optimiser_workers=1,
                           # Messages held by a killed process come back sooner (workers extend it while busy).
                           visibility_timeout_s=8),
-            fleet=replace(loaded.fleet, simulated_sites=SIMULATED_SITES),
+            fleet=replace(loaded.fleet, simulated_sites=SIMULATED_SITES, gateway_port=free_port()),
             coopt=replace(loaded.coopt, vpp_node="network-nem", plan_collection_s=20.0),
         )
         with LocalStack(settings, ui=True) as running:

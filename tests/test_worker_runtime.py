@@ -44,6 +44,7 @@ from pools.sqs import (
     send_task,
     sqs_client,
 )
+from pools.timing import call_timed
 from settings import Settings
 from tests.temporal_env import dev_server_path
 from vpp.v1 import worker_pb2
@@ -106,6 +107,21 @@ def _message(task: worker_pb2.WorkerTask | str, receive_count: int = 1) -> dict[
     body = task if isinstance(task, str) else encode_message(task)
     return {"Body": body, "ReceiptHandle": "rh",
             "Attributes": {"ApproximateReceiveCount": str(receive_count)}}
+
+
+def test_the_runner_writes_how_long_the_pure_handler_took_into_its_result() -> None:
+    ticks = iter([10.0, 10.0125, 20.0, 20.25])
+    request = _forecast_task().forecast
+    forecast = call_timed(echo_forecast, request, clock=lambda: next(ticks))
+    assert isinstance(forecast, worker_pb2.ForecastResult) and forecast.compute_ms == pytest.approx(12.5)
+    plan = call_timed(lambda _: worker_pb2.OptimisationResult(status=worker_pb2.RESULT_STATUS_OPTIMAL), request,
+                      clock=lambda: next(ticks))
+    assert isinstance(plan, worker_pb2.OptimisationResult) and plan.solve_ms == pytest.approx(250.0)
+    # The pool runtime times every handler it runs: the stand-in's own 1.25 ms is replaced by the measure.
+    served = process_message(_message(_forecast_task()), registry=_registry(echo_forecast), max_receive_count=3,
+                             completed=IdempotencyCache())
+    assert served.reply is not None and served.reply.forecast.compute_ms != 1.25
+    assert served.reply.forecast.price == [50.0] * 4
 
 
 def test_process_message_success_and_duplicate_is_answered_from_cache() -> None:
@@ -555,7 +571,13 @@ async def test_round_trip_through_temporal(stack: Stack, tmp_path: Path) -> None
                 assert isinstance(answer, WorkerAnswer)
                 assert (answer.task_id, answer.kind, answer.status) == ("ok-1", "forecast", "OK")
                 assert [e.key for e in archive.list_cycle("wf-ok")] == [answer.archive_key]
-                assert archive.get(answer.archive_key) == echo_forecast(_forecast_task("ok-1").forecast)
+                archived = archive.get(answer.archive_key)
+                assert isinstance(archived, worker_pb2.ForecastResult)
+                assert archived.compute_ms == answer.compute_ms  # the pool timed the pure handler
+                timed = echo_forecast(_forecast_task("ok-1").forecast)
+                assert isinstance(timed, worker_pb2.ForecastResult)
+                timed.compute_ms = answer.compute_ms
+                assert archived == timed
 
                 with pytest.raises(WorkflowFailureError) as caught:
                     await env.client.execute_workflow(StandInForecast.run, "bad-1", id="wf-bad",
@@ -569,3 +591,22 @@ async def test_round_trip_through_temporal(stack: Stack, tmp_path: Path) -> None
         finally:
             stack.stop.set()
             await relay
+
+
+def test_the_registry_serves_each_algorithm_under_the_name_and_version_its_module_declares() -> None:
+    from algorithms.market import forecast, optimise
+    from algorithms.registry import RETAINED_VERSIONS, algorithm_of, default_registry
+    from settings import load_settings
+
+    registry = default_registry()
+    retained = [f"{forecast.NAME} v{version}" for kind, _, version, _ in RETAINED_VERSIONS if kind == "forecast"]
+    assert registry.known("forecast") == sorted([*retained, f"{forecast.NAME} v{forecast.VERSION}"])
+    assert f"{forecast.NAME} v1" in retained
+    assert registry.known("optimisation") == [f"{optimise.NAME} v{optimise.VERSION}"]
+    assert registry.resolve("forecast", forecast.NAME, forecast.VERSION) is forecast.run_forecast
+    # The settings choose among the registered algorithms; they do not define them.
+    cycle = load_settings(environ={}).cycle
+    assert registry.resolve("forecast", cycle.forecast_algorithm, cycle.forecast_algorithm_version)
+    assert registry.resolve("optimisation", cycle.optimiser_algorithm, cycle.optimiser_algorithm_version)
+    with pytest.raises(ValueError, match="declares no NAME and VERSION"):
+        algorithm_of(Settings)

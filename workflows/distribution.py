@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         SnapshotRequest,
         SubmitFleetBidRequest,
     )
+    from algorithms.common.products import ENERGY
     from algorithms.common.replay_clock import (
         INTERVAL,
         cycle_timeline,
@@ -120,10 +121,10 @@ class PriceForecastDistribution:
         self._stage = "forecast"
         answer: WorkerAnswer = await workflow.execute_activity(
             "request_forecast",
-            ForecastTaskInput(cycle_id=run_id, product="ENERGY", snapshot_key=snapshot_key,
+            ForecastTaskInput(cycle_id=run_id, product=ENERGY, snapshot_key=snapshot_key,
                               decision_time=decision_time.isoformat(), first_interval=first_interval.isoformat(),
                               config=config),
-            result_type=WorkerAnswer, activity_id="forecast-ENERGY",
+            result_type=WorkerAnswer, activity_id=f"forecast-{ENERGY}",
             start_to_close_timeout=timedelta(seconds=config.worker_answer_timeout_s),
             schedule_to_close_timeout=timedelta(minutes=5),
             retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1)))

@@ -49,6 +49,7 @@ import numpy as np
 
 from algorithms.common import nem_time
 from algorithms.common.errors import InvalidRequestError
+from algorithms.common.products import ENERGY
 from algorithms.fleet.fleet_types import FloatArray, IntArray, SiteParameters
 from algorithms.fleet.plan_aggregate import PlanAggregate
 from algorithms.market.bid_builder import build_bid
@@ -191,7 +192,7 @@ def _sub_intervals(aggregate: PlanAggregate, interval_minutes: int) -> int:
     return aggregate.plan_interval_minutes // interval_minutes
 
 
-def fleet_initial_soc_mwh(aggregate: PlanAggregate, node_index: int, spec: common_pb2.BatterySpec) -> float:
+def fleet_initial_state_of_charge_mwh(aggregate: PlanAggregate, node_index: int, spec: common_pb2.BatterySpec) -> float:
     """Stored energy (MWh) of the node's batteries at the start of the aggregate's window.
 
     The first plan interval's end energy with its planned power undone through the unit's efficiencies:
@@ -225,7 +226,7 @@ def fleet_plan_result(aggregate: PlanAggregate, node_index: int, spec: common_pb
     plan = _node_plan(aggregate, node_index)
     power = np.repeat(plan.battery_power_mw, repeat)
     soc_end = plan.state_of_charge_mwh
-    soc_start = np.concatenate([[fleet_initial_soc_mwh(aggregate, node_index, spec)], soc_end[:-1]])
+    soc_start = np.concatenate([[fleet_initial_state_of_charge_mwh(aggregate, node_index, spec)], soc_end[:-1]])
     fraction = np.arange(1, repeat + 1) / repeat
     soc = (soc_start[:, None] + (soc_end - soc_start)[:, None] * fraction[None, :]).ravel()
     first = nem_time.unix_ms_to_market(aggregate.start_ms) + timedelta(minutes=interval_minutes)
@@ -268,14 +269,14 @@ class _Trim:
 
 
 def _cap_energy_offers(bid: bid_pb2.Bid, gen_cap_mw: FloatArray, load_cap_mw: FloatArray, first_interval: datetime,
-                       minutes: int, repeat: int, energy_product: str) -> _Trim:
+                       minutes: int, repeat: int) -> _Trim:
     """Cap the ENERGY GEN and LOAD period offers of ``bid`` in place (module docstring, 3)."""
     first_s = nem_time.to_timestamp(first_interval).seconds
     largest_cut_kw = 0
     trimmed: set[int] = set()
     firsts = {common_pb2.DIRECTION_GEN: 0.0, common_pb2.DIRECTION_LOAD: 0.0}
     for offer in bid.offers:
-        if offer.product != energy_product or offer.direction not in firsts:
+        if offer.product != ENERGY or offer.direction not in firsts:
             continue
         if len(offer.periods) == 0:
             continue
@@ -371,17 +372,17 @@ def build_fleet_bid(aggregate: PlanAggregate, node_index: int, spec: common_pb2.
         last = first_interval + timedelta(minutes=minutes * (plan.horizon_intervals - 1))
         raise FleetBidError(f"dispatch interval {dispatch_interval:%Y-%m-%d %H:%M} is not a dispatch interval of "
                             f"the aggregate's window {first_interval:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M}")
-    initial_soc = fleet_initial_soc_mwh(aggregate, node_index, spec)
+    initial_soc = fleet_initial_state_of_charge_mwh(aggregate, node_index, spec)
     bid = build_bid(plan, spec, bidding, rules, dispatch_interval=dispatch_interval, offer_time=offer_time,
-                    version=version, fcas_products=(), initial_soc_mwh=initial_soc, plan_hash=plan_hash,
+                    version=version, fcas_products=(), initial_state_of_charge_mwh=initial_soc, plan_hash=plan_hash,
                     event_time=event_time)
     gen_cap, load_cap = deliverable_caps_mw(aggregate, node_index)
-    trim = _cap_energy_offers(bid, gen_cap, load_cap, first_interval, minutes, repeat, rules.energy_product)
+    trim = _cap_energy_offers(bid, gen_cap, load_cap, first_interval, minutes, repeat)
     plan_index = int(offset) // repeat
     if bid.entry_type == bid_pb2.ENTRY_TYPE_REBID:
         bid.rebid_explanation = _explanation(aggregate, node_index, spec, plan_hash, dispatch_interval, plan_index,
                                              trim, rules.rebid_explanation_max_chars)
-    violations = tuple(validate_bid(bid, spec, rules, products=[rules.energy_product],
+    violations = tuple(validate_bid(bid, spec, rules, products=[ENERGY],
                                     daily_band_prices=daily_band_prices))
     intervals = len(bid.offers[0].periods) if bid.offers else 0
     head = (f"{spec.unit_id} {'REBID' if bid.entry_type == bid_pb2.ENTRY_TYPE_REBID else 'DAILY'} v{version} from "

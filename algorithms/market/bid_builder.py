@@ -11,7 +11,7 @@ dispatch interval ``i`` of the bid (MW, interval-ending AEST):
 1. Planned discharge ``g`` and charge ``c`` are netted (a bid cannot be convex with both planned):
    ``g = max(gen - load, 0)``, ``c = max(load - gen, 0)``.
 2. What state of charge can deliver, from ``soc_start`` = the plan's SoC at the end of interval
-   ``i - 1`` (``initial_soc_mwh`` before the plan's first interval) and ``h`` hours per interval:
+   ``i - 1`` (``initial_state_of_charge_mwh`` before the plan's first interval) and ``h`` hours per interval:
    discharge ``min(P, (soc_start - soc_min) * eta_d / h)``, charge ``min(P, (soc_max - soc_start) /
    (eta_c * h))``. Planned MW above these are cut; nothing beyond them is ever offered.
 3. Planned discharge goes in the cheapest GEN band priced at $0/MWh or more (dispatched whenever RRP is
@@ -92,8 +92,8 @@ import numpy.typing as npt
 
 from algorithms.common import nem_time
 from algorithms.common.battery import BatteryParams, battery_from_spec
+from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX, is_lower, is_raise, is_regulation
 from algorithms.market.bid_validation import entry_type_at
-from algorithms.market.prices import is_regulation
 from algorithms.market.trapezium import offer_corners
 from settings import BiddingSettings, MarketRules
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
@@ -178,13 +178,13 @@ def fcas_reserved_mw(fcas_enablement_mw: Mapping[str, FloatArray], count: int) -
     raise_regulation, lower_regulation = np.zeros(count), np.zeros(count)
     for product, enablement in fcas_enablement_mw.items():
         mw = np.asarray(enablement, dtype=np.float64)[:count]
-        regulation = product.endswith("REG")
-        if product.startswith("RAISE"):
+        regulation = is_regulation(product)
+        if is_raise(product):
             if regulation:
                 raise_regulation = raise_regulation + mw
             else:
                 raise_mw = np.maximum(raise_mw, mw)
-        elif product.startswith("LOWER"):
+        elif is_lower(product):
             if regulation:
                 lower_regulation = lower_regulation + mw
             else:
@@ -197,11 +197,11 @@ def fcas_regulation_mw(fcas_enablement_mw: Mapping[str, FloatArray], count: int)
     market trims last when energy needs the capacity (algorithms/market/clearing.py)."""
     raise_mw, lower_mw = np.zeros(count), np.zeros(count)
     for product, enablement in fcas_enablement_mw.items():
-        if product.endswith("REG"):
+        if is_regulation(product):
             mw = np.asarray(enablement, dtype=np.float64)[:count]
-            if product.startswith("RAISE"):
+            if is_raise(product):
                 raise_mw = raise_mw + mw
-            elif product.startswith("LOWER"):
+            elif is_lower(product):
                 lower_mw = lower_mw + mw
     return raise_mw, lower_mw
 
@@ -367,11 +367,11 @@ def _fcas_trapezium(product: str, max_avail_mw: FloatArray, power_mw: float,
     """ENABLEMENTMIN, LOWBREAKPOINT, HIGHBREAKPOINT, ENABLEMENTMAX (MW) of a bidirectional battery."""
     low_edge = np.full_like(max_avail_mw, -power_mw)
     high_edge = np.full_like(max_avail_mw, power_mw)
-    if product.startswith("RAISE"):
+    if is_raise(product):
         return low_edge, low_edge, power_mw - max_avail_mw, high_edge
-    if product.startswith("LOWER"):
+    if is_lower(product):
         return low_edge, -power_mw + max_avail_mw, high_edge, high_edge
-    raise ValueError(f"FCAS product {product!r} is neither a RAISE nor a LOWER service")
+    raise ValueError(f"FCAS product {product!r} is neither a {RAISE_PREFIX} nor a {LOWER_PREFIX} service")
 
 
 def _fcas_offers(product: str, max_avail_mw: FloatArray, power_mw: float,
@@ -433,7 +433,7 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
                                 f"below the {battery.min_ramp_rate_mw_per_min:g} MW/min minimum")
     for direction, ladder, bands in ((common_pb2.DIRECTION_GEN, bidding.gen_band_prices, gen_bands),
                                      (common_pb2.DIRECTION_LOAD, bidding.load_band_prices, load_bands)):
-        offer = bid.offers.add(product=rules.energy_product, direction=direction, band_price=list(ladder))
+        offer = bid.offers.add(product=ENERGY, direction=direction, band_price=list(ladder))
         # The exact kW sum of the bands (float addition may add an ulp above it).
         max_avail = np.round(np.cumsum(bands, axis=1)[:, -1], 3)
         for stamp, row, total in zip(stamps, bands.tolist(), max_avail.tolist(), strict=True):
@@ -454,42 +454,42 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
     return bid
 
 
-def _check_fcas_products(fcas_products: Sequence[str], rules: MarketRules) -> None:
+def _check_fcas_products(fcas_products: Sequence[str]) -> None:
     if len(set(fcas_products)) != len(fcas_products):
         raise ValueError(f"FCAS products listed more than once: {list(fcas_products)}")
-    if rules.energy_product in fcas_products:
-        raise ValueError(f"{rules.energy_product} is not an FCAS product")
+    if ENERGY in fcas_products:
+        raise ValueError(f"{ENERGY} is not an FCAS product")
     for product in fcas_products:
         _fcas_trapezium(product, np.zeros(0), 0.0)
 
 
 def build_safe_bid(battery: common_pb2.BatterySpec, bidding: BiddingSettings, rules: MarketRules, *,
                    dispatch_interval: datetime, offer_time: datetime, version: int,
-                   fcas_products: Sequence[str], initial_soc_mwh: float, reason: str, plan_hash: str = "",
+                   fcas_products: Sequence[str], initial_state_of_charge_mwh: float, reason: str, plan_hash: str = "",
                    event_time: datetime | None = None) -> bid_pb2.Bid:
-    """The safe fallback bid: no planned dispatch, only headroom that ``initial_soc_mwh`` can deliver.
+    """The safe fallback bid: no planned dispatch, only headroom that ``initial_state_of_charge_mwh`` can deliver.
 
     Every interval from ``dispatch_interval`` (interval-ending AEST) to the end of its trading day (at
-    most ``bid_horizon_intervals``) offers the discharge (MW) stored energy ``initial_soc_mwh`` (MWh)
+    most ``bid_horizon_intervals``) offers the discharge (MW) stored energy ``initial_state_of_charge_mwh`` (MWh)
     can deliver at the spike GEN bands and the charge it can absorb at the negative-price LOAD bands;
     FCAS products are offered at 0 MW. The explanation says it is a safe fallback and gives ``reason``.
     """
     params = battery_from_spec(battery)
     _check_battery(params)
-    _check_fcas_products(fcas_products, rules)
-    if not math.isfinite(initial_soc_mwh):
-        raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_soc_mwh}")
+    _check_fcas_products(fcas_products)
+    if not math.isfinite(initial_state_of_charge_mwh):
+        raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_state_of_charge_mwh}")
     count = _bid_interval_count(dispatch_interval, bidding, rules)
     gen_prices, load_prices, spike_gen, negative_load = _headroom_masks(params, bidding, rules)
     zeros = np.zeros(count)
-    gen_bands, load_bands = energy_band_availabilities(zeros, zeros, np.full(count, initial_soc_mwh), params,
-                                                       bidding, rules)
+    gen_bands, load_bands = energy_band_availabilities(zeros, zeros, np.full(count, initial_state_of_charge_mwh),
+                                                       params, bidding, rules)
     interval = timedelta(minutes=rules.interval_minutes)
     spike_text = f"GEN >= ${gen_prices[spike_gen].min():g}" if spike_gen.any() else "no GEN band"
     negative_text = (f"LOAD <= ${load_prices[negative_load].max():g}" if negative_load.any()
                      else "no LOAD band")
     tail = (f". No planned dispatch: only SoC-deliverable headroom at {spike_text} and {negative_text}, "
-            f"FCAS 0 MW; SoC {initial_soc_mwh:.1f} MWh at {dispatch_interval - interval:%H:%M}")
+            f"FCAS 0 MW; SoC {initial_state_of_charge_mwh:.1f} MWh at {dispatch_interval - interval:%H:%M}")
     head = f"Safe fallback bid from {dispatch_interval:%H:%M}: "
     room = max(rules.rebid_explanation_max_chars - len(head) - len(tail), 20)
     explanation = head + _truncate(reason.strip() or "no usable plan", room) + tail
@@ -503,9 +503,13 @@ def _finite_non_negative(values: FloatArray) -> bool:
     return bool(np.all(np.isfinite(values)) and np.all(values >= 0))
 
 
-def _unusable_plan_reason(plan: worker_pb2.OptimisationResult, dispatch_interval: datetime,
-                          interval: timedelta, fcas_products: Sequence[str]) -> str | None:
-    """Why the plan cannot be bid (None when it can)."""
+def unusable_plan_reason(plan: worker_pb2.OptimisationResult, dispatch_interval: datetime, rules: MarketRules,
+                         fcas_products: Sequence[str]) -> str | None:
+    """Why ``plan`` cannot be bid for the interval ending ``dispatch_interval`` (AEST), None when it can:
+    status not OPTIMAL, no intervals, arrays short, negative or not finite, FCAS products the market does
+    not trade (``fcas_products``), or a horizon that does not cover the dispatch interval. Such a plan
+    gets the safe bid (:func:`build_safe_bid`) with this reason."""
+    interval = timedelta(minutes=rules.interval_minutes)
     if plan.status != worker_pb2.RESULT_STATUS_OPTIMAL:
         known = plan.status in worker_pb2.ResultStatus.values()
         status = worker_pb2.ResultStatus.Name(plan.status) if known else str(plan.status)
@@ -565,12 +569,12 @@ def _plan_opportunity_cost(plan: worker_pb2.OptimisationResult, window: slice, c
 
 def build_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySpec, bidding: BiddingSettings,
               rules: MarketRules, *, dispatch_interval: datetime, offer_time: datetime, version: int,
-              fcas_products: Sequence[str], initial_soc_mwh: float, plan_hash: str,
+              fcas_products: Sequence[str], initial_state_of_charge_mwh: float, plan_hash: str,
               event_time: datetime | None = None) -> bid_pb2.Bid:
     """The price-contingent bid for ``plan`` (strategy in the module docstring).
 
     ``dispatch_interval``: first interval of the bid (interval-ending AEST); ``offer_time``: when the
-    bid is made (AEST), which decides DAILY or REBID; ``initial_soc_mwh``: stored energy (MWh) at the
+    bid is made (AEST), which decides DAILY or REBID; ``initial_state_of_charge_mwh``: stored energy (MWh) at the
     start of the plan's first interval; ``fcas_products``: the FCAS products tradable in the data;
     ``event_time`` (REBID): the event the rebid responds to, ``offer_time`` when not given. An
     unusable plan yields :func:`build_safe_bid`. Raises ValueError for inputs no bid can be made from
@@ -578,24 +582,24 @@ def build_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySp
     """
     params = battery_from_spec(battery)
     _check_battery(params)
-    _check_fcas_products(fcas_products, rules)
-    if not math.isfinite(initial_soc_mwh):
-        raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_soc_mwh}")
+    _check_fcas_products(fcas_products)
+    if not math.isfinite(initial_state_of_charge_mwh):
+        raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_state_of_charge_mwh}")
     interval = timedelta(minutes=rules.interval_minutes)
     count = _bid_interval_count(dispatch_interval, bidding, rules)
-    reason = _unusable_plan_reason(plan, dispatch_interval, interval, fcas_products)
+    reason = unusable_plan_reason(plan, dispatch_interval, rules, fcas_products)
     if reason is not None:
         return build_safe_bid(battery, bidding, rules, dispatch_interval=dispatch_interval,
                               offer_time=offer_time, version=version, fcas_products=fcas_products,
-                              initial_soc_mwh=initial_soc_mwh, reason=reason, plan_hash=plan_hash,
-                              event_time=event_time)
+                              initial_state_of_charge_mwh=initial_state_of_charge_mwh, reason=reason,
+                              plan_hash=plan_hash, event_time=event_time)
     offset = int((dispatch_interval - nem_time.from_timestamp(plan.first_interval)) / interval)
     count = min(count, plan.horizon_intervals - offset)
     window = slice(offset, offset + count)
     planned_gen = np.asarray(plan.gen_mw, dtype=np.float64)[window]
     planned_load = np.asarray(plan.load_mw, dtype=np.float64)[window]
     planned_soc = np.asarray(plan.state_of_charge_mwh, dtype=np.float64)
-    soc_start = np.concatenate([[initial_soc_mwh], planned_soc])[window]
+    soc_start = np.concatenate([[initial_state_of_charge_mwh], planned_soc])[window]
     schedules = {s.product: np.asarray(s.enablement_mw, dtype=np.float64)[window] for s in plan.fcas}
     fcas = {product: _floor_mw(np.minimum(schedules.get(product, np.zeros(count)), params.power_mw))
             for product in fcas_products}

@@ -66,7 +66,7 @@ import numpy as np
 import numpy.typing as npt
 
 from algorithms.common import nem_time
-from algorithms.market.prices import is_regulation
+from algorithms.common.products import ENERGY, is_regulation
 from algorithms.market.registration import UnitKind, UnitRegistration, as_registration
 from algorithms.market.trapezium import net_output_corners
 from settings import MarketRules, PriceCap, PriceLimitsUnknownError
@@ -257,7 +257,7 @@ def _validate(bid: bid_pb2.Bid, unit: UnitRegistration, rules: MarketRules, prod
     check_prices_fixed = (after_close and bid.entry_type == bid_pb2.ENTRY_TYPE_REBID
                           and daily_band_prices is not None)
     limits = _price_limits(rules, day, add)
-    allowed = set(products) | {rules.energy_product}
+    allowed = set(products) | {ENERGY}
     seen: set[tuple[str, int]] = set()
     energy_sides: dict[int, tuple[bid_pb2.ProductOffer, _OfferArrays]] = {}
     explanation_known = "rebid_explanation" not in withheld
@@ -265,7 +265,7 @@ def _validate(bid: bid_pb2.Bid, unit: UnitRegistration, rules: MarketRules, prod
                                                              and bool(bid.rebid_explanation.strip()))
     for offer in bid.offers:
         label = _label(offer)
-        is_energy = offer.product == rules.energy_product
+        is_energy = offer.product == ENERGY
         if offer.product not in allowed:
             add("V0", "product", f"offer for product {offer.product!r}, which is not tradable "
                                  f"(tradable: {', '.join(sorted(allowed))})")
@@ -358,7 +358,7 @@ def _check_direction(offer: bid_pb2.ProductOffer, label: str, is_energy: bool, u
     if unit.bidirectional:
         if is_energy or is_regulation(offer.product):
             if direction not in (_GEN, _LOAD):
-                kind = "ENERGY" if is_energy else "regulation FCAS"
+                kind = ENERGY if is_energy else "regulation FCAS"
                 add("V0", "direction", f"{label}: a bidirectional unit's {kind} offer needs a GEN/LOAD "
                                        "direction")
         elif direction not in (_NONE, _BOTH):
@@ -616,7 +616,7 @@ def _check_bidirectional_sides(energy_sides: Mapping[int, tuple[bid_pb2.ProductO
     bid is convex in every interval."""
     missing = [name for direction, name in ((_GEN, "GEN"), (_LOAD, "LOAD")) if direction not in energy_sides]
     if missing:
-        add("V6", "direction", f"bidirectional unit's {rules.energy_product} bid lacks the "
+        add("V6", "direction", f"bidirectional unit's {ENERGY} bid lacks the "
                                f"{' and '.join(missing)} side")
         return
     gen_offer, gen = energy_sides[_GEN]
@@ -645,7 +645,7 @@ def _check_bidirectional_sides(energy_sides: Mapping[int, tuple[bid_pb2.ProductO
         failing = np.zeros(len(gen.has_time), dtype=np.bool_)
         failing[gen_rows[failing_rows]] = True
         first = int(np.flatnonzero(failing_rows)[0])
-        add("V6", "band_avail_mw", f"{rules.energy_product} bid not convex {_where(gen, failing)}: highest "
+        add("V6", "band_avail_mw", f"{ENERGY} bid not convex {_where(gen, failing)}: highest "
                                    f"effective LOAD price / MLF {highest_load[first]:g} is not below lowest "
                                    f"effective GEN price / MLF {lowest_gen[first]:g}")
 

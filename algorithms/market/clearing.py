@@ -27,7 +27,7 @@ Follows shared/NEM.md ("Clearing", "Joint capacity"). For one unit and one dispa
    trimmed last: it keeps its enablement up to the headroom, contingency services get what is left.
 7. **Settlement.** Energy $ = RRP × (MLF_gen·gen − MLF_load·load) × h; FCAS $ = Σ enabled × price × h.
 
-Services are told apart by name: ``RAISE*`` / ``LOWER*``, regulation when the name ends in ``REG``.
+Services are told apart by :mod:`algorithms.common.products` (raise / lower, regulation / contingency).
 If the bid has no ENERGY period for the interval the unit is not dispatched at all (0 MW, no FCAS).
 
 Not modelled: our own effect on prices, network constraints, causer-pays, and the requirement that a
@@ -48,14 +48,13 @@ import numpy.typing as npt
 
 from algorithms.common import nem_time
 from algorithms.common.battery import BatteryParams, battery_from_spec
+from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX, is_fcas, is_lower, is_raise, is_regulation
 from algorithms.market.prices import DispatchPrices
 from algorithms.market.trapezium import net_output_corners
 from settings import MarketRules
 from vpp.v1 import bid_pb2, common_pb2
 
 FloatArray = npt.NDArray[np.float64]
-
-DEFAULT_ENERGY_PRODUCT = "ENERGY"
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class IntervalClearing:
     gen_mw: float
     load_mw: float
     fcas_enabled_mw: dict[str, float]
-    # Prices used, by product name (energy product: RRP $/MWh; FCAS: $/MW/h).
+    # Prices used, by product name (ENERGY: RRP $/MWh; FCAS: $/MW/h).
     prices: dict[str, float]
     # Stored energy after the interval (MWh).
     state_of_charge_mwh: float
@@ -74,7 +73,6 @@ class IntervalClearing:
     fcas_revenue_dollars: float
     notes: tuple[str, ...]
     fcas_revenue_by_product_dollars: dict[str, float] = field(default_factory=dict)
-    energy_product: str = DEFAULT_ENERGY_PRODUCT
 
     @property
     def net_mw(self) -> float:
@@ -103,8 +101,7 @@ def to_market_outcome(clearing: IntervalClearing) -> bid_pb2.MarketOutcome:
         state_of_charge_mwh=clearing.state_of_charge_mwh,
         notes=list(clearing.notes),
     )
-    outcome.products.add(product=clearing.energy_product, cleared_mw=clearing.net_mw,
-                         price=clearing.prices.get(clearing.energy_product, 0.0),
+    outcome.products.add(product=ENERGY, cleared_mw=clearing.net_mw, price=clearing.prices.get(ENERGY, 0.0),
                          revenue_dollars=clearing.energy_revenue_dollars)
     for product, enabled_mw in clearing.fcas_enabled_mw.items():
         outcome.products.add(product=product, cleared_mw=enabled_mw, price=clearing.prices.get(product, 0.0),
@@ -186,10 +183,6 @@ def _ramp_limits(periods: list[bid_pb2.PeriodOffer | None], directions: list[int
     return min(up), min(down)
 
 
-def _is_regulation(product: str) -> bool:
-    return product.endswith("REG")
-
-
 def apply_joint_capacity(enabled_mw: Mapping[str, float], net_mw: float, power_mw: float,
                          ) -> tuple[dict[str, float], list[str]]:
     """FCAS enablements (MW) after the joint-capacity rule at net output ``net_mw`` and power P (MW).
@@ -199,9 +192,9 @@ def apply_joint_capacity(enabled_mw: Mapping[str, float], net_mw: float, power_m
     """
     limited = dict(enabled_mw)
     notes: list[str] = []
-    for side, headroom in (("RAISE", power_mw - net_mw), ("LOWER", power_mw + net_mw)):
+    for on_side, headroom in ((is_raise, power_mw - net_mw), (is_lower, power_mw + net_mw)):
         headroom = max(headroom, 0.0)
-        regulation = [p for p in limited if p.startswith(side) and _is_regulation(p)]
+        regulation = [p for p in limited if on_side(p) and is_regulation(p)]
         regulation_mw = 0.0
         for product in regulation:
             allowed = min(limited[product], headroom)
@@ -211,20 +204,20 @@ def apply_joint_capacity(enabled_mw: Mapping[str, float], net_mw: float, power_m
                              f"{allowed:.3f} MW")
             limited[product] = allowed
         left = max(headroom - regulation_mw, 0.0)
-        for product in (p for p in limited if p.startswith(side) and not _is_regulation(p)):
+        for product in (p for p in limited if on_side(p) and not is_regulation(p)):
             if limited[product] > left:
                 notes.append(f"joint capacity: {product} {limited[product]:.3f} MW trimmed to {left:.3f} MW")
                 limited[product] = left
     return limited, notes
 
 
-def _check_inputs(prices: Mapping[str, float], energy_product: str, state_of_charge_mwh: float,
-                  previous_net_mw: float, battery: BatteryParams, bid: bid_pb2.Bid) -> float:
-    if energy_product not in prices:
-        raise ValueError(f"no {energy_product} price (RRP) given; prices have {sorted(prices)}")
-    rrp = float(prices[energy_product])
+def _check_inputs(prices: Mapping[str, float], state_of_charge_mwh: float, previous_net_mw: float,
+                  battery: BatteryParams, bid: bid_pb2.Bid) -> float:
+    if ENERGY not in prices:
+        raise ValueError(f"no {ENERGY} price (RRP) given; prices have {sorted(prices)}")
+    rrp = float(prices[ENERGY])
     if not math.isfinite(rrp):
-        raise ValueError(f"{energy_product} price (RRP) must be finite, got {rrp}")
+        raise ValueError(f"{ENERGY} price (RRP) must be finite, got {rrp}")
     if not (math.isfinite(state_of_charge_mwh) and math.isfinite(previous_net_mw)):
         raise ValueError(f"state of charge ({state_of_charge_mwh} MWh) and previous net output "
                          f"({previous_net_mw} MW) must be finite")
@@ -238,18 +231,17 @@ def _check_inputs(prices: Mapping[str, float], energy_product: str, state_of_cha
 
 def clear_interval(bid: bid_pb2.Bid, dispatch_interval: datetime, prices: Mapping[str, float], *,
                    state_of_charge_mwh: float, previous_net_mw: float, battery: common_pb2.BatterySpec,
-                   interval_minutes: int = 5, energy_product: str = DEFAULT_ENERGY_PRODUCT,
-                   ) -> IntervalClearing:
+                   interval_minutes: int = 5) -> IntervalClearing:
     """Clear ``bid`` for the interval ending ``dispatch_interval`` (AEST) at regional ``prices``.
 
-    ``prices`` maps product names to prices (``energy_product`` → RRP $/MWh, FCAS → $/MW/h);
+    ``prices`` maps product names to prices (ENERGY → RRP $/MWh, FCAS → $/MW/h);
     ``state_of_charge_mwh`` is the stored energy (MWh) at the start of the interval and
     ``previous_net_mw`` the net output (MW) of the interval before. Rules in the module docstring.
     Raises ValueError when the RRP is missing or not finite, the bid is for another unit, or an offer's
     band prices and availabilities differ in number.
     """
     params = battery_from_spec(battery)
-    rrp = _check_inputs(prices, energy_product, state_of_charge_mwh, previous_net_mw, params, bid)
+    rrp = _check_inputs(prices, state_of_charge_mwh, previous_net_mw, params, bid)
     hours = nem_time.hours_per_interval(interval_minutes)
     interval_s = interval_minutes * 60
     utc_seconds = nem_time.to_timestamp(dispatch_interval).seconds
@@ -258,20 +250,19 @@ def clear_interval(bid: bid_pb2.Bid, dispatch_interval: datetime, prices: Mappin
     fcas: dict[str, dict[int, tuple[bid_pb2.ProductOffer, bid_pb2.PeriodOffer | None]]] = {}
     for offer in bid.offers:
         period = _find_period(offer, utc_seconds, interval_s)
-        if offer.product == energy_product:
+        if offer.product == ENERGY:
             energy.setdefault(offer.direction, (offer, period))
         else:
             fcas.setdefault(offer.product, {}).setdefault(offer.direction, (offer, period))
-    used_prices = {energy_product: rrp}
+    used_prices = {ENERGY: rrp}
     used_prices.update({p: float(prices[p]) for p in fcas if p in prices and math.isfinite(prices[p])})
     gen_side = energy.get(common_pb2.DIRECTION_GEN, (None, None))
     load_side = energy.get(common_pb2.DIRECTION_LOAD, (None, None))
     if gen_side[1] is None and load_side[1] is None:
-        notes.append(f"no {energy_product} period for {dispatch_interval:%Y-%m-%d %H:%M}: "
+        notes.append(f"no {ENERGY} period for {dispatch_interval:%Y-%m-%d %H:%M}: "
                      "unit not dispatched")
         return IntervalClearing(dispatch_interval, 0.0, 0.0, dict.fromkeys(fcas, 0.0), used_prices,
-                                state_of_charge_mwh, 0.0, 0.0, tuple(notes), dict.fromkeys(fcas, 0.0),
-                                energy_product)
+                                state_of_charge_mwh, 0.0, 0.0, tuple(notes), dict.fromkeys(fcas, 0.0))
 
     gen_target = (energy_cleared_mw(gen_side[0], gen_side[1], rrp, params.mlf_gen)
                   if gen_side[0] is not None and gen_side[1] is not None else 0.0)
@@ -317,7 +308,7 @@ def clear_interval(bid: bid_pb2.Bid, dispatch_interval: datetime, prices: Mappin
         dispatch_interval=dispatch_interval, gen_mw=gen_mw, load_mw=load_mw, fcas_enabled_mw=enabled,
         prices=used_prices, state_of_charge_mwh=soc_after, energy_revenue_dollars=energy_revenue,
         fcas_revenue_dollars=float(sum(fcas_revenue.values())), notes=tuple(notes),
-        fcas_revenue_by_product_dollars=fcas_revenue, energy_product=energy_product)
+        fcas_revenue_by_product_dollars=fcas_revenue)
 
 
 def _fcas_enabled_mw(product: str, offers: Mapping[int, tuple[bid_pb2.ProductOffer, bid_pb2.PeriodOffer | None]],
@@ -327,8 +318,8 @@ def _fcas_enabled_mw(product: str, offers: Mapping[int, tuple[bid_pb2.ProductOff
     periods = [(offer, period) for offer, period in offers.values() if period is not None]
     if not periods:
         return 0.0
-    if not product.startswith(("RAISE", "LOWER")):
-        notes.append(f"{product}: neither a RAISE nor a LOWER service; not enabled")
+    if not is_fcas(product):
+        notes.append(f"{product}: neither a {RAISE_PREFIX} nor a {LOWER_PREFIX} service; not enabled")
         return 0.0
     if price is None:
         notes.append(f"no finite price for {product}: not enabled")
@@ -431,7 +422,7 @@ def with_administered_pricing(dispatch: DispatchPrices, rules: MarketRules) -> D
     of the configured thresholds so a month that breaches them (or a changed configuration) settles as
     the market would. Vectorised per region.
     """
-    energy = dispatch.product_index(rules.energy_product)
+    energy = dispatch.product_index(ENERGY)
     price = np.array(dispatch.price)
     for region in range(len(dispatch.regions)):
         price[region, :, energy] = administered_energy_prices(price[region, :, energy], dispatch.intervals, rules)

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from algorithms.common.nem_time import AEST_OFFSET, INTERVAL, from_timestamp, trading_day
+from algorithms.common.products import ENERGY
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
 MARKET_ZONE = "AEST"
@@ -169,7 +170,7 @@ def bid_table_markdown(bands: Sequence[BidBand]) -> str:
     gap = _CELL_GAP
     lines = [f"| product{gap} | band{gap} | price{gap} | MW |", "| --- | ---: | ---: | ---: |"]
     for band in bands:
-        unit = "$/MWh" if band.product == "ENERGY" else "$/MW/h"
+        unit = "$/MWh" if band.product == ENERGY else "$/MW/h"
         lines.append(f"| {_label(band)}{gap} | {band.band}{gap} | {_money(band.price)} {unit}{gap} "
                      f"| {band.band_availability_mw:,.1f} |")
     return _escape_dollars("\n".join(lines))

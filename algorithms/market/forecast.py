@@ -88,7 +88,6 @@ coverage check.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,13 +102,13 @@ from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp
+from algorithms.common.products import ENERGY
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 
 NAME = "sarx-quantile"
 VERSION = "2"
 ALGORITHM = common_pb2.AlgorithmRef(name=NAME, version=VERSION)
 
-ENERGY_PRODUCT = "ENERGY"
 INTERVAL = timedelta(minutes=5)
 PREDISPATCH_PERIOD = timedelta(minutes=30)
 INTERVALS_PER_DAY = 288
@@ -184,7 +183,7 @@ class Persistence:
 
     def scale_for(self, product: str) -> float:
         """τ of ``product`` (ENERGY or an FCAS service)."""
-        return self.energy_lead_scale_intervals if product == ENERGY_PRODUCT else self.fcas_lead_scale_intervals
+        return self.energy_lead_scale_intervals if product == ENERGY else self.fcas_lead_scale_intervals
 
 
 # Per version: v1 never persists; v2 holds spikes and negative prices for the next few intervals.
@@ -784,7 +783,6 @@ def run_forecast_v1(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastR
 
 
 def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb2.ForecastResult:
-    started = time.perf_counter()
     if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, version):
         raise InvalidRequestError(
             f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{version}"
@@ -817,7 +815,7 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
     history_first = first_interval
     if history.HasField("first_interval"):
         history_first = from_timestamp(history.first_interval)
-    blend = ENERGY_PREDISPATCH_BLEND if request.product == ENERGY_PRODUCT else FCAS_PREDISPATCH_BLEND
+    blend = ENERGY_PREDISPATCH_BLEND if request.product == ENERGY else FCAS_PREDISPATCH_BLEND
     persistence = PERSISTENCE_BY_VERSION[version].scale_for(request.product)
     p5min = _p5min_run(request) if USES_P5MIN_BY_VERSION[version] else None
     price = quantile_price_forecast(
@@ -831,7 +829,7 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
         predispatch_blend=blend,
         persistence_lead_scale_intervals=persistence,
         p5min=p5min,
-        p5min_blend=ENERGY_P5MIN_BLEND if request.product == ENERGY_PRODUCT else FCAS_P5MIN_BLEND,
+        p5min_blend=ENERGY_P5MIN_BLEND if request.product == ENERGY else FCAS_P5MIN_BLEND,
     )
     return worker_pb2.ForecastResult(
         request_id=request.request_id,
@@ -843,7 +841,6 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
         quantiles=list(request.quantiles),
         price=price.ravel().tolist(),
         status=worker_pb2.RESULT_STATUS_OK,
-        compute_ms=(time.perf_counter() - started) * 1000,
     )
 
 

@@ -3,8 +3,10 @@
 Operators pause and resume bidding, hold a minimum state of charge until a time (a storm watch) and ask
 for a manual rebid. These pure functions validate each request (a :class:`OperatorRequestError`, a
 ValueError, whose message names the problem) and decide which controls are in force at a moment; the
-cycle applies them to the battery spec the optimiser and the bid builder share, and to the rebid's
-explanation. Times are timezone-aware wall-clock datetimes; SoC as fractions of the unit's capacity.
+bid decision (:mod:`algorithms.market.bid_decision`) applies them to the battery spec the optimiser and
+the bid builder share, and to the rebid's explanation. Times are timezone-aware wall-clock datetimes
+(a backtest replays controls from a :class:`ControlTimeline` in naive AEST market time); SoC as
+fractions of the unit's capacity.
 """
 
 from __future__ import annotations
@@ -45,13 +47,18 @@ class UnitControls:
 
 @dataclass(frozen=True)
 class EffectiveControls:
-    """The controls a cycle honours at one moment: a SoC hold past its time is not in force."""
+    """The controls a cycle honours at one moment: a SoC hold past its time is not in force.
 
-    paused: bool
-    paused_reason: str | None
-    soc_floor_fraction: float | None
-    soc_floor_until: datetime | None
-    manual_rebid_reason: str | None
+    The defaults are "nothing in force": not paused, no SoC floor, no manual rebid pending.
+    ``soc_floor_fraction`` is a fraction of the unit's energy capacity; ``soc_floor_until`` (aware) when
+    the hold ends, if known.
+    """
+
+    paused: bool = False
+    paused_reason: str | None = None
+    soc_floor_fraction: float | None = None
+    soc_floor_until: datetime | None = None
+    manual_rebid_reason: str | None = None
 
 
 def _aware(moment: datetime, name: str) -> None:
@@ -134,6 +141,82 @@ def effective_controls(controls: UnitControls, now: datetime) -> EffectiveContro
         soc_floor_fraction=controls.soc_floor_fraction if hold_in_force else None,
         soc_floor_until=controls.soc_floor_until if hold_in_force else None,
         manual_rebid_reason=controls.pending_rebid_reason or None,
+    )
+
+
+@dataclass(frozen=True)
+class SocHold:
+    """A SoC hold in a replay: minimum SoC ``floor_fraction`` (of capacity) for the decisions at
+    ``start`` <= decision time < ``end`` (naive AEST market time)."""
+
+    start: datetime
+    end: datetime
+    floor_fraction: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Bidding paused in a replay for the decisions at ``start`` <= decision time < ``end`` (naive AEST)."""
+
+    start: datetime
+    end: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class ManualRebid:
+    """A manual rebid asked at ``at`` (naive AEST) in a replay: pending from the first decision at or after
+    it until a decision submits a bid."""
+
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class ControlTimeline:
+    """The operator's controls over a replayed period (the backtest's counterpart of ``vpp ops``).
+
+    Raises OperatorRequestError for a period that ends before it starts, a floor that is not a fraction
+    in [0, 1], or a blank reason.
+    """
+
+    soc_holds: tuple[SocHold, ...] = ()
+    pauses: tuple[Pause, ...] = ()
+    manual_rebids: tuple[ManualRebid, ...] = ()
+
+    def __post_init__(self) -> None:
+        periods: list[SocHold | Pause] = [*self.soc_holds, *self.pauses]
+        for period in periods:
+            if not period.start < period.end:
+                raise OperatorRequestError(f"control period from {period.start:%Y-%m-%d %H:%M} to "
+                                           f"{period.end:%Y-%m-%d %H:%M} ends before it starts")
+        for hold in self.soc_holds:
+            if not (math.isfinite(hold.floor_fraction) and 0 <= hold.floor_fraction <= 1):
+                raise OperatorRequestError(f"SoC floor {hold.floor_fraction:g} is not a fraction of capacity "
+                                           "in [0, 1]")
+        for pause in self.pauses:
+            validate_reason(pause.reason, "pause")
+        for rebid in self.manual_rebids:
+            validate_reason(rebid.reason, "manual rebid")
+
+
+def controls_at(timeline: ControlTimeline, moment: datetime,
+                last_manual_rebid_submitted: datetime | None = None) -> EffectiveControls:
+    """The controls a replayed decision at ``moment`` (naive AEST) honours: paused when a pause covers it
+    (the first one's reason); the highest floor of the SoC holds covering it; the latest manual rebid asked
+    at or before ``moment`` and after ``last_manual_rebid_submitted`` (the decision time that last
+    submitted a manual rebid: requests asked up to then were served by it), as live cycles honour a
+    pending rebid until one is submitted."""
+    pause = next((p for p in timeline.pauses if p.start <= moment < p.end), None)
+    floors = [h.floor_fraction for h in timeline.soc_holds if h.start <= moment < h.end]
+    pending = [r for r in timeline.manual_rebids if r.at <= moment
+               and (last_manual_rebid_submitted is None or r.at > last_manual_rebid_submitted)]
+    latest = max(pending, key=lambda r: r.at, default=None)
+    return EffectiveControls(
+        paused=pause is not None,
+        paused_reason=pause.reason if pause is not None else None,
+        soc_floor_fraction=max(floors) if floors else None,
+        manual_rebid_reason=latest.reason if latest is not None else None,
     )
 
 

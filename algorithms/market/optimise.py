@@ -11,8 +11,8 @@ The battery is a price taker. Per dispatch interval ``t`` (``h`` hours long) the
 Joint capacity (shared/NEM.md): for each contingency raise service ``s``
 ``p_t + e_{s,t} + e_{RAISEREG,t} <= P``, for each contingency lower service
 ``-p_t + e_{s,t} + e_{LOWERREG,t} <= P``; with regulation but no contingency service in a direction,
-regulation alone obeys the same rule. A product is raise/lower by its name prefix (``RAISE``/``LOWER``)
-and regulation when its name ends in ``REG``; the product list always comes from the prices given.
+regulation alone obeys the same rule. Products are told apart by :mod:`algorithms.common.products`
+(raise / lower, contingency / regulation); the product list always comes from the prices given.
 
 Ramp: ``|p_t - p_{t-1}| <= ramp_rate * interval minutes`` (``p_{-1}`` = ``initial_net_mw`` when given).
 The rows are only built when the ramp can bind (``ramp * minutes < 2 P``).
@@ -49,7 +49,6 @@ wall time the same on an idle machine), against about 60 ms with the PuLP build.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -61,6 +60,7 @@ import pulp
 from algorithms.common.battery import BatteryParams, battery_from_spec
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp
+from algorithms.common.products import ENERGY, FCAS_PRODUCTS, is_fcas, is_lower, is_raise, is_regulation
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from algorithms.market.lp_matrix import SOLVER_NAME as LP_MATRIX_SOLVER
 from algorithms.market.lp_matrix import (
@@ -76,10 +76,6 @@ NAME = "lp-energy-fcas"
 VERSION = "1"
 ALGORITHM = common_pb2.AlgorithmRef(name=NAME, version=VERSION)
 
-ENERGY_PRODUCT = "ENERGY"
-RAISE_PREFIX = "RAISE"
-LOWER_PREFIX = "LOWER"
-REGULATION_SUFFIX = "REG"
 NEM_INTERVAL_HOURS = 5 / 60
 PERFECT_FORESIGHT_TIME_LIMIT_S = 600.0
 # HiGHS's dual simplex stalls on some month-long, highly degenerate problems (NSW1 January 2021 energy
@@ -120,7 +116,6 @@ class DispatchPlan:
     state_of_charge_mwh: FloatArray
     fcas: dict[str, FloatArray]
     energy_value_per_mwh: FloatArray
-    solve_ms: float
     solver: str
     raise_capacity_value_per_mw: FloatArray = field(default_factory=lambda: np.zeros(0))
     lower_capacity_value_per_mw: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -145,34 +140,19 @@ class _FcasProducts:
         return self.raise_contingency + self.raise_regulation
 
 
-def is_raise_product(product: str) -> bool:
-    """True for a raise FCAS product (name starts with RAISE)."""
-    return product.startswith(RAISE_PREFIX)
-
-
-def is_lower_product(product: str) -> bool:
-    """True for a lower FCAS product (name starts with LOWER)."""
-    return product.startswith(LOWER_PREFIX)
-
-
-def is_regulation_product(product: str) -> bool:
-    """True for a regulation FCAS product (name ends with REG)."""
-    return product.endswith(REGULATION_SUFFIX)
-
-
 def _classify(fcas_products: Sequence[str]) -> _FcasProducts:
-    unknown = [p for p in fcas_products if not (is_raise_product(p) or is_lower_product(p))]
+    unknown = [p for p in fcas_products if not is_fcas(p)]
     if unknown:
         raise InvalidRequestError(
-            f"products {unknown} are neither the energy product nor FCAS (RAISE*/LOWER*)"
+            f"products {unknown} are neither the energy product nor FCAS ({', '.join(FCAS_PRODUCTS)})"
         )
-    raising = [p for p in fcas_products if is_raise_product(p)]
-    lowering = [p for p in fcas_products if is_lower_product(p)]
+    raising = [p for p in fcas_products if is_raise(p)]
+    lowering = [p for p in fcas_products if is_lower(p)]
     return _FcasProducts(
-        raise_contingency=tuple(p for p in raising if not is_regulation_product(p)),
-        raise_regulation=tuple(p for p in raising if is_regulation_product(p)),
-        lower_contingency=tuple(p for p in lowering if not is_regulation_product(p)),
-        lower_regulation=tuple(p for p in lowering if is_regulation_product(p)),
+        raise_contingency=tuple(p for p in raising if not is_regulation(p)),
+        raise_regulation=tuple(p for p in raising if is_regulation(p)),
+        lower_contingency=tuple(p for p in lowering if not is_regulation(p)),
+        lower_regulation=tuple(p for p in lowering if is_regulation(p)),
     )
 
 
@@ -200,11 +180,11 @@ def _validate_battery(battery: BatteryParams) -> None:
         )
 
 
-def _validate_prices(prices: Mapping[str, np.ndarray], energy_product: str) -> dict[str, FloatArray]:
-    if energy_product not in prices:
-        raise InvalidRequestError(f"prices have no {energy_product!r} series")
+def _validate_prices(prices: Mapping[str, np.ndarray]) -> dict[str, FloatArray]:
+    if ENERGY not in prices:
+        raise InvalidRequestError(f"prices have no {ENERGY!r} series")
     checked: dict[str, FloatArray] = {}
-    horizon = len(prices[energy_product])
+    horizon = len(prices[ENERGY])
     if horizon == 0:
         raise InvalidRequestError("prices cover no interval (length 0)")
     for product, series in prices.items():
@@ -212,7 +192,7 @@ def _validate_prices(prices: Mapping[str, np.ndarray], energy_product: str) -> d
         if array.ndim != 1 or len(array) != horizon:
             raise InvalidRequestError(
                 f"price series {product!r} has shape {array.shape}; "
-                f"expected ({horizon},) like {energy_product!r}"
+                f"expected ({horizon},) like {ENERGY!r}"
             )
         bad = np.flatnonzero(~np.isfinite(array))
         if bad.size:
@@ -336,7 +316,7 @@ def _time_limit_reason(solver_name: str, time_limit_s: float) -> str:
     return f"{solver_name} stopped at the {time_limit_s} s time limit before optimality"
 
 
-def _empty_plan(status: PlanStatus, reason: str, solve_ms: float, solver: str) -> DispatchPlan:
+def _empty_plan(status: PlanStatus, reason: str, solver: str) -> DispatchPlan:
     empty = np.zeros(0)
     return DispatchPlan(
         status=status,
@@ -347,7 +327,6 @@ def _empty_plan(status: PlanStatus, reason: str, solve_ms: float, solver: str) -
         state_of_charge_mwh=empty,
         fcas={},
         energy_value_per_mwh=empty,
-        solve_ms=solve_ms,
         solver=solver,
     )
 
@@ -359,7 +338,6 @@ def _optimal_plan(
     soc: FloatArray,
     enablement: Mapping[str, FloatArray],
     energy_value_per_mwh: FloatArray,
-    solve_ms: float,
     solver: str,
 ) -> DispatchPlan:
     """The OPTIMAL plan of solver values (MW, MWh), clipped to the bounds; objective = revenue only ($)."""
@@ -381,7 +359,6 @@ def _optimal_plan(
         state_of_charge_mwh=np.array(soc, dtype=np.float64),
         fcas=fcas,
         energy_value_per_mwh=energy_value_per_mwh,
-        solve_ms=solve_ms,
         solver=solver,
     )
 
@@ -395,7 +372,6 @@ def dispatch_spec(
     interval_hours: float = NEM_INTERVAL_HOURS,
     degradation_cost_per_mwh: float = 0.0,
     initial_net_mw: float | None = None,
-    energy_product: str = ENERGY_PRODUCT,
     raise_energy_reserve_hours: Mapping[str, float] | None = None,
     fcas_cap_mw: Mapping[str, float] | None = None,
     terminal_value_per_mwh: float = 0.0,
@@ -404,14 +380,14 @@ def dispatch_spec(
 
     Raises InvalidRequestError for malformed inputs, as :func:`solve_dispatch` does.
     """
-    price_paths = _validate_prices(prices, energy_product)
+    price_paths = _validate_prices(prices)
     _validate_battery(battery)
     _validate_scalars(initial_soc_mwh, terminal_soc_mwh, interval_hours, degradation_cost_per_mwh,
                       terminal_value_per_mwh, initial_net_mw)
-    fcas_price = {product: series for product, series in price_paths.items() if product != energy_product}
+    fcas_price = {product: series for product, series in price_paths.items() if product != ENERGY}
     classes = _classify(list(fcas_price))
     return DispatchSpec(
-        energy_price=price_paths[energy_product],
+        energy_price=price_paths[ENERGY],
         fcas_price=fcas_price,
         battery=battery,
         initial_soc_mwh=float(initial_soc_mwh),
@@ -436,7 +412,6 @@ def solve_dispatch(
     degradation_cost_per_mwh: float = 0.0,
     initial_net_mw: float | None = None,
     time_limit_s: float = 10.0,
-    energy_product: str = ENERGY_PRODUCT,
     raise_energy_reserve_hours: Mapping[str, float] | None = None,
     fcas_cap_mw: Mapping[str, float] | None = None,
     terminal_value_per_mwh: float = 0.0,
@@ -444,7 +419,7 @@ def solve_dispatch(
 ) -> DispatchPlan:
     """The revenue-maximising dispatch of ``battery`` against known prices (see the module docstring).
 
-    ``prices[energy_product]`` is the energy price path ($/MWh, one value per interval); every other
+    ``prices["ENERGY"]`` is the energy price path ($/MWh, one value per interval); every other
     key is an FCAS product ($/MW/h) of the same length. ``initial_soc_mwh`` is the stored energy at the
     start (MWh); the plan ends with at least ``terminal_soc_mwh``. ``degradation_cost_per_mwh`` is
     charged on throughput (gen + load, $/MWh). ``initial_net_mw`` (MW) is the net output in the interval
@@ -463,18 +438,17 @@ def solve_dispatch(
     unknown product names, impossible battery parameters, a non-positive time limit, an unknown backend
     or ``"highspy"`` without highspy installed).
     """
-    started = time.perf_counter()
     spec = dispatch_spec(
         prices, battery, initial_soc_mwh, terminal_soc_mwh, interval_hours=interval_hours,
         degradation_cost_per_mwh=degradation_cost_per_mwh, initial_net_mw=initial_net_mw,
-        energy_product=energy_product, raise_energy_reserve_hours=raise_energy_reserve_hours,
+        raise_energy_reserve_hours=raise_energy_reserve_hours,
         fcas_cap_mw=fcas_cap_mw, terminal_value_per_mwh=terminal_value_per_mwh,
     )
     if not time_limit_s > 0:
         raise InvalidRequestError(f"time_limit_s must be positive, got {time_limit_s}")
     if _use_matrix(backend):
-        return _solve_with_matrix(spec, time_limit_s, started)
-    return _solve_with_pulp(spec, time_limit_s, started)
+        return _solve_with_matrix(spec, time_limit_s)
+    return _solve_with_pulp(spec, time_limit_s)
 
 
 def _use_matrix(backend: str) -> bool:
@@ -486,24 +460,22 @@ def _use_matrix(backend: str) -> bool:
     return backend == "highspy" or (backend == "auto" and highspy_available())
 
 
-def _solve_with_matrix(spec: DispatchSpec, time_limit_s: float, started: float) -> DispatchPlan:
+def _solve_with_matrix(spec: DispatchSpec, time_limit_s: float) -> DispatchPlan:
     """Build the sparse LP and solve it with highspy (dual simplex, or IPM from IPM_FROM_INTERVALS)."""
     lp = build_dispatch_lp(spec)
     solution = solve_matrix_lp(lp, time_limit_s=time_limit_s, interior_point=spec.horizon >= IPM_FROM_INTERVALS)
-    elapsed_ms = (time.perf_counter() - started) * 1000
     if solution.status == "INFEASIBLE":
-        return _empty_plan("INFEASIBLE", _infeasibility_reason(spec), elapsed_ms, LP_MATRIX_SOLVER)
+        return _empty_plan("INFEASIBLE", _infeasibility_reason(spec), LP_MATRIX_SOLVER)
     if solution.status == "TIME_LIMIT":
-        return _empty_plan("TIME_LIMIT", _time_limit_reason(LP_MATRIX_SOLVER, time_limit_s), elapsed_ms,
-                           LP_MATRIX_SOLVER)
+        return _empty_plan("TIME_LIMIT", _time_limit_reason(LP_MATRIX_SOLVER, time_limit_s), LP_MATRIX_SOLVER)
     if solution.status != "OPTIMAL":
-        return _empty_plan("ERROR", solution.reason, elapsed_ms, LP_MATRIX_SOLVER)
+        return _empty_plan("ERROR", solution.reason, LP_MATRIX_SOLVER)
     values, layout = solution.column_values, lp.layout
     duals = solution.row_duals[lp.balance_rows] if solution.row_duals.size else np.zeros(0)
     plan = _optimal_plan(
         spec, values[layout.gen], values[layout.load], values[layout.soc],
         {product: values[layout.fcas(product)] for product in layout.fcas_products},
-        duals, elapsed_ms, LP_MATRIX_SOLVER,
+        duals, LP_MATRIX_SOLVER,
     )
     if not solution.row_duals.size:
         return plan
@@ -572,31 +544,33 @@ def _build_pulp_problem(spec: DispatchSpec) -> _PulpModel:
     return _PulpModel(problem, gen, load, soc, enablement, balance_rows)
 
 
-def _solve_with_pulp(spec: DispatchSpec, time_limit_s: float, started: float) -> DispatchPlan:
-    """Build the PuLP model and solve it with HiGHS through PuLP when available, else CBC."""
+def _solve_with_pulp(spec: DispatchSpec, time_limit_s: float) -> DispatchPlan:
+    """Build the PuLP model and solve it with HiGHS through PuLP when available, else CBC.
+
+    A solve that ends neither optimal nor infeasible is TIME_LIMIT when the solver used up (99 % of) its
+    time limit — the solve time PuLP measures itself (``LpProblem.solutionTime``, seconds) — or found an
+    integer-feasible point only; otherwise ERROR."""
     model = _build_pulp_problem(spec)
     problem = model.problem
     solver, solver_name = _make_solver(time_limit_s, spec.horizon)
     try:
         problem.solve(solver)
     except pulp.PulpSolverError as error:
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return _empty_plan("ERROR", f"{solver_name} failed: {error}", elapsed_ms, solver_name)
-    elapsed_ms = (time.perf_counter() - started) * 1000
+        return _empty_plan("ERROR", f"{solver_name} failed: {error}", solver_name)
 
     if problem.status == pulp.LpStatusInfeasible:
-        return _empty_plan("INFEASIBLE", _infeasibility_reason(spec), elapsed_ms, solver_name)
+        return _empty_plan("INFEASIBLE", _infeasibility_reason(spec), solver_name)
     if problem.status != pulp.LpStatusOptimal or problem.sol_status != pulp.LpSolutionOptimal:
-        if elapsed_ms >= time_limit_s * 1000 * 0.99 or problem.sol_status == pulp.LpSolutionIntegerFeasible:
-            return _empty_plan("TIME_LIMIT", _time_limit_reason(solver_name, time_limit_s), elapsed_ms, solver_name)
+        used_up = float(problem.solutionTime or 0.0) >= time_limit_s * 0.99
+        if used_up or problem.sol_status == pulp.LpSolutionIntegerFeasible:
+            return _empty_plan("TIME_LIMIT", _time_limit_reason(solver_name, time_limit_s), solver_name)
         return _empty_plan(
-            "ERROR", f"{solver_name} ended with status {pulp.LpStatus[problem.status]}",
-            elapsed_ms, solver_name,
+            "ERROR", f"{solver_name} ended with status {pulp.LpStatus[problem.status]}", solver_name,
         )
     return _optimal_plan(
         spec, _values(model.gen), _values(model.load), _values(model.soc),
         {product: _values(variables) for product, variables in model.enablement.items()},
-        _balance_duals(model.balance_rows, solver_name), elapsed_ms, solver_name,
+        _balance_duals(model.balance_rows, solver_name), solver_name,
     )
 
 
@@ -695,19 +669,18 @@ def perfect_foresight(
     include_fcas: bool,
     interval_hours: float = NEM_INTERVAL_HOURS,
     initial_soc_fraction: float = 0.5,
-    energy_product: str = ENERGY_PRODUCT,
 ) -> DispatchPlan:
     """The perfect-foresight benchmark of shared/NEM.md over the whole price path ($, MW, MWh).
 
     Starts at ``initial_soc_fraction`` of the registered storage and ends with at least that energy;
     no energy reserve, no degradation cost, the same joint-capacity rule. ``include_fcas`` False uses
-    only ``prices[energy_product]`` ($/MWh); True co-optimises every FCAS product in ``prices``.
+    only ``prices["ENERGY"]`` ($/MWh); True co-optimises every FCAS product in ``prices``.
     """
     if not 0 <= initial_soc_fraction <= 1:
         raise InvalidRequestError(f"initial_soc_fraction must be in [0, 1], got {initial_soc_fraction}")
-    if energy_product not in prices:
-        raise InvalidRequestError(f"prices have no {energy_product!r} series")
-    selected = dict(prices) if include_fcas else {energy_product: prices[energy_product]}
+    if ENERGY not in prices:
+        raise InvalidRequestError(f"prices have no {ENERGY!r} series")
+    selected = dict(prices) if include_fcas else {ENERGY: prices[ENERGY]}
     start_mwh = battery.energy_mwh * initial_soc_fraction
     return solve_dispatch(
         selected,
@@ -716,7 +689,6 @@ def perfect_foresight(
         start_mwh,
         interval_hours=interval_hours,
         time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S,
-        energy_product=energy_product,
     )
 
 
@@ -768,8 +740,8 @@ def _forecast_prices(request: worker_pb2.OptimisationRequest) -> dict[str, Float
                 f"{request.horizon_intervals}"
             )
         prices[product] = planning_price(forecast_from_result(result), level, request.price_tail_weight)
-    if ENERGY_PRODUCT not in prices:
-        raise InvalidRequestError(f"the request has no {ENERGY_PRODUCT} forecast")
+    if ENERGY not in prices:
+        raise InvalidRequestError(f"the request has no {ENERGY} forecast")
     return prices
 
 
@@ -802,7 +774,6 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
         degradation_cost_per_mwh=request.degradation_cost_per_mwh,
         initial_net_mw=request.initial_net_mw,
         time_limit_s=request.time_limit_s,
-        energy_product=ENERGY_PRODUCT,
         terminal_value_per_mwh=request.terminal_value_per_mwh,
     )
     result = worker_pb2.OptimisationResult(
@@ -814,7 +785,6 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
         first_interval=request.first_interval,
         horizon_intervals=request.horizon_intervals,
         objective_dollars=plan.objective_dollars,
-        solve_ms=plan.solve_ms,
         gen_mw=plan.gen_mw.tolist(),
         load_mw=plan.load_mw.tolist(),
         state_of_charge_mwh=plan.state_of_charge_mwh.tolist(),

@@ -13,14 +13,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-ENERGY_PRODUCT = "ENERGY"
-REGULATION_SUFFIX = "REG"
-
-
-def is_regulation(product: str) -> bool:
-    """Whether ``product`` is a regulation FCAS service (RAISEREG, LOWERREG), not a contingency one."""
-    return product.endswith(REGULATION_SUFFIX)
-
 
 def frozen_array(array: np.ndarray) -> np.ndarray:
     """``array``, made read-only (in place)."""

@@ -1,0 +1,237 @@
+"""The bid decision: from a plan to what is submitted — one pure function for every caller.
+
+The live cycle (the ``build_and_validate_bid`` activity), the backtest engine and the replay of the live
+archive all decide a bid with :func:`decide_bid`; each only fetches the inputs (the plan, the bid in
+force, the trading day's band prices, the operator's controls) and stores what it decided.
+
+For the interval ending ``dispatch_interval`` (AEST), offered at ``offer_time`` (AEST):
+
+1. **Paused.** A unit the operator paused decides ``PAUSED``: nothing is built or submitted and the bid in
+   force stands. (The live cycle never gets this far when paused — its fetch stage already stops, reading
+   no market data — so it records ``PAUSED`` before any plan exists; the backtest replays a pause through
+   this branch.)
+2. **SoC hold.** An operator's SoC floor raises the battery's minimum SoC
+   (:func:`algorithms.market.operator_controls.battery_with_soc_floor`) for every bid built and validated,
+   so no discharge is offered below it (charging up to it is not forced).
+3. **Candidates.** The plan's bid (:func:`algorithms.market.bid_builder.build_bid`), then the safe bid
+   (:func:`algorithms.market.bid_builder.build_safe_bid`). A plan that cannot be bid at all (no plan,
+   status not OPTIMAL, arrays short or not finite, not covering the interval:
+   :func:`algorithms.market.bid_builder.unusable_plan_reason`) goes straight to the safe bid, with that
+   reason in its explanation.
+4. **Materiality.** A candidate that does not differ materially from the bid in force
+   (:func:`algorithms.market.rebid.material_changes`, ``[bidding] rebid_materiality_mw``) is not
+   resubmitted: the decision is ``STANDS`` — unless the operator asked for a manual rebid, which is
+   submitted even without material change.
+5. **Explanation.** A rebid's explanation lists the material changes
+   (:func:`algorithms.market.rebid.with_rebid_reason`); a manual rebid's starts with the operator's reason
+   (:func:`algorithms.market.operator_controls.with_operator_rebid_reason`).
+6. **Validation.** The candidate must pass V1–V8 (:func:`algorithms.market.bid_validation.validate_bid`)
+   with the trading day's band prices in force (V4); a rejected candidate is kept (with its violations)
+   and the next one is tried. The first that passes is ``SUBMIT``; none passing is ``NO_VALID_BID``.
+
+**Safe fallback** — one definition for every caller: ``safe_fallback`` is True when the decision fell
+back to the safe bid, i.e. the plan's bid was not used because the plan was unusable (step 3) or its bid
+could not be built or failed validation — whether the safe bid was then submitted, stood as no material
+change, or was itself rejected (``NO_VALID_BID``). It is False when the plan's own bid was used and when
+the unit is paused (no bid was decided at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from algorithms.common.content_hash import sha256_hex
+from algorithms.common.products import ENERGY, fcas_products_of
+from algorithms.market.bid_builder import build_bid, build_safe_bid, unusable_plan_reason
+from algorithms.market.bid_validation import validate_bid
+from algorithms.market.operator_controls import (
+    EffectiveControls,
+    battery_with_soc_floor,
+    with_operator_rebid_reason,
+)
+from algorithms.market.rebid import material_changes, with_rebid_reason
+from settings import BiddingSettings, MarketRules
+from vpp.v1 import bid_pb2, common_pb2, worker_pb2
+
+DecisionOutcome = Literal["SUBMIT", "STANDS", "PAUSED", "NO_VALID_BID"]
+SUBMIT: DecisionOutcome = "SUBMIT"
+STANDS: DecisionOutcome = "STANDS"
+PAUSED: DecisionOutcome = "PAUSED"
+NO_VALID_BID: DecisionOutcome = "NO_VALID_BID"
+
+# The candidates, in the order they are tried.
+PLAN_CANDIDATE = "plan"
+SAFE_CANDIDATE = "safe"
+# The safe bid's reason when the plan was usable but its bid was not.
+PLAN_BID_REJECTED = "the plan's bid failed validation"
+# The safe bid's reason when there is no plan at all.
+NO_PLAN = "no plan"
+
+
+@dataclass(frozen=True)
+class StandingBid:
+    """The newest accepted bid covering the dispatch interval, with the market's id for it."""
+
+    bid_id: str
+    bid: bid_pb2.Bid
+
+
+@dataclass(frozen=True)
+class RejectedBid:
+    """A candidate that was not submitted: ``build_error`` when it could not be built (``bid`` None), else
+    the bid as validated and the rules it violates (``"V2: ..."``)."""
+
+    candidate: str
+    bid: bid_pb2.Bid | None
+    violations: tuple[str, ...] = ()
+    build_error: str | None = None
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why it was rejected, each prefixed with the candidate: ``"plan bid V2: ..."`` or
+        ``"safe bid: <build error>"``."""
+        if self.build_error is not None:
+            return (f"{self.candidate} bid: {self.build_error}",)
+        return tuple(f"{self.candidate} bid {violation}" for violation in self.violations)
+
+
+@dataclass(frozen=True)
+class BidDecision:
+    """What the bid stage decided (see the module docstring).
+
+    ``outcome``: ``SUBMIT`` (``bid`` is the validated bid to submit: a rebid, or the first bid covering
+    these intervals), ``STANDS`` (no material change: the bid in force ``standing_bid_id`` stands),
+    ``PAUSED`` (the operator paused bidding; nothing submitted) or ``NO_VALID_BID`` (every candidate was
+    rejected). ``candidate`` is the candidate the decision rests on (``"plan"`` or ``"safe"``; None when
+    paused or none was valid). ``rejected`` are the candidates not submitted, in order, with their bids
+    where one was built (callers archive them). ``changes`` are the material changes from the bid in
+    force of the candidate decided on. ``manual_rebid_reason`` is the operator's reason when the bid
+    submitted is a manual rebid; ``paused_reason`` the pause's reason.
+    """
+
+    outcome: DecisionOutcome
+    bid: bid_pb2.Bid | None
+    candidate: str | None
+    safe_fallback: bool
+    standing_bid_id: str | None
+    rejected: tuple[RejectedBid, ...] = ()
+    changes: tuple[str, ...] = ()
+    manual_rebid_reason: str | None = None
+    paused_reason: str | None = None
+
+    @property
+    def rebid(self) -> bool:
+        """True when a new bid is to be submitted (``SUBMIT``)."""
+        return self.outcome == SUBMIT
+
+    @property
+    def violations(self) -> tuple[str, ...]:
+        """Every rejected candidate's reasons, in order (``"plan bid V6: ..."``, ``"safe bid: ..."``)."""
+        return tuple(reason for rejected in self.rejected for reason in rejected.reasons)
+
+    @property
+    def summary(self) -> str:
+        """One line for operators: what is submitted (entry type, version, source, intervals, first-interval
+        ENERGY MAXAVAIL per side, bid hash), or that the bid in force stands, or why nothing is."""
+        if self.outcome == PAUSED:
+            return (f"bidding paused by the operator ({self.paused_reason or 'no reason'}): nothing submitted; "
+                    + (f"bid {self.standing_bid_id} stands" if self.standing_bid_id else "no bid in force"))
+        if self.outcome == STANDS:
+            return f"no material change from bid {self.standing_bid_id}: it stands"
+        if self.outcome == NO_VALID_BID or self.bid is None:
+            return "no bid passed validation"
+        manual = f"; manual rebid: {self.manual_rebid_reason}" if self.manual_rebid_reason else ""
+        return bid_summary(self.bid, self.safe_fallback) + manual
+
+
+def bid_summary(bid: bid_pb2.Bid, safe_fallback: bool) -> str:
+    """One line for operators: entry type, version, source, periods, first-interval MAXAVAIL per ENERGY
+    side (MW) and the first 12 characters of the bid's content hash."""
+    first: dict[str, float] = {}
+    periods = 0
+    for offer in bid.offers:
+        if offer.periods:
+            periods = max(periods, len(offer.periods))
+            side = common_pb2.Direction.Name(cast(Any, offer.direction)).removeprefix("DIRECTION_")
+            label = offer.product if side == "UNSPECIFIED" else f"{offer.product}/{side}"
+            first[label] = offer.periods[0].max_avail_mw
+    entry = bid_pb2.EntryType.Name(cast(Any, bid.entry_type)).removeprefix("ENTRY_TYPE_")
+    energy = ", ".join(f"{label} {mw:.0f} MW" for label, mw in first.items() if label.startswith(ENERGY))
+    source = "SAFE FALLBACK" if safe_fallback else "from plan"
+    return (f"{entry} v{bid.version} {source}: {periods} intervals, first interval {energy}; "
+            f"bid hash {sha256_hex(bid.SerializeToString(deterministic=True))[:12]}")
+
+
+def _candidates(plan: worker_pb2.OptimisationResult | None, battery: common_pb2.BatterySpec,
+                bidding: BiddingSettings, rules: MarketRules, placed: Mapping[str, Any],
+                ) -> list[tuple[str, Callable[[], bid_pb2.Bid]]]:
+    """The candidates to try, in order: the plan's bid when the plan can be bid, then the safe bid (whose
+    explanation says why the plan's bid was not used). ``placed``: where and when the bid goes."""
+    fcas_products = placed["fcas_products"]
+    unusable = NO_PLAN if plan is None else unusable_plan_reason(plan, placed["dispatch_interval"], rules,
+                                                                 fcas_products)
+    candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = []
+    if plan is not None and unusable is None:
+        usable = plan
+        candidates.append((PLAN_CANDIDATE, lambda: build_bid(usable, battery, bidding, rules, **placed)))
+    safe_reason = unusable if unusable is not None else PLAN_BID_REJECTED
+    candidates.append((SAFE_CANDIDATE, lambda: build_safe_bid(battery, bidding, rules, reason=safe_reason,
+                                                              **placed)))
+    return candidates
+
+
+def decide_bid(plan: worker_pb2.OptimisationResult | None, *, standing_bid: StandingBid | None,
+               controls: EffectiveControls, battery: common_pb2.BatterySpec, bidding: BiddingSettings,
+               rules: MarketRules, products: Sequence[str],
+               daily_band_prices: Mapping[tuple[str, int], Sequence[float]] | None,
+               dispatch_interval: datetime, offer_time: datetime, version: int,
+               initial_state_of_charge_mwh: float, plan_hash: str) -> BidDecision:
+    """Decide the bid for the interval ending ``dispatch_interval`` (steps in the module docstring).
+
+    ``plan``: the optimiser's plan (None: no plan, the safe bid is built). ``standing_bid``: the bid in
+    force for the interval (None: none). ``controls``: the operator's controls in force (pause, SoC floor
+    as a fraction of capacity, a pending manual rebid's reason). ``battery``: the unit as registered (the
+    floor is applied here). ``products``: the products tradable in the data (ENERGY and the FCAS names).
+    ``daily_band_prices``: (product, direction) → the band prices in force for the trading day ($/MWh,
+    FCAS $/MW/h; None: no accepted bid that day, V4 checks the entry type only). ``offer_time`` (AEST)
+    decides DAILY or REBID; ``version`` is the bid version; ``initial_state_of_charge_mwh`` the stored
+    energy (MWh) at the start of the plan's first interval; ``plan_hash`` names the plan in the bid
+    (content hash hex). Never raises for a bad plan or a bid that cannot be built: those are rejected
+    candidates.
+    """
+    standing_id = standing_bid.bid_id if standing_bid is not None else None
+    if controls.paused:
+        return BidDecision(outcome=PAUSED, bid=None, candidate=None, safe_fallback=False,
+                           standing_bid_id=standing_id, paused_reason=controls.paused_reason)
+    held = battery_with_soc_floor(battery, controls.soc_floor_fraction)
+    placed = dict(dispatch_interval=dispatch_interval, offer_time=offer_time, version=version,
+                  fcas_products=fcas_products_of(products), initial_state_of_charge_mwh=initial_state_of_charge_mwh,
+                  plan_hash=plan_hash)
+    manual = controls.manual_rebid_reason
+    in_force = standing_bid.bid if standing_bid is not None else None
+    rejected: list[RejectedBid] = []
+    for candidate, make in _candidates(plan, held, bidding, rules, placed):
+        safe = candidate == SAFE_CANDIDATE
+        try:
+            bid = make()
+        except ValueError as error:
+            rejected.append(RejectedBid(candidate, None, build_error=str(error)))
+            continue
+        changes = tuple(material_changes(bid, in_force, bidding.rebid_materiality_mw))
+        if not changes and standing_bid is not None and not manual:
+            return BidDecision(outcome=STANDS, bid=None, candidate=candidate, safe_fallback=safe,
+                               standing_bid_id=standing_id, rejected=tuple(rejected))
+        explained = (with_operator_rebid_reason(bid, manual, changes, rules.rebid_explanation_max_chars) if manual
+                     else with_rebid_reason(bid, changes, rules.rebid_explanation_max_chars))
+        violations = validate_bid(explained, held, rules, products=products, daily_band_prices=daily_band_prices)
+        if violations:
+            rejected.append(RejectedBid(candidate, explained, violations=tuple(str(v) for v in violations)))
+            continue
+        return BidDecision(outcome=SUBMIT, bid=explained, candidate=candidate, safe_fallback=safe,
+                           standing_bid_id=standing_id, rejected=tuple(rejected), changes=changes,
+                           manual_rebid_reason=manual)
+    return BidDecision(outcome=NO_VALID_BID, bid=None, candidate=None, safe_fallback=True,
+                       standing_bid_id=standing_id, rejected=tuple(rejected))
