@@ -34,6 +34,8 @@ class CycleConfig:
     gate_closure_margin_s: int = 15
     minimum_lead_s: int = 90
     worker_answer_timeout_s: int = 60
+    # The market clock: "replay" (wall clock mapped onto replay_start … + replay_days) or "live" (AEST now).
+    clock: str = "replay"
     replay_start: str = "2021-01-01T04:05:00"
     replay_days: int = 30
     bid_version: int = 1
@@ -44,8 +46,8 @@ class CycleConfig:
 
 @dataclass(frozen=True)
 class CycleInput:
-    """What starts a cycle. Without ``decision_time`` the cycle maps its own start time onto the
-    replay period (the live schedule); the demo and tests give an explicit market decision time."""
+    """What starts a cycle. Without ``decision_time`` the cycle reads its start time on its config's clock
+    (the replay period, or AEST now on live data); the demo and tests give an explicit market decision time."""
 
     unit_id: str
     region: str
