@@ -91,8 +91,9 @@ class FollowerConfig:
 class IngestedFile:
     """A report the follower committed: its name, folder, report identity, publication time (naive AEST
     market time, None if neither header nor name carries one), INGESTED or REPLACED (a re-publication), the
-    rows it gave each table, and when the follower first saw it listed and committed it (the follower's
-    clock, seconds)."""
+    rows it gave each table, when the follower first saw it listed and committed it (the follower's clock,
+    seconds), and the numbers of the poll that first listed it and of the last poll begun when it was
+    committed (equal: it was served within the poll that found it)."""
 
     name: str
     folder: str
@@ -102,6 +103,8 @@ class IngestedFile:
     rows_by_table: tuple[tuple[str, int], ...]
     listed_at: float
     committed_at: float
+    listed_poll: int
+    committed_poll: int
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -138,12 +141,13 @@ class _Pending:
     file: ListedFile
     folder: str
     listed_at: float
+    listed_poll: int
 
 
 @dataclass
 class _State:
     done: set[str] = field(default_factory=set)
-    first_listed: dict[str, float] = field(default_factory=dict)
+    first_listed: dict[str, tuple[float, int]] = field(default_factory=dict)
     retries: dict[str, _Retry] = field(default_factory=dict)
     polls: int = 0
     listed: int = 0
@@ -270,12 +274,13 @@ class LiveFollower:
         listings = list(self._lister.map(self._list, folders))
         state = self._state
         state.polls += 1
+        poll = state.polls
         state.listed = sum(len(files) for files in listings)
         in_flight = {pending.file.name for pending in self._in_flight.values()}
         fresh: list[tuple[str, ListedFile]] = []
         for folder, files in zip(folders, listings, strict=True):
             for listed in files:
-                state.first_listed.setdefault(listed.name, now)
+                state.first_listed.setdefault(listed.name, (now, poll))
                 retry = state.retries.get(listed.name)
                 if listed.name in state.done or listed.name in in_flight or (retry and retry.not_before > now):
                     continue
@@ -289,7 +294,8 @@ class LiveFollower:
                 continue
             future = self._pool.submit(fetch_and_stage, self.store, self.source, listed, self.config.tables(folder),
                                        self._incoming, self._stopping.is_set)
-            self._in_flight[future] = _Pending(file=listed, folder=folder, listed_at=state.first_listed[listed.name])
+            listed_at, listed_poll = state.first_listed[listed.name]
+            self._in_flight[future] = _Pending(file=listed, folder=folder, listed_at=listed_at, listed_poll=listed_poll)
 
     def _list(self, folder: str) -> list[ListedFile]:
         try:
@@ -354,7 +360,8 @@ class LiveFollower:
             name=name, folder=pending.folder, identity=pending.file.parsed.identity,
             published=record.published if record is not None else pending.file.parsed.published,
             status=event.status or IngestStatus.INGESTED, rows_by_table=tuple(sorted(rows.items())),
-            listed_at=pending.listed_at, committed_at=self._clock())
+            listed_at=pending.listed_at, committed_at=self._clock(), listed_poll=pending.listed_poll,
+            committed_poll=state.polls)
         log.info("live: %s %s (%s rows, published %s)", ingested.status.value, name,
                  ", ".join(f"{table} {count}" for table, count in ingested.rows_by_table) or "no",
                  ingested.published)

@@ -30,7 +30,8 @@ from settings import REPO_ROOT
 
 NEMWEB_ROOT = REPO_ROOT / "data" / "nemweb"
 DISPATCH_ARCHIVE = (NEMWEB_ROOT / "Data_Archive" / "Wholesale_Electricity" / "MMSDM" / "2024" / "MMSDM_2024_08"
-                    / "MMSDM_Historical_Data_SQLLoader" / "DATA" / "PUBLIC_ARCHIVE#DISPATCHPRICE#FILE01#202408010000.zip")
+                    / "MMSDM_Historical_Data_SQLLoader" / "DATA"
+                    / "PUBLIC_ARCHIVE#DISPATCHPRICE#FILE01#202408010000.zip")
 PREDISPATCH_PARQUET = REPO_ROOT / "data" / "nem" / "PUBLIC_DVD_PREDISPATCHPRICE_202101010000.parquet"
 DISPATCH_FOLDER = "DispatchIS_Reports"
 PREDISPATCH_FOLDER = "PredispatchIS_Reports"
