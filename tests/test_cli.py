@@ -100,3 +100,12 @@ def test_runs_as_a_module() -> None:
                                check=False, timeout=60)
     assert completed.returncode == 0
     assert "Usage: vpp" in completed.stdout
+
+
+def test_up_takes_a_source_only_for_live_market_data(env: dict[str, str | None]) -> None:
+    result = runner.invoke(app, ["up", "--source", "http://127.0.0.1:9/"], env=env)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == ["error: --source is for live market data: use it with "
+                                                  "--market-data live"]
+    unknown = runner.invoke(app, ["up", "--market-data", "tomorrow"], env=env)
+    assert unknown.exit_code == 2 and "Traceback" not in unknown.output
