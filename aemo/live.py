@@ -276,6 +276,7 @@ class LiveFollower:
         state.polls += 1
         poll = state.polls
         state.listed = sum(len(files) for files in listings)
+        self._forget_unlisted({listed.name for files in listings for listed in files})
         in_flight = {pending.file.name for pending in self._in_flight.values()}
         fresh: list[tuple[str, ListedFile]] = []
         for folder, files in zip(folders, listings, strict=True):
@@ -296,6 +297,15 @@ class LiveFollower:
                                        self._incoming, self._stopping.is_set)
             listed_at, listed_poll = state.first_listed[listed.name]
             self._in_flight[future] = _Pending(file=listed, folder=folder, listed_at=listed_at, listed_poll=listed_poll)
+
+    def _forget_unlisted(self, listed: set[str]) -> None:
+        """Keep memory bounded: names no longer listed (AEMO rolls reports off) are forgotten (the store's
+        manifest still says they are held, should they be listed again)."""
+        state = self._state
+        state.done.intersection_update(listed)
+        for table in (state.first_listed, state.retries):
+            for name in [name for name in table if name not in listed]:
+                del table[name]
 
     def _list(self, folder: str) -> list[ListedFile]:
         try:

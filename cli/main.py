@@ -214,11 +214,15 @@ def status(ctx: typer.Context) -> None:
 @serve_app.command("market-data")
 def serve_market_data(ctx: typer.Context) -> None:
     """Run the market-data gRPC service until SIGINT/SIGTERM."""
+    from aemo.errors import AemoDataError
     from services.market_data import serve  # type: ignore[import-not-found]
 
     settings = load(ctx)
     with clean_errors():
-        run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        try:
+            run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        except AemoDataError as exc:  # unusable data files, live source or market store
+            raise fail(str(exc)) from None
 
 
 @serve_app.command("bids")

@@ -109,3 +109,16 @@ def test_up_takes_a_source_only_for_live_market_data(env: dict[str, str | None])
                                                   "--market-data live"]
     unknown = runner.invoke(app, ["up", "--market-data", "tomorrow"], env=env)
     assert unknown.exit_code == 2 and "Traceback" not in unknown.output
+
+
+def test_live_market_data_from_an_unusable_source_is_one_clear_line(tmp_path: Path,
+                                                                     env: dict[str, str | None]) -> None:
+    config = tmp_path / "live.toml"
+    missing = tmp_path / "no-such-nemweb"
+    config.write_text(f'[market_data]\nsource = "live"\n[market_store]\nsource = "{missing}"\n'
+                      f"[stack]\nmarket_data_port = {free_port()}\n")
+    result = runner.invoke(app, ["--config", str(config), "serve", "market-data"], env=env)
+    assert result.exit_code == 1, result.output
+    assert [line for line in result.output.strip().splitlines() if line.startswith("error:")] == [
+        f"error: {missing}: no such folder"]
+    assert "Traceback" not in result.output

@@ -36,7 +36,9 @@ from algorithms.market.as_of import (
 from algorithms.market.prices import DispatchPrices
 from services.health import wait_healthy
 from services.market_data import fetch_snapshot, serve
+from services.security import operator_security
 from settings import Settings
+from stack.supervisor import LocalStack, with_market_data
 from tests.conftest import free_port
 from tests.live_reports import (
     DISPATCH_FOLDER,
@@ -408,3 +410,38 @@ async def test_the_service_follows_reports_published_one_by_one(settings: Settin
             stop.set()
             await asyncio.wait_for(task, timeout=30)
         assert all(not r.path.endswith(".zip") for r in standin.requests[gets:])
+
+
+@pytest.mark.stack
+async def test_up_on_live_market_data_serves_what_the_source_publishes(settings: Settings, tmp_path: Path) -> None:
+    """`vpp up --market-data live --source URL`: the settings reach the market-data child through the effective
+    configuration; it follows the stand-in and serves the reports as they appear (over TLS with a token)."""
+    tree = _dispatch_tree(tmp_path / "nemweb", 3)
+    state = tmp_path / "state"
+    with NemwebStandIn(tree.root, visible=()) as standin:
+        configured = with_market_data(replace(settings, stack=replace(settings.stack, state_dir=state,
+                                                                      market_data_port=free_port())),
+                                      "live", standin.url)
+        configured = replace(configured, market_data=replace(configured.market_data, live_poll_s=0.3,
+                                                             live_folders=(DISPATCH_FOLDER,)))
+        with LocalStack(configured, parts={"market-data"}, ui=False) as stack:
+            security = operator_security(state, environ={})
+            address = stack.market_data_address
+            for report in tree.reports:
+                standin.publish(report.path)
+            last = tree.reports[-1]
+            deadline = time.monotonic() + 60.0
+            while True:
+                try:
+                    snap = await fetch_snapshot(address, "SA1", last.interval + FIVE, last.published,
+                                                history_intervals=3, security=security)
+                    if not np.isnan(snap.history[0].price[-1]):
+                        break
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.NOT_FOUND, exc.details()
+                assert time.monotonic() < deadline, "the live reports were not served"
+                await asyncio.sleep(0.2)
+        assert list(snap.history[0].price) == [_rrp(tree.rows, r.interval) for r in tree.reports]
+        assert list(snap.history[0].known_at_unix_ms) == [market_to_unix_ms(r.published) for r in tree.reports]
+    held = MarketStore.from_settings(configured).current_reports(["DISPATCHIS"])
+    assert sorted(record.name for record in held) == sorted(r.name for r in tree.reports)
