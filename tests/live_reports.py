@@ -99,12 +99,16 @@ class Report:
 
 
 def dispatchis(rows: pd.DataFrame, interval: datetime, published: datetime, sequence: int,
-               rrp_offset: float = 0.0) -> tuple[str, bytes]:
+               rrp_offset: float = 0.0, as_interval: datetime | None = None) -> tuple[str, bytes]:
     """The DispatchIS report of the interval ending ``interval`` (name, zip bytes); ``rrp_offset`` ($/MWh)
-    is added to every RRP (a corrected re-publication)."""
+    is added to every RRP (a corrected re-publication); ``as_interval`` relabels the rows as that interval's
+    (real prices at another time, e.g. the last hours before now)."""
     interval_rows = rows[pd.to_datetime(rows["SETTLEMENTDATE"]) == pd.Timestamp(interval)].copy()
     interval_rows["RRP"] = interval_rows["RRP"] + rrp_offset
     interval_rows["LASTCHANGED"] = pd.Timestamp(published) - pd.Timedelta(seconds=2)
+    if as_interval is not None:
+        interval_rows["SETTLEMENTDATE"] = pd.Timestamp(as_interval)
+        interval = as_interval
     stem = f"PUBLIC_DISPATCHIS_{interval:%Y%m%d%H%M}_{sequence:016d}"
     data = mms_csv("DISPATCHIS", published, sequence, [("DISPATCH", "PRICE", 5, interval_rows)])
     return stem + ".zip", zipped(stem + ".CSV", data)

@@ -9,11 +9,13 @@ over HTTP into a real market store; the service answers over real gRPC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -21,12 +23,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from activities.cycle_facts import CycleInput
 from aemo.live import FollowerConfig, IngestedFile, LiveFollower
 from aemo.live_market import LiveMarketTables
 from aemo.mms import predispatch_prices_from_frame
 from aemo.nemweb import HttpSource
 from aemo.store import IngestStatus, MarketStore
 from algorithms.common.nem_time import from_timestamp, interval_ending_at_or_before, market_to_unix_ms
+from algorithms.common.replay_clock import live_market_time
 from algorithms.market.as_of import (
     MarketTables,
     ObservedPublication,
@@ -38,8 +42,9 @@ from services.health import wait_healthy
 from services.market_data import fetch_snapshot, serve
 from services.security import operator_security
 from settings import Settings
+from stack.schedule import cycle_config
 from stack.supervisor import LocalStack, with_market_data
-from tests.conftest import free_port
+from tests.conftest import free_port, temporary_database
 from tests.live_reports import (
     DISPATCH_FOLDER,
     FIRST_SEQUENCE,
@@ -53,8 +58,10 @@ from tests.live_reports import (
     predispatchis,
     write_report,
 )
+from tests.live_stack import live_stack
 from tests.nemweb_standin import Fault, NemwebStandIn
 from vpp.v1 import common_pb2, market_data_pb2
+from workflows.autobidder import AutobidderCycle
 
 ON_TIME, LATE = common_pb2.DATA_QUALITY_ON_TIME, common_pb2.DATA_QUALITY_LATE
 MISSING = common_pb2.DATA_QUALITY_MISSING
@@ -445,3 +452,67 @@ async def test_up_on_live_market_data_serves_what_the_source_publishes(settings:
         assert list(snap.history[0].known_at_unix_ms) == [market_to_unix_ms(r.published) for r in tree.reports]
     held = MarketStore.from_settings(configured).current_reports(["DISPATCHIS"])
     assert sorted(record.name for record in held) == sorted(r.name for r in tree.reports)
+
+
+LIVE_HISTORY_INTERVALS = 144
+LIVE_HORIZON_INTERVALS = 48
+
+
+@pytest.mark.stack
+async def test_a_cycle_on_the_market_clock_decides_on_live_data(settings: Settings, tmp_path: Path, server_url: str,
+                                                                sqs_endpoint: str) -> None:
+    """`[cycle] clock = "live"`: a cycle started without a decision time decides at AEST now, on the live
+    reports published up to now (real prices relabelled to the last twelve hours, each published as AEMO
+    does, 4 min 20 s before its interval ends), through the production workflow, workers and services, up to
+    a validated bid. (What the simulated NEM does with it is not asserted: it clears against its January 2021
+    data, which has no price for today's intervals.)"""
+    now = live_market_time(datetime.now(UTC))
+    latest = interval_ending_at_or_before(now)
+    rows = archive_dispatch_rows()
+    real = dispatch_intervals(rows, FIRST, LIVE_HISTORY_INTERVALS)
+    root = tmp_path / "nemweb"
+    for index, interval in enumerate(real):
+        relabelled = latest - (LIVE_HISTORY_INTERVALS - 1 - index) * FIVE
+        name, data = dispatchis(rows, interval, relabelled - timedelta(seconds=260), FIRST_SEQUENCE + index,
+                                as_interval=relabelled)
+        write_report(root, DISPATCH_FOLDER, name, data)
+    with NemwebStandIn(root) as standin, temporary_database(server_url) as database_url:
+        live = with_market_data(replace(settings, database_url=database_url), "live", standin.url)
+        live = replace(live,
+                       market_data=replace(live.market_data, live_poll_s=0.5, live_folders=(DISPATCH_FOLDER,)),
+                       cycle=replace(live.cycle, history_intervals=LIVE_HISTORY_INTERVALS,
+                                     horizon_intervals=LIVE_HORIZON_INTERVALS))
+        async with live_stack(live, sqs_endpoint) as stack:
+            address = f"127.0.0.1:{stack.settings.stack.market_data_port}"
+            deadline = time.monotonic() + 120.0
+            while True:  # the follower backfills what the folder lists
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    snap = await fetch_snapshot(address, "SA1", latest + FIVE, now, history_intervals=1)
+                    if snap.latest_quality == ON_TIME:
+                        break
+                assert time.monotonic() < deadline, "the live reports were not ingested"
+                await asyncio.sleep(0.5)
+            config = replace(cycle_config(stack.settings.cycle), search_attributes=False)
+            assert config.clock == "live"
+            before = live_market_time(datetime.now(UTC))
+            handle = await stack.client.start_workflow(
+                AutobidderCycle.run, CycleInput(unit_id=live.cycle.unit_id, region="SA1", config=config),
+                id=f"live-clock-{uuid.uuid4().hex[:8]}", task_queue=stack.settings.stack.task_queue,
+                execution_timeout=timedelta(minutes=5))
+            deadline = time.monotonic() + 120.0
+            while True:
+                state = await handle.query(AutobidderCycle.state)
+                if any(fact.stage == "bid" for fact in state.facts):
+                    break
+                assert time.monotonic() < deadline, f"the cycle did not build a bid: {state}"
+                await asyncio.sleep(0.5)
+            after = live_market_time(datetime.now(UTC))
+            with contextlib.suppress(Exception):
+                await handle.terminate("test over: the bid was built")
+    facts = {fact.stage: fact.summary for fact in state.facts}
+    # The cycle decided at AEST now: its latest interval is the one ending before its start, on the market clock.
+    latest_seen = next(moment for moment in {interval_ending_at_or_before(before), interval_ending_at_or_before(after)}
+                       if f"latest {moment.isoformat()} ON_TIME" in facts["fetch"])
+    dispatch_interval = datetime.fromisoformat(state.dispatch_interval or "")
+    assert dispatch_interval - latest_seen in (2 * FIVE, 3 * FIVE), (dispatch_interval, latest_seen)
+    assert "no bid passed validation" not in facts["bid"], facts["bid"]
