@@ -48,6 +48,7 @@ from tests.conftest import free_port, temporary_database
 from tests.live_reports import (
     DISPATCH_FOLDER,
     FIRST_SEQUENCE,
+    NEMWEB_ROOT,
     PREDISPATCH_FOLDER,
     FastClock,
     Report,
@@ -265,6 +266,29 @@ def test_a_slow_download_does_not_hold_up_the_others(tmp_path: Path) -> None:
             assert [f.name for f in follower.drain()] == [slow.name]
         finally:
             follower.close()
+
+
+def test_p5min_and_next_day_dispatch_reports_go_into_the_store(tmp_path: Path) -> None:
+    """The real P5MIN and Next_Day_Dispatch reports of data/nemweb, followed like live ones: into the store
+    for the forecaster and settlement, not into the snapshot's tables."""
+    store = MarketStore(tmp_path / "market")
+    tables = LiveMarketTables(store, dispatch_price_delay_s=DELAY_S)
+    with NemwebStandIn(NEMWEB_ROOT) as standin:
+        follower = LiveFollower(store, HttpSource(standin.url, attempts=1),
+                                FollowerConfig(folders=("P5_Reports", "Next_Day_Dispatch"), poll_s=0.1),
+                                listeners=[tables.on_ingested])
+        follower.open()
+        try:
+            follower.step()
+            ingested = follower.drain()
+        finally:
+            follower.close()
+    assert {(f.folder, f.tables) for f in ingested} == {("P5_Reports", ("P5MIN_REGIONSOLUTION",)),
+                                                        ("Next_Day_Dispatch", ("DISPATCHLOAD",))}
+    p5min = next(f for f in ingested if f.folder == "P5_Reports")
+    assert p5min.published == datetime(2026, 10, 9, 11, 46, 20)  # its header's creation time
+    assert len(store.load("P5MIN_REGIONSOLUTION")) == 60
+    assert len(tables.current().dispatch.intervals) == 0
 
 
 def test_the_follower_thread_serves_each_file_within_the_poll_that_found_it(tmp_path: Path) -> None:
