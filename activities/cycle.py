@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -38,6 +38,7 @@ from algorithms.market.as_of import estimate_missing, latest_known
 from algorithms.market.bid_builder import build_bid, build_safe_bid
 from algorithms.market.bid_validation import validate_bid
 from algorithms.market.clearing import outcome_price
+from algorithms.market.console import bid_bands, plan_intent
 from algorithms.market.cycle_requests import forecast_request, optimisation_request
 from algorithms.market.operator_controls import (
     EffectiveControls,
@@ -270,13 +271,18 @@ class CycleActivities:
 
     @activity.defn(name="record_outcome")
     async def record_outcome(self, request: RecordInput) -> OutcomeRecorded:
-        """Read what the market dispatched in the cycle's interval and record the cycle in PostgreSQL."""
+        """Read what the market dispatched in the cycle's interval and record the cycle in PostgreSQL.
+
+        The interval's revenue is counted by the first cycle that records it (models/cycles.py); the
+        result also carries what the cycle's page shows: the bid for the interval (the one submitted, else
+        the bid in force) band by band, and the plan's intent in one sentence.
+        """
         outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
                                   fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=None)
+        dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
         if request.bid_id:
             try:
-                answer = await get_dispatch_outcome(self._bid_address, request.unit_id,
-                                                    datetime.fromisoformat(request.dispatch_interval))
+                answer = await get_dispatch_outcome(self._bid_address, request.unit_id, dispatch_interval)
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
@@ -287,22 +293,34 @@ class CycleActivities:
             else:
                 await self._put(answer.outcome, request.cycle_id, "market-outcome")
                 outcome = _outcome(answer.outcome, self._settings.market.energy_product)
+        intent = ""
+        if request.plan_key:
+            plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
+            intent = plan_intent(plan)
         record = cycle_store.CycleRecord(
             cycle_id=request.cycle_id, unit_id=request.unit_id, region=request.region,
-            dispatch_interval=datetime.fromisoformat(request.dispatch_interval), status=request.status,
+            dispatch_interval=dispatch_interval, status=request.status,
             bid_id=request.bid_id, failure=request.failure,
             facts=[asdict(f) for f in request.facts] + ([{"stage": "outcome", **asdict(outcome)}]
                                                          if outcome.cleared else []),
-            started_at=datetime.fromisoformat(request.started_at))
+            started_at=datetime.fromisoformat(request.started_at),
+            outcome=cycle_store.IntervalOutcome(
+                gen_mw=outcome.gen_mw, load_mw=outcome.load_mw, price=outcome.price,
+                energy_revenue=outcome.energy_revenue_dollars, fcas_revenue=outcome.fcas_revenue_dollars)
+            if outcome.cleared else None)
         async with await connect(self._database_url) as conn:
-            await cycle_store.record_cycle(conn, record)
+            counted = await cycle_store.record_cycle(conn, record)
             if request.manual_rebid_reason and request.bid_id and await control_store.clear_pending_rebid(
                     conn, request.unit_id, request.manual_rebid_reason):
                 await control_store.append_action(conn, control_store.OperatorAction(
                     unit_id=request.unit_id, action="rebid submitted", reason=request.manual_rebid_reason,
                     operator="autobidder", detail={"cycle_id": request.cycle_id, "bid_id": request.bid_id}))
             await conn.commit()
-        return outcome
+            shown = (await bid_store.get_bid(conn, request.bid_id) if request.bid_id
+                     else await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval))
+        bands = bid_bands(shown.bid(), dispatch_interval) if shown is not None else ()
+        return replace(outcome, revenue_counted=counted.counted, counted_by_cycle=counted.counted_by,
+                       bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent)
 
 
 def _outcome(market: bid_pb2.MarketOutcome, energy_product: str) -> OutcomeRecorded:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from algorithms.market.console import BidBand
+
 
 @dataclass(frozen=True)
 class CycleConfig:
@@ -189,6 +191,8 @@ class RecordInput:
     facts: tuple[StageFact, ...]
     # A manual rebid this cycle submitted: its pending request is cleared and audited when recorded.
     manual_rebid_reason: str | None = None
+    # The archived plan (for the plan's intent on the cycle's page); None when the cycle has none.
+    plan_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,15 @@ class OutcomeRecorded:
     # Energy price of the interval ($/MWh); None when not cleared. (Never NaN: results are JSON, and
     # the Temporal Web UI can only show a result that is valid JSON.)
     price: float | None
+    # Whether this cycle counts the interval's revenue (False when an earlier cycle of the same unit and
+    # interval already did: revenue is counted once) and which cycle counts it. Meaningful when cleared.
+    revenue_counted: bool = True
+    counted_by_cycle: str | None = None
+    # The bid for the interval (the one submitted, else the bid in force): its bands with MW offered.
+    bid_id: str | None = None
+    bid_bands: tuple[BidBand, ...] = ()
+    # The plan's intent in one sentence ('' without a plan).
+    plan_intent: str = ""
 
 
 @dataclass(frozen=True)
@@ -243,3 +256,9 @@ class CycleResult:
     outcome: OutcomeRecorded | None = None
     started_market_time: str = ""
     latency_to_ack_s: float = 0.0
+    # The same market times with their zone (interval-ending AEST, UTC+10), e.g. 2021-01-15T16:10:00+10:00;
+    # fact times (StageFact.at) are wall clock, UTC.
+    dispatch_interval_aest: str = ""
+    started_market_time_aest: str = ""
+    # One line: unit, interval, status, dispatched MW, price, revenue.
+    summary: str = ""

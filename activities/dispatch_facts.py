@@ -116,3 +116,7 @@ class DispatchProgress:
     latest: ControlStep | None
     target_changes: tuple[str, ...]
     summary: EventSummary | None
+    # The event's window (Unix ms, wall clock) and its hierarchy (None: every hierarchy of the node).
+    start_ms: int = 0
+    end_ms: int = 0
+    hierarchy: str | None = None

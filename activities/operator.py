@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import activity
@@ -24,7 +24,12 @@ from activities.operator_facts import (
     RESUME,
     ControlsView,
     OperatorActionInput,
+    UnitConsole,
 )
+from algorithms.common.nem_time import INTERVAL, trading_day, trading_day_last_interval
+from algorithms.market.console import bid_bands, pnl_of
+from models import bids as bid_store
+from models import cycles as cycle_store
 from models import operator_controls as store
 from models.db import connect
 from services.temporal_client import trigger_now
@@ -59,13 +64,34 @@ class OperatorActivities:
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
-        return [self.load_unit_controls, self.apply_operator_action, self.trigger_unit_cycle]
+        return [self.load_unit_controls, self.apply_operator_action, self.trigger_unit_cycle, self.load_unit_console]
 
     @activity.defn(name="load_unit_controls")
     async def load_unit_controls(self, unit_id: str) -> ControlsView:
         """The unit's stored controls."""
         async with await connect(self._database_url) as conn:
             return ControlsView.of(await store.get_controls(conn, unit_id))
+
+    @activity.defn(name="load_unit_console")
+    async def load_unit_console(self, unit_id: str) -> UnitConsole:
+        """The P&L of the trading day of the unit's latest recorded interval (each interval counted once,
+        from the ``cycles`` table) and the bid in force for that interval."""
+        async with await connect(self._database_url) as conn:
+            latest = await cycle_store.latest_interval(conn, unit_id)
+            if latest is None:
+                return UnitConsole(unit_id=unit_id)
+            day = trading_day(latest)
+            last = trading_day_last_interval(day)
+            first = last - timedelta(days=1) + INTERVAL
+            rows = await cycle_store.counted_revenue(conn, unit_id, first, last)
+            cycles = await cycle_store.cycles_between(conn, unit_id, first, last)
+            bid = await bid_store.latest_accepted_bid_covering(conn, unit_id, latest)
+        pnl = pnl_of(unit_id, rows, day, cycles)
+        return UnitConsole(unit_id=unit_id, trading_day=day.isoformat(),
+                           energy_revenue_dollars=pnl.energy_revenue_dollars,
+                           fcas_revenue_dollars=pnl.fcas_revenue_dollars, intervals=pnl.intervals, cycles=cycles,
+                           latest_interval=latest.isoformat(), bid_id=bid.bid_id if bid else None,
+                           bid_bands=bid_bands(bid.bid(), latest) if bid else ())
 
     @activity.defn(name="apply_operator_action")
     async def apply_operator_action(self, request: OperatorActionInput) -> ControlsView:

@@ -4,12 +4,15 @@ plain frozen dataclasses, times as ISO-8601 text with a UTC offset."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
+from algorithms.market.console import BidBand, ControlsText, UnitPnl
 from algorithms.market.operator_controls import UnitControls
 
 PAUSE, RESUME, HOLD_SOC, RELEASE_SOC, MANUAL_REBID = "pause", "resume", "hold_soc", "release_soc", "manual_rebid"
 ACTIONS = (PAUSE, RESUME, HOLD_SOC, RELEASE_SOC, MANUAL_REBID)
+# Signal a cycle sends its unit's operator workflow once it has recorded its interval (a line about it).
+CYCLE_RECORDED_SIGNAL = "cycle_recorded"
 
 
 def operator_workflow_id(unit_id: str) -> str:
@@ -27,6 +30,8 @@ class OperatorInput:
     soc_max_fraction: float
     rebid_reason_max_chars: int = 500
     max_actions_per_run: int = 500
+    # Refreshes of the page (one per recorded cycle, coalesced) before the workflow continues as new.
+    max_refreshes_per_run: int = 1000
     # The controls carried over by continue-as-new (shown until the new run has reloaded them).
     controls: ControlsView | None = None
 
@@ -53,6 +58,13 @@ class ControlsView:
             soc_floor_until=controls.soc_floor_until.isoformat() if controls.soc_floor_until else None,
             pending_rebid_reason=controls.pending_rebid_reason,
             updated_at=controls.updated_at.isoformat() if controls.updated_at else None)
+
+    def shown(self) -> ControlsText:
+        """The controls as the operator page shows them."""
+        return ControlsText(paused=self.paused, paused_reason=self.paused_reason,
+                            soc_floor_fraction=self.soc_floor_fraction,
+                            soc_floor_until=datetime.fromisoformat(self.soc_floor_until) if self.soc_floor_until
+                            else None, pending_rebid_reason=self.pending_rebid_reason)
 
     def controls(self) -> UnitControls:
         """The controls this view shows."""
@@ -85,3 +97,28 @@ class RebidRequested:
     controls: ControlsView
     cycle_triggered: bool
     note: str = ""
+
+
+@dataclass(frozen=True)
+class UnitConsole:
+    """What the operator page shows besides the controls (the ``load_unit_console`` activity): the P&L of
+    the trading day of the unit's latest recorded interval (each interval counted once; $), and the bid in
+    force for that interval with its bands. Market times are naive interval-ending AEST, ISO-8601."""
+
+    unit_id: str
+    trading_day: str | None = None
+    energy_revenue_dollars: float = 0.0
+    fcas_revenue_dollars: float = 0.0
+    intervals: int = 0
+    cycles: int = 0
+    latest_interval: str | None = None
+    bid_id: str | None = None
+    bid_bands: tuple[BidBand, ...] = ()
+
+    def pnl(self) -> UnitPnl:
+        """The P&L as the pure renderer takes it."""
+        return UnitPnl(unit_id=self.unit_id,
+                       trading_day=date.fromisoformat(self.trading_day) if self.trading_day else None,
+                       energy_revenue_dollars=self.energy_revenue_dollars,
+                       fcas_revenue_dollars=self.fcas_revenue_dollars, intervals=self.intervals, cycles=self.cycles,
+                       latest_interval=datetime.fromisoformat(self.latest_interval) if self.latest_interval else None)

@@ -1,6 +1,8 @@
 """Activities of the peak-shaving workflow: thin adapters to PostgreSQL (load history, asset graph) and the
-fleet gateway (gRPC ``GetAggregate``). The forecast itself is the pure
-:func:`algorithms.fleet.peak_shaving.forecast_node_load`, run here in a thread (statsmodels, ~0.2 s).
+fleet gateway (gRPC ``GetAggregate``), and the planning. The forecast itself is the pure
+:func:`algorithms.fleet.peak_shaving.forecast_node_load`, run here in a thread (statsmodels, ~0.2 s); the
+plan is the pure :func:`algorithms.fleet.peak_shaving.plan_node_peak_shaving` (numpy, ~1 ms), run here so
+the workflow imports no numpy.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from activities.peak_shaving_facts import (
     FleetCapacityInput,
     NodeForecast,
     NodeForecastInput,
+    PeakShavingPlanInput,
 )
 from algorithms.fleet.peak_shaving import (
     INTERVAL_MS,
-    InsufficientHistoryError,
     LoadForecast,
-    PeakShavingInputError,
     forecast_node_load,
+    plan_node_peak_shaving,
     regular_series,
 )
+from algorithms.fleet.peak_shaving_types import InsufficientHistoryError, PeakShavingInputError, PlannedPeakShaving
 from models.assets import AssetGraphError, node_site_parameters
 from models.node_load import read_node_load
 from vpp.v1 import fleet_pb2
@@ -46,6 +49,27 @@ def forecast_from_history(request: NodeForecastInput, interval_end_ms: np.ndarra
     grid, values = regular_series(interval_end_ms, values_mw, first_end, last_end)
     forecast = forecast_node_load(values, grid, request.horizon_intervals, request.quantiles)
     return forecast, int(np.count_nonzero(~np.isnan(values)))
+
+
+def load_forecast_of(fact: NodeForecast) -> LoadForecast:
+    """The :class:`LoadForecast` (arrays, MW) carried by a :class:`NodeForecast` (lists)."""
+    return LoadForecast(interval_end_ms=np.array(fact.interval_end_ms, dtype=np.int64), interval_ms=fact.interval_ms,
+                        quantiles=tuple(fact.quantiles),
+                        values_mw=np.array(fact.values_mw, dtype=np.float64), method=fact.method)
+
+
+@activity.defn(name="plan_peak_shaves")
+async def plan_peak_shaves(request: PeakShavingPlanInput) -> PlannedPeakShaving:
+    """The node's shaves and the figures the plan shows, from its forecast and its batteries' capacity
+    (pure and deterministic: a retry plans the same). Input the planning cannot use (a malformed forecast,
+    a non-finite threshold or capacity) fails at once (non-retryable ``InvalidPeakShaving``)."""
+    try:
+        return plan_node_peak_shaving(load_forecast_of(request.forecast), request.threshold_mw,
+                                      request.capacity.energy_lower_mwh, request.capacity.max_discharge_mw,
+                                      request.rules)
+    except ValueError as exc:  # PeakShavingInputError, or a ragged forecast numpy cannot make an array of
+        raise ApplicationError(f"node {request.node_id}: {exc}", type=INVALID_PEAK_SHAVING,
+                               non_retryable=True) from exc
 
 
 class PeakShavingActivities(GatewayActivities):

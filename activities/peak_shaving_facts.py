@@ -1,5 +1,9 @@
 """Inputs, stage facts and the plan of the peak-shaving workflow (frozen dataclasses: JSON across Temporal).
 
+Plain data only (the standard library and :mod:`algorithms.fleet.peak_shaving_types`, no numpy): the
+workflow imports this module. The planning activity returns
+:class:`algorithms.fleet.peak_shaving_types.PlannedPeakShaving`.
+
 Power MW (+ discharge / − charge for battery targets), energy MWh, times epoch milliseconds UTC.
 """
 
@@ -7,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from algorithms.fleet.peak_shaving import DEFAULT_QUANTILES, PeakShavingRules, PlannedShave
+from algorithms.fleet.peak_shaving_types import DEFAULT_QUANTILES, PeakShavingRules, PlannedShave
 
 INVALID_PEAK_SHAVING = "InvalidPeakShaving"
 INSUFFICIENT_HISTORY = "InsufficientLoadHistory"
@@ -84,6 +88,26 @@ class FleetCapacity:
     energy_lower_mwh: float
     max_discharge_mw: float
     description: str
+
+
+@dataclass(frozen=True)
+class PeakShavingPlanInput:
+    """Plan the shaves of a node from its load forecast and what its batteries can do.
+
+    Attributes:
+        node_id: the node planned.
+        threshold_mw: the load the node should not exceed (MW).
+        rules: :class:`PeakShavingRules`.
+        forecast: the node's load forecast (the ``forecast_node_load`` activity's result).
+        capacity: the node's batteries (the ``node_fleet_capacity`` activity's result); the plan spends
+            at most the lower bound of their energy.
+    """
+
+    node_id: str
+    threshold_mw: float
+    rules: PeakShavingRules
+    forecast: NodeForecast
+    capacity: FleetCapacity
 
 
 @dataclass(frozen=True)

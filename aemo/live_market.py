@@ -1,20 +1,21 @@
 """The platform's price tables over AEMO's live reports, as the follower ingests them.
 
-:class:`LiveMarketTables` keeps in memory the dispatch prices of the DispatchIS reports (DISPATCHPRICE)
-and the pre-dispatch runs of the PredispatchIS reports (PREDISPATCHPRICE) that the market store holds,
-and turns them into the structures the as-of snapshot is built from
-(:class:`algorithms.market.as_of.MarketTables`): :class:`~algorithms.market.prices.DispatchPrices`, with
-an :class:`~algorithms.market.as_of.ObservedPublication` saying when each interval became known (the
-publication time of the file that carried it), and
-:class:`~algorithms.market.prices.PredispatchPrices` whose runs are known at their file's publication time.
+:class:`LiveMarketTables` keeps in memory the dispatch prices of the DispatchIS reports (DISPATCHPRICE),
+the pre-dispatch runs of the PredispatchIS reports (PREDISPATCHPRICE) and the P5MIN runs of the P5MIN
+reports (P5MIN_REGIONSOLUTION) that the market store holds, and turns them into the structures the as-of
+snapshot is built from (:class:`algorithms.market.as_of.MarketTables`):
+:class:`~algorithms.market.prices.DispatchPrices`, with an :class:`~algorithms.market.as_of.ObservedPublication`
+saying when each interval became known (the publication time of the file that carried it), and
+:class:`~algorithms.market.prices.PredispatchPrices` / :class:`~algorithms.market.prices.P5minPrices`
+whose runs are known at their file's publication time.
 
 It loads what the store holds when it starts (so a restarted service resumes without downloading
 anything) and is a listener of :class:`aemo.live.LiveFollower`: each new file's rows are read back from
 the store (its own parts only) and the tables rebuilt. A re-published report (same report, newer
 publication) replaces its rows and their publication time. Only rows within ``window`` of the newest
-publication are kept (dispatch intervals by their end, pre-dispatch runs by their publication), which
-bounds memory and rebuild time. Thread-safe: the follower's thread updates, any thread reads
-:meth:`LiveMarketTables.current`.
+publication are kept (dispatch intervals by their end; pre-dispatch and P5MIN runs, of which only the newest
+matter, by their publication within ``runs_window``), which bounds memory and rebuild time. Thread-safe: the
+follower's thread updates, any thread reads :meth:`LiveMarketTables.current`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pandas as pd
 from aemo.archive_files import parse_file_name
 from aemo.live import IngestedFile
 from aemo.mms import dispatch_prices_from_frame, predispatch_prices_from_frame
+from aemo.p5min import p5min_prices
 from aemo.store import PUBLISHED_COLUMN, SOURCE_COLUMN, MarketStore
 from algorithms.common.nem_time import AEST_OFFSET
 from algorithms.market.as_of import MarketTables, ObservedPublication
@@ -38,10 +40,17 @@ log = logging.getLogger(__name__)
 
 DISPATCH_REPORT = "DISPATCHIS"
 PREDISPATCH_REPORT = "PREDISPATCHIS"
+P5MIN_REPORT = "P5MIN"
 DISPATCH_TABLE = "DISPATCHPRICE"
 PREDISPATCH_TABLE = "PREDISPATCHPRICE"
+P5MIN_TABLE = "P5MIN_REGIONSOLUTION"
 IDENTITY_COLUMN = "_identity"
-_REPORT_TABLES = {DISPATCH_REPORT: DISPATCH_TABLE, PREDISPATCH_REPORT: PREDISPATCH_TABLE}
+_REPORT_TABLES = {DISPATCH_REPORT: DISPATCH_TABLE, PREDISPATCH_REPORT: PREDISPATCH_TABLE, P5MIN_REPORT: P5MIN_TABLE}
+# Per table: the key of one value, and the column the window is kept on.
+_KEYS = {DISPATCH_TABLE: ("SETTLEMENTDATE", "REGIONID"),
+         PREDISPATCH_TABLE: ("PREDISPATCHSEQNO", "REGIONID", "DATETIME"),
+         P5MIN_TABLE: ("RUN_DATETIME", "REGIONID", "INTERVAL_DATETIME")}
+_WINDOW_COLUMN = {DISPATCH_TABLE: "SETTLEMENTDATE", PREDISPATCH_TABLE: PUBLISHED_COLUMN, P5MIN_TABLE: PUBLISHED_COLUMN}
 
 
 def _identity(name: str) -> str:
@@ -52,16 +61,18 @@ class LiveMarketTables:
     """Dispatch and pre-dispatch prices of the live reports in ``store`` (see the module docstring).
 
     ``dispatch_price_delay_s``: a value published later than its interval end + this many seconds is LATE.
-    ``window``: how much is kept (default 8 days: a week of history for the cycle and a day to spare).
+    ``window``: how much dispatch history is kept (default 8 days: a week of history for the cycle and a day
+    to spare); ``runs_window``: how long pre-dispatch and P5MIN runs are kept after their publication.
     """
 
     def __init__(self, store: MarketStore, *, dispatch_price_delay_s: float,
-                 window: timedelta = timedelta(days=8)) -> None:
+                 window: timedelta = timedelta(days=8), runs_window: timedelta = timedelta(days=1)) -> None:
         self.store = store
         self.dispatch_price_delay_s = dispatch_price_delay_s
         self.window = window
+        self.runs_window = runs_window
         self._lock = threading.Lock()
-        self._rows: dict[str, pd.DataFrame] = {DISPATCH_TABLE: pd.DataFrame(), PREDISPATCH_TABLE: pd.DataFrame()}
+        self._rows: dict[str, pd.DataFrame] = {table: pd.DataFrame() for table in _KEYS}
         self._current = self._build()
 
     def load(self) -> int:
@@ -77,7 +88,7 @@ class LiveMarketTables:
             by_table.setdefault(_REPORT_TABLES[parse_file_name(record.name).subject], []).append(record.name)
         with self._lock:
             for table, names in by_table.items():
-                self._rows[table] = self._merge(self._rows[table], self._read(table, names))
+                self._rows[table] = self._merge(table, self._rows[table], self._read(table, names))
             self._current = self._build()
         log.info("live market data: %d reports loaded from the store (%s)", len(recent), self.describe())
         return len(recent)
@@ -93,7 +104,7 @@ class LiveMarketTables:
             return
         with self._lock:
             for table, names in by_table.items():
-                self._rows[table] = self._merge(self._rows[table], self._read(table, names))
+                self._rows[table] = self._merge(table, self._rows[table], self._read(table, names))
             self._current = self._build()
 
     def current(self) -> MarketTables:
@@ -102,13 +113,14 @@ class LiveMarketTables:
             return self._current
 
     def describe(self) -> str:
-        """One line: intervals, regions and pre-dispatch runs held."""
+        """One line: intervals, regions, pre-dispatch and P5MIN runs held."""
         tables = self.current()
         dispatch = tables.dispatch
         span = (f"intervals {dispatch.intervals[0]} .. {dispatch.intervals[-1]}" if len(dispatch.intervals)
                 else "no dispatch prices yet")
+        p5min_runs = len(tables.p5min.run_time) if tables.p5min is not None else 0
         return (f"{span}, {len(dispatch.regions)} regions, {len(dispatch.products)} products, "
-                f"{len(tables.predispatch.run_time)} pre-dispatch runs")
+                f"{len(tables.predispatch.run_time)} pre-dispatch runs, {p5min_runs} P5MIN runs")
 
     # -- rows -----------------------------------------------------------------------------------------
 
@@ -129,20 +141,19 @@ class LiveMarketTables:
             frame[PUBLISHED_COLUMN] = frame[PUBLISHED_COLUMN].fillna(sources.map(ingested))
         return frame
 
-    def _merge(self, held: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    def _merge(self, table: str, held: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         """``held`` without the rows of the reports ``new`` re-publishes, plus ``new``; one row per key (the
-        newest publication's); only what lies within ``window`` of the newest publication."""
+        newest publication's); only what lies within the table's window of the newest publication."""
         if new.empty:
             return held
         if not held.empty:
             held = held[~held[IDENTITY_COLUMN].isin(new[IDENTITY_COLUMN].unique())]
         frame = new if held.empty else pd.concat([held, new], ignore_index=True)
-        time_column, keys = (("SETTLEMENTDATE", ["SETTLEMENTDATE", "REGIONID"]) if "SETTLEMENTDATE" in frame.columns
-                             else (PUBLISHED_COLUMN, [c for c in ("PREDISPATCHSEQNO", "REGIONID", "DATETIME")
-                                                      if c in frame.columns]))
+        keys = [column for column in _KEYS[table] if column in frame.columns]
+        window = self.window if table == DISPATCH_TABLE else self.runs_window
         frame = frame.sort_values(PUBLISHED_COLUMN, kind="stable").drop_duplicates(keys, keep="last")
         newest = frame[PUBLISHED_COLUMN].max()
-        frame = frame[frame[time_column] >= newest - pd.Timedelta(self.window)]
+        frame = frame[frame[_WINDOW_COLUMN[table]] >= newest - pd.Timedelta(window)]
         merged: pd.DataFrame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
         return merged
 
@@ -168,7 +179,11 @@ class LiveMarketTables:
                                                     known_at_column=PUBLISHED_COLUMN)
         publication = ObservedPublication(dispatch_price_delay_s=self.dispatch_price_delay_s,
                                           intervals=intervals, published=published)
-        return MarketTables(dispatch=dispatch, predispatch=predispatch, publication=publication)
+        p5min_rows = self._rows[P5MIN_TABLE]
+        # A run is known when its file was published (not at its rows' LASTCHANGED, a few seconds earlier).
+        p5min = (None if p5min_rows.empty else
+                 p5min_prices(p5min_rows.drop(columns=["LASTCHANGED"], errors="ignore"), "live P5MIN reports"))
+        return MarketTables(dispatch=dispatch, predispatch=predispatch, publication=publication, p5min=p5min)
 
 
 def newest_publication(tables: MarketTables) -> datetime | None:

@@ -26,6 +26,8 @@ from algorithms.market.prices import (
     ENERGY_PRODUCT,
     DispatchPrices,
     PredispatchPrices,
+    RunRowsError,
+    index_runs,
 )
 
 ENERGY_COLUMN = "RRP"
@@ -297,53 +299,11 @@ def predispatch_prices_from_frame(frame: pd.DataFrame, label: str,
     row_regions = _regions(frame, source).astype(str)
     values = _numbers(frame, columns, source)
 
-    unique_runs, run_of_row = np.unique(run_times, return_inverse=True)
-    known_at = np.full(len(unique_runs), np.datetime64("NaT"), dtype="datetime64[s]")
-    if len(unique_runs):
-        known_at = np.full(len(unique_runs), changed.min(), dtype="datetime64[s]")
-        np.maximum.at(known_at, run_of_row, changed)
-    run_order = np.lexsort((unique_runs, known_at))  # by known_at, then run_time
-    run_rank = np.empty_like(run_order)
-    run_rank[run_order] = np.arange(len(run_order))
-    regions = np.unique(row_regions) if len(row_regions) else np.array([], dtype=str)
-    region_of_row = np.searchsorted(regions, row_regions)
-    run_of_row_sorted = run_rank[run_of_row]
-
-    order = np.lexsort((periods, run_of_row_sorted, region_of_row))
-    region_sorted, run_sorted, period_sorted = region_of_row[order], run_of_row_sorted[order], periods[order]
-    same = (region_sorted[1:] == region_sorted[:-1]) & (run_sorted[1:] == run_sorted[:-1]) & (
-        period_sorted[1:] == period_sorted[:-1])
-    if bool(same.any()):
-        at = int(np.argmax(same))
-        run = unique_runs[run_order[run_sorted[at]]]
-        raise MmsFormatError(f"{source}: duplicate rows for one run, region and period with INTERVENTION = 0,"
-                             f" e.g. run {run} {regions[region_sorted[at]]} {period_sorted[at]}")
-    n_regions, n_runs = len(regions), len(unique_runs)
-    group = region_sorted.astype(np.int64) * n_runs + run_sorted
-    boundaries = np.arange(n_regions * n_runs, dtype=np.int64)
-    row_start = np.searchsorted(group, boundaries, side="left").reshape(n_regions, n_runs)
-    row_stop = np.searchsorted(group, boundaries, side="right").reshape(n_regions, n_runs)
-
-    sorted_run_time = unique_runs[run_order]
-    run_time_value = sorted_run_time.astype(np.int64)
-    has_rows = row_stop > row_start
-    masked = np.where(has_rows, run_time_value[np.newaxis, :], np.iinfo(np.int64).min)
-    running_max = np.maximum.accumulate(masked, axis=1) if n_runs else masked
-    is_newest = has_rows & (masked == running_max)
-    positions = np.where(is_newest, np.arange(n_runs)[np.newaxis, :], -1)
-    latest_run_position = np.maximum.accumulate(positions, axis=1) if n_runs else positions
-
-    return PredispatchPrices(
-        regions=tuple(str(r) for r in regions),
-        products=products,
-        run_time=sorted_run_time.astype("datetime64[s]"),
-        known_at=known_at[run_order],
-        row_period=period_sorted.astype("datetime64[s]"),
-        row_price=np.ascontiguousarray(values[order]),
-        row_start=row_start,
-        row_stop=row_stop,
-        latest_run_position=latest_run_position,
-    )
+    try:
+        index = index_runs(run_times, changed, row_regions, periods, values)
+    except RunRowsError as exc:
+        raise MmsFormatError(f"{source}: {exc} (INTERVENTION = 0)") from None
+    return PredispatchPrices.from_index(index, products)
 
 
 # --------------------------------------------------------------------------------------------------

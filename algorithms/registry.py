@@ -68,9 +68,11 @@ DEFAULT_ALGORITHMS: dict[str, tuple[str, str]] = {
 }
 
 
-# Older versions of an algorithm module still served next to its current one: (kind, module, version, function).
+# Other versions of an algorithm module served next to its current one (older ones for replays, newer ones
+# not yet the default): (kind, module, version, function).
 RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("forecast", "algorithms.market.forecast", "1", "run_forecast_v1"),
+    ("forecast", "algorithms.market.forecast", "3", "run_forecast_v3"),
 )
 
 
@@ -90,7 +92,7 @@ def default_registry() -> HandlerRegistry:
         module = importlib.import_module(module_name)
         name, version = algorithm_of(module, DEFAULT_ALGORITHMS[kind])
         registry.register(kind, name, version, getattr(module, function_name))
-    # Earlier versions stay servable, so archived cycles and backtests can be replayed with them.
+    # Other versions stay servable: archived cycles and backtests replay with earlier ones.
     for kind, module_name, version, function_name in RETAINED_VERSIONS:
         module = importlib.import_module(module_name)
         registry.register(kind, algorithm_of(module, DEFAULT_ALGORITHMS[kind])[0], version,

@@ -92,7 +92,7 @@ from algorithms.market.clearing import clear_interval, with_administered_pricing
 from algorithms.market.cycle_requests import forecast_request, optimisation_request
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from algorithms.market.optimise import PERFECT_FORESIGHT_TIME_LIMIT_S, perfect_foresight, solve_dispatch
-from algorithms.market.prices import DispatchPrices, PredispatchPrices
+from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices
 from algorithms.market.rebid import material_changes, with_rebid_reason
 from algorithms.registry import Handler, default_registry
 from archive import archive_key
@@ -534,10 +534,11 @@ class _Preparer:
     """The fetch and forecast stages of one region's cycle: pure functions of the decision time."""
 
     def __init__(self, settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
-                 market: DispatchPrices, config: BacktestConfig) -> None:
+                 market: DispatchPrices, config: BacktestConfig, p5min: P5minPrices | None = None) -> None:
         self._settings = settings
         self._dispatch = dispatch
         self._predispatch = predispatch
+        self._p5min = p5min
         self._config = config
         self._parameters = _parameters(settings, config)
         self._publication: PublicationModel = publication_model(settings.market_data)
@@ -579,7 +580,7 @@ class _Preparer:
             snapshot = build_snapshot(self._dispatch, self._predispatch, region=self._config.region,
                                       dispatch_interval=timeline.dispatch_interval, as_of=as_of,
                                       history_intervals=self._parameters.history_intervals,
-                                      publication=self._publication)
+                                      publication=self._publication, p5min=self._p5min)
             if use_estimates:
                 snapshot = estimate_missing(snapshot)
             if latest_known(snapshot) or use_estimates:
@@ -860,10 +861,14 @@ _worker_context: tuple[Settings, DispatchPrices, PredispatchPrices, DispatchPric
 _worker_preparers: dict[BacktestConfig, _Preparer] = {}
 
 
+_worker_p5min: P5minPrices | None = None
+
+
 def _init_worker(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
-                 market: DispatchPrices) -> None:
-    global _worker_context
+                 market: DispatchPrices, p5min: P5minPrices | None = None) -> None:
+    global _worker_context, _worker_p5min
     _worker_context = (settings, dispatch, predispatch, market)
+    _worker_p5min = p5min
     _worker_preparers.clear()
     for _, setter in _loaded_openblas():
         setter(ctypes.c_int(1))
@@ -880,7 +885,7 @@ def _worker_prepare(config: BacktestConfig, decision_times: tuple[datetime, ...]
     """Prepare consecutive decisions of ``config`` in a worker (its preparer is kept for later chunks)."""
     preparer = _worker_preparers.get(config)
     if preparer is None:
-        preparer = _worker_preparers[config] = _Preparer(*_worker_data(), config)
+        preparer = _worker_preparers[config] = _Preparer(*_worker_data(), config, _worker_p5min)
     return [preparer.prepare(moment, keep_snapshots) for moment in decision_times]
 
 
@@ -893,19 +898,20 @@ def _chunks(times: Sequence[datetime], workers: int) -> list[tuple[datetime, ...
 
 def _prepared_decisions(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
                         market: DispatchPrices, config: BacktestConfig, workers: int,
-                        keep_snapshots: bool) -> Generator[tuple[_Prepared, float], None, None]:
+                        keep_snapshots: bool, p5min: P5minPrices | None = None
+                        ) -> Generator[tuple[_Prepared, float], None, None]:
     """Every decision's snapshot and forecasts in decision order, with the milliseconds this process waited
     for it: prepared here when ``workers <= 1`` (or the period is a single chunk), else by ``workers``
     processes a bounded number of chunks ahead. Closing the iterator cancels the work not started."""
     times = config.decision_times()
     chunks = _chunks(times, max(workers, 1))
     if workers <= 1 or len(chunks) < 2:
-        preparer = _Preparer(settings, dispatch, predispatch, market, config)
+        preparer = _Preparer(settings, dispatch, predispatch, market, config, p5min)
         for moment in times:
             yield preparer.prepare(moment, keep_snapshots), 0.0
         return
     pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_process_context(),
-                               initializer=_init_worker, initargs=(settings, dispatch, predispatch, market))
+                               initializer=_init_worker, initargs=(settings, dispatch, predispatch, market, p5min))
     try:
         pending: deque[Future[list[_Prepared]]] = deque()
         upcoming = iter(chunks)
@@ -975,10 +981,11 @@ def run_backtest(settings: Settings, dispatch: DispatchPrices, predispatch: Pred
                  config: BacktestConfig, *, progress: Progress | None = None,
                  market: DispatchPrices | None = None,
                  inspect: Callable[[datetime, market_data_pb2.MarketSnapshot], None] | None = None,
-                 workers: int | None = None) -> BacktestResult:
+                 workers: int | None = None, p5min: P5minPrices | None = None) -> BacktestResult:
     """Replay ``config.decisions`` consecutive cycles of ``config.region`` (see the module docstring).
 
-    ``dispatch`` / ``predispatch`` are the historical MMS tables the market-data service serves;
+    ``dispatch`` / ``predispatch`` (and ``p5min``, AEMO's P5MIN runs where the data has them; None: none)
+    are the historical MMS tables the market-data service serves;
     ``market`` the prices the simulated market clears at ($/MWh, $/MW/h; default :func:`market_prices`
     of ``dispatch``). ``progress(done, total)`` is called in this process after each decision (decisions
     made, decisions in all); ``inspect(as_of, snapshot)`` sees every snapshot a decision uses, in decision
@@ -997,7 +1004,7 @@ def run_backtest(settings: Settings, dispatch: DispatchPrices, predispatch: Pred
     rejections = 0
     total = config.decisions
     with _blas_on_one_thread(), contextlib.closing(_prepared_decisions(
-            settings, dispatch, predispatch, market_data, config, workers, inspect is not None)) as decisions:
+            settings, dispatch, predispatch, market_data, config, workers, inspect is not None, p5min)) as decisions:
         for done, (prepared, wait_ms) in enumerate(decisions, start=1):
             if inspect is not None and prepared.snapshot is not None:
                 inspect(prepared.as_of, prepared.snapshot)

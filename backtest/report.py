@@ -22,12 +22,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,6 +39,11 @@ from rich.table import Table
 
 from backtest.compare import RunView, TextTable, comparison_tables, headline, period_warning
 from backtest.ledger import cumulative_revenue, forecast_column, median_of, trading_days
+from settings.extras import BENCH, MissingExtraError, import_extra
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (the bench extra)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 DAY_PLOT_FILE = "day.png"
 FAN_PLOT_FILE = "forecast_fan.png"
@@ -97,7 +100,20 @@ def day_rows(ledger: pd.DataFrame, day: str | date) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 
 
+def _figure(width_in: float, height_in: float) -> Figure:
+    """A new matplotlib figure (inches). matplotlib comes with the ``bench`` extra; without it the report
+    fails with one :class:`ReportError` line naming the extra (the backtest itself needs no plots)."""
+    try:
+        figure_module = import_extra("matplotlib.figure", BENCH, "the backtest report's plots")
+    except MissingExtraError as exc:
+        raise ReportError(str(exc)) from None
+    figure: Figure = figure_module.Figure(figsize=(width_in, height_in))
+    return figure
+
+
 def _png(figure: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
@@ -113,7 +129,7 @@ def plot_dispatch_day(ledger: pd.DataFrame, day: str | date, title: str = "") ->
     of charge (MWh), realised vs perfect foresight, against the interval-ending time (AEST)."""
     rows = day_rows(ledger, day)
     times = _times(rows)
-    figure = Figure(figsize=(11, 8.5))
+    figure = _figure(11, 8.5)
     price, power, energy = figure.subplots(3, 1, sharex=True)
     price.step(times, rows["rrp"], where="pre", color="black", linewidth=1, label="dispatch price (RRP)")
     if "forecast_energy_p50" in rows and bool(np.isfinite(rows["forecast_energy_p50"]).any()):
@@ -182,7 +198,7 @@ def plot_forecast_fan(ledger: pd.DataFrame, day: str | date, levels: Sequence[fl
     day_rows(ledger, day)
     panels_rows = [(lead, _fan_rows(ledger, day, lead, levels)) for lead in leads] if levels else []
     shown = [(lead, rows) for lead, rows in panels_rows if not rows.empty]
-    figure = Figure(figsize=(11, 2.8 * max(len(shown), 1) + 0.8))
+    figure = _figure(11, 2.8 * max(len(shown), 1) + 0.8)
     if not shown:
         axes = figure.subplots(1, 1)
         axes.text(0.5, 0.5, "no forecasts by lead target this day", ha="center", va="center")
@@ -201,7 +217,7 @@ def plot_forecast_fan(ledger: pd.DataFrame, day: str | date, levels: Sequence[fl
 def plot_cumulative(runs: Sequence[tuple[str, pd.DataFrame]]) -> bytes:
     """PNG of cumulative realised revenue ($) of each (label, ledger), and each distinct period's
     perfect foresight (dashed)."""
-    figure = Figure(figsize=(11, 5))
+    figure = _figure(11, 5)
     axes = figure.subplots(1, 1)
     seen_pf: set[tuple[object, object]] = set()
     for label, ledger in runs:

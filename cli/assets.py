@@ -41,6 +41,7 @@ def _connection(ctx: typer.Context) -> Iterator[Any]:
 
     from cli.main import fail, load
     from models.db import MigrationError, migrate, resolve_database_url
+    from settings import ConfigError
 
     explicit = ctx.meta.get("assets_database_url")
     embedded = None
@@ -51,7 +52,7 @@ def _connection(ctx: typer.Context) -> Iterator[Any]:
             url, embedded = resolve_database_url(load(ctx))
         migrate(url)
         conn = psycopg.connect(url)
-    except (psycopg.Error, MigrationError, OSError) as exc:
+    except (psycopg.Error, MigrationError, OSError, ConfigError) as exc:
         if embedded is not None:
             embedded.stop()
         raise fail(f"cannot reach PostgreSQL: {exc}") from None
@@ -81,16 +82,21 @@ def assets_import(
     file: Annotated[Path, typer.Argument(help="CSV or JSON asset file (see models/asset_io.py).", exists=True,
                                          dir_okay=False)],
     file_format: Annotated[str | None, typer.Option("--format", help="csv or json (default: from the suffix).")] = None,
+    partial: Annotated[bool, typer.Option("--partial", help="Write the valid rows even when others are rejected "
+                                                            "(default: a file with a rejected row writes nothing).")]
+    = False,
 ) -> None:
-    """Import nodes, sites and edges; rows with problems are rejected and listed, the others written.
-    Exit 1 when any row was rejected."""
-    from cli.main import console
+    """Import nodes, sites and edges, all or nothing: a file with a rejected row writes nothing (--partial
+    writes the valid rows). Rejected rows are listed; exit 1 when any row was rejected."""
+    from cli.main import console, fail
     from models.asset_io import import_assets
 
     with _asset_errors(), _connection(ctx) as conn:
-        report = import_assets(conn, file, file_format)
+        report = import_assets(conn, file, file_format, partial=partial)
     shown = console()
-    shown.print(f"{file}: {report.rows_read:,} rows read, {report.accepted:,} accepted ({report.accepted_nodes:,} "
+    written = ("written" if report.written
+               else "valid but NOT written (the file has rejected rows; --partial writes them)")
+    shown.print(f"{file}: {report.rows_read:,} rows read, {report.accepted:,} {written} ({report.accepted_nodes:,} "
                 f"nodes, {report.accepted_sites:,} sites, {report.accepted_edges:,} edges), "
                 f"{report.rejected_rows:,} rejected", highlight=False, soft_wrap=True)
     if report.rejected:
@@ -103,7 +109,8 @@ def assets_import(
         shown.print(table)
         if len(report.rejected) > SHOWN_REJECTIONS:
             shown.print(f"... and {len(report.rejected) - SHOWN_REJECTIONS:,} more problems", highlight=False)
-        raise typer.Exit(1)
+        raise fail(f"{report.rejected_rows:,} row(s) rejected: "
+                   + ("the valid rows were written (--partial)" if report.written else "nothing written"))
 
 
 @assets_app.command("export")

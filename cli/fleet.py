@@ -8,6 +8,7 @@ Temporal is ``[stack] temporal_address``; dispatch workflows run on ``[fleet] ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+
+from cli.calls import DISPATCH_WORKFLOW_TYPE, CommandError, JsonOpt, dispatch_event, print_json, with_temporal
 
 fleet_app = typer.Typer(help="The fleet: gateway, simulated homes, live aggregates.", no_args_is_help=True)
 dispatch_app = typer.Typer(help="VPP dispatch events: hold a MW target at a node of the asset graph.",
@@ -33,12 +36,13 @@ def database(ctx: typer.Context) -> Iterator[str]:
 
     from cli.main import fail, load
     from models.db import MigrationError, migrate, resolve_database_url
+    from settings import ConfigError
 
     embedded = None
     try:
         url, embedded = resolve_database_url(load(ctx))
         migrate(url)
-    except (psycopg.Error, MigrationError, OSError) as exc:
+    except (psycopg.Error, MigrationError, OSError, ConfigError) as exc:
         if embedded is not None:
             embedded.stop()
         raise fail(f"cannot reach PostgreSQL: {exc}") from None
@@ -237,16 +241,28 @@ def _temporal(settings: Any) -> Any:
 def dispatch_start(
     ctx: typer.Context,
     node: Annotated[str, typer.Argument(help="Node of the asset graph whose sites take part.")],
-    mw: Annotated[float, typer.Option(help="Target MW at the sites (+ discharge / − charge).")],
-    minutes: Annotated[float, typer.Option(min=0.1, help="Length of the window.")] = 60.0,
+    mw: Annotated[float, typer.Option(help="Target MW at the sites (+ discharge / − charge), within what the "
+                                           "node's sites can deliver.")],
+    minutes: Annotated[float, typer.Option(min=0.1, max=7 * 24 * 60, help="Length of the window.")] = 60.0,
     start: Annotated[datetime | None, typer.Option(formats=TIME_FORMATS, help=TIME_HELP)] = None,
     hierarchy: Annotated[str | None, typer.Option(help="Only this hierarchy's subtree.")] = None,
     event_id: Annotated[str | None, typer.Option(help="Event id (default: generated).")] = None,
+    replace_running: Annotated[bool, typer.Option(
+        "--replace", help="Cancel the events already dispatching these sites in this window (with a reason) "
+                          "and start this one.")] = False,
     wait: Annotated[bool, typer.Option(help="Wait for the event to end and print its summary.")] = False,
+    json_output: Annotated[bool, JsonOpt] = False,
 ) -> None:
-    """Start a dispatch event (a VppDispatchEvent workflow; watch it in the Temporal UI)."""
+    """Start a dispatch event (a VppDispatchEvent workflow; watch it in the Temporal UI).
+
+    Refused before anything starts: an unknown node, a target beyond what the node's sites can deliver,
+    an event id in use, and a window over sites another event is dispatching (unless --replace)."""
+    import psycopg
+
     from activities.dispatch_facts import DispatchEventInput
+    from algorithms.fleet.capability import TargetBeyondCapabilityError, check_target, node_capability
     from cli.main import console, fail, load
+    from models.assets import AssetGraphError, site_parameters, sites_under
 
     if not math.isfinite(mw):
         raise fail(f"--mw must be a finite number, got {mw}")
@@ -255,37 +271,166 @@ def dispatch_start(
     begin = begin if begin.tzinfo else begin.replace(tzinfo=UTC)
     start_ms = int(begin.timestamp() * 1000)
     end_ms = start_ms + int(timedelta(minutes=minutes).total_seconds() * 1000)
+    if end_ms <= int(datetime.now(tz=UTC).timestamp() * 1000):
+        raise fail(f"the window {begin.isoformat()} + {minutes:g} min is already over")
     identifier = event_id or f"dispatch-{node}-{begin:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    with database(ctx) as url, psycopg.connect(url) as conn:
+        try:
+            site_ids = sites_under(conn, node, begin, hierarchy)
+            capability = node_capability(node, site_parameters(conn, site_ids))
+            check_target(mw, capability)
+        except (AssetGraphError, TargetBeyondCapabilityError) as exc:
+            raise fail(str(exc)) from None
 
-    async def run() -> Any:
-        client = await _temporal(settings)
+    async def run(client: Any) -> Any:
+        from temporalio.service import RPCError, RPCStatusCode
+
+        try:
+            await client.get_workflow_handle(identifier).describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        else:
+            raise CommandError(f"event id {identifier!r} is already in use")
+        conflicts = await _conflicting_events(client, url, site_ids, start_ms, end_ms)
+        if conflicts and not replace_running:
+            listed = ", ".join(f"{e.event_id} at {e.node_id} ({e.stage})" for e in conflicts)
+            raise CommandError(f"{len(conflicts)} event(s) already dispatch sites of {node} in this window: {listed}; "
+                               "give --replace to cancel them and start this one")
+        for event in conflicts:
+            with contextlib.suppress(Exception):  # it may have finished meanwhile
+                await client.get_workflow_handle(event.event_id).execute_update(
+                    "cancel", f"replaced by {identifier} ({mw:+g} MW at {node})")
         handle = await client.start_workflow(
             "VppDispatchEvent",
             DispatchEventInput(event_id=identifier, node_id=node, target_mw=mw, start_ms=start_ms, end_ms=end_ms,
-                               hierarchy=hierarchy, control_interval_s=settings.fleet.control_interval_s),
-            id=identifier, task_queue=settings.fleet.task_queue)
-        return await handle.result() if wait else None
+                               hierarchy=hierarchy, control_interval_s=settings.fleet.control_interval_s,
+                               max_abs_target_mw=max(capability.discharge_mw, capability.charge_mw)),
+            id=identifier, task_queue=settings.fleet.task_queue,
+            static_summary=f"{mw:+g} MW at {node} for {minutes:g} min",
+            static_details=f"Dispatch event at **{node}**: target {mw:+g} MW (+ discharge / − charge) from "
+                           f"{begin.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC (wall clock) for {minutes:g} min. "
+                           f"{capability.text()}.")
+        replaced = [e.event_id for e in conflicts]
+        return replaced, (await handle.result() if wait else None)
 
-    summary = asyncio.run(run())
-    console().print(f"dispatch event {identifier}: {mw:+g} MW at {node} from {begin.isoformat()} "
-                    f"for {minutes:g} min")
+    replaced, summary = with_temporal(settings, run)
+    if json_output:
+        print_json({"event_id": identifier, "node_id": node, "target_mw": mw, "start": begin.isoformat(),
+                    "minutes": minutes, "replaced": replaced, "summary": summary})
+        return
+    out = console()
+    for old in replaced:
+        out.print(f"cancelled {old}: replaced by {identifier}", highlight=False, soft_wrap=True)
+    out.print(f"dispatch event {identifier}: {mw:+g} MW at {node} from {begin.isoformat()} for {minutes:g} min "
+              f"({capability.text()})", highlight=False, soft_wrap=True)
     if summary is not None:
-        console().print(summary)
+        out.print(_summary_text(summary), highlight=False, soft_wrap=True)
+
+
+async def _conflicting_events(client: Any, url: str, site_ids: Any, start_ms: int, end_ms: int) -> list[Any]:
+    """The running dispatch events over any of ``site_ids`` whose windows overlap [start_ms, end_ms)."""
+    import numpy as np
+    import psycopg
+
+    from algorithms.fleet.capability import RunningEvent, conflicting_events
+    from models.assets import AssetGraphError, sites_under
+
+    running: list[RunningEvent] = []
+    async for execution in client.list_workflows(
+            f"WorkflowType = '{DISPATCH_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'"):
+        try:
+            progress = await client.get_workflow_handle(execution.id).query("progress")
+        except Exception:  # finished meanwhile, or its worker is gone: it does not hold the sites
+            continue
+        running.append(RunningEvent(event_id=execution.id, node_id=str(progress.get("node_id", "")),
+                                    start_ms=int(progress.get("start_ms") or 0),
+                                    end_ms=int(progress.get("end_ms") or 0), stage=str(progress.get("stage", "")),
+                                    hierarchy=progress.get("hierarchy")))
+    if not running:
+        return []
+    now = datetime.now(tz=UTC)
+    shares: list[bool] = []
+    with psycopg.connect(url) as conn:
+        for event in running:
+            try:
+                theirs = sites_under(conn, event.node_id, now, event.hierarchy)
+            except AssetGraphError:
+                shares.append(False)
+                continue
+            shares.append(bool(np.intersect1d(theirs, site_ids).size))
+    return conflicting_events(running, shares, start_ms, end_ms)
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    """A control step (the ``progress`` query's ``latest``) as a sentence."""
+    measured = datetime.fromtimestamp(int(step.get("measured_at_ms", 0)) / 1000, tz=UTC)
+    text = (f"measured {float(step.get('measured_mw', 0.0)):+.3f} MW of {float(step.get('target_mw', 0.0)):+.3f} MW at "
+            f"{measured:%H:%M:%S} UTC; commanded {float(step.get('commanded_mw', 0.0)):+.3f} MW to "
+            f"{int(step.get('commanded_sites', 0)):,} of {int(step.get('site_count', 0)):,} sites "
+            f"({int(step.get('acknowledged_sites', 0)):,} acknowledged, {int(step.get('reporting_sites', 0)):,} "
+            f"reporting), {float(step.get('unallocated_mw', 0.0)):.3f} MW unallocated")
+    excluded = step.get("excluded") or {}
+    if excluded:
+        text += "; left out: " + ", ".join(f"{reason} {count:,}" for reason, count in sorted(excluded.items()))
+    return text
+
+
+def _summary_text(summary: Any) -> str:
+    """An event's summary (the workflow's result, a dict) as a sentence."""
+    return (f"{summary['event_id']} {summary['status']}: {summary['site_count']:,} sites, asked "
+            f"{summary['asked_mwh']:.3f} MWh, delivered {summary['delivered_mwh']:.3f} MWh, "
+            f"{summary['sites_short']:,} sites short, {summary['sites_acknowledged']:,} acknowledged")
 
 
 @dispatch_app.command("status")
-def dispatch_status(ctx: typer.Context, event_id: Annotated[str, typer.Argument(help="Event id.")]) -> None:
-    """Progress of an event (the workflow's progress query)."""
+def dispatch_status(ctx: typer.Context, event_id: Annotated[str, typer.Argument(help="Event id.")],
+                    json_output: Annotated[bool, JsonOpt] = False) -> None:
+    """Progress of an event (the workflow's progress query): stage, target, latest control step."""
     from cli.main import console, load
 
     settings = load(ctx)
 
-    async def run() -> Any:
-        client = await _temporal(settings)
-        return await client.get_workflow_handle(event_id).query("progress")
+    async def run(client: Any) -> Any:
+        handle = await dispatch_event(client, event_id)
+        description = await handle.describe()
+        try:
+            return description.status.name, await handle.query("progress")
+        except Exception as exc:  # the query needs the VPP worker
+            raise CommandError(f"{event_id}: {description.status.name.lower()}, but its progress cannot be read "
+                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): is the VPP "
+                               "worker running?") from None
 
-    progress = asyncio.run(run())
-    console().print(progress)
+    status, progress = with_temporal(settings, run)
+    if json_output:
+        print_json({"workflow_status": status, **progress})
+        return
+    console().print(_progress_table(event_id, status, progress))
+
+
+def _progress_table(event_id: str, status: str, progress: dict[str, Any]) -> Table:
+    """The ``progress`` query's answer as a two-column table."""
+    table = Table(title=f"dispatch event {event_id}", title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("workflow", status.lower())
+    table.add_row("stage", str(progress.get("stage", "")))
+    table.add_row("node", str(progress.get("node_id", "")))
+    if progress.get("start_ms"):
+        start = datetime.fromtimestamp(progress["start_ms"] / 1000, tz=UTC)
+        end = datetime.fromtimestamp(progress["end_ms"] / 1000, tz=UTC)
+        table.add_row("window (wall clock)", f"{start:%Y-%m-%d %H:%M:%S} → {end:%H:%M:%S} UTC")
+    table.add_row("target", f"{progress.get('target_mw', 0.0):+g} MW")
+    table.add_row("sites", f"{progress.get('site_count', 0):,}")
+    table.add_row("control steps", f"{progress.get('steps', 0):,}")
+    latest = progress.get("latest")
+    if latest:
+        table.add_row("latest step", _step_text(latest))
+    for change in progress.get("target_changes") or []:
+        table.add_row("target change", str(change))
+    if progress.get("summary"):
+        table.add_row("summary", _summary_text(progress["summary"]))
+    return table
 
 
 @dispatch_app.command("set-target")
@@ -294,29 +439,26 @@ def dispatch_set_target(
     event_id: Annotated[str, typer.Argument(help="Event id.")],
     mw: Annotated[float, typer.Argument(help="New target MW.")],
 ) -> None:
-    """Change an event's target (validated by the workflow: finite and within its limit)."""
-    from cli.main import console
+    """Change an event's target (validated by the workflow: finite and within what its node can deliver)."""
+    from cli.main import console, fail
 
+    if not math.isfinite(mw):
+        raise fail(f"the target must be a finite number of MW, got {mw}")
     previous = _event_update(ctx, event_id, "set_target", mw)
     console().print(f"{event_id}: target {previous:g} -> {mw:g} MW")
 
 
 def _event_update(ctx: typer.Context, event_id: str, update: str, argument: Any) -> Any:
     """Run update ``update`` of dispatch event ``event_id``; a rejection is one `error:` line, exit 1."""
-    from temporalio.client import WorkflowUpdateFailedError
-
-    from cli.main import fail, load
+    from cli.main import load
 
     settings = load(ctx)
 
-    async def run() -> Any:
-        client = await _temporal(settings)
-        return await client.get_workflow_handle(event_id).execute_update(update, argument)
+    async def run(client: Any) -> Any:
+        handle = await dispatch_event(client, event_id)
+        return await handle.execute_update(update, argument)
 
-    try:
-        return asyncio.run(run())
-    except WorkflowUpdateFailedError as exc:
-        raise fail(f"rejected: {exc.cause}") from None
+    return with_temporal(settings, run)
 
 
 @dispatch_app.command("cancel")
@@ -326,8 +468,10 @@ def dispatch_cancel(
     reason: Annotated[str, typer.Option(help="Why (goes into the impact log).")],
 ) -> None:
     """Stop an event now: its sites are released and its impact log recorded."""
-    from cli.main import console
+    from cli.main import console, fail
 
+    if not reason.strip():
+        raise fail("a cancel needs a reason (it goes into the impact log)")
     stage = _event_update(ctx, event_id, "cancel", reason)
     console().print(f"{event_id}: cancelled while {stage}")
 
@@ -414,12 +558,14 @@ def peak_plan(
     threshold: Annotated[float, typer.Option(help="Load the node should not exceed, MW (net of rooftop PV).")],
     hierarchy: Annotated[str | None, typer.Option(help="Only this hierarchy's subtree.")] = None,
     hours: Annotated[float, typer.Option(min=1.0, max=168.0, help="Horizon planned.")] = 24.0,
+    json_output: Annotated[bool, JsonOpt] = False,
 ) -> None:
     """Run the PeakShaving workflow: forecast, find peaks, start a dispatch event per shave and lockout."""
-    from temporalio.client import WorkflowFailureError
+    import psycopg
 
-    from activities.peak_shaving_facts import PeakShavingInput
+    from activities.peak_shaving_facts import PeakShavingInput, PeakShavingPlan
     from cli.main import console, fail, load
+    from models.assets import AssetGraphError, sites_under
 
     if not math.isfinite(threshold):
         raise fail(f"--threshold must be a finite number, got {threshold}")
@@ -427,16 +573,37 @@ def peak_plan(
     now = datetime.now(tz=UTC)
     workflow_id = f"peak-shaving-{node}-{now:%Y%m%dT%H%M%S}"
 
-    async def run() -> Any:
-        client = await _temporal(settings)
+    async def run(client: Any) -> Any:
         return await client.execute_workflow(
             "PeakShaving", PeakShavingInput(node_id=node, threshold_mw=threshold, hierarchy=hierarchy,
                                             horizon_intervals=int(hours * 12),
                                             control_interval_s=settings.fleet.control_interval_s),
-            id=workflow_id, task_queue=settings.fleet.task_queue)
+            id=workflow_id, task_queue=settings.fleet.task_queue, result_type=PeakShavingPlan,
+            static_summary=f"peak shaving at {node} above {threshold:g} MW")
 
-    try:
-        plan = asyncio.run(run())
-    except WorkflowFailureError as exc:
-        raise fail(f"peak shaving failed: {exc.cause}") from None
-    console().print(plan)
+    with database(ctx) as url, psycopg.connect(url) as conn:
+        try:
+            sites_under(conn, node, now, hierarchy)
+        except AssetGraphError as exc:
+            raise fail(str(exc)) from None
+    plan = with_temporal(settings, run)
+    if json_output:
+        print_json(plan)
+        return
+    out = console()
+    out.print(f"{plan.node_id}: forecast peak {plan.forecast_peak_mw:.3f} MW ({plan.forecast_method}) against a "
+              f"threshold of {plan.threshold_mw:g} MW; {plan.peaks_found} peak(s) worth shaving; energy budget "
+              f"{plan.energy_budget_mwh:.3f} MWh, discharge power {plan.max_discharge_mw:.3f} MW; {plan.fleet}",
+              highlight=False, soft_wrap=True)
+    if plan.events:
+        table = Table(title="dispatch events", title_justify="left")
+        for column in ("event", "kind", "from (UTC)", "to (UTC)", "target MW", "started now"):
+            table.add_column(column, overflow="fold")
+        for event in plan.events:
+            table.add_row(event.event_id, event.kind,
+                          f"{datetime.fromtimestamp(event.start_ms / 1000, tz=UTC):%Y-%m-%d %H:%M}",
+                          f"{datetime.fromtimestamp(event.end_ms / 1000, tz=UTC):%Y-%m-%d %H:%M}",
+                          f"{event.target_mw:+.3f}", "yes" if event.started else "no (already existed)")
+        out.print(table)
+    else:
+        out.print("no peak above the threshold needs shaving: no event started", highlight=False)

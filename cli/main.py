@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,6 +144,8 @@ def main(
         dir_okay=False)] = None,
 ) -> None:
     """openvpp command line."""
+    # pgserver asks platformdirs for a runtime folder; its warning about XDG_RUNTIME_DIR is noise here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     configure_logging()
     ctx.obj = CliContext(config_path=config)
 
@@ -182,29 +185,33 @@ def up(
 
 
 @app.command()
-def status(ctx: typer.Context) -> None:
-    """Show which parts of the stack answer on the configured ports."""
-    from stack.processes import grpc_answers, http_answers, temporal_answers
+def status(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every part of the stack (Temporal, SQS, PostgreSQL, each gRPC service, gateway, pools, workers,
+    schedules) with its state, asked as the stack is configured (TLS, tokens). Exit 1 when any is down."""
+    from cli.calls import print_json
+    from stack.status import probe_stack
 
     settings = load(ctx)
-    stack = settings.stack
-    market_data = stack.market_data_address
-    bids = stack.bid_service_address
-    ui_url = f"http://127.0.0.1:{stack.temporal_ui_port}"
-    probes: list[tuple[str, str, Callable[[], bool]]] = [
-        ("Temporal", stack.temporal_address, lambda: temporal_answers(stack.temporal_address)),
-        ("Temporal UI", ui_url, lambda: http_answers(ui_url)),
-        ("SQS", stack.sqs_endpoint_url, lambda: http_answers(stack.sqs_endpoint_url + "/")),
-        ("market-data service", market_data, lambda: grpc_answers(market_data)),
-        ("bid service", bids, lambda: grpc_answers(bids)),
-    ]
-    table = Table(title="openvpp local stack")
-    table.add_column("part")
-    table.add_column("address")
-    table.add_column("state")
-    for part, address, probe in probes:
-        table.add_row(part, address, "[green]up[/]" if probe() else "[red]down[/]")
-    console().print(table)
+    with clean_errors():
+        states = probe_stack(settings)
+    down = [state.part for state in states if not state.up]
+    if json_output:
+        print_json({"up": not down, "parts": states})
+    else:
+        table = Table(title="openvpp stack")
+        for column in ("part", "address", "state", "detail"):
+            table.add_column(column, overflow="fold")
+        for state in states:
+            table.add_row(state.part, state.address, "[green]up[/]" if state.up else "[red]down[/]",
+                          escape(state.detail))
+        console().print(table)
+        if down:
+            raise fail(f"{len(down)} of {len(states)} parts down: {', '.join(down)}")
+    if down:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -376,13 +383,26 @@ def bench_forecast(
     ctx: typer.Context,
     region: Annotated[str | None, typer.Option(help="NEM region (default: the cycle's region).")] = None,
     decisions: Annotated[int, typer.Option(min=1, help="Decision times spread over the data.")] = 60,
+    cases: Annotated[bool, typer.Option(help="Also score ENERGY in every data situation: with / without "
+                                            "pre-dispatch and P5MIN, long / one-day history, gaps.")] = False,
+    recent_data: Annotated[Path | None, typer.Option(help="DISPATCHPRICE file or folder of a recent month "
+                                                          "(history-limited cases; e.g. a 2025 archive).")] = None,
+    p5min: Annotated[list[Path] | None, typer.Option(help="AEMO P5MIN report file(s) (the P5MIN cases).")] = None,
+    forecaster: Annotated[str | None, typer.Option(help="Forecaster NAME@VERSION (default: configured).")] = None,
 ) -> None:
-    """Forecast skill (MAE, pinball) by horizon against seasonal naive and AEMO pre-dispatch."""
+    """Forecast skill (MAE, pinball) by horizon against seasonal naive and AEMO pre-dispatch; with --cases
+    in every data situation."""
     from bench.forecast_skill import main
 
     settings = load(ctx)
+    from aemo.errors import AemoDataError
+
     with clean_errors():
-        code = main(settings, region, decisions)
+        try:
+            code = main(settings, region, decisions, cases=cases, recent_data=recent_data, p5min_paths=p5min or (),
+                        forecaster=forecaster)
+        except (ValueError, AemoDataError) as exc:
+            raise fail(str(exc)) from None
     raise typer.Exit(int(code))
 
 
@@ -765,7 +785,12 @@ def backtest_archive(
     with backtest_errors():
         forecast_ref, optimiser_ref = ref(forecaster, FORECAST_KIND), ref(optimiser, OPTIMISATION_KIND)
     try:
-        report = replay_archived_cycles(open_archive(settings), settings, cycle_ids=cycle or None,
+        archive = open_archive(settings)
+        unknown = [c for c in cycle or [] if not archive.list_cycle(c)]
+        if unknown:
+            raise fail(f"archive replay: no archived cycle {', '.join(repr(c) for c in unknown)} "
+                       "(`vpp archive ls` lists them)")
+        report = replay_archived_cycles(archive, settings, cycle_ids=cycle or None,
                                         forecast_algorithm=forecast_ref, optimiser_algorithm=optimiser_ref)
     except (ArchiveError, ValueError) as exc:
         raise fail(f"archive replay: {exc}") from None
@@ -784,8 +809,17 @@ def backtest_archive(
 
 
 def run() -> None:
-    """Console-script entry point (``vpp``)."""
-    app(prog_name="vpp")
+    """Console-script entry point (``vpp``). An error no command expected is still one ``error:`` line and
+    exit 1 (``VPP_DEBUG=1`` shows the traceback)."""
+    try:
+        app(prog_name="vpp")
+    except Exception as exc:  # the last line of defence: never a traceback for the user
+        if os.environ.get("VPP_DEBUG") == "1":
+            raise
+        text = str(exc).strip().splitlines()
+        console(to_stderr=True).print(f"[bold red]error:[/] [red]{escape(text[0] if text else type(exc).__name__)}[/]"
+                                      " (VPP_DEBUG=1 shows where)", soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -33,36 +33,50 @@ def _operator(operator: str | None) -> str:
         return ""
 
 
-def _update(ctx: typer.Context, unit: str, name: str, *args: Any) -> Any:
-    """Send update ``name`` to the unit's UnitOperator workflow (started if absent); its result."""
-    from temporalio.client import WorkflowUpdateFailedError
-    from temporalio.common import WorkflowIDConflictPolicy
-
-    from activities.operator_facts import ControlsView, OperatorInput, RebidRequested, operator_workflow_id
+def require_unit(ctx: typer.Context, unit: str) -> None:
+    """Nothing if ``unit`` is an AutoBidder unit this platform runs (the configured one, or one with cycles,
+    bids or controls in the database); else one error line and exit 1, before anything is written."""
+    from cli.fleet import database
     from cli.main import fail, load
-    from workflows.operator import UnitOperator
+    from models.cycles import unit_exists
+    from models.db import connect
 
     settings = load(ctx)
-    request = OperatorInput(unit_id=unit, soc_min_fraction=settings.battery.soc_min_fraction,
-                            soc_max_fraction=settings.battery.soc_max_fraction,
-                            rebid_reason_max_chars=settings.market.rebid_explanation_max_chars)
+    if unit == settings.cycle.unit_id:
+        return
+
+    async def known(url: str) -> bool:
+        async with await connect(url) as conn:
+            return await unit_exists(conn, unit)
+
+    with database(ctx) as url:
+        if not asyncio.run(known(url)):
+            raise fail(f"unknown unit {unit!r}: this platform runs {settings.cycle.unit_id!r} "
+                       "(and units with recorded cycles or bids)")
+
+
+def _update(ctx: typer.Context, unit: str, name: str, *args: Any) -> Any:
+    """Send update ``name`` to the unit's UnitOperator workflow (started if absent); its result."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from activities.operator_facts import ControlsView, RebidRequested, operator_workflow_id
+    from cli.calls import with_temporal
+    from cli.main import load
+    from stack.schedule import operator_input
+    from workflows.operator import UnitOperator
+
+    require_unit(ctx, unit)
+    settings = load(ctx)
     result_type: type[Any] = RebidRequested if name == "manual_rebid" else ControlsView
 
-    async def run() -> Any:
-        from services.temporal_client import connect_temporal
-
-        client = await connect_temporal(settings)
-        handle = await client.start_workflow(UnitOperator.run, request, id=operator_workflow_id(unit),
-                                             task_queue=settings.stack.task_queue,
-                                             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    async def run(client: Any) -> Any:
+        handle = await client.start_workflow(UnitOperator.run, operator_input(settings, unit),
+                                             id=operator_workflow_id(unit), task_queue=settings.stack.task_queue,
+                                             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                                             static_summary=f"Operator controls and P&L of {unit}")
         return await handle.execute_update(name, args=list(args), result_type=result_type)
 
-    try:
-        return asyncio.run(run())
-    except WorkflowUpdateFailedError as exc:
-        raise fail(f"rejected: {exc.cause or exc}") from None
-    except RuntimeError as exc:  # connection refused and other client errors
-        raise fail(f"cannot reach Temporal at {settings.stack.temporal_address}: {exc}") from None
+    return with_temporal(settings, run)
 
 
 def _checked(check: Any, *args: Any) -> Any:
@@ -162,6 +176,7 @@ def ops_status(ctx: typer.Context, unit: UnitArg,
         async with await connect(url) as conn:
             return await store.get_controls(conn, unit), await store.list_actions(conn, unit, limit)
 
+    require_unit(ctx, unit)
     with database(ctx) as url:
         controls, actions = asyncio.run(read(url))
     _show(ControlsView.of(controls))

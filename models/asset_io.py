@@ -21,9 +21,10 @@ an edge is identified by (hierarchy, parent_id, child_id, valid_from): importing
 ``valid_to`` (how a relationship is closed), so re-importing an export changes nothing. Every row is
 checked (vectorised, per column) and a row with any problem is rejected with its row number (1-based, in
 the file's order: CSV data rows after the header; JSON position within its list), column and reason;
-the other rows are written in one transaction. Checks: ids, kinds and hierarchies known, numbers finite
-and in range, times aware and ``valid_to > valid_from``, no duplicate ids or edges, a node id never
-changes kind, edges name existing nodes (in the file or the database), sites are leaves, no overlap of
+nothing is written unless every row is valid (all or nothing: half a structure never reaches the graph);
+with ``partial=True`` the other rows are written in one transaction. Checks: ids, kinds and hierarchies
+known, numbers finite and in range, times aware and ``valid_to > valid_from``, no duplicate ids or edges,
+a node id never changes kind, edges name existing nodes (in the file or the database), sites are leaves, no overlap of
 validity with the file's or the database's edges (same hierarchy, child and parent; any parent in a
 single-parent hierarchy), no cycle. The database trigger checks overlaps again (the last word when
 several writers race).
@@ -105,10 +106,12 @@ class ImportReport:
     accepted_sites: int
     accepted_edges: int
     rejected: tuple[RejectedRow, ...]
+    # False when valid rows were not written because others were rejected (an all-or-nothing import).
+    written: bool = True
 
     @property
     def accepted(self) -> int:
-        """Rows accepted (and written)."""
+        """Rows accepted (written unless ``written`` is False)."""
         return self.accepted_nodes + self.accepted_sites + self.accepted_edges
 
     @property
@@ -583,22 +586,34 @@ SELECT s.row_number, e.parent_id, e.child_id, e.hierarchy, e.valid_from, coalesc
 """
 
 
-def import_frame(conn: Conn, frame: pd.DataFrame) -> ImportReport:
-    """Validate the records of ``frame`` (file layout) and write the valid ones in one transaction."""
+class _NothingWrittenError(Exception):
+    """Rolls the import's transaction back (a row was rejected and the import is all or nothing)."""
+
+
+def import_frame(conn: Conn, frame: pd.DataFrame, *, partial: bool = False) -> ImportReport:
+    """Validate the records of ``frame`` (file layout) and write them in one transaction: all of them, or
+    none when any row is rejected (``partial=True``: the valid ones). ``written`` says whether anything was."""
     problems = _Problems(frame.reset_index(drop=True))
-    with conn.transaction():
-        valid = _validate(conn, problems.frame, problems)
-        nodes, sites, edges = _store(conn, valid, problems)
+    try:
+        with conn.transaction():
+            valid = _validate(conn, problems.frame, problems)
+            nodes, sites, edges = _store(conn, valid, problems)
+            if problems.report() and not partial:
+                raise _NothingWrittenError
+    except _NothingWrittenError:
+        return ImportReport(rows_read=len(frame), accepted_nodes=nodes, accepted_sites=sites, accepted_edges=edges,
+                            rejected=problems.report(), written=False)
     return ImportReport(rows_read=len(frame), accepted_nodes=nodes, accepted_sites=sites, accepted_edges=edges,
                         rejected=problems.report())
 
 
-def import_assets(conn: Conn, path: Path, file_format: str | None = None) -> ImportReport:
-    """Import an asset file (CSV or JSON, see the module docstring) into the database of ``conn``.
+def import_assets(conn: Conn, path: Path, file_format: str | None = None, *, partial: bool = False) -> ImportReport:
+    """Import an asset file (CSV or JSON, see the module docstring) into the database of ``conn``: every row
+    or none (``partial=True``: the valid rows even when others are rejected).
 
     Raises :class:`AssetFileError` when the file cannot be read at all; bad rows are reported, not raised.
     """
-    return import_frame(conn, read_asset_file(path, file_format))
+    return import_frame(conn, read_asset_file(path, file_format), partial=partial)
 
 
 def import_graph(conn: Conn, graph: AssetGraph) -> ImportReport:

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from settings import Settings
+from settings.extras import LOCAL, import_extra
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,15 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> EmbeddedPostgres:
-        """Start (or attach to) the server; returns ``self``."""
-        if self._server is None:
-            from pgserver.postgres_server import get_server
+        """Start (or attach to) the server; returns ``self``.
 
+        Raises :class:`settings.extras.MissingExtraError` when pgserver (the ``local`` extra) is not
+        installed: a deployment sets ``DATABASE_URL`` instead."""
+        if self._server is None:
+            pgserver = import_extra("pgserver.postgres_server", LOCAL,
+                                    "the embedded PostgreSQL, used when DATABASE_URL is not set")
             self.folder.parent.mkdir(parents=True, exist_ok=True)
-            self._server = get_server(self.folder, cleanup_mode="stop")
+            self._server = pgserver.get_server(self.folder, cleanup_mode="stop")
         return self
 
     def stop(self) -> None:

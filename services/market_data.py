@@ -65,7 +65,7 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
                 dispatch_interval=from_timestamp(request.dispatch_interval),
                 as_of=from_timestamp(request.as_of),
                 history_intervals=request.history_intervals or self._default_history_intervals,
-                publication=tables.publication)
+                publication=tables.publication, p5min=tables.p5min)
         except SnapshotRequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except SnapshotNotFoundError as exc:
@@ -96,8 +96,9 @@ def describe_tables(tables: MarketTables) -> str:
     dispatch = tables.dispatch
     span = (f"intervals {dispatch.intervals[0]} .. {dispatch.intervals[-1]}" if len(dispatch.intervals)
             else "no intervals yet")
+    p5min = f", {len(tables.p5min.run_time)} P5MIN runs" if tables.p5min is not None else ""
     return (f"{len(dispatch.regions)} regions, {span}, {len(dispatch.products)} products, "
-            f"{len(tables.predispatch.run_time)} pre-dispatch runs")
+            f"{len(tables.predispatch.run_time)} pre-dispatch runs{p5min}")
 
 
 async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity | None = None) -> None:

@@ -66,6 +66,7 @@ import grpc
 import numpy as np
 
 from algorithms.fleet.fleet_types import BoolArray
+from settings.extras import LOCAL, import_extra
 
 logger = logging.getLogger(__name__)
 
@@ -458,7 +459,11 @@ def channel(address: str, security: EdgeSecurity | None = None,
 def generate_local_tls(directory: Path, hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
                        valid_days: int = LOCAL_CERT_VALID_DAYS) -> Path:
     """Write a fresh CA (``ca.pem``) and a server certificate for ``hosts`` signed by it (``server.pem``,
-    ``server-key.pem``, mode 0600) into ``directory`` (mode 0700); the CA key is not kept. Returns it."""
+    ``server-key.pem``, mode 0600) into ``directory`` (mode 0700); the CA key is not kept. Returns it.
+
+    Needs cryptography (the ``local`` extra: a deployment brings its own certificates, ``VPP_TLS_CERT_DIR``);
+    without it, :class:`settings.extras.MissingExtraError`."""
+    import_extra("cryptography.x509", LOCAL, "the local certificate authority of vpp up")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

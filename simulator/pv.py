@@ -41,15 +41,16 @@ import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
-import pvlib
 
 from algorithms.fleet.fleet_types import FloatArray, IntArray
+from settings.extras import LOCAL, import_extra
 
-WEATHER_FILE = Path(pvlib.__file__).parent / "data" / "723170TYA.CSV"
-"""pvlib's shipped TMY3 file (Greensboro, NC) used as the typical year."""
+WEATHER_FILE_NAME = "723170TYA.CSV"
+"""pvlib's shipped TMY3 file (Greensboro, NC) used as the typical year, in pvlib's ``data`` folder."""
 
 HOURS_PER_YEAR = 8760
 SIX_MONTHS_H = 182 * 24
@@ -88,15 +89,27 @@ ORIENTATION_CLASSES: tuple[OrientationClass, ...] = (
 )
 
 
+def _pvlib() -> ModuleType:
+    """pvlib, imported when the PV model is first used: it comes with the ``local`` extra (the simulated
+    homes run on a developer's machine, never in a deployment)."""
+    return import_extra("pvlib", LOCAL, "the simulated homes' rooftop PV model")
+
+
+def weather_file() -> Path:
+    """Path of pvlib's shipped TMY3 file (:data:`WEATHER_FILE_NAME`)."""
+    return Path(_pvlib().__file__ or "").parent / "data" / WEATHER_FILE_NAME
+
+
 @functools.lru_cache(maxsize=1)
 def typical_year_weather() -> pd.DataFrame:
     """The TMY3 records (8760 hourly rows, Greensboro local standard time, hour-ending stamps) with
     ``ghi``/``dni``/``dhi`` (W/m²), ``temp_air`` (°C), ``wind_speed`` (m/s), plus the file's metadata
     in ``DataFrame.attrs`` (``latitude``, ``longitude``, ``altitude``, ``TZ``)."""
-    data, metadata = pvlib.iotools.read_tmy3(str(WEATHER_FILE), map_variables=True)
+    path = weather_file()
+    data, metadata = _pvlib().iotools.read_tmy3(str(path), map_variables=True)
     frame = data[["ghi", "dni", "dhi", "temp_air", "wind_speed"]].reset_index(drop=True)
     if len(frame) != HOURS_PER_YEAR:
-        raise ValueError(f"{WEATHER_FILE} has {len(frame)} hourly records, expected {HOURS_PER_YEAR}")
+        raise ValueError(f"{path} has {len(frame)} hourly records, expected {HOURS_PER_YEAR}")
     frame.attrs.update(metadata)
     result: pd.DataFrame = frame
     return result
@@ -112,6 +125,7 @@ def _record_midpoints(utc_offset_h: float) -> pd.DatetimeIndex:
 def _class_profile(weather: pd.DataFrame, times: pd.DatetimeIndex, solar: pd.DataFrame,
                    orientation: OrientationClass) -> FloatArray:
     """kW AC per kW DC over the weather's hours for one (Adelaide) orientation, mirrored to Greensboro."""
+    pvlib = _pvlib()
     surface_azimuth = (180.0 - orientation.azimuth_deg) % 360.0
     poa = pvlib.irradiance.get_total_irradiance(
         surface_tilt=orientation.tilt_deg, surface_azimuth=surface_azimuth,
@@ -152,7 +166,7 @@ def orientation_class_profiles() -> FloatArray:
 def _all_class_profiles(weather: pd.DataFrame) -> FloatArray:
     latitude, longitude = float(weather.attrs["latitude"]), float(weather.attrs["longitude"])
     times = _record_midpoints(float(weather.attrs["TZ"]))
-    solar = pvlib.solarposition.get_solarposition(times, latitude, longitude,
+    solar = _pvlib().solarposition.get_solarposition(times, latitude, longitude,
                                                   altitude=float(weather.attrs["altitude"]))
     greensboro = np.stack([_class_profile(weather, times, solar, orientation)
                            for orientation in ORIENTATION_CLASSES], axis=1)

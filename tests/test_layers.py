@@ -1,4 +1,5 @@
-"""The layer contract (``[tool.importlinter]`` in pyproject.toml) holds, and fails on a deliberate violation.
+"""The layer contract (``[tool.importlinter]`` in pyproject.toml) holds, and fails on a deliberate violation;
+workflows stay import-light (the forbidden contract, and what a fresh interpreter really loads).
 
 ``./dev test`` runs ``lint-imports`` on the project itself; these tests run it on a copy of the project's
 packages so that a violation can be planted without touching the working tree.
@@ -65,6 +66,13 @@ def test_the_project_keeps_its_layer_contract(project_copy: Path) -> None:
     # The market domain importing the VPP domain built on it.
     ("algorithms/market/clearing.py", "import algorithms.fleet.fleet_bid",
      "algorithms.market.clearing -> algorithms.fleet.fleet_bid"),
+    # A workflow doing maths itself.
+    ("workflows/dispatch.py", "import numpy", "workflows.dispatch -> numpy"),
+    # A workflow reaching a database client through the facts it imports (an indirect import counts).
+    ("activities/peak_shaving_facts.py", "import psycopg", "activities.peak_shaving_facts -> psycopg"),
+    # ... or the numeric stack through the pure types it imports.
+    ("algorithms/fleet/peak_shaving_types.py", "import algorithms.fleet.peak_shaving",
+     "algorithms.fleet.peak_shaving -> numpy"),
 ])
 def test_a_planted_upward_import_breaks_the_contract(tmp_path: Path, project_copy: Path, module: str, planted: str,
                                                      expected: str) -> None:
@@ -76,3 +84,30 @@ def test_a_planted_upward_import_breaks_the_contract(tmp_path: Path, project_cop
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
     assert expected in result.stdout
+
+
+def _forbidden_for_workflows() -> list[str]:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    [contract] = [c for c in config["tool"]["importlinter"]["contracts"] if c.get("source_modules") == ["workflows"]]
+    forbidden: list[str] = contract["forbidden_modules"]
+    return forbidden
+
+
+def _loaded_top_level(modules: list[str], candidates: list[str]) -> set[str]:
+    """Which of ``candidates`` (top-level packages) a fresh interpreter has loaded after importing ``modules``."""
+    code = (f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n"
+            f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & {set(candidates)!r})))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            check=True)
+    return set(result.stdout.split())
+
+
+def test_importing_the_workflows_loads_none_of_the_forbidden_libraries() -> None:
+    """What the contract means at run time, through external packages too: importing every workflow module
+    loads no forbidden library beyond what the Temporal SDK itself loads (it imports grpc)."""
+    forbidden = _forbidden_for_workflows()
+    workflow_modules = sorted(f"workflows.{path.stem}" for path in (REPO / "workflows").glob("*.py"))
+    assert "workflows.peak_shaving" in workflow_modules
+    by_the_sdk = _loaded_top_level(["temporalio.workflow", "temporalio.client", "temporalio.worker"], forbidden)
+    assert "numpy" not in by_the_sdk
+    assert _loaded_top_level(workflow_modules, forbidden) - by_the_sdk == set()

@@ -286,9 +286,16 @@ def test_p5min_and_next_day_dispatch_reports_go_into_the_store(tmp_path: Path) -
     assert {(f.folder, f.tables) for f in ingested} == {("P5_Reports", ("P5MIN_REGIONSOLUTION",)),
                                                         ("Next_Day_Dispatch", ("DISPATCHLOAD",))}
     p5min = next(f for f in ingested if f.folder == "P5_Reports")
-    assert p5min.published == datetime(2026, 10, 9, 11, 46, 20)  # its header's creation time
-    assert len(store.load("P5MIN_REGIONSOLUTION")) == 60
-    assert len(tables.current().dispatch.intervals) == 0
+    published = datetime(2026, 10, 9, 11, 46, 20)  # its header's creation time
+    assert p5min.published == published
+    assert len(store.load("P5MIN_REGIONSOLUTION")) == 60 and len(store.load("DISPATCHLOAD")) == 2 * 576  # 2 days
+    # The P5MIN run reaches the snapshot's tables, known at its file's publication (not its rows' LASTCHANGED).
+    current = tables.current()
+    assert current.p5min is not None and len(current.dispatch.intervals) == 0
+    run = current.p5min.latest_run("SA1", published)
+    assert run is not None and run.run_time == datetime(2026, 10, 9, 11, 50) and run.known_at == published
+    assert current.p5min.latest_run("SA1", published - timedelta(seconds=1)) is None
+    assert len(run.intervals) == 12
 
 
 def test_the_follower_thread_serves_each_file_within_the_poll_that_found_it(tmp_path: Path) -> None:

@@ -295,6 +295,39 @@ async def test_cycles_upsert_on_cycle_id_and_list_newest_first(migrated_url: str
             await cycles.list_cycles(conn, unit, 0)
 
 
+async def test_an_intervals_revenue_is_counted_once_whatever_the_number_of_cycles(migrated_url: str) -> None:
+    unit = _unit()
+    started = datetime(2021, 1, 10, 2, 0, 30, tzinfo=UTC)
+    earned = cycles.IntervalOutcome(gen_mw=40.0, load_mw=0.0, price=100.0, energy_revenue=333.0, fcas_revenue=7.0)
+    first = cycles.CycleRecord(cycle_id=f"cycle-{unit}-1", unit_id=unit, region="SA1", dispatch_interval=T0,
+                               status="SUBMITTED", bid_id="b1", failure=None, facts=[], started_at=started,
+                               outcome=earned)
+    again = replace(first, cycle_id=f"cycle-{unit}-again", status="NO_REBID", started_at=started + FIVE)
+    later = replace(first, cycle_id=f"cycle-{unit}-2", dispatch_interval=T0 + FIVE,
+                    outcome=replace(earned, energy_revenue=10.0, fcas_revenue=1.0))
+    not_cleared = replace(first, cycle_id=f"cycle-{unit}-failed", dispatch_interval=T0 + 2 * FIVE, status="FAILED",
+                          outcome=None)
+    async with await db.connect(migrated_url) as conn:
+        assert await cycles.record_cycle(conn, first) == cycles.Counted(True, first.cycle_id)
+        # A re-triggered cycle of the same interval reads the same outcome: kept, not counted again.
+        assert await cycles.record_cycle(conn, again) == cycles.Counted(False, first.cycle_id)
+        # A retried record of the counting cycle keeps its count.
+        assert await cycles.record_cycle(conn, first) == cycles.Counted(True, first.cycle_id)
+        assert await cycles.record_cycle(conn, later) == cycles.Counted(True, later.cycle_id)
+        assert await cycles.record_cycle(conn, not_cleared) == cycles.Counted(False, None)
+        await conn.commit()
+        rows = await cycles.counted_revenue(conn, unit, T0, T0 + 3 * FIVE)
+        assert rows == [(T0, 333.0, 7.0), (T0 + FIVE, 10.0, 1.0)]
+        assert (await cycles.get_cycle(conn, again.cycle_id)) == again
+        assert await cycles.cycles_between(conn, unit, T0, T0 + 3 * FIVE) == 4
+        assert await cycles.latest_interval(conn, unit) == T0 + 2 * FIVE
+        assert await cycles.unit_exists(conn, unit)
+        assert not await cycles.unit_exists(conn, _unit())
+        # The database refuses a second counted row for one interval, whoever writes it.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await conn.execute("UPDATE cycles SET revenue_counted = true WHERE cycle_id = %s", (again.cycle_id,))
+
+
 def test_cycle_record_requires_aware_start_and_naive_interval() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         cycles.CycleRecord("c", "U", "SA1", T0, "RUNNING", None, None, [], datetime(2021, 1, 1))

@@ -438,7 +438,7 @@ async def test_ops_commands_drive_the_operator_workflow(env: WorkflowEnvironment
     unit, task_queue = _unit(), f"tq-{uuid.uuid4().hex[:8]}"
     config = tmp_path / "ops.toml"
     config.write_text(f'[stack]\ntemporal_address = "{env.client.service_client.config.target_host}"\n'
-                      f'task_queue = "{task_queue}"\n')
+                      f'task_queue = "{task_queue}"\n[cycle]\nunit_id = "{unit}"\n')
     invoke_env = {**cli_env, "DATABASE_URL": migrated}
 
     def vpp(*args: str) -> Any:

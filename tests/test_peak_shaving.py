@@ -26,6 +26,7 @@ from algorithms.fleet.peak_shaving import (
     find_peaks,
     forecast_node_load,
     node_load_figures,
+    plan_node_peak_shaving,
     plan_peak_shaving,
     regular_series,
     seasonal_naive_forecast,
@@ -273,6 +274,35 @@ def test_plans_respect_energy_power_threshold_and_never_overlap(load: np.ndarray
         assert earlier.lockout_end_ms <= later.start_ms  # shave + lockout never overlap the next shave
     if float(load.max()) <= threshold:
         assert shaves == []
+
+
+def test_a_node_plan_shows_its_figures_and_spends_only_the_energy_surely_there() -> None:
+    load = _bump(288, centre=180, width=6, height=1.0) + _bump(288, centre=60, width=6, height=0.6, base=0.0)
+    forecast = _forecast(load.tolist(), quantile_spread=0.2)
+    rules = PeakShavingRules(merge_gap_s=0, energy_use_fraction=0.8)
+    planned = plan_node_peak_shaving(forecast, 1.4, 0.5, 2.0, rules)
+    assert list(planned.shaves) == plan_peak_shaving(forecast, 1.4, 0.5, 2.0, rules)
+    assert planned.peaks_found == len(find_peaks(forecast, 1.4, rules)) == 2
+    assert planned.forecast_peak_mw == pytest.approx(float(load.max()))
+    assert planned.energy_budget_mwh == pytest.approx(0.4)
+    assert planned.forecast_method == "test"
+    # The cautious (P90) plan sees a higher peak.
+    cautious = plan_node_peak_shaving(forecast, 1.4, 0.5, 2.0, PeakShavingRules(quantile=0.9, merge_gap_s=0))
+    assert cautious.forecast_peak_mw == pytest.approx(float(load.max()) + 0.2)
+    # A negative lower bound on the energy held (the aggregate's uncertainty) plans nothing.
+    empty = plan_node_peak_shaving(forecast, 1.4, -0.1, 2.0, rules)
+    assert empty.shaves == () and empty.energy_budget_mwh == 0.0 and empty.peaks_found == 2
+
+
+def test_the_types_that_cross_the_workflow_boundary_import_no_numpy() -> None:
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, activities.peak_shaving_facts, algorithms.fleet.peak_shaving_types; "
+         "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'pandas', 'statsmodels', 'scipy'}))"],
+        capture_output=True, text=True, check=True, timeout=60)
+    assert loaded.stdout.strip() == "[]"
 
 
 def test_rules_reject_nonsense() -> None:

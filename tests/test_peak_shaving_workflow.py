@@ -1,12 +1,13 @@
 """The PeakShaving workflow on the time-skipping test server.
 
-Real: PostgreSQL (the node's load history) and the forecast activity reading it. Stand-ins: the fleet
-capacity activity (no fleet gateway here) and the child ``VppDispatchEvent`` — a stub workflow of the
-same name that reports the input it was started with to a recording activity and returns.
+Real: PostgreSQL (the node's load history), the forecast activity reading it and the planning activity.
+Stand-ins: the fleet capacity activity (no fleet gateway here) and the child ``VppDispatchEvent`` — a stub
+workflow of the same name that reports the input it was started with to a recording activity and returns.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from simulator.population import make_site_parameters
 from tests.conftest import temporary_database
 from tests.temporal_env import time_skipping_server_path
 from workers.peak_shaving_worker import peak_shaving_activities, peak_shaving_workflows
-from workflows.peak_shaving import INSUFFICIENT_HISTORY, PeakShaving, event_id
+from workflows.peak_shaving import INSUFFICIENT_HISTORY, INVALID_PEAK_SHAVING, PeakShaving, event_id
 
 NODE = "feeder-SA1-000-f00"
 START_MS = int(datetime(2023, 12, 31, 13, 30, tzinfo=UTC).timestamp() * 1000)  # 2024-01-01 00:00 Adelaide
@@ -95,9 +96,11 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 async def _run(client: Client, database_url: str, stand_ins: StandIns, request: PeakShavingInput,
                task_queue: str) -> tuple[PeakShavingPlan, PeakShavingPlan | None]:
     real = PeakShavingActivities("127.0.0.1:1", database_url)  # the gateway is never called here
-    forecast_activity = next(a for a in peak_shaving_activities(real) if a.__name__ == "forecast_node_load")
+    # The real forecast and planning; the capacity (fleet gateway) is a stand-in.
+    real_activities = [a for a in peak_shaving_activities(real) if a.__name__ != "node_fleet_capacity"]
+    assert {a.__name__ for a in real_activities} == {"forecast_node_load", "plan_peak_shaves"}
     async with Worker(client, task_queue=task_queue, workflows=[*peak_shaving_workflows(), StubDispatchEvent],
-                      activities=[forecast_activity, *stand_ins.activities()]):
+                      activities=[*real_activities, *stand_ins.activities()]):
         handle = await client.start_workflow(PeakShaving.run, request, id=f"peak-{uuid.uuid4().hex[:8]}",
                                              task_queue=task_queue)
         plan = await handle.result()
@@ -170,13 +173,32 @@ async def test_a_threshold_above_the_forecast_starts_nothing(env: WorkflowEnviro
     assert stand_ins.started == []
 
 
+def _application_error(failure: WorkflowFailureError) -> ApplicationError:
+    cause: BaseException | None = failure.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__
+    assert isinstance(cause, ApplicationError)
+    return cause
+
+
 async def test_a_node_without_history_fails_clearly(env: WorkflowEnvironment, history_database: str) -> None:
     with pytest.raises(WorkflowFailureError) as failure:
         await _run(env.client, history_database, StandIns(),
                    PeakShavingInput(node_id="feeder-without-history", threshold_mw=0.1, origin_ms=ORIGIN_MS),
                    f"peak-{uuid.uuid4().hex[:8]}")
-    cause: BaseException | None = failure.value.cause
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.__cause__
-    assert isinstance(cause, ApplicationError)
+    cause = _application_error(failure.value)
     assert cause.type == INSUFFICIENT_HISTORY and "feeder-without-history" in str(cause)
+
+
+async def test_a_threshold_the_planning_cannot_use_fails_the_run_at_once(env: WorkflowEnvironment,
+                                                                          history_database: str) -> None:
+    stand_ins = StandIns()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await _run(env.client, history_database, stand_ins,
+                   PeakShavingInput(node_id=NODE, threshold_mw=math.inf, origin_ms=ORIGIN_MS),
+                   f"peak-{uuid.uuid4().hex[:8]}")
+    cause = _application_error(failure.value)
+    # The planning activity rejects it without retrying, and no dispatch event is started.
+    assert cause.type == INVALID_PEAK_SHAVING and "threshold_mw must be finite" in str(cause)
+    assert NODE in str(cause) and cause.non_retryable
+    assert stand_ins.started == []

@@ -316,12 +316,13 @@ SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 async def test_operator_screenshots_of_the_temporal_ui(stack: LocalStack, client: Client,
                                                        tmp_path: Path) -> None:
     """The README's operator screenshots, taken in headless Chromium against this stack: the schedule, a
-    cycle's stages, a paused unit. ``VPP_UPDATE_SCREENSHOTS=1`` copies them into docs/screenshots/."""
-    from temporalio.common import WorkflowIDConflictPolicy
-
-    from activities.operator_facts import ControlsView, OperatorInput, operator_workflow_id
+    cycle's page (unit, interval in AEST, intent, bid table, outcome), the unit's operator page (today's P&L,
+    the bid in force, the controls) and a paused unit's cycle (why nothing was submitted). A re-triggered
+    cycle of an interval already recorded does not count its revenue again. ``VPP_UPDATE_SCREENSHOTS=1``
+    copies the screenshots into docs/screenshots/."""
+    from activities.operator_facts import ControlsView, operator_workflow_id
+    from stack.schedule import ensure_operator
     from stack.screenshots import chromium_path, png_size, rendered_text, screenshot
-    from workflows.operator import UnitOperator
 
     if chromium_path() is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
@@ -330,15 +331,38 @@ async def test_operator_screenshots_of_the_temporal_ui(stack: LocalStack, client
     namespace_url = f"{stack.ui_url}/namespaces/{settings.stack.temporal_namespace}"
     unit = settings.cycle.unit_id
     await ensure_schedule(settings, client)
+    await ensure_operator(settings, client)
+    operator = client.get_workflow_handle(operator_workflow_id(unit))
     # Late in the month: after every interval the module's other tests (and the live schedule) bid.
     screenshot_decision = datetime(2021, 1, 31, 16, 0, 30)
     cycle = await run_cycle_at(client, settings, screenshot_decision)
     assert cycle.result is not None and cycle.result.status == "SUBMITTED"
-    operator = await client.start_workflow(
-        UnitOperator.run, OperatorInput(unit_id=unit, soc_min_fraction=settings.battery.soc_min_fraction,
-                                        soc_max_fraction=settings.battery.soc_max_fraction),
-        id=operator_workflow_id(unit), task_queue=settings.stack.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    first = cycle.result.outcome
+    assert first is not None and first.cleared and first.revenue_counted and first.bid_bands
+    assert cycle.result.dispatch_interval_aest == "2021-01-31T16:10:00+10:00"
+    # The same interval again (a re-triggered cycle): the outcome is read again but not counted twice.
+    again = await run_cycle_at(client, settings, screenshot_decision)
+    assert again.result is not None and again.result.outcome is not None and again.result.outcome.cleared
+    assert not again.result.outcome.revenue_counted and again.result.outcome.counted_by_cycle == cycle.workflow_id
+    memo = await (await client.get_workflow_handle(cycle.workflow_id).describe()).memo()
+    console = memo["console"]
+    assert console["dispatch_interval"] == "2021-01-31 16:05–16:10 AEST" and console["bid"]
+    assert console["outcome"]["revenue_counted"] and console["line"].startswith(f"cycle {unit} 2021-01-31 16:05")
+    # The operator page counts the interval once, whatever the number of cycles.
+    for _ in range(100):
+        shown = await operator.query("console")
+        if shown and shown["latest_interval"] == "2021-01-31T16:10:00":
+            break
+        await asyncio.sleep(0.2)
+    assert shown["trading_day"] == "2021-01-31"
+    assert settings.database_url is not None
+    async with await connect(settings.database_url) as conn:
+        cur = await conn.execute("SELECT sum(energy_revenue + fcas_revenue), count(*) FROM cycles WHERE unit_id = %s"
+                                 " AND revenue_counted AND dispatch_interval BETWEEN '2021-01-31 04:05' AND "
+                                 "'2021-02-01 04:00'", (unit,))
+        counted_total, counted_intervals = await cur.fetchone()  # type: ignore[misc]
+    assert shown["intervals"] == counted_intervals
+    assert shown["energy_revenue_dollars"] + shown["fcas_revenue_dollars"] == pytest.approx(counted_total)
     await operator.execute_update("pause", args=["storm watch over the interconnector", "ops-on-call"],
                                   result_type=ControlsView)
     try:
@@ -348,20 +372,31 @@ async def test_operator_screenshots_of_the_temporal_ui(stack: LocalStack, client
         async def run_id(workflow_id: str) -> str:
             return (await client.get_workflow_handle(workflow_id).describe()).run_id or ""
 
+        def page(workflow_id: str, run: str, tab: str) -> str:
+            return f"{namespace_url}/workflows/{workflow_id}/{run}/{tab}"
+
+        cycle_run, operator_run = await run_id(cycle.workflow_id), await run_id(operator.id)
         pages = {
             "schedule": (f"{namespace_url}/schedules/{schedule_id(settings)}", [schedule_id(settings)]),
-            "cycle-stages": (f"{namespace_url}/workflows/{cycle.workflow_id}/{await run_id(cycle.workflow_id)}"
-                             "/history", ["AutobidderCycle", "fetch_market_snapshot", "submit_bid"]),
-            "paused-unit": (f"{namespace_url}/workflows/{paused.workflow_id}/{await run_id(paused.workflow_id)}"
-                            "/history", ["AutobidderCycle", "bidding paused by the operator",
-                                         "storm watch over the interconnector"]),
+            "cycle-stages": (page(cycle.workflow_id, cycle_run, "history"),
+                             ["AutobidderCycle", "submit the bid to the market", "2021-01-31 16:05–16:10 AEST",
+                              "Signal External Workflow Execution Signaled", "operator-HPR1"]),
+            "cycle": (page(cycle.workflow_id, cycle_run, "user-metadata"),
+                      ["Current Details", "**HPR1** (SA1) · interval 2021-01-31 16:05–16:10 AEST", "The plan is to",
+                       "| ENERGY GEN", "**Outcome:** Dispatched", "revenue"]),
+            "operator": (page(operator.id, operator_run, "user-metadata"),
+                         ["Operator controls and P&L of HPR1", "**P&L today**", "Trading day 2021-01-31",
+                          "| energy", "**Bid in force**", "| ENERGY", "Bidding: **PAUSED**", "`hold_soc`"]),
+            "paused-unit": (page(paused.workflow_id, await run_id(paused.workflow_id), "user-metadata"),
+                            ["**Not submitted:** bidding paused by the operator (storm watch over the "
+                             "interconnector)", "**Bid in force**"]),
         }
         for name, (url, expected) in pages.items():
             text = await asyncio.to_thread(rendered_text, url)
             (tmp_path / f"{name}.txt").write_text(text)
             missing = [phrase for phrase in expected if phrase not in text]
-            assert not missing, f"{name}: {missing} not shown at {url}: {text[:400]}"
-            window = (1400, 1500) if name == "cycle-stages" else (1400, 900)  # tall enough for the stages
+            assert not missing, f"{name}: {missing} not shown at {url}: {text[:2000]}"
+            window = (1400, 1500) if name in ("cycle-stages", "cycle", "operator") else (1400, 900)  # tall enough
             shot = await asyncio.to_thread(screenshot, url, tmp_path / f"{name}.png", window=window)
             assert png_size(shot) == window and shot.stat().st_size > 20_000  # a rendered page, not blank
             if os.environ.get("VPP_UPDATE_SCREENSHOTS") == "1":

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from activities.peak_shaving import PeakShavingActivities
+from activities.peak_shaving import PeakShavingActivities, plan_peak_shaves
 from workflows.peak_shaving import PeakShaving
 
 
@@ -30,5 +30,6 @@ def peak_shaving_workflows() -> list[type]:
 
 
 def peak_shaving_activities(activities: PeakShavingActivities) -> Sequence[Callable[..., Any]]:
-    """The activity callables to add to the VPP worker, bound to ``activities``."""
-    return [activities.forecast_node_load, activities.node_fleet_capacity]
+    """The activity callables to add to the VPP worker: forecast and capacity bound to ``activities``, and
+    the planning (pure, unbound)."""
+    return [activities.forecast_node_load, activities.node_fleet_capacity, plan_peak_shaves]

@@ -10,6 +10,15 @@ battery's minimum SoC for the optimiser and the bid builder; a pending manual re
 without material change, with the operator's reason in its explanation. Its state is the tuple of
 immutable :class:`StageFact` s, readable with the ``facts`` / ``state`` queries, and mirrored into
 search attributes and memo for the Web UI.
+
+The Temporal UI is the trading desk's console: each activity carries a one-line summary (what it does for
+which interval, market time AEST), and the workflow's current details (markdown, rendered by the pure
+functions of algorithms/market/console.py from the facts) show the unit, the interval in market time with
+its zone, the plan's intent, the bid for the interval as a table, the outcome (dispatched MW, price,
+revenue — counted once per interval) and why nothing was submitted when nothing was. The memo carries the
+same as plain values (``console``); once recorded, the cycle signals its unit's ``UnitOperator`` workflow
+(``cycle_recorded``) so that the operator's page refreshes its P&L (ignored when that workflow is not
+running).
 """
 
 from __future__ import annotations
@@ -41,7 +50,18 @@ with workflow.unsafe.imports_passed_through():
         StageFact,
         SubmitInput,
     )
+    from activities.operator_facts import CYCLE_RECORDED_SIGNAL, operator_workflow_id
     from algorithms.common.replay_clock import cycle_market_time, cycle_timeline, market_now
+    from algorithms.market.console import (
+        CycleOutcomeView,
+        CycleView,
+        cycle_details_markdown,
+        cycle_line,
+        cycle_summary,
+        interval_text,
+        market_time_iso,
+        market_time_text,
+    )
     from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
     from workflows import search_attributes as sa
 
@@ -53,6 +73,9 @@ _Remaining = Callable[[], timedelta]
 GATE_CLOSURE_MISSED = "GateClosureMissed"
 NO_VALID_BID = "NoValidBid"
 BID_REJECTED = "BidRejected"
+# workflow.patched id of the console: the memo's console values and the cycle_recorded signal to the unit's
+# operator workflow.
+TELL_OPERATOR_PATCH = "tell-operator-cycle-recorded"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
@@ -77,6 +100,10 @@ class AutobidderCycle:
         self._bid_id: str | None = None
         self._outcome: str | None = None
         self._search_attributes = True
+        self._started_utc: datetime | None = None
+        self._decision_time: datetime | None = None
+        self._plan_key: str | None = None
+        self._not_submitted: str | None = None
 
     @workflow.query
     def facts(self) -> list[StageFact]:
@@ -114,10 +141,13 @@ class AutobidderCycle:
                                   gate_closure_margin_s=config.gate_closure_margin_s,
                                   minimum_lead_s=config.minimum_lead_s)
         self._dispatch_interval = _iso(timeline.dispatch_interval)
+        self._started_utc, self._decision_time = started_utc, decision_time
         gate_closure_utc = started_utc + (timeline.gate_closure - decision_time)
         self._search_attributes = config.search_attributes
         self._upsert(sa.UNIT.value_set(cycle.unit_id), sa.REGION.value_set(cycle.region),
-                     sa.DISPATCH_INTERVAL.value_set(_as_utc(timeline.dispatch_interval)))
+                     sa.DISPATCH_INTERVAL.value_set(_as_utc(timeline.dispatch_interval)),
+                     sa.MARKET_INTERVAL.value_set(market_time_text(timeline.dispatch_interval)))
+        self._show(self._view("starting"))
 
         def now_market() -> datetime:
             return market_now(decision_time, started_utc, workflow.now())
@@ -150,15 +180,13 @@ class AutobidderCycle:
             else:
                 status, bid_id = "NO_REBID", built.standing_bid_id
                 self._bid_id = bid_id
+                self._not_submitted = f"the new bid does not differ materially: {built.summary}"
             latency_s = (workflow.now() - started_utc).total_seconds()
             outcome = await self._record(cycle, cycle_id, timeline.dispatch_interval, started_utc, status,
                                          bid_id, None, manual_rebid)
             self._outcome = status
             self._upsert(sa.OUTCOME.value_set(status))
-            return CycleResult(cycle_id=cycle_id, dispatch_interval=_iso(timeline.dispatch_interval),
-                               status=status, bid_id=bid_id, facts=tuple(self._facts),
-                               outcome=outcome, started_market_time=_iso(decision_time),
-                               latency_to_ack_s=latency_s)
+            return self._result(cycle_id, timeline.dispatch_interval, status, bid_id, outcome, latency_s)
         except Exception as failure:  # business failures, activity failures, timeouts: recorded, then raised
             await self._record_failure(cycle, cycle_id, timeline.dispatch_interval, started_utc, failure)
             raise
@@ -169,6 +197,7 @@ class AutobidderCycle:
                      now_market: _MarketClock, cutoff_utc: datetime) -> MarketFetched:
         config = cycle.config
         self._enter("fetch")
+        summary = f"operator controls and {cycle.region} market data for {interval_text(dispatch_interval)}"
         while True:
             use_estimates = workflow.now() >= cutoff_utc
             fetched: MarketFetched = await workflow.execute_activity(
@@ -179,6 +208,7 @@ class AutobidderCycle:
                 result_type=MarketFetched,
                 start_to_close_timeout=timedelta(seconds=20),
                 retry_policy=QUICK_RETRY,
+                summary=summary,
             )
             if fetched.paused or fetched.latest_known or use_estimates:
                 break
@@ -218,6 +248,7 @@ class AutobidderCycle:
                 start_to_close_timeout=timeout,
                 schedule_to_close_timeout=_bounded(time_left(), time_left()),
                 retry_policy=WORKER_RETRY,
+                summary=f"{product} price forecast from {interval_text(dispatch_interval)} (SQS pool)",
             )
             for product in fetched.products
         ]
@@ -245,7 +276,10 @@ class AutobidderCycle:
             start_to_close_timeout=_bounded(timedelta(seconds=config.worker_answer_timeout_s), time_left()),
             schedule_to_close_timeout=_bounded(time_left(), time_left()),
             retry_policy=WORKER_RETRY,
+            summary=f"energy + FCAS plan of {config.horizon_intervals} intervals from "
+                    f"{interval_text(dispatch_interval)} (SQS pool)",
         )
+        self._plan_key = plan.archive_key or None
         reason = f": {plan.status_reason}" if plan.status_reason and plan.status != "OPTIMAL" else ""
         self._add_fact("optimise", f"plan {plan.status} in {plan.compute_ms:.0f} ms{reason}", (plan.archive_key,))
         return plan
@@ -264,6 +298,7 @@ class AutobidderCycle:
             result_type=BidBuilt,
             start_to_close_timeout=_bounded(timedelta(seconds=30), time_left()),
             retry_policy=QUICK_RETRY,
+            summary=f"build and validate the bid from {interval_text(dispatch_interval)} (V1–V8)",
         )
         keys = (built.bid_key,) if built.bid_key else ()
         self._add_fact("bid", built.summary + (f"; rejected: {'; '.join(built.violations)}"
@@ -282,6 +317,7 @@ class AutobidderCycle:
             start_to_close_timeout=timedelta(seconds=15),
             schedule_to_close_timeout=_bounded(time_left(), time_left()),
             retry_policy=QUICK_RETRY,
+            summary="submit the bid to the market (idempotent)",
         )
         self._bid_id = submitted.bid_id
         self._upsert(sa.BID_ID.value_set(submitted.bid_id))
@@ -301,38 +337,69 @@ class AutobidderCycle:
         outcome = await self._record(cycle, cycle_id, dispatch_interval, started_utc, status, None, None)
         self._outcome = status
         self._upsert(sa.OUTCOME.value_set(status))
+        return self._result(cycle_id, dispatch_interval, status, None, outcome,
+                            (workflow.now() - started_utc).total_seconds())
+
+    def _result(self, cycle_id: str, dispatch_interval: datetime, status: str, bid_id: str | None,
+                outcome: OutcomeRecorded, latency_s: float) -> CycleResult:
+        assert self._decision_time is not None
         return CycleResult(cycle_id=cycle_id, dispatch_interval=_iso(dispatch_interval), status=status,
-                           bid_id=None, facts=tuple(self._facts), outcome=outcome,
-                           started_market_time=_iso(decision_time),
-                           latency_to_ack_s=(workflow.now() - started_utc).total_seconds())
+                           bid_id=bid_id, facts=tuple(self._facts), outcome=outcome,
+                           started_market_time=_iso(self._decision_time), latency_to_ack_s=latency_s,
+                           dispatch_interval_aest=market_time_iso(dispatch_interval),
+                           started_market_time_aest=market_time_iso(self._decision_time),
+                           summary=cycle_summary(self._view(status, outcome)))
 
     async def _record(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
                       started_utc: datetime, status: str, bid_id: str | None,
                       failure: str | None, manual_rebid_reason: str | None = None) -> OutcomeRecorded:
         self._enter("record")
+        if status == "PAUSED":
+            self._not_submitted = next((f.summary for f in self._facts if f.stage == "fetch"), "bidding paused")
+        elif failure:
+            self._not_submitted = f"the cycle failed: {failure}"
         outcome: OutcomeRecorded = await workflow.execute_activity(
             "record_outcome",
             RecordInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
                         dispatch_interval=_iso(dispatch_interval), status=status, bid_id=bid_id,
                         failure=failure, started_at=started_utc.isoformat(), facts=tuple(self._facts),
-                        manual_rebid_reason=manual_rebid_reason),
+                        manual_rebid_reason=manual_rebid_reason, plan_key=self._plan_key),
             result_type=OutcomeRecorded,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=QUICK_RETRY,
+            summary=f"record {status} and read the market's outcome of {interval_text(dispatch_interval)}",
         )
         if outcome.cleared:
             self._add_fact("record", f"cleared gen {outcome.gen_mw:.1f} MW load {outcome.load_mw:.1f} MW at "
                            f"{_price_text(outcome.price)}: energy ${outcome.energy_revenue_dollars:,.2f}, FCAS "
                            f"${outcome.fcas_revenue_dollars:,.2f}; SoC {outcome.state_of_charge_mwh:.1f} MWh")
-            workflow.upsert_memo({"outcome": {
-                "gen_mw": outcome.gen_mw, "load_mw": outcome.load_mw, "price": outcome.price,
-                "energy_revenue_dollars": outcome.energy_revenue_dollars,
-                "fcas_revenue_dollars": outcome.fcas_revenue_dollars}})
+            if not outcome.revenue_counted:
+                self._add_fact("record", f"revenue of this interval already counted by {outcome.counted_by_cycle}: "
+                               "not counted again")
         else:
             self._add_fact("record", f"recorded {status}" + (f": {failure}" if failure else ""))
         if manual_rebid_reason:
             self._add_fact("record", f"manual rebid submitted as {bid_id}: {manual_rebid_reason}")
+        view = self._view(status, outcome)
+        self._show(view)
+        if workflow.patched(TELL_OPERATOR_PATCH):
+            workflow.upsert_memo({"console": _memo(view, outcome)})
+            await self._tell_operator(cycle.unit_id, view)
+        elif outcome.cleared:  # cycles recorded before the console: their memo held the outcome only
+            workflow.upsert_memo({"outcome": {
+                "gen_mw": outcome.gen_mw, "load_mw": outcome.load_mw, "price": outcome.price,
+                "energy_revenue_dollars": outcome.energy_revenue_dollars,
+                "fcas_revenue_dollars": outcome.fcas_revenue_dollars}})
         return outcome
+
+    async def _tell_operator(self, unit_id: str, view: CycleView) -> None:
+        """Signal the unit's operator workflow that a cycle recorded its interval (its page refreshes the
+        P&L); nothing happens when that workflow is not running."""
+        try:
+            await workflow.get_external_workflow_handle(operator_workflow_id(unit_id)).signal(
+                CYCLE_RECORDED_SIGNAL, cycle_line(view))
+        except Exception as failure:  # not running: the operator page refreshes when it starts
+            workflow.logger.debug("operator workflow of %s not signalled: %s", unit_id, failure)
 
     async def _record_failure(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
                               started_utc: datetime, failure: BaseException) -> None:
@@ -349,6 +416,31 @@ class AutobidderCycle:
     def _enter(self, stage: str) -> None:
         self._stage = stage
         self._upsert(sa.STAGE.value_set(stage))
+        if self._decision_time is not None and stage != "record":
+            self._show(self._view(stage))
+
+    def _view(self, status: str, outcome: OutcomeRecorded | None = None) -> CycleView:
+        """What the cycle's page shows now (pure data; rendered by algorithms/market/console.py)."""
+        assert self._dispatch_interval is not None
+        cleared = outcome is not None and outcome.cleared
+        return CycleView(
+            unit_id=self._unit_id, region=self._region,
+            dispatch_interval=datetime.fromisoformat(self._dispatch_interval), status=status,
+            started_wall_clock=self._started_utc, decision_market_time=self._decision_time,
+            bid_id=(outcome.bid_id if outcome is not None and outcome.bid_id else self._bid_id),
+            bid_bands=outcome.bid_bands if outcome is not None else (),
+            plan_intent=outcome.plan_intent if outcome is not None else "",
+            outcome=CycleOutcomeView(
+                gen_mw=outcome.gen_mw, load_mw=outcome.load_mw, price=outcome.price,
+                energy_revenue_dollars=outcome.energy_revenue_dollars,
+                fcas_revenue_dollars=outcome.fcas_revenue_dollars, state_of_charge_mwh=outcome.state_of_charge_mwh,
+                revenue_counted=outcome.revenue_counted, counted_by_cycle=outcome.counted_by_cycle)
+            if outcome is not None and cleared else None,
+            not_submitted_reason=self._not_submitted)
+
+    @staticmethod
+    def _show(view: CycleView) -> None:
+        workflow.set_current_details(cycle_details_markdown(view))
 
     def _upsert(self, *updates: SearchAttributeUpdate[Any]) -> None:
         if self._search_attributes:
@@ -358,6 +450,30 @@ class AutobidderCycle:
         self._facts.append(StageFact(stage=stage, at=workflow.now().isoformat(), summary=summary,
                                      archive_keys=archive_keys))
         workflow.upsert_memo({"last_fact": f"{stage}: {summary}"})
+
+
+def _memo(view: CycleView, outcome: OutcomeRecorded) -> dict[str, Any]:
+    """The cycle's memo: what it bid, dispatched and earned, as plain values (times labelled with zones;
+    revenue counted once per interval: ``revenue_counted`` false means an earlier cycle counted it)."""
+    memo: dict[str, Any] = {
+        "unit": view.unit_id, "region": view.region, "status": view.status,
+        "dispatch_interval": interval_text(view.dispatch_interval),
+        "dispatch_interval_aest": market_time_iso(view.dispatch_interval),
+        "bid_id": view.bid_id,
+        "bid": [{"product": b.product, "direction": b.direction, "band": b.band, "price": b.price,
+                 "mw": b.band_availability_mw} for b in view.bid_bands],
+        "intent": view.plan_intent,
+        "line": cycle_line(view),
+    }
+    if view.not_submitted_reason:
+        memo["not_submitted"] = view.not_submitted_reason
+    if outcome.cleared:
+        memo["outcome"] = {"dispatched_mw": outcome.gen_mw - outcome.load_mw, "gen_mw": outcome.gen_mw,
+                           "load_mw": outcome.load_mw, "price_per_mwh": outcome.price,
+                           "energy_revenue_dollars": outcome.energy_revenue_dollars,
+                           "fcas_revenue_dollars": outcome.fcas_revenue_dollars,
+                           "revenue_counted": outcome.revenue_counted, "counted_by_cycle": outcome.counted_by_cycle}
+    return memo
 
 
 def _controls_text(fetched: MarketFetched) -> str:

@@ -67,7 +67,9 @@ class VppDispatchEvent:
         return DispatchProgress(
             event_id=event.event_id if event else "", node_id=event.node_id if event else "",
             stage=self._stage, target_mw=self._target_mw, site_count=self._site_count, steps=self._steps,
-            latest=self._latest, target_changes=tuple(self._target_changes), summary=self._summary)
+            latest=self._latest, target_changes=tuple(self._target_changes), summary=self._summary,
+            start_ms=event.start_ms if event else 0, end_ms=event.end_ms if event else 0,
+            hierarchy=event.hierarchy if event else None)
 
     @workflow.update
     async def set_target(self, target_mw: float) -> float:

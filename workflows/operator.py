@@ -9,9 +9,17 @@ one transaction, and returns the new controls. ``manual_rebid`` then triggers th
 a cycle runs now instead of at the next 5-minute boundary. The cycle reads the controls from
 PostgreSQL when it fetches market data, so the controls hold even while this workflow is not running.
 
+The workflow's page in the Temporal UI (its current details, markdown rendered by
+algorithms/market/console.py) shows today's P&L (energy, FCAS, total: the trading day of the unit's latest
+recorded interval, each interval counted once whatever the number of cycles), the bid in force and the
+controls. It is refreshed when a cycle signals ``cycle_recorded`` (signals arriving while a refresh runs
+are coalesced into one more refresh: one activity per refresh, read from PostgreSQL, so the page is
+always what the database says and history grows by a few events per cycle) and after every accepted
+update.
+
 Updates are applied one at a time in arrival order; the workflow continues as new after
-``max_actions_per_run`` actions (or when Temporal suggests it) with the controls reloaded from the
-database. Operator time checks use the workflow clock (wall-clock UTC).
+``max_actions_per_run`` actions or ``max_refreshes_per_run`` refreshes (or when Temporal suggests it) with
+the controls reloaded from the database. Operator time checks use the workflow clock (wall-clock UTC).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.operator_facts import (
+        CYCLE_RECORDED_SIGNAL,
         HOLD_SOC,
         MANUAL_REBID,
         PAUSE,
@@ -35,7 +44,9 @@ with workflow.unsafe.imports_passed_through():
         OperatorActionInput,
         OperatorInput,
         RebidRequested,
+        UnitConsole,
     )
+    from algorithms.market.console import operator_details_markdown
     from algorithms.market.operator_controls import (
         OperatorRequestError,
         parse_hold_until,
@@ -51,6 +62,8 @@ OPERATOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_inte
                              maximum_attempts=10, non_retryable_error_types=["InvalidOperatorAction"])
 TRIGGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 REJECTED = "OperatorRequestRejected"
+# workflow.patched id of the operator page (the P&L refresh loop), so runs recorded before it still replay.
+CONSOLE_PATCH = "operator-console-page"
 
 
 @workflow.defn(name="UnitOperator")
@@ -62,6 +75,21 @@ class UnitOperator:
         self._controls: ControlsView | None = None
         self._lock = asyncio.Lock()
         self._actions = 0
+        self._refreshes = 0
+        self._refresh_wanted = True
+        self._console: UnitConsole | None = None
+        self._last_cycle = ""
+
+    @workflow.signal(name=CYCLE_RECORDED_SIGNAL)
+    def cycle_recorded(self, line: str) -> None:
+        """A cycle of this unit recorded its interval (``line`` says what it did): refresh the page."""
+        self._last_cycle = line
+        self._refresh_wanted = True
+
+    @workflow.query
+    def console(self) -> UnitConsole | None:
+        """Today's P&L and the bid in force as last loaded (None before the first load)."""
+        return self._console
 
     @workflow.query
     def controls(self) -> ControlsView:
@@ -136,8 +164,27 @@ class UnitOperator:
         self._controls = await workflow.execute_activity(
             "load_unit_controls", request.unit_id, result_type=ControlsView,
             start_to_close_timeout=timedelta(seconds=30), retry_policy=OPERATOR_RETRY)
-        await workflow.wait_condition(lambda: self._actions >= request.max_actions_per_run
-                                      or workflow.info().is_continue_as_new_suggested())
+        self._render()
+
+        def done() -> bool:
+            return (self._actions >= request.max_actions_per_run or self._refreshes >= request.max_refreshes_per_run
+                    or workflow.info().is_continue_as_new_suggested())
+
+        # Runs started before the page existed only wait for actions (replayed as they were recorded).
+        paging = workflow.patched(CONSOLE_PATCH)
+        while paging:
+            await workflow.wait_condition(lambda: self._refresh_wanted or done())
+            if done():
+                break
+            self._refresh_wanted = False
+            self._refreshes += 1
+            self._console = await workflow.execute_activity(
+                "load_unit_console", request.unit_id, result_type=UnitConsole,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=OPERATOR_RETRY,
+                summary="today's P&L and the bid in force")
+            self._render()
+        if not paging:
+            await workflow.wait_condition(done)
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(dataclasses.replace(request, controls=self._controls))
 
@@ -188,6 +235,20 @@ class UnitOperator:
                 retry_policy=OPERATOR_RETRY)
             self._controls = view
             self._actions += 1
+            self._render()
             return view
+
+    def _render(self) -> None:
+        """Show today's P&L, the bid in force and the controls as the workflow's current details."""
+        assert self._input is not None
+        unit_id = self._input.unit_id
+        shown = self._console or UnitConsole(unit_id=unit_id)
+        controls = (self._controls or ControlsView(unit_id=unit_id)).shown()
+        details = operator_details_markdown(
+            unit_id, shown.pnl(), controls, shown.bid_id, shown.bid_bands,
+            shown.pnl().latest_interval)
+        if self._last_cycle:
+            details += f"\n**Last cycle:** {self._last_cycle}\n"
+        workflow.set_current_details(details)
 
 

@@ -1,10 +1,12 @@
 """The peak-shaving workflow: forecast a node's load, find the peaks worth shaving, start dispatch events.
 
 forecast the node's load (activity: PostgreSQL history + statsmodels) ∥ read what its batteries can do
-(activity: asset graph + the fleet gateway's aggregate) -> plan (pure, :func:`plan_peak_shaving`, run
-in the workflow: deterministic numpy) -> start one child ``VppDispatchEvent`` per shave (target = the
-shave's MW) and one per lockout (target 0 MW: the batteries neither charge nor discharge, so they do
-not recharge right after the peak; see :mod:`algorithms.fleet.peak_shaving` for the rule) -> return the plan.
+(activity: asset graph + the fleet gateway's aggregate) -> plan (activity ``plan_peak_shaves``: the pure
+:func:`algorithms.fleet.peak_shaving.plan_node_peak_shaving`) -> start one child ``VppDispatchEvent``
+per shave (target = the shave's MW) and one per lockout (target 0 MW: the batteries neither charge nor
+discharge, so they do not recharge right after the peak; see :mod:`algorithms.fleet.peak_shaving` for
+the rule) -> return the plan. The workflow only orchestrates: it imports no numpy (an import-linter
+contract in pyproject.toml keeps it so).
 
 Children are started with ``parent_close_policy=ABANDON`` (they wait for their own window and outlive
 this run) and ids made from the node and the start time (``peak-shave-<node>-<YYYYMMDDTHHMM>Z``,
@@ -29,8 +31,6 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    import numpy as np
-
     from activities.dispatch_facts import DISPATCH_WORKFLOW, DispatchEventInput
     from activities.peak_shaving_facts import (
         INSUFFICIENT_HISTORY,
@@ -41,9 +41,10 @@ with workflow.unsafe.imports_passed_through():
         NodeForecastInput,
         PeakShavingInput,
         PeakShavingPlan,
+        PeakShavingPlanInput,
         ScheduledEvent,
     )
-    from algorithms.fleet.peak_shaving import LoadForecast, find_peaks, plan_peak_shaving
+    from algorithms.fleet.peak_shaving_types import PlannedPeakShaving
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                              maximum_attempts=5, non_retryable_error_types=[INVALID_PEAK_SHAVING, INSUFFICIENT_HISTORY])
@@ -53,15 +54,6 @@ def event_id(kind: str, node_id: str, start_ms: int) -> str:
     """Deterministic dispatch event id of a shave or lockout: ``peak-<kind>-<node>-<YYYYMMDDTHHMM>Z``."""
     moment = datetime.fromtimestamp(start_ms / 1000.0, tz=UTC)
     return f"peak-{kind}-{node_id}-{moment:%Y%m%dT%H%M}Z"
-
-
-def forecast_from_fact(fact: NodeForecast) -> LoadForecast:
-    """The :class:`LoadForecast` (arrays) carried by a :class:`NodeForecast` (lists)."""
-    return LoadForecast(interval_end_ms=np.array(fact.interval_end_ms, dtype=np.int64), interval_ms=fact.interval_ms,
-                        quantiles=tuple(fact.quantiles),
-                        values_mw=np.array(fact.values_mw, dtype=np.float64).reshape(
-                            len(fact.quantiles), len(fact.interval_end_ms)),
-                        method=fact.method)
 
 
 @workflow.defn(name="PeakShaving")
@@ -94,20 +86,19 @@ class PeakShaving:
                 "node_fleet_capacity",
                 FleetCapacityInput(node_id=request.node_id, hierarchy=request.hierarchy, as_of_ms=origin_ms),
                 result_type=FleetCapacity, start_to_close_timeout=timedelta(seconds=60), retry_policy=ACTIVITY_RETRY))
-        energy_budget = max(capacity.energy_lower_mwh, 0.0)
-        # numpy imports some of its own modules lazily on first use (e.g. nan_to_num); they are passed
-        # through like numpy itself. The planning is pure and deterministic.
-        with workflow.unsafe.imports_passed_through():
-            forecast = forecast_from_fact(forecast_fact)
-            shaves = plan_peak_shaving(forecast, request.threshold_mw, energy_budget, capacity.max_discharge_mw,
-                                       rules)
-            peaks_found = len(find_peaks(forecast, request.threshold_mw, rules))
-            forecast_peak_mw = float(np.nanmax(forecast.quantile(rules.quantile)))
+        self._plan = replace(self._plan, stage="planning")
+        planned: PlannedPeakShaving = await workflow.execute_activity(
+            "plan_peak_shaves",
+            PeakShavingPlanInput(node_id=request.node_id, threshold_mw=request.threshold_mw, rules=rules,
+                                 forecast=forecast_fact, capacity=capacity),
+            result_type=PlannedPeakShaving, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=ACTIVITY_RETRY)
+        shaves = planned.shaves
         self._plan = PeakShavingPlan(
             node_id=request.node_id, threshold_mw=request.threshold_mw, origin_ms=origin_ms, stage="scheduling",
-            forecast_method=forecast.method, forecast_peak_mw=forecast_peak_mw, peaks_found=peaks_found,
-            energy_budget_mwh=energy_budget * rules.energy_use_fraction, max_discharge_mw=capacity.max_discharge_mw,
-            fleet=capacity.description, shaves=tuple(shaves))
+            forecast_method=planned.forecast_method, forecast_peak_mw=planned.forecast_peak_mw,
+            peaks_found=planned.peaks_found, energy_budget_mwh=planned.energy_budget_mwh,
+            max_discharge_mw=capacity.max_discharge_mw, fleet=capacity.description, shaves=shaves)
         events: list[ScheduledEvent] = []
         for shave in shaves:
             events.append(await self._start_event(request, "shave", shave.start_ms, shave.end_ms, shave.target_mw,

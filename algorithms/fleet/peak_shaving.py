@@ -76,18 +76,28 @@ fall first. A peak whose window (or whose own lockout) would overlap another acc
 lockout is not planned: shaves and lockouts never overlap.
 
 Everything is vectorised over intervals (numpy); only the handful of peak candidates is looped over.
-statsmodels and pandas are imported inside the forecast functions, so the peak-shaving workflow, which
-runs the planning, imports only numpy.
+statsmodels and pandas are imported inside the forecast functions: the fleet gateway (sampling) and the
+planning activity use this module without them. The types that cross the workflow boundary (rules, planned
+shaves, a plan's figures) live in :mod:`algorithms.fleet.peak_shaving_types`, which imports no numpy, so the
+``PeakShaving`` workflow stays import-light: it orchestrates, the activities forecast and plan.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from algorithms.fleet.fleet_types import NEVER, FleetState, FloatArray, IntArray
+from algorithms.fleet.peak_shaving_types import DEFAULT_QUANTILES as DEFAULT_QUANTILES
+from algorithms.fleet.peak_shaving_types import LOAD_COLUMNS as LOAD_COLUMNS
+from algorithms.fleet.peak_shaving_types import InsufficientHistoryError as InsufficientHistoryError
+from algorithms.fleet.peak_shaving_types import PeakShavingInputError as PeakShavingInputError
+from algorithms.fleet.peak_shaving_types import PeakShavingRules as PeakShavingRules
+from algorithms.fleet.peak_shaving_types import PlannedPeakShaving as PlannedPeakShaving
+from algorithms.fleet.peak_shaving_types import PlannedShave as PlannedShave
 
 INTERVAL_MS = 300_000
 """Resolution of the node load history and of the forecast: 5 minutes (ms)."""
@@ -100,15 +110,6 @@ SPREAD_HARMONICS = 3
 """Daily harmonics of the quantile regressions of the residuals."""
 MIN_HISTORY_DAYS = 2.0
 """Least history (days of valid values) the forecast accepts: one weekday and one weekend day at best."""
-DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
-
-
-class PeakShavingInputError(ValueError):
-    """Input the peak-shaving functions cannot use (misaligned arrays, irregular grid, bad rule …)."""
-
-
-class InsufficientHistoryError(PeakShavingInputError):
-    """Too little valid history to fit the forecast (see :data:`MIN_HISTORY_DAYS`)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -153,10 +154,6 @@ class NodeLoadHistory:
             raise PeakShavingInputError(f"unknown load column {column!r}; expected one of {LOAD_COLUMNS}")
         values: FloatArray = getattr(self, column)
         return values
-
-
-LOAD_COLUMNS = ("load_mw", "net_load_mw")
-"""The history columns a forecast can be made of."""
 
 
 @dataclass(frozen=True)
@@ -281,7 +278,7 @@ def _check_history(history_mw: FloatArray, interval_end_ms: IntArray) -> tuple[F
 
 def _local_clock(epoch_ms: IntArray) -> tuple[FloatArray, FloatArray]:
     """(local clock hour 0–24, weekend 0/1) at each time, Adelaide clock with daylight saving."""
-    import pandas as pd  # imported here: the peak-shaving workflow imports this module for planning only
+    import pandas as pd  # imported here: sampling and planning use this module without pandas
     local = pd.to_datetime(np.asarray(epoch_ms, dtype=np.int64), unit="ms", utc=True).tz_convert(LOCAL_TIME_ZONE)
     hour = np.asarray(local.hour + local.minute / 60.0 + local.second / 3600.0, dtype=np.float64)
     weekend = np.asarray(local.day_of_week >= 5, dtype=np.float64)
@@ -387,51 +384,6 @@ def _check_quantiles(quantiles: tuple[float, ...]) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class PeakShavingRules:
-    """How peaks are chosen and shaved (plain fields: it travels through Temporal as JSON).
-
-    Attributes:
-        quantile: the forecast quantile that must exceed the threshold (0.5: P50; 0.9: cautious).
-        min_duration_s: a peak shorter than this is not worth a dispatch event (s).
-        merge_gap_s: exceedances separated by a dip no longer than this are one peak (s).
-        min_energy_above_mwh: a peak with less energy above the threshold is not worth shaving (MWh).
-        lockout_s: after every shave the batteries are held at 0 MW for this long (s) — no rebound.
-        energy_use_fraction: share of the energy available to discharge the plan may spend (0–1].
-        power_use_fraction: share of the sites' total discharge power a shave may ask (0–1].
-        max_shaves: most shaves planned per run.
-        min_target_mw: a shave asking less than this is not planned (MW).
-        load_column: the history column forecast and shaved (``net_load_mw`` or ``load_mw``).
-    """
-
-    quantile: float = 0.5
-    min_duration_s: float = 900.0
-    merge_gap_s: float = 900.0
-    min_energy_above_mwh: float = 0.0
-    lockout_s: float = 7_200.0
-    energy_use_fraction: float = 0.9
-    power_use_fraction: float = 1.0
-    max_shaves: int = 4
-    min_target_mw: float = 0.001
-    load_column: str = "net_load_mw"
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.quantile < 1.0:
-            raise PeakShavingInputError(f"quantile must be in (0, 1), got {self.quantile}")
-        for name in ("min_duration_s", "merge_gap_s", "min_energy_above_mwh", "lockout_s", "min_target_mw"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                raise PeakShavingInputError(f"{name} must be a finite number >= 0, got {value}")
-        for name in ("energy_use_fraction", "power_use_fraction"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise PeakShavingInputError(f"{name} must be in (0, 1], got {value}")
-        if self.max_shaves < 0:
-            raise PeakShavingInputError(f"max_shaves must be >= 0, got {self.max_shaves}")
-        if self.load_column not in LOAD_COLUMNS:
-            raise PeakShavingInputError(f"load_column must be one of {LOAD_COLUMNS}, got {self.load_column!r}")
-
-
-@dataclass(frozen=True)
 class PeakCandidate:
     """A run of forecast intervals above the threshold (indices inclusive, times epoch ms, MW, MWh)."""
 
@@ -442,36 +394,6 @@ class PeakCandidate:
     peak_forecast_mw: float
     peak_excess_mw: float
     energy_above_threshold_mwh: float
-
-
-@dataclass(frozen=True)
-class PlannedShave:
-    """A shave: hold ``target_mw`` of battery discharge over ``[start_ms, end_ms)``, then hold the
-    batteries at 0 MW over the lockout ``[end_ms, lockout_end_ms)`` (epoch ms UTC, MW, MWh).
-
-    Attributes:
-        start_ms, end_ms: the dispatch window.
-        target_mw: total battery power asked at the node (+ discharge).
-        peak_forecast_mw: the forecast peak (at the rules' quantile) in the window.
-        ceiling_mw: the forecast load's maximum after the shave (= threshold for a full shave).
-        energy_above_threshold_mwh: forecast energy above the threshold in the peak.
-        planned_energy_mwh: energy the block asks of the batteries (target × duration).
-        lockout_end_ms: end of the 0 MW hold that follows (= end_ms when the lockout is 0).
-    """
-
-    start_ms: int
-    end_ms: int
-    target_mw: float
-    peak_forecast_mw: float
-    ceiling_mw: float
-    energy_above_threshold_mwh: float
-    planned_energy_mwh: float
-    lockout_end_ms: int
-
-    @property
-    def lockout_start_ms(self) -> int:
-        """The lockout starts when the shave ends."""
-        return self.end_ms
 
 
 def _runs(mask: np.ndarray[Any, np.dtype[np.bool_]]) -> tuple[IntArray, IntArray]:
@@ -598,3 +520,30 @@ def plan_peak_shaving(forecast: LoadForecast, threshold_mw: float, energy_availa
             ceiling_mw=threshold_mw + offset, energy_above_threshold_mwh=candidate.energy_above_threshold_mwh,
             planned_energy_mwh=energy, lockout_end_ms=end_ms + lockout_ms))
     return sorted(shaves, key=lambda shave: shave.start_ms)
+
+
+def plan_node_peak_shaving(forecast: LoadForecast, threshold_mw: float, energy_lower_mwh: float,
+                           max_discharge_mw: float, rules: PeakShavingRules) -> PlannedPeakShaving:
+    """A node's peak-shaving plan with the figures it shows: :func:`plan_peak_shaving` on the energy the
+    fleet surely holds, the peaks found above the threshold and the forecast's highest load.
+
+    Args:
+        forecast: the node's load forecast (MW) holding ``rules.quantile``.
+        threshold_mw: the load the node should not exceed (MW).
+        energy_lower_mwh: the lower bound of the energy the node's batteries hold above their owners'
+            reserves (MWh; the aggregate's cautious figure). A negative bound counts as none.
+        max_discharge_mw: the node's total battery discharge power (MW).
+        rules: :class:`PeakShavingRules`.
+
+    Returns:
+        :class:`PlannedPeakShaving`: the shaves (see :func:`plan_peak_shaving`), the forecast method, the
+        forecast peak at ``rules.quantile`` (MW), the peaks found and the energy budget (MWh).
+    """
+    energy_available_mwh = max(float(energy_lower_mwh), 0.0)
+    shaves = plan_peak_shaving(forecast, threshold_mw, energy_available_mwh, max_discharge_mw, rules)
+    load = forecast.quantile(rules.quantile)
+    forecast_peak_mw = float(np.nanmax(load)) if bool(np.any(~np.isnan(load))) else math.nan
+    return PlannedPeakShaving(
+        shaves=tuple(shaves), forecast_method=forecast.method, forecast_peak_mw=forecast_peak_mw,
+        peaks_found=len(find_peaks(forecast, threshold_mw, rules)),
+        energy_budget_mwh=energy_available_mwh * rules.energy_use_fraction)

@@ -18,6 +18,8 @@ A snapshot for (region, dispatch_interval, as_of) never contains anything publis
   is never published (a gap). This flag is the only thing the snapshot says about the future and it
   carries no price; a cycle treats both the same (poll until its cut-off, then :func:`estimate_missing`).
 * Pre-dispatch: the newest run (by run time) of the region whose known_at (latest LASTCHANGED) <= as_of.
+* P5MIN (when a P5MIN table is given): the newest run (by run time) of the region published at or before
+  as_of (:class:`~algorithms.market.prices.P5minPrices`), each product with the intervals it prices.
 
 Live data (:class:`ObservedPublication`) follows the same contract with observed publication times: a
 value is known at the publication time of the AEMO file that carried it (from the file's header or
@@ -51,7 +53,7 @@ from algorithms.common.nem_time import (
     to_timestamp,
     utc_to_market,
 )
-from algorithms.market.prices import DispatchPrices, PredispatchPrices
+from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices
 from settings import MarketDataSettings
 from vpp.v1 import common_pb2, market_data_pb2
 
@@ -263,12 +265,14 @@ class ObservedPublication:
 
 @dataclass(frozen=True, eq=False)
 class MarketTables:
-    """What as-of snapshots are built from: dispatch prices, pre-dispatch runs, and when dispatch prices
-    became known (replayed files: a :class:`PublicationModel`; live reports: an :class:`ObservedPublication`)."""
+    """What as-of snapshots are built from: dispatch prices, pre-dispatch runs, when dispatch prices became
+    known (replayed files: a :class:`PublicationModel`; live reports: an :class:`ObservedPublication`) and,
+    where the data has them, P5MIN runs."""
 
     dispatch: DispatchPrices
     predispatch: PredispatchPrices
     publication: Publication
+    p5min: P5minPrices | None = None
 
 
 def publication_model(market_data: MarketDataSettings,
@@ -322,12 +326,14 @@ def _fmt(moment: datetime) -> str:
 
 def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, region: str,
                    dispatch_interval: datetime, as_of: datetime, history_intervals: int,
-                   publication: Publication) -> market_data_pb2.MarketSnapshot:
+                   publication: Publication,
+                   p5min: P5minPrices | None = None) -> market_data_pb2.MarketSnapshot:
     """The market snapshot of ``region`` for the interval ending ``dispatch_interval`` as known at ``as_of``.
 
     Times are naive AEST market times (an aware ``as_of`` is converted). ``history_intervals`` 5-minute
     slots (0 = 2016) ending at interval_ending_at_or_before(as_of); prices $/MWh (ENERGY) and $/MW/h
-    (FCAS). See the module docstring for the as-of contract and the quality rules.
+    (FCAS). ``p5min``: AEMO's P5MIN runs, if the data has them (None: the snapshot carries no P5MIN).
+    See the module docstring for the as-of contract and the quality rules.
     Raises SnapshotRequestError / SnapshotNotFoundError (see :func:`validate_snapshot_request`).
     """
     as_of = _naive_market(as_of)
@@ -386,6 +392,8 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
     if late_slots:
         notes.append(f"{late_slots} of {count} history intervals were published late")
     notes.extend(_add_predispatch(snapshot, predispatch, region, as_of))
+    if p5min is not None:
+        notes.extend(_add_p5min(snapshot, p5min, region, as_of))
     snapshot.quality_notes.extend(notes)
     return snapshot
 
@@ -407,6 +415,29 @@ def _add_predispatch(snapshot: market_data_pb2.MarketSnapshot, predispatch: Pred
         forecast.run_time.CopyFrom(run_time)
         forecast.period.extend(periods)
         forecast.price.extend(run.price[:, index].tolist())
+    return []
+
+
+def _add_p5min(snapshot: market_data_pb2.MarketSnapshot, p5min: P5minPrices, region: str,
+               as_of: datetime) -> list[str]:
+    """Append the newest P5MIN run published by ``as_of`` (one forecast per product, only the intervals the
+    run prices for it); return notes."""
+    if region not in p5min.regions:
+        return [f"no P5MIN data for region {region}"]
+    run = p5min.latest_run(region, as_of)
+    if run is None:
+        return [f"no P5MIN run for {region} known at as_of {_fmt(as_of)}"]
+    run_time = to_timestamp(run.run_time)
+    known_at_ms = int(_unix_ms(np.array([_datetime_us(run.known_at)], dtype=np.int64))[0])
+    unix_seconds = run.intervals.astype("datetime64[s]").astype(np.int64) - _AEST_OFFSET_S
+    for index, product in enumerate(run.products):
+        priced = np.isfinite(run.price[:, index])
+        if not bool(priced.any()):
+            continue
+        forecast = snapshot.p5min.add(product=product, known_at_unix_ms=known_at_ms)
+        forecast.run_time.CopyFrom(run_time)
+        forecast.interval.extend(Timestamp(seconds=seconds) for seconds in unix_seconds[priced].tolist())
+        forecast.price.extend(run.price[priced, index].tolist())
     return []
 
 

@@ -26,7 +26,8 @@ def forecast_request(
     quantiles: Sequence[float],
     algorithm: common_pb2.AlgorithmRef,
 ) -> worker_pb2.ForecastRequest:
-    """The forecast request for one product (prices $/MWh or $/MW/h; times interval-ending AEST).
+    """The forecast request for one product (prices $/MWh or $/MW/h; times interval-ending AEST): its
+    history, and AEMO's pre-dispatch and P5MIN forecasts of it when the snapshot carries them.
 
     Raises InvalidRequestError when the snapshot has no history for ``product``.
     """
@@ -34,6 +35,7 @@ def forecast_request(
     if history is None:
         raise InvalidRequestError(f"snapshot has no price history for product {product!r}")
     predispatch = next((p for p in snapshot.predispatch if p.product == product), None)
+    p5min = next((p for p in snapshot.p5min if p.product == product), None)
     request = worker_pb2.ForecastRequest(
         request_id=request_id,
         algorithm=algorithm,
@@ -47,6 +49,8 @@ def forecast_request(
     )
     if predispatch is not None:
         request.predispatch.CopyFrom(predispatch)
+    if p5min is not None:
+        request.p5min.CopyFrom(p5min)
     return with_inputs_hash(request)
 
 

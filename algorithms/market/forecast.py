@@ -1,4 +1,10 @@
-"""Probabilistic price forecast of one product: ``sarx-quantile`` v2 (numpy least squares, xarray).
+"""Probabilistic price forecast of one product: ``sarx-quantile`` v2 (:func:`run_forecast`, the configured
+default) and v3 (:func:`run_forecast_v3`), numpy least squares, xarray.
+
+v3 is v2 plus AEMO's *P5MIN* for the first hour where a run is known at decision time
+(:class:`P5minBlend`, see "P5MIN" below); without P5MIN it forecasts exactly as v2, from history alone, from
+history and pre-dispatch, or from pre-dispatch alone. It is served next to v2 but not the default: on the
+only P5MIN sequence the platform holds it is worse than v2 at the first lead (README, forecast skill).
 
 v2 is v1 plus *persistence*: after the pre-dispatch blend, the first leads are pulled towards the last
 known price with weight exp(−lead/τ) in asinh space (:class:`Persistence`, τ = 3 intervals for energy,
@@ -56,6 +62,20 @@ exp(-k / scale)`` (:class:`PredispatchBlend`), calibrated offline on January 202
 regions; energy and FCAS separately: AEMO's energy pre-dispatch is strong, its FCAS forecast weak).
 With no usable history the central path is the pre-dispatch price (held flat past its last period,
 back-held before its first) and the band ``DEFAULT_SPREAD`` standard normal quantiles wide (asinh).
+
+*P5MIN (v3).* AEMO's 5-minute pre-dispatch covers the 12 intervals from the one in progress when the
+run was published. Where it covers a forecast interval, the central path (after the pre-dispatch blend and
+persistence) becomes ``(1 - w) * path + w * p5min`` in asinh space, ``w(j) = far - (far - near) *
+exp(-j / scale)`` with ``j`` the interval's position in its run (0 = the run's first interval), and the band
+around it narrows to ``1 - w * (1 - spread_ratio)`` of the model's. The weights are a *prior*, not a fit:
+the platform holds one full P5MIN report (9 October 2026 11:50, five regions) and twenty consecutive QLD1
+runs of energy prices (9 October 2026 04:00-05:35), far too little to fit a curve on; AEMO's P5MIN is near
+exact at its first intervals (it is solved with the dispatch engine on the same inputs) and loses skill
+over its hour, so energy starts at 0.95 and falls towards 0.6 over about half an hour
+(:data:`ENERGY_P5MIN_BLEND`). On the twenty runs (tests/test_forecast_p5min.py) AEMO's P5MIN of the
+first hour beats holding the last price; FCAS takes a smaller weight (:data:`FCAS_P5MIN_BLEND`), by analogy
+with AEMO's weaker FCAS pre-dispatch. With neither history nor pre-dispatch, P5MIN alone is the path
+(held flat beyond its last interval).
 
 All quantiles are clipped to the range of prices seen in the inputs (history and pre-dispatch), which
 keeps ``sinh`` from extrapolating far beyond anything observed, and sorted so they never cross.
@@ -175,7 +195,49 @@ PERSISTENCE_BY_VERSION: dict[str, Persistence] = {
     "1": Persistence(energy_lead_scale_intervals=0.0, fcas_lead_scale_intervals=0.0),
     "2": Persistence(energy_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V2,
                      fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2),
+    "3": Persistence(energy_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V2,
+                     fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2),
 }
+
+
+@dataclass(frozen=True)
+class P5minBlend:
+    """Weight of AEMO's P5MIN price in the central path (asinh space) by the interval's position in its run
+    (``j`` = 0 for the run's first interval, the one in progress when it was published):
+    ``far - (far - near) * exp(-j / position_scale_intervals)``. Where the weight is ``w`` the band around
+    the path is ``1 - w * (1 - spread_ratio)`` times as wide as the model's."""
+
+    near: float
+    far: float
+    position_scale_intervals: float
+    spread_ratio: float
+
+    def weight(self, position: IntArray) -> FloatArray:
+        """Weight (0..1) of the P5MIN price at ``position`` 5-minute intervals into its run."""
+        span = self.far - self.near
+        return np.asarray(self.far - span * np.exp(-np.maximum(position, 0) / self.position_scale_intervals),
+                          dtype=np.float64)
+
+
+# Priors, not fits (see the module docstring "P5MIN"): the platform's P5MIN data is one report and twenty
+# QLD1 energy runs of one morning. Energy trusts AEMO's P5MIN almost fully at its first intervals; FCAS less.
+ENERGY_P5MIN_BLEND = P5minBlend(near=0.95, far=0.6, position_scale_intervals=6.0, spread_ratio=0.5)
+FCAS_P5MIN_BLEND = P5minBlend(near=0.7, far=0.35, position_scale_intervals=6.0, spread_ratio=0.8)
+
+
+@dataclass(frozen=True, eq=False)
+class P5minRun:
+    """One P5MIN run of one product as the forecaster takes it: ``run_time`` (RUN_DATETIME, the end of its
+    first interval, AEST), interval-ending AEST ``intervals`` (5-minute grid, increasing) and ``price``
+    ($/MWh or $/MW/h, finite)."""
+
+    run_time: datetime
+    intervals: Sequence[datetime]
+    price: FloatArray
+
+
+# Per version: whether AEMO's P5MIN run of the request is used (v3 on); earlier versions ignore it.
+USES_P5MIN_BY_VERSION: dict[str, bool] = {"1": False, "2": False, "3": True}
 
 
 @dataclass(frozen=True)
@@ -539,6 +601,8 @@ def quantile_price_forecast(
     *,
     predispatch_blend: PredispatchBlend = ENERGY_PREDISPATCH_BLEND,
     persistence_lead_scale_intervals: float = 0.0,
+    p5min: P5minRun | None = None,
+    p5min_blend: P5minBlend = ENERGY_P5MIN_BLEND,
 ) -> FloatArray:
     """Quantile forecast of one product's price, shape (horizon_intervals, len(quantiles)).
 
@@ -550,8 +614,10 @@ def quantile_price_forecast(
     ``predispatch_blend`` sets how much the pre-dispatch price counts (use FCAS_PREDISPATCH_BLEND for FCAS).
     ``persistence_lead_scale_intervals`` τ > 0 pulls the central path towards the last known price with
     weight exp(−lead/τ) after the blend (the next intervals are like the last one, spikes included).
+    ``p5min``: AEMO's P5MIN run of the product (None: not known), blended in last with ``p5min_blend``
+    where it covers the horizon (use FCAS_P5MIN_BLEND for FCAS).
 
-    Raises InvalidRequestError when there is neither usable history nor a pre-dispatch price, or the
+    Raises InvalidRequestError when there is no usable history, no pre-dispatch and no P5MIN price, or the
     inputs are inconsistent (history reaching into the horizon, off-grid times, unequal lengths).
     """
     levels = _check_quantile_levels(quantiles)
@@ -574,15 +640,22 @@ def quantile_price_forecast(
         raise InvalidRequestError("predispatch prices must be finite")
 
     predispatch = _predispatch_on_grid(predispatch_period, pd_price, first_interval, horizon_intervals)
+    p5min_price, p5min_position = _p5min_on_grid(p5min, first_interval, horizon_intervals)
     has_history = bool(np.any(np.isfinite(history)))
-    if not has_history and not np.any(np.isfinite(predispatch)):
+    if not has_history and not np.any(np.isfinite(predispatch)) and not np.any(np.isfinite(p5min_price)):
         raise InvalidRequestError(
-            "no price history and no pre-dispatch price covering the horizon: nothing to forecast from"
+            "no price history and no pre-dispatch or P5MIN price covering the horizon: nothing to forecast from"
         )
-    observed = np.concatenate([history[np.isfinite(history)], pd_price])
-    scale = max(float(np.median(np.abs(observed))), MIN_PRICE_SCALE)
+    # The scale comes from history and pre-dispatch (as in v2, so P5MIN changes nothing beyond its hour);
+    # P5MIN's prices widen the range the quantiles are clipped to.
+    scale_basis = np.concatenate([history[np.isfinite(history)], pd_price])
+    p5min_observed = np.asarray(p5min.price, dtype=np.float64) if p5min is not None else np.empty(0)
+    observed = np.concatenate([scale_basis, p5min_observed])
+    scale = max(float(np.median(np.abs(scale_basis if scale_basis.size else observed))), MIN_PRICE_SCALE)
     z_low, z_high = np.arcsinh(observed.min() / scale), np.arcsinh(observed.max() / scale)
     z_predispatch = np.arcsinh(predispatch / scale)
+    z_p5min = np.arcsinh(p5min_price / scale)
+    has_p5min = np.isfinite(z_p5min)
 
     if has_history:
         _check_on_grid(history_first_interval, "history first_interval")
@@ -601,13 +674,42 @@ def quantile_price_forecast(
             last_level = _forward_fill(np.arcsinh(history / scale))[-1]
             persistence = np.exp(-lead / persistence_lead_scale_intervals)
             central = persistence * last_level + (1 - persistence) * central
+        if bool(has_p5min.any()):
+            p5min_weight = np.where(has_p5min, p5min_blend.weight(p5min_position), 0.0)
+            central = np.where(has_p5min, (1 - p5min_weight) * central + p5min_weight * np.nan_to_num(z_p5min),
+                               central)
+            offsets = offsets * (1 - p5min_weight * (1 - p5min_blend.spread_ratio))[:, None]
     else:
-        central = _hold_both_ways(z_predispatch)
+        central = _hold_both_ways(np.where(has_p5min, z_p5min, z_predispatch))
         offsets = _default_offsets(levels, horizon_intervals)
 
     z_quantiles = np.clip(central[:, None] + offsets, z_low, z_high)
     z_quantiles.sort(axis=1)
     return np.asarray(scale * np.sinh(z_quantiles), dtype=np.float64)
+
+
+def _p5min_on_grid(p5min: P5minRun | None, first_interval: datetime, horizon: int) -> tuple[FloatArray, IntArray]:
+    """P5MIN price of each 5-minute interval of the horizon (NaN where the run does not cover it) and each
+    interval's position in the run (intervals after the run's first)."""
+    on_grid = np.full(horizon, np.nan)
+    position = np.zeros(horizon, dtype=np.int64)
+    if p5min is None or len(p5min.intervals) == 0:
+        return on_grid, position
+    prices = np.asarray(p5min.price, dtype=np.float64)
+    if prices.ndim != 1 or prices.size != len(p5min.intervals):
+        raise InvalidRequestError(f"p5min has {len(p5min.intervals)} intervals but {prices.size} prices")
+    if not np.all(np.isfinite(prices)):
+        raise InvalidRequestError("p5min prices must be finite")
+    _check_on_grid(p5min.run_time, "p5min run_time")
+    for moment in p5min.intervals:
+        _check_on_grid(moment, "p5min interval")
+    offsets = np.array([(moment - first_interval) // INTERVAL for moment in p5min.intervals], dtype=np.int64)
+    if np.any(np.diff(offsets) <= 0):
+        raise InvalidRequestError("p5min intervals must be strictly increasing")
+    inside = (offsets >= 0) & (offsets < horizon)
+    on_grid[offsets[inside]] = prices[inside]
+    position[:] = (first_interval - p5min.run_time) // INTERVAL + np.arange(horizon, dtype=np.int64)
+    return on_grid, position
 
 
 def _hold_both_ways(values: FloatArray) -> FloatArray:
@@ -671,6 +773,11 @@ def run_forecast(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResu
     return _run_version(request, VERSION)
 
 
+def run_forecast_v3(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
+    """Adapter of v3: v2 plus the request's P5MIN run over its hour (see the module docstring)."""
+    return _run_version(request, "3")
+
+
 def run_forecast_v1(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
     """Adapter of v1 (no persistence), kept so archived cycles and backtests can be replayed with it."""
     return _run_version(request, "1")
@@ -712,6 +819,7 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
         history_first = from_timestamp(history.first_interval)
     blend = ENERGY_PREDISPATCH_BLEND if request.product == ENERGY_PRODUCT else FCAS_PREDISPATCH_BLEND
     persistence = PERSISTENCE_BY_VERSION[version].scale_for(request.product)
+    p5min = _p5min_run(request) if USES_P5MIN_BY_VERSION[version] else None
     price = quantile_price_forecast(
         history_prices,
         history_first,
@@ -722,6 +830,8 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
         list(request.quantiles),
         predispatch_blend=blend,
         persistence_lead_scale_intervals=persistence,
+        p5min=p5min,
+        p5min_blend=ENERGY_P5MIN_BLEND if request.product == ENERGY_PRODUCT else FCAS_P5MIN_BLEND,
     )
     return worker_pb2.ForecastResult(
         request_id=request.request_id,
@@ -735,6 +845,24 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
         status=worker_pb2.RESULT_STATUS_OK,
         compute_ms=(time.perf_counter() - started) * 1000,
     )
+
+
+def _p5min_run(request: worker_pb2.ForecastRequest) -> P5minRun | None:
+    """The request's P5MIN run (None when it carries none); InvalidRequestError if it is malformed."""
+    if not request.HasField("p5min"):
+        return None
+    p5min = request.p5min
+    if p5min.product and p5min.product != request.product:
+        raise InvalidRequestError(f"p5min is for {p5min.product!r}, the request for {request.product!r}")
+    if len(p5min.interval) != len(p5min.price):
+        raise InvalidRequestError(f"p5min has {len(p5min.interval)} intervals but {len(p5min.price)} prices")
+    if not len(p5min.interval):
+        return None
+    if not p5min.HasField("run_time"):
+        raise InvalidRequestError("p5min has intervals but no run_time")
+    return P5minRun(run_time=from_timestamp(p5min.run_time),
+                    intervals=[from_timestamp(moment) for moment in p5min.interval],
+                    price=np.array(p5min.price, dtype=np.float64))
 
 
 def forecast_from_result(result: worker_pb2.ForecastResult) -> PriceForecast:

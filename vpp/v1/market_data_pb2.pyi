@@ -159,6 +159,49 @@ class PredispatchForecast(_message.Message):
 Global___PredispatchForecast: _TypeAlias = PredispatchForecast  # noqa: Y015
 
 @_typing.final
+class P5minForecast(_message.Message):
+    """AEMO's 5-minute pre-dispatch (P5MIN) for one product, as it stood at as_of (the newest run published by
+    then): 12 five-minute intervals from the one in progress when the run was published.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    RUN_TIME_FIELD_NUMBER: _builtins.int
+    KNOWN_AT_UNIX_MS_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    product: _builtins.str
+    known_at_unix_ms: _builtins.int
+    """When the run was published (Unix ms, UTC)."""
+    @_builtins.property
+    def run_time(self) -> _timestamp_pb2.Timestamp:
+        """RUN_DATETIME of the run used: the end (AEST) of the first interval it covers."""
+
+    @_builtins.property
+    def interval(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """Interval-ending times (AEST) and their forecast prices ($/MWh ENERGY, $/MW/h FCAS)."""
+
+    @_builtins.property
+    def price(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        product: _builtins.str = ...,
+        run_time: _timestamp_pb2.Timestamp | None = ...,
+        known_at_unix_ms: _builtins.int = ...,
+        interval: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        price: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run_time", b"run_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "known_at_unix_ms", b"known_at_unix_ms", "price", b"price", "product", b"product", "run_time", b"run_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___P5minForecast: _TypeAlias = P5minForecast  # noqa: Y015
+
+@_typing.final
 class MarketSnapshot(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -171,6 +214,7 @@ class MarketSnapshot(_message.Message):
     LATEST_QUALITY_FIELD_NUMBER: _builtins.int
     LATEST_INTERVAL_FIELD_NUMBER: _builtins.int
     QUALITY_NOTES_FIELD_NUMBER: _builtins.int
+    P5MIN_FIELD_NUMBER: _builtins.int
     region: _builtins.str
     latest_quality: _common_pb2.DataQuality.ValueType
     """Quality of the most recent interval's prices (the one ending at or before as_of)."""
@@ -194,6 +238,10 @@ class MarketSnapshot(_message.Message):
     def quality_notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Human-readable notes on what is late, missing or estimated."""
 
+    @_builtins.property
+    def p5min(self) -> _containers.RepeatedCompositeFieldContainer[Global___P5minForecast]:
+        """AEMO's P5MIN run (one forecast per product) known at as_of; empty when none is known or served."""
+
     def __init__(
         self,
         *,
@@ -206,10 +254,11 @@ class MarketSnapshot(_message.Message):
         latest_quality: _common_pb2.DataQuality.ValueType = ...,
         latest_interval: _timestamp_pb2.Timestamp | None = ...,
         quality_notes: _abc.Iterable[_builtins.str] | None = ...,
+        p5min: _abc.Iterable[Global___P5minForecast] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "dispatch_interval", b"dispatch_interval", "latest_interval", b"latest_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "dispatch_interval", b"dispatch_interval", "history", b"history", "latest_interval", b"latest_interval", "latest_quality", b"latest_quality", "predispatch", b"predispatch", "products", b"products", "quality_notes", b"quality_notes", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "dispatch_interval", b"dispatch_interval", "history", b"history", "latest_interval", b"latest_interval", "latest_quality", b"latest_quality", "p5min", b"p5min", "predispatch", b"predispatch", "products", b"products", "quality_notes", b"quality_notes", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -62,6 +62,7 @@ class ForecastRequest(_message.Message):
     QUANTILES_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
     PREDISPATCH_FIELD_NUMBER: _builtins.int
+    P5MIN_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     inputs_hash: _builtins.str
     """sha256 of the deterministic serialisation of this message with request_id and inputs_hash cleared."""
@@ -84,6 +85,10 @@ class ForecastRequest(_message.Message):
     def history(self) -> _market_data_pb2.ProductPriceHistory: ...
     @_builtins.property
     def predispatch(self) -> _market_data_pb2.PredispatchForecast: ...
+    @_builtins.property
+    def p5min(self) -> _market_data_pb2.P5minForecast:
+        """AEMO's P5MIN run for the product known at decision time (unset when none is known)."""
+
     def __init__(
         self,
         *,
@@ -98,10 +103,11 @@ class ForecastRequest(_message.Message):
         quantiles: _abc.Iterable[_builtins.float] | None = ...,
         history: _market_data_pb2.ProductPriceHistory | None = ...,
         predispatch: _market_data_pb2.PredispatchForecast | None = ...,
+        p5min: _market_data_pb2.P5minForecast | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "decision_time", b"decision_time", "first_interval", b"first_interval", "history", b"history", "predispatch", b"predispatch"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "decision_time", b"decision_time", "first_interval", b"first_interval", "history", b"history", "p5min", b"p5min", "predispatch", b"predispatch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "decision_time", b"decision_time", "first_interval", b"first_interval", "history", b"history", "horizon_intervals", b"horizon_intervals", "inputs_hash", b"inputs_hash", "predispatch", b"predispatch", "product", b"product", "quantiles", b"quantiles", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "decision_time", b"decision_time", "first_interval", b"first_interval", "history", b"history", "horizon_intervals", b"horizon_intervals", "inputs_hash", b"inputs_hash", "p5min", b"p5min", "predispatch", b"predispatch", "product", b"product", "quantiles", b"quantiles", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
