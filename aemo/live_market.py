@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -186,12 +186,4 @@ class LiveMarketTables:
         return MarketTables(dispatch=dispatch, predispatch=predispatch, publication=publication, p5min=p5min)
 
 
-def newest_publication(tables: MarketTables) -> datetime | None:
-    """The newest publication time among the dispatch intervals held (naive AEST), or None."""
-    publication = tables.publication
-    if not isinstance(publication, ObservedPublication) or not len(publication.published):
-        return None
-    return datetime(1970, 1, 1) + timedelta(seconds=int(publication.published.max().astype(np.int64)))
-
-
-__all__ = ["LiveMarketTables", "newest_publication"]
+__all__ = ["LiveMarketTables"]
