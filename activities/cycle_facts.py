@@ -19,10 +19,10 @@ class CycleConfig:
     """Parameters of one cycle, fixed when the cycle starts.
 
     Built from the configuration by :func:`stack.schedule.cycle_config` (``settings.cycle``): the values
-    live only in ``settings/default.toml``, so no field has a default of its own (the one exception is
-    the test switch ``search_attributes``). Units as in :class:`settings.CycleSettings` (intervals,
-    seconds, $/MWh); ``replay_start`` is an ISO naive AEST market time; ``bid_version`` is the version
-    every bid of the cycle carries.
+    live only in ``settings/default.toml``, so no field has a default of its own (the exceptions are
+    the test switch ``search_attributes`` and ``clock``, whose default reads cycles started before it
+    existed). Units as in :class:`settings.CycleSettings` (intervals, seconds, $/MWh); ``replay_start`` is
+    an ISO naive AEST market time; ``bid_version`` is the version every bid of the cycle carries.
     """
 
     horizon_intervals: int
@@ -49,12 +49,15 @@ class CycleConfig:
     # Mirror stage, bid id and outcome into the project's search attributes (the time-skipping test
     # server cannot register custom search attributes, so its tests switch this off).
     search_attributes: bool = True
+    # The market clock: "replay" (wall clock mapped onto replay_start … + replay_days) or "live" (AEST now).
+    # Its default is not configuration: it reads cycles started before the field existed (recorded histories).
+    clock: str = "replay"
 
 
 @dataclass(frozen=True)
 class CycleInput:
-    """What starts a cycle. Without ``decision_time`` the cycle maps its own start time onto the
-    replay period (the live schedule); the demo and tests give an explicit market decision time."""
+    """What starts a cycle. Without ``decision_time`` the cycle reads its start time on its config's clock
+    (the replay period, or AEST now on live data); the demo and tests give an explicit market decision time."""
 
     unit_id: str
     region: str

@@ -8,6 +8,9 @@ pyarrow and the standard library only.
 - :mod:`aemo.tables` — typed schemas of the tables a bidder needs and their normalisation.
 - :mod:`aemo.store` — the local columnar market store (parquet by table and month) and its manifest.
 - :mod:`aemo.nemweb` — the sync client mirroring NEMWEB (or a local copy of it) into the store.
+- :mod:`aemo.live` — the follower of AEMO's live reports: polls the ``Reports/Current`` folders, ingests each new
+  report once, tells listeners what became known and when it was published.
+- :mod:`aemo.live_market` — the price tables over the live reports held, each value known at its file's publication.
 - :mod:`aemo.mms` — DISPATCHPRICE / PREDISPATCHPRICE files (parquet, CSV, MMS CSV, zip) into the price tables
   of :mod:`algorithms.market.prices`.
 

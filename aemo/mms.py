@@ -212,6 +212,13 @@ def load_dispatch_prices(path: Path) -> DispatchPrices:
     be parsed, or a (region, interval) appears twice after the INTERVENTION == 0 filter.
     """
     frame, label = _read_all(_table_files(Path(path), _is_dispatch_name, "DISPATCHPRICE"), DISPATCH_REQUIRED)
+    return dispatch_prices_from_frame(frame, label)
+
+
+def dispatch_prices_from_frame(frame: pd.DataFrame, label: str) -> DispatchPrices:
+    """DISPATCHPRICE rows (AEMO's columns: SETTLEMENTDATE, REGIONID, RRP, FCAS ``…RRP``; INTERVENTION
+    optional) as :class:`DispatchPrices`; ``label`` names their source in errors. Same rules and errors as
+    :func:`load_dispatch_prices`."""
     source = Path(label)
     frame = _without_intervention(frame, source)
     products, columns = price_columns(list(frame.columns))
@@ -267,12 +274,23 @@ def load_predispatch_prices(path: Path) -> PredispatchPrices:
     """
     frame, label = _read_all(_table_files(Path(path), _is_predispatch_name, "PREDISPATCHPRICE"),
                              PREDISPATCH_REQUIRED)
+    return predispatch_prices_from_frame(frame, label)
+
+
+def predispatch_prices_from_frame(frame: pd.DataFrame, label: str,
+                                  known_at_column: str = "LASTCHANGED") -> PredispatchPrices:
+    """PREDISPATCHPRICE rows (AEMO's columns) as :class:`PredispatchPrices`; ``label`` names their source.
+
+    A run becomes known at the latest ``known_at_column`` of its rows: LASTCHANGED in AEMO's tables, the
+    publication time of the file that carried the run for live reports. Otherwise as
+    :func:`load_predispatch_prices`.
+    """
     source = Path(label)
     frame = _without_intervention(frame, source)
     products, columns = price_columns(list(frame.columns))
     run_times = _run_times(frame, source)
     periods = _market_times(frame["DATETIME"], source, "DATETIME")
-    changed = _market_times(frame["LASTCHANGED"], source, "LASTCHANGED")
+    changed = _market_times(frame[known_at_column], source, known_at_column)
     row_regions = _regions(frame, source).astype(str)
     values = _numbers(frame, columns, source)
 

@@ -447,15 +447,21 @@ class SyncReport:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class ListedFile:
+    """A file of a listing whose name is one of AEMO's: its name, path (relative to the source root) and
+    parsed name."""
+
     name: str
     path: str
     parsed: AemoFileName
 
 
 @dataclass(frozen=True)
-class _Outcome:
-    candidate: _Candidate
+class FetchOutcome:
+    """What :func:`fetch_and_stage` did with one file: staged it (to be committed), or skipped it (why), and
+    the bytes it downloaded."""
+
+    candidate: ListedFile
     staged: StagedFile | None = None
     skipped: IngestStatus | None = None
     bytes: int = 0
@@ -480,8 +486,8 @@ def _listed_months(source: Source, archive_path: str) -> list[date]:
     return sorted(months)
 
 
-def _archive_candidates(entries: Sequence[ListingEntry], tables: frozenset[str]) -> list[_Candidate]:
-    candidates: list[_Candidate] = []
+def _archive_candidates(entries: Sequence[ListingEntry], tables: frozenset[str]) -> list[ListedFile]:
+    candidates: list[ListedFile] = []
     for entry in entries:
         if entry.is_folder:
             continue
@@ -491,12 +497,13 @@ def _archive_candidates(entries: Sequence[ListingEntry], tables: frozenset[str])
             continue
         schema = schema_for_archive(parsed.subject) if parsed.kind is FileKind.ARCHIVE else None
         if schema is not None and schema.name in tables:
-            candidates.append(_Candidate(name=entry.name, path=entry.path, parsed=parsed))
+            candidates.append(ListedFile(name=entry.name, path=entry.path, parsed=parsed))
     return candidates
 
 
-def _report_candidates(entries: Sequence[ListingEntry]) -> list[_Candidate]:
-    candidates: list[_Candidate] = []
+def report_files(entries: Sequence[ListingEntry]) -> list[ListedFile]:
+    """The current reports of a folder listing (files named like AEMO's reports; others left out)."""
+    candidates: list[ListedFile] = []
     for entry in entries:
         if entry.is_folder:
             continue
@@ -505,13 +512,13 @@ def _report_candidates(entries: Sequence[ListingEntry]) -> list[_Candidate]:
         except FileNameError:
             continue
         if parsed.kind is FileKind.REPORT:
-            candidates.append(_Candidate(name=entry.name, path=entry.path, parsed=parsed))
+            candidates.append(ListedFile(name=entry.name, path=entry.path, parsed=parsed))
     return candidates
 
 
-def _newest_per_identity(candidates: Sequence[_Candidate]) -> list[_Candidate]:
+def newest_publications(candidates: Sequence[ListedFile]) -> list[ListedFile]:
     """One candidate per report identity: its newest publication (names sorted for a stable order)."""
-    newest: dict[str, _Candidate] = {}
+    newest: dict[str, ListedFile] = {}
     for candidate in candidates:
         held = newest.get(candidate.parsed.identity)
         if held is None or candidate.parsed.publication_order > held.parsed.publication_order:
@@ -519,7 +526,7 @@ def _newest_per_identity(candidates: Sequence[_Candidate]) -> list[_Candidate]:
     return sorted(newest.values(), key=lambda c: c.path)
 
 
-def _plan_sync(source: Source, request: SyncRequest, pool: ThreadPoolExecutor) -> tuple[list[_Candidate],
+def _plan_sync(source: Source, request: SyncRequest, pool: ThreadPoolExecutor) -> tuple[list[ListedFile],
                                                                                         list[FileFailure]]:
     """The files to consider (newest publication per report) and the listings that failed."""
     tables = frozenset(schema_named(t).name for t in request.tables)
@@ -551,7 +558,7 @@ def _plan_sync(source: Source, request: SyncRequest, pool: ThreadPoolExecutor) -
         except FetchError as exc:
             return kind, folder, exc
 
-    candidates: list[_Candidate] = []
+    candidates: list[ListedFile] = []
     for kind, folder, result in pool.map(listing, folders):
         if isinstance(result, FetchError):
             reason = str(result)
@@ -561,18 +568,20 @@ def _plan_sync(source: Source, request: SyncRequest, pool: ThreadPoolExecutor) -
         elif kind == "archive":
             candidates.extend(_archive_candidates(result, tables))
         else:
-            candidates.extend(_report_candidates(result))
-    return _newest_per_identity(candidates), failures
+            candidates.extend(report_files(result))
+    return newest_publications(candidates), failures
 
 
-def _process(store: MarketStore, source: Source, candidate: _Candidate, tables: tuple[str, ...],
-             incoming: Path, cancelled: Cancelled) -> _Outcome:
-    """Fetch and stage one file unless it can be skipped (runs in a worker thread)."""
+def fetch_and_stage(store: MarketStore, source: Source, candidate: ListedFile, tables: tuple[str, ...],
+                    incoming: Path, cancelled: Cancelled) -> FetchOutcome:
+    """Fetch and stage one file unless it can be skipped (runs in a worker thread): skipped when a newer
+    publication of its report is held, or when it is held with the same content. Raises the
+    :mod:`aemo.errors` of a file that cannot be fetched or used (:class:`NotFoundError` for a 404)."""
     if cancelled():
         raise FetchCancelledError(f"{candidate.path}: interrupted")
     decided = store.decide(candidate.name, None, tables)
     if decided is IngestStatus.SUPERSEDED:
-        return _Outcome(candidate=candidate, skipped=decided)
+        return FetchOutcome(candidate=candidate, skipped=decided)
     if store.record(candidate.name) is not None:
         try:
             stat: SourceStat | None = source.stat(candidate.path)
@@ -582,7 +591,7 @@ def _process(store: MarketStore, source: Source, candidate: _Candidate, tables: 
             stat = None  # validators unavailable (HEAD refused or failing): decide on the content instead
         decided = store.decide(candidate.name, stat, tables)
         if decided is not None:
-            return _Outcome(candidate=candidate, skipped=decided)
+            return FetchOutcome(candidate=candidate, skipped=decided)
     fetched = source.fetch(candidate.path, incoming, cancelled)
     try:
         data = fetched.path.read_bytes()
@@ -593,8 +602,8 @@ def _process(store: MarketStore, source: Source, candidate: _Candidate, tables: 
     stat = SourceStat(size=len(data), sha256=sha256, etag=fetched.stat.etag, last_modified=fetched.stat.last_modified)
     if store.decide(candidate.name, stat, tables) is IngestStatus.UNCHANGED:
         store.touch(candidate.name, stat)
-        return _Outcome(candidate=candidate, skipped=IngestStatus.UNCHANGED, bytes=len(data))
-    return _Outcome(candidate=candidate, staged=store.stage(data, candidate.name, stat, tables=tables),
+        return FetchOutcome(candidate=candidate, skipped=IngestStatus.UNCHANGED, bytes=len(data))
+    return FetchOutcome(candidate=candidate, staged=store.stage(data, candidate.name, stat, tables=tables),
                     bytes=len(data))
 
 
@@ -625,10 +634,10 @@ def sync(store: MarketStore, source: Source, request: SyncRequest, *, workers: i
             total = len(candidates)
             if progress is not None:
                 progress(SyncEvent(kind="planned", name="", completed=0, total=total))
-            pending: set[Future[_Outcome]] = set()
-            futures: dict[Future[_Outcome], _Candidate] = {}
+            pending: set[Future[FetchOutcome]] = set()
+            futures: dict[Future[FetchOutcome], ListedFile] = {}
             for candidate in candidates:
-                future = pool.submit(_process, store, source, candidate, tables, incoming, interrupted.is_set)
+                future = pool.submit(fetch_and_stage, store, source, candidate, tables, incoming, interrupted.is_set)
                 futures[future] = candidate
                 pending.add(future)
             while pending:
@@ -636,7 +645,7 @@ def sync(store: MarketStore, source: Source, request: SyncRequest, *, workers: i
                 for future in sorted(done, key=lambda f: futures[f].path):
                     candidate = futures[future]
                     completed += 1
-                    event = _settle(store, future, candidate, completed, total)
+                    event = commit_fetched(store, future, candidate, completed, total)
                     if event.kind == "done":
                         files += 1
                         rows += event.rows
@@ -658,9 +667,10 @@ def sync(store: MarketStore, source: Source, request: SyncRequest, *, workers: i
                       failed=tuple(failures), planned=total, garbage_removed=garbage, ingested=tuple(ingested))
 
 
-def _settle(store: MarketStore, future: Future[_Outcome], candidate: _Candidate, completed: int,
-            total: int) -> SyncEvent:
-    """Commit a finished file (on the calling thread) and describe what happened."""
+def commit_fetched(store: MarketStore, future: Future[FetchOutcome], candidate: ListedFile, completed: int,
+                   total: int) -> SyncEvent:
+    """Commit a finished :func:`fetch_and_stage` (on the calling thread) and describe what happened: ``done``,
+    ``skipped`` or ``failed`` with the reason (a failure of one file never raises)."""
     try:
         outcome = future.result()
     except (AemoDataError, OSError) as exc:

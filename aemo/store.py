@@ -353,6 +353,46 @@ class MarketStore:
         rows = connection.execute("SELECT * FROM sources ORDER BY name").fetchall()
         return [self._record(row) for row in rows]
 
+    def current_reports(self, subjects: Collection[str], published_from: datetime | None = None) -> list[SourceRecord]:
+        """Current reports (not superseded) whose file names' subject is one of ``subjects`` (``DISPATCHIS``,
+        ``PREDISPATCHIS`` …), published at or after ``published_from`` (market time) where given; by
+        publication time, then name."""
+        wanted = frozenset(subjects)
+        connection = self._connection()
+        query = "SELECT * FROM sources WHERE superseded_by IS NULL"
+        parameters: tuple[str, ...] = ()
+        if published_from is not None:
+            query += " AND published >= ?"
+            parameters = (published_from.isoformat(),)
+        records: list[SourceRecord] = []
+        for row in connection.execute(query + " ORDER BY published, name", parameters).fetchall():
+            try:
+                parsed = parse_file_name(row["name"])
+            except FileNameError:
+                continue
+            if parsed.kind is FileKind.REPORT and parsed.subject in wanted:
+                records.append(self._record(row))
+        return records
+
+    def rows_by_table(self, name: str) -> list[tuple[str, int]]:
+        """Rows per table that source file ``name`` gave the store (none once superseded), by table."""
+        connection = self._connection()
+        rows = connection.execute("SELECT table_name, SUM(rows) AS total FROM parts WHERE source = ? "
+                                  "GROUP BY table_name ORDER BY table_name", (name,)).fetchall()
+        return [(row["table_name"], int(row["total"])) for row in rows]
+
+    def held(self, names: Collection[str]) -> frozenset[str]:
+        """Those of ``names`` the manifest holds (current or superseded): files already ingested once."""
+        connection = self._connection()
+        found: set[str] = set()
+        ordered = list(names)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            marks = ",".join("?" for _ in chunk)
+            found.update(row["name"] for row in connection.execute(
+                f"SELECT name FROM sources WHERE name IN ({marks})", chunk))
+        return frozenset(found)
+
     def _current_of(self, connection: sqlite3.Connection, identity: str) -> SourceRecord | None:
         row = connection.execute("SELECT * FROM sources WHERE identity = ? AND superseded_by IS NULL "
                                  "ORDER BY publication_order DESC LIMIT 1", (identity,)).fetchone()
@@ -669,6 +709,31 @@ class MarketStore:
         if not provenance:
             frame = frame.drop(columns=[c for c in PROVENANCE_COLUMNS if c in frame.columns])
         return frame
+
+    def load_sources(self, table: str, names: Collection[str], *,
+                     columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The rows of ``table`` that the source files ``names`` gave (those the store holds and that are not
+        superseded), with their provenance (``_source``, ``_published``); one row per key, the newest
+        publication's. ``columns`` selects columns (key, time and provenance columns always included)."""
+        schema = schema_named(table)
+        ordered = sorted(set(names))
+        connection = self._connection()
+        paths: list[str] = []
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            marks = ",".join("?" for _ in chunk)
+            paths.extend(row["path"] for row in connection.execute(
+                f"SELECT path FROM parts WHERE table_name = ? AND source IN ({marks}) ORDER BY seq, path",
+                (schema.name, *chunk)))
+        wanted: list[str] | None = None
+        if columns is not None:
+            wanted = list(dict.fromkeys([*schema.key_columns, *schema.optional_key_columns,
+                                         *([schema.time_column] if schema.time_column else []),
+                                         *columns, *PROVENANCE_COLUMNS]))
+        frame = self._read_parts(schema, paths, wanted, None)
+        if frame.empty:
+            return frame
+        return frame.sort_values(list(schema.keys_in(frame.columns)), kind="stable").reset_index(drop=True)
 
     def load_month(self, table: str, month: date | str, *, regions: Collection[str] | None = None,
                    columns: Sequence[str] | None = None) -> pd.DataFrame:

@@ -156,18 +156,31 @@ def main(
 # The local stack
 
 
+class MarketDataMode(StrEnum):
+    """Where ``vpp up`` takes market data from."""
+
+    REPLAY = "replay"
+    LIVE = "live"
+
+
 @app.command()
 def up(
     ctx: typer.Context,
     headless: Annotated[bool, typer.Option("--headless", help="Run Temporal without its Web UI.")] = False,
     no_trigger: Annotated[bool, typer.Option("--no-trigger", help="Do not start a cycle at once.")] = False,
+    market_data: Annotated[MarketDataMode, typer.Option(
+        "--market-data", help="replay: the embedded January 2021 data on the replay clock; live: AEMO's "
+        "current reports as they are published, cycles on the market clock.")] = MarketDataMode.REPLAY,
+    source: Annotated[str | None, typer.Option(
+        help="Live: NEMWEB's address or a stand-in laid out like it (default: [market_store] source).")] = None,
 ) -> None:
     """Start the whole local stack (Temporal, SQS, PostgreSQL, services, workers) until Ctrl-C."""
-    from stack.supervisor import run_up
+    from stack.supervisor import run_up, with_market_data
 
     settings = load(ctx)
     state = ctx.find_object(CliContext)
     with clean_errors():
+        settings = with_market_data(settings, market_data.value, source)
         code = run_up(settings, ui=not headless, trigger=not no_trigger,
                       config_path=state.config_path if state else None)
     raise typer.Exit(code)
@@ -210,11 +223,15 @@ def status(
 @serve_app.command("market-data")
 def serve_market_data(ctx: typer.Context) -> None:
     """Run the market-data gRPC service until SIGINT/SIGTERM."""
+    from aemo.errors import AemoDataError
     from services.market_data import serve  # type: ignore[import-not-found]
 
     settings = load(ctx)
     with clean_errors():
-        run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        try:
+            run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        except AemoDataError as exc:  # unusable data files, live source or market store
+            raise fail(str(exc)) from None
 
 
 @serve_app.command("bids")
@@ -489,6 +506,22 @@ def bench_fleet(
     with clean_errors():
         code = run_fleet_bench(settings, sites=sites, event_sites=event_sites, event_mw=event_mw,
                                event_seconds=event_seconds, repeats=repeats)
+    raise typer.Exit(int(code))
+
+
+@bench_app.command("live")
+def bench_live(
+    ctx: typer.Context,
+    reports: Annotated[int, typer.Option(min=1, max=500, help="DispatchIS reports published one by one.")] = 20,
+    poll_s: Annotated[float | None, typer.Option(
+        "--poll-s", min=0.05, help="Poll interval, seconds (default: [market_data] live_poll_s).")] = None,
+) -> None:
+    """Live lag: a report's appearance in its NEMWEB listing -> its price served by GetSnapshot (live mode)."""
+    from bench.live import main as live_main
+
+    settings = load(ctx)
+    with clean_errors():
+        code = live_main(settings, reports=reports, poll_s=poll_s)
     raise typer.Exit(int(code))
 
 

@@ -1,12 +1,16 @@
 """The MarketDataService gRPC server (as-of market snapshots over the loaded MMS tables) and its client.
 
-The as-of contract and the snapshot itself are pure functions: :mod:`algorithms.market.as_of`.
+The as-of contract and the snapshot itself are pure functions: :mod:`algorithms.market.as_of`. Where the
+tables come from is ``[market_data] source`` (:func:`market_tables`): "files" (the MMS tables of
+``data_dir``, replayed) or "live" (AEMO's current reports as they are published: :mod:`services.market_live`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import grpc
@@ -15,13 +19,12 @@ from aemo.mms import load_market_data
 from algorithms.common.nem_time import from_timestamp, to_timestamp
 from algorithms.market.as_of import (
     DEFAULT_HISTORY_INTERVALS,
-    PublicationModel,
+    MarketTables,
     SnapshotNotFoundError,
     SnapshotRequestError,
     build_snapshot,
     publication_model,
 )
-from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from services.health import SERVER_OPTIONS, add_health, bind_port
 from services.security import EdgeSecurity, channel, secure_server
 from settings import Settings
@@ -39,14 +42,11 @@ SERVICE_LABEL = "market-data service"
 
 
 class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
-    """MarketDataService over loaded MMS tables and a publication model (grpc.aio)."""
+    """MarketDataService over the market tables ``tables()`` returns at each call (grpc.aio)."""
 
-    def __init__(self, dispatch: DispatchPrices, predispatch: PredispatchPrices,
-                 publication: PublicationModel,
+    def __init__(self, tables: Callable[[], MarketTables],
                  default_history_intervals: int = DEFAULT_HISTORY_INTERVALS) -> None:
-        self._dispatch = dispatch
-        self._predispatch = predispatch
-        self._publication = publication
+        self._tables = tables
         self._default_history_intervals = default_history_intervals
 
     async def GetSnapshot(self, request: market_data_pb2.GetSnapshotRequest,  # noqa: N802 (gRPC method name)
@@ -58,13 +58,14 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
             if not request.HasField(required):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"{required} is required (a timestamp; market time is AEST)")
+        tables = self._tables()
         try:
             snapshot = build_snapshot(
-                self._dispatch, self._predispatch, region=request.region,
+                tables.dispatch, tables.predispatch, region=request.region,
                 dispatch_interval=from_timestamp(request.dispatch_interval),
                 as_of=from_timestamp(request.as_of),
                 history_intervals=request.history_intervals or self._default_history_intervals,
-                publication=self._publication)
+                publication=tables.publication, p5min=tables.p5min)
         except SnapshotRequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except SnapshotNotFoundError as exc:
@@ -72,30 +73,56 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         return market_data_pb2.GetSnapshotResponse(snapshot=snapshot)
 
 
+@asynccontextmanager
+async def market_tables(settings: Settings) -> AsyncIterator[Callable[[], MarketTables]]:
+    """The service's tables by ``[market_data] source``, while the ``async with`` lasts: "files" loads the
+    MMS tables of ``data_dir`` once (publication simulated by the settings); "live" follows AEMO's current
+    reports (:func:`services.market_live.live_market_tables`). Raises MmsFormatError when files cannot be
+    loaded, :class:`aemo.errors.AemoDataError` when the live source or store cannot be used."""
+    if settings.market_data.source == "live":
+        from services.market_live import live_market_tables
+
+        async with live_market_tables(settings) as live:
+            yield live
+        return
+    dispatch, predispatch = await asyncio.to_thread(load_market_data, settings.market_data.data_dir)
+    loaded = MarketTables(dispatch=dispatch, predispatch=predispatch,
+                          publication=publication_model(settings.market_data))
+    yield lambda: loaded
+
+
+def describe_tables(tables: MarketTables) -> str:
+    """One line: regions, intervals, products and pre-dispatch runs."""
+    dispatch = tables.dispatch
+    span = (f"intervals {dispatch.intervals[0]} .. {dispatch.intervals[-1]}" if len(dispatch.intervals)
+            else "no intervals yet")
+    p5min = f", {len(tables.p5min.run_time)} P5MIN runs" if tables.p5min is not None else ""
+    return (f"{len(dispatch.regions)} regions, {span}, {len(dispatch.products)} products, "
+            f"{len(tables.predispatch.run_time)} pre-dispatch runs{p5min}")
+
+
 async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity | None = None) -> None:
     """Run the market-data gRPC server on settings.stack.market_data_port until ``stop`` is set.
 
-    Loads the MMS tables from settings.market_data.data_dir; registers gRPC health (SERVING). ``security``
+    Serves the tables of :func:`market_tables`; registers gRPC health (SERVING). ``security``
     (bind host, TLS, accepted tokens) defaults to the environment's (:mod:`services.security`).
     Raises PortInUseError when the port is taken, MmsFormatError when the data cannot be loaded.
     """
     security = EdgeSecurity.from_environment(with_site_keys=False) if security is None else security
-    dispatch, predispatch = await asyncio.to_thread(load_market_data, settings.market_data.data_dir)
-    servicer = MarketDataServicer(dispatch, predispatch, publication_model(settings.market_data),
-                                  settings.cycle.history_intervals or DEFAULT_HISTORY_INTERVALS)
-    server = secure_server(security, SERVER_OPTIONS)
-    market_data_pb2_grpc.add_MarketDataServiceServicer_to_server(servicer, server)
-    add_health(server, [SERVICE_NAME])
-    address = bind_port(server, settings.stack.market_data_port, SERVICE_LABEL, security=security)
-    await server.start()
-    try:
-        logger.info("%s ready on %s: %d regions, intervals %s .. %s, %d products, %d pre-dispatch runs",
-                    SERVICE_LABEL, address, len(dispatch.regions), dispatch.intervals[0],
-                    dispatch.intervals[-1], len(dispatch.products), len(predispatch.run_time))
-        await stop.wait()
-    finally:
-        await server.stop(grace=2.0)
-        logger.info("%s on %s stopped", SERVICE_LABEL, address)
+    async with market_tables(settings) as tables:
+        servicer = MarketDataServicer(tables, settings.cycle.history_intervals or DEFAULT_HISTORY_INTERVALS)
+        server = secure_server(security, SERVER_OPTIONS)
+        market_data_pb2_grpc.add_MarketDataServiceServicer_to_server(servicer, server)
+        add_health(server, [SERVICE_NAME])
+        address = bind_port(server, settings.stack.market_data_port, SERVICE_LABEL, security=security)
+        await server.start()
+        try:
+            logger.info("%s ready on %s (%s): %s", SERVICE_LABEL, address, settings.market_data.source,
+                        describe_tables(tables()))
+            await stop.wait()
+        finally:
+            await server.stop(grace=2.0)
+            logger.info("%s on %s stopped", SERVICE_LABEL, address)
 
 
 async def fetch_snapshot(address: str, region: str, dispatch_interval: datetime, as_of: datetime,

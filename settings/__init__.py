@@ -221,15 +221,35 @@ class CycleSettings:
     worker_answer_timeout_s: int
     replay_start: datetime
     replay_days: int
+    # "replay" (wall clock mapped onto replay_start … + replay_days) or "live" (AEST now).
+    clock: str = "replay"
+
+
+CYCLE_CLOCKS = ("replay", "live")
+MARKET_DATA_SOURCES = ("files", "live")
 
 
 @dataclass(frozen=True)
 class MarketDataSettings:
-    """Where the MMS tables are and how publication is simulated (seconds; interval-ending AEST)."""
+    """Where the market-data service's prices come from and when values become known (seconds; AEST).
+
+    ``source``: "files" (the MMS tables of ``data_dir``, published as ``dispatch_price_delay_s`` and
+    ``missing_intervals`` simulate) or "live" (AEMO's current reports of ``live_folders``, polled every
+    ``live_poll_s`` seconds; a value is known when its file was published and LATE after its interval end
+    + ``dispatch_price_delay_s``). Live downloads: ``live_attempts`` per request, ``live_timeout_s`` each; a
+    file that failed is tried again at a later poll, the wait doubling up to ``live_retry_max_s``.
+    """
 
     data_dir: Path
     dispatch_price_delay_s: float
     missing_intervals: tuple[datetime, ...]
+    source: str = "files"
+    live_poll_s: float = 5.0
+    live_folders: tuple[str, ...] = ("DispatchIS_Reports", "PredispatchIS_Reports", "P5_Reports",
+                                     "Next_Day_Dispatch")
+    live_attempts: int = 2
+    live_timeout_s: float = 10.0
+    live_retry_max_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -490,6 +510,29 @@ def _market_store(table: dict[str, Any]) -> MarketStoreSettings:
     return MarketStoreSettings(**values)
 
 
+def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _market_data(table: dict[str, Any]) -> MarketDataSettings:
+    live_poll_s = float(table.get("live_poll_s", 5.0))
+    if not live_poll_s > 0:
+        raise ValueError(f"market_data.live_poll_s must be > 0 seconds, got {live_poll_s}")
+    return MarketDataSettings(
+        data_dir=_resolve(table["data_dir"]),
+        dispatch_price_delay_s=float(table["dispatch_price_delay_s"]),
+        missing_intervals=tuple(datetime.fromisoformat(t) for t in table["missing_intervals"]),
+        source=_one_of(str(table.get("source", "files")), MARKET_DATA_SOURCES, "market_data.source"),
+        live_poll_s=live_poll_s,
+        live_folders=tuple(str(folder) for folder in table.get("live_folders", MarketDataSettings.live_folders)),
+        live_attempts=int(table.get("live_attempts", 2)),
+        live_timeout_s=float(table.get("live_timeout_s", 10.0)),
+        live_retry_max_s=float(table.get("live_retry_max_s", 60.0)),
+    )
+
+
 def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
     m = raw["market"]
     market = MarketRules(
@@ -512,6 +555,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
     )
     b = raw["bidding"]
     c = raw["cycle"]
+    _one_of(str(c.get("clock", "replay")), CYCLE_CLOCKS, "cycle.clock")
     md = raw["market_data"]
     s = raw["stack"]
     a = raw["archive"]
@@ -537,11 +581,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
             forecast_quantiles=tuple(float(q) for q in c["forecast_quantiles"]),
             replay_start=datetime.fromisoformat(c["replay_start"]),
         ),
-        market_data=MarketDataSettings(
-            data_dir=_resolve(md["data_dir"]),
-            dispatch_price_delay_s=float(md["dispatch_price_delay_s"]),
-            missing_intervals=tuple(datetime.fromisoformat(t) for t in md["missing_intervals"]),
-        ),
+        market_data=_market_data(md),
         stack=StackSettings(**{**s, "state_dir": _resolve(s["state_dir"])}),
         fleet=_fleet(raw.get("fleet", {})),
         coopt=_coopt(raw.get("coopt", {})),

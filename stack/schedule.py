@@ -51,6 +51,7 @@ def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
         gate_closure_margin_s=cycle.gate_closure_margin_s,
         minimum_lead_s=cycle.minimum_lead_s,
         worker_answer_timeout_s=cycle.worker_answer_timeout_s,
+        clock=cycle.clock,
         replay_start=cycle.replay_start.isoformat(),
         replay_days=cycle.replay_days,
         bid_version=bid_version,

@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 
     from services.security import LocalEdge
 
-__all__ = ["ALL_PARTS", "LocalStack", "PartFailedError", "PartStatus", "StackError", "child_environment",
-           "run_up", "settings_to_toml"]
+__all__ = ["ALL_PARTS", "MARKET_DATA_MODES", "LocalStack", "PartFailedError", "PartStatus", "StackError",
+           "child_environment", "describe_market_data", "run_up", "settings_to_toml", "with_market_data"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,49 @@ class PartStatus:
     alive: bool
     address: str
     log_path: Path | None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Market data: replay (the default) or live
+
+REPLAY = "replay"
+LIVE = "live"
+MARKET_DATA_MODES = (REPLAY, LIVE)
+
+
+def with_market_data(settings: Settings, mode: str, source: str | None = None) -> Settings:
+    """The settings of ``vpp up --market-data MODE [--source URL]``.
+
+    "replay" (the default) leaves the configuration as it is: the embedded data replayed on the replay clock
+    unless the configuration says otherwise. "live": the market-data service follows AEMO's current reports
+    (``[market_data] source = "live"``) from ``source`` (else ``[market_store] source``, NEMWEB by default) and
+    the cycle runs on the real market clock (``[cycle] clock = "live"``). Raises :class:`StackError` for an
+    unknown mode, or a source given without live mode.
+    """
+    if mode not in MARKET_DATA_MODES:
+        raise StackError(f"--market-data must be one of {', '.join(MARKET_DATA_MODES)}, got {mode!r}")
+    if mode == REPLAY:
+        if source is not None:
+            raise StackError("--source is for live market data: use it with --market-data live")
+        return settings
+    return replace(settings,
+                   market_data=replace(settings.market_data, source="live"),
+                   cycle=replace(settings.cycle, clock="live"),
+                   market_store=replace(settings.market_store, source=source or settings.market_store.source))
+
+
+def describe_market_data(settings: Settings) -> str:
+    """One line: where the stack's market data comes from and on which clock its cycles run."""
+    market_data = settings.market_data
+    if market_data.source == LIVE:
+        text = (f"live from {settings.market_store.source} ({', '.join(market_data.live_folders)} every "
+                f"{market_data.live_poll_s:g} s) into {settings.market_store.store_dir(settings.stack.state_dir)}")
+    else:
+        text = f"replay of {market_data.data_dir}"
+    if settings.cycle.clock == LIVE:
+        return text + "; cycles on the market clock (AEST now)"
+    cycle = settings.cycle
+    return text + f"; cycles on the replay clock ({cycle.replay_start:%Y-%m-%d} + {cycle.replay_days} days)"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -583,6 +626,7 @@ def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> N
                   "below (wall clock UTC; market times AEST)")
     table.add_row("SQS", stack.sqs_endpoint_url)
     table.add_row("Services", f"market data {stack.market_data_address}, bids {stack.bid_service_address}")
+    table.add_row("Market data", describe_market_data(settings))
     if stack.parts & FLEET_PARTS:
         table.add_row("Fleet", f"gateway 127.0.0.1:{settings.fleet.gateway_port}, simulated homes of the asset "
                       f"graph; schedule {NODE_LOAD_SCHEDULE_ID} records node load every 5 min; try "

@@ -107,3 +107,25 @@ def test_runs_as_a_module() -> None:
                                check=False, timeout=60)
     assert completed.returncode == 0
     assert "Usage: vpp" in completed.stdout
+
+
+def test_up_takes_a_source_only_for_live_market_data(env: dict[str, str | None]) -> None:
+    result = runner.invoke(app, ["up", "--source", "http://127.0.0.1:9/"], env=env)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == ["error: --source is for live market data: use it with "
+                                                  "--market-data live"]
+    unknown = runner.invoke(app, ["up", "--market-data", "tomorrow"], env=env)
+    assert unknown.exit_code == 2 and "Traceback" not in unknown.output
+
+
+def test_live_market_data_from_an_unusable_source_is_one_clear_line(tmp_path: Path,
+                                                                     env: dict[str, str | None]) -> None:
+    config = tmp_path / "live.toml"
+    missing = tmp_path / "no-such-nemweb"
+    config.write_text(f'[market_data]\nsource = "live"\n[market_store]\nsource = "{missing}"\n'
+                      f"[stack]\nmarket_data_port = {free_port()}\n")
+    result = runner.invoke(app, ["--config", str(config), "serve", "market-data"], env=env)
+    assert result.exit_code == 1, result.output
+    assert [line for line in result.output.strip().splitlines() if line.startswith("error:")] == [
+        f"error: {missing}: no such folder"]
+    assert "Traceback" not in result.output

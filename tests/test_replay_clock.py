@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from algorithms.common.replay_clock import cycle_timeline, replay_market_time
+from algorithms.common.replay_clock import cycle_market_time, cycle_timeline, replay_market_time
+from settings import load_settings
+from stack.schedule import cycle_config
 
 BOUNDARY = datetime(2021, 1, 22, 11, 10)
 
@@ -63,3 +66,13 @@ def test_market_and_wall_clock_times_map_both_ways_through_the_run_offset() -> N
     # The interval ending 17:40 starts at 17:35, inside the half-hour plan interval from 17:30 (market clock).
     window = plan_window_start_ms(datetime(2021, 1, 22, 17, 40), 30)
     assert window == wall_clock_ms(datetime(2021, 1, 22, 17, 30), 0)
+
+
+def test_the_live_clock_is_the_market_clock_and_replay_stays_the_default() -> None:
+    now_utc = datetime(2026, 12, 6, 3, 41, 12, tzinfo=UTC)
+    replay_start = datetime(2021, 1, 1, 4, 5)
+    assert cycle_market_time(now_utc, "live", replay_start, 30) == datetime(2026, 12, 6, 13, 41, 12)
+    assert cycle_market_time(now_utc, "replay", replay_start, 30) == replay_market_time(now_utc, replay_start, 30)
+    assert cycle_config(load_settings(environ={}).cycle).clock == "replay"
+    with pytest.raises(ValueError, match="unknown cycle clock 'wall'"):
+        cycle_market_time(now_utc, "wall", replay_start, 30)

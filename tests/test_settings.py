@@ -67,3 +67,21 @@ def test_a_configured_year_may_carry_its_floor(tmp_path: Path) -> None:
     assert rules.price_floor_for(date(2026, 7, 1)) == -1100.0
     with pytest.raises(PriceLimitsUnknownError):
         rules.price_cap_for(date(2025, 7, 1))  # a user's list replaces the default one
+
+
+def test_market_data_source_and_cycle_clock_are_checked(tmp_path: Path) -> None:
+    loaded = load_settings(environ={})
+    assert (loaded.market_data.source, loaded.cycle.clock) == ("files", "replay")
+    assert loaded.market_data.live_folders[0] == "DispatchIS_Reports" and loaded.market_data.live_poll_s > 0
+    live = tmp_path / "live.toml"
+    live.write_text('[market_data]\nsource = "live"\nlive_poll_s = 2.5\n[cycle]\nclock = "live"\n')
+    configured = load_settings(live, environ={})
+    assert (configured.market_data.source, configured.market_data.live_poll_s, configured.cycle.clock) == (
+        "live", 2.5, "live")
+    for text, named in (('[market_data]\nsource = "nemweb"\n', "market_data.source"),
+                        ('[cycle]\nclock = "wall"\n', "cycle.clock"),
+                        ("[market_data]\nlive_poll_s = 0\n", "live_poll_s")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=named):
+            load_settings(bad, environ={})

@@ -19,9 +19,16 @@ from rich.console import Console
 
 from settings import Settings, load_settings
 from stack import supervisor
-from stack.ports import PortTakenError, check_ports_free, port_in_use
+from stack.ports import PortTakenError, StackError, check_ports_free, port_in_use
 from stack.processes import ManagedProcess, PartFailedError, http_answers, temporal_answers
-from stack.supervisor import LocalStack, child_environment, run_up, settings_to_toml
+from stack.supervisor import (
+    LocalStack,
+    child_environment,
+    describe_market_data,
+    run_up,
+    settings_to_toml,
+    with_market_data,
+)
 from tests.conftest import free_port
 
 
@@ -187,6 +194,24 @@ def test_settings_round_trip_through_the_effective_config_file(settings: Setting
     path = tmp_path / "effective.toml"
     path.write_text(settings_to_toml(changed))
     assert load_settings(path, environ={}) == replace(changed, database_url=None)
+
+
+def test_up_on_live_market_data(settings: Settings, tmp_path: Path) -> None:
+    assert with_market_data(settings, "replay") == settings
+    assert "replay of" in describe_market_data(settings) and "replay clock" in describe_market_data(settings)
+    live = with_market_data(settings, "live", "http://127.0.0.1:8000/")
+    assert (live.market_data.source, live.cycle.clock, live.market_store.source) == (
+        "live", "live", "http://127.0.0.1:8000/")
+    assert with_market_data(settings, "live").market_store.source == settings.market_store.source
+    assert describe_market_data(live).startswith("live from http://127.0.0.1:8000/ (DispatchIS_Reports")
+    assert "market clock" in describe_market_data(live)
+    path = tmp_path / "effective.toml"  # the children read it
+    path.write_text(settings_to_toml(live))
+    assert load_settings(path, environ={}) == replace(live, database_url=None)
+    with pytest.raises(StackError, match="--source is for live market data"):
+        with_market_data(settings, "replay", "http://127.0.0.1:8000/")
+    with pytest.raises(StackError, match="--market-data must be one of replay, live"):
+        with_market_data(settings, "tomorrow")
 
 
 def test_child_environment_carries_the_supervisor_settings(settings: Settings, tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         SubmitInput,
     )
     from activities.operator_facts import CYCLE_RECORDED_SIGNAL, operator_workflow_id
-    from algorithms.common.replay_clock import cycle_timeline, market_now, replay_market_time
+    from algorithms.common.replay_clock import cycle_market_time, cycle_timeline, market_now
     from algorithms.market.console import (
         CycleOutcomeView,
         CycleView,
@@ -134,7 +134,8 @@ class AutobidderCycle:
         decision_time = (
             datetime.fromisoformat(cycle.decision_time)
             if cycle.decision_time
-            else replay_market_time(started_utc, datetime.fromisoformat(config.replay_start), config.replay_days)
+            else cycle_market_time(started_utc, config.clock, datetime.fromisoformat(config.replay_start),
+                                   config.replay_days)
         )
         timeline = cycle_timeline(decision_time, market_data_cutoff_s=config.market_data_cutoff_s,
                                   gate_closure_margin_s=config.gate_closure_margin_s,

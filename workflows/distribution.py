@@ -53,9 +53,9 @@ with workflow.unsafe.imports_passed_through():
     from algorithms.common.products import ENERGY
     from algorithms.common.replay_clock import (
         INTERVAL,
+        cycle_market_time,
         cycle_timeline,
         market_offset_ms,
-        replay_market_time,
         wall_clock_ms,
     )
     from pools.replies import WorkerAnswer
@@ -103,8 +103,8 @@ class PriceForecastDistribution:
         run_id = workflow.info().workflow_id
         started = workflow.now()
         decision_time = (datetime.fromisoformat(request.decision_time) if request.decision_time
-                         else replay_market_time(started, datetime.fromisoformat(config.replay_start),
-                                                 config.replay_days))
+                         else cycle_market_time(started, config.clock, datetime.fromisoformat(config.replay_start),
+                                                config.replay_days))
         timeline = cycle_timeline(decision_time, market_data_cutoff_s=config.market_data_cutoff_s,
                                   gate_closure_margin_s=config.gate_closure_margin_s,
                                   minimum_lead_s=config.minimum_lead_s)

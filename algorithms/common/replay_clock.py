@@ -3,6 +3,7 @@
 The local stack replays historical market data live: wall-clock time is mapped onto the replay period
 keeping the time of day (day ``k`` of the replay is ``k mod replay_days`` days after its start), so a
 newcomer watching the Temporal UI at 17:40 AEST sees the cycle bid a January 2021 evening interval.
+On live market data the clock is the market's own: AEST now (:func:`cycle_market_time`).
 Import-light (datetime only): the workflow uses it inside the sandbox.
 """
 
@@ -28,6 +29,30 @@ def replay_market_time(now_utc: datetime, replay_start: datetime, replay_days: i
     market_now = now_utc + AEST_OFFSET
     day_offset = (market_now.date() - replay_start.date()).days % replay_days
     return datetime.combine(replay_start.date() + timedelta(days=day_offset), market_now.time())
+
+
+REPLAY_CLOCK = "replay"
+LIVE_CLOCK = "live"
+
+
+def live_market_time(now_utc: datetime) -> datetime:
+    """Naive AEST market time of wall-clock ``now_utc`` (an aware time is converted; naive is read as UTC)."""
+    if now_utc.tzinfo is not None:
+        now_utc = now_utc.astimezone(UTC).replace(tzinfo=None)
+    return now_utc + AEST_OFFSET
+
+
+def cycle_market_time(now_utc: datetime, clock: str, replay_start: datetime, replay_days: int) -> datetime:
+    """The market time (naive AEST) a cycle started at wall-clock ``now_utc`` decides at.
+
+    ``clock`` "replay": :func:`replay_market_time` (the replay period of the data); "live": AEST now.
+    Raises ValueError for another clock.
+    """
+    if clock == LIVE_CLOCK:
+        return live_market_time(now_utc)
+    if clock == REPLAY_CLOCK:
+        return replay_market_time(now_utc, replay_start, replay_days)
+    raise ValueError(f"unknown cycle clock {clock!r}: expected {REPLAY_CLOCK!r} or {LIVE_CLOCK!r}")
 
 
 @dataclass(frozen=True)

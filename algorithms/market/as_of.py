@@ -21,6 +21,14 @@ A snapshot for (region, dispatch_interval, as_of) never contains anything publis
 * P5MIN (when a P5MIN table is given): the newest run (by run time) of the region published at or before
   as_of (:class:`~algorithms.market.prices.P5minPrices`), each product with the intervals it prices.
 
+Live data (:class:`ObservedPublication`) follows the same contract with observed publication times: a
+value is known at the publication time of the AEMO file that carried it (from the file's header or
+name), LATE when that is after its expected time ``t + delay``, and MISSING while no file has carried it.
+Whether a publication is still on its way cannot be known in advance: the latest slot is LATE while its
+expected time is after as_of (AEMO has not yet missed it) or when its file was published after as_of,
+MISSING once the expected time has passed without a file. Live data grows as AEMO publishes, so a
+dispatch interval after the newest one held is a valid request (the data is *open-ended*).
+
 :func:`estimate_missing` is a separate pure step: it carries the last known value forward into MISSING
 slots (quality ESTIMATED) for a cycle that has passed its cut-off.
 """
@@ -32,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from types import MappingProxyType
+from typing import ClassVar, Protocol
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -113,6 +122,7 @@ class PublicationModel:
     dispatch_price_delay_s: float
     missing_intervals: frozenset[datetime] = frozenset()
     late_intervals: Mapping[datetime, float] = field(default_factory=dict)
+    open_ended: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.dispatch_price_delay_s) or self.dispatch_price_delay_s < 0:
@@ -171,6 +181,99 @@ class PublicationModel:
             known[np.isin(interval_us, self._missing_us)] = _NEVER
         return expected, known
 
+    def awaited(self, interval: datetime, as_of: datetime) -> bool:
+        """Never: every interval this model publishes is in the data (a slot absent from it is a gap)."""
+        return False
+
+
+class Publication(Protocol):
+    """When DISPATCHPRICE values become known: simulated (:class:`PublicationModel`) or observed live
+    (:class:`ObservedPublication`). Times are naive AEST; ``*_us`` are int64 microseconds since 1970-01-01
+    market time."""
+
+    open_ended: ClassVar[bool]
+    """Whether the data grows as AEMO publishes (a dispatch interval after the newest held is valid)."""
+
+    def publication_us(self, intervals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(expected, known) publication times of interval-ending datetime64 values; known is
+        ``iinfo(int64).max`` where the value is never published (or, live, not published yet)."""
+        ...
+
+    def awaited(self, interval: datetime, as_of: datetime) -> bool:
+        """Whether a slot absent from the data is still expected to be published after ``as_of``."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class ObservedPublication:
+    """When live DISPATCHPRICE values became known: the publication time of the file that carried each
+    interval, as observed (naive AEST, interval-ending keys).
+
+    ``intervals`` (datetime64[s], sorted, unique) and ``published`` (datetime64[s], one per interval)
+    come from the ingested files; an interval not among them has not been published. A value is expected
+    by ``interval + dispatch_price_delay_s``; published after that it is LATE. Arrays are read-only.
+    """
+
+    dispatch_price_delay_s: float
+    intervals: np.ndarray
+    published: np.ndarray
+    open_ended: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.dispatch_price_delay_s) or self.dispatch_price_delay_s < 0:
+            raise ValueError("dispatch_price_delay_s must be a finite number >= 0, "
+                             f"got {self.dispatch_price_delay_s}")
+        intervals = np.asarray(self.intervals).astype("datetime64[s]")
+        published = np.asarray(self.published).astype("datetime64[s]")
+        if intervals.shape != published.shape or intervals.ndim != 1:
+            raise ValueError(f"intervals {intervals.shape} and published {published.shape} must be "
+                             "one-dimensional and of one length")
+        if len(intervals) > 1 and not bool(np.all(np.diff(intervals) > np.timedelta64(0, "s"))):
+            raise ValueError("intervals must be sorted and unique")
+        if bool(np.isnat(published).any()):
+            raise ValueError("every observed interval needs its publication time")
+        intervals.setflags(write=False)
+        published.setflags(write=False)
+        object.__setattr__(self, "intervals", intervals)
+        object.__setattr__(self, "published", published)
+
+    def expected_at(self, interval: datetime) -> datetime:
+        """Expected publication time (AEST) of the interval ending ``interval``: interval + delay."""
+        return interval + timedelta(seconds=self.dispatch_price_delay_s)
+
+    def known_at(self, interval: datetime) -> datetime | None:
+        """Publication time (AEST) of the interval ending ``interval``; None while it is not published."""
+        _, known = self.publication_us(np.array([np.datetime64(interval, "s")]))
+        return None if int(known[0]) == _NEVER else _us_to_datetime(int(known[0]))
+
+    def publication_us(self, intervals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised (expected, known) publication times (see :class:`Publication`)."""
+        interval_us = np.asarray(intervals.astype("datetime64[us]").astype(np.int64))
+        expected = interval_us + _seconds_us(self.dispatch_price_delay_s)
+        known = np.full(len(interval_us), _NEVER, dtype=np.int64)
+        if len(self.intervals):
+            observed_us = self.intervals.astype("datetime64[us]").astype(np.int64)
+            position = np.clip(np.searchsorted(observed_us, interval_us), 0, len(observed_us) - 1)
+            hit = observed_us[position] == interval_us
+            known[hit] = self.published.astype("datetime64[us]").astype(np.int64)[position[hit]]
+        return expected, known
+
+    def awaited(self, interval: datetime, as_of: datetime) -> bool:
+        """Whether the interval's expected publication time is after ``as_of`` (AEMO has not missed it)."""
+        return self.expected_at(interval) > as_of
+
+
+@dataclass(frozen=True, eq=False)
+class MarketTables:
+    """What as-of snapshots are built from: dispatch prices, pre-dispatch runs, when dispatch prices became
+    known (replayed files: a :class:`PublicationModel`; live reports: an :class:`ObservedPublication`) and,
+    where the data has them, P5MIN runs."""
+
+    dispatch: DispatchPrices
+    predispatch: PredispatchPrices
+    publication: Publication
+    p5min: P5minPrices | None = None
+
 
 def publication_model(market_data: MarketDataSettings,
                       late_intervals: Mapping[datetime, float] | None = None) -> PublicationModel:
@@ -186,13 +289,16 @@ def publication_model(market_data: MarketDataSettings,
 
 
 def validate_snapshot_request(dispatch: DispatchPrices, *, region: str, dispatch_interval: datetime,
-                              history_intervals: int) -> None:
+                              history_intervals: int, open_ended: bool = False) -> None:
     """Check a snapshot request against the data.
 
     Raises SnapshotRequestError for an unknown region (naming the known ones), a dispatch interval off
     the 5-minute grid or a history length outside 0..MAX_HISTORY_INTERVALS; SnapshotNotFoundError for a
-    dispatch interval (interval-ending AEST) outside the data.
+    dispatch interval (interval-ending AEST) outside the data, or for empty data. ``open_ended`` (live
+    data, growing as AEMO publishes): a dispatch interval after the newest one held is valid.
     """
+    if open_ended and len(dispatch.intervals) == 0:
+        raise SnapshotNotFoundError("no dispatch prices have been published yet (live data is empty)")
     if region not in dispatch.regions:
         raise SnapshotRequestError(f"unknown region {region!r}; known regions: {', '.join(dispatch.regions)}")
     if not _on_grid(dispatch_interval):
@@ -205,7 +311,7 @@ def validate_snapshot_request(dispatch: DispatchPrices, *, region: str, dispatch
         raise SnapshotNotFoundError("the dispatch price data is empty")
     first = dispatch.intervals[0].astype(datetime)
     last = dispatch.intervals[-1].astype(datetime)
-    if not first <= dispatch_interval <= last:
+    if not first <= dispatch_interval <= last and not (open_ended and dispatch_interval > last):
         raise SnapshotNotFoundError(f"dispatch_interval {dispatch_interval.isoformat()} is outside the data "
                                     f"(intervals ending {first.isoformat()} .. {last.isoformat()})")
 
@@ -220,7 +326,7 @@ def _fmt(moment: datetime) -> str:
 
 def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, region: str,
                    dispatch_interval: datetime, as_of: datetime, history_intervals: int,
-                   publication: PublicationModel,
+                   publication: Publication,
                    p5min: P5minPrices | None = None) -> market_data_pb2.MarketSnapshot:
     """The market snapshot of ``region`` for the interval ending ``dispatch_interval`` as known at ``as_of``.
 
@@ -233,7 +339,7 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
     as_of = _naive_market(as_of)
     dispatch_interval = _naive_market(dispatch_interval)
     validate_snapshot_request(dispatch, region=region, dispatch_interval=dispatch_interval,
-                              history_intervals=history_intervals)
+                              history_intervals=history_intervals, open_ended=publication.open_ended)
     count = history_intervals or DEFAULT_HISTORY_INTERVALS
     latest = interval_ending_at_or_before(as_of)
     latest64 = np.datetime64(latest, "s")
@@ -271,7 +377,8 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
             notes.append(f"latest interval ending {_fmt(latest)} published late, at "
                          f"{_fmt(_us_to_datetime(int(known_us[-1])))} (expected "
                          f"{_fmt(_us_to_datetime(int(expected_us[-1])))})")
-    elif bool(published[-1]) and bool(np.isfinite(values[-1]).any()):
+    elif ((bool(published[-1]) and bool(np.isfinite(values[-1]).any()))
+          or (not bool(in_data[-1]) and publication.awaited(latest, as_of))):
         snapshot.latest_quality = LATE
         notes.append(f"latest interval ending {_fmt(latest)} not yet published at as_of {_fmt(as_of)} "
                      f"(expected {_fmt(_us_to_datetime(int(expected_us[-1])))})")
