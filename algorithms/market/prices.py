@@ -147,6 +147,20 @@ class PredispatchPrices:
                       self.row_stop, self.latest_run_position):
             frozen_array(array)
 
+    @classmethod
+    def empty(cls, products: tuple[str, ...] = (ENERGY_PRODUCT,)) -> PredispatchPrices:
+        """No pre-dispatch run at all (data without AEMO's forecasts): no region, no run."""
+        no_runs = np.zeros((0, 0), dtype=np.int64)
+        return cls(regions=(), products=products, run_time=np.array([], dtype="datetime64[s]"),
+                   known_at=np.array([], dtype="datetime64[s]"), row_period=np.array([], dtype="datetime64[s]"),
+                   row_price=np.zeros((0, len(products))), row_start=no_runs, row_stop=no_runs.copy(),
+                   latest_run_position=no_runs.copy())
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the table holds no run (no AEMO forecast to blend)."""
+        return len(self.run_time) == 0
+
     def region_index(self, region: str) -> int:
         """Position of ``region`` in :attr:`regions`; KeyError listing the known regions otherwise."""
         return _region_position(self.regions, region)
