@@ -477,6 +477,14 @@ BACKTEST_TIME_FORMATS = ["%Y-%m-%d", *DEMO_START_FORMATS]
 OUT_HELP = "Folder holding the runs (one sub-folder per run id)."
 
 
+class DataSource(StrEnum):
+    """Where a backtest reads its market data when no --data is given (backtest/runs.choose_inputs)."""
+
+    AUTO = "auto"
+    STORE = "store"
+    FILES = "files"
+
+
 @contextmanager
 def backtest_errors() -> Iterator[None]:
     """Turn a backtest's input errors (strategy, parameters, data, period, runs) into one line and exit 1."""
@@ -497,8 +505,12 @@ def backtest_errors() -> Iterator[None]:
 def backtest_run(
     ctx: typer.Context,
     data: Annotated[list[Path] | None, typer.Option(
-        "--data", help="MMS data: a folder, or DISPATCHPRICE and PREDISPATCHPRICE files (parquet, CSV, raw MMS "
-        "CSV or zip; default: the configured data folder). Repeat for several.")] = None,
+        "--data", help="MMS data: a folder, or DISPATCHPRICE (and optionally PREDISPATCHPRICE) files (parquet, "
+        "CSV, raw MMS CSV or zip). Repeat for several. Default: see --source.")] = None,
+    source: Annotated[DataSource, typer.Option(
+        "--source", help="Without --data: 'auto' reads the market store (vpp data sync) when a period is given "
+        "and the store holds it, else the configured data folder (January 2021); 'store' or 'files' forces "
+        "one.")] = DataSource.AUTO,
     region: Annotated[str | None, typer.Option(help="NEM region (default: the cycle's region).")] = None,
     start: Annotated[datetime | None, typer.Option(
         formats=BACKTEST_TIME_FORMATS, help="Period start, market time AEST: the first interval bid starts "
@@ -528,7 +540,7 @@ def backtest_run(
     """Replay every 5-minute decision of a strategy over a period of historical MMS data, in-process."""
     from backtest.compare import headline
     from backtest.report import decision_progress
-    from backtest.runs import load_inputs, make_spec, perfect_information_spec, resolve_period, run_and_save
+    from backtest.runs import choose_inputs, data_line, make_spec, perfect_information_spec, run_and_save
     from backtest.strategy import resolve_strategy
 
     settings = load(ctx)
@@ -538,8 +550,8 @@ def backtest_run(
         strategy = resolve_strategy(settings, forecaster=forecaster, optimiser=optimiser, bid_builder=bid_builder,
                                     parameter_file=params, assignments=param or [])
         chosen_region = region or settings.cycle.region
-        inputs = load_inputs(data or [settings.market_data.data_dir])
-        period = resolve_period(inputs.dispatch, chosen_region, start=start, end=end, days=days)
+        inputs, period = choose_inputs(settings, strategy, chosen_region, data=data or [], source=source.value,
+                                       start=start, end=end, days=days)
         _check_plot_day(day, period.first_interval, period.last_interval)
         spec = make_spec(settings, inputs, chosen_region, period, strategy,
                          config_file=state.config_path if state else None)
@@ -552,6 +564,7 @@ def backtest_run(
                                             report=report, plot_day=day)
             out_console.print(f"perfect-information run {twin_spec.run_id} → {folder}", highlight=False,
                               soft_wrap=True)
+        out_console.print(data_line(inputs, chosen_region, period), highlight=False, soft_wrap=True)
         with decision_progress(console(to_stderr=True), f"{chosen_region} backtest") as progress:
             outcome, folder = run_and_save(settings, inputs, spec, out, workers=workers, progress=progress,
                                            report=report, plot_day=day,
