@@ -23,9 +23,16 @@ from pathlib import Path
 import pandas as pd
 
 from aemo.errors import AemoDataError
-from aemo.mms import DISPATCH_TABLE, PREDISPATCH_TABLE, dispatch_prices_from_frame, predispatch_prices_from_frame
+from aemo.mms import (
+    DISPATCH_TABLE,
+    PREDISPATCH_TABLE,
+    dispatch_prices_from_frame,
+    load_market_data,
+    predispatch_prices_from_frame,
+)
 from aemo.store import PROVENANCE_COLUMNS, SOURCE_COLUMN, Holding, MarketStore
 from algorithms.market.prices import DispatchPrices, PredispatchPrices
+from settings import Settings
 
 # Pre-dispatch periods are loaded up to this long after the span: a decision at its end forecasts a day
 # ahead, and a pre-dispatch run reaches about 40 hours ahead.
@@ -117,19 +124,21 @@ def _sources(store: MarketStore, table: str, frame: pd.DataFrame) -> list[StoreS
     return sources
 
 
-def load_store_prices(store: MarketStore, *, regions: Collection[str], start: datetime,
+def load_store_prices(store: MarketStore, *, regions: Collection[str] | None, start: datetime,
                       end: datetime) -> StorePrices:
-    """DISPATCHPRICE of ``regions`` with intervals ending in [start, end] (AEST) and PREDISPATCHPRICE runs
-    forecasting periods in that span, as the platform's tables, with the sources of their rows.
+    """DISPATCHPRICE of ``regions`` (None: every region held) with intervals ending in [start, end] (AEST)
+    and PREDISPATCHPRICE runs forecasting periods in that span, as the platform's tables, with the sources
+    of their rows.
 
     Raises StoreCoverageError (saying what the store holds) when the store holds no DISPATCHPRICE row of
     these regions in the span, and the :mod:`aemo.errors` of rows that cannot be converted.
     """
-    wanted = sorted(set(regions))
+    wanted = None if regions is None else sorted(set(regions))
     frame = store.load(DISPATCH_TABLE, start, end, regions=wanted, provenance=True)
     if frame.empty:
+        named = "any region" if wanted is None else ", ".join(wanted)
         raise StoreCoverageError(
-            f"the market store {store.root} holds no {DISPATCH_TABLE} of {', '.join(wanted)} for intervals ending "
+            f"the market store {store.root} holds no {DISPATCH_TABLE} of {named} for intervals ending "
             f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}; it holds {describe_holdings(held_dispatch(store))}")
     label = f"market store {store.root} {DISPATCH_TABLE}"
     dispatch = dispatch_prices_from_frame(frame.drop(columns=list(PROVENANCE_COLUMNS)), label)
@@ -144,12 +153,40 @@ def load_store_prices(store: MarketStore, *, regions: Collection[str], start: da
     return StorePrices(dispatch=dispatch, predispatch=predispatch, sources=tuple(sources), store_dir=store.root)
 
 
+def replay_span(settings: Settings) -> tuple[datetime, datetime]:
+    """The intervals (ending, AEST) the live replay reads: the history window before ``[cycle] replay_start``
+    to the horizon after its last day (``replay_days``)."""
+    cycle = settings.cycle
+    step = timedelta(minutes=settings.market.interval_minutes)
+    start = cycle.replay_start - step * (cycle.history_intervals + 1)
+    return start, cycle.replay_start + timedelta(days=cycle.replay_days) + step * cycle.horizon_intervals
+
+
+def configured_market_tables(settings: Settings) -> tuple[DispatchPrices, PredispatchPrices]:
+    """The price tables the platform's services serve, from ``[market_data] source``: ``files`` reads the
+    tables in ``[market_data] data_dir`` (:func:`aemo.mms.load_market_data`); ``store`` reads the market store
+    over the replay period (:func:`replay_span`), every region it holds. Raises the :mod:`aemo.errors` of
+    data that cannot be read, StoreCoverageError when the store does not hold the replay period."""
+    if settings.market_data.source != "store":
+        return load_market_data(settings.market_data.data_dir)
+    store = MarketStore.from_settings(settings)
+    start, end = replay_span(settings)
+    try:
+        loaded = load_store_prices(store, regions=None, start=start, end=end)
+    except StoreCoverageError as error:
+        raise StoreCoverageError(f"[market_data] source = store: {error}; set [cycle] replay_start to a period "
+                                 "the store holds, or sync it (vpp data sync)") from None
+    return loaded.dispatch, loaded.predispatch
+
+
 __all__ = [
     "StoreCoverageError",
     "StorePrices",
     "StoreSource",
+    "configured_market_tables",
     "describe_holdings",
     "held_dispatch",
     "held_span",
     "load_store_prices",
+    "replay_span",
 ]

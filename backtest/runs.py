@@ -480,9 +480,14 @@ def choose_inputs(settings: Settings, strategy: Strategy, region: str, *, data: 
         held = store_holds(store, region, period)
         if held is not None and store is not None:
             history, horizon = strategy_window(settings, strategy)
-            inputs = load_store_inputs(store, [region], data_span(period, history, horizon))
-            return inputs, resolve_period(inputs.dispatch, region, start=period.start, end=period.end, held=held)
-        if source == STORE_ORIGIN:
+            try:
+                inputs = load_store_inputs(store, [region], data_span(period, history, horizon))
+                return inputs, resolve_period(inputs.dispatch, region, start=period.start, end=period.end,
+                                              held=held)
+            except RunError:
+                if source == STORE_ORIGIN:
+                    raise
+        elif source == STORE_ORIGIN:
             shown = f"{period.start:%Y-%m-%d %H:%M} .. {period.end:%Y-%m-%d %H:%M}"
             raise RunError(f"the market store does not hold {region} over {shown}: {describe_store(store, settings)}")
     inputs = load_inputs([settings.market_data.data_dir])

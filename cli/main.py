@@ -106,12 +106,13 @@ def fail(message: str) -> typer.Exit:
 @contextmanager
 def clean_errors() -> Iterator[None]:
     """Turn configuration errors, taken ports and failed parts into one clear message and exit code 1."""
+    from aemo.errors import AemoDataError
     from services.health import PortInUseError
     from stack.ports import StackError
 
     try:
         yield
-    except (ConfigError, StackError, PortInUseError) as exc:
+    except (ConfigError, StackError, PortInUseError, AemoDataError) as exc:
         raise fail(str(exc)) from None
 
 
@@ -576,6 +577,68 @@ def backtest_run(
             informed = twin.summary["results"]["total_revenue_dollars"]
             out_console.print(f"perfect information: revenue ${informed:,.0f}; value of perfect information "
                               f"${informed - realised:,.0f}", highlight=False, soft_wrap=True)
+
+
+@backtest_app.command("months")
+def backtest_months(
+    ctx: typer.Context,
+    region: Annotated[list[str] | None, typer.Option(
+        "--region", help="Region to backtest; repeat for several (default: SA1 and NSW1).")] = None,
+    month: Annotated[list[str] | None, typer.Option(
+        "--month", help="Only this month of the store, YYYY-MM; repeat for several (default: every month held).")]
+        = None,
+    embedded: Annotated[bool, typer.Option(
+        help="Also January 2021 of the configured data folder (with AEMO's forecasts).")] = True,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: every core).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for months.csv and months.md.")] = Path("backtests/months"),
+) -> None:
+    """The regimes table: backtest every month and region of the market store with enough data (each stretch of
+    consecutive data after its first day) and January 2021, against perfect foresight over the same intervals."""
+    from rich.progress import Progress
+
+    from aemo.tables import parse_month
+    from backtest.engine import DEFAULT_WORKERS
+    from backtest.months import run_months, split_text, write_months
+
+    settings = load(ctx)
+    chosen = region or ["SA1", "NSW1"]
+    with clean_errors(), backtest_errors():
+        try:
+            months = [parse_month(text) for text in month] if month else None
+        except ValueError as error:
+            raise fail(str(error)) from None
+        progress = Progress(console=console(to_stderr=True), transient=True)
+        tasks: list[Any] = []
+
+        def advance(_: object) -> None:  # shown from the first result on: no empty line before an error
+            if not tasks:
+                progress.start()
+                tasks.append(progress.add_task("stretches backtested", total=None))
+            progress.advance(tasks[0])
+
+        try:
+            rows = run_months(settings, regions=chosen, months=months, include_embedded=embedded,
+                              workers=workers or DEFAULT_WORKERS, on_result=advance)
+        finally:
+            if tasks:
+                progress.stop()
+        if not rows:
+            raise fail(f"no month of {', '.join(chosen)} has enough data (more than a day of consecutive dispatch "
+                       "prices): sync the market store first (vpp data sync)")
+        csv_path, markdown_path = write_months(out, rows)
+    table = Table(title="Backtests by month and region (capture vs perfect foresight over the same intervals)",
+                  title_justify="left")
+    for column in ("month", "region", "data", "AEMO forecasts", "FCAS markets", "decisions", "realised $",
+                   "energy / FCAS", "1-second $", "perfect foresight $", "capture", "failed decisions"):
+        table.add_column(column, justify="left" if column in ("month", "region", "data") else "right")
+    for row in rows:
+        table.add_row(row.month, row.region, row.source, "yes" if row.aemo_forecasts else "no", str(row.fcas_markets),
+                      f"{row.decisions:,}", f"{row.total_revenue_dollars:,.0f}", split_text(row),
+                      f"{row.one_second_revenue_dollars:,.0f}", f"{row.perfect_foresight_dollars:,.0f}",
+                      "–" if row.capture is None else f"{row.capture:.1%}", str(row.failed_decisions))
+    shown = console()
+    shown.print(table)
+    shown.print(f"written: {csv_path}, {markdown_path}", highlight=False, soft_wrap=True)
 
 
 def _check_plot_day(day: str | None, first_interval: datetime, last_interval: datetime) -> None:

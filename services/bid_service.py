@@ -48,7 +48,7 @@ import grpc
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aemo.mms import load_dispatch_prices
+from aemo.store_prices import configured_market_tables
 from algorithms.common import nem_time
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.content_hash import message_bytes, sha256_hex
@@ -575,7 +575,8 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     """Run the BidService on ``settings.stack.bid_service_port`` until ``stop`` is set.
 
     Requires ``settings.database_url`` (see :func:`models.db.resolve_database_url`); migrates the
-    database, loads DISPATCHPRICE from ``settings.market_data.data_dir`` and serves with gRPC health.
+    database, loads DISPATCHPRICE from the configured source (``[market_data] source``) and serves with gRPC
+    health.
     ``security`` (bind host, TLS, accepted tokens) defaults to the environment's.
     Raises ValueError without a database URL and services.health.PortInUseError when the port is taken.
     """
@@ -587,7 +588,7 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     applied = await asyncio.to_thread(migrate, database_url)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
-    historical = await asyncio.to_thread(load_dispatch_prices, settings.market_data.data_dir)
+    historical, _ = await asyncio.to_thread(configured_market_tables, settings)
     dispatch_prices = with_administered_pricing(historical, settings.market)
     fleet_units = await asyncio.to_thread(registered_fleet_units, settings, database_url)
     market = SimulatedMarket(database_url, dispatch_prices, settings.battery, settings.market, fleet_units)

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import grpc
 
-from aemo.mms import load_market_data
+from aemo.store_prices import configured_market_tables
 from algorithms.common.nem_time import from_timestamp, to_timestamp
 from algorithms.market.as_of import (
     DEFAULT_HISTORY_INTERVALS,
@@ -72,15 +72,21 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         return market_data_pb2.GetSnapshotResponse(snapshot=snapshot)
 
 
+def market_tables(settings: Settings) -> tuple[DispatchPrices, PredispatchPrices]:
+    """The MMS tables the service serves, from the configured source (``[market_data] source``: the files of
+    ``data_dir``, the embedded January 2021 month by default, or the market store over the replay period)."""
+    return configured_market_tables(settings)
+
+
 async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity | None = None) -> None:
     """Run the market-data gRPC server on settings.stack.market_data_port until ``stop`` is set.
 
-    Loads the MMS tables from settings.market_data.data_dir; registers gRPC health (SERVING). ``security``
-    (bind host, TLS, accepted tokens) defaults to the environment's (:mod:`services.security`).
-    Raises PortInUseError when the port is taken, MmsFormatError when the data cannot be loaded.
+    Loads the MMS tables of the configured source (:func:`market_tables`); registers gRPC health (SERVING).
+    ``security`` (bind host, TLS, accepted tokens) defaults to the environment's (:mod:`services.security`).
+    Raises PortInUseError when the port is taken, an aemo.errors.AemoDataError when the data cannot be loaded.
     """
     security = EdgeSecurity.from_environment(with_site_keys=False) if security is None else security
-    dispatch, predispatch = await asyncio.to_thread(load_market_data, settings.market_data.data_dir)
+    dispatch, predispatch = await asyncio.to_thread(market_tables, settings)
     servicer = MarketDataServicer(dispatch, predispatch, publication_model(settings.market_data),
                                   settings.cycle.history_intervals or DEFAULT_HISTORY_INTERVALS)
     server = secure_server(security, SERVER_OPTIONS)

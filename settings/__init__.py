@@ -159,13 +159,26 @@ class CycleSettings:
     replay_days: int
 
 
+MARKET_DATA_SOURCES = ("files", "store")
+
+
 @dataclass(frozen=True)
 class MarketDataSettings:
-    """Where the MMS tables are and how publication is simulated (seconds; interval-ending AEST)."""
+    """Where the MMS tables are and how publication is simulated (seconds; interval-ending AEST).
+
+    ``source``: what the market-data service and the simulated market read: ``files`` (the tables in
+    ``data_dir``) or ``store`` (the market store of ``[market_store]``, over the replay period of ``[cycle]``).
+    """
 
     data_dir: Path
     dispatch_price_delay_s: float
     missing_intervals: tuple[datetime, ...]
+    source: str = "files"
+
+    def __post_init__(self) -> None:
+        if self.source not in MARKET_DATA_SOURCES:
+            raise ValueError(f"[market_data] source must be one of {', '.join(MARKET_DATA_SOURCES)}, "
+                             f"got {self.source!r}")
 
 
 @dataclass(frozen=True)
@@ -472,6 +485,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
             data_dir=_resolve(md["data_dir"]),
             dispatch_price_delay_s=float(md["dispatch_price_delay_s"]),
             missing_intervals=tuple(datetime.fromisoformat(t) for t in md["missing_intervals"]),
+            source=str(md["source"]),
         ),
         stack=StackSettings(**{**s, "state_dir": _resolve(s["state_dir"])}),
         fleet=_fleet(raw.get("fleet", {})),
