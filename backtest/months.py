@@ -7,7 +7,8 @@ stretch's first day (``warmup_intervals``, 288) is history only; every later int
 A stretch of a day or less gives no decision, and a month without one is left out. History reaches back as
 far as the strategy's window (7 days) across gaps and months: what the data does not hold is MISSING.
 January 2021 of the configured data folder (the embedded month, with AEMO's pre-dispatch forecasts) joins
-the table for the regions asked for, under the same rule.
+the table for the cycle's region (``[cycle] region``, SA1), under the same rule: the reference the store's
+months are read against.
 
 Every stretch is one :class:`~backtest.engine.BacktestConfig` (the battery starts each stretch at the
 configured SoC); all of them run through :func:`backtest.engine.run_backtests`, in parallel. Perfect
@@ -211,11 +212,12 @@ def _run_group(settings: Settings, targets: Sequence[_Target], workers: int,
 def run_months(settings: Settings, *, regions: Sequence[str], months: Sequence[date] | None = None,
                include_embedded: bool = True, workers: int = 1, on_result: Progress | None = None) -> list[MonthRow]:
     """The regimes table (module docstring): the store's months (``months``: only these) of ``regions`` and,
-    with ``include_embedded``, January 2021 of the configured data folder. Rows by month, then region."""
+    with ``include_embedded``, January 2021 of the configured data folder for the cycle's region. Rows by
+    month, then region."""
     history, horizon = settings.cycle.history_intervals, settings.cycle.horizon_intervals
     warmup = settings.market.intervals_per_trading_day
     store_targets = _store_targets(settings, regions, months, warmup, history, horizon)
-    file_targets = _file_targets(settings, regions, warmup) if include_embedded else []
+    file_targets = _file_targets(settings, [settings.cycle.region], warmup) if include_embedded else []
     rows = _run_group(settings, store_targets, workers, on_result) + _run_group(settings, file_targets, workers,
                                                                                   on_result)
     return sorted(rows, key=lambda row: (row.month, row.region, row.source))

@@ -588,7 +588,7 @@ def backtest_months(
         "--month", help="Only this month of the store, YYYY-MM; repeat for several (default: every month held).")]
         = None,
     embedded: Annotated[bool, typer.Option(
-        help="Also January 2021 of the configured data folder (with AEMO's forecasts).")] = True,
+        help="Also January 2021 of the configured data folder (with AEMO's forecasts) for the cycle's region.")] = True,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: every core).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for months.csv and months.md.")] = Path("backtests/months"),
 ) -> None:

@@ -178,7 +178,7 @@ def test_a_period_across_a_gap_decides_only_where_the_data_allows(state_dir: Pat
 
 
 def test_the_store_is_chosen_only_when_it_holds_the_period(state_dir: Path, tmp_path: Path) -> None:
-    code, stdout, stderr = invoke(["backtest", "run", "--region", "SA1", "--start", "2023-03-01", "--days", "2",
+    code, _, stderr = invoke(["backtest", "run", "--region", "SA1", "--start", "2023-03-01", "--days", "2",
                                    "--out", str(tmp_path)], state_dir)
     assert code == 1
     lines = stderr.strip().splitlines()
