@@ -333,3 +333,20 @@ async def test_the_market_data_service_serves_the_store(state_dir: Path) -> None
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+def test_forecastable_products_leave_out_a_market_not_yet_priced(store: MarketStore) -> None:
+    from algorithms.market.as_of import PublicationModel, build_snapshot
+    from algorithms.market.cycle_requests import forecastable_products
+
+    loaded = load_store_prices(store, regions=["SA1"], start=datetime(2024, 7, 29), end=datetime(2024, 8, 2))
+    publication = PublicationModel(dispatch_price_delay_s=20.0)
+
+    def products_at(as_of: datetime) -> tuple[str, ...]:
+        snapshot = build_snapshot(loaded.dispatch, loaded.predispatch, region="SA1", as_of=as_of,
+                                  dispatch_interval=as_of.replace(second=0) + timedelta(minutes=10),
+                                  history_intervals=288, publication=publication)
+        return forecastable_products(snapshot)
+
+    assert products_at(datetime(2024, 7, 31, 12, 0, 30)) == ("ENERGY", *FCAS_8)
+    assert products_at(datetime(2024, 8, 1, 12, 0, 30)) == ("ENERGY", *FCAS_8, *ONE_SECOND)
