@@ -27,7 +27,12 @@ activities of ``activities/cycle.py``) makes it, without Temporal, SQS, gRPC or 
    :func:`market_prices`); no bid or no energy price: 0 MW, $0, SoC unchanged. SoC and net MW carry over.
 
 Decision ``k`` is at ``first_decision + 5 min * k``, so the decisions bid consecutive intervals: the
-interval in progress at each decision was cleared by the previous one. A decision whose forecast or
+interval in progress at each decision was cleared by the previous one. **Gaps in the data**: a decision is
+made only where its dispatch interval has a price and its history window holds at least one
+(:func:`decision_times_with_data`); the others are skipped (counted in ``intervals_without_data``), the
+unit idles through them, and history across a gap is MISSING in the snapshot. A product whose market has
+no price known as of a decision (:func:`algorithms.market.cycle_requests.forecastable_products`) is not
+forecast or planned, and the bid offers nothing in it. A decision whose forecast or
 optimisation request is rejected as invalid fails like a live cycle would (recorded with the reason);
 its interval is cleared from the bid in force.
 
