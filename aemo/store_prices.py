@@ -27,6 +27,7 @@ from aemo.mms import (
     DISPATCH_TABLE,
     PREDISPATCH_TABLE,
     dispatch_prices_from_frame,
+    load_dispatch_prices,
     load_market_data,
     predispatch_prices_from_frame,
 )
@@ -162,6 +163,14 @@ def replay_span(settings: Settings) -> tuple[datetime, datetime]:
     return start, cycle.replay_start + timedelta(days=cycle.replay_days) + step * cycle.horizon_intervals
 
 
+def configured_dispatch_prices(settings: Settings) -> DispatchPrices:
+    """DISPATCHPRICE of ``[market_data] source`` (see :func:`configured_market_tables`) without pre-dispatch:
+    the prices the simulated market clears at."""
+    if settings.market_data.source != "store":
+        return load_dispatch_prices(settings.market_data.data_dir)
+    return configured_market_tables(settings)[0]
+
+
 def configured_market_tables(settings: Settings) -> tuple[DispatchPrices, PredispatchPrices]:
     """The price tables the platform's services serve, from ``[market_data] source``: ``files`` reads the
     tables in ``[market_data] data_dir`` (:func:`aemo.mms.load_market_data`); ``store`` reads the market store
@@ -183,6 +192,7 @@ __all__ = [
     "StoreCoverageError",
     "StorePrices",
     "StoreSource",
+    "configured_dispatch_prices",
     "configured_market_tables",
     "describe_holdings",
     "held_dispatch",

@@ -48,7 +48,7 @@ import grpc
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aemo.store_prices import configured_market_tables
+from aemo.store_prices import configured_dispatch_prices
 from algorithms.common import nem_time
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.content_hash import message_bytes, sha256_hex
@@ -588,7 +588,7 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     applied = await asyncio.to_thread(migrate, database_url)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
-    historical, _ = await asyncio.to_thread(configured_market_tables, settings)
+    historical = await asyncio.to_thread(configured_dispatch_prices, settings)
     dispatch_prices = with_administered_pricing(historical, settings.market)
     fleet_units = await asyncio.to_thread(registered_fleet_units, settings, database_url)
     market = SimulatedMarket(database_url, dispatch_prices, settings.battery, settings.market, fleet_units)

@@ -39,3 +39,18 @@ def test_environment_overrides_and_bad_values_are_named(tmp_path: Path) -> None:
     broken.write_text("[battery\n")
     with pytest.raises(ConfigError, match=r"broken\.toml"):
         load_settings(broken, environ={})
+
+
+def test_market_data_source_and_earlier_price_caps(tmp_path: Path) -> None:
+    loaded = load_settings(environ={})
+    assert loaded.market_data.source == "files"
+    # AEMO's MARKET_PRICE_THRESHOLDS for the years before the configured FY 2020-21 (half-hour thresholds).
+    assert loaded.market.price_cap_for(date(2018, 4, 15)).cap == 14200.0
+    assert loaded.market.price_cap_for(date(2019, 12, 15)).cumulative_price_threshold == 221100.0
+    assert loaded.market.price_cap_for(date(2019, 12, 15)).threshold_interval_minutes == 30
+    store = tmp_path / "store.toml"
+    store.write_text('[market_data]\nsource = "store"\n')
+    assert load_settings(store, environ={}).market_data.source == "store"
+    store.write_text('[market_data]\nsource = "nemweb"\n')
+    with pytest.raises(ConfigError, match="source must be one of files, store"):
+        load_settings(store, environ={})
