@@ -143,6 +143,11 @@ def test_a_2025_backtest_from_the_store_trades_every_fcas_market(state_dir: Path
     for product in ONE_SECOND:
         assert (ledger[f"fcas_enabled_mw_{product}"] > 0).any()
         assert (ledger[f"fcas_revenue_dollars_{product}"] > 0).any()
+    # The stored run's data loads again from the store (compare --perfect-information does this), checked.
+    from backtest.runs import inputs_of, read_run
+
+    reloaded = inputs_of(read_run(folder))
+    assert reloaded.origin == "store" and [f.sha256 for f in reloaded.files] == [file_sha256(path)]
     # The same run again: the same id (data identified by its sha256).
     code, again, stderr = invoke(["backtest", "run", "--region", "SA1", "--start", "2025-01-02T00:00", "--end",
                                   "2025-01-02T06:00", *FAST, "--out", str(tmp_path), "--no-report", "--workers", "1"],
