@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 
 from aemo.mms import load_dispatch_prices, load_predispatch_prices
-from aemo.store import MarketStore
-from aemo.store_prices import StoreCoverageError, held_dispatch, held_span, load_store_prices
+from aemo.store import MANIFEST_NAME, MarketStore
+from aemo.store_prices import StoreCoverageError, describe_holdings, held_dispatch, held_span, load_store_prices
 from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from backtest.engine import (
     BacktestConfig,
@@ -416,8 +416,6 @@ def data_span(period: Period, history_intervals: int, horizon_intervals: int) ->
 def open_store(settings: Settings) -> MarketStore | None:
     """The configured market store, or None when it was never created (nothing synced: nothing is made)."""
     folder = settings.market_store.store_dir(settings.stack.state_dir)
-    from aemo.store import MANIFEST_NAME
-
     return MarketStore(folder) if (folder / MANIFEST_NAME).is_file() else None
 
 
@@ -437,8 +435,6 @@ def describe_store(store: MarketStore | None, settings: Settings) -> str:
     folder = settings.market_store.store_dir(settings.stack.state_dir)
     if store is None:
         return f"the market store {folder} is empty (vpp data sync fills it)"
-    from aemo.store_prices import describe_holdings
-
     return f"the market store {folder} holds DISPATCHPRICE of {describe_holdings(held_dispatch(store))}"
 
 
@@ -967,8 +963,6 @@ def inputs_of(run: StoredRun) -> MarketInputs:
     span = run.summary.get("data_span")
     try:
         if run.summary.get("data_origin") == STORE_ORIGIN and span and len(sources) == 1:
-            from aemo.store import MANIFEST_NAME
-
             if not (sources[0] / MANIFEST_NAME).is_file():
                 raise RunError(f"the market store {sources[0]} is gone")
             inputs = load_store_inputs(MarketStore(sources[0]), [str(run.summary["region"])],
