@@ -41,13 +41,11 @@ def test_environment_overrides_and_bad_values_are_named(tmp_path: Path) -> None:
         load_settings(broken, environ={})
 
 
-def test_market_data_source_and_earlier_price_caps(tmp_path: Path) -> None:
+def test_market_data_source_and_price_caps_before_the_table(tmp_path: Path) -> None:
     loaded = load_settings(environ={})
     assert loaded.market_data.source == "files"
-    # AEMO's MARKET_PRICE_THRESHOLDS for the years before the configured FY 2020-21 (half-hour thresholds).
-    assert loaded.market.price_cap_for(date(2018, 4, 15)).cap == 14200.0
-    assert loaded.market.price_cap_for(date(2019, 12, 15)).cumulative_price_threshold == 221100.0
-    assert loaded.market.price_cap_for(date(2019, 12, 15)).threshold_interval_minutes == 30
+    # Before the first configured year (FY 2020-21) the nearest configured year applies.
+    assert loaded.market.price_cap_for(date(2018, 4, 15)).cap == 15000.0
     store = tmp_path / "store.toml"
     store.write_text('[market_data]\nsource = "store"\n')
     assert load_settings(store, environ={}).market_data.source == "store"
