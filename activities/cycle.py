@@ -37,7 +37,7 @@ from algorithms.market.as_of import estimate_missing, latest_known
 from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, decide_bid
 from algorithms.market.clearing import outcome_price
 from algorithms.market.console import bid_bands, plan_intent
-from algorithms.market.cycle_requests import forecast_request, optimisation_request
+from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
 from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor, effective_controls
 from archive import Archive
 from models import bids as bid_store
@@ -136,7 +136,7 @@ class CycleActivities:
             latest_quality=_quality_name(snapshot.latest_quality),
             latest_interval=from_timestamp(snapshot.latest_interval).isoformat(),
             latest_known=latest_known(snapshot),
-            products=tuple(snapshot.products),
+            products=forecastable_products(snapshot),
             quality_notes=tuple(snapshot.quality_notes),
             state_of_charge_mwh=status.state_of_charge_mwh,
             net_mw=status.net_mw,

@@ -89,6 +89,8 @@ class MarketFetched:
     latest_interval: str
     # Whether the latest interval's price is known (published, or estimated after the cut-off).
     latest_known: bool
+    # The products forecast, planned and bid: those of the snapshot with something to forecast from
+    # (algorithms/market/cycle_requests.forecastable_products; a market not yet priced is left out).
     products: tuple[str, ...]
     quality_notes: tuple[str, ...]
     state_of_charge_mwh: float

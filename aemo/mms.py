@@ -1,27 +1,31 @@
-"""Loading AEMO MMS price tables (DISPATCHPRICE, PREDISPATCHPRICE) into compact numpy structures.
+"""AEMO's price tables (DISPATCHPRICE, PREDISPATCHPRICE) as the platform's compact numpy structures.
 
-Files may be parquet, plain CSV (one header row) or raw MMS CSV as published on nemweb (a leading
-``C,...`` comment line, ``I,...`` header rows and ``D,...`` data rows), optionally zipped. Column names
-are AEMO's. All times are naive market times (AEST, UTC+10), interval-ending. Prices are $/MWh for
-ENERGY (column RRP) and $/MW/h for FCAS (columns ``RAISE...RRP`` / ``LOWER...RRP``, product name without
-the RRP suffix). Rows with INTERVENTION != 0 (intervention pricing runs) are excluded.
+Files may be parquet, plain CSV (one header row) or raw MMS CSV as AEMO publishes it (``C`` / ``I`` / ``D``
+rows), optionally zipped. Raw MMS CSV is read by the one MMS reader, :mod:`aemo.mms_csv` through
+:mod:`aemo.archive_files`, and normalised by the table schemas of :mod:`aemo.tables`, exactly as the market
+store ingests it. Column names are AEMO's. All times are naive market times (AEST, UTC+10), interval-ending.
+Prices are $/MWh for ENERGY (column RRP) and $/MW/h for FCAS (columns ``RAISE...RRP`` / ``LOWER...RRP``,
+product name without the RRP suffix). Rows with INTERVENTION != 0 (intervention pricing runs) are excluded.
 
-The product list always comes from the data, in column order: ENERGY first, then each FCAS column.
+The conversions from rows to structures are pure (:func:`dispatch_prices_from_frame`,
+:func:`predispatch_prices_from_frame`) and shared by the files read here and the market store
+(:mod:`aemo.store_prices`). The product list always comes from the data, in column order: ENERGY first,
+then each FCAS price column holding at least one price (8 FCAS markets before 9 October 2023, 10 after).
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import re
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from aemo.errors import MmsFormatError
+from aemo.archive_files import csv_members, read_reports
+from aemo.errors import AemoDataError, MmsFormatError
+from aemo.tables import TableSchema, normalise, schema_named
 from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX
 from algorithms.market.prices import DispatchPrices, PredispatchPrices, RunRowsError, index_runs
 
@@ -30,8 +34,10 @@ FCAS_COLUMN_PATTERN = re.compile(rf"^({RAISE_PREFIX}|{LOWER_PREFIX})\w+RRP$")
 MMS_TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
 DISPATCH_REQUIRED = ("SETTLEMENTDATE", "REGIONID", "RRP")
 PREDISPATCH_REQUIRED = ("DATETIME", "REGIONID", "RRP", "LASTCHANGED")
+DISPATCH_TABLE = "DISPATCHPRICE"
+PREDISPATCH_TABLE = "PREDISPATCHPRICE"
+_REQUIRED = {DISPATCH_TABLE: DISPATCH_REQUIRED, PREDISPATCH_TABLE: PREDISPATCH_REQUIRED}
 _SUFFIX_PREFERENCE = (".parquet", ".csv", ".zip")
-_SECOND = np.timedelta64(1, "s")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -39,67 +45,71 @@ _SECOND = np.timedelta64(1, "s")
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
-    if path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as archive:
-            members = [name for name in archive.namelist() if name.lower().endswith(".csv")]
-            if len(members) != 1:
-                raise MmsFormatError(f"{path}: expected exactly one CSV inside the zip, found {members}")
-            return archive.read(members[0]).decode("utf-8-sig")
-    return path.read_text(encoding="utf-8-sig")
+def _is_raw_mms(data: bytes) -> bool:
+    """Whether CSV bytes are in AEMO's raw MMS layout (a leading ``C,`` or ``I,`` row)."""
+    first_line = next((line for line in data.lstrip(b"\xef\xbb\xbf").splitlines() if line.strip()), b"")
+    return first_line.startswith((b"C,", b"I,"))
 
 
-_MMS_HEADER_ROW = re.compile(r"^I,[^\r\n]*", re.MULTILINE)
-_MMS_BLOCK_END = re.compile(r"^[IC],", re.MULTILINE)
+def _raw_mms_frame(data: bytes, source: str, schema: TableSchema) -> pd.DataFrame:
+    """The rows of ``schema`` in a raw MMS file (CSV or zip bytes), read by :mod:`aemo.mms_csv` and
+    :mod:`aemo.archive_files` and normalised by :func:`aemo.tables.normalise`, exactly as the store reads
+    them (every table of the file that carries ``schema``, every version, concatenated)."""
+    seen: list[str] = []
+
+    def wanted(report_type: str, sub_type: str) -> bool:
+        seen.append(f"{report_type}.{sub_type}" if sub_type else report_type)
+        return schema.carries(report_type, sub_type)
+
+    frames = [normalise(table, schema) for report in read_reports(data, source, wanted=wanted)
+              for table in report.tables]
+    if not frames:
+        carriers = " or ".join(f"{t}.{s}" if s else t for t, s in schema.sources)
+        held = ", ".join(dict.fromkeys(seen)) or "none"
+        raise MmsFormatError(f"{source}: no {schema.name} table ({carriers}) in the file (tables: {held})")
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
-def _read_mms_csv(path: Path, text: str, required: Sequence[str]) -> pd.DataFrame:
-    """Parse the raw MMS layout: pick the first table whose header holds every required column.
+def _plain_csv_frame(data: bytes, source: str) -> pd.DataFrame:
+    """A plain CSV (one header row, AEMO's column names)."""
+    frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    if frame.columns.size == 0:
+        raise MmsFormatError(f"{source}: empty CSV")
+    return frame
 
-    The table's block runs from its ``I,`` row to the next ``I,`` or ``C,`` row and must hold only
-    ``D,`` rows.
+
+def read_mms_table(path: Path, table: str) -> pd.DataFrame:
+    """Read store table ``table`` (``DISPATCHPRICE`` or ``PREDISPATCHPRICE``) from a parquet, plain CSV, raw
+    MMS CSV or zipped file (AEMO's column names).
+
+    Raw MMS CSV (leading ``C,`` / ``I,`` rows, as AEMO publishes it, zipped or not) is read by the one MMS
+    reader, :mod:`aemo.mms_csv` via :func:`aemo.archive_files.read_reports`, and normalised by the table's
+    schema (:mod:`aemo.tables`: typed columns, the pricing run only). Raises MmsFormatError naming the file
+    when it cannot be read or lacks a required column.
     """
-    tables = [(match.end(), next(csv.reader([match.group(0)]))) for match in _MMS_HEADER_ROW.finditer(text)]
-    if not tables:
-        raise MmsFormatError(f"{path}: raw MMS CSV without any 'I,' header row")
-    chosen = next((t for t in tables if all(column in t[1][4:] for column in required)), None)
-    if chosen is None:
-        headers = "; ".join(",".join(t[1][1:3]) for t in tables)
-        raise MmsFormatError(f"{path}: no table has the columns {', '.join(required)} (tables: {headers})")
-    header_end, header = chosen
-    block_end = _MMS_BLOCK_END.search(text, header_end)
-    body = text[header_end: block_end.start() if block_end else len(text)].strip("\r\n")
-    names = ["_row_type", "_report", "_table", "_version", *header[4:]]
-    frame = pd.read_csv(io.StringIO(body), header=None, names=names, keep_default_na=False, na_values=[""])
-    unexpected = frame["_row_type"].astype(str) != "D"
-    if bool(unexpected.any()):
-        raise MmsFormatError(f"{path}: table {','.join(header[1:3])} has {int(unexpected.sum())} row(s) "
-                             "that are not 'D,' data rows")
-    return frame.drop(columns=names[:4])
-
-
-def read_mms_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
-    """Read one MMS table from a parquet, plain CSV, raw MMS CSV or zipped CSV file (AEMO's column names).
-
-    Raises MmsFormatError naming the file when it cannot be read or lacks a ``required`` column.
-    """
+    path = Path(path)
+    schema = schema_named(table)
+    required = _REQUIRED[schema.name]
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
             frame = pd.read_parquet(path)
         elif suffix in {".csv", ".zip"}:
-            text = _read_text(path)
-            first_line = next((line for line in text.splitlines() if line.strip()), "")
-            if first_line.startswith(("C,", "I,")):
-                frame = _read_mms_csv(path, text, required)
+            members = csv_members(path.read_bytes(), path.name)
+            if len(members) != 1 and not all(_is_raw_mms(member.data) for member in members):
+                raise MmsFormatError(f"{path}: expected exactly one CSV inside the zip, found "
+                                     f"{[member.source for member in members]}")
+            if all(_is_raw_mms(member.data) for member in members):
+                parts = [_raw_mms_frame(member.data, member.source, schema) for member in members]
+                frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
             else:
-                frame = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
+                frame = _plain_csv_frame(members[0].data, str(path))
         else:
             raise MmsFormatError(f"{path}: unsupported file type {suffix!r} "
                                  "(expected .parquet, .csv or .zip)")
-    except MmsFormatError:
+    except AemoDataError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError) as exc:
         raise MmsFormatError(f"{path}: cannot be read: {exc}") from exc
     frame.columns = [str(column).strip().upper() for column in frame.columns]
     missing = [column for column in required if column not in frame.columns]
@@ -109,7 +119,7 @@ def read_mms_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
-def _market_times(column: pd.Series, path: Path, name: str) -> np.ndarray:
+def _market_times(column: pd.Series, source: str, name: str) -> np.ndarray:
     """datetime64[s] AEST of a text ("YYYY/MM/DD HH:MM:SS" or ISO 8601) or datetime column."""
     if isinstance(column.dtype, pd.DatetimeTZDtype):
         column = column.dt.tz_convert("Etc/GMT-10").dt.tz_localize(None)
@@ -123,28 +133,28 @@ def _market_times(column: pd.Series, path: Path, name: str) -> np.ndarray:
             try:
                 parsed = pd.to_datetime(text, format="ISO8601")
             except ValueError as exc:
-                raise MmsFormatError(f"{path}: column {name} has values that are not times: {exc}") from exc
+                raise MmsFormatError(f"{source}: column {name} has values that are not times: {exc}") from exc
     if bool(parsed.isna().any()):
-        raise MmsFormatError(f"{path}: column {name} has {int(parsed.isna().sum())} empty value(s)")
+        raise MmsFormatError(f"{source}: column {name} has {int(parsed.isna().sum())} empty value(s)")
     return parsed.to_numpy(dtype="datetime64[s]")
 
 
-def _numbers(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> np.ndarray:
+def _numbers(frame: pd.DataFrame, columns: Sequence[str], source: str) -> np.ndarray:
     """float64 array (n_rows, n_columns) of numeric columns; empty cells become NaN."""
     try:
         return np.column_stack([pd.to_numeric(frame[column]).to_numpy(dtype=np.float64)
                                 for column in columns]) if columns else np.empty((len(frame), 0))
     except (ValueError, TypeError) as exc:
-        raise MmsFormatError(f"{path}: non-numeric value in price columns: {exc}") from exc
+        raise MmsFormatError(f"{source}: non-numeric value in price columns: {exc}") from exc
 
 
-def _without_intervention(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _without_intervention(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     if "INTERVENTION" not in frame.columns:
         return frame
     try:
         intervention = pd.to_numeric(frame["INTERVENTION"])
     except (ValueError, TypeError) as exc:
-        raise MmsFormatError(f"{path}: column INTERVENTION is not numeric: {exc}") from exc
+        raise MmsFormatError(f"{source}: column INTERVENTION is not numeric: {exc}") from exc
     return frame.loc[(intervention == 0).to_numpy()]
 
 
@@ -154,10 +164,21 @@ def price_columns(columns: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, .
     return (ENERGY, *(column[: -len("RRP")] for column in fcas)), (ENERGY_COLUMN, *fcas)
 
 
-def _regions(frame: pd.DataFrame, path: Path) -> np.ndarray:
+def _priced_products(frame: pd.DataFrame, source: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """(products, values): ENERGY and every FCAS product with at least one price in ``frame`` (a column
+    that is empty throughout, e.g. RAISE1SEC before its market started, is no product of the data), and
+    their prices (n_rows, n_products; NaN where empty)."""
+    products, columns = price_columns(list(frame.columns))
+    values = _numbers(frame, columns, source)
+    keep = np.ones(len(products), dtype=bool)
+    keep[1:] = np.isfinite(values[:, 1:]).any(axis=0)
+    return tuple(p for p, kept in zip(products, keep, strict=True) if kept), values[:, keep]
+
+
+def _regions(frame: pd.DataFrame, source: str) -> np.ndarray:
     regions = frame["REGIONID"].astype(str).str.strip().to_numpy(dtype=object)
     if len(regions) and bool((regions == "").any()):
-        raise MmsFormatError(f"{path}: column REGIONID has empty values")
+        raise MmsFormatError(f"{source}: column REGIONID has empty values")
     return regions
 
 
@@ -168,11 +189,11 @@ def _regions(frame: pd.DataFrame, path: Path) -> np.ndarray:
 
 def _is_dispatch_name(name: str) -> bool:
     upper = name.upper()
-    return "DISPATCHPRICE" in upper and "PREDISPATCH" not in upper
+    return DISPATCH_TABLE in upper and "PREDISPATCH" not in upper
 
 
 def _is_predispatch_name(name: str) -> bool:
-    return "PREDISPATCHPRICE" in name.upper()
+    return PREDISPATCH_TABLE in name.upper()
 
 
 def _table_files(path: Path, matches: Callable[[str], bool], table: str) -> list[Path]:
@@ -190,8 +211,8 @@ def _table_files(path: Path, matches: Callable[[str], bool], table: str) -> list
     raise MmsFormatError(f"{path}: no {table} file (.parquet, .csv or .zip with {table} in its name)")
 
 
-def _read_all(files: list[Path], required: Sequence[str]) -> tuple[pd.DataFrame, str]:
-    frames = [read_mms_table(file, required) for file in files]
+def _read_all(files: list[Path], table: str) -> tuple[pd.DataFrame, str]:
+    frames = [read_mms_table(file, table) for file in files]
     label = str(files[0]) if len(files) == 1 else f"{files[0].parent}/{{{', '.join(f.name for f in files)}}}"
     if len(frames) == 1:
         return frames[0], label
@@ -204,27 +225,17 @@ def _read_all(files: list[Path], required: Sequence[str]) -> tuple[pd.DataFrame,
 # --------------------------------------------------------------------------------------------------
 
 
-def load_dispatch_prices(path: Path) -> DispatchPrices:
-    """Load DISPATCHPRICE from a parquet/CSV file, or from a folder (every file named *DISPATCHPRICE*,
-    not PREDISPATCH, of the preferred format). Prices $/MWh (ENERGY) and $/MW/h (FCAS).
+def dispatch_prices_from_frame(frame: pd.DataFrame, source: str) -> DispatchPrices:
+    """The :class:`DispatchPrices` of DISPATCHPRICE rows (AEMO's columns; SETTLEMENTDATE as text or
+    datetime, interval-ending AEST). Pure. Rows with INTERVENTION != 0 are dropped; the products are ENERGY
+    and every FCAS price column holding a price ($/MWh, $/MW/h). ``source`` names the data in errors.
 
-    Raises MmsFormatError naming the file when SETTLEMENTDATE/REGIONID/RRP are missing, a value cannot
-    be parsed, or a (region, interval) appears twice after the INTERVENTION == 0 filter.
+    Raises MmsFormatError when a value cannot be parsed or a (region, interval) appears twice.
     """
-    frame, label = _read_all(_table_files(Path(path), _is_dispatch_name, "DISPATCHPRICE"), DISPATCH_REQUIRED)
-    return dispatch_prices_from_frame(frame, label)
-
-
-def dispatch_prices_from_frame(frame: pd.DataFrame, label: str) -> DispatchPrices:
-    """DISPATCHPRICE rows (AEMO's columns: SETTLEMENTDATE, REGIONID, RRP, FCAS ``…RRP``; INTERVENTION
-    optional) as :class:`DispatchPrices`; ``label`` names their source in errors. Same rules and errors as
-    :func:`load_dispatch_prices`."""
-    source = Path(label)
     frame = _without_intervention(frame, source)
-    products, columns = price_columns(list(frame.columns))
+    products, values = _priced_products(frame, source)
     times = _market_times(frame["SETTLEMENTDATE"], source, "SETTLEMENTDATE")
     row_regions = _regions(frame, source)
-    values = _numbers(frame, columns, source)
     intervals = np.unique(times)
     regions = np.unique(row_regions.astype(str)) if len(row_regions) else np.array([], dtype=str)
     region_pos = np.searchsorted(regions, row_regions.astype(str))
@@ -242,22 +253,33 @@ def dispatch_prices_from_frame(frame: pd.DataFrame, label: str) -> DispatchPrice
                           products=products, price=price)
 
 
+def load_dispatch_prices(path: Path) -> DispatchPrices:
+    """Load DISPATCHPRICE from a parquet/CSV/raw MMS/zip file, or from a folder (every file named
+    *DISPATCHPRICE*, not PREDISPATCH, of the preferred format). Prices $/MWh (ENERGY) and $/MW/h (FCAS).
+
+    Raises MmsFormatError naming the file when SETTLEMENTDATE/REGIONID/RRP are missing, a value cannot
+    be parsed, or a (region, interval) appears twice after the INTERVENTION == 0 filter.
+    """
+    frame, label = _read_all(_table_files(Path(path), _is_dispatch_name, DISPATCH_TABLE), DISPATCH_TABLE)
+    return dispatch_prices_from_frame(frame, label)
+
+
 # --------------------------------------------------------------------------------------------------
 # PREDISPATCHPRICE
 # --------------------------------------------------------------------------------------------------
 
 
-def _run_times(frame: pd.DataFrame, path: Path) -> np.ndarray:
+def _run_times(frame: pd.DataFrame, source: str) -> np.ndarray:
     """PREDISPATCH_RUN_DATETIME, or (older tables) derived from PREDISPATCHSEQNO = YYYYMMDDPP: trading day
     and half-hour period PP, the run time being 04:00 of that day + PP x 30 min."""
-    if "PREDISPATCH_RUN_DATETIME" in frame.columns:
-        return _market_times(frame["PREDISPATCH_RUN_DATETIME"], path, "PREDISPATCH_RUN_DATETIME")
+    if "PREDISPATCH_RUN_DATETIME" in frame.columns and not bool(frame["PREDISPATCH_RUN_DATETIME"].isna().any()):
+        return _market_times(frame["PREDISPATCH_RUN_DATETIME"], source, "PREDISPATCH_RUN_DATETIME")
     if "PREDISPATCHSEQNO" not in frame.columns:
-        raise MmsFormatError(f"{path}: missing required column(s) PREDISPATCH_RUN_DATETIME "
+        raise MmsFormatError(f"{source}: missing required column(s) PREDISPATCH_RUN_DATETIME "
                              "(or PREDISPATCHSEQNO to derive it from)")
     seqno = frame["PREDISPATCHSEQNO"].astype(str).str.strip()
     if not bool(seqno.str.fullmatch(r"\d{10}").all()):
-        raise MmsFormatError(f"{path}: PREDISPATCHSEQNO values must have the form YYYYMMDDPP")
+        raise MmsFormatError(f"{source}: PREDISPATCHSEQNO values must have the form YYYYMMDDPP")
     days = pd.to_datetime(seqno.str[:8], format="%Y%m%d").to_numpy(dtype="datetime64[s]")
     periods = seqno.str[8:].astype(int).to_numpy()
     half_hour = np.timedelta64(1800, "s")
@@ -265,34 +287,21 @@ def _run_times(frame: pd.DataFrame, path: Path) -> np.ndarray:
     return run_times
 
 
-def load_predispatch_prices(path: Path) -> PredispatchPrices:
-    """Load PREDISPATCHPRICE from a parquet/CSV file or a folder (files named *PREDISPATCHPRICE*).
-
-    A run is identified by PREDISPATCH_RUN_DATETIME; it becomes known at the latest LASTCHANGED of its
-    rows. Periods are half-hour period-ending AEST times (DATETIME). Prices $/MWh (ENERGY), $/MW/h (FCAS).
-    Raises MmsFormatError naming the file for missing columns, unparseable values or duplicate rows.
-    """
-    frame, label = _read_all(_table_files(Path(path), _is_predispatch_name, "PREDISPATCHPRICE"),
-                             PREDISPATCH_REQUIRED)
-    return predispatch_prices_from_frame(frame, label)
-
-
-def predispatch_prices_from_frame(frame: pd.DataFrame, label: str,
+def predispatch_prices_from_frame(frame: pd.DataFrame, source: str,
                                   known_at_column: str = "LASTCHANGED") -> PredispatchPrices:
-    """PREDISPATCHPRICE rows (AEMO's columns) as :class:`PredispatchPrices`; ``label`` names their source.
+    """The :class:`PredispatchPrices` of PREDISPATCHPRICE rows (AEMO's columns). Pure.
 
-    A run becomes known at the latest ``known_at_column`` of its rows: LASTCHANGED in AEMO's tables, the
-    publication time of the file that carried the run for live reports. Otherwise as
-    :func:`load_predispatch_prices`.
+    A run is identified by PREDISPATCH_RUN_DATETIME (or PREDISPATCHSEQNO); it becomes known at the latest
+    ``known_at_column`` of its rows: LASTCHANGED in AEMO's tables, the publication time of the file that
+    carried the run for live reports. Periods are half-hour period-ending AEST times (DATETIME). Prices $/MWh
+    (ENERGY), $/MW/h (FCAS). Raises MmsFormatError for unparseable values or duplicate rows.
     """
-    source = Path(label)
     frame = _without_intervention(frame, source)
-    products, columns = price_columns(list(frame.columns))
+    products, values = _priced_products(frame, source)
     run_times = _run_times(frame, source)
     periods = _market_times(frame["DATETIME"], source, "DATETIME")
     changed = _market_times(frame[known_at_column], source, known_at_column)
     row_regions = _regions(frame, source).astype(str)
-    values = _numbers(frame, columns, source)
 
     try:
         index = index_runs(run_times, changed, row_regions, periods, values)
@@ -301,17 +310,41 @@ def predispatch_prices_from_frame(frame: pd.DataFrame, label: str,
     return PredispatchPrices.from_index(index, products)
 
 
+def load_predispatch_prices(path: Path) -> PredispatchPrices:
+    """Load PREDISPATCHPRICE from a parquet/CSV/raw MMS/zip file or a folder (files named *PREDISPATCHPRICE*).
+
+    See :func:`predispatch_prices_from_frame`. Raises MmsFormatError naming the file for missing columns,
+    unparseable values or duplicate rows.
+    """
+    frame, label = _read_all(_table_files(Path(path), _is_predispatch_name, PREDISPATCH_TABLE),
+                             PREDISPATCH_TABLE)
+    return predispatch_prices_from_frame(frame, label)
+
+
 # --------------------------------------------------------------------------------------------------
 # Both tables from a folder
 # --------------------------------------------------------------------------------------------------
 
 
-def load_market_data(data_dir: Path) -> tuple[DispatchPrices, PredispatchPrices]:
-    """Load DISPATCHPRICE and PREDISPATCHPRICE from ``data_dir`` (parquet preferred, CSV accepted).
+def has_predispatch_file(path: Path) -> bool:
+    """Whether ``path`` (a folder, or a file) holds a PREDISPATCHPRICE file of a readable type."""
+    path = Path(path)
+    if path.is_file():
+        return _is_predispatch_name(path.name)
+    return path.is_dir() and any(child.is_file() and _is_predispatch_name(child.name)
+                                 and child.suffix.lower() in _SUFFIX_PREFERENCE for child in path.iterdir())
 
-    Raises MmsFormatError naming the folder and the missing table when either is absent.
+
+def load_market_data(data_dir: Path) -> tuple[DispatchPrices, PredispatchPrices]:
+    """Load DISPATCHPRICE and PREDISPATCHPRICE from ``data_dir`` (parquet preferred, CSV and zip accepted).
+    Without a PREDISPATCHPRICE file the pre-dispatch table is empty (:meth:`PredispatchPrices.empty`).
+
+    Raises MmsFormatError naming the folder when it does not exist or holds no DISPATCHPRICE file.
     """
     folder = Path(data_dir)
     if not folder.is_dir():
         raise MmsFormatError(f"{folder}: market data folder does not exist")
-    return load_dispatch_prices(folder), load_predispatch_prices(folder)
+    dispatch = load_dispatch_prices(folder)
+    if not has_predispatch_file(folder):
+        return dispatch, PredispatchPrices.empty()
+    return dispatch, load_predispatch_prices(folder)

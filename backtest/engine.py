@@ -30,7 +30,12 @@ activities of ``activities/cycle.py``) makes it, without Temporal, SQS, gRPC or 
    :func:`market_prices`); no bid or no energy price: 0 MW, $0, SoC unchanged. SoC and net MW carry over.
 
 Decision ``k`` is at ``first_decision + 5 min * k``, so the decisions bid consecutive intervals: the
-interval in progress at each decision was cleared by the previous one. A decision whose forecast or
+interval in progress at each decision was cleared by the previous one. **Gaps in the data**: a decision is
+made only where its dispatch interval has a price and its history window holds at least one
+(:func:`decision_times_with_data`); the others are skipped (counted in ``intervals_without_data``), the
+unit idles through them, and history across a gap is MISSING in the snapshot. A product whose market has
+no price known as of a decision (:func:`algorithms.market.cycle_requests.forecastable_products`) is not
+forecast or planned, and the bid offers nothing in it. A decision whose forecast or
 optimisation request is rejected as invalid fails like a live cycle would (recorded with the reason);
 its interval is cleared from the bid in force.
 
@@ -89,10 +94,17 @@ from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import hours_per_interval, to_timestamp, trading_day, unix_ms_to_market
 from algorithms.common.products import ENERGY, fcas_products_of
 from algorithms.common.replay_clock import CycleTimeline, cycle_timeline
-from algorithms.market.as_of import PublicationModel, build_snapshot, estimate_missing, latest_known, publication_model
+from algorithms.market.as_of import (
+    DEFAULT_HISTORY_INTERVALS,
+    PublicationModel,
+    build_snapshot,
+    estimate_missing,
+    latest_known,
+    publication_model,
+)
 from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
 from algorithms.market.clearing import clear_interval, with_administered_pricing
-from algorithms.market.cycle_requests import forecast_request, optimisation_request
+from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from algorithms.market.operator_controls import (
     ControlTimeline,
@@ -275,8 +287,10 @@ class BacktestResult:
     fell back to the safe bid (``DecisionRecord.safe_fallback``), ``failed_decisions`` decisions that made
     no bid because a request was invalid.
     ``forecast_quantiles`` are the forecast levels and ``forecast_leads`` the leads (5-minute intervals) of
-    every record's ``energy_forecast_by_lead``. ``wall_time_s`` (seconds) and ``workers`` (the processes that
-    prepared snapshots and forecasts; 1 = in-process) do not take part in equality.
+    every record's ``energy_forecast_by_lead``. ``intervals_without_data`` counts the period's dispatch
+    intervals no decision was made for because the data has none (see :func:`decision_times_with_data`).
+    ``wall_time_s`` (seconds) and ``workers`` (the processes that prepared snapshots and forecasts;
+    1 = in-process) do not take part in equality.
     """
 
     config: BacktestConfig
@@ -296,6 +310,7 @@ class BacktestResult:
     forecast_quantiles: tuple[float, ...] = ()
     forecast_leads: tuple[int, ...] = ()
     workers: int = field(default=1, compare=False)
+    intervals_without_data: int = 0
 
     @property
     def region(self) -> str:
@@ -620,11 +635,13 @@ class _Preparer:
 
     def forecast(self, snapshot: market_data_pb2.MarketSnapshot, cycle_id: str, decision_time: datetime,
                  first_interval: datetime, timings: dict[str, float]) -> list[worker_pb2.ForecastResult]:
-        """One forecast per product of the snapshot (the request_forecast activity and its worker), or the
-        actual prices under perfect information; ``timings`` gets each product's milliseconds."""
+        """One forecast per product of the snapshot with something to forecast from
+        (:func:`~algorithms.market.cycle_requests.forecastable_products`; the request_forecast activity and
+        its worker), or the actual prices under perfect information; ``timings`` gets each product's
+        milliseconds."""
         parameters = self._parameters
         results: list[worker_pb2.ForecastResult] = []
-        for product in snapshot.products:
+        for product in forecastable_products(snapshot):
             started = time.perf_counter()
             request_id = f"{cycle_id}/forecast/{product}"
             if self._actual is not None:
@@ -903,13 +920,12 @@ def _chunks(times: Sequence[datetime], workers: int) -> list[tuple[datetime, ...
 
 
 def _prepared_decisions(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
-                        market: DispatchPrices, config: BacktestConfig, workers: int,
+                        market: DispatchPrices, config: BacktestConfig, times: Sequence[datetime], workers: int,
                         keep_snapshots: bool, p5min: P5minPrices | None = None
                         ) -> Generator[tuple[_Prepared, float], None, None]:
-    """Every decision's snapshot and forecasts in decision order, with the milliseconds this process waited
-    for it: prepared here when ``workers <= 1`` (or the period is a single chunk), else by ``workers``
-    processes a bounded number of chunks ahead. Closing the iterator cancels the work not started."""
-    times = config.decision_times()
+    """The snapshot and forecasts of the decisions at ``times`` in order, with the milliseconds this process
+    waited for each: prepared here when ``workers <= 1`` (or the period is a single chunk), else by
+    ``workers`` processes a bounded number of chunks ahead. Closing the iterator cancels the work not started."""
     chunks = _chunks(times, max(workers, 1))
     if workers <= 1 or len(chunks) < 2:
         preparer = _Preparer(settings, dispatch, predispatch, market, config, p5min)
@@ -944,23 +960,55 @@ def _prepared_decisions(settings: Settings, dispatch: DispatchPrices, predispatc
 
 
 def _check_period(market: DispatchPrices, region: str, intervals: Sequence[datetime]) -> None:
-    """BacktestError unless ``region`` is in the data and every interval (AEST) has a dispatch price row."""
+    """BacktestError unless ``region`` is in the data and some of the dispatch ``intervals`` (AEST) lies
+    within the data's span. Intervals the data does not hold (gaps inside it, or the ends of a period
+    reaching past it) are not errors here: no decision is made for them (:func:`decision_times_with_data`);
+    whether a period may reach past the data is the caller's rule (``backtest.runs`` checks it against
+    what the source holds)."""
     if region not in market.regions:
         raise BacktestError(f"unknown region {region!r}; the data has regions {', '.join(market.regions)}")
     wanted = np.asarray(intervals, dtype="datetime64[s]")
-    position = np.searchsorted(market.intervals, wanted)
-    clipped = np.minimum(position, len(market.intervals) - 1)
-    present = (position < len(market.intervals)) & (market.intervals[clipped] == wanted)
-    if not bool(present.all()):
-        first_absent = intervals[int(np.argmin(present))]
+    inside = ((wanted >= market.intervals[0]) & (wanted <= market.intervals[-1]) if len(market.intervals)
+              else np.zeros(len(wanted), dtype=bool))
+    if not bool(inside.any()):
         covered = (f"{market.intervals[0]} .. {market.intervals[-1]}" if len(market.intervals) else "none")
-        raise BacktestError(f"{int((~present).sum())} of the {len(intervals)} dispatch intervals are not in "
-                            f"the dispatch data, first {first_absent:%Y-%m-%d %H:%M} (data: intervals ending "
-                            f"{covered})")
+        raise BacktestError(f"none of the {len(intervals)} dispatch intervals from {intervals[0]:%Y-%m-%d %H:%M} "
+                            f"is in the dispatch data (data: intervals ending {covered})")
+
+
+def decision_times_with_data(settings: Settings, dispatch: DispatchPrices, market: DispatchPrices,
+                             config: BacktestConfig) -> list[datetime]:
+    """The decision times of ``config`` (naive AEST) whose decision can be made from the data: its dispatch
+    interval has an ENERGY price in ``market`` (the price it clears at) and its snapshot's history window
+    (``history_intervals`` intervals ending at the latest interval, :mod:`algorithms.market.as_of`) holds at
+    least one ENERGY price of ``dispatch``. Others are not decisions: a gap in the data (an interval AEMO's
+    files do not hold, the days a pruned month leaves out) is skipped, not failed. Pure and vectorised."""
+    times = config.decision_times()
+    if not times:
+        return []
+    energy = ENERGY
+    region = config.region
+    step = np.timedelta64(settings.market.interval_minutes * 60, "s")
+    history = _parameters(settings, config).history_intervals or DEFAULT_HISTORY_INTERVALS
+    decided = np.asarray(times, dtype="datetime64[s]")
+    latest = decided - (decided - np.datetime64("1970-01-01T00:00:00")) % step
+    target = np.asarray([_timeline(settings, moment).dispatch_interval for moment in times], dtype="datetime64[s]")
+    market_energy = market.price[market.region_index(region), :, market.product_index(energy)]
+    position = np.searchsorted(market.intervals, target)
+    clipped = np.minimum(position, max(len(market.intervals) - 1, 0))
+    priced = ((position < len(market.intervals)) & (market.intervals[clipped] == target)
+              & np.isfinite(market_energy[clipped]))
+    known = np.isfinite(dispatch.price[dispatch.region_index(region), :, dispatch.product_index(energy)])
+    count_to = np.concatenate(([0], np.cumsum(known)))
+    newest = np.searchsorted(dispatch.intervals, latest, side="right")
+    oldest = np.searchsorted(dispatch.intervals, latest - history * step, side="right")
+    has_history = count_to[newest] - count_to[oldest] > 0
+    return [moment for moment, made in zip(times, priced & has_history, strict=True) if made]
 
 
 def _summarise(config: BacktestConfig, replay: _RegionReplay, records: list[DecisionRecord],
-               rejections: int, settings: Settings, wall_time_s: float, workers: int) -> BacktestResult:
+               rejections: int, settings: Settings, wall_time_s: float, workers: int,
+               intervals_without_data: int = 0) -> BacktestResult:
     hours = hours_per_interval(settings.market.interval_minutes)
     gen = np.array([r.gen_mw for r in records])
     load = np.array([r.load_mw for r in records])
@@ -980,7 +1028,8 @@ def _summarise(config: BacktestConfig, replay: _RegionReplay, records: list[Deci
         rebids=sum(r.rebid for r in records),
         failed_decisions=sum(r.failure is not None for r in records),
         wall_time_s=wall_time_s, forecast_quantiles=parameters.forecast_quantiles,
-        forecast_leads=_forecast_leads(parameters.horizon_intervals), workers=workers)
+        forecast_leads=_forecast_leads(parameters.horizon_intervals), workers=workers,
+        intervals_without_data=intervals_without_data)
 
 
 def run_backtest(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
@@ -997,8 +1046,9 @@ def run_backtest(settings: Settings, dispatch: DispatchPrices, predispatch: Pred
     made, decisions in all); ``inspect(as_of, snapshot)`` sees every snapshot a decision uses, in decision
     order (for checks). ``workers``: processes preparing snapshots and forecasts ahead (default: every
     core, :data:`DEFAULT_WORKERS`); ``1`` (or less) prepares them in this process. Results are equal
-    whatever ``workers``. No I/O. Raises BacktestError when the region or a dispatch interval is not in
-    the data.
+    whatever ``workers``. No I/O. Decisions are made where the data allows
+    (:func:`decision_times_with_data`): the period's gaps are skipped and counted. Raises BacktestError when
+    the region is not in the data, a dispatch interval lies outside its span, or no decision can be made.
     """
     started = time.perf_counter()
     workers = DEFAULT_WORKERS if workers is None else max(1, workers)
@@ -1006,11 +1056,17 @@ def run_backtest(settings: Settings, dispatch: DispatchPrices, predispatch: Pred
     replay = _RegionReplay(settings, dispatch, market_data, config)
     _check_period(dispatch, config.region, replay.dispatch_intervals())
     _check_period(market_data, config.region, replay.dispatch_intervals())
+    times = decision_times_with_data(settings, dispatch, market_data, config)
+    if not times:
+        raise BacktestError(f"none of the {config.decisions} decisions from {config.first_decision:%Y-%m-%d %H:%M} "
+                            f"can be made: the data has no {config.region} dispatch price for their intervals, "
+                            "or none in their history")
     records: list[DecisionRecord] = []
     rejections = 0
-    total = config.decisions
+    total = len(times)
     with _blas_on_one_thread(), contextlib.closing(_prepared_decisions(
-            settings, dispatch, predispatch, market_data, config, workers, inspect is not None, p5min)) as decisions:
+            settings, dispatch, predispatch, market_data, config, times, workers,
+            inspect is not None, p5min)) as decisions:
         for done, (prepared, wait_ms) in enumerate(decisions, start=1):
             if inspect is not None and prepared.snapshot is not None:
                 inspect(prepared.as_of, prepared.snapshot)
@@ -1019,7 +1075,8 @@ def run_backtest(settings: Settings, dispatch: DispatchPrices, predispatch: Pred
             rejections += rejected
             if progress is not None:
                 progress(done, total)
-    return _summarise(config, replay, records, rejections, settings, time.perf_counter() - started, workers)
+    return _summarise(config, replay, records, rejections, settings, time.perf_counter() - started, workers,
+                      intervals_without_data=config.decisions - len(times))
 
 
 # --------------------------------------------------------------------------------------------------

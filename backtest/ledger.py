@@ -2,6 +2,7 @@
 
 Pure functions over a :class:`backtest.engine.BacktestResult` and pandas frames; no I/O.
 
+* :func:`contiguous_runs` — the stretches of consecutive intervals of a backtest with gaps in its data.
 * :func:`perfect_foresight_ledger` — the benchmark of shared/NEM.md (:func:`algorithms.market.optimise.
   perfect_foresight`, energy + FCAS, starting at the configured SoC and ending with at least as much) over
   the backtest's intervals, per interval: MW, MWh and $ at the prices the simulated market clears at.
@@ -63,6 +64,19 @@ def result_quantiles(result: BacktestResult, settings: Settings) -> tuple[float,
 # --------------------------------------------------------------------------------------------------
 # Perfect foresight per interval
 # --------------------------------------------------------------------------------------------------
+
+
+def contiguous_runs(intervals: Sequence[datetime]) -> list[tuple[datetime, int]]:
+    """(first interval, count) of each run of consecutive 5-minute intervals among sorted ``intervals``
+    (interval-ending AEST): the stretches of a period the data covers without a gap."""
+    if not intervals:
+        return []
+    moments = np.asarray(intervals, dtype="datetime64[s]")
+    breaks = np.flatnonzero(np.diff(moments) != np.timedelta64(int(INTERVAL.total_seconds()), "s")) + 1
+    starts = np.concatenate(([0], breaks))
+    stops = np.concatenate((breaks, [len(moments)]))
+    return [(intervals[int(a)], int(b - a)) for a, b in zip(starts, stops, strict=True)]
+
 
 
 def _price_window(market: DispatchPrices, region: str, first_interval: datetime, count: int) -> dict[str, FloatArray]:

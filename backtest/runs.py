@@ -46,6 +46,8 @@ import pandas as pd
 
 from aemo.mms import load_dispatch_prices, load_predispatch_prices
 from aemo.price_thresholds import read_price_thresholds, with_price_thresholds
+from aemo.store import MANIFEST_NAME, MarketStore
+from aemo.store_prices import StoreCoverageError, describe_holdings, held_dispatch, held_span, load_store_prices
 from algorithms.common.nem_time import trading_day
 from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from backtest.engine import (
@@ -59,6 +61,7 @@ from backtest.engine import (
 from backtest.ledger import (
     LeadSkill,
     backtest_ledger,
+    contiguous_runs,
     forecast_skill_by_lead,
     perfect_foresight_ledger,
     result_leads,
@@ -85,6 +88,10 @@ _HASH_CHUNK = 1 << 20
 _ID_HASH_CHARS = 10
 PERFECT_INFORMATION_SOURCE = "actual"
 FORECAST_SOURCE_KEY = "forecast_source"
+# Where a run's market data comes from: files (--data, or the configured data folder) or the market store.
+FILES_ORIGIN = "files"
+STORE_ORIGIN = "store"
+DATA_CHOICES = ("auto", FILES_ORIGIN, STORE_ORIGIN)
 
 Progress = Callable[[int, int], None]
 
@@ -100,17 +107,22 @@ class RunError(ValueError):
 
 @dataclass(frozen=True)
 class DataFile:
-    """One MMS file a run read: absolute path, table, sha256 (hex) and size (bytes)."""
+    """One MMS file a run read: absolute path, table, sha256 (hex) and size (bytes). For data from the
+    market store, ``path`` is the store folder joined with the source file's name as AEMO published it
+    and ``identity`` the file's identity in the store's manifest (its name without the publication part)."""
 
     path: Path
     table: str
     sha256: str
     size_bytes: int
+    identity: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class MarketInputs:
-    """The MMS tables of a run, the files they came from and the ``--data`` paths as given."""
+    """The MMS tables of a run, the files they came from and where they were read: the ``--data`` paths as
+    given (``origin`` files) or the market store's folder (``origin`` store; ``span`` the intervals loaded,
+    AEST, and ``regions`` the regions)."""
 
     dispatch: DispatchPrices
     predispatch: PredispatchPrices
@@ -118,6 +130,14 @@ class MarketInputs:
     sources: tuple[Path, ...]
     # MARKET_PRICE_THRESHOLDS rows found among the data (None: the configured price limits alone).
     price_thresholds: pd.DataFrame | None = None
+    origin: str = FILES_ORIGIN
+    span: tuple[datetime, datetime] | None = None
+    regions: tuple[str, ...] = ()
+
+    @property
+    def has_predispatch(self) -> bool:
+        """Whether AEMO's pre-dispatch forecasts are part of the data."""
+        return not self.predispatch.is_empty
 
 
 def file_sha256(path: Path) -> str:
@@ -155,7 +175,8 @@ def _folder_files(folder: Path, table: str) -> list[Path]:
 def data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
     """The DISPATCHPRICE and PREDISPATCHPRICE files of ``paths`` (folders and/or files), absolute and in
     order, and any MARKET_PRICE_THRESHOLDS files; RunError for a path that does not exist, a file whose name
-    names none of the tables, or a price table with no file."""
+    names none of the tables, or no DISPATCHPRICE file (PREDISPATCHPRICE is optional: without it the strategy
+    plans on its own; MARKET_PRICE_THRESHOLDS too: without it the configured price limits apply)."""
     if not paths:
         raise RunError("no --data given")
     tables: dict[str, list[Path]] = {DISPATCH_TABLE: [], PREDISPATCH_TABLE: [], THRESHOLDS_TABLE: []}
@@ -173,10 +194,10 @@ def data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
                            f"{DISPATCH_TABLE} or {PREDISPATCH_TABLE})")
         if path not in tables[named]:
             tables[named].append(path)
-    for table, files in tables.items():
-        if not files and table != THRESHOLDS_TABLE:
-            shown = ", ".join(str(p) for p in paths)
-            raise RunError(f"--data {shown}: no {table} file (.parquet, .csv or .zip with {table} in its name)")
+    if not tables[DISPATCH_TABLE]:
+        shown = ", ".join(str(p) for p in paths)
+        raise RunError(f"--data {shown}: no {DISPATCH_TABLE} file (.parquet, .csv or .zip with {DISPATCH_TABLE} "
+                       "in its name)")
     return tables
 
 
@@ -196,13 +217,16 @@ def _as_one_path(files: Sequence[Path], table: str) -> Iterator[Path]:
 
 
 def load_inputs(paths: Sequence[Path]) -> MarketInputs:
-    """Load DISPATCHPRICE and PREDISPATCHPRICE from ``paths`` (see :func:`data_files`) and hash every
-    file. Raises RunError or aemo.errors.MmsFormatError (naming the file) when they cannot be used."""
+    """Load DISPATCHPRICE and (when given) PREDISPATCHPRICE from ``paths`` (see :func:`data_files`) and hash
+    every file; without PREDISPATCHPRICE the pre-dispatch table is empty. Raises RunError or
+    aemo.errors.MmsFormatError (naming the file) when they cannot be used."""
     tables = data_files(paths)
     with _as_one_path(tables[DISPATCH_TABLE], DISPATCH_TABLE) as path:
         dispatch = load_dispatch_prices(path)
-    with _as_one_path(tables[PREDISPATCH_TABLE], PREDISPATCH_TABLE) as path:
-        predispatch = load_predispatch_prices(path)
+    predispatch = PredispatchPrices.empty(dispatch.products)
+    if tables[PREDISPATCH_TABLE]:
+        with _as_one_path(tables[PREDISPATCH_TABLE], PREDISPATCH_TABLE) as path:
+            predispatch = load_predispatch_prices(path)
     thresholds = read_price_thresholds(tables[THRESHOLDS_TABLE]) if tables[THRESHOLDS_TABLE] else None
     files = tuple(DataFile(path=f, table=table, sha256=file_sha256(f), size_bytes=f.stat().st_size)
                   for table, found in tables.items() for f in found)
@@ -312,11 +336,14 @@ def _datetime(value: np.datetime64) -> datetime:
 
 
 def resolve_period(dispatch: DispatchPrices, region: str, *, start: datetime | None = None,
-                   end: datetime | None = None, days: float | None = None) -> Period:
+                   end: datetime | None = None, days: float | None = None,
+                   held: tuple[datetime, datetime] | None = None) -> Period:
     """The period of a run (AEST): ``start`` / ``end`` / ``days`` as given (at most two of them), the rest
     from the data (default: every interval of the file). RunError for an unknown region, an empty or
-    misaligned period, or a period whose dispatch intervals have no ENERGY price for ``region``, with
-    what the data covers."""
+    misaligned period, a period with no ENERGY price for ``region`` or one reaching before the first or past
+    the last interval the source holds for it (``held``: first and last interval, AEST; default those of
+    ``dispatch``), with what the data covers. Intervals the data skips inside that span are gaps: the run
+    makes no decision for them."""
     if region not in dispatch.regions:
         raise RunError(f"unknown region {region!r}; the data has regions {', '.join(dispatch.regions)}")
     if len(dispatch.intervals) == 0:
@@ -336,25 +363,183 @@ def resolve_period(dispatch: DispatchPrices, region: str, *, start: datetime | N
     if period.intervals < 1:
         raise RunError(f"the period {period.start:%Y-%m-%d %H:%M} .. {period.end:%Y-%m-%d %H:%M} has no "
                        "5-minute interval")
-    _check_coverage(dispatch, region, period)
+    _check_coverage(dispatch, region, period, held)
     return period
 
 
-def _check_coverage(dispatch: DispatchPrices, region: str, period: Period) -> None:
+def priced_span(dispatch: DispatchPrices, region: str) -> tuple[datetime, datetime] | None:
+    """The first and last interval (AEST) with an ENERGY price of ``region`` in ``dispatch``, or None."""
+    priced = np.flatnonzero(np.isfinite(dispatch.price[dispatch.region_index(region), :, 0]))
+    if priced.size == 0:
+        return None
+    return _datetime(dispatch.intervals[priced[0]]), _datetime(dispatch.intervals[priced[-1]])
+
+
+def _check_coverage(dispatch: DispatchPrices, region: str, period: Period,
+                    held: tuple[datetime, datetime] | None) -> None:
     wanted = np.arange(np.datetime64(period.first_interval, "s"), np.datetime64(period.end, "s") + 1,
                        np.timedelta64(300, "s"))
     energy = dispatch.price[dispatch.region_index(region), :, 0]
     position = np.clip(np.searchsorted(dispatch.intervals, wanted), 0, len(dispatch.intervals) - 1)
     present = (dispatch.intervals[position] == wanted) & np.isfinite(energy[position])
-    covers = (f"the data covers intervals ending {_datetime(dispatch.intervals[0]):%Y-%m-%d %H:%M} .. "
-              f"{_datetime(dispatch.intervals[-1]):%Y-%m-%d %H:%M}")
+    span = held if held is not None else priced_span(dispatch, region)
+    first, last = span if span is not None else (_datetime(dispatch.intervals[0]), _datetime(dispatch.intervals[-1]))
+    covers = f"the data covers intervals ending {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M}"
     shown = f"{period.start:%Y-%m-%d %H:%M} .. {period.end:%Y-%m-%d %H:%M}"
     if not bool(present.any()):
         raise RunError(f"no {region} dispatch prices in the period {shown} (AEST); {covers}")
-    if not bool(present.all()):
-        first_missing = _datetime(wanted[int(np.argmin(present))])
+    outside = (wanted < np.datetime64(first, "s")) | (wanted > np.datetime64(last, "s"))
+    if bool(outside.any()):
+        first_missing = _datetime(wanted[int(np.argmax(outside))])
         raise RunError(f"{int((~present).sum())} of the {len(wanted)} intervals of {shown} have no {region} "
                        f"dispatch price (first: ending {first_missing:%Y-%m-%d %H:%M}); {covers}")
+
+
+def intervals_with_prices(dispatch: DispatchPrices, region: str, period: Period) -> int:
+    """How many of the period's dispatch intervals have an ENERGY price of ``region`` (the rest are gaps)."""
+    wanted = np.arange(np.datetime64(period.first_interval, "s"), np.datetime64(period.end, "s") + 1,
+                       np.timedelta64(300, "s"))
+    energy = dispatch.price[dispatch.region_index(region), :, 0]
+    position = np.clip(np.searchsorted(dispatch.intervals, wanted), 0, len(dispatch.intervals) - 1)
+    return int(((dispatch.intervals[position] == wanted) & np.isfinite(energy[position])).sum())
+
+
+# --------------------------------------------------------------------------------------------------
+# Choosing the data: files or the market store
+# --------------------------------------------------------------------------------------------------
+
+
+def requested_period(start: datetime | None, end: datetime | None, days: float | None) -> Period | None:
+    """The period two of ``start`` / ``end`` / ``days`` give (AEST), None with fewer; RunError when it is
+    malformed (three given, misaligned, not positive)."""
+    if start is not None and end is not None and days is not None:
+        raise RunError("give at most two of --start, --end and --days")
+    if days is not None and not (math.isfinite(days) and days > 0):
+        raise RunError(f"--days must be positive, got {days}")
+    length = None if days is None else INTERVAL * round(days * INTERVALS_PER_DAY)
+    if start is not None and end is None and length is not None:
+        end = start + length
+    if end is not None and start is None and length is not None:
+        start = end - length
+    if start is None or end is None:
+        return None
+    period = Period(_on_grid(start, "--start"), _on_grid(end, "--end"))
+    if period.intervals < 1:
+        raise RunError(f"the period {period.start:%Y-%m-%d %H:%M} .. {period.end:%Y-%m-%d %H:%M} has no "
+                       "5-minute interval")
+    return period
+
+
+def data_span(period: Period, history_intervals: int, horizon_intervals: int) -> tuple[datetime, datetime]:
+    """The intervals (ending, AEST) a run over ``period`` reads: the history window of its first decision
+    (``history_intervals`` 5-minute intervals) to its last decision's horizon (``horizon_intervals``)."""
+    return (period.start - INTERVAL * (history_intervals + 1), period.end + INTERVAL * horizon_intervals)
+
+
+def open_store(settings: Settings) -> MarketStore | None:
+    """The configured market store, or None when it was never created (nothing synced: nothing is made)."""
+    folder = settings.market_store.store_dir(settings.stack.state_dir)
+    return MarketStore(folder) if (folder / MANIFEST_NAME).is_file() else None
+
+
+def store_holds(store: MarketStore | None, region: str, period: Period) -> tuple[datetime, datetime] | None:
+    """The first and last interval the store holds of ``region`` when they enclose ``period``'s intervals,
+    else None."""
+    if store is None:
+        return None
+    held = held_span(store, region)
+    if held is None or not held[0] <= period.first_interval or not period.last_interval <= held[1]:
+        return None
+    return held
+
+
+def describe_store(store: MarketStore | None, settings: Settings) -> str:
+    """What the configured market store holds of DISPATCHPRICE, for messages."""
+    folder = settings.market_store.store_dir(settings.stack.state_dir)
+    if store is None:
+        return f"the market store {folder} is empty (vpp data sync fills it)"
+    return f"the market store {folder} holds DISPATCHPRICE of {describe_holdings(held_dispatch(store))}"
+
+
+def load_store_inputs(store: MarketStore, regions: Sequence[str], span: tuple[datetime, datetime]) -> MarketInputs:
+    """DISPATCHPRICE (and PREDISPATCHPRICE where held) of ``regions`` over ``span`` (intervals ending, AEST)
+    from the market store, with the identity and sha256 of every source file whose rows were read.
+    Raises RunError when the store holds nothing there (saying what it holds)."""
+    try:
+        loaded = load_store_prices(store, regions=regions, start=span[0], end=span[1])
+    except StoreCoverageError as error:
+        raise RunError(str(error)) from None
+    files = tuple(DataFile(path=store.root / source.name, table=source.table, sha256=source.sha256,
+                           size_bytes=source.size_bytes, identity=source.identity) for source in loaded.sources)
+    # AEMO's price limits where the store holds them (else the configured years apply).
+    thresholds = store.load(THRESHOLDS_TABLE) if THRESHOLDS_TABLE in store.tables() else None
+    return MarketInputs(dispatch=loaded.dispatch, predispatch=loaded.predispatch, files=files,
+                        sources=(store.root,), price_thresholds=thresholds, origin=STORE_ORIGIN, span=span,
+                        regions=tuple(sorted(regions)))
+
+
+def choose_inputs(settings: Settings, strategy: Strategy, region: str, *, data: Sequence[Path] = (),
+                  source: str = "auto", start: datetime | None = None, end: datetime | None = None,
+                  days: float | None = None) -> tuple[MarketInputs, Period]:
+    """The market data and period of a run (see README "Backtesting"): ``--data`` files when given; else,
+    with ``source`` "auto", the market store when a period is given (two of start / end / days) and the
+    store holds ``region`` over it, otherwise the configured data folder (the embedded January 2021);
+    ``source`` "store" or "files" forces one. RunError saying what each source holds when none covers the
+    period."""
+    if source not in DATA_CHOICES:
+        raise RunError(f"unknown data source {source!r}; choose one of {', '.join(DATA_CHOICES)}")
+    if data and source == STORE_ORIGIN:
+        raise RunError("--data reads files: it cannot be combined with --source store")
+    if data or source == FILES_ORIGIN:
+        inputs = load_inputs(list(data) or [settings.market_data.data_dir])
+        return inputs, resolve_period(inputs.dispatch, region, start=start, end=end, days=days)
+    period = requested_period(start, end, days)
+    store = open_store(settings)
+    if period is None:
+        if source == STORE_ORIGIN:
+            raise RunError("reading the market store needs a period: give two of --start, --end and --days")
+    else:
+        held = store_holds(store, region, period)
+        if held is not None and store is not None:
+            history, horizon = strategy_window(settings, strategy)
+            try:
+                inputs = load_store_inputs(store, [region], data_span(period, history, horizon))
+                return inputs, resolve_period(inputs.dispatch, region, start=period.start, end=period.end,
+                                              held=held)
+            except RunError:
+                if source == STORE_ORIGIN:
+                    raise
+        elif source == STORE_ORIGIN:
+            shown = f"{period.start:%Y-%m-%d %H:%M} .. {period.end:%Y-%m-%d %H:%M}"
+            raise RunError(f"the market store does not hold {region} over {shown}: {describe_store(store, settings)}")
+    inputs = load_inputs([settings.market_data.data_dir])
+    try:
+        return inputs, resolve_period(inputs.dispatch, region, start=start, end=end, days=days)
+    except RunError as error:
+        raise RunError(f"{error} (in {settings.market_data.data_dir}); "
+                       f"{describe_store(store, settings)}") from None
+
+
+def data_line(inputs: MarketInputs, region: str, period: Period) -> str:
+    """One line saying which data a run reads: the source, AEMO's forecasts or not, the FCAS markets and the
+    period's intervals without data."""
+    where = (f"the market store {inputs.sources[0]}" if inputs.origin == STORE_ORIGIN
+             else ", ".join(str(source) for source in inputs.sources))
+    fcas = len(inputs.dispatch.products) - 1
+    priced = intervals_with_prices(inputs.dispatch, region, period)
+    gaps = period.intervals - priced
+    forecasts = "with AEMO's pre-dispatch forecasts" if inputs.has_predispatch else "without AEMO's forecasts"
+    return (f"data: {where} ({len(inputs.files)} files), {fcas} FCAS markets, {forecasts}; "
+            f"{priced} of {period.intervals} intervals have prices" + (f" ({gaps} without data)" if gaps else ""))
+
+
+def strategy_window(settings: Settings, strategy: Strategy) -> tuple[int, int]:
+    """(history, horizon) in 5-minute intervals a run of ``strategy`` reads around each decision."""
+    overrides = strategy.backtest_overrides()
+    effective = strategy.apply(settings).cycle
+    history = overrides.get("history_intervals", effective.history_intervals)
+    horizon = overrides.get("horizon_intervals", effective.horizon_intervals)
+    return int(history), int(horizon)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,6 +564,8 @@ class RunSpec:
     code_version: str
     settings: Mapping[str, Any]
     config_file: tuple[Path, str] | None = None
+    origin: str = FILES_ORIGIN
+    span: tuple[datetime, datetime] | None = None
 
     @property
     def settings_sha256(self) -> str:
@@ -411,7 +598,9 @@ class RunSpec:
         if self.config_file is not None:
             words += ["--config", shlex.quote(str(self.config_file[0]))]
         words += ["backtest", "run"]
-        for source in self.sources:
+        if self.origin == STORE_ORIGIN:
+            words += ["--source", STORE_ORIGIN]
+        for source in self.sources if self.origin == FILES_ORIGIN else ():
             words += ["--data", shlex.quote(str(source))]
         words += ["--region", self.region, "--start", f"{self.period.start:%Y-%m-%dT%H:%M}",
                   "--end", f"{self.period.end:%Y-%m-%dT%H:%M}", *parameter_flags(self.strategy)]
@@ -431,7 +620,7 @@ def perfect_information_spec(spec: RunSpec) -> RunSpec:
     strategy = spec.strategy.with_parameter(FORECAST_SOURCE_KEY, PERFECT_INFORMATION_SOURCE)
     return RunSpec(region=spec.region, period=spec.period, strategy=strategy, files=spec.files,
                    sources=spec.sources, code_version=spec.code_version, settings=spec.settings,
-                   config_file=spec.config_file)
+                   config_file=spec.config_file, origin=spec.origin, span=spec.span)
 
 
 def make_spec(settings: Settings, inputs: MarketInputs, region: str, period: Period, strategy: Strategy, *,
@@ -443,7 +632,8 @@ def make_spec(settings: Settings, inputs: MarketInputs, region: str, period: Per
         config = (path, file_sha256(path))
     return RunSpec(region=region, period=period, strategy=strategy, files=inputs.files, sources=inputs.sources,
                    code_version=version if version is not None else code_version(),
-                   settings=settings_snapshot(strategy.apply(settings)), config_file=config)
+                   settings=settings_snapshot(strategy.apply(settings)), config_file=config, origin=inputs.origin,
+                   span=inputs.span)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -504,6 +694,7 @@ def _results(result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float
         "validation_rejections": result.validation_rejections,
         "rebids": result.rebids,
         "failed_decisions": result.failed_decisions,
+        "intervals_without_data": result.intervals_without_data,
     }
 
 
@@ -529,9 +720,12 @@ def build_summary(spec: RunSpec, result: BacktestResult, ledger: pd.DataFrame, p
         "forecast_source": spec.forecast_source,
         "perfect_information_run_id": pi_id,
         "code_version": spec.code_version,
-        "data": [{"path": str(f.path), "table": f.table, "sha256": f.sha256, "bytes": f.size_bytes}
-                 for f in spec.files],
+        "data": [{"path": str(f.path), "table": f.table, "sha256": f.sha256, "bytes": f.size_bytes,
+                  **({"identity": f.identity} if f.identity is not None else {})} for f in spec.files],
         "data_sources": [str(s) for s in spec.sources],
+        "data_origin": spec.origin,
+        "data_span": None if spec.span is None else [moment.isoformat() for moment in spec.span],
+        "aemo_forecasts": any(f.table == PREDISPATCH_TABLE for f in spec.files),
         "config_file": (None if spec.config_file is None
                         else {"path": str(spec.config_file[0]), "sha256": spec.config_file[1]}),
         "settings_sha256": spec.settings_sha256,
@@ -541,6 +735,42 @@ def build_summary(spec: RunSpec, result: BacktestResult, ledger: pd.DataFrame, p
         "results": _results(result, ledger, pf_energy_only),
         "forecast_skill": _skill(skills, levels),
     }
+
+
+def segment_market(market: DispatchPrices, region: str, first_interval: datetime, count: int) -> DispatchPrices:
+    """``region``'s prices of ``count`` consecutive intervals from ``first_interval`` (AEST), with only the
+    products priced in every one of them (ENERGY always): a market that has not opened yet, or a column a
+    file version lacks, takes no part. BacktestError when an interval is not in ``market``. Pure."""
+    start = market.interval_index(first_interval)
+    if start is None or start + count > len(market.intervals):
+        raise BacktestError(f"the market data does not cover {count} intervals from {first_interval:%Y-%m-%d %H:%M}")
+    window = np.asarray(market.price[market.region_index(region):market.region_index(region) + 1,
+                                     start:start + count], dtype=np.float64)
+    priced = np.asarray(np.isfinite(window).all(axis=(0, 1)), dtype=bool)
+    priced[0] = True
+    return DispatchPrices(intervals=np.array(market.intervals[start:start + count]), regions=(region,),
+                          products=tuple(p for p, kept in zip(market.products, priced, strict=True) if kept),
+                          price=np.array(window[:, :, priced]))
+
+
+def perfect_foresight_of(settings: Settings, market: DispatchPrices, region: str, intervals: Sequence[datetime],
+                         fcas_products: Sequence[str]) -> tuple[pd.DataFrame, float]:
+    """Perfect foresight over the backtest's dispatch ``intervals`` (AEST, sorted): the per-interval ledger
+    (energy + FCAS, :func:`backtest.ledger.perfect_foresight_ledger`) and the energy-only revenue ($,
+    :func:`backtest.engine.perfect_foresight_revenue`). Over a gap in the data the battery can do nothing:
+    each stretch of consecutive intervals (:func:`backtest.ledger.contiguous_runs`) is its own benchmark,
+    starting at the configured SoC and ending with at least as much; their sums are the run's."""
+    ledgers: list[pd.DataFrame] = []
+    energy_only = 0.0
+    for first, count in contiguous_runs(list(intervals)):
+        window = segment_market(market, region, first, count)
+        ledgers.append(perfect_foresight_ledger(settings, window, region, first, count))
+        energy_only += perfect_foresight_revenue(settings, window, region, first, count, include_fcas=False)[0]
+    pf = pd.concat(ledgers, ignore_index=True) if len(ledgers) > 1 else ledgers[0]
+    for product in fcas_products:
+        for column in (f"pf_fcas_enabled_mw_{product}", f"pf_fcas_revenue_dollars_{product}"):
+            pf[column] = pf[column].fillna(0.0) if column in pf.columns else 0.0
+    return pf, energy_only
 
 
 def execute_run(settings: Settings, inputs: MarketInputs, spec: RunSpec, *, workers: int | None = None,
@@ -554,15 +784,14 @@ def execute_run(settings: Settings, inputs: MarketInputs, spec: RunSpec, *, work
                                   spec.period.intervals)
     market = market_prices(effective, inputs.dispatch)
     result = engine_run(effective, inputs, config, market=market, workers=workers, progress=progress)
-    if result.first_interval != spec.period.first_interval:
-        raise BacktestError(f"the backtest's first interval {result.first_interval} is not the period's "
-                            f"{spec.period.first_interval}")
+    if not spec.period.first_interval <= result.first_interval <= spec.period.last_interval:
+        raise BacktestError(f"the backtest's first interval {result.first_interval} is not in the period "
+                            f"{spec.period.first_interval} .. {spec.period.last_interval}")
     backtest_s = time.perf_counter() - started
     pf_started = time.perf_counter()
-    pf = perfect_foresight_ledger(effective, market, spec.region, spec.period.first_interval,
-                                  spec.period.intervals)
-    energy, fcas = perfect_foresight_revenue(effective, market, spec.region, spec.period.first_interval,
-                                             spec.period.intervals, include_fcas=False)
+    pf, energy = perfect_foresight_of(effective, market, spec.region,
+                                      [record.dispatch_interval for record in result.records],
+                                      result.fcas_products)
     pf_s = time.perf_counter() - pf_started
     levels = result_quantiles(result, effective)
     leads = result_leads(result)
@@ -570,7 +799,7 @@ def execute_run(settings: Settings, inputs: MarketInputs, spec: RunSpec, *, work
     region = inputs.dispatch.region_index(spec.region)
     skills = forecast_skill_by_lead(ledger, leads, levels, inputs.dispatch.intervals,
                                     inputs.dispatch.price[region, :, 0])
-    summary = build_summary(spec, result, ledger, energy + fcas, skills, levels)
+    summary = build_summary(spec, result, ledger, energy, skills, levels)
     timing = {
         "run_id": spec.run_id,
         "finished_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -707,7 +936,8 @@ def stored_spec(run: StoredRun, settings: Settings, inputs: MarketInputs) -> Run
     return RunSpec(region=str(run.summary["region"]), period=period, strategy=strategy, files=inputs.files,
                    sources=inputs.sources, code_version=code_version(),
                    settings=settings_snapshot(strategy.apply(settings)),
-                   config_file=None if config is None else (Path(config["path"]), str(config["sha256"])))
+                   config_file=None if config is None else (Path(config["path"]), str(config["sha256"])),
+                   origin=inputs.origin, span=inputs.span)
 
 
 def run_and_save(settings: Settings, inputs: MarketInputs, spec: RunSpec, root: Path, *,
@@ -753,10 +983,18 @@ def find_perfect_information(root: Path, run: StoredRun) -> StoredRun | None:
 
 
 def inputs_of(run: StoredRun) -> MarketInputs:
-    """Load the data a stored run read (its ``--data`` paths); RunError when they are gone or changed."""
+    """Load the data a stored run read (its ``--data`` paths, or the same span of the same market store);
+    RunError when they are gone or changed."""
     sources = [Path(p) for p in run.summary.get("data_sources", [])]
+    span = run.summary.get("data_span")
     try:
-        inputs = load_inputs(sources)
+        if run.summary.get("data_origin") == STORE_ORIGIN and span and len(sources) == 1:
+            if not (sources[0] / MANIFEST_NAME).is_file():
+                raise RunError(f"the market store {sources[0]} is gone")
+            inputs = load_store_inputs(MarketStore(sources[0]), [str(run.summary["region"])],
+                                       (datetime.fromisoformat(span[0]), datetime.fromisoformat(span[1])))
+        else:
+            inputs = load_inputs(sources)
     except RunError as error:
         raise RunError(f"run {run.run_id}: its data cannot be loaded again: {error}") from None
     recorded = sorted((d["table"], d["sha256"]) for d in run.summary.get("data", []))

@@ -60,7 +60,7 @@ from algorithms.market.forecast_skill import (
     seasonal_naive_forecast,
     spread_decision_times,
 )
-from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices, empty_predispatch
+from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices
 from algorithms.registry import default_registry
 from pools.blas import single_threaded_blas
 from settings import Settings
@@ -488,7 +488,7 @@ def run_p5min_cases(settings: Settings, p5min: P5minPrices, *, region: str,
     product is scored where the data has it).
     """
     history = dispatch if dispatch is not None else p5min.first_interval_prices()
-    runs_predispatch = predispatch if predispatch is not None else empty_predispatch(history.products)
+    runs_predispatch = predispatch if predispatch is not None else PredispatchPrices.empty(history.products)
     times = p5min_decision_times(p5min, region, settings)
     # The cycle must find a price history: decisions start once the first interval is published.
     publication = publication_model(settings.market_data)
@@ -526,7 +526,7 @@ def run_cases(settings: Settings, *, region: str | None = None, decisions: int =
         count = min(decisions, (window_end - window_start) // INTERVAL)
         times = spread_decision_times(window_start, window_end, count,
                                       schedule_offset_s=settings.cycle.schedule_offset_s, seed=seed)
-        nothing = empty_predispatch(recent.products)
+        nothing = PredispatchPrices.empty(recent.products)
         for case in HISTORY_ONLY_CASES:
             table = score_case(recent, nothing, settings, region=region, case=case, times=times,
                                products=(ENERGY,), workers=workers, seed=seed)

@@ -6,6 +6,9 @@
 2. A second sync that finds nothing new: seconds (goal < 2 s), files ingested (must be 0).
 3. One region-month of DISPATCHPRICE: loaded from the store vs parsed from AEMO's zip (median of
    ``repeats``; goal: store < 1 s).
+4. The same region-month from the store into the platform's price tables (``DispatchPrices`` and the
+   empty ``PredispatchPrices`` of data without AEMO's forecasts, with the source files' sha256:
+   :func:`aemo.store_prices.load_store_prices`, what ``vpp backtest run`` reads; goal < 1 s).
 
 Run ``vpp bench store`` (or ``python -m bench.market_store``). Figures are printed, never asserted.
 """
@@ -18,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +31,8 @@ from rich.table import Table
 from aemo.archive_files import read_file
 from aemo.nemweb import HttpSource, SyncReport, SyncRequest, month_folder, sync
 from aemo.store import MarketStore
-from aemo.tables import normalise, parse_month, schema_named
+from aemo.store_prices import load_store_prices
+from aemo.tables import next_month, normalise, parse_month, schema_named
 from settings import REPO_ROOT, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -51,6 +56,8 @@ class StoreBenchFigures:
     load_store_s: float
     load_parse_s: float
     repeats: int
+    tables_s: float = 0.0
+    tables_products: int = 0
 
 
 def _median_seconds(action: Callable[[], int], repeats: int) -> tuple[float, int]:
@@ -104,10 +111,21 @@ def run_store_bench(settings: Settings, *, region: str = "SA1", month: str = "20
                         rows += int((frame["REGIONID"] == region).sum())
             return rows
 
+        products: list[int] = []
+
+        def into_tables() -> int:
+            start = datetime.combine(first_month, datetime.min.time())
+            end = datetime.combine(next_month(first_month), datetime.min.time())
+            loaded = load_store_prices(store, regions=[region], start=start, end=end)
+            products[:] = [len(loaded.dispatch.products)]
+            return int(loaded.dispatch.intervals.size)
+
         load_store_s, load_rows = _median_seconds(from_store, repeats)
         load_parse_s, _ = _median_seconds(from_zips, repeats)
+        tables_s, _ = _median_seconds(into_tables, repeats)
     return StoreBenchFigures(first_sync=first, second_sync=second, region=region, month=month, load_rows=load_rows,
-                             load_store_s=load_store_s, load_parse_s=load_parse_s, repeats=repeats)
+                             load_store_s=load_store_s, load_parse_s=load_parse_s, repeats=repeats, tables_s=tables_s,
+                             tables_products=products[0] if products else 0)
 
 
 def _verdict(seconds: float, goal: float) -> str:
@@ -128,6 +146,9 @@ def print_figures(figures: StoreBenchFigures, console: Console) -> None:
                   f"{figures.load_store_s:.4f}", _verdict(figures.load_store_s, LOAD_GOAL_S))
     table.add_row(f"DISPATCHPRICE {figures.region} {figures.month} parsed from the zip", "", f"{figures.load_rows:,}",
                   "", f"{figures.load_parse_s:.4f}", "")
+    table.add_row(f"{figures.region} {figures.month} from the store into DispatchPrices "
+                  f"({figures.tables_products} products)", "", f"{figures.load_rows:,}", "", f"{figures.tables_s:.4f}",
+                  _verdict(figures.tables_s, LOAD_GOAL_S))
     console.print(table)
     if first.failed or second.failed:
         console.print(f"failures: {first.summary()} / {second.summary()}", highlight=False)

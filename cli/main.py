@@ -109,12 +109,13 @@ def fail(message: str) -> typer.Exit:
 @contextmanager
 def clean_errors() -> Iterator[None]:
     """Turn configuration errors, taken ports and failed parts into one clear message and exit code 1."""
+    from aemo.errors import AemoDataError
     from services.health import PortInUseError
     from stack.ports import StackError
 
     try:
         yield
-    except (ConfigError, StackError, PortInUseError) as exc:
+    except (ConfigError, StackError, PortInUseError, AemoDataError) as exc:
         raise fail(str(exc)) from None
 
 
@@ -532,6 +533,14 @@ BACKTEST_TIME_FORMATS = ["%Y-%m-%d", *DEMO_START_FORMATS]
 OUT_HELP = "Folder holding the runs (one sub-folder per run id)."
 
 
+class DataSource(StrEnum):
+    """Where a backtest reads its market data when no --data is given (backtest/runs.choose_inputs)."""
+
+    AUTO = "auto"
+    STORE = "store"
+    FILES = "files"
+
+
 @contextmanager
 def backtest_errors() -> Iterator[None]:
     """Turn a backtest's input errors (strategy, parameters, data, period, runs) into one line and exit 1."""
@@ -552,8 +561,12 @@ def backtest_errors() -> Iterator[None]:
 def backtest_run(
     ctx: typer.Context,
     data: Annotated[list[Path] | None, typer.Option(
-        "--data", help="MMS data: a folder, or DISPATCHPRICE and PREDISPATCHPRICE files (parquet, CSV, raw MMS "
-        "CSV or zip; default: the configured data folder). Repeat for several.")] = None,
+        "--data", help="MMS data: a folder, or DISPATCHPRICE (and optionally PREDISPATCHPRICE) files (parquet, "
+        "CSV, raw MMS CSV or zip). Repeat for several. Default: see --source.")] = None,
+    source: Annotated[DataSource, typer.Option(
+        "--source", help="Without --data: 'auto' reads the market store (vpp data sync) when a period is given "
+        "and the store holds it, else the configured data folder (January 2021); 'store' or 'files' forces "
+        "one.")] = DataSource.AUTO,
     region: Annotated[str | None, typer.Option(help="NEM region (default: the cycle's region).")] = None,
     start: Annotated[datetime | None, typer.Option(
         formats=BACKTEST_TIME_FORMATS, help="Period start, market time AEST: the first interval bid starts "
@@ -584,11 +597,11 @@ def backtest_run(
     from backtest.compare import headline
     from backtest.report import decision_progress
     from backtest.runs import (
-        load_inputs,
+        choose_inputs,
+        data_line,
         make_spec,
         perfect_information_spec,
         require_price_limits,
-        resolve_period,
         run_and_save,
         with_data_price_limits,
     )
@@ -601,9 +614,9 @@ def backtest_run(
         strategy = resolve_strategy(settings, forecaster=forecaster, optimiser=optimiser, bid_builder=bid_builder,
                                     parameter_file=params, assignments=param or [])
         chosen_region = region or settings.cycle.region
-        inputs = load_inputs(data or [settings.market_data.data_dir])
+        inputs, period = choose_inputs(settings, strategy, chosen_region, data=data or [], source=source.value,
+                                       start=start, end=end, days=days)
         settings = with_data_price_limits(settings, inputs)
-        period = resolve_period(inputs.dispatch, chosen_region, start=start, end=end, days=days)
         require_price_limits(settings, period)
         _check_plot_day(day, period.first_interval, period.last_interval)
         spec = make_spec(settings, inputs, chosen_region, period, strategy,
@@ -617,6 +630,7 @@ def backtest_run(
                                             report=report, plot_day=day)
             out_console.print(f"perfect-information run {twin_spec.run_id} → {folder}", highlight=False,
                               soft_wrap=True)
+        out_console.print(data_line(inputs, chosen_region, period), highlight=False, soft_wrap=True)
         with decision_progress(console(to_stderr=True), f"{chosen_region} backtest") as progress:
             outcome, folder = run_and_save(settings, inputs, spec, out, workers=workers, progress=progress,
                                            report=report, plot_day=day,
@@ -628,6 +642,68 @@ def backtest_run(
             informed = twin.summary["results"]["total_revenue_dollars"]
             out_console.print(f"perfect information: revenue ${informed:,.0f}; value of perfect information "
                               f"${informed - realised:,.0f}", highlight=False, soft_wrap=True)
+
+
+@backtest_app.command("months")
+def backtest_months(
+    ctx: typer.Context,
+    region: Annotated[list[str] | None, typer.Option(
+        "--region", help="Region to backtest; repeat for several (default: SA1 and NSW1).")] = None,
+    month: Annotated[list[str] | None, typer.Option(
+        "--month", help="Only this month of the store, YYYY-MM; repeat for several (default: every month held).")]
+        = None,
+    embedded: Annotated[bool, typer.Option(
+        help="Also January 2021 of the configured data folder (with AEMO's forecasts) for the cycle's region.")] = True,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: every core).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for months.csv and months.md.")] = Path("backtests/months"),
+) -> None:
+    """The regimes table: backtest every month and region of the market store with enough data (each stretch of
+    consecutive data after its first day) and January 2021, against perfect foresight over the same intervals."""
+    from rich.progress import Progress
+
+    from aemo.tables import parse_month
+    from backtest.engine import DEFAULT_WORKERS
+    from backtest.months import run_months, split_text, write_months
+
+    settings = load(ctx)
+    chosen = region or ["SA1", "NSW1"]
+    with clean_errors(), backtest_errors():
+        try:
+            months = [parse_month(text) for text in month] if month else None
+        except ValueError as error:
+            raise fail(str(error)) from None
+        progress = Progress(console=console(to_stderr=True), transient=True)
+        tasks: list[Any] = []
+
+        def advance(_: object) -> None:  # shown from the first result on: no empty line before an error
+            if not tasks:
+                progress.start()
+                tasks.append(progress.add_task("stretches backtested", total=None))
+            progress.advance(tasks[0])
+
+        try:
+            rows = run_months(settings, regions=chosen, months=months, include_embedded=embedded,
+                              workers=workers or DEFAULT_WORKERS, on_result=advance)
+        finally:
+            if tasks:
+                progress.stop()
+        if not rows:
+            raise fail(f"no month of {', '.join(chosen)} has enough data (more than a day of consecutive dispatch "
+                       "prices): sync the market store first (vpp data sync)")
+        csv_path, markdown_path = write_months(out, rows)
+    table = Table(title="Backtests by month and region (capture vs perfect foresight over the same intervals)",
+                  title_justify="left")
+    for column in ("month", "region", "data", "AEMO forecasts", "FCAS markets", "decisions", "realised $",
+                   "energy / FCAS", "1-second $", "perfect foresight $", "capture", "failed decisions"):
+        table.add_column(column, justify="left" if column in ("month", "region", "data") else "right")
+    for row in rows:
+        table.add_row(row.month, row.region, row.source, "yes" if row.aemo_forecasts else "no", str(row.fcas_markets),
+                      f"{row.decisions:,}", f"{row.total_revenue_dollars:,.0f}", split_text(row),
+                      f"{row.one_second_revenue_dollars:,.0f}", f"{row.perfect_foresight_dollars:,.0f}",
+                      "–" if row.capture is None else f"{row.capture:.1%}", str(row.failed_decisions))
+    shown = console()
+    shown.print(table)
+    shown.print(f"written: {csv_path}, {markdown_path}", highlight=False, soft_wrap=True)
 
 
 def _check_plot_day(day: str | None, first_interval: datetime, last_interval: datetime) -> None:

@@ -48,8 +48,8 @@ import grpc
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aemo.mms import load_dispatch_prices
 from aemo.price_thresholds import read_price_thresholds, with_price_thresholds
+from aemo.store_prices import configured_dispatch_prices
 from algorithms.common import nem_time
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.content_hash import message_bytes, sha256_hex
@@ -582,8 +582,8 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     """Run the BidService on ``settings.stack.bid_service_port`` until ``stop`` is set.
 
     Requires ``settings.database_url`` (see :func:`models.db.resolve_database_url`); migrates the
-    database, loads DISPATCHPRICE (and MARKET_PRICE_THRESHOLDS, :func:`market_rules_of_data`) from
-    ``settings.market_data.data_dir`` and serves with gRPC health. A trading day of the data whose price limits
+    database, loads DISPATCHPRICE from the configured source (``[market_data] source``) and MARKET_PRICE_THRESHOLDS
+    (:func:`market_rules_of_data`) and serves with gRPC health. A trading day of the data whose price limits
     no source gives stops the start with :class:`settings.PriceLimitsUnknownError`.
     ``security`` (bind host, TLS, accepted tokens) defaults to the environment's.
     Raises ValueError without a database URL and services.health.PortInUseError when the port is taken.
@@ -596,7 +596,7 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     applied = await asyncio.to_thread(migrate, database_url)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
-    historical = await asyncio.to_thread(load_dispatch_prices, settings.market_data.data_dir)
+    historical = await asyncio.to_thread(configured_dispatch_prices, settings)
     rules = await asyncio.to_thread(market_rules_of_data, settings)
     dispatch_prices = with_administered_pricing(historical, rules)  # PriceLimitsUnknownError: a year no source covers
     fleet_units = await asyncio.to_thread(registered_fleet_units, settings, database_url)

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import grpc
 
-from aemo.mms import load_market_data
+from aemo.store_prices import configured_market_tables
 from algorithms.common.nem_time import from_timestamp, to_timestamp
 from algorithms.market.as_of import (
     DEFAULT_HISTORY_INTERVALS,
@@ -76,16 +76,17 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
 @asynccontextmanager
 async def market_tables(settings: Settings) -> AsyncIterator[Callable[[], MarketTables]]:
     """The service's tables by ``[market_data] source``, while the ``async with`` lasts: "files" loads the
-    MMS tables of ``data_dir`` once (publication simulated by the settings); "live" follows AEMO's current
-    reports (:func:`services.market_live.live_market_tables`). Raises MmsFormatError when files cannot be
-    loaded, :class:`aemo.errors.AemoDataError` when the live source or store cannot be used."""
+    MMS tables of ``data_dir`` once (the embedded January 2021 month by default) and "store" the market
+    store over the replay period (:func:`aemo.store_prices.configured_market_tables`; publication simulated
+    by the settings); "live" follows AEMO's current reports (:func:`services.market_live.live_market_tables`).
+    Raises :class:`aemo.errors.AemoDataError` (MmsFormatError among them) when the data cannot be used."""
     if settings.market_data.source == "live":
         from services.market_live import live_market_tables
 
         async with live_market_tables(settings) as live:
             yield live
         return
-    dispatch, predispatch = await asyncio.to_thread(load_market_data, settings.market_data.data_dir)
+    dispatch, predispatch = await asyncio.to_thread(configured_market_tables, settings)
     loaded = MarketTables(dispatch=dispatch, predispatch=predispatch,
                           publication=publication_model(settings.market_data))
     yield lambda: loaded

@@ -226,7 +226,7 @@ class CycleSettings:
 
 
 CYCLE_CLOCKS = ("replay", "live")
-MARKET_DATA_SOURCES = ("files", "live")
+MARKET_DATA_SOURCES = ("files", "store", "live")
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,8 @@ class MarketDataSettings:
     """Where the market-data service's prices come from and when values become known (seconds; AEST).
 
     ``source``: "files" (the MMS tables of ``data_dir``, published as ``dispatch_price_delay_s`` and
-    ``missing_intervals`` simulate) or "live" (AEMO's current reports of ``live_folders``, polled every
+    ``missing_intervals`` simulate), "store" (the market store of ``[market_store]`` over the replay period
+    of ``[cycle]``, published the same way) or "live" (AEMO's current reports of ``live_folders``, polled every
     ``live_poll_s`` seconds; a value is known when its file was published and LATE after its interval end
     + ``dispatch_price_delay_s``). Live downloads: ``live_attempts`` per request, ``live_timeout_s`` each; a
     file that failed is tried again at a later poll, the wait doubling up to ``live_retry_max_s``.
@@ -517,19 +518,19 @@ def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
 
 
 def _market_data(table: dict[str, Any]) -> MarketDataSettings:
-    live_poll_s = float(table.get("live_poll_s", 5.0))
+    live_poll_s = float(table["live_poll_s"])
     if not live_poll_s > 0:
         raise ValueError(f"market_data.live_poll_s must be > 0 seconds, got {live_poll_s}")
     return MarketDataSettings(
         data_dir=_resolve(table["data_dir"]),
         dispatch_price_delay_s=float(table["dispatch_price_delay_s"]),
         missing_intervals=tuple(datetime.fromisoformat(t) for t in table["missing_intervals"]),
-        source=_one_of(str(table.get("source", "files")), MARKET_DATA_SOURCES, "market_data.source"),
+        source=_one_of(str(table["source"]), MARKET_DATA_SOURCES, "market_data.source"),
         live_poll_s=live_poll_s,
-        live_folders=tuple(str(folder) for folder in table.get("live_folders", MarketDataSettings.live_folders)),
-        live_attempts=int(table.get("live_attempts", 2)),
-        live_timeout_s=float(table.get("live_timeout_s", 10.0)),
-        live_retry_max_s=float(table.get("live_retry_max_s", 60.0)),
+        live_folders=tuple(str(folder) for folder in table["live_folders"]),
+        live_attempts=int(table["live_attempts"]),
+        live_timeout_s=float(table["live_timeout_s"]),
+        live_retry_max_s=float(table["live_retry_max_s"]),
     )
 
 

@@ -212,10 +212,10 @@ def test_bad_configuration_is_refused_with_a_reason(
     with pytest.raises(BacktestError, match=r"unknown region 'XX1'.*SA1"):
         run_backtest(bench_settings, *tables, BacktestConfig(region="XX1", first_decision=FIRST_DECISION,
                                                              decisions=1))
-    late = datetime(2021, 1, 31, 23, 50, 30)  # bids 2021-02-01 00:00 (the last interval), 00:05, 00:10
-    with pytest.raises(BacktestError, match="2 of the 3 dispatch intervals are not in the dispatch data, "
-                                            "first 2021-02-01 00:05"):
-        run_backtest(bench_settings, *tables, _small("SA1", late, 3))
+    after = datetime(2021, 2, 1, 0, 0, 30)  # bids 2021-02-01 00:10, 00:15: past the data
+    with pytest.raises(BacktestError, match="none of the 2 dispatch intervals from 2021-02-01 00:10 is in the "
+                                            "dispatch data"):
+        run_backtest(bench_settings, *tables, _small("SA1", after, 2))
     with pytest.raises(BacktestError, match="decisions must be at least 1"):
         BacktestConfig(region="SA1", first_decision=FIRST_DECISION, decisions=0)
     with pytest.raises(BacktestError, match="naive AEST"):

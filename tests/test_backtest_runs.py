@@ -18,6 +18,7 @@ from backtest.runs import (
     code_version,
     data_files,
     find_run,
+    intervals_with_prices,
     list_runs,
     perfect_information_spec,
     resolve_period,
@@ -67,8 +68,16 @@ def test_periods_without_prices_are_refused_with_what_the_data_covers() -> None:
     dispatch = tiny_dispatch(FIRST, 288, missing=(10,))
     with pytest.raises(RunError, match=r"no SA1 dispatch prices in the period 2020-01-01 00:00 .. 2020-01-02 00:00"):
         resolve_period(dispatch, "SA1", start=datetime(2020, 1, 1), days=1)
-    with pytest.raises(RunError, match=r"1 of the 288 intervals .* \(first: ending 2021-01-15 04:55\)"):
-        resolve_period(dispatch, "SA1")
+    # A gap inside the data is no error: the run makes no decision there.
+    period = resolve_period(dispatch, "SA1")
+    assert period.intervals == 288 and intervals_with_prices(dispatch, "SA1", period) == 287
+    # A period reaching past the data (or past what the source holds) is refused.
+    with pytest.raises(RunError, match=r"2 of the 289 intervals .* \(first: ending 2021-01-16 04:05\); the data "
+                                       r"covers intervals ending 2021-01-15 04:05 .. 2021-01-16 04:00"):
+        resolve_period(dispatch, "SA1", end=datetime(2021, 1, 16, 4, 5))
+    with pytest.raises(RunError, match=r"first: ending 2021-01-15 04:05\); the data covers intervals ending "
+                                       r"2021-01-15 04:10"):
+        resolve_period(dispatch, "SA1", held=(datetime(2021, 1, 15, 4, 10), datetime(2021, 1, 16, 4)))
 
 
 def test_data_files_from_folders_and_files(tmp_path: Path) -> None:
@@ -82,8 +91,9 @@ def test_data_files_from_folders_and_files(tmp_path: Path) -> None:
     assert [p.name for p in listed["DISPATCHPRICE"]] == ["PUBLIC_DISPATCHPRICE_1.csv"]
     with pytest.raises(RunError, match="cannot tell which MMS table"):
         data_files([tmp_path / "notes.txt"])
-    with pytest.raises(RunError, match="no PREDISPATCHPRICE file"):
-        data_files([tmp_path / "PUBLIC_DISPATCHPRICE_1.csv"])
+    assert data_files([tmp_path / "PUBLIC_DISPATCHPRICE_1.csv"])["PREDISPATCHPRICE"] == []  # optional
+    with pytest.raises(RunError, match="no DISPATCHPRICE file"):
+        data_files([tmp_path / "PUBLIC_PREDISPATCHPRICE_1.csv"])
 
 
 def spec(**changes: object) -> RunSpec:

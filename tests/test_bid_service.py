@@ -101,12 +101,17 @@ def _cached_dispatch_prices(data_dir: Path) -> DispatchPrices:
     return load_dispatch_prices(data_dir)
 
 
+def _configured_dispatch_prices(settings: Settings) -> DispatchPrices:
+    assert settings.market_data.source == "files"
+    return _cached_dispatch_prices(settings.market_data.data_dir)
+
+
 @pytest.fixture
 async def market(
     settings: Settings, migrated_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Market]:
     # Each test gets its own server and unit; the price data is read once for all of them.
-    monkeypatch.setattr(bid_service, "load_dispatch_prices", _cached_dispatch_prices)
+    monkeypatch.setattr(bid_service, "configured_dispatch_prices", _configured_dispatch_prices)
     unit_id = f"T{uuid.uuid4().hex[:8]}"
     port = free_port()
     configured = replace(

@@ -27,7 +27,7 @@ from algorithms.market.forecast import (
     run_forecast,
     run_forecast_v3,
 )
-from algorithms.market.prices import DispatchPrices, PredispatchPrices, empty_predispatch
+from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from bench.forecast_skill import P5MIN_CASES, run_p5min_cases, with_forecaster
 from settings import load_settings
 from tests.p5min_extracts import load_extracts
@@ -170,7 +170,7 @@ def test_p5min_extracts_forecast_lies_closer_to_p5min() -> None:
     covers is closer to that run's prices with it than without it."""
     extracts = load_extracts()
     history = extracts.first_interval_prices()
-    nothing = empty_predispatch(history.products)
+    nothing = PredispatchPrices.empty(history.products)
     closer = 0
     decisions = 0
     for minutes in range(5, 90, 5):

@@ -194,8 +194,69 @@ def test_absent_tables_are_clear_errors(tmp_path: Path) -> None:
         load_market_data(tmp_path)
     pd.DataFrame({"SETTLEMENTDATE": ["2021/01/01 00:05:00"], "REGIONID": ["SA1"], "RRP": [1.0]}).to_parquet(
         tmp_path / "PUBLIC_DVD_DISPATCHPRICE_202101.parquet")
+    dispatch, predispatch = load_market_data(tmp_path)  # no AEMO forecasts: an empty pre-dispatch table
+    assert dispatch.regions == ("SA1",)
+    assert predispatch.is_empty and predispatch.regions == ()
     with pytest.raises(MmsFormatError, match="no PREDISPATCHPRICE file"):
-        load_market_data(tmp_path)
+        load_predispatch_prices(tmp_path)
+
+
+def test_an_empty_predispatch_table_gives_snapshots_without_runs() -> None:
+    from algorithms.market.as_of import PublicationModel, build_snapshot
+
+    dispatch = load_dispatch_prices(DISPATCH_FILE)
+    snapshot = build_snapshot(dispatch, PredispatchPrices.empty(), region="SA1",
+                              dispatch_interval=datetime(2021, 1, 2, 0, 10), as_of=datetime(2021, 1, 2, 0, 0, 30),
+                              history_intervals=12, publication=PublicationModel(dispatch_price_delay_s=20.0))
+    assert not snapshot.predispatch
+    assert "no pre-dispatch data for region SA1" in snapshot.quality_notes
+
+
+# --------------------------------------------------------------------------------------------------
+# AEMO's own files (data/nemweb), through the one MMS reader
+# --------------------------------------------------------------------------------------------------
+
+
+def test_aemo_archive_zips_read_as_the_store_reads_them(tmp_path: Path) -> None:
+    from aemo.store import MarketStore
+    from tests.aemo_fixtures import archive_zip
+
+    for month, fcas in (("2024_07", 8), ("2025_01", 10)):
+        path = archive_zip(month, "DISPATCHPRICE")
+        dispatch = load_dispatch_prices(path)
+        assert dispatch.regions == ("NSW1", "SA1")
+        assert len(dispatch.products) == 1 + fcas
+        assert ("RAISE1SEC" in dispatch.products) == (fcas == 10)
+        store = MarketStore(tmp_path / month)
+        store.ingest_path(path, tables=["DISPATCHPRICE"])
+        rows = store.load("DISPATCHPRICE", regions=["SA1"])
+        np.testing.assert_array_equal(dispatch.series("SA1", "ENERGY"), rows["RRP"].to_numpy())
+        np.testing.assert_array_equal(dispatch.intervals, rows["SETTLEMENTDATE"].to_numpy(dtype="datetime64[s]"))
+
+
+def test_intervention_rows_of_an_aemo_file_are_left_out() -> None:
+    from tests.aemo_fixtures import DISPATCHPRICE_ROWS, archive_zip
+
+    dispatch = load_dispatch_prices(archive_zip("2018_04", "DISPATCHPRICE"))
+    # 5,342 D rows, INTERVENTION = 1 among them: two regions x the intervals with a price of the pricing run.
+    assert int(np.isfinite(dispatch.price[:, :, 0]).sum()) < DISPATCHPRICE_ROWS["2018_04"]
+    assert int(np.isfinite(dispatch.price[:, :, 0]).sum()) == 2 * len(dispatch.intervals)
+    assert len(dispatch.products) == 9
+
+
+def test_a_raw_file_without_the_table_names_what_it_holds(tmp_path: Path) -> None:
+    path = tmp_path / "PUBLIC_DISPATCHIS_202401010005.csv"
+    path.write_text("C,NEMP.WORLD,DISPATCHIS,AEMO,PUBLIC,2024/01/01,00:00:14,1,DISPATCHIS\n"
+                    "I,DISPATCH,CASESOLUTION,2,SETTLEMENTDATE,RUNNO\n"
+                    'D,DISPATCH,CASESOLUTION,2,"2024/01/01 00:05:00",1\n'
+                    'C,"END OF REPORT",4\n')
+    with pytest.raises(MmsFormatError, match=r"no DISPATCHPRICE table \(DISPATCH\.PRICE or DREGION\).*"
+                                              r"DISPATCH\.CASESOLUTION"):
+        load_dispatch_prices(path)
+    cut = tmp_path / "PUBLIC_DVD_DISPATCHPRICE_202401010000.csv"
+    cut.write_text(_raw_dispatch_text().rsplit("C,", 1)[0])
+    with pytest.raises(MmsFormatError, match="END OF REPORT"):
+        load_dispatch_prices(cut)
 
 
 # --------------------------------------------------------------------------------------------------

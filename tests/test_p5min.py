@@ -21,7 +21,7 @@ from aemo.store import MarketStore
 from algorithms.common.nem_time import from_timestamp, to_timestamp
 from algorithms.market.as_of import PublicationModel, build_snapshot
 from algorithms.market.cycle_requests import forecast_request
-from algorithms.market.prices import P5minPrices, PredispatchPrices, empty_predispatch
+from algorithms.market.prices import P5minPrices, PredispatchPrices
 from tests.p5min_extracts import EXTRACTS, load_extracts
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 
@@ -136,7 +136,7 @@ def _january() -> tuple[object, PredispatchPrices]:
 
 def _snapshot(table: P5minPrices | None, as_of: datetime) -> market_data_pb2.MarketSnapshot:
     history = table.first_interval_prices() if table is not None else extracts().first_interval_prices()
-    return build_snapshot(history, empty_predispatch(history.products), region="QLD1",
+    return build_snapshot(history, PredispatchPrices.empty(history.products), region="QLD1",
                           dispatch_interval=datetime(2026, 10, 9, 4, 35), as_of=as_of, history_intervals=12,
                           publication=PublicationModel(dispatch_price_delay_s=20.0), p5min=table)
 
@@ -203,7 +203,7 @@ def test_no_run_published_after_as_of_reaches_the_snapshot(seconds: int) -> None
                            row_start=table.row_start, row_stop=table.row_stop,
                            latest_run_position=table.latest_run_position)
     history = table.first_interval_prices()
-    nothing = empty_predispatch(history.products)
+    nothing = PredispatchPrices.empty(history.products)
     arguments = {"region": "QLD1", "dispatch_interval": datetime(2026, 10, 9, 4, 0), "as_of": as_of,
                  "history_intervals": 12, "publication": PublicationModel(dispatch_price_delay_s=20.0)}
     honest = build_snapshot(history, nothing, p5min=table, **arguments)  # type: ignore[arg-type]

@@ -85,3 +85,9 @@ def test_market_data_source_and_cycle_clock_are_checked(tmp_path: Path) -> None:
         bad.write_text(text)
         with pytest.raises(ConfigError, match=named):
             load_settings(bad, environ={})
+
+
+def test_the_market_store_is_a_market_data_source(tmp_path: Path) -> None:
+    store = tmp_path / "store.toml"
+    store.write_text('[market_data]\nsource = "store"\n')
+    assert load_settings(store, environ={}).market_data.source == "store"

@@ -15,6 +15,21 @@ from algorithms.common.nem_time import to_timestamp
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 
 
+def forecastable_products(snapshot: market_data_pb2.MarketSnapshot) -> tuple[str, ...]:
+    """The products of ``snapshot`` a forecast can be made for: those with a price known (or estimated) in
+    their history or a pre-dispatch forecast, in the snapshot's order.
+
+    A product the data names but whose market had no price yet as of the snapshot (RAISE1SEC before
+    9 October 2023, or in a month of DISPATCHPRICE v4 next to one of v5) has nothing to forecast from: it
+    is not forecast and not planned, and its bid offers nothing.
+    """
+    missing = common_pb2.DATA_QUALITY_MISSING
+    known = {history.product for history in snapshot.history
+             if any(quality != missing for quality in history.quality)}
+    known |= {forecast.product for forecast in snapshot.predispatch if len(forecast.price)}
+    return tuple(product for product in snapshot.products if product in known)
+
+
 def forecast_request(
     snapshot: market_data_pb2.MarketSnapshot,
     product: str,

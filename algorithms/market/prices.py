@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from algorithms.common.products import ENERGY
+
 
 def frozen_array(array: np.ndarray) -> np.ndarray:
     """``array``, made read-only (in place)."""
@@ -258,6 +260,18 @@ class PredispatchPrices:
                    row_period=index.row_period, row_price=index.row_price, row_start=index.row_start,
                    row_stop=index.row_stop, latest_run_position=index.latest_run_position)
 
+    @classmethod
+    def empty(cls, products: tuple[str, ...] = (ENERGY,)) -> PredispatchPrices:
+        """No pre-dispatch run at all (data without AEMO's forecasts): every look-up finds nothing."""
+        nothing = np.array([], dtype="datetime64[s]")
+        index = index_runs(nothing, nothing, np.array([], dtype=str), nothing, np.empty((0, len(products))))
+        return cls.from_index(index, products)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the table holds no run (no AEMO forecast to blend)."""
+        return len(self.run_time) == 0
+
     def region_index(self, region: str) -> int:
         """Position of ``region`` in :attr:`regions`; KeyError listing the known regions otherwise."""
         return _region_position(self.regions, region)
@@ -375,10 +389,3 @@ class P5minPrices:
             price[region_pos, position] = self.row_price[first_rows[starts_run]]
         return DispatchPrices(intervals=intervals.astype("datetime64[s]"), regions=self.regions,
                               products=self.products, price=price)
-
-
-def empty_predispatch(products: tuple[str, ...]) -> PredispatchPrices:
-    """A pre-dispatch table without any run, for data that has none (every look-up finds nothing)."""
-    nothing = np.array([], dtype="datetime64[s]")
-    index = index_runs(nothing, nothing, np.array([], dtype=str), nothing, np.empty((0, len(products))))
-    return PredispatchPrices.from_index(index, products)

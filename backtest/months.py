@@ -1,0 +1,255 @@
+"""The regimes table: every month and region of the market store with enough data, backtested with the
+current strategy and compared with perfect foresight over the same intervals.
+
+**Enough data.** A month's DISPATCHPRICE of a region is cut into stretches of consecutive intervals (the
+test data holds days 1–3 and the last 2–3 days of each month; AEMO's full months are one stretch). Each
+stretch's first day (``warmup_intervals``, 288) is history only; every later interval of it is a decision.
+A stretch of a day or less gives no decision, and a month without one is left out. History reaches back as
+far as the strategy's window (7 days) across gaps and months: what the data does not hold is MISSING.
+January 2021 of the configured data folder (the embedded month, with AEMO's pre-dispatch forecasts) joins
+the table for the cycle's region (``[cycle] region``, SA1), under the same rule: the reference the store's
+months are read against.
+
+Every stretch is one :class:`~backtest.engine.BacktestConfig` (the battery starts each stretch at the
+configured SoC); all of them run through :func:`backtest.engine.run_backtests`, in parallel. Perfect
+foresight is :func:`backtest.engine.perfect_foresight_revenue` (energy + FCAS) per stretch, with the
+products priced in every interval of it (:func:`backtest.runs.segment_market`). A row sums its stretches.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from aemo.tables import month_label, next_month
+from algorithms.market.prices import DispatchPrices
+from backtest.engine import (
+    BacktestConfig,
+    BacktestResult,
+    market_prices,
+    perfect_foresight_revenue,
+    run_backtests,
+)
+from backtest.ledger import contiguous_runs
+from backtest.runs import (
+    FILES_ORIGIN,
+    STORE_ORIGIN,
+    MarketInputs,
+    Period,
+    RunError,
+    data_span,
+    load_inputs,
+    load_store_inputs,
+    open_store,
+    segment_market,
+)
+from settings import Settings
+
+INTERVAL = timedelta(minutes=5)
+CSV_FILE = "months.csv"
+MARKDOWN_FILE = "months.md"
+EMBEDDED_MONTH = date(2021, 1, 1)
+
+Progress = Callable[[BacktestResult], None]
+
+
+@dataclass(frozen=True)
+class MonthRow:
+    """One month and region of the regimes table: revenue ($) realised (energy, FCAS, of which the 1-second
+    markets) and of perfect foresight over the same intervals, capture and the energy share as fractions
+    (None without a benchmark or revenue). ``source``: ``store`` or ``files``; ``fcas_markets``: the FCAS
+    products priced in the month; ``stretches``: the periods of consecutive data decided in."""
+
+    month: str
+    region: str
+    source: str
+    aemo_forecasts: bool
+    fcas_markets: int
+    stretches: int
+    decisions: int
+    intervals_without_data: int
+    energy_revenue_dollars: float
+    fcas_revenue_dollars: float
+    total_revenue_dollars: float
+    one_second_revenue_dollars: float
+    perfect_foresight_dollars: float
+    capture: float | None
+    energy_share: float | None
+    failed_decisions: int
+    validation_rejections: int
+
+
+def month_periods(dispatch: DispatchPrices, region: str, month: date, warmup_intervals: int) -> list[Period]:
+    """The decision periods of ``region`` in ``month`` (see the module docstring): for each stretch of
+    consecutive intervals with an ENERGY price (interval-ending AEST, the month's intervals ending after
+    00:00 on its 1st up to 00:00 on the next 1st), the part after its first ``warmup_intervals``. Pure."""
+    first = np.datetime64(datetime(month.year, month.month, 1), "s") + np.timedelta64(300, "s")
+    last = np.datetime64(datetime.combine(next_month(month), datetime.min.time()), "s")
+    if region not in dispatch.regions:
+        return []
+    priced = np.isfinite(dispatch.price[dispatch.region_index(region), :, 0])
+    inside = (dispatch.intervals >= first) & (dispatch.intervals <= last) & priced
+    intervals = [moment.item() for moment in dispatch.intervals[inside].astype("datetime64[s]")]
+    periods: list[Period] = []
+    for start, count in contiguous_runs(intervals):
+        if count > warmup_intervals:
+            decision_start = start + INTERVAL * (warmup_intervals - 1)
+            periods.append(Period(decision_start, start + INTERVAL * (count - 1)))
+    return periods
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The stretches of one month and region, and the data they run on."""
+
+    month: date
+    region: str
+    inputs: MarketInputs
+    periods: tuple[Period, ...]
+
+
+def _fcas_markets(dispatch: DispatchPrices, region: str, month: date) -> int:
+    first = np.datetime64(datetime(month.year, month.month, 1), "s")
+    last = np.datetime64(datetime.combine(next_month(month), datetime.min.time()), "s")
+    inside = (dispatch.intervals > first) & (dispatch.intervals <= last)
+    prices = dispatch.price[dispatch.region_index(region)][inside]
+    return int(np.isfinite(prices[:, 1:]).any(axis=0).sum())
+
+
+def _store_targets(settings: Settings, regions: Sequence[str], months: Sequence[date] | None,
+                   warmup_intervals: int, history: int, horizon: int) -> list[_Target]:
+    store = open_store(settings)
+    if store is None:
+        return []
+    held = [label for label in store.months("DISPATCHPRICE") if label != "all"]
+    chosen = [date(int(label[:4]), int(label[5:7]), 1) for label in held]
+    if months is not None:
+        wanted = {month_label(month) for month in months}
+        chosen = [month for month in chosen if month_label(month) in wanted]
+    if not chosen:
+        return []
+    months_held = Period(datetime.combine(chosen[0], datetime.min.time()),
+                         datetime.combine(next_month(chosen[-1]), datetime.min.time()))
+    try:
+        inputs = load_store_inputs(store, list(regions), data_span(months_held, history, horizon))
+    except RunError:
+        return []
+    targets = []
+    for month in chosen:
+        for region in regions:
+            periods = month_periods(inputs.dispatch, region, month, warmup_intervals)
+            if periods:
+                targets.append(_Target(month, region, inputs, tuple(periods)))
+    return targets
+
+
+def _file_targets(settings: Settings, regions: Sequence[str], warmup_intervals: int) -> list[_Target]:
+    inputs = load_inputs([settings.market_data.data_dir])
+    targets = []
+    for region in regions:
+        periods = month_periods(inputs.dispatch, region, EMBEDDED_MONTH, warmup_intervals)
+        if periods:
+            targets.append(_Target(EMBEDDED_MONTH, region, inputs, tuple(periods)))
+    return targets
+
+
+def _row(settings: Settings, target: _Target, results: Sequence[BacktestResult], market: DispatchPrices) -> MonthRow:
+    """Sum a month's stretches and their perfect foresight (energy + FCAS over the intervals decided)."""
+    benchmark = 0.0
+    for result in results:
+        intervals = [record.dispatch_interval for record in result.records]
+        for first, count in contiguous_runs(intervals):
+            window = segment_market(market, target.region, first, count)
+            energy, fcas = perfect_foresight_revenue(settings, window, target.region, first, count, include_fcas=True)
+            benchmark += energy + fcas
+    energy = math.fsum(r.energy_revenue_dollars for r in results)
+    fcas = math.fsum(r.fcas_revenue_dollars for r in results)
+    one_second = math.fsum(value for r in results for product, value in r.fcas_revenue_by_product_dollars.items()
+                           if product.endswith("1SEC"))
+    total = energy + fcas
+    return MonthRow(
+        month=month_label(target.month), region=target.region,
+        source=STORE_ORIGIN if target.inputs.origin == STORE_ORIGIN else FILES_ORIGIN,
+        aemo_forecasts=target.region in target.inputs.predispatch.regions,
+        fcas_markets=_fcas_markets(target.inputs.dispatch, target.region, target.month),
+        stretches=len(target.periods), decisions=sum(len(r.records) for r in results),
+        intervals_without_data=sum(r.intervals_without_data for r in results),
+        energy_revenue_dollars=energy, fcas_revenue_dollars=fcas, total_revenue_dollars=total,
+        one_second_revenue_dollars=one_second, perfect_foresight_dollars=benchmark,
+        capture=total / benchmark if benchmark > 0 else None,
+        energy_share=energy / total if total > 0 else None,
+        failed_decisions=sum(r.failed_decisions for r in results),
+        validation_rejections=sum(r.validation_rejections for r in results))
+
+
+def _run_group(settings: Settings, targets: Sequence[_Target], workers: int,
+               on_result: Progress | None) -> list[MonthRow]:
+    """Backtest targets that share one data set (their stretches in parallel) and make their rows."""
+    if not targets:
+        return []
+    inputs = targets[0].inputs
+    market = market_prices(settings, inputs.dispatch)
+    offset = timedelta(seconds=settings.cycle.schedule_offset_s)
+    configs = [BacktestConfig(region=target.region, first_decision=period.first_decision(int(offset.total_seconds())),
+                              decisions=period.intervals)
+               for target in targets for period in target.periods]
+    results = run_backtests(settings, inputs.dispatch, inputs.predispatch, configs, workers=workers, market=market,
+                            on_result=on_result)
+    rows, position = [], 0
+    for target in targets:
+        mine = results[position:position + len(target.periods)]
+        position += len(target.periods)
+        rows.append(_row(settings, target, mine, market))
+    return rows
+
+
+def run_months(settings: Settings, *, regions: Sequence[str], months: Sequence[date] | None = None,
+               include_embedded: bool = True, workers: int = 1, on_result: Progress | None = None) -> list[MonthRow]:
+    """The regimes table (module docstring): the store's months (``months``: only these) of ``regions`` and,
+    with ``include_embedded``, January 2021 of the configured data folder for the cycle's region. Rows by
+    month, then region."""
+    history, horizon = settings.cycle.history_intervals, settings.cycle.horizon_intervals
+    warmup = settings.market.intervals_per_trading_day
+    store_targets = _store_targets(settings, regions, months, warmup, history, horizon)
+    file_targets = _file_targets(settings, [settings.cycle.region], warmup) if include_embedded else []
+    rows = _run_group(settings, store_targets, workers, on_result) + _run_group(settings, file_targets, workers,
+                                                                                  on_result)
+    return sorted(rows, key=lambda row: (row.month, row.region, row.source))
+
+
+def write_months(folder: Path, rows: Sequence[MonthRow]) -> tuple[Path, Path]:
+    """Write the table as ``months.csv`` (every field) and ``months.md`` (the README's table) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, markdown_path = folder / CSV_FILE, folder / MARKDOWN_FILE
+    with csv_path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=[f.name for f in fields(MonthRow)])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(asdict(row))
+    lines = ["| month | region | data | AEMO forecasts | FCAS markets | decisions | realised | energy / FCAS "
+             "| of which 1-second | perfect foresight | capture | failed decisions |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        lines.append(" | ".join([
+            f"| {row.month}", row.region, row.source, "yes" if row.aemo_forecasts else "no", str(row.fcas_markets),
+            f"{row.decisions:,}", f"${row.total_revenue_dollars:,.0f}", split_text(row),
+            f"${row.one_second_revenue_dollars:,.0f}", f"${row.perfect_foresight_dollars:,.0f}",
+            "–" if row.capture is None else f"{row.capture:.1%}", f"{row.failed_decisions} |"]))
+    markdown_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return csv_path, markdown_path
+
+
+def split_text(row: MonthRow) -> str:
+    """Energy / FCAS shares of the realised revenue, e.g. ``31 % / 69 %`` (``–`` without revenue)."""
+    if row.energy_share is None:
+        return "–"
+    return f"{row.energy_share:.0%} / {1 - row.energy_share:.0%}"
+
+
+__all__ = ["MonthRow", "month_periods", "run_months", "split_text", "write_months"]
