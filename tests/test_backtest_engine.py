@@ -193,15 +193,15 @@ def test_perfect_foresight_bounds_the_realised_revenue(
 
 def test_bids_failing_validation_leave_the_unit_idle(
         bench_settings: Settings, tables: Tables) -> None:
-    above_cap = tuple(price * 2 for price in bench_settings.bidding.gen_band_prices)  # top band 29,800 > cap
-    broken = replace(bench_settings, bidding=replace(bench_settings.bidding, gen_band_prices=above_cap))
+    # A market that takes no rebid explanation: every bid of the day is a REBID, truncated to nothing (V5).
+    broken = replace(bench_settings, market=replace(bench_settings.market, rebid_explanation_max_chars=0))
     config = _small("SA1", FIRST_DECISION, 2)
     outcome = run_backtest(broken, *tables, config)
     assert outcome.validation_rejections == 4  # plan and safe bid, both decisions
     for record in outcome.records:
         assert not record.rebid and not record.bid_in_force and record.safe_fallback
-        assert any(v.startswith("plan bid V2") for v in record.violations)
-        assert any(v.startswith("safe bid V2") for v in record.violations)
+        assert any(v.startswith("plan bid V5") for v in record.violations)
+        assert any(v.startswith("safe bid V5") for v in record.violations)
         assert record.gen_mw == record.load_mw == record.fcas_enabled_mw == 0.0
         assert record.state_of_charge_mwh == outcome.initial_state_of_charge_mwh
     assert outcome.total_revenue_dollars == 0.0

@@ -411,3 +411,25 @@ def test_displacement_scope_regulation_lets_energy_displace_contingency_fcas() -
     assert scoped[prices.index(1000.0)] == pytest.approx(20.0)
     with pytest.raises(ValueError, match="fcas_displacement_scope"):
         build(plan, bidding=replace(OPPORTUNITY, fcas_displacement_scope="some"))
+
+
+def test_ladders_are_pulled_within_the_trading_days_price_limits() -> None:
+    """A year whose cap is below the configured spike band (FY2017-18: $14,200) bids its top bands just under
+    the cap; a year whose limits hold the ladder bids it unchanged (band order kept either way)."""
+    from datetime import date
+
+    from algorithms.market.bid_builder import bidding_for_trading_day
+    from settings import PriceCap
+
+    settings = load_settings(environ={})
+    rules = replace(settings.market, price_caps=(
+        PriceCap(fy_start=2017, cap=14200.0, cumulative_price_threshold=212800.0, threshold_interval_minutes=30),
+        *settings.market.price_caps))
+    battery = battery_from_spec(battery_spec_from_settings(settings.battery))
+    old = bidding_for_trading_day(settings.bidding, rules, battery, date(2018, 4, 2))
+    assert max(old.gen_band_prices) <= 14200.0 and max(old.fcas_band_prices) <= 14200.0
+    assert all(b > a for a, b in zip(old.gen_band_prices, old.gen_band_prices[1:], strict=False))
+    assert old.gen_band_prices[:-1] == settings.bidding.gen_band_prices[:-1]
+    assert old.load_band_prices == settings.bidding.load_band_prices
+    recent = bidding_for_trading_day(settings.bidding, rules, battery, date(2025, 1, 2))
+    assert recent.gen_band_prices == settings.bidding.gen_band_prices

@@ -119,8 +119,10 @@ def gen_max_avail(bid: bid_pb2.Bid) -> list[float]:
 # The standing bid of most cases: the plan's own bid for FIRST, accepted.
 FIRST_BID = submitted(decide(PLAN))
 STANDING = in_force(FIRST_BID)
-ABOVE_CAP = replace(SETTINGS, bidding=replace(SETTINGS.bidding, gen_band_prices=tuple(
-    price * 2 for price in SETTINGS.bidding.gen_band_prices)))  # top GEN band 29,800 > the 15,000 cap
+# The ladder configured now differs from the day's band prices (set by the bid in force): after the daily
+# close every candidate, plan or safe, would change the day's prices (V4).
+NEW_LADDER = replace(SETTINGS, bidding=replace(SETTINGS.bidding, gen_band_prices=tuple(
+    price - 1.0 if price > 0 else price for price in SETTINGS.bidding.gen_band_prices)))
 # A parameter-file typo only the plan's bid uses: it cannot be built, the safe bid can.
 TYPO = replace(SETTINGS, bidding=replace(SETTINGS.bidding, planned_pricing="energy-value"))
 
@@ -208,12 +210,12 @@ def test_a_plan_whose_bid_is_rejected_falls_back_to_the_safe_bid() -> None:
 
 
 def test_when_no_candidate_passes_nothing_is_submitted_and_every_violation_is_named() -> None:
-    decision = decide(PLAN, settings=ABOVE_CAP)
+    decision = decide(PLAN, dispatch_interval=NEXT, standing=STANDING, settings=NEW_LADDER)
     assert decision.outcome == NO_VALID_BID and decision.bid is None and decision.candidate is None
     assert decision.safe_fallback and [r.candidate for r in decision.rejected] == ["plan", "safe"]
     assert all(r.bid is not None and r.violations for r in decision.rejected)
-    assert any(v.startswith("plan bid V2") for v in decision.violations)
-    assert any(v.startswith("safe bid V2") for v in decision.violations)
+    assert any(v.startswith("plan bid V4") for v in decision.violations)
+    assert any(v.startswith("safe bid V4") for v in decision.violations)
     assert decision.summary == "no bid passed validation"
 
 
@@ -251,7 +253,7 @@ CASES = {
     "plan's bid rejected, safe bid used": Case(PLAN, NEXT, FIRST_BID, settings=TYPO),
     "unusable plan": Case(make_plan([0.0] * 12, [0.0] * 12, status=worker_pb2.RESULT_STATUS_INFEASIBLE), NEXT,
                           FIRST_BID),
-    "no valid bid": Case(PLAN, NEXT, FIRST_BID, settings=ABOVE_CAP),
+    "no valid bid": Case(PLAN, NEXT, FIRST_BID, settings=NEW_LADDER),
 }
 
 

@@ -84,7 +84,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from typing import cast
 
 import numpy as np
@@ -119,6 +120,42 @@ def _check_ladder(name: str, prices: Sequence[float], band_count: int) -> FloatA
     if not bool(np.all(np.isfinite(ladder))) or not bool(np.all(np.diff(ladder) > 0)):
         raise ValueError(f"{name} must be finite and strictly increasing, got {list(prices)}")
     return ladder
+
+
+# The smallest step between two band prices ($/MWh, $/MW/h) when a ladder is pulled within the day's limits.
+_LADDER_STEP = 0.01
+
+
+def _within(prices: Sequence[float], low: float, high: float) -> list[float]:
+    """``prices`` (strictly increasing) pulled into ``[low, high]``, still strictly increasing: bands above
+    ``high`` step down from it by :data:`_LADDER_STEP`, bands below ``low`` step up from it. Unchanged when
+    the ladder already lies within the limits."""
+    ladder = np.clip(np.asarray(prices, dtype=np.float64), low, high)
+    for index in range(len(ladder) - 2, -1, -1):
+        ladder[index] = min(ladder[index], ladder[index + 1] - _LADDER_STEP)
+    for index in range(1, len(ladder)):
+        ladder[index] = max(ladder[index], ladder[index - 1] + _LADDER_STEP)
+    return [round(float(price), 2) for price in ladder]
+
+
+def bidding_for_trading_day(bidding: BiddingSettings, rules: MarketRules, battery: BatteryParams,
+                            trading_day: date) -> BiddingSettings:
+    """The configured ladders as the market takes them on ``trading_day``: every ENERGY band price within the
+    day's market price floor and cap at the connection point (× the side's loss factor, $/MWh), every FCAS
+    band price within [FCAS price floor, cap] ($/MW/h). A year whose cap is below the ladder's top band (the
+    cap was $14,200 in FY2017-18 against a $14,900 spike band) bids its top bands just under the cap; the
+    band order is kept, so the strategy's band choices stand. Raises settings.PriceLimitsUnknownError when no
+    source gives the day's limits, ValueError for a ladder that is not ``band_count`` strictly increasing prices."""
+    for name in ("gen_band_prices", "load_band_prices", "fcas_band_prices"):
+        _check_ladder(name, getattr(bidding, name), rules.band_count)
+    cap = rules.price_cap_for(trading_day).cap
+    floor = rules.price_floor_for(trading_day)
+    return replace(
+        bidding,
+        gen_band_prices=tuple(_within(bidding.gen_band_prices, floor * battery.mlf_gen, cap * battery.mlf_gen)),
+        load_band_prices=tuple(_within(bidding.load_band_prices, floor * battery.mlf_load,
+                                       cap * battery.mlf_load)),
+        fcas_band_prices=tuple(_within(bidding.fcas_band_prices, rules.fcas_price_floor, cap)))
 
 
 def _check_battery(battery: BatteryParams) -> None:
@@ -477,6 +514,7 @@ def build_safe_bid(battery: common_pb2.BatterySpec, bidding: BiddingSettings, ru
     params = battery_from_spec(battery)
     _check_battery(params)
     _check_fcas_products(fcas_products)
+    bidding = bidding_for_trading_day(bidding, rules, params, nem_time.trading_day(dispatch_interval))
     if not math.isfinite(initial_state_of_charge_mwh):
         raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_state_of_charge_mwh}")
     count = _bid_interval_count(dispatch_interval, bidding, rules)
@@ -583,6 +621,7 @@ def build_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySp
     params = battery_from_spec(battery)
     _check_battery(params)
     _check_fcas_products(fcas_products)
+    bidding = bidding_for_trading_day(bidding, rules, params, nem_time.trading_day(dispatch_interval))
     if not math.isfinite(initial_state_of_charge_mwh):
         raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_state_of_charge_mwh}")
     interval = timedelta(minutes=rules.interval_minutes)
