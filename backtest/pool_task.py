@@ -217,6 +217,7 @@ def run_backtest_task(request: worker_pb2.BacktestRunRequest, *, settings: Setti
     except (RunError, MmsFormatError, ConfigError) as error:
         raise BacktestRunRefusedError(f"run {request.run_id}: {error}") from None
     effective, spec = run_spec_of(request, settings, inputs)
+    logger.info("run %s: started (%d decisions)", spec.run_id, spec.period.intervals)
     started = time.perf_counter()
     try:
         outcome = execute_run(effective, inputs, spec, workers=max(1, request.engine_workers))
