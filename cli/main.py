@@ -442,6 +442,33 @@ def bench_market(
     raise typer.Exit(int(code))
 
 
+@bench_app.command("sweep")
+def bench_sweep(
+    ctx: typer.Context,
+    processes: Annotated[list[int] | None, typer.Option(
+        "--processes", min=1, help="Pool processes to time the sweep with (repeatable; default 1, 2).")] = None,
+    region: Annotated[list[str] | None, typer.Option(
+        "--region", help="Regions of the grid (repeatable; default SA1 and VIC1).")] = None,
+    days: Annotated[float, typer.Option(min=0.01, help="Days of each run.")] = 1.0,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="Grid parameter KEY=V1,V2 (repeatable; default horizon_intervals=24,48 and "
+        "history_intervals=576).")] = None,
+) -> None:
+    """Sweep throughput on the real local stack: runs per hour and decisions per second with 1, 2, … pool
+    processes (a fresh stack each)."""
+    from backtest.sweep import SweepError
+    from bench.sweep import DEFAULT_PARAMETERS, DEFAULT_REGIONS, main
+
+    settings = load(ctx)
+    with clean_errors(), backtest_errors():
+        try:
+            code = main(settings, processes=processes or [1, 2], regions=region or DEFAULT_REGIONS, days=days,
+                        parameters=param or DEFAULT_PARAMETERS)
+        except SweepError as exc:
+            raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
 @bench_app.command("backtest")
 def bench_backtest(
     ctx: typer.Context,
@@ -837,30 +864,24 @@ def backtest_sweep_status(
     ctx: typer.Context, sweep: Annotated[str, typer.Argument(help="The sweep id (sweep-…).")],
 ) -> None:
     """A sweep's progress (runs done / total, failed, throughput), and its table once it has finished."""
+    from cli.calls import CommandError, with_temporal
     from stack.sweep import SweepNotFoundError, print_result, sweep_status, throughput_text, utc_now
 
     settings = load(ctx)
 
-    async def status() -> int:
-        from services.temporal_client import connect_temporal
-
-        client = await connect_temporal(settings)
-        state, progress, result = await sweep_status(client, sweep)
+    async def status(client: Any) -> None:
+        try:
+            state, progress, result = await sweep_status(client, sweep)
+        except SweepNotFoundError as exc:
+            raise CommandError(str(exc)) from None
         shown = console()
         shown.print(f"sweep {sweep}: {state.name.lower() if state else 'unknown'}, stage {progress.stage}; "
                     f"{throughput_text(progress, utc_now())}", highlight=False, soft_wrap=True)
         if result is not None:
             print_result(shown, result)
-        return 0
 
     with clean_errors():
-        try:
-            code = asyncio.run(status())
-        except SweepNotFoundError as exc:
-            raise fail(str(exc)) from None
-        except RuntimeError as exc:  # Temporal not reachable
-            raise fail(f"cannot reach Temporal at {settings.stack.temporal_address}: {exc}") from None
-    raise typer.Exit(code)
+        with_temporal(settings, status)
 
 
 @backtest_app.command("archive")

@@ -101,6 +101,9 @@ class BacktestSweep:
         if sweep.max_in_flight < 1:
             raise ApplicationError(f"max_in_flight must be at least 1, got {sweep.max_in_flight}",
                                    non_retryable=True)
+        run_ids = [run.run_id for run in sweep.runs]
+        if len(set(run_ids)) != len(run_ids):
+            raise ApplicationError("a sweep names one run twice: each run id must appear once", non_retryable=True)
         slots = asyncio.Semaphore(sweep.max_in_flight)
 
         async def bounded(run: SweepRunSpec) -> SweepRunOutcome:
