@@ -28,7 +28,7 @@ from temporalio import activity
 from activities.sweep_facts import RUN_FINISHED, WRITE_SWEEP_REPORT, SweepReport, SweepReportInput, SweepRunOutcome
 from archive.store import Archive
 from backtest.compare import RunView, SweepRow, comparison_tables, csv_table, markdown_table, sweep_table
-from backtest.report import plot_cumulative, render_html
+from backtest.report import ReportError, plot_cumulative, render_html
 from backtest.runs import SUMMARY_FILE, read_run, write_json
 from vpp.v1 import worker_pb2
 
@@ -130,14 +130,18 @@ def write_sweep_report(archive: Archive, request: SweepReportInput) -> SweepRepo
     write_json(folder / SWEEP_JSON, record)
     images: list[tuple[str, bytes]] = []
     written = [folder / TABLE_CSV, folder / TABLE_MD, folder / SWEEP_JSON]
-    if views:
-        png = plot_cumulative([(view.label, view.ledger) for view in views])
-        (folder / CUMULATIVE_PNG).write_bytes(png)
-        images.append(("Cumulative revenue by run", png))
-        written.append(folder / CUMULATIVE_PNG)
     runs_per_hour = record["runs_per_hour"]
     lines = [f"{record['finished']} of {record['runs']} runs finished, {record['failed']} failed, in "
              f"{record['wall_time_s']:.0f} s" + (f" ({runs_per_hour:.1f} runs/hour)" if runs_per_hour else "") + "."]
+    if views:
+        try:
+            png = plot_cumulative([(view.label, view.ledger) for view in views])
+        except ReportError as exc:  # a deployment without the bench extra: the tables, without the plot
+            lines.append(f"No plot: {exc}")
+        else:
+            (folder / CUMULATIVE_PNG).write_bytes(png)
+            images.append(("Cumulative revenue by run", png))
+            written.append(folder / CUMULATIVE_PNG)
     page = render_html(f"Backtest sweep {request.sweep_id}", lines,
                        [table, *(comparison_tables(views) if views else [])], images)
     (folder / REPORT_HTML).write_text(page, encoding="utf-8")

@@ -21,7 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from activities.sweep_facts import RUN_FINISHED
+from activities.sweep_facts import RUN_FINISHED, SweepResult
 from archive import open_archive
 from backtest.sweep import build_grid
 from services.temporal_client import connect_temporal
@@ -65,13 +65,13 @@ def bench_settings(settings: Settings, state_dir: Path, processes: int) -> Setti
         pools=replace(settings.pools, backtest_processes=processes))
 
 
-async def _timed_sweep(stack: LocalStack, plan: SweepPlan, out: Path) -> tuple[float, int]:
+async def _timed_sweep(stack: LocalStack, plan: SweepPlan, out: Path) -> tuple[float, SweepResult]:
     settings = stack.settings
     client = await connect_temporal(settings)
     started = time.perf_counter()
     handle = await submit_sweep(client, settings, open_archive(settings), plan, out)
     result = await handle.result()
-    return time.perf_counter() - started, sum(1 for o in result.outcomes if o.status == RUN_FINISHED)
+    return time.perf_counter() - started, result
 
 
 def bench_sweep(settings: Settings, plan: SweepPlan, processes: int, console: Console) -> SweepBench:
@@ -79,7 +79,11 @@ def bench_sweep(settings: Settings, plan: SweepPlan, processes: int, console: Co
     with tempfile.TemporaryDirectory(prefix="openvpp-bench-sweep-") as folder:
         console.print(f"{processes} pool process(es): starting a stack in {folder} …", highlight=False)
         with LocalStack(bench_settings(settings, Path(folder), processes), ui=False, parts=SWEEP_PARTS) as stack:
-            wall_s, finished = asyncio.run(_timed_sweep(stack, plan, Path(folder) / "backtests"))
+            wall_s, result = asyncio.run(_timed_sweep(stack, plan, Path(folder) / "backtests"))
+    finished = sum(1 for o in result.outcomes if o.status == RUN_FINISHED)
+    for outcome in result.outcomes:
+        if outcome.status != RUN_FINISHED:
+            console.print(f"failed: {outcome.label}: {outcome.reason}", markup=False, highlight=False, soft_wrap=True)
     decisions = sum(run.spec.period.intervals for run in plan.runs) * finished // max(1, len(plan.runs))
     return SweepBench(processes=processes, runs=len(plan.runs), finished=finished, decisions=decisions,
                       wall_time_s=wall_s)

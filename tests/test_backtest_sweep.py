@@ -244,3 +244,14 @@ def test_the_report_restores_each_run_folder_and_writes_the_comparison(base_sett
     assert (record["finished"], record["failed"], record["decisions"]) == (2, 1, 48)
     assert record["runs_per_hour"] == pytest.approx(120.0)
     assert "refused: no data" in report.table_markdown and runs[2].spec.run_id in report.table_markdown
+
+
+def test_the_result_relay_answers_a_backtest_run_with_its_archive_key() -> None:
+    from pools.result_relay import answer_for_reply, archive_label
+
+    reply = worker_pb2.WorkerReply(task_id="sweep-x/backtest/SA1-1")
+    reply.reply_to.workflow_id, reply.reply_to.activity_id = "sweep-x", "run-SA1-1"
+    reply.backtest.run_id, reply.backtest.status, reply.backtest.wall_time_s = "SA1-1", worker_pb2.RESULT_STATUS_OK, 2.5
+    assert archive_label(reply) == "backtest-result/SA1-1"
+    answer = answer_for_reply(reply, "sha256:" + "0" * 64)
+    assert (answer.kind, answer.status, answer.compute_ms) == ("backtest", "OK", 2500.0)
