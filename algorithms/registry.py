@@ -17,7 +17,9 @@ from algorithms.common.errors import InvalidRequestError
 
 Handler = Callable[[Message], Message]
 
-KINDS = ("forecast", "optimisation")
+# Request kinds a pool serves. Backtest runs ("backtest") are registered by the process that composes the
+# backtest pool (backtest/pool_task.py), since the backtest engine lives above this package.
+KINDS = ("forecast", "optimisation", "backtest")
 
 
 class UnknownAlgorithmError(InvalidRequestError):

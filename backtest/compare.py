@@ -12,6 +12,8 @@ Pure functions over run summaries (``summary.json`` content) and ledgers; no I/O
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -301,3 +303,67 @@ def headline(summary: Mapping[str, Any]) -> str:
     capture = (f"capture {percent(results.get('capture_total'))} total, "
                f"{percent(results.get('capture_energy'))} energy")
     return f"{realised}; {benchmark}; {capture}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Sweeps: one row per run
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One run of a sweep as its table shows it: the grid point, id, status, the summary's ``results`` (None
+    for a failed run), the worker's wall time (s) and, for a failed run, the reason."""
+
+    label: str
+    run_id: str
+    status: str
+    results: Mapping[str, Any] | None
+    wall_time_s: float | None = None
+    reason: str = ""
+
+
+SWEEP_COLUMNS = ("run", "run id", "status", "revenue $", "energy $", "FCAS $", "perfect foresight $",
+                 "capture", "capture energy", "failed decisions", "safe fallbacks", "wall s", "reason")
+
+
+def sweep_table(rows: Sequence[SweepRow], title: str = "Sweep") -> TextTable:
+    """The sweep's comparison, one row per run in grid order: revenue (total, energy, FCAS), perfect
+    foresight (energy + FCAS) and capture (total; energy against energy-only perfect foresight), failed
+    decisions, safe fallbacks, wall time; failed runs with their reason (never left out)."""
+    cells = []
+    for row in rows:
+        results = row.results
+        if results is None:
+            figures = (MISSING,) * 8
+        else:
+            pf = results.get("perfect_foresight", {})
+            figures = (dollars(results.get("total_revenue_dollars")), dollars(results.get("energy_revenue_dollars")),
+                       dollars(results.get("fcas_revenue_dollars")), dollars(pf.get("energy_fcas_dollars")),
+                       percent(results.get("capture_total")), percent(results.get("capture_energy")),
+                       str(results.get("failed_decisions", MISSING)), str(results.get("safe_fallbacks", MISSING)))
+        cells.append((row.label, row.run_id, row.status, *figures, number(row.wall_time_s, 1), row.reason or ""))
+    return TextTable(title, SWEEP_COLUMNS, tuple(cells),
+                     note="capture: realised ÷ perfect foresight, energy + FCAS; capture energy: energy against "
+                          "energy-only perfect foresight")
+
+
+def markdown_table(table: TextTable) -> str:
+    """A :class:`TextTable` as a GitHub-flavoured markdown table (``|`` in cells escaped), its title above."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
+
+    aligns = ["---"] + ["---:"] * (len(table.columns) - 1)
+    parts = [f"### {table.title}", "", line(table.columns), line(aligns), *(line(row) for row in table.rows)]
+    if table.note:
+        parts += ["", table.note]
+    return "\n".join(parts) + "\n"
+
+
+def csv_table(table: TextTable) -> str:
+    """A :class:`TextTable` as CSV text (header row first)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(table.columns)
+    writer.writerows(table.rows)
+    return buffer.getvalue()

@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -88,6 +88,7 @@ class PoolKind(StrEnum):
 
     FORECAST = "forecast"
     OPTIMISATION = "optimisation"
+    BACKTEST = "backtest"
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -247,11 +248,25 @@ def serve_bids(ctx: typer.Context) -> None:
 
 @worker_app.command("pool")
 def worker_pool(ctx: typer.Context, kind: Annotated[PoolKind, typer.Argument(help="Request kind.")]) -> None:
-    """Run one forecast or optimisation worker (SQS consumer) until SIGINT/SIGTERM."""
+    """Run one forecast, optimisation or backtest worker (SQS consumer) until SIGINT/SIGTERM."""
     from pools.runtime import run_pool
 
     settings = load(ctx)
+    if kind is PoolKind.BACKTEST:
+        from backtest.sweep_worker import run_backtest_pool
+
+        run_until_signal(lambda stop: run_backtest_pool(settings, stop))
+        return
     run_until_signal(lambda stop: run_pool(settings, kind.value, stop))
+
+
+@worker_app.command("sweep")
+def worker_sweep(ctx: typer.Context) -> None:
+    """Run the backtest sweep's Temporal worker (workflow, queueing and report activities) until SIGINT/SIGTERM."""
+    from backtest.sweep_worker import run_sweep_worker
+
+    settings = load(ctx)
+    run_until_signal(lambda stop: run_sweep_worker(settings, stop))
 
 
 @worker_app.command("temporal")
@@ -426,6 +441,33 @@ def bench_market(
     with clean_errors():
         code = main(settings, region or None, days, start=first)
     raise typer.Exit(int(code))
+
+
+@bench_app.command("sweep")
+def bench_sweep(
+    ctx: typer.Context,
+    processes: Annotated[list[int] | None, typer.Option(
+        "--processes", min=1, help="Pool processes to time the sweep with (repeatable; default 1, 2).")] = None,
+    region: Annotated[list[str] | None, typer.Option(
+        "--region", help="Regions of the grid (repeatable; default SA1 and VIC1).")] = None,
+    days: Annotated[float, typer.Option(min=0.01, help="Days of each run.")] = 1.0,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="Grid parameter KEY=V1,V2 (repeatable; default horizon_intervals=24,48 and "
+        "history_intervals=576).")] = None,
+) -> None:
+    """Sweep throughput on the real local stack: runs per hour and decisions per second with 1, 2, … pool
+    processes (a fresh stack each)."""
+    from backtest.sweep import SweepError
+    from bench.sweep import DEFAULT_PARAMETERS, DEFAULT_REGIONS, main
+
+    settings = load(ctx)
+    with clean_errors(), backtest_errors():
+        try:
+            code = main(settings, processes=processes or [1, 2], regions=region or DEFAULT_REGIONS, days=days,
+                        parameters=param or DEFAULT_PARAMETERS)
+        except SweepError as exc:
+            raise fail(str(exc)) from None
+    raise typer.Exit(code)
 
 
 @bench_app.command("backtest")
@@ -841,6 +883,81 @@ def backtest_show(
     shown.print("reproduce:", highlight=False)
     shown.print(command, markup=False, highlight=False, soft_wrap=True)
 
+
+
+@backtest_app.command("sweep")
+def backtest_sweep(
+    ctx: typer.Context,
+    grid: Annotated[Path | None, typer.Option(
+        "--grid", help="Grid file (TOML): regions, months or start/end, data, \\[strategy], \\[parameters] "
+        "(a list of values per key). Flags replace the file's axes.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="Parameter and its values KEY=V1,V2 (TOML values). Repeatable: the runs are every "
+        "combination.")] = None,
+    month: Annotated[list[str] | None, typer.Option(
+        "--month", help="A month to run, YYYY-MM (market time AEST). Repeatable.")] = None,
+    start: Annotated[datetime | None, typer.Option(
+        formats=BACKTEST_TIME_FORMATS, help="Period start (instead of months), AEST.")] = None,
+    end: Annotated[datetime | None, typer.Option(
+        formats=BACKTEST_TIME_FORMATS, help="Period end (with --start), AEST.")] = None,
+    region: Annotated[list[str] | None, typer.Option(
+        "--region", help="NEM region (default: the cycle's region). Repeatable.")] = None,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="MMS data as for backtest run (default: the configured data folder). The pool "
+        "processes read the same paths and refuse files whose sha256 differs.")] = None,
+    forecaster: Annotated[str | None, typer.Option(help="Forecaster NAME\\[@VERSION] (default: configured).")] = None,
+    optimiser: Annotated[str | None, typer.Option(help="Optimiser NAME\\[@VERSION] (default: configured).")] = None,
+    bid_builder: Annotated[str | None, typer.Option(help="Bid builder NAME\\[@VERSION] (default: schedule).")] = None,
+    out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("backtests"),
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Submit, print the sweep id and return.")] = False,
+    max_in_flight: Annotated[int | None, typer.Option(
+        min=1, help="Runs queued at once (default [pools] sweep_max_in_flight).")] = None,
+) -> None:
+    """Run a grid (parameters × months × regions) through the platform's engine: a Temporal workflow fans the
+    runs out over the backtest pool; results and a comparison land in the runs folder."""
+    from backtest.sweep import SweepError, build_grid, read_grid_file
+    from stack.sweep import SweepNotFoundError, plan_sweep, run_sweep
+
+    settings = load(ctx)
+    if max_in_flight is not None:
+        settings = replace(settings, pools=replace(settings.pools, sweep_max_in_flight=max_in_flight))
+    with clean_errors(), backtest_errors():
+        try:
+            chosen = build_grid(file=read_grid_file(grid) if grid is not None else None, regions=region or [],
+                                months=month or [], start=start, end=end, params=param or [], data=data or [],
+                                forecaster=forecaster, optimiser=optimiser, bid_builder=bid_builder,
+                                default_region=settings.cycle.region, default_data=settings.market_data.data_dir)
+            plan = plan_sweep(settings, chosen)
+            console(to_stderr=True).print(f"sweep {plan.sweep_id}: {len(plan.runs)} runs", highlight=False)
+            code = run_sweep(settings, plan, out, wait=not no_wait, console=console())
+        except (SweepError, SweepNotFoundError) as exc:
+            raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@backtest_app.command("sweep-status")
+def backtest_sweep_status(
+    ctx: typer.Context, sweep: Annotated[str, typer.Argument(help="The sweep id (sweep-…).")],
+) -> None:
+    """A sweep's progress (runs done / total, failed, throughput), and its table once it has finished."""
+    from cli.calls import CommandError, with_temporal
+    from stack.sweep import SweepNotFoundError, print_result, sweep_status, throughput_text, utc_now
+
+    settings = load(ctx)
+
+    async def status(client: Any) -> None:
+        try:
+            state, progress, result = await sweep_status(client, sweep)
+        except SweepNotFoundError as exc:
+            raise CommandError(str(exc)) from None
+        shown = console()
+        shown.print(f"sweep {sweep}: {state.name.lower() if state else 'unknown'}, stage {progress.stage}; "
+                    f"{throughput_text(progress, utc_now())}", highlight=False, soft_wrap=True)
+        if result is not None:
+            print_result(shown, result)
+
+    with clean_errors():
+        with_temporal(settings, status)
 
 
 @backtest_app.command("archive")

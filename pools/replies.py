@@ -15,7 +15,7 @@ WORKER_FAILED_ERROR_TYPE = "WorkerFailed"
 
 @dataclass(frozen=True)
 class WorkerAnswer:
-    """A worker's result, archived. ``kind`` is "forecast" or "optimisation"."""
+    """A worker's result, archived. ``kind`` is "forecast", "optimisation" or "backtest"."""
 
     task_id: str
     kind: str

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RESULT_KINDS = ("forecast", "optimisation")
+RESULT_KINDS = ("forecast", "optimisation", "backtest")
 RELAY_BATCH = 10
 RECEIVE_WAIT_S = 1
 RECEIVE_ERROR_BACKOFF_S = 1.0
@@ -62,20 +62,21 @@ def result_of(reply: worker_pb2.WorkerReply) -> Message:
 
 
 def archive_label(reply: worker_pb2.WorkerReply) -> str:
-    """Index label of a result: ``"forecast-result/<product>"`` or ``"optimisation-result/"``."""
+    """Index label of a result: ``"forecast-result/<product>"``, ``"optimisation-result/"`` or
+    ``"backtest-result/<run id>"``."""
     kind = reply_kind(reply)
     if kind not in RESULT_KINDS:
         raise ValueError(f"reply to task {reply.task_id!r} is an error, not a result")
-    product = reply.forecast.product if kind == "forecast" else ""
-    return f"{kind}-result/{product or ''}"
+    detail = reply.forecast.product if kind == "forecast" else reply.backtest.run_id if kind == "backtest" else ""
+    return f"{kind}-result/{detail or ''}"
 
 
 def answer_for_reply(reply: worker_pb2.WorkerReply, archive_key: str) -> WorkerAnswer:
     """The :class:`WorkerAnswer` completing the activity that waits for a result ``reply``.
 
     ``archive_key`` is where the result was archived; ``status`` is the ResultStatus name without its
-    prefix ("OK", "OPTIMAL", ...); ``compute_ms`` is the forecast's compute_ms or the plan's solve_ms
-    (ms). ValueError for an error reply or an empty one.
+    prefix ("OK", "OPTIMAL", ...); ``compute_ms`` is the forecast's compute_ms, the plan's solve_ms or the
+    backtest run's wall time (ms). ValueError for an error reply or an empty one.
     """
     kind = reply_kind(reply)
     if kind == "forecast":
@@ -84,6 +85,9 @@ def answer_for_reply(reply: worker_pb2.WorkerReply, archive_key: str) -> WorkerA
     elif kind == "optimisation":
         plan = reply.optimisation
         status, reason, compute_ms = plan.status, plan.status_reason, plan.solve_ms
+    elif kind == "backtest":
+        run = reply.backtest
+        status, reason, compute_ms = run.status, run.status_reason, run.wall_time_s * 1000.0
     else:
         raise ValueError(f"reply to task {reply.task_id!r} is an error ({reply.error.code}), not a result")
     status_name = worker_pb2.ResultStatus.Name(status).removeprefix(RESULT_STATUS_PREFIX)

@@ -51,6 +51,7 @@ from pools.sqs import (
     QueueUrls,
     decode_task,
     encode_message,
+    queue_policy,
     queue_urls,
     sqs_client,
 )
@@ -68,6 +69,7 @@ logger = logging.getLogger(__name__)
 RESULT_TYPES: dict[str, type[Message]] = {
     "forecast": worker_pb2.ForecastResult,
     "optimisation": worker_pb2.OptimisationResult,
+    "backtest": worker_pb2.BacktestRunResult,
 }
 # Longest error text carried in a dead letter's attribute or an error reply (characters).
 MAX_ERROR_MESSAGE_CHARS = 2000
@@ -244,7 +246,7 @@ def process_message(message: Mapping[str, Any], *, registry: HandlerRegistry, ma
 
     kind = task.WhichOneof("request") or ""
     if not task.task_id or not kind:
-        missing = "task_id" if not task.task_id else "request (forecast or optimisation)"
+        missing = "task_id" if not task.task_id else "request (forecast, optimisation or backtest)"
         reason = f"invalid_message: task has no {missing}"
         reply = error_reply(task, Outcome.INVALID_MESSAGE.value, reason, receive_count) \
             if _has_reply_to(task) else None
@@ -368,12 +370,14 @@ async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, mes
 async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
                    registry: HandlerRegistry | None = None, client: SQSClient | None = None,
                    max_messages: int = 1, completed: IdempotencyCache | None = None) -> None:
-    """Serve the ``kind`` request queue ("forecast" or "optimisation") until ``stop`` is set.
+    """Serve the ``kind`` request queue ("forecast", "optimisation" or "backtest") until ``stop`` is set.
 
     Handles one message at a time; ``max_messages`` (1..10) are received per long poll (1 s), so the
     loop notices ``stop`` within about a second plus the message in hand. Messages received but not
     yet processed when ``stop`` is set are made visible again at once. Queues must exist
-    (:func:`pools.sqs.ensure_queues`). Without ``registry`` the platform's algorithms are served.
+    (:func:`pools.sqs.ensure_queues`). Without ``registry`` the platform's algorithms are served (backtest
+    runs need a registry with the backtest kind: :func:`backtest.pool_task.backtest_registry`). The
+    visibility timeout and receive count are the queue's (:func:`pools.sqs.queue_policy`).
     """
     if kind not in REQUEST_KINDS:
         raise ValueError(f"unknown request kind {kind!r}: expected one of {', '.join(REQUEST_KINDS)}")
@@ -384,6 +388,7 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
     completed = completed if completed is not None else IdempotencyCache()
     urls = await asyncio.to_thread(queue_urls, client, settings)
     queue_url = urls.request_queue(kind)
+    policy = queue_policy(settings, kind)
     logger.info("%s pool serving %s (algorithms: %s)", kind, queue_url, ", ".join(registry.known(kind)))
     while not stop.is_set():
         try:
@@ -397,6 +402,6 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
                 await _release(client, queue_url, messages[position:])
                 break
             await handle_message(client, urls, queue_url, message, registry=registry, completed=completed,
-                                 max_receive_count=settings.stack.max_receive_count,
-                                 visibility_timeout_s=settings.stack.visibility_timeout_s, kind=kind)
+                                 max_receive_count=policy.max_receive_count,
+                                 visibility_timeout_s=policy.visibility_timeout_s, kind=kind)
     logger.info("%s pool stopped", kind)

@@ -1,10 +1,12 @@
 """SQS queues of the worker pools: names, client, creation, and the message encoding.
 
-Four standard queues per deployment (``queue_prefix`` from the settings):
+Five standard queues per deployment (``queue_prefix`` from the settings):
 
 * ``<prefix>-forecast-requests`` and ``<prefix>-optimisation-requests``: :class:`WorkerTask` messages;
   a redrive policy moves a message to the dead-letter queue after ``max_receive_count`` receives (the
   backstop for workers that crash; the runtime dead-letters failures itself before that);
+* ``<prefix>-<[pools] backtest_queue>``: backtest runs of the sweeps, with their own visibility timeout and
+  receive count (``[pools]``), so that long runs never delay the cycle's forecasts;
 * ``<prefix>-results``: :class:`WorkerReply` messages for the result relay;
 * ``<prefix>-dead-letters``: messages no worker could process, with the reason as attributes.
 
@@ -37,7 +39,8 @@ MAX_TASK_BODY_BYTES = SQS_MAX_MESSAGE_BYTES - DEAD_LETTER_ATTRIBUTE_RESERVE_BYTE
 # Dead letters are kept for the longest retention SQS allows (seconds).
 DEAD_LETTER_RETENTION_S = 14 * 24 * 3600
 
-REQUEST_KINDS = ("forecast", "optimisation")
+REQUEST_KINDS = ("forecast", "optimisation", "backtest")
+DEFAULT_BACKTEST_QUEUE = "backtest-requests"
 # Value of VPP_SQS_ENDPOINT that selects real AWS (default credential chain) over the local endpoint.
 AWS_ENDPOINT = "aws"
 
@@ -56,32 +59,62 @@ class QueueMissingError(LookupError):
 
 @dataclass(frozen=True)
 class QueueUrls:
-    """URLs of the four queues of one deployment."""
+    """URLs of the five queues of one deployment."""
 
     forecast_requests: str
     optimisation_requests: str
     results: str
     dead_letters: str
+    backtest_requests: str = ""
 
     def request_queue(self, kind: str) -> str:
-        """URL of the request queue of ``kind`` ("forecast" or "optimisation")."""
+        """URL of the request queue of ``kind`` ("forecast", "optimisation" or "backtest")."""
         if kind == "forecast":
             return self.forecast_requests
         if kind == "optimisation":
             return self.optimisation_requests
+        if kind == "backtest" and self.backtest_requests:
+            return self.backtest_requests
         raise ValueError(f"unknown request kind {kind!r}: expected one of {', '.join(REQUEST_KINDS)}")
 
 
-def queue_names(prefix: str) -> dict[str, str]:
-    """Queue names keyed by :class:`QueueUrls` field name, for the queue ``prefix``."""
+def queue_names(prefix: str, backtest_queue: str = DEFAULT_BACKTEST_QUEUE) -> dict[str, str]:
+    """Queue names keyed by :class:`QueueUrls` field name, for the queue ``prefix`` (and the backtest queue's
+    name after it, ``[pools] backtest_queue``)."""
     if not prefix:
         raise ValueError("queue prefix must not be empty")
+    if not backtest_queue:
+        raise ValueError("backtest queue name must not be empty")
     return {
         "forecast_requests": f"{prefix}-forecast-requests",
         "optimisation_requests": f"{prefix}-optimisation-requests",
         "results": f"{prefix}-results",
         "dead_letters": f"{prefix}-dead-letters",
+        "backtest_requests": f"{prefix}-{backtest_queue}",
     }
+
+
+def settings_queue_names(settings: Settings) -> dict[str, str]:
+    """:func:`queue_names` of the settings' queue prefix and backtest queue."""
+    return queue_names(settings.stack.queue_prefix, settings.pools.backtest_queue)
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """How a request queue treats its messages: visibility timeout (s) and receives before dead-lettering."""
+
+    visibility_timeout_s: int
+    max_receive_count: int
+
+
+def queue_policy(settings: Settings, kind: str) -> QueuePolicy:
+    """The visibility timeout and receive count of the request queue of ``kind``: ``[pools]`` for backtest
+    runs, ``[stack]`` for the cycle's forecasts and optimisations."""
+    if kind == "backtest":
+        return QueuePolicy(settings.pools.backtest_visibility_timeout_s, settings.pools.backtest_max_receive_count)
+    if kind in REQUEST_KINDS:
+        return QueuePolicy(settings.stack.visibility_timeout_s, settings.stack.max_receive_count)
+    raise ValueError(f"unknown request kind {kind!r}: expected one of {', '.join(REQUEST_KINDS)}")
 
 
 def sqs_client(settings: Settings, endpoint_url: str | None = None) -> SQSClient:
@@ -118,34 +151,38 @@ def _create_queue(client: SQSClient, name: str, attributes: dict[str, str]) -> s
 
 
 def ensure_queues(client: SQSClient, settings: Settings) -> QueueUrls:
-    """Create the four queues if absent (idempotent; attributes are brought up to date) and return URLs.
+    """Create the five queues if absent (idempotent; attributes are brought up to date) and return URLs.
 
-    Request queues get ``VisibilityTimeout = settings.stack.visibility_timeout_s`` (s) and a redrive
-    policy to the dead-letter queue after ``settings.stack.max_receive_count`` receives.
+    Request queues get the visibility timeout (s) of :func:`queue_policy` and a redrive policy to the
+    dead-letter queue after its receive count.
     """
-    names = queue_names(settings.stack.queue_prefix)
+    names = settings_queue_names(settings)
     dead_letters = _create_queue(client, names["dead_letters"],
                                  {"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_S)})
     dead_letter_arn = client.get_queue_attributes(
         QueueUrl=dead_letters, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    request_attributes = {
-        "VisibilityTimeout": str(settings.stack.visibility_timeout_s),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letter_arn,
-                                     "maxReceiveCount": settings.stack.max_receive_count}),
-    }
+
+    def request_attributes(kind: str) -> dict[str, str]:
+        policy = queue_policy(settings, kind)
+        return {"VisibilityTimeout": str(policy.visibility_timeout_s),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letter_arn,
+                                             "maxReceiveCount": policy.max_receive_count})}
+
     return QueueUrls(
-        forecast_requests=_create_queue(client, names["forecast_requests"], request_attributes),
-        optimisation_requests=_create_queue(client, names["optimisation_requests"], request_attributes),
+        forecast_requests=_create_queue(client, names["forecast_requests"], request_attributes("forecast")),
+        optimisation_requests=_create_queue(client, names["optimisation_requests"],
+                                            request_attributes("optimisation")),
         results=_create_queue(client, names["results"],
                               {"VisibilityTimeout": str(settings.stack.visibility_timeout_s)}),
         dead_letters=dead_letters,
+        backtest_requests=_create_queue(client, names["backtest_requests"], request_attributes("backtest")),
     )
 
 
 def queue_urls(client: SQSClient, settings: Settings) -> QueueUrls:
     """URLs of the existing queues; :class:`QueueMissingError` naming the first queue that is absent."""
     urls: dict[str, str] = {}
-    for field_name, name in queue_names(settings.stack.queue_prefix).items():
+    for field_name, name in settings_queue_names(settings).items():
         try:
             urls[field_name] = client.get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError as exc:
@@ -199,10 +236,10 @@ def check_size(body: str, limit_bytes: int, what: str) -> None:
 
 
 def task_kind(task: worker_pb2.WorkerTask) -> str:
-    """The request kind of ``task`` ("forecast" or "optimisation"); ValueError if it carries none."""
+    """The request kind of ``task`` ("forecast", "optimisation" or "backtest"); ValueError if it carries none."""
     kind = task.WhichOneof("request")
     if kind is None:
-        raise ValueError(f"task {task.task_id!r} carries no request (neither forecast nor optimisation)")
+        raise ValueError(f"task {task.task_id!r} carries no request (forecast, optimisation or backtest)")
     return kind
 
 

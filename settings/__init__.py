@@ -411,6 +411,27 @@ class CooptSettings:
 
 
 @dataclass(frozen=True)
+class PoolSettings:
+    """The backtest worker pool and the sweep workflow (``vpp backtest sweep``)."""
+
+    # Request queue of backtest runs: ``<stack.queue_prefix>-<backtest_queue>``.
+    backtest_queue: str = "backtest-requests"
+    # Seconds a received run stays invisible to other pool processes (extended while a process works on it).
+    backtest_visibility_timeout_s: int = 120
+    # Receives of a run before it is dead-lettered.
+    backtest_max_receive_count: int = 3
+    # Backtest pool processes ``vpp up`` starts.
+    backtest_processes: int = 1
+    # Processes the engine prepares forecasts with inside one pool process (1: the pool process itself).
+    backtest_engine_workers: int = 1
+    # Temporal task queue of the sweep workflow and its activities.
+    sweep_task_queue: str = "backtest-sweeps"
+    # Runs of one sweep in flight at once, and the longest one run may take (s).
+    sweep_max_in_flight: int = 8
+    sweep_run_timeout_s: int = 7200
+
+
+@dataclass(frozen=True)
 class Settings:
     """All configuration, as loaded by :func:`load_settings`."""
 
@@ -425,6 +446,7 @@ class Settings:
     fleet: FleetSettings = field(default_factory=FleetSettings)
     coopt: CooptSettings = field(default_factory=CooptSettings)
     market_store: MarketStoreSettings = field(default_factory=MarketStoreSettings)
+    pools: PoolSettings = field(default_factory=PoolSettings)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -511,6 +533,19 @@ def _market_store(table: dict[str, Any]) -> MarketStoreSettings:
     return MarketStoreSettings(**values)
 
 
+def _pools(table: dict[str, Any]) -> PoolSettings:
+    pools = PoolSettings(**table)
+    for name in ("backtest_visibility_timeout_s", "backtest_max_receive_count", "backtest_engine_workers",
+                 "sweep_max_in_flight", "sweep_run_timeout_s"):
+        if getattr(pools, name) < 1:
+            raise ValueError(f"pools.{name} must be at least 1, got {getattr(pools, name)}")
+    if pools.backtest_processes < 0:
+        raise ValueError(f"pools.backtest_processes must be at least 0, got {pools.backtest_processes}")
+    if not pools.backtest_queue or not pools.sweep_task_queue:
+        raise ValueError("pools.backtest_queue and pools.sweep_task_queue must not be empty")
+    return pools
+
+
 def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -587,6 +622,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         fleet=_fleet(raw.get("fleet", {})),
         coopt=_coopt(raw.get("coopt", {})),
         market_store=_market_store(raw.get("market_store", {})),
+        pools=_pools(raw.get("pools", {})),
         archive=ArchiveSettings(**a),
         database_url=database_url,
     )

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from pools.sqs import AWS_ENDPOINT, DEAD_LETTER_RETENTION_S, queue_names
+from pools.sqs import AWS_ENDPOINT, DEAD_LETTER_RETENTION_S, queue_policy, settings_queue_names
 from settings import ENV_OVERRIDES, Settings, load_settings
 from stack.supervisor import settings_to_toml
 
@@ -119,8 +119,9 @@ class DeploymentContract:
 
 def _queues(settings: Settings) -> tuple[QueueSpec, ...]:
     stack = settings.stack
-    names = queue_names(stack.queue_prefix)
+    names = settings_queue_names(settings)
     visibility = stack.visibility_timeout_s
+    backtest = queue_policy(settings, "backtest")
     return (
         QueueSpec("dead_letters", names["dead_letters"], visibility, DEAD_LETTER_RETENTION_S, None),
         QueueSpec("forecast_requests", names["forecast_requests"], visibility, MESSAGE_RETENTION_S,
@@ -128,6 +129,8 @@ def _queues(settings: Settings) -> tuple[QueueSpec, ...]:
         QueueSpec("optimisation_requests", names["optimisation_requests"], visibility, MESSAGE_RETENTION_S,
                   stack.max_receive_count),
         QueueSpec("results", names["results"], visibility, MESSAGE_RETENTION_S, None),
+        QueueSpec("backtest_requests", names["backtest_requests"], backtest.visibility_timeout_s,
+                  MESSAGE_RETENTION_S, backtest.max_receive_count),
     )
 
 
@@ -160,6 +163,14 @@ def _services(settings: Settings) -> tuple[ServiceSpec, ...]:
         ServiceSpec("vpp-worker", ("worker", "vpp"), None,
                     (*_BASE_ENVIRONMENT, "DATABASE_URL", *_TEMPORAL_ENVIRONMENT), (), (), "none", True, True,
                     None, 1, grpc_calls=("fleet-gateway",)),
+        # Backtest runs of the sweeps: data by reference (sha256-checked), run folders into the archive.
+        ServiceSpec("backtest-pool", ("worker", "pool", "backtest"), None,
+                    (*_BASE_ENVIRONMENT, *_SQS_ENVIRONMENT, *_ARCHIVE_ENVIRONMENT), ("backtest_requests",),
+                    ("results", "dead_letters"), "read_write", False, False, "backtest_requests",
+                    settings.pools.backtest_processes),
+        ServiceSpec("sweep-worker", ("worker", "sweep"), None,
+                    (*_BASE_ENVIRONMENT, *_SQS_ENVIRONMENT, *_TEMPORAL_ENVIRONMENT, *_ARCHIVE_ENVIRONMENT), (),
+                    ("backtest_requests",), "read_write", False, True, None, 1),
     )
 
 

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
     from services.security import LocalEdge
 
-__all__ = ["ALL_PARTS", "MARKET_DATA_MODES", "LocalStack", "PartFailedError", "PartStatus", "StackError",
+__all__ = ["ALL_PARTS", "MARKET_DATA_MODES", "SWEEP_PARTS", "LocalStack", "PartFailedError", "PartStatus", "StackError",
            "child_environment", "describe_market_data", "run_up", "settings_to_toml", "with_market_data"]
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,13 @@ TEMPORAL_WORKER = "temporal-worker"
 FLEET_GATEWAY = "fleet-gateway"
 FLEET_SIMULATOR = "fleet-simulator"
 VPP_WORKER = "vpp-worker"
+BACKTEST = "backtest"
+SWEEP_WORKER = "sweep-worker"
 ALL_PARTS: tuple[str, ...] = (TEMPORAL, SQS, POSTGRES, MARKET_DATA, BIDS, FORECAST, OPTIMISATION,
-                              TEMPORAL_WORKER, FLEET_GATEWAY, FLEET_SIMULATOR, VPP_WORKER)
+                              TEMPORAL_WORKER, FLEET_GATEWAY, FLEET_SIMULATOR, VPP_WORKER, BACKTEST, SWEEP_WORKER)
+# What backtest sweeps need: Temporal, SQS, PostgreSQL (for the Temporal worker, whose result relay
+# completes the runs' activities), the backtest pool and the sweep worker.
+SWEEP_PARTS = frozenset({TEMPORAL, SQS, POSTGRES, TEMPORAL_WORKER, BACKTEST, SWEEP_WORKER})
 FLEET_PARTS = frozenset({FLEET_GATEWAY, FLEET_SIMULATOR, VPP_WORKER})
 
 EFFECTIVE_CONFIG_NAME = "effective-config.toml"
@@ -509,6 +514,11 @@ class LocalStack:
             specs.append((FLEET_SIMULATOR, _cli("fleet", "simulate"), None, gateway))
         if VPP_WORKER in self.parts:
             specs.append((VPP_WORKER, _cli("worker", "vpp"), None, self.temporal_address))
+        if BACKTEST in self.parts:
+            specs += [(f"{BACKTEST}-{n}", _cli("worker", "pool", BACKTEST), None, self.sqs_endpoint_url)
+                      for n in range(1, settings.pools.backtest_processes + 1)]
+        if SWEEP_WORKER in self.parts:
+            specs.append((SWEEP_WORKER, _cli("worker", "sweep"), None, self.temporal_address))
         return [ManagedProcess(name, argv, stack.log_dir / f"{name}.log",
                                env=child_environment(settings, self.config_file, base, self._edge_environment(name)),
                                health=health,

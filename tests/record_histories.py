@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -39,6 +40,8 @@ from activities.operator_facts import ControlsView, OperatorInput, RebidRequeste
 from activities.peak_shaving import forecast_from_history
 from activities.peak_shaving_facts import NodeForecastInput, PeakShavingInput
 from algorithms.fleet.peak_shaving import PeakShavingRules, find_peaks
+from archive import open_archive
+from backtest.sweep import build_grid, sweep_id
 from models.assets import site_parameters, sites_under
 from models.node_load import read_node_load, record_node_load
 from services.temporal_client import schedule_id
@@ -48,6 +51,7 @@ from stack.cycles import run_cycle_at
 from stack.ports import free_tcp_port
 from stack.schedule import distribution_input, ensure_schedule
 from stack.supervisor import LocalStack
+from stack.sweep import SweepPlan, plan_sweep, submit_sweep
 from workflows.autobidder import AutobidderCycle
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -249,6 +253,32 @@ class Recorder:
         print(f"peak shaving: {plan}", flush=True)
         await self.save("PeakShaving", "plan", workflow_id)
 
+    # -- backtest sweeps ---------------------------------------------------------------------------
+
+    async def backtest_sweep(self) -> None:
+        """A sweep of three two-hour runs on the backtest pool: two finish, one is refused because its data
+        changed after it was planned (the sweep reports it); then the report."""
+        settings = self.settings
+        data = settings.market_data.data_dir
+        start, end = datetime(2021, 1, 15, 4, 0), datetime(2021, 1, 15, 6, 0)
+        flags = {"regions": ["SA1"], "start": start, "end": end, "default_region": "SA1"}
+        finishing = plan_sweep(settings, build_grid(params=["history_intervals=576", "horizon_intervals=12,24"],
+                                                    data=[data], default_data=data, **flags))  # type: ignore[arg-type]
+        with tempfile.TemporaryDirectory(prefix="vpp-sweep-data-") as folder:
+            changed = Path(folder) / "data"
+            shutil.copytree(data, changed)
+            refused = plan_sweep(settings, build_grid(params=["history_intervals=576", "horizon_intervals=36"],
+                                                      data=[changed], default_data=changed, **flags))  # type: ignore[arg-type]
+            dispatch = next(changed.glob("*DISPATCHPRICE*"))
+            dispatch.write_bytes(dispatch.read_bytes() + b"\0")
+            runs = (*finishing.runs, *refused.runs)
+            plan = SweepPlan(sweep_id=sweep_id([run.spec.run_id for run in runs]), runs=runs)
+            handle = await submit_sweep(self.client, settings, open_archive(settings), plan,
+                                        Path(folder) / "backtests")
+            result = await handle.result()
+        print(f"backtest sweep: {[(o.status, o.reason[:60]) for o in result.outcomes]}", flush=True)
+        await self.save("BacktestSweep", "two-finished-one-refused", plan.sweep_id)
+
 
 CASES: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     "AutobidderCycle": Recorder.autobidder_and_operator,  # also UnitOperator
@@ -256,6 +286,7 @@ CASES: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     "VppDispatchEvent": Recorder.dispatch_events,
     "NodeLoadSampler": Recorder.node_load_sampler,
     "PeakShaving": Recorder.peak_shaving,
+    "BacktestSweep": Recorder.backtest_sweep,
 }
 
 

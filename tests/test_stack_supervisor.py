@@ -237,6 +237,16 @@ def test_children_are_the_project_cli_with_configured_pool_sizes(settings: Setti
     assert all(c.env is not None and c.env["VPP_CONFIG"] == str(stack.config_file) for c in children)
 
 
+def test_the_sweep_parts_run_the_configured_backtest_pools_and_the_sweep_worker(settings: Settings) -> None:
+    from stack.supervisor import SWEEP_PARTS
+
+    sized = replace(settings, pools=replace(settings.pools, backtest_processes=3))
+    children = LocalStack(sized, parts=SWEEP_PARTS)._child_processes()
+    assert [c.name for c in children] == ["temporal-worker", "backtest-1", "backtest-2", "backtest-3", "sweep-worker"]
+    assert children[1].argv[-3:] == ("worker", "pool", "backtest")
+    assert children[-1].argv[-2:] == ("worker", "sweep")
+
+
 def test_unknown_parts_are_rejected(settings: Settings) -> None:
     with pytest.raises(ValueError, match="unknown stack parts"):
         LocalStack(settings, parts={"temporal", "kafka"})

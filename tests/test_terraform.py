@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pools.sqs import queue_names
+from pools.sqs import queue_names, queue_policy
 from settings import ENV_OVERRIDES, REPO_ROOT, load_settings
 from stack.deployment import (
     DIRECT_ENVIRONMENT,
@@ -110,12 +110,15 @@ def test_committed_contract_is_what_the_code_generates(env: str) -> None:
 def test_contract_queues_are_the_workers_queues(env: str) -> None:
     settings = env_settings(env)
     contract = committed_contract(env)
-    names = queue_names(settings.stack.queue_prefix)
+    names = queue_names(settings.stack.queue_prefix, settings.pools.backtest_queue)
     assert {q["key"]: q["name"] for q in contract["queues"]} == names
     for queue in contract["queues"]:
-        assert queue["visibility_timeout_s"] == settings.stack.visibility_timeout_s
-        expected_receives = settings.stack.max_receive_count if queue["key"].endswith("_requests") else None
-        assert queue["max_receive_count"] == expected_receives, queue["key"]
+        # Backtest runs have a queue of their own, with their own visibility timeout and receive count.
+        policy = queue_policy(settings, queue["key"].removesuffix("_requests")) \
+            if queue["key"].endswith("_requests") else None
+        expected_visibility = policy.visibility_timeout_s if policy else settings.stack.visibility_timeout_s
+        assert queue["visibility_timeout_s"] == expected_visibility, queue["key"]
+        assert queue["max_receive_count"] == (policy.max_receive_count if policy else None), queue["key"]
     assert contract["region"] == settings.stack.sqs_region
     assert contract["archive_prefix"] == settings.archive.s3_prefix
 
@@ -164,7 +167,11 @@ def test_least_privilege_of_the_contract() -> None:
     services = {service.name: service for service in contract.services}
     assert services["forecast-pool"].sqs_consume == ("forecast_requests",)
     assert services["optimisation-pool"].sqs_consume == ("optimisation_requests",)
-    assert [name for name, s in services.items() if s.archive != "none"] == ["temporal-worker"]
+    assert services["backtest-pool"].sqs_consume == ("backtest_requests",)
+    assert services["sweep-worker"].sqs_consume == () and services["sweep-worker"].sqs_send == ("backtest_requests",)
+    # The backtest pool archives run folders; the sweep worker reads them back into the runs folder.
+    assert [name for name, s in services.items() if s.archive != "none"] == ["temporal-worker", "backtest-pool",
+                                                                              "sweep-worker"]
     assert {name for name, s in services.items() if s.database} == {"bids", "fleet-gateway", "vpp-worker"}
     for service in contract.services:
         readers_of_secrets = {"DATABASE_URL"} & set(service.environment)

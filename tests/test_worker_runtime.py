@@ -220,11 +220,15 @@ def test_queue_names_follow_the_prefix() -> None:
         "optimisation_requests": "openvpp-optimisation-requests",
         "results": "openvpp-results",
         "dead_letters": "openvpp-dead-letters",
+        "backtest_requests": "openvpp-backtest-requests",
     }
-    urls = QueueUrls("f", "o", "r", "d")
-    assert (urls.request_queue("forecast"), urls.request_queue("optimisation")) == ("f", "o")
+    assert queue_names("openvpp", "sweeps")["backtest_requests"] == "openvpp-sweeps"
+    urls = QueueUrls("f", "o", "r", "d", "b")
+    assert [urls.request_queue(k) for k in ("forecast", "optimisation", "backtest")] == ["f", "o", "b"]
     with pytest.raises(ValueError, match="unknown request kind"):
         urls.request_queue("bid")
+    with pytest.raises(ValueError, match="unknown request kind"):
+        QueueUrls("f", "o", "r", "d").request_queue("backtest")  # a deployment without the backtest queue
 
 
 def _result_reply(kind: str) -> worker_pb2.WorkerReply:

@@ -26,7 +26,9 @@ from activities.distribution_facts import DistributionInput, DistributionResult
 from activities.node_load_facts import NodeLoadSampled, SampleNodeLoadInput
 from activities.operator_facts import OperatorInput
 from activities.peak_shaving_facts import FleetCapacityInput, PeakShavingInput, PeakShavingPlan
+from activities.sweep_facts import SweepInput, SweepResult
 from workflows.autobidder import AutobidderCycle
+from workflows.backtest_sweep import BacktestSweep
 from workflows.dispatch import VppDispatchEvent
 from workflows.distribution import PriceForecastDistribution
 from workflows.node_load_sampler import NodeLoadSampler
@@ -36,7 +38,7 @@ from workflows.peak_shaving import PeakShaving
 REPO = Path(__file__).resolve().parents[1]
 HISTORIES = Path(__file__).resolve().parent / "histories"
 WORKFLOWS: list[type] = [AutobidderCycle, UnitOperator, PriceForecastDistribution, VppDispatchEvent, PeakShaving,
-                         NodeLoadSampler]
+                         NodeLoadSampler, BacktestSweep]
 HISTORY_FILES = sorted(HISTORIES.glob("*.json"))
 
 
@@ -152,9 +154,17 @@ class NodeLoadSamplerPatchedSleepFirst(NodeLoadSampler):
         return await super().run(request)
 
 
+@workflow.defn(name="BacktestSweep", sandboxed=False)
+class BacktestSweepSleepFirst(BacktestSweep):
+    @workflow.run
+    async def run(self, sweep: SweepInput) -> SweepResult:
+        await _a_timer_first()
+        return await super().run(sweep)
+
+
 SLEEP_FIRST: dict[str, type] = {_definition_name(cls): cls for cls in (
     AutobidderCycleSleepFirst, UnitOperatorSleepFirst, PriceForecastDistributionSleepFirst,
-    VppDispatchEventSleepFirst, PeakShavingSleepFirst, NodeLoadSamplerSleepFirst)}
+    VppDispatchEventSleepFirst, PeakShavingSleepFirst, NodeLoadSamplerSleepFirst, BacktestSweepSleepFirst)}
 
 
 @workflow.defn(name="PeakShaving", sandboxed=False)

@@ -357,6 +357,235 @@ class OptimisationResult(_message.Message):
 Global___OptimisationResult: _TypeAlias = OptimisationResult  # noqa: Y015
 
 @_typing.final
+class BacktestDataFile(_message.Message):
+    """One MMS data file a backtest reads, by reference: where it is and what its bytes must hash to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    TABLE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Absolute path on the worker's file system (the same shared or copied data on every machine)."""
+    table: _builtins.str
+    """MMS table the file holds (DISPATCHPRICE, PREDISPATCHPRICE, MARKET_PRICE_THRESHOLDS)."""
+    sha256: _builtins.str
+    """sha256 (hex) the file's bytes must have; a worker refuses data that does not match."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        table: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "sha256", b"sha256", "table", b"table"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BacktestDataFile: _TypeAlias = BacktestDataFile  # noqa: Y015
+
+@_typing.final
+class BacktestRunRequest(_message.Message):
+    """One backtest run of a sweep (backtest/runs.py execute_run). Immutable worker input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    INPUTS_HASH_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    STRATEGY_JSON_FIELD_NUMBER: _builtins.int
+    DATA_SOURCES_FIELD_NUMBER: _builtins.int
+    DATA_FILES_FIELD_NUMBER: _builtins.int
+    ENGINE_WORKERS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    inputs_hash: _builtins.str
+    run_id: _builtins.str
+    """The deterministic run id the sweep expects (<region>-<start>-<intervals>-<hash>); the worker refuses
+    to run a spec whose id differs (other code version, settings or data).
+    """
+    region: _builtins.str
+    period_start: _builtins.str
+    """Period, market time AEST (naive ISO 8601): the run bids every dispatch interval ending in (start, end]."""
+    period_end: _builtins.str
+    strategy_json: _builtins.str
+    """The strategy as backtest/strategy.py Strategy.to_dict writes it (parts and parameters), canonical JSON."""
+    engine_workers: _builtins.int
+    """Processes the engine prepares forecasts with inside the worker (1: in the worker's own process)."""
+    @_builtins.property
+    def algorithm(self) -> _common_pb2.AlgorithmRef: ...
+    @_builtins.property
+    def data_sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The --data paths as given (absolute) and every file they resolve to, with its sha256."""
+
+    @_builtins.property
+    def data_files(self) -> _containers.RepeatedCompositeFieldContainer[Global___BacktestDataFile]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        algorithm: _common_pb2.AlgorithmRef | None = ...,
+        inputs_hash: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        region: _builtins.str = ...,
+        period_start: _builtins.str = ...,
+        period_end: _builtins.str = ...,
+        strategy_json: _builtins.str = ...,
+        data_sources: _abc.Iterable[_builtins.str] | None = ...,
+        data_files: _abc.Iterable[Global___BacktestDataFile] | None = ...,
+        engine_workers: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "data_files", b"data_files", "data_sources", b"data_sources", "engine_workers", b"engine_workers", "inputs_hash", b"inputs_hash", "period_end", b"period_end", "period_start", b"period_start", "region", b"region", "request_id", b"request_id", "run_id", b"run_id", "strategy_json", b"strategy_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BacktestRunRequest: _TypeAlias = BacktestRunRequest  # noqa: Y015
+
+@_typing.final
+class BacktestRunResult(_message.Message):
+    """A run's outcome: the headline of its summary.json and where its run folder's files are archived."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    INPUTS_HASH_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    ENERGY_REVENUE_DOLLARS_FIELD_NUMBER: _builtins.int
+    FCAS_REVENUE_DOLLARS_FIELD_NUMBER: _builtins.int
+    TOTAL_REVENUE_DOLLARS_FIELD_NUMBER: _builtins.int
+    PERFECT_FORESIGHT_DOLLARS_FIELD_NUMBER: _builtins.int
+    PERFECT_FORESIGHT_ENERGY_ONLY_DOLLARS_FIELD_NUMBER: _builtins.int
+    CAPTURE_TOTAL_FIELD_NUMBER: _builtins.int
+    CAPTURE_ENERGY_FIELD_NUMBER: _builtins.int
+    FAILED_DECISIONS_FIELD_NUMBER: _builtins.int
+    SAFE_FALLBACKS_FIELD_NUMBER: _builtins.int
+    WALL_TIME_S_FIELD_NUMBER: _builtins.int
+    DECISIONS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    FILES_KEY_FIELD_NUMBER: _builtins.int
+    CODE_VERSION_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    inputs_hash: _builtins.str
+    status: Global___ResultStatus.ValueType
+    status_reason: _builtins.str
+    run_id: _builtins.str
+    decisions: _builtins.int
+    energy_revenue_dollars: _builtins.float
+    """Realised revenue ($): energy, FCAS, total."""
+    fcas_revenue_dollars: _builtins.float
+    total_revenue_dollars: _builtins.float
+    perfect_foresight_dollars: _builtins.float
+    """Perfect-foresight revenue ($) over the same intervals: energy + FCAS, and energy only."""
+    perfect_foresight_energy_only_dollars: _builtins.float
+    capture_total: _builtins.float
+    """Realised / perfect foresight (energy + FCAS; energy against energy only); NaN when undefined."""
+    capture_energy: _builtins.float
+    failed_decisions: _builtins.int
+    safe_fallbacks: _builtins.int
+    wall_time_s: _builtins.float
+    """Wall time of the run in the worker (s) and its decisions per second."""
+    decisions_per_second: _builtins.float
+    files_key: _builtins.str
+    """Archive key of the BacktestRunFiles holding the run folder (summary.json, ledger.parquet, timing.json)."""
+    code_version: _builtins.str
+    @_builtins.property
+    def algorithm(self) -> _common_pb2.AlgorithmRef: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        algorithm: _common_pb2.AlgorithmRef | None = ...,
+        inputs_hash: _builtins.str = ...,
+        status: Global___ResultStatus.ValueType = ...,
+        status_reason: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        decisions: _builtins.int = ...,
+        energy_revenue_dollars: _builtins.float = ...,
+        fcas_revenue_dollars: _builtins.float = ...,
+        total_revenue_dollars: _builtins.float = ...,
+        perfect_foresight_dollars: _builtins.float = ...,
+        perfect_foresight_energy_only_dollars: _builtins.float = ...,
+        capture_total: _builtins.float = ...,
+        capture_energy: _builtins.float = ...,
+        failed_decisions: _builtins.int = ...,
+        safe_fallbacks: _builtins.int = ...,
+        wall_time_s: _builtins.float = ...,
+        decisions_per_second: _builtins.float = ...,
+        files_key: _builtins.str = ...,
+        code_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "capture_energy", b"capture_energy", "capture_total", b"capture_total", "code_version", b"code_version", "decisions", b"decisions", "decisions_per_second", b"decisions_per_second", "energy_revenue_dollars", b"energy_revenue_dollars", "failed_decisions", b"failed_decisions", "fcas_revenue_dollars", b"fcas_revenue_dollars", "files_key", b"files_key", "inputs_hash", b"inputs_hash", "perfect_foresight_dollars", b"perfect_foresight_dollars", "perfect_foresight_energy_only_dollars", b"perfect_foresight_energy_only_dollars", "request_id", b"request_id", "run_id", b"run_id", "safe_fallbacks", b"safe_fallbacks", "status", b"status", "status_reason", b"status_reason", "total_revenue_dollars", b"total_revenue_dollars", "wall_time_s", b"wall_time_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BacktestRunResult: _TypeAlias = BacktestRunResult  # noqa: Y015
+
+@_typing.final
+class BacktestRunFile(_message.Message):
+    """One file of a run folder."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    content: _builtins.bytes
+    sha256: _builtins.str
+    """sha256 (hex) of content."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "name", b"name", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BacktestRunFile: _TypeAlias = BacktestRunFile  # noqa: Y015
+
+@_typing.final
+class BacktestRunFiles(_message.Message):
+    """The files of a run folder (backtests/<run-id>/), archived by the worker that made the run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___BacktestRunFile]: ...
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        files: _abc.Iterable[Global___BacktestRunFile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BacktestRunFiles: _TypeAlias = BacktestRunFiles  # noqa: Y015
+
+@_typing.final
 class ReplyTo(_message.Message):
     """Where a worker's reply must go: the Temporal activity waiting for it."""
 
@@ -393,6 +622,7 @@ class WorkerTask(_message.Message):
     REPLY_TO_FIELD_NUMBER: _builtins.int
     FORECAST_FIELD_NUMBER: _builtins.int
     OPTIMISATION_FIELD_NUMBER: _builtins.int
+    BACKTEST_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     @_builtins.property
     def reply_to(self) -> Global___ReplyTo: ...
@@ -400,6 +630,8 @@ class WorkerTask(_message.Message):
     def forecast(self) -> Global___ForecastRequest: ...
     @_builtins.property
     def optimisation(self) -> Global___OptimisationRequest: ...
+    @_builtins.property
+    def backtest(self) -> Global___BacktestRunRequest: ...
     def __init__(
         self,
         *,
@@ -407,12 +639,13 @@ class WorkerTask(_message.Message):
         reply_to: Global___ReplyTo | None = ...,
         forecast: Global___ForecastRequest | None = ...,
         optimisation: Global___OptimisationRequest | None = ...,
+        backtest: Global___BacktestRunRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast", "optimisation", b"optimisation", "reply_to", b"reply_to", "request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "forecast", b"forecast", "optimisation", b"optimisation", "reply_to", b"reply_to", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast", "optimisation", b"optimisation", "reply_to", b"reply_to", "request", b"request", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "forecast", b"forecast", "optimisation", b"optimisation", "reply_to", b"reply_to", "request", b"request", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["forecast", "optimisation"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["forecast", "optimisation", "backtest"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
@@ -455,6 +688,7 @@ class WorkerReply(_message.Message):
     FORECAST_FIELD_NUMBER: _builtins.int
     OPTIMISATION_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    BACKTEST_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     @_builtins.property
     def reply_to(self) -> Global___ReplyTo: ...
@@ -464,6 +698,8 @@ class WorkerReply(_message.Message):
     def optimisation(self) -> Global___OptimisationResult: ...
     @_builtins.property
     def error(self) -> Global___WorkerError: ...
+    @_builtins.property
+    def backtest(self) -> Global___BacktestRunResult: ...
     def __init__(
         self,
         *,
@@ -472,12 +708,13 @@ class WorkerReply(_message.Message):
         forecast: Global___ForecastResult | None = ...,
         optimisation: Global___OptimisationResult | None = ...,
         error: Global___WorkerError | None = ...,
+        backtest: Global___BacktestRunResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "forecast", b"forecast", "optimisation", b"optimisation", "reply_to", b"reply_to", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "error", b"error", "forecast", b"forecast", "optimisation", b"optimisation", "reply_to", b"reply_to", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "forecast", b"forecast", "optimisation", b"optimisation", "reply_to", b"reply_to", "result", b"result", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "error", b"error", "forecast", b"forecast", "optimisation", b"optimisation", "reply_to", b"reply_to", "result", b"result", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["forecast", "optimisation", "error"]  # noqa: Y015
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["forecast", "optimisation", "error", "backtest"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
