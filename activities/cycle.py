@@ -47,7 +47,7 @@ from models.db import connect
 from pools.sqs import QueueUrls, send_task
 from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
 from services.market_data import fetch_snapshot
-from settings import Settings
+from settings import Settings, UnitSettings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ class CycleActivities:
         self._archive = archive
         self._sqs = sqs
         self._queues = queues
-        self._battery = battery_spec_from_settings(settings.battery)
+        # Every battery unit of the portfolio, by unit id: a cycle plans and bids with its own unit's facts.
+        self._batteries = {unit.unit_id: battery_spec_from_settings(unit.battery) for unit in settings.battery_units}
         self._market_data_address = settings.stack.market_data_address
         self._bid_address = settings.stack.bid_service_address
 
@@ -101,6 +102,13 @@ class CycleActivities:
 
     async def _get(self, key: str) -> Any:
         return await asyncio.to_thread(self._archive.get, key)
+
+    def _unit(self, unit_id: str) -> UnitSettings:
+        """The configured battery unit ``unit_id``; a non-retryable failure naming the configured ones otherwise."""
+        if unit_id not in self._batteries:
+            raise _non_retryable(f"unit {unit_id!r} is not a configured battery unit (configured: "
+                                 f"{', '.join(self._batteries)})")
+        return self._settings.unit(unit_id)
 
     async def _controls(self, unit_id: str) -> EffectiveControls:
         """The unit's operator controls in force now (wall clock: SoC holds end at a wall-clock time)."""
@@ -173,13 +181,14 @@ class CycleActivities:
         forecasts = [cast(worker_pb2.ForecastResult, f)
                      for f in await asyncio.gather(*(self._get(k) for k in task.forecast_keys))]
         config = task.config
+        unit = self._unit(task.unit_id)
         try:
             request = optimisation_request(
-                forecasts, battery_with_soc_floor(self._battery, task.soc_floor_fraction),
+                forecasts, battery_with_soc_floor(self._batteries[unit.unit_id], task.soc_floor_fraction),
                 request_id=f"{task.cycle_id}/optimisation",
                 first_interval=datetime.fromisoformat(task.first_interval),
                 horizon_intervals=config.horizon_intervals, state_of_charge_mwh=task.state_of_charge_mwh,
-                terminal_state_of_charge_mwh=self._settings.battery.initial_state_of_charge_mwh,
+                terminal_state_of_charge_mwh=unit.battery.initial_state_of_charge_mwh,
                 price_quantile=config.optimiser_price_quantile,
                 price_tail_weight=config.optimiser_price_tail_weight,
                 degradation_cost_per_mwh=config.degradation_cost_per_mwh,
@@ -206,6 +215,7 @@ class CycleActivities:
         that fails validation is never returned for submission. The operator's SoC hold and manual rebid
         reason come with the request (read with the market data).
         """
+        unit = self._unit(request.unit_id)
         plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
         async with await connect(self._database_url) as conn:
@@ -215,7 +225,7 @@ class CycleActivities:
             plan, standing_bid=StandingBid(standing.bid_id, standing.bid()) if standing is not None else None,
             controls=EffectiveControls(soc_floor_fraction=request.soc_floor_fraction,
                                        manual_rebid_reason=request.manual_rebid_reason),
-            battery=self._battery, bidding=self._settings.bidding, rules=self._settings.market,
+            battery=self._batteries[unit.unit_id], bidding=unit.bidding, rules=self._settings.market,
             products=request.products, daily_band_prices=daily_prices, dispatch_interval=dispatch_interval,
             offer_time=datetime.fromisoformat(request.offer_time), version=request.version,
             initial_state_of_charge_mwh=request.state_of_charge_mwh, plan_hash=request.plan_key.removeprefix("sha256:"))

@@ -7,7 +7,6 @@ the same action twice: the audit row carries the activity's request id.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,8 +43,7 @@ TriggerCycle = Callable[[str], Awaitable[None]]
 def schedule_trigger(settings: Settings, client: Client) -> TriggerCycle:
     """A TriggerCycle that triggers the unit's AutoBidder schedule (:func:`services.temporal_client.trigger_now`)."""
     async def trigger(unit_id: str) -> None:
-        unit_settings = dataclasses.replace(settings, cycle=dataclasses.replace(settings.cycle, unit_id=unit_id))
-        await trigger_now(unit_settings, client)
+        await trigger_now(settings, client, unit_id=unit_id)
 
     return trigger
 

@@ -385,14 +385,16 @@ bench_app.command("store")(bench_store)
 @bench_app.command("cycle")
 def bench_cycle(
     ctx: typer.Context,
-    cycles: Annotated[int, typer.Option(min=1, help="Number of cycles to measure.")] = 20,
+    cycles: Annotated[int, typer.Option(min=1, help="Number of cycles to measure (with --units: rounds).")] = 20,
+    units: Annotated[int, typer.Option(min=1, max=100, help="Battery units whose cycles run at once, in several "
+                                                            "regions (1: the configured unit alone).")] = 1,
 ) -> None:
-    """Measure the AutoBidder cycle end to end on the local stack."""
+    """Measure the AutoBidder cycle end to end on the local stack (a portfolio of units with --units)."""
     from bench.cycle import run_cycle_bench
 
     settings = load(ctx)
     with clean_errors():
-        code = run_cycle_bench(settings, cycles=cycles)
+        code = run_cycle_bench(settings, cycles=cycles, units=units)
     raise typer.Exit(int(code))
 
 

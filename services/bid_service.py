@@ -567,7 +567,7 @@ def registered_fleet_units(settings: Settings, database_url: str) -> list[Regist
             return []
     if not parameters.site_count:
         return []
-    spec = fleet_unit_of_sites(coopt.fleet_unit_id, settings.cycle.region, parameters)
+    spec = fleet_unit_of_sites(coopt.fleet_unit_id, settings.vpp_unit.region, parameters)
     middle = spec.energy_mwh * (spec.soc_min_fraction + spec.soc_max_fraction) / 2
     return [RegisteredUnit(spec=spec, initial_state_of_charge_mwh=middle)]
 
@@ -600,14 +600,20 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     rules = await asyncio.to_thread(market_rules_of_data, settings)
     dispatch_prices = with_administered_pricing(historical, rules)  # PriceLimitsUnknownError: a year no source covers
     fleet_units = await asyncio.to_thread(registered_fleet_units, settings, database_url)
-    market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules, fleet_units)
+    # The portfolio's further battery units (the first is ``settings.battery``), each with its own region.
+    portfolio_units = [RegisteredUnit(battery_spec_from_settings(unit.battery),
+                                      unit.battery.initial_state_of_charge_mwh)
+                       for unit in settings.battery_units[1:]]
+    market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules, [*portfolio_units, *fleet_units])
     server = secure_server(security, SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)
     add_health(server, [SERVICE_NAME])
     address = bind_port(server, settings.stack.bid_service_port, "bid service", security=security)
     await server.start()
-    log.info("bid service on %s (unit %s, region %s%s)", address, settings.battery.unit_id,
-             settings.battery.region, "".join(f"; fleet unit {u.spec.unit_id} {u.spec.power_mw:.2f} MW / "
+    log.info("bid service on %s (unit %s, region %s%s%s)", address, settings.battery.unit_id,
+             settings.battery.region,
+             "".join(f"; unit {u.spec.unit_id}, region {u.spec.region}" for u in portfolio_units),
+             "".join(f"; fleet unit {u.spec.unit_id} {u.spec.power_mw:.2f} MW / "
                                               f"{u.spec.energy_mwh:.2f} MWh" for u in fleet_units))
     try:
         await stop.wait()

@@ -168,18 +168,23 @@ async def _temporal_parts(settings: Settings) -> list[PartState]:
             continue
         states.append(PartState(label, f"task queue {queue}", pollers > 0,
                                 f"{pollers} poller(s) seen recently" if pollers else "no worker polls this queue"))
-    for identifier in (schedule_id(settings), NODE_LOAD_SCHEDULE_ID, DISTRIBUTION_SCHEDULE_ID):
+    vpp = settings.vpp_unit
+    schedules = [(schedule_id(settings, unit.unit_id), f"unit {unit.unit_id} ({unit.region}) cycles")
+                 for unit in settings.battery_units]
+    schedules += [(NODE_LOAD_SCHEDULE_ID, "Temporal schedule"),
+                  (DISTRIBUTION_SCHEDULE_ID, f"unit {vpp.unit_id} ({vpp.region}, the VPP) bids")]
+    for identifier, what in schedules:
         try:
             described = await client.get_schedule_handle(identifier).describe()
         except Exception:  # not created
-            states.append(PartState(f"schedule {identifier}", "Temporal schedule", False, "does not exist"))
+            states.append(PartState(f"schedule {identifier}", what, False, "does not exist"))
             continue
         paused = described.schedule.state.paused
         upcoming = described.info.next_action_times
         detail = ("PAUSED" if paused else
                   f"next run {upcoming[0].astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC (wall clock)" if upcoming
                   else "no upcoming run")
-        states.append(PartState(f"schedule {identifier}", "Temporal schedule", not paused and bool(upcoming), detail))
+        states.append(PartState(f"schedule {identifier}", what, not paused and bool(upcoming), detail))
     return states
 
 

@@ -32,7 +32,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pools.blas import single_threaded_blas_environment
-from settings import ENV_OVERRIDES, Settings
+from settings import ENV_OVERRIDES, UNIT_CYCLE_KEYS, Settings
 from settings.extras import LOCAL, missing_extra_message
 from stack.follow import WorkflowFollower
 from stack.ports import StackError, check_ports_free
@@ -187,6 +187,16 @@ def settings_to_toml(settings: Settings) -> str:
             continue
         lines.append(f"\n[{table.name}]")
         lines.extend(f"{f.name} = {_toml_value(getattr(section, f.name))}" for f in fields(section))
+    for unit in settings.portfolio:  # every unit in full, so the children run the same portfolio
+        lines.append("\n[[units]]")
+        lines += [f"unit_id = {_toml_value(unit.unit_id)}", f"region = {_toml_value(unit.region)}",
+                  f"kind = {_toml_value(unit.kind)}"]
+        lines.extend(f"{f.name} = {_toml_value(getattr(unit.battery, f.name))}" for f in fields(unit.battery)
+                     if f.name not in {"unit_id", "region"})
+        lines.append("[units.bidding]")
+        lines.extend(f"{f.name} = {_toml_value(getattr(unit.bidding, f.name))}" for f in fields(unit.bidding))
+        lines.append("[units.cycle]")
+        lines.extend(f"{name} = {_toml_value(getattr(unit.cycle, name))}" for name in sorted(UNIT_CYCLE_KEYS))
     return "\n".join(lines) + "\n"
 
 
@@ -612,11 +622,11 @@ class LocalStack:
 # vpp up
 
 
-def _schedule_id(settings: Settings) -> str:
-    """The id of the cycle's Temporal Schedule."""
+def _schedule_ids(settings: Settings) -> str:
+    """The ids of every battery unit's cycle schedule, comma-separated."""
     from services import temporal_client
 
-    return temporal_client.schedule_id(settings)
+    return ", ".join(temporal_client.schedule_id(settings, unit.unit_id) for unit in settings.battery_units)
 
 
 def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> None:
@@ -630,9 +640,11 @@ def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> N
     table.add_column()
     table.add_row("Temporal UI", stack.ui_url or "disabled (--headless)")
     table.add_row("Temporal", f"{stack.temporal_address}  namespace {settings.stack.temporal_namespace}")
-    table.add_row("Schedule", _schedule_id(settings) + ("  (first cycle triggered)" if triggered else ""))
-    table.add_row("Console", f"each cycle's page shows its bid, intent and outcome; operator-{settings.cycle.unit_id} "
-                  "shows today's P&L, the bid in force and the controls; a line per cycle and VPP event follows "
+    table.add_row("Units", ", ".join(f"{unit.unit_id} ({unit.region}, {unit.kind})" for unit in settings.portfolio))
+    table.add_row("Schedules", _schedule_ids(settings) + ("  (first cycles triggered)" if triggered else ""))
+    operators = ", ".join(f"operator-{unit.unit_id}" for unit in settings.battery_units)
+    table.add_row("Console", f"each cycle's page shows its bid, intent and outcome; {operators} "
+                  "show today's P&L, the bid in force and the controls; a line per cycle and VPP event follows "
                   "below (wall clock UTC; market times AEST)")
     table.add_row("SQS", stack.sqs_endpoint_url)
     table.add_row("Services", f"market data {stack.market_data_address}, bids {stack.bid_service_address}")
@@ -732,7 +744,7 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
                     run_coroutine(lambda: cycle_schedule.ensure_node_load_schedule(stack.settings))
                     run_coroutine(lambda: cycle_schedule.ensure_distribution_schedule(stack.settings))
                 if TEMPORAL_WORKER in stack.parts:
-                    run_coroutine(lambda: cycle_schedule.ensure_operator(stack.settings))
+                    run_coroutine(lambda: cycle_schedule.ensure_operators(stack.settings))
                 if trigger:
                     run_coroutine(lambda: temporal_client.trigger_now(stack.settings))
             except Exception as exc:
