@@ -246,6 +246,9 @@ def serve_bids(ctx: typer.Context) -> None:
         run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
 
 
+POOL_BATCH_MESSAGES = 10
+
+
 @worker_app.command("pool")
 def worker_pool(ctx: typer.Context, kind: Annotated[PoolKind, typer.Argument(help="Request kind.")]) -> None:
     """Run one forecast, optimisation or backtest worker (SQS consumer) until SIGINT/SIGTERM."""
@@ -257,7 +260,8 @@ def worker_pool(ctx: typer.Context, kind: Annotated[PoolKind, typer.Argument(hel
 
         run_until_signal(lambda stop: run_backtest_pool(settings, stop))
         return
-    run_until_signal(lambda stop: run_pool(settings, kind.value, stop))
+    # Up to ten requests per receive, settled with SQS's batch calls (pools.runtime.handle_batch).
+    run_until_signal(lambda stop: run_pool(settings, kind.value, stop, max_messages=POOL_BATCH_MESSAGES))
 
 
 @worker_app.command("sweep")

@@ -176,6 +176,15 @@ async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[st
                 f" detail={dead_reason!r}" if dead_reason else "")
 
 
+async def _relay_settled(client: SQSClient, urls: QueueUrls, message: Mapping[str, Any],
+                         temporal_client: Client, archive: Archive, max_receive_count: int) -> None:
+    """Relay one reply; an SQS error settling it is logged (the reply is delivered again)."""
+    try:
+        await _relay_message(client, urls, message, temporal_client, archive, max_receive_count)
+    except (BotoCoreError, ClientError) as exc:
+        logger.error("could not settle a reply on %s (it will be delivered again): %s", urls.results, exc)
+
+
 async def run_result_relay(settings: Settings, temporal_client: Client, archive: Archive, stop: asyncio.Event,
                            *, sqs: SQSClient | None = None) -> None:
     """Relay replies from the results queue until ``stop`` is set (noticed within about a second)."""
@@ -192,11 +201,8 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=RECEIVE_ERROR_BACKOFF_S)
             continue
-        for message in response.get("Messages", []):
-            try:
-                await _relay_message(client, urls, dict(message), temporal_client, archive,
-                                     settings.stack.max_receive_count)
-            except (BotoCoreError, ClientError) as exc:
-                logger.error("could not settle a reply on %s (it will be delivered again): %s",
-                             urls.results, exc)
+        # The replies of one receive are independent (each completes its own activity): relay them at once.
+        await asyncio.gather(*(_relay_settled(client, urls, dict(message), temporal_client, archive,
+                                              settings.stack.max_receive_count)
+                               for message in response.get("Messages", [])))
     logger.info("result relay stopped")
