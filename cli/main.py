@@ -196,14 +196,15 @@ def status(
     """Every part of the stack (Temporal, SQS, PostgreSQL, each gRPC service, gateway, pools, workers,
     schedules) with its state, asked as the stack is configured (TLS, tokens). Exit 1 when any is down."""
     from cli.calls import print_json
-    from stack.status import probe_stack
+    from stack.status import probe_stack, probe_units
 
     settings = load(ctx)
     with clean_errors():
         states = probe_stack(settings)
+        units = probe_units(settings)
     down = [state.part for state in states if not state.up]
     if json_output:
-        print_json({"up": not down, "parts": states})
+        print_json({"up": not down, "parts": states, "units": units})
     else:
         table = Table(title="openvpp stack")
         for column in ("part", "address", "state", "detail"):
@@ -212,6 +213,12 @@ def status(
             table.add_row(state.part, state.address, "[green]up[/]" if state.up else "[red]down[/]",
                           escape(state.detail))
         console().print(table)
+        unit_table = Table(title="units (P&L of each unit's latest trading day, market time AEST)")
+        for column in ("unit", "kind", "region", "P&L"):
+            unit_table.add_column(column, overflow="fold")
+        for unit in units:
+            unit_table.add_row(unit.unit_id, unit.kind, unit.region, escape(unit.pnl))
+        console().print(unit_table)
         if down:
             raise fail(f"{len(down)} of {len(states)} parts down: {', '.join(down)}")
     if down:

@@ -113,6 +113,62 @@ def _grpc_probe(address: str, security: Any) -> tuple[bool, str]:
     return True, "SERVING" + (" (TLS)" if security.tls_dir else "")
 
 
+@dataclass(frozen=True)
+class UnitState:
+    """One unit of the portfolio as ``vpp status`` shows it: kind, region, and what it did on the trading day of
+    its latest recorded interval (``pnl``: one line, each interval counted once; or why it is unknown)."""
+
+    unit_id: str
+    kind: str
+    region: str
+    pnl: str
+
+
+def probe_units(settings: Settings) -> list[UnitState]:
+    """Every configured unit with its latest trading day's P&L read from PostgreSQL (``cycles``); the P&L
+    says why it is missing when the database cannot be read."""
+    from activities.operator import latest_day_pnl
+    from algorithms.market.console import pnl_line
+    from models.db import connect
+
+    label, conninfo, detail = _postgres_conninfo(settings)
+    lines: dict[str, str] = {}
+    if conninfo is not None:
+        async def read(target: str) -> None:
+            async with await connect(target) as conn:
+                for unit in settings.portfolio:
+                    recorded = await latest_day_pnl(conn, unit.unit_id)
+                    lines[unit.unit_id] = (pnl_line(recorded[1]) if recorded is not None
+                                           else f"{unit.unit_id}: no interval recorded yet")
+
+        try:
+            run_coroutine(lambda: asyncio.wait_for(read(conninfo), PROBE_TIMEOUT_S * 2))
+        except Exception as exc:  # no database, no tables yet, timed out
+            detail = short_error(exc)
+    return [UnitState(unit.unit_id, unit.kind, unit.region,
+                      lines.get(unit.unit_id, f"unknown: PostgreSQL {label}: {detail}")) for unit in settings.portfolio]
+
+
+def _postgres_conninfo(settings: Settings) -> tuple[str, str | None, str]:
+    """(label, connection string or None, why not) of the stack's PostgreSQL, without starting it."""
+    import psycopg
+
+    if settings.database_url:
+        url = settings.database_url
+        return str(psycopg.conninfo.conninfo_to_dict(url).get("host") or "DATABASE_URL"), url, ""
+    pid_file = settings.stack.state_dir / "pgdata" / "postmaster.pid"
+    label = f"embedded ({settings.stack.state_dir / 'pgdata'})"
+    try:
+        lines = pid_file.read_text().splitlines()
+        pid, port, socket_dir = int(lines[0]), lines[3].strip(), lines[4].strip()
+    except (OSError, ValueError, IndexError):
+        return label, None, "not running"
+    if not pid_alive(pid):
+        return label, None, f"not running (stale pid {pid})"
+    return label, psycopg.conninfo.make_conninfo(host=socket_dir or "127.0.0.1", port=port, dbname="postgres",
+                                                 user="postgres"), ""
+
+
 def _postgres_probe(settings: Settings) -> tuple[str, bool, str]:
     import psycopg
 

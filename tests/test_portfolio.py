@@ -5,6 +5,7 @@ processes; the CLI accepts every configured unit and refuses the others."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -24,6 +25,7 @@ from services.temporal_client import schedule_ids
 from settings import Settings, load_settings
 from stack.cycles import run_portfolio_cycles_at
 from stack.schedule import ensure_schedules, operator_input
+from stack.status import probe_units
 from stack.supervisor import settings_to_toml
 from tests.conftest import temporary_database
 from tests.live_stack import LiveStack, live_stack
@@ -131,6 +133,18 @@ async def test_a_units_operator_controls_hold_for_that_unit_alone(running: LiveS
     # The operator workflow of each unit checks requests against that unit's SoC limits.
     assert operator_input(settings, "VIC2").soc_min_fraction == 0.1
     assert operator_input(settings, "HPR1").soc_min_fraction == 0.05
+
+
+async def test_status_shows_every_unit_with_its_days_pnl(running: LiveStack) -> None:
+    """After the cycles above: each battery unit's P&L of 15 January (intervals counted once), the VPP's none."""
+    states = await asyncio.to_thread(probe_units, running.settings)
+    assert [(state.unit_id, state.kind, state.region) for state in states] == [
+        ("HPR1", "battery", "SA1"), ("VIC2", "battery", "VIC1"), ("NSW3", "battery", "NSW1"), ("VPP1", "vpp", "SA1")]
+    by_unit = {state.unit_id: state.pnl for state in states}
+    assert by_unit["HPR1"].startswith("HPR1 trading day 2021-01-15: energy ")
+    assert by_unit["HPR1"].endswith("(2 intervals)") and by_unit["NSW3"].endswith("(2 intervals)")
+    assert by_unit["VIC2"].endswith("(1 intervals)")  # paused in the second round: nothing recorded then
+    assert by_unit["VPP1"] == "VPP1: no interval recorded yet"
 
 
 async def test_every_battery_unit_gets_its_own_schedule(running: LiveStack) -> None:
