@@ -746,9 +746,9 @@ _BIDDING_STRATEGIES = {"headroom_pricing": ("fixed", "opportunity_cost"),
                        "planned_pricing": ("price_taking", "energy_value"),
                        "fcas_displacement_scope": ("all", "regulation")}
 # Cycle keys a unit may set for itself: the timing, clock and replay period are the stack's, shared by all.
-UNIT_CYCLE_KEYS = {"horizon_intervals", "history_intervals", "forecast_quantiles", "optimiser_price_quantile",
-                    "optimiser_price_tail_weight", "degradation_cost_per_mwh", "terminal_value_per_mwh",
-                    "optimiser_time_limit_s"}
+UNIT_CYCLE_KEYS = frozenset({"horizon_intervals", "history_intervals", "forecast_quantiles",
+                             "optimiser_price_quantile", "optimiser_price_tail_weight", "degradation_cost_per_mwh",
+                             "terminal_value_per_mwh", "optimiser_time_limit_s"})
 
 
 def _units(raw: dict[str, Any], battery: BatterySettings, bidding: BiddingSettings, cycle: CycleSettings,

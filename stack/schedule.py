@@ -188,9 +188,10 @@ def operator_input(settings: Settings, unit_id: str | None = None) -> OperatorIn
 async def ensure_operators(settings: Settings, client: Client | None = None) -> tuple[str, ...]:
     """Start every battery unit's UnitOperator workflow unless it runs (its page shows the P&L, the bid in
     force and the controls); returns their ids."""
-    from temporalio.common import WorkflowIDConflictPolicy
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
     from activities.operator_facts import operator_workflow_id
+    from workflows import search_attributes
 
     if client is None:
         client = await connect_temporal(settings)
@@ -199,7 +200,10 @@ async def ensure_operators(settings: Settings, client: Client | None = None) -> 
         handle = await client.start_workflow(
             "UnitOperator", operator_input(settings, unit.unit_id), id=operator_workflow_id(unit.unit_id),
             task_queue=settings.stack.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"Operator controls and P&L of {unit.unit_id} ({unit.region})")
+            static_summary=f"Operator controls and P&L of {unit.unit_id} ({unit.region})",
+            # VppUnit = "<unit>" in the UI lists the unit's operator page with its cycles.
+            search_attributes=TypedSearchAttributes([SearchAttributePair(search_attributes.UNIT, unit.unit_id),
+                                                     SearchAttributePair(search_attributes.REGION, unit.region)]))
         identifiers.append(handle.id)
     return tuple(identifiers)
 
