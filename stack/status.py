@@ -129,9 +129,13 @@ def probe_units(settings: Settings) -> list[UnitState]:
     says why it is missing when the database cannot be read."""
     from activities.operator import latest_day_pnl
     from algorithms.market.console import pnl_line
-    from models.db import connect
+    from models.db import EMBEDDED_DATABASE, connect
 
     label, conninfo, detail = _postgres_conninfo(settings)
+    if conninfo is not None and not settings.database_url:  # the platform's database in the embedded server
+        import psycopg
+
+        conninfo = psycopg.conninfo.make_conninfo(conninfo, dbname=EMBEDDED_DATABASE)
     lines: dict[str, str] = {}
     if conninfo is not None:
         async def read(target: str) -> None:
