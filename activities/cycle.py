@@ -38,6 +38,7 @@ from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, de
 from algorithms.market.clearing import outcome_price
 from algorithms.market.console import bid_bands, plan_intent
 from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
+from algorithms.market.daily_bid import DailyBidsInForce
 from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor, effective_controls
 from archive import Archive
 from models import bids as bid_store
@@ -204,13 +205,19 @@ class CycleActivities:
         The fact says whether the bid is a rebid or the bid in force stands (no material change and no
         manual rebid), whether the safe fallback was used, and the rejected candidates' violations; a bid
         that fails validation is never returned for submission. The operator's SoC hold and manual rebid
-        reason come with the request (read with the market data).
+        reason come with the request (read with the market data). The DAILY bids in force and submitted are
+        read from PostgreSQL too; a DAILY bid for the next trading day, when due and valid, is archived as
+        ``bid-daily`` (its rejected candidates as ``bid-rejected/daily-<plan|default>``).
         """
         plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
+        day = trading_day(dispatch_interval)
         async with await connect(self._database_url) as conn:
-            daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, trading_day(dispatch_interval))
+            daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, day)
             standing = await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval)
+            daily_bids = DailyBidsInForce(
+                day_prices=await bid_store.daily_entry_band_prices(conn, request.unit_id, day),
+                days_with_daily_bid=await bid_store.days_with_daily_bid(conn, request.unit_id, day))
         decision = decide_bid(
             plan, standing_bid=StandingBid(standing.bid_id, standing.bid()) if standing is not None else None,
             controls=EffectiveControls(soc_floor_fraction=request.soc_floor_fraction,
@@ -218,16 +225,20 @@ class CycleActivities:
             battery=self._battery, bidding=self._settings.bidding, rules=self._settings.market,
             products=request.products, daily_band_prices=daily_prices, dispatch_interval=dispatch_interval,
             offer_time=datetime.fromisoformat(request.offer_time), version=request.version,
-            initial_state_of_charge_mwh=request.state_of_charge_mwh, plan_hash=request.plan_key.removeprefix("sha256:"))
-        for rejected in decision.rejected:
+            initial_state_of_charge_mwh=request.state_of_charge_mwh, plan_hash=request.plan_key.removeprefix("sha256:"),
+            daily_bids=daily_bids)
+        for rejected in (*decision.rejected, *decision.daily_rejected):
             if rejected.bid is not None:
                 await self._put(rejected.bid, request.cycle_id, f"bid-rejected/{rejected.candidate}")
         bid_key = await self._put(decision.bid, request.cycle_id, "bid") if decision.bid is not None else None
+        daily_key = (await self._put(decision.daily_bid, request.cycle_id, "bid-daily")
+                     if decision.daily_bid is not None else None)
         return BidBuilt(bid_key=bid_key, valid=decision.outcome != NO_VALID_BID,
                         safe_fallback=decision.safe_fallback, violations=decision.violations,
                         summary=decision.summary, rebid=decision.rebid,
                         standing_bid_id=decision.standing_bid_id if decision.outcome == STANDS else None,
-                        manual_rebid_reason=decision.manual_rebid_reason)
+                        manual_rebid_reason=decision.manual_rebid_reason, daily_bid_key=daily_key,
+                        daily_summary=decision.daily_summary)
 
     @activity.defn(name="submit_bid")
     async def submit_bid(self, request: SubmitInput) -> BidSubmitted:

@@ -171,6 +171,10 @@ class BidBuilt:
     standing_bid_id: str | None = None
     # The operator's reason when this bid is (also) a manual rebid.
     manual_rebid_reason: str | None = None
+    # The next trading day's DAILY bid decided with this one (archived as ``bid-daily``; None when none was due
+    # or none passed validation) and one line on it ("" when none was due).
+    daily_bid_key: str | None = None
+    daily_summary: str = ""
 
 
 @dataclass(frozen=True)

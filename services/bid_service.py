@@ -7,12 +7,15 @@ What it does with a SubmitBid:
 2. A bid whose key (unit, trading day, first dispatch interval, version) was already submitted gets the
    stored answer with ``duplicate=True``; nothing is validated, stored or cleared again.
 3. Validates the bid (rules V0–V8, :func:`algorithms.market.bid_validation.validate_bid`, with the products of
-   the price data and the band prices of the day's first accepted bid). An invalid bid is stored as
-   REJECTED with its reasons (the audit trail) and answered REJECTED with the reasons; it is never
-   cleared.
-4. Stores a valid bid as ACCEPTED and clears, in the same transaction and under a row lock on the unit's
-   state (``SELECT ... FOR UPDATE``), every not-yet-cleared interval of the unit up to and including
-   the bid's dispatch interval, in order, against the historical DISPATCHPRICE of the unit's region.
+   the price data and the band prices in force for the day: its DAILY bid's, else its first accepted
+   bid's). An invalid bid is stored as REJECTED with its reasons (the audit trail) and answered REJECTED
+   with the reasons; it is never cleared.
+4. A valid DAILY entry (a trading day's daily bid, offered before 12:30 on D−1) is stored as ACCEPTED and
+   cleared nothing yet: its band prices are the day's (rule V4 holds every later rebid of the day to them,
+   :func:`models.bids.daily_band_prices`) and it is the bid in force for the day's intervals until a rebid
+   covers them. Any other valid bid is stored as ACCEPTED and cleared, in the same transaction and under a
+   row lock on the unit's state (``SELECT ... FOR UPDATE``), every not-yet-cleared interval of the unit up
+   to and including the bid's dispatch interval, in order, against the historical DISPATCHPRICE of the unit's region.
 
 Simplifications of the simulated market (a real market adapter implements the same service):
 
@@ -376,8 +379,10 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             violations = validate_bid(bid, unit.spec, self._rules, products=self._prices.products,
                                       daily_band_prices=daily_prices)
             record = bid_record(bid, key, [str(violation) for violation in violations])
+            # A DAILY entry is for a trading day still to come: stored, cleared when its intervals are.
+            clears = record.status == bid_store.ACCEPTED and bid.entry_type != bid_pb2.ENTRY_TYPE_DAILY
             priced = self._prices.interval_index(key.dispatch_interval) is not None
-            if record.status == bid_store.ACCEPTED and not priced:
+            if clears and not priced:
                 raise BidRequestError(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"the market has no dispatch prices for the interval ending "
@@ -385,7 +390,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
                 )
             async with conn.transaction():
                 state: bid_store.UnitState | None = None
-                if record.status == bid_store.ACCEPTED:
+                if clears:
                     # Lock first: concurrent submissions for the unit queue here, one clearing at a time.
                     state = await bid_store.lock_unit_state(
                         conn, key.unit_id, unit.initial_state_of_charge_mwh)

@@ -192,6 +192,9 @@ class BiddingSettings:
     # expects deeper negative prices later would otherwise refuse to charge (and offer to discharge) at
     # prices that are already negative, and the deeper prices often do not come.
     energy_value_floor_per_mwh: float = -1000.0
+    # A DAILY bid for trading day D is due from this many minutes before the daily bid close (12:30 on D-1)
+    # up to the close (algorithms/market/daily_bid.py); 0 submits none (every bid is then a REBID).
+    daily_bid_lead_minutes: int = 60
 
 
 @dataclass(frozen=True)
@@ -611,6 +614,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
             fcas_displacement_scope=str(b.get("fcas_displacement_scope", "all")),
             planned_pricing=str(b.get("planned_pricing", "price_taking")),
             energy_value_floor_per_mwh=float(b.get("energy_value_floor_per_mwh", -1000.0)),
+            daily_bid_lead_minutes=int(b.get("daily_bid_lead_minutes", 60)),
         ),
         cycle=CycleSettings(
             **{k: v for k, v in c.items() if k not in {"forecast_quantiles", "replay_start"}},

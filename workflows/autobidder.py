@@ -76,6 +76,8 @@ BID_REJECTED = "BidRejected"
 # workflow.patched id of the console: the memo's console values and the cycle_recorded signal to the unit's
 # operator workflow.
 TELL_OPERATOR_PATCH = "tell-operator-cycle-recorded"
+# workflow.patched id of the DAILY bid: the next trading day's DAILY bid is submitted after the interval's bid.
+DAILY_BID_PATCH = "submit-daily-bid"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
@@ -182,6 +184,11 @@ class AutobidderCycle:
                 self._bid_id = bid_id
                 self._not_submitted = f"the new bid does not differ materially: {built.summary}"
             latency_s = (workflow.now() - started_utc).total_seconds()
+            if built.daily_summary and workflow.patched(DAILY_BID_PATCH):
+                if built.daily_bid_key:
+                    await self._submit_daily(cycle_id, built.daily_bid_key, built.daily_summary)
+                else:  # due, but no DAILY candidate passed validation: nothing submitted, the reasons recorded
+                    self._add_fact("daily", built.daily_summary)
             outcome = await self._record(cycle, cycle_id, timeline.dispatch_interval, started_utc, status,
                                          bid_id, None, manual_rebid)
             self._outcome = status
@@ -329,6 +336,26 @@ class AutobidderCycle:
             raise ApplicationError(f"market rejected bid {submitted.bid_id}: {'; '.join(submitted.reasons)}",
                                    type=BID_REJECTED, non_retryable=True)
         return submitted
+
+    async def _submit_daily(self, cycle_id: str, bid_key: str, summary: str) -> None:
+        """Submit the next trading day's DAILY bid (idempotent: one per unit and trading day). A rejection is
+        recorded as a fact with the market's reasons and does not fail the cycle: the interval's own bid
+        stands, and the day's rebids then keep the configured ladder."""
+        self._enter("submit")
+        submitted: BidSubmitted = await workflow.execute_activity(
+            "submit_bid",
+            SubmitInput(cycle_id=cycle_id, bid_key=bid_key),
+            result_type=BidSubmitted,
+            start_to_close_timeout=timedelta(seconds=15),
+            schedule_to_close_timeout=timedelta(seconds=60),
+            retry_policy=QUICK_RETRY,
+            summary="submit the next trading day's DAILY bid (idempotent)",
+        )
+        workflow.upsert_memo({"daily_bid": {"bid_id": submitted.bid_id, "status": submitted.status,
+                                            "duplicate": submitted.duplicate}})
+        outcome = (f"{submitted.status}" + (" (already submitted)" if submitted.duplicate else "")
+                   + (f": {'; '.join(submitted.reasons)}" if submitted.reasons else ""))
+        self._add_fact("daily", f"{summary}; bid {submitted.bid_id} {outcome}", (bid_key,))
 
     async def _paused(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
                       started_utc: datetime, decision_time: datetime) -> CycleResult:
