@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from algorithms.common import nem_time
 from algorithms.common.battery import battery_from_spec
@@ -160,7 +161,7 @@ def daily_bid_candidates(plan: worker_pb2.OptimisationResult | None, battery: co
     """
     first = first_interval_of(trading_day, rules)
     whole_day = replace(bidding, bid_horizon_intervals=rules.intervals_per_trading_day)
-    placed = dict(dispatch_interval=first, offer_time=offer_time, version=DAILY_BID_VERSION,
+    placed: dict[str, Any] = dict(dispatch_interval=first, offer_time=offer_time, version=DAILY_BID_VERSION,
                   fcas_products=fcas_products, initial_state_of_charge_mwh=initial_state_of_charge_mwh,
                   plan_hash=plan_hash)
 
