@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -29,6 +30,8 @@ from activities.cycle_facts import (
     RecordInput,
     SubmitInput,
 )
+from aemo.dispatch_results import dispatch_from_store
+from aemo.store import MarketStore
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp, trading_day
@@ -39,6 +42,7 @@ from algorithms.market.clearing import outcome_price
 from algorithms.market.console import bid_bands, plan_intent
 from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
 from algorithms.market.daily_bid import DailyBidsInForce
+from algorithms.market.dispatch_check import DispatchCheck, check_dispatch
 from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor, effective_controls
 from archive import Archive
 from models import bids as bid_store
@@ -250,6 +254,29 @@ class CycleActivities:
                             duplicate=response.duplicate, reasons=tuple(response.reasons),
                             received_at=response.received_at.ToDatetime(tzinfo=UTC).isoformat())
 
+    async def _aemo_outcome(self, unit_id: str, region: str, dispatch_interval: datetime) -> OutcomeRecorded | None:
+        """Live mode: what AEMO dispatched for the unit in the interval (DISPATCHLOAD in the market store the live
+        follower fills), settled at DISPATCHPRICE and checked against the bid in force
+        (:func:`algorithms.market.dispatch_check.check_dispatch`); None while AEMO's dispatch of the interval is not
+        in the store yet (logged, the cycle is recorded as not cleared)."""
+        store = MarketStore.from_settings(self._settings)
+        found = await asyncio.to_thread(dispatch_from_store, store, unit_id, region, dispatch_interval)
+        if found is None:
+            activity.logger.info("AEMO's dispatch of %s in %s is not published yet", unit_id, dispatch_interval)
+            return None
+        dispatched, prices = found
+        async with await connect(self._database_url) as conn:
+            in_force = await bid_store.latest_accepted_bid_covering(conn, unit_id, dispatch_interval)
+        battery = self._settings.battery
+        check = check_dispatch(in_force.bid() if in_force is not None else None, dispatched, prices,
+                               mlf_gen=battery.mlf_gen, mlf_load=battery.mlf_load,
+                               interval_minutes=self._settings.market.interval_minutes)
+        if check.flags:
+            activity.logger.warning("AEMO's dispatch of %s in %s is not explained by the bid in force: %s", unit_id,
+                                    dispatch_interval, "; ".join(check.flags))
+        storage = dispatched.energy_storage_mwh
+        return _aemo_recorded(check, storage if storage is not None else 0.0)
+
     @activity.defn(name="record_outcome")
     async def record_outcome(self, request: RecordInput) -> OutcomeRecorded:
         """Read what the market dispatched in the cycle's interval and record the cycle in PostgreSQL.
@@ -261,7 +288,9 @@ class CycleActivities:
         outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
                                   fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=None)
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
-        if request.bid_id:
+        if self._settings.market_data.source == "live":
+            outcome = await self._aemo_outcome(request.unit_id, request.region, dispatch_interval) or outcome
+        elif request.bid_id:
             try:
                 answer = await get_dispatch_outcome(self._bid_address, request.unit_id, dispatch_interval)
             except grpc.aio.AioRpcError as error:
@@ -302,6 +331,15 @@ class CycleActivities:
         bands = bid_bands(shown.bid(), dispatch_interval) if shown is not None else ()
         return replace(outcome, revenue_counted=counted.counted, counted_by_cycle=counted.counted_by,
                        bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent)
+
+
+def _aemo_recorded(check: DispatchCheck, state_of_charge_mwh: float) -> OutcomeRecorded:
+    """The record stage's fact for AEMO's dispatch settled and checked (live mode)."""
+    return OutcomeRecorded(cleared=True, gen_mw=check.gen_mw, load_mw=check.load_mw,
+                           energy_revenue_dollars=check.energy_revenue_dollars,
+                           fcas_revenue_dollars=check.fcas_revenue_dollars, state_of_charge_mwh=state_of_charge_mwh,
+                           price=check.rrp if math.isfinite(check.rrp) else None, dispatch_source="AEMO",
+                           dispatch_flags=check.flags)
 
 
 def _outcome(market: bid_pb2.MarketOutcome) -> OutcomeRecorded:

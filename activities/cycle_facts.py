@@ -237,6 +237,10 @@ class OutcomeRecorded:
     bid_bands: tuple[BidBand, ...] = ()
     # The plan's intent in one sentence ('' without a plan).
     plan_intent: str = ""
+    # Where the dispatch came from: "" the market the bid was submitted to (the simulated market), "AEMO" (live
+    # mode: DISPATCHLOAD settled at DISPATCHPRICE); what of it the bid in force cannot explain.
+    dispatch_source: str = ""
+    dispatch_flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -403,6 +403,9 @@ class AutobidderCycle:
             if not outcome.revenue_counted:
                 self._add_fact("record", f"revenue of this interval already counted by {outcome.counted_by_cycle}: "
                                "not counted again")
+            if outcome.dispatch_flags:  # live mode: AEMO's dispatch that the bid in force cannot explain
+                self._add_fact("record", f"{outcome.dispatch_source} dispatch UNEXPLAINED by the bid in force: "
+                               + "; ".join(outcome.dispatch_flags))
         else:
             self._add_fact("record", f"recorded {status}" + (f": {failure}" if failure else ""))
         if manual_rebid_reason:
@@ -461,7 +464,8 @@ class AutobidderCycle:
                 gen_mw=outcome.gen_mw, load_mw=outcome.load_mw, price=outcome.price,
                 energy_revenue_dollars=outcome.energy_revenue_dollars,
                 fcas_revenue_dollars=outcome.fcas_revenue_dollars, state_of_charge_mwh=outcome.state_of_charge_mwh,
-                revenue_counted=outcome.revenue_counted, counted_by_cycle=outcome.counted_by_cycle)
+                revenue_counted=outcome.revenue_counted, counted_by_cycle=outcome.counted_by_cycle,
+                dispatch_flags=outcome.dispatch_flags)
             if outcome is not None and cleared else None,
             not_submitted_reason=self._not_submitted)
 
