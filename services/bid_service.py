@@ -10,8 +10,8 @@ What it does with a SubmitBid:
    the price data and the band prices in force for the day: its DAILY bid's, else its first accepted
    bid's). An invalid bid is stored as REJECTED with its reasons (the audit trail) and answered REJECTED
    with the reasons; it is never cleared.
-4. A valid DAILY entry (a trading day's daily bid, offered before 12:30 on D−1) is stored as ACCEPTED and
-   cleared nothing yet: its band prices are the day's (rule V4 holds every later rebid of the day to them,
+4. A valid day-ahead daily bid (a DAILY entry from the trading day's first interval, offered before 12:30 on
+   D−1: :func:`is_day_ahead_daily_bid`) is stored as ACCEPTED and clears nothing yet: its band prices are the day's (rule V4 holds every later rebid of the day to them,
    :func:`models.bids.daily_band_prices`) and it is the bid in force for the day's intervals until a rebid
    covers them. Any other valid bid is stored as ACCEPTED and cleared, in the same transaction and under a
    row lock on the unit's state (``SELECT ... FOR UPDATE``), every not-yet-cleared interval of the unit up
@@ -148,6 +148,13 @@ def bid_key(bid: bid_pb2.Bid, interval_minutes: int = 5) -> BidKey:
             invalid, f"bid.dispatch_interval {first_interval:%Y-%m-%d %H:%M:%S} (AEST) is not on the "
                      f"{interval_minutes}-minute grid")
     return BidKey(unit_id=bid.unit_id, trading_day=day, dispatch_interval=first_interval, version=bid.version)
+
+
+def is_day_ahead_daily_bid(bid: bid_pb2.Bid, key: BidKey) -> bool:
+    """True for a trading day's daily bid as the platform submits it before 12:30 on D−1: a DAILY entry whose
+    first interval is the trading day's first (04:05, period 1). The market stores it without clearing
+    anything (its day has not started); a DAILY entry starting later in its day is cleared like any bid."""
+    return bid.entry_type == bid_pb2.ENTRY_TYPE_DAILY and nem_time.interval_number(key.dispatch_interval) == 1
 
 
 def covered_intervals(bid: bid_pb2.Bid) -> tuple[datetime, ...]:
@@ -379,8 +386,8 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             violations = validate_bid(bid, unit.spec, self._rules, products=self._prices.products,
                                       daily_band_prices=daily_prices)
             record = bid_record(bid, key, [str(violation) for violation in violations])
-            # A DAILY entry is for a trading day still to come: stored, cleared when its intervals are.
-            clears = record.status == bid_store.ACCEPTED and bid.entry_type != bid_pb2.ENTRY_TYPE_DAILY
+            # A trading day's daily bid is for a day still to come: stored, cleared when its intervals are.
+            clears = record.status == bid_store.ACCEPTED and not is_day_ahead_daily_bid(bid, key)
             priced = self._prices.interval_index(key.dispatch_interval) is not None
             if clears and not priced:
                 raise BidRequestError(
