@@ -281,6 +281,10 @@ class CycleActivities:
     async def record_outcome(self, request: RecordInput) -> OutcomeRecorded:
         """Read what the market dispatched in the cycle's interval and record the cycle in PostgreSQL.
 
+        The market is the bid service's (the simulated NEM); in live mode (``[market_data] source = "live"``)
+        it is AEMO: its DISPATCHLOAD of the unit settled at DISPATCHPRICE and checked against the bid in force
+        (:meth:`_aemo_outcome`), the unexplained parts in ``dispatch_flags``.
+
         The interval's revenue is counted by the first cycle that records it (models/cycles.py); the
         result also carries what the cycle's page shows: the bid for the interval (the one submitted, else
         the bid in force) band by band, and the plan's intent in one sentence.

@@ -10,12 +10,13 @@ What it does with a SubmitBid:
    the price data and the band prices in force for the day: its DAILY bid's, else its first accepted
    bid's). An invalid bid is stored as REJECTED with its reasons (the audit trail) and answered REJECTED
    with the reasons; it is never cleared.
-4. A valid day-ahead daily bid (a DAILY entry from the trading day's first interval, offered before 12:30 on
-   D−1: :func:`is_day_ahead_daily_bid`) is stored as ACCEPTED and clears nothing yet: its band prices are the day's (rule V4 holds every later rebid of the day to them,
-   :func:`models.bids.daily_band_prices`) and it is the bid in force for the day's intervals until a rebid
-   covers them. Any other valid bid is stored as ACCEPTED and cleared, in the same transaction and under a
-   row lock on the unit's state (``SELECT ... FOR UPDATE``), every not-yet-cleared interval of the unit up
-   to and including the bid's dispatch interval, in order, against the historical DISPATCHPRICE of the unit's region.
+4. A valid day-ahead daily bid (a DAILY entry from the trading day's first interval, offered before 12:30
+   on D−1: :func:`is_day_ahead_daily_bid`) is stored as ACCEPTED and clears nothing yet: its band prices
+   are the day's (rule V4 holds every later rebid of the day to them, :func:`models.bids.daily_band_prices`)
+   and it is the bid in force for the day's intervals until a rebid covers them. Any other valid bid is
+   stored as ACCEPTED and cleared, in the same transaction and under a row lock on the unit's state
+   (``SELECT ... FOR UPDATE``), every not-yet-cleared interval of the unit up to and including the bid's
+   dispatch interval, in order, against the historical DISPATCHPRICE of the unit's region.
 
 Simplifications of the simulated market (a real market adapter implements the same service):
 

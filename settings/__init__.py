@@ -593,6 +593,9 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
                          for c in m["price_caps"]),
     )
     b = raw["bidding"]
+    if int(b.get("daily_bid_lead_minutes", 60)) < 0:
+        raise ValueError(f"bidding.daily_bid_lead_minutes must be >= 0 (0: no DAILY bids), "
+                         f"got {b['daily_bid_lead_minutes']}")
     c = raw["cycle"]
     _one_of(str(c.get("clock", "replay")), CYCLE_CLOCKS, "cycle.clock")
     md = raw["market_data"]

@@ -63,6 +63,7 @@ class StandIns:
     # due but no candidate passed validation.
     daily: str | None = None
     daily_rejected: bool = False
+    daily_fails: bool = False
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="fetch_market_snapshot")
@@ -117,6 +118,8 @@ class StandIns:
         async def submit(request: SubmitInput) -> BidSubmitted:
             self.submits.append(request)
             if request.bid_key == "sha256:daily":
+                if self.daily_fails:
+                    raise ApplicationError("market unreachable", non_retryable=True)
                 rejected = self.daily_rejected
                 return BidSubmitted(bid_id="HPR1/2021-01-16/001/v0", status="REJECTED" if rejected else "ACCEPTED",
                                     duplicate=False, reasons=("V2: price above cap",) if rejected else (),
@@ -295,3 +298,11 @@ async def test_a_daily_bid_that_failed_validation_never_leaves(env: WorkflowEnvi
     assert [s.bid_key for s in stand_ins.submits] == ["sha256:bid"]
     daily = next(f for f in result.facts if f.stage == "daily")
     assert daily.summary.startswith("no DAILY bid for trading day 2021-01-16 passed validation")
+
+
+async def test_a_daily_submission_that_fails_is_recorded_and_the_cycle_stands(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(daily="due", daily_fails=True)
+    result = await run_cycle(env.client, stand_ins)
+    assert result.status == "SUBMITTED" and result.bid_id == "HPR1/2021-01-15/162/v1"
+    daily = next(f for f in result.facts if f.stage == "daily")
+    assert "not submitted" in daily.summary and "market unreachable" in daily.summary

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -35,7 +36,7 @@ from models import bids as bid_store
 from models.db import connect, migrate
 from services import bid_service
 from services.health import wait_healthy
-from settings import Settings, load_settings
+from settings import ConfigError, Settings, load_settings
 from tests.conftest import free_port, temporary_database
 from vpp.v1 import bid_pb2, bid_pb2_grpc, common_pb2, worker_pb2
 
@@ -114,6 +115,16 @@ def test_a_daily_bid_is_due_from_the_lead_before_the_close_up_to_the_close() -> 
     assert daily_bid_due(datetime(2021, 1, 5, 9, 0), RULES, replace(bidding, daily_bid_lead_minutes=240)) == DAY
     with pytest.raises(ValueError, match="daily_bid_lead_minutes"):
         daily_bid_due(CLOSE, RULES, replace(bidding, daily_bid_lead_minutes=-5))
+
+
+def test_the_lead_is_configured_and_a_negative_one_is_refused(tmp_path: Path) -> None:
+    assert SETTINGS.bidding.daily_bid_lead_minutes == 60
+    user = tmp_path / "user.toml"
+    user.write_text("[bidding]\ndaily_bid_lead_minutes = 90\n")
+    assert load_settings(user, environ={}).bidding.daily_bid_lead_minutes == 90
+    user.write_text("[bidding]\ndaily_bid_lead_minutes = -1\n")
+    with pytest.raises(ConfigError, match="daily_bid_lead_minutes must be >= 0"):
+        load_settings(user, environ={})
 
 
 def test_the_daily_bid_covers_the_whole_day_from_the_plan_then_offers_nothing() -> None:

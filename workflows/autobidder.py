@@ -30,7 +30,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cycle_facts import (
@@ -340,17 +340,22 @@ class AutobidderCycle:
     async def _submit_daily(self, cycle_id: str, bid_key: str, summary: str) -> None:
         """Submit the next trading day's DAILY bid (idempotent: one per unit and trading day). A rejection is
         recorded as a fact with the market's reasons and does not fail the cycle: the interval's own bid
-        stands, and the day's rebids then keep the configured ladder."""
+        stands, and the day's rebids then keep the configured ladder. A submission that fails (time-out, market
+        unreachable) is recorded too; the next cycle before the close decides the DAILY bid again."""
         self._enter("submit")
-        submitted: BidSubmitted = await workflow.execute_activity(
-            "submit_bid",
-            SubmitInput(cycle_id=cycle_id, bid_key=bid_key),
-            result_type=BidSubmitted,
-            start_to_close_timeout=timedelta(seconds=15),
-            schedule_to_close_timeout=timedelta(seconds=60),
-            retry_policy=QUICK_RETRY,
-            summary="submit the next trading day's DAILY bid (idempotent)",
-        )
+        try:
+            submitted: BidSubmitted = await workflow.execute_activity(
+                "submit_bid",
+                SubmitInput(cycle_id=cycle_id, bid_key=bid_key),
+                result_type=BidSubmitted,
+                start_to_close_timeout=timedelta(seconds=15),
+                schedule_to_close_timeout=timedelta(seconds=60),
+                retry_policy=QUICK_RETRY,
+                summary="submit the next trading day's DAILY bid (idempotent)",
+            )
+        except ActivityError as failure:  # not stored by the market: the next cycle in the window decides it again
+            self._add_fact("daily", f"{summary}; not submitted: {_failure_text(failure)}", (bid_key,))
+            return
         workflow.upsert_memo({"daily_bid": {"bid_id": submitted.bid_id, "status": submitted.status,
                                             "duplicate": submitted.duplicate}})
         outcome = (f"{submitted.status}" + (" (already submitted)" if submitted.duplicate else "")
