@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import grpc
@@ -30,7 +31,7 @@ from activities.cycle_facts import (
     RecordInput,
     SubmitInput,
 )
-from aemo.dispatch_results import dispatch_from_store
+from aemo.dispatch_results import dispatches_from_store
 from aemo.store import MarketStore
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.errors import InvalidRequestError
@@ -58,6 +59,9 @@ from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
 logger = logging.getLogger(__name__)
 
 INVALID_INPUT_ERROR_TYPE = "InvalidCycleInput"
+# Live mode: how far back (trading days) a cycle's record stage settles earlier cycles whose interval AEMO has
+# published since (DispatchIS within a minute of the interval, Next_Day_Dispatch the next day).
+SETTLE_LOOKBACK_DAYS = 2
 
 
 def _quality_name(quality: int) -> str:
@@ -254,28 +258,30 @@ class CycleActivities:
                             duplicate=response.duplicate, reasons=tuple(response.reasons),
                             received_at=response.received_at.ToDatetime(tzinfo=UTC).isoformat())
 
-    async def _aemo_outcome(self, unit_id: str, region: str, dispatch_interval: datetime) -> OutcomeRecorded | None:
-        """Live mode: what AEMO dispatched for the unit in the interval (DISPATCHLOAD in the market store the live
-        follower fills), settled at DISPATCHPRICE and checked against the bid in force
-        (:func:`algorithms.market.dispatch_check.check_dispatch`); None while AEMO's dispatch of the interval is not
-        in the store yet (logged, the cycle is recorded as not cleared)."""
+    async def _aemo_checks(self, unit_id: str, region: str, intervals: Collection[datetime],
+                           ) -> dict[datetime, tuple[DispatchCheck, float]]:
+        """Live mode: what AEMO dispatched for the unit in each of ``intervals`` (interval-ending AEST) that the
+        market store holds (DISPATCHLOAD, filled by the live follower), settled at DISPATCHPRICE and checked
+        against the bid in force then (:func:`algorithms.market.dispatch_check.check_dispatch`), with the stored
+        energy after it (DISPATCHLOAD's ENERGY_STORAGE, MWh; 0 where AEMO does not publish it). Intervals not
+        published yet are absent."""
         store = MarketStore.from_settings(self._settings)
-        found = await asyncio.to_thread(dispatch_from_store, store, unit_id, region, dispatch_interval)
-        if found is None:
-            activity.logger.info("AEMO's dispatch of %s in %s is not published yet", unit_id, dispatch_interval)
-            return None
-        dispatched, prices = found
-        async with await connect(self._database_url) as conn:
-            in_force = await bid_store.latest_accepted_bid_covering(conn, unit_id, dispatch_interval)
+        found = await asyncio.to_thread(dispatches_from_store, store, unit_id, region, min(intervals), max(intervals))
         battery = self._settings.battery
-        check = check_dispatch(in_force.bid() if in_force is not None else None, dispatched, prices,
-                               mlf_gen=battery.mlf_gen, mlf_load=battery.mlf_load,
-                               interval_minutes=self._settings.market.interval_minutes)
-        if check.flags:
-            activity.logger.warning("AEMO's dispatch of %s in %s is not explained by the bid in force: %s", unit_id,
-                                    dispatch_interval, "; ".join(check.flags))
-        storage = dispatched.energy_storage_mwh
-        return _aemo_recorded(check, storage if storage is not None else 0.0)
+        checks: dict[datetime, tuple[DispatchCheck, float]] = {}
+        async with await connect(self._database_url) as conn:
+            for interval in sorted(set(intervals) & set(found)):
+                dispatched, prices = found[interval]
+                in_force = await bid_store.latest_accepted_bid_covering(conn, unit_id, interval)
+                check = check_dispatch(in_force.bid() if in_force is not None else None, dispatched, prices,
+                                       mlf_gen=battery.mlf_gen, mlf_load=battery.mlf_load,
+                                       interval_minutes=self._settings.market.interval_minutes)
+                if check.flags:
+                    activity.logger.warning("AEMO's dispatch of %s in %s is not explained by the bid in force: %s",
+                                            unit_id, interval, "; ".join(check.flags))
+                storage = dispatched.energy_storage_mwh
+                checks[interval] = (check, storage if storage is not None else 0.0)
+        return checks
 
     @activity.defn(name="record_outcome")
     async def record_outcome(self, request: RecordInput) -> OutcomeRecorded:
@@ -292,8 +298,22 @@ class CycleActivities:
         outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
                                   fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=None)
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
-        if self._settings.market_data.source == "live":
-            outcome = await self._aemo_outcome(request.unit_id, request.region, dispatch_interval) or outcome
+        live = self._settings.market_data.source == "live"
+        unsettled: list[tuple[str, datetime]] = []
+        checks: dict[datetime, tuple[DispatchCheck, float]] = {}
+        if live:
+            interval = timedelta(minutes=self._settings.market.interval_minutes)
+            async with await connect(self._database_url) as conn:
+                unsettled = await cycle_store.unsettled_cycles(
+                    conn, request.unit_id, dispatch_interval - SETTLE_LOOKBACK_DAYS * timedelta(days=1),
+                    dispatch_interval - interval)
+            checks = await self._aemo_checks(request.unit_id, request.region,
+                                             {dispatch_interval, *(moment for _, moment in unsettled)})
+            if dispatch_interval in checks:
+                outcome = _aemo_recorded(*checks[dispatch_interval])
+            else:
+                activity.logger.info("AEMO's dispatch of %s in %s is not published yet", request.unit_id,
+                                     dispatch_interval)
         elif request.bid_id:
             try:
                 answer = await get_dispatch_outcome(self._bid_address, request.unit_id, dispatch_interval)
@@ -322,8 +342,13 @@ class CycleActivities:
                 gen_mw=outcome.gen_mw, load_mw=outcome.load_mw, price=outcome.price,
                 energy_revenue=outcome.energy_revenue_dollars, fcas_revenue=outcome.fcas_revenue_dollars)
             if outcome.cleared else None)
+        settled: list[str] = []
         async with await connect(self._database_url) as conn:
             counted = await cycle_store.record_cycle(conn, record)
+            for earlier_id, moment in unsettled:  # live mode: earlier intervals AEMO has published since
+                if moment in checks:
+                    settled.append(await _settle_earlier(conn, request.unit_id, earlier_id, moment,
+                                                         *checks[moment]))
             if request.manual_rebid_reason and request.bid_id and await control_store.clear_pending_rebid(
                     conn, request.unit_id, request.manual_rebid_reason):
                 await control_store.append_action(conn, control_store.OperatorAction(
@@ -334,7 +359,26 @@ class CycleActivities:
                      else await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval))
         bands = bid_bands(shown.bid(), dispatch_interval) if shown is not None else ()
         return replace(outcome, revenue_counted=counted.counted, counted_by_cycle=counted.counted_by,
-                       bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent)
+                       bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent,
+                       settled_earlier=tuple(settled))
+
+
+async def _settle_earlier(conn: cycle_store.AsyncConn, unit_id: str, cycle_id: str, dispatch_interval: datetime,
+                          check: DispatchCheck, state_of_charge_mwh: float) -> str:
+    """Store AEMO's dispatch of an earlier cycle's interval in that cycle's record (fact ``settled``) and say so
+    in one line: interval, cycle, MW, price, revenue and what the bid in force cannot explain."""
+    recorded = _aemo_recorded(check, state_of_charge_mwh)
+    counted = await cycle_store.settle_cycle(
+        conn, cycle_id, unit_id, dispatch_interval,
+        cycle_store.IntervalOutcome(gen_mw=recorded.gen_mw, load_mw=recorded.load_mw, price=recorded.price,
+                                    energy_revenue=recorded.energy_revenue_dollars,
+                                    fcas_revenue=recorded.fcas_revenue_dollars),
+        {"stage": "settled", **asdict(recorded)})
+    price = f"${recorded.price:,.2f}/MWh" if recorded.price is not None else "no price"
+    revenue = recorded.energy_revenue_dollars + recorded.fcas_revenue_dollars
+    line = (f"{dispatch_interval:%Y-%m-%d %H:%M} ({cycle_id}) {recorded.gen_mw - recorded.load_mw:+,.1f} MW at "
+            f"{price}, ${revenue:,.2f}" + ("" if counted.counted else " (not counted: already counted)"))
+    return line + (f"; UNEXPLAINED: {'; '.join(check.flags)}" if check.flags else "")
 
 
 def _aemo_recorded(check: DispatchCheck, state_of_charge_mwh: float) -> OutcomeRecorded:

@@ -241,6 +241,9 @@ class OutcomeRecorded:
     # mode: DISPATCHLOAD settled at DISPATCHPRICE); what of it the bid in force cannot explain.
     dispatch_source: str = ""
     dispatch_flags: tuple[str, ...] = ()
+    # Live mode: earlier cycles of the unit whose interval AEMO published since they recorded, settled now (one
+    # line each: interval, cycle, MW, price, revenue, anything the bid in force cannot explain).
+    settled_earlier: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

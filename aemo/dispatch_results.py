@@ -70,14 +70,23 @@ def region_prices(frame: pd.DataFrame, region: str, dispatch_interval: datetime)
     return prices
 
 
+def dispatches_from_store(store: MarketStore, unit_id: str, region: str, first_interval: datetime,
+                          last_interval: datetime) -> dict[datetime, tuple[UnitDispatch, dict[str, float]]]:
+    """AEMO's dispatch of ``unit_id`` and ``region``'s prices for every interval in [first_interval,
+    last_interval] (interval-ending AEST) that the market store holds a DISPATCHLOAD row of the unit for (an
+    interval AEMO has not published yet, or the live follower has not fetched, is absent). Two store reads."""
+    loads = store.load(DISPATCHLOAD, first_interval, last_interval, units=[unit_id])
+    found = unit_dispatches(loads, unit_id) if not loads.empty else []
+    if not found:
+        return {}
+    prices = store.load(DISPATCHPRICE, first_interval, last_interval, regions=[region])
+    return {dispatch.dispatch_interval: (dispatch, region_prices(prices, region, dispatch.dispatch_interval)
+                                         if not prices.empty else {})
+            for dispatch in found}
+
+
 def dispatch_from_store(store: MarketStore, unit_id: str, region: str,
                         dispatch_interval: datetime) -> tuple[UnitDispatch, dict[str, float]] | None:
     """AEMO's dispatch of ``unit_id`` in the interval ending ``dispatch_interval`` (AEST) and ``region``'s prices,
-    from the market store; None while the store holds no DISPATCHLOAD row of the unit for the interval (AEMO has
-    not published it yet, or the live follower has not fetched it)."""
-    loads = store.load(DISPATCHLOAD, dispatch_interval, dispatch_interval, units=[unit_id])
-    found = unit_dispatches(loads, unit_id) if not loads.empty else []
-    if not found:
-        return None
-    prices = store.load(DISPATCHPRICE, dispatch_interval, dispatch_interval, regions=[region])
-    return found[-1], region_prices(prices, region, dispatch_interval) if not prices.empty else {}
+    from the market store; None while the store holds no DISPATCHLOAD row of the unit for the interval."""
+    return dispatches_from_store(store, unit_id, region, dispatch_interval, dispatch_interval).get(dispatch_interval)

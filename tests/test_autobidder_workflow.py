@@ -64,6 +64,10 @@ class StandIns:
     daily: str | None = None
     daily_rejected: bool = False
     daily_fails: bool = False
+    # Live mode: the record stage's AEMO dispatch flags and the earlier intervals it settled.
+    dispatch_source: str = ""
+    dispatch_flags: tuple[str, ...] = ()
+    settled_earlier: tuple[str, ...] = ()
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="fetch_market_snapshot")
@@ -135,7 +139,8 @@ class StandIns:
             cleared = request.bid_id is not None and request.status in ("SUBMITTED", "NO_REBID")
             return OutcomeRecorded(cleared=cleared, gen_mw=100.0 if cleared else 0.0, load_mw=0.0,
                                    energy_revenue_dollars=1000.0 if cleared else 0.0, fcas_revenue_dollars=0.0,
-                                   state_of_charge_mwh=88.0, price=120.0)
+                                   state_of_charge_mwh=88.0, price=120.0, dispatch_source=self.dispatch_source,
+                                   dispatch_flags=self.dispatch_flags, settled_earlier=self.settled_earlier)
 
         return [fetch, forecast, optimise, build, submit, record]
 
@@ -306,3 +311,16 @@ async def test_a_daily_submission_that_fails_is_recorded_and_the_cycle_stands(en
     assert result.status == "SUBMITTED" and result.bid_id == "HPR1/2021-01-15/162/v1"
     daily = next(f for f in result.facts if f.stage == "daily")
     assert "not submitted" in daily.summary and "market unreachable" in daily.summary
+
+
+async def test_live_records_name_unexplained_dispatch_and_earlier_intervals_settled(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(dispatch_source="AEMO",
+                         dispatch_flags=("ENERGY GEN dispatched 100.0 MW above the offered availability",),
+                         settled_earlier=("2021-01-15 17:30 (cycle-a) +80.0 MW at $95.00/MWh, $633.33",))
+    result = await run_cycle(env.client, stand_ins)
+    records = [f.summary for f in result.facts if f.stage == "record"]
+    assert "AEMO dispatch UNEXPLAINED by the bid in force: ENERGY GEN dispatched 100.0 MW above the offered " \
+           "availability" in records
+    assert "settled 1 earlier interval(s) from AEMO's dispatch: 2021-01-15 17:30 (cycle-a) +80.0 MW at " \
+           "$95.00/MWh, $633.33" in records
+    assert list(result.outcome.dispatch_flags) == ["ENERGY GEN dispatched 100.0 MW above the offered availability"]

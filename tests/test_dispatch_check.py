@@ -234,6 +234,67 @@ def database(server_url: str) -> Iterator[str]:
         yield url
 
 
+def _follow(store: MarketStore) -> None:
+    """Follow the real Next_Day_Dispatch and Daily_Reports from the NEMWEB stand-in into ``store``."""
+    with NemwebStandIn(NEMWEB_ROOT) as standin:
+        follower = LiveFollower(store, HttpSource(standin.url, attempts=1),
+                                FollowerConfig(folders=("Next_Day_Dispatch", "Daily_Reports"), poll_s=0.1))
+        follower.open()
+        try:
+            follower.step()
+            follower.drain()
+        finally:
+            follower.close()
+
+
+def _live_activities(store: MarketStore, database: str, tmp_path: Path) -> CycleActivities:
+    """The cycle's activities in live mode for the wind farm HDWF2 (SA1), reading ``store``."""
+    settings = replace(SETTINGS, database_url=database,
+                       market_data=replace(SETTINGS.market_data, source="live"),
+                       market_store=replace(SETTINGS.market_store, folder=str(store.root)),
+                       battery=replace(SETTINGS.battery, unit_id="HDWF2", region="SA1"))
+    return CycleActivities(settings, archive=LocalArchive(tmp_path / "archive"), sqs=None,
+                           queues=None)  # type: ignore[arg-type]
+
+
+def _record_input(interval: datetime, cycle_id: str, bid_id: str) -> RecordInput:
+    return RecordInput(cycle_id=cycle_id, unit_id="HDWF2", region="SA1", dispatch_interval=interval.isoformat(),
+                       status="SUBMITTED", bid_id=bid_id, failure=None, started_at="2026-05-14T07:50:00+00:00",
+                       facts=(), manual_rebid_reason=None, plan_key=None)
+
+
+async def test_a_later_cycle_settles_an_interval_aemo_published_since(database: str, tmp_path: Path) -> None:
+    store = MarketStore(tmp_path / "market")  # nothing published yet
+    bid = _generator_bid("HDWF2", LIVE_INTERVAL, [0.0, 500.0, 500.0])
+    async with await connect(database) as conn:
+        await bid_store.insert_bid(conn, bid_record(bid, bid_key(bid), ()))
+        await conn.commit()
+    activities = _live_activities(store, database, tmp_path)
+    early = await ActivityEnvironment().run(activities.record_outcome,
+                                            _record_input(LIVE_INTERVAL, "live-1800", bid_key(bid).bid_id))
+    assert not early.cleared and early.settled_earlier == ()
+    _follow(store)  # AEMO publishes the day's dispatch
+    later = await ActivityEnvironment().run(
+        activities.record_outcome, _record_input(LIVE_INTERVAL + timedelta(minutes=5), "live-1805",
+                                                 bid_key(bid).bid_id))
+    assert later.cleared and later.dispatch_flags == ()
+    dispatch, prices = dispatch_from_store(store, "HDWF2", "SA1", LIVE_INTERVAL) or pytest.fail("no row")
+    assert len(later.settled_earlier) == 1
+    line = later.settled_earlier[0]
+    assert line.startswith("2026-05-14 18:00 (live-1800)") and "UNEXPLAINED" in line  # the bid offered 0 MW then
+    async with await connect(database) as conn:
+        cur = await conn.execute("SELECT gen_mw, energy_revenue, revenue_counted, facts->-1->>'stage'"
+                                 " FROM cycles WHERE cycle_id = 'live-1800'")
+        row = await cur.fetchone()
+    assert row is not None and row[0] == pytest.approx(dispatch.target_mw) and row[2] and row[3] == "settled"
+    assert row[1] == pytest.approx(prices["ENERGY"] * dispatch.target_mw * 5 / 60)
+    # Settled once: the next cycle finds nothing left to settle.
+    again = await ActivityEnvironment().run(
+        activities.record_outcome, _record_input(LIVE_INTERVAL + timedelta(minutes=10), "live-1810",
+                                                 bid_key(bid).bid_id))
+    assert again.settled_earlier == ()
+
+
 async def test_the_live_record_stage_settles_aemos_dispatch_and_flags_what_the_bid_cannot_explain(
         live_store: MarketStore, database: str, tmp_path: Path) -> None:
     # The unit is the wind farm HDWF2 in SA1; its bid in force offers half of what AEMO dispatched at 18:00.

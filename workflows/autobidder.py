@@ -413,6 +413,9 @@ class AutobidderCycle:
                                + "; ".join(outcome.dispatch_flags))
         else:
             self._add_fact("record", f"recorded {status}" + (f": {failure}" if failure else ""))
+        if outcome.settled_earlier:  # live mode: earlier intervals AEMO has published since their cycles
+            self._add_fact("record", f"settled {len(outcome.settled_earlier)} earlier interval(s) from AEMO's "
+                           "dispatch: " + " | ".join(outcome.settled_earlier))
         if manual_rebid_reason:
             self._add_fact("record", f"manual rebid submitted as {bid_id}: {manual_rebid_reason}")
         view = self._view(status, outcome)
