@@ -238,12 +238,17 @@ def serve_market_data(ctx: typer.Context) -> None:
 
 @serve_app.command("bids")
 def serve_bids(ctx: typer.Context) -> None:
-    """Run the bid gRPC service (simulated market) until SIGINT/SIGTERM."""
+    """Run the bid gRPC service (simulated market, or AEMO's bidding API: [bid_service] backend) until
+    SIGINT/SIGTERM."""
+    from aemo.errors import AemoDataError
     from services.bid_service import serve  # type: ignore[import-not-found]
 
     settings = load(ctx)
     with clean_errors():
-        run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        try:
+            run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        except AemoDataError as exc:  # e.g. the aemo backend without its environment
+            raise fail(str(exc)) from None
 
 
 @worker_app.command("pool")
