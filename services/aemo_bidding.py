@@ -202,7 +202,8 @@ class AemoBidding(bid_pb2_grpc.BidServiceServicer):
                     log.info("AEMO has no submission %s (state %s): sending it", reference_id, stored.state)
                     answer = await self._send(conn, stored)
                     sent = True
-            if answer.status == bidding_api.DUPLICATE:
+            if answer.status == bidding_api.DUPLICATE:  # AEMO had it already: what became of the original?
+                sent = False
                 answer = await self._ask(conn, reference_id)
             attempts = 0
             while answer.status == bidding_api.RECEIVED and attempts < self._options.aemo_poll_attempts:

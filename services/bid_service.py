@@ -600,18 +600,19 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     applied = await asyncio.to_thread(migrate, database_url)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
-    historical = await asyncio.to_thread(configured_dispatch_prices, settings)
     rules = await asyncio.to_thread(market_rules_of_data, settings)
-    dispatch_prices = with_administered_pricing(historical, rules)  # PriceLimitsUnknownError: a year no source covers
     fleet_units = await asyncio.to_thread(registered_fleet_units, settings, database_url)
     market: bid_pb2_grpc.BidServiceServicer
-    if settings.bid_service.backend == "aemo":
+    if settings.bid_service.backend == "aemo":  # AEMO dispatches: no historical prices to clear against
         from services.aemo_bidding import aemo_market
 
         units = [RegisteredUnit(battery_spec_from_settings(settings.battery),
                                 settings.battery.initial_state_of_charge_mwh), *fleet_units]
         market = aemo_market(database_url, units, rules, settings.bid_service)  # BiddingApiConfigError
     else:
+        historical = await asyncio.to_thread(configured_dispatch_prices, settings)
+        # PriceLimitsUnknownError: a trading day of the data whose year no source covers
+        dispatch_prices = with_administered_pricing(historical, rules)
         market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules, fleet_units)
     server = secure_server(security, SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)
