@@ -24,7 +24,8 @@ def replay_clock(replay_start: date, replay_days: int, now_utc: datetime | None 
     """The clock that maps AEST now into the replay period (time of day kept)."""
     if replay_days <= 0:
         raise ValueError(f"--replay-days must be positive, got {replay_days}")
-    now = (now_utc or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None) + MARKET_OFFSET
+    moment = now_utc or datetime.now(UTC)
+    now = (moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment) + MARKET_OFFSET
     day = replay_start + timedelta(days=(now.date() - replay_start).days % replay_days)
     return SandboxClock(datetime.combine(day, now.time()) - now)
 

@@ -85,7 +85,9 @@ class SandboxClock:
 
 def _aest_now(now_utc: datetime | None) -> datetime:
     moment = now_utc or datetime.now(UTC)
-    return moment.astimezone(UTC).replace(tzinfo=None) + MARKET_OFFSET
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment + MARKET_OFFSET
 
 
 @dataclass(frozen=True)
