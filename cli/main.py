@@ -165,6 +165,13 @@ class MarketDataMode(StrEnum):
     LIVE = "live"
 
 
+class MarketMode(StrEnum):
+    """Where ``vpp up``'s bid service submits bids (``--market``)."""
+
+    SIMULATED = "simulated"
+    AEMO_SANDBOX = "aemo-sandbox"
+
+
 @app.command()
 def up(
     ctx: typer.Context,
@@ -175,16 +182,22 @@ def up(
         "current reports as they are published, cycles on the market clock.")] = MarketDataMode.REPLAY,
     source: Annotated[str | None, typer.Option(
         help="Live: NEMWEB's address or a stand-in laid out like it (default: [market_store] source).")] = None,
+    market: Annotated[MarketMode | None, typer.Option(
+        "--market", help="simulated: bids go to the simulated NEM; aemo-sandbox: the bid service's aemo backend "
+        "submits to a local stand-in of AEMO's bidding API that the stack starts.")] = None,
 ) -> None:
     """Start the whole local stack (Temporal, SQS, PostgreSQL, services, workers) until Ctrl-C."""
-    from stack.supervisor import run_up, with_market_data
+    from stack.supervisor import run_up, with_market, with_market_data
 
     settings = load(ctx)
     state = ctx.find_object(CliContext)
     with clean_errors():
         settings = with_market_data(settings, market_data.value, source)
+        sandbox = market is MarketMode.AEMO_SANDBOX
+        if market is not None:
+            settings = with_market(settings, market.value)
         code = run_up(settings, ui=not headless, trigger=not no_trigger,
-                      config_path=state.config_path if state else None)
+                      config_path=state.config_path if state else None, aemo_sandbox=sandbox)
     raise typer.Exit(code)
 
 

@@ -303,6 +303,8 @@ class StackSettings:
     # names in a deployment (e.g. ECS Service Connect: "market-data", "bids").
     market_data_host: str = "127.0.0.1"
     bid_service_host: str = "127.0.0.1"
+    # The AEMO bidding API stand-in `vpp up --market aemo-sandbox` starts (aemo_sandbox/), on 127.0.0.1.
+    aemo_sandbox_port: int = 8790
 
     @property
     def market_data_address(self) -> str:
