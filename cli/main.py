@@ -442,6 +442,20 @@ def bench_forecast(
     raise typer.Exit(int(code))
 
 
+@bench_app.command("aemo-submit")
+def bench_aemo_submit(
+    ctx: typer.Context,
+    bids: Annotated[int, typer.Option(min=1, max=240, help="New bids to submit (each also submitted again).")] = 50,
+) -> None:
+    """SubmitBid latency (median, p95) through the bid service's aemo backend to the local AEMO stand-in."""
+    from bench.aemo_submit import main
+
+    settings = load(ctx)
+    with clean_errors():
+        code = main(settings, bids)
+    raise typer.Exit(int(code))
+
+
 @bench_app.command("market")
 def bench_market(
     ctx: typer.Context,
