@@ -318,3 +318,66 @@ async def test_the_aemo_backend_needs_its_environment(settings: Settings, migrat
                                  "VPP_AEMO_API_PASSWORD in the environment")
 
 
+
+
+async def test_a_restarted_service_asks_aemo_about_a_submission_that_timed_out(
+        settings: Settings, migrated_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    unit_id = f"T{uuid.uuid4().hex[:8]}"
+    with SandboxServer(sandbox_config(unit_id), SandboxClock.at(BEFORE_GATE)) as sandbox:
+        bid = make_bid(unit_id, T)
+        reference_id = default_reference_id(bid)
+        sandbox.state.add_fault(FAULT_LATE, delay_s=2.0)
+        market, stop, task = await start_market(settings, migrated_database, sandbox, monkeypatch, timeout_s=0.5)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await bid_service.submit_bid(market.address, bid)
+        finally:
+            stop.set()
+            await task
+        await asyncio.sleep(2.0)  # AEMO decides on the late submission meanwhile
+        market, stop, task = await start_market(settings, migrated_database, sandbox, monkeypatch)
+        try:
+            answer = await bid_service.submit_bid(market.address, bid)
+        finally:
+            stop.set()
+            await task
+        assert answer.status == bid_pb2.BID_STATUS_ACCEPTED and answer.duplicate
+        assert sandbox.state.received[reference_id] == 1
+
+
+async def test_a_submission_sent_before_a_crash_is_asked_for_and_never_sent_again(market: AemoMarket) -> None:
+    bid = make_bid(market.unit_id, T)
+    reference_id = default_reference_id(bid)
+    key = bid_service.bid_key(bid)
+    payload = bid_to_submission(bid, authorised_by=market.settings.bid_service.aemo_authorised_by)
+    # The service stored the submission, sent it and died before recording AEMO's answer.
+    async with await connect(market.database_url, autocommit=True) as conn:
+        await aemo_store.claim_submission(
+            conn, reference_id=reference_id, bid_id=key.bid_id, unit_id=key.unit_id, trading_day=key.trading_day,
+            dispatch_interval=key.dispatch_interval, version=key.version, payload=bid.SerializeToString(),
+            submission=payload, content_hash="0" * 64)
+    config = BiddingApiConfig(market.sandbox.url, PARTICIPANT, USER, PASSWORD)
+    assert (await BiddingApiClient(config).submit(payload)).status == "ACCEPTED"
+
+    answer = await bid_service.submit_bid(market.address, bid)
+    assert answer.status == bid_pb2.BID_STATUS_ACCEPTED and answer.duplicate
+    assert market.sandbox.state.received[reference_id] == 1
+    _, exchanges = await stored(market, reference_id)
+    assert [(e.operation, e.outcome) for e in exchanges] == [("getSubmission", "ACCEPTED")]
+
+
+async def test_a_stored_submission_aemo_never_received_is_sent_once(market: AemoMarket) -> None:
+    bid = make_bid(market.unit_id, T)
+    reference_id = default_reference_id(bid)
+    key = bid_service.bid_key(bid)
+    # The service stored the submission and died before sending it.
+    async with await connect(market.database_url, autocommit=True) as conn:
+        await aemo_store.claim_submission(
+            conn, reference_id=reference_id, bid_id=key.bid_id, unit_id=key.unit_id, trading_day=key.trading_day,
+            dispatch_interval=key.dispatch_interval, version=key.version, payload=bid.SerializeToString(),
+            submission=bid_to_submission(bid), content_hash="0" * 64)
+    answer = await bid_service.submit_bid(market.address, bid)
+    assert answer.status == bid_pb2.BID_STATUS_ACCEPTED
+    assert market.sandbox.state.received[reference_id] == 1
+    _, exchanges = await stored(market, reference_id)
+    assert [(e.operation, e.outcome) for e in exchanges] == [("getSubmission", "NOT_FOUND"), ("submitBids", "ACCEPTED")]

@@ -14,6 +14,7 @@ from algorithms.common.replay_clock import replay_market_time
 from services import bid_service
 from settings import Settings
 from stack.ports import StackError
+from stack.status import _sandbox_part
 from stack.supervisor import AEMO_SANDBOX, LocalStack, with_market
 from tests.conftest import free_port
 from tests.test_bid_service import make_bid
@@ -69,6 +70,8 @@ async def test_vpp_up_market_aemo_sandbox_submits_through_the_stand_in_process(s
         rejected = await bid_service.submit_bid(stack.bid_service_address, changed, security=security)
         assert rejected.status == bid_pb2.BID_STATUS_REJECTED
         assert any(reason.startswith("AEMO PRICE_BANDS_FIXED:") for reason in rejected.reasons)
+        sandbox_state = _sandbox_part(configured)  # what `vpp status` shows
+        assert [(p.part, p.up) for p in sandbox_state] == [("AEMO bidding API stand-in", True)]
         log_text = (configured.stack.log_dir / "bids.log").read_text()
         password = json.loads((configured.stack.state_dir / "aemo-sandbox.json").read_text())["password"]
         assert password not in log_text
