@@ -444,10 +444,11 @@ class BidServiceSettings:
 
     backend: str = "simulated"
     # Seconds to wait for one answer from AEMO's API before the submission counts as timed out.
-    aemo_timeout_s: float = 10.0
+    aemo_timeout_s: float = 5.0
     # A submission AEMO has RECEIVED but not yet acknowledged is asked for again every interval (s), this often.
+    # Timeout and polls together stay within a SubmitBid call's 10 s deadline (services.bid_service.submit_bid).
     aemo_poll_interval_s: float = 0.5
-    aemo_poll_attempts: int = 10
+    aemo_poll_attempts: int = 6
     # AEMO's ``authorisedBy`` of every submission.
     aemo_authorised_by: str = "openvpp"
 
