@@ -7,7 +7,8 @@ What SubmitBid does:
 1. Reads the bid's key (INVALID_ARGUMENT / NOT_FOUND as the simulated market). A bid whose outcome is known
    (the ``bids`` ledger) gets that answer again with ``duplicate=True``; nothing goes to AEMO.
 2. Validates it (V0–V8, :func:`algorithms.market.bid_validation.validate_bid`, with the band prices of the
-   day's first accepted bid): an invalid bid is stored REJECTED with its reasons and never leaves.
+   day's first accepted bid): an invalid bid is stored REJECTED with its reasons and never leaves. A submission
+   an earlier attempt stored was validated then (and may be at AEMO): it goes straight to step 3.
 3. Writes the submission (``aemo_submissions``, state SUBMITTING, the ``submitBids`` JSON of
    :func:`aemo.bid_json.bid_to_submission`) and commits it before sending, under a row lock that serialises
    calls for one reference id. A submission found already stored (an earlier attempt timed out, got an
@@ -155,8 +156,12 @@ class AemoBidding(bid_pb2_grpc.BidServiceServicer):
             known = await bid_store.get_bid(conn, key.bid_id)
             if known is not None:
                 return submit_response(known, duplicate=True)
+            # A submission stored by an earlier attempt was validated then and may be at AEMO: it is settled with
+            # AEMO, never judged again here.
+            earlier = await aemo_store.get_submission(conn, reference_id)
             daily_prices = await bid_store.daily_band_prices(conn, key.unit_id, key.trading_day)
-            violations = validate_bid(bid, unit.spec, self._rules, products=PRODUCTS, daily_band_prices=daily_prices)
+            violations = [] if earlier is not None else validate_bid(
+                bid, unit.spec, self._rules, products=PRODUCTS, daily_band_prices=daily_prices)
             if violations:
                 row, duplicate = await bid_store.insert_bid(conn, bid_record(bid, key, [str(v) for v in violations]))
                 log.info("bid %s REJECTED before submission: %s", row.bid_id, "; ".join(row.reasons))
