@@ -141,3 +141,24 @@ def test_replay_clock_keeps_the_time_of_day_in_the_replay_period() -> None:
     days = (datetime(2026, 12, 6).date() - datetime(2021, 1, 5).date()).days % 14
     expected = datetime(2021, 1, 5, 17, 30) + timedelta(days=days)
     assert abs((now + timedelta(hours=10) + clock.offset) - expected) < timedelta(seconds=1)
+
+
+def fcas_bid(service: str, prices: tuple[float, ...] = DEFAULT_FCAS) -> dict[str, Any]:
+    return {"tradingDate": DAY.isoformat(), "duid": UNIT, "service": service, "prices": list(prices),
+            "fcasPeriods": [{"periodId": 174, "maxAvail": 10.0, "bandAvail": [10.0] + [0.0] * 9,
+                             "enablementMin": 0.0, "lowBreakPoint": 10.0, "highBreakPoint": 140.0,
+                             "enablementMax": 150.0}]}
+
+
+async def test_fcas_bids_are_checked_for_their_service_and_fixed_prices(sandbox: SandboxServer) -> None:
+    payload = payload_of()
+    payload["fcasBids"] = [fcas_bid("RAISE6SEC")]
+    assert (await submit(sandbox, payload)).status == "ACCEPTED"
+    payload = payload_of(version=2)
+    payload["fcasBids"] = [fcas_bid("RAISE7SEC"), fcas_bid("LOWERREG", tuple(p + 1 for p in DEFAULT_FCAS))]
+    answer = await submit(sandbox, payload)
+    assert [(r.code, r.source) for r in answer.reasons] == [("SCHEMA", "fcasBids[0].service")]
+    payload["fcasBids"] = [fcas_bid("LOWERREG", tuple(p + 1 for p in DEFAULT_FCAS))]
+    payload["referenceId"] += "-b"
+    answer = await submit(sandbox, payload)
+    assert [(r.code, r.source) for r in answer.reasons] == [("PRICE_BANDS_FIXED", "fcasBids[0].prices")]
