@@ -223,8 +223,8 @@ class BiddingApiClient:
             if isinstance(exc.reason, TimeoutError | socket.timeout):
                 raise BiddingApiTimeoutError(f"AEMO did not answer {method} {path.split('?')[0]} within "
                                         f"{self._config.timeout_s:g} s") from exc
-            raise BiddingApiUnavailableError(f"AEMO's bidding API at {self._config.base_url} cannot be reached: "
-                                        f"{exc.reason}") from exc
+            raise BiddingApiUnavailableError(f"AEMO's bidding API cannot be reached ({type(exc.reason).__name__}): "
+                                             "nothing was received") from exc
         except (ConnectionError, OSError) as exc:
             raise BiddingApiTimeoutError(f"the connection to AEMO broke during {method} {path.split('?')[0]}: "
                                     f"{type(exc).__name__}") from exc

@@ -27,6 +27,7 @@ from services.aemo_bidding import (
     CREDENTIALS_REFUSED,
     FAILURE_TYPE_KEY,
     NO_ANSWER,
+    UNREACHABLE,
 )
 from services.health import wait_healthy
 from settings import Settings
@@ -381,3 +382,27 @@ async def test_a_stored_submission_aemo_never_received_is_sent_once(market: Aemo
     assert market.sandbox.state.received[reference_id] == 1
     _, exchanges = await stored(market, reference_id)
     assert [(e.operation, e.outcome) for e in exchanges] == [("getSubmission", "NOT_FOUND"), ("submitBids", "ACCEPTED")]
+
+
+async def test_an_unreachable_api_is_recorded_and_its_address_is_not_logged(
+        settings: Settings, migrated_database: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    unit_id = f"T{uuid.uuid4().hex[:8]}"
+    with SandboxServer(sandbox_config(unit_id), SandboxClock.at(BEFORE_GATE)) as sandbox:
+        pass  # stopped: its port answers no more
+    market, stop, task = await start_market(settings, migrated_database, sandbox, monkeypatch)
+    try:
+        bid = make_bid(unit_id, T)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await bid_service.submit_bid(market.address, bid)
+    finally:
+        stop.set()
+        await task
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE and failure_type(raised.value) == UNREACHABLE
+    submission, exchanges = await stored(market, default_reference_id(bid))
+    assert submission is not None and submission.state == aemo_store.UNAVAILABLE
+    assert [(e.operation, e.outcome) for e in exchanges] == [("submitBids", "UNAVAILABLE")]
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "cannot be reached" in logged
+    assert sandbox.url not in logged and sandbox.url.split("/NEMWholesale")[0] not in logged
