@@ -51,6 +51,7 @@ from models import cycles as cycle_store
 from models import operator_controls as control_store
 from models.db import connect
 from pools.sqs import QueueUrls, send_task
+from services.aemo_bidding import ANSWER_UNREADABLE, CREDENTIALS_REFUSED, FAILURE_TYPE_KEY
 from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
 from services.market_data import fetch_snapshot
 from settings import Settings
@@ -62,6 +63,17 @@ INVALID_INPUT_ERROR_TYPE = "InvalidCycleInput"
 # Live mode: how far back (trading days) a cycle's record stage settles earlier cycles whose interval AEMO has
 # published since (DispatchIS within a minute of the interval, Next_Day_Dispatch the next day).
 SETTLE_LOOKBACK_DAYS = 2
+# Market failures the cycle ends with at once (ApplicationError types, non-retryable): an answer from AEMO that
+# cannot be read, credentials AEMO refuses. A time-out is retried: the bid service asks AEMO before resending.
+FINAL_MARKET_FAILURES = frozenset({ANSWER_UNREADABLE, CREDENTIALS_REFUSED})
+
+
+def market_failure_type(error: grpc.aio.AioRpcError) -> str | None:
+    """The bid service's ``vpp-failure-type`` of a failed call (services/aemo_bidding.py), or None."""
+    for key, value in error.trailing_metadata() or ():
+        if key == FAILURE_TYPE_KEY:
+            return str(value)
+    return None
 
 
 def _quality_name(quality: int) -> str:
@@ -252,7 +264,14 @@ class CycleActivities:
     async def submit_bid(self, request: SubmitInput) -> BidSubmitted:
         """Submit the archived bid to the market (idempotent there on unit, day, interval and version)."""
         bid = cast(bid_pb2.Bid, await self._get(request.bid_key))
-        response = await submit_bid(self._bid_address, bid)
+        try:
+            response = await submit_bid(self._bid_address, bid)
+        except grpc.aio.AioRpcError as error:
+            failure_type = market_failure_type(error)
+            if failure_type in FINAL_MARKET_FAILURES:
+                # Recorded by the bid service; retrying would not change AEMO's answer.
+                raise ApplicationError(f"market: {error.details()}", type=failure_type, non_retryable=True) from error
+            raise
         await self._put(response, request.cycle_id, "bid-acknowledgement")
         return BidSubmitted(bid_id=response.bid_id, status=_status_name(response.status),
                             duplicate=response.duplicate, reasons=tuple(response.reasons),

@@ -594,6 +594,10 @@ def market_rules_of_data(settings: Settings) -> MarketRules:
 async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity | None = None) -> None:
     """Run the BidService on ``settings.stack.bid_service_port`` until ``stop`` is set.
 
+    ``[bid_service] backend`` chooses the market: the simulated NEM (:class:`SimulatedMarket`) or AEMO's bidding
+    API (:mod:`services.aemo_bidding`, configured from the environment: a missing variable stops the start with
+    :class:`aemo.bidding_api.BiddingApiConfigError`).
+
     Requires ``settings.database_url`` (see :func:`models.db.resolve_database_url`); migrates the
     database, loads DISPATCHPRICE from the configured source (``[market_data] source``) and MARKET_PRICE_THRESHOLDS
     (:func:`market_rules_of_data`) and serves with gRPC health. A trading day of the data whose price limits
@@ -609,19 +613,29 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     applied = await asyncio.to_thread(migrate, database_url)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
-    historical = await asyncio.to_thread(configured_dispatch_prices, settings)
     rules = await asyncio.to_thread(market_rules_of_data, settings)
-    dispatch_prices = with_administered_pricing(historical, rules)  # PriceLimitsUnknownError: a year no source covers
     fleet_units = await asyncio.to_thread(registered_fleet_units, settings, database_url)
-    market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules, fleet_units)
+    market: bid_pb2_grpc.BidServiceServicer
+    if settings.bid_service.backend == "aemo":  # AEMO dispatches: no historical prices to clear against
+        from services.aemo_bidding import aemo_market
+
+        units = [RegisteredUnit(battery_spec_from_settings(settings.battery),
+                                settings.battery.initial_state_of_charge_mwh), *fleet_units]
+        market = aemo_market(database_url, units, rules, settings.bid_service)  # BiddingApiConfigError
+    else:
+        historical = await asyncio.to_thread(configured_dispatch_prices, settings)
+        # PriceLimitsUnknownError: a trading day of the data whose year no source covers
+        dispatch_prices = with_administered_pricing(historical, rules)
+        market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules, fleet_units)
     server = secure_server(security, SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)
     add_health(server, [SERVICE_NAME])
     address = bind_port(server, settings.stack.bid_service_port, "bid service", security=security)
     await server.start()
-    log.info("bid service on %s (unit %s, region %s%s)", address, settings.battery.unit_id,
-             settings.battery.region, "".join(f"; fleet unit {u.spec.unit_id} {u.spec.power_mw:.2f} MW / "
-                                              f"{u.spec.energy_mwh:.2f} MWh" for u in fleet_units))
+    log.info("bid service on %s, %s backend (unit %s, region %s%s)", address, settings.bid_service.backend,
+             settings.battery.unit_id, settings.battery.region,
+             "".join(f"; fleet unit {u.spec.unit_id} {u.spec.power_mw:.2f} MW / "
+                     f"{u.spec.energy_mwh:.2f} MWh" for u in fleet_units))
     try:
         await stop.wait()
     finally:
