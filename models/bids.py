@@ -306,14 +306,13 @@ async def daily_band_prices(
 ) -> dict[BandPriceKey, tuple[float, ...]] | None:
     """Band prices in force for ``unit_id`` on ``trading_day`` (rule V4); ``None`` if the day has no accepted bid.
 
-    They are the accepted DAILY bid's (the newest received, should there be several), else those of the first
+    They are the day's first accepted DAILY bid's (the platform submits one per day), else those of the first
     ACCEPTED bid of the day (earliest received; ties: earliest first interval, lowest version). A later
     rebid of the same trading day must keep them.
     """
     cur = await conn.execute(
         "SELECT payload FROM bids WHERE unit_id = %s AND trading_day = %s AND status = 'ACCEPTED'"
-        " ORDER BY (entry_type = 'DAILY') DESC, CASE WHEN entry_type = 'DAILY' THEN received_at END DESC,"
-        " received_at, dispatch_interval, version LIMIT 1",
+        " ORDER BY (entry_type = 'DAILY') DESC, received_at, dispatch_interval, version LIMIT 1",
         (unit_id, trading_day),
     )
     row = await cur.fetchone()
@@ -327,10 +326,10 @@ async def daily_band_prices(
 async def daily_entry_band_prices(
     conn: AsyncConn, unit_id: str, trading_day: date
 ) -> dict[BandPriceKey, tuple[float, ...]] | None:
-    """Band prices of the newest ACCEPTED DAILY bid of ``unit_id`` for ``trading_day``; ``None`` if it has none."""
+    """Band prices of the first ACCEPTED DAILY bid of ``unit_id`` for ``trading_day``; ``None`` if it has none."""
     cur = await conn.execute(
         "SELECT payload FROM bids WHERE unit_id = %s AND trading_day = %s AND status = 'ACCEPTED'"
-        " AND entry_type = 'DAILY' ORDER BY received_at DESC LIMIT 1",
+        " AND entry_type = 'DAILY' ORDER BY received_at, dispatch_interval, version LIMIT 1",
         (unit_id, trading_day),
     )
     row = await cur.fetchone()
