@@ -20,9 +20,9 @@ from aemo.mms import load_market_data
 from algorithms.common import nem_time
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.products import ENERGY
-from algorithms.market import bid_decision
+from algorithms.market import bid_builder, bid_decision
 from algorithms.market.bid_builder import build_safe_bid_columns
-from algorithms.market.bid_columns import ColumnarBid, PeriodColumns, bid_of, period_columns
+from algorithms.market.bid_columns import ColumnarBid, PeriodColumns, bid_of, encode_periods, period_columns
 from algorithms.market.bid_validation import validate_bid
 from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from algorithms.market.rebid import material_changes
@@ -55,6 +55,16 @@ def _slow_validate(bid: bid_pb2.Bid | ColumnarBid, *args: Any, **kwargs: Any) ->
     return list(validate_bid(bid_of(bid), *args, **kwargs))
 
 
+def _without_plan_hash(bid: bid_pb2.Bid) -> bytes:
+    """The bid's bytes but for the plan's hash (and the explanation quoting it): a plan carries its solve
+    time, so its hash differs from run to run."""
+    copy = bid_pb2.Bid()
+    copy.CopyFrom(bid)
+    copy.plan_hash = ""
+    copy.rebid_explanation = copy.rebid_explanation.replace(bid.plan_hash[:8], "")
+    return copy.SerializeToString(deterministic=True)
+
+
 def _day(settings: Settings, tables: Tables, workers: int) -> BacktestResult:
     config = BacktestConfig(region="SA1", first_decision=DAY_START, decisions=DAY_DECISIONS)
     return run_backtest(settings, *tables, config, workers=workers)
@@ -66,18 +76,22 @@ def _same_columns(columns: PeriodColumns, offer: bid_pb2.ProductOffer, band_coun
 
 def test_a_day_of_real_data_decides_the_same_on_the_fast_and_the_slow_path(
         settings: Settings, tables: Tables, monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[ColumnarBid] = []
+    built: dict[str, list[ColumnarBid]] = {"fast": [], "slow": []}
     build = bid_decision.build_bid_columns
 
-    def recording_build(*args: Any, **kwargs: Any) -> ColumnarBid:
-        columnar = build(*args, **kwargs)
-        built.append(columnar)
-        return columnar
+    def recording_build(path: str) -> Any:
+        def recorded(*args: Any, **kwargs: Any) -> ColumnarBid:
+            columnar = build(*args, **kwargs)
+            built[path].append(columnar)
+            return columnar
+        return recorded
 
     with monkeypatch.context() as patch:
-        patch.setattr(bid_decision, "build_bid_columns", recording_build)
+        patch.setattr(bid_decision, "build_bid_columns", recording_build("fast"))
         fast = _day(settings, tables, workers=2)
-    with monkeypatch.context() as patch:
+    with monkeypatch.context() as patch:  # every period offer written and read one by one
+        patch.setattr(bid_decision, "build_bid_columns", recording_build("slow"))
+        patch.setattr(bid_builder, "encode_periods", lambda columns: None)
         patch.setattr(bid_decision, "material_changes", _slow_material_changes)
         patch.setattr(bid_decision, "validate_bid", _slow_validate)
         slow = _day(settings, tables, workers=1)
@@ -87,10 +101,11 @@ def test_a_day_of_real_data_decides_the_same_on_the_fast_and_the_slow_path(
     assert fast.total_revenue_dollars == slow.total_revenue_dollars
     assert [r.violations for r in fast.records] == [r.violations for r in slow.records]
     band_count = settings.market.band_count
-    assert len(built) >= DAY_DECISIONS - fast.safe_fallbacks
+    assert len(built["fast"]) == len(built["slow"]) >= DAY_DECISIONS - fast.safe_fallbacks
+    assert [_without_plan_hash(b.bid) for b in built["fast"]] == [_without_plan_hash(b.bid) for b in built["slow"]]
     assert all(_same_columns(columns, offer, band_count)
-               for columnar in built for columns, offer in zip(columnar.offer_periods, columnar.bid.offers,
-                                                               strict=True))
+               for columnar in built["fast"] for columns, offer in zip(columnar.offer_periods, columnar.bid.offers,
+                                                                       strict=True))
 
 
 def _safe_bid(settings: Settings, first: datetime, soc_mwh: float) -> ColumnarBid:
@@ -100,8 +115,13 @@ def _safe_bid(settings: Settings, first: datetime, soc_mwh: float) -> ColumnarBi
         fcas_products=("RAISEREG", "LOWERREG", "RAISE6SEC"), initial_state_of_charge_mwh=soc_mwh, reason="test")
 
 
-def test_safe_bid_columns_are_what_its_protobuf_holds(settings: Settings) -> None:
+def test_safe_bid_columns_are_what_its_protobuf_holds(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     columnar = _safe_bid(settings, datetime(2021, 1, 15, 16, 5), 80.0)
+    with monkeypatch.context() as patch:  # written period by period
+        patch.setattr(bid_builder, "encode_periods", lambda columns: None)
+        one_by_one = _safe_bid(settings, datetime(2021, 1, 15, 16, 5), 80.0)
+    assert columnar.bid == one_by_one.bid
+    assert columnar.bid.SerializeToString(deterministic=True) == one_by_one.bid.SerializeToString(deterministic=True)
     assert [o.product for o in columnar.bid.offers][:2] == [ENERGY, ENERGY]
     assert all(_same_columns(columns, offer, settings.market.band_count)
                for columns, offer in zip(columnar.offer_periods, columnar.bid.offers, strict=True))
@@ -175,3 +195,29 @@ def test_the_bid_book_covers_the_intervals_of_the_bid(settings: Settings) -> Non
     assert nem_time.from_timestamp(columnar.bid.dispatch_interval) == first
     prices: Mapping[tuple[str, int], Sequence[float]] | None = book.band_prices_in_force(first.date())
     assert prices is not None and np.isfinite(np.asarray(next(iter(prices.values())))).all()
+
+
+def test_encoded_periods_parse_to_the_periods_they_were_read_from() -> None:
+    offer = bid_pb2.ProductOffer(product="RAISEREG", direction=1, band_price=[float(k) for k in range(10)])
+    start = 1_610_700_000  # 2021-01-15
+    for k in range(6):
+        offer.periods.add(max_avail_mw=[0.0, -0.0, 12.5, float("nan"), 1e300, -3.0][k],
+                          band_avail_mw=[float(k), 0.0, -0.0, 2.5, 0.0, 0.0, 0.0, 0.0, 0.0, 7.0],
+                          ramp_up_rate_mw_per_min=float(k % 2), enablement_max_mw=-0.0 if k == 2 else 150.0,
+                          fixed_load_mw=0.0).dispatch_interval.seconds = start + 300 * k
+    columns = period_columns(offer, 10)
+    encoded = encode_periods(columns)
+    assert encoded is not None
+    parsed = bid_pb2.ProductOffer(product="RAISEREG", direction=1, band_price=[float(k) for k in range(10)])
+    parsed.MergeFromString(encoded)
+    assert parsed.SerializeToString(deterministic=True) == offer.SerializeToString(deterministic=True)
+    assert period_columns(parsed, 10).same_as(columns)
+    # What one fixed layout cannot hold is left to the period-by-period writer.
+    offer.periods[1].dispatch_interval.nanos = 5
+    assert encode_periods(period_columns(offer, 10)) is None
+    offer.periods[1].dispatch_interval.nanos = 0
+    del offer.periods[4].band_avail_mw[-1]
+    assert encode_periods(period_columns(offer, 10)) is None
+    early = bid_pb2.ProductOffer()
+    early.periods.add(band_avail_mw=[0.0] * 10).dispatch_interval.seconds = 1000
+    assert encode_periods(period_columns(early, 10)) is None

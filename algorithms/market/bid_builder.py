@@ -90,11 +90,12 @@ from typing import cast
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from algorithms.common import nem_time
 from algorithms.common.battery import BatteryParams, battery_from_spec
 from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX, is_lower, is_raise, is_regulation
-from algorithms.market.bid_columns import ColumnarBid, PeriodColumns, columns_from_arrays
+from algorithms.market.bid_columns import ColumnarBid, PeriodColumns, columns_from_arrays, encode_periods
 from algorithms.market.bid_validation import entry_type_at
 from algorithms.market.trapezium import offer_corners
 from settings import BiddingSettings, MarketRules
@@ -452,16 +453,20 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
     the columns of its period offers (made from the same arrays)."""
     count = gen_bands.shape[0]
     interval = timedelta(minutes=rules.interval_minutes)
-    stamps = [nem_time.to_timestamp(dispatch_interval + interval * i) for i in range(count)]
-    seconds = np.fromiter((stamp.seconds for stamp in stamps), dtype=np.int64, count=count)
-    nanos = stamps[0].nanos if stamps else 0
+    first_stamp = nem_time.to_timestamp(dispatch_interval)
+    seconds = first_stamp.seconds + int(interval.total_seconds()) * np.arange(count, dtype=np.int64)
+    nanos = first_stamp.nanos
     columns: list[PeriodColumns] = []
+
+    def stamps() -> list[Timestamp]:
+        return [nem_time.to_timestamp(dispatch_interval + interval * i) for i in range(count)]
+
     entry_type = entry_type_at(nem_time.trading_day(dispatch_interval), offer_time, rules.daily_bid_close)
     ramp = float(math.floor(battery.ramp_rate_mw_per_min))
     bid = bid_pb2.Bid(
         unit_id=battery.unit_id,
         trading_day=nem_time.trading_day(dispatch_interval).isoformat(),
-        dispatch_interval=stamps[0],
+        dispatch_interval=first_stamp,
         version=version,
         entry_type=entry_type,
         offer_time=nem_time.to_timestamp(offer_time),
@@ -478,30 +483,38 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
         offer = bid.offers.add(product=ENERGY, direction=direction, band_price=list(ladder))
         # The exact kW sum of the bands (float addition may add an ulp above it).
         max_avail = np.round(np.cumsum(bands, axis=1)[:, -1], 3)
-        for stamp, row, total in zip(stamps, bands.tolist(), max_avail.tolist(), strict=True):
-            offer.periods.add(dispatch_interval=stamp, max_avail_mw=total, band_avail_mw=row,
-                              ramp_up_rate_mw_per_min=ramp, ramp_down_rate_mw_per_min=ramp,
-                              pasa_avail_mw=battery.power_mw, energy_limit_mwh=0.0)
         columns.append(columns_from_arrays(seconds=seconds, nanos=nanos, band_avail_mw=bands,
                                            max_avail_mw=max_avail, band_count=rules.band_count,
                                            ramp_mw_per_min=ramp, pasa_avail_mw=battery.power_mw))
+        encoded = encode_periods(columns[-1])
+        if encoded is not None:  # the same periods as the loop below writes, as arrays
+            offer.MergeFromString(encoded)
+            continue
+        for stamp, row, total in zip(stamps(), bands.tolist(), max_avail.tolist(), strict=True):
+            offer.periods.add(dispatch_interval=stamp, max_avail_mw=total, band_avail_mw=row,
+                              ramp_up_rate_mw_per_min=ramp, ramp_down_rate_mw_per_min=ramp,
+                              pasa_avail_mw=battery.power_mw, energy_limit_mwh=0.0)
     fcas_ladder = _check_ladder("fcas_band_prices", bidding.fcas_band_prices, rules.band_count)
     zero_bands = [0.0] * (rules.band_count - 1)
     for product, enablement in fcas_enablement_mw.items():
         for fcas_direction, corners in _fcas_offers(product, enablement, battery.power_mw):
             offer = bid.offers.add(product=product, direction=cast(common_pb2.Direction.ValueType, fcas_direction),
                                    band_price=fcas_ladder.tolist())
-            for stamp, mw, e_min, low, high, e_max in zip(stamps, enablement.tolist(),
-                                                          *(c.tolist() for c in corners), strict=True):
-                offer.periods.add(dispatch_interval=stamp, max_avail_mw=mw, band_avail_mw=[mw, *zero_bands],
-                                  enablement_min_mw=e_min, low_breakpoint_mw=low, high_breakpoint_mw=high,
-                                  enablement_max_mw=e_max)
             fcas_bands = np.zeros((count, len(zero_bands) + 1))
             fcas_bands[:, 0] = enablement
             columns.append(columns_from_arrays(
                 seconds=seconds, nanos=nanos, band_avail_mw=fcas_bands, max_avail_mw=enablement,
                 band_count=rules.band_count, enablement_min_mw=corners[0], low_breakpoint_mw=corners[1],
                 high_breakpoint_mw=corners[2], enablement_max_mw=corners[3]))
+            encoded = encode_periods(columns[-1])
+            if encoded is not None:
+                offer.MergeFromString(encoded)
+                continue
+            for stamp, mw, e_min, low, high, e_max in zip(stamps(), enablement.tolist(),
+                                                          *(c.tolist() for c in corners), strict=True):
+                offer.periods.add(dispatch_interval=stamp, max_avail_mw=mw, band_avail_mw=[mw, *zero_bands],
+                                  enablement_min_mw=e_min, low_breakpoint_mw=low, high_breakpoint_mw=high,
+                                  enablement_max_mw=e_max)
     return ColumnarBid(bid, tuple(columns))
 
 

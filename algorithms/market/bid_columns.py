@@ -181,3 +181,70 @@ def bid_of(bid: bid_pb2.Bid | ColumnarBid) -> bid_pb2.Bid:
     """The protobuf of ``bid``."""
     return bid.bid if isinstance(bid, ColumnarBid) else bid
 
+
+
+# Wire format of ProductOffer.periods (field 4) and of PeriodOffer's fields (protobuf encoding: tag byte =
+# field number << 3 | wire type; 1 = 64-bit, 2 = length-delimited, 0 = varint).
+_PERIODS_TAG = 4 << 3 | 2
+_TIMESTAMP_TAG = 1 << 3 | 2
+_SECONDS_TAG = 1 << 3 | 0
+_BANDS_TAG = 3 << 3 | 2
+# PeriodOffer's double fields (number, column) after MAXAVAIL (2) and the bands (3).
+_DOUBLE_FIELDS = ((4, "ramp_up_mw_per_min"), (5, "ramp_down_mw_per_min"), (6, "pasa_avail_mw"),
+                  (7, "enablement_min_mw"), (8, "low_breakpoint_mw"), (9, "high_breakpoint_mw"),
+                  (10, "enablement_max_mw"), (11, "energy_limit_mwh"), (12, "fixed_load_mw"))
+# Epoch seconds whose varint takes exactly five bytes (1978 .. 3058): every period's timestamp has one size.
+_FIVE_BYTE_SECONDS = (1 << 28, 1 << 35)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def encode_periods(columns: PeriodColumns) -> bytes | None:
+    """The protobuf encoding of the ``periods`` of a ProductOffer holding exactly ``columns`` (merge it into
+    the offer with ``MergeFromString``), made with whole-array operations; None when the columns cannot be
+    written in one fixed layout (a period without a time, nanoseconds, seconds outside 1978..3058, ragged
+    bands). Zero fields are written explicitly, which parses to the same message (proto3 scalars)."""
+    count = columns.periods
+    bands = columns.band_avail_mw
+    seconds = columns.seconds
+    if (count == 0 or bands is None or not bool(columns.has_time.all()) or bool(columns.nanos.any())
+            or int(seconds.min()) < _FIVE_BYTE_SECONDS[0] or int(seconds.max()) >= _FIVE_BYTE_SECONDS[1]):
+        return None
+    doubles = [(number, getattr(columns, name)) for number, name in _DOUBLE_FIELDS]
+    doubles = [(number, values) for number, values in doubles if bool(np.any(values != 0) or np.signbit(values).any())]
+    band_bytes = 8 * bands.shape[1]
+    band_header = bytes([_BANDS_TAG]) + _varint(band_bytes)
+    body = 8 + 9 + len(band_header) + band_bytes + 9 * len(doubles)
+    header = bytes([_PERIODS_TAG]) + _varint(body)
+    rows = np.empty((count, len(header) + body), dtype=np.uint8)
+    at = len(header)
+    rows[:, :at] = np.frombuffer(header, dtype=np.uint8)
+    rows[:, at:at + 3] = (_TIMESTAMP_TAG, 6, _SECONDS_TAG)
+    shifted = seconds[:, None] >> np.arange(0, 35, 7, dtype=np.int64)[None, :]
+    rows[:, at + 3:at + 8] = (shifted & 0x7F) | np.array([0x80, 0x80, 0x80, 0x80, 0], dtype=np.int64)
+    at += 8
+
+    def put(number: int, values: FloatArray) -> None:
+        nonlocal at
+        rows[:, at] = number << 3 | 1
+        rows[:, at + 1:at + 9] = np.ascontiguousarray(values, dtype="<f8").view(np.uint8).reshape(count, 8)
+        at += 9
+
+    put(2, columns.max_avail_mw)
+    rows[:, at:at + len(band_header)] = np.frombuffer(band_header, dtype=np.uint8)
+    at += len(band_header)
+    rows[:, at:at + band_bytes] = np.ascontiguousarray(bands, dtype="<f8").view(np.uint8).reshape(count, band_bytes)
+    at += band_bytes
+    for number, values in doubles:
+        put(number, values)
+    return rows.tobytes()
