@@ -29,6 +29,12 @@ For the interval ending ``dispatch_interval`` (AEST), offered at ``offer_time`` 
    with the trading day's band prices in force (V4); a rejected candidate is kept (with its violations)
    and the next one is tried. The first that passes is ``SUBMIT``; none passing is ``NO_VALID_BID``.
 
+**Columns.** Candidates are built with the columns of their period offers
+(:mod:`algorithms.market.bid_columns`), and the materiality check and validation read those columns (and
+the bid in force's, when the caller keeps them: ``StandingBid.columns``) instead of each period offer of
+the protobuf; the verdicts are the same as on the protobuf alone. The decision carries the protobuf
+(``bid``, what is archived and submitted) and its columns (``columns``).
+
 **Safe fallback** — one definition for every caller: ``safe_fallback`` is True when the decision fell
 back to the safe bid, i.e. the plan's bid was not used because the plan was unusable (step 3) or its bid
 could not be built or failed validation — whether the safe bid was then submitted, stood as no material
