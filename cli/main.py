@@ -165,6 +165,13 @@ class MarketDataMode(StrEnum):
     LIVE = "live"
 
 
+class MarketMode(StrEnum):
+    """Where ``vpp up``'s bid service submits bids (``--market``)."""
+
+    SIMULATED = "simulated"
+    AEMO_SANDBOX = "aemo-sandbox"
+
+
 @app.command()
 def up(
     ctx: typer.Context,
@@ -175,16 +182,22 @@ def up(
         "current reports as they are published, cycles on the market clock.")] = MarketDataMode.REPLAY,
     source: Annotated[str | None, typer.Option(
         help="Live: NEMWEB's address or a stand-in laid out like it (default: [market_store] source).")] = None,
+    market: Annotated[MarketMode | None, typer.Option(
+        "--market", help="simulated: bids go to the simulated NEM; aemo-sandbox: the bid service's aemo backend "
+        "submits to a local stand-in of AEMO's bidding API that the stack starts.")] = None,
 ) -> None:
     """Start the whole local stack (Temporal, SQS, PostgreSQL, services, workers) until Ctrl-C."""
-    from stack.supervisor import run_up, with_market_data
+    from stack.supervisor import run_up, with_market, with_market_data
 
     settings = load(ctx)
     state = ctx.find_object(CliContext)
     with clean_errors():
         settings = with_market_data(settings, market_data.value, source)
+        sandbox = market is MarketMode.AEMO_SANDBOX
+        if market is not None:
+            settings = with_market(settings, market.value)
         code = run_up(settings, ui=not headless, trigger=not no_trigger,
-                      config_path=state.config_path if state else None)
+                      config_path=state.config_path if state else None, aemo_sandbox=sandbox)
     raise typer.Exit(code)
 
 
@@ -238,12 +251,17 @@ def serve_market_data(ctx: typer.Context) -> None:
 
 @serve_app.command("bids")
 def serve_bids(ctx: typer.Context) -> None:
-    """Run the bid gRPC service (simulated market) until SIGINT/SIGTERM."""
+    """Run the bid gRPC service (simulated market, or AEMO's bidding API: [bid_service] backend) until
+    SIGINT/SIGTERM."""
+    from aemo.errors import AemoDataError
     from services.bid_service import serve  # type: ignore[import-not-found]
 
     settings = load(ctx)
     with clean_errors():
-        run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        try:
+            run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        except AemoDataError as exc:  # e.g. the aemo backend without its environment
+            raise fail(str(exc)) from None
 
 
 @worker_app.command("pool")
@@ -421,6 +439,20 @@ def bench_forecast(
                         forecaster=forecaster)
         except (ValueError, AemoDataError) as exc:
             raise fail(str(exc)) from None
+    raise typer.Exit(int(code))
+
+
+@bench_app.command("aemo-submit")
+def bench_aemo_submit(
+    ctx: typer.Context,
+    bids: Annotated[int, typer.Option(min=1, max=240, help="New bids to submit (each also submitted again).")] = 50,
+) -> None:
+    """SubmitBid latency (median, p95) through the bid service's aemo backend to the local AEMO stand-in."""
+    from bench.aemo_submit import main
+
+    settings = load(ctx)
+    with clean_errors():
+        code = main(settings, bids)
     raise typer.Exit(int(code))
 
 

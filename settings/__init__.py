@@ -27,6 +27,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "VPP_ARCHIVE_BACKEND": ("archive", "backend"),
     "VPP_ARCHIVE_S3_BUCKET": ("archive", "s3_bucket"),
     "VPP_MARKET_SOURCE": ("market_store", "source"),
+    "VPP_BID_BACKEND": ("bid_service", "backend"),
 }
 
 
@@ -192,6 +193,9 @@ class BiddingSettings:
     # expects deeper negative prices later would otherwise refuse to charge (and offer to discharge) at
     # prices that are already negative, and the deeper prices often do not come.
     energy_value_floor_per_mwh: float = -1000.0
+    # A DAILY bid for trading day D is due from this many minutes before the daily bid close (12:30 on D-1)
+    # up to the close (algorithms/market/daily_bid.py); 0 submits none (every bid is then a REBID).
+    daily_bid_lead_minutes: int = 60
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,8 @@ class StackSettings:
     # names in a deployment (e.g. ECS Service Connect: "market-data", "bids").
     market_data_host: str = "127.0.0.1"
     bid_service_host: str = "127.0.0.1"
+    # The AEMO bidding API stand-in `vpp up --market aemo-sandbox` starts (aemo_sandbox/), on 127.0.0.1.
+    aemo_sandbox_port: int = 8790
 
     @property
     def market_data_address(self) -> str:
@@ -431,6 +437,25 @@ class PoolSettings:
     sweep_run_timeout_s: int = 7200
 
 
+BID_SERVICE_BACKENDS = ("simulated", "aemo")
+
+
+@dataclass(frozen=True)
+class BidServiceSettings:
+    """Which market the bid service submits to (``[bid_service]``): "simulated" (the simulated NEM) or "aemo"
+    (AEMO's NEM Dispatch Bidding API; address, participant id and credentials from the environment)."""
+
+    backend: str = "simulated"
+    # Seconds to wait for one answer from AEMO's API before the submission counts as timed out.
+    aemo_timeout_s: float = 5.0
+    # A submission AEMO has RECEIVED but not yet acknowledged is asked for again every interval (s), this often.
+    # Timeout and polls together stay within a SubmitBid call's 10 s deadline (services.bid_service.submit_bid).
+    aemo_poll_interval_s: float = 0.5
+    aemo_poll_attempts: int = 6
+    # AEMO's ``authorisedBy`` of every submission.
+    aemo_authorised_by: str = "openvpp"
+
+
 @dataclass(frozen=True)
 class Settings:
     """All configuration, as loaded by :func:`load_settings`."""
@@ -447,6 +472,7 @@ class Settings:
     coopt: CooptSettings = field(default_factory=CooptSettings)
     market_store: MarketStoreSettings = field(default_factory=MarketStoreSettings)
     pools: PoolSettings = field(default_factory=PoolSettings)
+    bid_service: BidServiceSettings = field(default_factory=BidServiceSettings)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -546,6 +572,16 @@ def _pools(table: dict[str, Any]) -> PoolSettings:
     return pools
 
 
+def _bid_service(table: dict[str, Any]) -> BidServiceSettings:
+    bid_service = BidServiceSettings(**table)
+    _one_of(bid_service.backend, BID_SERVICE_BACKENDS, "bid_service.backend")
+    if not (bid_service.aemo_timeout_s > 0 and bid_service.aemo_poll_interval_s > 0):
+        raise ValueError("bid_service.aemo_timeout_s and aemo_poll_interval_s must be > 0 seconds")
+    if bid_service.aemo_poll_attempts < 0:
+        raise ValueError(f"bid_service.aemo_poll_attempts must be at least 0, got {bid_service.aemo_poll_attempts}")
+    return bid_service
+
+
 def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -590,6 +626,9 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
                          for c in m["price_caps"]),
     )
     b = raw["bidding"]
+    if int(b.get("daily_bid_lead_minutes", 60)) < 0:
+        raise ValueError(f"bidding.daily_bid_lead_minutes must be >= 0 (0: no DAILY bids), "
+                         f"got {b['daily_bid_lead_minutes']}")
     c = raw["cycle"]
     _one_of(str(c.get("clock", "replay")), CYCLE_CLOCKS, "cycle.clock")
     md = raw["market_data"]
@@ -611,6 +650,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
             fcas_displacement_scope=str(b.get("fcas_displacement_scope", "all")),
             planned_pricing=str(b.get("planned_pricing", "price_taking")),
             energy_value_floor_per_mwh=float(b.get("energy_value_floor_per_mwh", -1000.0)),
+            daily_bid_lead_minutes=int(b.get("daily_bid_lead_minutes", 60)),
         ),
         cycle=CycleSettings(
             **{k: v for k, v in c.items() if k not in {"forecast_quantiles", "replay_start"}},
@@ -623,6 +663,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         coopt=_coopt(raw.get("coopt", {})),
         market_store=_market_store(raw.get("market_store", {})),
         pools=_pools(raw.get("pools", {})),
+        bid_service=_bid_service(raw.get("bid_service", {})),
         archive=ArchiveSettings(**a),
         database_url=database_url,
     )

@@ -205,8 +205,19 @@ def probe_stack(settings: Settings) -> list[PartState]:
     for name, address in grpc_parts:
         up, detail = _grpc_probe(address, security)
         states.append(PartState(name, address, up, detail))
+    states += _sandbox_part(settings)
     states += _process_parts(settings)
     return states
+
+
+def _sandbox_part(settings: Settings) -> list[PartState]:
+    """The AEMO bidding API stand-in when this stack runs it (``vpp up --market aemo-sandbox``): its health."""
+    recorded = [part for part in read_parts_file(settings) or () if part.name == "aemo-sandbox"]
+    if not recorded:
+        return []
+    url = recorded[0].address
+    up = http_answers(url.split("/NEMWholesale")[0] + "/health")
+    return [PartState("AEMO bidding API stand-in", url, up, "" if up else "no answer")]
 
 
 # Processes without an endpoint of their own, by the prefix of their part name in the parts file.

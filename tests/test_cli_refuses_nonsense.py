@@ -134,6 +134,8 @@ BAD_COMMANDS: list[tuple[list[str], str]] = [
     (["backtest", "sweep-status", "sweep-0000000000"], "cannot reach Temporal"),
     (["bench", "cycle", "--cycles", "0"], ""),
     (["bench", "market", "--days", "0"], ""),
+    (["bench", "aemo-submit", "--bids", "0"], ""),
+    (["up", "--market", "aemo"], ""),
     (["demo", "--intervals", "0"], ""),
     (["worker", "pool", "nosuchkind"], ""),
     (["status"], "parts down"),
