@@ -432,6 +432,15 @@ class PoolSettings:
 
 
 @dataclass(frozen=True)
+class MarketDepthSettings:
+    """Market depth: how much of a region's FCAS enablement the unit may win (``[market_depth]``)."""
+
+    # Share of the MW the region actually enabled of each FCAS service in an interval (its LOCALDISPATCH in
+    # DISPATCHREGIONSUM) the unit may be enabled for, in (0, 1]. Energy is price-taking (no cap).
+    fcas_enablement_share: float = 0.5
+
+
+@dataclass(frozen=True)
 class Settings:
     """All configuration, as loaded by :func:`load_settings`."""
 
@@ -447,6 +456,7 @@ class Settings:
     coopt: CooptSettings = field(default_factory=CooptSettings)
     market_store: MarketStoreSettings = field(default_factory=MarketStoreSettings)
     pools: PoolSettings = field(default_factory=PoolSettings)
+    market_depth: MarketDepthSettings = field(default_factory=MarketDepthSettings)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -546,6 +556,13 @@ def _pools(table: dict[str, Any]) -> PoolSettings:
     return pools
 
 
+def _market_depth(table: dict[str, Any]) -> MarketDepthSettings:
+    depth = MarketDepthSettings(**{key: float(value) for key, value in table.items()})
+    if not 0 < depth.fcas_enablement_share <= 1:
+        raise ValueError(f"market_depth.fcas_enablement_share must be in (0, 1], got {depth.fcas_enablement_share}")
+    return depth
+
+
 def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -623,6 +640,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         coopt=_coopt(raw.get("coopt", {})),
         market_store=_market_store(raw.get("market_store", {})),
         pools=_pools(raw.get("pools", {})),
+        market_depth=_market_depth(raw.get("market_depth", {})),
         archive=ArchiveSettings(**a),
         database_url=database_url,
     )
