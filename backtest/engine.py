@@ -1168,27 +1168,31 @@ def _price_window(dispatch: DispatchPrices, region: str, first_interval: datetim
 
 def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, region: str,
                               first_interval: datetime, count: int, include_fcas: bool, *,
-                              terminal_state_of_charge_mwh: float | None = None) -> tuple[float, float]:
+                              terminal_state_of_charge_mwh: float | None = None,
+                              enablement_cap_mw: Mapping[str, np.ndarray] | None = None) -> tuple[float, float]:
     """(energy $, FCAS $) of the perfect-foresight benchmark over ``count`` intervals from
     ``first_interval`` (interval-ending AEST) of ``region``, for the configured battery.
 
     :func:`algorithms.market.optimise.perfect_foresight`: starts at the configured initial SoC and ends with at
     least as much, knowing every price of ``dispatch`` ($/MWh, $/MW/h); FCAS $ is 0 unless
     ``include_fcas``. ``terminal_state_of_charge_mwh`` (MWh) replaces that end condition (e.g. the SoC a
-    backtest ended with, for a like-for-like upper bound). Raises BacktestError when an interval or a
-    price is missing or the LP does not solve to optimality.
+    backtest ended with, for a like-for-like upper bound). ``enablement_cap_mw`` (market depth): per
+    FCAS product, the most MW it may be enabled for in each of the ``count`` intervals (``inf`` = no cap).
+    Raises BacktestError when an interval or a price is missing or the LP does not solve to optimality.
     """
     prices = _price_window(dispatch, region, first_interval, count)
     battery = battery_from_spec(_battery_spec(settings, region))
     hours = hours_per_interval(settings.market.interval_minutes)
     if terminal_state_of_charge_mwh is None:
         plan = perfect_foresight(prices, battery, include_fcas=include_fcas, interval_hours=hours,
-                                 initial_soc_fraction=settings.battery.initial_soc_fraction)
+                                 initial_soc_fraction=settings.battery.initial_soc_fraction,
+                                 enablement_cap_mw=enablement_cap_mw)
     else:
         selected: Mapping[str, np.ndarray] = prices if include_fcas else {ENERGY: prices[ENERGY]}
+        caps = {product: cap for product, cap in (enablement_cap_mw or {}).items() if product in selected}
         plan = solve_dispatch(selected, battery, settings.battery.initial_state_of_charge_mwh,
                               terminal_state_of_charge_mwh, interval_hours=hours,
-                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S)
+                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, enablement_cap_mw=caps)
     if plan.status != "OPTIMAL":
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} "
                             f"({count} intervals) ended {plan.status}: {plan.status_reason}")
