@@ -1264,6 +1264,7 @@ def depth_caps_window(settings: Settings, dispatch: DispatchPrices, region: str,
 def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, region: str,
                               first_interval: datetime, count: int, include_fcas: bool, *,
                               terminal_state_of_charge_mwh: float | None = None,
+                              enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
                               depth_limited: bool = False) -> tuple[float, float]:
     """(energy $, FCAS $) of the perfect-foresight benchmark over ``count`` intervals from
     ``first_interval`` (interval-ending AEST) of ``region``, for the configured battery.
@@ -1271,15 +1272,17 @@ def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, regi
     :func:`algorithms.market.optimise.perfect_foresight`: starts at the configured initial SoC and ends with at
     least as much, knowing every price of ``dispatch`` ($/MWh, $/MW/h); FCAS $ is 0 unless
     ``include_fcas``. ``terminal_state_of_charge_mwh`` (MWh) replaces that end condition (e.g. the SoC a
-    backtest ended with, for a like-for-like upper bound). ``depth_limited`` caps each FCAS enablement at the
-    market depth of :func:`depth_caps_window` (the same caps the clearing applies; energy stays
-    price-taking). Raises BacktestError when an interval or a price is missing, the depth is asked for but
-    the data has none for the window, or the LP does not solve to optimality.
+    backtest ended with, for a like-for-like upper bound). ``enablement_cap_mw`` (market depth): per
+    FCAS product, the most MW it may be enabled for in each of the ``count`` intervals (``inf`` = no cap).
+    ``depth_limited`` takes those caps from the data instead: the market depth of :func:`depth_caps_window`,
+    the same caps the clearing applies (energy stays price-taking). Raises BacktestError when an interval or
+    a price is missing, the depth is asked for but the data has none for the window, or the LP does not
+    solve to optimality.
     """
     prices = _price_window(dispatch, region, first_interval, count)
     battery = battery_from_spec(_battery_spec(settings, region))
     hours = hours_per_interval(settings.market.interval_minutes)
-    caps = None
+    caps: Mapping[str, np.ndarray] | None = enablement_cap_mw
     if depth_limited and include_fcas:
         caps = depth_caps_window(settings, dispatch, region, first_interval, count)
         if caps is None:
@@ -1291,9 +1294,10 @@ def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, regi
                                  enablement_cap_mw=caps)
     else:
         selected: Mapping[str, np.ndarray] = prices if include_fcas else {ENERGY: prices[ENERGY]}
+        kept = {product: cap for product, cap in (caps or {}).items() if product in selected}
         plan = solve_dispatch(selected, battery, settings.battery.initial_state_of_charge_mwh,
                               terminal_state_of_charge_mwh, interval_hours=hours,
-                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, enablement_cap_mw=caps)
+                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, enablement_cap_mw=kept)
     if plan.status != "OPTIMAL":
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} "
                             f"({count} intervals) ended {plan.status}: {plan.status_reason}")

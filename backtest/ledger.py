@@ -18,7 +18,7 @@ Pure functions over a :class:`backtest.engine.BacktestResult` and pandas frames;
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -100,12 +100,15 @@ def _price_window(market: DispatchPrices, region: str, first_interval: datetime,
 
 
 def perfect_foresight_ledger(settings: Settings, market: DispatchPrices, region: str, first_interval: datetime,
-                             count: int, *, include_fcas: bool = True) -> pd.DataFrame:
+                             count: int, *, include_fcas: bool = True,
+                             enablement_cap_mw: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
     """The perfect-foresight dispatch of ``count`` intervals from ``first_interval`` (interval-ending
     AEST), one row per interval: ``dispatch_interval``, ``pf_gen_mw``, ``pf_load_mw``,
     ``pf_state_of_charge_mwh`` (end of interval), ``pf_energy_revenue_dollars``, per FCAS product
     ``pf_fcas_enabled_mw_<P>`` and ``pf_fcas_revenue_dollars_<P>``, ``pf_fcas_revenue_dollars`` and
     ``pf_total_revenue_dollars``, at ``market``'s prices ($/MWh, $/MW/h) for the configured battery.
+    ``enablement_cap_mw`` (market depth): per FCAS product, the most MW it may be enabled for in each of
+    the ``count`` intervals (``inf`` = no cap).
 
     Raises BacktestError when a price is missing or the LP does not solve to optimality.
     """
@@ -113,7 +116,8 @@ def perfect_foresight_ledger(settings: Settings, market: DispatchPrices, region:
     battery = battery_from_spec(battery_spec_from_settings(replace(settings.battery, region=region)))
     hours = hours_per_interval(settings.market.interval_minutes)
     plan = perfect_foresight(prices, battery, include_fcas=include_fcas, interval_hours=hours,
-                             initial_soc_fraction=settings.battery.initial_soc_fraction)
+                             initial_soc_fraction=settings.battery.initial_soc_fraction,
+                             enablement_cap_mw=enablement_cap_mw)
     if plan.status != "OPTIMAL":
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} ({count} "
                             f"intervals) ended {plan.status}: {plan.status_reason}")

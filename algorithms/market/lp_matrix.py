@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -74,6 +74,9 @@ class DispatchSpec:
     ``energy_price`` is $/MWh per interval, every ``fcas_price`` series $/MW/h (insertion order = column
     order); ``fcas_cap_mw`` holds the upper bound (MW) of every FCAS product, ``reserve_hours`` the
     hours of energy each raise product must be able to deliver (only products with hours > 0).
+    ``enablement_cap_mw`` (market depth) holds, for some FCAS products, an upper bound on enablement per
+    interval of the horizon (MW, one value per interval, ``inf`` = no cap); the column bound is the
+    smaller of it and ``fcas_cap_mw``.
     """
 
     energy_price: FloatArray
@@ -88,6 +91,7 @@ class DispatchSpec:
     fcas_cap_mw: Mapping[str, float]
     reserve_hours: Mapping[str, float]
     joint_groups: tuple[JointCapacityGroup, ...]
+    enablement_cap_mw: Mapping[str, FloatArray] = field(default_factory=dict)
 
     @property
     def horizon(self) -> int:
@@ -115,6 +119,15 @@ class DispatchSpec:
     def ramp_mw(self) -> float:
         """Largest change of net output between consecutive intervals (MW): ramp rate x interval minutes."""
         return self.battery.ramp_rate_mw_per_min * self.interval_hours * 60
+
+    def fcas_upper_mw(self, product: str) -> FloatArray:
+        """Upper bound of the enablement of ``product`` per interval (MW): ``fcas_cap_mw`` capped by the
+        market-depth ``enablement_cap_mw`` of that product, when given."""
+        upper = np.full(self.horizon, self.fcas_cap_mw[product], dtype=np.float64)
+        depth = self.enablement_cap_mw.get(product)
+        if depth is not None:
+            np.minimum(upper, depth, out=upper)
+        return upper
 
     def ramp_rows(self) -> tuple[bool, bool]:
         """(ramp row from ``initial_net_mw`` into the first interval, ramp rows within the horizon) needed.
@@ -294,7 +307,7 @@ def _columns_and_objective(spec: DispatchSpec, layout: ColumnLayout) -> tuple[Fl
     )
     upper = np.concatenate(
         [_full(2 * horizon, battery.power_mw), _full(horizon, battery.soc_max_mwh)]
-        + [_full(horizon, spec.fcas_cap_mw[p]) for p in layout.fcas_products]
+        + [spec.fcas_upper_mw(p) for p in layout.fcas_products]
     )
     return cost, lower, upper
 

@@ -216,6 +216,30 @@ def _fcas_caps(
     return caps
 
 
+def _enablement_caps(
+    fcas_products: Sequence[str], enablement_cap_mw: Mapping[str, np.ndarray] | None, horizon: int
+) -> dict[str, FloatArray]:
+    """Market-depth caps (MW per interval) checked against the FCAS products and the horizon."""
+    caps: dict[str, FloatArray] = {}
+    for product, series in (enablement_cap_mw or {}).items():
+        if product not in fcas_products:
+            raise InvalidRequestError(
+                f"enablement_cap_mw names {product!r}, which is not an FCAS product of the prices"
+            )
+        array = np.asarray(series, dtype=np.float64)
+        if array.ndim != 1 or len(array) != horizon:
+            raise InvalidRequestError(
+                f"enablement_cap_mw[{product!r}] has shape {array.shape}; expected ({horizon},), one cap per interval"
+            )
+        bad = np.flatnonzero(np.isnan(array) | (array < 0))
+        if bad.size:
+            raise InvalidRequestError(
+                f"enablement_cap_mw[{product!r}] must be >= 0 MW (inf = no cap); not at intervals {bad[:5].tolist()}"
+            )
+        caps[product] = array.copy()
+    return caps
+
+
 def _reserve_hours(
     products: _FcasProducts, raise_energy_reserve_hours: Mapping[str, float] | None
 ) -> dict[str, float]:
@@ -345,7 +369,7 @@ def _optimal_plan(
     h = spec.interval_hours
     gen_mw = np.clip(gen, 0.0, power)
     load_mw = np.clip(load, 0.0, power)
-    fcas = {product: np.clip(enablement[product], 0.0, spec.fcas_cap_mw[product]) for product in spec.fcas_price}
+    fcas = {product: np.clip(enablement[product], 0.0, spec.fcas_upper_mw(product)) for product in spec.fcas_price}
     objective = float(
         np.sum(spec.gen_revenue_per_mw * gen_mw) + np.sum(spec.load_revenue_per_mw * load_mw)
         + sum(float(np.sum(h * spec.fcas_price[p] * fcas[p])) for p in spec.fcas_price)
@@ -375,6 +399,7 @@ def dispatch_spec(
     raise_energy_reserve_hours: Mapping[str, float] | None = None,
     fcas_cap_mw: Mapping[str, float] | None = None,
     terminal_value_per_mwh: float = 0.0,
+    enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
 ) -> DispatchSpec:
     """The validated dispatch problem of :func:`solve_dispatch`'s arguments (same units), ready to build.
 
@@ -399,6 +424,7 @@ def dispatch_spec(
         fcas_cap_mw=_fcas_caps(list(fcas_price), fcas_cap_mw, battery.power_mw),
         reserve_hours=_reserve_hours(classes, raise_energy_reserve_hours),
         joint_groups=_joint_capacity_groups(classes),
+        enablement_cap_mw=_enablement_caps(list(fcas_price), enablement_cap_mw, len(price_paths[ENERGY])),
     )
 
 
@@ -416,6 +442,7 @@ def solve_dispatch(
     fcas_cap_mw: Mapping[str, float] | None = None,
     terminal_value_per_mwh: float = 0.0,
     backend: Backend = "auto",
+    enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
 ) -> DispatchPlan:
     """The revenue-maximising dispatch of ``battery`` against known prices (see the module docstring).
 
@@ -427,7 +454,9 @@ def solve_dispatch(
     raise enablement deliverable from stored energy; ``fcas_cap_mw`` (MW) caps enablements (default P).
     ``terminal_value_per_mwh`` ($/MWh) values the energy left at the end of the horizon, so a rolling
     plan does not empty the battery just because its horizon ends; the reported objective is revenue
-    only (without that value). ``time_limit_s`` (s) bounds the solver.
+    only (without that value). ``time_limit_s`` (s) bounds the solver. ``enablement_cap_mw`` (market
+    depth) maps FCAS products to an upper bound on enablement per interval (MW, one value per interval,
+    ``inf`` = no cap), applied as variable bounds on top of ``fcas_cap_mw``.
 
     ``backend`` picks the build: ``"highspy"`` the sparse matrix of :mod:`algorithms.market.lp_matrix` solved
     by highspy, ``"pulp"`` the PuLP model (HiGHS through PuLP, else CBC), ``"auto"`` (default) the
@@ -443,6 +472,7 @@ def solve_dispatch(
         degradation_cost_per_mwh=degradation_cost_per_mwh, initial_net_mw=initial_net_mw,
         raise_energy_reserve_hours=raise_energy_reserve_hours,
         fcas_cap_mw=fcas_cap_mw, terminal_value_per_mwh=terminal_value_per_mwh,
+        enablement_cap_mw=enablement_cap_mw,
     )
     if not time_limit_s > 0:
         raise InvalidRequestError(f"time_limit_s must be positive, got {time_limit_s}")
@@ -506,7 +536,9 @@ def _build_pulp_problem(spec: DispatchSpec) -> _PulpModel:
     load = [_variable(problem, f"load_{t}", 0.0, power) for t in steps]
     soc = [_variable(problem, f"soc_{t}", battery.soc_min_mwh, battery.soc_max_mwh) for t in steps]
     enablement = {
-        product: [_variable(problem, f"e{index}_{t}", 0.0, spec.fcas_cap_mw[product]) for t in steps]
+        product: [
+            _variable(problem, f"e{index}_{t}", 0.0, cap) for t, cap in enumerate(spec.fcas_upper_mw(product).tolist())
+        ]
         for index, product in enumerate(spec.fcas_price)
     }
 
@@ -669,12 +701,15 @@ def perfect_foresight(
     include_fcas: bool,
     interval_hours: float = NEM_INTERVAL_HOURS,
     initial_soc_fraction: float = 0.5,
+    enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
 ) -> DispatchPlan:
     """The perfect-foresight benchmark of shared/NEM.md over the whole price path ($, MW, MWh).
 
     Starts at ``initial_soc_fraction`` of the registered storage and ends with at least that energy;
     no energy reserve, no degradation cost, the same joint-capacity rule. ``include_fcas`` False uses
     only ``prices["ENERGY"]`` ($/MWh); True co-optimises every FCAS product in ``prices``.
+    ``enablement_cap_mw`` (market depth): per FCAS product, the most MW it may be enabled for in each
+    interval of the path (``inf`` = no cap); caps of products not optimised are ignored.
     """
     if not 0 <= initial_soc_fraction <= 1:
         raise InvalidRequestError(f"initial_soc_fraction must be in [0, 1], got {initial_soc_fraction}")
@@ -682,6 +717,7 @@ def perfect_foresight(
         raise InvalidRequestError(f"prices have no {ENERGY!r} series")
     selected = dict(prices) if include_fcas else {ENERGY: prices[ENERGY]}
     start_mwh = battery.energy_mwh * initial_soc_fraction
+    caps = {product: cap for product, cap in (enablement_cap_mw or {}).items() if product in selected}
     return solve_dispatch(
         selected,
         battery,
@@ -689,6 +725,7 @@ def perfect_foresight(
         start_mwh,
         interval_hours=interval_hours,
         time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S,
+        enablement_cap_mw=caps,
     )
 
 
