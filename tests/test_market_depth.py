@@ -204,7 +204,8 @@ def test_a_backtest_on_real_depth_never_enables_more_than_the_cap(settings: Sett
         assert enabled is not None and record.depth_fcas_enabled_by_product_mw is not None
         for product, mw in record.depth_fcas_enabled_by_product_mw.items():
             assert mw <= SHARE * max(enabled[product], 0.0) + 1e-9
-            assert mw <= record.fcas_enabled_by_product_mw[product] + 1e-9
+            # (A capped regulation service can leave a contingency service more joint-capacity headroom, so a
+            # service may be enabled for more than under price-taking; never above its cap.)
             capped_somewhere |= mw < record.fcas_enabled_by_product_mw[product] - 1e-6
     assert capped_somewhere  # a 150 MW battery offers more than half of what SA1 enables
     assert result.depth_fcas_revenue_dollars < result.fcas_revenue_dollars
