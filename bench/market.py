@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from rich.console import Console
 from rich.table import Table
 
-from aemo.mms import load_market_data
+from aemo.mms import load_dispatch_prices
 from backtest.compare import PRICE_TAKER_ONLY
 from backtest.engine import (
     DEFAULT_WORKERS,
@@ -31,6 +31,7 @@ from backtest.engine import (
     perfect_foresight_revenue,
     run_backtests,
 )
+from backtest.runs import load_inputs
 from settings import Settings
 
 # Start of the default benchmark day (a trading-day boundary, AEST); the schedule offset is added.
@@ -164,7 +165,8 @@ def run_market_bench(settings: Settings, *, regions: Sequence[str], days: float,
     if decisions < 1:
         raise ValueError(f"days must cover at least one 5-minute decision, got {days}")
     started = time.perf_counter()
-    dispatch, predispatch = load_market_data(settings.market_data.data_dir)
+    inputs = load_inputs([settings.market_data.data_dir])  # DISPATCHREGIONSUM there: market depth
+    dispatch, predispatch = inputs.dispatch, inputs.predispatch
     market = market_prices(settings, dispatch)
     configs = [BacktestConfig(region=region, first_decision=start, decisions=decisions) for region in regions]
 
@@ -269,7 +271,7 @@ def main(settings: Settings, regions: Sequence[str] | None, days: float | None,
     """Run the market benchmark (default: every region of the data, one day from 2021-01-15 04:00 plus the
     schedule offset) and print it; 0 when no decision failed, 1 otherwise."""
     console = Console(width=200)
-    chosen = list(regions) if regions else list(load_market_data(settings.market_data.data_dir)[0].regions)
+    chosen = list(regions) if regions else list(load_dispatch_prices(settings.market_data.data_dir).regions)
     figures = run_market_bench(settings, regions=chosen, days=DEFAULT_DAYS if days is None else days,
                                start=start or default_start(settings), console=console)
     print_market(console, figures)
