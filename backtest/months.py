@@ -287,9 +287,15 @@ def write_months(folder: Path, rows: Sequence[MonthRow]) -> tuple[Path, Path]:
             f"${row.one_second_revenue_dollars:,.0f}", f"${row.perfect_foresight_dollars:,.0f}",
             depth_cell(row.perfect_foresight_depth_dollars), percent_cell(row.capture),
             PRICE_TAKER_ONLY if not row.market_depth else percent_cell(row.capture_depth),
-            f"${row.end_of_run_adjustment_dollars:,.0f}", soc_text(row), f"{row.failed_decisions} |"]))
+            dollars_cell(row.end_of_run_adjustment_dollars), soc_text(row), f"{row.failed_decisions} |"]))
     markdown_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return csv_path, markdown_path
+
+
+def dollars_cell(value: float) -> str:
+    """Whole dollars with the sign before the $: ``$1,234``, ``−$1,234``, ``$0``."""
+    rounded = round(value)
+    return f"−${-rounded:,.0f}" if rounded < 0 else f"${rounded:,.0f}"
 
 
 def depth_cell(value: float | None) -> str:
@@ -317,5 +323,5 @@ def split_text(row: MonthRow) -> str:
     return f"{row.energy_share:.0%} / {1 - row.energy_share:.0%}"
 
 
-__all__ = ["MonthRow", "depth_cell", "month_periods", "percent_cell", "run_months", "soc_text", "split_text",
-           "write_months"]
+__all__ = ["MonthRow", "depth_cell", "dollars_cell", "month_periods", "percent_cell", "run_months", "soc_text",
+           "split_text", "write_months"]

@@ -705,7 +705,15 @@ def backtest_months(
 
     from aemo.tables import parse_month
     from backtest.engine import DEFAULT_WORKERS
-    from backtest.months import depth_cell, percent_cell, run_months, soc_text, split_text, write_months
+    from backtest.months import (
+        depth_cell,
+        dollars_cell,
+        percent_cell,
+        run_months,
+        soc_text,
+        split_text,
+        write_months,
+    )
 
     settings = load(ctx)
     chosen = region or ["SA1", "NSW1"]
@@ -747,7 +755,7 @@ def backtest_months(
                       f"${row.perfect_foresight_dollars:,.0f}", depth_cell(row.perfect_foresight_depth_dollars),
                       percent_cell(row.capture),
                       percent_cell(row.capture_depth) if row.market_depth else depth_cell(None),
-                      f"${row.end_of_run_adjustment_dollars:,.0f}", soc_text(row), str(row.failed_decisions))
+                      dollars_cell(row.end_of_run_adjustment_dollars), soc_text(row), str(row.failed_decisions))
     shown_note = ("Depth-limited: FCAS capped at the region's enabled MW (DISPATCHREGIONSUM) x "
                   f"{settings.market_depth.fcas_enablement_share:g} in clearing and perfect foresight; energy is "
                   "price-taking. Captures include the end-of-run SoC charge (shortfall refilled at the run's mean "

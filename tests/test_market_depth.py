@@ -292,3 +292,33 @@ def test_the_end_of_run_charge_of_a_real_backtest(settings: Settings) -> None:
                                              settings.battery.charge_efficiency, settings.battery.mlf_load)
     assert charge == pytest.approx(expected) and charge <= 0.0
     assert month_periods(inputs.dispatch, "SA1", date(2021, 1, 1), 288)  # the embedded month is in the table
+
+
+def test_the_simulated_market_clears_fcas_within_the_depth_of_its_data(settings: Settings, depth_store: Path) -> None:
+    from algorithms.common.battery import battery_spec_from_settings
+    from models.bids import BidRow
+    from services.bid_service import RegisteredUnit, SimulatedMarket
+
+    store = MarketStore(depth_store / "market")
+    loaded = load_store_prices(store, regions=["SA1"], start=datetime(2025, 1, 1, 0, 5), end=datetime(2025, 1, 4))
+    interval = datetime(2025, 1, 2, 17, 35)
+    trapezium = (-150.0, -150.0, 150.0, 150.0)
+    bid = make_bid(gen_bands=[0.0] * 10, interval=interval,
+                   fcas={"RAISEREG": ([100.0] + [0.0] * 9, trapezium), "LOWERREG": ([100.0] + [0.0] * 9, trapezium)})
+    row = BidRow(bid_id="b", unit_id="HPR1", trading_day=date(2025, 1, 2), dispatch_interval=interval, version=1,
+                 entry_type="DAILY", status="ACCEPTED", reasons=[], payload=bid.SerializeToString(), content_hash="",
+                 first_interval=interval, last_interval=interval, received_at=datetime(2025, 1, 1))
+    unit = RegisteredUnit(battery_spec_from_settings(settings.battery), 97.0)
+    enabled = loaded.dispatch.enabled_at("SA1", interval)
+    assert enabled is not None and enabled["RAISEREG"] * SHARE < 100.0
+
+    def cleared(share: float | None) -> dict[str, float]:
+        market = SimulatedMarket("postgresql://unused", loaded.dispatch, settings.battery, settings.market,
+                                 fcas_enablement_share=share)
+        outcome = market._clear_one(unit, row, interval, 97.0, 0.0)
+        return {p.product: p.cleared_mw for p in outcome.products if p.product != ENERGY}
+
+    assert cleared(None) == {"RAISEREG": 100.0, "LOWERREG": 100.0}
+    depth = cleared(SHARE)
+    assert depth == {"RAISEREG": pytest.approx(SHARE * enabled["RAISEREG"]),
+                     "LOWERREG": pytest.approx(min(100.0, SHARE * enabled["LOWERREG"]))}
