@@ -172,9 +172,16 @@ def benchmark_table(views: Sequence[RunView]) -> TextTable:
         ("PF energy + FCAS", *(dollars(p["energy_fcas_dollars"]) for p in pf)),
         ("PF energy + FCAS depth-limited",
          *(depth_text(v, "perfect_foresight_energy_fcas_dollars") for v in views)),
+        ("PF energy only, LP relaxation", *(dollars(p.get("energy_only_relaxation_dollars")) for p in pf)),
+        ("PF energy + FCAS, LP relaxation", *(dollars(p.get("energy_fcas_relaxation_dollars")) for p in pf)),
+        ("PF largest MIP gap, %", *(number(None if p.get("energy_fcas_mip_gap") is None
+                                           else 100 * p["energy_fcas_mip_gap"], 4) for p in pf)),
         ("capture total", *(percent(v.results.get("capture_total")) for v in views)),
         ("capture total depth-limited", *(depth_text(v, "capture_total", as_percent=True) for v in views)),
         ("capture energy", *(percent(v.results.get("capture_energy")) for v in views)),
+        ("capture total vs LP relaxation", *(percent(v.results.get("capture_total_vs_relaxation")) for v in views)),
+        ("capture energy vs LP relaxation",
+         *(percent(v.results.get("capture_energy_vs_relaxation")) for v in views)),
         ("perfect information (same strategy, actual prices)", *(dollars(x) for x in pi)),
         ("value of perfect information", *(dollars(None if x is None else x - r)
                                            for x, r in zip(pi, realised, strict=True))),
@@ -184,7 +191,9 @@ def benchmark_table(views: Sequence[RunView]) -> TextTable:
     ]
     note = ("capture total = realised energy + FCAS / PF energy + FCAS; capture energy = realised energy / PF "
             "energy only; both after the end-of-run SoC charge. Depth-limited: FCAS capped at the region's "
-            "enablement × share in the clearing and in PF alike. PF ends with at least the starting energy. "
+            "enablement × share in the clearing and in PF alike. PF ends with at least the starting energy and "
+            "never charges and discharges in the same interval (a MILP, HiGHS); its LP relaxation, which may, is "
+            "shown beside it ('-': a run from before the physical benchmark, whose PF is the relaxation). "
             "Perfect information: the same strategy "
             "with its forecasts replaced by the actual prices ('-': no such run; vpp backtest run "
             "--perfect-information, or compare --perfect-information).")
@@ -331,6 +340,9 @@ def headline(summary: Mapping[str, Any]) -> str:
                 f"${dollars(results['energy_revenue_dollars'])}, FCAS ${dollars(results['fcas_revenue_dollars'])})")
     benchmark = (f"perfect foresight ${dollars(pf['energy_fcas_dollars'])} energy + FCAS, "
                  f"${dollars(pf['energy_only_dollars'])} energy only")
+    if pf.get("energy_fcas_relaxation_dollars") is not None:
+        benchmark += (f" (LP relaxation ${dollars(pf['energy_fcas_relaxation_dollars'])} / "
+                      f"${dollars(pf.get('energy_only_relaxation_dollars'))})")
     capture = (f"capture {percent(results.get('capture_total'))} total, "
                f"{percent(results.get('capture_energy'))} energy")
     depth = results.get("depth_limited")

@@ -118,7 +118,12 @@ from algorithms.market.operator_controls import (
     battery_with_soc_floor,
     controls_at,
 )
-from algorithms.market.optimise import PERFECT_FORESIGHT_TIME_LIMIT_S, perfect_foresight, solve_dispatch
+from algorithms.market.optimise import (
+    PERFECT_FORESIGHT_TIME_LIMIT_S,
+    DispatchPlan,
+    perfect_foresight,
+    solve_dispatch,
+)
 from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices
 from algorithms.registry import Handler, default_registry
 from archive import archive_key
@@ -1261,11 +1266,34 @@ def depth_caps_window(settings: Settings, dispatch: DispatchPrices, region: str,
     return caps if caps_cover(caps, dispatch.products) else None
 
 
+@dataclass(frozen=True)
+class BenchmarkSolve:
+    """What one perfect-foresight solve reported beside its plan: the physical plan's revenue ($), the LP
+    relaxation's (charging and discharging at once allowed, $) and the intervals in which it did so, the
+    proven bound ($), the MIP gap and the status (OPTIMAL, or TIME_LIMIT with the best plan found)."""
+
+    objective_dollars: float
+    relaxation_dollars: float
+    relaxation_simultaneous_intervals: int
+    bound_dollars: float
+    mip_gap: float
+    status: str
+
+
+def benchmark_solve_of(plan: DispatchPlan) -> BenchmarkSolve:
+    """The :class:`BenchmarkSolve` of a perfect-foresight plan ($)."""
+    return BenchmarkSolve(objective_dollars=plan.objective_dollars,
+                          relaxation_dollars=plan.relaxation_objective_dollars,
+                          relaxation_simultaneous_intervals=plan.relaxation_simultaneous_intervals,
+                          bound_dollars=plan.objective_bound_dollars, mip_gap=plan.mip_gap, status=plan.status)
+
+
 def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, region: str,
                               first_interval: datetime, count: int, include_fcas: bool, *,
                               terminal_state_of_charge_mwh: float | None = None,
                               enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
-                              depth_limited: bool = False) -> tuple[float, float]:
+                              depth_limited: bool = False,
+                              solves: list[BenchmarkSolve] | None = None) -> tuple[float, float]:
     """(energy $, FCAS $) of the perfect-foresight benchmark over ``count`` intervals from
     ``first_interval`` (interval-ending AEST) of ``region``, for the configured battery.
 
@@ -1275,9 +1303,12 @@ def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, regi
     backtest ended with, for a like-for-like upper bound). ``enablement_cap_mw`` (market depth): per
     FCAS product, the most MW it may be enabled for in each of the ``count`` intervals (``inf`` = no cap).
     ``depth_limited`` takes those caps from the data instead: the market depth of :func:`depth_caps_window`,
-    the same caps the clearing applies (energy stays price-taking). Raises BacktestError when an interval or
-    a price is missing, the depth is asked for but the data has none for the window, or the LP does not
-    solve to optimality.
+    the same caps the clearing applies (energy stays price-taking).
+    The plan never charges and discharges in the same interval (a MILP where the LP relaxation would);
+    ``solves``, when given, receives its :class:`BenchmarkSolve` (relaxation, bound, gap). Raises
+    BacktestError when an interval or a price is missing, the depth is asked for but the data has none for
+    the window, or the solver finds no plan (a MILP stopped by the time limit with a plan counts, with its
+    gap).
     """
     prices = _price_window(dispatch, region, first_interval, count)
     battery = battery_from_spec(_battery_spec(settings, region))
@@ -1297,10 +1328,13 @@ def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, regi
         kept = {product: cap for product, cap in (caps or {}).items() if product in selected}
         plan = solve_dispatch(selected, battery, settings.battery.initial_state_of_charge_mwh,
                               terminal_state_of_charge_mwh, interval_hours=hours,
-                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, enablement_cap_mw=kept)
-    if plan.status != "OPTIMAL":
+                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, enablement_cap_mw=kept,
+                              physical_intervals=None)
+    if plan.status not in ("OPTIMAL", "TIME_LIMIT") or not plan.gen_mw.size:
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} "
                             f"({count} intervals) ended {plan.status}: {plan.status_reason}")
+    if solves is not None:
+        solves.append(benchmark_solve_of(plan))
     rrp = prices[ENERGY]
     energy = float(np.sum(hours * rrp * (battery.mlf_gen * plan.gen_mw - battery.mlf_load * plan.load_mw)))
     fcas = math.fsum(float(np.sum(hours * prices[product] * enabled))

@@ -54,6 +54,7 @@ from backtest.engine import (
     BacktestConfig,
     BacktestError,
     BacktestResult,
+    BenchmarkSolve,
     depth_caps_window,
     end_of_run_adjustment,
     market_prices,
@@ -698,11 +699,30 @@ def depth_limited_results(result: BacktestResult, pf_depth_dollars: float | None
     }
 
 
-def _results(result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float, *,
-             end_of_run_dollars: float = 0.0, depth: dict[str, Any] | None = None) -> dict[str, Any]:
+def benchmark_figures(energy_fcas: Sequence[BenchmarkSolve], energy_only: Sequence[BenchmarkSolve]) -> dict[str, Any]:
+    """The physical benchmark beside its LP relaxation, summed over the stretches of a run ($): relaxation
+    values, intervals in which the relaxation charged and discharged at once, the largest MIP gap and
+    whether every stretch solved to optimality."""
+    figures: dict[str, Any] = {}
+    for label, solves in (("energy_fcas", energy_fcas), ("energy_only", energy_only)):
+        figures[f"{label}_relaxation_dollars"] = math.fsum(s.relaxation_dollars for s in solves)
+        figures[f"{label}_bound_dollars"] = math.fsum(s.bound_dollars for s in solves)
+        figures[f"{label}_relaxation_simultaneous_intervals"] = sum(s.relaxation_simultaneous_intervals
+                                                                    for s in solves)
+        figures[f"{label}_mip_gap"] = max((s.mip_gap for s in solves), default=0.0)
+        figures[f"{label}_optimal"] = all(s.status == "OPTIMAL" for s in solves)
+    return figures
+
+
+def _results(result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float,
+             benchmark: Mapping[str, Any] | None = None, *, end_of_run_dollars: float = 0.0,
+             depth: dict[str, Any] | None = None) -> dict[str, Any]:
     pf_energy = float(ledger["pf_energy_revenue_dollars"].sum())
     pf_fcas_by_product = {p: float(ledger[f"pf_fcas_revenue_dollars_{p}"].sum()) for p in result.fcas_products}
     pf_total = float(ledger["pf_total_revenue_dollars"].sum())
+    relaxation = dict(benchmark or {})
+    relaxed_total = relaxation.get("energy_fcas_relaxation_dollars")
+    relaxed_energy = relaxation.get("energy_only_relaxation_dollars")
     return {
         "decisions": len(result.records),
         "energy_revenue_dollars": result.energy_revenue_dollars,
@@ -716,9 +736,17 @@ def _results(result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float
             "energy_fcas_dollars": pf_total,
             "energy_fcas_energy_dollars": pf_energy,
             "energy_fcas_fcas_by_product_dollars": pf_fcas_by_product,
+            "physical": True,
+            **relaxation,
         },
         "capture_total": _ratio(result.total_revenue_dollars + end_of_run_dollars, pf_total),
         "capture_energy": _ratio(result.energy_revenue_dollars + end_of_run_dollars, pf_energy_only),
+        "capture_total_vs_relaxation": (None if relaxed_total is None
+                                        else _ratio(result.total_revenue_dollars + end_of_run_dollars,
+                                                    relaxed_total)),
+        "capture_energy_vs_relaxation": (None if relaxed_energy is None
+                                         else _ratio(result.energy_revenue_dollars + end_of_run_dollars,
+                                                     relaxed_energy)),
         "depth_limited": depth,
         "initial_state_of_charge_mwh": result.initial_state_of_charge_mwh,
         "final_state_of_charge_mwh": result.final_state_of_charge_mwh,
@@ -739,11 +767,13 @@ def _skill(skills: Sequence[LeadSkill], levels: Sequence[float]) -> dict[str, An
 
 
 def build_summary(spec: RunSpec, result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float,
-                  skills: Sequence[LeadSkill], levels: Sequence[float], *, end_of_run_dollars: float = 0.0,
+                  skills: Sequence[LeadSkill], levels: Sequence[float],
+                  benchmark: Mapping[str, Any] | None = None, *, end_of_run_dollars: float = 0.0,
                   depth: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run's ``summary.json`` content (deterministic: no timing, no time of running). ``end_of_run_dollars``
-    (≤ 0, :func:`backtest.engine.end_of_run_adjustment`) is in every capture; ``depth`` the depth-limited
-    figures (:func:`depth_limited_results`; None: price-taker only)."""
+    """The run's ``summary.json`` content (deterministic: no timing, no time of running). ``benchmark``: the
+    LP relaxation beside the physical benchmark (:func:`benchmark_figures`); ``end_of_run_dollars`` (≤ 0,
+    :func:`backtest.engine.end_of_run_adjustment`) is in every capture; ``depth`` the depth-limited figures
+    (:func:`depth_limited_results`; None: price-taker only)."""
     pi_id = (perfect_information_spec(spec).run_id
              if supports_forecast_source() and spec.forecast_source != PERFECT_INFORMATION_SOURCE else None)
     return {
@@ -769,7 +799,8 @@ def build_summary(spec: RunSpec, result: BacktestResult, ledger: pd.DataFrame, p
         "settings": spec.settings,
         "command": spec.command(),
         "fcas_products": list(result.fcas_products),
-        "results": _results(result, ledger, pf_energy_only, end_of_run_dollars=end_of_run_dollars, depth=depth),
+        "results": _results(result, ledger, pf_energy_only, benchmark, end_of_run_dollars=end_of_run_dollars,
+                            depth=depth),
         "forecast_skill": _skill(skills, levels),
     }
 
@@ -794,23 +825,27 @@ def segment_market(market: DispatchPrices, region: str, first_interval: datetime
 
 
 def perfect_foresight_of(settings: Settings, market: DispatchPrices, region: str, intervals: Sequence[datetime],
-                         fcas_products: Sequence[str]) -> tuple[pd.DataFrame, float]:
+                         fcas_products: Sequence[str]) -> tuple[pd.DataFrame, float, dict[str, Any]]:
     """Perfect foresight over the backtest's dispatch ``intervals`` (AEST, sorted): the per-interval ledger
     (energy + FCAS, :func:`backtest.ledger.perfect_foresight_ledger`) and the energy-only revenue ($,
     :func:`backtest.engine.perfect_foresight_revenue`). Over a gap in the data the battery can do nothing:
     each stretch of consecutive intervals (:func:`backtest.ledger.contiguous_runs`) is its own benchmark,
-    starting at the configured SoC and ending with at least as much; their sums are the run's."""
+    starting at the configured SoC and ending with at least as much; their sums are the run's. The third
+    element: :func:`benchmark_figures` (the LP relaxation's values beside the physical benchmark)."""
     ledgers: list[pd.DataFrame] = []
     energy_only = 0.0
+    energy_fcas_solves: list[BenchmarkSolve] = []
+    energy_only_solves: list[BenchmarkSolve] = []
     for first, count in contiguous_runs(list(intervals)):
         window = segment_market(market, region, first, count)
-        ledgers.append(perfect_foresight_ledger(settings, window, region, first, count))
-        energy_only += perfect_foresight_revenue(settings, window, region, first, count, include_fcas=False)[0]
+        ledgers.append(perfect_foresight_ledger(settings, window, region, first, count, solves=energy_fcas_solves))
+        energy_only += perfect_foresight_revenue(settings, window, region, first, count, include_fcas=False,
+                                                 solves=energy_only_solves)[0]
     pf = pd.concat(ledgers, ignore_index=True) if len(ledgers) > 1 else ledgers[0]
     for product in fcas_products:
         for column in (f"pf_fcas_enabled_mw_{product}", f"pf_fcas_revenue_dollars_{product}"):
             pf[column] = pf[column].fillna(0.0) if column in pf.columns else 0.0
-    return pf, energy_only
+    return pf, energy_only, benchmark_figures(energy_fcas_solves, energy_only_solves)
 
 
 def depth_perfect_foresight(settings: Settings, market: DispatchPrices, region: str,
@@ -846,7 +881,7 @@ def execute_run(settings: Settings, inputs: MarketInputs, spec: RunSpec, *, work
                             f"{spec.period.first_interval} .. {spec.period.last_interval}")
     backtest_s = time.perf_counter() - started
     pf_started = time.perf_counter()
-    pf, energy = perfect_foresight_of(effective, market, spec.region,
+    pf, energy, benchmark = perfect_foresight_of(effective, market, spec.region,
                                       [record.dispatch_interval for record in result.records],
                                       result.fcas_products)
     pf_s = time.perf_counter() - pf_started
@@ -861,7 +896,7 @@ def execute_run(settings: Settings, inputs: MarketInputs, spec: RunSpec, *, work
                 if result.depth_fcas_revenue_by_product_dollars is not None else None)
     end_of_run = end_of_run_adjustment(effective, result)
     depth = depth_limited_results(result, pf_depth, end_of_run, effective.market_depth.fcas_enablement_share)
-    summary = build_summary(spec, result, ledger, energy, skills, levels, end_of_run_dollars=end_of_run,
+    summary = build_summary(spec, result, ledger, energy, skills, levels, benchmark, end_of_run_dollars=end_of_run,
                             depth=depth)
     timing = {
         "run_id": spec.run_id,

@@ -443,6 +443,27 @@ def bench_market(
     raise typer.Exit(int(code))
 
 
+@bench_app.command("perfect-foresight")
+def bench_perfect_foresight(
+    ctx: typer.Context,
+    region: Annotated[str, typer.Option(help="NEM region.")] = "SA1",
+    start: Annotated[datetime, typer.Option(
+        formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"],
+        help="First interval, interval-ending AEST.")] = datetime(2021, 1, 15, 4, 5),
+    intervals: Annotated[int, typer.Option(min=1, help="5-minute intervals of the window.")] = 288,
+    fcas: Annotated[bool, typer.Option("--fcas/--energy-only", help="Also energy + FCAS.")] = False,
+) -> None:
+    """Perfect foresight as physics allows: physical MILP vs LP relaxation, value, gap, solve times."""
+    from bench.perfect_foresight import main
+
+    settings = load(ctx)
+    try:
+        code = main(settings, region=region, start=start, intervals=intervals, fcas=fcas)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(int(code))
+
+
 @bench_app.command("sweep")
 def bench_sweep(
     ctx: typer.Context,
