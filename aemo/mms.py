@@ -27,6 +27,7 @@ from aemo.archive_files import csv_members, read_reports
 from aemo.errors import AemoDataError, MmsFormatError
 from aemo.tables import TableSchema, normalise, schema_named
 from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX
+from algorithms.market.depth import local_dispatch_column
 from algorithms.market.prices import DispatchPrices, PredispatchPrices, RunRowsError, index_runs
 
 ENERGY_COLUMN = "RRP"
@@ -36,7 +37,11 @@ DISPATCH_REQUIRED = ("SETTLEMENTDATE", "REGIONID", "RRP")
 PREDISPATCH_REQUIRED = ("DATETIME", "REGIONID", "RRP", "LASTCHANGED")
 DISPATCH_TABLE = "DISPATCHPRICE"
 PREDISPATCH_TABLE = "PREDISPATCHPRICE"
-_REQUIRED = {DISPATCH_TABLE: DISPATCH_REQUIRED, PREDISPATCH_TABLE: PREDISPATCH_REQUIRED}
+# Market depth: the regional solution, whose <service>LOCALDISPATCH columns say what each region enabled.
+REGION_SUM_TABLE = "DISPATCHREGIONSUM"
+REGION_SUM_REQUIRED = ("SETTLEMENTDATE", "REGIONID")
+_REQUIRED = {DISPATCH_TABLE: DISPATCH_REQUIRED, PREDISPATCH_TABLE: PREDISPATCH_REQUIRED,
+             REGION_SUM_TABLE: REGION_SUM_REQUIRED}
 _SUFFIX_PREFERENCE = (".parquet", ".csv", ".zip")
 
 
@@ -251,6 +256,55 @@ def dispatch_prices_from_frame(frame: pd.DataFrame, source: str) -> DispatchPric
     price[region_pos, interval_pos, :] = values
     return DispatchPrices(intervals=intervals.astype("datetime64[s]"), regions=tuple(str(r) for r in regions),
                           products=products, price=price)
+
+
+def with_region_enablement(dispatch: DispatchPrices, frame: pd.DataFrame, source: str) -> DispatchPrices:
+    """``dispatch`` with the market depth of DISPATCHREGIONSUM rows ``frame`` attached
+    (:attr:`DispatchPrices.region_enabled_mw`): for each region, interval (SETTLEMENTDATE, interval-ending
+    AEST) and FCAS product of ``dispatch``, the MW the region enabled (``<product>LOCALDISPATCH``,
+    :func:`algorithms.market.depth.local_dispatch_column`, 1-second markets included). The physical run
+    counts: the ``INTERVENTION = 1`` row where an interval has one, else the ``INTERVENTION = 0`` row. Rows of
+    other regions or intervals are ignored; a product whose column the rows lack stays NaN (no cap known).
+    Pure, vectorised. Without rows, ``dispatch`` unchanged. MmsFormatError for unparseable values."""
+    if frame.empty or len(dispatch.intervals) == 0:
+        return dispatch
+    fcas = [product for product in dispatch.products if product != ENERGY]
+    columns = {product: local_dispatch_column(product) for product in fcas}
+    present = [product for product in fcas if columns[product] in frame.columns]
+    times = _market_times(frame["SETTLEMENTDATE"], source, "SETTLEMENTDATE")
+    regions = _regions(frame, source).astype(str)
+    intervention = (pd.to_numeric(frame["INTERVENTION"]).to_numpy(dtype=np.float64)
+                    if "INTERVENTION" in frame.columns else np.zeros(len(frame)))
+    values = _numbers(frame, [columns[product] for product in present], source)
+    known_regions = np.array(dispatch.regions, dtype=str)
+    region_pos = np.array([dispatch.regions.index(r) if r in dispatch.regions else -1 for r in regions.tolist()]
+                          if len(known_regions) else [-1] * len(regions), dtype=np.int64)
+    interval_pos = np.searchsorted(dispatch.intervals, times)
+    clipped = np.minimum(interval_pos, len(dispatch.intervals) - 1)
+    kept = (region_pos >= 0) & (interval_pos < len(dispatch.intervals)) & (dispatch.intervals[clipped] == times)
+    # One row per (region, interval): the physical run's where there is one (sorted last, kept).
+    candidates = np.flatnonzero(kept)
+    key = region_pos[candidates] * len(dispatch.intervals) + interval_pos[candidates]
+    order = np.lexsort(((intervention[candidates] != 0).astype(np.int64), key))
+    ordered_keys = key[order]
+    last_of_key = np.append(ordered_keys[1:] != ordered_keys[:-1], True)
+    rows = candidates[order][last_of_key]
+    enabled = np.full(dispatch.price.shape, np.nan)
+    product_pos = [dispatch.products.index(product) for product in present]
+    for column_index, position in enumerate(product_pos):
+        enabled[region_pos[rows], interval_pos[rows], position] = values[rows, column_index]
+    return DispatchPrices(intervals=dispatch.intervals, regions=dispatch.regions, products=dispatch.products,
+                          price=dispatch.price, region_enabled_mw=enabled)
+
+
+def load_region_enablement(dispatch: DispatchPrices, files: Sequence[Path]) -> DispatchPrices:
+    """``dispatch`` with the market depth of DISPATCHREGIONSUM ``files`` (parquet, CSV, raw MMS or zip, in
+    order) attached (:func:`with_region_enablement`); unchanged without files. MmsFormatError naming the file
+    when one cannot be read."""
+    if not files:
+        return dispatch
+    frame, label = _read_all(list(files), REGION_SUM_TABLE)
+    return with_region_enablement(dispatch, frame, label)
 
 
 def load_dispatch_prices(path: Path) -> DispatchPrices:

@@ -7,7 +7,9 @@ Reading is :meth:`aemo.store.MarketStore.load` (only the regions and months aske
 newest publication winning); the conversion is the pure :func:`aemo.mms.dispatch_prices_from_frame` /
 :func:`aemo.mms.predispatch_prices_from_frame` the files of :mod:`aemo.mms` go through too. The products
 come from the data: ENERGY and every FCAS price column with a price in the rows loaded (8 FCAS markets
-before 9 October 2023, 10 after). Without PREDISPATCHPRICE rows the pre-dispatch table is empty
+before 9 October 2023, 10 after). Where the store holds DISPATCHREGIONSUM, the MW each region enabled of
+each FCAS product comes along (market depth, :func:`aemo.mms.with_region_enablement`). Without PREDISPATCHPRICE
+rows the pre-dispatch table is empty
 (:meth:`PredispatchPrices.empty`): the forecaster then plans on the price history alone.
 
 Times are naive AEST market time, interval-ending; prices $/MWh (ENERGY) and $/MW/h (FCAS).
@@ -26,12 +28,16 @@ from aemo.errors import AemoDataError
 from aemo.mms import (
     DISPATCH_TABLE,
     PREDISPATCH_TABLE,
+    REGION_SUM_TABLE,
     dispatch_prices_from_frame,
     load_dispatch_prices,
     load_market_data,
     predispatch_prices_from_frame,
+    with_region_enablement,
 )
 from aemo.store import PROVENANCE_COLUMNS, SOURCE_COLUMN, Holding, MarketStore
+from algorithms.common.products import ENERGY
+from algorithms.market.depth import local_dispatch_column
 from algorithms.market.prices import DispatchPrices, PredispatchPrices
 from settings import Settings
 
@@ -144,6 +150,13 @@ def load_store_prices(store: MarketStore, *, regions: Collection[str] | None, st
     label = f"market store {store.root} {DISPATCH_TABLE}"
     dispatch = dispatch_prices_from_frame(frame.drop(columns=list(PROVENANCE_COLUMNS)), label)
     sources = _sources(store, DISPATCH_TABLE, frame)
+    if REGION_SUM_TABLE in store.tables():
+        columns = [local_dispatch_column(product) for product in dispatch.products if product != ENERGY]
+        region_sum = store.load(REGION_SUM_TABLE, start, end, regions=wanted, columns=columns, provenance=True)
+        if not region_sum.empty:
+            dispatch = with_region_enablement(dispatch, region_sum.drop(columns=list(PROVENANCE_COLUMNS)),
+                                              f"market store {store.root} {REGION_SUM_TABLE}")
+            sources += _sources(store, REGION_SUM_TABLE, region_sum)
     predispatch = PredispatchPrices.empty(dispatch.products)
     if PREDISPATCH_TABLE in store.tables():
         runs = store.load(PREDISPATCH_TABLE, start, end + PREDISPATCH_LOOKAHEAD, regions=wanted, provenance=True)

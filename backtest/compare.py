@@ -24,6 +24,8 @@ import pandas as pd
 from backtest.ledger import attribution
 
 MISSING = "-"
+# A depth-limited figure of data without DISPATCHREGIONSUM: only the price-taker figure exists.
+PRICE_TAKER_ONLY = "price-taker only"
 # Spike events listed: the ones with the largest |realised − PF| summed over the runs.
 TOP_SPIKE_EVENTS = 10
 
@@ -125,8 +127,32 @@ def revenue_table(views: Sequence[RunView]) -> TextTable:
     rows += [(f"  {p}", *(dollars(v.results["fcas_revenue_by_product_dollars"].get(p)) for v in views))
              for p in products]
     rows += [("FCAS", *(dollars(v.results["fcas_revenue_dollars"]) for v in views)),
-             ("total", *(dollars(v.results["total_revenue_dollars"]) for v in views))]
-    return TextTable("Realised revenue, $", ("", *_labels(views)), tuple(rows))
+             ("total", *(dollars(v.results["total_revenue_dollars"]) for v in views)),
+             ("FCAS depth-limited", *(depth_text(v, "fcas_revenue_dollars") for v in views)),
+             ("total depth-limited", *(depth_text(v, "total_revenue_dollars") for v in views)),
+             ("end-of-run SoC charge",
+              *(dollars(v.results.get("end_of_run_adjustment_dollars", 0.0)) for v in views))]
+    note = ("Price-taker: every offered FCAS MW enabled at the regional price. Depth-limited: each FCAS "
+            "enablement capped at the region's enabled MW (DISPATCHREGIONSUM) × [market_depth] "
+            f"fcas_enablement_share; energy is price-taking in both. '{PRICE_TAKER_ONLY}': the data has no "
+            "DISPATCHREGIONSUM. End-of-run SoC charge: a run ending below its starting SoC pays for refilling "
+            "the shortfall at its mean energy price (in every capture).")
+    return TextTable("Realised revenue, $", ("", *_labels(views)), tuple(rows), note)
+
+
+def depth_limited(view: RunView) -> Mapping[str, Any] | None:
+    """The run's depth-limited figures (``results.depth_limited``), None when price-taker only."""
+    depth: Mapping[str, Any] | None = view.results.get("depth_limited")
+    return depth
+
+
+def depth_text(view: RunView, key: str, *, as_percent: bool = False) -> str:
+    """A depth-limited figure of a run as text ($ or %), ``price-taker only`` without market depth."""
+    depth = depth_limited(view)
+    if depth is None:
+        return PRICE_TAKER_ONLY
+    value = depth.get(key)
+    return percent(value) if as_percent else dollars(value)
 
 
 def _pi_total(view: RunView) -> float | None:
@@ -144,8 +170,18 @@ def benchmark_table(views: Sequence[RunView]) -> TextTable:
     rows = [
         ("PF energy only", *(dollars(p["energy_only_dollars"]) for p in pf)),
         ("PF energy + FCAS", *(dollars(p["energy_fcas_dollars"]) for p in pf)),
+        ("PF energy + FCAS depth-limited",
+         *(depth_text(v, "perfect_foresight_energy_fcas_dollars") for v in views)),
+        ("PF energy only, LP relaxation", *(dollars(p.get("energy_only_relaxation_dollars")) for p in pf)),
+        ("PF energy + FCAS, LP relaxation", *(dollars(p.get("energy_fcas_relaxation_dollars")) for p in pf)),
+        ("PF largest MIP gap, %", *(number(None if p.get("energy_fcas_mip_gap") is None
+                                           else 100 * p["energy_fcas_mip_gap"], 4) for p in pf)),
         ("capture total", *(percent(v.results.get("capture_total")) for v in views)),
+        ("capture total depth-limited", *(depth_text(v, "capture_total", as_percent=True) for v in views)),
         ("capture energy", *(percent(v.results.get("capture_energy")) for v in views)),
+        ("capture total vs LP relaxation", *(percent(v.results.get("capture_total_vs_relaxation")) for v in views)),
+        ("capture energy vs LP relaxation",
+         *(percent(v.results.get("capture_energy_vs_relaxation")) for v in views)),
         ("perfect information (same strategy, actual prices)", *(dollars(x) for x in pi)),
         ("value of perfect information", *(dollars(None if x is None else x - r)
                                            for x, r in zip(pi, realised, strict=True))),
@@ -154,7 +190,11 @@ def benchmark_table(views: Sequence[RunView]) -> TextTable:
          *(percent(_ratio(x, p["energy_fcas_dollars"])) for x, p in zip(pi, pf, strict=True))),
     ]
     note = ("capture total = realised energy + FCAS / PF energy + FCAS; capture energy = realised energy / PF "
-            "energy only. PF ends with at least the starting energy. Perfect information: the same strategy "
+            "energy only; both after the end-of-run SoC charge. Depth-limited: FCAS capped at the region's "
+            "enablement × share in the clearing and in PF alike. PF ends with at least the starting energy and "
+            "never charges and discharges in the same interval (a MILP, HiGHS); its LP relaxation, which may, is "
+            "shown beside it ('-': a run from before the physical benchmark, whose PF is the relaxation). "
+            "Perfect information: the same strategy "
             "with its forecasts replaced by the actual prices ('-': no such run; vpp backtest run "
             "--perfect-information, or compare --perfect-information).")
     return TextTable("Against perfect foresight, $", ("", *_labels(views)), tuple(rows), note)
@@ -300,9 +340,17 @@ def headline(summary: Mapping[str, Any]) -> str:
                 f"${dollars(results['energy_revenue_dollars'])}, FCAS ${dollars(results['fcas_revenue_dollars'])})")
     benchmark = (f"perfect foresight ${dollars(pf['energy_fcas_dollars'])} energy + FCAS, "
                  f"${dollars(pf['energy_only_dollars'])} energy only")
+    if pf.get("energy_fcas_relaxation_dollars") is not None:
+        benchmark += (f" (LP relaxation ${dollars(pf['energy_fcas_relaxation_dollars'])} / "
+                      f"${dollars(pf.get('energy_only_relaxation_dollars'))})")
     capture = (f"capture {percent(results.get('capture_total'))} total, "
                f"{percent(results.get('capture_energy'))} energy")
-    return f"{realised}; {benchmark}; {capture}"
+    depth = results.get("depth_limited")
+    depth_line = (f"depth-limited: {PRICE_TAKER_ONLY} (no DISPATCHREGIONSUM)" if depth is None else
+                  f"depth-limited: revenue ${dollars(depth['total_revenue_dollars'])}, perfect foresight "
+                  f"${dollars(depth['perfect_foresight_energy_fcas_dollars'])}, capture "
+                  f"{percent(depth.get('capture_total'))}")
+    return f"{realised}; {benchmark}; {capture}; {depth_line}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,7 +372,8 @@ class SweepRow:
 
 
 SWEEP_COLUMNS = ("run", "run id", "status", "revenue $", "energy $", "FCAS $", "perfect foresight $",
-                 "capture", "capture energy", "failed decisions", "safe fallbacks", "wall s", "reason")
+                 "capture", "capture depth-limited", "capture energy", "failed decisions", "safe fallbacks", "wall s",
+                 "reason")
 
 
 def sweep_table(rows: Sequence[SweepRow], title: str = "Sweep") -> TextTable:
@@ -335,12 +384,15 @@ def sweep_table(rows: Sequence[SweepRow], title: str = "Sweep") -> TextTable:
     for row in rows:
         results = row.results
         if results is None:
-            figures = (MISSING,) * 8
+            figures = (MISSING,) * 9
         else:
             pf = results.get("perfect_foresight", {})
             figures = (dollars(results.get("total_revenue_dollars")), dollars(results.get("energy_revenue_dollars")),
                        dollars(results.get("fcas_revenue_dollars")), dollars(pf.get("energy_fcas_dollars")),
-                       percent(results.get("capture_total")), percent(results.get("capture_energy")),
+                       percent(results.get("capture_total")),
+                       (PRICE_TAKER_ONLY if results.get("depth_limited") is None
+                        else percent(results["depth_limited"].get("capture_total"))),
+                       percent(results.get("capture_energy")),
                        str(results.get("failed_decisions", MISSING)), str(results.get("safe_fallbacks", MISSING)))
         cells.append((row.label, row.run_id, row.status, *figures, number(row.wall_time_s, 1), row.reason or ""))
     return TextTable(title, SWEEP_COLUMNS, tuple(cells),

@@ -107,6 +107,12 @@ from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
 from algorithms.market.clearing import clear_interval, with_administered_pricing
 from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
 from algorithms.market.daily_bid import DailyBidsInForce
+from algorithms.market.depth import (
+    caps_by_product,
+    caps_cover,
+    end_of_run_adjustment_dollars,
+    interval_caps_mw,
+)
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from algorithms.market.operator_controls import (
     ControlTimeline,
@@ -114,7 +120,12 @@ from algorithms.market.operator_controls import (
     battery_with_soc_floor,
     controls_at,
 )
-from algorithms.market.optimise import PERFECT_FORESIGHT_TIME_LIMIT_S, perfect_foresight, solve_dispatch
+from algorithms.market.optimise import (
+    PERFECT_FORESIGHT_TIME_LIMIT_S,
+    DispatchPlan,
+    perfect_foresight,
+    solve_dispatch,
+)
 from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices
 from algorithms.registry import Handler, default_registry
 from archive import archive_key
@@ -267,11 +278,22 @@ class DecisionRecord:
     paused: bool = False
     soc_floor_fraction: float | None = None
     manual_rebid_reason: str | None = None
+    # Market depth (None where the data has no cap for some FCAS product of the interval): FCAS enabled (MW)
+    # and revenue ($) by product with each service capped at the region's enablement × the configured share.
+    depth_fcas_enabled_by_product_mw: dict[str, float] | None = None
+    depth_fcas_revenue_by_product_dollars: dict[str, float] | None = None
 
     @property
     def net_mw(self) -> float:
         """Net output (MW): gen − load."""
         return self.gen_mw - self.load_mw
+
+    @property
+    def depth_fcas_revenue_dollars(self) -> float | None:
+        """Depth-limited FCAS revenue of the interval ($), None where the data has no depth."""
+        if self.depth_fcas_revenue_by_product_dollars is None:
+            return None
+        return math.fsum(self.depth_fcas_revenue_by_product_dollars.values())
 
     @property
     def total_revenue_dollars(self) -> float:
@@ -313,6 +335,29 @@ class BacktestResult:
     forecast_leads: tuple[int, ...] = ()
     workers: int = field(default=1, compare=False)
     intervals_without_data: int = 0
+    # Depth-limited FCAS revenue by product ($); None ("price-taker only") unless every decision's interval
+    # has the region's enablement of every FCAS product (DISPATCHREGIONSUM).
+    depth_fcas_revenue_by_product_dollars: dict[str, float] | None = None
+
+    @property
+    def depth_fcas_revenue_dollars(self) -> float | None:
+        """Depth-limited FCAS revenue ($), None when the data has no depth for the whole run."""
+        if self.depth_fcas_revenue_by_product_dollars is None:
+            return None
+        return math.fsum(self.depth_fcas_revenue_by_product_dollars.values())
+
+    @property
+    def depth_total_revenue_dollars(self) -> float | None:
+        """Energy + depth-limited FCAS revenue ($; energy is price-taking either way), or None."""
+        depth = self.depth_fcas_revenue_dollars
+        return None if depth is None else self.energy_revenue_dollars + depth
+
+    @property
+    def mean_energy_price_per_mwh(self) -> float:
+        """Mean ENERGY price ($/MWh) of the intervals decided (the price the end-of-run shortfall is valued at)."""
+        prices = np.array([record.rrp for record in self.records], dtype=np.float64)
+        prices = prices[np.isfinite(prices)]
+        return float(prices.mean()) if len(prices) else 0.0
 
     @property
     def region(self) -> str:
@@ -510,6 +555,10 @@ class _Cleared:
     energy_revenue_dollars: float
     fcas_revenue_by_product_dollars: dict[str, float]
     state_of_charge_mwh: float
+    # Market depth (None: the data has no cap for some FCAS product of this interval): the same clearing
+    # with each service's enablement capped (MW), and its FCAS revenue by product ($).
+    depth_fcas_enabled_mw: dict[str, float] | None = None
+    depth_fcas_revenue_by_product_dollars: dict[str, float] | None = None
 
 
 def _elapsed_ms(started: float) -> float:
@@ -784,23 +833,42 @@ class _RegionReplay:
                          controls=controls, dispatch_interval=dispatch_interval, offer_time=offer_time,
                          version=self._config.bid_version, initial_state_of_charge_mwh=self.state_of_charge_mwh)
 
+    def _depth_caps(self, dispatch_interval: datetime) -> dict[str, float] | None:
+        """The market-depth caps (MW) of every FCAS product of the run in ``dispatch_interval``, or None when
+        the data lacks one (:mod:`algorithms.market.depth`)."""
+        caps = interval_caps_mw(self._market.enabled_at(self._config.region, dispatch_interval),
+                                self._settings.market_depth.fcas_enablement_share)
+        if caps is None or not all(math.isfinite(caps.get(product, math.nan)) for product in self._fcas_products):
+            return None
+        return caps
+
     def clear(self, dispatch_interval: datetime) -> _Cleared:
-        """Clear the interval from the bid in force at the market's prices; update the unit's state."""
+        """Clear the interval from the bid in force at the market's prices; update the unit's state. Where the
+        data has the region's FCAS enablement the interval is also cleared depth-limited (same energy and SoC:
+        the caps only touch FCAS, which does not move the SoC in the market model)."""
         rules = self._settings.market
         prices = self._market.prices_at(self._config.region, dispatch_interval)
         rrp = prices.get(ENERGY, math.nan)
         covering = self._book.covering(dispatch_interval)
+        caps = self._depth_caps(dispatch_interval)
         if covering is None or not math.isfinite(rrp):
-            cleared = _Cleared(rrp, 0.0, 0.0, dict.fromkeys(self._fcas_products, 0.0), 0.0,
-                               dict.fromkeys(self._fcas_products, 0.0), self.state_of_charge_mwh)
+            nothing = dict.fromkeys(self._fcas_products, 0.0)
+            cleared = _Cleared(rrp, 0.0, 0.0, dict(nothing), 0.0, dict(nothing), self.state_of_charge_mwh,
+                               None if caps is None else dict(nothing), None if caps is None else dict(nothing))
         else:
             clearing = clear_interval(covering.bid, dispatch_interval, prices,
                                       state_of_charge_mwh=self.state_of_charge_mwh,
                                       previous_net_mw=self.net_mw, battery=self._battery,
                                       interval_minutes=rules.interval_minutes)
+            depth = None if caps is None else clear_interval(
+                covering.bid, dispatch_interval, prices, state_of_charge_mwh=self.state_of_charge_mwh,
+                previous_net_mw=self.net_mw, battery=self._battery, interval_minutes=rules.interval_minutes,
+                enablement_cap_mw=caps)
             cleared = _Cleared(rrp, clearing.gen_mw, clearing.load_mw, dict(clearing.fcas_enabled_mw),
                                clearing.energy_revenue_dollars,
-                               dict(clearing.fcas_revenue_by_product_dollars), clearing.state_of_charge_mwh)
+                               dict(clearing.fcas_revenue_by_product_dollars), clearing.state_of_charge_mwh,
+                               None if depth is None else dict(depth.fcas_enabled_mw),
+                               None if depth is None else dict(depth.fcas_revenue_by_product_dollars))
         self.state_of_charge_mwh = cleared.state_of_charge_mwh
         self.net_mw = cleared.gen_mw - cleared.load_mw
         return cleared
@@ -855,7 +923,9 @@ class _RegionReplay:
             forecast_ms_by_product=dict(prepared.forecast_ms_by_product), optimise_ms=optimise_ms,
             solve_ms=solve_ms, bid_ms=bid_ms, clear_ms=clear_ms,
             energy_forecast_by_lead=prepared.energy_forecast_by_lead, wait_ms=wait_ms, paused=controls.paused,
-            soc_floor_fraction=controls.soc_floor_fraction, manual_rebid_reason=controls.manual_rebid_reason)
+            soc_floor_fraction=controls.soc_floor_fraction, manual_rebid_reason=controls.manual_rebid_reason,
+            depth_fcas_enabled_by_product_mw=cleared.depth_fcas_enabled_mw,
+            depth_fcas_revenue_by_product_dollars=cleared.depth_fcas_revenue_by_product_dollars)
         return record, len(decision.rejected) if decision is not None else 0
 
 
@@ -1049,6 +1119,10 @@ def _summarise(config: BacktestConfig, replay: _RegionReplay, records: list[Deci
     load = np.array([r.load_mw for r in records])
     by_product = {product: math.fsum(r.fcas_revenue_by_product_dollars.get(product, 0.0) for r in records)
                   for product in replay.fcas_products}
+    depth_known = bool(records) and all(r.depth_fcas_revenue_by_product_dollars is not None for r in records)
+    depth_by_product = ({product: math.fsum((r.depth_fcas_revenue_by_product_dollars or {}).get(product, 0.0)
+                                            for r in records) for product in replay.fcas_products}
+                        if depth_known else None)
     parameters = _parameters(settings, config)
     return BacktestResult(
         config=config, fcas_products=replay.fcas_products, records=tuple(records),
@@ -1064,7 +1138,7 @@ def _summarise(config: BacktestConfig, replay: _RegionReplay, records: list[Deci
         failed_decisions=sum(r.failure is not None for r in records),
         wall_time_s=wall_time_s, forecast_quantiles=parameters.forecast_quantiles,
         forecast_leads=_forecast_leads(parameters.horizon_intervals), workers=workers,
-        intervals_without_data=intervals_without_data)
+        intervals_without_data=intervals_without_data, depth_fcas_revenue_by_product_dollars=depth_by_product)
 
 
 def run_backtest(settings: Settings, dispatch: DispatchPrices, predispatch: PredispatchPrices,
@@ -1112,6 +1186,18 @@ def run_backtest(settings: Settings, dispatch: DispatchPrices, predispatch: Pred
                 progress(done, total)
     return _summarise(config, replay, records, rejections, settings, time.perf_counter() - started, workers,
                       intervals_without_data=config.decisions - len(times))
+
+
+def end_of_run_adjustment(settings: Settings, result: BacktestResult) -> float:
+    """The end-of-run charge ($, ≤ 0) of ``result``: a run that ends with less stored energy than it started
+    with pays for refilling the shortfall at its mean ENERGY price
+    (:func:`algorithms.market.depth.end_of_run_adjustment_dollars`, the one rule every report applies)."""
+    if not result.records:
+        return 0.0
+    battery = battery_from_spec(_battery_spec(settings, result.region))
+    return end_of_run_adjustment_dollars(result.initial_state_of_charge_mwh, result.final_state_of_charge_mwh,
+                                         result.mean_energy_price_per_mwh, battery.charge_efficiency,
+                                         battery.mlf_load)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1201,32 +1287,89 @@ def _price_window(dispatch: DispatchPrices, region: str, first_interval: datetim
     return {product: np.array(window[:, index]) for index, product in enumerate(dispatch.products)}
 
 
+def depth_caps_window(settings: Settings, dispatch: DispatchPrices, region: str, first_interval: datetime,
+                      count: int) -> dict[str, FloatArray] | None:
+    """FCAS product → market-depth caps (MW per interval) of ``count`` intervals from ``first_interval``
+    (interval-ending AEST): the region's enablement (DISPATCHREGIONSUM) × ``[market_depth]
+    fcas_enablement_share`` (:func:`algorithms.market.depth.caps_by_product`). None ("price-taker only") when
+    the data has no DISPATCHREGIONSUM or lacks a value of some FCAS product of ``dispatch`` in the window."""
+    start = dispatch.interval_index(first_interval)
+    if dispatch.region_enabled_mw is None or start is None or start + count > len(dispatch.intervals):
+        return None
+    window = dispatch.region_enabled_mw[dispatch.region_index(region), start:start + count]
+    caps = caps_by_product(dispatch.products, window, settings.market_depth.fcas_enablement_share)
+    return caps if caps_cover(caps, dispatch.products) else None
+
+
+@dataclass(frozen=True)
+class BenchmarkSolve:
+    """What one perfect-foresight solve reported beside its plan: the physical plan's revenue ($), the LP
+    relaxation's (charging and discharging at once allowed, $) and the intervals in which it did so, the
+    proven bound ($), the MIP gap and the status (OPTIMAL, or TIME_LIMIT with the best plan found)."""
+
+    objective_dollars: float
+    relaxation_dollars: float
+    relaxation_simultaneous_intervals: int
+    bound_dollars: float
+    mip_gap: float
+    status: str
+
+
+def benchmark_solve_of(plan: DispatchPlan) -> BenchmarkSolve:
+    """The :class:`BenchmarkSolve` of a perfect-foresight plan ($)."""
+    return BenchmarkSolve(objective_dollars=plan.objective_dollars,
+                          relaxation_dollars=plan.relaxation_objective_dollars,
+                          relaxation_simultaneous_intervals=plan.relaxation_simultaneous_intervals,
+                          bound_dollars=plan.objective_bound_dollars, mip_gap=plan.mip_gap, status=plan.status)
+
+
 def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, region: str,
                               first_interval: datetime, count: int, include_fcas: bool, *,
-                              terminal_state_of_charge_mwh: float | None = None) -> tuple[float, float]:
+                              terminal_state_of_charge_mwh: float | None = None,
+                              enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
+                              depth_limited: bool = False,
+                              solves: list[BenchmarkSolve] | None = None) -> tuple[float, float]:
     """(energy $, FCAS $) of the perfect-foresight benchmark over ``count`` intervals from
     ``first_interval`` (interval-ending AEST) of ``region``, for the configured battery.
 
     :func:`algorithms.market.optimise.perfect_foresight`: starts at the configured initial SoC and ends with at
     least as much, knowing every price of ``dispatch`` ($/MWh, $/MW/h); FCAS $ is 0 unless
     ``include_fcas``. ``terminal_state_of_charge_mwh`` (MWh) replaces that end condition (e.g. the SoC a
-    backtest ended with, for a like-for-like upper bound). Raises BacktestError when an interval or a
-    price is missing or the LP does not solve to optimality.
+    backtest ended with, for a like-for-like upper bound). ``enablement_cap_mw`` (market depth): per
+    FCAS product, the most MW it may be enabled for in each of the ``count`` intervals (``inf`` = no cap).
+    ``depth_limited`` takes those caps from the data instead: the market depth of :func:`depth_caps_window`,
+    the same caps the clearing applies (energy stays price-taking).
+    The plan never charges and discharges in the same interval (a MILP where the LP relaxation would);
+    ``solves``, when given, receives its :class:`BenchmarkSolve` (relaxation, bound, gap). Raises
+    BacktestError when an interval or a price is missing, the depth is asked for but the data has none for
+    the window, or the solver finds no plan (a MILP stopped by the time limit with a plan counts, with its
+    gap).
     """
     prices = _price_window(dispatch, region, first_interval, count)
     battery = battery_from_spec(_battery_spec(settings, region))
     hours = hours_per_interval(settings.market.interval_minutes)
+    caps: Mapping[str, np.ndarray] | None = enablement_cap_mw
+    if depth_limited and include_fcas:
+        caps = depth_caps_window(settings, dispatch, region, first_interval, count)
+        if caps is None:
+            raise BacktestError(f"the data has no market depth (DISPATCHREGIONSUM) of every FCAS product of {region} "
+                                f"for the {count} intervals from {first_interval:%Y-%m-%d %H:%M}")
     if terminal_state_of_charge_mwh is None:
         plan = perfect_foresight(prices, battery, include_fcas=include_fcas, interval_hours=hours,
-                                 initial_soc_fraction=settings.battery.initial_soc_fraction)
+                                 initial_soc_fraction=settings.battery.initial_soc_fraction,
+                                 enablement_cap_mw=caps)
     else:
         selected: Mapping[str, np.ndarray] = prices if include_fcas else {ENERGY: prices[ENERGY]}
+        kept = {product: cap for product, cap in (caps or {}).items() if product in selected}
         plan = solve_dispatch(selected, battery, settings.battery.initial_state_of_charge_mwh,
                               terminal_state_of_charge_mwh, interval_hours=hours,
-                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S)
-    if plan.status != "OPTIMAL":
+                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, enablement_cap_mw=kept,
+                              physical_intervals=None)
+    if plan.status not in ("OPTIMAL", "TIME_LIMIT") or not plan.gen_mw.size:
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} "
                             f"({count} intervals) ended {plan.status}: {plan.status_reason}")
+    if solves is not None:
+        solves.append(benchmark_solve_of(plan))
     rrp = prices[ENERGY]
     energy = float(np.sum(hours * rrp * (battery.mlf_gen * plan.gen_mw - battery.mlf_load * plan.load_mw)))
     fcas = math.fsum(float(np.sum(hours * prices[product] * enabled))

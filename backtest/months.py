@@ -14,6 +14,12 @@ Every stretch is one :class:`~backtest.engine.BacktestConfig` (the battery start
 configured SoC); all of them run through :func:`backtest.engine.run_backtests`, in parallel. Perfect
 foresight is :func:`backtest.engine.perfect_foresight_revenue` (energy + FCAS) per stretch, with the
 products priced in every interval of it (:func:`backtest.runs.segment_market`). A row sums its stretches.
+
+**Price-taker and depth-limited.** Every row shows both: where the store holds DISPATCHREGIONSUM for every
+decided interval, FCAS is also cleared and benchmarked with each service capped at the region's enablement ×
+``[market_depth] fcas_enablement_share`` (:mod:`algorithms.market.depth`); elsewhere the depth-limited cells
+say "price-taker only". **End of run**: a stretch that ends below its starting SoC pays for refilling the
+shortfall at its mean ENERGY price (:func:`backtest.engine.end_of_run_adjustment`), in both captures.
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ import numpy as np
 
 from aemo.tables import month_label, next_month
 from algorithms.market.prices import DispatchPrices
+from backtest.compare import PRICE_TAKER_ONLY
 from backtest.engine import (
     BacktestConfig,
     BacktestResult,
+    depth_caps_window,
+    end_of_run_adjustment,
     market_prices,
     perfect_foresight_revenue,
     run_backtests,
@@ -83,6 +92,18 @@ class MonthRow:
     energy_share: float | None
     failed_decisions: int
     validation_rejections: int
+    # Market depth (DISPATCHREGIONSUM held for every decided interval): FCAS capped at the region's enablement
+    # × [market_depth] fcas_enablement_share in clearing and perfect foresight; None: price-taker only.
+    market_depth: bool = False
+    depth_fcas_revenue_dollars: float | None = None
+    depth_total_revenue_dollars: float | None = None
+    perfect_foresight_depth_dollars: float | None = None
+    capture_depth: float | None = None
+    # End of run: the charge (≤ 0 $) for stretches ending below their starting SoC (in every capture), the
+    # starting SoC (MWh, each stretch) and each stretch's SoC at its end (MWh).
+    end_of_run_adjustment_dollars: float = 0.0
+    initial_state_of_charge_mwh: float = 0.0
+    final_states_of_charge_mwh: tuple[float, ...] = ()
 
 
 def month_periods(dispatch: DispatchPrices, region: str, month: date, warmup_intervals: int) -> list[Period]:
@@ -160,19 +181,32 @@ def _file_targets(settings: Settings, regions: Sequence[str], warmup_intervals: 
 
 
 def _row(settings: Settings, target: _Target, results: Sequence[BacktestResult], market: DispatchPrices) -> MonthRow:
-    """Sum a month's stretches and their perfect foresight (energy + FCAS over the intervals decided)."""
+    """Sum a month's stretches and their perfect foresight (energy + FCAS over the intervals decided), price-taker
+    and, where the data has market depth, depth-limited; the end-of-run charge of each stretch
+    (:func:`backtest.engine.end_of_run_adjustment`) is in both captures."""
     benchmark = 0.0
+    depth_known = all(r.depth_fcas_revenue_dollars is not None for r in results)
+    depth_benchmark = 0.0
     for result in results:
         intervals = [record.dispatch_interval for record in result.records]
         for first, count in contiguous_runs(intervals):
             window = segment_market(market, target.region, first, count)
             energy, fcas = perfect_foresight_revenue(settings, window, target.region, first, count, include_fcas=True)
             benchmark += energy + fcas
+            if depth_known and depth_caps_window(settings, window, target.region, first, count) is not None:
+                energy, fcas = perfect_foresight_revenue(settings, window, target.region, first, count,
+                                                         include_fcas=True, depth_limited=True)
+                depth_benchmark += energy + fcas
+            else:
+                depth_known = False
     energy = math.fsum(r.energy_revenue_dollars for r in results)
     fcas = math.fsum(r.fcas_revenue_dollars for r in results)
     one_second = math.fsum(value for r in results for product, value in r.fcas_revenue_by_product_dollars.items()
                            if product.endswith("1SEC"))
     total = energy + fcas
+    end_of_run = math.fsum(end_of_run_adjustment(settings, r) for r in results)
+    depth_fcas = math.fsum(r.depth_fcas_revenue_dollars or 0.0 for r in results) if depth_known else None
+    depth_total = None if depth_fcas is None else energy + depth_fcas
     return MonthRow(
         month=month_label(target.month), region=target.region,
         source=STORE_ORIGIN if target.inputs.origin == STORE_ORIGIN else FILES_ORIGIN,
@@ -182,10 +216,17 @@ def _row(settings: Settings, target: _Target, results: Sequence[BacktestResult],
         intervals_without_data=sum(r.intervals_without_data for r in results),
         energy_revenue_dollars=energy, fcas_revenue_dollars=fcas, total_revenue_dollars=total,
         one_second_revenue_dollars=one_second, perfect_foresight_dollars=benchmark,
-        capture=total / benchmark if benchmark > 0 else None,
+        capture=(total + end_of_run) / benchmark if benchmark > 0 else None,
         energy_share=energy / total if total > 0 else None,
         failed_decisions=sum(r.failed_decisions for r in results),
-        validation_rejections=sum(r.validation_rejections for r in results))
+        validation_rejections=sum(r.validation_rejections for r in results),
+        market_depth=depth_known, depth_fcas_revenue_dollars=depth_fcas, depth_total_revenue_dollars=depth_total,
+        perfect_foresight_depth_dollars=depth_benchmark if depth_known else None,
+        capture_depth=((depth_total + end_of_run) / depth_benchmark
+                       if depth_total is not None and depth_benchmark > 0 else None),
+        end_of_run_adjustment_dollars=end_of_run,
+        initial_state_of_charge_mwh=settings.battery.initial_state_of_charge_mwh,
+        final_states_of_charge_mwh=tuple(r.final_state_of_charge_mwh for r in results))
 
 
 def _run_group(settings: Settings, targets: Sequence[_Target], workers: int,
@@ -232,17 +273,47 @@ def write_months(folder: Path, rows: Sequence[MonthRow]) -> tuple[Path, Path]:
         writer.writeheader()
         for row in rows:
             writer.writerow(asdict(row))
-    lines = ["| month | region | data | AEMO forecasts | FCAS markets | decisions | realised | energy / FCAS "
-             "| of which 1-second | perfect foresight | capture | failed decisions |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| month | region | data | AEMO forecasts | FCAS markets | market depth | decisions | realised "
+             "price-taker | realised depth-limited | energy / FCAS | of which 1-second | perfect foresight price-taker "
+             "| perfect foresight depth-limited | capture price-taker | capture depth-limited | end-of-run SoC charge "
+             "| SoC end MWh | failed decisions |",
+             "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: | ---: |"]
     for row in rows:
         lines.append(" | ".join([
             f"| {row.month}", row.region, row.source, "yes" if row.aemo_forecasts else "no", str(row.fcas_markets),
-            f"{row.decisions:,}", f"${row.total_revenue_dollars:,.0f}", split_text(row),
+            "yes" if row.market_depth else "no", f"{row.decisions:,}", f"${row.total_revenue_dollars:,.0f}",
+            depth_cell(row.depth_total_revenue_dollars), split_text(row),
             f"${row.one_second_revenue_dollars:,.0f}", f"${row.perfect_foresight_dollars:,.0f}",
-            "–" if row.capture is None else f"{row.capture:.1%}", f"{row.failed_decisions} |"]))
+            depth_cell(row.perfect_foresight_depth_dollars), percent_cell(row.capture),
+            PRICE_TAKER_ONLY if not row.market_depth else percent_cell(row.capture_depth),
+            dollars_cell(row.end_of_run_adjustment_dollars), soc_text(row), f"{row.failed_decisions} |"]))
     markdown_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return csv_path, markdown_path
+
+
+def dollars_cell(value: float) -> str:
+    """Whole dollars with the sign before the $: ``$1,234``, ``−$1,234``, ``$0``."""
+    rounded = round(value)
+    return f"−${-rounded:,.0f}" if rounded < 0 else f"${rounded:,.0f}"
+
+
+def depth_cell(value: float | None) -> str:
+    """A depth-limited dollar figure, or ``price-taker only`` where the data has no market depth."""
+    return PRICE_TAKER_ONLY if value is None else f"${value:,.0f}"
+
+
+def percent_cell(value: float | None) -> str:
+    """A fraction as a percentage with one decimal (``–`` for none)."""
+    return "–" if value is None else f"{value:.1%}"
+
+
+def soc_text(row: MonthRow) -> str:
+    """The SoC (MWh) each stretch ended at, from the starting SoC: e.g. ``97 → 97 / 60``."""
+    if not row.final_states_of_charge_mwh:
+        return "–"
+    ends = " / ".join(f"{soc:.0f}" for soc in row.final_states_of_charge_mwh)
+    return f"{row.initial_state_of_charge_mwh:.0f} → {ends}"
 
 
 def split_text(row: MonthRow) -> str:
@@ -252,4 +323,5 @@ def split_text(row: MonthRow) -> str:
     return f"{row.energy_share:.0%} / {1 - row.energy_share:.0%}"
 
 
-__all__ = ["MonthRow", "month_periods", "run_months", "split_text", "write_months"]
+__all__ = ["MonthRow", "depth_cell", "dollars_cell", "month_periods", "percent_cell", "run_months", "soc_text",
+           "split_text", "write_months"]

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aemo.mms import load_dispatch_prices, load_predispatch_prices
+from aemo.mms import REGION_SUM_TABLE, load_dispatch_prices, load_predispatch_prices, load_region_enablement
 from aemo.price_thresholds import read_price_thresholds, with_price_thresholds
 from aemo.store import MANIFEST_NAME, MarketStore
 from aemo.store_prices import StoreCoverageError, describe_holdings, held_dispatch, held_span, load_store_prices
@@ -54,6 +54,9 @@ from backtest.engine import (
     BacktestConfig,
     BacktestError,
     BacktestResult,
+    BenchmarkSolve,
+    depth_caps_window,
+    end_of_run_adjustment,
     market_prices,
     perfect_foresight_revenue,
     run_backtest,
@@ -150,11 +153,13 @@ def file_sha256(path: Path) -> str:
 
 
 def table_of(name: str) -> str | None:
-    """The MMS table a file name says it holds (PREDISPATCHPRICE / DISPATCHPRICE / MARKET_PRICE_THRESHOLDS),
-    or None."""
+    """The MMS table a file name says it holds (PREDISPATCHPRICE / DISPATCHPRICE / MARKET_PRICE_THRESHOLDS /
+    DISPATCHREGIONSUM), or None."""
     upper = name.upper()
     if THRESHOLDS_TABLE in upper:
         return THRESHOLDS_TABLE
+    if REGION_SUM_TABLE in upper:
+        return REGION_SUM_TABLE
     if PREDISPATCH_TABLE in upper:
         return PREDISPATCH_TABLE
     if DISPATCH_TABLE in upper:
@@ -174,12 +179,14 @@ def _folder_files(folder: Path, table: str) -> list[Path]:
 
 def data_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
     """The DISPATCHPRICE and PREDISPATCHPRICE files of ``paths`` (folders and/or files), absolute and in
-    order, and any MARKET_PRICE_THRESHOLDS files; RunError for a path that does not exist, a file whose name
-    names none of the tables, or no DISPATCHPRICE file (PREDISPATCHPRICE is optional: without it the strategy
+    order, and any MARKET_PRICE_THRESHOLDS and DISPATCHREGIONSUM (market depth) files; RunError for a path
+    that does not exist, a file whose name names none of the tables, or no DISPATCHPRICE file
+    (PREDISPATCHPRICE is optional: without it the strategy
     plans on its own; MARKET_PRICE_THRESHOLDS too: without it the configured price limits apply)."""
     if not paths:
         raise RunError("no --data given")
-    tables: dict[str, list[Path]] = {DISPATCH_TABLE: [], PREDISPATCH_TABLE: [], THRESHOLDS_TABLE: []}
+    tables: dict[str, list[Path]] = {DISPATCH_TABLE: [], PREDISPATCH_TABLE: [], THRESHOLDS_TABLE: [],
+                                     REGION_SUM_TABLE: []}
     for given in paths:
         path = Path(given).expanduser().resolve()
         if not path.exists():
@@ -218,11 +225,13 @@ def _as_one_path(files: Sequence[Path], table: str) -> Iterator[Path]:
 
 def load_inputs(paths: Sequence[Path]) -> MarketInputs:
     """Load DISPATCHPRICE and (when given) PREDISPATCHPRICE from ``paths`` (see :func:`data_files`) and hash
-    every file; without PREDISPATCHPRICE the pre-dispatch table is empty. Raises RunError or
+    every file; without PREDISPATCHPRICE the pre-dispatch table is empty; DISPATCHREGIONSUM, when given,
+    attaches the market depth (:func:`aemo.mms.load_region_enablement`). Raises RunError or
     aemo.errors.MmsFormatError (naming the file) when they cannot be used."""
     tables = data_files(paths)
     with _as_one_path(tables[DISPATCH_TABLE], DISPATCH_TABLE) as path:
         dispatch = load_dispatch_prices(path)
+    dispatch = load_region_enablement(dispatch, tables[REGION_SUM_TABLE])
     predispatch = PredispatchPrices.empty(dispatch.products)
     if tables[PREDISPATCH_TABLE]:
         with _as_one_path(tables[PREDISPATCH_TABLE], PREDISPATCH_TABLE) as path:
@@ -521,15 +530,17 @@ def choose_inputs(settings: Settings, strategy: Strategy, region: str, *, data: 
 
 
 def data_line(inputs: MarketInputs, region: str, period: Period) -> str:
-    """One line saying which data a run reads: the source, AEMO's forecasts or not, the FCAS markets and the
-    period's intervals without data."""
+    """One line saying which data a run reads: the source, AEMO's forecasts or not, the FCAS markets, market
+    depth or not, and the period's intervals without data."""
     where = (f"the market store {inputs.sources[0]}" if inputs.origin == STORE_ORIGIN
              else ", ".join(str(source) for source in inputs.sources))
     fcas = len(inputs.dispatch.products) - 1
     priced = intervals_with_prices(inputs.dispatch, region, period)
     gaps = period.intervals - priced
     forecasts = "with AEMO's pre-dispatch forecasts" if inputs.has_predispatch else "without AEMO's forecasts"
-    return (f"data: {where} ({len(inputs.files)} files), {fcas} FCAS markets, {forecasts}; "
+    depth = ("market depth from DISPATCHREGIONSUM" if inputs.dispatch.region_enabled_mw is not None
+             else "no DISPATCHREGIONSUM (FCAS price-taker only)")
+    return (f"data: {where} ({len(inputs.files)} files), {fcas} FCAS markets, {forecasts}, {depth}; "
             f"{priced} of {period.intervals} intervals have prices" + (f" ({gaps} without data)" if gaps else ""))
 
 
@@ -668,24 +679,75 @@ def engine_run(settings: Settings, inputs: MarketInputs, config: BacktestConfig,
                         workers=workers)
 
 
-def _results(result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float) -> dict[str, Any]:
+def depth_limited_results(result: BacktestResult, pf_depth_dollars: float | None, end_of_run_dollars: float,
+                          share: float) -> dict[str, Any] | None:
+    """The depth-limited figures of a run ($, fractions): FCAS capped at the region's enablement × ``share``
+    in clearing and in perfect foresight (``pf_depth_dollars``, energy + FCAS), energy price-taking, the
+    end-of-run charge included. None ("price-taker only") when the data has no market depth for the run."""
+    depth_fcas = result.depth_fcas_revenue_dollars
+    if depth_fcas is None or result.depth_fcas_revenue_by_product_dollars is None or pf_depth_dollars is None:
+        return None
+    total = result.energy_revenue_dollars + depth_fcas
+    return {
+        "fcas_enablement_share": share,
+        "fcas_revenue_dollars": depth_fcas,
+        "fcas_revenue_by_product_dollars": dict(result.depth_fcas_revenue_by_product_dollars),
+        "total_revenue_dollars": total,
+        "credited_revenue_dollars": total + end_of_run_dollars,
+        "perfect_foresight_energy_fcas_dollars": pf_depth_dollars,
+        "capture_total": _ratio(total + end_of_run_dollars, pf_depth_dollars),
+    }
+
+
+def benchmark_figures(energy_fcas: Sequence[BenchmarkSolve], energy_only: Sequence[BenchmarkSolve]) -> dict[str, Any]:
+    """The physical benchmark beside its LP relaxation, summed over the stretches of a run ($): relaxation
+    values, intervals in which the relaxation charged and discharged at once, the largest MIP gap and
+    whether every stretch solved to optimality."""
+    figures: dict[str, Any] = {}
+    for label, solves in (("energy_fcas", energy_fcas), ("energy_only", energy_only)):
+        figures[f"{label}_relaxation_dollars"] = math.fsum(s.relaxation_dollars for s in solves)
+        figures[f"{label}_bound_dollars"] = math.fsum(s.bound_dollars for s in solves)
+        figures[f"{label}_relaxation_simultaneous_intervals"] = sum(s.relaxation_simultaneous_intervals
+                                                                    for s in solves)
+        figures[f"{label}_mip_gap"] = max((s.mip_gap for s in solves), default=0.0)
+        figures[f"{label}_optimal"] = all(s.status == "OPTIMAL" for s in solves)
+    return figures
+
+
+def _results(result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float,
+             benchmark: Mapping[str, Any] | None = None, *, end_of_run_dollars: float = 0.0,
+             depth: dict[str, Any] | None = None) -> dict[str, Any]:
     pf_energy = float(ledger["pf_energy_revenue_dollars"].sum())
     pf_fcas_by_product = {p: float(ledger[f"pf_fcas_revenue_dollars_{p}"].sum()) for p in result.fcas_products}
     pf_total = float(ledger["pf_total_revenue_dollars"].sum())
+    relaxation = dict(benchmark or {})
+    relaxed_total = relaxation.get("energy_fcas_relaxation_dollars")
+    relaxed_energy = relaxation.get("energy_only_relaxation_dollars")
     return {
         "decisions": len(result.records),
         "energy_revenue_dollars": result.energy_revenue_dollars,
         "fcas_revenue_dollars": result.fcas_revenue_dollars,
         "fcas_revenue_by_product_dollars": dict(result.fcas_revenue_by_product_dollars),
         "total_revenue_dollars": result.total_revenue_dollars,
+        "end_of_run_adjustment_dollars": end_of_run_dollars,
+        "credited_revenue_dollars": result.total_revenue_dollars + end_of_run_dollars,
         "perfect_foresight": {
             "energy_only_dollars": pf_energy_only,
             "energy_fcas_dollars": pf_total,
             "energy_fcas_energy_dollars": pf_energy,
             "energy_fcas_fcas_by_product_dollars": pf_fcas_by_product,
+            "physical": True,
+            **relaxation,
         },
-        "capture_total": _ratio(result.total_revenue_dollars, pf_total),
-        "capture_energy": _ratio(result.energy_revenue_dollars, pf_energy_only),
+        "capture_total": _ratio(result.total_revenue_dollars + end_of_run_dollars, pf_total),
+        "capture_energy": _ratio(result.energy_revenue_dollars + end_of_run_dollars, pf_energy_only),
+        "capture_total_vs_relaxation": (None if relaxed_total is None
+                                        else _ratio(result.total_revenue_dollars + end_of_run_dollars,
+                                                    relaxed_total)),
+        "capture_energy_vs_relaxation": (None if relaxed_energy is None
+                                         else _ratio(result.energy_revenue_dollars + end_of_run_dollars,
+                                                     relaxed_energy)),
+        "depth_limited": depth,
         "initial_state_of_charge_mwh": result.initial_state_of_charge_mwh,
         "final_state_of_charge_mwh": result.final_state_of_charge_mwh,
         "throughput_mwh": result.throughput_mwh,
@@ -705,8 +767,13 @@ def _skill(skills: Sequence[LeadSkill], levels: Sequence[float]) -> dict[str, An
 
 
 def build_summary(spec: RunSpec, result: BacktestResult, ledger: pd.DataFrame, pf_energy_only: float,
-                  skills: Sequence[LeadSkill], levels: Sequence[float]) -> dict[str, Any]:
-    """The run's ``summary.json`` content (deterministic: no timing, no time of running)."""
+                  skills: Sequence[LeadSkill], levels: Sequence[float],
+                  benchmark: Mapping[str, Any] | None = None, *, end_of_run_dollars: float = 0.0,
+                  depth: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's ``summary.json`` content (deterministic: no timing, no time of running). ``benchmark``: the
+    LP relaxation beside the physical benchmark (:func:`benchmark_figures`); ``end_of_run_dollars`` (≤ 0,
+    :func:`backtest.engine.end_of_run_adjustment`) is in every capture; ``depth`` the depth-limited figures
+    (:func:`depth_limited_results`; None: price-taker only)."""
     pi_id = (perfect_information_spec(spec).run_id
              if supports_forecast_source() and spec.forecast_source != PERFECT_INFORMATION_SOURCE else None)
     return {
@@ -732,7 +799,8 @@ def build_summary(spec: RunSpec, result: BacktestResult, ledger: pd.DataFrame, p
         "settings": spec.settings,
         "command": spec.command(),
         "fcas_products": list(result.fcas_products),
-        "results": _results(result, ledger, pf_energy_only),
+        "results": _results(result, ledger, pf_energy_only, benchmark, end_of_run_dollars=end_of_run_dollars,
+                            depth=depth),
         "forecast_skill": _skill(skills, levels),
     }
 
@@ -748,29 +816,53 @@ def segment_market(market: DispatchPrices, region: str, first_interval: datetime
                                      start:start + count], dtype=np.float64)
     priced = np.asarray(np.isfinite(window).all(axis=(0, 1)), dtype=bool)
     priced[0] = True
+    enabled = (None if market.region_enabled_mw is None else
+               np.array(market.region_enabled_mw[market.region_index(region):market.region_index(region) + 1,
+                                                 start:start + count][:, :, priced]))
     return DispatchPrices(intervals=np.array(market.intervals[start:start + count]), regions=(region,),
                           products=tuple(p for p, kept in zip(market.products, priced, strict=True) if kept),
-                          price=np.array(window[:, :, priced]))
+                          price=np.array(window[:, :, priced]), region_enabled_mw=enabled)
 
 
 def perfect_foresight_of(settings: Settings, market: DispatchPrices, region: str, intervals: Sequence[datetime],
-                         fcas_products: Sequence[str]) -> tuple[pd.DataFrame, float]:
+                         fcas_products: Sequence[str]) -> tuple[pd.DataFrame, float, dict[str, Any]]:
     """Perfect foresight over the backtest's dispatch ``intervals`` (AEST, sorted): the per-interval ledger
     (energy + FCAS, :func:`backtest.ledger.perfect_foresight_ledger`) and the energy-only revenue ($,
     :func:`backtest.engine.perfect_foresight_revenue`). Over a gap in the data the battery can do nothing:
     each stretch of consecutive intervals (:func:`backtest.ledger.contiguous_runs`) is its own benchmark,
-    starting at the configured SoC and ending with at least as much; their sums are the run's."""
+    starting at the configured SoC and ending with at least as much; their sums are the run's. The third
+    element: :func:`benchmark_figures` (the LP relaxation's values beside the physical benchmark)."""
     ledgers: list[pd.DataFrame] = []
     energy_only = 0.0
+    energy_fcas_solves: list[BenchmarkSolve] = []
+    energy_only_solves: list[BenchmarkSolve] = []
     for first, count in contiguous_runs(list(intervals)):
         window = segment_market(market, region, first, count)
-        ledgers.append(perfect_foresight_ledger(settings, window, region, first, count))
-        energy_only += perfect_foresight_revenue(settings, window, region, first, count, include_fcas=False)[0]
+        ledgers.append(perfect_foresight_ledger(settings, window, region, first, count, solves=energy_fcas_solves))
+        energy_only += perfect_foresight_revenue(settings, window, region, first, count, include_fcas=False,
+                                                 solves=energy_only_solves)[0]
     pf = pd.concat(ledgers, ignore_index=True) if len(ledgers) > 1 else ledgers[0]
     for product in fcas_products:
         for column in (f"pf_fcas_enabled_mw_{product}", f"pf_fcas_revenue_dollars_{product}"):
             pf[column] = pf[column].fillna(0.0) if column in pf.columns else 0.0
-    return pf, energy_only
+    return pf, energy_only, benchmark_figures(energy_fcas_solves, energy_only_solves)
+
+
+def depth_perfect_foresight(settings: Settings, market: DispatchPrices, region: str,
+                            intervals: Sequence[datetime]) -> float | None:
+    """Depth-limited perfect foresight (energy + FCAS $) over the backtest's dispatch ``intervals`` (AEST,
+    sorted), stretch by stretch as :func:`perfect_foresight_of`, with every FCAS enablement capped at the
+    market depth the clearing used (:func:`backtest.engine.depth_caps_window`). None ("price-taker only")
+    when the data lacks the depth of some stretch."""
+    total = 0.0
+    for first, count in contiguous_runs(list(intervals)):
+        window = segment_market(market, region, first, count)
+        if depth_caps_window(settings, window, region, first, count) is None:
+            return None
+        energy, fcas = perfect_foresight_revenue(settings, window, region, first, count, include_fcas=True,
+                                                 depth_limited=True)
+        total += energy + fcas
+    return total
 
 
 def execute_run(settings: Settings, inputs: MarketInputs, spec: RunSpec, *, workers: int | None = None,
@@ -789,7 +881,7 @@ def execute_run(settings: Settings, inputs: MarketInputs, spec: RunSpec, *, work
                             f"{spec.period.first_interval} .. {spec.period.last_interval}")
     backtest_s = time.perf_counter() - started
     pf_started = time.perf_counter()
-    pf, energy = perfect_foresight_of(effective, market, spec.region,
+    pf, energy, benchmark = perfect_foresight_of(effective, market, spec.region,
                                       [record.dispatch_interval for record in result.records],
                                       result.fcas_products)
     pf_s = time.perf_counter() - pf_started
@@ -799,7 +891,13 @@ def execute_run(settings: Settings, inputs: MarketInputs, spec: RunSpec, *, work
     region = inputs.dispatch.region_index(spec.region)
     skills = forecast_skill_by_lead(ledger, leads, levels, inputs.dispatch.intervals,
                                     inputs.dispatch.price[region, :, 0])
-    summary = build_summary(spec, result, ledger, energy, skills, levels)
+    intervals = [record.dispatch_interval for record in result.records]
+    pf_depth = (depth_perfect_foresight(effective, market, spec.region, intervals)
+                if result.depth_fcas_revenue_by_product_dollars is not None else None)
+    end_of_run = end_of_run_adjustment(effective, result)
+    depth = depth_limited_results(result, pf_depth, end_of_run, effective.market_depth.fcas_enablement_share)
+    summary = build_summary(spec, result, ledger, energy, skills, levels, benchmark, end_of_run_dollars=end_of_run,
+                            depth=depth)
     timing = {
         "run_id": spec.run_id,
         "finished_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -2,8 +2,8 @@
 
 ``python -m bench.dispatch_lp [--repeats N] [--region SA1] [--horizon 288]`` times
 :func:`algorithms.market.optimise.solve_dispatch` (validation, build, solve and reading the plan back) with
-the highspy matrix build and with the PuLP build on the same windows of the DISPATCHPRICE data
-(consecutive days, every FCAS product of the data, the configured battery, start = end = the
+the highspy backend and with the PuLP backend (the same matrix loaded into PuLP) on the same windows of the
+DISPATCHPRICE data (consecutive days, every FCAS product of the data, the configured battery, start = end = the
 configured initial SoC), alternating the two so both see the same machine load. Prints the median and
 p95 wall time (ms) per backend, the median thread CPU time (less sensitive to other processes) and the
 largest relative difference between the two objectives. No stack needed.

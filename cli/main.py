@@ -488,6 +488,27 @@ def bench_market(
     raise typer.Exit(int(code))
 
 
+@bench_app.command("perfect-foresight")
+def bench_perfect_foresight(
+    ctx: typer.Context,
+    region: Annotated[str, typer.Option(help="NEM region.")] = "SA1",
+    start: Annotated[datetime, typer.Option(
+        formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"],
+        help="First interval, interval-ending AEST.")] = datetime(2021, 1, 15, 4, 5),
+    intervals: Annotated[int, typer.Option(min=1, help="5-minute intervals of the window.")] = 288,
+    fcas: Annotated[bool, typer.Option("--fcas/--energy-only", help="Also energy + FCAS.")] = False,
+) -> None:
+    """Perfect foresight as physics allows: physical MILP vs LP relaxation, value, gap, solve times."""
+    from bench.perfect_foresight import main
+
+    settings = load(ctx)
+    try:
+        code = main(settings, region=region, start=start, intervals=intervals, fcas=fcas)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(int(code))
+
+
 @bench_app.command("sweep")
 def bench_sweep(
     ctx: typer.Context,
@@ -750,7 +771,15 @@ def backtest_months(
 
     from aemo.tables import parse_month
     from backtest.engine import DEFAULT_WORKERS
-    from backtest.months import run_months, split_text, write_months
+    from backtest.months import (
+        depth_cell,
+        dollars_cell,
+        percent_cell,
+        run_months,
+        soc_text,
+        split_text,
+        write_months,
+    )
 
     settings = load(ctx)
     chosen = region or ["SA1", "NSW1"]
@@ -780,16 +809,26 @@ def backtest_months(
         csv_path, markdown_path = write_months(out, rows)
     table = Table(title="Backtests by month and region (capture vs perfect foresight over the same intervals)",
                   title_justify="left")
-    for column in ("month", "region", "data", "AEMO forecasts", "FCAS markets", "decisions", "realised $",
-                   "energy / FCAS", "1-second $", "perfect foresight $", "capture", "failed decisions"):
+    for column in ("month", "region", "data", "AEMO forecasts", "FCAS markets", "market depth", "decisions",
+                   "realised price-taker", "realised depth-limited", "energy / FCAS", "PF price-taker",
+                   "PF depth-limited", "capture price-taker", "capture depth-limited", "end-of-run SoC charge",
+                   "SoC end MWh", "failed decisions"):
         table.add_column(column, justify="left" if column in ("month", "region", "data") else "right")
     for row in rows:
         table.add_row(row.month, row.region, row.source, "yes" if row.aemo_forecasts else "no", str(row.fcas_markets),
-                      f"{row.decisions:,}", f"{row.total_revenue_dollars:,.0f}", split_text(row),
-                      f"{row.one_second_revenue_dollars:,.0f}", f"{row.perfect_foresight_dollars:,.0f}",
-                      "–" if row.capture is None else f"{row.capture:.1%}", str(row.failed_decisions))
+                      "yes" if row.market_depth else "no", f"{row.decisions:,}", f"${row.total_revenue_dollars:,.0f}",
+                      depth_cell(row.depth_total_revenue_dollars), split_text(row),
+                      f"${row.perfect_foresight_dollars:,.0f}", depth_cell(row.perfect_foresight_depth_dollars),
+                      percent_cell(row.capture),
+                      percent_cell(row.capture_depth) if row.market_depth else depth_cell(None),
+                      dollars_cell(row.end_of_run_adjustment_dollars), soc_text(row), str(row.failed_decisions))
+    shown_note = ("Depth-limited: FCAS capped at the region's enabled MW (DISPATCHREGIONSUM) x "
+                  f"{settings.market_depth.fcas_enablement_share:g} in clearing and perfect foresight; energy is "
+                  "price-taking. Captures include the end-of-run SoC charge (shortfall refilled at the run's mean "
+                  "energy price).")
     shown = console()
     shown.print(table)
+    shown.print(shown_note, highlight=False, soft_wrap=True)
     shown.print(f"written: {csv_path}, {markdown_path}", highlight=False, soft_wrap=True)
 
 

@@ -35,7 +35,9 @@ Simplifications of the simulated market (a real market adapter implements the sa
   never double counted, even under concurrent submissions.
 
 Prices: ENERGY $/MWh (RRP), FCAS $/MW/h; times are interval-ending AEST (naive) inside, UTC protobuf
-timestamps on the wire.
+timestamps on the wire. Market depth: where the data has DISPATCHREGIONSUM (the market store), each FCAS
+enablement is capped at ``[market_depth] fcas_enablement_share`` × the MW the region enabled of the service
+(:mod:`algorithms.market.depth`); energy is price-taking.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from algorithms.market.clearing import (
     to_market_outcome,
     with_administered_pricing,
 )
+from algorithms.market.depth import interval_caps_mw
 from algorithms.market.prices import DispatchPrices
 from models import bids as bid_store
 from models.db import connect, migrate
@@ -321,6 +324,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         battery: BatterySettings,
         rules: MarketRules,
         further_units: Sequence[RegisteredUnit] = (),
+        fcas_enablement_share: float | None = None,
     ) -> None:
         units = [RegisteredUnit(battery_spec_from_settings(battery), battery.initial_state_of_charge_mwh),
                  *further_units]
@@ -330,6 +334,9 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         self._prices = dispatch_prices
         self._units = {unit.spec.unit_id: unit for unit in units}
         self._rules = rules
+        # Market depth: FCAS enablement capped at this share of the region's enabled MW where the data has
+        # DISPATCHREGIONSUM (None: price-taking FCAS).
+        self._fcas_enablement_share = fcas_enablement_share
 
     # gRPC methods -----------------------------------------------------------------------------
 
@@ -467,12 +474,16 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         if covering is None:
             return idle_outcome(dispatch_interval, state_of_charge_mwh, prices,
                                 "no accepted bid covers this interval: dispatched 0 MW")
+        caps = (None if self._fcas_enablement_share is None else
+                interval_caps_mw(self._prices.enabled_at(unit.spec.region, dispatch_interval),
+                                 self._fcas_enablement_share))
         clearing = clear_interval(
             covering.bid(), dispatch_interval, prices,
             state_of_charge_mwh=state_of_charge_mwh,
             previous_net_mw=previous_net_mw,
             battery=unit.spec,
             interval_minutes=self._rules.interval_minutes,
+            enablement_cap_mw=caps,
         )
         return to_market_outcome(clearing)
 
@@ -631,7 +642,8 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
         # PriceLimitsUnknownError: a trading day of the data whose year no source covers
         dispatch_prices = with_administered_pricing(historical, rules)
         market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules,
-                                 [*portfolio_units, *fleet_units])
+                                 [*portfolio_units, *fleet_units],
+                                 fcas_enablement_share=settings.market_depth.fcas_enablement_share)
     server = secure_server(security, SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)
     add_health(server, [SERVICE_NAME])

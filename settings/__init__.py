@@ -480,6 +480,15 @@ class BidServiceSettings:
 
 
 @dataclass(frozen=True)
+class MarketDepthSettings:
+    """Market depth: how much of a region's FCAS enablement the unit may win (``[market_depth]``)."""
+
+    # Share of the MW the region actually enabled of each FCAS service in an interval (its LOCALDISPATCH in
+    # DISPATCHREGIONSUM) the unit may be enabled for, in (0, 1]. Energy is price-taking (no cap).
+    fcas_enablement_share: float = 0.5
+
+
+@dataclass(frozen=True)
 class Settings:
     """All configuration, as loaded by :func:`load_settings`."""
 
@@ -496,6 +505,7 @@ class Settings:
     market_store: MarketStoreSettings = field(default_factory=MarketStoreSettings)
     pools: PoolSettings = field(default_factory=PoolSettings)
     bid_service: BidServiceSettings = field(default_factory=BidServiceSettings)
+    market_depth: MarketDepthSettings = field(default_factory=MarketDepthSettings)
     # Every unit of the portfolio (batteries and the VPP fleet unit); see :func:`_units`. Empty only for a
     # Settings built by hand: :attr:`portfolio` then derives it from ``battery``, ``cycle`` and ``coopt``.
     units: tuple[UnitSettings, ...] = ()
@@ -667,6 +677,11 @@ def _bid_service(table: dict[str, Any]) -> BidServiceSettings:
     if bid_service.aemo_poll_attempts < 0:
         raise ValueError(f"bid_service.aemo_poll_attempts must be at least 0, got {bid_service.aemo_poll_attempts}")
     return bid_service
+def _market_depth(table: dict[str, Any]) -> MarketDepthSettings:
+    depth = MarketDepthSettings(**{key: float(value) for key, value in table.items()})
+    if not 0 < depth.fcas_enablement_share <= 1:
+        raise ValueError(f"market_depth.fcas_enablement_share must be in (0, 1], got {depth.fcas_enablement_share}")
+    return depth
 
 
 def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
@@ -742,6 +757,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         market_store=_market_store(raw.get("market_store", {})),
         pools=_pools(raw.get("pools", {})),
         bid_service=_bid_service(raw.get("bid_service", {})),
+        market_depth=_market_depth(raw.get("market_depth", {})),
         archive=ArchiveSettings(**a),
         database_url=database_url,
     )

@@ -96,7 +96,14 @@ def test_summary_totals_are_the_ledger_sums(first_run: Path) -> None:
         assert ledger[f"fcas_revenue_dollars_{product}"].sum() == pytest.approx(dollars, abs=1e-6)
     pf = results["perfect_foresight"]
     assert ledger["pf_total_revenue_dollars"].sum() == pytest.approx(pf["energy_fcas_dollars"], abs=1e-6)
-    assert results["capture_total"] == pytest.approx(results["total_revenue_dollars"] / pf["energy_fcas_dollars"])
+    # Captures are after the end-of-run SoC charge (≤ 0; a run ending below its starting SoC pays to refill).
+    charge = results["end_of_run_adjustment_dollars"]
+    assert charge <= 0.0 and results["credited_revenue_dollars"] == pytest.approx(results["total_revenue_dollars"]
+                                                                                 + charge)
+    assert (charge < 0) == (results["final_state_of_charge_mwh"] < results["initial_state_of_charge_mwh"] - 1e-9)
+    assert results["capture_total"] == pytest.approx((results["total_revenue_dollars"] + charge)
+                                                     / pf["energy_fcas_dollars"])
+    assert results["depth_limited"] is None  # the embedded January 2021 has no DISPATCHREGIONSUM
     assert (ledger["vs_pf_dollars"] == ledger["total_revenue_dollars"] - ledger["pf_total_revenue_dollars"]).all()
     intervals = pd.to_datetime(ledger["dispatch_interval"])
     assert (intervals.diff().dropna() == pd.Timedelta(minutes=5)).all()

@@ -147,7 +147,18 @@ def test_comparison_tables_of_one_run() -> None:
     assert benchmark["capture total"] == "51.9%"
     assert benchmark["value of perfect information"] == "25"
     revenue = {row[0].strip(): row[1] for row in tables["Realised revenue, $"].rows}
-    assert revenue == {"energy": "40", "RAISEREG": "15", "FCAS": "15", "total": "55"}
+    assert revenue == {"energy": "40", "RAISEREG": "15", "FCAS": "15", "total": "55",
+                       "FCAS depth-limited": "price-taker only", "total depth-limited": "price-taker only",
+                       "end-of-run SoC charge": "0"}
+    assert benchmark["capture total depth-limited"] == "price-taker only"
+    depth = {"fcas_revenue_dollars": 6.0, "total_revenue_dollars": 46.0, "perfect_foresight_energy_fcas_dollars": 92.0,
+             "capture_total": 0.5}
+    deep = {**summary, "results": {**summary["results"], "depth_limited": depth}}
+    tables = {t.title: t for t in comparison_tables([RunView("A", deep, ledger, informed)])}
+    benchmark = {row[0]: row[1] for row in tables["Against perfect foresight, $"].rows}
+    revenue = {row[0].strip(): row[1] for row in tables["Realised revenue, $"].rows}
+    assert (revenue["total"], revenue["total depth-limited"]) == ("55", "46")
+    assert (benchmark["PF energy + FCAS depth-limited"], benchmark["capture total depth-limited"]) == ("92", "50.0%")
     spikes = tables["Spike events, $"].rows
     assert len(spikes) == 1 and spikes[0][-1] == "-50"
     assert dollars(-0.4) == "0" and dollars(None) == "-" and percent(float("nan")) == "-"

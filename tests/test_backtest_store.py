@@ -271,7 +271,8 @@ def test_the_regimes_table_of_a_month(state_dir: Path, tmp_path: Path) -> None:
     assert 0 < row["capture"] <= 1.0 + 1e-9
     assert abs(row["total_revenue_dollars"] - row["energy_revenue_dollars"] - row["fcas_revenue_dollars"]) < 1e-6
     markdown = (tmp_path / "months" / "months.md").read_text()
-    assert "| 2025-01 | SA1 | store | no | 10 | 864 |" in markdown
+    assert "| 2025-01 | SA1 | store | no | 10 | no | 864 |" in markdown  # no DISPATCHREGIONSUM in this store
+    assert "price-taker only" in markdown and not row["market_depth"]
     assert "2025-01" in stdout and "months.csv" in stdout
 
 
@@ -289,7 +290,8 @@ def test_write_months_rounds_and_marks_missing_benchmarks(tmp_path: Path) -> Non
                    total_revenue_dollars=0.0, one_second_revenue_dollars=0.0, perfect_foresight_dollars=0.0,
                    capture=None, energy_share=None, failed_decisions=0, validation_rejections=0)
     _, markdown = write_months(tmp_path, [row])
-    assert "| 2021-01 | SA1 | files | yes | 8 | 10 | $0 | – | $0 | $0 | – | 0 |" in markdown.read_text()
+    assert ("| 2021-01 | SA1 | files | yes | 8 | no | 10 | $0 | price-taker only | – | $0 | $0 | price-taker only "
+            "| – | price-taker only | $0 | – | 0 |") in markdown.read_text()
 
 
 # --------------------------------------------------------------------------------------------------

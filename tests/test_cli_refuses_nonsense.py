@@ -140,6 +140,8 @@ BAD_COMMANDS: list[tuple[list[str], str]] = [
     (["bench", "market", "--days", "0"], ""),
     (["bench", "aemo-submit", "--bids", "0"], ""),
     (["up", "--market", "aemo"], ""),
+    (["bench", "perfect-foresight", "--intervals", "0"], ""),
+    (["bench", "perfect-foresight", "--start", "2019-06-01T04:05"], "no interval ending 2019-06-01 04:05"),
     (["demo", "--intervals", "0"], ""),
     (["worker", "pool", "nosuchkind"], ""),
     (["status"], "parts down"),

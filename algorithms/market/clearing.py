@@ -20,7 +20,10 @@ Follows shared/NEM.md ("Clearing", "Joint capacity"). For one unit and one dispa
    dispatch p (on net output, :mod:`algorithms.market.trapezium`: a LOAD offer's corners are mirrored).
    Where a service is offered in both directions (a bidirectional unit's regulation), the offer of the side
    p is on enables the service: each offer's trapezium lies on its own side, and the larger of the two
-   enablements counts (at p = 0 both sides may allow it; they never add up).
+   enablements counts (at p = 0 both sides may allow it; they never add up). **Market depth**: where the
+   caller gives ``enablement_cap_mw`` (a share of the MW the region actually enabled of the service,
+   :mod:`algorithms.market.depth`), the enablement is capped there too, before joint capacity. Energy has no
+   such cap: it is price-taking.
 6. **Joint capacity** with registered power P: p + r_RAISEREG ≤ P and, for each contingency raise
    service s, p + r_s + r_RAISEREG ≤ P; −p + l_LOWERREG ≤ P and −p + l_s + l_LOWERREG ≤ P for each
    contingency lower service. Contingency services stack (each is limited on its own). Regulation is
@@ -231,12 +234,15 @@ def _check_inputs(prices: Mapping[str, float], state_of_charge_mwh: float, previ
 
 def clear_interval(bid: bid_pb2.Bid, dispatch_interval: datetime, prices: Mapping[str, float], *,
                    state_of_charge_mwh: float, previous_net_mw: float, battery: common_pb2.BatterySpec,
-                   interval_minutes: int = 5) -> IntervalClearing:
+                   interval_minutes: int = 5,
+                   enablement_cap_mw: Mapping[str, float] | None = None) -> IntervalClearing:
     """Clear ``bid`` for the interval ending ``dispatch_interval`` (AEST) at regional ``prices``.
 
     ``prices`` maps product names to prices (ENERGY → RRP $/MWh, FCAS → $/MW/h);
     ``state_of_charge_mwh`` is the stored energy (MWh) at the start of the interval and
-    ``previous_net_mw`` the net output (MW) of the interval before. Rules in the module docstring.
+    ``previous_net_mw`` the net output (MW) of the interval before. ``enablement_cap_mw`` (FCAS product →
+    MW; None or NaN: no cap) is the market-depth cap on each service's enablement. Rules in the module
+    docstring.
     Raises ValueError when the RRP is missing or not finite, the bid is for another unit, or an offer's
     band prices and availabilities differ in number.
     """
@@ -299,6 +305,10 @@ def clear_interval(bid: bid_pb2.Bid, dispatch_interval: datetime, prices: Mappin
     for product, offers in fcas.items():
         enabled[product] = _fcas_enabled_mw(product, offers, used_prices.get(product), net, params.power_mw,
                                             notes)
+        cap = None if enablement_cap_mw is None else enablement_cap_mw.get(product)
+        if cap is not None and not math.isnan(cap) and enabled[product] > max(cap, 0.0):
+            notes.append(f"market depth: {product} {enabled[product]:.3f} MW capped at {max(cap, 0.0):.3f} MW")
+            enabled[product] = max(cap, 0.0)
     enabled, joint_notes = apply_joint_capacity(enabled, net, params.power_mw)
     notes.extend(joint_notes)
 
@@ -427,4 +437,4 @@ def with_administered_pricing(dispatch: DispatchPrices, rules: MarketRules) -> D
     for region in range(len(dispatch.regions)):
         price[region, :, energy] = administered_energy_prices(price[region, :, energy], dispatch.intervals, rules)
     return DispatchPrices(intervals=dispatch.intervals, regions=dispatch.regions, products=dispatch.products,
-                          price=price)
+                          price=price, region_enabled_mw=dispatch.region_enabled_mw)

@@ -4,9 +4,14 @@
 linear programme the module docstring of :mod:`algorithms.market.optimise` describes; :func:`solve_matrix_lp`
 passes it to ``highspy.Highs`` in one call and reads the primal values and row duals back as arrays.
 
+This is the ONE formulation of the dispatch problem: every constraint is written here, once. HiGHS
+solves it through highspy (:func:`solve_matrix_lp`); :mod:`algorithms.market.lp_pulp` loads the same
+matrix generically into PuLP (HiGHS through PuLP, or CBC) as a second backend.
+
 Columns, in this order, each a block of ``T`` (one per dispatch interval): ``gen`` (MW), ``load`` (MW),
 ``soc`` (MWh at the END of the interval), then one enablement block (MW) per FCAS product in the order
-of the prices. Rows, in this order:
+of the prices, then — only when :attr:`DispatchSpec.exclusive_intervals` names intervals — one binary
+``u_k`` per such interval (1 = may discharge, 0 = may charge). Rows, in this order:
 
 * ``T`` SoC balance equalities ``soc_t - soc_{t-1} - eta_c h load_t + h / eta_d gen_t = [soc_{-1} if t = 0]``;
 * the terminal row ``soc_{T-1} >= terminal``;
@@ -14,7 +19,12 @@ of the prices. Rows, in this order:
 * the ramp rows, only when they can bind (:meth:`DispatchSpec.ramp_rows`), each one ranged row
   ``-R <= p_t - p_{t-1} <= R`` (``R`` = ramp MW per interval);
 * ``T`` energy-reserve rows ``sum_s e_{s,t} hours_s / eta_d - soc_{t-1} <= -SoC_min`` when a raise
-  product carries a reserve.
+  product carries a reserve;
+* per exclusive interval ``t`` (binary ``u``) two rows ``gen_t - P u <= 0`` and ``load_t + P u <= P``:
+  the unit charges or discharges, never both (the market dispatches one net target). The joint-capacity
+  and ramp rows are written on the net output ``gen - load`` and the energy-reserve rows on the SoC, so
+  they hold unchanged for the physical plan; the binaries only remove plans that charge and discharge
+  at once.
 
 HiGHS minimises the negated revenue (as the PuLP build does), so its row duals are flipped back here:
 :attr:`LpSolution.row_duals` is the change of the maximised objective ($) per unit of right-hand side.
@@ -24,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +51,7 @@ except ImportError:  # pragma: no cover - exercised only where highspy is not in
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Int32Array = npt.NDArray[np.int32]
+BoolArray = npt.NDArray[np.bool_]
 LpStatus = Literal["OPTIMAL", "INFEASIBLE", "TIME_LIMIT", "ERROR"]
 
 SOLVER_NAME = "HiGHS"
@@ -51,6 +62,8 @@ SIMPLEX_OPTIONS: Mapping[str, Any] = {"solver": "simplex", "presolve": "off", "s
 # Long (benchmark) horizons: interior point with crossover, HiGHS's presolve and scaling, so the basic
 # solution still carries row duals.
 INTERIOR_POINT_OPTIONS: Mapping[str, Any] = {"solver": "ipm", "run_crossover": "on"}
+# A MILP (binaries on exclusive intervals) stops within this relative gap of its proven bound (HiGHS default).
+MIP_REL_GAP = 1e-4
 # HiGHS treats any bound at or beyond 1e20 as infinite; np.inf is passed through unchanged.
 _INF = math.inf
 
@@ -74,6 +87,10 @@ class DispatchSpec:
     ``energy_price`` is $/MWh per interval, every ``fcas_price`` series $/MW/h (insertion order = column
     order); ``fcas_cap_mw`` holds the upper bound (MW) of every FCAS product, ``reserve_hours`` the
     hours of energy each raise product must be able to deliver (only products with hours > 0).
+    ``enablement_cap_mw`` (market depth) holds, for some FCAS products, an upper bound on enablement per
+    interval of the horizon (MW, one value per interval, ``inf`` = no cap); the column bound is the
+    smaller of it and ``fcas_cap_mw``. ``exclusive_intervals`` (ascending interval indices) are the
+    intervals where a binary forbids charging and discharging at once (empty: a pure LP).
     """
 
     energy_price: FloatArray
@@ -88,6 +105,8 @@ class DispatchSpec:
     fcas_cap_mw: Mapping[str, float]
     reserve_hours: Mapping[str, float]
     joint_groups: tuple[JointCapacityGroup, ...]
+    enablement_cap_mw: Mapping[str, FloatArray] = field(default_factory=dict)
+    exclusive_intervals: tuple[int, ...] = ()
 
     @property
     def horizon(self) -> int:
@@ -116,6 +135,15 @@ class DispatchSpec:
         """Largest change of net output between consecutive intervals (MW): ramp rate x interval minutes."""
         return self.battery.ramp_rate_mw_per_min * self.interval_hours * 60
 
+    def fcas_upper_mw(self, product: str) -> FloatArray:
+        """Upper bound of the enablement of ``product`` per interval (MW): ``fcas_cap_mw`` capped by the
+        market-depth ``enablement_cap_mw`` of that product, when given."""
+        upper = np.full(self.horizon, self.fcas_cap_mw[product], dtype=np.float64)
+        depth = self.enablement_cap_mw.get(product)
+        if depth is not None:
+            np.minimum(upper, depth, out=upper)
+        return upper
+
     def ramp_rows(self) -> tuple[bool, bool]:
         """(ramp row from ``initial_net_mw`` into the first interval, ramp rows within the horizon) needed.
 
@@ -134,6 +162,7 @@ class ColumnLayout:
 
     horizon: int
     fcas_products: tuple[str, ...]
+    exclusive_intervals: tuple[int, ...] = ()
 
     @property
     def gen(self) -> slice:
@@ -156,9 +185,15 @@ class ColumnLayout:
         return slice(start, start + self.horizon)
 
     @property
+    def direction(self) -> slice:
+        """Columns of the binaries ``u_k`` (1 = discharge allowed), one per exclusive interval."""
+        start = (3 + len(self.fcas_products)) * self.horizon
+        return slice(start, start + len(self.exclusive_intervals))
+
+    @property
     def num_columns(self) -> int:
         """Total number of columns."""
-        return (3 + len(self.fcas_products)) * self.horizon
+        return (3 + len(self.fcas_products)) * self.horizon + len(self.exclusive_intervals)
 
 
 @dataclass(frozen=True, eq=False)
@@ -224,6 +259,12 @@ class MatrixLp:
     raise_capacity_rows: tuple[slice, ...] = ()
     lower_capacity_rows: tuple[slice, ...] = ()
 
+    def integer_columns(self) -> BoolArray:
+        """True for every integer (binary) column: the direction binaries."""
+        integer = np.zeros(self.layout.num_columns, dtype=np.bool_)
+        integer[self.layout.direction] = True
+        return integer
+
     def capacity_values(self, row_duals: FloatArray, interval_hours: float) -> tuple[FloatArray, FloatArray]:
         """Raise and lower capacity values per interval ($/MW/h) from the row duals ($ per MW): the sum
         of the duals of every joint-capacity row on that side, divided by the interval length (hours)."""
@@ -239,16 +280,20 @@ class MatrixLp:
 
 @dataclass(frozen=True, eq=False)
 class LpSolution:
-    """What HiGHS returned: a status, a reason, and (when OPTIMAL) primal values and row duals.
+    """What the solver returned: a status, a reason, and (when OPTIMAL) primal values and row duals.
 
-    ``row_duals`` refer to the maximisation ($ per unit of right-hand side); arrays are empty unless the
-    status is OPTIMAL.
+    ``row_duals`` refer to the maximisation ($ per unit of right-hand side), empty for a MILP. Arrays
+    are empty unless the status is OPTIMAL, or TIME_LIMIT for a MILP that found a feasible plan.
+    ``objective_bound`` ($, maximised cost incl. any terminal value) is the proven upper bound of a MILP
+    (NaN when unknown) and ``mip_gap`` its relative gap to the plan (0 for an LP).
     """
 
     status: LpStatus
     reason: str
     column_values: FloatArray
     row_duals: FloatArray
+    objective_bound: float = math.nan
+    mip_gap: float = 0.0
 
 
 class _RowBlocks:
@@ -286,15 +331,17 @@ def _columns_and_objective(spec: DispatchSpec, layout: ColumnLayout) -> tuple[Fl
     battery = spec.battery
     blocks = [spec.gen_revenue_per_mw, spec.load_revenue_per_mw, np.zeros(horizon)]
     blocks += [spec.interval_hours * spec.fcas_price[p] for p in layout.fcas_products]
-    cost = np.concatenate(blocks)
+    exclusive = len(layout.exclusive_intervals)
+    cost = np.concatenate([*blocks, np.zeros(exclusive)])
     if spec.terminal_value_per_mwh > 0:
         cost[layout.soc.stop - 1] += spec.terminal_value_per_mwh
     lower = np.concatenate(
-        [np.zeros(2 * horizon), _full(horizon, battery.soc_min_mwh), np.zeros(len(layout.fcas_products) * horizon)]
+        [np.zeros(2 * horizon), _full(horizon, battery.soc_min_mwh),
+         np.zeros(len(layout.fcas_products) * horizon + exclusive)]
     )
     upper = np.concatenate(
         [_full(2 * horizon, battery.power_mw), _full(horizon, battery.soc_max_mwh)]
-        + [_full(horizon, spec.fcas_cap_mw[p]) for p in layout.fcas_products]
+        + [spec.fcas_upper_mw(p) for p in layout.fcas_products] + [np.ones(exclusive)]
     )
     return cost, lower, upper
 
@@ -387,9 +434,25 @@ def _add_energy_reserve(blocks: _RowBlocks, spec: DispatchSpec, layout: ColumnLa
     blocks.add(entries, _full(horizon, -_INF), upper)
 
 
+def _add_exclusive(blocks: _RowBlocks, spec: DispatchSpec, layout: ColumnLayout) -> None:
+    """gen_t - P u_k <= 0 and load_t + P u_k <= P for the k-th exclusive interval t (MW)."""
+    count = len(layout.exclusive_intervals)
+    if count == 0:
+        return
+    k = np.arange(count)
+    t = np.asarray(layout.exclusive_intervals, dtype=np.int64)
+    power = spec.battery.power_mw
+    u = layout.direction.start + k
+    blocks.add([(k, layout.gen.start + t, _full(count, 1.0)), (k, u, _full(count, -power))],
+               _full(count, -_INF), np.zeros(count))
+    blocks.add([(k, layout.load.start + t, _full(count, 1.0)), (k, u, _full(count, power))],
+               _full(count, -_INF), _full(count, power))
+
+
 def build_dispatch_lp(spec: DispatchSpec) -> MatrixLp:
-    """The dispatch LP of ``spec`` as bounds, a maximised cost vector ($) and a CSC constraint matrix."""
-    layout = ColumnLayout(spec.horizon, spec.fcas_products)
+    """The dispatch LP (a MILP when ``spec.exclusive_intervals`` is not empty) of ``spec`` as bounds, a
+    maximised cost vector ($) and a CSC constraint matrix."""
+    layout = ColumnLayout(spec.horizon, spec.fcas_products, spec.exclusive_intervals)
     cost, col_lower, col_upper = _columns_and_objective(spec, layout)
     blocks = _RowBlocks()
     balance = _add_balance(blocks, spec, layout)
@@ -398,6 +461,7 @@ def build_dispatch_lp(spec: DispatchSpec) -> MatrixLp:
     _add_ramp(blocks, spec, layout)
     if spec.reserve_hours:
         _add_energy_reserve(blocks, spec, layout)
+    _add_exclusive(blocks, spec, layout)
     matrix = csc_from_triplets(
         np.concatenate(blocks.rows), np.concatenate(blocks.cols), np.concatenate(blocks.values),
         blocks.count, layout.num_columns,
@@ -420,7 +484,7 @@ def _failed(status: LpStatus, reason: str) -> LpSolution:
 
 
 def _highs_lp(lp: MatrixLp) -> Any:
-    """The HighsLp of ``lp``: minimise the negated revenue, column-wise matrix."""
+    """The HighsLp of ``lp``: minimise the negated revenue, column-wise matrix, integer columns marked."""
     matrix = lp.matrix
     model = highspy.HighsLp()
     model.num_row_, model.num_col_ = matrix.num_rows, matrix.num_columns
@@ -435,42 +499,66 @@ def _highs_lp(lp: MatrixLp) -> Any:
     model.a_matrix_.start_ = matrix.indptr
     model.a_matrix_.index_ = matrix.indices
     model.a_matrix_.value_ = matrix.data
+    integer = lp.integer_columns()
+    if integer.any():
+        model.integrality_ = [
+            highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous for flag in integer.tolist()
+        ]
     return model
 
 
-def _configure(solver: Any, time_limit_s: float, interior_point: bool) -> None:
+def _configure(solver: Any, time_limit_s: float, interior_point: bool, mip: bool) -> None:
     options: dict[str, Any] = {"output_flag": False, "time_limit": float(time_limit_s)}
-    options.update(INTERIOR_POINT_OPTIONS if interior_point else SIMPLEX_OPTIONS)
+    if mip:
+        options["mip_rel_gap"] = MIP_REL_GAP
+    else:
+        options.update(INTERIOR_POINT_OPTIONS if interior_point else SIMPLEX_OPTIONS)
     for name, value in options.items():
         solver.setOptionValue(name, value)
 
 
 def solve_matrix_lp(lp: MatrixLp, *, time_limit_s: float, interior_point: bool) -> LpSolution:
-    """Solve ``lp`` with HiGHS: dual simplex, or interior point + crossover when ``interior_point``.
+    """Solve ``lp`` with HiGHS: dual simplex, or interior point + crossover when ``interior_point``; branch
+    and bound (to :data:`MIP_REL_GAP`) when ``lp`` has integer columns.
 
-    ``time_limit_s`` (s) bounds the HiGHS run. Statuses: OPTIMAL (values and duals), INFEASIBLE
-    (infeasible, or infeasible-or-unbounded), TIME_LIMIT, ERROR (anything else, with the HiGHS status).
-    Raises RuntimeError when highspy is not installed.
+    ``time_limit_s`` (s) bounds the HiGHS run. Statuses: OPTIMAL (values, and duals for an LP), INFEASIBLE
+    (infeasible, or infeasible-or-unbounded), TIME_LIMIT (for a MILP with the best plan found, its
+    proven bound and gap when it has one), ERROR (anything else, with the HiGHS status). Raises
+    RuntimeError when highspy is not installed.
     """
     if highspy is None:
         raise RuntimeError("highspy is not installed")
+    mip = bool(lp.integer_columns().any())
     solver = highspy.Highs()
-    _configure(solver, time_limit_s, interior_point)
+    _configure(solver, time_limit_s, interior_point, mip)
     passed = solver.passModel(_highs_lp(lp))
     if passed == highspy.HighsStatus.kError:
         return _failed("ERROR", f"{SOLVER_NAME} rejected the model")
     run = solver.run()
     status = solver.getModelStatus()
     text = solver.modelStatusToString(status)
-    if status == highspy.HighsModelStatus.kOptimal and run != highspy.HighsStatus.kError:
+    optimal = status == highspy.HighsModelStatus.kOptimal and run != highspy.HighsStatus.kError
+    if optimal and not mip:
         solution = solver.getSolution()
+        values = np.asarray(solution.col_value, dtype=np.float64)
         return LpSolution(
-            status="OPTIMAL", reason="optimal",
-            column_values=np.asarray(solution.col_value, dtype=np.float64),
+            status="OPTIMAL", reason="optimal", column_values=values,
             row_duals=(-np.asarray(solution.row_dual, dtype=np.float64) if solution.dual_valid else np.zeros(0)),
+            objective_bound=float(lp.cost @ values),
         )
     if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
         return _failed("INFEASIBLE", text)
-    if status == highspy.HighsModelStatus.kTimeLimit:
+    timed_out = status == highspy.HighsModelStatus.kTimeLimit
+    if mip and (optimal or timed_out):
+        solution = solver.getSolution()
+        if not solution.value_valid:
+            return _failed("TIME_LIMIT", text)
+        info = solver.getInfo()
+        return LpSolution(
+            status="OPTIMAL" if optimal else "TIME_LIMIT", reason="optimal" if optimal else text,
+            column_values=np.asarray(solution.col_value, dtype=np.float64), row_duals=np.zeros(0),
+            objective_bound=-float(info.mip_dual_bound), mip_gap=float(info.mip_gap),
+        )
+    if timed_out:
         return _failed("TIME_LIMIT", text)
     return _failed("ERROR", f"{SOLVER_NAME} ended with status {text}")

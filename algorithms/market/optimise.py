@@ -1,4 +1,5 @@
-"""Energy + FCAS co-optimisation of one battery over a price path: a linear programme (HiGHS).
+"""Energy + FCAS co-optimisation of one battery over a price path: a linear programme (HiGHS), made a
+mixed-integer one where the LP would charge and discharge at once.
 
 The battery is a price taker. Per dispatch interval ``t`` (``h`` hours long) the LP chooses
 
@@ -23,22 +24,33 @@ Objective ($, maximised): ``sum_t h * RRP_t * (mlf_gen * gen_t - mlf_load * load
 + sum_{s,t} h * price_{s,t} * e_{s,t} - degradation * h * (gen_t + load_t)
 + terminal_value * soc_{T-1}``; the reported objective leaves the terminal value out.
 
-Known simplification: as a pure LP nothing forbids charging and discharging in the same interval. It
-only pays when energy must be destroyed (the battery is full while the price is negative), where the
-LP can earn a negative price on the round-trip losses; a real unit cannot. Perfect-foresight figures
-inherit this (small) optimism.
+Charging and discharging in the same interval. As a pure LP nothing forbids it, and it pays when
+energy must be destroyed (the battery is full while the price is negative): the LP earns the negative
+price on the round-trip losses, which a real unit cannot (the market dispatches one net target). The
+physical plan excludes it exactly, with binaries only where they matter: solve the LP relaxation; if it
+charges and discharges at once in intervals of the scope (the whole horizon for perfect foresight, the
+first :data:`ROLLING_PHYSICAL_INTERVALS` for a rolling plan), add a binary ``u_t`` for those intervals
+(``gen_t <= P u_t``, ``load_t <= P (1 - u_t)``, :mod:`algorithms.market.lp_matrix`) — and for every
+interval of the scope with a negative energy price, where burning energy pays — and solve that MILP
+with HiGHS (branch and bound to ``MIP_REL_GAP``, under the time limit); repeat with the intervals its
+plan still does it in. Each MILP is a relaxation of the MILP with a binary on every interval of the
+scope, so the first plan that does it nowhere in the scope is optimal for that MILP too; after
+:data:`MAX_EXCLUSIVE_ROUNDS` rounds every interval of the scope gets a binary. The row duals of a
+physical plan are those of the LP with the MILP's directions fixed. The plan reports the LP
+relaxation's value, the proven bound and the gap beside its own value; a MILP stopped by the time limit
+returns its best plan as TIME_LIMIT with the gap.
 
-Solver path. With highspy installed (``backend="auto"``, the default) :mod:`algorithms.market.lp_matrix`
-assembles this LP directly as a sparse CSC matrix with vectorised NumPy (no per-variable Python object;
-ramp rows as ranged rows) and hands it to ``highspy.Highs`` in one call: dual simplex without presolve
-for rolling horizons, interior point + crossover from ``IPM_FROM_INTERVALS`` intervals (benchmark
-horizons), both under the time limit; HiGHS's model status becomes the plan status (OPTIMAL,
-INFEASIBLE with a reason, TIME_LIMIT, ERROR). Without highspy the same LP is built with PuLP (from
-``pulp.LpAffineExpression`` term lists, never Python operator arithmetic) and solved by CBC;
-``backend="pulp"`` forces that build (solved by HiGHS through PuLP when available): it is the
-reference the tests hold the matrix build to. No warm start: the same inputs give the same plan, bit
-for bit. Row duals: ``energy_value_per_mwh`` is the dual of each SoC balance row, i.e. the value
-($/MWh) of one more MWh stored at the end of that interval.
+Solver path. :mod:`algorithms.market.lp_matrix` is the ONE formulation: it assembles the problem
+directly as a sparse CSC matrix with vectorised NumPy (no per-variable Python object; ramp rows as ranged
+rows). With highspy installed (``backend="auto"``, the default) it goes to ``highspy.Highs`` in one
+call: dual simplex without presolve for rolling horizons, interior point + crossover from
+``IPM_FROM_INTERVALS`` intervals (benchmark horizons), branch and bound for a MILP, all under the time
+limit; HiGHS's model status becomes the plan status (OPTIMAL, INFEASIBLE with a reason, TIME_LIMIT,
+ERROR). ``backend="pulp"`` (and ``"auto"`` without highspy) loads the same matrix generically into PuLP
+(:mod:`algorithms.market.lp_pulp`: rows, bounds and integer columns, no model knowledge) solved by HiGHS
+through PuLP when available, else CBC. No warm start: the same inputs give the same plan, bit for bit.
+Row duals: ``energy_value_per_mwh`` is the dual of each SoC balance row, i.e. the value ($/MWh) of one
+more MWh stored at the end of that interval.
 
 Timing (288 intervals, 8 FCAS products, real SA1 prices, ``python -m bench.dispatch_lp``, 2 shared
 cores): build + solve median 14-15 ms of CPU with the matrix build (the build itself under 1 ms;
@@ -51,11 +63,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import pulp
 
 from algorithms.common.battery import BatteryParams, battery_from_spec
 from algorithms.common.errors import InvalidRequestError
@@ -66,10 +77,13 @@ from algorithms.market.lp_matrix import SOLVER_NAME as LP_MATRIX_SOLVER
 from algorithms.market.lp_matrix import (
     DispatchSpec,
     JointCapacityGroup,
+    LpSolution,
+    MatrixLp,
     build_dispatch_lp,
     highspy_available,
     solve_matrix_lp,
 )
+from algorithms.market.lp_pulp import solve_matrix_lp_pulp
 from vpp.v1 import common_pb2, worker_pb2
 
 NAME = "lp-energy-fcas"
@@ -87,6 +101,14 @@ PlanStatus = Literal["OPTIMAL", "INFEASIBLE", "TIME_LIMIT", "ERROR"]
 Backend = Literal["auto", "highspy", "pulp"]
 BACKENDS: tuple[Backend, ...] = ("auto", "highspy", "pulp")
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+# A plan "charges and discharges at once" in an interval where both gen and load exceed this (MW).
+SIMULTANEOUS_TOLERANCE_MW = 1e-6
+# Rounds of adding binaries where a MILP's plan still charges and discharges at once before every
+# interval gets one (one exact MILP over the horizon).
+MAX_EXCLUSIVE_ROUNDS = 4
+# A rolling plan is acted on in its first interval (the bid's): that one must be physical.
+ROLLING_PHYSICAL_INTERVALS = 1
 
 _STATUS_TO_PROTO: dict[str, int] = {
     "OPTIMAL": worker_pb2.RESULT_STATUS_OPTIMAL,
@@ -105,7 +127,14 @@ class DispatchPlan:
     the solver reports no duals. ``raise_capacity_value_per_mw`` / ``lower_capacity_value_per_mw``: the
     marginal value of one more MW on the raise / lower side of the joint-capacity rows per interval
     ($/MW/h) — what a MW of energy dispatched in that direction displaces in planned FCAS; empty when
-    the build reports no such duals (the PuLP build). Arrays are empty unless ``status`` is ``"OPTIMAL"``.
+    the solver reports no row duals. Arrays are empty unless ``status`` is ``"OPTIMAL"`` (or
+    ``"TIME_LIMIT"`` for a MILP that found a plan).
+
+    Physical plans (``solve_dispatch(physical=True)``): ``relaxation_objective_dollars`` is the LP
+    relaxation's revenue ($, charging and discharging at once allowed), ``relaxation_simultaneous_intervals``
+    the number of intervals in which it did so, ``exclusive_intervals`` the binaries of the final MILP (0
+    when the relaxation was already physical), ``objective_bound_dollars`` the proven upper bound ($,
+    revenue, without the terminal value of the plan's end state) and ``mip_gap`` the relative gap.
     """
 
     status: PlanStatus
@@ -119,6 +148,11 @@ class DispatchPlan:
     solver: str
     raise_capacity_value_per_mw: FloatArray = field(default_factory=lambda: np.zeros(0))
     lower_capacity_value_per_mw: FloatArray = field(default_factory=lambda: np.zeros(0))
+    relaxation_objective_dollars: float = math.nan
+    objective_bound_dollars: float = math.nan
+    mip_gap: float = 0.0
+    relaxation_simultaneous_intervals: int = 0
+    exclusive_intervals: int = 0
 
     @property
     def net_mw(self) -> FloatArray:
@@ -216,6 +250,30 @@ def _fcas_caps(
     return caps
 
 
+def _enablement_caps(
+    fcas_products: Sequence[str], enablement_cap_mw: Mapping[str, np.ndarray] | None, horizon: int
+) -> dict[str, FloatArray]:
+    """Market-depth caps (MW per interval) checked against the FCAS products and the horizon."""
+    caps: dict[str, FloatArray] = {}
+    for product, series in (enablement_cap_mw or {}).items():
+        if product not in fcas_products:
+            raise InvalidRequestError(
+                f"enablement_cap_mw names {product!r}, which is not an FCAS product of the prices"
+            )
+        array = np.asarray(series, dtype=np.float64)
+        if array.ndim != 1 or len(array) != horizon:
+            raise InvalidRequestError(
+                f"enablement_cap_mw[{product!r}] has shape {array.shape}; expected ({horizon},), one cap per interval"
+            )
+        bad = np.flatnonzero(np.isnan(array) | (array < 0))
+        if bad.size:
+            raise InvalidRequestError(
+                f"enablement_cap_mw[{product!r}] must be >= 0 MW (inf = no cap); not at intervals {bad[:5].tolist()}"
+            )
+        caps[product] = array.copy()
+    return caps
+
+
 def _reserve_hours(
     products: _FcasProducts, raise_energy_reserve_hours: Mapping[str, float] | None
 ) -> dict[str, float]:
@@ -266,15 +324,6 @@ def _validate_scalars(
         raise InvalidRequestError(f"terminal_value_per_mwh must be >= 0, got {terminal_value_per_mwh}")
     if initial_net_mw is not None and not math.isfinite(initial_net_mw):
         raise InvalidRequestError(f"initial_net_mw must be finite, got {initial_net_mw}")
-
-
-def _make_solver(time_limit_s: float, horizon: int) -> tuple[Any, str]:
-    """PuLP's HiGHS (dual simplex; interior point + crossover from IPM_FROM_INTERVALS) if available, else CBC."""
-    options = {"solver": "ipm"} if horizon >= IPM_FROM_INTERVALS else {}
-    highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s, **options)
-    if highs.available():
-        return highs, "HiGHS"
-    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s), "CBC"
 
 
 def _infeasibility_reason(spec: DispatchSpec) -> str:
@@ -340,12 +389,17 @@ def _optimal_plan(
     energy_value_per_mwh: FloatArray,
     solver: str,
 ) -> DispatchPlan:
-    """The OPTIMAL plan of solver values (MW, MWh), clipped to the bounds; objective = revenue only ($)."""
+    """The OPTIMAL plan of solver values (MW, MWh), clipped to the bounds, solver noise on the idle side of an
+    interval set to 0; objective = revenue only ($)."""
     power = spec.battery.power_mw
     h = spec.interval_hours
     gen_mw = np.clip(gen, 0.0, power)
     load_mw = np.clip(load, 0.0, power)
-    fcas = {product: np.clip(enablement[product], 0.0, spec.fcas_cap_mw[product]) for product in spec.fcas_price}
+    # Solver noise: where one side is within SIMULTANEOUS_TOLERANCE_MW of 0 and the other is not, it is 0.
+    both = (gen_mw > 0) & (load_mw > 0)
+    gen_mw[both & (gen_mw <= SIMULTANEOUS_TOLERANCE_MW) & (load_mw > SIMULTANEOUS_TOLERANCE_MW)] = 0.0
+    load_mw[both & (load_mw <= SIMULTANEOUS_TOLERANCE_MW) & (gen_mw > SIMULTANEOUS_TOLERANCE_MW)] = 0.0
+    fcas = {product: np.clip(enablement[product], 0.0, spec.fcas_upper_mw(product)) for product in spec.fcas_price}
     objective = float(
         np.sum(spec.gen_revenue_per_mw * gen_mw) + np.sum(spec.load_revenue_per_mw * load_mw)
         + sum(float(np.sum(h * spec.fcas_price[p] * fcas[p])) for p in spec.fcas_price)
@@ -375,6 +429,7 @@ def dispatch_spec(
     raise_energy_reserve_hours: Mapping[str, float] | None = None,
     fcas_cap_mw: Mapping[str, float] | None = None,
     terminal_value_per_mwh: float = 0.0,
+    enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
 ) -> DispatchSpec:
     """The validated dispatch problem of :func:`solve_dispatch`'s arguments (same units), ready to build.
 
@@ -399,6 +454,7 @@ def dispatch_spec(
         fcas_cap_mw=_fcas_caps(list(fcas_price), fcas_cap_mw, battery.power_mw),
         reserve_hours=_reserve_hours(classes, raise_energy_reserve_hours),
         joint_groups=_joint_capacity_groups(classes),
+        enablement_cap_mw=_enablement_caps(list(fcas_price), enablement_cap_mw, len(price_paths[ENERGY])),
     )
 
 
@@ -416,6 +472,8 @@ def solve_dispatch(
     fcas_cap_mw: Mapping[str, float] | None = None,
     terminal_value_per_mwh: float = 0.0,
     backend: Backend = "auto",
+    enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
+    physical_intervals: int | None = ROLLING_PHYSICAL_INTERVALS,
 ) -> DispatchPlan:
     """The revenue-maximising dispatch of ``battery`` against known prices (see the module docstring).
 
@@ -427,13 +485,22 @@ def solve_dispatch(
     raise enablement deliverable from stored energy; ``fcas_cap_mw`` (MW) caps enablements (default P).
     ``terminal_value_per_mwh`` ($/MWh) values the energy left at the end of the horizon, so a rolling
     plan does not empty the battery just because its horizon ends; the reported objective is revenue
-    only (without that value). ``time_limit_s`` (s) bounds the solver.
+    only (without that value). ``time_limit_s`` (s) bounds the solver. ``enablement_cap_mw`` (market
+    depth) maps FCAS products to an upper bound on enablement per interval (MW, one value per interval,
+    ``inf`` = no cap), applied as variable bounds on top of ``fcas_cap_mw``.
 
-    ``backend`` picks the build: ``"highspy"`` the sparse matrix of :mod:`algorithms.market.lp_matrix` solved
-    by highspy, ``"pulp"`` the PuLP model (HiGHS through PuLP, else CBC), ``"auto"`` (default) the
-    matrix when highspy is installed, else PuLP with CBC.
+    ``physical_intervals``: in this many leading intervals (``None``: the whole horizon) the plan never
+    charges and discharges at once, exactly (binaries where the LP relaxation does it, see the module
+    docstring); 0 solves the LP relaxation alone. The default, :data:`ROLLING_PHYSICAL_INTERVALS`, makes
+    the interval a rolling plan acts on physical. ``time_limit_s`` bounds each solver run of that
+    sequence.
 
-    Never raises for infeasible or timed-out problems: the plan carries the status and a reason. Raises
+    ``backend`` picks the solver of the one formulation of :mod:`algorithms.market.lp_matrix`:
+    ``"highspy"`` HiGHS through highspy, ``"pulp"`` the same matrix loaded into PuLP (HiGHS through PuLP,
+    else CBC), ``"auto"`` (default) highspy when installed, else PuLP with CBC.
+
+    Never raises for infeasible or timed-out problems: the plan carries the status and a reason (a MILP
+    stopped by the time limit: TIME_LIMIT with its best plan and ``mip_gap``). Raises
     InvalidRequestError for malformed inputs (missing energy prices, unequal lengths, non-finite prices,
     unknown product names, impossible battery parameters, a non-positive time limit, an unknown backend
     or ``"highspy"`` without highspy installed).
@@ -443,16 +510,34 @@ def solve_dispatch(
         degradation_cost_per_mwh=degradation_cost_per_mwh, initial_net_mw=initial_net_mw,
         raise_energy_reserve_hours=raise_energy_reserve_hours,
         fcas_cap_mw=fcas_cap_mw, terminal_value_per_mwh=terminal_value_per_mwh,
+        enablement_cap_mw=enablement_cap_mw,
     )
     if not time_limit_s > 0:
         raise InvalidRequestError(f"time_limit_s must be positive, got {time_limit_s}")
-    if _use_matrix(backend):
-        return _solve_with_matrix(spec, time_limit_s)
-    return _solve_with_pulp(spec, time_limit_s)
+    use_matrix = _use_matrix(backend)
+    scope = spec.horizon if physical_intervals is None else min(physical_intervals, spec.horizon)
+    if scope < 0:
+        raise InvalidRequestError(f"physical_intervals must be >= 0 or None, got {physical_intervals}")
+    if scope > 0:
+        return _solve_physical(spec, time_limit_s, use_matrix, scope)
+    lp = build_dispatch_lp(spec)
+    solution, solver = _run_backend(lp, time_limit_s, use_matrix)
+    plan = _plan_of(spec, lp, solution, solver, time_limit_s)
+    if plan.status != "OPTIMAL":
+        return plan
+    return replace(plan, relaxation_objective_dollars=plan.objective_dollars,
+                   relaxation_simultaneous_intervals=int(simultaneous_intervals(plan.gen_mw, plan.load_mw).size))
+
+
+def simultaneous_intervals(gen_mw: FloatArray, load_mw: FloatArray,
+                           tolerance_mw: float = SIMULTANEOUS_TOLERANCE_MW) -> IntArray:
+    """Indices of the intervals in which a plan both discharges and charges (``gen_mw`` and ``load_mw``
+    both above ``tolerance_mw``, MW): a plan the market cannot dispatch, since it sets one net target."""
+    return np.flatnonzero((np.asarray(gen_mw) > tolerance_mw) & (np.asarray(load_mw) > tolerance_mw))
 
 
 def _use_matrix(backend: str) -> bool:
-    """True for the highspy matrix build, False for PuLP; raises InvalidRequestError for a bad ``backend``."""
+    """True for the highspy backend, False for PuLP; raises InvalidRequestError for a bad ``backend``."""
     if backend not in BACKENDS:
         raise InvalidRequestError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "highspy" and not highspy_available():
@@ -460,206 +545,102 @@ def _use_matrix(backend: str) -> bool:
     return backend == "highspy" or (backend == "auto" and highspy_available())
 
 
-def _solve_with_matrix(spec: DispatchSpec, time_limit_s: float) -> DispatchPlan:
-    """Build the sparse LP and solve it with highspy (dual simplex, or IPM from IPM_FROM_INTERVALS)."""
-    lp = build_dispatch_lp(spec)
-    solution = solve_matrix_lp(lp, time_limit_s=time_limit_s, interior_point=spec.horizon >= IPM_FROM_INTERVALS)
+def _run_backend(lp: MatrixLp, time_limit_s: float, use_matrix: bool) -> tuple[LpSolution, str]:
+    """Solve the one formulation ``lp`` with highspy or through PuLP: (solution, solver name)."""
+    interior_point = lp.layout.horizon >= IPM_FROM_INTERVALS
+    if use_matrix:
+        return solve_matrix_lp(lp, time_limit_s=time_limit_s, interior_point=interior_point), LP_MATRIX_SOLVER
+    return solve_matrix_lp_pulp(lp, time_limit_s=time_limit_s, interior_point=interior_point)
+
+
+def _plan_of(spec: DispatchSpec, lp: MatrixLp, solution: LpSolution, solver: str,
+             time_limit_s: float) -> DispatchPlan:
+    """The DispatchPlan of one solver run: statuses with reasons, or the plan (MW, MWh, $) read back."""
     if solution.status == "INFEASIBLE":
-        return _empty_plan("INFEASIBLE", _infeasibility_reason(spec), LP_MATRIX_SOLVER)
-    if solution.status == "TIME_LIMIT":
-        return _empty_plan("TIME_LIMIT", _time_limit_reason(LP_MATRIX_SOLVER, time_limit_s), LP_MATRIX_SOLVER)
-    if solution.status != "OPTIMAL":
-        return _empty_plan("ERROR", solution.reason, LP_MATRIX_SOLVER)
+        return _empty_plan("INFEASIBLE", _infeasibility_reason(spec), solver)
+    if solution.status == "TIME_LIMIT" and not solution.column_values.size:
+        return _empty_plan("TIME_LIMIT", _time_limit_reason(solver, time_limit_s), solver)
+    if solution.status not in ("OPTIMAL", "TIME_LIMIT"):
+        return _empty_plan("ERROR", solution.reason, solver)
     values, layout = solution.column_values, lp.layout
     duals = solution.row_duals[lp.balance_rows] if solution.row_duals.size else np.zeros(0)
     plan = _optimal_plan(
         spec, values[layout.gen], values[layout.load], values[layout.soc],
         {product: values[layout.fcas(product)] for product in layout.fcas_products},
-        duals, LP_MATRIX_SOLVER,
+        duals, solver,
     )
+    terminal_value = spec.terminal_value_per_mwh * float(plan.state_of_charge_mwh[-1])
+    bound = solution.objective_bound - terminal_value if math.isfinite(solution.objective_bound) else math.nan
+    plan = replace(plan, objective_bound_dollars=bound, mip_gap=solution.mip_gap,
+                   exclusive_intervals=len(layout.exclusive_intervals))
+    if solution.status == "TIME_LIMIT":
+        plan = replace(plan, status="TIME_LIMIT", status_reason=(
+            f"{_time_limit_reason(solver, time_limit_s)}; best plan found, {100 * solution.mip_gap:.4f} % "
+            "below the proven bound"))
     if not solution.row_duals.size:
         return plan
     raise_value, lower_value = lp.capacity_values(solution.row_duals, spec.interval_hours)
     return replace(plan, raise_capacity_value_per_mw=raise_value, lower_capacity_value_per_mw=lower_value)
 
 
-@dataclass(frozen=True, eq=False)
-class _PulpModel:
-    """The PuLP build of a DispatchSpec: the problem, its variables per block and the SoC balance rows."""
-
-    problem: pulp.LpProblem
-    gen: list[pulp.LpVariable]
-    load: list[pulp.LpVariable]
-    soc: list[pulp.LpVariable]
-    enablement: dict[str, list[pulp.LpVariable]]
-    balance_rows: list[pulp.LpConstraint]
-
-
-def _build_pulp_problem(spec: DispatchSpec) -> _PulpModel:
-    """The dispatch LP as a PuLP problem; rows are term lists, never operator arithmetic."""
-    battery = spec.battery
-    power = battery.power_mw
-    h = spec.interval_hours
-    steps = range(spec.horizon)
-    problem = pulp.LpProblem("dispatch", pulp.LpMaximize)
-    gen = [_variable(problem, f"gen_{t}", 0.0, power) for t in steps]
-    load = [_variable(problem, f"load_{t}", 0.0, power) for t in steps]
-    soc = [_variable(problem, f"soc_{t}", battery.soc_min_mwh, battery.soc_max_mwh) for t in steps]
-    enablement = {
-        product: [_variable(problem, f"e{index}_{t}", 0.0, spec.fcas_cap_mw[product]) for t in steps]
-        for index, product in enumerate(spec.fcas_price)
-    }
-
-    objective_terms: list[tuple[pulp.LpVariable, float]] = [
-        *zip(gen, spec.gen_revenue_per_mw.tolist(), strict=True)
-    ]
-    objective_terms += zip(load, spec.load_revenue_per_mw.tolist(), strict=True)
-    for product, series in spec.fcas_price.items():
-        objective_terms += zip(enablement[product], (h * series).tolist(), strict=True)
-    if spec.terminal_value_per_mwh > 0:
-        objective_terms.append((soc[-1], spec.terminal_value_per_mwh))
-    problem.setObjective(pulp.LpAffineExpression(objective_terms))
-
-    charge_mwh_per_mw = battery.charge_efficiency * h
-    discharge_mwh_per_mw = h / battery.discharge_efficiency
-    balance_rows: list[pulp.LpConstraint] = []
-    for t in steps:
-        terms = [(soc[t], 1.0), (load[t], -charge_mwh_per_mw), (gen[t], discharge_mwh_per_mw)]
-        if t > 0:
-            terms.append((soc[t - 1], -1.0))
-        row = pulp.LpConstraint(
-            pulp.LpAffineExpression(terms), pulp.LpConstraintEQ, f"balance_{t}",
-            spec.initial_soc_mwh if t == 0 else 0.0,
-        )
-        balance_rows.append(row)
-        problem.addConstraint(row)
-    problem.addConstraint(
-        pulp.LpConstraint(pulp.LpAffineExpression([(soc[-1], 1.0)]), pulp.LpConstraintGE, "terminal",
-                          spec.terminal_soc_mwh)
-    )
-    _add_joint_capacity(problem, gen, load, enablement, spec)
-    _add_ramp(problem, gen, load, spec)
-    if spec.reserve_hours:
-        _add_energy_reserve(problem, soc, enablement, spec)
-    return _PulpModel(problem, gen, load, soc, enablement, balance_rows)
+def _fixed_direction_duals(lp: MatrixLp, milp: MatrixLp, milp_values: FloatArray, spec: DispatchSpec,
+                           time_limit_s: float, use_matrix: bool) -> LpSolution:
+    """The LP ``lp`` with the MILP's charge / discharge direction fixed in its exclusive intervals (the
+    other side's bound set to 0 MW): an LP whose optimum is the MILP's, solved for its row duals."""
+    col_upper = lp.col_upper.copy()
+    intervals = np.asarray(milp.layout.exclusive_intervals, dtype=np.int64)
+    discharging = milp_values[milp.layout.direction] > 0.5
+    col_upper[lp.layout.load.start + intervals[discharging]] = 0.0
+    col_upper[lp.layout.gen.start + intervals[~discharging]] = 0.0
+    solution, _ = _run_backend(replace(lp, col_upper=col_upper), time_limit_s, use_matrix)
+    return solution
 
 
-def _solve_with_pulp(spec: DispatchSpec, time_limit_s: float) -> DispatchPlan:
-    """Build the PuLP model and solve it with HiGHS through PuLP when available, else CBC.
+def _solve_physical(spec: DispatchSpec, time_limit_s: float, use_matrix: bool, scope: int) -> DispatchPlan:
+    """The best plan that never charges and discharges at once in its first ``scope`` intervals, exactly
+    (see the module docstring): the LP relaxation first; binaries only where a relaxation charged and
+    discharged at once within the scope, until a MILP's plan does so nowhere there — that plan solves the
+    MILP with binaries on the whole scope, whose relaxations these MILPs are."""
+    lp = build_dispatch_lp(spec)
+    solution, solver = _run_backend(lp, time_limit_s, use_matrix)
+    relaxed = _plan_of(spec, lp, solution, solver, time_limit_s)
+    if relaxed.status != "OPTIMAL":
+        return relaxed
+    offending = simultaneous_intervals(relaxed.gen_mw[:scope], relaxed.load_mw[:scope])
 
-    A solve that ends neither optimal nor infeasible is TIME_LIMIT when the solver used up (99 % of) its
-    time limit — the solve time PuLP measures itself (``LpProblem.solutionTime``, seconds) — or found an
-    integer-feasible point only; otherwise ERROR."""
-    model = _build_pulp_problem(spec)
-    problem = model.problem
-    solver, solver_name = _make_solver(time_limit_s, spec.horizon)
-    try:
-        problem.solve(solver)
-    except pulp.PulpSolverError as error:
-        return _empty_plan("ERROR", f"{solver_name} failed: {error}", solver_name)
+    def with_relaxation(plan: DispatchPlan) -> DispatchPlan:
+        return replace(plan, relaxation_objective_dollars=relaxed.objective_dollars,
+                       relaxation_simultaneous_intervals=int(relaxed_offending))
 
-    if problem.status == pulp.LpStatusInfeasible:
-        return _empty_plan("INFEASIBLE", _infeasibility_reason(spec), solver_name)
-    if problem.status != pulp.LpStatusOptimal or problem.sol_status != pulp.LpSolutionOptimal:
-        used_up = float(problem.solutionTime or 0.0) >= time_limit_s * 0.99
-        if used_up or problem.sol_status == pulp.LpSolutionIntegerFeasible:
-            return _empty_plan("TIME_LIMIT", _time_limit_reason(solver_name, time_limit_s), solver_name)
-        return _empty_plan(
-            "ERROR", f"{solver_name} ended with status {pulp.LpStatus[problem.status]}", solver_name,
-        )
-    return _optimal_plan(
-        spec, _values(model.gen), _values(model.load), _values(model.soc),
-        {product: _values(variables) for product, variables in model.enablement.items()},
-        _balance_duals(model.balance_rows, solver_name), solver_name,
-    )
-
-
-def _variable(problem: pulp.LpProblem, name: str, low: float, high: float) -> pulp.LpVariable:
-    """A continuous variable owned by ``problem`` (PuLP >= 3.3 API, plain LpVariable before it)."""
-    if hasattr(problem, "add_variable"):
-        return problem.add_variable(name, low, high)
-    return pulp.LpVariable(name, low, high)
-
-
-def _values(variables: Sequence[pulp.LpVariable]) -> FloatArray:
-    return np.array([v.varValue if v.varValue is not None else np.nan for v in variables], dtype=np.float64)
-
-
-def _balance_duals(rows: Sequence[pulp.LpConstraint], solver_name: str) -> FloatArray:
-    """$/MWh value of one more MWh stored at the end of each interval; empty without solver duals.
-
-    PuLP hands the maximisation to HiGHS as a minimisation of the negated objective, so a HiGHS row
-    dual is the derivative of minus the revenue and its sign is flipped back here; CBC's duals already
-    refer to the maximisation.
-    """
-    if any(row.pi is None for row in rows):
-        return np.zeros(0)
-    sign = -1.0 if solver_name == "HiGHS" else 1.0
-    return sign * np.array([row.pi for row in rows], dtype=np.float64)
-
-
-def _add_joint_capacity(
-    problem: pulp.LpProblem,
-    gen: Sequence[pulp.LpVariable],
-    load: Sequence[pulp.LpVariable],
-    enablement: Mapping[str, Sequence[pulp.LpVariable]],
-    spec: DispatchSpec,
-) -> None:
-    """Joint capacity rows: net + contingency + regulation <= P (raise), mirrored for lower (MW)."""
-    for group in spec.joint_groups:
-        for t in range(len(gen)):
-            terms = [(gen[t], group.sign), (load[t], -group.sign)]
-            terms += [(enablement[m][t], 1.0) for m in group.members]
-            problem.addConstraint(pulp.LpConstraint(
-                pulp.LpAffineExpression(terms), pulp.LpConstraintLE, f"joint_{group.name}_{t}", spec.battery.power_mw
-            ))
-
-
-def _add_ramp(
-    problem: pulp.LpProblem,
-    gen: Sequence[pulp.LpVariable],
-    load: Sequence[pulp.LpVariable],
-    spec: DispatchSpec,
-) -> None:
-    """|net_t - net_{t-1}| <= ramp rate x interval minutes (MW); skipped when it cannot bind."""
-    ramp_mw = spec.ramp_mw
-    binds_at_start, binds_within_horizon = spec.ramp_rows()
-    initial_net_mw = spec.initial_net_mw
-    if binds_at_start and initial_net_mw is not None:
-        net0 = pulp.LpAffineExpression([(gen[0], 1.0), (load[0], -1.0)])
-        up, down = initial_net_mw + ramp_mw, initial_net_mw - ramp_mw
-        problem.addConstraint(pulp.LpConstraint(net0, pulp.LpConstraintLE, "ramp_up_0", up))
-        problem.addConstraint(pulp.LpConstraint(net0, pulp.LpConstraintGE, "ramp_down_0", down))
-    if not binds_within_horizon:
-        return
-    for t in range(1, len(gen)):
-        step = pulp.LpAffineExpression(
-            [(gen[t], 1.0), (load[t], -1.0), (gen[t - 1], -1.0), (load[t - 1], 1.0)]
-        )
-        problem.addConstraint(pulp.LpConstraint(step, pulp.LpConstraintLE, f"ramp_up_{t}", ramp_mw))
-        problem.addConstraint(pulp.LpConstraint(step, pulp.LpConstraintGE, f"ramp_down_{t}", -ramp_mw))
-
-
-def _add_energy_reserve(
-    problem: pulp.LpProblem,
-    soc: Sequence[pulp.LpVariable],
-    enablement: Mapping[str, Sequence[pulp.LpVariable]],
-    spec: DispatchSpec,
-) -> None:
-    """soc_{t-1} - SoC_min >= sum_s e_s,t * hours_s / eta_d (MWh) for the raise products given."""
-    battery = spec.battery
-    for t in range(len(soc)):
-        terms = [
-            (enablement[p][t], hours / battery.discharge_efficiency) for p, hours in spec.reserve_hours.items()
-        ]
-        available = battery.soc_min_mwh
-        if t > 0:
-            terms.append((soc[t - 1], -1.0))
+    relaxed_offending = offending.size
+    if not offending.size:
+        return with_relaxation(relaxed)
+    # Burning energy through the losses pays only where the energy price is negative: those intervals of
+    # the scope get a binary from the first MILP on (fewer rounds; exactness does not depend on it).
+    exclusive: set[int] = set(np.flatnonzero(spec.energy_price[:scope] < 0).tolist())
+    for round_number in range(MAX_EXCLUSIVE_ROUNDS + 1):
+        if round_number < MAX_EXCLUSIVE_ROUNDS:
+            exclusive.update(offending.tolist())
         else:
-            available = battery.soc_min_mwh - spec.initial_soc_mwh
-        problem.addConstraint(pulp.LpConstraint(
-            pulp.LpAffineExpression(terms), pulp.LpConstraintLE, f"reserve_{t}", -available
-        ))
+            exclusive = set(range(scope))
+        milp_spec = replace(spec, exclusive_intervals=tuple(sorted(exclusive)))
+        milp = build_dispatch_lp(milp_spec)
+        milp_solution, solver = _run_backend(milp, time_limit_s, use_matrix)
+        plan = with_relaxation(_plan_of(milp_spec, milp, milp_solution, solver, time_limit_s))
+        if not plan.gen_mw.size:
+            return plan
+        offending = simultaneous_intervals(plan.gen_mw[:scope], plan.load_mw[:scope])
+        if not offending.size:
+            break
+        if plan.status == "TIME_LIMIT":
+            return with_relaxation(_empty_plan("TIME_LIMIT", f"{_time_limit_reason(solver, time_limit_s)} with no "
+                                               "plan free of simultaneous charge and discharge", solver))
+    fixed = _fixed_direction_duals(lp, milp, milp_solution.column_values, spec, time_limit_s, use_matrix)
+    if fixed.status != "OPTIMAL" or not fixed.row_duals.size:
+        return plan
+    raise_value, lower_value = lp.capacity_values(fixed.row_duals, spec.interval_hours)
+    return replace(plan, energy_value_per_mwh=fixed.row_duals[lp.balance_rows],
+                   raise_capacity_value_per_mw=raise_value, lower_capacity_value_per_mw=lower_value)
 
 
 def perfect_foresight(
@@ -669,12 +650,21 @@ def perfect_foresight(
     include_fcas: bool,
     interval_hours: float = NEM_INTERVAL_HOURS,
     initial_soc_fraction: float = 0.5,
+    enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
+    physical: bool = True,
+    time_limit_s: float = PERFECT_FORESIGHT_TIME_LIMIT_S,
 ) -> DispatchPlan:
     """The perfect-foresight benchmark of shared/NEM.md over the whole price path ($, MW, MWh).
 
     Starts at ``initial_soc_fraction`` of the registered storage and ends with at least that energy;
     no energy reserve, no degradation cost, the same joint-capacity rule. ``include_fcas`` False uses
     only ``prices["ENERGY"]`` ($/MWh); True co-optimises every FCAS product in ``prices``.
+    ``enablement_cap_mw`` (market depth): per FCAS product, the most MW it may be enabled for in each
+    interval of the path (``inf`` = no cap); caps of products not optimised are ignored.
+    ``physical`` (default): the battery never charges and discharges in the same interval (exact, a
+    MILP where needed; the plan carries the LP relaxation's value beside it); False: the LP relaxation.
+    ``time_limit_s`` (s) bounds each solver run; a MILP stopped by it returns its best plan as
+    TIME_LIMIT with its gap.
     """
     if not 0 <= initial_soc_fraction <= 1:
         raise InvalidRequestError(f"initial_soc_fraction must be in [0, 1], got {initial_soc_fraction}")
@@ -682,13 +672,16 @@ def perfect_foresight(
         raise InvalidRequestError(f"prices have no {ENERGY!r} series")
     selected = dict(prices) if include_fcas else {ENERGY: prices[ENERGY]}
     start_mwh = battery.energy_mwh * initial_soc_fraction
+    caps = {product: cap for product, cap in (enablement_cap_mw or {}).items() if product in selected}
     return solve_dispatch(
         selected,
         battery,
         start_mwh,
         start_mwh,
         interval_hours=interval_hours,
-        time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S,
+        time_limit_s=time_limit_s,
+        enablement_cap_mw=caps,
+        physical_intervals=None if physical else 0,
     )
 
 

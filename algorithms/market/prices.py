@@ -51,12 +51,21 @@ class DispatchPrices:
     regions: tuple[str, ...]
     products: tuple[str, ...]
     price: np.ndarray
+    # Market depth (DISPATCHREGIONSUM, where the data has it): the MW each region actually enabled of each
+    # FCAS product in each interval (its <product>LOCALDISPATCH), same shape as ``price``; NaN where the data
+    # has no value and in the ENERGY column (energy is price-taking). None: the data has no DISPATCHREGIONSUM.
+    region_enabled_mw: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         expected = (len(self.regions), len(self.intervals), len(self.products))
         if self.price.shape != expected:
             raise ValueError(f"price has shape {self.price.shape}, "
                              f"expected {expected} (regions, intervals, products)")
+        if self.region_enabled_mw is not None:
+            if self.region_enabled_mw.shape != expected:
+                raise ValueError(f"region_enabled_mw has shape {self.region_enabled_mw.shape}, "
+                                 f"expected {expected} (regions, intervals, products)")
+            frozen_array(self.region_enabled_mw)
         if self.intervals.dtype != np.dtype("datetime64[s]"):
             raise ValueError(f"intervals must be datetime64[s], got {self.intervals.dtype}")
         if len(self.intervals) > 1 and not bool(np.all(np.diff(self.intervals) > np.timedelta64(0, "s"))):
@@ -98,6 +107,16 @@ class DispatchPrices:
                            f"dispatch data (intervals {covered})")
         row = self.price[region_pos, position]
         return {product: float(row[i]) for i, product in enumerate(self.products)}
+
+    def enabled_at(self, region: str, dispatch_interval: datetime) -> dict[str, float] | None:
+        """FCAS product -> MW the region enabled (DISPATCHREGIONSUM LOCALDISPATCH; NaN if absent) in the
+        interval ending ``dispatch_interval`` (AEST); None when the data has no DISPATCHREGIONSUM or not this
+        interval. ENERGY is never in it (price-taking)."""
+        position = self.interval_index(dispatch_interval)
+        if self.region_enabled_mw is None or position is None:
+            return None
+        row = self.region_enabled_mw[self.region_index(region), position]
+        return {product: float(row[i]) for i, product in enumerate(self.products) if product != ENERGY}
 
     def series(self, region: str, product: str) -> np.ndarray:
         """Prices of one region and product over :attr:`intervals` (read-only float64 view, NaN if absent)."""
