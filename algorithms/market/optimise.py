@@ -35,7 +35,9 @@ interval of the scope with a negative energy price, where burning energy pays â€
 with HiGHS (branch and bound to ``MIP_REL_GAP``, under the time limit); repeat with the intervals its
 plan still does it in. Each MILP is a relaxation of the MILP with a binary on every interval of the
 scope, so the first plan that does it nowhere in the scope is optimal for that MILP too; after
-:data:`MAX_EXCLUSIVE_ROUNDS` rounds every interval of the scope gets a binary. The row duals of a
+:data:`MAX_EXCLUSIVE_ROUNDS` rounds every interval of the scope gets a binary. With at most
+:data:`BRANCH_INTERVALS` such intervals (a rolling plan's first interval) the MILP is solved by branching
+on LPs instead: every direction of those intervals, the best plan kept. The row duals of a
 physical plan are those of the LP with the MILP's directions fixed. The plan reports the LP
 relaxation's value, the proven bound and the gap beside its own value; a MILP stopped by the time limit
 returns its best plan as TIME_LIMIT with the gap.
