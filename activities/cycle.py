@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections.abc import Collection
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import grpc
@@ -29,6 +31,8 @@ from activities.cycle_facts import (
     RecordInput,
     SubmitInput,
 )
+from aemo.dispatch_results import dispatches_from_store
+from aemo.store import MarketStore
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp, trading_day
@@ -38,6 +42,8 @@ from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, de
 from algorithms.market.clearing import outcome_price
 from algorithms.market.console import bid_bands, plan_intent
 from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
+from algorithms.market.daily_bid import DailyBidsInForce
+from algorithms.market.dispatch_check import DispatchCheck, check_dispatch
 from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor, effective_controls
 from archive import Archive
 from models import bids as bid_store
@@ -45,14 +51,29 @@ from models import cycles as cycle_store
 from models import operator_controls as control_store
 from models.db import connect
 from pools.sqs import QueueUrls, send_task
+from services.aemo_bidding import ANSWER_UNREADABLE, CREDENTIALS_REFUSED, FAILURE_TYPE_KEY
 from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
 from services.market_data import fetch_snapshot
-from settings import Settings
+from settings import Settings, UnitSettings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
 INVALID_INPUT_ERROR_TYPE = "InvalidCycleInput"
+# Live mode: how far back (trading days) a cycle's record stage settles earlier cycles whose interval AEMO has
+# published since (DispatchIS within a minute of the interval, Next_Day_Dispatch the next day).
+SETTLE_LOOKBACK_DAYS = 2
+# Market failures the cycle ends with at once (ApplicationError types, non-retryable): an answer from AEMO that
+# cannot be read, credentials AEMO refuses. A time-out is retried: the bid service asks AEMO before resending.
+FINAL_MARKET_FAILURES = frozenset({ANSWER_UNREADABLE, CREDENTIALS_REFUSED})
+
+
+def market_failure_type(error: grpc.aio.AioRpcError) -> str | None:
+    """The bid service's ``vpp-failure-type`` of a failed call (services/aemo_bidding.py), or None."""
+    for key, value in error.trailing_metadata() or ():
+        if key == FAILURE_TYPE_KEY:
+            return str(value)
+    return None
 
 
 def _quality_name(quality: int) -> str:
@@ -87,7 +108,8 @@ class CycleActivities:
         self._archive = archive
         self._sqs = sqs
         self._queues = queues
-        self._battery = battery_spec_from_settings(settings.battery)
+        # Every battery unit of the portfolio, by unit id: a cycle plans and bids with its own unit's facts.
+        self._batteries = {unit.unit_id: battery_spec_from_settings(unit.battery) for unit in settings.battery_units}
         self._market_data_address = settings.stack.market_data_address
         self._bid_address = settings.stack.bid_service_address
 
@@ -101,6 +123,13 @@ class CycleActivities:
 
     async def _get(self, key: str) -> Any:
         return await asyncio.to_thread(self._archive.get, key)
+
+    def _unit(self, unit_id: str) -> UnitSettings:
+        """The configured battery unit ``unit_id``; a non-retryable failure naming the configured ones otherwise."""
+        if unit_id not in self._batteries:
+            raise _non_retryable(f"unit {unit_id!r} is not a configured battery unit (configured: "
+                                 f"{', '.join(self._batteries)})")
+        return self._settings.unit(unit_id)
 
     async def _controls(self, unit_id: str) -> EffectiveControls:
         """The unit's operator controls in force now (wall clock: SoC holds end at a wall-clock time)."""
@@ -173,13 +202,14 @@ class CycleActivities:
         forecasts = [cast(worker_pb2.ForecastResult, f)
                      for f in await asyncio.gather(*(self._get(k) for k in task.forecast_keys))]
         config = task.config
+        unit = self._unit(task.unit_id)
         try:
             request = optimisation_request(
-                forecasts, battery_with_soc_floor(self._battery, task.soc_floor_fraction),
+                forecasts, battery_with_soc_floor(self._batteries[unit.unit_id], task.soc_floor_fraction),
                 request_id=f"{task.cycle_id}/optimisation",
                 first_interval=datetime.fromisoformat(task.first_interval),
                 horizon_intervals=config.horizon_intervals, state_of_charge_mwh=task.state_of_charge_mwh,
-                terminal_state_of_charge_mwh=self._settings.battery.initial_state_of_charge_mwh,
+                terminal_state_of_charge_mwh=unit.battery.initial_state_of_charge_mwh,
                 price_quantile=config.optimiser_price_quantile,
                 price_tail_weight=config.optimiser_price_tail_weight,
                 degradation_cost_per_mwh=config.degradation_cost_per_mwh,
@@ -204,44 +234,91 @@ class CycleActivities:
         The fact says whether the bid is a rebid or the bid in force stands (no material change and no
         manual rebid), whether the safe fallback was used, and the rejected candidates' violations; a bid
         that fails validation is never returned for submission. The operator's SoC hold and manual rebid
-        reason come with the request (read with the market data).
+        reason come with the request (read with the market data). The DAILY bids in force and submitted are
+        read from PostgreSQL too; a DAILY bid for the next trading day, when due and valid, is archived as
+        ``bid-daily`` (its rejected candidates as ``bid-rejected/daily-<plan|default>``).
         """
+        unit = self._unit(request.unit_id)
         plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
+        day = trading_day(dispatch_interval)
         async with await connect(self._database_url) as conn:
-            daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, trading_day(dispatch_interval))
+            daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, day)
             standing = await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval)
+            daily_bids = DailyBidsInForce(
+                day_prices=await bid_store.daily_entry_band_prices(conn, request.unit_id, day),
+                days_with_daily_bid=await bid_store.days_with_daily_bid(conn, request.unit_id, day))
         decision = decide_bid(
             plan, standing_bid=StandingBid(standing.bid_id, standing.bid()) if standing is not None else None,
             controls=EffectiveControls(soc_floor_fraction=request.soc_floor_fraction,
                                        manual_rebid_reason=request.manual_rebid_reason),
-            battery=self._battery, bidding=self._settings.bidding, rules=self._settings.market,
+            battery=self._batteries[unit.unit_id], bidding=unit.bidding, rules=self._settings.market,
             products=request.products, daily_band_prices=daily_prices, dispatch_interval=dispatch_interval,
             offer_time=datetime.fromisoformat(request.offer_time), version=request.version,
-            initial_state_of_charge_mwh=request.state_of_charge_mwh, plan_hash=request.plan_key.removeprefix("sha256:"))
-        for rejected in decision.rejected:
+            initial_state_of_charge_mwh=request.state_of_charge_mwh, plan_hash=request.plan_key.removeprefix("sha256:"),
+            daily_bids=daily_bids)
+        for rejected in (*decision.rejected, *decision.daily_rejected):
             if rejected.bid is not None:
                 await self._put(rejected.bid, request.cycle_id, f"bid-rejected/{rejected.candidate}")
         bid_key = await self._put(decision.bid, request.cycle_id, "bid") if decision.bid is not None else None
+        daily_key = (await self._put(decision.daily_bid, request.cycle_id, "bid-daily")
+                     if decision.daily_bid is not None else None)
         return BidBuilt(bid_key=bid_key, valid=decision.outcome != NO_VALID_BID,
                         safe_fallback=decision.safe_fallback, violations=decision.violations,
                         summary=decision.summary, rebid=decision.rebid,
                         standing_bid_id=decision.standing_bid_id if decision.outcome == STANDS else None,
-                        manual_rebid_reason=decision.manual_rebid_reason)
+                        manual_rebid_reason=decision.manual_rebid_reason, daily_bid_key=daily_key,
+                        daily_summary=decision.daily_summary)
 
     @activity.defn(name="submit_bid")
     async def submit_bid(self, request: SubmitInput) -> BidSubmitted:
         """Submit the archived bid to the market (idempotent there on unit, day, interval and version)."""
         bid = cast(bid_pb2.Bid, await self._get(request.bid_key))
-        response = await submit_bid(self._bid_address, bid)
+        try:
+            response = await submit_bid(self._bid_address, bid)
+        except grpc.aio.AioRpcError as error:
+            failure_type = market_failure_type(error)
+            if failure_type in FINAL_MARKET_FAILURES:
+                # Recorded by the bid service; retrying would not change AEMO's answer.
+                raise ApplicationError(f"market: {error.details()}", type=failure_type, non_retryable=True) from error
+            raise
         await self._put(response, request.cycle_id, "bid-acknowledgement")
         return BidSubmitted(bid_id=response.bid_id, status=_status_name(response.status),
                             duplicate=response.duplicate, reasons=tuple(response.reasons),
                             received_at=response.received_at.ToDatetime(tzinfo=UTC).isoformat())
 
+    async def _aemo_checks(self, unit_id: str, region: str, intervals: Collection[datetime],
+                           ) -> dict[datetime, tuple[DispatchCheck, float]]:
+        """Live mode: what AEMO dispatched for the unit in each of ``intervals`` (interval-ending AEST) that the
+        market store holds (DISPATCHLOAD, filled by the live follower), settled at DISPATCHPRICE and checked
+        against the bid in force then (:func:`algorithms.market.dispatch_check.check_dispatch`), with the stored
+        energy after it (DISPATCHLOAD's ENERGY_STORAGE, MWh; 0 where AEMO does not publish it). Intervals not
+        published yet are absent."""
+        store = MarketStore.from_settings(self._settings)
+        found = await asyncio.to_thread(dispatches_from_store, store, unit_id, region, min(intervals), max(intervals))
+        battery = self._unit(unit_id).battery  # the unit's own loss factors
+        checks: dict[datetime, tuple[DispatchCheck, float]] = {}
+        async with await connect(self._database_url) as conn:
+            for interval in sorted(set(intervals) & set(found)):
+                dispatched, prices = found[interval]
+                in_force = await bid_store.latest_accepted_bid_covering(conn, unit_id, interval)
+                check = check_dispatch(in_force.bid() if in_force is not None else None, dispatched, prices,
+                                       mlf_gen=battery.mlf_gen, mlf_load=battery.mlf_load,
+                                       interval_minutes=self._settings.market.interval_minutes)
+                if check.flags:
+                    activity.logger.warning("AEMO's dispatch of %s in %s is not explained by the bid in force: %s",
+                                            unit_id, interval, "; ".join(check.flags))
+                storage = dispatched.energy_storage_mwh
+                checks[interval] = (check, storage if storage is not None else 0.0)
+        return checks
+
     @activity.defn(name="record_outcome")
     async def record_outcome(self, request: RecordInput) -> OutcomeRecorded:
         """Read what the market dispatched in the cycle's interval and record the cycle in PostgreSQL.
+
+        The market is the bid service's (the simulated NEM); in live mode (``[market_data] source = "live"``)
+        it is AEMO: its DISPATCHLOAD of the unit settled at DISPATCHPRICE and checked against the bid in force
+        (:meth:`_aemo_outcome`), the unexplained parts in ``dispatch_flags``.
 
         The interval's revenue is counted by the first cycle that records it (models/cycles.py); the
         result also carries what the cycle's page shows: the bid for the interval (the one submitted, else
@@ -250,7 +327,23 @@ class CycleActivities:
         outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
                                   fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=None)
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
-        if request.bid_id:
+        live = self._settings.market_data.source == "live"
+        unsettled: list[tuple[str, datetime]] = []
+        checks: dict[datetime, tuple[DispatchCheck, float]] = {}
+        if live:
+            interval = timedelta(minutes=self._settings.market.interval_minutes)
+            async with await connect(self._database_url) as conn:
+                unsettled = await cycle_store.unsettled_cycles(
+                    conn, request.unit_id, dispatch_interval - SETTLE_LOOKBACK_DAYS * timedelta(days=1),
+                    dispatch_interval - interval)
+            checks = await self._aemo_checks(request.unit_id, request.region,
+                                             {dispatch_interval, *(moment for _, moment in unsettled)})
+            if dispatch_interval in checks:
+                outcome = _aemo_recorded(*checks[dispatch_interval])
+            else:
+                activity.logger.info("AEMO's dispatch of %s in %s is not published yet", request.unit_id,
+                                     dispatch_interval)
+        elif request.bid_id:
             try:
                 answer = await get_dispatch_outcome(self._bid_address, request.unit_id, dispatch_interval)
             except grpc.aio.AioRpcError as error:
@@ -278,8 +371,13 @@ class CycleActivities:
                 gen_mw=outcome.gen_mw, load_mw=outcome.load_mw, price=outcome.price,
                 energy_revenue=outcome.energy_revenue_dollars, fcas_revenue=outcome.fcas_revenue_dollars)
             if outcome.cleared else None)
+        settled: list[str] = []
         async with await connect(self._database_url) as conn:
             counted = await cycle_store.record_cycle(conn, record)
+            for earlier_id, moment in unsettled:  # live mode: earlier intervals AEMO has published since
+                if moment in checks:
+                    settled.append(await _settle_earlier(conn, request.unit_id, earlier_id, moment,
+                                                         *checks[moment]))
             if request.manual_rebid_reason and request.bid_id and await control_store.clear_pending_rebid(
                     conn, request.unit_id, request.manual_rebid_reason):
                 await control_store.append_action(conn, control_store.OperatorAction(
@@ -290,7 +388,35 @@ class CycleActivities:
                      else await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval))
         bands = bid_bands(shown.bid(), dispatch_interval) if shown is not None else ()
         return replace(outcome, revenue_counted=counted.counted, counted_by_cycle=counted.counted_by,
-                       bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent)
+                       bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent,
+                       settled_earlier=tuple(settled))
+
+
+async def _settle_earlier(conn: cycle_store.AsyncConn, unit_id: str, cycle_id: str, dispatch_interval: datetime,
+                          check: DispatchCheck, state_of_charge_mwh: float) -> str:
+    """Store AEMO's dispatch of an earlier cycle's interval in that cycle's record (fact ``settled``) and say so
+    in one line: interval, cycle, MW, price, revenue and what the bid in force cannot explain."""
+    recorded = _aemo_recorded(check, state_of_charge_mwh)
+    counted = await cycle_store.settle_cycle(
+        conn, cycle_id, unit_id, dispatch_interval,
+        cycle_store.IntervalOutcome(gen_mw=recorded.gen_mw, load_mw=recorded.load_mw, price=recorded.price,
+                                    energy_revenue=recorded.energy_revenue_dollars,
+                                    fcas_revenue=recorded.fcas_revenue_dollars),
+        {"stage": "settled", **asdict(recorded)})
+    price = f"${recorded.price:,.2f}/MWh" if recorded.price is not None else "no price"
+    revenue = recorded.energy_revenue_dollars + recorded.fcas_revenue_dollars
+    line = (f"{dispatch_interval:%Y-%m-%d %H:%M} ({cycle_id}) {recorded.gen_mw - recorded.load_mw:+,.1f} MW at "
+            f"{price}, ${revenue:,.2f}" + ("" if counted.counted else " (not counted: already counted)"))
+    return line + (f"; UNEXPLAINED: {'; '.join(check.flags)}" if check.flags else "")
+
+
+def _aemo_recorded(check: DispatchCheck, state_of_charge_mwh: float) -> OutcomeRecorded:
+    """The record stage's fact for AEMO's dispatch settled and checked (live mode)."""
+    return OutcomeRecorded(cleared=True, gen_mw=check.gen_mw, load_mw=check.load_mw,
+                           energy_revenue_dollars=check.energy_revenue_dollars,
+                           fcas_revenue_dollars=check.fcas_revenue_dollars, state_of_charge_mwh=state_of_charge_mwh,
+                           price=check.rrp if math.isfinite(check.rrp) else None, dispatch_source="AEMO",
+                           dispatch_flags=check.flags)
 
 
 def _outcome(market: bid_pb2.MarketOutcome) -> OutcomeRecorded:

@@ -171,6 +171,10 @@ class BidBuilt:
     standing_bid_id: str | None = None
     # The operator's reason when this bid is (also) a manual rebid.
     manual_rebid_reason: str | None = None
+    # The next trading day's DAILY bid decided with this one (archived as ``bid-daily``; None when none was due
+    # or none passed validation) and one line on it ("" when none was due).
+    daily_bid_key: str | None = None
+    daily_summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,13 @@ class OutcomeRecorded:
     bid_bands: tuple[BidBand, ...] = ()
     # The plan's intent in one sentence ('' without a plan).
     plan_intent: str = ""
+    # Where the dispatch came from: "" the market the bid was submitted to (the simulated market), "AEMO" (live
+    # mode: DISPATCHLOAD settled at DISPATCHPRICE); what of it the bid in force cannot explain.
+    dispatch_source: str = ""
+    dispatch_flags: tuple[str, ...] = ()
+    # Live mode: earlier cycles of the unit whose interval AEMO published since they recorded, settled now (one
+    # line each: interval, cycle, MW, price, revenue, anything the bid in force cannot explain).
+    settled_earlier: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from services.fleet_codec import plans_from_proto
 from services.fleet_gateway import CHANNEL_OPTIONS
 from services.market_data import fetch_snapshot
 from services.security import EdgeSecurity, channel
-from settings import Settings
+from settings import BiddingSettings, ConfigError, Settings
 from vpp.v1 import bid_pb2, fleet_pb2, fleet_pb2_grpc, worker_pb2
 
 INVALID_DISTRIBUTION_INPUT = "InvalidDistributionInput"
@@ -64,6 +64,13 @@ class DistributionActivities:
         self._gateway_address = settings.fleet.gateway_address
         self._bid_address = settings.stack.bid_service_address
         self._security = security
+
+    def _fleet_bidding(self, fleet_unit_id: str) -> BiddingSettings:
+        """The bid ladders of the VPP's fleet unit (its ``[[units]]`` entry; ``[bidding]`` by default)."""
+        try:
+            return self._settings.unit(fleet_unit_id).bidding
+        except ConfigError as error:
+            raise _non_retryable(str(error)) from error
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
@@ -156,7 +163,8 @@ class DistributionActivities:
                       stale_version_sites=int(aggregate.stale_version_sites[0, 0]),
                       estimated_sites=int(aggregate.estimated_sites[0, 0]))
         try:
-            fleet_bid = build_fleet_bid(aggregate, 0, spec, self._settings.bidding, self._settings.market,
+            fleet_bid = build_fleet_bid(aggregate, 0, spec, self._fleet_bidding(request.fleet_unit_id),
+                                        self._settings.market,
                                         dispatch_interval=datetime.fromisoformat(request.dispatch_interval),
                                         offer_time=datetime.fromisoformat(request.offer_time), version=1,
                                         plan_hash=sha256_hex(response.plans.SerializeToString()))

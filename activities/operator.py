@@ -7,7 +7,6 @@ the same action twice: the audit row carries the activity's request id.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +26,7 @@ from activities.operator_facts import (
     UnitConsole,
 )
 from algorithms.common.nem_time import INTERVAL, trading_day, trading_day_last_interval
-from algorithms.market.console import bid_bands, pnl_of
+from algorithms.market.console import UnitPnl, bid_bands, pnl_of
 from models import bids as bid_store
 from models import cycles as cycle_store
 from models import operator_controls as store
@@ -44,10 +43,24 @@ TriggerCycle = Callable[[str], Awaitable[None]]
 def schedule_trigger(settings: Settings, client: Client) -> TriggerCycle:
     """A TriggerCycle that triggers the unit's AutoBidder schedule (:func:`services.temporal_client.trigger_now`)."""
     async def trigger(unit_id: str) -> None:
-        unit_settings = dataclasses.replace(settings, cycle=dataclasses.replace(settings.cycle, unit_id=unit_id))
-        await trigger_now(unit_settings, client)
+        await trigger_now(settings, client, unit_id=unit_id)
 
     return trigger
+
+
+async def latest_day_pnl(conn: Any, unit_id: str) -> tuple[datetime, UnitPnl] | None:
+    """``unit_id``'s latest recorded interval (interval-ending AEST) and the P&L ($) of its trading day, each
+    interval counted once (the ``cycles`` table); None when the unit has recorded no interval. The operator
+    page and ``vpp status`` both read it here."""
+    latest = await cycle_store.latest_interval(conn, unit_id)
+    if latest is None:
+        return None
+    day = trading_day(latest)
+    last = trading_day_last_interval(day)
+    first = last - timedelta(days=1) + INTERVAL
+    rows = await cycle_store.counted_revenue(conn, unit_id, first, last)
+    cycles = await cycle_store.cycles_between(conn, unit_id, first, last)
+    return latest, pnl_of(unit_id, rows, day, cycles)
 
 
 def _request_id() -> str:
@@ -77,16 +90,12 @@ class OperatorActivities:
         """The P&L of the trading day of the unit's latest recorded interval (each interval counted once,
         from the ``cycles`` table) and the bid in force for that interval."""
         async with await connect(self._database_url) as conn:
-            latest = await cycle_store.latest_interval(conn, unit_id)
-            if latest is None:
+            recorded = await latest_day_pnl(conn, unit_id)
+            if recorded is None:
                 return UnitConsole(unit_id=unit_id)
-            day = trading_day(latest)
-            last = trading_day_last_interval(day)
-            first = last - timedelta(days=1) + INTERVAL
-            rows = await cycle_store.counted_revenue(conn, unit_id, first, last)
-            cycles = await cycle_store.cycles_between(conn, unit_id, first, last)
+            latest, pnl = recorded
             bid = await bid_store.latest_accepted_bid_covering(conn, unit_id, latest)
-        pnl = pnl_of(unit_id, rows, day, cycles)
+        day, cycles = trading_day(latest), pnl.cycles
         return UnitConsole(unit_id=unit_id, trading_day=day.isoformat(),
                            energy_revenue_dollars=pnl.energy_revenue_dollars,
                            fcas_revenue_dollars=pnl.fcas_revenue_dollars, intervals=pnl.intervals, cycles=cycles,

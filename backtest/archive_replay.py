@@ -50,6 +50,7 @@ from algorithms.common.content_hash import with_inputs_hash
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp
 from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
+from algorithms.market.daily_bid import DailyBidsInForce
 from algorithms.market.operator_controls import EffectiveControls
 from algorithms.market.rebid import material_changes
 from algorithms.registry import HandlerRegistry, default_registry
@@ -396,7 +397,8 @@ def rebuild_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.Battery
                 dispatch_interval: datetime, offer_time: datetime, version: int, products: Sequence[str],
                 initial_state_of_charge_mwh: float, standing_bid: StandingBid | None = None,
                 daily_band_prices: Mapping[tuple[str, int], Sequence[float]] | None = None,
-                controls: EffectiveControls | None = None) -> BidDecision:
+                controls: EffectiveControls | None = None,
+                daily_bids: DailyBidsInForce | None = None) -> BidDecision:
     """The ``build_and_validate_bid`` activity's decision for ``plan``:
     :func:`algorithms.market.bid_decision.decide_bid` (band ladders and rules from ``settings``).
 
@@ -406,13 +408,14 @@ def rebuild_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.Battery
     operator's controls (the archived battery already carries a SoC hold), so a replay of the archive
     decides without them: no bid in force (the bid is always built, never suppressed as "no material
     change") and V4 checks only the entry type; ``standing_bid``, ``daily_band_prices`` and ``controls``
-    give them when they are known.
+    give them when they are known. Nor does it keep which DAILY bids were in force: ``daily_bids`` gives
+    them (None: no DAILY bid is decided and the configured ladder is used).
     """
     return decide_bid(plan, standing_bid=standing_bid, controls=controls or EffectiveControls(), battery=battery,
                       bidding=settings.bidding, rules=settings.market, products=products,
                       daily_band_prices=daily_band_prices, dispatch_interval=dispatch_interval,
                       offer_time=offer_time, version=version, initial_state_of_charge_mwh=initial_state_of_charge_mwh,
-                      plan_hash=archive_key(plan).removeprefix("sha256:"))
+                      plan_hash=archive_key(plan).removeprefix("sha256:"), daily_bids=daily_bids)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ import numpy.typing as npt
 
 from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
 from algorithms.common.errors import InvalidRequestError
-from algorithms.common.nem_time import hours_per_interval, to_timestamp, trading_day, unix_ms_to_market
+from algorithms.common.nem_time import from_timestamp, hours_per_interval, to_timestamp, trading_day, unix_ms_to_market
 from algorithms.common.products import ENERGY, fcas_products_of
 from algorithms.common.replay_clock import CycleTimeline, cycle_timeline
 from algorithms.market.as_of import (
@@ -102,9 +102,11 @@ from algorithms.market.as_of import (
     latest_known,
     publication_model,
 )
+from algorithms.market.bid_columns import ColumnarBid, as_columnar
 from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
 from algorithms.market.clearing import clear_interval, with_administered_pricing
 from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
+from algorithms.market.daily_bid import DailyBidsInForce
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from algorithms.market.operator_controls import (
     ControlTimeline,
@@ -422,32 +424,60 @@ class BidBook:
 
     Every accepted bid starts at its decision's dispatch interval and runs to the end of that trading day
     (or of its plan), so the newest accepted bid is the only one that can be in force: an older bid never
-    covers an interval the newest does not. Covered intervals are kept as the UTC seconds of the period
-    offers' timestamps (any product), as the market's ``covered_intervals`` reads them; the bid's id is
-    the market's (:func:`services.bid_service.bid_id_for`).
+    covers an interval the newest does not. Covered intervals are kept as the sorted UTC seconds of the
+    period offers' timestamps (any product), as the market's ``covered_intervals`` reads them, taken from
+    the bid's columns (:mod:`algorithms.market.bid_columns`); the bid's id is the market's
+    (:func:`services.bid_service.bid_id_for`).
     """
 
     newest: StandingBid | None = None
-    newest_seconds: frozenset[int] = frozenset()
+    newest_seconds: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     daily_prices: dict[date, dict[BandPriceKey, tuple[float, ...]]] = field(default_factory=dict)
+    daily_bids: dict[date, StandingBid] = field(default_factory=dict)
 
     def covering(self, dispatch_interval: datetime) -> StandingBid | None:
-        """The bid in force for the interval ending ``dispatch_interval`` (AEST), or None."""
-        return self.newest if to_timestamp(dispatch_interval).seconds in self.newest_seconds else None
+        """The bid in force for the interval ending ``dispatch_interval`` (AEST), or None: the newest accepted
+        rebid when it covers the interval, else the accepted DAILY bid of the interval's trading day."""
+        seconds = to_timestamp(dispatch_interval).seconds
+        position = int(np.searchsorted(self.newest_seconds, seconds))
+        if position < self.newest_seconds.size and int(self.newest_seconds[position]) == seconds:
+            return self.newest
+        return self.daily_bids.get(trading_day(dispatch_interval))
 
     def band_prices_in_force(self, day: date) -> dict[BandPriceKey, tuple[float, ...]] | None:
-        """Band prices of the first accepted bid of trading day ``day`` (rule V4), or None."""
-        return self.daily_prices.get(day)
+        """Band prices in force on trading day ``day`` (rule V4): its DAILY bid's, else its first accepted
+        bid's, or None."""
+        daily = self.daily_bids.get(day)
+        return band_prices_of(daily.bid) if daily is not None else self.daily_prices.get(day)
 
-    def accept(self, bid: bid_pb2.Bid, dispatch_interval: datetime) -> None:
-        """Record ``bid`` (first interval ``dispatch_interval``, AEST) as accepted."""
+    def daily_bids_in_force(self, dispatch_interval: datetime) -> DailyBidsInForce:
+        """The DAILY bids the bid decision needs for the interval ending ``dispatch_interval`` (AEST)."""
+        daily = self.daily_bids.get(trading_day(dispatch_interval))
+        return DailyBidsInForce(day_prices=band_prices_of(daily.bid) if daily is not None else None,
+                                days_with_daily_bid=frozenset(self.daily_bids))
+
+    def accept_daily(self, bid: bid_pb2.Bid, band_count: int | None = None) -> None:
+        """Record the DAILY ``bid`` (for the trading day it names) as accepted: in force for that day's
+        intervals until a rebid covers them. With ``band_count`` (bands a period) its columns are read once,
+        so rebid checks against it compare columns."""
+        day = date.fromisoformat(bid.trading_day)
+        first = from_timestamp(bid.dispatch_interval)
+        columns = ColumnarBid.of(bid, band_count) if band_count is not None else None
+        self.daily_bids[day] = StandingBid(bid_id_for(bid.unit_id, day, first, bid.version), bid, columns)
+
+    def accept(self, bid: bid_pb2.Bid | ColumnarBid, dispatch_interval: datetime, band_count: int) -> None:
+        """Record ``bid`` (first interval ``dispatch_interval``, AEST; its columns are read when it comes
+        without, ``band_count`` bands a period) as accepted."""
         day = trading_day(dispatch_interval)
-        self.newest = StandingBid(bid_id_for(bid.unit_id, day, dispatch_interval, bid.version), bid)
-        self.newest_seconds = frozenset(period.dispatch_interval.seconds for offer in bid.offers
-                                        for period in offer.periods if period.HasField("dispatch_interval"))
+        columns = as_columnar(bid, band_count)
+        bid = columns.bid
+        self.newest = StandingBid(bid_id_for(bid.unit_id, day, dispatch_interval, bid.version), bid, columns)
+        self.newest_seconds = columns.interval_seconds()
         self.daily_prices.setdefault(day, band_prices_of(bid))
         for stale in [d for d in self.daily_prices if d < day]:
             del self.daily_prices[stale]
+        for stale in [d for d in self.daily_bids if d < day]:
+            del self.daily_bids[stale]
 
 
 def bid_stage(book: BidBook, plan: worker_pb2.OptimisationResult | None, settings: Settings, *,
@@ -455,17 +485,22 @@ def bid_stage(book: BidBook, plan: worker_pb2.OptimisationResult | None, setting
               dispatch_interval: datetime, offer_time: datetime, version: int,
               initial_state_of_charge_mwh: float) -> BidDecision:
     """The backtest's bid stage: :func:`algorithms.market.bid_decision.decide_bid` against the bid in force
-    and the trading day's band prices ``book`` holds (as the live activity reads them from PostgreSQL);
-    a bid submitted is accepted into ``book``. Units and times as :func:`decide_bid`'s."""
+    and the trading day's band prices and DAILY bids ``book`` holds (as the live activity reads them from
+    PostgreSQL); a bid submitted is accepted into ``book``, then a DAILY bid decided for the next trading day.
+    Units and times as :func:`decide_bid`'s."""
     decision = decide_bid(
         plan, standing_bid=book.covering(dispatch_interval), controls=controls, battery=battery,
         bidding=settings.bidding, rules=settings.market, products=products,
         daily_band_prices=book.band_prices_in_force(trading_day(dispatch_interval)),
         dispatch_interval=dispatch_interval, offer_time=offer_time, version=version,
         initial_state_of_charge_mwh=initial_state_of_charge_mwh,
-        plan_hash=archive_key(plan).removeprefix("sha256:") if plan is not None else "")
+        plan_hash=archive_key(plan).removeprefix("sha256:") if plan is not None else "",
+        daily_bids=book.daily_bids_in_force(dispatch_interval))
     if decision.bid is not None:
-        book.accept(decision.bid, dispatch_interval)
+        book.accept(decision.columns if decision.columns is not None else decision.bid, dispatch_interval,
+                    settings.market.band_count)
+    if decision.daily_bid is not None:
+        book.accept_daily(decision.daily_bid, settings.market.band_count)
     return decision
 
 

@@ -165,6 +165,13 @@ class MarketDataMode(StrEnum):
     LIVE = "live"
 
 
+class MarketMode(StrEnum):
+    """Where ``vpp up``'s bid service submits bids (``--market``)."""
+
+    SIMULATED = "simulated"
+    AEMO_SANDBOX = "aemo-sandbox"
+
+
 @app.command()
 def up(
     ctx: typer.Context,
@@ -175,16 +182,22 @@ def up(
         "current reports as they are published, cycles on the market clock.")] = MarketDataMode.REPLAY,
     source: Annotated[str | None, typer.Option(
         help="Live: NEMWEB's address or a stand-in laid out like it (default: [market_store] source).")] = None,
+    market: Annotated[MarketMode | None, typer.Option(
+        "--market", help="simulated: bids go to the simulated NEM; aemo-sandbox: the bid service's aemo backend "
+        "submits to a local stand-in of AEMO's bidding API that the stack starts.")] = None,
 ) -> None:
     """Start the whole local stack (Temporal, SQS, PostgreSQL, services, workers) until Ctrl-C."""
-    from stack.supervisor import run_up, with_market_data
+    from stack.supervisor import run_up, with_market, with_market_data
 
     settings = load(ctx)
     state = ctx.find_object(CliContext)
     with clean_errors():
         settings = with_market_data(settings, market_data.value, source)
+        sandbox = market is MarketMode.AEMO_SANDBOX
+        if market is not None:
+            settings = with_market(settings, market.value)
         code = run_up(settings, ui=not headless, trigger=not no_trigger,
-                      config_path=state.config_path if state else None)
+                      config_path=state.config_path if state else None, aemo_sandbox=sandbox)
     raise typer.Exit(code)
 
 
@@ -196,14 +209,15 @@ def status(
     """Every part of the stack (Temporal, SQS, PostgreSQL, each gRPC service, gateway, pools, workers,
     schedules) with its state, asked as the stack is configured (TLS, tokens). Exit 1 when any is down."""
     from cli.calls import print_json
-    from stack.status import probe_stack
+    from stack.status import probe_stack, probe_units
 
     settings = load(ctx)
     with clean_errors():
         states = probe_stack(settings)
+        units = probe_units(settings)
     down = [state.part for state in states if not state.up]
     if json_output:
-        print_json({"up": not down, "parts": states})
+        print_json({"up": not down, "parts": states, "units": units})
     else:
         table = Table(title="openvpp stack")
         for column in ("part", "address", "state", "detail"):
@@ -212,6 +226,12 @@ def status(
             table.add_row(state.part, state.address, "[green]up[/]" if state.up else "[red]down[/]",
                           escape(state.detail))
         console().print(table)
+        unit_table = Table(title="units (P&L of each unit's latest trading day, market time AEST)")
+        for column in ("unit", "kind", "region", "P&L"):
+            unit_table.add_column(column, overflow="fold")
+        for unit in units:
+            unit_table.add_row(unit.unit_id, unit.kind, unit.region, escape(unit.pnl))
+        console().print(unit_table)
         if down:
             raise fail(f"{len(down)} of {len(states)} parts down: {', '.join(down)}")
     if down:
@@ -238,12 +258,20 @@ def serve_market_data(ctx: typer.Context) -> None:
 
 @serve_app.command("bids")
 def serve_bids(ctx: typer.Context) -> None:
-    """Run the bid gRPC service (simulated market) until SIGINT/SIGTERM."""
+    """Run the bid gRPC service (simulated market, or AEMO's bidding API: [bid_service] backend) until
+    SIGINT/SIGTERM."""
+    from aemo.errors import AemoDataError
     from services.bid_service import serve  # type: ignore[import-not-found]
 
     settings = load(ctx)
     with clean_errors():
-        run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        try:
+            run_until_signal(lambda stop: serve(settings, stop))  # type: ignore[no-any-return]
+        except AemoDataError as exc:  # e.g. the aemo backend without its environment
+            raise fail(str(exc)) from None
+
+
+POOL_BATCH_MESSAGES = 10
 
 
 @worker_app.command("pool")
@@ -257,7 +285,8 @@ def worker_pool(ctx: typer.Context, kind: Annotated[PoolKind, typer.Argument(hel
 
         run_until_signal(lambda stop: run_backtest_pool(settings, stop))
         return
-    run_until_signal(lambda stop: run_pool(settings, kind.value, stop))
+    # Up to ten requests per receive, settled with SQS's batch calls (pools.runtime.handle_batch).
+    run_until_signal(lambda stop: run_pool(settings, kind.value, stop, max_messages=POOL_BATCH_MESSAGES))
 
 
 @worker_app.command("sweep")
@@ -385,14 +414,16 @@ bench_app.command("store")(bench_store)
 @bench_app.command("cycle")
 def bench_cycle(
     ctx: typer.Context,
-    cycles: Annotated[int, typer.Option(min=1, help="Number of cycles to measure.")] = 20,
+    cycles: Annotated[int, typer.Option(min=1, help="Number of cycles to measure (with --units: rounds).")] = 20,
+    units: Annotated[int, typer.Option(min=1, max=100, help="Battery units whose cycles run at once, in several "
+                                                            "regions (1: the configured unit alone).")] = 1,
 ) -> None:
-    """Measure the AutoBidder cycle end to end on the local stack."""
+    """Measure the AutoBidder cycle end to end on the local stack (a portfolio of units with --units)."""
     from bench.cycle import run_cycle_bench
 
     settings = load(ctx)
     with clean_errors():
-        code = run_cycle_bench(settings, cycles=cycles)
+        code = run_cycle_bench(settings, cycles=cycles, units=units)
     raise typer.Exit(int(code))
 
 
@@ -421,6 +452,20 @@ def bench_forecast(
                         forecaster=forecaster)
         except (ValueError, AemoDataError) as exc:
             raise fail(str(exc)) from None
+    raise typer.Exit(int(code))
+
+
+@bench_app.command("aemo-submit")
+def bench_aemo_submit(
+    ctx: typer.Context,
+    bids: Annotated[int, typer.Option(min=1, max=240, help="New bids to submit (each also submitted again).")] = 50,
+) -> None:
+    """SubmitBid latency (median, p95) through the bid service's aemo backend to the local AEMO stand-in."""
+    from bench.aemo_submit import main
+
+    settings = load(ctx)
+    with clean_errors():
+        code = main(settings, bids)
     raise typer.Exit(int(code))
 
 

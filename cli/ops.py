@@ -33,17 +33,29 @@ def _operator(operator: str | None) -> str:
         return ""
 
 
-def require_unit(ctx: typer.Context, unit: str) -> None:
-    """Nothing if ``unit`` is an AutoBidder unit this platform runs (the configured one, or one with cycles,
-    bids or controls in the database); else one error line and exit 1, before anything is written."""
+def require_unit(ctx: typer.Context, unit: str, *, controls: bool = False) -> None:
+    """Nothing if ``unit`` is a configured unit of the portfolio (``[[units]]``, or the default unit and the
+    VPP's fleet unit) or, unless ``controls`` (an action that changes the unit's controls), one with cycles,
+    bids or controls in the database; else one error line and exit 1, before anything is written.
+
+    Controls are for battery units: the VPP's fleet unit is bid by the price-forecast distribution, whose
+    rounds take no operator controls, so an action on it is refused (its status and audit trail are shown)."""
     from cli.fleet import database
     from cli.main import fail, load
     from models.cycles import unit_exists
     from models.db import connect
+    from settings import VPP_UNIT
 
     settings = load(ctx)
-    if unit == settings.cycle.unit_id:
+    configured = ", ".join(repr(unit_id) for unit_id in settings.unit_ids)
+    if unit in settings.unit_ids:
+        if controls and settings.unit(unit).kind == VPP_UNIT:
+            raise fail(f"unit {unit!r} is the VPP's fleet unit: the price-forecast distribution bids it and takes "
+                       f"no operator controls (battery units: "
+                       f"{', '.join(repr(u.unit_id) for u in settings.battery_units)})")
         return
+    if controls:
+        raise fail(f"unknown unit {unit!r}: the configured units are {configured}")
 
     async def known(url: str) -> bool:
         async with await connect(url) as conn:
@@ -51,7 +63,7 @@ def require_unit(ctx: typer.Context, unit: str) -> None:
 
     with database(ctx) as url:
         if not asyncio.run(known(url)):
-            raise fail(f"unknown unit {unit!r}: this platform runs {settings.cycle.unit_id!r} "
+            raise fail(f"unknown unit {unit!r}: the configured units are {configured} "
                        "(and units with recorded cycles or bids)")
 
 
@@ -65,7 +77,7 @@ def _update(ctx: typer.Context, unit: str, name: str, *args: Any) -> Any:
     from stack.schedule import operator_input
     from workflows.operator import UnitOperator
 
-    require_unit(ctx, unit)
+    require_unit(ctx, unit, controls=True)
     settings = load(ctx)
     result_type: type[Any] = RebidRequested if name == "manual_rebid" else ControlsView
 
@@ -134,7 +146,8 @@ def ops_hold_soc(
     from algorithms.market.operator_controls import parse_hold_until, validate_soc_hold
     from cli.main import load
 
-    battery = load(ctx).battery
+    require_unit(ctx, unit, controls=True)
+    battery = load(ctx).unit(unit).battery
     moment = _checked(parse_hold_until, until)
     _checked(validate_soc_hold, floor, moment, datetime.now(UTC), battery.soc_min_fraction,
              battery.soc_max_fraction, reason)

@@ -304,14 +304,15 @@ def band_prices_of(bid: bid_pb2.Bid) -> dict[BandPriceKey, tuple[float, ...]]:
 async def daily_band_prices(
     conn: AsyncConn, unit_id: str, trading_day: date
 ) -> dict[BandPriceKey, tuple[float, ...]] | None:
-    """Band prices of the first ACCEPTED bid of ``unit_id`` for ``trading_day``; ``None`` if it has none.
+    """Band prices in force for ``unit_id`` on ``trading_day`` (rule V4); ``None`` if the day has no accepted bid.
 
-    "First" is the earliest received (ties: earliest first interval, lowest version). These are the
-    prices a later rebid of the same trading day must keep (rule V4).
+    They are the day's first accepted DAILY bid's (the platform submits one per day), else those of the first
+    ACCEPTED bid of the day (earliest received; ties: earliest first interval, lowest version). A later
+    rebid of the same trading day must keep them.
     """
     cur = await conn.execute(
         "SELECT payload FROM bids WHERE unit_id = %s AND trading_day = %s AND status = 'ACCEPTED'"
-        " ORDER BY received_at, dispatch_interval, version LIMIT 1",
+        " ORDER BY (entry_type = 'DAILY') DESC, received_at, dispatch_interval, version LIMIT 1",
         (unit_id, trading_day),
     )
     row = await cur.fetchone()
@@ -321,3 +322,28 @@ async def daily_band_prices(
     first.ParseFromString(bytes(row[0]))
     return band_prices_of(first)
 
+
+async def daily_entry_band_prices(
+    conn: AsyncConn, unit_id: str, trading_day: date
+) -> dict[BandPriceKey, tuple[float, ...]] | None:
+    """Band prices of the first ACCEPTED DAILY bid of ``unit_id`` for ``trading_day``; ``None`` if it has none."""
+    cur = await conn.execute(
+        "SELECT payload FROM bids WHERE unit_id = %s AND trading_day = %s AND status = 'ACCEPTED'"
+        " AND entry_type = 'DAILY' ORDER BY received_at, dispatch_interval, version LIMIT 1",
+        (unit_id, trading_day),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    daily = bid_pb2.Bid()
+    daily.ParseFromString(bytes(row[0]))
+    return band_prices_of(daily)
+
+
+async def days_with_daily_bid(conn: AsyncConn, unit_id: str, from_day: date) -> frozenset[date]:
+    """Trading days from ``from_day`` on for which ``unit_id`` has a DAILY bid stored (accepted or rejected)."""
+    cur = await conn.execute(
+        "SELECT DISTINCT trading_day FROM bids WHERE unit_id = %s AND entry_type = 'DAILY' AND trading_day >= %s",
+        (unit_id, from_day),
+    )
+    return frozenset(row[0] for row in await cur.fetchall())

@@ -104,6 +104,39 @@ async def record_cycle(conn: AsyncConn, cycle: CycleRecord) -> Counted:
     return Counted(counted=counted, counted_by=cycle.cycle_id if counted else (other[0] if other else None))
 
 
+async def unsettled_cycles(conn: AsyncConn, unit_id: str, first_interval: datetime,
+                           last_interval: datetime) -> list[tuple[str, datetime]]:
+    """(cycle_id, interval-ending AEST) of the cycles of ``unit_id`` in [first_interval, last_interval] recorded
+    without an outcome (the market had not dispatched their interval yet), in time order."""
+    cur = await conn.execute(
+        "SELECT cycle_id, dispatch_interval FROM cycles WHERE unit_id = %s AND energy_revenue IS NULL"
+        " AND dispatch_interval BETWEEN %s AND %s ORDER BY dispatch_interval, started_at, cycle_id",
+        (unit_id, first_interval, last_interval))
+    return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def settle_cycle(conn: AsyncConn, cycle_id: str, unit_id: str, dispatch_interval: datetime,
+                       outcome: IntervalOutcome, fact: dict[str, Any]) -> Counted:
+    """Store the outcome of a cycle recorded before its interval was dispatched, append ``fact`` (JSON) to its
+    facts, and count its interval's revenue unless another cycle already counts it (the caller commits).
+    A cycle that already has an outcome is left as it is (settling twice changes nothing)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                       (f"openvpp.cycles/{unit_id}/{dispatch_interval.isoformat()}",))
+    cur = await conn.execute(
+        "SELECT cycle_id FROM cycles WHERE unit_id = %s AND dispatch_interval = %s AND revenue_counted"
+        " AND cycle_id <> %s", (unit_id, dispatch_interval, cycle_id))
+    other = await cur.fetchone()
+    cur = await conn.execute(
+        "UPDATE cycles SET gen_mw = %s, load_mw = %s, price = %s, energy_revenue = %s, fcas_revenue = %s,"
+        " revenue_counted = %s, facts = facts || %s, recorded_at = now()"
+        " WHERE cycle_id = %s AND energy_revenue IS NULL RETURNING cycle_id",
+        (outcome.gen_mw, outcome.load_mw, outcome.price, outcome.energy_revenue, outcome.fcas_revenue,
+         other is None, Jsonb([fact]), cycle_id))
+    if await cur.fetchone() is None:
+        return Counted(counted=False, counted_by=other[0] if other else None)
+    return Counted(counted=other is None, counted_by=cycle_id if other is None else other[0])
+
+
 async def counted_revenue(conn: AsyncConn, unit_id: str, first_interval: datetime,
                           last_interval: datetime) -> list[tuple[datetime, float, float]]:
     """(interval-ending AEST, energy $, FCAS $) of each counted interval of ``unit_id`` in

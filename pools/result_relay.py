@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 RESULT_KINDS = ("forecast", "optimisation", "backtest")
 RELAY_BATCH = 10
+# Replies being relayed at once (archived and their activities completed) while the next are received.
+RELAY_CONCURRENCY = 32
 RECEIVE_WAIT_S = 1
 RECEIVE_ERROR_BACKOFF_S = 1.0
 RESULT_STATUS_PREFIX = "RESULT_STATUS_"
@@ -176,12 +178,30 @@ async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[st
                 f" detail={dead_reason!r}" if dead_reason else "")
 
 
+async def _relay_settled(client: SQSClient, urls: QueueUrls, message: Mapping[str, Any],
+                         temporal_client: Client, archive: Archive, max_receive_count: int) -> None:
+    """Relay one reply; an SQS error settling it is logged (the reply is delivered again)."""
+    try:
+        await _relay_message(client, urls, message, temporal_client, archive, max_receive_count)
+    except (BotoCoreError, ClientError) as exc:
+        logger.error("could not settle a reply on %s (it will be delivered again): %s", urls.results, exc)
+
+
 async def run_result_relay(settings: Settings, temporal_client: Client, archive: Archive, stop: asyncio.Event,
                            *, sqs: SQSClient | None = None) -> None:
     """Relay replies from the results queue until ``stop`` is set (noticed within about a second)."""
     client = sqs if sqs is not None else sqs_client(settings)
     urls = await asyncio.to_thread(queue_urls, client, settings)
     logger.info("result relay serving %s", urls.results)
+    slots = asyncio.Semaphore(RELAY_CONCURRENCY)
+    in_flight: set[asyncio.Task[None]] = set()
+
+    def finished(task: asyncio.Task[None]) -> None:
+        in_flight.discard(task)
+        slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("relaying a reply failed (it will be delivered again)", exc_info=task.exception())
+
     while not stop.is_set():
         try:
             response = await asyncio.to_thread(
@@ -192,11 +212,14 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=RECEIVE_ERROR_BACKOFF_S)
             continue
+        # Replies are independent (each completes its own activity): relay them concurrently, up to
+        # RELAY_CONCURRENCY at once, and receive the next ones meanwhile.
         for message in response.get("Messages", []):
-            try:
-                await _relay_message(client, urls, dict(message), temporal_client, archive,
-                                     settings.stack.max_receive_count)
-            except (BotoCoreError, ClientError) as exc:
-                logger.error("could not settle a reply on %s (it will be delivered again): %s",
-                             urls.results, exc)
+            await slots.acquire()
+            task = asyncio.create_task(_relay_settled(client, urls, dict(message), temporal_client, archive,
+                                                      settings.stack.max_receive_count))
+            in_flight.add(task)
+            task.add_done_callback(finished)
+    if in_flight:
+        await asyncio.gather(*in_flight, return_exceptions=True)
     logger.info("result relay stopped")

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -312,6 +312,51 @@ def settle(client: SQSClient, urls: QueueUrls, queue_url: str, message: Mapping[
         client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
+# SQS limits of one SendMessageBatch: 10 entries and 256 KiB in all (kept below it).
+SEND_BATCH_ENTRIES = 10
+SEND_BATCH_BYTES = 240 * 1024
+
+
+def _send_chunks(bodies: list[tuple[int, str]]) -> list[list[tuple[int, str]]]:
+    """``bodies`` (position, message body) in chunks SendMessageBatch accepts (entries and bytes)."""
+    chunks: list[list[tuple[int, str]]] = []
+    size = 0
+    for position, body in bodies:
+        length = len(body.encode())
+        if not chunks or len(chunks[-1]) >= SEND_BATCH_ENTRIES or size + length > SEND_BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((position, body))
+        size += length
+    return chunks
+
+
+def settle_batch(client: SQSClient, urls: QueueUrls, queue_url: str,
+                 settled: Sequence[tuple[Mapping[str, Any], Disposition]]) -> set[int]:
+    """Carry out the dispositions of one receive with SQS's batch calls: the replies (SendMessageBatch),
+    then the dead letters, then the deletes (DeleteMessageBatch) — a message whose reply was not sent is not
+    deleted, so it is delivered again (and answered from the cache). Returns the positions not settled."""
+    replies = [(position, body) for position, (_, disposition) in enumerate(settled)
+               if (body := disposition.reply_body) is not None]
+    unsent: set[int] = set()
+    for chunk in _send_chunks(replies):
+        answer = client.send_message_batch(QueueUrl=urls.results, Entries=[
+            {"Id": str(position), "MessageBody": body} for position, body in chunk])
+        unsent |= {int(failed["Id"]) for failed in answer.get("Failed", [])}
+    for position, (_, disposition) in enumerate(settled):
+        if disposition.dead_letter is not None and position not in unsent:
+            client.send_message(QueueUrl=urls.dead_letters, MessageBody=disposition.dead_letter.body,
+                                MessageAttributes=disposition.dead_letter.message_attributes())
+    deletes = [(position, message) for position, (message, disposition) in enumerate(settled)
+               if disposition.delete and position not in unsent]
+    for start in range(0, len(deletes), SEND_BATCH_ENTRIES):
+        deleted = client.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(position), "ReceiptHandle": message["ReceiptHandle"]}
+            for position, message in deletes[start:start + SEND_BATCH_ENTRIES]])
+        unsent |= {int(failed["Id"]) for failed in deleted.get("Failed", [])}
+    return unsent
+
+
 async def _keep_invisible(client: SQSClient, queue_url: str, receipt_handle: str, timeout_s: int) -> None:
     """Extend the message's visibility by ``timeout_s`` every half timeout while its handler runs."""
     while True:
@@ -367,13 +412,54 @@ async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, mes
     return disposition
 
 
+async def handle_batch(client: SQSClient, urls: QueueUrls, queue_url: str, messages: list[dict[str, Any]], *,
+                       registry: HandlerRegistry, completed: IdempotencyCache, max_receive_count: int,
+                       visibility_timeout_s: int, kind: str) -> list[Disposition]:
+    """Process the messages of one receive one after the other (in one thread, visibility kept), settle them
+    together with SQS's batch calls (:func:`settle_batch`), and log one line per message."""
+    started = time.perf_counter()
+    keepers = [asyncio.create_task(_keep_invisible(client, queue_url, message["ReceiptHandle"], visibility_timeout_s))
+               for message in messages]
+
+    def process_all() -> list[Disposition]:
+        return [process_message(message, registry=registry, max_receive_count=max_receive_count,
+                                completed=completed, source_queue=queue_url) for message in messages]
+
+    try:
+        dispositions = await asyncio.to_thread(process_all)
+    finally:
+        for keeper in keepers:
+            keeper.cancel()
+        for keeper in keepers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+    try:
+        unsettled = await asyncio.to_thread(settle_batch, client, urls, queue_url,
+                                            list(zip(messages, dispositions, strict=True)))
+    except (BotoCoreError, ClientError) as exc:
+        unsettled = set(range(len(messages)))
+        logger.error("a batch of %d tasks: could not send the replies / dead letters or delete them (%s); "
+                     "they will be delivered again", len(messages), exc)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    for position, disposition in enumerate(dispositions):
+        logger.info("task=%s kind=%s outcome=%s ms=%.1f receive=%d batch=%d%s%s", disposition.task_id or "?",
+                    disposition.kind or kind, disposition.outcome.value, elapsed_ms, disposition.receive_count,
+                    len(messages), " settle=failed" if position in unsettled else "",
+                    f" detail={disposition.detail!r}" if disposition.detail else "",
+                    exc_info=disposition.error if disposition.outcome is Outcome.HANDLER_FAILED else None)
+    return dispositions
+
+
 async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
                    registry: HandlerRegistry | None = None, client: SQSClient | None = None,
                    max_messages: int = 1, completed: IdempotencyCache | None = None) -> None:
     """Serve the ``kind`` request queue ("forecast", "optimisation" or "backtest") until ``stop`` is set.
 
-    Handles one message at a time; ``max_messages`` (1..10) are received per long poll (1 s), so the
-    loop notices ``stop`` within about a second plus the message in hand. Messages received but not
+    ``max_messages`` (1..10) are received per long poll (1 s): one alone is handled and settled on its own;
+    several (e.g. the nine forecasts of a cycle, or the cycles of a portfolio's units deciding at once) are
+    handled one after the other and settled with SQS's batch calls (:func:`handle_batch`), a few requests to
+    the endpoint instead of three per message. The loop notices ``stop`` within about a second plus the
+    messages in hand. Messages received but not
     yet processed when ``stop`` is set are made visible again at once. Queues must exist
     (:func:`pools.sqs.ensure_queues`). Without ``registry`` the platform's algorithms are served (backtest
     runs need a registry with the backtest kind: :func:`backtest.pool_task.backtest_registry`). The
@@ -396,6 +482,11 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
         except (BotoCoreError, ClientError) as exc:
             logger.warning("receive from %s failed: %s", queue_url, exc)
             await _wait(stop, RECEIVE_ERROR_BACKOFF_S)
+            continue
+        if len(messages) > 1 and not stop.is_set():
+            await handle_batch(client, urls, queue_url, messages, registry=registry, completed=completed,
+                               max_receive_count=policy.max_receive_count,
+                               visibility_timeout_s=policy.visibility_timeout_s, kind=kind)
             continue
         for position, message in enumerate(messages):
             if stop.is_set():

@@ -7,12 +7,16 @@ What it does with a SubmitBid:
 2. A bid whose key (unit, trading day, first dispatch interval, version) was already submitted gets the
    stored answer with ``duplicate=True``; nothing is validated, stored or cleared again.
 3. Validates the bid (rules V0–V8, :func:`algorithms.market.bid_validation.validate_bid`, with the products of
-   the price data and the band prices of the day's first accepted bid). An invalid bid is stored as
-   REJECTED with its reasons (the audit trail) and answered REJECTED with the reasons; it is never
-   cleared.
-4. Stores a valid bid as ACCEPTED and clears, in the same transaction and under a row lock on the unit's
-   state (``SELECT ... FOR UPDATE``), every not-yet-cleared interval of the unit up to and including
-   the bid's dispatch interval, in order, against the historical DISPATCHPRICE of the unit's region.
+   the price data and the band prices in force for the day: its DAILY bid's, else its first accepted
+   bid's). An invalid bid is stored as REJECTED with its reasons (the audit trail) and answered REJECTED
+   with the reasons; it is never cleared.
+4. A valid day-ahead daily bid (a DAILY entry from the trading day's first interval, offered before 12:30
+   on D−1: :func:`is_day_ahead_daily_bid`) is stored as ACCEPTED and clears nothing yet: its band prices
+   are the day's (rule V4 holds every later rebid of the day to them, :func:`models.bids.daily_band_prices`)
+   and it is the bid in force for the day's intervals until a rebid covers them. Any other valid bid is
+   stored as ACCEPTED and cleared, in the same transaction and under a row lock on the unit's state
+   (``SELECT ... FOR UPDATE``), every not-yet-cleared interval of the unit up to and including the bid's
+   dispatch interval, in order, against the historical DISPATCHPRICE of the unit's region.
 
 Simplifications of the simulated market (a real market adapter implements the same service):
 
@@ -145,6 +149,13 @@ def bid_key(bid: bid_pb2.Bid, interval_minutes: int = 5) -> BidKey:
             invalid, f"bid.dispatch_interval {first_interval:%Y-%m-%d %H:%M:%S} (AEST) is not on the "
                      f"{interval_minutes}-minute grid")
     return BidKey(unit_id=bid.unit_id, trading_day=day, dispatch_interval=first_interval, version=bid.version)
+
+
+def is_day_ahead_daily_bid(bid: bid_pb2.Bid, key: BidKey) -> bool:
+    """True for a trading day's daily bid as the platform submits it before 12:30 on D−1: a DAILY entry whose
+    first interval is the trading day's first (04:05, period 1). The market stores it without clearing
+    anything (its day has not started); a DAILY entry starting later in its day is cleared like any bid."""
+    return bid.entry_type == bid_pb2.ENTRY_TYPE_DAILY and nem_time.interval_number(key.dispatch_interval) == 1
 
 
 def covered_intervals(bid: bid_pb2.Bid) -> tuple[datetime, ...]:
@@ -376,8 +387,10 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             violations = validate_bid(bid, unit.spec, self._rules, products=self._prices.products,
                                       daily_band_prices=daily_prices)
             record = bid_record(bid, key, [str(violation) for violation in violations])
+            # A trading day's daily bid is for a day still to come: stored, cleared when its intervals are.
+            clears = record.status == bid_store.ACCEPTED and not is_day_ahead_daily_bid(bid, key)
             priced = self._prices.interval_index(key.dispatch_interval) is not None
-            if record.status == bid_store.ACCEPTED and not priced:
+            if clears and not priced:
                 raise BidRequestError(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"the market has no dispatch prices for the interval ending "
@@ -385,7 +398,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
                 )
             async with conn.transaction():
                 state: bid_store.UnitState | None = None
-                if record.status == bid_store.ACCEPTED:
+                if clears:
                     # Lock first: concurrent submissions for the unit queue here, one clearing at a time.
                     state = await bid_store.lock_unit_state(
                         conn, key.unit_id, unit.initial_state_of_charge_mwh)
@@ -567,7 +580,7 @@ def registered_fleet_units(settings: Settings, database_url: str) -> list[Regist
             return []
     if not parameters.site_count:
         return []
-    spec = fleet_unit_of_sites(coopt.fleet_unit_id, settings.cycle.region, parameters)
+    spec = fleet_unit_of_sites(coopt.fleet_unit_id, settings.vpp_unit.region, parameters)
     middle = spec.energy_mwh * (spec.soc_min_fraction + spec.soc_max_fraction) / 2
     return [RegisteredUnit(spec=spec, initial_state_of_charge_mwh=middle)]
 
@@ -580,6 +593,10 @@ def market_rules_of_data(settings: Settings) -> MarketRules:
 
 async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity | None = None) -> None:
     """Run the BidService on ``settings.stack.bid_service_port`` until ``stop`` is set.
+
+    ``[bid_service] backend`` chooses the market: the simulated NEM (:class:`SimulatedMarket`) or AEMO's bidding
+    API (:mod:`services.aemo_bidding`, configured from the environment: a missing variable stops the start with
+    :class:`aemo.bidding_api.BiddingApiConfigError`).
 
     Requires ``settings.database_url`` (see :func:`models.db.resolve_database_url`); migrates the
     database, loads DISPATCHPRICE from the configured source (``[market_data] source``) and MARKET_PRICE_THRESHOLDS
@@ -596,19 +613,35 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     applied = await asyncio.to_thread(migrate, database_url)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
-    historical = await asyncio.to_thread(configured_dispatch_prices, settings)
     rules = await asyncio.to_thread(market_rules_of_data, settings)
-    dispatch_prices = with_administered_pricing(historical, rules)  # PriceLimitsUnknownError: a year no source covers
     fleet_units = await asyncio.to_thread(registered_fleet_units, settings, database_url)
-    market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules, fleet_units)
+    # The portfolio's further battery units (the first is ``settings.battery``), each with its own region.
+    portfolio_units = [RegisteredUnit(battery_spec_from_settings(unit.battery),
+                                      unit.battery.initial_state_of_charge_mwh)
+                       for unit in settings.battery_units[1:]]
+    market: bid_pb2_grpc.BidServiceServicer
+    if settings.bid_service.backend == "aemo":  # AEMO dispatches: no historical prices to clear against
+        from services.aemo_bidding import aemo_market
+
+        units = [RegisteredUnit(battery_spec_from_settings(settings.battery),
+                                settings.battery.initial_state_of_charge_mwh), *portfolio_units, *fleet_units]
+        market = aemo_market(database_url, units, rules, settings.bid_service)  # BiddingApiConfigError
+    else:
+        historical = await asyncio.to_thread(configured_dispatch_prices, settings)
+        # PriceLimitsUnknownError: a trading day of the data whose year no source covers
+        dispatch_prices = with_administered_pricing(historical, rules)
+        market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules,
+                                 [*portfolio_units, *fleet_units])
     server = secure_server(security, SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)
     add_health(server, [SERVICE_NAME])
     address = bind_port(server, settings.stack.bid_service_port, "bid service", security=security)
     await server.start()
-    log.info("bid service on %s (unit %s, region %s%s)", address, settings.battery.unit_id,
-             settings.battery.region, "".join(f"; fleet unit {u.spec.unit_id} {u.spec.power_mw:.2f} MW / "
-                                              f"{u.spec.energy_mwh:.2f} MWh" for u in fleet_units))
+    log.info("bid service on %s, %s backend (unit %s, region %s%s%s)", address, settings.bid_service.backend,
+             settings.battery.unit_id, settings.battery.region,
+             "".join(f"; unit {u.spec.unit_id}, region {u.spec.region}" for u in portfolio_units),
+             "".join(f"; fleet unit {u.spec.unit_id} {u.spec.power_mw:.2f} MW / "
+                     f"{u.spec.energy_mwh:.2f} MWh" for u in fleet_units))
     try:
         await stop.wait()
     finally:

@@ -68,13 +68,21 @@ async def connect_temporal(settings: Settings, environ: Mapping[str, str] | None
                                 tls=temporal_tls(os.environ if environ is None else environ))
 
 
-def schedule_id(settings: Settings) -> str:
-    """Id of the unit's AutoBidder schedule."""
-    return f"autobidder-{settings.cycle.unit_id}"
+def schedule_id(settings: Settings, unit_id: str | None = None) -> str:
+    """Id of the AutoBidder schedule of ``unit_id`` (default: the first battery unit, ``[cycle] unit_id``)."""
+    return f"autobidder-{unit_id or settings.cycle.unit_id}"
 
 
-async def trigger_now(settings: Settings, client: Client | None = None) -> None:
-    """Run one cycle now (skipped if one is already running)."""
+def schedule_ids(settings: Settings) -> tuple[str, ...]:
+    """Ids of every battery unit's AutoBidder schedule, in configuration order."""
+    return tuple(schedule_id(settings, unit.unit_id) for unit in settings.battery_units)
+
+
+async def trigger_now(settings: Settings, client: Client | None = None, unit_id: str | None = None) -> None:
+    """Run one cycle of ``unit_id`` now, or of every battery unit when it is None (each skipped if one of
+    that unit is already running)."""
     if client is None:
         client = await connect_temporal(settings)
-    await client.get_schedule_handle(schedule_id(settings)).trigger(overlap=ScheduleOverlapPolicy.SKIP)
+    identifiers = (schedule_id(settings, unit_id),) if unit_id else schedule_ids(settings)
+    for identifier in identifiers:
+        await client.get_schedule_handle(identifier).trigger(overlap=ScheduleOverlapPolicy.SKIP)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "VPP_ARCHIVE_BACKEND": ("archive", "backend"),
     "VPP_ARCHIVE_S3_BUCKET": ("archive", "s3_bucket"),
     "VPP_MARKET_SOURCE": ("market_store", "source"),
+    "VPP_BID_BACKEND": ("bid_service", "backend"),
 }
 
 
@@ -163,6 +166,27 @@ class BatterySettings:
         return self.energy_mwh * self.initial_soc_fraction
 
 
+BATTERY_UNIT = "battery"
+VPP_UNIT = "vpp"
+UNIT_KINDS = (BATTERY_UNIT, VPP_UNIT)
+# The NEM's regions (AEMO's REGIONID): a unit in any other region is a configuration error.
+NEM_REGIONS = ("NSW1", "QLD1", "SA1", "TAS1", "VIC1")
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """One unit of the portfolio: its id, NEM region, kind ("battery": bid every 5 minutes by its own
+    AutoBidder schedule; "vpp": the fleet unit the price-forecast distribution bids), its battery
+    parameters (MW, MWh, fractions), its bid ladders and strategy, and its cycle settings."""
+
+    unit_id: str
+    region: str
+    kind: str
+    battery: BatterySettings
+    bidding: BiddingSettings
+    cycle: CycleSettings
+
+
 @dataclass(frozen=True)
 class BiddingSettings:
     """Daily band price ladders ($/MWh, FCAS $/MW/h) and the bid horizon (intervals)."""
@@ -192,6 +216,9 @@ class BiddingSettings:
     # expects deeper negative prices later would otherwise refuse to charge (and offer to discharge) at
     # prices that are already negative, and the deeper prices often do not come.
     energy_value_floor_per_mwh: float = -1000.0
+    # A DAILY bid for trading day D is due from this many minutes before the daily bid close (12:30 on D-1)
+    # up to the close (algorithms/market/daily_bid.py); 0 submits none (every bid is then a REBID).
+    daily_bid_lead_minutes: int = 60
 
 
 @dataclass(frozen=True)
@@ -302,6 +329,8 @@ class StackSettings:
     # names in a deployment (e.g. ECS Service Connect: "market-data", "bids").
     market_data_host: str = "127.0.0.1"
     bid_service_host: str = "127.0.0.1"
+    # The AEMO bidding API stand-in `vpp up --market aemo-sandbox` starts (aemo_sandbox/), on 127.0.0.1.
+    aemo_sandbox_port: int = 8790
 
     @property
     def market_data_address(self) -> str:
@@ -431,6 +460,25 @@ class PoolSettings:
     sweep_run_timeout_s: int = 7200
 
 
+BID_SERVICE_BACKENDS = ("simulated", "aemo")
+
+
+@dataclass(frozen=True)
+class BidServiceSettings:
+    """Which market the bid service submits to (``[bid_service]``): "simulated" (the simulated NEM) or "aemo"
+    (AEMO's NEM Dispatch Bidding API; address, participant id and credentials from the environment)."""
+
+    backend: str = "simulated"
+    # Seconds to wait for one answer from AEMO's API before the submission counts as timed out.
+    aemo_timeout_s: float = 5.0
+    # A submission AEMO has RECEIVED but not yet acknowledged is asked for again every interval (s), this often.
+    # Timeout and polls together stay within a SubmitBid call's 10 s deadline (services.bid_service.submit_bid).
+    aemo_poll_interval_s: float = 0.5
+    aemo_poll_attempts: int = 6
+    # AEMO's ``authorisedBy`` of every submission.
+    aemo_authorised_by: str = "openvpp"
+
+
 @dataclass(frozen=True)
 class Settings:
     """All configuration, as loaded by :func:`load_settings`."""
@@ -447,6 +495,65 @@ class Settings:
     coopt: CooptSettings = field(default_factory=CooptSettings)
     market_store: MarketStoreSettings = field(default_factory=MarketStoreSettings)
     pools: PoolSettings = field(default_factory=PoolSettings)
+    bid_service: BidServiceSettings = field(default_factory=BidServiceSettings)
+    # Every unit of the portfolio (batteries and the VPP fleet unit); see :func:`_units`. Empty only for a
+    # Settings built by hand: :attr:`portfolio` then derives it from ``battery``, ``cycle`` and ``coopt``.
+    units: tuple[UnitSettings, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Keep the portfolio consistent with ``battery``, ``bidding`` and ``cycle`` however the Settings was made
+        # (``dataclasses.replace`` runs this too): the first battery unit is the one they describe, and every
+        # unit shares [cycle]'s timing, clock and replay period, keeping only its own per-unit cycle keys.
+        if not self.units:
+            return
+        first = next((index for index, unit in enumerate(self.units) if unit.kind == BATTERY_UNIT), None)
+        if first is None:
+            raise ConfigError("the portfolio has no battery unit")
+        default = UnitSettings(self.cycle.unit_id, self.cycle.region, BATTERY_UNIT, self.battery, self.bidding,
+                               self.cycle)
+        units = tuple(default if index == first else replace(unit, cycle=replace(
+            self.cycle, unit_id=unit.unit_id, region=unit.region,
+            **{key: getattr(unit.cycle, key) for key in UNIT_CYCLE_KEYS}))
+            for index, unit in enumerate(self.units))
+        fleet_unit_id = self.coopt.fleet_unit_id  # [coopt] names the VPP's fleet unit the distribution bids
+        units = tuple(replace(unit, unit_id=fleet_unit_id, battery=replace(unit.battery, unit_id=fleet_unit_id),
+                              cycle=replace(unit.cycle, unit_id=fleet_unit_id))
+                      if unit.kind == VPP_UNIT and unit.unit_id != fleet_unit_id else unit for unit in units)
+        object.__setattr__(self, "units", units)
+
+    @property
+    def portfolio(self) -> tuple[UnitSettings, ...]:
+        """Every configured unit, in configuration order. The first battery unit is always the one ``battery``,
+        ``bidding`` and ``cycle`` describe (they are loaded from it); without ``units`` it is the only battery
+        unit, beside the VPP's fleet unit of ``coopt``."""
+        if self.units:
+            return self.units
+        return (UnitSettings(self.cycle.unit_id, self.cycle.region, BATTERY_UNIT, self.battery, self.bidding,
+                             self.cycle),
+                _vpp_unit(self.coopt.fleet_unit_id, self.cycle.region, self.battery, self.bidding, self.cycle))
+
+    @property
+    def battery_units(self) -> tuple[UnitSettings, ...]:
+        """The battery units, each bid by its own AutoBidder schedule (the VPP's unit is bid by the
+        price-forecast distribution)."""
+        return tuple(unit for unit in self.portfolio if unit.kind == BATTERY_UNIT)
+
+    @property
+    def vpp_unit(self) -> UnitSettings:
+        """The VPP's fleet unit (``[coopt] fleet_unit_id``): the sites of ``[coopt] vpp_node`` bid as one unit."""
+        return next(unit for unit in self.portfolio if unit.kind == VPP_UNIT)
+
+    @property
+    def unit_ids(self) -> tuple[str, ...]:
+        """Ids of every configured unit."""
+        return tuple(unit.unit_id for unit in self.portfolio)
+
+    def unit(self, unit_id: str) -> UnitSettings:
+        """The configured unit ``unit_id``; :class:`UnknownUnitError` naming the configured ones otherwise."""
+        for unit in self.portfolio:
+            if unit.unit_id == unit_id:
+                return unit
+        raise UnknownUnitError(f"unknown unit {unit_id!r}: the configured units are {', '.join(self.unit_ids)}")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -471,6 +578,10 @@ def _resolve(path_text: str) -> Path:
 
 class ConfigError(ValueError):
     """A configuration file or variable that cannot be used; the message says which and why."""
+
+
+class UnknownUnitError(ConfigError):
+    """A unit id that no ``[[units]]`` entry (or the default unit) configures."""
 
 
 class PriceLimitsUnknownError(ConfigError):
@@ -502,6 +613,8 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
     _apply_env(raw, env)
     try:
         return _build(raw, env.get("DATABASE_URL") or None)
+    except ConfigError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"configuration is incomplete or malformed: {exc!r}") from exc
 
@@ -544,6 +657,16 @@ def _pools(table: dict[str, Any]) -> PoolSettings:
     if not pools.backtest_queue or not pools.sweep_task_queue:
         raise ValueError("pools.backtest_queue and pools.sweep_task_queue must not be empty")
     return pools
+
+
+def _bid_service(table: dict[str, Any]) -> BidServiceSettings:
+    bid_service = BidServiceSettings(**table)
+    _one_of(bid_service.backend, BID_SERVICE_BACKENDS, "bid_service.backend")
+    if not (bid_service.aemo_timeout_s > 0 and bid_service.aemo_poll_interval_s > 0):
+        raise ValueError("bid_service.aemo_timeout_s and aemo_poll_interval_s must be > 0 seconds")
+    if bid_service.aemo_poll_attempts < 0:
+        raise ValueError(f"bid_service.aemo_poll_attempts must be at least 0, got {bid_service.aemo_poll_attempts}")
+    return bid_service
 
 
 def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
@@ -590,39 +713,241 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
                          for c in m["price_caps"]),
     )
     b = raw["bidding"]
-    c = raw["cycle"]
-    _one_of(str(c.get("clock", "replay")), CYCLE_CLOCKS, "cycle.clock")
+    if int(b.get("daily_bid_lead_minutes", 60)) < 0:
+        raise ValueError(f"bidding.daily_bid_lead_minutes must be >= 0 (0: no DAILY bids), "
+                         f"got {b['daily_bid_lead_minutes']}")
+    bidding = _bidding(raw["bidding"])
+    _one_of(str(raw["cycle"].get("clock", "replay")), CYCLE_CLOCKS, "cycle.clock")
+    cycle = _cycle(raw["cycle"])
+    battery = _battery(raw["battery"])
+    coopt = _coopt(raw.get("coopt", {}))
+    units = _units(raw, battery, bidding, cycle, coopt, market.band_count)
+    first = next(unit for unit in units if unit.kind == BATTERY_UNIT)
+    battery, bidding, cycle = first.battery, first.bidding, first.cycle
+    vpp_unit = next(unit for unit in units if unit.kind == VPP_UNIT)
+    coopt = replace(coopt, fleet_unit_id=vpp_unit.unit_id)
     md = raw["market_data"]
     s = raw["stack"]
     a = raw["archive"]
     return Settings(
         market=market,
-        battery=_battery(raw["battery"]),
-        bidding=BiddingSettings(
-            gen_band_prices=tuple(float(x) for x in b["gen_band_prices"]),
-            load_band_prices=tuple(float(x) for x in b["load_band_prices"]),
-            fcas_band_prices=tuple(float(x) for x in b["fcas_band_prices"]),
-            bid_horizon_intervals=int(b["bid_horizon_intervals"]),
-            rebid_materiality_mw=float(b["rebid_materiality_mw"]),
-            headroom_front_share=float(b.get("headroom_front_share", 0.0)),
-            headroom_pricing=str(b.get("headroom_pricing", "fixed")),
-            fcas_displacement_gen_floor=float(b.get("fcas_displacement_gen_floor", 1000.0)),
-            fcas_displacement_load_ceiling=float(b.get("fcas_displacement_load_ceiling", -100.0)),
-            fcas_displacement_scope=str(b.get("fcas_displacement_scope", "all")),
-            planned_pricing=str(b.get("planned_pricing", "price_taking")),
-            energy_value_floor_per_mwh=float(b.get("energy_value_floor_per_mwh", -1000.0)),
-        ),
-        cycle=CycleSettings(
-            **{k: v for k, v in c.items() if k not in {"forecast_quantiles", "replay_start"}},
-            forecast_quantiles=tuple(float(q) for q in c["forecast_quantiles"]),
-            replay_start=datetime.fromisoformat(c["replay_start"]),
-        ),
+        battery=battery,
+        bidding=bidding,
+        cycle=cycle,
         market_data=_market_data(md),
         stack=StackSettings(**{**s, "state_dir": _resolve(s["state_dir"])}),
         fleet=_fleet(raw.get("fleet", {})),
-        coopt=_coopt(raw.get("coopt", {})),
+        coopt=coopt,
+        units=units,
         market_store=_market_store(raw.get("market_store", {})),
         pools=_pools(raw.get("pools", {})),
+        bid_service=_bid_service(raw.get("bid_service", {})),
         archive=ArchiveSettings(**a),
         database_url=database_url,
     )
+
+
+def _bidding(b: dict[str, Any]) -> BiddingSettings:
+    return BiddingSettings(
+        gen_band_prices=tuple(float(x) for x in b["gen_band_prices"]),
+        load_band_prices=tuple(float(x) for x in b["load_band_prices"]),
+        fcas_band_prices=tuple(float(x) for x in b["fcas_band_prices"]),
+        bid_horizon_intervals=int(b["bid_horizon_intervals"]),
+        rebid_materiality_mw=float(b["rebid_materiality_mw"]),
+        headroom_front_share=float(b.get("headroom_front_share", 0.0)),
+        headroom_pricing=str(b.get("headroom_pricing", "fixed")),
+        fcas_displacement_gen_floor=float(b.get("fcas_displacement_gen_floor", 1000.0)),
+        fcas_displacement_load_ceiling=float(b.get("fcas_displacement_load_ceiling", -100.0)),
+        fcas_displacement_scope=str(b.get("fcas_displacement_scope", "all")),
+        planned_pricing=str(b.get("planned_pricing", "price_taking")),
+        energy_value_floor_per_mwh=float(b.get("energy_value_floor_per_mwh", -1000.0)),
+        daily_bid_lead_minutes=int(b.get("daily_bid_lead_minutes", 60)),
+    )
+
+
+def _cycle(c: dict[str, Any]) -> CycleSettings:
+    return CycleSettings(
+        **{k: v for k, v in c.items() if k not in {"forecast_quantiles", "replay_start"}},
+        forecast_quantiles=tuple(float(q) for q in c["forecast_quantiles"]),
+        replay_start=datetime.fromisoformat(c["replay_start"]),
+    )
+
+
+def _vpp_unit(unit_id: str, region: str, battery: BatterySettings, bidding: BiddingSettings,
+              cycle: CycleSettings) -> UnitSettings:
+    """The VPP's fleet unit when no ``[[units]]`` entry names it: ``[bidding]``'s ladders; the battery fields are
+    carried but unused (the fleet unit's MW and MWh come from the asset graph's sites)."""
+    return UnitSettings(unit_id, region, VPP_UNIT, replace(battery, unit_id=unit_id, region=region), bidding,
+                        replace(cycle, unit_id=unit_id, region=region))
+
+
+# Keys of a [[units]] entry besides the battery's fields and the [units.bidding] / [units.cycle] tables.
+_UNIT_KEYS = {"unit_id", "region", "kind", "bidding", "cycle"}
+_BATTERY_FIELDS = {f.name for f in fields(BatterySettings)} - {"unit_id", "region"}
+_BIDDING_STRATEGIES = {"headroom_pricing": ("fixed", "opportunity_cost"),
+                       "planned_pricing": ("price_taking", "energy_value"),
+                       "fcas_displacement_scope": ("all", "regulation")}
+# Cycle keys a unit may set for itself: the timing, clock and replay period are the stack's, shared by all.
+UNIT_CYCLE_KEYS = frozenset({"horizon_intervals", "history_intervals", "forecast_quantiles",
+                             "optimiser_price_quantile", "optimiser_price_tail_weight", "degradation_cost_per_mwh",
+                             "terminal_value_per_mwh", "optimiser_time_limit_s"})
+
+
+def _units(raw: dict[str, Any], battery: BatterySettings, bidding: BiddingSettings, cycle: CycleSettings,
+           coopt: CooptSettings, band_count: int) -> tuple[UnitSettings, ...]:
+    """The portfolio: each ``[[units]]`` entry over the defaults of ``[battery]``, ``[bidding]`` and ``[cycle]``
+    (an entry's battery fields, ``[units.bidding]`` and ``[units.cycle]`` override them); without ``[[units]]``
+    the single unit of ``[battery]`` / ``[cycle]``. The VPP fleet unit (``kind = "vpp"``) is always one of them:
+    an entry of that kind names it, else it is ``[coopt] fleet_unit_id`` in ``[cycle]``'s region. Raises
+    :class:`ConfigError` naming the unit and the field of the first bad entry."""
+    entries = raw.get("units")
+    if entries is None:
+        entries = [{"unit_id": cycle.unit_id, "region": cycle.region}]
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError("[[units]] must be an array of tables")
+    units: list[UnitSettings] = []
+    for index, entry in enumerate(entries):
+        units.append(_unit(index, entry, battery, bidding, cycle, band_count))
+    if not any(unit.kind == VPP_UNIT for unit in units):
+        units.append(_vpp_unit(coopt.fleet_unit_id, cycle.region, battery, bidding, cycle))
+    seen: dict[str, int] = {}
+    for index, unit in enumerate(units):
+        if unit.unit_id in seen:
+            raise ConfigError(f"units[{index}] (unit {unit.unit_id!r}) field unit_id: duplicate unit id, already "
+                              f"used by units[{seen[unit.unit_id]}]"
+                              + (" (the VPP fleet unit, [coopt] fleet_unit_id)" if unit.kind == VPP_UNIT else ""))
+        seen[unit.unit_id] = index
+    if sum(unit.kind == VPP_UNIT for unit in units) > 1:
+        second = [unit for unit in units if unit.kind == VPP_UNIT][1]
+        raise ConfigError(f"unit {second.unit_id!r} field kind: only one unit may be the VPP fleet unit (kind = "
+                          f"\"vpp\"), the price-forecast distribution bids one")
+    if not any(unit.kind == BATTERY_UNIT for unit in units):
+        raise ConfigError("[[units]] configures no battery unit (kind = \"battery\"): at least one is needed")
+    return tuple(units)
+
+
+def _unit(index: int, entry: dict[str, Any], battery: BatterySettings, bidding: BiddingSettings,
+          cycle: CycleSettings, band_count: int) -> UnitSettings:
+    unit_id = entry.get("unit_id")
+    label = f"units[{index}]" + (f" (unit {unit_id!r})" if isinstance(unit_id, str) and unit_id else "")
+
+    def bad(field_name: str, why: str) -> ConfigError:
+        return ConfigError(f"{label} field {field_name}: {why}")
+
+    if not isinstance(unit_id, str) or not unit_id.strip() or unit_id != unit_id.strip() or "/" in unit_id:
+        raise bad("unit_id", f"a unit needs a non-empty id without spaces at its ends or '/', got {unit_id!r}")
+    for key in entry:
+        if key not in _UNIT_KEYS and key not in _BATTERY_FIELDS:
+            raise bad(key, f"unknown field (a unit takes {', '.join(sorted(_UNIT_KEYS | _BATTERY_FIELDS))})")
+    region = entry.get("region", cycle.region)
+    if region not in NEM_REGIONS:
+        raise bad("region", f"unknown region {region!r} (the NEM's regions are {', '.join(NEM_REGIONS)})")
+    kind = entry.get("kind", BATTERY_UNIT)
+    if kind not in UNIT_KINDS:
+        raise bad("kind", f"must be one of {', '.join(UNIT_KINDS)}, got {kind!r}")
+    battery_values: dict[str, Any] = {}
+    for key in _BATTERY_FIELDS & entry.keys():
+        value = entry[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad(key, f"must be a number, got {value!r}")
+        battery_values[key] = float(value)
+    unit_battery = replace(battery, unit_id=unit_id, region=region, **battery_values)
+    for problem_field, problem in _battery_problems(unit_battery):
+        raise bad(problem_field, problem)
+    unit_bidding = _unit_bidding(entry.get("bidding", {}), bidding, band_count, bad)
+    unit_cycle = _unit_cycle(entry.get("cycle", {}), cycle, bad)
+    return UnitSettings(unit_id, region, kind, unit_battery, unit_bidding,
+                        replace(unit_cycle, unit_id=unit_id, region=region))
+
+
+def _battery_problems(battery: BatterySettings) -> list[tuple[str, str]]:
+    """(field, why) of every parameter of ``battery`` that cannot describe a battery."""
+    problems: list[tuple[str, str]] = []
+    for name in ("power_mw", "energy_mwh", "ramp_rate_mw_per_min", "mlf_gen", "mlf_load"):
+        if not getattr(battery, name) > 0:
+            problems.append((name, f"must be > 0, got {getattr(battery, name)}"))
+    for name in ("charge_efficiency", "discharge_efficiency"):
+        if not 0 < getattr(battery, name) <= 1:
+            problems.append((name, f"must be in (0, 1], got {getattr(battery, name)}"))
+    for name in ("soc_min_fraction", "soc_max_fraction", "initial_soc_fraction"):
+        if not 0 <= getattr(battery, name) <= 1:
+            problems.append((name, f"must be in [0, 1], got {getattr(battery, name)}"))
+    if battery.soc_min_fraction >= battery.soc_max_fraction:
+        problems.append(("soc_max_fraction", f"must be above soc_min_fraction ({battery.soc_min_fraction}), got "
+                                             f"{battery.soc_max_fraction}"))
+    if not battery.soc_min_fraction <= battery.initial_soc_fraction <= battery.soc_max_fraction:
+        problems.append(("initial_soc_fraction", f"must lie within [soc_min_fraction, soc_max_fraction] = "
+                                                 f"[{battery.soc_min_fraction}, {battery.soc_max_fraction}], got "
+                                                 f"{battery.initial_soc_fraction}"))
+    if not 0 <= battery.min_ramp_rate_mw_per_min <= battery.ramp_rate_mw_per_min:
+        problems.append(("min_ramp_rate_mw_per_min", f"must be in [0, ramp_rate_mw_per_min], got "
+                                                     f"{battery.min_ramp_rate_mw_per_min}"))
+    return problems
+
+
+def _unit_bidding(table: Any, bidding: BiddingSettings, band_count: int,
+                  bad: Callable[[str, str], ConfigError]) -> BiddingSettings:
+    if not isinstance(table, dict):
+        raise bad("bidding", "must be a table ([units.bidding])")
+    known = {f.name for f in fields(BiddingSettings)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise bad(f"bidding.{key}", f"unknown field (the bidding fields are {', '.join(sorted(known))})")
+        if key.endswith("_band_prices"):
+            if not isinstance(value, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                      for x in value):
+                raise bad(f"bidding.{key}", f"must be a list of {band_count} prices, got {value!r}")
+            ladder = tuple(float(x) for x in value)
+            if len(ladder) != band_count:
+                raise bad(f"bidding.{key}", f"must have {band_count} bands, got {len(ladder)}")
+            if any(b <= a for a, b in pairwise(ladder)):
+                raise bad(f"bidding.{key}", f"band prices must increase strictly, got {list(ladder)}")
+            values[key] = ladder
+        elif key in _BIDDING_STRATEGIES:
+            if value not in _BIDDING_STRATEGIES[key]:
+                raise bad(f"bidding.{key}", f"must be one of {', '.join(_BIDDING_STRATEGIES[key])}, got {value!r}")
+            values[key] = str(value)
+        elif key == "bid_horizon_intervals":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(f"bidding.{key}", f"must be a whole number of intervals >= 1, got {value!r}")
+            values[key] = value
+        elif key == "daily_bid_lead_minutes":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(f"bidding.{key}", f"must be a whole number of minutes >= 0 (0: no DAILY bids), "
+                                            f"got {value!r}")
+            values[key] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(f"bidding.{key}", f"must be a number, got {value!r}")
+            values[key] = float(value)
+    merged = replace(bidding, **values)
+    if merged.rebid_materiality_mw < 0:
+        raise bad("bidding.rebid_materiality_mw", f"must be >= 0 MW, got {merged.rebid_materiality_mw}")
+    if not 0 <= merged.headroom_front_share <= 1:
+        raise bad("bidding.headroom_front_share", f"must be in [0, 1], got {merged.headroom_front_share}")
+    return merged
+
+
+def _unit_cycle(table: Any, cycle: CycleSettings, bad: Callable[[str, str], ConfigError]) -> CycleSettings:
+    if not isinstance(table, dict):
+        raise bad("cycle", "must be a table ([units.cycle])")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in UNIT_CYCLE_KEYS:
+            raise bad(f"cycle.{key}", f"not a per-unit setting (a unit may set {', '.join(sorted(UNIT_CYCLE_KEYS))}; "
+                                      "the timing and clock are [cycle]'s, shared by every unit)")
+        if key == "forecast_quantiles":
+            if not isinstance(value, list) or not value or not all(
+                    isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q < 1 for q in value):
+                raise bad("cycle.forecast_quantiles", f"must be a list of quantiles in (0, 1), got {value!r}")
+            values[key] = tuple(float(q) for q in value)
+        elif key in {"horizon_intervals", "history_intervals"}:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(f"cycle.{key}", f"must be a whole number of intervals >= 1, got {value!r}")
+            values[key] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(f"cycle.{key}", f"must be a number, got {value!r}")
+            values[key] = float(value)
+    return replace(cycle, **values)

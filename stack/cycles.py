@@ -7,6 +7,7 @@ time is given explicitly instead of being mapped from the wall clock, so a tradi
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -36,18 +37,21 @@ def decision_times(first_interval_start: datetime, intervals: int, offset_s: int
 
 
 async def run_cycle_at(client: Client, settings: Settings, decision_time: datetime, *, region: str | None = None,
-                       workflow_id: str | None = None, bid_version: int = 1) -> CycleRun:
-    """Run one cycle deciding at ``decision_time`` (AEST) and wait for it to end."""
-    cycle = settings.cycle
-    config = replace(cycle_config(cycle, bid_version=bid_version))
-    workflow_id = workflow_id or f"autobidder-{cycle.unit_id}-{decision_time:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    cycle_input = CycleInput(unit_id=cycle.unit_id, region=region or cycle.region, config=config,
+                       workflow_id: str | None = None, bid_version: int = 1, unit_id: str | None = None,
+                       search_attributes: bool = True) -> CycleRun:
+    """Run one cycle of ``unit_id`` (default: the first battery unit) deciding at ``decision_time`` (AEST) and
+    wait for it to end. ``region`` overrides the unit's region (tests of a region without data);
+    ``search_attributes`` False for a Temporal server without the platform's search attributes registered."""
+    unit = settings.unit(unit_id) if unit_id else settings.battery_units[0]
+    config = replace(cycle_config(unit.cycle, bid_version=bid_version), search_attributes=search_attributes)
+    workflow_id = workflow_id or f"autobidder-{unit.unit_id}-{decision_time:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    cycle_input = CycleInput(unit_id=unit.unit_id, region=region or unit.region, config=config,
                              decision_time=decision_time.isoformat())
     try:
         result = await client.execute_workflow(
             AutobidderCycle.run, cycle_input, id=workflow_id, task_queue=settings.stack.task_queue,
             execution_timeout=timedelta(minutes=10),
-            static_summary=f"AutoBidder cycle of {cycle.unit_id} deciding at {decision_time:%Y-%m-%d %H:%M:%S} AEST "
+            static_summary=f"AutoBidder cycle of {unit.unit_id} deciding at {decision_time:%Y-%m-%d %H:%M:%S} AEST "
                            "(market time given explicitly)")
         return CycleRun(decision_time, workflow_id, result, None)
     except WorkflowFailureError as failure:
@@ -55,6 +59,17 @@ async def run_cycle_at(client: Client, settings: Settings, decision_time: dateti
         while getattr(cause, "cause", None) is not None:
             cause = cause.cause  # type: ignore[attr-defined]
         return CycleRun(decision_time, workflow_id, None, str(cause) or str(failure))
+
+
+async def run_portfolio_cycles_at(client: Client, settings: Settings, decision_time: datetime,
+                                  unit_ids: Sequence[str] | None = None, *,
+                                  search_attributes: bool = True) -> list[CycleRun]:
+    """Run one cycle of every battery unit (or of ``unit_ids``) deciding at ``decision_time`` (AEST), all at
+    once, as their schedules start them at the same instant; the runs in unit order."""
+    units = list(unit_ids) if unit_ids is not None else [unit.unit_id for unit in settings.battery_units]
+    return list(await asyncio.gather(*(run_cycle_at(client, settings, decision_time, unit_id=unit_id,
+                                                    search_attributes=search_attributes)
+                                       for unit_id in units)))
 
 
 async def run_cycles(client: Client, settings: Settings, times: Sequence[datetime], *,

@@ -21,7 +21,7 @@ from temporalio.client import (
 
 from activities.cycle_facts import CycleConfig, CycleInput
 from services.temporal_client import connect_temporal, schedule_id
-from settings import CycleSettings, Settings
+from settings import CycleSettings, Settings, UnitSettings
 
 if TYPE_CHECKING:
     from activities.distribution_facts import DistributionInput
@@ -58,18 +58,20 @@ def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
     )
 
 
-def cycle_schedule(settings: Settings) -> Schedule:
-    """Every 5 minutes at ``schedule_offset_s`` past each dispatch-interval boundary; overlapping runs are
-    skipped and a missed run is caught up only within one interval."""
-    cycle = settings.cycle
+def cycle_schedule(settings: Settings, unit: UnitSettings | None = None) -> Schedule:
+    """``unit``'s AutoBidder schedule (default: the first battery unit): every 5 minutes at ``schedule_offset_s``
+    past each dispatch-interval boundary; overlapping runs are skipped and a missed run is caught up only
+    within one interval. Each unit's cycle carries its own region and cycle settings."""
+    unit = unit or settings.battery_units[0]
+    cycle = unit.cycle
     return Schedule(
         action=ScheduleActionStartWorkflow(
             "AutobidderCycle",
-            CycleInput(unit_id=cycle.unit_id, region=cycle.region, config=cycle_config(cycle)),
-            id=f"autobidder-{cycle.unit_id}",
+            CycleInput(unit_id=unit.unit_id, region=unit.region, config=cycle_config(cycle)),
+            id=f"autobidder-{unit.unit_id}",
             task_queue=settings.stack.task_queue,
             execution_timeout=timedelta(minutes=10),
-            static_summary=f"AutoBidder cycle of {cycle.unit_id} ({cycle.region}): bid the next dispatch interval",
+            static_summary=f"AutoBidder cycle of {unit.unit_id} ({unit.region}): bid the next dispatch interval",
             static_details=(f"Every 5 minutes, {cycle.schedule_offset_s} s past the boundary: market data, forecasts, "
                             "plan, bid, submit, record. Market times are interval-ending AEST (UTC+10); the live "
                             "replay maps wall-clock time onto the replay month. Current details show the bid, the "
@@ -81,11 +83,18 @@ def cycle_schedule(settings: Settings) -> Schedule:
     )
 
 
-async def ensure_schedule(settings: Settings, client: Client | None = None) -> str:
-    """Create the schedule, or update it to the current configuration; returns its id."""
+async def ensure_schedules(settings: Settings, client: Client | None = None) -> tuple[str, ...]:
+    """Create every battery unit's schedule, or update it to the current configuration; returns their ids."""
     if client is None:
         client = await connect_temporal(settings)
-    return await create_or_update_schedule(client, schedule_id(settings), cycle_schedule(settings))
+    return tuple([await create_or_update_schedule(client, schedule_id(settings, unit.unit_id),
+                                                  cycle_schedule(settings, unit))
+                  for unit in settings.battery_units])
+
+
+async def ensure_schedule(settings: Settings, client: Client | None = None) -> str:
+    """Create or update every battery unit's schedule (:func:`ensure_schedules`); returns the first unit's id."""
+    return (await ensure_schedules(settings, client))[0]
 
 
 async def create_or_update_schedule(client: Client, identifier: str, wanted: Schedule) -> str:
@@ -137,7 +146,7 @@ def distribution_input(settings: Settings, decision_time: str | None = None,
 
     coopt = settings.coopt
     return DistributionInput(
-        region=settings.cycle.region, vpp_node=coopt.vpp_node, fleet_unit_id=coopt.fleet_unit_id,
+        region=settings.vpp_unit.region, vpp_node=coopt.vpp_node, fleet_unit_id=coopt.fleet_unit_id,
         plan_collection_s=coopt.plan_collection_s, hierarchy=coopt.hierarchy or None, poll_nodes=coopt.poll_nodes,
         config=cycle_config(settings.cycle), decision_time=decision_time,
         dispatch_task_queue=settings.fleet.task_queue, control_interval_s=settings.fleet.control_interval_s,
@@ -166,27 +175,39 @@ async def ensure_distribution_schedule(settings: Settings, client: Client | None
 
 
 def operator_input(settings: Settings, unit_id: str | None = None) -> OperatorInput:
-    """The UnitOperator's input for ``unit_id`` (default: the configured unit): the battery's SoC limits
-    and the market's limit on a rebid explanation."""
+    """The UnitOperator's input for ``unit_id`` (default: the first battery unit): that unit's SoC limits
+    (fractions of capacity) and the market's limit on a rebid explanation (characters)."""
     from activities.operator_facts import OperatorInput
 
-    return OperatorInput(unit_id=unit_id or settings.cycle.unit_id, soc_min_fraction=settings.battery.soc_min_fraction,
-                         soc_max_fraction=settings.battery.soc_max_fraction,
+    unit = settings.unit(unit_id) if unit_id else settings.battery_units[0]
+    return OperatorInput(unit_id=unit.unit_id, soc_min_fraction=unit.battery.soc_min_fraction,
+                         soc_max_fraction=unit.battery.soc_max_fraction,
                          rebid_reason_max_chars=settings.market.rebid_explanation_max_chars)
 
 
-async def ensure_operator(settings: Settings, client: Client | None = None) -> str:
-    """Start the configured unit's UnitOperator workflow unless it runs (its page shows the P&L, the bid in
-    force and the controls); returns its id."""
-    from temporalio.common import WorkflowIDConflictPolicy
+async def ensure_operators(settings: Settings, client: Client | None = None) -> tuple[str, ...]:
+    """Start every battery unit's UnitOperator workflow unless it runs (its page shows the P&L, the bid in
+    force and the controls); returns their ids."""
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
     from activities.operator_facts import operator_workflow_id
+    from workflows import search_attributes
 
     if client is None:
         client = await connect_temporal(settings)
-    unit = settings.cycle.unit_id
-    handle = await client.start_workflow(
-        "UnitOperator", operator_input(settings), id=operator_workflow_id(unit), task_queue=settings.stack.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=f"Operator controls and P&L of {unit}")
-    return handle.id
+    identifiers = []
+    for unit in settings.battery_units:
+        handle = await client.start_workflow(
+            "UnitOperator", operator_input(settings, unit.unit_id), id=operator_workflow_id(unit.unit_id),
+            task_queue=settings.stack.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"Operator controls and P&L of {unit.unit_id} ({unit.region})",
+            # VppUnit = "<unit>" in the UI lists the unit's operator page with its cycles.
+            search_attributes=TypedSearchAttributes([SearchAttributePair(search_attributes.UNIT, unit.unit_id),
+                                                     SearchAttributePair(search_attributes.REGION, unit.region)]))
+        identifiers.append(handle.id)
+    return tuple(identifiers)
+
+
+async def ensure_operator(settings: Settings, client: Client | None = None) -> str:
+    """Start every battery unit's UnitOperator workflow (:func:`ensure_operators`); returns the first one's id."""
+    return (await ensure_operators(settings, client))[0]

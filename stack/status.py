@@ -113,6 +113,66 @@ def _grpc_probe(address: str, security: Any) -> tuple[bool, str]:
     return True, "SERVING" + (" (TLS)" if security.tls_dir else "")
 
 
+@dataclass(frozen=True)
+class UnitState:
+    """One unit of the portfolio as ``vpp status`` shows it: kind, region, and what it did on the trading day of
+    its latest recorded interval (``pnl``: one line, each interval counted once; or why it is unknown)."""
+
+    unit_id: str
+    kind: str
+    region: str
+    pnl: str
+
+
+def probe_units(settings: Settings) -> list[UnitState]:
+    """Every configured unit with its latest trading day's P&L read from PostgreSQL (``cycles``); the P&L
+    says why it is missing when the database cannot be read."""
+    from activities.operator import latest_day_pnl
+    from algorithms.market.console import pnl_line
+    from models.db import EMBEDDED_DATABASE, connect
+
+    label, conninfo, detail = _postgres_conninfo(settings)
+    if conninfo is not None and not settings.database_url:  # the platform's database in the embedded server
+        import psycopg
+
+        conninfo = psycopg.conninfo.make_conninfo(conninfo, dbname=EMBEDDED_DATABASE)
+    lines: dict[str, str] = {}
+    if conninfo is not None:
+        async def read(target: str) -> None:
+            async with await connect(target) as conn:
+                for unit in settings.portfolio:
+                    recorded = await latest_day_pnl(conn, unit.unit_id)
+                    lines[unit.unit_id] = (pnl_line(recorded[1]) if recorded is not None
+                                           else f"{unit.unit_id}: no interval recorded yet")
+
+        try:
+            run_coroutine(lambda: asyncio.wait_for(read(conninfo), PROBE_TIMEOUT_S * 2))
+        except Exception as exc:  # no database, no tables yet, timed out
+            detail = short_error(exc)
+    return [UnitState(unit.unit_id, unit.kind, unit.region,
+                      lines.get(unit.unit_id, f"unknown: PostgreSQL {label}: {detail}")) for unit in settings.portfolio]
+
+
+def _postgres_conninfo(settings: Settings) -> tuple[str, str | None, str]:
+    """(label, connection string or None, why not) of the stack's PostgreSQL, without starting it."""
+    import psycopg
+
+    if settings.database_url:
+        url = settings.database_url
+        return str(psycopg.conninfo.conninfo_to_dict(url).get("host") or "DATABASE_URL"), url, ""
+    pid_file = settings.stack.state_dir / "pgdata" / "postmaster.pid"
+    label = f"embedded ({settings.stack.state_dir / 'pgdata'})"
+    try:
+        lines = pid_file.read_text().splitlines()
+        pid, port, socket_dir = int(lines[0]), lines[3].strip(), lines[4].strip()
+    except (OSError, ValueError, IndexError):
+        return label, None, "not running"
+    if not pid_alive(pid):
+        return label, None, f"not running (stale pid {pid})"
+    return label, psycopg.conninfo.make_conninfo(host=socket_dir or "127.0.0.1", port=port, dbname="postgres",
+                                                 user="postgres"), ""
+
+
 def _postgres_probe(settings: Settings) -> tuple[str, bool, str]:
     import psycopg
 
@@ -168,18 +228,23 @@ async def _temporal_parts(settings: Settings) -> list[PartState]:
             continue
         states.append(PartState(label, f"task queue {queue}", pollers > 0,
                                 f"{pollers} poller(s) seen recently" if pollers else "no worker polls this queue"))
-    for identifier in (schedule_id(settings), NODE_LOAD_SCHEDULE_ID, DISTRIBUTION_SCHEDULE_ID):
+    vpp = settings.vpp_unit
+    schedules = [(schedule_id(settings, unit.unit_id), f"unit {unit.unit_id} ({unit.region}) cycles")
+                 for unit in settings.battery_units]
+    schedules += [(NODE_LOAD_SCHEDULE_ID, "Temporal schedule"),
+                  (DISTRIBUTION_SCHEDULE_ID, f"unit {vpp.unit_id} ({vpp.region}, the VPP) bids")]
+    for identifier, what in schedules:
         try:
             described = await client.get_schedule_handle(identifier).describe()
         except Exception:  # not created
-            states.append(PartState(f"schedule {identifier}", "Temporal schedule", False, "does not exist"))
+            states.append(PartState(f"schedule {identifier}", what, False, "does not exist"))
             continue
         paused = described.schedule.state.paused
         upcoming = described.info.next_action_times
         detail = ("PAUSED" if paused else
                   f"next run {upcoming[0].astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC (wall clock)" if upcoming
                   else "no upcoming run")
-        states.append(PartState(f"schedule {identifier}", "Temporal schedule", not paused and bool(upcoming), detail))
+        states.append(PartState(f"schedule {identifier}", what, not paused and bool(upcoming), detail))
     return states
 
 
@@ -205,8 +270,19 @@ def probe_stack(settings: Settings) -> list[PartState]:
     for name, address in grpc_parts:
         up, detail = _grpc_probe(address, security)
         states.append(PartState(name, address, up, detail))
+    states += _sandbox_part(settings)
     states += _process_parts(settings)
     return states
+
+
+def _sandbox_part(settings: Settings) -> list[PartState]:
+    """The AEMO bidding API stand-in when this stack runs it (``vpp up --market aemo-sandbox``): its health."""
+    recorded = [part for part in read_parts_file(settings) or () if part.name == "aemo-sandbox"]
+    if not recorded:
+        return []
+    url = recorded[0].address
+    up = http_answers(url.split("/NEMWholesale")[0] + "/health")
+    return [PartState("AEMO bidding API stand-in", url, up, "" if up else "no answer")]
 
 
 # Processes without an endpoint of their own, by the prefix of their part name in the parts file.

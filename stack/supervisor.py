@@ -25,14 +25,14 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pools.blas import single_threaded_blas_environment
-from settings import ENV_OVERRIDES, Settings
+from settings import ENV_OVERRIDES, UNIT_CYCLE_KEYS, Settings
 from settings.extras import LOCAL, missing_extra_message
 from stack.follow import WorkflowFollower
 from stack.ports import StackError, check_ports_free
@@ -54,8 +54,9 @@ if TYPE_CHECKING:
 
     from services.security import LocalEdge
 
-__all__ = ["ALL_PARTS", "MARKET_DATA_MODES", "SWEEP_PARTS", "LocalStack", "PartFailedError", "PartStatus", "StackError",
-           "child_environment", "describe_market_data", "run_up", "settings_to_toml", "with_market_data"]
+__all__ = ["ALL_PARTS", "MARKETS", "MARKET_DATA_MODES", "SWEEP_PARTS", "LocalStack", "PartFailedError", "PartStatus",
+           "StackError", "child_environment", "describe_market_data", "run_up", "settings_to_toml", "with_market",
+           "with_market_data"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ FLEET_SIMULATOR = "fleet-simulator"
 VPP_WORKER = "vpp-worker"
 BACKTEST = "backtest"
 SWEEP_WORKER = "sweep-worker"
+# Started only for `vpp up --market aemo-sandbox` (LocalStack(aemo_sandbox=True)), not one of ALL_PARTS.
+AEMO_SANDBOX = "aemo-sandbox"
+AEMO_SANDBOX_CONFIG_NAME = "aemo-sandbox.json"
 ALL_PARTS: tuple[str, ...] = (TEMPORAL, SQS, POSTGRES, MARKET_DATA, BIDS, FORECAST, OPTIMISATION,
                               TEMPORAL_WORKER, FLEET_GATEWAY, FLEET_SIMULATOR, VPP_WORKER, BACKTEST, SWEEP_WORKER)
 # What backtest sweeps need: Temporal, SQS, PostgreSQL (for the Temporal worker, whose result relay
@@ -131,6 +135,72 @@ def with_market_data(settings: Settings, mode: str, source: str | None = None) -
                    market_store=replace(settings.market_store, source=source or settings.market_store.source))
 
 
+# ---------------------------------------------------------------------------------------------------
+# The market bids go to: the simulated NEM (the default) or AEMO's bidding API stand-in
+
+SIMULATED = "simulated"
+AEMO_SANDBOX_MARKET = "aemo-sandbox"
+MARKETS = (SIMULATED, AEMO_SANDBOX_MARKET)
+
+
+def with_market(settings: Settings, market: str) -> Settings:
+    """The settings of ``vpp up --market MARKET``: "simulated" leaves them as they are; "aemo-sandbox" sets the
+    bid service's backend to "aemo" (the stack then starts the stand-in and gives the bid service its address
+    and credentials). Raises :class:`StackError` for another market."""
+    if market not in MARKETS:
+        raise StackError(f"--market must be one of {', '.join(MARKETS)}, got {market!r}")
+    if market == SIMULATED:
+        return settings
+    return replace(settings, bid_service=replace(settings.bid_service, backend="aemo"))
+
+
+@dataclass(frozen=True)
+class SandboxAccess:
+    """The stand-in's address and the participant credentials generated for one run (never logged)."""
+
+    url: str
+    participant_id: str
+    username: str
+    password: str = field(repr=False)
+
+    def environment(self) -> dict[str, str]:
+        """The bid service's VPP_AEMO_* variables."""
+        return {"VPP_AEMO_API_URL": self.url, "VPP_AEMO_PARTICIPANT_ID": self.participant_id,
+                "VPP_AEMO_API_USER": self.username, "VPP_AEMO_API_PASSWORD": self.password}
+
+
+def write_sandbox_config(settings: Settings, path: Path) -> SandboxAccess:
+    """Write the stand-in's configuration (owner-only file): a participant owning every unit of the portfolio
+    (the battery units and the VPP's fleet unit), whose default bids are each unit's ladders, with fresh random
+    credentials."""
+    import secrets
+
+    # Every unit of the portfolio, each with its own ladders.
+    units = [{"duid": unit.unit_id, "energy_gen_prices": list(unit.bidding.gen_band_prices),
+              "energy_load_prices": list(unit.bidding.load_band_prices),
+              "fcas_prices": list(unit.bidding.fcas_band_prices)} for unit in settings.portfolio]
+    access = SandboxAccess(url=f"http://{LOCAL_HOST}:{settings.stack.aemo_sandbox_port}/NEMWholesale/bidding/v1",
+                           participant_id="OPENVPP", username=f"vpp-{secrets.token_hex(4)}",
+                           password=secrets.token_urlsafe(24))
+    document = {"participant_id": access.participant_id, "username": access.username, "password": access.password,
+                "units": units, "daily_bid_close": settings.market.daily_bid_close.strftime("%H:%M")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(json.dumps(document, indent=2))
+    return access
+
+
+def sandbox_argv(settings: Settings, config_path: Path) -> list[str]:
+    """``python -m aemo_sandbox`` for this stack: its port, and on the replay clock the replayed period."""
+    argv = [sys.executable, "-m", "aemo_sandbox", "--config", str(config_path), "--host", LOCAL_HOST,
+            "--port", str(settings.stack.aemo_sandbox_port)]
+    cycle = settings.cycle
+    if cycle.clock == REPLAY:
+        argv += ["--replay-start", cycle.replay_start.date().isoformat(), "--replay-days", str(cycle.replay_days)]
+    return argv
+
+
 def describe_market_data(settings: Settings) -> str:
     """One line: where the stack's market data comes from and on which clock its cycles run."""
     market_data = settings.market_data
@@ -187,6 +257,16 @@ def settings_to_toml(settings: Settings) -> str:
             continue
         lines.append(f"\n[{table.name}]")
         lines.extend(f"{f.name} = {_toml_value(getattr(section, f.name))}" for f in fields(section))
+    for unit in settings.portfolio:  # every unit in full, so the children run the same portfolio
+        lines.append("\n[[units]]")
+        lines += [f"unit_id = {_toml_value(unit.unit_id)}", f"region = {_toml_value(unit.region)}",
+                  f"kind = {_toml_value(unit.kind)}"]
+        lines.extend(f"{f.name} = {_toml_value(getattr(unit.battery, f.name))}" for f in fields(unit.battery)
+                     if f.name not in {"unit_id", "region"})
+        lines.append("[units.bidding]")
+        lines.extend(f"{f.name} = {_toml_value(getattr(unit.bidding, f.name))}" for f in fields(unit.bidding))
+        lines.append("[units.cycle]")
+        lines.extend(f"{name} = {_toml_value(getattr(unit.cycle, name))}" for name in sorted(UNIT_CYCLE_KEYS))
     return "\n".join(lines) + "\n"
 
 
@@ -239,6 +319,7 @@ class LocalStack:
         config_path: Path | None = None,
         ui: bool = True,
         parts: Collection[str] | None = None,
+        aemo_sandbox: bool = False,
     ) -> None:
         chosen = set(ALL_PARTS if parts is None else parts)
         unknown = chosen - set(ALL_PARTS)
@@ -253,6 +334,13 @@ class LocalStack:
         self._infra: list[ManagedProcess] = []
         self._children: list[ManagedProcess] = []
         self._edge: LocalEdge | None = None  # generated edge security, unless the environment has its own
+        # The AEMO bidding API stand-in (vpp up --market aemo-sandbox): started with the bid service, which
+        # then submits to it (its backend must be "aemo").
+        if aemo_sandbox and settings.bid_service.backend != "aemo":
+            raise StackError("the AEMO stand-in serves the bid service's aemo backend: set [bid_service] "
+                             "backend = \"aemo\" (vpp up --market aemo-sandbox does)")
+        self.aemo_sandbox = aemo_sandbox and BIDS in self.parts
+        self._sandbox_access: SandboxAccess | None = None
         self._lock = threading.RLock()
 
     # -- addresses -----------------------------------------------------------------------------------
@@ -334,8 +422,10 @@ class LocalStack:
         wanted += [(SQS, "SQS endpoint", "sqs_port", stack.sqs_port),
                    (MARKET_DATA, "market-data service", "market_data_port", stack.market_data_port),
                    (BIDS, "bid service", "bid_service_port", stack.bid_service_port),
+                   (AEMO_SANDBOX, "AEMO bidding API stand-in", "aemo_sandbox_port", stack.aemo_sandbox_port),
                    (FLEET_GATEWAY, "fleet gateway", "fleet.gateway_port", self._settings.fleet.gateway_port)]
-        chosen = [entry for entry in wanted if entry[0] in self.parts]
+        running = self.parts | ({AEMO_SANDBOX} if self.aemo_sandbox else set())
+        chosen = [entry for entry in wanted if entry[0] in running]
         return ({label: port for _, label, _, port in chosen}, {label: key for _, label, key, _ in chosen})
 
     def _start(self) -> None:
@@ -396,11 +486,14 @@ class LocalStack:
                  self._edge.tls_dir)
 
     def _edge_environment(self, name: str) -> dict[str, str]:
-        """The edge-security variables of child ``name`` (none without generated edge security)."""
+        """The edge-security variables of child ``name`` (none without generated edge security); the bid
+        service also gets the AEMO stand-in's address and credentials when the stack runs it."""
         edge = self._edge
         if edge is None:
-            return {}
-        if name in (MARKET_DATA, BIDS):
+            return self._sandbox_access.environment() if name == BIDS and self._sandbox_access else {}
+        if name == BIDS:
+            return {**edge.server_environment(), **(self._sandbox_access.environment() if self._sandbox_access else {})}
+        if name == MARKET_DATA:
             return edge.server_environment()
         if name == FLEET_GATEWAY:
             return edge.server_environment(site_authentication=True)
@@ -496,6 +589,12 @@ class LocalStack:
         if MARKET_DATA in self.parts:
             market_data = self.market_data_address
             specs.append((MARKET_DATA, _cli("serve", "market-data"), self._grpc_health(market_data), market_data))
+        if self.aemo_sandbox:
+            config_path = stack.state_dir / AEMO_SANDBOX_CONFIG_NAME
+            self._sandbox_access = write_sandbox_config(settings, config_path)
+            sandbox_url = self._sandbox_access.url
+            specs.append((AEMO_SANDBOX, sandbox_argv(settings, config_path),
+                          lambda: http_answers(sandbox_url.split("/NEMWholesale")[0] + "/health"), sandbox_url))
         if BIDS in self.parts:
             bids = self.bid_service_address
             specs.append((BIDS, _cli("serve", "bids"), self._grpc_health(bids), bids))
@@ -612,11 +711,11 @@ class LocalStack:
 # vpp up
 
 
-def _schedule_id(settings: Settings) -> str:
-    """The id of the cycle's Temporal Schedule."""
+def _schedule_ids(settings: Settings) -> str:
+    """The ids of every battery unit's cycle schedule, comma-separated."""
     from services import temporal_client
 
-    return temporal_client.schedule_id(settings)
+    return ", ".join(temporal_client.schedule_id(settings, unit.unit_id) for unit in settings.battery_units)
 
 
 def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> None:
@@ -630,9 +729,11 @@ def _print_summary(console: Console, stack: LocalStack, *, triggered: bool) -> N
     table.add_column()
     table.add_row("Temporal UI", stack.ui_url or "disabled (--headless)")
     table.add_row("Temporal", f"{stack.temporal_address}  namespace {settings.stack.temporal_namespace}")
-    table.add_row("Schedule", _schedule_id(settings) + ("  (first cycle triggered)" if triggered else ""))
-    table.add_row("Console", f"each cycle's page shows its bid, intent and outcome; operator-{settings.cycle.unit_id} "
-                  "shows today's P&L, the bid in force and the controls; a line per cycle and VPP event follows "
+    table.add_row("Units", ", ".join(f"{unit.unit_id} ({unit.region}, {unit.kind})" for unit in settings.portfolio))
+    table.add_row("Schedules", _schedule_ids(settings) + ("  (first cycles triggered)" if triggered else ""))
+    operators = ", ".join(f"operator-{unit.unit_id}" for unit in settings.battery_units)
+    table.add_row("Console", f"each cycle's page shows its bid, intent and outcome; {operators} "
+                  "show today's P&L, the bid in force and the controls; a line per cycle and VPP event follows "
                   "below (wall clock UTC; market times AEST)")
     table.add_row("SQS", stack.sqs_endpoint_url)
     table.add_row("Services", f"market data {stack.market_data_address}, bids {stack.bid_service_address}")
@@ -692,10 +793,11 @@ def _signals_to(handler: Callable[[int, FrameType | None], Any]) -> Iterator[Non
 
 
 def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_path: Path | None = None,
-           console: Console | None = None, parts: Collection[str] | None = None) -> int:
+           console: Console | None = None, parts: Collection[str] | None = None, aemo_sandbox: bool = False) -> int:
     """``vpp up``: start the whole local stack, create the 5-minute schedule, run until Ctrl-C.
 
-    ``parts`` limits the stack as in :class:`LocalStack` (all parts by default).
+    ``parts`` limits the stack as in :class:`LocalStack` (all parts by default); ``aemo_sandbox`` also runs the
+    AEMO bidding API stand-in for the bid service's aemo backend (``vpp up --market aemo-sandbox``).
 
     Returns the process exit code: 0 after a clean Ctrl-C/SIGTERM shutdown, 1 when a port is taken,
     a part fails, or a part keeps dying; 130 when interrupted during start-up.
@@ -711,7 +813,11 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop_requested.set()
 
-    stack = LocalStack(settings, config_path=config_path, ui=ui, parts=parts)
+    try:
+        stack = LocalStack(settings, config_path=config_path, ui=ui, parts=parts, aemo_sandbox=aemo_sandbox)
+    except StackError as exc:
+        _print_failure(console, str(exc))
+        return 1
     console.print("starting the local stack (Temporal, SQS, PostgreSQL, services, workers) …")
     try:
         # During start-up SIGTERM interrupts like Ctrl-C, so the half-started stack is cleaned up.
@@ -732,7 +838,7 @@ def run_up(settings: Settings, *, ui: bool = True, trigger: bool = True, config_
                     run_coroutine(lambda: cycle_schedule.ensure_node_load_schedule(stack.settings))
                     run_coroutine(lambda: cycle_schedule.ensure_distribution_schedule(stack.settings))
                 if TEMPORAL_WORKER in stack.parts:
-                    run_coroutine(lambda: cycle_schedule.ensure_operator(stack.settings))
+                    run_coroutine(lambda: cycle_schedule.ensure_operators(stack.settings))
                 if trigger:
                     run_coroutine(lambda: temporal_client.trigger_now(stack.settings))
             except Exception as exc:

@@ -59,6 +59,15 @@ class StandIns:
     forecast_fails: bool = False
     market_rejects: bool = False
     standing_bid: str | None = None
+    # "due": a DAILY bid for the next trading day is decided with the interval's bid; "none passed": it was
+    # due but no candidate passed validation.
+    daily: str | None = None
+    daily_rejected: bool = False
+    daily_fails: bool = False
+    # Live mode: the record stage's AEMO dispatch flags and the earlier intervals it settled.
+    dispatch_source: str = ""
+    dispatch_flags: tuple[str, ...] = ()
+    settled_earlier: tuple[str, ...] = ()
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="fetch_market_snapshot")
@@ -89,6 +98,16 @@ class StandIns:
 
         @activity.defn(name="build_and_validate_bid")
         async def build(request: BuildBidInput) -> BidBuilt:
+            built = build_interval(request)
+            if self.daily == "due":
+                return replace(built, daily_bid_key="sha256:daily",
+                               daily_summary="DAILY bid for trading day 2021-01-16: energy offered in 97 of 288")
+            if self.daily == "none passed":
+                return replace(built, daily_summary="no DAILY bid for trading day 2021-01-16 passed validation: "
+                                                    "daily-default bid V3: bad")
+            return built
+
+        def build_interval(request: BuildBidInput) -> BidBuilt:
             if self.standing_bid:
                 return BidBuilt(bid_key=None, valid=True, safe_fallback=False, violations=(),
                                 summary=f"no material change from bid {self.standing_bid}: it stands",
@@ -102,6 +121,13 @@ class StandIns:
         @activity.defn(name="submit_bid")
         async def submit(request: SubmitInput) -> BidSubmitted:
             self.submits.append(request)
+            if request.bid_key == "sha256:daily":
+                if self.daily_fails:
+                    raise ApplicationError("market unreachable", non_retryable=True)
+                rejected = self.daily_rejected
+                return BidSubmitted(bid_id="HPR1/2021-01-16/001/v0", status="REJECTED" if rejected else "ACCEPTED",
+                                    duplicate=False, reasons=("V2: price above cap",) if rejected else (),
+                                    received_at="2021-01-15T07:31:00+00:00")
             status = "REJECTED" if self.market_rejects else "ACCEPTED"
             reasons = ("V2: price above cap",) if self.market_rejects else ()
             return BidSubmitted(bid_id="HPR1/2021-01-15/162/v1", status=status, duplicate=False,
@@ -113,7 +139,8 @@ class StandIns:
             cleared = request.bid_id is not None and request.status in ("SUBMITTED", "NO_REBID")
             return OutcomeRecorded(cleared=cleared, gen_mw=100.0 if cleared else 0.0, load_mw=0.0,
                                    energy_revenue_dollars=1000.0 if cleared else 0.0, fcas_revenue_dollars=0.0,
-                                   state_of_charge_mwh=88.0, price=120.0)
+                                   state_of_charge_mwh=88.0, price=120.0, dispatch_source=self.dispatch_source,
+                                   dispatch_flags=self.dispatch_flags, settled_earlier=self.settled_earlier)
 
         return [fetch, forecast, optimise, build, submit, record]
 
@@ -238,3 +265,62 @@ async def test_a_bid_in_force_that_still_fits_stands_and_is_not_resubmitted(env:
     assert stand_ins.submits == []
     assert [f.stage for f in result.facts] == ["fetch", "forecast", "optimise", "bid", "record"]
     assert stand_ins.records[-1].status == "NO_REBID" and stand_ins.records[-1].bid_id == result.bid_id
+
+
+async def test_a_due_daily_bid_is_submitted_after_the_intervals_bid(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(daily="due")
+    result = await run_cycle(env.client, stand_ins)
+    assert result.status == "SUBMITTED" and result.bid_id == "HPR1/2021-01-15/162/v1"
+    assert [s.bid_key for s in stand_ins.submits] == ["sha256:bid", "sha256:daily"]
+    assert [f.stage for f in result.facts] == ["fetch", "forecast", "optimise", "bid", "submit", "daily", "record"]
+    daily = result.facts[5]
+    assert "DAILY bid for trading day 2021-01-16" in daily.summary
+    assert "HPR1/2021-01-16/001/v0 ACCEPTED" in daily.summary
+    assert daily.archive_keys == ("sha256:daily",)
+    # The record stage gets the interval's bid, not the DAILY bid.
+    assert stand_ins.records[-1].bid_id == "HPR1/2021-01-15/162/v1"
+
+
+async def test_a_daily_bid_is_submitted_when_the_intervals_bid_stands(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(daily="due", standing_bid="HPR1/2021-01-15/161/v1")
+    result = await run_cycle(env.client, stand_ins)
+    assert result.status == "NO_REBID" and [s.bid_key for s in stand_ins.submits] == ["sha256:daily"]
+    assert [f.stage for f in result.facts] == ["fetch", "forecast", "optimise", "bid", "daily", "record"]
+
+
+async def test_a_rejected_daily_bid_is_recorded_with_its_reasons_and_the_cycle_stands(
+        env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(daily="due", daily_rejected=True)
+    result = await run_cycle(env.client, stand_ins)
+    assert result.status == "SUBMITTED" and len(stand_ins.submits) == 2
+    daily = next(f for f in result.facts if f.stage == "daily")
+    assert "HPR1/2021-01-16/001/v0 REJECTED: V2: price above cap" in daily.summary
+
+
+async def test_a_daily_bid_that_failed_validation_never_leaves(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(daily="none passed")
+    result = await run_cycle(env.client, stand_ins)
+    assert [s.bid_key for s in stand_ins.submits] == ["sha256:bid"]
+    daily = next(f for f in result.facts if f.stage == "daily")
+    assert daily.summary.startswith("no DAILY bid for trading day 2021-01-16 passed validation")
+
+
+async def test_a_daily_submission_that_fails_is_recorded_and_the_cycle_stands(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(daily="due", daily_fails=True)
+    result = await run_cycle(env.client, stand_ins)
+    assert result.status == "SUBMITTED" and result.bid_id == "HPR1/2021-01-15/162/v1"
+    daily = next(f for f in result.facts if f.stage == "daily")
+    assert "not submitted" in daily.summary and "market unreachable" in daily.summary
+
+
+async def test_live_records_name_unexplained_dispatch_and_earlier_intervals_settled(env: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(dispatch_source="AEMO",
+                         dispatch_flags=("ENERGY GEN dispatched 100.0 MW above the offered availability",),
+                         settled_earlier=("2021-01-15 17:30 (cycle-a) +80.0 MW at $95.00/MWh, $633.33",))
+    result = await run_cycle(env.client, stand_ins)
+    records = [f.summary for f in result.facts if f.stage == "record"]
+    assert "AEMO dispatch UNEXPLAINED by the bid in force: ENERGY GEN dispatched 100.0 MW above the offered " \
+           "availability" in records
+    assert "settled 1 earlier interval(s) from AEMO's dispatch: 2021-01-15 17:30 (cycle-a) +80.0 MW at " \
+           "$95.00/MWh, $633.33" in records
+    assert list(result.outcome.dispatch_flags) == ["ENERGY GEN dispatched 100.0 MW above the offered availability"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -35,6 +35,7 @@ from algorithms.market.bid_decision import (
     decide_bid,
 )
 from algorithms.market.bid_validation import validate_bid
+from algorithms.market.daily_bid import DailyBidsInForce
 from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor
 from archive import archive_key
 from archive.store import LocalArchive
@@ -68,13 +69,13 @@ def offer_time(dispatch_interval: datetime) -> datetime:
 
 def make_plan(gen: list[float], load: list[float], *, fcas: dict[str, list[float]] | None = None,
               status: worker_pb2.ResultStatus.ValueType = worker_pb2.RESULT_STATUS_OPTIMAL,
-              energy_value: float = 60.0) -> worker_pb2.OptimisationResult:
-    """A plan from FIRST whose SoC follows the reference battery from INITIAL_SOC_MWH, with duals (the value
+              energy_value: float = 60.0, first: datetime = FIRST) -> worker_pb2.OptimisationResult:
+    """A plan from ``first`` (FIRST) whose SoC follows the reference battery from INITIAL_SOC_MWH, with duals (the value
     of stored energy ``energy_value`` $/MWh, no joint-capacity value), as the LP reports them."""
     count = len(gen)
     soc = INITIAL_SOC_MWH + np.cumsum(0.92 * np.asarray(load) * HOURS - np.asarray(gen) * HOURS / 0.92)
     return worker_pb2.OptimisationResult(
-        status=status, first_interval=nem_time.to_timestamp(FIRST), horizon_intervals=count, gen_mw=gen,
+        status=status, first_interval=nem_time.to_timestamp(first), horizon_intervals=count, gen_mw=gen,
         load_mw=load, state_of_charge_mwh=soc.tolist(), objective_dollars=1234.5,
         algorithm=common_pb2.AlgorithmRef(name="lp-energy-fcas", version="1"),
         fcas=[worker_pb2.ProductSchedule(product=p, enablement_mw=mw) for p, mw in (fcas or {}).items()],
@@ -232,6 +233,19 @@ def test_the_same_inputs_decide_the_same_bid_bit_for_bit() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+# A cycle at 12:00:30 on 5 January 2021, inside the hour before the daily bid close of the 6th: a plan of 288
+# intervals from 12:10 reaches 12:05 on the 6th, so the DAILY bid for the 6th follows it to then.
+BEFORE_CLOSE = datetime(2021, 1, 5, 12, 10)
+DAILY_PLAN = make_plan([0.0] * 200 + [100.0] * 20 + [0.0] * 68, [0.0] * 20 + [80.0] * 20 + [0.0] * 248,
+                       first=BEFORE_CLOSE)
+# The DAILY bid of the 5th (decided at 12:00:30 on the 4th, no plan: the conservative default).
+DAILY_OF_FIRST_DAY = cast(bid_pb2.Bid, decide_bid(
+    None, standing_bid=None, controls=EffectiveControls(), battery=BATTERY, bidding=SETTINGS.bidding,
+    rules=SETTINGS.market, products=PRODUCTS, daily_band_prices=None, dispatch_interval=datetime(2021, 1, 4, 12, 10),
+    offer_time=offer_time(datetime(2021, 1, 4, 12, 10)), version=1, initial_state_of_charge_mwh=INITIAL_SOC_MWH,
+    plan_hash="", daily_bids=DailyBidsInForce()).daily_bid)
+
+
 @dataclass(frozen=True)
 class Case:
     """The inputs of one bid decision, as every caller gets them."""
@@ -241,6 +255,8 @@ class Case:
     standing: bid_pb2.Bid | None = None
     controls: EffectiveControls = field(default_factory=EffectiveControls)
     settings: Settings = SETTINGS
+    # The accepted DAILY bid of the dispatch interval's trading day (every caller knows it), if any.
+    daily: bid_pb2.Bid | None = None
 
 
 CASES = {
@@ -254,6 +270,8 @@ CASES = {
     "unusable plan": Case(make_plan([0.0] * 12, [0.0] * 12, status=worker_pb2.RESULT_STATUS_INFEASIBLE), NEXT,
                           FIRST_BID),
     "no valid bid": Case(PLAN, NEXT, FIRST_BID, settings=NEW_LADDER),
+    "DAILY bid due": Case(DAILY_PLAN, BEFORE_CLOSE),
+    "rebid keeps the DAILY prices": Case(PLAN, settings=NEW_LADDER, daily=DAILY_OF_FIRST_DAY),
 }
 
 
@@ -264,6 +282,7 @@ class LiveDecision:
     built: BidBuilt
     bid: bid_pb2.Bid | None
     rejected: tuple[tuple[str, bid_pb2.Bid], ...]
+    daily: bid_pb2.Bid | None = None
 
 
 @pytest.fixture
@@ -276,10 +295,11 @@ def database(server_url: str) -> Iterator[str]:
 
 async def live_decision(case: Case, database_url: str, folder: Path) -> LiveDecision:
     """The ``build_and_validate_bid`` activity, with the bid in force seeded in PostgreSQL."""
-    if case.standing is not None:
-        async with await connect(database_url) as conn:
-            await bid_store.insert_bid(conn, bid_record(case.standing, bid_key(case.standing), ()))
-            await conn.commit()
+    async with await connect(database_url) as conn:
+        for seeded in (case.daily, case.standing):
+            if seeded is not None:
+                await bid_store.insert_bid(conn, bid_record(seeded, bid_key(seeded), ()))
+        await conn.commit()
     archive = LocalArchive(folder / "archive")
     activities = CycleActivities(replace(case.settings, database_url=database_url), archive=archive,
                                  sqs=None, queues=None)  # type: ignore[arg-type]
@@ -294,14 +314,18 @@ async def live_decision(case: Case, database_url: str, folder: Path) -> LiveDeci
     bid = cast(bid_pb2.Bid, archive.get(built.bid_key)) if built.bid_key else None
     rejected = tuple((entry.label, cast(bid_pb2.Bid, archive.get(entry.key)))
                      for entry in archive.list_cycle("cycle") if entry.label.startswith("bid-rejected/"))
-    return LiveDecision(built, bid, rejected)
+    daily = cast(bid_pb2.Bid, archive.get(built.daily_bid_key)) if built.daily_bid_key else None
+    return LiveDecision(built, bid, rejected, daily)
 
 
 def backtest_decision(case: Case) -> tuple[BidDecision, BidBook]:
     """The backtest engine's bid stage, with the bid in force in its market's book."""
     book = BidBook()
+    if case.daily is not None:
+        book.accept_daily(case.daily)
     if case.standing is not None:
-        book.accept(case.standing, nem_time.from_timestamp(case.standing.dispatch_interval))
+        book.accept(case.standing, nem_time.from_timestamp(case.standing.dispatch_interval),
+                    case.settings.market.band_count)
     decision = bid_stage(book, case.plan, case.settings, battery=BATTERY, products=PRODUCTS, controls=case.controls,
                          dispatch_interval=case.dispatch_interval, offer_time=offer_time(case.dispatch_interval),
                          version=1, initial_state_of_charge_mwh=INITIAL_SOC_MWH)
@@ -310,15 +334,20 @@ def backtest_decision(case: Case) -> tuple[BidDecision, BidBook]:
 
 def replay_decision(case: Case) -> BidDecision:
     """The archive replay's rebuild, on the battery as the optimisation request archived it (SoC hold
-    applied), given the bid in force and the day's band prices."""
-    standing = case.standing
+    applied), given the bid in force (the DAILY bid when no rebid covers the interval) and the day's band
+    prices."""
+    standing = case.standing if case.standing is not None else case.daily
     return rebuild_bid(
         case.plan, battery_with_soc_floor(BATTERY, case.controls.soc_floor_fraction), case.settings,
         dispatch_interval=case.dispatch_interval, offer_time=offer_time(case.dispatch_interval), version=1,
         products=PRODUCTS, initial_state_of_charge_mwh=INITIAL_SOC_MWH,
         standing_bid=StandingBid(bid_key(standing).bid_id, standing) if standing is not None else None,
-        daily_band_prices=bid_store.band_prices_of(standing) if standing is not None else None,
-        controls=case.controls)
+        daily_band_prices=bid_store.band_prices_of(case.daily if case.daily is not None else standing)
+        if standing is not None or case.daily is not None else None,
+        controls=case.controls,
+        daily_bids=DailyBidsInForce(
+            day_prices=bid_store.band_prices_of(case.daily) if case.daily is not None else None,
+            days_with_daily_bid=frozenset({date.fromisoformat(case.daily.trading_day)}) if case.daily else frozenset()))
 
 
 def _bytes(bid: bid_pb2.Bid | None) -> bytes | None:
@@ -343,7 +372,13 @@ async def test_the_three_callers_decide_identically(name: str, database: str, tm
     assert live.built.standing_bid_id == (decision.standing_bid_id if decision.outcome == STANDS else None)
     assert _bytes(live.bid) == _bytes(decision.bid)
     assert [(label, _bytes(bid)) for label, bid in live.rejected] == [
-        (f"bid-rejected/{r.candidate}", _bytes(r.bid)) for r in decision.rejected if r.bid is not None]
+        (f"bid-rejected/{r.candidate}", _bytes(r.bid)) for r in (*decision.rejected, *decision.daily_rejected)
+        if r.bid is not None]
+    # The same DAILY bid (or none) for the next trading day, and the backtest's market holds it.
+    assert _bytes(live.daily) == _bytes(decision.daily_bid)
+    assert live.built.daily_summary == decision.daily_summary
+    if decision.daily_bid is not None:
+        assert book.daily_bids[date.fromisoformat(decision.daily_bid.trading_day)].bid == decision.daily_bid
     # The backtest's market accepted exactly the bid submitted.
     if decision.bid is not None:
         assert book.newest is not None and book.newest.bid == decision.bid
@@ -358,7 +393,17 @@ async def test_the_three_callers_decide_identically(name: str, database: str, tm
         "plan's bid rejected, safe bid used": (SUBMIT, "safe", True),
         "unusable plan": (SUBMIT, "safe", True),
         "no valid bid": (NO_VALID_BID, None, True),
+        "DAILY bid due": (SUBMIT, "plan", False),
+        "rebid keeps the DAILY prices": (SUBMIT, "plan", False),
     }[name]
+    if name == "DAILY bid due":
+        assert decision.daily_bid is not None and decision.daily_bid.trading_day == "2021-01-06"
+        assert decision.daily_bid.entry_type == bid_pb2.ENTRY_TYPE_DAILY and decision.daily_bid.version == 0
+    else:
+        assert decision.daily_bid is None and decision.daily_summary == ""
+    if case.daily is not None:  # the configured ladder moved, the DAILY bid's prices are kept
+        assert decision.bid is not None
+        assert bid_store.band_prices_of(decision.bid) == bid_store.band_prices_of(case.daily)
     assert (decision.outcome, decision.candidate, decision.safe_fallback) == expected
     if case.controls.soc_floor_fraction is not None:
         assert decision.bid is not None and max(gen_max_avail(decision.bid)) == pytest.approx(0.0, abs=1e-9)

@@ -73,6 +73,11 @@ def test_the_project_keeps_its_layer_contract(project_copy: Path) -> None:
     # ... or the numeric stack through the pure types it imports.
     ("algorithms/fleet/peak_shaving_types.py", "import algorithms.fleet.peak_shaving",
      "algorithms.fleet.peak_shaving -> numpy"),
+    # The AEMO stand-in sharing the platform's validator (it must stay an independent check).
+    ("aemo_sandbox/rules.py", "import algorithms.market.bid_validation",
+     "aemo_sandbox.rules -> algorithms.market.bid_validation"),
+    # Deployed code importing the stand-in.
+    ("services/aemo_bidding.py", "import aemo_sandbox.server", "services.aemo_bidding -> aemo_sandbox.server"),
 ])
 def test_a_planted_upward_import_breaks_the_contract(tmp_path: Path, project_copy: Path, module: str, planted: str,
                                                      expected: str) -> None:

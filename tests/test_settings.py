@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import ConfigError, PriceLimitsUnknownError, load_settings
+from settings import ConfigError, PriceLimitsUnknownError, Settings, UnknownUnitError, load_settings
 
 
 def test_defaults_carry_the_reference_battery_and_price_caps() -> None:
@@ -91,3 +91,97 @@ def test_the_market_store_is_a_market_data_source(tmp_path: Path) -> None:
     store = tmp_path / "store.toml"
     store.write_text('[market_data]\nsource = "store"\n')
     assert load_settings(store, environ={}).market_data.source == "store"
+
+
+# -- the portfolio ----------------------------------------------------------------------------------
+
+
+PORTFOLIO = '''
+[battery]
+power_mw = 100.0
+[[units]]
+unit_id = "HPR1"
+region = "SA1"
+[[units]]
+unit_id = "VIC2"
+region = "VIC1"
+power_mw = 50.0
+energy_mwh = 100.0
+[units.bidding]
+headroom_pricing = "fixed"
+gen_band_prices = [-1000.0, -100.0, -50.0, -20.0, 0.0, 50.0, 100.0, 300.0, 1000.0, 15000.0]
+[units.cycle]
+optimiser_price_tail_weight = 0.0
+[[units]]
+unit_id = "FLEET"
+region = "NSW1"
+kind = "vpp"
+'''
+
+
+def _load(tmp_path: Path, text: str) -> Settings:
+    path = tmp_path / "units.toml"
+    path.write_text(text)
+    return load_settings(path, environ={})
+
+
+def test_without_units_the_default_unit_and_the_vpp_make_the_portfolio() -> None:
+    loaded = load_settings(environ={})
+    assert loaded.unit_ids == ("HPR1", "VPP1")
+    assert [unit.unit_id for unit in loaded.battery_units] == ["HPR1"]
+    hpr1 = loaded.unit("HPR1")
+    assert hpr1.battery == loaded.battery and hpr1.bidding == loaded.bidding and hpr1.cycle == loaded.cycle
+    assert loaded.vpp_unit.unit_id == loaded.coopt.fleet_unit_id == "VPP1"
+    assert loaded.vpp_unit.region == "SA1"
+    with pytest.raises(UnknownUnitError, match="unknown unit 'NOPE': the configured units are HPR1, VPP1"):
+        loaded.unit("NOPE")
+
+
+def test_units_override_the_battery_bidding_and_cycle_defaults(tmp_path: Path) -> None:
+    loaded = _load(tmp_path, PORTFOLIO)
+    assert loaded.unit_ids == ("HPR1", "VIC2", "FLEET")
+    hpr1, vic2 = loaded.battery_units
+    assert hpr1.battery.power_mw == 100.0 and hpr1.battery.energy_mwh == 194.0  # [battery] is every unit's default
+    assert (vic2.battery.unit_id, vic2.battery.region, vic2.battery.power_mw, vic2.battery.energy_mwh) == (
+        "VIC2", "VIC1", 50.0, 100.0)
+    assert vic2.battery.charge_efficiency == hpr1.battery.charge_efficiency
+    assert vic2.bidding.headroom_pricing == "fixed" and hpr1.bidding.headroom_pricing == "opportunity_cost"
+    assert vic2.bidding.gen_band_prices[-1] == 15000.0 and hpr1.bidding.gen_band_prices[-1] == 14900.0
+    assert vic2.cycle.optimiser_price_tail_weight == 0.0 and hpr1.cycle.optimiser_price_tail_weight == 0.185
+    assert (vic2.cycle.unit_id, vic2.cycle.region) == ("VIC2", "VIC1")
+    # The first battery unit is the default unit of every single-unit caller; the VPP entry names the fleet unit.
+    assert loaded.battery == hpr1.battery and loaded.cycle.unit_id == "HPR1"
+    assert loaded.coopt.fleet_unit_id == "FLEET" and loaded.vpp_unit.region == "NSW1"
+
+
+@pytest.mark.parametrize(("entries", "message"), [
+    ('[[units]]\nunit_id = "A"\n[[units]]\nunit_id = "A"\n',
+     r"units\[1\] \(unit 'A'\) field unit_id: duplicate unit id, already used by units\[0\]"),
+    ('[[units]]\nunit_id = "VPP1"\n',
+     r"units\[1\] \(unit 'VPP1'\) field unit_id: duplicate unit id.*fleet_unit_id"),
+    ('[[units]]\nunit_id = "A"\nregion = "WA1"\n', r"units\[0\] \(unit 'A'\) field region: unknown region 'WA1'"),
+    ('[[units]]\nunit_id = "A"\npower_mw = -5.0\n', r"unit 'A'\) field power_mw: must be > 0, got -5.0"),
+    ('[[units]]\nunit_id = "A"\npower_mw = "big"\n', r"unit 'A'\) field power_mw: must be a number"),
+    ('[[units]]\nunit_id = "A"\ncharge_efficiency = 1.5\n', r"field charge_efficiency: must be in \(0, 1\]"),
+    ('[[units]]\nunit_id = "A"\nsoc_min_fraction = 0.9\nsoc_max_fraction = 0.5\n', r"field soc_max_fraction"),
+    ('[[units]]\nunit_id = "A"\nkind = "windfarm"\n', r"field kind: must be one of battery, vpp"),
+    ('[[units]]\nunit_id = "A"\ncolour = "red"\n', r"unit 'A'\) field colour: unknown field"),
+    ('[[units]]\nunit_id = ""\n', r"units\[0\] field unit_id"),
+    ('[[units]]\nregion = "SA1"\n', r"units\[0\] field unit_id"),
+    ('[[units]]\nunit_id = "A"\n[units.bidding]\ngen_band_prices = [1.0, 2.0]\n',
+     r"unit 'A'\) field bidding.gen_band_prices: must have 10 bands, got 2"),
+    ('[[units]]\nunit_id = "A"\n[units.bidding]\nload_band_prices = [0, 1, 2, 3, 4, 5, 6, 7, 9, 8]\n',
+     r"field bidding.load_band_prices: band prices must increase strictly"),
+    ('[[units]]\nunit_id = "A"\n[units.bidding]\nheadroom_pricing = "greedy"\n',
+     r"field bidding.headroom_pricing: must be one of fixed, opportunity_cost"),
+    ('[[units]]\nunit_id = "A"\n[units.cycle]\nschedule_offset_s = 10\n',
+     r"field cycle.schedule_offset_s: not a per-unit setting"),
+    ('[[units]]\nunit_id = "A"\nkind = "vpp"\n', r"configures no battery unit"),
+    ('[[units]]\nunit_id = "A"\n[[units]]\nunit_id = "B"\nkind = "vpp"\n[[units]]\nunit_id = "C"\nkind = "vpp"\n',
+     r"unit 'C' field kind: only one unit may be the VPP fleet unit"),
+])
+def test_a_bad_unit_is_one_settings_error_naming_the_unit_and_field(
+        tmp_path: Path, entries: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        _load(tmp_path, entries)
+    assert "malformed" not in str(error.value)  # the specific error, not the generic one

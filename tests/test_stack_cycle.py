@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.distribution_facts import DistributionResult
 from archive import open_archive
-from models.bids import count_accepted_submissions
+from models.bids import band_prices_of, count_accepted_submissions, daily_entry_band_prices
 from models.db import connect
 from pools.sqs import queue_urls, sqs_client
 from settings import Settings, load_settings
@@ -311,6 +311,39 @@ async def test_price_forecasts_reach_the_sites_whose_plans_are_bid_as_one_unit(s
 
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+async def test_a_cycle_before_the_daily_close_submits_the_next_days_daily_bid(stack: LocalStack,
+                                                                              client: Client) -> None:
+    """12:00:30 on 20 January, inside the hour before the 12:30 close of the 21st: the cycle submits its rebid
+    and the DAILY bid of the 21st; the next cycle submits no second one; the first cycle of the 21st rebids
+    from the DAILY bid keeping its band prices."""
+    settings = stack.settings
+    unit = settings.cycle.unit_id
+    runs = [await run_cycle_at(client, settings, datetime(2021, 1, 20, 12, 0, 30) + timedelta(minutes=5 * i))
+            for i in range(2)]
+    assert [r.failure for r in runs] == [None, None]
+    first, second = (r.result for r in runs)
+    assert first is not None and second is not None
+    assert [f.stage for f in first.facts] == ["fetch", "forecast", "optimise", "bid", "submit", "daily", "record"]
+    assert "daily" not in [f.stage for f in second.facts]
+    daily_fact = first.facts[5]
+    assert "DAILY bid for trading day 2021-01-21" in daily_fact.summary
+    assert f"{unit}/2021-01-21/001/v0 ACCEPTED" in daily_fact.summary
+    archive = open_archive(settings)
+    daily = archive.get(daily_fact.archive_keys[0])
+    assert isinstance(daily, bid_pb2.Bid) and daily.entry_type == bid_pb2.ENTRY_TYPE_DAILY
+    assert "bid-daily" in {entry.label for entry in archive.list_cycle(runs[0].workflow_id)}
+    assert settings.database_url is not None
+    async with await connect(settings.database_url) as conn:
+        assert await daily_entry_band_prices(conn, unit, date(2021, 1, 21)) == band_prices_of(daily)
+    # 04:00:30 on the 21st bids the interval ending 04:10 as a REBID of the DAILY bid, with its prices.
+    morning = await run_cycle_at(client, settings, datetime(2021, 1, 21, 4, 0, 30))
+    assert morning.failure is None and morning.result is not None
+    assert morning.result.status == "SUBMITTED" and "daily" not in [f.stage for f in morning.result.facts]
+    rebid = archive.get(morning.result.facts[3].archive_keys[0])
+    assert isinstance(rebid, bid_pb2.Bid) and rebid.entry_type == bid_pb2.ENTRY_TYPE_REBID
+    assert rebid.trading_day == "2021-01-21" and band_prices_of(rebid) == band_prices_of(daily)
 
 
 async def test_operator_screenshots_of_the_temporal_ui(stack: LocalStack, client: Client,

@@ -338,7 +338,7 @@ def schedule_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(stack.schedule, "ensure_schedule", ensure_schedule)
     monkeypatch.setattr(services.temporal_client, "trigger_now", trigger_now)
-    monkeypatch.setattr(services.temporal_client, "schedule_id", lambda settings: "autobidder-test")
+    monkeypatch.setattr(services.temporal_client, "schedule_id", lambda settings, unit_id=None: "autobidder-test")
     return calls
 
 

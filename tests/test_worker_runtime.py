@@ -614,3 +614,31 @@ def test_the_registry_serves_each_algorithm_under_the_name_and_version_its_modul
     assert registry.resolve("optimisation", cycle.optimiser_algorithm, cycle.optimiser_algorithm_version)
     with pytest.raises(ValueError, match="declares no NAME and VERSION"):
         algorithm_of(Settings)
+
+
+async def test_a_batch_of_tasks_is_answered_and_settled_with_batch_calls(stack: Stack) -> None:
+    """Ten messages in one receive (a portfolio's forecasts): every reply sent, the poison one dead-lettered,
+    every message deleted, each handler run once."""
+    handler = CountingHandler()
+    task_ids = [f"t-batch-{index}" for index in range(9)]
+    for task_id in task_ids:
+        send_task(stack.sqs, stack.urls, _forecast_task(task_id))
+    stack.sqs.send_message(QueueUrl=stack.urls.forecast_requests, MessageBody="garbage in a batch")
+    stack.start_pool(handler, max_messages=10)
+    replies = await stack.receive(stack.urls.results, len(task_ids))
+    assert sorted(decode_reply(message["Body"]).task_id for message in replies) == sorted(task_ids)
+    [letter] = await stack.receive(stack.urls.dead_letters, 1)
+    assert letter["Body"] == "garbage in a batch"
+    assert handler.calls == len(task_ids)
+    assert stack.depth(stack.urls.forecast_requests) == 0
+
+
+def test_batch_sends_are_chunked_by_entries_and_bytes() -> None:
+    from pools.runtime import SEND_BATCH_BYTES, _send_chunks
+
+    small = [(index, "x" * 10) for index in range(23)]
+    assert [len(chunk) for chunk in _send_chunks(small)] == [10, 10, 3]
+    large = [(index, "y" * (SEND_BATCH_BYTES // 3 + 1)) for index in range(5)]
+    chunks = _send_chunks(large)
+    assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+    assert [position for chunk in chunks for position, _ in chunk] == list(range(5))

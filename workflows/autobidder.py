@@ -30,7 +30,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cycle_facts import (
@@ -76,6 +76,8 @@ BID_REJECTED = "BidRejected"
 # workflow.patched id of the console: the memo's console values and the cycle_recorded signal to the unit's
 # operator workflow.
 TELL_OPERATOR_PATCH = "tell-operator-cycle-recorded"
+# workflow.patched id of the DAILY bid: the next trading day's DAILY bid is submitted after the interval's bid.
+DAILY_BID_PATCH = "submit-daily-bid"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
@@ -182,6 +184,11 @@ class AutobidderCycle:
                 self._bid_id = bid_id
                 self._not_submitted = f"the new bid does not differ materially: {built.summary}"
             latency_s = (workflow.now() - started_utc).total_seconds()
+            if built.daily_summary and workflow.patched(DAILY_BID_PATCH):
+                if built.daily_bid_key:
+                    await self._submit_daily(cycle_id, built.daily_bid_key, built.daily_summary)
+                else:  # due, but no DAILY candidate passed validation: nothing submitted, the reasons recorded
+                    self._add_fact("daily", built.daily_summary)
             outcome = await self._record(cycle, cycle_id, timeline.dispatch_interval, started_utc, status,
                                          bid_id, None, manual_rebid)
             self._outcome = status
@@ -330,6 +337,31 @@ class AutobidderCycle:
                                    type=BID_REJECTED, non_retryable=True)
         return submitted
 
+    async def _submit_daily(self, cycle_id: str, bid_key: str, summary: str) -> None:
+        """Submit the next trading day's DAILY bid (idempotent: one per unit and trading day). A rejection is
+        recorded as a fact with the market's reasons and does not fail the cycle: the interval's own bid
+        stands, and the day's rebids then keep the configured ladder. A submission that fails (time-out, market
+        unreachable) is recorded too; the next cycle before the close decides the DAILY bid again."""
+        self._enter("submit")
+        try:
+            submitted: BidSubmitted = await workflow.execute_activity(
+                "submit_bid",
+                SubmitInput(cycle_id=cycle_id, bid_key=bid_key),
+                result_type=BidSubmitted,
+                start_to_close_timeout=timedelta(seconds=15),
+                schedule_to_close_timeout=timedelta(seconds=60),
+                retry_policy=QUICK_RETRY,
+                summary="submit the next trading day's DAILY bid (idempotent)",
+            )
+        except ActivityError as failure:  # not stored by the market: the next cycle in the window decides it again
+            self._add_fact("daily", f"{summary}; not submitted: {_failure_text(failure)}", (bid_key,))
+            return
+        workflow.upsert_memo({"daily_bid": {"bid_id": submitted.bid_id, "status": submitted.status,
+                                            "duplicate": submitted.duplicate}})
+        outcome = (f"{submitted.status}" + (" (already submitted)" if submitted.duplicate else "")
+                   + (f": {'; '.join(submitted.reasons)}" if submitted.reasons else ""))
+        self._add_fact("daily", f"{summary}; bid {submitted.bid_id} {outcome}", (bid_key,))
+
     async def _paused(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
                       started_utc: datetime, decision_time: datetime) -> CycleResult:
         """End a cycle of a paused unit: recorded as PAUSED, nothing submitted."""
@@ -376,8 +408,14 @@ class AutobidderCycle:
             if not outcome.revenue_counted:
                 self._add_fact("record", f"revenue of this interval already counted by {outcome.counted_by_cycle}: "
                                "not counted again")
+            if outcome.dispatch_flags:  # live mode: AEMO's dispatch that the bid in force cannot explain
+                self._add_fact("record", f"{outcome.dispatch_source} dispatch UNEXPLAINED by the bid in force: "
+                               + "; ".join(outcome.dispatch_flags))
         else:
             self._add_fact("record", f"recorded {status}" + (f": {failure}" if failure else ""))
+        if outcome.settled_earlier:  # live mode: earlier intervals AEMO has published since their cycles
+            self._add_fact("record", f"settled {len(outcome.settled_earlier)} earlier interval(s) from AEMO's "
+                           "dispatch: " + " | ".join(outcome.settled_earlier))
         if manual_rebid_reason:
             self._add_fact("record", f"manual rebid submitted as {bid_id}: {manual_rebid_reason}")
         view = self._view(status, outcome)
@@ -434,7 +472,8 @@ class AutobidderCycle:
                 gen_mw=outcome.gen_mw, load_mw=outcome.load_mw, price=outcome.price,
                 energy_revenue_dollars=outcome.energy_revenue_dollars,
                 fcas_revenue_dollars=outcome.fcas_revenue_dollars, state_of_charge_mwh=outcome.state_of_charge_mwh,
-                revenue_counted=outcome.revenue_counted, counted_by_cycle=outcome.counted_by_cycle)
+                revenue_counted=outcome.revenue_counted, counted_by_cycle=outcome.counted_by_cycle,
+                dispatch_flags=outcome.dispatch_flags)
             if outcome is not None and cleared else None,
             not_submitted_reason=self._not_submitted)
 

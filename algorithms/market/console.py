@@ -56,6 +56,8 @@ class CycleOutcomeView:
     state_of_charge_mwh: float
     revenue_counted: bool = True
     counted_by_cycle: str | None = None
+    # In live mode: what AEMO dispatched that the bid in force cannot explain (algorithms/market/dispatch_check.py).
+    dispatch_flags: tuple[str, ...] = ()
 
     @property
     def dispatched_mw(self) -> float:
@@ -241,6 +243,8 @@ def outcome_sentence(outcome: CycleOutcomeView) -> str:
     if not outcome.revenue_counted:
         by = f" by {outcome.counted_by_cycle}" if outcome.counted_by_cycle else ""
         sentence += f" This interval's revenue was already counted{by}; it is not counted again."
+    if outcome.dispatch_flags:
+        sentence += f" UNEXPLAINED by the bid in force: {'; '.join(outcome.dispatch_flags)}."
     return sentence
 
 
@@ -265,6 +269,8 @@ def cycle_line(view: CycleView) -> str:
         counted = "" if view.outcome.revenue_counted else " (already counted)"
         parts.append(f"dispatched {view.outcome.dispatched_mw:+,.1f} MW at {_price(view.outcome.price)}, "
                      f"revenue {_money(view.outcome.revenue_dollars)}{counted}")
+        if view.outcome.dispatch_flags:
+            parts.append(f"UNEXPLAINED DISPATCH: {'; '.join(view.outcome.dispatch_flags)}")
     if view.not_submitted_reason:
         parts.append(view.not_submitted_reason)
     return "; ".join(parts)
