@@ -166,3 +166,20 @@ def test_a_milp_out_of_time_is_a_status_not_an_exception() -> None:
         if plan.gen_mw.size:  # the best plan found, with its gap
             assert simultaneous_intervals(plan.gen_mw, plan.load_mw).size == 0
             assert plan.mip_gap > 0
+
+
+def _physical_binaries(seed: int) -> int:
+    prices, battery, initial, terminal = full_battery_case()
+    plan = solve_dispatch(prices, battery, initial, terminal, interval_hours=1.0, physical_intervals=None)
+    return plan.exclusive_intervals if plan.status == "OPTIMAL" else -1
+
+
+def test_a_milp_in_a_forked_worker_after_one_in_the_parent_finishes() -> None:
+    """HiGHS's branch and bound runs on one thread: a process forked after a MILP (the backtest's and the
+    benchmarks' worker pools) solves MILPs too instead of waiting on a thread pool it did not inherit."""
+    import multiprocessing
+
+    parent = _physical_binaries(0)
+    assert parent > 0
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        assert pool.map_async(_physical_binaries, range(4)).get(timeout=60) == [parent] * 4

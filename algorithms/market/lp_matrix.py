@@ -508,7 +508,10 @@ def _highs_lp(lp: MatrixLp) -> Any:
 
 
 def _configure(solver: Any, time_limit_s: float, interior_point: bool, mip: bool) -> None:
-    options: dict[str, Any] = {"output_flag": False, "time_limit": float(time_limit_s)}
+    # One thread: HiGHS's branch and bound otherwise starts a process-wide thread pool, which a forked
+    # worker process (the backtest's, the benchmarks') inherits without its threads and then waits on
+    # forever; one thread also keeps the search, and so the plan, the same from run to run.
+    options: dict[str, Any] = {"output_flag": False, "time_limit": float(time_limit_s), "threads": 1}
     if mip:
         options["mip_rel_gap"] = MIP_REL_GAP
     else:

@@ -30,7 +30,9 @@ def pulp_solver(time_limit_s: float, interior_point: bool) -> tuple[Any, str]:
     """PuLP's HiGHS (interior point when ``interior_point``) if available, else CBC; (solver, its name).
 
     ``time_limit_s`` (s) bounds the solve; the MIP gap is the highspy backend's (:data:`MIP_REL_GAP`)."""
-    options: dict[str, Any] = {"solver": "ipm"} if interior_point else {}
+    options: dict[str, Any] = {"threads": 1}  # as the highspy backend: fork-safe and reproducible
+    if interior_point:
+        options["solver"] = "ipm"
     highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=MIP_REL_GAP, **options)
     if highs.available():
         return highs, HIGHS_THROUGH_PULP
