@@ -57,6 +57,7 @@ from backtest.runs import (
     load_store_inputs,
     open_store,
     segment_market,
+    with_data_price_limits,
 )
 from settings import Settings
 
@@ -235,6 +236,9 @@ def _run_group(settings: Settings, targets: Sequence[_Target], workers: int,
     if not targets:
         return []
     inputs = targets[0].inputs
+    # AEMO's MARKET_PRICE_THRESHOLDS in the data (the store keeps every year's) price the months before the
+    # configured financial years, as `vpp backtest run` does.
+    settings = with_data_price_limits(settings, inputs)
     market = market_prices(settings, inputs.dispatch)
     offset = timedelta(seconds=settings.cycle.schedule_offset_s)
     configs = [BacktestConfig(region=target.region, first_decision=period.first_decision(int(offset.total_seconds())),

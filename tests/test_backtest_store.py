@@ -357,3 +357,26 @@ def test_forecastable_products_leave_out_a_market_not_yet_priced(store: MarketSt
 
     assert products_at(datetime(2024, 7, 31, 12, 0, 30)) == ("ENERGY", *FCAS_8)
     assert products_at(datetime(2024, 8, 1, 12, 0, 30)) == ("ENERGY", *FCAS_8, *ONE_SECOND)
+
+
+def test_the_regimes_table_prices_a_month_before_the_configured_years_with_aemos_thresholds(tmp_path: Path) -> None:
+    """April 2018 lies before every configured financial year: without AEMO's MARKET_PRICE_THRESHOLDS in the
+    store the month is one clear error; with them (FY2017-18: cap $14,200, CPT $212,800) it is backtested."""
+    state = tmp_path / "state"
+    store = MarketStore(state / "market")
+    for path in sorted(ARCHIVE_ROOT.rglob("*DISPATCHPRICE_201804*.zip")):
+        if "PREDISPATCH" not in path.name:
+            store.ingest_path(path, tables=["DISPATCHPRICE"])
+    config = tmp_path / "fast.toml"
+    config.write_text("[cycle]\nhorizon_intervals = 12\nhistory_intervals = 288\n")
+    args = ["--config", str(config), "backtest", "months", "--month", "2018-04", "--region", "SA1", "--no-embedded",
+            "--workers", "1", "--out", str(tmp_path / "months")]
+    code, stdout, stderr = invoke(args, state)
+    assert code != 0 and "2017" in stderr and "Traceback" not in stdout + stderr, stdout + stderr
+    thresholds = next(ARCHIVE_ROOT.rglob("*MARKET_PRICE_THRESHOLDS_202104*.zip"))
+    store.ingest_path(thresholds, tables=["MARKET_PRICE_THRESHOLDS"])
+    code, stdout, stderr = invoke(args, state)
+    assert code == 0, stdout + stderr
+    rows = pd.read_csv(tmp_path / "months" / "months.csv")
+    assert list(rows["month"]) == ["2018-04"] and rows.iloc[0]["failed_decisions"] == 0
+    assert rows.iloc[0]["decisions"] > 0 and 0 < rows.iloc[0]["capture"] <= 1.0 + 1e-9
