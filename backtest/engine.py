@@ -102,6 +102,7 @@ from algorithms.market.as_of import (
     latest_known,
     publication_model,
 )
+from algorithms.market.bid_columns import ColumnarBid, as_columnar
 from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
 from algorithms.market.clearing import clear_interval, with_administered_pricing
 from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
@@ -418,20 +419,23 @@ class BidBook:
 
     Every accepted bid starts at its decision's dispatch interval and runs to the end of that trading day
     (or of its plan), so the newest accepted bid is the only one that can be in force: an older bid never
-    covers an interval the newest does not. Covered intervals are kept as the UTC seconds of the period
-    offers' timestamps (any product), as the market's ``covered_intervals`` reads them; the bid's id is
-    the market's (:func:`services.bid_service.bid_id_for`).
+    covers an interval the newest does not. Covered intervals are kept as the sorted UTC seconds of the
+    period offers' timestamps (any product), as the market's ``covered_intervals`` reads them, taken from
+    the bid's columns (:mod:`algorithms.market.bid_columns`); the bid's id is the market's
+    (:func:`services.bid_service.bid_id_for`).
     """
 
     newest: StandingBid | None = None
-    newest_seconds: frozenset[int] = frozenset()
+    newest_seconds: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     daily_prices: dict[date, dict[BandPriceKey, tuple[float, ...]]] = field(default_factory=dict)
     daily_bids: dict[date, StandingBid] = field(default_factory=dict)
 
     def covering(self, dispatch_interval: datetime) -> StandingBid | None:
         """The bid in force for the interval ending ``dispatch_interval`` (AEST), or None: the newest accepted
         rebid when it covers the interval, else the accepted DAILY bid of the interval's trading day."""
-        if to_timestamp(dispatch_interval).seconds in self.newest_seconds:
+        seconds = to_timestamp(dispatch_interval).seconds
+        position = int(np.searchsorted(self.newest_seconds, seconds))
+        if position < self.newest_seconds.size and int(self.newest_seconds[position]) == seconds:
             return self.newest
         return self.daily_bids.get(trading_day(dispatch_interval))
 
@@ -447,19 +451,23 @@ class BidBook:
         return DailyBidsInForce(day_prices=band_prices_of(daily.bid) if daily is not None else None,
                                 days_with_daily_bid=frozenset(self.daily_bids))
 
-    def accept_daily(self, bid: bid_pb2.Bid) -> None:
+    def accept_daily(self, bid: bid_pb2.Bid, band_count: int | None = None) -> None:
         """Record the DAILY ``bid`` (for the trading day it names) as accepted: in force for that day's
-        intervals until a rebid covers them."""
+        intervals until a rebid covers them. With ``band_count`` (bands a period) its columns are read once,
+        so rebid checks against it compare columns."""
         day = date.fromisoformat(bid.trading_day)
         first = from_timestamp(bid.dispatch_interval)
-        self.daily_bids[day] = StandingBid(bid_id_for(bid.unit_id, day, first, bid.version), bid)
+        columns = ColumnarBid.of(bid, band_count) if band_count is not None else None
+        self.daily_bids[day] = StandingBid(bid_id_for(bid.unit_id, day, first, bid.version), bid, columns)
 
-    def accept(self, bid: bid_pb2.Bid, dispatch_interval: datetime) -> None:
-        """Record ``bid`` (first interval ``dispatch_interval``, AEST) as accepted."""
+    def accept(self, bid: bid_pb2.Bid | ColumnarBid, dispatch_interval: datetime, band_count: int) -> None:
+        """Record ``bid`` (first interval ``dispatch_interval``, AEST; its columns are read when it comes
+        without, ``band_count`` bands a period) as accepted."""
         day = trading_day(dispatch_interval)
-        self.newest = StandingBid(bid_id_for(bid.unit_id, day, dispatch_interval, bid.version), bid)
-        self.newest_seconds = frozenset(period.dispatch_interval.seconds for offer in bid.offers
-                                        for period in offer.periods if period.HasField("dispatch_interval"))
+        columns = as_columnar(bid, band_count)
+        bid = columns.bid
+        self.newest = StandingBid(bid_id_for(bid.unit_id, day, dispatch_interval, bid.version), bid, columns)
+        self.newest_seconds = columns.interval_seconds()
         self.daily_prices.setdefault(day, band_prices_of(bid))
         for stale in [d for d in self.daily_prices if d < day]:
             del self.daily_prices[stale]
@@ -484,9 +492,10 @@ def bid_stage(book: BidBook, plan: worker_pb2.OptimisationResult | None, setting
         plan_hash=archive_key(plan).removeprefix("sha256:") if plan is not None else "",
         daily_bids=book.daily_bids_in_force(dispatch_interval))
     if decision.bid is not None:
-        book.accept(decision.bid, dispatch_interval)
+        book.accept(decision.columns if decision.columns is not None else decision.bid, dispatch_interval,
+                    settings.market.band_count)
     if decision.daily_bid is not None:
-        book.accept_daily(decision.daily_bid)
+        book.accept_daily(decision.daily_bid, settings.market.band_count)
     return decision
 
 

@@ -5,11 +5,15 @@ the data allows: the whole of January 2021 with the embedded data) through
 :func:`backtest.engine.run_backtest` with the configured strategy, with a progress bar, and prints decisions
 per second, wall time and the time per stage (snapshot, forecast per product, optimisation of which LP
 build + solve, bid, clear), in total and per decision. Stage times are summed over every worker process,
-so with several workers they add up to more than the wall time.
+so with several workers they add up to more than the wall time. It also prints the CPU time of the run
+(this process and its worker processes, user + system): on a machine shared with other work the wall and
+stage times stretch with the load, CPU time much less, and ``cores / CPU time per decision`` is about the
+throughput the run would reach on idle cores.
 """
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,11 +46,17 @@ class BacktestBench:
     stage_seconds: dict[str, float]
     total_revenue_dollars: float
     failed_decisions: int
+    cpu_seconds: float = 0.0
 
     @property
     def decisions_per_second(self) -> float:
         """Decisions replayed per second of wall time."""
         return self.decisions / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+    @property
+    def cpu_ms_per_decision(self) -> float:
+        """CPU milliseconds (user + system, this process and its workers) per decision."""
+        return 1000.0 * self.cpu_seconds / self.decisions if self.decisions else 0.0
 
 
 def run_backtest_bench(settings: Settings, *, data: Sequence[Path], region: str, days: float | None,
@@ -64,12 +74,20 @@ def run_backtest_bench(settings: Settings, *, data: Sequence[Path], region: str,
     config = chosen.config(region, period.first_decision(effective.cycle.schedule_offset_s), period.intervals)
     market = market_prices(effective, inputs.dispatch)
     shown = console or Console(stderr=True)
+    cpu_before = _cpu_seconds()
     with decision_progress(shown, f"{region} backtest") as progress:
         result = engine_run(effective, inputs, config, market=market, workers=workers, progress=progress)
     return BacktestBench(region=region, period=period, strategy=chosen,
                          workers=result.workers, decisions=len(result.records), wall_time_s=result.wall_time_s,
                          stage_seconds=result.stage_seconds(), total_revenue_dollars=result.total_revenue_dollars,
-                         failed_decisions=result.failed_decisions)
+                         failed_decisions=result.failed_decisions, cpu_seconds=_cpu_seconds() - cpu_before)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished child processes (the engine's workers
+    are joined before it returns)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _stage_order(stage: str) -> tuple[str, bool, str]:
@@ -85,6 +103,8 @@ def print_bench(console: Console, bench: BacktestBench) -> None:
     console.print(f"wall time {bench.wall_time_s:.1f} s, {bench.decisions_per_second:.2f} decisions/s; "
                   f"revenue ${bench.total_revenue_dollars:,.0f}; failed decisions {bench.failed_decisions}",
                   highlight=False, soft_wrap=True)
+    console.print(f"CPU time {bench.cpu_seconds:.1f} s (this process and its workers), "
+                  f"{bench.cpu_ms_per_decision:.1f} ms per decision", highlight=False, soft_wrap=True)
     stages = Table(title="Time by stage (summed over worker processes)", title_justify="left")
     for column in ("stage", "total s", "ms per decision", "share of decisions' time"):
         stages.add_column(column, justify="left" if column == "stage" else "right")

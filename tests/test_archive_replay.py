@@ -25,6 +25,7 @@ from algorithms.common.content_hash import with_inputs_hash
 from algorithms.common.nem_time import from_timestamp
 from algorithms.market import forecast as forecaster
 from algorithms.market import optimise as optimiser
+from algorithms.market.bid_columns import ColumnarBid, bid_of
 from algorithms.market.bid_validation import Violation, validate_bid
 from algorithms.registry import HandlerRegistry, default_registry
 from archive import Archive, LocalArchive
@@ -185,10 +186,10 @@ def test_a_backtest_decision_agrees_with_the_live_cycles_archived_bid(
         live: LiveCycles, monkeypatch: pytest.MonkeyPatch) -> None:
     accepted: list[bid_pb2.Bid] = []
 
-    def recording_validate_bid(bid: bid_pb2.Bid, *args: Any, **kwargs: Any) -> list[Violation]:
+    def recording_validate_bid(bid: bid_pb2.Bid | ColumnarBid, *args: Any, **kwargs: Any) -> list[Violation]:
         violations = validate_bid(bid, *args, **kwargs)
         if not violations:
-            accepted.append(bid)  # a valid bid is the one the backtest's market accepts
+            accepted.append(bid_of(bid))  # a valid bid is the one the backtest's market accepts
         return violations
 
     monkeypatch.setattr("algorithms.market.bid_decision.validate_bid", recording_validate_bid)

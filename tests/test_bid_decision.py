@@ -324,7 +324,8 @@ def backtest_decision(case: Case) -> tuple[BidDecision, BidBook]:
     if case.daily is not None:
         book.accept_daily(case.daily)
     if case.standing is not None:
-        book.accept(case.standing, nem_time.from_timestamp(case.standing.dispatch_interval))
+        book.accept(case.standing, nem_time.from_timestamp(case.standing.dispatch_interval),
+                    case.settings.market.band_count)
     decision = bid_stage(book, case.plan, case.settings, battery=BATTERY, products=PRODUCTS, controls=case.controls,
                          dispatch_interval=case.dispatch_interval, offer_time=offer_time(case.dispatch_interval),
                          version=1, initial_state_of_charge_mwh=INITIAL_SOC_MWH)

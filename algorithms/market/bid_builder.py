@@ -90,10 +90,12 @@ from typing import cast
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from algorithms.common import nem_time
 from algorithms.common.battery import BatteryParams, battery_from_spec
 from algorithms.common.products import ENERGY, LOWER_PREFIX, RAISE_PREFIX, is_lower, is_raise, is_regulation
+from algorithms.market.bid_columns import ColumnarBid, PeriodColumns, columns_from_arrays, encode_periods
 from algorithms.market.bid_validation import entry_type_at
 from algorithms.market.trapezium import offer_corners
 from settings import BiddingSettings, MarketRules
@@ -446,17 +448,25 @@ def _truncate(text: str, max_chars: int) -> str:
 def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRules, *,
               dispatch_interval: datetime, offer_time: datetime, version: int, plan_hash: str,
               explanation: str, event_time: datetime | None, gen_bands: FloatArray, load_bands: FloatArray,
-              fcas_enablement_mw: Mapping[str, FloatArray]) -> bid_pb2.Bid:
-    """The Bid message for band availabilities over consecutive intervals from ``dispatch_interval``."""
+              fcas_enablement_mw: Mapping[str, FloatArray]) -> ColumnarBid:
+    """The Bid message for band availabilities over consecutive intervals from ``dispatch_interval``, with
+    the columns of its period offers (made from the same arrays)."""
     count = gen_bands.shape[0]
     interval = timedelta(minutes=rules.interval_minutes)
-    stamps = [nem_time.to_timestamp(dispatch_interval + interval * i) for i in range(count)]
+    first_stamp = nem_time.to_timestamp(dispatch_interval)
+    seconds = first_stamp.seconds + int(interval.total_seconds()) * np.arange(count, dtype=np.int64)
+    nanos = first_stamp.nanos
+    columns: list[PeriodColumns] = []
+
+    def stamps() -> list[Timestamp]:
+        return [nem_time.to_timestamp(dispatch_interval + interval * i) for i in range(count)]
+
     entry_type = entry_type_at(nem_time.trading_day(dispatch_interval), offer_time, rules.daily_bid_close)
     ramp = float(math.floor(battery.ramp_rate_mw_per_min))
     bid = bid_pb2.Bid(
         unit_id=battery.unit_id,
         trading_day=nem_time.trading_day(dispatch_interval).isoformat(),
-        dispatch_interval=stamps[0],
+        dispatch_interval=first_stamp,
         version=version,
         entry_type=entry_type,
         offer_time=nem_time.to_timestamp(offer_time),
@@ -473,7 +483,14 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
         offer = bid.offers.add(product=ENERGY, direction=direction, band_price=list(ladder))
         # The exact kW sum of the bands (float addition may add an ulp above it).
         max_avail = np.round(np.cumsum(bands, axis=1)[:, -1], 3)
-        for stamp, row, total in zip(stamps, bands.tolist(), max_avail.tolist(), strict=True):
+        columns.append(columns_from_arrays(seconds=seconds, nanos=nanos, band_avail_mw=bands,
+                                           max_avail_mw=max_avail, band_count=rules.band_count,
+                                           ramp_mw_per_min=ramp, pasa_avail_mw=battery.power_mw))
+        encoded = encode_periods(columns[-1])
+        if encoded is not None:  # the same periods as the loop below writes, as arrays
+            offer.MergeFromString(encoded)
+            continue
+        for stamp, row, total in zip(stamps(), bands.tolist(), max_avail.tolist(), strict=True):
             offer.periods.add(dispatch_interval=stamp, max_avail_mw=total, band_avail_mw=row,
                               ramp_up_rate_mw_per_min=ramp, ramp_down_rate_mw_per_min=ramp,
                               pasa_avail_mw=battery.power_mw, energy_limit_mwh=0.0)
@@ -483,12 +500,22 @@ def _assemble(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRul
         for fcas_direction, corners in _fcas_offers(product, enablement, battery.power_mw):
             offer = bid.offers.add(product=product, direction=cast(common_pb2.Direction.ValueType, fcas_direction),
                                    band_price=fcas_ladder.tolist())
-            for stamp, mw, e_min, low, high, e_max in zip(stamps, enablement.tolist(),
+            fcas_bands = np.zeros((count, len(zero_bands) + 1))
+            fcas_bands[:, 0] = enablement
+            columns.append(columns_from_arrays(
+                seconds=seconds, nanos=nanos, band_avail_mw=fcas_bands, max_avail_mw=enablement,
+                band_count=rules.band_count, enablement_min_mw=corners[0], low_breakpoint_mw=corners[1],
+                high_breakpoint_mw=corners[2], enablement_max_mw=corners[3]))
+            encoded = encode_periods(columns[-1])
+            if encoded is not None:
+                offer.MergeFromString(encoded)
+                continue
+            for stamp, mw, e_min, low, high, e_max in zip(stamps(), enablement.tolist(),
                                                           *(c.tolist() for c in corners), strict=True):
                 offer.periods.add(dispatch_interval=stamp, max_avail_mw=mw, band_avail_mw=[mw, *zero_bands],
                                   enablement_min_mw=e_min, low_breakpoint_mw=low, high_breakpoint_mw=high,
                                   enablement_max_mw=e_max)
-    return bid
+    return ColumnarBid(bid, tuple(columns))
 
 
 def _check_fcas_products(fcas_products: Sequence[str]) -> None:
@@ -504,12 +531,24 @@ def build_safe_bid(battery: common_pb2.BatterySpec, bidding: BiddingSettings, ru
                    dispatch_interval: datetime, offer_time: datetime, version: int,
                    fcas_products: Sequence[str], initial_state_of_charge_mwh: float, reason: str, plan_hash: str = "",
                    event_time: datetime | None = None) -> bid_pb2.Bid:
+    """The safe fallback bid (:func:`build_safe_bid_columns`, units and times as there) as a protobuf."""
+    return build_safe_bid_columns(battery, bidding, rules, dispatch_interval=dispatch_interval,
+                                  offer_time=offer_time, version=version, fcas_products=fcas_products,
+                                  initial_state_of_charge_mwh=initial_state_of_charge_mwh, reason=reason,
+                                  plan_hash=plan_hash, event_time=event_time).bid
+
+
+def build_safe_bid_columns(battery: common_pb2.BatterySpec, bidding: BiddingSettings, rules: MarketRules, *,
+                           dispatch_interval: datetime, offer_time: datetime, version: int,
+                           fcas_products: Sequence[str], initial_state_of_charge_mwh: float, reason: str,
+                           plan_hash: str = "", event_time: datetime | None = None) -> ColumnarBid:
     """The safe fallback bid: no planned dispatch, only headroom that ``initial_state_of_charge_mwh`` can deliver.
 
     Every interval from ``dispatch_interval`` (interval-ending AEST) to the end of its trading day (at
     most ``bid_horizon_intervals``) offers the discharge (MW) stored energy ``initial_state_of_charge_mwh`` (MWh)
     can deliver at the spike GEN bands and the charge it can absorb at the negative-price LOAD bands;
     FCAS products are offered at 0 MW. The explanation says it is a safe fallback and gives ``reason``.
+    Returned with the columns of its period offers (:mod:`algorithms.market.bid_columns`).
     """
     params = battery_from_spec(battery)
     _check_battery(params)
@@ -609,13 +648,27 @@ def build_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySp
               rules: MarketRules, *, dispatch_interval: datetime, offer_time: datetime, version: int,
               fcas_products: Sequence[str], initial_state_of_charge_mwh: float, plan_hash: str,
               event_time: datetime | None = None) -> bid_pb2.Bid:
+    """The price-contingent bid for ``plan`` (:func:`build_bid_columns`, units and times as there) as a
+    protobuf."""
+    return build_bid_columns(plan, battery, bidding, rules, dispatch_interval=dispatch_interval,
+                             offer_time=offer_time, version=version, fcas_products=fcas_products,
+                             initial_state_of_charge_mwh=initial_state_of_charge_mwh, plan_hash=plan_hash,
+                             event_time=event_time).bid
+
+
+def build_bid_columns(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySpec,
+                      bidding: BiddingSettings, rules: MarketRules, *, dispatch_interval: datetime,
+                      offer_time: datetime, version: int, fcas_products: Sequence[str],
+                      initial_state_of_charge_mwh: float, plan_hash: str,
+                      event_time: datetime | None = None) -> ColumnarBid:
     """The price-contingent bid for ``plan`` (strategy in the module docstring).
 
     ``dispatch_interval``: first interval of the bid (interval-ending AEST); ``offer_time``: when the
     bid is made (AEST), which decides DAILY or REBID; ``initial_state_of_charge_mwh``: stored energy (MWh) at the
     start of the plan's first interval; ``fcas_products``: the FCAS products tradable in the data;
     ``event_time`` (REBID): the event the rebid responds to, ``offer_time`` when not given. An
-    unusable plan yields :func:`build_safe_bid`. Raises ValueError for inputs no bid can be made from
+    unusable plan yields :func:`build_safe_bid_columns`. Returned with the columns of its period offers
+    (:mod:`algorithms.market.bid_columns`). Raises ValueError for inputs no bid can be made from
     (ladders, battery, off-grid dispatch interval, non-finite SoC, unknown FCAS product names).
     """
     params = battery_from_spec(battery)
@@ -628,10 +681,10 @@ def build_bid(plan: worker_pb2.OptimisationResult, battery: common_pb2.BatterySp
     count = _bid_interval_count(dispatch_interval, bidding, rules)
     reason = unusable_plan_reason(plan, dispatch_interval, rules, fcas_products)
     if reason is not None:
-        return build_safe_bid(battery, bidding, rules, dispatch_interval=dispatch_interval,
-                              offer_time=offer_time, version=version, fcas_products=fcas_products,
-                              initial_state_of_charge_mwh=initial_state_of_charge_mwh, reason=reason,
-                              plan_hash=plan_hash, event_time=event_time)
+        return build_safe_bid_columns(battery, bidding, rules, dispatch_interval=dispatch_interval,
+                                      offer_time=offer_time, version=version, fcas_products=fcas_products,
+                                      initial_state_of_charge_mwh=initial_state_of_charge_mwh, reason=reason,
+                                      plan_hash=plan_hash, event_time=event_time)
     offset = int((dispatch_interval - nem_time.from_timestamp(plan.first_interval)) / interval)
     count = min(count, plan.horizon_intervals - offset)
     window = slice(offset, offset + count)

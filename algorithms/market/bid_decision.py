@@ -29,6 +29,12 @@ For the interval ending ``dispatch_interval`` (AEST), offered at ``offer_time`` 
    with the trading day's band prices in force (V4); a rejected candidate is kept (with its violations)
    and the next one is tried. The first that passes is ``SUBMIT``; none passing is ``NO_VALID_BID``.
 
+**Columns.** Candidates are built with the columns of their period offers
+(:mod:`algorithms.market.bid_columns`), and the materiality check and validation read those columns (and
+the bid in force's, when the caller keeps them: ``StandingBid.columns``) instead of each period offer of
+the protobuf; the verdicts are the same as on the protobuf alone. The decision carries the protobuf
+(``bid``, what is archived and submitted) and its columns (``columns``).
+
 **Safe fallback** — one definition for every caller: ``safe_fallback`` is True when the decision fell
 back to the safe bid, i.e. the plan's bid was not used because the plan was unusable (step 3) or its bid
 could not be built or failed validation — whether the safe bid was then submitted, stood as no material
@@ -49,13 +55,14 @@ know the DAILY bids) decides no DAILY bid and uses the configured ladder.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Literal, cast
 
 from algorithms.common.content_hash import sha256_hex
 from algorithms.common.products import ENERGY, fcas_products_of
-from algorithms.market.bid_builder import build_bid, build_safe_bid, unusable_plan_reason
+from algorithms.market.bid_builder import build_bid_columns, build_safe_bid_columns, unusable_plan_reason
+from algorithms.market.bid_columns import ColumnarBid
 from algorithms.market.bid_validation import validate_bid
 from algorithms.market.daily_bid import (
     DailyBidsInForce,
@@ -69,7 +76,7 @@ from algorithms.market.operator_controls import (
     battery_with_soc_floor,
     with_operator_rebid_reason,
 )
-from algorithms.market.rebid import material_changes, with_rebid_reason
+from algorithms.market.rebid import material_changes, with_rebid_reason_columns
 from settings import BiddingSettings, MarketRules
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
@@ -90,10 +97,13 @@ NO_PLAN = "no plan"
 
 @dataclass(frozen=True)
 class StandingBid:
-    """The newest accepted bid covering the dispatch interval, with the market's id for it."""
+    """The newest accepted bid covering the dispatch interval, with the market's id for it; ``columns``: the
+    bid with the columns of its period offers when the caller has them (the backtest's bid book), so the
+    rebid check compares columns (None: read from ``bid``)."""
 
     bid_id: str
     bid: bid_pb2.Bid
+    columns: ColumnarBid | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,8 @@ class BidDecision:
     paused or none was valid). ``rejected`` are the candidates not submitted, in order, with their bids
     where one was built (callers archive them). ``changes`` are the material changes from the bid in
     force of the candidate decided on. ``manual_rebid_reason`` is the operator's reason when the bid
-    submitted is a manual rebid; ``paused_reason`` the pause's reason.
+    submitted is a manual rebid; ``paused_reason`` the pause's reason. ``columns`` is ``bid`` with the
+    columns of its period offers (:mod:`algorithms.market.bid_columns`) when one is submitted.
     """
 
     outcome: DecisionOutcome
@@ -138,6 +149,7 @@ class BidDecision:
     changes: tuple[str, ...] = ()
     manual_rebid_reason: str | None = None
     paused_reason: str | None = None
+    columns: ColumnarBid | None = field(default=None, compare=False)
     daily_bid: bid_pb2.Bid | None = None
     daily_trading_day: date | None = None
     daily_rejected: tuple[RejectedBid, ...] = ()
@@ -198,19 +210,19 @@ def bid_summary(bid: bid_pb2.Bid, safe_fallback: bool) -> str:
 
 def _candidates(plan: worker_pb2.OptimisationResult | None, battery: common_pb2.BatterySpec,
                 bidding: BiddingSettings, rules: MarketRules, placed: Mapping[str, Any],
-                ) -> list[tuple[str, Callable[[], bid_pb2.Bid]]]:
+                ) -> list[tuple[str, Callable[[], ColumnarBid]]]:
     """The candidates to try, in order: the plan's bid when the plan can be bid, then the safe bid (whose
     explanation says why the plan's bid was not used). ``placed``: where and when the bid goes."""
     fcas_products = placed["fcas_products"]
     unusable = NO_PLAN if plan is None else unusable_plan_reason(plan, placed["dispatch_interval"], rules,
                                                                  fcas_products)
-    candidates: list[tuple[str, Callable[[], bid_pb2.Bid]]] = []
+    candidates: list[tuple[str, Callable[[], ColumnarBid]]] = []
     if plan is not None and unusable is None:
         usable = plan
-        candidates.append((PLAN_CANDIDATE, lambda: build_bid(usable, battery, bidding, rules, **placed)))
+        candidates.append((PLAN_CANDIDATE, lambda: build_bid_columns(usable, battery, bidding, rules, **placed)))
     safe_reason = unusable if unusable is not None else PLAN_BID_REJECTED
-    candidates.append((SAFE_CANDIDATE, lambda: build_safe_bid(battery, bidding, rules, reason=safe_reason,
-                                                              **placed)))
+    candidates.append((SAFE_CANDIDATE, lambda: build_safe_bid_columns(battery, bidding, rules, reason=safe_reason,
+                                                                      **placed)))
     return candidates
 
 
@@ -291,27 +303,30 @@ def _decide_interval(plan: worker_pb2.OptimisationResult | None, *, standing_bid
                   fcas_products=fcas_products_of(products), initial_state_of_charge_mwh=initial_state_of_charge_mwh,
                   plan_hash=plan_hash)
     manual = controls.manual_rebid_reason
-    in_force = standing_bid.bid if standing_bid is not None else None
+    in_force: bid_pb2.Bid | ColumnarBid | None = None
+    if standing_bid is not None:
+        in_force = standing_bid.columns if standing_bid.columns is not None else standing_bid.bid
     rejected: list[RejectedBid] = []
     for candidate, make in _candidates(plan, held, bidding, rules, placed):
         safe = candidate == SAFE_CANDIDATE
         try:
-            bid = make()
+            built = make()
         except ValueError as error:
             rejected.append(RejectedBid(candidate, None, build_error=str(error)))
             continue
-        changes = tuple(material_changes(bid, in_force, bidding.rebid_materiality_mw))
+        changes = tuple(material_changes(built, in_force, bidding.rebid_materiality_mw))
         if not changes and standing_bid is not None and not manual:
             return BidDecision(outcome=STANDS, bid=None, candidate=candidate, safe_fallback=safe,
                                standing_bid_id=standing_id, rejected=tuple(rejected))
-        explained = (with_operator_rebid_reason(bid, manual, changes, rules.rebid_explanation_max_chars) if manual
-                     else with_rebid_reason(bid, changes, rules.rebid_explanation_max_chars))
+        explained = (built.with_bid(with_operator_rebid_reason(built.bid, manual, changes,
+                                                               rules.rebid_explanation_max_chars)) if manual
+                     else with_rebid_reason_columns(built, changes, rules.rebid_explanation_max_chars))
         violations = validate_bid(explained, held, rules, products=products, daily_band_prices=daily_band_prices)
         if violations:
-            rejected.append(RejectedBid(candidate, explained, violations=tuple(str(v) for v in violations)))
+            rejected.append(RejectedBid(candidate, explained.bid, violations=tuple(str(v) for v in violations)))
             continue
-        return BidDecision(outcome=SUBMIT, bid=explained, candidate=candidate, safe_fallback=safe,
+        return BidDecision(outcome=SUBMIT, bid=explained.bid, candidate=candidate, safe_fallback=safe,
                            standing_bid_id=standing_id, rejected=tuple(rejected), changes=changes,
-                           manual_rebid_reason=manual)
+                           manual_rebid_reason=manual, columns=explained)
     return BidDecision(outcome=NO_VALID_BID, bid=None, candidate=None, safe_fallback=True,
                        standing_bid_id=standing_id, rejected=tuple(rejected))

@@ -67,6 +67,8 @@ import numpy.typing as npt
 
 from algorithms.common import nem_time
 from algorithms.common.products import ENERGY, is_regulation
+from algorithms.market.bid_columns import ColumnarBid, bid_of, period_columns
+from algorithms.market.bid_columns import PeriodColumns as _OfferArrays
 from algorithms.market.registration import UnitKind, UnitRegistration, as_registration
 from algorithms.market.trapezium import net_output_corners
 from settings import MarketRules, PriceCap, PriceLimitsUnknownError
@@ -113,68 +115,6 @@ class Violation:
 _Add = Callable[[str, str, str], None]
 
 
-@dataclass(frozen=True)
-class _OfferArrays:
-    """The period offers of one ProductOffer as arrays (one entry per period, in bid order)."""
-
-    has_time: BoolArray
-    seconds: IntArray  # UTC seconds of the interval-ending time (0 when missing)
-    nanos: IntArray
-    max_avail_mw: FloatArray
-    pasa_avail_mw: FloatArray
-    fixed_load_mw: FloatArray
-    band_counts: IntArray
-    band_avail_mw: FloatArray | None  # [periods x band_count] when every period has band_count bands
-    band_avail_invalid: BoolArray  # a band availability of the period is negative or not finite
-    ramp_up_mw_per_min: FloatArray
-    ramp_down_mw_per_min: FloatArray
-    energy_limit_mwh: FloatArray
-    enablement_min_mw: FloatArray
-    low_breakpoint_mw: FloatArray
-    high_breakpoint_mw: FloatArray
-    enablement_max_mw: FloatArray
-
-
-def _floats(offer: bid_pb2.ProductOffer, field: str) -> FloatArray:
-    return np.fromiter((getattr(p, field) for p in offer.periods), dtype=np.float64, count=len(offer.periods))
-
-
-def _offer_arrays(offer: bid_pb2.ProductOffer, band_count: int) -> _OfferArrays:
-    periods = offer.periods
-    band_counts = np.fromiter((len(p.band_avail_mw) for p in periods), dtype=np.int64, count=len(periods))
-    bands: FloatArray | None = None
-    with np.errstate(all="ignore"):
-        if len(periods) > 0 and bool(np.all(band_counts == band_count)):
-            bands = np.array([list(p.band_avail_mw) for p in periods], dtype=np.float64).reshape(
-                len(periods), band_count)
-            band_invalid = ~np.all(np.isfinite(bands) & (bands >= 0), axis=1)
-        else:  # ragged band counts (reported under V1): judge each period's bands on their own
-            band_invalid = np.fromiter(
-                (not bool(np.all(np.isfinite(row) & (row >= 0)))
-                 for row in (np.asarray(p.band_avail_mw, dtype=np.float64) for p in periods)),
-                dtype=np.bool_, count=len(periods))
-    return _OfferArrays(
-        has_time=np.fromiter((p.HasField("dispatch_interval") for p in periods), dtype=np.bool_,
-                             count=len(periods)),
-        seconds=np.fromiter((p.dispatch_interval.seconds for p in periods), dtype=np.int64,
-                            count=len(periods)),
-        nanos=np.fromiter((p.dispatch_interval.nanos for p in periods), dtype=np.int64, count=len(periods)),
-        max_avail_mw=_floats(offer, "max_avail_mw"),
-        pasa_avail_mw=_floats(offer, "pasa_avail_mw"),
-        fixed_load_mw=_floats(offer, "fixed_load_mw"),
-        band_counts=band_counts,
-        band_avail_mw=bands,
-        band_avail_invalid=band_invalid,
-        ramp_up_mw_per_min=_floats(offer, "ramp_up_rate_mw_per_min"),
-        ramp_down_mw_per_min=_floats(offer, "ramp_down_rate_mw_per_min"),
-        energy_limit_mwh=_floats(offer, "energy_limit_mwh"),
-        enablement_min_mw=_floats(offer, "enablement_min_mw"),
-        low_breakpoint_mw=_floats(offer, "low_breakpoint_mw"),
-        high_breakpoint_mw=_floats(offer, "high_breakpoint_mw"),
-        enablement_max_mw=_floats(offer, "enablement_max_mw"),
-    )
-
-
 def _market_time_text(utc_seconds: int) -> str:
     """Interval-ending AEST text of UTC epoch seconds; the raw number if it is out of range."""
     try:
@@ -217,7 +157,7 @@ def entry_type_at(trading_day: date, offer_time: datetime,
     return bid_pb2.ENTRY_TYPE_DAILY if offer_time <= deadline else bid_pb2.ENTRY_TYPE_REBID
 
 
-def validate_bid(bid: bid_pb2.Bid, unit: UnitRegistration | common_pb2.BatterySpec, rules: MarketRules, *,
+def validate_bid(bid: bid_pb2.Bid | ColumnarBid, unit: UnitRegistration | common_pb2.BatterySpec, rules: MarketRules, *,
                  products: Sequence[str],
                  daily_band_prices: Mapping[tuple[str, int], Sequence[float]] | None = None,
                  withheld: Collection[str] = (),
@@ -229,19 +169,22 @@ def validate_bid(bid: bid_pb2.Bid, unit: UnitRegistration | common_pb2.BatterySp
     products tradable in the data (ENERGY and the FCAS names). ``daily_band_prices`` maps (product,
     direction) to the band prices in force for the trading day ($/MWh, FCAS $/MW/h), from the accepted daily
     bid; without it V4 only checks the entry type. ``withheld`` names fields the bid's source does not carry
-    (among :data:`WITHHOLDABLE_FIELDS`); their checks are not made. Never raises: a defect in the checks
-    themselves is reported as a V0 violation.
+    (among :data:`WITHHOLDABLE_FIELDS`); their checks are not made. A
+    :class:`~algorithms.market.bid_columns.ColumnarBid` is checked on its columns (the same verdict as its
+    protobuf's, without reading each period offer). Never raises: a defect in the checks themselves is
+    reported as a V0 violation.
     """
     try:
-        return _validate(bid, as_registration(unit), rules, products, daily_band_prices,
-                         frozenset(withheld) & WITHHOLDABLE_FIELDS)
+        columns = bid.offer_periods if isinstance(bid, ColumnarBid) else None
+        return _validate(bid_of(bid), as_registration(unit), rules, products, daily_band_prices,
+                         frozenset(withheld) & WITHHOLDABLE_FIELDS, columns)
     except Exception as exc:  # the contract is "never crashes"; a bid we cannot check is not valid
         return [Violation("V0", f"bid could not be checked: {type(exc).__name__}: {exc}")]
 
 
 def _validate(bid: bid_pb2.Bid, unit: UnitRegistration, rules: MarketRules, products: Sequence[str],
               daily_band_prices: Mapping[tuple[str, int], Sequence[float]] | None,
-              withheld: frozenset[str]) -> list[Violation]:
+              withheld: frozenset[str], columns: Sequence[_OfferArrays] | None = None) -> list[Violation]:
     violations: list[Violation] = []
 
     def add(rule: str, field: str, message: str) -> None:
@@ -263,7 +206,7 @@ def _validate(bid: bid_pb2.Bid, unit: UnitRegistration, rules: MarketRules, prod
     explanation_known = "rebid_explanation" not in withheld
     has_ramp_reason = bool(bid.ramp_rate_reason.strip()) or (explanation_known
                                                              and bool(bid.rebid_explanation.strip()))
-    for offer in bid.offers:
+    for index, offer in enumerate(bid.offers):
         label = _label(offer)
         is_energy = offer.product == ENERGY
         if offer.product not in allowed:
@@ -274,7 +217,7 @@ def _validate(bid: bid_pb2.Bid, unit: UnitRegistration, rules: MarketRules, prod
         if key in seen:
             add("V0", "product", f"{label} offered more than once")
         seen.add(key)
-        arrays = _offer_arrays(offer, rules.band_count)
+        arrays = columns[index] if columns is not None else period_columns(offer, rules.band_count)
         _check_band_prices(offer, label, is_energy, _side_mlf(offer.direction, unit), rules, limits, add)
         if check_prices_fixed and daily_band_prices is not None:
             _check_prices_unchanged(offer, label, daily_band_prices, add)
