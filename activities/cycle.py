@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,9 @@ SETTLE_LOOKBACK_DAYS = 2
 # Market failures the cycle ends with at once (ApplicationError types, non-retryable): an answer from AEMO that
 # cannot be read, credentials AEMO refuses. A time-out is retried: the bid service asks AEMO before resending.
 FINAL_MARKET_FAILURES = frozenset({ANSWER_UNREADABLE, CREDENTIALS_REFUSED})
+# Archive objects kept decoded in a worker process, most recently read first out last: a cycle reads its
+# snapshot once per product (nine times) and its plan twice; keys are content hashes, so an object never changes.
+DECODED_CACHE_OBJECTS = 64
 
 
 def market_failure_type(error: grpc.aio.AioRpcError) -> str | None:
@@ -112,6 +116,7 @@ class CycleActivities:
         self._batteries = {unit.unit_id: battery_spec_from_settings(unit.battery) for unit in settings.battery_units}
         self._market_data_address = settings.stack.market_data_address
         self._bid_address = settings.stack.bid_service_address
+        self._decoded: OrderedDict[str, Any] = OrderedDict()
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
@@ -122,7 +127,18 @@ class CycleActivities:
         return await asyncio.to_thread(self._archive.put, message, cycle_id=cycle_id, label=label)
 
     async def _get(self, key: str) -> Any:
-        return await asyncio.to_thread(self._archive.get, key)
+        """The archived message under ``key`` (content-addressed, so a decoded copy read before is the same
+        message; callers must not modify it). Read and hash-checked once per process while it stays among the
+        DECODED_CACHE_OBJECTS most recently read."""
+        cached = self._decoded.get(key)
+        if cached is not None:
+            self._decoded.move_to_end(key)
+            return cached
+        message = await asyncio.to_thread(self._archive.get, key)
+        self._decoded[key] = message
+        while len(self._decoded) > DECODED_CACHE_OBJECTS:
+            self._decoded.popitem(last=False)
+        return message
 
     def _unit(self, unit_id: str) -> UnitSettings:
         """The configured battery unit ``unit_id``; a non-retryable failure naming the configured ones otherwise."""

@@ -149,7 +149,9 @@ async def relay_reply(reply: worker_pb2.WorkerReply, temporal_client: Client, ar
 
 
 async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[str, Any],
-                         temporal_client: Client, archive: Archive, max_receive_count: int) -> None:
+                         temporal_client: Client, archive: Archive, max_receive_count: int) -> bool:
+    """Relay one reply (dead-lettering one that cannot be relayed); True if it is settled and may be deleted,
+    False if it is left for SQS to deliver again."""
     started = time.perf_counter()
     receive_count = receive_count_of(message)
     body = message.get("Body", "")
@@ -165,26 +167,40 @@ async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[st
         if receive_count < max_receive_count:
             logger.warning("reply of task %s not relayed (receive %d of %d), will retry: %s",
                            task_id, receive_count, max_receive_count, exc, exc_info=exc)
-            return
+            return False
         outcome, dead_reason = "relay_failed", f"relay_failed: {type(exc).__name__}: {exc}"
     if dead_reason:
         letter = DeadLetter(body=body, error_code=outcome, error_message=dead_reason[:2000],
                             receive_count=receive_count, source_queue=urls.results)
         await asyncio.to_thread(client.send_message, QueueUrl=urls.dead_letters, MessageBody=body,
                                 MessageAttributes=letter.message_attributes())
-    await asyncio.to_thread(client.delete_message, QueueUrl=urls.results,
-                            ReceiptHandle=message["ReceiptHandle"])
     logger.info("reply task=%s outcome=%s ms=%.1f%s", task_id, outcome, (time.perf_counter() - started) * 1e3,
                 f" detail={dead_reason!r}" if dead_reason else "")
+    return True
 
 
-async def _relay_settled(client: SQSClient, urls: QueueUrls, message: Mapping[str, Any],
-                         temporal_client: Client, archive: Archive, max_receive_count: int) -> None:
-    """Relay one reply; an SQS error settling it is logged (the reply is delivered again)."""
+def _delete_settled(client: SQSClient, urls: QueueUrls, messages: list[dict[str, Any]]) -> None:
+    """Delete settled replies from the results queue with one DeleteMessageBatch (up to RELAY_BATCH); a
+    reply that could not be deleted is logged and delivered again (relaying is idempotent)."""
+    if not messages:
+        return
+    answer = client.delete_message_batch(QueueUrl=urls.results, Entries=[
+        {"Id": str(position), "ReceiptHandle": message["ReceiptHandle"]} for position, message in enumerate(messages)])
+    for failed in answer.get("Failed", []):
+        logger.error("could not delete a relayed reply (it will be delivered again): %s", failed)
+
+
+async def _relay_batch(client: SQSClient, urls: QueueUrls, messages: list[dict[str, Any]],
+                       temporal_client: Client, archive: Archive, max_receive_count: int) -> None:
+    """Relay the replies of one receive concurrently, then delete the settled ones together; an SQS error
+    settling them is logged (the replies are delivered again)."""
     try:
-        await _relay_message(client, urls, message, temporal_client, archive, max_receive_count)
+        settled = await asyncio.gather(*(_relay_message(client, urls, message, temporal_client, archive,
+                                                        max_receive_count) for message in messages))
+        await asyncio.to_thread(_delete_settled, client, urls,
+                                [message for message, done in zip(messages, settled, strict=True) if done])
     except (BotoCoreError, ClientError) as exc:
-        logger.error("could not settle a reply on %s (it will be delivered again): %s", urls.results, exc)
+        logger.error("could not settle replies on %s (they will be delivered again): %s", urls.results, exc)
 
 
 async def run_result_relay(settings: Settings, temporal_client: Client, archive: Archive, stop: asyncio.Event,
@@ -193,7 +209,7 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
     client = sqs if sqs is not None else sqs_client(settings)
     urls = await asyncio.to_thread(queue_urls, client, settings)
     logger.info("result relay serving %s", urls.results)
-    slots = asyncio.Semaphore(RELAY_CONCURRENCY)
+    slots = asyncio.Semaphore(max(1, RELAY_CONCURRENCY // RELAY_BATCH))
     in_flight: set[asyncio.Task[None]] = set()
 
     def finished(task: asyncio.Task[None]) -> None:
@@ -212,14 +228,17 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=RECEIVE_ERROR_BACKOFF_S)
             continue
-        # Replies are independent (each completes its own activity): relay them concurrently, up to
-        # RELAY_CONCURRENCY at once, and receive the next ones meanwhile.
-        for message in response.get("Messages", []):
-            await slots.acquire()
-            task = asyncio.create_task(_relay_settled(client, urls, dict(message), temporal_client, archive,
-                                                      settings.stack.max_receive_count))
-            in_flight.add(task)
-            task.add_done_callback(finished)
+        # Replies are independent (each completes its own activity): relay the replies of a receive
+        # concurrently, up to RELAY_CONCURRENCY // RELAY_BATCH receives at once, and receive the next ones
+        # meanwhile; each receive's settled replies are deleted with one call.
+        messages = [dict(message) for message in response.get("Messages", [])]
+        if not messages:
+            continue
+        await slots.acquire()
+        task = asyncio.create_task(_relay_batch(client, urls, messages, temporal_client, archive,
+                                                settings.stack.max_receive_count))
+        in_flight.add(task)
+        task.add_done_callback(finished)
     if in_flight:
         await asyncio.gather(*in_flight, return_exceptions=True)
     logger.info("result relay stopped")

@@ -21,6 +21,13 @@ so that messages do not wait, invisible, behind a slow one while their visibilit
 While a handler runs, the message's visibility is extended every half timeout, so a long solve is not
 delivered to a second worker.
 
+Identical inputs: the forecast handlers are pure, so a forecast request whose inputs (the request less its
+``request_id`` and ``inputs_hash``: :func:`algorithms.common.content_hash.inputs_hash`, recomputed here, never
+read from the message) were answered before by this process is answered from :class:`ResultCache` with that
+result, its ``request_id`` set to the new request's. A portfolio's units in one region deciding at the same
+moment ask for the same forecasts; the forecaster runs once for them. Inputs that differ in any field
+(region, history, decision time, quantiles, algorithm version...) hash differently and never share an answer.
+
 Idempotency: a task whose reply was already produced by this process is answered with the same reply
 without running the handler again (an in-memory LRU of recent task ids). That is an optimisation; the
 durable guarantee is downstream: completing a Temporal activity that is already completed is a no-op
@@ -42,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 from google.protobuf.message import Message
 
+from algorithms.common.content_hash import inputs_hash
 from algorithms.common.errors import InvalidRequestError
 from algorithms.registry import HandlerRegistry, UnknownAlgorithmError, default_registry
 from pools.sqs import (
@@ -74,6 +82,11 @@ RESULT_TYPES: dict[str, type[Message]] = {
 # Longest error text carried in a dead letter's attribute or an error reply (characters).
 MAX_ERROR_MESSAGE_CHARS = 2000
 DEFAULT_CACHE_CAPACITY = 1024
+# Results of identical inputs kept per pool process (a forecast result of 288 intervals x 9 quantiles is ~21 kB).
+DEFAULT_RESULT_CACHE_CAPACITY = 256
+# Request kinds whose answers ResultCache reuses: the forecasters are pure and deterministic. Optimisation is
+# not among them: a solve cut short by its time limit depends on the machine's speed, not only on its inputs.
+RESULT_CACHE_KINDS = frozenset({"forecast"})
 RECEIVE_WAIT_S = 1
 # Pause after a failed receive (the endpoint is down or throttling), seconds.
 RECEIVE_ERROR_BACKOFF_S = 1.0
@@ -136,6 +149,48 @@ class Disposition:
     def reply_body(self) -> str | None:
         """The SQS body of the reply, if there is one."""
         return None if self.reply is None else encode_message(self.reply)
+
+
+class ResultCache:
+    """Results of recently answered requests by the hash of their inputs (kind and
+    :func:`~algorithms.common.content_hash.inputs_hash` -> serialised result), least recent evicted.
+
+    In memory, per process. A hit is the result computed for identical inputs, bit for bit, with the
+    asking request's ``request_id`` (:meth:`answer`); its timing field is the computation's that produced it.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_RESULT_CACHE_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"result cache capacity must be at least 1 (got {capacity})")
+        self.capacity = capacity
+        self.hits = 0
+        self._results: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    @staticmethod
+    def key(kind: str, request: Message) -> tuple[str, str] | None:
+        """The cache key of ``request`` (``kind`` and the hash of its inputs), None for a kind not cached."""
+        return (kind, inputs_hash(request)) if kind in RESULT_CACHE_KINDS else None
+
+    def answer(self, key: tuple[str, str], request: Message) -> Message | None:
+        """The result remembered under ``key``, re-addressed to ``request`` (its request_id), or None."""
+        stored = self._results.get(key)
+        if stored is None:
+            return None
+        self._results.move_to_end(key)
+        self.hits += 1
+        result = RESULT_TYPES[key[0]].FromString(stored)
+        setattr(result, "request_id", getattr(request, "request_id"))  # noqa: B009, B010
+        return result
+
+    def put(self, key: tuple[str, str], result: Message) -> None:
+        """Remember ``result`` under ``key``, evicting the least recently used beyond capacity."""
+        self._results[key] = result.SerializeToString(deterministic=True)
+        self._results.move_to_end(key)
+        while len(self._results) > self.capacity:
+            self._results.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._results)
 
 
 class IdempotencyCache:
@@ -223,11 +278,14 @@ def result_reply(task: worker_pb2.WorkerTask, kind: str, result: Message) -> wor
 
 
 def process_message(message: Mapping[str, Any], *, registry: HandlerRegistry, max_receive_count: int,
-                    completed: IdempotencyCache, source_queue: str = "") -> Disposition:
+                    completed: IdempotencyCache, source_queue: str = "",
+                    results: ResultCache | None = None) -> Disposition:
     """Decide what to do with one SQS request message (``Body``, ``ReceiptHandle``, ``Attributes``).
 
     Runs the handler the request names; no I/O besides what the handler does. ``completed`` is
-    consulted and, on success, updated. ``source_queue`` only labels dead letters.
+    consulted and, on success, updated. ``results`` (optional) answers a request whose inputs were answered
+    before without running the handler, and remembers each new result. ``source_queue`` only labels dead
+    letters.
     """
     receive_count = receive_count_of(message)
     body = message.get("Body", "")
@@ -259,9 +317,12 @@ def process_message(message: Mapping[str, Any], *, registry: HandlerRegistry, ma
                            detail="answered from the replies of completed tasks")
 
     request = getattr(task, kind)
+    cache_key = ResultCache.key(kind, request) if results is not None else None
+    known = results.answer(cache_key, request) if results is not None and cache_key is not None else None
     try:
         handler = registry.resolve(kind, request.algorithm.name, request.algorithm.version)
-        reply = result_reply(task, kind, call_timed(handler, request))
+        result = known if known is not None else call_timed(handler, request)
+        reply = result_reply(task, kind, result)
     except InvalidRequestError as exc:
         unknown = isinstance(exc, UnknownAlgorithmError)
         outcome = Outcome.UNKNOWN_ALGORITHM if unknown else Outcome.INVALID_REQUEST
@@ -284,7 +345,12 @@ def process_message(message: Mapping[str, Any], *, registry: HandlerRegistry, ma
         return dead(Outcome.RESULT_TOO_LARGE, task.task_id, kind, reason,
                     error_reply(task, Outcome.RESULT_TOO_LARGE.value, reason, receive_count))
     completed.put(task.task_id, reply_bytes)
-    return Disposition(Outcome.SUCCEEDED, task.task_id, kind, receive_count, reply=reply, delete=True)
+    if results is not None and cache_key is not None and known is None:
+        results.put(cache_key, result)
+    detail = f"answered from the result of identical inputs ({cache_key[1][:12]})" \
+        if known is not None and cache_key is not None else ""
+    return Disposition(Outcome.SUCCEEDED, task.task_id, kind, receive_count, reply=reply, delete=True,
+                       detail=detail)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -383,7 +449,7 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, message: dict[str, Any], *,
                          registry: HandlerRegistry, completed: IdempotencyCache, max_receive_count: int,
-                         visibility_timeout_s: int, kind: str) -> Disposition:
+                         visibility_timeout_s: int, kind: str, results: ResultCache | None = None) -> Disposition:
     """Process one message (handler in a thread, visibility kept), settle it, and log one line."""
     started = time.perf_counter()
     keeper = asyncio.create_task(
@@ -391,7 +457,7 @@ async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, mes
     try:
         disposition = await asyncio.to_thread(
             process_message, message, registry=registry, max_receive_count=max_receive_count,
-            completed=completed, source_queue=queue_url)
+            completed=completed, source_queue=queue_url, results=results)
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -414,7 +480,7 @@ async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, mes
 
 async def handle_batch(client: SQSClient, urls: QueueUrls, queue_url: str, messages: list[dict[str, Any]], *,
                        registry: HandlerRegistry, completed: IdempotencyCache, max_receive_count: int,
-                       visibility_timeout_s: int, kind: str) -> list[Disposition]:
+                       visibility_timeout_s: int, kind: str, results: ResultCache | None = None) -> list[Disposition]:
     """Process the messages of one receive one after the other (in one thread, visibility kept), settle them
     together with SQS's batch calls (:func:`settle_batch`), and log one line per message."""
     started = time.perf_counter()
@@ -423,7 +489,8 @@ async def handle_batch(client: SQSClient, urls: QueueUrls, queue_url: str, messa
 
     def process_all() -> list[Disposition]:
         return [process_message(message, registry=registry, max_receive_count=max_receive_count,
-                                completed=completed, source_queue=queue_url) for message in messages]
+                                completed=completed, source_queue=queue_url, results=results)
+                for message in messages]
 
     try:
         dispositions = await asyncio.to_thread(process_all)
@@ -452,7 +519,8 @@ async def handle_batch(client: SQSClient, urls: QueueUrls, queue_url: str, messa
 
 async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
                    registry: HandlerRegistry | None = None, client: SQSClient | None = None,
-                   max_messages: int = 1, completed: IdempotencyCache | None = None) -> None:
+                   max_messages: int = 1, completed: IdempotencyCache | None = None,
+                   results: ResultCache | None = None) -> None:
     """Serve the ``kind`` request queue ("forecast", "optimisation" or "backtest") until ``stop`` is set.
 
     ``max_messages`` (1..10) are received per long poll (1 s): one alone is handled and settled on its own;
@@ -472,6 +540,7 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
     registry = registry if registry is not None else default_registry()
     client = client if client is not None else sqs_client(settings)
     completed = completed if completed is not None else IdempotencyCache()
+    results = results if results is not None else ResultCache()
     urls = await asyncio.to_thread(queue_urls, client, settings)
     queue_url = urls.request_queue(kind)
     policy = queue_policy(settings, kind)
@@ -485,7 +554,7 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
             continue
         if len(messages) > 1 and not stop.is_set():
             await handle_batch(client, urls, queue_url, messages, registry=registry, completed=completed,
-                               max_receive_count=policy.max_receive_count,
+                               results=results, max_receive_count=policy.max_receive_count,
                                visibility_timeout_s=policy.visibility_timeout_s, kind=kind)
             continue
         for position, message in enumerate(messages):
@@ -493,6 +562,6 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
                 await _release(client, queue_url, messages[position:])
                 break
             await handle_message(client, urls, queue_url, message, registry=registry, completed=completed,
-                                 max_receive_count=policy.max_receive_count,
+                                 results=results, max_receive_count=policy.max_receive_count,
                                  visibility_timeout_s=policy.visibility_timeout_s, kind=kind)
     logger.info("%s pool stopped", kind)

@@ -28,7 +28,7 @@ from algorithms.registry import HandlerRegistry, UnknownAlgorithmError
 from archive import LocalArchive
 from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
 from pools.result_relay import answer_for_reply, archive_label, failure_for_reply, run_result_relay
-from pools.runtime import IdempotencyCache, Outcome, process_message, run_pool
+from pools.runtime import IdempotencyCache, Outcome, ResultCache, process_message, run_pool
 from pools.sqs import (
     MAX_TASK_BODY_BYTES,
     MalformedMessageError,
@@ -176,6 +176,88 @@ def test_process_message_wrong_result_type_counts_as_handler_failure() -> None:
                                   max_receive_count=3, completed=IdempotencyCache())
     assert disposition.outcome is Outcome.HANDLER_FAILED
     assert disposition.reply is not None and "expected ForecastResult" in disposition.reply.error.message
+
+
+def test_identical_forecast_inputs_are_computed_once_and_answered_to_each_request() -> None:
+    handler = CountingHandler()
+    results = ResultCache()
+    first = process_message(_message(_forecast_task("unit-a")), registry=_registry(handler), max_receive_count=3,
+                            completed=IdempotencyCache(), results=results)
+    second = process_message(_message(_forecast_task("unit-b", workflow_id="cycle-2")), registry=_registry(handler),
+                             max_receive_count=3, completed=IdempotencyCache(), results=results)
+    assert handler.calls == 1 and results.hits == 1
+    assert first.outcome is Outcome.SUCCEEDED and second.outcome is Outcome.SUCCEEDED
+    assert first.reply is not None and second.reply is not None
+    # Each request gets the answer addressed to it: its own task, activity, workflow and request id.
+    assert second.reply.task_id == "unit-b" and second.reply.reply_to.workflow_id == "cycle-2"
+    assert first.reply.forecast.request_id == "req-unit-a" and second.reply.forecast.request_id == "req-unit-b"
+    assert second.reply.forecast.price == first.reply.forecast.price
+    assert second.reply.forecast.compute_ms == first.reply.forecast.compute_ms
+    assert "identical inputs" in second.detail and first.detail == ""
+
+
+def _variant(task_id: str, change: Callable[[worker_pb2.ForecastRequest], None]) -> worker_pb2.WorkerTask:
+    task = _forecast_task(task_id)
+    change(task.forecast)
+    return task
+
+
+def test_forecasts_of_different_inputs_never_share_an_answer() -> None:
+    handler = CountingHandler()
+    results = ResultCache()
+
+    def region(request: worker_pb2.ForecastRequest) -> None:
+        request.region = "VIC1"
+
+    def history(request: worker_pb2.ForecastRequest) -> None:
+        request.history.price.append(123.0)
+
+    def decision(request: worker_pb2.ForecastRequest) -> None:
+        request.decision_time.seconds = 1_611_111_111
+
+    def forged_hash(request: worker_pb2.ForecastRequest) -> None:
+        # Another request's inputs_hash written into the message must not make its answer this one's.
+        request.quantiles.append(0.5)
+        request.inputs_hash = ResultCache.key("forecast", _forecast_task().forecast)[1]  # type: ignore[index]
+
+    tasks = [_forecast_task("base"), _variant("region", region), _variant("history", history),
+             _variant("decision", decision), _variant("forged", forged_hash)]
+    for task in tasks:
+        served = process_message(_message(task), registry=_registry(handler), max_receive_count=3,
+                                 completed=IdempotencyCache(), results=results)
+        assert served.outcome is Outcome.SUCCEEDED and served.detail == ""
+    assert handler.calls == len(tasks) and results.hits == 0 and len(results) == len(tasks)
+    # The forged request got the answer of its own inputs (three quantiles), not the base request's (two).
+    forged = process_message(_message(_variant("forged-again", forged_hash)), registry=_registry(handler),
+                             max_receive_count=3, completed=IdempotencyCache(), results=results)
+    assert forged.reply is not None and list(forged.reply.forecast.quantiles) == [0.1, 0.9, 0.5]
+    assert results.hits == 1
+
+
+def test_a_failing_forecast_is_not_remembered_and_optimisations_are_not_cached() -> None:
+    handler = CountingHandler(failures=1)
+    results = ResultCache()
+    failed = process_message(_message(_forecast_task("t-1")), registry=_registry(handler), max_receive_count=3,
+                             completed=IdempotencyCache(), results=results)
+    assert failed.outcome is Outcome.RETRY and len(results) == 0
+    retried = process_message(_message(_forecast_task("t-1"), receive_count=2), registry=_registry(handler),
+                              max_receive_count=3, completed=IdempotencyCache(), results=results)
+    assert retried.outcome is Outcome.SUCCEEDED and handler.calls == 2 and len(results) == 1
+    assert ResultCache.key("optimisation", worker_pb2.OptimisationRequest(request_id="o")) is None
+    with pytest.raises(ValueError, match="at least 1"):
+        ResultCache(capacity=0)
+
+
+def test_result_cache_evicts_least_recently_used() -> None:
+    results = ResultCache(capacity=2)
+    keys = [ResultCache.key("forecast", _forecast_task(product=product).forecast) for product in ("A", "B", "C")]
+    assert all(key is not None for key in keys)
+    for key in keys:
+        assert key is not None
+        results.put(key, worker_pb2.ForecastResult(product=key[1][:4]))
+    assert len(results) == 2
+    assert keys[0] is not None and results.answer(keys[0], _forecast_task().forecast) is None
+    assert keys[2] is not None and results.answer(keys[2], _forecast_task().forecast) is not None
 
 
 def test_idempotency_cache_evicts_least_recently_used() -> None:
@@ -618,18 +700,21 @@ def test_the_registry_serves_each_algorithm_under_the_name_and_version_its_modul
 
 async def test_a_batch_of_tasks_is_answered_and_settled_with_batch_calls(stack: Stack) -> None:
     """Ten messages in one receive (a portfolio's forecasts): every reply sent, the poison one dead-lettered,
-    every message deleted, each handler run once."""
+    every message deleted, the handler run once per distinct inputs (five tasks ask for the same ENERGY
+    forecast, four for other products)."""
     handler = CountingHandler()
     task_ids = [f"t-batch-{index}" for index in range(9)]
-    for task_id in task_ids:
-        send_task(stack.sqs, stack.urls, _forecast_task(task_id))
+    for index, task_id in enumerate(task_ids):
+        send_task(stack.sqs, stack.urls, _forecast_task(task_id, product="ENERGY" if index < 5 else f"P{index}"))
     stack.sqs.send_message(QueueUrl=stack.urls.forecast_requests, MessageBody="garbage in a batch")
     stack.start_pool(handler, max_messages=10)
     replies = await stack.receive(stack.urls.results, len(task_ids))
     assert sorted(decode_reply(message["Body"]).task_id for message in replies) == sorted(task_ids)
+    assert all(reply.forecast.request_id == f"req-{reply.task_id}"
+               for reply in (decode_reply(message["Body"]) for message in replies))
     [letter] = await stack.receive(stack.urls.dead_letters, 1)
     assert letter["Body"] == "garbage in a batch"
-    assert handler.calls == len(task_ids)
+    assert handler.calls == 5
     assert stack.depth(stack.urls.forecast_requests) == 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.worker import Worker
 
@@ -23,9 +24,16 @@ from workflows.operator import UnitOperator
 
 logger = logging.getLogger(__name__)
 
+# Threads for the worker's blocking I/O (archive reads and writes with their fsyncs, boto3's SQS calls, the
+# relay's long poll): asyncio's default pool has os.cpu_count() + 4 of them (6 on two cores), and a portfolio's
+# units deciding at once queue a few hundred such calls behind them. The threads mostly wait on disks and
+# sockets, so they cost little CPU.
+IO_THREADS = 64
+
 
 async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Serve the cycle workflow and activities on the task queue, and relay worker results, until ``stop``."""
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="worker-io"))
     client = await connect_temporal(settings)
     archive = open_archive(settings)
     sqs = sqs_client(settings)
