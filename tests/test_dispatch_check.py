@@ -252,7 +252,8 @@ def _live_activities(store: MarketStore, database: str, tmp_path: Path) -> Cycle
     settings = replace(SETTINGS, database_url=database,
                        market_data=replace(SETTINGS.market_data, source="live"),
                        market_store=replace(SETTINGS.market_store, folder=str(store.root)),
-                       battery=replace(SETTINGS.battery, unit_id="HDWF2", region="SA1"))
+                       battery=replace(SETTINGS.battery, unit_id="HDWF2", region="SA1"),
+                       cycle=replace(SETTINGS.cycle, unit_id="HDWF2", region="SA1"))  # the portfolio's one battery
     return CycleActivities(settings, archive=LocalArchive(tmp_path / "archive"), sqs=None,
                            queues=None)  # type: ignore[arg-type]
 
@@ -307,7 +308,8 @@ async def test_the_live_record_stage_settles_aemos_dispatch_and_flags_what_the_b
     settings = replace(SETTINGS, database_url=database,
                        market_data=replace(SETTINGS.market_data, source="live"),
                        market_store=replace(SETTINGS.market_store, folder=str(live_store.root)),
-                       battery=replace(SETTINGS.battery, unit_id="HDWF2", region="SA1"))
+                       battery=replace(SETTINGS.battery, unit_id="HDWF2", region="SA1"),
+                       cycle=replace(SETTINGS.cycle, unit_id="HDWF2", region="SA1"))  # the portfolio's one battery
     activities = CycleActivities(settings, archive=LocalArchive(tmp_path / "archive"), sqs=None,
                                  queues=None)  # type: ignore[arg-type]
 
