@@ -1,0 +1,121 @@
+"""Energy held back for price spikes the plan cannot see: ``lp-spike-reserve`` v1 (:func:`run_optimisation`).
+
+A rolling plan maximises revenue on one price path (the Pearson–Tukey blend of the forecast's quantiles,
+:func:`algorithms.market.optimise.planning_price`). A path is an average: it cannot say *when* a spike will
+come, only that spikes are likely, so the plan sells its energy at the best prices it can see and arrives
+empty at the spike it could not see. The bid offers every MWh the plan does not use at the spike GEN band
+(``[bidding]``, $300/MWh and up): energy left in the battery earns spikes whether or not they were forecast.
+
+This optimiser keeps a *spike reserve*: the plan may not draw the battery below a floor (MWh) that grows with
+how spiky the forecast says the horizon is. The share of horizon intervals whose highest forecast quantile
+(P95 by default) reaches ``spike_price_per_mwh`` measures it: the forecaster's band is fitted on the recent
+history (its residuals), so a region in a volatile regime — or AEMO's pre-dispatch pointing at a tight
+evening — gives a wide upper tail, and a quiet one none (:func:`spike_reserve_mwh`). The floor is never
+above the energy the battery holds now (a plan never has to charge into it at once: charging up to it is
+left to the terminal target and to prices), nor above the horizon's terminal target. The energy below the
+floor and above the battery's own minimum stays in the bid as spike headroom: the bid builder reads the
+unit's real battery, not the plan's.
+
+Everything else — prices, the LP, duals, statuses — is :func:`algorithms.market.optimise.run_optimisation`
+on the same request with the raised floor (one home for the LP). With no spike in the forecast's upper
+tail the plan is that of ``lp-energy-fcas`` v1, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from algorithms.common.errors import InvalidRequestError
+from algorithms.common.products import ENERGY
+from algorithms.market import optimise
+from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
+from vpp.v1 import common_pb2, worker_pb2
+
+NAME = "lp-spike-reserve"
+VERSION = "1"
+ALGORITHM = common_pb2.AlgorithmRef(name=NAME, version=VERSION)
+
+
+@dataclass(frozen=True)
+class SpikeReservePolicy:
+    """How large the spike reserve is.
+
+    ``spike_price_per_mwh`` ($/MWh): an interval is *spiky* when the forecast's highest quantile reaches it.
+    ``full_reserve_share`` (0..1]: the share of spiky horizon intervals at which the reserve is full.
+    ``max_reserve_fraction`` (0..1): the full reserve as a fraction of the registered storage (MWh / MWh).
+    """
+
+    spike_price_per_mwh: float
+    full_reserve_share: float
+    max_reserve_fraction: float
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.spike_price_per_mwh):
+            raise InvalidRequestError(f"spike_price_per_mwh must be finite, got {self.spike_price_per_mwh}")
+        if not 0 < self.full_reserve_share <= 1:
+            raise InvalidRequestError(f"full_reserve_share must be in (0, 1], got {self.full_reserve_share}")
+        if not 0 <= self.max_reserve_fraction < 1:
+            raise InvalidRequestError(f"max_reserve_fraction must be in [0, 1), got {self.max_reserve_fraction}")
+
+
+# v1: spiky = P95 at or above the first spike GEN band ($300/MWh); a full reserve of 30 % of the storage
+# (58 MWh of the reference battery: 150 MW for about 23 minutes) once a tenth of the horizon is spiky.
+POLICY_V1 = SpikeReservePolicy(spike_price_per_mwh=300.0, full_reserve_share=0.1, max_reserve_fraction=0.3)
+
+
+def spiky_share(energy_forecast: PriceForecast, spike_price_per_mwh: float) -> float:
+    """The share (0..1) of the forecast's intervals whose highest quantile ($/MWh) is at least
+    ``spike_price_per_mwh``; 0 for an empty forecast."""
+    if energy_forecast.horizon_intervals == 0:
+        return 0.0
+    highest = quantile_at(energy_forecast, float(energy_forecast.quantiles[-1]))
+    return float(np.mean(highest >= spike_price_per_mwh))
+
+
+def spike_reserve_mwh(energy_forecast: PriceForecast, policy: SpikeReservePolicy, energy_mwh: float) -> float:
+    """The stored energy (MWh) to keep for unforecast spikes: ``max_reserve_fraction × energy_mwh`` (the
+    registered storage, MWh) scaled by the forecast's spiky share over ``full_reserve_share`` (capped at 1).
+    0 when no interval's highest quantile reaches the spike price."""
+    if not energy_mwh >= 0:
+        raise InvalidRequestError(f"energy_mwh must be non-negative, got {energy_mwh}")
+    share = spiky_share(energy_forecast, policy.spike_price_per_mwh)
+    return float(policy.max_reserve_fraction * energy_mwh * min(1.0, share / policy.full_reserve_share))
+
+
+def reserve_floor_fraction(reserve_mwh: float, battery: common_pb2.BatterySpec, initial_soc_mwh: float,
+                           terminal_soc_mwh: float) -> float:
+    """The plan's minimum SoC as a fraction of storage: the battery's own minimum raised to the reserve
+    (MWh) above it, but never above the energy held now (``initial_soc_mwh``) nor the terminal target
+    (``terminal_soc_mwh``, MWh), so the raised floor never makes a feasible plan infeasible."""
+    if battery.energy_mwh <= 0:
+        raise InvalidRequestError(f"battery energy_mwh must be positive, got {battery.energy_mwh}")
+    own_min = battery.energy_mwh * battery.soc_min_fraction
+    floor = min(own_min + reserve_mwh, initial_soc_mwh, terminal_soc_mwh)
+    return max(battery.soc_min_fraction, floor / battery.energy_mwh)
+
+
+def run_optimisation(request: worker_pb2.OptimisationRequest,
+                     policy: SpikeReservePolicy = POLICY_V1) -> worker_pb2.OptimisationResult:
+    """Adapter: an OptimisationRequest in, the plan with a spike reserve out (MW, MWh, $; see the module
+    docstring). Raises InvalidRequestError for malformed requests, as ``lp-energy-fcas`` does."""
+    if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, VERSION):
+        raise InvalidRequestError(
+            f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{VERSION}")
+    if not request.HasField("battery"):
+        raise InvalidRequestError("battery is not set")
+    energy = [f for f in request.forecasts if f.product == ENERGY]
+    inner = worker_pb2.OptimisationRequest()
+    inner.CopyFrom(request)
+    inner.algorithm.CopyFrom(optimise.ALGORITHM)
+    if len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK and energy[0].horizon_intervals > 0:
+        reserve = spike_reserve_mwh(forecast_from_result(energy[0]), policy, request.battery.energy_mwh)
+        if reserve > 0:
+            inner.battery.soc_min_fraction = reserve_floor_fraction(
+                reserve, request.battery, request.initial_state_of_charge_mwh,
+                request.terminal_state_of_charge_mwh)
+    # Anything malformed (no ENERGY forecast, two of them, wrong lengths) is refused by the LP's adapter.
+    result = optimise.run_optimisation(inner)
+    result.algorithm.CopyFrom(request.algorithm if request.algorithm.name else ALGORITHM)
+    return result
