@@ -105,6 +105,8 @@ class MonthRow:
     end_of_run_adjustment_dollars: float = 0.0
     initial_state_of_charge_mwh: float = 0.0
     final_states_of_charge_mwh: tuple[float, ...] = ()
+    # Decisions that fell back to the safe bid (the strategy's plan was unusable or its bid invalid).
+    safe_fallbacks: int = 0
 
 
 def month_periods(dispatch: DispatchPrices, region: str, month: date, warmup_intervals: int) -> list[Period]:
@@ -227,7 +229,8 @@ def _row(settings: Settings, target: _Target, results: Sequence[BacktestResult],
                        if depth_total is not None and depth_benchmark > 0 else None),
         end_of_run_adjustment_dollars=end_of_run,
         initial_state_of_charge_mwh=settings.battery.initial_state_of_charge_mwh,
-        final_states_of_charge_mwh=tuple(r.final_state_of_charge_mwh for r in results))
+        final_states_of_charge_mwh=tuple(r.final_state_of_charge_mwh for r in results),
+        safe_fallbacks=sum(r.safe_fallbacks for r in results))
 
 
 def _run_group(settings: Settings, targets: Sequence[_Target], workers: int,
@@ -280,7 +283,7 @@ def write_months(folder: Path, rows: Sequence[MonthRow]) -> tuple[Path, Path]:
     lines = ["| month | region | data | AEMO forecasts | FCAS markets | market depth | decisions | realised "
              "price-taker | realised depth-limited | energy / FCAS | of which 1-second | perfect foresight price-taker "
              "| perfect foresight depth-limited | capture price-taker | capture depth-limited | end-of-run SoC charge "
-             "| SoC end MWh | failed decisions |",
+             "| SoC end MWh | failed decisions / safe fallbacks |",
              "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
              "| ---: | ---: | ---: |"]
     for row in rows:
@@ -291,9 +294,14 @@ def write_months(folder: Path, rows: Sequence[MonthRow]) -> tuple[Path, Path]:
             f"${row.one_second_revenue_dollars:,.0f}", f"${row.perfect_foresight_dollars:,.0f}",
             depth_cell(row.perfect_foresight_depth_dollars), percent_cell(row.capture),
             PRICE_TAKER_ONLY if not row.market_depth else percent_cell(row.capture_depth),
-            dollars_cell(row.end_of_run_adjustment_dollars), soc_text(row), f"{row.failed_decisions} |"]))
+            dollars_cell(row.end_of_run_adjustment_dollars), soc_text(row), f"{failures_text(row)} |"]))
     markdown_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return csv_path, markdown_path
+
+
+def failures_text(row: MonthRow) -> str:
+    """Failed decisions and safe fallbacks of a row: ``0 / 0``."""
+    return f"{row.failed_decisions} / {row.safe_fallbacks}"
 
 
 def dollars_cell(value: float) -> str:

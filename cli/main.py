@@ -774,6 +774,7 @@ def backtest_months(
     from backtest.months import (
         depth_cell,
         dollars_cell,
+        failures_text,
         percent_cell,
         run_months,
         soc_text,
@@ -812,7 +813,7 @@ def backtest_months(
     for column in ("month", "region", "data", "AEMO forecasts", "FCAS markets", "market depth", "decisions",
                    "realised price-taker", "realised depth-limited", "energy / FCAS", "PF price-taker",
                    "PF depth-limited", "capture price-taker", "capture depth-limited", "end-of-run SoC charge",
-                   "SoC end MWh", "failed decisions"):
+                   "SoC end MWh", "failed / safe fallbacks"):
         table.add_column(column, justify="left" if column in ("month", "region", "data") else "right")
     for row in rows:
         table.add_row(row.month, row.region, row.source, "yes" if row.aemo_forecasts else "no", str(row.fcas_markets),
@@ -821,7 +822,7 @@ def backtest_months(
                       f"${row.perfect_foresight_dollars:,.0f}", depth_cell(row.perfect_foresight_depth_dollars),
                       percent_cell(row.capture),
                       percent_cell(row.capture_depth) if row.market_depth else depth_cell(None),
-                      dollars_cell(row.end_of_run_adjustment_dollars), soc_text(row), str(row.failed_decisions))
+                      dollars_cell(row.end_of_run_adjustment_dollars), soc_text(row), failures_text(row))
     shown_note = ("Depth-limited: FCAS capped at the region's enabled MW (DISPATCHREGIONSUM) x "
                   f"{settings.market_depth.fcas_enablement_share:g} in clearing and perfect foresight; energy is "
                   "price-taking. Captures include the end-of-run SoC charge (shortfall refilled at the run's mean "

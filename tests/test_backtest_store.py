@@ -267,6 +267,7 @@ def test_the_regimes_table_of_a_month(state_dir: Path, tmp_path: Path) -> None:
     assert (row["month"], row["region"], row["source"]) == ("2025-01", "SA1", "store")
     assert not row["aemo_forecasts"] and row["fcas_markets"] == 10 and row["stretches"] == 2
     assert row["decisions"] == 575 + 289 and row["failed_decisions"] == 0 and row["validation_rejections"] == 0
+    assert row["safe_fallbacks"] == 0
     assert row["one_second_revenue_dollars"] > 0
     assert 0 < row["capture"] <= 1.0 + 1e-9
     assert abs(row["total_revenue_dollars"] - row["energy_revenue_dollars"] - row["fcas_revenue_dollars"]) < 1e-6
@@ -291,7 +292,7 @@ def test_write_months_rounds_and_marks_missing_benchmarks(tmp_path: Path) -> Non
                    capture=None, energy_share=None, failed_decisions=0, validation_rejections=0)
     _, markdown = write_months(tmp_path, [row])
     assert ("| 2021-01 | SA1 | files | yes | 8 | no | 10 | $0 | price-taker only | – | $0 | $0 | price-taker only "
-            "| – | price-taker only | $0 | – | 0 |") in markdown.read_text()
+            "| – | price-taker only | $0 | – | 0 / 0 |") in markdown.read_text()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,3 +381,16 @@ def test_the_regimes_table_prices_a_month_before_the_configured_years_with_aemos
     rows = pd.read_csv(tmp_path / "months" / "months.csv")
     assert list(rows["month"]) == ["2018-04"] and rows.iloc[0]["failed_decisions"] == 0
     assert rows.iloc[0]["decisions"] > 0 and 0 < rows.iloc[0]["capture"] <= 1.0 + 1e-9
+
+
+def test_the_regimes_table_counts_safe_fallbacks_beside_failed_decisions(tmp_path: Path) -> None:
+    from backtest.months import MonthRow
+
+    row = MonthRow(month="2024-08", region="NSW1", source="store", aemo_forecasts=False, fcas_markets=10, stretches=2,
+                   decisions=864, intervals_without_data=0, energy_revenue_dollars=1.0, fcas_revenue_dollars=1.0,
+                   total_revenue_dollars=2.0, one_second_revenue_dollars=0.0, perfect_foresight_dollars=4.0,
+                   capture=0.5, energy_share=0.5, failed_decisions=2, validation_rejections=0, safe_fallbacks=3)
+    csv_path, markdown = write_months(tmp_path, [row])
+    assert "failed decisions / safe fallbacks |" in markdown.read_text()
+    assert markdown.read_text().splitlines()[-1].endswith("| 2 / 3 |")
+    assert pd.read_csv(csv_path).iloc[0]["safe_fallbacks"] == 3
