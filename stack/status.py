@@ -176,22 +176,9 @@ def _postgres_conninfo(settings: Settings) -> tuple[str, str | None, str]:
 def _postgres_probe(settings: Settings) -> tuple[str, bool, str]:
     import psycopg
 
-    if settings.database_url:
-        url = settings.database_url
-        label = str(psycopg.conninfo.conninfo_to_dict(url).get("host") or "DATABASE_URL")
-        conninfo = url
-    else:
-        pid_file = settings.stack.state_dir / "pgdata" / "postmaster.pid"
-        label = f"embedded ({settings.stack.state_dir / 'pgdata'})"
-        try:
-            lines = pid_file.read_text().splitlines()
-            pid, port, socket_dir = int(lines[0]), lines[3].strip(), lines[4].strip()
-        except (OSError, ValueError, IndexError):
-            return label, False, "not running"
-        if not pid_alive(pid):
-            return label, False, f"not running (stale pid {pid})"
-        conninfo = psycopg.conninfo.make_conninfo(host=socket_dir or "127.0.0.1", port=port, dbname="postgres",
-                                                  user="postgres")
+    label, conninfo, why_not = _postgres_conninfo(settings)
+    if conninfo is None:
+        return label, False, why_not
     try:
         with psycopg.connect(conninfo, connect_timeout=int(PROBE_TIMEOUT_S)) as conn:
             version = conn.execute("SHOW server_version").fetchone()
