@@ -26,6 +26,7 @@ from algorithms.market.lp_matrix import DispatchSpec, LpSolution, MatrixLp, buil
 from algorithms.market.optimise import NEM_INTERVAL_HOURS, DispatchPlan, dispatch_spec, run_optimisation
 from backtest import engine
 from backtest.engine import BacktestConfig, run_backtest
+from pools.timing import call_timed
 from settings import load_settings
 from vpp.v1 import worker_pb2
 
@@ -41,7 +42,6 @@ def requests() -> list[worker_pb2.OptimisationRequest]:
     settings = load_settings(environ={})
     tables = load_market_data(settings.market_data.data_dir)
     made: list[worker_pb2.OptimisationRequest] = []
-    call_timed = engine.call_timed
 
     def recording(handler: Any, request: Any) -> Any:
         if isinstance(request, worker_pb2.OptimisationRequest):
@@ -145,7 +145,7 @@ def _solved(lp: MatrixLp, pointer: bool) -> tuple[np.ndarray, np.ndarray, float]
 def test_the_pointer_model_is_solved_exactly_as_the_attribute_by_attribute_model(
         requests: list[worker_pb2.OptimisationRequest], exclusive: tuple[int, ...]) -> None:
     for request in requests[::12]:
-        prices = optimise._forecast_prices(request)
+        prices = optimise.planning_prices(request)
         spec = dispatch_spec(prices, battery_from_spec(request.battery), request.initial_state_of_charge_mwh,
                              request.terminal_state_of_charge_mwh, interval_hours=NEM_INTERVAL_HOURS,
                              degradation_cost_per_mwh=request.degradation_cost_per_mwh,

@@ -782,7 +782,7 @@ def planning_price(forecast: PriceForecast, level: float, tail_weight: float) ->
     return blended
 
 
-def _forecast_prices(request: worker_pb2.OptimisationRequest) -> dict[str, FloatArray]:
+def planning_prices(request: worker_pb2.OptimisationRequest) -> dict[str, FloatArray]:
     """Price path per product the optimiser plans on (:func:`planning_price` at ``request.price_quantile``
     and ``request.price_tail_weight``; $/MWh, $/MW/h), validated against the request."""
     level = request.price_quantile
@@ -834,7 +834,7 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
         raise InvalidRequestError("battery is not set")
     if not request.forecasts:
         raise InvalidRequestError("the request has no forecasts")
-    prices = _forecast_prices(request)
+    prices = planning_prices(request)
     plan = solve_dispatch(
         prices,
         battery_from_spec(request.battery),
