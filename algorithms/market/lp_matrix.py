@@ -2,7 +2,8 @@
 
 :func:`build_dispatch_lp` assembles, with vectorised NumPy (no per-variable Python object), exactly the
 linear programme the module docstring of :mod:`algorithms.market.optimise` describes; :func:`solve_matrix_lp`
-passes it to ``highspy.Highs`` in one call and reads the primal values and row duals back as arrays.
+passes it to ``highspy.Highs`` in one call (highspy's pointer ``passModel``, the arrays read in place) and
+reads the primal values and row duals back as arrays.
 
 This is the ONE formulation of the dispatch problem: every constraint is written here, once. HiGHS
 solves it through highspy (:func:`solve_matrix_lp`); :mod:`algorithms.market.lp_pulp` loads the same

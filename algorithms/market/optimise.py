@@ -50,7 +50,15 @@ call: dual simplex without presolve for rolling horizons, interior point + cross
 limit; HiGHS's model status becomes the plan status (OPTIMAL, INFEASIBLE with a reason, TIME_LIMIT,
 ERROR). ``backend="pulp"`` (and ``"auto"`` without highspy) loads the same matrix generically into PuLP
 (:mod:`algorithms.market.lp_pulp`: rows, bounds and integer columns, no model knowledge) solved by HiGHS
-through PuLP when available, else CBC. No warm start: the same inputs give the same plan, bit for bit.
+through PuLP when available, else CBC. No warm start: the same inputs give the same plan, bit for bit,
+whoever solves them (the live cycle's worker, the backtest, the archive replay). A model kept from one
+rolling decision to the next and warm-started from the previous basis solves the 288-interval LP in a
+third of the CPU time, but the LP has many optimal vertices (equal forecast prices, FCAS enablement that
+several products can take, SoC at its bounds) and a warm start lands on another one: on SA1, 15 January
+2021, 57 of 288 plans and 287 of 288 sets of row duals (which price the bid's headroom bands) differ from
+the cold solve's (``python -m bench.lp_warm_start``). The direction LPs of a rolling plan's first interval
+(see above) are independent cold solves and run concurrently, one thread each
+(:func:`_best_over_directions`), which changes no plan.
 Row duals: ``energy_value_per_mwh`` is the dual of each SoC balance row, i.e. the value ($/MWh) of one
 more MWh stored at the end of that interval.
 
