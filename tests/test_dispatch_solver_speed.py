@@ -5,7 +5,8 @@ pointer ``passModel`` instead of a ``HighsLp`` filled attribute by attribute
 (``algorithms/market/lp_matrix.py``), and the direction LPs of a plan's first interval (solved when the LP
 relaxation charges and discharges at once there) run concurrently, one thread each
 (``algorithms/market/optimise.py``). On real decisions (SA1, 15 January 2021, the configured strategy)
-both give the plans, bit for bit, of the way they were solved before.
+both give the plans, bit for bit, of the way they were solved before, also with market-depth caps on
+FCAS enablement (``enablement_cap_mw``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from aemo.mms import load_market_data
 from algorithms.common.battery import battery_from_spec
 from algorithms.market import lp_matrix, optimise
 from algorithms.market.lp_matrix import DispatchSpec, LpSolution, MatrixLp, build_dispatch_lp, highspy_available
-from algorithms.market.optimise import NEM_INTERVAL_HOURS, DispatchPlan, dispatch_spec, run_optimisation
+from algorithms.market.optimise import NEM_INTERVAL_HOURS, DispatchPlan, dispatch_spec, run_optimisation, solve_dispatch
 from backtest import engine
 from backtest.engine import BacktestConfig, run_backtest
 from pools.timing import call_timed
@@ -99,6 +100,41 @@ def test_concurrent_direction_lps_give_the_plans_of_solving_them_one_after_the_o
     monkeypatch.setattr(optimise, "_best_over_directions", _best_over_directions_one_after_the_other)
     sequential = _plans(requests)
     assert concurrent == sequential
+
+
+def _capped_plans(requests: Sequence[worker_pb2.OptimisationRequest]) -> list[DispatchPlan]:
+    """Each request's plan with every FCAS product's enablement capped by market depth (MW per interval:
+    30 MW, 5 MW in every fourth interval)."""
+    plans = []
+    for request in requests:
+        prices = optimise.planning_prices(request)
+        horizon = len(prices["ENERGY"])
+        caps = np.where(np.arange(horizon) % 4 == 0, 5.0, 30.0)
+        plans.append(solve_dispatch(
+            prices, battery_from_spec(request.battery), request.initial_state_of_charge_mwh,
+            request.terminal_state_of_charge_mwh, degradation_cost_per_mwh=request.degradation_cost_per_mwh,
+            initial_net_mw=request.initial_net_mw, terminal_value_per_mwh=request.terminal_value_per_mwh,
+            enablement_cap_mw={product: caps for product in prices if product != "ENERGY"}))
+    return plans
+
+
+def _plan_arrays(plan: DispatchPlan) -> list[np.ndarray]:
+    return [plan.gen_mw, plan.load_mw, plan.state_of_charge_mwh, *plan.fcas.values(), plan.energy_value_per_mwh,
+            plan.raise_capacity_value_per_mw, plan.lower_capacity_value_per_mw]
+
+
+def test_with_market_depth_caps_the_concurrent_direction_lps_give_the_same_plans(
+        requests: list[worker_pb2.OptimisationRequest], monkeypatch: pytest.MonkeyPatch) -> None:
+    branching = requests[40:56]
+    concurrent = _capped_plans(branching)
+    assert any(plan.exclusive_intervals for plan in concurrent), "no capped plan needed a direction"
+    assert all(np.all(enablement <= 30.0 + 1e-9) for plan in concurrent for enablement in plan.fcas.values())
+    monkeypatch.setattr(optimise, "_best_over_directions", _best_over_directions_one_after_the_other)
+    sequential = _capped_plans(branching)
+    for fast, plain in zip(concurrent, sequential, strict=True):
+        assert (fast.status, fast.objective_dollars, fast.exclusive_intervals) == (
+            plain.status, plain.objective_dollars, plain.exclusive_intervals)
+        assert all(np.array_equal(a, b) for a, b in zip(_plan_arrays(fast), _plan_arrays(plain), strict=True))
 
 
 def _highs_lp_attribute_by_attribute(lp: MatrixLp) -> Any:
