@@ -25,6 +25,8 @@ from activities.cycle_facts import (
     BidSubmitted,
     BuildBidInput,
     FetchInput,
+    ForecastsAnswered,
+    ForecastsInput,
     ForecastTaskInput,
     MarketFetched,
     OptimisationTaskInput,
@@ -42,7 +44,12 @@ from algorithms.market.as_of import estimate_missing, latest_known
 from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, decide_bid
 from algorithms.market.clearing import outcome_price
 from algorithms.market.console import bid_bands, plan_intent
-from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
+from algorithms.market.cycle_requests import (
+    forecast_request,
+    forecastable_products,
+    optimisation_request,
+    region_forecast_requests,
+)
 from algorithms.market.daily_bid import DailyBidsInForce
 from algorithms.market.dispatch_check import DispatchCheck, check_dispatch
 from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor, effective_controls
@@ -51,6 +58,7 @@ from models import bids as bid_store
 from models import cycles as cycle_store
 from models import operator_controls as control_store
 from models.db import connect
+from pools.shared_forecasts import SharedForecasts
 from pools.sqs import QueueUrls, send_task
 from services.aemo_bidding import ANSWER_UNREADABLE, CREDENTIALS_REFUSED, FAILURE_TYPE_KEY
 from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
@@ -104,7 +112,8 @@ class CycleActivities:
     Construct once per worker process; the archive and SQS client are shared by every activity.
     """
 
-    def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls) -> None:
+    def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls,
+                 shared_forecasts: SharedForecasts | None = None) -> None:
         if settings.database_url is None:
             raise ValueError("the cycle activities need settings.database_url (DATABASE_URL)")
         self._settings = settings
@@ -117,10 +126,12 @@ class CycleActivities:
         self._market_data_address = settings.stack.market_data_address
         self._bid_address = settings.stack.bid_service_address
         self._decoded: OrderedDict[str, Any] = OrderedDict()
+        # The process's forecast exchange: its result relay must be given the same one (run_result_relay).
+        self.shared_forecasts = shared_forecasts if shared_forecasts is not None else SharedForecasts(sqs, queues)
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
-        return [self.fetch_market_snapshot, self.request_forecast, self.request_optimisation,
+        return [self.fetch_market_snapshot, self.request_forecast, self.request_forecasts, self.request_optimisation,
                 self.build_and_validate_bid, self.submit_bid, self.record_outcome]
 
     async def _put(self, message: Any, cycle_id: str, label: str) -> str:
@@ -211,6 +222,34 @@ class CycleActivities:
                                 worker_pb2.WorkerTask(task_id=request.request_id, reply_to=_reply_to(),
                                                       forecast=request))
         activity.raise_complete_async()
+
+    @activity.defn(name="request_forecasts")
+    async def request_forecasts(self, task: ForecastsInput) -> ForecastsAnswered:
+        """Every product's forecast of the cycle, as of its snapshot's as-of (AEST), in one activity: the
+        requests (:func:`~algorithms.market.cycle_requests.region_forecast_requests`, the same for every unit
+        of the region deciding from the same snapshot) are archived under the cycle, asked of the forecast
+        pool through the process's :class:`~pools.shared_forecasts.SharedForecasts` (a request another cycle
+        already asked is not sent again), and the results indexed under the cycle as they come back."""
+        snapshot = cast(market_data_pb2.MarketSnapshot, await self._get(task.snapshot_key))
+        config = task.config
+        if snapshot.region != task.region:
+            raise _non_retryable(f"snapshot {task.snapshot_key} is of {snapshot.region}, not {task.region}")
+        try:
+            requests = region_forecast_requests(
+                snapshot, task.products, first_interval=datetime.fromisoformat(task.first_interval),
+                horizon_intervals=config.horizon_intervals, quantiles=config.forecast_quantiles,
+                algorithm=common_pb2.AlgorithmRef(name=config.forecast_algorithm,
+                                                  version=config.forecast_algorithm_version))
+        except InvalidRequestError as error:
+            raise _non_retryable(str(error)) from error
+        await asyncio.to_thread(self._archive.put_all, [
+            (request, f"forecast-request/{request.product}") for request in requests], cycle_id=task.cycle_id)
+        asked = await self.shared_forecasts.ask(requests, resend_after_s=float(config.worker_answer_timeout_s))
+        await asyncio.to_thread(self._archive.put_all, [
+            (forecast.result, f"forecast-result/{forecast.result.product}") for forecast in asked.forecasts],
+            cycle_id=task.cycle_id)
+        return ForecastsAnswered(answers=tuple(forecast.answer for forecast in asked.forecasts), sent=asked.sent,
+                                 shared=asked.shared)
 
     @activity.defn(name="request_optimisation")
     async def request_optimisation(self, task: OptimisationTaskInput) -> None:

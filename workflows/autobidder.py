@@ -42,6 +42,8 @@ with workflow.unsafe.imports_passed_through():
         CycleResult,
         CycleState,
         FetchInput,
+        ForecastsAnswered,
+        ForecastsInput,
         ForecastTaskInput,
         MarketFetched,
         OptimisationTaskInput,
@@ -78,6 +80,10 @@ BID_REJECTED = "BidRejected"
 TELL_OPERATOR_PATCH = "tell-operator-cycle-recorded"
 # workflow.patched id of the DAILY bid: the next trading day's DAILY bid is submitted after the interval's bid.
 DAILY_BID_PATCH = "submit-daily-bid"
+# workflow.patched id of the region's forecasts: the first fetch is as of the decision time, and one activity
+# asks for every product's forecast as of the snapshot's as-of (requests shared by the units of the region
+# deciding from the same snapshot) instead of one activity per product as of the forecast stage's market time.
+SHARED_FORECASTS_PATCH = "region-forecasts-one-activity"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
@@ -106,6 +112,7 @@ class AutobidderCycle:
         self._decision_time: datetime | None = None
         self._plan_key: str | None = None
         self._not_submitted: str | None = None
+        self._shared_forecasts = False
 
     @workflow.query
     def facts(self) -> list[StageFact]:
@@ -158,12 +165,18 @@ class AutobidderCycle:
             return gate_closure_utc - workflow.now()
 
         try:
+            self._shared_forecasts = workflow.patched(SHARED_FORECASTS_PATCH)
             fetched = await self._fetch(cycle, cycle_id, timeline.dispatch_interval, now_market,
-                                        started_utc + (timeline.data_cutoff - decision_time))
+                                        started_utc + (timeline.data_cutoff - decision_time),
+                                        decision_time if self._shared_forecasts else None)
             if fetched.paused:
                 return await self._paused(cycle, cycle_id, timeline.dispatch_interval, started_utc, decision_time)
-            forecasts = await self._forecast(cycle_id, fetched, timeline.dispatch_interval, now_market(),
-                                             config, time_left)
+            if self._shared_forecasts:
+                forecasts = await self._region_forecasts(cycle, cycle_id, fetched, timeline.dispatch_interval,
+                                                         time_left)
+            else:
+                forecasts = await self._forecast(cycle_id, fetched, timeline.dispatch_interval, now_market(),
+                                                 config, time_left)
             plan = await self._optimise(cycle, cycle_id, fetched, forecasts, timeline.dispatch_interval, time_left)
             built = await self._build(cycle, cycle_id, plan, fetched, timeline.dispatch_interval, now_market(),
                                       config, time_left)
@@ -201,16 +214,21 @@ class AutobidderCycle:
     # -- stages ---------------------------------------------------------------------------------
 
     async def _fetch(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
-                     now_market: _MarketClock, cutoff_utc: datetime) -> MarketFetched:
+                     now_market: _MarketClock, cutoff_utc: datetime, first_as_of: datetime | None) -> MarketFetched:
+        """Fetch the snapshot, polling until the latest interval's price is known or the cut-off passes; the
+        first fetch is as of ``first_as_of`` (the decision time, AEST) when given, every other as of the
+        market time now."""
         config = cycle.config
         self._enter("fetch")
         summary = f"operator controls and {cycle.region} market data for {interval_text(dispatch_interval)}"
         while True:
             use_estimates = workflow.now() >= cutoff_utc
+            as_of = first_as_of if first_as_of is not None else now_market()
+            first_as_of = None
             fetched: MarketFetched = await workflow.execute_activity(
                 "fetch_market_snapshot",
                 FetchInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
-                           dispatch_interval=_iso(dispatch_interval), as_of=_iso(now_market()),
+                           dispatch_interval=_iso(dispatch_interval), as_of=_iso(as_of),
                            history_intervals=config.history_intervals, use_estimates=use_estimates),
                 result_type=MarketFetched,
                 start_to_close_timeout=timedelta(seconds=20),
@@ -263,6 +281,32 @@ class AutobidderCycle:
         slowest = max((a.compute_ms for a in answers), default=0.0)
         self._add_fact("forecast", f"{len(answers)} forecasts ({config.forecast_algorithm} "
                        f"v{config.forecast_algorithm_version}), slowest {slowest:.0f} ms",
+                       tuple(a.archive_key for a in answers))
+        return answers
+
+    async def _region_forecasts(self, cycle: CycleInput, cycle_id: str, fetched: MarketFetched,
+                                dispatch_interval: datetime, time_left: _Remaining) -> list[WorkerAnswer]:
+        """Every product's forecast in one activity, as of the snapshot's as-of: the requests are the region's
+        (the units of the region deciding from the same snapshot share them)."""
+        config = cycle.config
+        self._enter("forecast")
+        answered: ForecastsAnswered = await workflow.execute_activity(
+            "request_forecasts",
+            ForecastsInput(cycle_id=cycle_id, region=cycle.region, products=fetched.products,
+                           snapshot_key=fetched.snapshot_key, first_interval=_iso(dispatch_interval), config=config),
+            result_type=ForecastsAnswered,
+            activity_id="forecasts",
+            start_to_close_timeout=_bounded(timedelta(seconds=config.worker_answer_timeout_s), time_left()),
+            schedule_to_close_timeout=_bounded(time_left(), time_left()),
+            retry_policy=WORKER_RETRY,
+            summary=f"{len(fetched.products)} {cycle.region} price forecasts from {interval_text(dispatch_interval)} "
+                    "(SQS pool, shared by the region's units)",
+        )
+        answers = list(answered.answers)
+        slowest = max((a.compute_ms for a in answers), default=0.0)
+        self._add_fact("forecast", f"{len(answers)} forecasts ({config.forecast_algorithm} "
+                       f"v{config.forecast_algorithm_version}), slowest {slowest:.0f} ms; {answered.sent} asked, "
+                       f"{answered.shared} shared with other {cycle.region} cycles",
                        tuple(a.archive_key for a in answers))
         return answers
 
