@@ -31,6 +31,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cycle_facts import (
@@ -84,6 +85,10 @@ DAILY_BID_PATCH = "submit-daily-bid"
 # asks for every product's forecast as of the snapshot's as-of (requests shared by the units of the region
 # deciding from the same snapshot) instead of one activity per product as of the forecast stage's market time.
 SHARED_FORECASTS_PATCH = "region-forecasts-one-activity"
+# workflow.patched id of the local stages: fetch, forecasts, build + validate, submit and record run as local
+# activities (in the worker that runs the cycle, recorded as markers) instead of tasks through the server. The
+# optimisation stays an activity: the result relay completes it when the pool answers.
+LOCAL_STAGES_PATCH = "cycle-local-stages"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
@@ -113,6 +118,7 @@ class AutobidderCycle:
         self._plan_key: str | None = None
         self._not_submitted: str | None = None
         self._shared_forecasts = False
+        self._local_stages = False
 
     @workflow.query
     def facts(self) -> list[StageFact]:
@@ -166,6 +172,7 @@ class AutobidderCycle:
 
         try:
             self._shared_forecasts = workflow.patched(SHARED_FORECASTS_PATCH)
+            self._local_stages = self._shared_forecasts and workflow.patched(LOCAL_STAGES_PATCH)
             fetched = await self._fetch(cycle, cycle_id, timeline.dispatch_interval, now_market,
                                         started_utc + (timeline.data_cutoff - decision_time),
                                         decision_time if self._shared_forecasts else None)
@@ -225,7 +232,7 @@ class AutobidderCycle:
             use_estimates = workflow.now() >= cutoff_utc
             as_of = first_as_of if first_as_of is not None else now_market()
             first_as_of = None
-            fetched: MarketFetched = await workflow.execute_activity(
+            fetched: MarketFetched = await self._stage_activity(
                 "fetch_market_snapshot",
                 FetchInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
                            dispatch_interval=_iso(dispatch_interval), as_of=_iso(as_of),
@@ -290,7 +297,7 @@ class AutobidderCycle:
         (the units of the region deciding from the same snapshot share them)."""
         config = cycle.config
         self._enter("forecast")
-        answered: ForecastsAnswered = await workflow.execute_activity(
+        answered: ForecastsAnswered = await self._stage_activity(
             "request_forecasts",
             ForecastsInput(cycle_id=cycle_id, region=cycle.region, products=fetched.products,
                            snapshot_key=fetched.snapshot_key, first_interval=_iso(dispatch_interval), config=config),
@@ -339,7 +346,7 @@ class AutobidderCycle:
                      dispatch_interval: datetime, offer_time: datetime, config: CycleConfig,
                      time_left: _Remaining) -> BidBuilt:
         self._enter("bid")
-        built: BidBuilt = await workflow.execute_activity(
+        built: BidBuilt = await self._stage_activity(
             "build_and_validate_bid",
             BuildBidInput(cycle_id=cycle_id, unit_id=cycle.unit_id, plan_key=plan.archive_key,
                           dispatch_interval=_iso(dispatch_interval), offer_time=_iso(offer_time),
@@ -361,7 +368,7 @@ class AutobidderCycle:
 
     async def _submit(self, cycle_id: str, bid_key: str, time_left: _Remaining) -> BidSubmitted:
         self._enter("submit")
-        submitted: BidSubmitted = await workflow.execute_activity(
+        submitted: BidSubmitted = await self._stage_activity(
             "submit_bid",
             SubmitInput(cycle_id=cycle_id, bid_key=bid_key),
             result_type=BidSubmitted,
@@ -388,7 +395,7 @@ class AutobidderCycle:
         unreachable) is recorded too; the next cycle before the close decides the DAILY bid again."""
         self._enter("submit")
         try:
-            submitted: BidSubmitted = await workflow.execute_activity(
+            submitted: BidSubmitted = await self._stage_activity(
                 "submit_bid",
                 SubmitInput(cycle_id=cycle_id, bid_key=bid_key),
                 result_type=BidSubmitted,
@@ -397,7 +404,9 @@ class AutobidderCycle:
                 retry_policy=QUICK_RETRY,
                 summary="submit the next trading day's DAILY bid (idempotent)",
             )
-        except ActivityError as failure:  # not stored by the market: the next cycle in the window decides it again
+        # Not stored by the market: the next cycle in the window decides it again. A local activity's failure
+        # arrives as the activity's own error (or time-out), not wrapped in an ActivityError.
+        except (ActivityError, ApplicationError, TemporalTimeoutError) as failure:
             self._add_fact("daily", f"{summary}; not submitted: {_failure_text(failure)}", (bid_key,))
             return
         workflow.upsert_memo({"daily_bid": {"bid_id": submitted.bid_id, "status": submitted.status,
@@ -434,7 +443,7 @@ class AutobidderCycle:
             self._not_submitted = next((f.summary for f in self._facts if f.stage == "fetch"), "bidding paused")
         elif failure:
             self._not_submitted = f"the cycle failed: {failure}"
-        outcome: OutcomeRecorded = await workflow.execute_activity(
+        outcome: OutcomeRecorded = await self._stage_activity(
             "record_outcome",
             RecordInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
                         dispatch_interval=_iso(dispatch_interval), status=status, bid_id=bid_id,
@@ -494,6 +503,22 @@ class AutobidderCycle:
             workflow.logger.warning("could not record failed cycle: %s", record_failure)
 
     # -- state helpers --------------------------------------------------------------------------
+
+    async def _stage_activity(self, activity: str, arg: Any, *, result_type: type, start_to_close_timeout: timedelta,
+                              retry_policy: RetryPolicy, summary: str,
+                              schedule_to_close_timeout: timedelta | None = None, activity_id: str | None = None,
+                              ) -> Any:
+        """Run a stage's activity: a local activity once the cycle runs its stages locally
+        (LOCAL_STAGES_PATCH), else an activity scheduled through the server."""
+        if self._local_stages:
+            return await workflow.execute_local_activity(
+                activity, arg, result_type=result_type, start_to_close_timeout=start_to_close_timeout,
+                schedule_to_close_timeout=schedule_to_close_timeout, retry_policy=retry_policy,
+                activity_id=activity_id, summary=summary)
+        return await workflow.execute_activity(
+            activity, arg, result_type=result_type, start_to_close_timeout=start_to_close_timeout,
+            schedule_to_close_timeout=schedule_to_close_timeout, retry_policy=retry_policy, activity_id=activity_id,
+            summary=summary)
 
     def _enter(self, stage: str) -> None:
         self._stage = stage
