@@ -58,7 +58,8 @@ from models import bids as bid_store
 from models import cycles as cycle_store
 from models import operator_controls as control_store
 from models.db import connect
-from pools.shared_forecasts import SharedForecasts
+from pools.replies import WorkerAnswer
+from pools.shared_requests import SharedRequests
 from pools.sqs import QueueUrls, send_task
 from services.aemo_bidding import ANSWER_UNREADABLE, CREDENTIALS_REFUSED, FAILURE_TYPE_KEY
 from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
@@ -76,8 +77,9 @@ SETTLE_LOOKBACK_DAYS = 2
 # cannot be read, credentials AEMO refuses. A time-out is retried: the bid service asks AEMO before resending.
 FINAL_MARKET_FAILURES = frozenset({ANSWER_UNREADABLE, CREDENTIALS_REFUSED})
 # Archive objects kept decoded in a worker process, most recently read first out last: a cycle reads its
-# snapshot once per product (nine times) and its plan twice; keys are content hashes, so an object never changes.
-DECODED_CACHE_OBJECTS = 64
+# snapshot, its forecasts and its plan (twice) again after writing or fetching them; a round of ten units in four
+# regions keeps ~60 of them; keys are content hashes, so an object never changes.
+DECODED_CACHE_OBJECTS = 128
 
 
 def market_failure_type(error: grpc.aio.AioRpcError) -> str | None:
@@ -113,7 +115,7 @@ class CycleActivities:
     """
 
     def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls,
-                 shared_forecasts: SharedForecasts | None = None) -> None:
+                 shared_requests: SharedRequests | None = None) -> None:
         if settings.database_url is None:
             raise ValueError("the cycle activities need settings.database_url (DATABASE_URL)")
         self._settings = settings
@@ -126,12 +128,13 @@ class CycleActivities:
         self._market_data_address = settings.stack.market_data_address
         self._bid_address = settings.stack.bid_service_address
         self._decoded: OrderedDict[str, Any] = OrderedDict()
-        # The process's forecast exchange: its result relay must be given the same one (run_result_relay).
-        self.shared_forecasts = shared_forecasts if shared_forecasts is not None else SharedForecasts(sqs, queues)
+        # The process's request exchange: its result relay must be given the same one (run_result_relay).
+        self.shared_requests = shared_requests if shared_requests is not None else SharedRequests(sqs, queues)
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
         return [self.fetch_market_snapshot, self.request_forecast, self.request_forecasts, self.request_optimisation,
+                self.optimise_plan,
                 self.build_and_validate_bid, self.submit_bid, self.record_outcome]
 
     async def _put(self, message: Any, cycle_id: str, label: str) -> str:
@@ -146,10 +149,15 @@ class CycleActivities:
             self._decoded.move_to_end(key)
             return cached
         message = await asyncio.to_thread(self._archive.get, key)
+        self._remember(key, message)
+        return message
+
+    def _remember(self, key: str, message: Any) -> None:
+        """Keep ``message``, archived under ``key``, decoded for the next :meth:`_get`."""
         self._decoded[key] = message
+        self._decoded.move_to_end(key)
         while len(self._decoded) > DECODED_CACHE_OBJECTS:
             self._decoded.popitem(last=False)
-        return message
 
     def _unit(self, unit_id: str) -> UnitSettings:
         """The configured battery unit ``unit_id``; a non-retryable failure naming the configured ones otherwise."""
@@ -228,7 +236,7 @@ class CycleActivities:
         """Every product's forecast of the cycle, as of its snapshot's as-of (AEST), in one activity: the
         requests (:func:`~algorithms.market.cycle_requests.region_forecast_requests`, the same for every unit
         of the region deciding from the same snapshot) are archived under the cycle, asked of the forecast
-        pool through the process's :class:`~pools.shared_forecasts.SharedForecasts` (a request another cycle
+        pool through the process's :class:`~pools.shared_requests.SharedRequests` (a request another cycle
         already asked is not sent again), and the results indexed under the cycle as they come back."""
         snapshot = cast(market_data_pb2.MarketSnapshot, await self._get(task.snapshot_key))
         config = task.config
@@ -244,16 +252,40 @@ class CycleActivities:
             raise _non_retryable(str(error)) from error
         await asyncio.to_thread(self._archive.put_all, [
             (request, f"forecast-request/{request.product}") for request in requests], cycle_id=task.cycle_id)
-        asked = await self.shared_forecasts.ask(requests, resend_after_s=float(config.worker_answer_timeout_s))
+        asked = await self.shared_requests.ask(requests, resend_after_s=float(config.worker_answer_timeout_s))
         await asyncio.to_thread(self._archive.put_all, [
-            (forecast.result, f"forecast-result/{forecast.result.product}") for forecast in asked.forecasts],
-            cycle_id=task.cycle_id)
-        return ForecastsAnswered(answers=tuple(forecast.answer for forecast in asked.forecasts), sent=asked.sent,
+            (forecast.result, f"forecast-result/{request.product}")
+            for forecast, request in zip(asked.answers, requests, strict=True)], cycle_id=task.cycle_id)
+        for forecast in asked.answers:  # the optimisation request reads them next
+            self._remember(forecast.answer.archive_key, forecast.result)
+        return ForecastsAnswered(answers=tuple(forecast.answer for forecast in asked.answers), sent=asked.sent,
                                  shared=asked.shared)
 
     @activity.defn(name="request_optimisation")
     async def request_optimisation(self, task: OptimisationTaskInput) -> None:
         """Archive the optimisation request over every forecast and queue it (completed by its answer)."""
+        request = await self._optimisation_request(task)
+        await self._put(request, task.cycle_id, "optimisation-request")
+        await asyncio.to_thread(send_task, self._sqs, self._queues,
+                                worker_pb2.WorkerTask(task_id=request.request_id, reply_to=_reply_to(),
+                                                      optimisation=request))
+        activity.raise_complete_async()
+
+    @activity.defn(name="optimise_plan")
+    async def optimise_plan(self, task: OptimisationTaskInput) -> WorkerAnswer:
+        """The plan over every forecast (MW, MWh): the optimisation request is archived under the cycle, asked
+        of the optimisation pool through the process's :class:`~pools.shared_requests.SharedRequests`, and the
+        plan indexed under the cycle when it comes back; the answer names it."""
+        request = await self._optimisation_request(task)
+        await self._put(request, task.cycle_id, "optimisation-request")
+        asked = await self.shared_requests.ask([request], resend_after_s=float(task.config.worker_answer_timeout_s))
+        plan = asked.answers[0]
+        await self._put(plan.result, task.cycle_id, "optimisation-result/")
+        self._remember(plan.answer.archive_key, plan.result)  # the bid and record stages read it next
+        return plan.answer
+
+    async def _optimisation_request(self, task: OptimisationTaskInput) -> worker_pb2.OptimisationRequest:
+        """The optimisation request over the archived forecasts of ``task`` for its unit's battery."""
         forecasts = [cast(worker_pb2.ForecastResult, f)
                      for f in await asyncio.gather(*(self._get(k) for k in task.forecast_keys))]
         config = task.config
@@ -274,11 +306,7 @@ class CycleActivities:
                                                   version=config.optimiser_algorithm_version))
         except InvalidRequestError as error:
             raise _non_retryable(str(error)) from error
-        await self._put(request, task.cycle_id, "optimisation-request")
-        await asyncio.to_thread(send_task, self._sqs, self._queues,
-                                worker_pb2.WorkerTask(task_id=request.request_id, reply_to=_reply_to(),
-                                                      optimisation=request))
-        activity.raise_complete_async()
+        return request
 
     @activity.defn(name="build_and_validate_bid")
     async def build_and_validate_bid(self, request: BuildBidInput) -> BidBuilt:

@@ -28,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from archive.store import Archive
 from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
 from pools.runtime import DeadLetter, receive_count_of
-from pools.shared_forecasts import SharedForecasts, exchange_reply_to
+from pools.shared_requests import SharedRequests, exchange_reply_to
 from pools.sqs import MalformedMessageError, QueueUrls, decode_reply, queue_urls, sqs_client
 from settings import Settings
 from vpp.v1 import worker_pb2
@@ -45,7 +45,7 @@ RELAY_CONCURRENCY = 32
 RECEIVE_WAIT_S = 1
 RECEIVE_ERROR_BACKOFF_S = 1.0
 RESULT_STATUS_PREFIX = "RESULT_STATUS_"
-# relay_reply's outcome for a reply to another process's forecast exchange: left on the queue for its relay.
+# relay_reply's outcome for a reply to another process's request exchange: left on the queue for its relay.
 ELSEWHERE = "elsewhere"
 
 
@@ -123,9 +123,9 @@ def _waiting_activity(reply: worker_pb2.WorkerReply) -> bool:
 
 
 async def relay_reply(reply: worker_pb2.WorkerReply, temporal_client: Client, archive: Archive,
-                      shared: SharedForecasts | None = None) -> str:
+                      shared: SharedRequests | None = None) -> str:
     """Archive a result reply and complete (or fail, for an error reply) its waiting activity; a reply to a
-    task of the process's forecast exchange ``shared`` is archived (under no cycle: each cycle that asked
+    task of the process's request exchange ``shared`` is archived (under no cycle: each cycle that asked
     indexes it) and handed to the exchange instead.
 
     Returns what happened ("completed", "failed", "already_closed", "no_activity", "shared",
@@ -139,7 +139,7 @@ async def relay_reply(reply: worker_pb2.WorkerReply, temporal_client: Client, ar
             return ELSEWHERE
         if kind in RESULT_KINDS:
             key = await asyncio.to_thread(archive.put, result_of(reply), label=archive_label(reply))
-            shared.resolve(reply.task_id, answer_for_reply(reply, key), reply.forecast)
+            shared.resolve(reply.task_id, answer_for_reply(reply, key), result_of(reply))
             return "shared"
         shared.fail(reply.task_id, failure_for_reply(reply))
         return "shared_failed"
@@ -166,7 +166,7 @@ async def relay_reply(reply: worker_pb2.WorkerReply, temporal_client: Client, ar
 
 async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[str, Any],
                          temporal_client: Client, archive: Archive, max_receive_count: int,
-                         shared: SharedForecasts | None = None) -> bool:
+                         shared: SharedRequests | None = None) -> bool:
     """Relay one reply (dead-lettering one that cannot be relayed); True if it is settled and may be deleted,
     False if it is left for SQS to deliver again."""
     started = time.perf_counter()
@@ -213,7 +213,7 @@ def _delete_settled(client: SQSClient, urls: QueueUrls, messages: list[dict[str,
 
 async def _relay_batch(client: SQSClient, urls: QueueUrls, messages: list[dict[str, Any]],
                        temporal_client: Client, archive: Archive, max_receive_count: int,
-                       shared: SharedForecasts | None = None) -> None:
+                       shared: SharedRequests | None = None) -> None:
     """Relay the replies of one receive concurrently, then delete the settled ones together; an SQS error
     settling them is logged (the replies are delivered again)."""
     try:
@@ -226,9 +226,9 @@ async def _relay_batch(client: SQSClient, urls: QueueUrls, messages: list[dict[s
 
 
 async def run_result_relay(settings: Settings, temporal_client: Client, archive: Archive, stop: asyncio.Event,
-                           *, sqs: SQSClient | None = None, shared: SharedForecasts | None = None) -> None:
+                           *, sqs: SQSClient | None = None, shared: SharedRequests | None = None) -> None:
     """Relay replies from the results queue until ``stop`` is set (noticed within about a second); replies to
-    the forecast exchange ``shared`` (the process's cycle activities') are handed to it."""
+    the request exchange ``shared`` (the process's cycle activities') are handed to it."""
     client = sqs if sqs is not None else sqs_client(settings)
     urls = await asyncio.to_thread(queue_urls, client, settings)
     logger.info("result relay serving %s", urls.results)

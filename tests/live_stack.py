@@ -91,7 +91,7 @@ async def live_stack(settings: Settings, sqs_endpoint: str) -> AsyncIterator[Liv
         async with await WorkflowEnvironment.start_local(dev_server_existing_path=dev_server_path()) as env:
             activities = CycleActivities(settings, archive, sqs, queues)
             tasks.append(asyncio.create_task(run_result_relay(settings, env.client, archive, stop, sqs=sqs,
-                                                              shared=activities.shared_forecasts)))
+                                                              shared=activities.shared_requests)))
             async with Worker(env.client, task_queue=settings.stack.task_queue, workflows=[AutobidderCycle],
                               activities=activities.all(), max_concurrent_activities=50):
                 yield LiveStack(settings, env.client, archive)

@@ -56,6 +56,7 @@ class StandIns:
     forecast_calls: list[ForecastTaskInput] = field(default_factory=list)
     # The one-activity forecast stage (every product at once, requests shared by the region's units).
     forecasts_calls: list[ForecastsInput] = field(default_factory=list)
+    optimise_plan_calls: int = 0
     submits: list[SubmitInput] = field(default_factory=list)
     records: list[RecordInput] = field(default_factory=list)
     late_fetches: int = 0
@@ -111,6 +112,11 @@ class StandIns:
             return WorkerAnswer(task_id="opt", kind="optimisation", archive_key="sha256:plan",
                                 status="OPTIMAL", status_reason="", compute_ms=150.0)
 
+        @activity.defn(name="optimise_plan")
+        async def optimise_plan(task: OptimisationTaskInput) -> WorkerAnswer:
+            self.optimise_plan_calls += 1
+            return await optimise(task)
+
         @activity.defn(name="build_and_validate_bid")
         async def build(request: BuildBidInput) -> BidBuilt:
             built = build_interval(request)
@@ -157,7 +163,7 @@ class StandIns:
                                    state_of_charge_mwh=88.0, price=120.0, dispatch_source=self.dispatch_source,
                                    dispatch_flags=self.dispatch_flags, settled_earlier=self.settled_earlier)
 
-        return [fetch, forecast, forecasts, optimise, build, submit, record]
+        return [fetch, forecast, forecasts, optimise, optimise_plan, build, submit, record]
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +197,8 @@ async def test_cycle_runs_every_stage_in_order_and_bids_the_next_interval(env: W
     assert stand_ins.forecasts_calls[0].snapshot_key == "sha256:snap1"
     # The first fetch is as of the decision time itself, so the region's units fetch the same snapshot.
     assert stand_ins.fetch_calls[0].as_of == DECISION_TIME
+    # The plan is asked for in the worker process (a local stage), not completed by the result relay.
+    assert stand_ins.optimise_plan_calls == 1
     assert len(stand_ins.submits) == 1
     assert stand_ins.records[-1].status == "SUBMITTED"
     assert result.outcome.cleared and result.outcome.gen_mw == 100.0

@@ -48,7 +48,7 @@ async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
                       activities=[*activities.all(), *operator.all(), *distribution.all()],
                       max_concurrent_activities=50):
         relay = asyncio.create_task(run_result_relay(settings, client, archive, stop, sqs=sqs,
-                                                     shared=activities.shared_forecasts))
+                                                     shared=activities.shared_requests))
         logger.info("temporal worker ready on task queue %s (%s)", settings.stack.task_queue,
                     settings.stack.temporal_address)
         stop_wait = asyncio.create_task(stop.wait())

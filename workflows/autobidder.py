@@ -85,9 +85,10 @@ DAILY_BID_PATCH = "submit-daily-bid"
 # asks for every product's forecast as of the snapshot's as-of (requests shared by the units of the region
 # deciding from the same snapshot) instead of one activity per product as of the forecast stage's market time.
 SHARED_FORECASTS_PATCH = "region-forecasts-one-activity"
-# workflow.patched id of the local stages: fetch, forecasts, build + validate, submit and record run as local
-# activities (in the worker that runs the cycle, recorded as markers) instead of tasks through the server. The
-# optimisation stays an activity: the result relay completes it when the pool answers.
+# workflow.patched id of the local stages: fetch, forecasts, optimisation, build + validate, submit and record run
+# as local activities (in the worker that runs the cycle, recorded as markers) instead of tasks through the
+# server; the optimisation waits for the pool's answer in the worker process (optimise_plan) instead of being
+# completed by the result relay (request_optimisation).
 LOCAL_STAGES_PATCH = "cycle-local-stages"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
@@ -322,8 +323,9 @@ class AutobidderCycle:
                         time_left: _Remaining) -> WorkerAnswer:
         config = cycle.config
         self._enter("optimise")
-        plan: WorkerAnswer = await workflow.execute_activity(
-            "request_optimisation",
+        plan: WorkerAnswer = await self._stage_activity(
+            # Local: asked and answered in the worker process; else completed by the result relay.
+            "optimise_plan" if self._local_stages else "request_optimisation",
             OptimisationTaskInput(cycle_id=cycle_id, unit_id=cycle.unit_id,
                                   forecast_keys=tuple(a.archive_key for a in forecasts),
                                   first_interval=_iso(dispatch_interval),

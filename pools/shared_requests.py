@@ -1,15 +1,19 @@
-"""Forecast requests shared by the cycles of one Temporal worker process.
+"""Worker requests of the cycles of one Temporal worker process, answered in the process.
 
-A forecast belongs to a region and a round, not to a unit: the units of one region deciding from the same
-snapshot build byte-identical forecast requests, whose id says what is forecast
-(:func:`algorithms.market.cycle_requests.shared_forecast_id`). :class:`SharedForecasts` sends each distinct
-request once: a request asked for while the same one is outstanding waits for that task's answer, and one
-answered among the last ``remembered`` is answered at once. The result is archived once (content-addressed);
-each cycle indexes it under its own id.
+A cycle's activity sends its worker requests (forecasts, the optimisation) through the process's
+:class:`SharedRequests` and waits there for the answers, so it completes like any activity (and may run as a
+local activity) instead of being completed asynchronously by the result relay.
 
-Tasks are addressed to the process's exchange (``ReplyTo.workflow_id`` = :attr:`SharedForecasts.exchange_id`,
-no activity id), and the process's result relay hands their replies here (:meth:`SharedForecasts.resolve`,
-:meth:`SharedForecasts.fail`) instead of completing an activity. A reply addressed to another process's
+Identical requests are sent once: a forecast belongs to a region and a round, not to a unit, and the units
+of one region deciding from the same snapshot build byte-identical forecast requests whose id says what is
+forecast (:func:`algorithms.market.cycle_requests.shared_forecast_id`). A request asked for while one with
+the same id is outstanding waits for that task's answer, and one answered among the last ``remembered`` is
+answered at once. The result is archived once (content-addressed); each cycle indexes it under its own id.
+An optimisation request's id names its cycle, so it is shared only with a retry of the same activity.
+
+Tasks are addressed to the process's exchange (``ReplyTo.workflow_id`` = :attr:`SharedRequests.exchange_id`,
+no activity id), and the process's result relay hands their replies here (:meth:`SharedRequests.resolve`,
+:meth:`SharedRequests.fail`) instead of completing an activity. A reply addressed to another process's
 exchange is left on the results queue for that process's relay (SQS delivers it again after the visibility
 timeout; when that process is gone, it is dead-lettered after ``max_receive_count`` receives).
 
@@ -29,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from google.protobuf.message import Message
+
 from pools.replies import WorkerAnswer
 from pools.sqs import QueueUrls, send_tasks
 from vpp.v1 import worker_pb2
@@ -37,33 +43,38 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 # ReplyTo.workflow_id of every exchange: what the result relay recognises an exchange's reply by.
-EXCHANGE_PREFIX = "forecast-exchange/"
-# Answered forecasts kept per process (a 288-interval, 9-quantile result is ~21 kB): a round of a large
-# portfolio asks for a few dozen distinct forecasts.
+EXCHANGE_PREFIX = "request-exchange/"
+# Answers kept per process (a 288-interval, 9-quantile forecast is ~21 kB): a round of a large portfolio asks
+# for a few dozen distinct forecasts and one optimisation per unit.
 DEFAULT_REMEMBERED = 256
 
 
+# The worker requests an exchange sends: a forecast or an optimisation.
+WorkerRequest = worker_pb2.ForecastRequest | worker_pb2.OptimisationRequest
+
+
 @dataclass(frozen=True)
-class SharedForecast:
-    """One forecast as a cycle receives it: the answer naming its archive key, and the result itself."""
+class SharedAnswer:
+    """One answer as a cycle receives it: the WorkerAnswer naming its archive key, and the result itself
+    (a ForecastResult or an OptimisationResult)."""
 
     answer: WorkerAnswer
-    result: worker_pb2.ForecastResult
+    result: Message
 
 
 @dataclass(frozen=True)
-class ForecastsAsked:
-    """What one ask got: the forecasts in the order asked, how many tasks it sent to SQS, and how many
+class RequestsAsked:
+    """What one ask got: the answers in the order asked, how many tasks it sent to SQS, and how many
     requests were answered by a task another ask had sent (outstanding or answered before)."""
 
-    forecasts: tuple[SharedForecast, ...]
+    answers: tuple[SharedAnswer, ...]
     sent: int
     shared: int
 
 
 @dataclass
 class _Outstanding:
-    future: asyncio.Future[SharedForecast]
+    future: asyncio.Future[SharedAnswer]
     sent_at: float
 
 
@@ -72,8 +83,8 @@ def exchange_reply_to(reply: worker_pb2.WorkerReply) -> bool:
     return reply.reply_to.workflow_id.startswith(EXCHANGE_PREFIX) and not reply.reply_to.activity_id
 
 
-class SharedForecasts:
-    """The forecast requests of one worker process, each sent once while outstanding (see the module
+class SharedRequests:
+    """The worker requests of one worker process, each sent once while outstanding (see the module
     docstring). One per process, shared by the cycle activities and the result relay; used from one event
     loop."""
 
@@ -87,7 +98,7 @@ class SharedForecasts:
         self._clock = clock
         self.exchange_id = f"{EXCHANGE_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._outstanding: dict[str, _Outstanding] = {}
-        self._answered: OrderedDict[str, SharedForecast] = OrderedDict()
+        self._answered: OrderedDict[str, SharedAnswer] = OrderedDict()
         self.tasks_sent = 0
         self.requests_shared = 0
 
@@ -95,15 +106,15 @@ class SharedForecasts:
         """Whether ``reply`` answers a task this exchange sent."""
         return exchange_reply_to(reply) and reply.reply_to.workflow_id == self.exchange_id
 
-    async def ask(self, requests: Sequence[worker_pb2.ForecastRequest], *, resend_after_s: float) -> ForecastsAsked:
-        """The forecasts of ``requests``, in order. Requests not outstanding and not answered recently are sent
+    async def ask(self, requests: Sequence[WorkerRequest], *, resend_after_s: float) -> RequestsAsked:
+        """The answers to ``requests``, in order. Requests not outstanding and not answered recently are sent
         with as few SendMessageBatch calls as SQS allows; an outstanding one sent more than ``resend_after_s``
         seconds ago (its answer may be lost) is sent again. Raises the pool's failure (an ApplicationError of
         type WorkerFailed, from the relay) when a request is answered with an error, and SQS errors as they are.
         Cancelling an ask leaves the tasks outstanding for the other asks waiting for them."""
         loop = asyncio.get_running_loop()
         now = self._clock()
-        waits: list[asyncio.Future[SharedForecast]] = []
+        waits: list[asyncio.Future[SharedAnswer]] = []
         to_send: list[worker_pb2.WorkerTask] = []
         shared = 0
         for request in requests:
@@ -112,7 +123,7 @@ class SharedForecasts:
             outstanding = self._outstanding.get(task_id)
             if answered is not None:
                 self._answered.move_to_end(task_id)
-                ready: asyncio.Future[SharedForecast] = loop.create_future()
+                ready: asyncio.Future[SharedAnswer] = loop.create_future()
                 ready.set_result(answered)
                 waits.append(ready)
                 shared += 1
@@ -120,13 +131,12 @@ class SharedForecasts:
                 waits.append(outstanding.future)
                 shared += 1
             else:
-                future: asyncio.Future[SharedForecast] = (
+                future: asyncio.Future[SharedAnswer] = (
                     outstanding.future if outstanding is not None else loop.create_future())
                 future.add_done_callback(_retrieve)
                 self._outstanding[task_id] = _Outstanding(future, now)
                 waits.append(future)
-                to_send.append(worker_pb2.WorkerTask(
-                    task_id=task_id, reply_to=worker_pb2.ReplyTo(workflow_id=self.exchange_id), forecast=request))
+                to_send.append(_task(task_id, worker_pb2.ReplyTo(workflow_id=self.exchange_id), request))
         if to_send:
             try:
                 await asyncio.to_thread(send_tasks, self._sqs, self._queues, to_send)
@@ -136,13 +146,13 @@ class SharedForecasts:
                 raise
         self.tasks_sent += len(to_send)
         self.requests_shared += shared
-        forecasts = await asyncio.gather(*(asyncio.shield(wait) for wait in waits))
-        return ForecastsAsked(forecasts=tuple(forecasts), sent=len(to_send), shared=shared)
+        answers = await asyncio.gather(*(asyncio.shield(wait) for wait in waits))
+        return RequestsAsked(answers=tuple(answers), sent=len(to_send), shared=shared)
 
-    def resolve(self, task_id: str, answer: WorkerAnswer, result: worker_pb2.ForecastResult) -> None:
+    def resolve(self, task_id: str, answer: WorkerAnswer, result: Message) -> None:
         """The relay's answer to task ``task_id`` (archived as ``answer.archive_key``): every ask waiting for
         it gets it, and it is remembered for asks to come."""
-        shared = SharedForecast(answer=answer, result=result)
+        shared = SharedAnswer(answer=answer, result=result)
         self._answered[task_id] = shared
         self._answered.move_to_end(task_id)
         while len(self._answered) > self._remembered:
@@ -158,7 +168,7 @@ class SharedForecasts:
         """Tasks sent and not answered yet."""
         return len(self._outstanding)
 
-    def _settle(self, task_id: str, *, answer: SharedForecast | None = None,
+    def _settle(self, task_id: str, *, answer: SharedAnswer | None = None,
                 failure: BaseException | None = None) -> None:
         outstanding = self._outstanding.pop(task_id, None)
         if outstanding is None or outstanding.future.done():
@@ -169,7 +179,14 @@ class SharedForecasts:
             outstanding.future.set_result(answer)  # type: ignore[arg-type]
 
 
-def _retrieve(future: asyncio.Future[SharedForecast]) -> None:
+def _task(task_id: str, reply_to: worker_pb2.ReplyTo, request: WorkerRequest) -> worker_pb2.WorkerTask:
+    """The SQS task carrying ``request``."""
+    if isinstance(request, worker_pb2.ForecastRequest):
+        return worker_pb2.WorkerTask(task_id=task_id, reply_to=reply_to, forecast=request)
+    return worker_pb2.WorkerTask(task_id=task_id, reply_to=reply_to, optimisation=request)
+
+
+def _retrieve(future: asyncio.Future[SharedAnswer]) -> None:
     """Mark a failed shared future's exception as seen (the asks that wait for it raise it themselves)."""
     if not future.cancelled():
         future.exception()
