@@ -195,6 +195,7 @@ class CycleActivities:
             snapshot = estimate_missing(snapshot)
         status = await get_unit_status(self._bid_address, request.unit_id)
         key = await self._put(snapshot, request.cycle_id, "market-snapshot")
+        self._remember(key, snapshot)  # the forecast stage reads it next
         return MarketFetched(
             snapshot_key=key,
             latest_quality=_quality_name(snapshot.latest_quality),

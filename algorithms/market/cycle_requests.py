@@ -125,7 +125,7 @@ def shared_forecast_id(request: worker_pb2.ForecastRequest) -> str:
     first = from_timestamp(request.first_interval)
     algorithm = request.algorithm
     return (f"forecast/{request.region}/{first:%Y%m%dT%H%M}/{request.product}/"
-            f"{algorithm.name}@{algorithm.version}/{inputs_hash(request)[:16]}")
+            f"{algorithm.name}@{algorithm.version}/{(request.inputs_hash or inputs_hash(request))[:16]}")
 
 
 def region_forecast_requests(
