@@ -7,9 +7,10 @@ local activity) instead of being completed asynchronously by the result relay.
 Identical requests are sent once: a forecast belongs to a region and a round, not to a unit, and the units
 of one region deciding from the same snapshot build byte-identical forecast requests whose id says what is
 forecast (:func:`algorithms.market.cycle_requests.shared_forecast_id`). A request asked for while one with
-the same id is outstanding waits for that task's answer, and one answered among the last ``remembered`` is
-answered at once. The result is archived once (content-addressed); each cycle indexes it under its own id.
-An optimisation request's id names its cycle, so it is shared only with a retry of the same activity.
+the same id and inputs (:func:`exchange_task_id`) is outstanding waits for that task's answer, and one
+answered among the last ``remembered`` is answered at once. The result is archived once
+(content-addressed); each cycle indexes it under its own id. An optimisation request's id names its cycle,
+so it is shared only with a retry of the same activity.
 
 Tasks are addressed to the process's exchange (``ReplyTo.workflow_id`` = :attr:`SharedRequests.exchange_id`,
 no activity id), and the process's result relay hands their replies here (:meth:`SharedRequests.resolve`,
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
+from algorithms.common.content_hash import inputs_hash
 from pools.replies import WorkerAnswer
 from pools.sqs import QueueUrls, send_tasks
 from vpp.v1 import worker_pb2
@@ -78,6 +80,13 @@ class _Outstanding:
     sent_at: float
 
 
+def exchange_task_id(request: WorkerRequest) -> str:
+    """The task id of ``request`` at the exchange: its request id and the first 16 hex digits of its inputs
+    hash, so that two requests under one id with different inputs (a workflow id run again) never share an
+    answer, here or in a pool's idempotency cache."""
+    return f"{request.request_id}#{(request.inputs_hash or inputs_hash(request))[:16]}"
+
+
 def exchange_reply_to(reply: worker_pb2.WorkerReply) -> bool:
     """Whether ``reply`` answers a task of an exchange (of this process or another one)."""
     return reply.reply_to.workflow_id.startswith(EXCHANGE_PREFIX) and not reply.reply_to.activity_id
@@ -118,7 +127,7 @@ class SharedRequests:
         to_send: list[worker_pb2.WorkerTask] = []
         shared = 0
         for request in requests:
-            task_id = request.request_id
+            task_id = exchange_task_id(request)
             answered = self._answered.get(task_id)
             outstanding = self._outstanding.get(task_id)
             if answered is not None:

@@ -34,7 +34,7 @@ from backtest.archive_replay import load_archived_cycle, replay_archived_cycles
 from pools.replies import WORKER_FAILED_ERROR_TYPE
 from pools.result_relay import ELSEWHERE, relay_reply, run_result_relay
 from pools.runtime import run_pool
-from pools.shared_requests import SharedRequests
+from pools.shared_requests import SharedRequests, exchange_task_id
 from pools.sqs import (
     SQS_MAX_BATCH_BYTES,
     SQS_MAX_BATCH_ENTRIES,
@@ -191,12 +191,28 @@ async def test_identical_requests_asked_at_once_share_one_task_and_one_archived_
         direct = handler(request)
         assert isinstance(direct, worker_pb2.ForecastResult) and isinstance(answered.result, worker_pb2.ForecastResult)
         assert list(answered.result.price) == list(direct.price)
-        assert answered.result.request_id == request.request_id == answered.answer.task_id
+        assert answered.result.request_id == request.request_id
+        task_id = exchange_task_id(request)
+        assert answered.answer.task_id == task_id == f"{request.request_id}#{request.inputs_hash[:16]}"
         assert exchange.archive.get(answered.answer.archive_key) == answered.result
     # Asked again later, the answer is remembered: nothing is sent.
     again = await exchange.shared.ask(requests[:1], resend_after_s=60.0)
     assert (again.sent, again.shared, exchange.sqs.tasks_sent) == (0, 1, 3)
     assert exchange.shared.outstanding() == 0
+
+
+async def test_one_id_with_other_inputs_is_another_task(exchange: Exchange) -> None:
+    # A workflow id run again names its optimisation the same: its inputs, not its id, decide what it shares.
+    first = _requests(("ENERGY",))[0]
+    other = region_forecast_requests(_snapshot(), ("ENERGY",), first_interval=FIRST_INTERVAL,
+                                     horizon_intervals=HORIZON_INTERVALS + 12, quantiles=QUANTILES,
+                                     algorithm=forecaster.ALGORITHM)[0]
+    other.request_id = first.request_id
+    answers = await asyncio.wait_for(asyncio.gather(exchange.shared.ask([first], resend_after_s=60.0),
+                                                    exchange.shared.ask([other], resend_after_s=60.0)), timeout=120)
+    assert exchange.sqs.tasks_sent == 2 and [a.shared for a in answers] == [0, 0]
+    lengths = [len(cast(worker_pb2.ForecastResult, a.answers[0].result).price) for a in answers]
+    assert lengths == [HORIZON_INTERVALS * len(QUANTILES), (HORIZON_INTERVALS + 12) * len(QUANTILES)]
 
 
 async def test_an_error_reply_fails_every_ask_waiting_and_the_next_ask_sends_again(exchange: Exchange) -> None:
@@ -218,7 +234,8 @@ async def test_an_error_reply_fails_every_ask_waiting_and_the_next_ask_sends_aga
 
 async def test_a_reply_to_another_process_is_left_for_its_relay(exchange: Exchange) -> None:
     elsewhere = SharedRequests(exchange.sqs, None)
-    reply = worker_pb2.WorkerReply(task_id="forecast/x", reply_to=worker_pb2.ReplyTo(workflow_id=elsewhere.exchange_id),
+    reply = worker_pb2.WorkerReply(task_id="forecast/x#0",
+                                   reply_to=worker_pb2.ReplyTo(workflow_id=elsewhere.exchange_id),
                                    forecast=worker_pb2.ForecastResult(request_id="forecast/x", product="ENERGY"))
     assert await relay_reply(reply, cast(Client, None), exchange.archive, exchange.shared) == ELSEWHERE
     assert await relay_reply(reply, cast(Client, None), exchange.archive, None) == ELSEWHERE
