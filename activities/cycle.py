@@ -128,6 +128,8 @@ class CycleActivities:
         self._market_data_address = settings.stack.market_data_address
         self._bid_address = settings.stack.bid_service_address
         self._decoded: OrderedDict[str, Any] = OrderedDict()
+        # Snapshots being fetched, by what they are of: identical concurrent fetches share one call.
+        self._snapshots: dict[tuple[str, str, str, int, bool], asyncio.Future[market_data_pb2.MarketSnapshot]] = {}
         # The process's request exchange: its result relay must be given the same one (run_result_relay).
         self.shared_requests = shared_requests if shared_requests is not None else SharedRequests(sqs, queues)
 
@@ -182,18 +184,8 @@ class CycleActivities:
                                  products=(), quality_notes=(), state_of_charge_mwh=float("nan"),
                                  net_mw=float("nan"), as_of=request.as_of, paused=True,
                                  paused_reason=controls.paused_reason)
-        dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
-        as_of = datetime.fromisoformat(request.as_of)
-        try:
-            snapshot = await fetch_snapshot(self._market_data_address, request.region, dispatch_interval, as_of,
-                                            request.history_intervals)
-        except grpc.aio.AioRpcError as error:
-            if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-                raise _non_retryable(f"market data: {error.details()}") from error
-            raise
-        if request.use_estimates:
-            snapshot = estimate_missing(snapshot)
-        status = await get_unit_status(self._bid_address, request.unit_id)
+        snapshot, status = await asyncio.gather(self._region_snapshot(request),
+                                                get_unit_status(self._bid_address, request.unit_id))
         key = await self._put(snapshot, request.cycle_id, "market-snapshot")
         self._remember(key, snapshot)  # the forecast stage reads it next
         return MarketFetched(
@@ -210,6 +202,32 @@ class CycleActivities:
             soc_floor_until=controls.soc_floor_until.isoformat() if controls.soc_floor_until else None,
             manual_rebid_reason=controls.manual_rebid_reason,
         )
+
+    async def _region_snapshot(self, request: FetchInput) -> market_data_pb2.MarketSnapshot:
+        """The region's snapshot for the interval ending ``request.dispatch_interval`` as of ``request.as_of``
+        (AEST), estimated past the cut-off when asked: fetched once (gRPC) for every cycle of the process that
+        asks for the same one at the same time, so the region's units deciding in a round decide from one
+        snapshot. Callers must not modify it."""
+        fetch_key = (request.region, request.dispatch_interval, request.as_of, request.history_intervals,
+                     request.use_estimates)
+        pending = self._snapshots.get(fetch_key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_snapshot(request))
+            self._snapshots[fetch_key] = pending
+            pending.add_done_callback(lambda _: self._snapshots.pop(fetch_key, None))
+        return await asyncio.shield(pending)
+
+    async def _fetch_snapshot(self, request: FetchInput) -> market_data_pb2.MarketSnapshot:
+        dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
+        as_of = datetime.fromisoformat(request.as_of)
+        try:
+            snapshot = await fetch_snapshot(self._market_data_address, request.region, dispatch_interval, as_of,
+                                            request.history_intervals)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                raise _non_retryable(f"market data: {error.details()}") from error
+            raise
+        return estimate_missing(snapshot) if request.use_estimates else snapshot
 
     @activity.defn(name="request_forecast")
     async def request_forecast(self, task: ForecastTaskInput) -> None:

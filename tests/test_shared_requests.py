@@ -297,7 +297,10 @@ async def test_units_of_one_region_share_one_set_of_forecasts_and_each_replays_e
                      for unit, result in (("HPR1", hpr1), ("SA4", sa4), ("VIC2", vic2))}
     products = len(forecast_keys["HPR1"])
     assert products == 9
-    # The SA1 units' cycles got the same forecasts; VIC1's are its own.
+    # The SA1 units' cycles decided from one snapshot (fetched as of the decision time) ...
+    snapshots = {unit: result.facts[0].archive_keys for unit, result in (("HPR1", hpr1), ("SA4", sa4), ("VIC2", vic2))}
+    assert snapshots["HPR1"] == snapshots["SA4"] != snapshots["VIC2"]
+    # ... and got the same forecasts; VIC1's are its own.
     assert forecast_keys["HPR1"] == forecast_keys["SA4"]
     assert not set(forecast_keys["VIC2"]) & set(forecast_keys["HPR1"])
     # One task per forecast of each region (9 for SA1, asked once and shared by both units; 9 for VIC1) and one
