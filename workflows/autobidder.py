@@ -1,7 +1,9 @@
 """The 5-minute AutoBidder cycle.
 
-operator controls + market data (gRPC) -> forecasts (SQS, one task per product, fanned out and accumulated) ->
-optimise (SQS) -> build + validate the bid (V1–V8) -> submit (gRPC, idempotent) -> record.
+operator controls + market data (gRPC) -> forecasts (SQS, every product in one activity, the requests shared by
+the region's units deciding from the same snapshot) -> optimise (SQS) -> build + validate the bid (V1–V8) ->
+submit (gRPC, idempotent) -> record. The stages run as local activities (LOCAL_STAGES_PATCH); cycles started
+before the patches ran them as activities, with one forecast activity per product.
 
 The workflow only orchestrates: every decision about prices, plans and bids is made by pure functions
 behind the activities. Operator controls (workflows/operator.py) are read with the market data: a paused
