@@ -8,6 +8,12 @@ out or unknown ("not found") is logged and the reply deleted: relaying is idempo
 
 A reply that cannot be relayed (archive or Temporal unavailable) stays on the queue and is retried
 after the visibility timeout; after ``max_receive_count`` attempts it is dead-lettered.
+
+A reply addressed to another Temporal worker process's request exchange (several worker processes share the
+results queue: replicas, or the old and the new process of a rolling deployment) is released at once
+(visibility 0), so another relay receives it within a receive, not a visibility timeout later; it is not
+dead-lettered for its receive count but once it is older (SentTimestamp) than ``elsewhere_max_age_s`` — by
+then its asker has sent the request again (the cycle's worker-answer timeout) or is gone.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from google.protobuf.message import Message
@@ -164,11 +170,28 @@ async def relay_reply(reply: worker_pb2.WorkerReply, temporal_client: Client, ar
         raise
 
 
+# What becomes of a received reply: deleted (relayed or dead-lettered), left for SQS to deliver again after
+# the visibility timeout, or released at once for another process's relay.
+Settlement = Literal["settled", "retry", "release"]
+
+
+def message_age_s(message: Mapping[str, Any], now_s: float) -> float:
+    """Seconds since SQS received ``message`` (its SentTimestamp attribute, ms since the epoch) at ``now_s``
+    (seconds since the epoch); 0 when the attribute is absent or unreadable."""
+    text = (message.get("Attributes") or {}).get("SentTimestamp")
+    try:
+        return max(0.0, now_s - int(text) / 1000.0) if text is not None else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
 async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[str, Any],
                          temporal_client: Client, archive: Archive, max_receive_count: int,
-                         shared: SharedRequests | None = None) -> bool:
-    """Relay one reply (dead-lettering one that cannot be relayed); True if it is settled and may be deleted,
-    False if it is left for SQS to deliver again."""
+                         shared: SharedRequests | None = None,
+                         elsewhere_max_age_s: float = 60.0) -> Settlement:
+    """Relay one reply (dead-lettering one that cannot be relayed): "settled" if it may be deleted, "retry"
+    if it is left for SQS to deliver again, "release" if it is another process's and must be made visible at
+    once (until it is older than ``elsewhere_max_age_s``, seconds, then it is dead-lettered)."""
     started = time.perf_counter()
     receive_count = receive_count_of(message)
     body = message.get("Body", "")
@@ -179,16 +202,18 @@ async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[st
         task_id = reply.task_id or "?"
         outcome = await relay_reply(reply, temporal_client, archive, shared)
         if outcome == ELSEWHERE:
-            if receive_count < max_receive_count:
-                return False  # another process's exchange waits for it: its relay will receive it
-            dead_reason = f"{ELSEWHERE}: no relay took the reply to {reply.reply_to.workflow_id}"
+            age_s = message_age_s(message, time.time())
+            if age_s < elsewhere_max_age_s:
+                return "release"  # another process's exchange waits for it: its relay will receive it
+            dead_reason = (f"{ELSEWHERE}: no relay took the reply to {reply.reply_to.workflow_id} "
+                           f"within {elsewhere_max_age_s:.0f} s (its asker has resent the request or is gone)")
     except (MalformedMessageError, ValueError) as exc:
         outcome, dead_reason = "invalid_message", f"invalid_message: {exc}"
     except Exception as exc:
         if receive_count < max_receive_count:
             logger.warning("reply of task %s not relayed (receive %d of %d), will retry: %s",
                            task_id, receive_count, max_receive_count, exc, exc_info=exc)
-            return False
+            return "retry"
         outcome, dead_reason = "relay_failed", f"relay_failed: {type(exc).__name__}: {exc}"
     if dead_reason:
         letter = DeadLetter(body=body, error_code=outcome, error_message=dead_reason[:2000],
@@ -197,7 +222,7 @@ async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[st
                                 MessageAttributes=letter.message_attributes())
     logger.info("reply task=%s outcome=%s ms=%.1f%s", task_id, outcome, (time.perf_counter() - started) * 1e3,
                 f" detail={dead_reason!r}" if dead_reason else "")
-    return True
+    return "settled"
 
 
 def _delete_settled(client: SQSClient, urls: QueueUrls, messages: list[dict[str, Any]]) -> None:
@@ -211,16 +236,32 @@ def _delete_settled(client: SQSClient, urls: QueueUrls, messages: list[dict[str,
         logger.error("could not delete a relayed reply (it will be delivered again): %s", failed)
 
 
+def _release(client: SQSClient, urls: QueueUrls, messages: list[dict[str, Any]]) -> None:
+    """Make replies for another process's relay visible again at once (one ChangeMessageVisibilityBatch); one
+    that could not be released is delivered again after the visibility timeout."""
+    if not messages:
+        return
+    answer = client.change_message_visibility_batch(QueueUrl=urls.results, Entries=[
+        {"Id": str(position), "ReceiptHandle": message["ReceiptHandle"], "VisibilityTimeout": 0}
+        for position, message in enumerate(messages)])
+    for failed in answer.get("Failed", []):
+        logger.warning("could not release a reply for another process (delivered after its timeout): %s", failed)
+
+
 async def _relay_batch(client: SQSClient, urls: QueueUrls, messages: list[dict[str, Any]],
                        temporal_client: Client, archive: Archive, max_receive_count: int,
-                       shared: SharedRequests | None = None) -> None:
-    """Relay the replies of one receive concurrently, then delete the settled ones together; an SQS error
-    settling them is logged (the replies are delivered again)."""
+                       shared: SharedRequests | None = None, elsewhere_max_age_s: float = 60.0) -> None:
+    """Relay the replies of one receive concurrently, then delete the settled ones together and release
+    the ones for another process's relay together; an SQS error settling them is logged (the replies are
+    delivered again)."""
     try:
         settled = await asyncio.gather(*(_relay_message(client, urls, message, temporal_client, archive,
-                                                        max_receive_count, shared) for message in messages))
-        await asyncio.to_thread(_delete_settled, client, urls,
-                                [message for message, done in zip(messages, settled, strict=True) if done])
+                                                        max_receive_count, shared, elsewhere_max_age_s)
+                                         for message in messages))
+        await asyncio.to_thread(_delete_settled, client, urls, [
+            message for message, outcome in zip(messages, settled, strict=True) if outcome == "settled"])
+        await asyncio.to_thread(_release, client, urls, [
+            message for message, outcome in zip(messages, settled, strict=True) if outcome == "release"])
     except (BotoCoreError, ClientError) as exc:
         logger.error("could not settle replies on %s (they will be delivered again): %s", urls.results, exc)
 
@@ -245,7 +286,7 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
         try:
             response = await asyncio.to_thread(
                 client.receive_message, QueueUrl=urls.results, MaxNumberOfMessages=RELAY_BATCH,
-                WaitTimeSeconds=RECEIVE_WAIT_S, AttributeNames=["ApproximateReceiveCount"])
+                WaitTimeSeconds=RECEIVE_WAIT_S, AttributeNames=["ApproximateReceiveCount", "SentTimestamp"])
         except (BotoCoreError, ClientError) as exc:
             logger.warning("receive from %s failed: %s", urls.results, exc)
             with contextlib.suppress(TimeoutError):
@@ -259,7 +300,8 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
             continue
         await slots.acquire()
         task = asyncio.create_task(_relay_batch(client, urls, messages, temporal_client, archive,
-                                                settings.stack.max_receive_count, shared))
+                                                settings.stack.max_receive_count, shared,
+                                                float(settings.cycle.worker_answer_timeout_s)))
         in_flight.add(task)
         task.add_done_callback(finished)
     if in_flight:

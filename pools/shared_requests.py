@@ -15,8 +15,9 @@ so it is shared only with a retry of the same activity.
 Tasks are addressed to the process's exchange (``ReplyTo.workflow_id`` = :attr:`SharedRequests.exchange_id`,
 no activity id), and the process's result relay hands their replies here (:meth:`SharedRequests.resolve`,
 :meth:`SharedRequests.fail`) instead of completing an activity. A reply addressed to another process's
-exchange is left on the results queue for that process's relay (SQS delivers it again after the visibility
-timeout; when that process is gone, it is dead-lettered after ``max_receive_count`` receives).
+exchange is released at once for that process's relay (visibility 0, so another relay receives it within a
+receive); once it is older than the cycle's worker-answer timeout — its asker has sent the request again, or is
+gone — it is dead-lettered with the reason (pools/result_relay.py).
 
 The forecasters are pure and deterministic (the forecast pool's result cache relies on it too), so sharing
 changes no answer: each cycle gets exactly the result its own request would have got.

@@ -11,6 +11,7 @@ each cycle replays exactly from the archive (the same forecasts, plan and bid).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -32,12 +33,13 @@ from archive import LocalArchive
 from archive.store import ArchiveEntry, append_entries
 from backtest.archive_replay import load_archived_cycle, replay_archived_cycles
 from pools.replies import WORKER_FAILED_ERROR_TYPE
-from pools.result_relay import ELSEWHERE, relay_reply, run_result_relay
-from pools.runtime import run_pool
+from pools.result_relay import ELSEWHERE, _relay_message, message_age_s, relay_reply, run_result_relay
+from pools.runtime import receive_count_of, run_pool
 from pools.shared_requests import SharedRequests, exchange_task_id
 from pools.sqs import (
     SQS_MAX_BATCH_BYTES,
     SQS_MAX_BATCH_ENTRIES,
+    encode_message,
     ensure_queues,
     sqs_client,
     task_batches,
@@ -240,6 +242,64 @@ async def test_a_reply_to_another_process_is_left_for_its_relay(exchange: Exchan
     assert await relay_reply(reply, cast(Client, None), exchange.archive, exchange.shared) == ELSEWHERE
     assert await relay_reply(reply, cast(Client, None), exchange.archive, None) == ELSEWHERE
     assert elsewhere.addressed_here(reply) and not exchange.shared.addressed_here(reply)
+
+
+def _foreign_reply() -> worker_pb2.WorkerReply:
+    """A forecast reply addressed to an exchange of another worker process."""
+    elsewhere = SharedRequests(cast(Any, None), None)
+    return worker_pb2.WorkerReply(task_id="forecast/y#0",
+                                  reply_to=worker_pb2.ReplyTo(workflow_id=elsewhere.exchange_id),
+                                  forecast=worker_pb2.ForecastResult(request_id="forecast/y", product="ENERGY"))
+
+
+async def test_a_reply_to_another_process_is_released_at_once_not_after_the_visibility_timeout(
+        exchange: Exchange) -> None:
+    # Another worker process's relay must get it within a receive: this process's relay, which receives it
+    # first (nobody else reads the queue), makes it visible again at once, so it is received again and again
+    # long before the visibility timeout (30 s) would have let SQS deliver it a second time.
+    assert exchange.settings.stack.visibility_timeout_s >= 30
+    urls = await asyncio.to_thread(ensure_queues, exchange.sqs, exchange.settings)
+    await asyncio.to_thread(exchange.sqs.send_message, QueueUrl=urls.results,
+                            MessageBody=encode_message(_foreign_reply()))
+
+    async def received_again() -> int:
+        while True:
+            answer = await asyncio.to_thread(exchange.sqs.receive_message, QueueUrl=urls.results,
+                                             MaxNumberOfMessages=1, WaitTimeSeconds=1,
+                                             AttributeNames=["ApproximateReceiveCount"])
+            for message in answer.get("Messages", []):
+                count = receive_count_of(message)
+                await asyncio.to_thread(exchange.sqs.change_message_visibility, QueueUrl=urls.results,
+                                        ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+                if count >= 3:
+                    return count
+            await asyncio.sleep(0.2)
+
+    assert await asyncio.wait_for(received_again(), timeout=20) >= 3
+    dead = await asyncio.to_thread(exchange.sqs.receive_message, QueueUrl=urls.dead_letters, WaitTimeSeconds=0)
+    assert not dead.get("Messages")  # released, not dead-lettered for its receive count
+
+
+async def test_a_reply_to_another_process_older_than_its_asker_waits_is_dead_lettered_with_the_reason(
+        exchange: Exchange) -> None:
+    urls = await asyncio.to_thread(ensure_queues, exchange.sqs, exchange.settings)
+    body = encode_message(_foreign_reply())
+    sent_ms = int((time.time() - 61.0) * 1000)
+    now_ms = str(int(time.time() * 1000))
+    young = {"Body": body, "Attributes": {"ApproximateReceiveCount": "9", "SentTimestamp": now_ms}}
+    old = {"Body": body, "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(sent_ms)}}
+    relay = (exchange.sqs, urls)
+    assert await _relay_message(*relay, young, cast(Client, None), exchange.archive, 3, exchange.shared,
+                                elsewhere_max_age_s=60.0) == "release"
+    assert await _relay_message(*relay, old, cast(Client, None), exchange.archive, 3, exchange.shared,
+                                elsewhere_max_age_s=60.0) == "settled"
+    dead = await asyncio.to_thread(exchange.sqs.receive_message, QueueUrl=urls.dead_letters, WaitTimeSeconds=1,
+                                   MessageAttributeNames=["All"])
+    [letter] = dead["Messages"]
+    assert letter["Body"] == body
+    reason = letter["MessageAttributes"]
+    assert any("no relay took the reply" in str(value) for value in reason.values()), reason
+    assert message_age_s(old, time.time()) > 60.0 and message_age_s({"Attributes": {}}, time.time()) == 0.0
 
 
 # --------------------------------------------------------------------------------------------------
