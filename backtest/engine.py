@@ -15,7 +15,10 @@ activities of ``activities/cycle.py``) makes it, without Temporal, SQS, gRPC or 
    answered by the handler the worker pools serve for the configured algorithm
    (:func:`algorithms.registry.default_registry`).
 4. **Optimise** — :func:`algorithms.market.cycle_requests.optimisation_request` (initial SoC = the unit's,
-   terminal = the configured initial SoC, initial net MW = the unit's) and its handler.
+   terminal = the configured initial SoC, initial net MW = the unit's) and its handler. Where the data has
+   DISPATCHREGIONSUM (and ``[market_depth] plan_with_expected_depth``), the request carries the FCAS depth
+   the plan expects, estimated from the region's local dispatch known at the snapshot's as-of
+   (:func:`algorithms.market.depth_plan.plan_enablement_caps_mw`); otherwise none, as a price-taker's.
 5. **Bid** — :func:`algorithms.market.bid_decision.decide_bid`, the same decision the
    ``build_and_validate_bid`` activity makes (:func:`bid_stage`): the plan's bid, else the safe bid; no
    resubmission without material change from the bid in force (it stands); V1–V8 with the trading day's
