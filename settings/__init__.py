@@ -491,8 +491,8 @@ class MarketDepthSettings:
     # horizon, at the share × the region's local dispatch expected from what was known at decision time
     # (algorithms.market.depth_plan). Without DISPATCHREGIONSUM in the data the plan is a price-taker's.
     plan_with_expected_depth: bool = True
-    # Multiplier on that expected cap (> 0; 1 = the share itself).
-    planning_cap_factor: float = 1.0
+    # Multiplier on that expected cap (> 0; 1 = the share itself; 1.5 chosen on the tuning months).
+    planning_cap_factor: float = 1.5
 
 
 @dataclass(frozen=True)

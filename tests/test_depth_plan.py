@@ -188,7 +188,7 @@ def test_no_caps_is_the_price_takers_request_bit_for_bit(settings: Settings) -> 
 
 def test_the_setting_is_read_and_checked(tmp_path: Path) -> None:
     depth = load_settings(environ={}).market_depth
-    assert depth.plan_with_expected_depth and depth.planning_cap_factor == 1.0
+    assert depth.plan_with_expected_depth and depth.planning_cap_factor == 1.5
     config = tmp_path / "depth.toml"
     config.write_text("[market_depth]\nplan_with_expected_depth = false\nplanning_cap_factor = 0.75\n")
     loaded = load_settings(config, environ={}).market_depth
