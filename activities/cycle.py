@@ -25,6 +25,8 @@ from activities.cycle_facts import (
     BidSubmitted,
     BuildBidInput,
     FetchInput,
+    ForecastsAnswered,
+    ForecastsInput,
     ForecastTaskInput,
     MarketFetched,
     OptimisationTaskInput,
@@ -42,7 +44,12 @@ from algorithms.market.as_of import estimate_missing, latest_known
 from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, decide_bid
 from algorithms.market.clearing import outcome_price
 from algorithms.market.console import bid_bands, plan_intent
-from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
+from algorithms.market.cycle_requests import (
+    forecast_request,
+    forecastable_products,
+    optimisation_request,
+    region_forecast_requests,
+)
 from algorithms.market.daily_bid import DailyBidsInForce
 from algorithms.market.dispatch_check import DispatchCheck, check_dispatch
 from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor, effective_controls
@@ -51,6 +58,8 @@ from models import bids as bid_store
 from models import cycles as cycle_store
 from models import operator_controls as control_store
 from models.db import connect
+from pools.replies import WorkerAnswer
+from pools.shared_requests import SharedRequests
 from pools.sqs import QueueUrls, send_task
 from services.aemo_bidding import ANSWER_UNREADABLE, CREDENTIALS_REFUSED, FAILURE_TYPE_KEY
 from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
@@ -68,8 +77,9 @@ SETTLE_LOOKBACK_DAYS = 2
 # cannot be read, credentials AEMO refuses. A time-out is retried: the bid service asks AEMO before resending.
 FINAL_MARKET_FAILURES = frozenset({ANSWER_UNREADABLE, CREDENTIALS_REFUSED})
 # Archive objects kept decoded in a worker process, most recently read first out last: a cycle reads its
-# snapshot once per product (nine times) and its plan twice; keys are content hashes, so an object never changes.
-DECODED_CACHE_OBJECTS = 64
+# snapshot, its forecasts and its plan (twice) again after writing or fetching them; a round of ten units in four
+# regions keeps ~60 of them; keys are content hashes, so an object never changes.
+DECODED_CACHE_OBJECTS = 128
 
 
 def market_failure_type(error: grpc.aio.AioRpcError) -> str | None:
@@ -104,7 +114,8 @@ class CycleActivities:
     Construct once per worker process; the archive and SQS client are shared by every activity.
     """
 
-    def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls) -> None:
+    def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls,
+                 shared_requests: SharedRequests | None = None) -> None:
         if settings.database_url is None:
             raise ValueError("the cycle activities need settings.database_url (DATABASE_URL)")
         self._settings = settings
@@ -117,10 +128,15 @@ class CycleActivities:
         self._market_data_address = settings.stack.market_data_address
         self._bid_address = settings.stack.bid_service_address
         self._decoded: OrderedDict[str, Any] = OrderedDict()
+        # Snapshots being fetched, by what they are of: identical concurrent fetches share one call.
+        self._snapshots: dict[tuple[str, str, str, int, bool], asyncio.Future[market_data_pb2.MarketSnapshot]] = {}
+        # The process's request exchange: its result relay must be given the same one (run_result_relay).
+        self.shared_requests = shared_requests if shared_requests is not None else SharedRequests(sqs, queues)
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
-        return [self.fetch_market_snapshot, self.request_forecast, self.request_optimisation,
+        return [self.fetch_market_snapshot, self.request_forecast, self.request_forecasts, self.request_optimisation,
+                self.optimise_plan,
                 self.build_and_validate_bid, self.submit_bid, self.record_outcome]
 
     async def _put(self, message: Any, cycle_id: str, label: str) -> str:
@@ -135,10 +151,15 @@ class CycleActivities:
             self._decoded.move_to_end(key)
             return cached
         message = await asyncio.to_thread(self._archive.get, key)
+        self._remember(key, message)
+        return message
+
+    def _remember(self, key: str, message: Any) -> None:
+        """Keep ``message``, archived under ``key``, decoded for the next :meth:`_get`."""
         self._decoded[key] = message
+        self._decoded.move_to_end(key)
         while len(self._decoded) > DECODED_CACHE_OBJECTS:
             self._decoded.popitem(last=False)
-        return message
 
     def _unit(self, unit_id: str) -> UnitSettings:
         """The configured battery unit ``unit_id``; a non-retryable failure naming the configured ones otherwise."""
@@ -163,19 +184,10 @@ class CycleActivities:
                                  products=(), quality_notes=(), state_of_charge_mwh=float("nan"),
                                  net_mw=float("nan"), as_of=request.as_of, paused=True,
                                  paused_reason=controls.paused_reason)
-        dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
-        as_of = datetime.fromisoformat(request.as_of)
-        try:
-            snapshot = await fetch_snapshot(self._market_data_address, request.region, dispatch_interval, as_of,
-                                            request.history_intervals)
-        except grpc.aio.AioRpcError as error:
-            if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-                raise _non_retryable(f"market data: {error.details()}") from error
-            raise
-        if request.use_estimates:
-            snapshot = estimate_missing(snapshot)
-        status = await get_unit_status(self._bid_address, request.unit_id)
+        snapshot, status = await asyncio.gather(self._region_snapshot(request),
+                                                get_unit_status(self._bid_address, request.unit_id))
         key = await self._put(snapshot, request.cycle_id, "market-snapshot")
+        self._remember(key, snapshot)  # the forecast stage reads it next
         return MarketFetched(
             snapshot_key=key,
             latest_quality=_quality_name(snapshot.latest_quality),
@@ -190,6 +202,32 @@ class CycleActivities:
             soc_floor_until=controls.soc_floor_until.isoformat() if controls.soc_floor_until else None,
             manual_rebid_reason=controls.manual_rebid_reason,
         )
+
+    async def _region_snapshot(self, request: FetchInput) -> market_data_pb2.MarketSnapshot:
+        """The region's snapshot for the interval ending ``request.dispatch_interval`` as of ``request.as_of``
+        (AEST), estimated past the cut-off when asked: fetched once (gRPC) for every cycle of the process that
+        asks for the same one at the same time, so the region's units deciding in a round decide from one
+        snapshot. Callers must not modify it."""
+        fetch_key = (request.region, request.dispatch_interval, request.as_of, request.history_intervals,
+                     request.use_estimates)
+        pending = self._snapshots.get(fetch_key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_snapshot(request))
+            self._snapshots[fetch_key] = pending
+            pending.add_done_callback(lambda _: self._snapshots.pop(fetch_key, None))
+        return await asyncio.shield(pending)
+
+    async def _fetch_snapshot(self, request: FetchInput) -> market_data_pb2.MarketSnapshot:
+        dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
+        as_of = datetime.fromisoformat(request.as_of)
+        try:
+            snapshot = await fetch_snapshot(self._market_data_address, request.region, dispatch_interval, as_of,
+                                            request.history_intervals)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                raise _non_retryable(f"market data: {error.details()}") from error
+            raise
+        return estimate_missing(snapshot) if request.use_estimates else snapshot
 
     @activity.defn(name="request_forecast")
     async def request_forecast(self, task: ForecastTaskInput) -> None:
@@ -212,9 +250,61 @@ class CycleActivities:
                                                       forecast=request))
         activity.raise_complete_async()
 
+    @activity.defn(name="request_forecasts")
+    async def request_forecasts(self, task: ForecastsInput) -> ForecastsAnswered:
+        """Every product's forecast of the cycle, as of its snapshot's as-of (AEST), in one activity: the
+        requests (:func:`~algorithms.market.cycle_requests.region_forecast_requests`, the same for every unit
+        of the region deciding from the same snapshot) are archived under the cycle, asked of the forecast
+        pool through the process's :class:`~pools.shared_requests.SharedRequests` (a request another cycle
+        already asked is not sent again), and the results indexed under the cycle as they come back."""
+        snapshot = cast(market_data_pb2.MarketSnapshot, await self._get(task.snapshot_key))
+        config = task.config
+        if snapshot.region != task.region:
+            raise _non_retryable(f"snapshot {task.snapshot_key} is of {snapshot.region}, not {task.region}")
+        try:
+            requests = region_forecast_requests(
+                snapshot, task.products, first_interval=datetime.fromisoformat(task.first_interval),
+                horizon_intervals=config.horizon_intervals, quantiles=config.forecast_quantiles,
+                algorithm=common_pb2.AlgorithmRef(name=config.forecast_algorithm,
+                                                  version=config.forecast_algorithm_version))
+        except InvalidRequestError as error:
+            raise _non_retryable(str(error)) from error
+        await asyncio.to_thread(self._archive.put_all, [
+            (request, f"forecast-request/{request.product}") for request in requests], cycle_id=task.cycle_id)
+        asked = await self.shared_requests.ask(requests, resend_after_s=float(config.worker_answer_timeout_s))
+        await asyncio.to_thread(self._archive.put_all, [
+            (forecast.result, f"forecast-result/{request.product}")
+            for forecast, request in zip(asked.answers, requests, strict=True)], cycle_id=task.cycle_id)
+        for forecast in asked.answers:  # the optimisation request reads them next
+            self._remember(forecast.answer.archive_key, forecast.result)
+        return ForecastsAnswered(answers=tuple(forecast.answer for forecast in asked.answers), sent=asked.sent,
+                                 shared=asked.shared)
+
     @activity.defn(name="request_optimisation")
     async def request_optimisation(self, task: OptimisationTaskInput) -> None:
         """Archive the optimisation request over every forecast and queue it (completed by its answer)."""
+        request = await self._optimisation_request(task)
+        await self._put(request, task.cycle_id, "optimisation-request")
+        await asyncio.to_thread(send_task, self._sqs, self._queues,
+                                worker_pb2.WorkerTask(task_id=request.request_id, reply_to=_reply_to(),
+                                                      optimisation=request))
+        activity.raise_complete_async()
+
+    @activity.defn(name="optimise_plan")
+    async def optimise_plan(self, task: OptimisationTaskInput) -> WorkerAnswer:
+        """The plan over every forecast (MW, MWh): the optimisation request is archived under the cycle, asked
+        of the optimisation pool through the process's :class:`~pools.shared_requests.SharedRequests`, and the
+        plan indexed under the cycle when it comes back; the answer names it."""
+        request = await self._optimisation_request(task)
+        await self._put(request, task.cycle_id, "optimisation-request")
+        asked = await self.shared_requests.ask([request], resend_after_s=float(task.config.worker_answer_timeout_s))
+        plan = asked.answers[0]
+        await self._put(plan.result, task.cycle_id, "optimisation-result/")
+        self._remember(plan.answer.archive_key, plan.result)  # the bid and record stages read it next
+        return plan.answer
+
+    async def _optimisation_request(self, task: OptimisationTaskInput) -> worker_pb2.OptimisationRequest:
+        """The optimisation request over the archived forecasts of ``task`` for its unit's battery."""
         forecasts = [cast(worker_pb2.ForecastResult, f)
                      for f in await asyncio.gather(*(self._get(k) for k in task.forecast_keys))]
         config = task.config
@@ -235,11 +325,7 @@ class CycleActivities:
                                                   version=config.optimiser_algorithm_version))
         except InvalidRequestError as error:
             raise _non_retryable(str(error)) from error
-        await self._put(request, task.cycle_id, "optimisation-request")
-        await asyncio.to_thread(send_task, self._sqs, self._queues,
-                                worker_pb2.WorkerTask(task_id=request.request_id, reply_to=_reply_to(),
-                                                      optimisation=request))
-        activity.raise_complete_async()
+        return request
 
     @activity.defn(name="build_and_validate_bid")
     async def build_and_validate_bid(self, request: BuildBidInput) -> BidBuilt:

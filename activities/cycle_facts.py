@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from algorithms.market.console import BidBand
+from pools.replies import WorkerAnswer
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,31 @@ class MarketFetched:
     soc_floor_until: str | None = None
     # A manual rebid the operator asked for (its reason), None when none is pending.
     manual_rebid_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ForecastsInput:
+    """Every product's forecast of one decision from the archived snapshot, as of the snapshot's as-of, for
+    the horizon from ``first_interval`` (interval-ending AEST): requests shared by the units of the region
+    deciding from the same snapshot (algorithms/market/cycle_requests.region_forecast_requests)."""
+
+    cycle_id: str
+    region: str
+    products: tuple[str, ...]
+    snapshot_key: str
+    first_interval: str
+    config: CycleConfig
+
+
+@dataclass(frozen=True)
+class ForecastsAnswered:
+    """The forecast stage's answers, in the order of the products asked; ``sent`` forecasts were asked of
+    the pool by this cycle, ``shared`` were answered by a request of another cycle of the region (or of this
+    round before)."""
+
+    answers: tuple[WorkerAnswer, ...]
+    sent: int
+    shared: int
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,6 +90,11 @@ class Archive(Protocol):
 
     def put(self, message: Message, *, cycle_id: str | None = None, label: str = "") -> str:
         """Archive ``message`` (once) and, if ``cycle_id`` is given, index it; returns its key."""
+        ...
+
+    def put_all(self, messages: Sequence[tuple[Message, str]], *, cycle_id: str) -> list[str]:
+        """Archive each ``(message, label)`` (once) and index them under ``cycle_id`` in order with one index
+        write; their keys."""
         ...
 
     def get(self, key: str) -> Message:
@@ -240,11 +245,26 @@ def append_entry(existing_text: str, entry: ArchiveEntry) -> str | None:
 
     Recording the same (label, key) twice is a no-op, so a retried step does not duplicate entries.
     """
-    entries = parse_index(entry.cycle_id, existing_text)
-    if any(e.label == entry.label and e.key == entry.key for e in entries):
+    return append_entries(existing_text, [entry])
+
+
+def append_entries(existing_text: str, new_entries: Sequence[ArchiveEntry]) -> str | None:
+    """The index text with ``new_entries`` appended in order (those whose label and key the cycle already
+    lists, or an earlier one of ``new_entries`` does, left out), or ``None`` if there is nothing to append."""
+    if not new_entries:
+        return None
+    entries = parse_index(new_entries[0].cycle_id, existing_text)
+    listed = {(e.label, e.key) for e in entries}
+    lines: list[str] = []
+    for entry in new_entries:
+        if (entry.label, entry.key) in listed:
+            continue
+        listed.add((entry.label, entry.key))
+        lines.append(index_line(len(entries) + len(lines), entry))
+    if not lines:
         return None
     prefix = existing_text if not existing_text or existing_text.endswith("\n") else existing_text + "\n"
-    return prefix + index_line(len(entries), entry)
+    return prefix + "".join(lines)
 
 
 def utc_now() -> datetime:
@@ -272,13 +292,28 @@ class LocalArchive:
         """Archive ``message`` (once) and, if ``cycle_id`` is given, index it under ``label``; its key."""
         archived = packed_bytes(message)
         key = key_for_bytes(archived)
+        self._write_object(key, archived)
+        if cycle_id is not None:
+            entry = ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock())
+            self._record([entry])
+        return key
+
+    def put_all(self, messages: Sequence[tuple[Message, str]], *, cycle_id: str) -> list[str]:
+        """Archive each ``(message, label)`` (once) and index them under ``cycle_id`` in order, rewriting the
+        cycle's index once; their keys."""
+        entries: list[ArchiveEntry] = []
+        for message, label in messages:
+            archived = packed_bytes(message)
+            key = key_for_bytes(archived)
+            self._write_object(key, archived)
+            entries.append(ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock()))
+        self._record(entries)
+        return [entry.key for entry in entries]
+
+    def _write_object(self, key: str, archived: bytes) -> None:
         target = self.root / object_path(key)
         if not target.exists():
             _atomic_write(target, archived)
-        if cycle_id is not None:
-            entry = ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock())
-            self._record(entry)
-        return key
 
     def get_bytes(self, key: str) -> bytes:
         """The hash-checked serialised ``Any`` under ``key`` (:class:`ArchiveNotFoundError` if absent)."""
@@ -310,12 +345,14 @@ class LocalArchive:
         ids = (cycle_id_from_index_name(p.name) for p in folder.iterdir() if p.is_file())
         return sorted(i for i in ids if i is not None)
 
-    def _record(self, entry: ArchiveEntry) -> None:
-        path = self.root / index_path(entry.cycle_id)
+    def _record(self, entries: Sequence[ArchiveEntry]) -> None:
+        if not entries:
+            return
+        path = self.root / index_path(entries[0].cycle_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path.with_name(path.name + ".lock")):
             existing = path.read_text() if path.exists() else ""
-            updated = append_entry(existing, entry)
+            updated = append_entries(existing, entries)
             if updated is not None:
                 _atomic_write(path, updated.encode())
 
@@ -373,6 +410,24 @@ class S3Archive:
         """Archive ``message`` (once) and, if ``cycle_id`` is given, index it under ``label``; its key."""
         archived = packed_bytes(message)
         key = key_for_bytes(archived)
+        self._write_object(key, archived)
+        if cycle_id is not None:
+            self._record([ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock())])
+        return key
+
+    def put_all(self, messages: Sequence[tuple[Message, str]], *, cycle_id: str) -> list[str]:
+        """Archive each ``(message, label)`` (once) and index them under ``cycle_id`` in order with one
+        conditional index write; their keys."""
+        entries: list[ArchiveEntry] = []
+        for message, label in messages:
+            archived = packed_bytes(message)
+            key = key_for_bytes(archived)
+            self._write_object(key, archived)
+            entries.append(ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock()))
+        self._record(entries)
+        return [entry.key for entry in entries]
+
+    def _write_object(self, key: str, archived: bytes) -> None:
         s3_key = self._object_key(object_path(key))
         try:
             self.client.put_object(Bucket=self.bucket, Key=s3_key, Body=archived, IfNoneMatch="*",
@@ -380,9 +435,6 @@ class S3Archive:
         except ClientError as exc:
             if _error_code(exc) not in {"PreconditionFailed", "ConditionalRequestConflict"}:
                 raise
-        if cycle_id is not None:
-            self._record(ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock()))
-        return key
 
     def get_bytes(self, key: str) -> bytes:
         """The hash-checked serialised ``Any`` under ``key`` (:class:`ArchiveNotFoundError` if absent)."""
@@ -423,12 +475,14 @@ class S3Archive:
             return None
         return response["Body"].read(), response["ETag"]
 
-    def _record(self, entry: ArchiveEntry) -> None:
-        s3_key = self._object_key(index_path(entry.cycle_id))
+    def _record(self, entries: Sequence[ArchiveEntry]) -> None:
+        if not entries:
+            return
+        s3_key = self._object_key(index_path(entries[0].cycle_id))
         for _ in range(S3_INDEX_WRITE_ATTEMPTS):
             found = self._read(s3_key)
             existing, etag = (found[0].decode(), found[1]) if found is not None else ("", None)
-            updated = append_entry(existing, entry)
+            updated = append_entries(existing, entries)
             if updated is None:
                 return
             try:

@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from archive.store import Archive
 from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
 from pools.runtime import DeadLetter, receive_count_of
+from pools.shared_requests import SharedRequests, exchange_reply_to
 from pools.sqs import MalformedMessageError, QueueUrls, decode_reply, queue_urls, sqs_client
 from settings import Settings
 from vpp.v1 import worker_pb2
@@ -44,6 +45,8 @@ RELAY_CONCURRENCY = 32
 RECEIVE_WAIT_S = 1
 RECEIVE_ERROR_BACKOFF_S = 1.0
 RESULT_STATUS_PREFIX = "RESULT_STATUS_"
+# relay_reply's outcome for a reply to another process's request exchange: left on the queue for its relay.
+ELSEWHERE = "elsewhere"
 
 
 def reply_kind(reply: worker_pb2.WorkerReply) -> str:
@@ -119,14 +122,27 @@ def _waiting_activity(reply: worker_pb2.WorkerReply) -> bool:
     return bool(reply.reply_to.workflow_id and reply.reply_to.activity_id)
 
 
-async def relay_reply(reply: worker_pb2.WorkerReply, temporal_client: Client, archive: Archive) -> str:
-    """Archive a result reply and complete (or fail, for an error reply) its waiting activity.
+async def relay_reply(reply: worker_pb2.WorkerReply, temporal_client: Client, archive: Archive,
+                      shared: SharedRequests | None = None) -> str:
+    """Archive a result reply and complete (or fail, for an error reply) its waiting activity; a reply to a
+    task of the process's request exchange ``shared`` is archived (under no cycle: each cycle that asked
+    indexes it) and handed to the exchange instead.
 
-    Returns what happened ("completed", "failed", "already_closed", "no_activity"). Raises on an
-    archive or Temporal failure other than "not found".
+    Returns what happened ("completed", "failed", "already_closed", "no_activity", "shared",
+    "shared_failed", or ELSEWHERE for a reply to another process's exchange, which must stay on the queue).
+    Raises on an archive or Temporal failure other than "not found".
     """
     kind = reply_kind(reply)
     reply_to = reply.reply_to
+    if exchange_reply_to(reply):
+        if shared is None or not shared.addressed_here(reply):
+            return ELSEWHERE
+        if kind in RESULT_KINDS:
+            key = await asyncio.to_thread(archive.put, result_of(reply), label=archive_label(reply))
+            shared.resolve(reply.task_id, answer_for_reply(reply, key), result_of(reply))
+            return "shared"
+        shared.fail(reply.task_id, failure_for_reply(reply))
+        return "shared_failed"
     answer: WorkerAnswer | None = None
     if kind in RESULT_KINDS:
         key = await asyncio.to_thread(archive.put, result_of(reply),
@@ -149,7 +165,8 @@ async def relay_reply(reply: worker_pb2.WorkerReply, temporal_client: Client, ar
 
 
 async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[str, Any],
-                         temporal_client: Client, archive: Archive, max_receive_count: int) -> bool:
+                         temporal_client: Client, archive: Archive, max_receive_count: int,
+                         shared: SharedRequests | None = None) -> bool:
     """Relay one reply (dead-lettering one that cannot be relayed); True if it is settled and may be deleted,
     False if it is left for SQS to deliver again."""
     started = time.perf_counter()
@@ -160,7 +177,11 @@ async def _relay_message(client: SQSClient, urls: QueueUrls, message: Mapping[st
     try:
         reply = decode_reply(body)
         task_id = reply.task_id or "?"
-        outcome = await relay_reply(reply, temporal_client, archive)
+        outcome = await relay_reply(reply, temporal_client, archive, shared)
+        if outcome == ELSEWHERE:
+            if receive_count < max_receive_count:
+                return False  # another process's exchange waits for it: its relay will receive it
+            dead_reason = f"{ELSEWHERE}: no relay took the reply to {reply.reply_to.workflow_id}"
     except (MalformedMessageError, ValueError) as exc:
         outcome, dead_reason = "invalid_message", f"invalid_message: {exc}"
     except Exception as exc:
@@ -191,12 +212,13 @@ def _delete_settled(client: SQSClient, urls: QueueUrls, messages: list[dict[str,
 
 
 async def _relay_batch(client: SQSClient, urls: QueueUrls, messages: list[dict[str, Any]],
-                       temporal_client: Client, archive: Archive, max_receive_count: int) -> None:
+                       temporal_client: Client, archive: Archive, max_receive_count: int,
+                       shared: SharedRequests | None = None) -> None:
     """Relay the replies of one receive concurrently, then delete the settled ones together; an SQS error
     settling them is logged (the replies are delivered again)."""
     try:
         settled = await asyncio.gather(*(_relay_message(client, urls, message, temporal_client, archive,
-                                                        max_receive_count) for message in messages))
+                                                        max_receive_count, shared) for message in messages))
         await asyncio.to_thread(_delete_settled, client, urls,
                                 [message for message, done in zip(messages, settled, strict=True) if done])
     except (BotoCoreError, ClientError) as exc:
@@ -204,8 +226,9 @@ async def _relay_batch(client: SQSClient, urls: QueueUrls, messages: list[dict[s
 
 
 async def run_result_relay(settings: Settings, temporal_client: Client, archive: Archive, stop: asyncio.Event,
-                           *, sqs: SQSClient | None = None) -> None:
-    """Relay replies from the results queue until ``stop`` is set (noticed within about a second)."""
+                           *, sqs: SQSClient | None = None, shared: SharedRequests | None = None) -> None:
+    """Relay replies from the results queue until ``stop`` is set (noticed within about a second); replies to
+    the request exchange ``shared`` (the process's cycle activities') are handed to it."""
     client = sqs if sqs is not None else sqs_client(settings)
     urls = await asyncio.to_thread(queue_urls, client, settings)
     logger.info("result relay serving %s", urls.results)
@@ -236,7 +259,7 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
             continue
         await slots.acquire()
         task = asyncio.create_task(_relay_batch(client, urls, messages, temporal_client, archive,
-                                                settings.stack.max_receive_count))
+                                                settings.stack.max_receive_count, shared))
         in_flight.add(task)
         task.add_done_callback(finished)
     if in_flight:

@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,10 @@ class MalformedMessageError(ValueError):
 
 class MessageTooLargeError(ValueError):
     """A message that would exceed SQS's size limit."""
+
+
+class SendFailedError(RuntimeError):
+    """SQS did not accept some tasks of a SendMessageBatch."""
 
 
 class QueueMissingError(LookupError):
@@ -253,3 +258,45 @@ def send_task(client: SQSClient, urls: QueueUrls, task: worker_pb2.WorkerTask) -
     body = encode_message(task)
     check_size(body, MAX_TASK_BODY_BYTES, f"{kind} task {task.task_id!r}")
     return client.send_message(QueueUrl=urls.request_queue(kind), MessageBody=body)["MessageId"]
+
+
+# SQS's limits on one SendMessageBatch: entries, and the bodies' total size (bytes).
+SQS_MAX_BATCH_ENTRIES = 10
+SQS_MAX_BATCH_BYTES = 256 * 1024
+
+
+def task_batches(bodies: Sequence[str]) -> list[list[int]]:
+    """Positions of ``bodies`` grouped, in order, into SendMessageBatch calls: at most SQS_MAX_BATCH_ENTRIES
+    bodies and SQS_MAX_BATCH_BYTES (UTF-8 bytes) in each."""
+    batches: list[list[int]] = []
+    size = 0
+    for position, body in enumerate(bodies):
+        body_bytes = len(body.encode())
+        if not batches or len(batches[-1]) == SQS_MAX_BATCH_ENTRIES or size + body_bytes > SQS_MAX_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(position)
+        size += body_bytes
+    return batches
+
+
+def send_tasks(client: SQSClient, urls: QueueUrls, tasks: Sequence[worker_pb2.WorkerTask]) -> None:
+    """Send ``tasks`` to the request queues of their kinds with as few SendMessageBatch calls as SQS's limits
+    allow (:func:`task_batches`). Refuses a task over :data:`MAX_TASK_BODY_BYTES` before sending any; raises
+    :class:`SendFailedError` naming the tasks SQS did not accept (the others are queued)."""
+    by_kind: dict[str, list[worker_pb2.WorkerTask]] = {}
+    for task in tasks:
+        by_kind.setdefault(task_kind(task), []).append(task)
+    encoded = {kind: [encode_message(task) for task in kind_tasks] for kind, kind_tasks in by_kind.items()}
+    for kind, bodies in encoded.items():
+        for task, body in zip(by_kind[kind], bodies, strict=True):
+            check_size(body, MAX_TASK_BODY_BYTES, f"{kind} task {task.task_id!r}")
+    refused: list[str] = []
+    for kind, bodies in encoded.items():
+        for batch in task_batches(bodies):
+            answer = client.send_message_batch(QueueUrl=urls.request_queue(kind), Entries=[
+                {"Id": str(position), "MessageBody": bodies[position]} for position in batch])
+            refused += [f"{by_kind[kind][int(failed['Id'])].task_id} ({failed.get('Code', '?')})"
+                        for failed in answer.get("Failed", [])]
+    if refused:
+        raise SendFailedError(f"SQS did not accept {len(refused)} task(s): {', '.join(refused)}")

@@ -25,6 +25,7 @@ from activities.cycle_facts import CycleInput, CycleResult
 from archive import Archive, open_archive
 from pools.result_relay import run_result_relay
 from pools.runtime import run_pool
+from pools.shared_requests import SharedRequests
 from pools.sqs import ensure_queues, sqs_client
 from services import bid_service, market_data
 from services.health import wait_healthy
@@ -44,6 +45,8 @@ class LiveStack:
     settings: Settings
     client: Client
     archive: Archive
+    # The worker's request exchange (forecasts shared by the cycles of a region, plans).
+    shared_requests: SharedRequests | None = None
 
     async def run_cycle(self, decision_time: datetime) -> tuple[str, CycleResult]:
         """Run one production cycle deciding at ``decision_time`` (naive AEST); (workflow id, result)."""
@@ -90,10 +93,11 @@ async def live_stack(settings: Settings, sqs_endpoint: str) -> AsyncIterator[Liv
         archive = open_archive(settings)
         async with await WorkflowEnvironment.start_local(dev_server_existing_path=dev_server_path()) as env:
             activities = CycleActivities(settings, archive, sqs, queues)
-            tasks.append(asyncio.create_task(run_result_relay(settings, env.client, archive, stop, sqs=sqs)))
+            tasks.append(asyncio.create_task(run_result_relay(settings, env.client, archive, stop, sqs=sqs,
+                                                              shared=activities.shared_requests)))
             async with Worker(env.client, task_queue=settings.stack.task_queue, workflows=[AutobidderCycle],
                               activities=activities.all(), max_concurrent_activities=50):
-                yield LiveStack(settings, env.client, archive)
+                yield LiveStack(settings, env.client, archive, activities.shared_requests)
             stop.set()
             await asyncio.gather(*tasks)
     finally:

@@ -137,6 +137,20 @@ def test_cycle_index_lists_entries_in_order_without_duplicates(store: Archive) -
     assert store.list_cycle("never-ran") == []
 
 
+def test_a_batch_is_archived_and_indexed_in_order_with_one_index_write(store: Archive) -> None:
+    cycle = "batch-cycle"
+    store.put(_forecast_result("ENERGY"), cycle_id=cycle, label="forecast-result/ENERGY")
+    keys = store.put_all([(_forecast_result("ENERGY"), "forecast-result/ENERGY"),  # already listed
+                          (_forecast_result("RAISE6SEC"), "forecast-result/RAISE6SEC"),
+                          (_plan(), "optimisation-result/")], cycle_id=cycle)
+    assert keys == [store.put(_forecast_result("ENERGY")), store.put(_forecast_result("RAISE6SEC")), store.put(_plan())]
+    entries = store.list_cycle(cycle)
+    assert [(e.label, e.key) for e in entries] == [
+        ("forecast-result/ENERGY", keys[0]), ("forecast-result/RAISE6SEC", keys[1]), ("optimisation-result/", keys[2])]
+    assert store.get(keys[2]) == _plan()
+    assert store.put_all([], cycle_id=cycle) == [] and len(store.list_cycle(cycle)) == 3
+
+
 def test_concurrent_index_writers_lose_no_entry(store: Archive) -> None:
     products = [f"P{i}" for i in range(12)]
 

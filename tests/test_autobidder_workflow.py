@@ -26,6 +26,8 @@ from activities.cycle_facts import (
     CycleConfig,
     CycleInput,
     FetchInput,
+    ForecastsAnswered,
+    ForecastsInput,
     ForecastTaskInput,
     MarketFetched,
     OptimisationTaskInput,
@@ -52,6 +54,9 @@ class StandIns:
 
     fetch_calls: list[FetchInput] = field(default_factory=list)
     forecast_calls: list[ForecastTaskInput] = field(default_factory=list)
+    # The one-activity forecast stage (every product at once, requests shared by the region's units).
+    forecasts_calls: list[ForecastsInput] = field(default_factory=list)
+    optimise_plan_calls: int = 0
     submits: list[SubmitInput] = field(default_factory=list)
     records: list[RecordInput] = field(default_factory=list)
     late_fetches: int = 0
@@ -90,11 +95,27 @@ class StandIns:
                                 archive_key=f"sha256:fc-{task.product}", status="OK", status_reason="",
                                 compute_ms=12.0)
 
+        @activity.defn(name="request_forecasts")
+        async def forecasts(task: ForecastsInput) -> ForecastsAnswered:
+            self.forecasts_calls.append(task)
+            if self.forecast_fails:
+                raise ApplicationError("invalid_request: no history", type=WORKER_FAILED_ERROR_TYPE,
+                                       non_retryable=True)
+            return ForecastsAnswered(answers=tuple(
+                WorkerAnswer(task_id=f"forecast/{task.region}/{product}", kind="forecast",
+                             archive_key=f"sha256:fc-{product}", status="OK", status_reason="", compute_ms=12.0)
+                for product in task.products), sent=len(task.products), shared=0)
+
         @activity.defn(name="request_optimisation")
         async def optimise(task: OptimisationTaskInput) -> WorkerAnswer:
             assert len(task.forecast_keys) == len(PRODUCTS)
             return WorkerAnswer(task_id="opt", kind="optimisation", archive_key="sha256:plan",
                                 status="OPTIMAL", status_reason="", compute_ms=150.0)
+
+        @activity.defn(name="optimise_plan")
+        async def optimise_plan(task: OptimisationTaskInput) -> WorkerAnswer:
+            self.optimise_plan_calls += 1
+            return await optimise(task)
 
         @activity.defn(name="build_and_validate_bid")
         async def build(request: BuildBidInput) -> BidBuilt:
@@ -142,7 +163,7 @@ class StandIns:
                                    state_of_charge_mwh=88.0, price=120.0, dispatch_source=self.dispatch_source,
                                    dispatch_flags=self.dispatch_flags, settled_earlier=self.settled_earlier)
 
-        return [fetch, forecast, optimise, build, submit, record]
+        return [fetch, forecast, forecasts, optimise, optimise_plan, build, submit, record]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +190,15 @@ async def test_cycle_runs_every_stage_in_order_and_bids_the_next_interval(env: W
     assert [f.stage for f in result.facts] == ["fetch", "forecast", "optimise", "bid", "submit", "record"]
     # Decided during the interval ending 17:35, so it bids the interval ending 17:40.
     assert result.dispatch_interval == "2021-01-15T17:40:00"
-    assert sorted(t.product for t in stand_ins.forecast_calls) == sorted(PRODUCTS)
+    # One forecast activity for every product (workflow.patched: region-forecasts-one-activity).
+    assert stand_ins.forecast_calls == []
+    assert [(c.region, c.products, c.first_interval) for c in stand_ins.forecasts_calls] == [
+        ("SA1", PRODUCTS, "2021-01-15T17:40:00")]
+    assert stand_ins.forecasts_calls[0].snapshot_key == "sha256:snap1"
+    # The first fetch is as of the decision time itself, so the region's units fetch the same snapshot.
+    assert stand_ins.fetch_calls[0].as_of == DECISION_TIME
+    # The plan is asked for in the worker process (a local stage), not completed by the result relay.
+    assert stand_ins.optimise_plan_calls == 1
     assert len(stand_ins.submits) == 1
     assert stand_ins.records[-1].status == "SUBMITTED"
     assert result.outcome.cleared and result.outcome.gen_mw == 100.0

@@ -368,7 +368,7 @@ class ControlledStandIns(StandIns):
     builds: list[BuildBidInput] = field(default_factory=list)
 
     def activities(self) -> list[Callable[..., Any]]:
-        fetch, forecast, optimise, _, submit, record = super().activities()
+        fetch, forecast, forecasts, optimise, optimise_plan, _, submit, record = super().activities()
 
         @activity.defn(name="fetch_market_snapshot")
         async def controlled_fetch(request: FetchInput) -> MarketFetched:
@@ -382,7 +382,7 @@ class ControlledStandIns(StandIns):
             return BidBuilt(bid_key="sha256:bid", valid=True, safe_fallback=False, violations=(),
                             summary="bid v1 from plan", manual_rebid_reason=request.manual_rebid_reason)
 
-        return [controlled_fetch, forecast, optimise, build, submit, record]
+        return [controlled_fetch, forecast, forecasts, optimise, optimise_plan, build, submit, record]
 
 
 async def _run_cycle(client: Client, stand_ins: StandIns) -> Any:
@@ -400,7 +400,8 @@ async def test_a_paused_unit_records_paused_and_submits_nothing(env: WorkflowEnv
     assert result.status == "PAUSED" and result.bid_id is None
     assert [f.stage for f in result.facts] == ["fetch", "record"]
     assert "paused by the operator (maintenance)" in result.facts[0].summary
-    assert stand_ins.forecast_calls == [] and stand_ins.submits == [] and stand_ins.builds == []
+    assert stand_ins.forecast_calls == stand_ins.forecasts_calls == [] and stand_ins.submits == []
+    assert stand_ins.builds == []
     assert stand_ins.records[-1].status == "PAUSED"
 
 
@@ -417,7 +418,7 @@ async def test_a_manual_rebid_with_a_soc_hold_is_submitted_with_the_reason(env: 
     assert build.soc_floor_fraction == 0.6 and build.manual_rebid_reason == "storm watch"
     assert stand_ins.records[-1].manual_rebid_reason == "storm watch"
     assert "manual rebid submitted" in result.facts[-1].summary
-    assert len(PRODUCTS) == len(stand_ins.forecast_calls)
+    assert [call.products for call in stand_ins.forecasts_calls] == [PRODUCTS]
 
 
 # -- vpp ops ------------------------------------------------------------------------------------------

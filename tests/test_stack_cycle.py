@@ -21,7 +21,6 @@ import pandas as pd
 import psycopg
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.distribution_facts import DistributionResult
 from archive import open_archive
@@ -149,8 +148,8 @@ async def test_killed_worker_mid_cycle_still_submits_exactly_once(stack: LocalSt
     settings = stack.settings
     decision = FIRST_DECISION + timedelta(hours=1)
     cycle_task = asyncio.create_task(run_cycle_at(client, settings, decision, workflow_id="fault-kill-worker"))
-    handle = client.get_workflow_handle("fault-kill-worker")
-    await _wait_for_activity(handle, "request_forecast")
+    # Mid-cycle: the snapshot is archived (the stages run as local activities: nothing is in the history yet).
+    await _wait_for_archived(settings, "fault-kill-worker", "market-snapshot")
     stack.kill_part("temporal-worker")
     stack.kill_part("optimisation")
     await asyncio.sleep(2)
@@ -174,7 +173,7 @@ async def test_restarted_temporal_server_does_not_lose_the_cycle(stack: LocalSta
     handle = await client.start_workflow(
         AutobidderCycle.run, _cycle_input(settings, decision), id="fault-restart-temporal",
         task_queue=settings.stack.task_queue)
-    await _wait_for_activity(handle, "request_forecast")
+    await _wait_for_archived(settings, handle.id, "market-snapshot")
     await asyncio.to_thread(stack.restart_part, "temporal")
     fresh = await Client.connect(stack.temporal_address)
     result = await asyncio.wait_for(
@@ -243,24 +242,15 @@ def _cycle_input(settings: Settings, decision: datetime) -> object:
                       decision_time=decision.isoformat())
 
 
-async def _wait_for_activity(handle: object, activity_type: str, timeout_s: float = 60) -> None:
-    """Wait until the workflow has scheduled an activity of ``activity_type``."""
-    from temporalio.client import WorkflowHandle
-
-    assert isinstance(handle, WorkflowHandle)
+async def _wait_for_archived(settings: Settings, cycle_id: str, label: str, timeout_s: float = 60) -> None:
+    """Wait until the cycle ``cycle_id`` has archived an object labelled ``label``."""
+    archive = open_archive(settings)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            async for event in handle.fetch_history_events():
-                attributes = event.activity_task_scheduled_event_attributes
-                if event.HasField("activity_task_scheduled_event_attributes") and \
-                        attributes.activity_type.name == activity_type:
-                    return
-        except RPCError as error:  # not started yet
-            if error.status != RPCStatusCode.NOT_FOUND:
-                raise
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no {activity_type} activity within {timeout_s} s")
+        if any(entry.label == label for entry in await asyncio.to_thread(archive.list_cycle, cycle_id)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"cycle {cycle_id} archived no {label} within {timeout_s} s")
 
 
 

@@ -47,7 +47,8 @@ async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
                       workflows=[AutobidderCycle, UnitOperator, PriceForecastDistribution],
                       activities=[*activities.all(), *operator.all(), *distribution.all()],
                       max_concurrent_activities=50):
-        relay = asyncio.create_task(run_result_relay(settings, client, archive, stop, sqs=sqs))
+        relay = asyncio.create_task(run_result_relay(settings, client, archive, stop, sqs=sqs,
+                                                     shared=activities.shared_requests))
         logger.info("temporal worker ready on task queue %s (%s)", settings.stack.task_queue,
                     settings.stack.temporal_address)
         stop_wait = asyncio.create_task(stop.wait())

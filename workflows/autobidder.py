@@ -1,7 +1,9 @@
 """The 5-minute AutoBidder cycle.
 
-operator controls + market data (gRPC) -> forecasts (SQS, one task per product, fanned out and accumulated) ->
-optimise (SQS) -> build + validate the bid (V1–V8) -> submit (gRPC, idempotent) -> record.
+operator controls + market data (gRPC) -> forecasts (SQS, every product in one activity, the requests shared by
+the region's units deciding from the same snapshot) -> optimise (SQS) -> build + validate the bid (V1–V8) ->
+submit (gRPC, idempotent) -> record. The stages run as local activities (LOCAL_STAGES_PATCH); cycles started
+before the patches ran them as activities, with one forecast activity per product.
 
 The workflow only orchestrates: every decision about prices, plans and bids is made by pure functions
 behind the activities. Operator controls (workflows/operator.py) are read with the market data: a paused
@@ -31,6 +33,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cycle_facts import (
@@ -42,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
         CycleResult,
         CycleState,
         FetchInput,
+        ForecastsAnswered,
+        ForecastsInput,
         ForecastTaskInput,
         MarketFetched,
         OptimisationTaskInput,
@@ -78,6 +83,15 @@ BID_REJECTED = "BidRejected"
 TELL_OPERATOR_PATCH = "tell-operator-cycle-recorded"
 # workflow.patched id of the DAILY bid: the next trading day's DAILY bid is submitted after the interval's bid.
 DAILY_BID_PATCH = "submit-daily-bid"
+# workflow.patched id of the region's forecasts: the first fetch is as of the decision time, and one activity
+# asks for every product's forecast as of the snapshot's as-of (requests shared by the units of the region
+# deciding from the same snapshot) instead of one activity per product as of the forecast stage's market time.
+SHARED_FORECASTS_PATCH = "region-forecasts-one-activity"
+# workflow.patched id of the local stages: fetch, forecasts, optimisation, build + validate, submit and record run
+# as local activities (in the worker that runs the cycle, recorded as markers) instead of tasks through the
+# server; the optimisation waits for the pool's answer in the worker process (optimise_plan) instead of being
+# completed by the result relay (request_optimisation).
+LOCAL_STAGES_PATCH = "cycle-local-stages"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
@@ -106,6 +120,8 @@ class AutobidderCycle:
         self._decision_time: datetime | None = None
         self._plan_key: str | None = None
         self._not_submitted: str | None = None
+        self._shared_forecasts = False
+        self._local_stages = False
 
     @workflow.query
     def facts(self) -> list[StageFact]:
@@ -158,12 +174,19 @@ class AutobidderCycle:
             return gate_closure_utc - workflow.now()
 
         try:
+            self._shared_forecasts = workflow.patched(SHARED_FORECASTS_PATCH)
+            self._local_stages = self._shared_forecasts and workflow.patched(LOCAL_STAGES_PATCH)
             fetched = await self._fetch(cycle, cycle_id, timeline.dispatch_interval, now_market,
-                                        started_utc + (timeline.data_cutoff - decision_time))
+                                        started_utc + (timeline.data_cutoff - decision_time),
+                                        decision_time if self._shared_forecasts else None)
             if fetched.paused:
                 return await self._paused(cycle, cycle_id, timeline.dispatch_interval, started_utc, decision_time)
-            forecasts = await self._forecast(cycle_id, fetched, timeline.dispatch_interval, now_market(),
-                                             config, time_left)
+            if self._shared_forecasts:
+                forecasts = await self._region_forecasts(cycle, cycle_id, fetched, timeline.dispatch_interval,
+                                                         time_left)
+            else:
+                forecasts = await self._forecast(cycle_id, fetched, timeline.dispatch_interval, now_market(),
+                                                 config, time_left)
             plan = await self._optimise(cycle, cycle_id, fetched, forecasts, timeline.dispatch_interval, time_left)
             built = await self._build(cycle, cycle_id, plan, fetched, timeline.dispatch_interval, now_market(),
                                       config, time_left)
@@ -201,16 +224,21 @@ class AutobidderCycle:
     # -- stages ---------------------------------------------------------------------------------
 
     async def _fetch(self, cycle: CycleInput, cycle_id: str, dispatch_interval: datetime,
-                     now_market: _MarketClock, cutoff_utc: datetime) -> MarketFetched:
+                     now_market: _MarketClock, cutoff_utc: datetime, first_as_of: datetime | None) -> MarketFetched:
+        """Fetch the snapshot, polling until the latest interval's price is known or the cut-off passes; the
+        first fetch is as of ``first_as_of`` (the decision time, AEST) when given, every other as of the
+        market time now."""
         config = cycle.config
         self._enter("fetch")
         summary = f"operator controls and {cycle.region} market data for {interval_text(dispatch_interval)}"
         while True:
             use_estimates = workflow.now() >= cutoff_utc
-            fetched: MarketFetched = await workflow.execute_activity(
+            as_of = first_as_of if first_as_of is not None else now_market()
+            first_as_of = None
+            fetched: MarketFetched = await self._stage_activity(
                 "fetch_market_snapshot",
                 FetchInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
-                           dispatch_interval=_iso(dispatch_interval), as_of=_iso(now_market()),
+                           dispatch_interval=_iso(dispatch_interval), as_of=_iso(as_of),
                            history_intervals=config.history_intervals, use_estimates=use_estimates),
                 result_type=MarketFetched,
                 start_to_close_timeout=timedelta(seconds=20),
@@ -266,13 +294,40 @@ class AutobidderCycle:
                        tuple(a.archive_key for a in answers))
         return answers
 
+    async def _region_forecasts(self, cycle: CycleInput, cycle_id: str, fetched: MarketFetched,
+                                dispatch_interval: datetime, time_left: _Remaining) -> list[WorkerAnswer]:
+        """Every product's forecast in one activity, as of the snapshot's as-of: the requests are the region's
+        (the units of the region deciding from the same snapshot share them)."""
+        config = cycle.config
+        self._enter("forecast")
+        answered: ForecastsAnswered = await self._stage_activity(
+            "request_forecasts",
+            ForecastsInput(cycle_id=cycle_id, region=cycle.region, products=fetched.products,
+                           snapshot_key=fetched.snapshot_key, first_interval=_iso(dispatch_interval), config=config),
+            result_type=ForecastsAnswered,
+            activity_id="forecasts",
+            start_to_close_timeout=_bounded(timedelta(seconds=config.worker_answer_timeout_s), time_left()),
+            schedule_to_close_timeout=_bounded(time_left(), time_left()),
+            retry_policy=WORKER_RETRY,
+            summary=f"{len(fetched.products)} {cycle.region} price forecasts from {interval_text(dispatch_interval)} "
+                    "(SQS pool, shared by the region's units)",
+        )
+        answers = list(answered.answers)
+        slowest = max((a.compute_ms for a in answers), default=0.0)
+        self._add_fact("forecast", f"{len(answers)} forecasts ({config.forecast_algorithm} "
+                       f"v{config.forecast_algorithm_version}), slowest {slowest:.0f} ms; {answered.sent} asked, "
+                       f"{answered.shared} shared with other {cycle.region} cycles",
+                       tuple(a.archive_key for a in answers))
+        return answers
+
     async def _optimise(self, cycle: CycleInput, cycle_id: str, fetched: MarketFetched,
                         forecasts: list[WorkerAnswer], dispatch_interval: datetime,
                         time_left: _Remaining) -> WorkerAnswer:
         config = cycle.config
         self._enter("optimise")
-        plan: WorkerAnswer = await workflow.execute_activity(
-            "request_optimisation",
+        plan: WorkerAnswer = await self._stage_activity(
+            # Local: asked and answered in the worker process; else completed by the result relay.
+            "optimise_plan" if self._local_stages else "request_optimisation",
             OptimisationTaskInput(cycle_id=cycle_id, unit_id=cycle.unit_id,
                                   forecast_keys=tuple(a.archive_key for a in forecasts),
                                   first_interval=_iso(dispatch_interval),
@@ -295,7 +350,7 @@ class AutobidderCycle:
                      dispatch_interval: datetime, offer_time: datetime, config: CycleConfig,
                      time_left: _Remaining) -> BidBuilt:
         self._enter("bid")
-        built: BidBuilt = await workflow.execute_activity(
+        built: BidBuilt = await self._stage_activity(
             "build_and_validate_bid",
             BuildBidInput(cycle_id=cycle_id, unit_id=cycle.unit_id, plan_key=plan.archive_key,
                           dispatch_interval=_iso(dispatch_interval), offer_time=_iso(offer_time),
@@ -317,7 +372,7 @@ class AutobidderCycle:
 
     async def _submit(self, cycle_id: str, bid_key: str, time_left: _Remaining) -> BidSubmitted:
         self._enter("submit")
-        submitted: BidSubmitted = await workflow.execute_activity(
+        submitted: BidSubmitted = await self._stage_activity(
             "submit_bid",
             SubmitInput(cycle_id=cycle_id, bid_key=bid_key),
             result_type=BidSubmitted,
@@ -344,7 +399,7 @@ class AutobidderCycle:
         unreachable) is recorded too; the next cycle before the close decides the DAILY bid again."""
         self._enter("submit")
         try:
-            submitted: BidSubmitted = await workflow.execute_activity(
+            submitted: BidSubmitted = await self._stage_activity(
                 "submit_bid",
                 SubmitInput(cycle_id=cycle_id, bid_key=bid_key),
                 result_type=BidSubmitted,
@@ -353,7 +408,9 @@ class AutobidderCycle:
                 retry_policy=QUICK_RETRY,
                 summary="submit the next trading day's DAILY bid (idempotent)",
             )
-        except ActivityError as failure:  # not stored by the market: the next cycle in the window decides it again
+        # Not stored by the market: the next cycle in the window decides it again. A local activity's failure
+        # arrives as the activity's own error (or time-out), not wrapped in an ActivityError.
+        except (ActivityError, ApplicationError, TemporalTimeoutError) as failure:
             self._add_fact("daily", f"{summary}; not submitted: {_failure_text(failure)}", (bid_key,))
             return
         workflow.upsert_memo({"daily_bid": {"bid_id": submitted.bid_id, "status": submitted.status,
@@ -390,7 +447,7 @@ class AutobidderCycle:
             self._not_submitted = next((f.summary for f in self._facts if f.stage == "fetch"), "bidding paused")
         elif failure:
             self._not_submitted = f"the cycle failed: {failure}"
-        outcome: OutcomeRecorded = await workflow.execute_activity(
+        outcome: OutcomeRecorded = await self._stage_activity(
             "record_outcome",
             RecordInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
                         dispatch_interval=_iso(dispatch_interval), status=status, bid_id=bid_id,
@@ -450,6 +507,22 @@ class AutobidderCycle:
             workflow.logger.warning("could not record failed cycle: %s", record_failure)
 
     # -- state helpers --------------------------------------------------------------------------
+
+    async def _stage_activity(self, activity: str, arg: Any, *, result_type: type, start_to_close_timeout: timedelta,
+                              retry_policy: RetryPolicy, summary: str,
+                              schedule_to_close_timeout: timedelta | None = None, activity_id: str | None = None,
+                              ) -> Any:
+        """Run a stage's activity: a local activity once the cycle runs its stages locally
+        (LOCAL_STAGES_PATCH), else an activity scheduled through the server."""
+        if self._local_stages:
+            return await workflow.execute_local_activity(
+                activity, arg, result_type=result_type, start_to_close_timeout=start_to_close_timeout,
+                schedule_to_close_timeout=schedule_to_close_timeout, retry_policy=retry_policy,
+                activity_id=activity_id, summary=summary)
+        return await workflow.execute_activity(
+            activity, arg, result_type=result_type, start_to_close_timeout=start_to_close_timeout,
+            schedule_to_close_timeout=schedule_to_close_timeout, retry_policy=retry_policy, activity_id=activity_id,
+            summary=summary)
 
     def _enter(self, stage: str) -> None:
         self._stage = stage

@@ -12,9 +12,9 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from algorithms.common.content_hash import with_inputs_hash
+from algorithms.common.content_hash import inputs_hash, with_inputs_hash
 from algorithms.common.errors import InvalidRequestError
-from algorithms.common.nem_time import to_timestamp
+from algorithms.common.nem_time import from_timestamp, to_timestamp
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 
 
@@ -131,3 +131,45 @@ def optimisation_request(
         enablement_caps=caps,
     )
     return with_inputs_hash(request)
+
+
+def shared_forecast_id(request: worker_pb2.ForecastRequest) -> str:
+    """The id of a forecast request by what it forecasts, not by who asked for it:
+    ``forecast/<region>/<first interval, AEST>/<product>/<algorithm>@<version>/<inputs hash, 16 hex digits>``.
+
+    Requests with identical inputs (region, market data as of the same moment, decision time, first interval
+    (interval-ending AEST), horizon, quantiles, algorithm) have the same id, so the units of one region deciding
+    in the same round ask for, and are answered with, one forecast per product.
+    """
+    first = from_timestamp(request.first_interval)
+    algorithm = request.algorithm
+    return (f"forecast/{request.region}/{first:%Y%m%dT%H%M}/{request.product}/"
+            f"{algorithm.name}@{algorithm.version}/{(request.inputs_hash or inputs_hash(request))[:16]}")
+
+
+def region_forecast_requests(
+    snapshot: market_data_pb2.MarketSnapshot,
+    products: Sequence[str],
+    *,
+    first_interval: datetime,
+    horizon_intervals: int,
+    quantiles: Sequence[float],
+    algorithm: common_pb2.AlgorithmRef,
+) -> tuple[worker_pb2.ForecastRequest, ...]:
+    """The forecast requests of one decision, one per product, as of the snapshot's market-data as-of
+    (naive interval-ending AEST; the decision time the forecaster sees): :func:`forecast_request` with
+    :func:`shared_forecast_id` as request id. Prices $/MWh or $/MW/h.
+
+    Every unit of a region deciding from the same snapshot builds byte-identical requests: the forecasts
+    belong to the region and the round, not to a unit. The backtest's decisions forecast as of the same
+    as-of (backtest/engine.py). Raises InvalidRequestError when the snapshot has no history for a product.
+    """
+    decision_time = from_timestamp(snapshot.as_of)
+    requests: list[worker_pb2.ForecastRequest] = []
+    for product in products:
+        request = forecast_request(snapshot, product, request_id="", decision_time=decision_time,
+                                   first_interval=first_interval, horizon_intervals=horizon_intervals,
+                                   quantiles=quantiles, algorithm=algorithm)
+        request.request_id = shared_forecast_id(request)
+        requests.append(request)
+    return tuple(requests)

@@ -50,7 +50,15 @@ call: dual simplex without presolve for rolling horizons, interior point + cross
 limit; HiGHS's model status becomes the plan status (OPTIMAL, INFEASIBLE with a reason, TIME_LIMIT,
 ERROR). ``backend="pulp"`` (and ``"auto"`` without highspy) loads the same matrix generically into PuLP
 (:mod:`algorithms.market.lp_pulp`: rows, bounds and integer columns, no model knowledge) solved by HiGHS
-through PuLP when available, else CBC. No warm start: the same inputs give the same plan, bit for bit.
+through PuLP when available, else CBC. No warm start: the same inputs give the same plan, bit for bit,
+whoever solves them (the live cycle's worker, the backtest, the archive replay). A model kept from one
+rolling decision to the next and warm-started from the previous basis solves the 288-interval LP in a
+third of the CPU time, but the LP has many optimal vertices (equal forecast prices, FCAS enablement that
+several products can take, SoC at its bounds) and a warm start lands on another one: on SA1, 15 January
+2021, 57 of 288 plans and 287 of 288 sets of row duals (which price the bid's headroom bands) differ from
+the cold solve's (``python -m bench.lp_warm_start``). The direction LPs of a rolling plan's first interval
+(see above) are independent cold solves and run concurrently, one thread each
+(:func:`_best_over_directions`), which changes no plan.
 Row duals: ``energy_value_per_mwh`` is the dual of each SoC balance row, i.e. the value ($/MWh) of one
 more MWh stored at the end of that interval.
 
@@ -64,6 +72,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -606,18 +615,56 @@ def _maximised(spec: DispatchSpec, plan: DispatchPlan) -> float:
     return plan.objective_dollars + spec.terminal_value_per_mwh * float(plan.state_of_charge_mwh[-1])
 
 
-def _best_over_directions(spec: DispatchSpec, lp: MatrixLp, intervals: tuple[int, ...], time_limit_s: float,
-                          use_matrix: bool) -> DispatchPlan:
-    """The best plan over every direction (charge-only or discharge-only) of a few ``intervals``: one LP
-    per combination, the other side's bound set to 0 MW — the MILP with binaries on those intervals, solved
-    by branching on LPs (cheaper than branch and bound for one or two binaries); with the LP's duals."""
-    best: DispatchPlan | None = None
-    last: DispatchPlan | None = None
+def _direction_bounds(lp: MatrixLp, intervals: tuple[int, ...]) -> list[FloatArray]:
+    """The column upper bounds (MW) of every direction (charge-only or discharge-only) of ``intervals``, in
+    :func:`itertools.product` order of (False = charge, True = discharge): the other side's bound set to 0 MW."""
+    bounds: list[FloatArray] = []
     for directions in itertools.product((False, True), repeat=len(intervals)):
         col_upper = lp.col_upper.copy()
         for interval, discharging in zip(intervals, directions, strict=True):
             col_upper[(lp.layout.load if discharging else lp.layout.gen).start + interval] = 0.0
-        solution, solver = _run_backend(replace(lp, col_upper=col_upper), time_limit_s, use_matrix)
+        bounds.append(col_upper)
+    return bounds
+
+
+def _solve_all(lps: Sequence[MatrixLp], time_limit_s: float, use_matrix: bool) -> list[tuple[LpSolution, str]]:
+    """Solve independent LPs ``lps``, in their order: with highspy concurrently, one thread each (HiGHS
+    releases the GIL while it solves, every solver object is separate and single-threaded, so each solution
+    is bit for bit the one a solve on its own gives); through PuLP one after the other."""
+    if not use_matrix or len(lps) < 2:
+        return [_run_backend(lp, time_limit_s, use_matrix) for lp in lps]
+    answers: list[tuple[LpSolution, str] | None] = [None] * len(lps)
+    failures: list[BaseException] = []
+
+    def solve(index: int) -> None:
+        try:
+            answers[index] = _run_backend(lps[index], time_limit_s, use_matrix)
+        except BaseException as error:  # re-raised in the calling thread below
+            failures.append(error)
+
+    threads = [threading.Thread(target=solve, args=(index,), name=f"dispatch-direction-{index}")
+               for index in range(1, len(lps))]
+    for thread in threads:
+        thread.start()
+    solve(0)
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return [answer for answer in answers if answer is not None]
+
+
+def _best_over_directions(spec: DispatchSpec, lp: MatrixLp, intervals: tuple[int, ...], time_limit_s: float,
+                          use_matrix: bool) -> DispatchPlan:
+    """The best plan over every direction (charge-only or discharge-only) of a few ``intervals``: one LP
+    per combination, the other side's bound set to 0 MW — the MILP with binaries on those intervals, solved
+    by branching on LPs (cheaper than branch and bound for one or two binaries); with the LP's duals.
+    The LPs are independent cold solves, run concurrently (:func:`_solve_all`); the best is picked in
+    combination order, so the plan is the one solving them one after the other gives."""
+    lps = [replace(lp, col_upper=col_upper) for col_upper in _direction_bounds(lp, intervals)]
+    best: DispatchPlan | None = None
+    last: DispatchPlan | None = None
+    for solution, solver in _solve_all(lps, time_limit_s, use_matrix):
         last = _plan_of(spec, lp, solution, solver, time_limit_s)
         if last.status == "OPTIMAL" and (best is None or _maximised(spec, last) > _maximised(spec, best)):
             best = last
@@ -743,7 +790,7 @@ def planning_price(forecast: PriceForecast, level: float, tail_weight: float) ->
     return blended
 
 
-def _forecast_prices(request: worker_pb2.OptimisationRequest) -> dict[str, FloatArray]:
+def planning_prices(request: worker_pb2.OptimisationRequest) -> dict[str, FloatArray]:
     """Price path per product the optimiser plans on (:func:`planning_price` at ``request.price_quantile``
     and ``request.price_tail_weight``; $/MWh, $/MW/h), validated against the request."""
     level = request.price_quantile
@@ -807,7 +854,7 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
         raise InvalidRequestError("battery is not set")
     if not request.forecasts:
         raise InvalidRequestError("the request has no forecasts")
-    prices = _forecast_prices(request)
+    prices = planning_prices(request)
     plan = solve_dispatch(
         prices,
         battery_from_spec(request.battery),
