@@ -15,7 +15,10 @@ activities of ``activities/cycle.py``) makes it, without Temporal, SQS, gRPC or 
    answered by the handler the worker pools serve for the configured algorithm
    (:func:`algorithms.registry.default_registry`).
 4. **Optimise** — :func:`algorithms.market.cycle_requests.optimisation_request` (initial SoC = the unit's,
-   terminal = the configured initial SoC, initial net MW = the unit's) and its handler.
+   terminal = the configured initial SoC, initial net MW = the unit's) and its handler. Where the data has
+   DISPATCHREGIONSUM (and ``[market_depth] plan_with_expected_depth``), the request carries the FCAS depth
+   the plan expects, estimated from the region's local dispatch known at the snapshot's as-of
+   (:func:`algorithms.market.depth_plan.plan_enablement_caps_mw`); otherwise none, as a price-taker's.
 5. **Bid** — :func:`algorithms.market.bid_decision.decide_bid`, the same decision the
    ``build_and_validate_bid`` activity makes (:func:`bid_stage`): the plan's bid, else the safe bid; no
    resubmission without material change from the bid in force (it stands); V1–V8 with the trading day's
@@ -113,6 +116,7 @@ from algorithms.market.depth import (
     end_of_run_adjustment_dollars,
     interval_caps_mw,
 )
+from algorithms.market.depth_plan import DepthEstimatePolicy, plan_enablement_caps_mw
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from algorithms.market.operator_controls import (
     ControlTimeline,
@@ -804,10 +808,24 @@ class _RegionReplay:
 
     # -- stages --------------------------------------------------------------------------------
 
+    def expected_caps(self, as_of: datetime | None, first_interval: datetime) -> dict[str, FloatArray] | None:
+        """The FCAS depth (MW per interval of the horizon) the plan made at ``as_of`` (AEST) expects
+        (:func:`algorithms.market.depth_plan.plan_enablement_caps_mw`), or None: not asked for
+        (``[market_depth] plan_with_expected_depth``), no decision time, or no DISPATCHREGIONSUM."""
+        depth = self._settings.market_depth
+        if not depth.plan_with_expected_depth or as_of is None:
+            return None
+        policy = DepthEstimatePolicy(cap_factor=depth.planning_cap_factor,
+                                     interval_minutes=self._settings.market.interval_minutes)
+        return plan_enablement_caps_mw(self._market, self._config.region, as_of, first_interval,
+                                       self._parameters.horizon_intervals, depth.fcas_enablement_share, policy)
+
     def optimise(self, forecasts: Sequence[worker_pb2.ForecastResult], cycle_id: str,
-                 first_interval: datetime, soc_floor_fraction: float | None = None) -> worker_pb2.OptimisationResult:
+                 first_interval: datetime, soc_floor_fraction: float | None = None,
+                 as_of: datetime | None = None) -> worker_pb2.OptimisationResult:
         """The plan (the request_optimisation activity and its worker), for the battery with the operator's
-        SoC floor (fraction of capacity) when one is held."""
+        SoC floor (fraction of capacity) when one is held, expecting the FCAS depth known at ``as_of`` (AEST;
+        :meth:`expected_caps`)."""
         parameters = self._parameters
         request = optimisation_request(
             forecasts, battery_with_soc_floor(self._battery, soc_floor_fraction), request_id=f"{cycle_id}/optimisation",
@@ -819,7 +837,8 @@ class _RegionReplay:
             time_limit_s=parameters.optimiser_time_limit_s, initial_net_mw=self.net_mw,
             terminal_value_per_mwh=parameters.terminal_value_per_mwh,
             price_tail_weight=parameters.optimiser_price_tail_weight,
-            algorithm=parameters.optimiser_algorithm)
+            algorithm=parameters.optimiser_algorithm,
+            enablement_cap_mw=self.expected_caps(as_of, first_interval))
         plan = call_timed(self._optimiser, request)
         if not isinstance(plan, worker_pb2.OptimisationResult):
             raise TypeError(f"the optimisation handler answered a {type(plan).__name__}, "
@@ -891,7 +910,8 @@ class _RegionReplay:
                 plan: worker_pb2.OptimisationResult | None = None
                 if not controls.paused:
                     started = time.perf_counter()
-                    plan = self.optimise(prepared.forecasts, cycle_id, interval, controls.soc_floor_fraction)
+                    plan = self.optimise(prepared.forecasts, cycle_id, interval, controls.soc_floor_fraction,
+                                         prepared.as_of)
                     optimise_ms, solve_ms = _elapsed_ms(started), plan.solve_ms
                     plan_status = worker_pb2.ResultStatus.Name(plan.status).removeprefix("RESULT_STATUS_")
                 started = time.perf_counter()

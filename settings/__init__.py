@@ -8,6 +8,7 @@ configuration itself: it receives these frozen dataclasses as arguments.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable
@@ -486,6 +487,12 @@ class MarketDepthSettings:
     # Share of the MW the region actually enabled of each FCAS service in an interval (its LOCALDISPATCH in
     # DISPATCHREGIONSUM) the unit may be enabled for, in (0, 1]. Energy is price-taking (no cap).
     fcas_enablement_share: float = 0.5
+    # Whether the plan expects that depth: the optimiser then caps each FCAS service, per interval of its
+    # horizon, at the share × the region's local dispatch expected from what was known at decision time
+    # (algorithms.market.depth_plan). Without DISPATCHREGIONSUM in the data the plan is a price-taker's.
+    plan_with_expected_depth: bool = True
+    # Multiplier on that expected cap (> 0; 1 = the share itself; 1.5 chosen on the tuning months).
+    planning_cap_factor: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -678,9 +685,19 @@ def _bid_service(table: dict[str, Any]) -> BidServiceSettings:
         raise ValueError(f"bid_service.aemo_poll_attempts must be at least 0, got {bid_service.aemo_poll_attempts}")
     return bid_service
 def _market_depth(table: dict[str, Any]) -> MarketDepthSettings:
-    depth = MarketDepthSettings(**{key: float(value) for key, value in table.items()})
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "plan_with_expected_depth":
+            if not isinstance(value, bool):
+                raise ValueError(f"market_depth.plan_with_expected_depth must be true or false, got {value!r}")
+            values[key] = value
+        else:
+            values[key] = float(value)
+    depth = MarketDepthSettings(**values)
     if not 0 < depth.fcas_enablement_share <= 1:
         raise ValueError(f"market_depth.fcas_enablement_share must be in (0, 1], got {depth.fcas_enablement_share}")
+    if not (math.isfinite(depth.planning_cap_factor) and depth.planning_cap_factor > 0):
+        raise ValueError(f"market_depth.planning_cap_factor must be positive, got {depth.planning_cap_factor}")
     return depth
 
 

@@ -6,8 +6,11 @@ builds byte-identical requests from the same snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
 
 from algorithms.common.content_hash import inputs_hash, with_inputs_hash
 from algorithms.common.errors import InvalidRequestError
@@ -85,14 +88,29 @@ def optimisation_request(
     algorithm: common_pb2.AlgorithmRef,
     terminal_value_per_mwh: float = 0.0,
     price_tail_weight: float = 0.0,
+    enablement_cap_mw: Mapping[str, npt.ArrayLike] | None = None,
 ) -> worker_pb2.OptimisationRequest:
     """The optimisation request over every product's forecast (MW, MWh, $/MWh of throughput).
 
     The terminal energy target is capped to what the battery can hold; forecasts are ordered by
     product name so the request (and its hash) does not depend on the order they arrived in.
+    ``enablement_cap_mw`` (market depth the plan expects, :mod:`algorithms.market.depth_plan`): FCAS product →
+    the most MW it may be enabled for in each of the ``horizon_intervals`` intervals; only products with a
+    forecast are kept (a product not forecast is not planned), in product order. None or empty: the request
+    is exactly a price-taker's. Raises InvalidRequestError for a cap of the wrong length, negative or NaN.
     """
     if not forecasts:
         raise InvalidRequestError("an optimisation needs at least one forecast")
+    forecast_products = {forecast.product for forecast in forecasts}
+    caps: list[worker_pb2.EnablementCap] = []
+    for product in sorted(enablement_cap_mw or {}):
+        if product not in forecast_products:
+            continue
+        cap_mw = np.asarray((enablement_cap_mw or {})[product], dtype=np.float64)
+        if cap_mw.shape != (horizon_intervals,) or bool(np.any(np.isnan(cap_mw))) or bool(np.any(cap_mw < 0)):
+            raise InvalidRequestError(f"the enablement cap of {product!r} must be {horizon_intervals} MW values "
+                                      f">= 0 (inf = no cap), got shape {cap_mw.shape}")
+        caps.append(worker_pb2.EnablementCap(product=product, cap_mw=cap_mw.tolist()))
     soc_max = battery.energy_mwh * battery.soc_max_fraction
     soc_min = battery.energy_mwh * battery.soc_min_fraction
     request = worker_pb2.OptimisationRequest(
@@ -110,6 +128,7 @@ def optimisation_request(
         initial_net_mw=initial_net_mw,
         terminal_value_per_mwh=terminal_value_per_mwh,
         price_tail_weight=price_tail_weight,
+        enablement_caps=caps,
     )
     return with_inputs_hash(request)
 

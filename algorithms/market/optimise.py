@@ -823,6 +823,18 @@ def planning_prices(request: worker_pb2.OptimisationRequest) -> dict[str, FloatA
     return prices
 
 
+def request_enablement_caps(request: worker_pb2.OptimisationRequest) -> dict[str, FloatArray]:
+    """FCAS product → the market-depth caps (MW per interval of the horizon; inf = no cap) the request
+    carries (empty: a price-taker's plan). InvalidRequestError for a product given twice; lengths and
+    signs are checked by :func:`solve_dispatch`."""
+    caps: dict[str, FloatArray] = {}
+    for cap in request.enablement_caps:
+        if cap.product in caps:
+            raise InvalidRequestError(f"two enablement caps for product {cap.product!r}")
+        caps[cap.product] = np.asarray(cap.cap_mw, dtype=np.float64)
+    return caps
+
+
 def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.OptimisationResult:
     """Adapter: an OptimisationRequest in, its OptimisationResult out (MW, MWh, $).
 
@@ -853,6 +865,7 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
         initial_net_mw=request.initial_net_mw,
         time_limit_s=request.time_limit_s,
         terminal_value_per_mwh=request.terminal_value_per_mwh,
+        enablement_cap_mw=request_enablement_caps(request),
     )
     result = worker_pb2.OptimisationResult(
         request_id=request.request_id,

@@ -189,6 +189,7 @@ class OptimisationRequest(_message.Message):
     INITIAL_NET_MW_FIELD_NUMBER: _builtins.int
     TERMINAL_VALUE_PER_MWH_FIELD_NUMBER: _builtins.int
     PRICE_TAIL_WEIGHT_FIELD_NUMBER: _builtins.int
+    ENABLEMENT_CAPS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     inputs_hash: _builtins.str
     initial_state_of_charge_mwh: _builtins.float
@@ -218,6 +219,13 @@ class OptimisationRequest(_message.Message):
     def forecasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForecastResult]:
         """One forecast per product; the optimiser uses the quantile named by price_quantile."""
 
+    @_builtins.property
+    def enablement_caps(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnablementCap]:
+        """Market depth the plan expects: per FCAS product, the most MW it may be enabled for in each interval of
+        the horizon (horizon_intervals values, interval-ending AEST; +inf = no cap). A product not listed, and a
+        request with none, is planned as a price-taker.
+        """
+
     def __init__(
         self,
         *,
@@ -236,14 +244,40 @@ class OptimisationRequest(_message.Message):
         initial_net_mw: _builtins.float = ...,
         terminal_value_per_mwh: _builtins.float = ...,
         price_tail_weight: _builtins.float = ...,
+        enablement_caps: _abc.Iterable[Global___EnablementCap] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "battery", b"battery", "first_interval", b"first_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "battery", b"battery", "degradation_cost_per_mwh", b"degradation_cost_per_mwh", "first_interval", b"first_interval", "forecasts", b"forecasts", "horizon_intervals", b"horizon_intervals", "initial_net_mw", b"initial_net_mw", "initial_state_of_charge_mwh", b"initial_state_of_charge_mwh", "inputs_hash", b"inputs_hash", "price_quantile", b"price_quantile", "price_tail_weight", b"price_tail_weight", "request_id", b"request_id", "terminal_state_of_charge_mwh", b"terminal_state_of_charge_mwh", "terminal_value_per_mwh", b"terminal_value_per_mwh", "time_limit_s", b"time_limit_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "battery", b"battery", "degradation_cost_per_mwh", b"degradation_cost_per_mwh", "enablement_caps", b"enablement_caps", "first_interval", b"first_interval", "forecasts", b"forecasts", "horizon_intervals", b"horizon_intervals", "initial_net_mw", b"initial_net_mw", "initial_state_of_charge_mwh", b"initial_state_of_charge_mwh", "inputs_hash", b"inputs_hash", "price_quantile", b"price_quantile", "price_tail_weight", b"price_tail_weight", "request_id", b"request_id", "terminal_state_of_charge_mwh", b"terminal_state_of_charge_mwh", "terminal_value_per_mwh", b"terminal_value_per_mwh", "time_limit_s", b"time_limit_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OptimisationRequest: _TypeAlias = OptimisationRequest  # noqa: Y015
+
+@_typing.final
+class EnablementCap(_message.Message):
+    """The expected cap (MW per interval) on one FCAS product's enablement: a share of the region's local dispatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    CAP_MW_FIELD_NUMBER: _builtins.int
+    product: _builtins.str
+    @_builtins.property
+    def cap_mw(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        product: _builtins.str = ...,
+        cap_mw: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap_mw", b"cap_mw", "product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnablementCap: _TypeAlias = EnablementCap  # noqa: Y015
 
 @_typing.final
 class ProductSchedule(_message.Message):
