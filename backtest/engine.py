@@ -852,12 +852,15 @@ class _RegionReplay:
                          controls=controls, dispatch_interval=dispatch_interval, offer_time=offer_time,
                          version=self._config.bid_version, initial_state_of_charge_mwh=self.state_of_charge_mwh)
 
-    def _depth_caps(self, dispatch_interval: datetime) -> dict[str, float] | None:
-        """The market-depth caps (MW) of every FCAS product of the run in ``dispatch_interval``, or None when
-        the data lacks one (:mod:`algorithms.market.depth`)."""
+    def _depth_caps(self, dispatch_interval: datetime, prices: Mapping[str, float]) -> dict[str, float] | None:
+        """The market-depth caps (MW) of every FCAS product priced in ``dispatch_interval`` (``prices``: the
+        interval's prices, NaN where a market was not open), or None when the data lacks one
+        (:mod:`algorithms.market.depth`). A product the interval has no price for (the 1-second markets before
+        October 2023 in a run whose data spans that date) clears nothing and needs no cap."""
         caps = interval_caps_mw(self._market.enabled_at(self._config.region, dispatch_interval),
                                 self._settings.market_depth.fcas_enablement_share)
-        if caps is None or not all(math.isfinite(caps.get(product, math.nan)) for product in self._fcas_products):
+        if caps is None or not all(math.isfinite(caps.get(product, math.nan)) for product in self._fcas_products
+                                   if math.isfinite(prices.get(product, math.nan))):
             return None
         return caps
 
@@ -869,7 +872,7 @@ class _RegionReplay:
         prices = self._market.prices_at(self._config.region, dispatch_interval)
         rrp = prices.get(ENERGY, math.nan)
         covering = self._book.covering(dispatch_interval)
-        caps = self._depth_caps(dispatch_interval)
+        caps = self._depth_caps(dispatch_interval, prices)
         if covering is None or not math.isfinite(rrp):
             nothing = dict.fromkeys(self._fcas_products, 0.0)
             cleared = _Cleared(rrp, 0.0, 0.0, dict(nothing), 0.0, dict(nothing), self.state_of_charge_mwh,

@@ -29,6 +29,7 @@ from algorithms.market.depth import (
     interval_caps_mw,
     local_dispatch_column,
 )
+from algorithms.market.prices import DispatchPrices
 from backtest.compare import PRICE_TAKER_ONLY
 from backtest.engine import (
     BacktestConfig,
@@ -322,3 +323,29 @@ def test_the_simulated_market_clears_fcas_within_the_depth_of_its_data(settings:
     depth = cleared(SHARE)
     assert depth == {"RAISEREG": pytest.approx(SHARE * enabled["RAISEREG"]),
                      "LOWERREG": pytest.approx(min(100.0, SHARE * enabled["LOWERREG"]))}
+
+
+def test_a_market_not_yet_open_needs_no_depth_cap(settings: Settings, tmp_path: Path) -> None:
+    # The regimes table loads every month of the store into one market: April 2021 then carries the 1-second
+    # products (from October 2023) without a price or an enablement. Those markets clear nothing, so the month
+    # is still depth-limited, with exactly the figures of April 2021 loaded alone.
+    store = MarketStore(tmp_path / "market")
+    store.ingest_path(archive_zip("2021_04", "DISPATCHPRICE"), tables=["DISPATCHPRICE"])
+    store.ingest_path(archive_zip("2021_04", REGION_SUM), tables=[REGION_SUM])
+    loaded = load_store_prices(store, regions=["SA1"], start=datetime(2021, 4, 1, 0, 5), end=datetime(2021, 4, 4))
+    alone = loaded.dispatch
+    assert "RAISE1SEC" not in alone.products and alone.region_enabled_mw is not None
+    later = ("RAISE1SEC", "LOWER1SEC")
+    unopened = np.full((*alone.price.shape[:2], len(later)), np.nan)
+    spanning = DispatchPrices(intervals=alone.intervals, regions=alone.regions, products=(*alone.products, *later),
+                              price=np.concatenate([alone.price, unopened], axis=2),
+                              region_enabled_mw=np.concatenate([alone.region_enabled_mw, unopened], axis=2))
+    config = BacktestConfig(region="SA1", first_decision=datetime(2021, 4, 2, 12, 0, 30), decisions=24,
+                            horizon_intervals=24, history_intervals=288)
+    results = [run_backtest(settings, market, loaded.predispatch, config, workers=1,
+                            market=market_prices(settings, market)) for market in (alone, spanning)]
+    assert all(result.failed_decisions == 0 for result in results)
+    depth = [result.depth_fcas_revenue_dollars for result in results]
+    assert depth[0] is not None and depth[1] is not None
+    assert depth[1] == pytest.approx(depth[0]) and results[1].total_revenue_dollars == pytest.approx(
+        results[0].total_revenue_dollars)
