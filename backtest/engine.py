@@ -423,6 +423,7 @@ class _CycleParameters:
     optimiser_time_limit_s: float
     forecast_algorithm: common_pb2.AlgorithmRef
     optimiser_algorithm: common_pb2.AlgorithmRef
+    optimiser_uncertainty_weight: float | None = None
 
 
 def _parameters(settings: Settings, config: BacktestConfig) -> _CycleParameters:
@@ -444,6 +445,7 @@ def _parameters(settings: Settings, config: BacktestConfig) -> _CycleParameters:
                                                    version=cycle.forecast_algorithm_version),
         optimiser_algorithm=common_pb2.AlgorithmRef(name=cycle.optimiser_algorithm,
                                                     version=cycle.optimiser_algorithm_version),
+        optimiser_uncertainty_weight=cycle.optimiser_uncertainty_weight,
     )
 
 
@@ -819,7 +821,8 @@ class _RegionReplay:
             time_limit_s=parameters.optimiser_time_limit_s, initial_net_mw=self.net_mw,
             terminal_value_per_mwh=parameters.terminal_value_per_mwh,
             price_tail_weight=parameters.optimiser_price_tail_weight,
-            algorithm=parameters.optimiser_algorithm)
+            algorithm=parameters.optimiser_algorithm,
+            uncertainty_weight=parameters.optimiser_uncertainty_weight)
         plan = call_timed(self._optimiser, request)
         if not isinstance(plan, worker_pb2.OptimisationResult):
             raise TypeError(f"the optimisation handler answered a {type(plan).__name__}, "

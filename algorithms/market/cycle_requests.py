@@ -85,8 +85,13 @@ def optimisation_request(
     algorithm: common_pb2.AlgorithmRef,
     terminal_value_per_mwh: float = 0.0,
     price_tail_weight: float = 0.0,
+    uncertainty_weight: float | None = None,
 ) -> worker_pb2.OptimisationRequest:
     """The optimisation request over every product's forecast (MW, MWh, $/MWh of throughput).
+
+    ``uncertainty_weight`` (κ in [0, 1), ``lp-uncertainty-spread``'s ``energy_uncertainty_weight``) is set on
+    the request only when given: None leaves it unset (the algorithm version's own κ) and the request, and
+    its hash, exactly as before the field existed.
 
     The terminal energy target is capped to what the battery can hold; forecasts are ordered by
     product name so the request (and its hash) does not depend on the order they arrived in.
@@ -111,4 +116,6 @@ def optimisation_request(
         terminal_value_per_mwh=terminal_value_per_mwh,
         price_tail_weight=price_tail_weight,
     )
+    if uncertainty_weight is not None:
+        request.energy_uncertainty_weight = uncertainty_weight
     return with_inputs_hash(request)
