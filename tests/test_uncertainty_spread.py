@@ -75,11 +75,12 @@ def test_kappa_zero_is_the_plain_plan_bit_for_bit() -> None:
     assert spread.SerializeToString(deterministic=True) == plain.SerializeToString(deterministic=True)
 
 
-def test_a_flat_but_uncertain_forecast_is_not_cycled() -> None:
+@pytest.mark.parametrize("kappa", [KAPPA_V1, 0.5])
+def test_a_flat_but_uncertain_forecast_is_not_cycled(kappa: float) -> None:
     settings = load_settings(environ={})
     forecast = noisy_flat_forecast()
     plain = optimise.run_optimisation(request_for(settings, [forecast], spread=False, kappa=None))
-    spread = uncertainty_spread.run_optimisation(request_for(settings, [forecast], spread=True, kappa=0.5))
+    spread = uncertainty_spread.run_optimisation(request_for(settings, [forecast], spread=True, kappa=kappa))
     assert plain.status == spread.status == worker_pb2.RESULT_STATUS_OPTIMAL
     # The plain plan cycles the battery on the wiggles of the median; the uncertainty-aware plan does not.
     assert throughput_mwh(plain) > 100.0
