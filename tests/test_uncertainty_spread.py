@@ -164,3 +164,15 @@ def test_settings_refuse_a_kappa_outside_zero_to_one(tmp_path: pytest.TempPathFa
     config.write_text("[cycle]\noptimiser_uncertainty_weight = 0.25\n")
     assert load_settings(config, environ={}).cycle.optimiser_uncertainty_weight == 0.25
     assert load_settings(environ={}).cycle.optimiser_uncertainty_weight is None
+
+
+def test_the_backtest_takes_kappa_from_the_cycle_settings() -> None:
+    from dataclasses import replace
+
+    from backtest.engine import BacktestConfig, _parameters
+
+    settings = load_settings(environ={})
+    config = BacktestConfig(region="SA1", first_decision=datetime(2021, 1, 2, 4, 0, 30), decisions=1)
+    assert _parameters(settings, config).optimiser_uncertainty_weight is None
+    chosen = replace(settings, cycle=replace(settings.cycle, optimiser_uncertainty_weight=0.25))
+    assert _parameters(chosen, config).optimiser_uncertainty_weight == 0.25
