@@ -69,6 +69,7 @@ SERVED_MODULES: tuple[tuple[str, str, str], ...] = (
     ("forecast", "algorithms.market.forecast", "run_forecast"),
     ("optimisation", "algorithms.market.optimise", "run_optimisation"),
     ("optimisation", "algorithms.market.spike_reserve", "run_optimisation"),
+    ("optimisation", "algorithms.market.uncertainty_spread", "run_optimisation"),
 )
 
 # Other versions of an algorithm module served next to its current one (older ones for replays, newer ones

@@ -427,6 +427,7 @@ class _CycleParameters:
     optimiser_time_limit_s: float
     forecast_algorithm: common_pb2.AlgorithmRef
     optimiser_algorithm: common_pb2.AlgorithmRef
+    optimiser_uncertainty_weight: float | None = None
 
 
 def _parameters(settings: Settings, config: BacktestConfig) -> _CycleParameters:
@@ -448,6 +449,7 @@ def _parameters(settings: Settings, config: BacktestConfig) -> _CycleParameters:
                                                    version=cycle.forecast_algorithm_version),
         optimiser_algorithm=common_pb2.AlgorithmRef(name=cycle.optimiser_algorithm,
                                                     version=cycle.optimiser_algorithm_version),
+        optimiser_uncertainty_weight=cycle.optimiser_uncertainty_weight,
     )
 
 
@@ -838,7 +840,8 @@ class _RegionReplay:
             terminal_value_per_mwh=parameters.terminal_value_per_mwh,
             price_tail_weight=parameters.optimiser_price_tail_weight,
             algorithm=parameters.optimiser_algorithm,
-            enablement_cap_mw=self.expected_caps(as_of, first_interval))
+            enablement_cap_mw=self.expected_caps(as_of, first_interval),
+            uncertainty_weight=parameters.optimiser_uncertainty_weight)
         plan = call_timed(self._optimiser, request)
         if not isinstance(plan, worker_pb2.OptimisationResult):
             raise TypeError(f"the optimisation handler answered a {type(plan).__name__}, "

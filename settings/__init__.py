@@ -251,6 +251,8 @@ class CycleSettings:
     replay_days: int
     # "replay" (wall clock mapped onto replay_start … + replay_days) or "live" (AEST now).
     clock: str = "replay"
+    # κ of lp-uncertainty-spread (algorithms.market.uncertainty_spread), [0, 1); None: the version's own κ.
+    optimiser_uncertainty_weight: float | None = None
 
 
 CYCLE_CLOCKS = ("replay", "live")
@@ -799,6 +801,9 @@ def _bidding(b: dict[str, Any]) -> BiddingSettings:
 
 
 def _cycle(c: dict[str, Any]) -> CycleSettings:
+    kappa = c.get("optimiser_uncertainty_weight")
+    if kappa is not None and not (isinstance(kappa, int | float) and 0 <= kappa < 1):
+        raise ConfigError(f"[cycle] optimiser_uncertainty_weight must be a number in [0, 1), got {kappa!r}")
     return CycleSettings(
         **{k: v for k, v in c.items() if k not in {"forecast_quantiles", "replay_start"}},
         forecast_quantiles=tuple(float(q) for q in c["forecast_quantiles"]),

@@ -680,7 +680,7 @@ async def test_round_trip_through_temporal(stack: Stack, tmp_path: Path) -> None
 
 
 def test_the_registry_serves_each_algorithm_under_the_name_and_version_its_module_declares() -> None:
-    from algorithms.market import forecast, optimise, spike_reserve
+    from algorithms.market import forecast, optimise, spike_reserve, uncertainty_spread
     from algorithms.registry import RETAINED_VERSIONS, algorithm_of, default_registry
     from settings import load_settings
 
@@ -689,7 +689,8 @@ def test_the_registry_serves_each_algorithm_under_the_name_and_version_its_modul
     assert registry.known("forecast") == sorted([*retained, f"{forecast.NAME} v{forecast.VERSION}"])
     assert f"{forecast.NAME} v1" in retained
     assert registry.known("optimisation") == sorted([f"{optimise.NAME} v{optimise.VERSION}",
-                                                      f"{spike_reserve.NAME} v{spike_reserve.VERSION}"])
+                                                      f"{spike_reserve.NAME} v{spike_reserve.VERSION}",
+                                                      f"{uncertainty_spread.NAME} v{uncertainty_spread.VERSION}"])
     assert registry.resolve("forecast", forecast.NAME, forecast.VERSION) is forecast.run_forecast
     # The settings choose among the registered algorithms; they do not define them.
     cycle = load_settings(environ={}).cycle

@@ -89,8 +89,13 @@ def optimisation_request(
     terminal_value_per_mwh: float = 0.0,
     price_tail_weight: float = 0.0,
     enablement_cap_mw: Mapping[str, npt.ArrayLike] | None = None,
+    uncertainty_weight: float | None = None,
 ) -> worker_pb2.OptimisationRequest:
     """The optimisation request over every product's forecast (MW, MWh, $/MWh of throughput).
+
+    ``uncertainty_weight`` (κ in [0, 1), ``lp-uncertainty-spread``'s ``energy_uncertainty_weight``) is set on
+    the request only when given: None leaves it unset (the algorithm version's own κ) and the request, and
+    its hash, exactly as before the field existed.
 
     The terminal energy target is capped to what the battery can hold; forecasts are ordered by
     product name so the request (and its hash) does not depend on the order they arrived in.
@@ -130,6 +135,8 @@ def optimisation_request(
         price_tail_weight=price_tail_weight,
         enablement_caps=caps,
     )
+    if uncertainty_weight is not None:
+        request.energy_uncertainty_weight = uncertainty_weight
     return with_inputs_hash(request)
 
 

@@ -92,6 +92,8 @@ class DispatchSpec:
     interval of the horizon (MW, one value per interval, ``inf`` = no cap); the column bound is the
     smaller of it and ``fcas_cap_mw``. ``exclusive_intervals`` (ascending interval indices) are the
     intervals where a binary forbids charging and discharging at once (empty: a pure LP).
+    ``charge_energy_price`` ($/MWh per interval), when given, is the price charging (``load``) is valued at,
+    ``energy_price`` then valuing discharge (``gen``) only; None (default): both at ``energy_price``.
     """
 
     energy_price: FloatArray
@@ -108,6 +110,7 @@ class DispatchSpec:
     joint_groups: tuple[JointCapacityGroup, ...]
     enablement_cap_mw: Mapping[str, FloatArray] = field(default_factory=dict)
     exclusive_intervals: tuple[int, ...] = ()
+    charge_energy_price: FloatArray | None = None
 
     @property
     def horizon(self) -> int:
@@ -127,9 +130,11 @@ class DispatchSpec:
 
     @property
     def load_revenue_per_mw(self) -> FloatArray:
-        """Objective coefficient of ``load_t`` ($ per MW over the interval): -h (RRP mlf_load + degradation)."""
+        """Objective coefficient of ``load_t`` ($ per MW over the interval): -h (RRP mlf_load + degradation),
+        RRP being ``charge_energy_price`` when given."""
         h = self.interval_hours
-        return h * (-self.energy_price * self.battery.mlf_load - self.degradation_cost_per_mwh)
+        price = self.energy_price if self.charge_energy_price is None else self.charge_energy_price
+        return h * (-price * self.battery.mlf_load - self.degradation_cost_per_mwh)
 
     @property
     def ramp_mw(self) -> float:

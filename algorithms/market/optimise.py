@@ -444,6 +444,7 @@ def dispatch_spec(
     fcas_cap_mw: Mapping[str, float] | None = None,
     terminal_value_per_mwh: float = 0.0,
     enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
+    charge_energy_price: np.ndarray | None = None,
 ) -> DispatchSpec:
     """The validated dispatch problem of :func:`solve_dispatch`'s arguments (same units), ready to build.
 
@@ -469,6 +470,8 @@ def dispatch_spec(
         reserve_hours=_reserve_hours(classes, raise_energy_reserve_hours),
         joint_groups=_joint_capacity_groups(classes),
         enablement_cap_mw=_enablement_caps(list(fcas_price), enablement_cap_mw, len(price_paths[ENERGY])),
+        charge_energy_price=None if charge_energy_price is None else _validate_prices(
+            {ENERGY: price_paths[ENERGY], "charge_energy_price": charge_energy_price})["charge_energy_price"],
     )
 
 
@@ -488,6 +491,7 @@ def solve_dispatch(
     backend: Backend = "auto",
     enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
     physical_intervals: int | None = ROLLING_PHYSICAL_INTERVALS,
+    charge_energy_price: np.ndarray | None = None,
 ) -> DispatchPlan:
     """The revenue-maximising dispatch of ``battery`` against known prices (see the module docstring).
 
@@ -509,6 +513,10 @@ def solve_dispatch(
     the interval a rolling plan acts on physical. ``time_limit_s`` bounds each solver run of that
     sequence.
 
+    ``charge_energy_price`` ($/MWh, one value per interval), when given, values charging; discharge is then
+    valued at ``prices["ENERGY"]`` alone (:mod:`algorithms.market.uncertainty_spread`). None (default): both
+    at ``prices["ENERGY"]``.
+
     ``backend`` picks the solver of the one formulation of :mod:`algorithms.market.lp_matrix`:
     ``"highspy"`` HiGHS through highspy, ``"pulp"`` the same matrix loaded into PuLP (HiGHS through PuLP,
     else CBC), ``"auto"`` (default) highspy when installed, else PuLP with CBC.
@@ -524,7 +532,7 @@ def solve_dispatch(
         degradation_cost_per_mwh=degradation_cost_per_mwh, initial_net_mw=initial_net_mw,
         raise_energy_reserve_hours=raise_energy_reserve_hours,
         fcas_cap_mw=fcas_cap_mw, terminal_value_per_mwh=terminal_value_per_mwh,
-        enablement_cap_mw=enablement_cap_mw,
+        enablement_cap_mw=enablement_cap_mw, charge_energy_price=charge_energy_price,
     )
     if not time_limit_s > 0:
         raise InvalidRequestError(f"time_limit_s must be positive, got {time_limit_s}")
@@ -846,6 +854,15 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
         raise InvalidRequestError(
             f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{VERSION}"
         )
+    return solve_request(request)
+
+
+def solve_request(request: worker_pb2.OptimisationRequest,
+                  energy_haircut_per_mwh: FloatArray | None = None) -> worker_pb2.OptimisationResult:
+    """The plan of a request whatever its algorithm name (MW, MWh, $): :func:`run_optimisation` without the
+    name check. ``energy_haircut_per_mwh`` ($/MWh, one value per interval, >= 0), when given, values
+    discharge at the planning price minus it and charging at the planning price plus it (the reported
+    objective is then at those prices); FCAS prices are unchanged."""
     if request.horizon_intervals <= 0:
         raise InvalidRequestError("horizon_intervals must be positive")
     if not request.HasField("first_interval"):
@@ -855,6 +872,10 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
     if not request.forecasts:
         raise InvalidRequestError("the request has no forecasts")
     prices = planning_prices(request)
+    charge_price = None
+    if energy_haircut_per_mwh is not None:
+        charge_price = prices[ENERGY] + energy_haircut_per_mwh
+        prices[ENERGY] = prices[ENERGY] - energy_haircut_per_mwh
     plan = solve_dispatch(
         prices,
         battery_from_spec(request.battery),
@@ -866,6 +887,7 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
         time_limit_s=request.time_limit_s,
         terminal_value_per_mwh=request.terminal_value_per_mwh,
         enablement_cap_mw=request_enablement_caps(request),
+        charge_energy_price=charge_price,
     )
     result = worker_pb2.OptimisationResult(
         request_id=request.request_id,

@@ -190,6 +190,7 @@ class OptimisationRequest(_message.Message):
     TERMINAL_VALUE_PER_MWH_FIELD_NUMBER: _builtins.int
     PRICE_TAIL_WEIGHT_FIELD_NUMBER: _builtins.int
     ENABLEMENT_CAPS_FIELD_NUMBER: _builtins.int
+    ENERGY_UNCERTAINTY_WEIGHT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     inputs_hash: _builtins.str
     initial_state_of_charge_mwh: _builtins.float
@@ -208,6 +209,12 @@ class OptimisationRequest(_message.Message):
     """Weight w of each tail in the price the optimiser plans on: w x lowest quantile + (1 - 2w) x the
     price_quantile path + w x highest quantile (0 = the price_quantile path alone; 0.3 over P10/P50/P90
     is Swanson's rule for the mean of a skewed distribution). In [0, 0.5).
+    """
+    energy_uncertainty_weight: _builtins.float
+    """Weight kappa of the forecast's uncertainty in the energy prices of lp-uncertainty-spread: discharge is
+    valued at the planning price minus kappa x half the band (highest - lowest quantile) / 2, charging at
+    the planning price plus the same ($/MWh). In [0, 1); unset = the algorithm version's own kappa.
+    Ignored by the other optimisers.
     """
     @_builtins.property
     def algorithm(self) -> _common_pb2.AlgorithmRef: ...
@@ -245,12 +252,15 @@ class OptimisationRequest(_message.Message):
         terminal_value_per_mwh: _builtins.float = ...,
         price_tail_weight: _builtins.float = ...,
         enablement_caps: _abc.Iterable[Global___EnablementCap] | None = ...,
+        energy_uncertainty_weight: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "battery", b"battery", "first_interval", b"first_interval"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_energy_uncertainty_weight", b"_energy_uncertainty_weight", "algorithm", b"algorithm", "battery", b"battery", "energy_uncertainty_weight", b"energy_uncertainty_weight", "first_interval", b"first_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "battery", b"battery", "degradation_cost_per_mwh", b"degradation_cost_per_mwh", "enablement_caps", b"enablement_caps", "first_interval", b"first_interval", "forecasts", b"forecasts", "horizon_intervals", b"horizon_intervals", "initial_net_mw", b"initial_net_mw", "initial_state_of_charge_mwh", b"initial_state_of_charge_mwh", "inputs_hash", b"inputs_hash", "price_quantile", b"price_quantile", "price_tail_weight", b"price_tail_weight", "request_id", b"request_id", "terminal_state_of_charge_mwh", b"terminal_state_of_charge_mwh", "terminal_value_per_mwh", b"terminal_value_per_mwh", "time_limit_s", b"time_limit_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_energy_uncertainty_weight", b"_energy_uncertainty_weight", "algorithm", b"algorithm", "battery", b"battery", "degradation_cost_per_mwh", b"degradation_cost_per_mwh", "enablement_caps", b"enablement_caps", "energy_uncertainty_weight", b"energy_uncertainty_weight", "first_interval", b"first_interval", "forecasts", b"forecasts", "horizon_intervals", b"horizon_intervals", "initial_net_mw", b"initial_net_mw", "initial_state_of_charge_mwh", b"initial_state_of_charge_mwh", "inputs_hash", b"inputs_hash", "price_quantile", b"price_quantile", "price_tail_weight", b"price_tail_weight", "request_id", b"request_id", "terminal_state_of_charge_mwh", b"terminal_state_of_charge_mwh", "terminal_value_per_mwh", b"terminal_value_per_mwh", "time_limit_s", b"time_limit_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__energy_uncertainty_weight: _TypeAlias = _typing.Literal["energy_uncertainty_weight"]  # noqa: Y015
+    _WhichOneofArgType__energy_uncertainty_weight: _TypeAlias = _typing.Literal["_energy_uncertainty_weight", b"_energy_uncertainty_weight"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__energy_uncertainty_weight) -> _WhichOneofReturnType__energy_uncertainty_weight | None: ...
 
 Global___OptimisationRequest: _TypeAlias = OptimisationRequest  # noqa: Y015
 
