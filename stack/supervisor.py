@@ -256,7 +256,9 @@ def settings_to_toml(settings: Settings) -> str:
         if not is_dataclass(section):
             continue
         lines.append(f"\n[{table.name}]")
-        lines.extend(f"{f.name} = {_toml_value(getattr(section, f.name))}" for f in fields(section))
+        # An optional setting left unset (None) is left out: TOML has no null, and absent reads back as None.
+        lines.extend(f"{f.name} = {_toml_value(getattr(section, f.name))}" for f in fields(section)
+                     if getattr(section, f.name) is not None)
     for unit in settings.portfolio:  # every unit in full, so the children run the same portfolio
         lines.append("\n[[units]]")
         lines += [f"unit_id = {_toml_value(unit.unit_id)}", f"region = {_toml_value(unit.region)}",
@@ -266,7 +268,8 @@ def settings_to_toml(settings: Settings) -> str:
         lines.append("[units.bidding]")
         lines.extend(f"{f.name} = {_toml_value(getattr(unit.bidding, f.name))}" for f in fields(unit.bidding))
         lines.append("[units.cycle]")
-        lines.extend(f"{name} = {_toml_value(getattr(unit.cycle, name))}" for name in sorted(UNIT_CYCLE_KEYS))
+        lines.extend(f"{name} = {_toml_value(getattr(unit.cycle, name))}" for name in sorted(UNIT_CYCLE_KEYS)
+                     if getattr(unit.cycle, name) is not None)
     return "\n".join(lines) + "\n"
 
 

@@ -194,6 +194,11 @@ def test_settings_round_trip_through_the_effective_config_file(settings: Setting
     path = tmp_path / "effective.toml"
     path.write_text(settings_to_toml(changed))
     assert load_settings(path, environ={}) == replace(changed, database_url=None)
+    # An optional setting: unset (None) is left out of the file, a value is written.
+    assert settings.cycle.optimiser_uncertainty_weight is None
+    weighted = replace(changed, cycle=replace(changed.cycle, optimiser_uncertainty_weight=0.25))
+    path.write_text(settings_to_toml(weighted))
+    assert load_settings(path, environ={}) == replace(weighted, database_url=None)
 
 
 def test_up_on_live_market_data(settings: Settings, tmp_path: Path) -> None:
