@@ -322,7 +322,8 @@ class CycleActivities:
                 time_limit_s=config.optimiser_time_limit_s, initial_net_mw=task.net_mw,
                 terminal_value_per_mwh=config.terminal_value_per_mwh,
                 algorithm=common_pb2.AlgorithmRef(name=config.optimiser_algorithm,
-                                                  version=config.optimiser_algorithm_version))
+                                                  version=config.optimiser_algorithm_version),
+                uncertainty_weight=config.optimiser_uncertainty_weight)
         except InvalidRequestError as error:
             raise _non_retryable(str(error)) from error
         return request

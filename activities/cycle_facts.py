@@ -53,6 +53,9 @@ class CycleConfig:
     # The market clock: "replay" (wall clock mapped onto replay_start … + replay_days) or "live" (AEST now).
     # Its default is not configuration: it reads cycles started before the field existed (recorded histories).
     clock: str = "replay"
+    # κ of lp-uncertainty-spread ([cycle] optimiser_uncertainty_weight, in [0, 1)); None = the optimiser
+    # version's own. Its default reads cycles started before the field existed.
+    optimiser_uncertainty_weight: float | None = None
 
 
 @dataclass(frozen=True)

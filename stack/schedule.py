@@ -55,6 +55,7 @@ def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
         replay_start=cycle.replay_start.isoformat(),
         replay_days=cycle.replay_days,
         bid_version=bid_version,
+        optimiser_uncertainty_weight=cycle.optimiser_uncertainty_weight,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -17,6 +18,7 @@ from algorithms.market.forecast import PriceForecast, forecast_from_result
 from algorithms.market.uncertainty_spread import KAPPA_V1, energy_haircut_per_mwh, half_band_per_mwh, request_kappa
 from algorithms.registry import default_registry
 from settings import ConfigError, Settings, load_settings
+from stack.schedule import cycle_config
 from vpp.v1 import worker_pb2
 
 FIRST = datetime(2026, 3, 20, 4, 5)
@@ -176,3 +178,10 @@ def test_the_backtest_takes_kappa_from_the_cycle_settings() -> None:
     assert _parameters(settings, config).optimiser_uncertainty_weight is None
     chosen = replace(settings, cycle=replace(settings.cycle, optimiser_uncertainty_weight=0.25))
     assert _parameters(chosen, config).optimiser_uncertainty_weight == 0.25
+
+
+def test_the_live_cycle_carries_the_configured_kappa() -> None:
+    settings = load_settings(environ={})
+    assert cycle_config(settings.cycle).optimiser_uncertainty_weight is None
+    weighted = replace(settings.cycle, optimiser_uncertainty_weight=0.4)
+    assert cycle_config(weighted).optimiser_uncertainty_weight == 0.4
