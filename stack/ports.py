@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 
 from services.health import PortInUseError
 
@@ -64,10 +65,39 @@ def check_ports_free(
         raise PortTakenError("\n".join(problems))
 
 
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now (for benchmarks and tests)."""
-    import socket
+# Where the kernel picks ports for outgoing connections and for servers that bind port 0 (Linux's default).
+DEFAULT_EPHEMERAL_PORTS = (32768, 60999)
+# Ports below the ephemeral range free_tcp_port chooses from.
+CHOSEN_PORT_SPAN = 12000
 
-    with socket.socket() as sock:
+
+def ephemeral_port_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's ephemeral port range (first, last), or Linux's default where it cannot be read."""
+    try:
+        first, last = (int(part) for part in Path(path).read_text().split()[:2])
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_PORTS
+    return first, last
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (for benchmarks and tests), chosen at random
+    just below the kernel's ephemeral range: a port handed to a server started later (Temporal's UI) must not
+    be one the kernel gives meanwhile to another process binding port 0 (Temporal's own services do), which a
+    port from the ephemeral range can be."""
+    import random
+
+    first, _ = ephemeral_port_range()
+    low = max(1024, first - CHOSEN_PORT_SPAN)
+    chooser = random.SystemRandom()
+    for _ in range(200):
+        port = chooser.randrange(low, first)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # the span is full: any free port
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

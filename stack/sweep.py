@@ -103,20 +103,28 @@ def throughput_text(progress: SweepProgress, now: datetime) -> str:
 async def follow_sweep(handle: WorkflowHandle[BacktestSweep, SweepResult],
                        report: Callable[[SweepProgress], None]) -> SweepResult:
     """``report`` the sweep's progress whenever it changes (polling every :data:`FOLLOW_PERIOD_S`) until it
-    ends; its result (raises the workflow's failure)."""
+    ends, and once more when it has ended (a sweep that finishes between two polls still reports its last
+    runs); its result (raises the workflow's failure)."""
     result_task = asyncio.ensure_future(handle.result())
     last: tuple[int, int, int] | None = None
+
+    async def poll() -> None:
+        nonlocal last
+        try:
+            progress = await handle.query(BacktestSweep.progress)
+        except RPCError:
+            return
+        if (progress.finished, progress.failed, progress.in_flight) != last:
+            last = (progress.finished, progress.failed, progress.in_flight)
+            report(progress)
+
     try:
         while not result_task.done():
-            try:
-                progress = await handle.query(BacktestSweep.progress)
-            except RPCError:
-                progress = None
-            if progress is not None and (progress.finished, progress.failed, progress.in_flight) != last:
-                last = (progress.finished, progress.failed, progress.in_flight)
-                report(progress)
+            await poll()
             await asyncio.wait({result_task}, timeout=FOLLOW_PERIOD_S)
-        return result_task.result()
+        result = result_task.result()
+        await poll()
+        return result
     finally:
         if not result_task.done():
             result_task.cancel()

@@ -19,7 +19,16 @@ from rich.console import Console
 
 from settings import Settings, load_settings
 from stack import supervisor
-from stack.ports import PortTakenError, StackError, check_ports_free, port_in_use
+from stack.ports import (
+    CHOSEN_PORT_SPAN,
+    DEFAULT_EPHEMERAL_PORTS,
+    PortTakenError,
+    StackError,
+    check_ports_free,
+    ephemeral_port_range,
+    free_tcp_port,
+    port_in_use,
+)
 from stack.processes import ManagedProcess, PartFailedError, http_answers, temporal_answers
 from stack.supervisor import (
     LocalStack,
@@ -406,3 +415,14 @@ def test_run_up_restarts_a_dead_part_and_stops_cleanly_on_sigterm(
     assert "sqs exited with code -9" in text and "restarting sqs (1/3)" in text
     assert running[0].processes() == []
     assert not temporal_answers(stack_settings.stack.temporal_address)
+
+
+def test_a_free_port_is_chosen_below_the_kernels_ephemeral_range() -> None:
+    first, _ = ephemeral_port_range()
+    ports = {free_tcp_port() for _ in range(20)}
+    assert all(first - CHOSEN_PORT_SPAN <= port < first for port in ports)
+    assert len(ports) > 1  # at random, not one port every time
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # free when handed out
+    assert ephemeral_port_range("/no/such/file") == DEFAULT_EPHEMERAL_PORTS
