@@ -24,6 +24,7 @@ from activities.cycle_facts import (
     BidBuilt,
     BidSubmitted,
     BuildBidInput,
+    CycleConfig,
     FetchInput,
     ForecastsAnswered,
     ForecastsInput,
@@ -102,6 +103,11 @@ def _reply_to() -> worker_pb2.ReplyTo:
     info = activity.info()
     return worker_pb2.ReplyTo(workflow_id=info.workflow_id or "", run_id=info.workflow_run_id or "",
                               activity_id=info.activity_id)
+
+
+def _forecaster(config: CycleConfig) -> common_pb2.AlgorithmRef:
+    """The forecaster the cycle's config names."""
+    return common_pb2.AlgorithmRef(name=config.forecast_algorithm, version=config.forecast_algorithm_version)
 
 
 def _non_retryable(message: str) -> ApplicationError:
@@ -240,8 +246,7 @@ class CycleActivities:
                 decision_time=datetime.fromisoformat(task.decision_time),
                 first_interval=datetime.fromisoformat(task.first_interval),
                 horizon_intervals=config.horizon_intervals, quantiles=config.forecast_quantiles,
-                algorithm=common_pb2.AlgorithmRef(name=config.forecast_algorithm,
-                                                  version=config.forecast_algorithm_version))
+                algorithm=_forecaster(config))
         except InvalidRequestError as error:
             raise _non_retryable(str(error)) from error
         await self._put(request, task.cycle_id, f"forecast-request/{task.product}")
@@ -265,8 +270,7 @@ class CycleActivities:
             requests = region_forecast_requests(
                 snapshot, task.products, first_interval=datetime.fromisoformat(task.first_interval),
                 horizon_intervals=config.horizon_intervals, quantiles=config.forecast_quantiles,
-                algorithm=common_pb2.AlgorithmRef(name=config.forecast_algorithm,
-                                                  version=config.forecast_algorithm_version))
+                algorithm=_forecaster(config))
         except InvalidRequestError as error:
             raise _non_retryable(str(error)) from error
         await asyncio.to_thread(self._archive.put_all, [

@@ -272,11 +272,45 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class _ContentAddressedArchive:
+    """What both backends share: objects keyed by the hash of their packed bytes, written once
+    (:meth:`_write_object`), and a per-cycle index appended with a batch of entries (:meth:`_record`)."""
+
+    _clock: Callable[[], datetime]
+
+    def _write_object(self, key: str, archived: bytes) -> None:
+        raise NotImplementedError
+
+    def _record(self, entries: Sequence[ArchiveEntry]) -> None:
+        raise NotImplementedError
+
+    def put(self, message: Message, *, cycle_id: str | None = None, label: str = "") -> str:
+        """Archive ``message`` (once) and, if ``cycle_id`` is given, index it under ``label``; its key."""
+        if cycle_id is not None:
+            return self.put_all([(message, label)], cycle_id=cycle_id)[0]
+        archived = packed_bytes(message)
+        key = key_for_bytes(archived)
+        self._write_object(key, archived)
+        return key
+
+    def put_all(self, messages: Sequence[tuple[Message, str]], *, cycle_id: str) -> list[str]:
+        """Archive each ``(message, label)`` (once) and index them under ``cycle_id`` in order with one index
+        write; their keys."""
+        entries: list[ArchiveEntry] = []
+        for message, label in messages:
+            archived = packed_bytes(message)
+            key = key_for_bytes(archived)
+            self._write_object(key, archived)
+            entries.append(ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock()))
+        self._record(entries)
+        return [entry.key for entry in entries]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Local folder backend
 
 
-class LocalArchive:
+class LocalArchive(_ContentAddressedArchive):
     """An archive in a local folder ``root`` (created on first write).
 
     Objects are written through a temporary file and ``os.replace``; the cycle index is rewritten the
@@ -287,28 +321,6 @@ class LocalArchive:
     def __init__(self, root: Path, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.root = Path(root)
         self._clock = clock
-
-    def put(self, message: Message, *, cycle_id: str | None = None, label: str = "") -> str:
-        """Archive ``message`` (once) and, if ``cycle_id`` is given, index it under ``label``; its key."""
-        archived = packed_bytes(message)
-        key = key_for_bytes(archived)
-        self._write_object(key, archived)
-        if cycle_id is not None:
-            entry = ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock())
-            self._record([entry])
-        return key
-
-    def put_all(self, messages: Sequence[tuple[Message, str]], *, cycle_id: str) -> list[str]:
-        """Archive each ``(message, label)`` (once) and index them under ``cycle_id`` in order, rewriting the
-        cycle's index once; their keys."""
-        entries: list[ArchiveEntry] = []
-        for message, label in messages:
-            archived = packed_bytes(message)
-            key = key_for_bytes(archived)
-            self._write_object(key, archived)
-            entries.append(ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock()))
-        self._record(entries)
-        return [entry.key for entry in entries]
 
     def _write_object(self, key: str, archived: bytes) -> None:
         target = self.root / object_path(key)
@@ -386,7 +398,7 @@ def _locked(lock_path: Path) -> Iterator[None]:
 # S3 backend
 
 
-class S3Archive:
+class S3Archive(_ContentAddressedArchive):
     """An archive in an S3 bucket below ``prefix`` (same layout as :class:`LocalArchive`).
 
     Objects are written with ``If-None-Match: *`` (never overwritten). The cycle index is appended by
@@ -405,27 +417,6 @@ class S3Archive:
 
     def _object_key(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
-
-    def put(self, message: Message, *, cycle_id: str | None = None, label: str = "") -> str:
-        """Archive ``message`` (once) and, if ``cycle_id`` is given, index it under ``label``; its key."""
-        archived = packed_bytes(message)
-        key = key_for_bytes(archived)
-        self._write_object(key, archived)
-        if cycle_id is not None:
-            self._record([ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock())])
-        return key
-
-    def put_all(self, messages: Sequence[tuple[Message, str]], *, cycle_id: str) -> list[str]:
-        """Archive each ``(message, label)`` (once) and index them under ``cycle_id`` in order with one
-        conditional index write; their keys."""
-        entries: list[ArchiveEntry] = []
-        for message, label in messages:
-            archived = packed_bytes(message)
-            key = key_for_bytes(archived)
-            self._write_object(key, archived)
-            entries.append(ArchiveEntry(cycle_id, label, key, message.DESCRIPTOR.full_name, self._clock()))
-        self._record(entries)
-        return [entry.key for entry in entries]
 
     def _write_object(self, key: str, archived: bytes) -> None:
         s3_key = self._object_key(object_path(key))
