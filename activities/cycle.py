@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -52,6 +54,7 @@ from algorithms.market.cycle_requests import (
     region_forecast_requests,
 )
 from algorithms.market.daily_bid import DailyBidsInForce
+from algorithms.market.depth_plan import depth_policy, snapshot_enablement_caps_mw
 from algorithms.market.dispatch_check import DispatchCheck, check_dispatch
 from algorithms.market.operator_controls import EffectiveControls, battery_with_soc_floor, effective_controls
 from archive import Archive
@@ -308,16 +311,19 @@ class CycleActivities:
         return plan.answer
 
     async def _optimisation_request(self, task: OptimisationTaskInput) -> worker_pb2.OptimisationRequest:
-        """The optimisation request over the archived forecasts of ``task`` for its unit's battery."""
+        """The optimisation request over the archived forecasts of ``task`` for its unit's battery, expecting
+        the FCAS depth of its archived snapshot (:func:`_expected_caps`)."""
         forecasts = [cast(worker_pb2.ForecastResult, f)
                      for f in await asyncio.gather(*(self._get(k) for k in task.forecast_keys))]
         config = task.config
         unit = self._unit(task.unit_id)
+        first_interval = datetime.fromisoformat(task.first_interval)
+        caps = await self._expected_caps(task, first_interval)
         try:
             request = optimisation_request(
                 forecasts, battery_with_soc_floor(self._batteries[unit.unit_id], task.soc_floor_fraction),
                 request_id=f"{task.cycle_id}/optimisation",
-                first_interval=datetime.fromisoformat(task.first_interval),
+                first_interval=first_interval,
                 horizon_intervals=config.horizon_intervals, state_of_charge_mwh=task.state_of_charge_mwh,
                 terminal_state_of_charge_mwh=unit.battery.initial_state_of_charge_mwh,
                 price_quantile=config.optimiser_price_quantile,
@@ -327,10 +333,28 @@ class CycleActivities:
                 terminal_value_per_mwh=config.terminal_value_per_mwh,
                 algorithm=common_pb2.AlgorithmRef(name=config.optimiser_algorithm,
                                                   version=config.optimiser_algorithm_version),
-                uncertainty_weight=config.optimiser_uncertainty_weight)
+                uncertainty_weight=config.optimiser_uncertainty_weight, enablement_cap_mw=caps)
         except InvalidRequestError as error:
             raise _non_retryable(str(error)) from error
         return request
+
+    async def _expected_caps(self, task: OptimisationTaskInput,
+                             first_interval: datetime) -> dict[str, npt.NDArray[np.float64]] | None:
+        """The FCAS depth (MW per interval of the horizon from ``first_interval``, AEST, by FCAS product) the
+        plan expects from the local dispatch of the task's archived snapshot, known at its as-of
+        (:func:`algorithms.market.depth_plan.snapshot_enablement_caps_mw`, as the backtest asks it); None when
+        ``[market_depth] plan_with_expected_depth`` is off, the task names no snapshot or the snapshot
+        carries no local dispatch (data without DISPATCHREGIONSUM): a price-taker's plan."""
+        config = task.config
+        policy = depth_policy(config.plan_with_expected_depth, config.planning_cap_factor)
+        if policy is None or not task.snapshot_key:
+            return None
+        snapshot = cast(market_data_pb2.MarketSnapshot, await self._get(task.snapshot_key))
+        try:
+            return snapshot_enablement_caps_mw(snapshot, first_interval, config.horizon_intervals,
+                                               config.fcas_enablement_share, policy)
+        except ValueError as error:  # a snapshot or setting no retry can mend
+            raise _non_retryable(f"expected FCAS depth of snapshot {task.snapshot_key}: {error}") from error
 
     @activity.defn(name="build_and_validate_bid")
     async def build_and_validate_bid(self, request: BuildBidInput) -> BidBuilt:

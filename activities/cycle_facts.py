@@ -56,6 +56,13 @@ class CycleConfig:
     # κ of lp-uncertainty-spread ([cycle] optimiser_uncertainty_weight, in [0, 1)); None = the optimiser
     # version's own. Its default reads cycles started before the field existed.
     optimiser_uncertainty_weight: float | None = None
+    # The FCAS depth the plan expects ([market_depth]): whether to cap each FCAS service at the share (of the
+    # region's local dispatch, in (0, 1]) × the cap factor (> 0) × the local dispatch expected from the
+    # snapshot (algorithms/market/depth_plan.snapshot_enablement_caps_mw). Their defaults read cycles started
+    # before the fields existed: a price-taker's plan, as those cycles made.
+    plan_with_expected_depth: bool = False
+    fcas_enablement_share: float = 0.5
+    planning_cap_factor: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,9 @@ class OptimisationTaskInput:
     config: CycleConfig
     # Operator SoC hold in force: the battery's minimum SoC is raised to it for the whole horizon.
     soc_floor_fraction: float | None = None
+    # The archived snapshot the forecasts were made from: the FCAS depth the plan expects is estimated from
+    # its local dispatch (config.plan_with_expected_depth). "" (tasks of cycles recorded before): none.
+    snapshot_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The platform's price tables over AEMO's live reports, as the follower ingests them.
 
-:class:`LiveMarketTables` keeps in memory the dispatch prices of the DispatchIS reports (DISPATCHPRICE),
-the pre-dispatch runs of the PredispatchIS reports (PREDISPATCHPRICE) and the P5MIN runs of the P5MIN
+:class:`LiveMarketTables` keeps in memory the dispatch prices of the DispatchIS reports (DISPATCHPRICE) and
+the regions' FCAS local dispatch they carry (DISPATCHREGIONSUM ``<product>LOCALDISPATCH``, the market depth
+attached to the dispatch prices as :attr:`~algorithms.market.prices.DispatchPrices.region_enabled_mw`, known
+with them), the pre-dispatch runs of the PredispatchIS reports (PREDISPATCHPRICE) and the P5MIN runs of the P5MIN
 reports (P5MIN_REGIONSOLUTION) that the market store holds, and turns them into the structures the as-of
 snapshot is built from (:class:`algorithms.market.as_of.MarketTables`):
 :class:`~algorithms.market.prices.DispatchPrices`, with an :class:`~algorithms.market.as_of.ObservedPublication`
@@ -30,7 +32,7 @@ import pandas as pd
 
 from aemo.archive_files import parse_file_name
 from aemo.live import IngestedFile
-from aemo.mms import dispatch_prices_from_frame, predispatch_prices_from_frame
+from aemo.mms import REGION_SUM_TABLE, dispatch_prices_from_frame, predispatch_prices_from_frame, with_region_enablement
 from aemo.p5min import p5min_prices
 from aemo.store import PUBLISHED_COLUMN, SOURCE_COLUMN, MarketStore
 from algorithms.common.nem_time import AEST_OFFSET
@@ -45,12 +47,18 @@ DISPATCH_TABLE = "DISPATCHPRICE"
 PREDISPATCH_TABLE = "PREDISPATCHPRICE"
 P5MIN_TABLE = "P5MIN_REGIONSOLUTION"
 IDENTITY_COLUMN = "_identity"
-_REPORT_TABLES = {DISPATCH_REPORT: DISPATCH_TABLE, PREDISPATCH_REPORT: PREDISPATCH_TABLE, P5MIN_REPORT: P5MIN_TABLE}
+# The tables each report gives (DispatchIS: the prices and the regions' FCAS local dispatch).
+_REPORT_TABLES = {DISPATCH_REPORT: (DISPATCH_TABLE, REGION_SUM_TABLE), PREDISPATCH_REPORT: (PREDISPATCH_TABLE,),
+                  P5MIN_REPORT: (P5MIN_TABLE,)}
 # Per table: the key of one value, and the column the window is kept on.
 _KEYS = {DISPATCH_TABLE: ("SETTLEMENTDATE", "REGIONID"),
+         REGION_SUM_TABLE: ("SETTLEMENTDATE", "REGIONID", "INTERVENTION"),
          PREDISPATCH_TABLE: ("PREDISPATCHSEQNO", "REGIONID", "DATETIME"),
          P5MIN_TABLE: ("RUN_DATETIME", "REGIONID", "INTERVAL_DATETIME")}
-_WINDOW_COLUMN = {DISPATCH_TABLE: "SETTLEMENTDATE", PREDISPATCH_TABLE: PUBLISHED_COLUMN, P5MIN_TABLE: PUBLISHED_COLUMN}
+_WINDOW_COLUMN = {DISPATCH_TABLE: "SETTLEMENTDATE", REGION_SUM_TABLE: "SETTLEMENTDATE",
+                  PREDISPATCH_TABLE: PUBLISHED_COLUMN, P5MIN_TABLE: PUBLISHED_COLUMN}
+# Tables kept over the dispatch history's window (the others: over the runs' window).
+_INTERVAL_TABLES = frozenset({DISPATCH_TABLE, REGION_SUM_TABLE})
 
 
 def _identity(name: str) -> str:
@@ -58,7 +66,8 @@ def _identity(name: str) -> str:
 
 
 class LiveMarketTables:
-    """Dispatch and pre-dispatch prices of the live reports in ``store`` (see the module docstring).
+    """Dispatch prices (with the regions' FCAS local dispatch), pre-dispatch and P5MIN runs of the live
+    reports in ``store`` (see the module docstring).
 
     ``dispatch_price_delay_s``: a value published later than its interval end + this many seconds is LATE.
     ``window``: how much dispatch history is kept (default 8 days: a week of history for the cycle and a day
@@ -85,7 +94,8 @@ class LiveMarketTables:
                   if newest is None or record.published is None or record.published >= newest - self.window]
         by_table: dict[str, list[str]] = {}
         for record in recent:
-            by_table.setdefault(_REPORT_TABLES[parse_file_name(record.name).subject], []).append(record.name)
+            for table in _REPORT_TABLES[parse_file_name(record.name).subject]:
+                by_table.setdefault(table, []).append(record.name)
         with self._lock:
             for table, names in by_table.items():
                 self._rows[table] = self._merge(table, self._rows[table], self._read(table, names))
@@ -94,12 +104,13 @@ class LiveMarketTables:
         return len(recent)
 
     def on_ingested(self, files: Sequence[IngestedFile]) -> None:
-        """Listener of the follower: take the rows of the DispatchIS / PredispatchIS files just committed."""
+        """Listener of the follower: take the rows of the DispatchIS / PredispatchIS / P5MIN files just
+        committed."""
         by_table: dict[str, list[str]] = {}
         for ingested in files:
-            table = _REPORT_TABLES.get(parse_file_name(ingested.name).subject)
-            if table is not None and table in ingested.tables:
-                by_table.setdefault(table, []).append(ingested.name)
+            for table in _REPORT_TABLES.get(parse_file_name(ingested.name).subject, ()):
+                if table in ingested.tables:
+                    by_table.setdefault(table, []).append(ingested.name)
         if not by_table:
             return
         with self._lock:
@@ -150,7 +161,7 @@ class LiveMarketTables:
             held = held[~held[IDENTITY_COLUMN].isin(new[IDENTITY_COLUMN].unique())]
         frame = new if held.empty else pd.concat([held, new], ignore_index=True)
         keys = [column for column in _KEYS[table] if column in frame.columns]
-        window = self.window if table == DISPATCH_TABLE else self.runs_window
+        window = self.window if table in _INTERVAL_TABLES else self.runs_window
         frame = frame.sort_values(PUBLISHED_COLUMN, kind="stable").drop_duplicates(keys, keep="last")
         newest = frame[PUBLISHED_COLUMN].max()
         frame = frame[frame[_WINDOW_COLUMN[table]] >= newest - pd.Timedelta(window)]
@@ -171,6 +182,9 @@ class LiveMarketTables:
             intervals = known.index.to_numpy(dtype="datetime64[s]")
             published = known.to_numpy(dtype="datetime64[s]")
         dispatch = dispatch_prices_from_frame(dispatch_rows, "live DispatchIS reports")
+        region_sum_rows = self._rows[REGION_SUM_TABLE]
+        if not region_sum_rows.empty:
+            dispatch = with_region_enablement(dispatch, region_sum_rows, f"live DispatchIS reports {REGION_SUM_TABLE}")
         predispatch_rows = self._rows[PREDISPATCH_TABLE]
         if predispatch_rows.empty:
             predispatch_rows = pd.DataFrame({column: pd.Series(dtype=object) for column in (

@@ -17,8 +17,9 @@ activities of ``activities/cycle.py``) makes it, without Temporal, SQS, gRPC or 
 4. **Optimise** — :func:`algorithms.market.cycle_requests.optimisation_request` (initial SoC = the unit's,
    terminal = the configured initial SoC, initial net MW = the unit's) and its handler. Where the data has
    DISPATCHREGIONSUM (and ``[market_depth] plan_with_expected_depth``), the request carries the FCAS depth
-   the plan expects, estimated from the region's local dispatch known at the snapshot's as-of
-   (:func:`algorithms.market.depth_plan.plan_enablement_caps_mw`); otherwise none, as a price-taker's.
+   the plan expects, estimated from the region's local dispatch the snapshot carries (known at its as-of)
+   by the function the live cycle's optimisation activity calls
+   (:func:`algorithms.market.depth_plan.snapshot_enablement_caps_mw`); otherwise none, as a price-taker's.
 5. **Bid** — :func:`algorithms.market.bid_decision.decide_bid`, the same decision the
    ``build_and_validate_bid`` activity makes (:func:`bid_stage`): the plan's bid, else the safe bid; no
    resubmission without material change from the bid in force (it stands); V1–V8 with the trading day's
@@ -116,7 +117,7 @@ from algorithms.market.depth import (
     end_of_run_adjustment_dollars,
     interval_caps_mw,
 )
-from algorithms.market.depth_plan import DepthEstimatePolicy, plan_enablement_caps_mw
+from algorithms.market.depth_plan import depth_policy, snapshot_enablement_caps_mw
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from algorithms.market.operator_controls import (
     ControlTimeline,
@@ -663,6 +664,21 @@ class _Prepared:
     snapshot_ms: float
     forecast_ms_by_product: dict[str, float]
     snapshot: market_data_pb2.MarketSnapshot | None
+    # The FCAS depth the plan expects (MW per interval of the horizon, by FCAS product), from the snapshot's
+    # local dispatch (:func:`expected_caps`); None: not asked for, or the data has no DISPATCHREGIONSUM.
+    expected_caps: dict[str, FloatArray] | None = None
+
+
+def expected_caps(settings: Settings, snapshot: market_data_pb2.MarketSnapshot, first_interval: datetime,
+                  horizon_intervals: int) -> dict[str, FloatArray] | None:
+    """The FCAS depth (MW per interval of ``horizon_intervals`` from the one ending ``first_interval``, AEST)
+    the plan made from ``snapshot`` expects: :func:`algorithms.market.depth_plan.snapshot_enablement_caps_mw`
+    from the snapshot's local dispatch known at its as-of, as the live cycle's optimisation activity asks it;
+    None when not asked for (``[market_depth] plan_with_expected_depth``) or without DISPATCHREGIONSUM."""
+    depth = settings.market_depth
+    return snapshot_enablement_caps_mw(snapshot, first_interval, horizon_intervals, depth.fcas_enablement_share,
+                                       depth_policy(depth.plan_with_expected_depth, depth.planning_cap_factor,
+                                                    settings.market.interval_minutes))
 
 
 class _Preparer:
@@ -704,7 +720,8 @@ class _Preparer:
             latest_quality=common_pb2.DataQuality.Name(snapshot.latest_quality).removeprefix("DATA_QUALITY_"),
             data_known_at=_max_known_at(snapshot), forecasts=tuple(forecasts), failure=failure,
             forecast_energy_p50=p50, energy_forecast_by_lead=by_lead, snapshot_ms=snapshot_ms,
-            forecast_ms_by_product=timings, snapshot=snapshot if keep_snapshot else None)
+            forecast_ms_by_product=timings, snapshot=snapshot if keep_snapshot else None,
+            expected_caps=expected_caps(self._settings, snapshot, interval, self._parameters.horizon_intervals))
 
     def fetch(self, timeline: CycleTimeline) -> tuple[datetime, market_data_pb2.MarketSnapshot]:
         """(as-of, snapshot) as the cycle's fetch stage gets it: poll until the cut-off, then estimate."""
@@ -810,24 +827,12 @@ class _RegionReplay:
 
     # -- stages --------------------------------------------------------------------------------
 
-    def expected_caps(self, as_of: datetime | None, first_interval: datetime) -> dict[str, FloatArray] | None:
-        """The FCAS depth (MW per interval of the horizon) the plan made at ``as_of`` (AEST) expects
-        (:func:`algorithms.market.depth_plan.plan_enablement_caps_mw`), or None: not asked for
-        (``[market_depth] plan_with_expected_depth``), no decision time, or no DISPATCHREGIONSUM."""
-        depth = self._settings.market_depth
-        if not depth.plan_with_expected_depth or as_of is None:
-            return None
-        policy = DepthEstimatePolicy(cap_factor=depth.planning_cap_factor,
-                                     interval_minutes=self._settings.market.interval_minutes)
-        return plan_enablement_caps_mw(self._market, self._config.region, as_of, first_interval,
-                                       self._parameters.horizon_intervals, depth.fcas_enablement_share, policy)
-
     def optimise(self, forecasts: Sequence[worker_pb2.ForecastResult], cycle_id: str,
                  first_interval: datetime, soc_floor_fraction: float | None = None,
-                 as_of: datetime | None = None) -> worker_pb2.OptimisationResult:
+                 caps: Mapping[str, FloatArray] | None = None) -> worker_pb2.OptimisationResult:
         """The plan (the request_optimisation activity and its worker), for the battery with the operator's
-        SoC floor (fraction of capacity) when one is held, expecting the FCAS depth known at ``as_of`` (AEST;
-        :meth:`expected_caps`)."""
+        SoC floor (fraction of capacity) when one is held, expecting the FCAS depth ``caps`` (MW per interval
+        of the horizon, by FCAS product: :func:`expected_caps`; None: a price-taker's plan)."""
         parameters = self._parameters
         request = optimisation_request(
             forecasts, battery_with_soc_floor(self._battery, soc_floor_fraction), request_id=f"{cycle_id}/optimisation",
@@ -840,7 +845,7 @@ class _RegionReplay:
             terminal_value_per_mwh=parameters.terminal_value_per_mwh,
             price_tail_weight=parameters.optimiser_price_tail_weight,
             algorithm=parameters.optimiser_algorithm,
-            enablement_cap_mw=self.expected_caps(as_of, first_interval),
+            enablement_cap_mw=caps,
             uncertainty_weight=parameters.optimiser_uncertainty_weight)
         plan = call_timed(self._optimiser, request)
         if not isinstance(plan, worker_pb2.OptimisationResult):
@@ -917,7 +922,7 @@ class _RegionReplay:
                 if not controls.paused:
                     started = time.perf_counter()
                     plan = self.optimise(prepared.forecasts, cycle_id, interval, controls.soc_floor_fraction,
-                                         prepared.as_of)
+                                         prepared.expected_caps)
                     optimise_ms, solve_ms = _elapsed_ms(started), plan.solve_ms
                     plan_status = worker_pb2.ResultStatus.Name(plan.status).removeprefix("RESULT_STATUS_")
                 started = time.perf_counter()

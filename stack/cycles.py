@@ -43,7 +43,8 @@ async def run_cycle_at(client: Client, settings: Settings, decision_time: dateti
     wait for it to end. ``region`` overrides the unit's region (tests of a region without data);
     ``search_attributes`` False for a Temporal server without the platform's search attributes registered."""
     unit = settings.unit(unit_id) if unit_id else settings.battery_units[0]
-    config = replace(cycle_config(unit.cycle, bid_version=bid_version), search_attributes=search_attributes)
+    config = replace(cycle_config(unit.cycle, bid_version=bid_version, market_depth=settings.market_depth),
+                     search_attributes=search_attributes)
     workflow_id = workflow_id or f"autobidder-{unit.unit_id}-{decision_time:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     cycle_input = CycleInput(unit_id=unit.unit_id, region=region or unit.region, config=config,
                              decision_time=decision_time.isoformat())

@@ -21,7 +21,7 @@ from temporalio.client import (
 
 from activities.cycle_facts import CycleConfig, CycleInput
 from services.temporal_client import connect_temporal, schedule_id
-from settings import CycleSettings, Settings, UnitSettings
+from settings import CycleSettings, MarketDepthSettings, Settings, UnitSettings
 
 if TYPE_CHECKING:
     from activities.distribution_facts import DistributionInput
@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 
 
 
-def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
-    """The workflow's CycleConfig from the configured CycleSettings."""
+def cycle_config(cycle: CycleSettings, bid_version: int = 1,
+                 market_depth: MarketDepthSettings | None = None) -> CycleConfig:
+    """The workflow's CycleConfig from the configured CycleSettings and ``[market_depth]`` (default: its
+    defaults; the FCAS depth the plan expects)."""
+    depth = market_depth if market_depth is not None else MarketDepthSettings()
     return CycleConfig(
         horizon_intervals=cycle.horizon_intervals,
         history_intervals=cycle.history_intervals,
@@ -56,6 +59,9 @@ def cycle_config(cycle: CycleSettings, bid_version: int = 1) -> CycleConfig:
         replay_days=cycle.replay_days,
         bid_version=bid_version,
         optimiser_uncertainty_weight=cycle.optimiser_uncertainty_weight,
+        plan_with_expected_depth=depth.plan_with_expected_depth,
+        fcas_enablement_share=depth.fcas_enablement_share,
+        planning_cap_factor=depth.planning_cap_factor,
     )
 
 
@@ -68,7 +74,8 @@ def cycle_schedule(settings: Settings, unit: UnitSettings | None = None) -> Sche
     return Schedule(
         action=ScheduleActionStartWorkflow(
             "AutobidderCycle",
-            CycleInput(unit_id=unit.unit_id, region=unit.region, config=cycle_config(cycle)),
+            CycleInput(unit_id=unit.unit_id, region=unit.region,
+                       config=cycle_config(cycle, market_depth=settings.market_depth)),
             id=f"autobidder-{unit.unit_id}",
             task_queue=settings.stack.task_queue,
             execution_timeout=timedelta(minutes=10),
@@ -149,7 +156,7 @@ def distribution_input(settings: Settings, decision_time: str | None = None,
     return DistributionInput(
         region=settings.vpp_unit.region, vpp_node=coopt.vpp_node, fleet_unit_id=coopt.fleet_unit_id,
         plan_collection_s=coopt.plan_collection_s, hierarchy=coopt.hierarchy or None, poll_nodes=coopt.poll_nodes,
-        config=cycle_config(settings.cycle), decision_time=decision_time,
+        config=cycle_config(settings.cycle, market_depth=settings.market_depth), decision_time=decision_time,
         dispatch_task_queue=settings.fleet.task_queue, control_interval_s=settings.fleet.control_interval_s,
         storm_warning=storm_warning, dispatch_intervals=settings.coopt.dispatch_intervals)
 

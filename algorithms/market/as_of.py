@@ -20,6 +20,10 @@ A snapshot for (region, dispatch_interval, as_of) never contains anything publis
 * Pre-dispatch: the newest run (by run time) of the region whose known_at (latest LASTCHANGED) <= as_of.
 * P5MIN (when a P5MIN table is given): the newest run (by run time) of the region published at or before
   as_of (:class:`~algorithms.market.prices.P5minPrices`), each product with the intervals it prices.
+* Local dispatch (where the data has DISPATCHREGIONSUM, :attr:`DispatchPrices.region_enabled_mw`): the MW
+  the region enabled of each FCAS product in the history slots, known with the slot's dispatch prices
+  (the same DispatchIS report: same ``known_at``); NaN where those were not known at as_of or the data has
+  no value. Without DISPATCHREGIONSUM the snapshot carries none.
 
 Live data (:class:`ObservedPublication`) follows the same contract with observed publication times: a
 value is known at the publication time of the AEMO file that carried it (from the file's header or
@@ -53,6 +57,7 @@ from algorithms.common.nem_time import (
     to_timestamp,
     utc_to_market,
 )
+from algorithms.common.products import is_fcas
 from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices
 from settings import MarketDataSettings
 from vpp.v1 import common_pb2, market_data_pb2
@@ -333,6 +338,8 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
     Times are naive AEST market times (an aware ``as_of`` is converted). ``history_intervals`` 5-minute
     slots (0 = 2016) ending at interval_ending_at_or_before(as_of); prices $/MWh (ENERGY) and $/MW/h
     (FCAS). ``p5min``: AEMO's P5MIN runs, if the data has them (None: the snapshot carries no P5MIN).
+    Where ``dispatch`` has DISPATCHREGIONSUM the snapshot carries the region's FCAS local dispatch (MW) over
+    the same slots, known as the prices are (``local_dispatch``); otherwise none.
     See the module docstring for the as-of contract and the quality rules.
     Raises SnapshotRequestError / SnapshotNotFoundError (see :func:`validate_snapshot_request`).
     """
@@ -369,6 +376,9 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
         history.price.extend(prices[:, index].tolist())
         history.known_at_unix_ms.extend(known_unix_ms[:, index].tolist())
         history.quality.extend(quality[:, index].tolist())
+    if dispatch.region_enabled_mw is not None:
+        _add_local_dispatch(snapshot, dispatch, region, clipped, known_now,
+                            _unix_ms(np.where(published, known_us, 0)), first_interval)
 
     notes: list[str] = []
     if bool(value_known[-1].any()):
@@ -396,6 +406,26 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
         notes.extend(_add_p5min(snapshot, p5min, region, as_of))
     snapshot.quality_notes.extend(notes)
     return snapshot
+
+
+def _add_local_dispatch(snapshot: market_data_pb2.MarketSnapshot, dispatch: DispatchPrices, region: str,
+                        positions: np.ndarray, known_now: np.ndarray, known_unix_ms: np.ndarray,
+                        first_interval: Timestamp) -> None:
+    """Append the region's FCAS local dispatch (MW, DISPATCHREGIONSUM) of the history slots: for each slot,
+    the data row at ``positions`` where the slot's dispatch prices were known at as_of (``known_now``) and
+    the data has a value; NaN (known_at 0) elsewhere. One history per FCAS product of the data."""
+    assert dispatch.region_enabled_mw is not None
+    enabled = dispatch.region_enabled_mw[dispatch.region_index(region)][positions]  # (count, n_products)
+    value_known = known_now[:, np.newaxis] & np.isfinite(enabled)
+    values = np.where(value_known, enabled, np.nan)
+    known_ms = np.where(value_known, known_unix_ms[:, np.newaxis], 0)
+    for index, product in enumerate(dispatch.products):
+        if not is_fcas(product):
+            continue
+        history = snapshot.local_dispatch.add(product=product)
+        history.first_interval.CopyFrom(first_interval)
+        history.enabled_mw.extend(values[:, index].tolist())
+        history.known_at_unix_ms.extend(known_ms[:, index].tolist())
 
 
 def _add_predispatch(snapshot: market_data_pb2.MarketSnapshot, predispatch: PredispatchPrices,

@@ -28,9 +28,11 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
+from algorithms.common.nem_time import from_timestamp
 from algorithms.common.products import is_fcas
 from algorithms.market.depth import check_share
 from algorithms.market.prices import DispatchPrices
+from vpp.v1 import market_data_pb2
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -179,9 +181,82 @@ def plan_enablement_caps_mw(dispatch: DispatchPrices, region: str, as_of: dateti
                                        share, policy)
 
 
+@dataclass(frozen=True)
+class LocalDispatchHistory:
+    """The region's FCAS local dispatch a snapshot carries, as arrays: ``products`` (FCAS, snapshot order),
+    ``intervals`` (interval-ending AEST, datetime64[s], 5-minute steps) and ``enabled_mw`` (intervals ×
+    products, MW; NaN where not known at the snapshot's as-of)."""
+
+    products: tuple[str, ...]
+    intervals: npt.NDArray[np.datetime64]
+    enabled_mw: FloatArray
+
+
+def depth_policy(plan_with_expected_depth: bool, planning_cap_factor: float,
+                 interval_minutes: int = 5) -> DepthEstimatePolicy | None:
+    """The expected-depth estimate of ``[market_depth]`` (``planning_cap_factor``, dimensionless; intervals of
+    ``interval_minutes`` minutes), or None when the plan is not to expect the depth
+    (``plan_with_expected_depth`` false: a price-taker's plan)."""
+    if not plan_with_expected_depth:
+        return None
+    return DepthEstimatePolicy(cap_factor=planning_cap_factor, interval_minutes=interval_minutes)
+
+
+def snapshot_local_dispatch(snapshot: market_data_pb2.MarketSnapshot,
+                            interval_minutes: int = 5) -> LocalDispatchHistory | None:
+    """The FCAS local dispatch (MW per ``interval_minutes`` interval, interval-ending AEST) ``snapshot``
+    carries (``MarketSnapshot.local_dispatch``), or None when it carries none (data without
+    DISPATCHREGIONSUM). ValueError when its histories disagree on their first interval or length, or one
+    is not of an FCAS product."""
+    histories = list(snapshot.local_dispatch)
+    if not histories:
+        return None
+    first = histories[0]
+    length = len(first.enabled_mw)
+    for history in histories:
+        if not is_fcas(history.product):
+            raise ValueError(f"local dispatch history of {history.product!r}, not an FCAS product")
+        if history.first_interval != first.first_interval or len(history.enabled_mw) != length:
+            raise ValueError(f"local dispatch history of {history.product} does not cover the intervals of "
+                             f"{first.product}'s ({len(history.enabled_mw)} values vs {length})")
+    start = np.datetime64(from_timestamp(first.first_interval), "s")
+    intervals = start + np.timedelta64(interval_minutes * 60, "s") * np.arange(length)
+    enabled = np.column_stack([np.asarray(history.enabled_mw, dtype=np.float64) for history in histories])
+    return LocalDispatchHistory(products=tuple(history.product for history in histories),
+                                intervals=intervals, enabled_mw=enabled)
+
+
+def snapshot_enablement_caps_mw(snapshot: market_data_pb2.MarketSnapshot, first_interval: datetime,
+                                horizon_intervals: int, share: float,
+                                policy: DepthEstimatePolicy | None) -> dict[str, FloatArray] | None:
+    """The FCAS depth a plan made from ``snapshot`` expects: FCAS product → cap (MW) on the unit's enablement
+    in each of ``horizon_intervals`` intervals from the one ending ``first_interval`` (AEST), ``share`` ×
+    ``policy.cap_factor`` × the region's local dispatch expected from the snapshot's local dispatch history
+    known at its as-of (:func:`expected_enablement_caps_mw`).
+
+    The one home of the decision for the live cycle, the backtest and the archive replay. None when not
+    asked for (``policy`` None: ``[market_depth] plan_with_expected_depth`` off) or when the snapshot carries
+    no local dispatch (data without DISPATCHREGIONSUM): the plan is then a price-taker's. The look-back is
+    what the snapshot holds: ``policy.lookback_days`` needs as many days of history (2016 intervals for 7).
+    """
+    if policy is None:
+        return None
+    history = snapshot_local_dispatch(snapshot, policy.interval_minutes)
+    if history is None:
+        return None
+    step = np.timedelta64(policy.interval_minutes * 60, "s")
+    plan = np.datetime64(first_interval, "s") + step * np.arange(horizon_intervals)
+    return expected_enablement_caps_mw(history.products, history.intervals, history.enabled_mw,
+                                       from_timestamp(snapshot.as_of), plan, share, policy)
+
+
 __all__ = [
     "DepthEstimatePolicy",
+    "LocalDispatchHistory",
+    "depth_policy",
     "expected_enablement_caps_mw",
     "expected_local_dispatch_mw",
     "plan_enablement_caps_mw",
+    "snapshot_enablement_caps_mw",
+    "snapshot_local_dispatch",
 ]

@@ -202,6 +202,51 @@ class P5minForecast(_message.Message):
 Global___P5minForecast: _TypeAlias = P5minForecast  # noqa: Y015
 
 @_typing.final
+class LocalDispatchHistory(_message.Message):
+    """The region's FCAS local dispatch of one product (DISPATCHREGIONSUM <product>LOCALDISPATCH: the MW the
+    region enabled of that service), columnar: value i is for interval first_interval + 5 min * i, the same
+    intervals as the price history. Known with the interval's dispatch prices (the same DispatchIS report):
+    a value is given only where those were known at as_of; NaN (known_at 0) otherwise or where the data
+    has no value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    FIRST_INTERVAL_FIELD_NUMBER: _builtins.int
+    ENABLED_MW_FIELD_NUMBER: _builtins.int
+    KNOWN_AT_UNIX_MS_FIELD_NUMBER: _builtins.int
+    product: _builtins.str
+    """MMS FCAS product name: RAISE6SEC, ..., LOWERREG (never ENERGY)."""
+    @_builtins.property
+    def first_interval(self) -> _timestamp_pb2.Timestamp:
+        """Interval-ending time (AEST) of the first value."""
+
+    @_builtins.property
+    def enabled_mw(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """MW the region enabled of the service in each interval; NaN when not known at as_of."""
+
+    @_builtins.property
+    def known_at_unix_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """When each value became known (Unix ms, UTC); 0 when not known."""
+
+    def __init__(
+        self,
+        *,
+        product: _builtins.str = ...,
+        first_interval: _timestamp_pb2.Timestamp | None = ...,
+        enabled_mw: _abc.Iterable[_builtins.float] | None = ...,
+        known_at_unix_ms: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_interval", b"first_interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled_mw", b"enabled_mw", "first_interval", b"first_interval", "known_at_unix_ms", b"known_at_unix_ms", "product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocalDispatchHistory: _TypeAlias = LocalDispatchHistory  # noqa: Y015
+
+@_typing.final
 class MarketSnapshot(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -215,6 +260,7 @@ class MarketSnapshot(_message.Message):
     LATEST_INTERVAL_FIELD_NUMBER: _builtins.int
     QUALITY_NOTES_FIELD_NUMBER: _builtins.int
     P5MIN_FIELD_NUMBER: _builtins.int
+    LOCAL_DISPATCH_FIELD_NUMBER: _builtins.int
     region: _builtins.str
     latest_quality: _common_pb2.DataQuality.ValueType
     """Quality of the most recent interval's prices (the one ending at or before as_of)."""
@@ -242,6 +288,13 @@ class MarketSnapshot(_message.Message):
     def p5min(self) -> _containers.RepeatedCompositeFieldContainer[Global___P5minForecast]:
         """AEMO's P5MIN run (one forecast per product) known at as_of; empty when none is known or served."""
 
+    @_builtins.property
+    def local_dispatch(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocalDispatchHistory]:
+        """The region's FCAS local dispatch history (MW), one per FCAS product of the data, over the price
+        history's intervals, as known at as_of; empty when the data has no DISPATCHREGIONSUM (the plan is then a
+        price-taker's, see algorithms/market/depth_plan.py).
+        """
+
     def __init__(
         self,
         *,
@@ -255,10 +308,11 @@ class MarketSnapshot(_message.Message):
         latest_interval: _timestamp_pb2.Timestamp | None = ...,
         quality_notes: _abc.Iterable[_builtins.str] | None = ...,
         p5min: _abc.Iterable[Global___P5minForecast] | None = ...,
+        local_dispatch: _abc.Iterable[Global___LocalDispatchHistory] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "dispatch_interval", b"dispatch_interval", "latest_interval", b"latest_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "dispatch_interval", b"dispatch_interval", "history", b"history", "latest_interval", b"latest_interval", "latest_quality", b"latest_quality", "p5min", b"p5min", "predispatch", b"predispatch", "products", b"products", "quality_notes", b"quality_notes", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "dispatch_interval", b"dispatch_interval", "history", b"history", "latest_interval", b"latest_interval", "latest_quality", b"latest_quality", "local_dispatch", b"local_dispatch", "p5min", b"p5min", "predispatch", b"predispatch", "products", b"products", "quality_notes", b"quality_notes", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
