@@ -17,6 +17,11 @@ before ``as_of`` (never later: no look-ahead) — and the same ``share``:
 A service with no known local dispatch in the look-back has no expected cap (it is left out: the plan is
 a price-taker's for it); data without DISPATCHREGIONSUM gives no caps at all. Pure and vectorised: one pass
 of ``np.bincount`` over the look-back, no per-interval Python.
+
+The live cycle, the backtest and the archive replay expect the depth from the same input: the local dispatch
+history the market snapshot carries (``MarketSnapshot.local_dispatch``, known at its as-of), through
+:func:`snapshot_enablement_caps_mw` (the live cycle's optimisation activity and the backtest call it; the
+archive replay replays the request it went into).
 """
 
 from __future__ import annotations
