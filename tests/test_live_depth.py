@@ -227,6 +227,33 @@ async def test_on_the_embedded_market_the_live_request_carries_no_caps(settings:
     assert request.SerializeToString(deterministic=True) == unasked.SerializeToString(deterministic=True)
 
 
+def test_a_week_of_history_is_the_estimate_s_whole_look_back(settings: Settings) -> None:
+    """Ten days of data: the snapshot's 2016 intervals are exactly the 7-day look-back of the estimate on the
+    market data itself, so the caps are equal bit for bit; a shorter history shortens the look-back."""
+    times = np.datetime64(datetime(2024, 8, 1, 0, 5), "s") + np.timedelta64(300, "s") * np.arange(10 * 288)
+    products = ("ENERGY", "RAISEREG", "LOWER6SEC")
+    rng = np.random.default_rng(15)
+    day = (times.astype("datetime64[D]") - times[0].astype("datetime64[D]")).astype(np.int64)
+    # Each day its own level, so a look-back one interval too long or short shows.
+    enabled = np.stack([np.full(times.size, np.nan), 20.0 + 10.0 * day + rng.uniform(0, 5, times.size),
+                        60.0 + rng.uniform(0, 5, times.size)], axis=1)
+    dispatch = DispatchPrices(intervals=times, regions=(REGION,), products=products,
+                              price=np.full((1, times.size, 3), 50.0), region_enabled_mw=enabled[None, :, :])
+    predispatch = PredispatchPrices.empty(products)
+    policy = DepthEstimatePolicy(cap_factor=1.5)
+    for as_of in (datetime(2024, 8, 9, 12, 0, 30), datetime(2024, 8, 9, 23, 55, 20), datetime(2024, 8, 10, 0, 4, 59)):
+        first = _dispatch_interval(settings, as_of)
+        snapshot = _snapshot(settings, dispatch, predispatch, as_of=as_of)
+        from_snapshot = snapshot_enablement_caps_mw(snapshot, first, 288, 0.5, policy)
+        from_market = plan_enablement_caps_mw(dispatch, REGION, as_of, first, 288, 0.5, policy)
+        assert from_snapshot is not None and from_market is not None and set(from_snapshot) == {"RAISEREG", "LOWER6SEC"}
+        for product, caps in from_market.items():
+            np.testing.assert_array_equal(from_snapshot[product], caps)
+    short_history = _snapshot(settings, dispatch, predispatch, as_of=as_of, history=288)
+    short = snapshot_enablement_caps_mw(short_history, first, 288, 0.5, policy)
+    assert short is not None and not np.array_equal(short["RAISEREG"], from_market["RAISEREG"])
+
+
 def test_the_caps_follow_the_share_and_the_factor(
         settings: Settings, august: tuple[DispatchPrices, PredispatchPrices]) -> None:
     dispatch, predispatch = august
