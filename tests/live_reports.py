@@ -32,6 +32,7 @@ NEMWEB_ROOT = REPO_ROOT / "data" / "nemweb"
 DISPATCH_ARCHIVE = (NEMWEB_ROOT / "Data_Archive" / "Wholesale_Electricity" / "MMSDM" / "2024" / "MMSDM_2024_08"
                     / "MMSDM_Historical_Data_SQLLoader" / "DATA"
                     / "PUBLIC_ARCHIVE#DISPATCHPRICE#FILE01#202408010000.zip")
+REGION_SUM_ARCHIVE = DISPATCH_ARCHIVE.with_name("PUBLIC_ARCHIVE#DISPATCHREGIONSUM#FILE01#202408010000.zip")
 PREDISPATCH_PARQUET = REPO_ROOT / "data" / "nem" / "PUBLIC_DVD_PREDISPATCHPRICE_202101010000.parquet"
 DISPATCH_FOLDER = "DispatchIS_Reports"
 PREDISPATCH_FOLDER = "PredispatchIS_Reports"
@@ -79,6 +80,14 @@ def archive_dispatch_rows() -> pd.DataFrame:
     return frame
 
 
+def archive_region_sum_rows() -> tuple[int, pd.DataFrame]:
+    """(version, rows) of the real DISPATCH.REGIONSUM table of August 2024 (NSW1, SA1): the regions' FCAS
+    local dispatch a DispatchIS report carries next to the prices."""
+    (report,) = read_file(REGION_SUM_ARCHIVE)
+    table = report.table("DISPATCH", "REGIONSUM")
+    return table.version, table.frame
+
+
 def dispatch_intervals(rows: pd.DataFrame, first: datetime, count: int) -> list[datetime]:
     """``count`` consecutive intervals ending from ``first`` that the rows hold."""
     wanted = [first + timedelta(minutes=5 * k) for k in range(count)]
@@ -99,18 +108,26 @@ class Report:
 
 
 def dispatchis(rows: pd.DataFrame, interval: datetime, published: datetime, sequence: int,
-               rrp_offset: float = 0.0, as_interval: datetime | None = None) -> tuple[str, bytes]:
+               rrp_offset: float = 0.0, as_interval: datetime | None = None,
+               region_sums: tuple[int, pd.DataFrame] | None = None) -> tuple[str, bytes]:
     """The DispatchIS report of the interval ending ``interval`` (name, zip bytes); ``rrp_offset`` ($/MWh)
     is added to every RRP (a corrected re-publication); ``as_interval`` relabels the rows as that interval's
-    (real prices at another time, e.g. the last hours before now)."""
+    (real prices at another time, e.g. the last hours before now); ``region_sums`` (version, rows of
+    :func:`archive_region_sum_rows`) adds the interval's DISPATCH.REGIONSUM rows, as AEMO's reports carry."""
     interval_rows = rows[pd.to_datetime(rows["SETTLEMENTDATE"]) == pd.Timestamp(interval)].copy()
     interval_rows["RRP"] = interval_rows["RRP"] + rrp_offset
     interval_rows["LASTCHANGED"] = pd.Timestamp(published) - pd.Timedelta(seconds=2)
+    tables = [("DISPATCH", "PRICE", 5, interval_rows)]
+    if region_sums is not None:
+        version, sums = region_sums
+        tables.append(("DISPATCH", "REGIONSUM", version,
+                       sums[pd.to_datetime(sums["SETTLEMENTDATE"]) == pd.Timestamp(interval)].copy()))
     if as_interval is not None:
-        interval_rows["SETTLEMENTDATE"] = pd.Timestamp(as_interval)
+        for _, _, _, frame in tables:
+            frame["SETTLEMENTDATE"] = pd.Timestamp(as_interval)
         interval = as_interval
     stem = f"PUBLIC_DISPATCHIS_{interval:%Y%m%d%H%M}_{sequence:016d}"
-    data = mms_csv("DISPATCHIS", published, sequence, [("DISPATCH", "PRICE", 5, interval_rows)])
+    data = mms_csv("DISPATCHIS", published, sequence, tables)
     return stem + ".zip", zipped(stem + ".CSV", data)
 
 

@@ -37,6 +37,7 @@ from algorithms.market.as_of import (
     SnapshotNotFoundError,
     build_snapshot,
 )
+from algorithms.market.optimise import request_enablement_caps
 from algorithms.market.prices import DispatchPrices
 from services.health import wait_healthy
 from services.market_data import fetch_snapshot, serve
@@ -53,6 +54,7 @@ from tests.live_reports import (
     FastClock,
     Report,
     archive_dispatch_rows,
+    archive_region_sum_rows,
     dispatch_intervals,
     dispatchis,
     predispatch_run,
@@ -61,7 +63,7 @@ from tests.live_reports import (
 )
 from tests.live_stack import live_stack
 from tests.nemweb_standin import Fault, NemwebStandIn
-from vpp.v1 import common_pb2, market_data_pb2
+from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 from workflows.autobidder import AutobidderCycle
 
 ON_TIME, LATE = common_pb2.DATA_QUALITY_ON_TIME, common_pb2.DATA_QUALITY_LATE
@@ -514,7 +516,9 @@ async def test_a_cycle_on_the_market_clock_decides_on_live_data(settings: Settin
     reports published up to now (real prices relabelled to the last twelve hours, each published as AEMO
     does, 4 min 20 s before its interval ends), through the production workflow, workers and services, up to
     a validated bid. (What the simulated NEM does with it is not asserted: it clears against its January 2021
-    data, which has no price for today's intervals.)"""
+    data, which has no price for today's intervals.) The reports carry the regions' FCAS local dispatch
+    (DISPATCH.REGIONSUM) too: the cycle's plan expects that depth (its archived optimisation request carries
+    the caps of every FCAS product it forecast)."""
     # The reports are written up to the interval in force now: the scenario (stack start, ingestion, the cycle's
     # start) must not cross the next 5-minute boundary, or the cycle would decide after an interval the reports do
     # not hold. With less than CROSSING_MARGIN_S left in this interval, start just after the next boundary.
@@ -525,12 +529,13 @@ async def test_a_cycle_on_the_market_clock_decides_on_live_data(settings: Settin
     now = live_market_time(datetime.now(UTC))
     latest = interval_ending_at_or_before(now)
     rows = archive_dispatch_rows()
+    region_sums = archive_region_sum_rows()
     real = dispatch_intervals(rows, FIRST, LIVE_HISTORY_INTERVALS)
     root = tmp_path / "nemweb"
     for index, interval in enumerate(real):
         relabelled = latest - (LIVE_HISTORY_INTERVALS - 1 - index) * FIVE
         name, data = dispatchis(rows, interval, relabelled - timedelta(seconds=260), FIRST_SEQUENCE + index,
-                                as_interval=relabelled)
+                                as_interval=relabelled, region_sums=region_sums)
         write_report(root, DISPATCH_FOLDER, name, data)
     with NemwebStandIn(root) as standin, temporary_database(server_url) as database_url:
         live = with_market_data(replace(settings, database_url=database_url), "live", standin.url)
@@ -566,6 +571,16 @@ async def test_a_cycle_on_the_market_clock_decides_on_live_data(settings: Settin
             after = live_market_time(datetime.now(UTC))
             with contextlib.suppress(Exception):
                 await handle.terminate("test over: the bid was built")
+            requests = [entry.key for entry in stack.archive.list_cycle(state.cycle_id)
+                        if entry.label == "optimisation-request"]
+            assert requests, "the cycle archived no optimisation request"
+            request = stack.archive.get(requests[-1])
+            assert isinstance(request, worker_pb2.OptimisationRequest)
+    # The plan expected the FCAS depth of the live reports: a cap for every FCAS product it forecast.
+    caps = request_enablement_caps(request)
+    forecast_fcas = {forecast.product for forecast in request.forecasts if forecast.product != "ENERGY"}
+    assert forecast_fcas and set(caps) == forecast_fcas
+    assert all(cap.shape == (LIVE_HORIZON_INTERVALS,) and bool(np.all(cap >= 0.0)) for cap in caps.values())
     facts = {fact.stage: fact.summary for fact in state.facts}
     # The cycle decided at AEST now: its latest interval is the one ending before its start, on the market clock.
     latest_seen = next(moment for moment in {interval_ending_at_or_before(before), interval_ending_at_or_before(after)}
