@@ -19,10 +19,11 @@ from pools.replies import WorkerAnswer
 class CycleConfig:
     """Parameters of one cycle, fixed when the cycle starts.
 
-    Built from the configuration by :func:`stack.schedule.cycle_config` (``settings.cycle``): the values
-    live only in ``settings/default.toml``, so no field has a default of its own (the exceptions are
-    the test switch ``search_attributes`` and ``clock``, whose default reads cycles started before it
-    existed). Units as in :class:`settings.CycleSettings` (intervals, seconds, $/MWh); ``replay_start`` is
+    Built from the configuration by :func:`stack.schedule.cycle_config` (``settings.cycle`` and
+    ``settings.market_depth``): the values live only in ``settings/default.toml``, so no field has a default
+    of its own (the exceptions are the test switch ``search_attributes``, and ``clock``,
+    ``optimiser_uncertainty_weight`` and the market-depth fields, whose defaults read cycles started before
+    they existed). Units as in :class:`settings.CycleSettings` (intervals, seconds, $/MWh); ``replay_start`` is
     an ISO naive AEST market time; ``bid_version`` is the version every bid of the cycle carries.
     """
 
