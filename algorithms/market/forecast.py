@@ -316,7 +316,8 @@ def market_times_of(timestamps: Sequence[Timestamp]) -> npt.NDArray[np.datetime6
     :func:`~algorithms.common.nem_time.from_timestamp` reads each one (nanoseconds truncated to the
     microsecond), without making a ``datetime`` of each."""
     micros = np.array([ts.seconds * 1_000_000 + ts.nanos // 1000 for ts in timestamps], dtype=np.int64)
-    return micros.astype("datetime64[us]") + np.timedelta64(AEST_OFFSET // _MICROSECOND, "us")
+    return np.asarray(micros.astype("datetime64[us]") + np.timedelta64(AEST_OFFSET // _MICROSECOND, "us"),
+                      dtype="datetime64[us]")
 
 
 def _predispatch_on_grid(
@@ -652,7 +653,8 @@ def quantile_price_forecast(
 
     ``history_price[i]`` is the price of the interval ending ``history_first_interval + 5 min * i``
     (AEST; $/MWh or $/MW/h; NaN = missing); any length from 0. ``predispatch_period`` are half-hour
-    period-ending times (AEST; datetimes, or a datetime64 array as :func:`market_times_of` reads them) with prices ``predispatch_price``, possibly empty or covering only part
+    period-ending times (AEST; datetimes, or a datetime64 array as :func:`market_times_of` reads them) with
+    prices ``predispatch_price``, possibly empty or covering only part
     of the horizon. Row ``i`` forecasts the interval ending ``first_interval + 5 min * i``; columns
     follow ``quantiles`` (strictly increasing levels in (0, 1)) and never decrease along a row.
     ``predispatch_blend`` sets how much the pre-dispatch price counts (use FCAS_PREDISPATCH_BLEND for FCAS).
