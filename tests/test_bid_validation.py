@@ -148,6 +148,19 @@ def test_structure_violations_are_v0(mutate: Callable[[bid_pb2.Bid], object], fr
     assert any(v.rule == "V0" and fragment in v.message for v in violations), violations
 
 
+def test_periods_out_of_order_are_each_offered_once_and_a_repeat_anywhere_is_found() -> None:
+    bid = reference_bid()
+    periods = bid.offers[GEN].periods
+    first, last = bid_pb2.PeriodOffer(), bid_pb2.PeriodOffer()
+    first.CopyFrom(periods[0])
+    last.CopyFrom(periods[-1])
+    periods[0].CopyFrom(last)  # swapped: no longer increasing, still every interval once
+    periods[-1].CopyFrom(first)
+    assert not any("more than once" in v.message for v in check(bid))
+    periods[-1].dispatch_interval.CopyFrom(periods[3].dispatch_interval)  # a repeat, not next to its twin
+    assert any(v.rule == "V0" and "more than once" in v.message for v in check(bid))
+
+
 def test_energy_offer_without_direction_is_v0() -> None:
     bid = reference_bid()
     bid.offers[LOAD].direction = common_pb2.DIRECTION_UNSPECIFIED

@@ -25,10 +25,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp, to_timestamp
+from algorithms.market import forecast
 from algorithms.market.forecast import (
     ALGORITHM,
     INTERVALS_PER_DAY,
@@ -37,6 +40,7 @@ from algorithms.market.forecast import (
     huber_fit,
     huber_fit_reference,
     lead_problems,
+    market_times_of,
     masked_median,
     masked_quantiles,
     ols_batched,
@@ -300,3 +304,27 @@ def test_version_2_holds_the_last_price_at_the_first_leads_and_equals_version_1_
         with pytest.raises(InvalidRequestError, match="is not sarx-quantile v1"):
             run_forecast_v1(request)
     assert pulled >= len(golden_cases()) // 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(seconds=st.lists(st.integers(min_value=1_500_000_000, max_value=1_900_000_000), min_size=1, max_size=20),
+       nanos=st.integers(min_value=0, max_value=999_999_999), shift_s=st.integers(min_value=-10**6, max_value=10**6))
+def test_predispatch_offsets_from_timestamps_are_those_of_their_datetimes(seconds: list[int], nanos: int,
+                                                                          shift_s: int) -> None:
+    stamps = [Timestamp(seconds=value, nanos=nanos) for value in seconds]
+    first_interval = from_timestamp(Timestamp(seconds=seconds[0] + shift_s))
+    as_datetimes = [from_timestamp(stamp) for stamp in stamps]
+    read = market_times_of(stamps)
+    assert read.astype(object).tolist() == as_datetimes
+    np.testing.assert_array_equal(forecast._interval_offsets(read, first_interval),
+                                  forecast._interval_offsets(as_datetimes, first_interval))
+
+
+def test_quantile_levels_are_checked_once_and_shared_read_only() -> None:
+    levels = forecast._check_quantile_levels([0.1, 0.5, 0.9])
+    assert forecast._check_quantile_levels((0.1, 0.5, 0.9)) is levels
+    assert not levels.flags.writeable and levels.tolist() == [0.1, 0.5, 0.9]
+    for bad, message in (([0.5, 0.1], "strictly increasing"), ([0.0, 0.5], "strictly between"),
+                         ([[0.1, 0.5]], "non-empty list"), ([], "non-empty list")):
+        with pytest.raises(InvalidRequestError, match=message):
+            forecast._check_quantile_levels(bad)

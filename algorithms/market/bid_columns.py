@@ -221,7 +221,7 @@ def encode_periods(columns: PeriodColumns) -> bytes | None:
             or int(seconds.min()) < _FIVE_BYTE_SECONDS[0] or int(seconds.max()) >= _FIVE_BYTE_SECONDS[1]):
         return None
     doubles = [(number, getattr(columns, name)) for number, name in _DOUBLE_FIELDS]
-    doubles = [(number, values) for number, values in doubles if bool(np.any(values != 0) or np.signbit(values).any())]
+    doubles = [(number, values) for number, values in doubles if bool((values != 0).any() or np.signbit(values).any())]
     band_bytes = 8 * bands.shape[1]
     band_header = bytes([_BANDS_TAG]) + _varint(band_bytes)
     body = 8 + 9 + len(band_header) + band_bytes + 9 * len(doubles)

@@ -56,6 +56,7 @@ not made (they cannot fail or pass on data that is not there).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -391,18 +392,28 @@ def _check_period_times(offer: bid_pb2.ProductOffer, label: str, arrays: _OfferA
         add("V0", field, f"{label}: dispatch interval not on the {rules.interval_minutes}-minute grid "
                          f"{_where(arrays, off_grid)}")
     if day is not None:
-        day_start = datetime.combine(day, rules.trading_day_start)
-        first_s = nem_time.to_timestamp(day_start + timedelta(minutes=rules.interval_minutes)).seconds
-        last_s = nem_time.to_timestamp(
-            day_start + timedelta(minutes=rules.interval_minutes * rules.intervals_per_trading_day)).seconds
+        first_s, last_s = _trading_day_seconds(day, rules.trading_day_start, rules.interval_minutes,
+                                               rules.intervals_per_trading_day)
         outside = arrays.has_time & ((arrays.seconds < first_s) | (arrays.seconds > last_s))
         if bool(np.any(outside)):
             add("V0", field, f"{label}: period offer(s) outside trading day {day} {_where(arrays, outside)}")
     timed = arrays.seconds[arrays.has_time]
+    if timed.size < 2 or bool((timed[1:] > timed[:-1]).all()):  # strictly increasing: each interval once
+        return
     unique, counts = np.unique(timed, return_counts=True)
     if bool(np.any(counts > 1)):
         repeated = ", ".join(_market_time_text(int(s)) for s in unique[counts > 1][:_LISTED_INTERVALS])
         add("V0", field, f"{label}: dispatch interval(s) offered more than once ({repeated})")
+
+
+@functools.lru_cache(maxsize=16)
+def _trading_day_seconds(day: date, trading_day_start: time, interval_minutes: int,
+                         intervals_per_trading_day: int) -> tuple[int, int]:
+    """UTC epoch seconds of the first and the last interval end (AEST) of trading day ``day``."""
+    day_start = datetime.combine(day, trading_day_start)
+    first = nem_time.to_timestamp(day_start + timedelta(minutes=interval_minutes)).seconds
+    last = nem_time.to_timestamp(day_start + timedelta(minutes=interval_minutes * intervals_per_trading_day)).seconds
+    return first, last
 
 
 def _check_period_quantities(label: str, arrays: _OfferArrays, unit: UnitRegistration, rules: MarketRules,

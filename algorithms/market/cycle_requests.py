@@ -12,7 +12,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from algorithms.common.content_hash import inputs_hash, with_inputs_hash
+from algorithms.common.content_hash import inputs_hash, stamp_inputs_hash
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp, to_timestamp
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
@@ -69,7 +69,7 @@ def forecast_request(
         request.predispatch.CopyFrom(predispatch)
     if p5min is not None:
         request.p5min.CopyFrom(p5min)
-    return with_inputs_hash(request)
+    return stamp_inputs_hash(request)
 
 
 def optimisation_request(
@@ -137,7 +137,7 @@ def optimisation_request(
     )
     if uncertainty_weight is not None:
         request.energy_uncertainty_weight = uncertainty_weight
-    return with_inputs_hash(request)
+    return stamp_inputs_hash(request)
 
 
 def shared_forecast_id(request: worker_pb2.ForecastRequest) -> str:

@@ -87,6 +87,7 @@ coverage check.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -98,10 +99,11 @@ import numpy as np
 import numpy.typing as npt
 import statsmodels.api as sm
 import xarray as xr
+from google.protobuf.timestamp_pb2 import Timestamp
 from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from algorithms.common.errors import InvalidRequestError
-from algorithms.common.nem_time import from_timestamp
+from algorithms.common.nem_time import AEST_OFFSET, from_timestamp
 from algorithms.common.products import ENERGY
 from vpp.v1 import common_pb2, market_data_pb2, worker_pb2
 
@@ -110,6 +112,7 @@ VERSION = "2"
 ALGORITHM = common_pb2.AlgorithmRef(name=NAME, version=VERSION)
 
 INTERVAL = timedelta(minutes=5)
+_MICROSECOND = timedelta(microseconds=1)
 PREDISPATCH_PERIOD = timedelta(minutes=30)
 INTERVALS_PER_DAY = 288
 MINUTES_PER_DAY = 1440
@@ -252,7 +255,24 @@ class _CentralModel:
 
 
 def _check_quantile_levels(quantiles: Sequence[float]) -> FloatArray:
-    levels = np.asarray(quantiles, dtype=np.float64)
+    """The levels as a read-only array, checked (InvalidRequestError naming the problem); the same few level
+    sets come with every request, so a valid set is checked once and its array shared."""
+    try:
+        key = tuple(quantiles)
+        hash(key)
+    except TypeError:  # e.g. nested lists: checked (and refused) without the cache
+        return _checked_levels(quantiles)
+    return _checked_levels_cached(key)
+
+
+@functools.lru_cache(maxsize=32)
+def _checked_levels_cached(quantiles: tuple[float, ...]) -> FloatArray:
+    return _checked_levels(quantiles)
+
+
+def _checked_levels(quantiles: Sequence[float]) -> FloatArray:
+    levels = np.array(quantiles, dtype=np.float64)
+    levels.flags.writeable = False
     if levels.ndim != 1 or levels.size == 0:
         raise InvalidRequestError("quantiles must be a non-empty list of levels")
     if not np.all((levels > 0) & (levels < 1)):
@@ -280,14 +300,35 @@ def _forward_fill(values: FloatArray) -> FloatArray:
     return np.where(index >= 0, filled, np.nan)
 
 
+def _interval_offsets(periods: Sequence[datetime] | npt.NDArray[np.datetime64], first_interval: datetime) -> FloatArray:
+    """``(period - first_interval) / 5 min`` of every period (AEST datetimes, or a datetime64 array of them),
+    to the microsecond as ``datetime`` arithmetic gives it: both divide the exact whole number of
+    microseconds by 300,000,000 and round once."""
+    if isinstance(periods, np.ndarray):
+        micros = periods.astype("datetime64[us]") - np.datetime64(first_interval, "us")
+        offsets: FloatArray = micros.astype(np.int64).astype(np.float64) / float(INTERVAL // _MICROSECOND)
+        return offsets
+    return np.array([(p - first_interval) / INTERVAL for p in periods], dtype=np.float64)
+
+
+def market_times_of(timestamps: Sequence[Timestamp]) -> npt.NDArray[np.datetime64]:
+    """The naive AEST market times (datetime64, microseconds) of protobuf UTC timestamps, as
+    :func:`~algorithms.common.nem_time.from_timestamp` reads each one (nanoseconds truncated to the
+    microsecond), without making a ``datetime`` of each."""
+    micros = np.array([ts.seconds * 1_000_000 + ts.nanos // 1000 for ts in timestamps], dtype=np.int64)
+    return np.asarray(micros.astype("datetime64[us]") + np.timedelta64(AEST_OFFSET // _MICROSECOND, "us"),
+                      dtype="datetime64[us]")
+
+
 def _predispatch_on_grid(
-    periods: Sequence[datetime], prices: FloatArray, first_interval: datetime, horizon: int
+    periods: Sequence[datetime] | npt.NDArray[np.datetime64], prices: FloatArray, first_interval: datetime,
+    horizon: int,
 ) -> FloatArray:
     """Pre-dispatch price step-held onto each 5-minute interval of the horizon (NaN where uncovered)."""
     on_grid = np.full(horizon, np.nan)
     if len(periods) == 0:
         return on_grid
-    offsets = np.array([(p - first_interval) / INTERVAL for p in periods], dtype=np.float64)
+    offsets = _interval_offsets(periods, first_interval)
     if np.any(np.diff(offsets) <= 0):
         raise InvalidRequestError("predispatch periods must be strictly increasing")
     interval_offsets = np.arange(horizon, dtype=np.float64)
@@ -447,13 +488,16 @@ def _column_count(use_harmonics: bool, use_seasonal: bool) -> int:
 
 def masked_median(values: FloatArray, valid: BoolArray) -> FloatArray:
     """Median of each row of ``values`` over its ``valid`` entries (numpy's median, row by row). Only the
-    middle order statistics are put in place (a partial sort: the same values as a full sort)."""
+    middle order statistics are put in place (a partial sort: the same values as a full sort), each row's own
+    one or two: partitioning every row at every row's middle positions costs several times more."""
     count = np.count_nonzero(valid, axis=1)
-    middle = np.unique(np.concatenate([count // 2, (count - 1) // 2]))
-    ordered = np.partition(np.where(valid, values, np.inf), middle, axis=1)
-    rows = np.arange(values.shape[0])
-    upper = ordered[rows, count // 2]
-    lower = ordered[rows, (count - 1) // 2]
+    padded = np.where(valid, values, np.inf)
+    upper = np.empty(values.shape[0])
+    lower = np.empty(values.shape[0])
+    for row, valid_count in enumerate(count.tolist()):
+        high, low = valid_count // 2, (valid_count - 1) // 2
+        ordered = np.partition(padded[row], high if high == low else (low, high))
+        upper[row], lower[row] = ordered[high], ordered[low]
     median: FloatArray = np.where(count % 2 == 1, upper, (lower + upper) / 2)
     return median
 
@@ -594,7 +638,7 @@ def _lead_interpolation(model: _CentralModel, lead: IntArray) -> tuple[IntArray,
 def quantile_price_forecast(
     history_price: np.ndarray,
     history_first_interval: datetime,
-    predispatch_period: Sequence[datetime],
+    predispatch_period: Sequence[datetime] | npt.NDArray[np.datetime64],
     predispatch_price: np.ndarray,
     first_interval: datetime,
     horizon_intervals: int,
@@ -609,7 +653,8 @@ def quantile_price_forecast(
 
     ``history_price[i]`` is the price of the interval ending ``history_first_interval + 5 min * i``
     (AEST; $/MWh or $/MW/h; NaN = missing); any length from 0. ``predispatch_period`` are half-hour
-    period-ending times (AEST) with prices ``predispatch_price``, possibly empty or covering only part
+    period-ending times (AEST; datetimes, or a datetime64 array as :func:`market_times_of` reads them) with
+    prices ``predispatch_price``, possibly empty or covering only part
     of the horizon. Row ``i`` forecasts the interval ending ``first_interval + 5 min * i``; columns
     follow ``quantiles`` (strictly increasing levels in (0, 1)) and never decrease along a row.
     ``predispatch_blend`` sets how much the pre-dispatch price counts (use FCAS_PREDISPATCH_BLEND for FCAS).
@@ -823,7 +868,7 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
     price = quantile_price_forecast(
         history_prices,
         history_first,
-        [from_timestamp(p) for p in predispatch.period],
+        market_times_of(predispatch.period),
         np.array(predispatch.price, dtype=np.float64),
         first_interval,
         request.horizon_intervals,
