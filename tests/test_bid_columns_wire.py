@@ -130,3 +130,25 @@ def test_validation_finds_the_same_defects_on_columns_read_from_the_encoding(set
     assert validate_bid(broken, battery, settings.market, products=products) == expected
     assert validate_bid(ColumnarBid.of(broken, band_count), battery, settings.market, products=products) == expected
     assert np.isnan(ColumnarBid.of(broken, band_count).offer_periods[0].band_avail_mw[3, 2])  # type: ignore[index]
+
+
+def test_the_covered_intervals_read_from_columns_are_those_read_from_the_protobuf(settings: Settings) -> None:
+    """The bid service stores the intervals a bid covers from the columns it validated: the same times as
+    read period by period, for a builder bid and for odd times (none, the epoch, nanoseconds, one too large
+    to be a date)."""
+    from services.bid_service import covered_intervals
+
+    first = datetime(2021, 1, 15, 16, 5)
+    built = build_safe_bid_columns(
+        battery_spec_from_settings(settings.battery), settings.bidding, settings.market, dispatch_interval=first,
+        offer_time=datetime(2021, 1, 15, 8, 0), version=1, fcas_products=("RAISEREG",),
+        initial_state_of_charge_mwh=80.0, reason="test")
+    odd = bid_pb2.Bid()
+    odd.offers.append(_mixed_offer())
+    odd.offers.append(_mixed_offer())
+    odd.offers[1].periods[0].dispatch_interval.seconds = 10**15  # not a date: left out, as field by field
+    for bid in (built.bid, odd):
+        from_columns = covered_intervals(ColumnarBid.of(bid, settings.market.band_count))
+        assert from_columns == covered_intervals(bid)
+        assert list(from_columns) == sorted(set(from_columns))
+    assert len(covered_intervals(built.bid)) == built.offer_periods[0].periods
