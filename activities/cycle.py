@@ -44,6 +44,7 @@ from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp, trading_day
 from algorithms.common.products import ENERGY
 from algorithms.market.as_of import estimate_missing, latest_known
+from algorithms.market.bid_columns import ColumnarBid
 from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, decide_bid
 from algorithms.market.clearing import outcome_price
 from algorithms.market.console import bid_bands, plan_intent
@@ -380,7 +381,7 @@ class CycleActivities:
                 day_prices=await bid_store.daily_entry_band_prices(conn, request.unit_id, day),
                 days_with_daily_bid=await bid_store.days_with_daily_bid(conn, request.unit_id, day))
         decision = decide_bid(
-            plan, standing_bid=StandingBid(standing.bid_id, standing.bid()) if standing is not None else None,
+            plan, standing_bid=self._standing_bid(standing) if standing is not None else None,
             controls=EffectiveControls(soc_floor_fraction=request.soc_floor_fraction,
                                        manual_rebid_reason=request.manual_rebid_reason),
             battery=self._batteries[unit.unit_id], bidding=unit.bidding, rules=self._settings.market,
@@ -400,6 +401,12 @@ class CycleActivities:
                         standing_bid_id=decision.standing_bid_id if decision.outcome == STANDS else None,
                         manual_rebid_reason=decision.manual_rebid_reason, daily_bid_key=daily_key,
                         daily_summary=decision.daily_summary)
+
+    def _standing_bid(self, stored: bid_store.BidRow) -> StandingBid:
+        """The bid in force as :func:`~algorithms.market.bid_decision.decide_bid` compares it: with the columns
+        of its period offers, read from its encoding once (the rebid check then compares whole arrays)."""
+        bid = stored.bid()
+        return StandingBid(stored.bid_id, bid, ColumnarBid.of(bid, self._settings.market.band_count))
 
     @activity.defn(name="submit_bid")
     async def submit_bid(self, request: SubmitInput) -> BidSubmitted:

@@ -481,37 +481,64 @@ async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, mes
 async def handle_batch(client: SQSClient, urls: QueueUrls, queue_url: str, messages: list[dict[str, Any]], *,
                        registry: HandlerRegistry, completed: IdempotencyCache, max_receive_count: int,
                        visibility_timeout_s: int, kind: str, results: ResultCache | None = None) -> list[Disposition]:
-    """Process the messages of one receive one after the other (in one thread, visibility kept), settle them
-    together with SQS's batch calls (:func:`settle_batch`), and log one line per message."""
+    """Process the messages of one receive one after the other (in a worker thread, each message's visibility
+    kept until it is processed) and settle them as they become ready: while one group of replies is being sent
+    (:func:`settle_batch`: one SendMessageBatch and one DeleteMessageBatch), the messages processed meanwhile
+    wait and go out together in the next group. A reply thus leaves as soon as the endpoint is free, not when
+    the whole receive is done (ten plans of a portfolio's units solved one after the other no longer all wait
+    for the tenth), and a fast batch still costs a few requests to the endpoint. One log line per message, with
+    the ms from the receive's start to its settlement."""
     started = time.perf_counter()
     keepers = [asyncio.create_task(_keep_invisible(client, queue_url, message["ReceiptHandle"], visibility_timeout_s))
                for message in messages]
+    ready: list[tuple[int, Disposition]] = []
+    dispositions: list[Disposition] = []
+    unsettled: set[int] = set()
+    settled_ms: dict[int, float] = {}
 
-    def process_all() -> list[Disposition]:
-        return [process_message(message, registry=registry, max_receive_count=max_receive_count,
-                                completed=completed, source_queue=queue_url, results=results)
-                for message in messages]
+    async def settle_ready() -> None:
+        """Settle every ready disposition, group after group, until none is waiting."""
+        while ready:
+            group = list(ready)
+            ready.clear()
+            try:
+                failed = await asyncio.to_thread(settle_batch, client, urls, queue_url,
+                                                 [(messages[position], disposition) for position, disposition in group])
+                unsettled.update(group[index][0] for index in failed)
+            except (BotoCoreError, ClientError) as exc:
+                unsettled.update(position for position, _ in group)
+                logger.error("%d of a batch of %d tasks: could not send the replies / dead letters or delete them "
+                             "(%s); they will be delivered again", len(group), len(messages), exc)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            settled_ms.update((position, elapsed_ms) for position, _ in group)
 
+    settling: asyncio.Task[None] | None = None
     try:
-        dispositions = await asyncio.to_thread(process_all)
+        for position, message in enumerate(messages):
+            disposition = await asyncio.to_thread(
+                process_message, message, registry=registry, max_receive_count=max_receive_count,
+                completed=completed, source_queue=queue_url, results=results)
+            keepers[position].cancel()
+            dispositions.append(disposition)
+            ready.append((position, disposition))
+            if settling is None or settling.done():
+                settling = asyncio.create_task(settle_ready())
+        if settling is not None:
+            await settling
     finally:
         for keeper in keepers:
             keeper.cancel()
         for keeper in keepers:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-    try:
-        unsettled = await asyncio.to_thread(settle_batch, client, urls, queue_url,
-                                            list(zip(messages, dispositions, strict=True)))
-    except (BotoCoreError, ClientError) as exc:
-        unsettled = set(range(len(messages)))
-        logger.error("a batch of %d tasks: could not send the replies / dead letters or delete them (%s); "
-                     "they will be delivered again", len(messages), exc)
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
+        if settling is not None and not settling.done():
+            settling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settling
     for position, disposition in enumerate(dispositions):
         logger.info("task=%s kind=%s outcome=%s ms=%.1f receive=%d batch=%d%s%s", disposition.task_id or "?",
-                    disposition.kind or kind, disposition.outcome.value, elapsed_ms, disposition.receive_count,
-                    len(messages), " settle=failed" if position in unsettled else "",
+                    disposition.kind or kind, disposition.outcome.value, settled_ms.get(position, 0.0),
+                    disposition.receive_count, len(messages), " settle=failed" if position in unsettled else "",
                     f" detail={disposition.detail!r}" if disposition.detail else "",
                     exc_info=disposition.error if disposition.outcome is Outcome.HANDLER_FAILED else None)
     return dispositions
@@ -525,10 +552,10 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
 
     ``max_messages`` (1..10) are received per long poll (1 s): one alone is handled and settled on its own;
     several (e.g. the nine forecasts of a cycle, or the cycles of a portfolio's units deciding at once) are
-    handled one after the other and settled with SQS's batch calls (:func:`handle_batch`), a few requests to
-    the endpoint instead of three per message. The loop notices ``stop`` within about a second plus the
-    messages in hand. Messages received but not
-    yet processed when ``stop`` is set are made visible again at once. Queues must exist
+    handled one after the other and settled with SQS's batch calls as their replies become ready
+    (:func:`handle_batch`), a few requests to the endpoint instead of three per message. The loop notices
+    ``stop`` within about a second plus the messages in hand. Messages received but not yet processed when
+    ``stop`` is set are made visible again at once. Queues must exist
     (:func:`pools.sqs.ensure_queues`). Without ``registry`` the platform's algorithms are served (backtest
     runs need a registry with the backtest kind: :func:`backtest.pool_task.backtest_registry`). The
     visibility timeout and receive count are the queue's (:func:`pools.sqs.queue_policy`).

@@ -60,6 +60,7 @@ from algorithms.common import nem_time
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.content_hash import message_bytes, sha256_hex
 from algorithms.common.products import ENERGY
+from algorithms.market.bid_columns import ColumnarBid
 from algorithms.market.bid_validation import validate_bid
 from algorithms.market.clearing import (
     clear_interval,
@@ -161,16 +162,24 @@ def is_day_ahead_daily_bid(bid: bid_pb2.Bid, key: BidKey) -> bool:
     return bid.entry_type == bid_pb2.ENTRY_TYPE_DAILY and nem_time.interval_number(key.dispatch_interval) == 1
 
 
-def covered_intervals(bid: bid_pb2.Bid) -> tuple[datetime, ...]:
-    """Interval-ending AEST times ``bid`` has period offers for (any product), ascending, distinct."""
+def covered_intervals(bid: bid_pb2.Bid | ColumnarBid) -> tuple[datetime, ...]:
+    """Interval-ending AEST times ``bid`` has period offers for (any product), ascending, distinct; from its
+    columns when it comes with them (each distinct time converted once)."""
+    if isinstance(bid, ColumnarBid):
+        stamps: set[tuple[int, int]] = set()
+        for columns in bid.offer_periods:
+            timed = columns.has_time
+            stamps.update(zip(columns.seconds[timed].tolist(), columns.nanos[timed].tolist(), strict=True))
+        moments = (Timestamp(seconds=seconds, nanos=nanos) for seconds, nanos in stamps)
+    else:
+        moments = (period.dispatch_interval for offer in bid.offers for period in offer.periods
+                   if period.HasField("dispatch_interval"))
     times: set[datetime] = set()
-    for offer in bid.offers:
-        for period in offer.periods:
-            if period.HasField("dispatch_interval"):
-                try:
-                    times.add(nem_time.from_timestamp(period.dispatch_interval))
-                except (OverflowError, ValueError, OSError):
-                    continue  # an unreadable time is a V0 violation; such a bid is stored REJECTED
+    for moment in moments:
+        try:
+            times.add(nem_time.from_timestamp(moment))
+        except (OverflowError, ValueError, OSError):
+            continue  # an unreadable time is a V0 violation; such a bid is stored REJECTED
     return tuple(sorted(times))
 
 
@@ -182,8 +191,10 @@ def entry_type_text(entry_type: int) -> str:
         return f"UNKNOWN({entry_type})"
 
 
-def bid_record(bid: bid_pb2.Bid, key: BidKey, reasons: Sequence[str]) -> bid_store.BidRecord:
-    """The row to store for ``bid``: ACCEPTED when ``reasons`` is empty, else REJECTED with them."""
+def bid_record(bid: bid_pb2.Bid, key: BidKey, reasons: Sequence[str],
+               columns: ColumnarBid | None = None) -> bid_store.BidRecord:
+    """The row to store for ``bid``: ACCEPTED when ``reasons`` is empty, else REJECTED with them (``columns``:
+    the bid with its columns, when read already, for the covered intervals)."""
     payload = message_bytes(bid)
     return bid_store.BidRecord(
         bid_id=key.bid_id,
@@ -196,7 +207,7 @@ def bid_record(bid: bid_pb2.Bid, key: BidKey, reasons: Sequence[str]) -> bid_sto
         reasons=tuple(reasons),
         payload=payload,
         content_hash=sha256_hex(payload),
-        covered_intervals=covered_intervals(bid),
+        covered_intervals=covered_intervals(columns if columns is not None else bid),
     )
 
 
@@ -391,9 +402,10 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             if stored is not None:
                 return self._repeat_answer(stored, bid)
             daily_prices = await bid_store.daily_band_prices(conn, key.unit_id, key.trading_day)
-            violations = validate_bid(bid, unit.spec, self._rules, products=self._prices.products,
+            columnar = ColumnarBid.of(bid, self._rules.band_count)  # read once: validation, covered intervals
+            violations = validate_bid(columnar, unit.spec, self._rules, products=self._prices.products,
                                       daily_band_prices=daily_prices)
-            record = bid_record(bid, key, [str(violation) for violation in violations])
+            record = bid_record(bid, key, [str(violation) for violation in violations], columnar)
             # A trading day's daily bid is for a day still to come: stored, cleared when its intervals are.
             clears = record.status == bid_store.ACCEPTED and not is_day_ahead_daily_bid(bid, key)
             priced = self._prices.interval_index(key.dispatch_interval) is not None

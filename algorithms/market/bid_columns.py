@@ -15,7 +15,7 @@ interval-ending time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -80,7 +80,14 @@ def _band_invalid(rows: FloatArray) -> BoolArray:
 
 def period_columns(offer: bid_pb2.ProductOffer, band_count: int) -> PeriodColumns:
     """The columns of ``offer``'s period offers, read from the protobuf (``band_count``: the bands every
-    period should have)."""
+    period should have): from the offer's encoding as whole arrays when every period offer is encoded in one
+    layout (:func:`wire_period_columns`, the common case: a bid the builder made), else field by field."""
+    wire = wire_period_columns(offer, band_count)
+    return wire if wire is not None else fieldwise_period_columns(offer, band_count)
+
+
+def fieldwise_period_columns(offer: bid_pb2.ProductOffer, band_count: int) -> PeriodColumns:
+    """:func:`period_columns` read field by field from every period offer (any offer)."""
     periods = offer.periods
     band_counts = np.fromiter((len(p.band_avail_mw) for p in periods), dtype=np.int64, count=len(periods))
     bands: FloatArray | None = None
@@ -115,6 +122,219 @@ def period_columns(offer: bid_pb2.ProductOffer, band_count: int) -> PeriodColumn
         enablement_max_mw=_floats(offer, "enablement_max_mw"),
     )
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading the columns from the encoding
+
+
+# PeriodOffer's double fields (number -> column; pasa_recall_period, 13, is read past, not a column).
+_PERIOD_DOUBLE_COLUMNS = {2: "max_avail_mw", 4: "ramp_up_mw_per_min", 5: "ramp_down_mw_per_min", 6: "pasa_avail_mw",
+                          7: "enablement_min_mw", 8: "low_breakpoint_mw", 9: "high_breakpoint_mw",
+                          10: "enablement_max_mw", 11: "energy_limit_mwh", 12: "fixed_load_mw"}
+_PERIOD_DOUBLE_FIELDS = (*_PERIOD_DOUBLE_COLUMNS, 13)
+_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
+# Longest varint read here as a non-negative value (a negative int64 takes ten bytes: read field by field).
+_MAX_VARINT_BYTES = 9
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """The varint at ``at`` in ``data`` and the position after it (IndexError past the end)."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def _periods_spans(encoded: bytes) -> tuple[list[int], list[int]] | None:
+    """The starts and ends in ``encoded`` (a serialised ProductOffer) of its ``periods`` entries, in order; None
+    when the encoding holds a wire type this reader does not skip."""
+    starts: list[int] = []
+    ends: list[int] = []
+    at = 0
+    while at < len(encoded):
+        tag, at = _read_varint(encoded, at)
+        wire_type = tag & 7
+        if wire_type == _VARINT:
+            _, at = _read_varint(encoded, at)
+        elif wire_type == _FIXED64:
+            at += 8
+        elif wire_type == _FIXED32:
+            at += 4
+        elif wire_type == _LENGTH_DELIMITED:
+            length, at = _read_varint(encoded, at)
+            if tag >> 3 == 4:
+                starts.append(at)
+                ends.append(at + length)
+            at += length
+        else:
+            return None
+    return (starts, ends) if at == len(encoded) else None
+
+
+@dataclass
+class _PeriodLayout:
+    """Where each field of one encoded PeriodOffer lies (byte offsets within it): the bytes that must be equal in
+    every period offer of this layout (tags and lengths), the varints' spans (offset, bytes), the doubles'
+    offsets by field number, and the packed bands' offset and count."""
+
+    size: int
+    fixed: list[int]
+    has_time: bool = False
+    seconds: tuple[int, int] | None = None
+    nanos: tuple[int, int] | None = None
+    doubles: dict[int, int] = field(default_factory=dict)
+    bands: tuple[int, int] | None = None
+
+
+def _varint_span(row: bytes, at: int) -> tuple[int, int] | None:
+    """(offset, bytes) of the varint at ``at`` in ``row``; None when it is longer than _MAX_VARINT_BYTES."""
+    _, after = _read_varint(row, at)
+    return (at, after - at) if after - at <= _MAX_VARINT_BYTES else None
+
+
+def _timestamp_layout(row: bytes, at: int, end: int, layout: _PeriodLayout) -> bool:
+    """Lay out the Timestamp encoded in ``row[at:end]``; False unless it is seconds and nanos, each at most once."""
+    seen: set[int] = set()
+    while at < end:
+        tag = row[at]
+        number = tag >> 3
+        if tag & 7 != _VARINT or number not in (1, 2) or number in seen:
+            return False
+        seen.add(number)
+        layout.fixed.append(at)
+        span = _varint_span(row, at + 1)
+        if span is None:
+            return False
+        if number == 1:
+            layout.seconds = span
+        else:
+            layout.nanos = span
+        at = span[0] + span[1]
+    return at == end
+
+
+def _period_layout(row: bytes) -> _PeriodLayout | None:
+    """The layout of one encoded PeriodOffer; None when it holds anything but PeriodOffer's known fields once
+    each (an unknown field, bands not packed, a negative time)."""
+    layout = _PeriodLayout(size=len(row), fixed=[])
+    seen: set[int] = set()
+    at = 0
+    while at < len(row):
+        tag = row[at]
+        number, wire_type = tag >> 3, tag & 7
+        if tag >= 0x80 or number in seen:
+            return None
+        seen.add(number)
+        layout.fixed.append(at)
+        at += 1
+        if number in _PERIOD_DOUBLE_FIELDS and wire_type == _FIXED64:
+            layout.doubles[number] = at
+            at += 8
+        elif number in (1, 3) and wire_type == _LENGTH_DELIMITED:
+            length, body = _read_varint(row, at)
+            layout.fixed.extend(range(at, body))
+            if number == 1:
+                layout.has_time = True
+                if not _timestamp_layout(row, body, body + length, layout):
+                    return None
+            elif length % 8:
+                return None
+            else:
+                layout.bands = (body, length // 8)
+            at = body + length
+        else:
+            return None
+    return layout if at == len(row) else None
+
+
+def _varint_column(rows: npt.NDArray[np.uint8], span: tuple[int, int]) -> IntArray | None:
+    """The varint at ``span`` of every row; None when one does not end where the span does."""
+    at, size = span
+    block = rows[:, at:at + size].astype(np.int64)
+    if bool(np.any(block[:, :-1] < 0x80)) or bool(np.any(block[:, -1] >= 0x80)):
+        return None
+    values: IntArray = np.zeros(rows.shape[0], dtype=np.int64)
+    for index in range(size):
+        values |= (block[:, index] & 0x7F) << (7 * index)
+    return values
+
+
+def _matching(rows: npt.NDArray[np.uint8], layout: _PeriodLayout) -> BoolArray:
+    """Which ``rows`` (encoded period offers of the layout's size) are laid out as ``layout``: the same tags and
+    lengths, each varint ending where the layout's does (so every byte is read as the layout reads it)."""
+    fixed = np.asarray(layout.fixed, dtype=np.int64)
+    matches: BoolArray = np.all(rows[:, fixed] == rows[0, fixed], axis=1) if fixed.size else np.ones(
+        rows.shape[0], dtype=np.bool_)
+    for span in (layout.seconds, layout.nanos):
+        if span is not None:
+            at, size = span
+            block = rows[:, at:at + size]
+            matches &= np.all(block[:, :-1] >= 0x80, axis=1) & (block[:, -1] < 0x80)
+    return matches
+
+
+def wire_period_columns(offer: bid_pb2.ProductOffer, band_count: int) -> PeriodColumns | None:
+    """:func:`period_columns` read from ``offer``'s encoding with whole-array operations: the period offers are
+    grouped by layout (which fields their encodings hold: a field zero in some periods is absent from theirs),
+    and each layout's fields are read from all its period offers at once. None when a period offer holds
+    anything but PeriodOffer's known fields once each, or the bands are not of one count in every period offer
+    (callers then read them field by field). Equal to :func:`fieldwise_period_columns` wherever it answers (a
+    test checks it): every byte of a period offer is read as its layout's first period offer's are."""
+    encoded = offer.SerializeToString()
+    spans = _periods_spans(encoded)
+    if spans is None or not spans[0]:
+        return None
+    data = np.frombuffer(encoded, dtype=np.uint8)
+    starts = np.asarray(spans[0], dtype=np.int64)
+    sizes = np.asarray(spans[1], dtype=np.int64) - starts
+    count = starts.size
+    has_time = np.zeros(count, dtype=np.bool_)
+    seconds = np.zeros(count, dtype=np.int64)
+    nanos = np.zeros(count, dtype=np.int64)
+    doubles = {name: np.zeros(count, dtype=np.float64) for name in _PERIOD_DOUBLE_COLUMNS.values()}
+    band_width: int | None = None
+    bands: FloatArray | None = None
+    unread = np.ones(count, dtype=np.bool_)
+    while bool(unread.any()):
+        first = int(np.argmax(unread))
+        layout = _period_layout(encoded[int(starts[first]):int(starts[first] + sizes[first])])
+        if layout is None:
+            return None
+        width = layout.bands[1] if layout.bands is not None else 0
+        if band_width is None:
+            band_width = width
+            bands = np.zeros((count, width), dtype=np.float64)
+        elif width != band_width:  # ragged band counts (reported under V1)
+            return None
+        candidates = np.flatnonzero(unread & (sizes == layout.size))
+        rows = data[starts[candidates][:, None] + np.arange(layout.size, dtype=np.int64)[None, :]]
+        matched = _matching(rows, layout)
+        chosen, rows = candidates[matched], rows[matched]
+        unread[chosen] = False
+        has_time[chosen] = layout.has_time
+        for span, column in ((layout.seconds, seconds), (layout.nanos, nanos)):
+            if span is not None:
+                values = _varint_column(rows, span)
+                if values is None:
+                    return None
+                column[chosen] = values
+        for number, at in layout.doubles.items():
+            if number in _PERIOD_DOUBLE_COLUMNS:
+                column = np.ascontiguousarray(rows[:, at:at + 8]).view("<f8")[:, 0]
+                doubles[_PERIOD_DOUBLE_COLUMNS[number]][chosen] = column
+        if layout.bands is not None and bands is not None:
+            at = layout.bands[0]
+            bands[chosen] = np.ascontiguousarray(rows[:, at:at + 8 * width]).view("<f8")
+    assert bands is not None and band_width is not None
+    return PeriodColumns(
+        has_time=has_time, seconds=seconds, nanos=nanos, band_counts=np.full(count, band_width, dtype=np.int64),
+        band_avail_mw=bands if band_width == band_count else None, band_avail_invalid=_band_invalid(bands),
+        **doubles)
 
 def columns_from_arrays(*, seconds: IntArray, nanos: int, band_avail_mw: FloatArray, max_avail_mw: FloatArray,
                         band_count: int, ramp_mw_per_min: float = 0.0, pasa_avail_mw: float = 0.0,
