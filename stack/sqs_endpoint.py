@@ -31,8 +31,9 @@ from moto.sqs.models import Message, SQSBackend
 from werkzeug.serving import BaseWSGIServer, make_server
 
 SERVICE: Final = "sqs"
-# moto's own retention check, before sqs_app() replaces it in the endpoint's process (the tests compare them).
-MOTO_RETENTION_CHECK = SQSBackend.is_message_valid_based_on_retention_period
+# moto's own retention check, before sqs_app() replaces it in the endpoint's process (the tests compare them);
+# None on a moto release without it, which is then served unpatched (its own check, whatever it is).
+MOTO_RETENTION_CHECK: Final = getattr(SQSBackend, "is_message_valid_based_on_retention_period", None)
 
 
 class QuietRequestHandler(MotoRequestHandler):  # type: ignore[misc]
@@ -57,7 +58,8 @@ def _retained(backend: SQSBackend, queue_name: str, message: Message) -> bool:
 def sqs_app() -> Any:
     """moto's WSGI application serving the SQS API only (no per-request service lookup, no debug mode), with
     its retention check per received message made O(1) (:func:`_retained`, same answer)."""
-    SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign,assignment]
+    if MOTO_RETENTION_CHECK is not None:
+        SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign,assignment]
     return create_backend_app(SERVICE)
 
 

@@ -89,8 +89,10 @@ def test_the_retention_check_answers_as_motos_own() -> None:
         fresh = backend.send_message(name, "fresh")
         old = backend.send_message(name, "old")
         old.sent_timestamp = int((time.time() - 61) * 1000)
-        assert _retained(backend, name, fresh) is MOTO_RETENTION_CHECK(backend, name, fresh) is True
-        assert _retained(backend, name, old) is MOTO_RETENTION_CHECK(backend, name, old) is False
+        moto_check = MOTO_RETENTION_CHECK
+        assert moto_check is not None, "this moto release has no retention check to replace"
+        assert _retained(backend, name, fresh) is moto_check(backend, name, fresh) is True
+        assert _retained(backend, name, old) is moto_check(backend, name, old) is False
         assert queue.message_retention_period == 60
     finally:
         backend.delete_queue(name)
