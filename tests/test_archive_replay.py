@@ -24,7 +24,6 @@ from aemo.mms import load_market_data
 from algorithms.common.content_hash import with_inputs_hash
 from algorithms.common.nem_time import from_timestamp
 from algorithms.market import forecast as forecaster
-# The configured optimiser ([cycle] optimiser_algorithm of settings/default.toml), which the live cycles run.
 from algorithms.market import uncertainty_spread as optimiser
 from algorithms.market.bid_columns import ColumnarBid, bid_of
 from algorithms.market.bid_validation import Violation, validate_bid
@@ -45,6 +44,7 @@ from tests.conftest import temporary_database
 from tests.live_stack import live_stack
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
+# `optimiser` is the configured one ([cycle] optimiser_algorithm of settings/default.toml): the live cycles run it.
 # Decisions 30 s into the intervals ending 17:05 and 17:10 on 15 January 2021: they bid 17:10 and 17:15.
 DECISIONS = (datetime(2021, 1, 15, 17, 0, 30), datetime(2021, 1, 15, 17, 5, 30))
 # A short horizon and history keep each cycle fast.
