@@ -24,7 +24,7 @@ from aemo.mms import load_market_data
 from algorithms.common.content_hash import with_inputs_hash
 from algorithms.common.nem_time import from_timestamp
 from algorithms.market import forecast as forecaster
-from algorithms.market import optimise as optimiser
+from algorithms.market import uncertainty_spread as optimiser
 from algorithms.market.bid_columns import ColumnarBid, bid_of
 from algorithms.market.bid_validation import Violation, validate_bid
 from algorithms.registry import HandlerRegistry, default_registry
@@ -44,6 +44,7 @@ from tests.conftest import temporary_database
 from tests.live_stack import live_stack
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
+# `optimiser` is the configured one ([cycle] optimiser_algorithm of settings/default.toml): the live cycles run it.
 # Decisions 30 s into the intervals ending 17:05 and 17:10 on 15 January 2021: they bid 17:10 and 17:15.
 DECISIONS = (datetime(2021, 1, 15, 17, 0, 30), datetime(2021, 1, 15, 17, 5, 30))
 # A short horizon and history keep each cycle fast.
@@ -166,7 +167,7 @@ def test_replay_with_the_recorded_versions_reproduces_every_result_exactly(live:
     _assert_reproduced(live, report)
     for replay in report.cycles:
         assert replay.forecast_algorithm == f"sarx-quantile v{forecaster.VERSION}"
-        assert replay.optimiser_algorithm == "lp-energy-fcas v1"
+        assert replay.optimiser_algorithm == f"{optimiser.NAME} v{optimiser.VERSION}" == "lp-uncertainty-spread v1"
     assert report.forecast_algorithm is None and report.optimiser_algorithm is None
 
 
@@ -252,7 +253,7 @@ def test_a_changed_optimiser_parameter_is_reported_as_a_plan_difference(live: Li
     assert report.failed_cycles == 0 and not report.reproduced
     assert report.forecasts_identical == report.forecasts_compared == 18  # the forecasts were not changed
     assert report.plans_identical == 0 and report.max_abs_objective_diff_dollars > 0
-    assert all(c.optimiser_algorithm == f"lp-energy-fcas v{DEGRADATION_VERSION}" for c in report.cycles)
+    assert all(c.optimiser_algorithm == f"{optimiser.NAME} v{DEGRADATION_VERSION}" for c in report.cycles)
     for replay in report.cycles:
         assert replay.plan is not None and replay.bid is not None
         # The bid's first interval follows the plan's first interval (the SoC it starts from is the same).
