@@ -278,8 +278,21 @@ def settings_snapshot(settings: Settings) -> dict[str, Any]:
                    if f.name != "data_dir"}
     raw = {"market": asdict(settings.market), "battery": asdict(settings.battery),
            "bidding": asdict(settings.bidding), "cycle": asdict(settings.cycle), "market_data": market_data}
-    loaded: dict[str, Any] = json.loads(json.dumps(raw, default=str))
+    loaded: dict[str, Any] = _finite_json(json.loads(json.dumps(raw, default=str)))
     return loaded
+
+
+def _finite_json(value: Any) -> Any:
+    """``value`` (parsed JSON) with every non-finite float written as its name (``"inf"``, ``"-inf"``,
+    ``"nan"``), so the snapshot is standard JSON and hashes (:func:`canonical_json` refuses non-finite
+    numbers): AEMO's price thresholds of before 2002 have no cumulative price threshold (an infinite one)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_json(item) for item in value]
+    return value
 
 
 def canonical_json(value: Any) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from backtest.runs import (
     Period,
     RunError,
     RunSpec,
+    canonical_json,
     code_version,
     data_files,
     find_run,
@@ -22,6 +25,7 @@ from backtest.runs import (
     list_runs,
     perfect_information_spec,
     resolve_period,
+    settings_snapshot,
     supports_forecast_source,
     write_json,
 )
@@ -207,3 +211,18 @@ def test_price_limits_come_from_the_data_where_given_and_an_uncovered_year_stops
     covered = with_data_price_limits(only_2025, with_aemo)
     require_price_limits(covered, period)  # AEMO's 2020-07-01 row covers FY2020-21
     assert covered.market.price_cap_for(period.first_interval.date()).source == "MARKET_PRICE_THRESHOLDS"
+
+
+def test_settings_with_an_infinite_price_threshold_hash_and_stay_standard_json() -> None:
+    """AEMO's price thresholds of before 2002 have no cumulative price threshold (an infinite one); the
+    settings snapshot still hashes and is standard JSON, and an infinite threshold hashes apart from a finite."""
+    settings = load_settings()
+    first = settings.market.price_caps[0]
+    unlimited = dataclasses.replace(first, cumulative_price_threshold=math.inf)
+    with_inf = dataclasses.replace(settings, market=dataclasses.replace(
+        settings.market, price_caps=(unlimited, *settings.market.price_caps[1:])))
+    snapshot = settings_snapshot(with_inf)
+    text = canonical_json(snapshot)  # raised ValueError on the non-finite float before
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert snapshot["market"]["price_caps"][0]["cumulative_price_threshold"] == "inf"
+    assert text != canonical_json(settings_snapshot(settings))
