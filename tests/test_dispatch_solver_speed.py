@@ -4,7 +4,7 @@ Two changes make a rolling plan cheaper without changing it: the model goes to H
 pointer ``passModel`` instead of a ``HighsLp`` filled attribute by attribute
 (``algorithms/market/lp_matrix.py``), and the direction LPs of a plan's first interval (solved when the LP
 relaxation charges and discharges at once there) run concurrently, one thread each
-(``algorithms/market/optimise.py``). On real decisions (SA1, 15 January 2021, the configured strategy)
+(``algorithms/market/optimise.py``). On real decisions (SA1, 15 January 2021, `lp-energy-fcas@1`)
 both give the plans, bit for bit, of the way they were solved before, also with market-depth caps on
 FCAS enablement (``enablement_cap_mw``).
 """
@@ -25,7 +25,8 @@ from aemo.mms import load_market_data
 from algorithms.common.battery import battery_from_spec
 from algorithms.market import lp_matrix, optimise
 from algorithms.market.lp_matrix import DispatchSpec, LpSolution, MatrixLp, build_dispatch_lp, highspy_available
-from algorithms.market.optimise import NEM_INTERVAL_HOURS, DispatchPlan, dispatch_spec, run_optimisation, solve_dispatch
+from algorithms.market.optimise import NEM_INTERVAL_HOURS, DispatchPlan, dispatch_spec, solve_dispatch
+from algorithms.registry import default_registry
 from backtest import engine
 from backtest.engine import BacktestConfig, run_backtest
 from bench import lp_warm_start
@@ -41,8 +42,13 @@ DECISIONS = 96
 
 @pytest.fixture(scope="module")
 def requests() -> list[worker_pb2.OptimisationRequest]:
-    """The optimisation requests of the first 96 decisions of the day, as the backtest made them."""
-    settings = load_settings(environ={})
+    """The optimisation requests of the first 96 decisions of the day, as the backtest made them with
+    ``lp-energy-fcas@1``: its plans charge and discharge at once in the first interval often enough to need the
+    direction LPs (``lp-uncertainty-spread@1``, the default, prices charging above discharging and needs none
+    on these decisions)."""
+    configured = load_settings(environ={})
+    settings = replace(configured, cycle=replace(configured.cycle, optimiser_algorithm="lp-energy-fcas",
+                                                 optimiser_algorithm_version="1"))
     tables = load_market_data(settings.market_data.data_dir)
     made: list[worker_pb2.OptimisationRequest] = []
 
@@ -62,7 +68,10 @@ def requests() -> list[worker_pb2.OptimisationRequest]:
 
 
 def _plans(requests: Sequence[worker_pb2.OptimisationRequest]) -> list[bytes]:
-    return [run_optimisation(request).SerializeToString(deterministic=True) for request in requests]
+    """Each request's result from the handler the worker pools serve for its algorithm (the configured one)."""
+    registry = default_registry()
+    return [registry.resolve("optimisation", request.algorithm.name, request.algorithm.version)(request)
+            .SerializeToString(deterministic=True) for request in requests]
 
 
 def _best_over_directions_one_after_the_other(spec: DispatchSpec, lp: MatrixLp, intervals: tuple[int, ...],
