@@ -273,11 +273,13 @@ def code_version(repo: Path = REPO_ROOT) -> str:
 
 def settings_snapshot(settings: Settings) -> dict[str, Any]:
     """The settings that decide a backtest's result (market rules, battery, bidding, cycle, publication
-    model), JSON-ready; the data folder is left out (the data files are hashed instead)."""
+    model, market depth: the FCAS enablement share and whether and how the plan expects it), JSON-ready; the
+    data folder is left out (the data files are hashed instead)."""
     market_data = {f.name: getattr(settings.market_data, f.name) for f in fields(settings.market_data)
                    if f.name != "data_dir"}
     raw = {"market": asdict(settings.market), "battery": asdict(settings.battery),
-           "bidding": asdict(settings.bidding), "cycle": asdict(settings.cycle), "market_data": market_data}
+           "bidding": asdict(settings.bidding), "cycle": asdict(settings.cycle), "market_data": market_data,
+           "market_depth": asdict(settings.market_depth)}
     loaded: dict[str, Any] = _finite_json(json.loads(json.dumps(raw, default=str)))
     return loaded
 

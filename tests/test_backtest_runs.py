@@ -226,3 +226,16 @@ def test_settings_with_an_infinite_price_threshold_hash_and_stay_standard_json()
     assert json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
     assert snapshot["market"]["price_caps"][0]["cumulative_price_threshold"] == "inf"
     assert text != canonical_json(settings_snapshot(settings))
+
+
+@pytest.mark.parametrize("change", [{"plan_with_expected_depth": False}, {"planning_cap_factor": 1.0},
+                                    {"fcas_enablement_share": 0.25}])
+def test_market_depth_settings_are_part_of_the_snapshot(change: dict[str, object]) -> None:
+    """``[market_depth]`` decides a backtest's plans and its depth-limited figures, so a run made with other
+    market-depth settings has another settings hash (and run id) and its summary says which it used."""
+    settings = load_settings()
+    changed = dataclasses.replace(settings, market_depth=dataclasses.replace(settings.market_depth, **change))
+    snapshot = settings_snapshot(changed)
+    name, value = next(iter(change.items()))
+    assert snapshot["market_depth"][name] == value
+    assert canonical_json(snapshot) != canonical_json(settings_snapshot(settings))

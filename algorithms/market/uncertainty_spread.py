@@ -13,7 +13,10 @@ This optimiser values the two directions of energy apart, by the forecast's own 
 charging (LOAD) at the planning price **plus** κ × half the band, the band being the highest minus the
 lowest forecast quantile of each interval (P95 − P05 with the default quantiles, $/MWh). A cycle is
 planned only where its spread beats its losses *and* the uncertainty of both ends; a narrow band (AEMO's
-pre-dispatch, a quiet regime) leaves the plan almost unchanged. κ ∈ [0, 1) is the request's
+pre-dispatch, a quiet regime) leaves the plan almost unchanged. The band widens with lead, so the haircut is
+smallest in the first intervals: where planning prices are close, energy sold (or bought) soon is valued a few
+$/MWh better than later and the plan acts earlier than ``lp-energy-fcas``'s (README "NSW1 August 2024: one
+interval"). κ ∈ [0, 1) is the request's
 ``energy_uncertainty_weight`` (``[cycle] optimiser_uncertainty_weight``); unset, the version's
 :data:`KAPPA_V1`. κ = 0 is ``lp-energy-fcas`` v1's plan bit for bit. FCAS prices are unchanged.
 
