@@ -1,5 +1,6 @@
 """Energy traded only where the forecast spread beats its uncertainty: ``lp-uncertainty-spread`` v1
-(:func:`run_optimisation`).
+(:func:`run_optimisation`, the current version) and v2 (:func:`run_optimisation_v2`, the same haircut at every
+lead; served next to v1, not the default).
 
 A rolling plan maximises revenue against one price path (the Pearson–Tukey blend of the forecast's
 quantiles, :func:`algorithms.market.optimise.planning_price`). Against a noisy path that is the
@@ -27,11 +28,18 @@ stored energy at the uncertainty-adjusted prices the plan used, so the bid's hea
 beyond the plan only at a realised price above what the plan expects to get for it after the haircut,
 and buy only below what it expects it to be worth. The reported objective is the plan's revenue at the
 planning price (the haircut added back), like ``lp-energy-fcas``'s.
+
+Version 2 differs in the lead profile of the haircut only (:data:`HAIRCUT_PROFILE_BY_VERSION`): every interval
+of the horizon is valued off by the same amount, κ × the mean over the horizon of half the band. v1's haircut
+grows with lead as the band widens, so energy sold later is valued lower than energy sold now, a systematic
+"sell now" tilt of the plan's timing; v2's total haircut over a plan of the same throughput is of the same
+size, with no tilt. v2 takes κ as v1 does (the request's, else :data:`KAPPA_V1`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +59,13 @@ FloatArray = npt.NDArray[np.float64]
 # v1's κ when the request does not carry one (the share of the half band taken off each direction), chosen on
 # the tuning set of issue 15 (README "Energy only where the spread beats the band"): 0.25 over 0.5.
 KAPPA_V1 = 0.25
+
+# The lead profile of the haircut (:func:`energy_haircut_per_mwh`): each interval's own half band, or the
+# horizon's mean half band at every interval.
+HaircutProfile = Literal["by_interval", "horizon_mean"]
+HAIRCUT_PROFILES: tuple[HaircutProfile, ...] = ("by_interval", "horizon_mean")
+# The one difference between the versions: v1 by interval (grows with lead), v2 the same at every lead.
+HAIRCUT_PROFILE_BY_VERSION: dict[str, HaircutProfile] = {"1": "by_interval", "2": "horizon_mean"}
 
 
 def validate_kappa(kappa: float) -> float:
@@ -73,11 +88,21 @@ def half_band_per_mwh(energy_forecast: PriceForecast) -> FloatArray:
     return half
 
 
-def energy_haircut_per_mwh(energy_forecast: PriceForecast, kappa: float) -> FloatArray:
+def energy_haircut_per_mwh(energy_forecast: PriceForecast, kappa: float,
+                           profile: HaircutProfile = "by_interval") -> FloatArray:
     """What each direction of energy is valued off the planning price by ($/MWh per interval): κ × half the
     band (:func:`half_band_per_mwh`). Discharge is valued at the planning price minus it, charging at the
-    planning price plus it."""
-    haircut: FloatArray = validate_kappa(kappa) * half_band_per_mwh(energy_forecast)
+    planning price plus it.
+
+    ``profile`` is the haircut's shape over the lead: ``"by_interval"`` (v1) takes each interval's own half
+    band; ``"horizon_mean"`` (v2) takes, at every interval, the mean over the horizon of the half band.
+    ValueError for another profile."""
+    half_band = half_band_per_mwh(energy_forecast)
+    if profile == "horizon_mean":
+        half_band = np.full_like(half_band, float(np.mean(half_band)) if half_band.size else 0.0)
+    elif profile != "by_interval":
+        raise ValueError(f"unknown haircut profile {profile!r}: expected one of {', '.join(HAIRCUT_PROFILES)}")
+    haircut: FloatArray = validate_kappa(kappa) * half_band
     return haircut
 
 
@@ -89,21 +114,33 @@ def request_kappa(request: worker_pb2.OptimisationRequest) -> float:
 
 
 def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.OptimisationResult:
-    """Adapter: an OptimisationRequest in, the uncertainty-aware plan out (MW, MWh, $; see the module
-    docstring). Raises InvalidRequestError for malformed requests (κ outside [0, 1) included), as
-    ``lp-energy-fcas`` does."""
-    if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, VERSION):
+    """Adapter of the current version (v1): an OptimisationRequest in, the uncertainty-aware plan out (MW, MWh,
+    $; see the module docstring). Raises InvalidRequestError for malformed requests (κ outside [0, 1)
+    included), as ``lp-energy-fcas`` does."""
+    return _run_version(request, VERSION)
+
+
+def run_optimisation_v2(request: worker_pb2.OptimisationRequest) -> worker_pb2.OptimisationResult:
+    """Adapter of v2: as :func:`run_optimisation` with the haircut the same at every interval of the horizon
+    (κ × the horizon's mean half band, $/MWh; see the module docstring)."""
+    return _run_version(request, "2")
+
+
+def _run_version(request: worker_pb2.OptimisationRequest, version: str) -> worker_pb2.OptimisationResult:
+    if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, version):
         raise InvalidRequestError(
-            f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{VERSION}")
+            f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{version}")
     kappa = request_kappa(request)
     energy = [f for f in request.forecasts if f.product == ENERGY]
     haircut: FloatArray | None = None
     if (kappa > 0 and len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK
             and energy[0].horizon_intervals == request.horizon_intervals > 0):
-        haircut = energy_haircut_per_mwh(forecast_from_result(energy[0]), kappa)
+        haircut = energy_haircut_per_mwh(forecast_from_result(energy[0]), kappa,
+                                         HAIRCUT_PROFILE_BY_VERSION[version])
     # Anything malformed (no ENERGY forecast, two of them, wrong lengths) is refused by the LP's adapter.
     result = optimise.solve_request(request, energy_haircut_per_mwh=haircut)
-    result.algorithm.CopyFrom(request.algorithm if request.algorithm.name else ALGORITHM)
+    result.algorithm.CopyFrom(request.algorithm if request.algorithm.name
+                              else common_pb2.AlgorithmRef(name=NAME, version=version))
     if haircut is not None and len(result.gen_mw) == len(haircut):
         battery = request.battery
         throughput = (battery.mlf_gen * np.asarray(result.gen_mw, dtype=np.float64)
