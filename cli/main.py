@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -78,9 +78,18 @@ def console(*, to_stderr: bool = False) -> Console:
 
 @dataclass(frozen=True)
 class CliContext:
-    """What the global options decided: the user's configuration file, if any."""
+    """What the global options decided: the user's configuration file, if any (``--config``, else
+    ``$VPP_CONFIG``), so that what a command records (a backtest's ``config_file``) names the file either way."""
 
     config_path: Path | None
+
+
+def user_config_path(option: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The configuration file merged over the defaults: ``--config`` if given, else ``$VPP_CONFIG`` if set."""
+    if option is not None:
+        return option
+    named = environ.get("VPP_CONFIG")
+    return Path(named) if named else None
 
 
 class PoolKind(StrEnum):
@@ -151,7 +160,7 @@ def main(
     # pgserver asks platformdirs for a runtime folder; its warning about XDG_RUNTIME_DIR is noise here.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     configure_logging()
-    ctx.obj = CliContext(config_path=config)
+    ctx.obj = CliContext(config_path=user_config_path(config, os.environ))
 
 
 # ---------------------------------------------------------------------------------------------------

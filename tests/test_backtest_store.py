@@ -394,3 +394,17 @@ def test_the_regimes_table_counts_safe_fallbacks_beside_failed_decisions(tmp_pat
     assert "failed decisions / safe fallbacks |" in markdown.read_text()
     assert markdown.read_text().splitlines()[-1].endswith("| 2 / 3 |")
     assert pd.read_csv(csv_path).iloc[0]["safe_fallbacks"] == 3
+
+
+def test_a_run_configured_by_vpp_config_records_the_file(state_dir: Path, tmp_path: Path) -> None:
+    """A configuration given as ``$VPP_CONFIG`` is named in the run's summary as ``--config`` would be."""
+    config = tmp_path / "strategy.toml"
+    config.write_text("[cycle]\noptimiser_uncertainty_weight = 0.3\n")
+    result = CliRunner().invoke(app, ["backtest", "run", "--region", "SA1", "--start", "2025-01-02T00:00", "--end",
+                                      "2025-01-02T01:00", *FAST, "--out", str(tmp_path / "runs"), "--no-report",
+                                      "--workers", "1"], env={**_env(state_dir), "VPP_CONFIG": str(config)})
+    assert result.exit_code == 0, result.stdout + result.stderr
+    (folder,) = [child for child in (tmp_path / "runs").iterdir() if child.is_dir()]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["config_file"] == {"path": str(config.resolve()), "sha256": file_sha256(config)}
+    assert summary["settings"]["cycle"]["optimiser_uncertainty_weight"] == 0.3

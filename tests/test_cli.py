@@ -129,3 +129,14 @@ def test_live_market_data_from_an_unusable_source_is_one_clear_line(tmp_path: Pa
     assert [line for line in result.output.strip().splitlines() if line.startswith("error:")] == [
         f"error: {missing}: no such folder"]
     assert "Traceback" not in result.output
+
+
+def test_the_user_configuration_is_the_option_else_vpp_config(tmp_path: Path) -> None:
+    """``--config`` wins; without it ``$VPP_CONFIG`` names the file, so a backtest run records it either way."""
+    from cli.main import user_config_path
+
+    option, named = tmp_path / "option.toml", tmp_path / "named.toml"
+    assert user_config_path(option, {"VPP_CONFIG": str(named)}) == option
+    assert user_config_path(None, {"VPP_CONFIG": str(named)}) == named
+    assert user_config_path(None, {"VPP_CONFIG": ""}) is None
+    assert user_config_path(None, {}) is None
