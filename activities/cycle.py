@@ -62,7 +62,7 @@ from archive import Archive
 from models import bids as bid_store
 from models import cycles as cycle_store
 from models import operator_controls as control_store
-from models.db import connect
+from models.connections import Connections
 from pools.replies import WorkerAnswer
 from pools.shared_requests import SharedRequests
 from pools.sqs import QueueUrls, send_task
@@ -125,11 +125,12 @@ class CycleActivities:
     """
 
     def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls,
-                 shared_requests: SharedRequests | None = None) -> None:
+                 shared_requests: SharedRequests | None = None, connections: Connections | None = None) -> None:
         if settings.database_url is None:
             raise ValueError("the cycle activities need settings.database_url (DATABASE_URL)")
         self._settings = settings
-        self._database_url = settings.database_url
+        # PostgreSQL: a new connection per use unless the process hands its pooled connections in.
+        self._connections = connections if connections is not None else Connections(settings.database_url)
         self._archive = archive
         self._sqs = sqs
         self._queues = queues
@@ -180,7 +181,7 @@ class CycleActivities:
 
     async def _controls(self, unit_id: str) -> EffectiveControls:
         """The unit's operator controls in force now (wall clock: SoC holds end at a wall-clock time)."""
-        async with await connect(self._database_url) as conn:
+        async with self._connections.connection() as conn:
             stored = await control_store.get_controls(conn, unit_id)
         return effective_controls(stored, datetime.now(UTC))
 
@@ -374,7 +375,7 @@ class CycleActivities:
         plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
         day = trading_day(dispatch_interval)
-        async with await connect(self._database_url) as conn:
+        async with self._connections.connection() as conn:
             daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, day)
             standing = await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval)
             daily_bids = DailyBidsInForce(
@@ -436,7 +437,7 @@ class CycleActivities:
         found = await asyncio.to_thread(dispatches_from_store, store, unit_id, region, min(intervals), max(intervals))
         battery = self._unit(unit_id).battery  # the unit's own loss factors
         checks: dict[datetime, tuple[DispatchCheck, float]] = {}
-        async with await connect(self._database_url) as conn:
+        async with self._connections.connection() as conn:
             for interval in sorted(set(intervals) & set(found)):
                 dispatched, prices = found[interval]
                 in_force = await bid_store.latest_accepted_bid_covering(conn, unit_id, interval)
@@ -470,7 +471,7 @@ class CycleActivities:
         checks: dict[datetime, tuple[DispatchCheck, float]] = {}
         if live:
             interval = timedelta(minutes=self._settings.market.interval_minutes)
-            async with await connect(self._database_url) as conn:
+            async with self._connections.connection() as conn:
                 unsettled = await cycle_store.unsettled_cycles(
                     conn, request.unit_id, dispatch_interval - SETTLE_LOOKBACK_DAYS * timedelta(days=1),
                     dispatch_interval - interval)
@@ -510,7 +511,7 @@ class CycleActivities:
                 energy_revenue=outcome.energy_revenue_dollars, fcas_revenue=outcome.fcas_revenue_dollars)
             if outcome.cleared else None)
         settled: list[str] = []
-        async with await connect(self._database_url) as conn:
+        async with self._connections.connection() as conn:
             counted = await cycle_store.record_cycle(conn, record)
             for earlier_id, moment in unsettled:  # live mode: earlier intervals AEMO has published since
                 if moment in checks:
