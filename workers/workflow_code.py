@@ -3,8 +3,8 @@
 Temporal's workflow sandbox imports a workflow's module afresh for every workflow run, so that no module
 state leaks from one run into the next. Python compiles a module's source at each import unless a bytecode
 file is in ``__pycache__``, and with ``PYTHONDONTWRITEBYTECODE=1`` (the Dockerfile sets it) none is ever
-written: every cycle compiled ``workflows/autobidder.py`` again, about 9 % of the Temporal worker's CPU in
-the portfolio benchmark. :func:`keep_workflow_code` puts a finder in front of ``sys.meta_path`` whose loader
+written: every cycle compiled ``workflows/autobidder.py`` again, about 9 % of the Temporal worker's busy
+samples in the portfolio benchmark. :func:`keep_workflow_code` puts a finder in front of ``sys.meta_path`` whose loader
 compiles a module's source once per process and hands the same code object to every later import of the same
 source. Only the compile is shared: each import still creates a new module and runs its code, so the
 sandbox's isolation is unchanged (code objects are immutable). Nothing is written to disk.
