@@ -40,6 +40,7 @@ from activities.cycle_facts import (
 from aemo.dispatch_results import dispatches_from_store
 from aemo.store import MarketStore
 from algorithms.common.battery import battery_spec_from_settings
+from algorithms.common.content_hash import message_bytes, sha256_hex
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp, trading_day
 from algorithms.common.products import ENERGY
@@ -62,7 +63,7 @@ from archive import Archive
 from models import bids as bid_store
 from models import cycles as cycle_store
 from models import operator_controls as control_store
-from models.db import connect
+from models.connections import Connections
 from pools.replies import WorkerAnswer
 from pools.shared_requests import SharedRequests
 from pools.sqs import QueueUrls, send_task
@@ -85,6 +86,11 @@ FINAL_MARKET_FAILURES = frozenset({ANSWER_UNREADABLE, CREDENTIALS_REFUSED})
 # snapshot, its forecasts and its plan (twice) again after writing or fetching them; a round of ten units in four
 # regions keeps ~60 of them; keys are content hashes, so an object never changes.
 DECODED_CACHE_OBJECTS = 128
+# Columns of the bids this worker process built, by the sha256 of the bid's deterministic encoding (the content
+# hash the bid service stores it under): a unit's next cycle compares its new bid with the bid in force, usually
+# the one its previous cycle built here, without reading that bid's period offers again. Two per battery unit
+# of a portfolio of 32.
+BUILT_BID_COLUMNS = 64
 
 
 def market_failure_type(error: grpc.aio.AioRpcError) -> str | None:
@@ -125,11 +131,12 @@ class CycleActivities:
     """
 
     def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls,
-                 shared_requests: SharedRequests | None = None) -> None:
+                 shared_requests: SharedRequests | None = None, connections: Connections | None = None) -> None:
         if settings.database_url is None:
             raise ValueError("the cycle activities need settings.database_url (DATABASE_URL)")
         self._settings = settings
-        self._database_url = settings.database_url
+        # PostgreSQL: a new connection per use unless the process hands its pooled connections in.
+        self._connections = connections if connections is not None else Connections(settings.database_url)
         self._archive = archive
         self._sqs = sqs
         self._queues = queues
@@ -138,6 +145,7 @@ class CycleActivities:
         self._market_data_address = settings.stack.market_data_address
         self._bid_address = settings.stack.bid_service_address
         self._decoded: OrderedDict[str, Any] = OrderedDict()
+        self._built_columns: OrderedDict[str, ColumnarBid] = OrderedDict()
         # Snapshots being fetched, by what they are of: identical concurrent fetches share one call.
         self._snapshots: dict[tuple[str, str, str, int, bool], asyncio.Future[market_data_pb2.MarketSnapshot]] = {}
         # The process's request exchange: its result relay must be given the same one (run_result_relay).
@@ -180,7 +188,7 @@ class CycleActivities:
 
     async def _controls(self, unit_id: str) -> EffectiveControls:
         """The unit's operator controls in force now (wall clock: SoC holds end at a wall-clock time)."""
-        async with await connect(self._database_url) as conn:
+        async with self._connections.connection() as conn:
             stored = await control_store.get_controls(conn, unit_id)
         return effective_controls(stored, datetime.now(UTC))
 
@@ -374,7 +382,7 @@ class CycleActivities:
         plan = cast(worker_pb2.OptimisationResult, await self._get(request.plan_key))
         dispatch_interval = datetime.fromisoformat(request.dispatch_interval)
         day = trading_day(dispatch_interval)
-        async with await connect(self._database_url) as conn:
+        async with self._connections.connection() as conn:
             daily_prices = await bid_store.daily_band_prices(conn, request.unit_id, day)
             standing = await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval)
             daily_bids = DailyBidsInForce(
@@ -393,6 +401,8 @@ class CycleActivities:
             if rejected.bid is not None:
                 await self._put(rejected.bid, request.cycle_id, f"bid-rejected/{rejected.candidate}")
         bid_key = await self._put(decision.bid, request.cycle_id, "bid") if decision.bid is not None else None
+        if decision.bid is not None and decision.columns is not None:
+            self._remember_columns(decision.columns)
         daily_key = (await self._put(decision.daily_bid, request.cycle_id, "bid-daily")
                      if decision.daily_bid is not None else None)
         return BidBuilt(bid_key=bid_key, valid=decision.outcome != NO_VALID_BID,
@@ -404,9 +414,23 @@ class CycleActivities:
 
     def _standing_bid(self, stored: bid_store.BidRow) -> StandingBid:
         """The bid in force as :func:`~algorithms.market.bid_decision.decide_bid` compares it: with the columns
-        of its period offers, read from its encoding once (the rebid check then compares whole arrays)."""
+        of its period offers (the rebid check then compares whole arrays) — those this process built it with when
+        the stored bid's content hash is one it built, else read from its encoding once."""
         bid = stored.bid()
+        built = self._built_columns.get(stored.content_hash)
+        if built is not None:
+            self._built_columns.move_to_end(stored.content_hash)
+            return StandingBid(stored.bid_id, bid, built.with_bid(bid))
         return StandingBid(stored.bid_id, bid, ColumnarBid.of(bid, self._settings.market.band_count))
+
+    def _remember_columns(self, columns: ColumnarBid) -> None:
+        """Keep the columns of a bid this process built, under its content hash (sha256 hex of its deterministic
+        encoding, as the bid service stores it), for :meth:`_standing_bid`; the BUILT_BID_COLUMNS newest."""
+        content_hash = sha256_hex(message_bytes(columns.bid))
+        self._built_columns[content_hash] = columns
+        self._built_columns.move_to_end(content_hash)
+        while len(self._built_columns) > BUILT_BID_COLUMNS:
+            self._built_columns.popitem(last=False)
 
     @activity.defn(name="submit_bid")
     async def submit_bid(self, request: SubmitInput) -> BidSubmitted:
@@ -436,7 +460,7 @@ class CycleActivities:
         found = await asyncio.to_thread(dispatches_from_store, store, unit_id, region, min(intervals), max(intervals))
         battery = self._unit(unit_id).battery  # the unit's own loss factors
         checks: dict[datetime, tuple[DispatchCheck, float]] = {}
-        async with await connect(self._database_url) as conn:
+        async with self._connections.connection() as conn:
             for interval in sorted(set(intervals) & set(found)):
                 dispatched, prices = found[interval]
                 in_force = await bid_store.latest_accepted_bid_covering(conn, unit_id, interval)
@@ -470,7 +494,7 @@ class CycleActivities:
         checks: dict[datetime, tuple[DispatchCheck, float]] = {}
         if live:
             interval = timedelta(minutes=self._settings.market.interval_minutes)
-            async with await connect(self._database_url) as conn:
+            async with self._connections.connection() as conn:
                 unsettled = await cycle_store.unsettled_cycles(
                     conn, request.unit_id, dispatch_interval - SETTLE_LOOKBACK_DAYS * timedelta(days=1),
                     dispatch_interval - interval)
@@ -510,7 +534,7 @@ class CycleActivities:
                 energy_revenue=outcome.energy_revenue_dollars, fcas_revenue=outcome.fcas_revenue_dollars)
             if outcome.cleared else None)
         settled: list[str] = []
-        async with await connect(self._database_url) as conn:
+        async with self._connections.connection() as conn:
             counted = await cycle_store.record_cycle(conn, record)
             for earlier_id, moment in unsettled:  # live mode: earlier intervals AEMO has published since
                 if moment in checks:

@@ -9,16 +9,20 @@ headless one in a temporary folder.
 unit's cycle started at the same decision time, as their schedules start them, round after round (goal:
 median < 0.5 s, p95 < 1 s from cycle start to bid acknowledged). A running stack is used only if it
 configures at least N battery units; otherwise a headless stack with the generated portfolio is started.
+
+On a stack of its own the bench also prints the CPU-s (user + system) each of the stack's processes — and the
+bench's client — used from the end of the warm-up to the end, read from ``/proc`` (stack/process_cpu.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -35,11 +39,14 @@ from services.temporal_client import connect_temporal
 from settings import BATTERY_UNIT, Settings, UnitSettings
 from stack.cycles import CycleRun, decision_times, run_cycles, run_portfolio_cycles_at
 from stack.demo import stack_is_running
+from stack.process_cpu import cpu_seconds_used, read_cpu_seconds
 
 BENCH_START = datetime(2021, 1, 20, 14, 0)
 # Regions the generated portfolio's units are spread over, in turn (the embedded January 2021 data has all
 # five; units share a region once there are more units than regions).
 BENCH_REGIONS = ("SA1", "NSW1", "VIC1", "QLD1")
+# The bench's own process (the Temporal client starting the cycles) in the CPU figures.
+BENCH_CLIENT = "bench client"
 
 
 def bench_portfolio(settings: Settings, unit_count: int) -> Settings:
@@ -97,16 +104,27 @@ def solve_times_ms(settings: Settings, repeats: int) -> list[float]:
     return times
 
 
-async def _bench_cycles(settings: Settings, cycles: int) -> list[CycleRun]:
+# Called once the warm-up cycle (or round) is done: where the stack's CPU starts being counted.
+WarmedUp = Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _bench_cycles(settings: Settings, cycles: int, warmed_up: WarmedUp = _nothing) -> list[CycleRun]:
     client = await connect_temporal(settings)
     times = decision_times(BENCH_START, cycles + 1, settings.cycle.schedule_offset_s)
-    runs = await run_cycles(client, settings, times)
-    return runs[1:]  # the first cycle warms up the worker processes
+    warm_up = await run_cycles(client, settings, times[:1])  # warms up the worker processes
+    warmed_up()
+    return await run_cycles(client, settings, times[1:]) if warm_up else []
 
 
-async def _bench_portfolio(settings: Settings, rounds: int, round_seconds: list[float]) -> list[CycleRun]:
-    """``rounds`` rounds (after one warm-up round) of every battery unit's cycle started at once; each round's
-    wall-clock seconds (start of the workflows → every result back at the client) go to ``round_seconds``."""
+async def _bench_portfolio(settings: Settings, rounds: int, round_seconds: list[float],
+                           warmed_up: WarmedUp = _nothing) -> list[CycleRun]:
+    """``rounds`` rounds (after one warm-up round, then ``warmed_up()``) of every battery unit's cycle started at
+    once; each round's wall-clock seconds (start of the workflows → every result back at the client) go to
+    ``round_seconds``."""
     client = await connect_temporal(settings)
     runs: list[CycleRun] = []
     for index, decision in enumerate(decision_times(BENCH_START, rounds + 1, settings.cycle.schedule_offset_s)):
@@ -115,13 +133,16 @@ async def _bench_portfolio(settings: Settings, rounds: int, round_seconds: list[
         if index:  # the first round warms up the worker processes
             runs += round_runs
             round_seconds.append(time.perf_counter() - started)
+        else:
+            warmed_up()
     return runs
 
 
 def report(console: Console, runs: Sequence[CycleRun], solve_ms: Sequence[float], *, units: int = 1,
-           round_seconds: Sequence[float] = ()) -> None:
+           round_seconds: Sequence[float] = (), cpu_seconds: Mapping[str, float] | None = None) -> None:
     """Print the figures (``units``: cycles started at once per round; ``round_seconds``: each round's wall
-    clock at the client, from starting its workflows to the last result, s)."""
+    clock at the client, from starting its workflows to the last result, s; ``cpu_seconds``: CPU-s each
+    process used after the warm-up, when the bench ran its own stack)."""
     latencies = [r.result.latency_to_ack_s for r in runs if r.result is not None]
     failed = [r for r in runs if r.result is None]
     table = Table(title="vpp bench cycle" + (f" --units {units}" if units > 1 else ""))
@@ -144,8 +165,25 @@ def report(console: Console, runs: Sequence[CycleRun], solve_ms: Sequence[float]
     table.add_row("288-interval energy + FCAS solve, p95", f"{percentile(solve_ms, 95):.0f} ms", "")
     table.add_row("failed cycles", str(len(failed)), "0")
     console.print(table)
+    if cpu_seconds:
+        console.print(cpu_table(cpu_seconds, len(runs)))
     for run in failed:
         console.print(f"[red]cycle deciding at {run.decision_time} failed:[/red] {run.failure}")
+
+
+def cpu_table(cpu_seconds: Mapping[str, float], cycles: int) -> Table:
+    """CPU-s (user + system) by process after the warm-up, largest first, with the total and per cycle."""
+    table = Table(title="CPU after the warm-up, by process")
+    table.add_column("process")
+    table.add_column("CPU-s", justify="right")
+    table.add_column("share", justify="right")
+    total = sum(cpu_seconds.values())
+    for name, seconds in sorted(cpu_seconds.items(), key=lambda item: -item[1]):
+        table.add_row(name, f"{seconds:.2f}", f"{seconds / total:.0%}" if total > 0 else "")
+    table.add_row("all", f"{total:.2f}", "100%" if total > 0 else "")
+    if cycles:
+        table.add_row("all, per cycle", f"{total / cycles:.3f}", "")
+    return table
 
 
 def run_cycle_bench(settings: Settings, *, cycles: int, units: int = 1) -> int:
@@ -154,6 +192,7 @@ def run_cycle_bench(settings: Settings, *, cycles: int, units: int = 1) -> int:
     console = Console(width=110)
     solve_ms = solve_times_ms(settings, repeats=20)
     round_seconds: list[float] = []
+    cpu_seconds: dict[str, float] = {}
     if units > 1:
         portfolio = bench_portfolio(settings, units)
         regions = sorted({unit.region for unit in portfolio.battery_units})
@@ -162,21 +201,40 @@ def run_cycle_bench(settings: Settings, *, cycles: int, units: int = 1) -> int:
         if len(settings.battery_units) >= units and stack_is_running(settings):
             runs = asyncio.run(_bench_portfolio(portfolio, cycles, round_seconds))
         else:
-            runs = _on_own_stack(portfolio, lambda running: _bench_portfolio(running, cycles, round_seconds))
+            runs = _on_own_stack(portfolio, cpu_seconds, lambda running, warmed_up: _bench_portfolio(
+                running, cycles, round_seconds, warmed_up))
     elif stack_is_running(settings):
         runs = asyncio.run(_bench_cycles(settings, cycles))
     else:
-        runs = _on_own_stack(settings, lambda running: _bench_cycles(running, cycles))
-    report(console, runs, solve_ms, units=units, round_seconds=round_seconds)
+        runs = _on_own_stack(settings, cpu_seconds,
+                             lambda running, warmed_up: _bench_cycles(running, cycles, warmed_up))
+    report(console, runs, solve_ms, units=units, round_seconds=round_seconds, cpu_seconds=cpu_seconds)
     return 0 if all(r.result is not None for r in runs) else 1
 
 
-def _on_own_stack(settings: Settings,
-                  bench: Callable[[Settings], Coroutine[Any, Any, list[CycleRun]]]) -> list[CycleRun]:
-    """Run ``bench`` on a headless local stack of ``settings`` started in a temporary folder."""
+def _client_cpu_seconds() -> float:
+    """CPU seconds (user + system) this process (the bench's client) has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _on_own_stack(settings: Settings, cpu_seconds: dict[str, float],
+                  bench: Callable[[Settings, WarmedUp], Coroutine[Any, Any, list[CycleRun]]]) -> list[CycleRun]:
+    """Run ``bench`` on a headless local stack of ``settings`` started in a temporary folder; the CPU-s each
+    of its processes (and the bench's client) used from the end of the warm-up to the end go to
+    ``cpu_seconds``."""
     from stack.supervisor import LocalStack
 
     state_dir = Path(tempfile.mkdtemp(prefix="openvpp-bench-"))
     bench_settings = replace(settings, stack=replace(settings.stack, state_dir=state_dir))
     with LocalStack(bench_settings, ui=False) as stack:
-        return asyncio.run(bench(stack.settings))
+        pids = stack.part_pids()
+        before: dict[str, float] = {}
+
+        def warmed_up() -> None:
+            before.update({**read_cpu_seconds(pids), BENCH_CLIENT: _client_cpu_seconds()})
+
+        runs = asyncio.run(bench(stack.settings, warmed_up))
+        after = {**read_cpu_seconds(pids), BENCH_CLIENT: _client_cpu_seconds()}
+        cpu_seconds.update(cpu_seconds_used(before, after) if before else {})
+        return runs

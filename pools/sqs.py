@@ -122,6 +122,12 @@ def queue_policy(settings: Settings, kind: str) -> QueuePolicy:
     raise ValueError(f"unknown request kind {kind!r}: expected one of {', '.join(REQUEST_KINDS)}")
 
 
+# Keep-alive connections a client keeps to the endpoint. botocore's default of 10 is fewer than the calls a
+# worker makes at once (a portfolio round's forecast and plan requests, the relay's receives and deletes from
+# up to 64 I/O threads): a connection beyond the tenth was opened for one call and closed after it.
+SQS_CONNECTIONS = 64
+
+
 def sqs_client(settings: Settings, endpoint_url: str | None = None) -> SQSClient:
     """A boto3 SQS client for the configured endpoint and region.
 
@@ -131,14 +137,16 @@ def sqs_client(settings: Settings, endpoint_url: str | None = None) -> SQSClient
     has none.
     """
     import boto3
+    from botocore.config import Config
 
     region = settings.stack.sqs_region
     endpoint = endpoint_url or settings.stack.sqs_endpoint_url
+    config = Config(max_pool_connections=SQS_CONNECTIONS)
     if endpoint == AWS_ENDPOINT:
-        return boto3.client("sqs", region_name=region)
+        return boto3.client("sqs", region_name=region, config=config)
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-        return boto3.client("sqs", endpoint_url=endpoint, region_name=region)
-    return boto3.client("sqs", endpoint_url=endpoint, region_name=region,
+        return boto3.client("sqs", endpoint_url=endpoint, region_name=region, config=config)
+    return boto3.client("sqs", endpoint_url=endpoint, region_name=region, config=config,
                         aws_access_key_id="local", aws_secret_access_key="local")
 
 

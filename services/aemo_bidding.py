@@ -52,7 +52,7 @@ from algorithms.common.products import PRODUCTS
 from algorithms.market.bid_validation import validate_bid
 from models import aemo_submissions as aemo_store
 from models import bids as bid_store
-from models.db import connect
+from models.connections import Connections
 from services.bid_service import (
     _STATUS_OF_TEXT,
     BidKey,
@@ -93,11 +93,15 @@ class _Outcome:
 
 
 class AemoBidding(bid_pb2_grpc.BidServiceServicer):
-    """BidService backed by AEMO's bidding API (see the module docstring); one database connection per call."""
+    """BidService backed by AEMO's bidding API (see the module docstring); one database connection per call (new,
+    or borrowed from the serving process's pool)."""
 
     def __init__(self, database_url: str, api: BiddingApiClient, units: Sequence[RegisteredUnit], rules: MarketRules,
-                 options: BidServiceSettings) -> None:
+                 options: BidServiceSettings, connections: Connections | None = None) -> None:
+        """``connections``: autocommit connections to ``database_url`` (pooled by the serving process); a new
+        connection per call without."""
         self._database_url = database_url
+        self._connections = connections if connections is not None else Connections(database_url, autocommit=True)
         self._api = api
         self._units = {unit.spec.unit_id: unit for unit in units}
         self._rules = rules
@@ -152,7 +156,7 @@ class AemoBidding(bid_pb2_grpc.BidServiceServicer):
         key = bid_key(bid, self._rules.interval_minutes)
         unit = self._unit(key.unit_id)
         reference_id = bid.reference_id or default_reference_id(bid)
-        async with await connect(self._database_url, autocommit=True) as conn:
+        async with self._connections.connection() as conn:
             known = await bid_store.get_bid(conn, key.bid_id)
             if known is not None:
                 return submit_response(known, duplicate=True)
@@ -285,7 +289,7 @@ class AemoBidding(bid_pb2_grpc.BidServiceServicer):
         """GetBid without the gRPC plumbing; BidRequestError INVALID_ARGUMENT / NOT_FOUND."""
         if not bid_id:
             raise BidRequestError(grpc.StatusCode.INVALID_ARGUMENT, "bid_id is missing")
-        async with await connect(self._database_url, autocommit=True) as conn:
+        async with self._connections.connection() as conn:
             row = await bid_store.get_bid(conn, bid_id)
             pending = None if row is not None else await aemo_store.submission_of_bid(conn, bid_id)
         if row is not None:
@@ -333,10 +337,11 @@ async def _answer(context: grpc.aio.ServicerContext[Any, Any], handler: Callable
 
 
 def aemo_market(database_url: str, units: Sequence[RegisteredUnit], rules: MarketRules, options: BidServiceSettings,
-                environ: Mapping[str, str] | None = None) -> AemoBidding:
+                environ: Mapping[str, str] | None = None, connections: Connections | None = None) -> AemoBidding:
     """The aemo backend for ``units``, talking to the API the environment configures (``environ``, default
-    ``os.environ``); :class:`aemo.bidding_api.BiddingApiConfigError` naming what is missing."""
+    ``os.environ``; ``connections`` as for :class:`AemoBidding`); :class:`aemo.bidding_api.BiddingApiConfigError`
+    naming what is missing."""
     config = BiddingApiConfig.from_environment(os.environ if environ is None else environ,
                                                timeout_s=options.aemo_timeout_s)
-    return AemoBidding(database_url, BiddingApiClient(config), units, rules, options)
+    return AemoBidding(database_url, BiddingApiClient(config), units, rules, options, connections)
 

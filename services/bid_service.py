@@ -70,7 +70,8 @@ from algorithms.market.clearing import (
 from algorithms.market.depth import interval_caps_mw
 from algorithms.market.prices import DispatchPrices
 from models import bids as bid_store
-from models.db import connect, migrate
+from models.connections import Connections
+from models.db import migrate
 from services.health import SERVER_OPTIONS, add_health, bind_port
 from services.security import EdgeSecurity, channel, secure_server
 from settings import BatterySettings, MarketRules, Settings
@@ -324,8 +325,8 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
     """BidService of the simulated NEM for the registered battery and any further units (e.g. a VPP's
     fleet unit), each cleared from its own bids (see the module docstring).
 
-    Every call opens its own database connection, so calls run concurrently; clearing of a unit is
-    serialised by the row lock on its ``unit_state``.
+    Every call uses its own database connection (new, or borrowed from the serving process's pool), so calls
+    run concurrently; clearing of a unit is serialised by the row lock on its ``unit_state``.
     """
 
     def __init__(
@@ -336,12 +337,16 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         rules: MarketRules,
         further_units: Sequence[RegisteredUnit] = (),
         fcas_enablement_share: float | None = None,
+        connections: Connections | None = None,
     ) -> None:
+        """``connections``: autocommit connections to ``database_url`` (pooled by the serving process); a new
+        connection per call without."""
         units = [RegisteredUnit(battery_spec_from_settings(battery), battery.initial_state_of_charge_mwh),
                  *further_units]
         for unit in units:
             dispatch_prices.region_index(unit.spec.region)  # KeyError naming the known regions
         self._database_url = database_url
+        self._connections = connections if connections is not None else Connections(database_url, autocommit=True)
         self._prices = dispatch_prices
         self._units = {unit.spec.unit_id: unit for unit in units}
         self._rules = rules
@@ -396,7 +401,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         bid = request.bid
         key = bid_key(bid, self._rules.interval_minutes)
         unit = self._unit(key.unit_id)
-        async with await connect(self._database_url, autocommit=True) as conn:
+        async with self._connections.connection() as conn:
             stored = await bid_store.find_bid(conn, key.unit_id, key.trading_day, key.dispatch_interval,
                                               key.version)
             if stored is not None:
@@ -503,7 +508,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
         """GetBid without the gRPC plumbing; BidRequestError INVALID_ARGUMENT / NOT_FOUND."""
         if not bid_id:
             raise BidRequestError(grpc.StatusCode.INVALID_ARGUMENT, "bid_id is missing")
-        async with await connect(self._database_url, autocommit=True) as conn:
+        async with self._connections.connection() as conn:
             row = await bid_store.get_bid(conn, bid_id)
             if row is None:
                 raise BidRequestError(grpc.StatusCode.NOT_FOUND, f"no bid with id {bid_id!r}")
@@ -530,7 +535,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
             raise BidRequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                   f"the market has no dispatch prices for the interval ending "
                                   f"{interval:%Y-%m-%d %H:%M} (AEST)")
-        async with await connect(self._database_url, autocommit=True) as conn:
+        async with self._connections.connection() as conn:
             clearing = await bid_store.get_clearing(conn, request.unit_id, interval)
             if clearing is None:
                 async with conn.transaction():
@@ -549,7 +554,7 @@ class SimulatedMarket(bid_pb2_grpc.BidServiceServicer):
     async def unit_status(self, unit_id: str) -> bid_pb2.GetUnitStatusResponse:
         """GetUnitStatus without the gRPC plumbing; before the first clearing: initial SoC, no interval."""
         unit = self._unit(unit_id)
-        async with await connect(self._database_url, autocommit=True) as conn:
+        async with self._connections.connection() as conn:
             state = await bid_store.get_unit_state(conn, unit_id)
         response = bid_pb2.GetUnitStatusResponse(
             unit_id=unit_id, state_of_charge_mwh=unit.initial_state_of_charge_mwh, net_mw=0.0)
@@ -642,20 +647,36 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     portfolio_units = [RegisteredUnit(battery_spec_from_settings(unit.battery),
                                       unit.battery.initial_state_of_charge_mwh)
                        for unit in settings.battery_units[1:]]
+    # Every call borrows an autocommit connection from the service's pool instead of opening its own.
+    connections = Connections(database_url, autocommit=True)
     market: bid_pb2_grpc.BidServiceServicer
     if settings.bid_service.backend == "aemo":  # AEMO dispatches: no historical prices to clear against
         from services.aemo_bidding import aemo_market
 
         units = [RegisteredUnit(battery_spec_from_settings(settings.battery),
                                 settings.battery.initial_state_of_charge_mwh), *portfolio_units, *fleet_units]
-        market = aemo_market(database_url, units, rules, settings.bid_service)  # BiddingApiConfigError
+        market = aemo_market(database_url, units, rules, settings.bid_service,  # BiddingApiConfigError
+                             connections=connections)
     else:
         historical = await asyncio.to_thread(configured_dispatch_prices, settings)
         # PriceLimitsUnknownError: a trading day of the data whose year no source covers
         dispatch_prices = with_administered_pricing(historical, rules)
         market = SimulatedMarket(database_url, dispatch_prices, settings.battery, rules,
                                  [*portfolio_units, *fleet_units],
-                                 fcas_enablement_share=settings.market_depth.fcas_enablement_share)
+                                 fcas_enablement_share=settings.market_depth.fcas_enablement_share,
+                                 connections=connections)
+    await connections.open_pool()
+    try:
+        await _serve_market(settings, security, market, portfolio_units, fleet_units, stop)
+    finally:
+        await connections.close()
+
+
+async def _serve_market(settings: Settings, security: EdgeSecurity, market: bid_pb2_grpc.BidServiceServicer,
+                        portfolio_units: Sequence[RegisteredUnit], fleet_units: Sequence[RegisteredUnit],
+                        stop: asyncio.Event) -> None:
+    """Serve ``market`` (``settings.battery``, the portfolio's further units and the fleet units) with gRPC
+    health on the bid service's port until ``stop`` is set."""
     server = secure_server(security, SERVER_OPTIONS)
     bid_pb2_grpc.add_BidServiceServicer_to_server(market, server)
     add_health(server, [SERVICE_NAME])

@@ -686,6 +686,23 @@ class LocalStack:
             raise StackError(f"no part called {name!r} in this stack (parts: {names})")
         return chosen
 
+    def part_pids(self) -> dict[str, int]:
+        """Process id of every running part, by name; PostgreSQL's postmaster when the stack runs its own."""
+        pids = {part.name: part.pid for part in self.processes() if part.pid is not None and part.alive()}
+        postmaster = self._embedded_postmaster_pid()
+        if postmaster is not None:
+            pids[POSTGRES] = postmaster
+        return pids
+
+    def _embedded_postmaster_pid(self) -> int | None:
+        """The embedded PostgreSQL's postmaster pid (first line of ``postmaster.pid``), None without one."""
+        if self._embedded is None:
+            return None
+        try:
+            return int((self._embedded.folder / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
     def status(self) -> list[PartStatus]:
         """Every part with its pid, whether it runs, its address and log file."""
         rows = [PartStatus(part.name, part.pid, part.alive(), part.address, part.log_path)

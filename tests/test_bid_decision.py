@@ -24,6 +24,7 @@ from activities.cycle import CycleActivities
 from activities.cycle_facts import BidBuilt, BuildBidInput
 from algorithms.common import nem_time
 from algorithms.common.battery import battery_spec_from_settings
+from algorithms.market.bid_columns import ColumnarBid
 from algorithms.market.bid_decision import (
     NO_VALID_BID,
     PAUSED,
@@ -410,3 +411,47 @@ async def test_the_three_callers_decide_identically(name: str, database: str, tm
     if case.controls.manual_rebid_reason is not None:
         assert decision.bid is not None
         assert decision.bid.rebid_explanation.startswith(f"Manual rebid: {case.controls.manual_rebid_reason}.")
+
+
+async def _build(activities: CycleActivities, archive: LocalArchive, plan: worker_pb2.OptimisationResult,
+                 dispatch_interval: datetime, cycle_id: str, soc_floor_fraction: float | None = None) -> BidBuilt:
+    request = BuildBidInput(cycle_id=cycle_id, unit_id=BATTERY.unit_id,
+                            plan_key=archive.put(plan, cycle_id=cycle_id, label="optimisation-result/"),
+                            dispatch_interval=dispatch_interval.isoformat(),
+                            offer_time=offer_time(dispatch_interval).isoformat(), version=1,
+                            state_of_charge_mwh=INITIAL_SOC_MWH, products=PRODUCTS,
+                            soc_floor_fraction=soc_floor_fraction, manual_rebid_reason=None)
+    return await ActivityEnvironment().run(activities.build_and_validate_bid, request)
+
+
+@pytest.mark.parametrize("soc_floor_fraction", [None, 0.9])  # the bid in force stands / a material change
+async def test_a_bid_this_worker_built_is_compared_from_its_own_columns_with_the_same_decision(
+        soc_floor_fraction: float | None, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next cycle of a unit compares its bid with the bid in force from the columns its previous cycle built
+    it with (no re-read of its period offers), and decides exactly as a worker that reads them."""
+    archive = LocalArchive(tmp_path / "archive")
+    settings = replace(SETTINGS, database_url=database)
+    same = CycleActivities(settings, archive=archive, sqs=None, queues=None)  # type: ignore[arg-type]
+    first = await _build(same, archive, PLAN, FIRST, "cycle-1")
+    assert first.rebid and first.bid_key is not None
+    bid = cast(bid_pb2.Bid, archive.get(first.bid_key))
+    async with await connect(database) as conn:  # accepted by the market: the bid in force for NEXT
+        await bid_store.insert_bid(conn, bid_record(bid, bid_key(bid), ()))
+        await conn.commit()
+    reads: list[int] = []
+    read_columns = ColumnarBid.of
+
+    def counted(bid: bid_pb2.Bid, band_count: int) -> ColumnarBid:
+        reads.append(band_count)
+        return read_columns(bid, band_count)
+
+    monkeypatch.setattr(ColumnarBid, "of", counted)
+    fresh = CycleActivities(settings, archive=archive, sqs=None, queues=None)  # type: ignore[arg-type]
+    from_read = await _build(fresh, archive, PLAN, NEXT, "cycle-2", soc_floor_fraction)
+    assert len(reads) == 1  # the fresh worker read the bid in force's period offers
+    from_built = await _build(same, archive, PLAN, NEXT, "cycle-3", soc_floor_fraction)
+    assert len(reads) == 1  # this one compared the columns it built
+    assert from_built == replace(from_read, bid_key=from_built.bid_key)
+    assert from_built.rebid == (soc_floor_fraction is not None)
+    if from_built.bid_key is not None:
+        assert archive.get(from_built.bid_key) == archive.get(from_read.bid_key or "")

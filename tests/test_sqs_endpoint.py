@@ -4,11 +4,13 @@ attributes."""
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import boto3
 import pytest
@@ -102,3 +104,25 @@ def test_responses_leave_without_waiting_for_an_ack() -> None:
     """Nagle's algorithm is off on the endpoint's connections (a response's body does not wait for the
     client's ACK of its headers)."""
     assert QuietRequestHandler.disable_nagle_algorithm is True
+
+
+def test_a_connection_is_kept_for_the_next_request(endpoint: str) -> None:
+    """Requests whose body length is known are answered without ``Connection: close``, so one connection serves
+    one request after another (werkzeug alone closes every connection); a chunked request's connection closes."""
+    host, port = endpoint.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=PATIENCE_S)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    try:
+        for name in ("first", "second", "third"):  # the same socket each time
+            connection.request("POST", "/", urlencode({"Action": "CreateQueue", "QueueName": name,
+                                                       "Version": "2012-11-05"}), headers=form)
+            response = connection.getresponse()
+            assert response.status == 200 and name in response.read().decode()
+            assert (response.getheader("Connection") or "").lower() != "close"
+        connection.request("POST", "/", iter([urlencode({"Action": "ListQueues", "Version": "2012-11-05"}).encode()]),
+                           headers=form, encode_chunked=True)
+        response = connection.getresponse()
+        assert response.status == 200 and "third" in response.read().decode()
+        assert (response.getheader("Connection") or "").lower() == "close"
+    finally:
+        connection.close()

@@ -7,17 +7,21 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cycle import CycleActivities
 from activities.distribution import DistributionActivities
 from activities.operator import OperatorActivities, schedule_trigger
-from archive import open_archive
+from archive import Archive, open_archive
+from models.connections import Connections
 from pools.result_relay import run_result_relay
 from pools.sqs import queue_urls, sqs_client
 from services.temporal_client import connect_temporal
 from settings import Settings
+from workers.workflow_code import keep_workflow_code
 from workflows.autobidder import AutobidderCycle
 from workflows.distribution import PriceForecastDistribution
 from workflows.operator import UnitOperator
@@ -33,16 +37,29 @@ IO_THREADS = 64
 
 async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Serve the cycle workflow and activities on the task queue, and relay worker results, until ``stop``."""
+    keep_workflow_code()  # the sandbox re-imports the workflow modules for every run: compile them once
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="worker-io"))
     client = await connect_temporal(settings)
     archive = open_archive(settings)
     sqs = sqs_client(settings)
     queues = await asyncio.to_thread(queue_urls, sqs, settings)
-    activities = CycleActivities(settings, archive, sqs, queues)
     if settings.database_url is None:
         raise RuntimeError("the Temporal worker needs DATABASE_URL (the stack sets it for its children)")
-    operator = OperatorActivities(settings.database_url, schedule_trigger(settings, client))
-    distribution = DistributionActivities(settings, archive, settings.database_url)
+    connections = Connections(settings.database_url)
+    await connections.open_pool()  # the cycles' stages reuse connections instead of opening three per cycle
+    try:
+        activities = CycleActivities(settings, archive, sqs, queues, connections=connections)
+        await _serve(settings, settings.database_url, client, archive, sqs, activities, stop)
+    finally:
+        await connections.close()
+    logger.info("temporal worker stopped")
+
+
+async def _serve(settings: Settings, database_url: str, client: Client, archive: Archive, sqs: Any,
+                 activities: CycleActivities, stop: asyncio.Event) -> None:
+    """Run the worker and the result relay until ``stop`` (or until the relay fails)."""
+    operator = OperatorActivities(database_url, schedule_trigger(settings, client))
+    distribution = DistributionActivities(settings, archive, database_url)
     async with Worker(client, task_queue=settings.stack.task_queue,
                       workflows=[AutobidderCycle, UnitOperator, PriceForecastDistribution],
                       activities=[*activities.all(), *operator.all(), *distribution.all()],
@@ -59,4 +76,3 @@ async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await relay
-    logger.info("temporal worker stopped")
