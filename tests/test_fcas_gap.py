@@ -120,3 +120,12 @@ def test_a_real_backtest_decomposes_to_its_own_figures(settings: Settings, depth
                                                                                    abs=1e-6)
         assert service.capped_by_depth_dollars == pytest.approx(0.0, abs=1e-6)  # the same caps on both sides
     assert "| 2025-01 | SA1 | RAISEREG |" in gap_markdown([gap])
+
+
+def test_the_command_without_data_is_one_error(tmp_path: Path) -> None:
+    from tests.test_backtest_store import invoke
+
+    code, _, stderr = invoke(["backtest", "fcas-gap", "--month", "2018-05", "--out", str(tmp_path / "gap")],
+                             tmp_path / "empty")
+    assert code == 1 and stderr.startswith("error: no month of SA1 has enough data")
+    assert not (tmp_path / "gap").exists()
