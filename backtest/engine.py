@@ -108,7 +108,7 @@ from algorithms.market.as_of import (
 )
 from algorithms.market.bid_columns import ColumnarBid, as_columnar
 from algorithms.market.bid_decision import BidDecision, StandingBid, decide_bid
-from algorithms.market.clearing import clear_interval, with_administered_pricing
+from algorithms.market.clearing import clear_interval, fcas_offers, with_administered_pricing
 from algorithms.market.cycle_requests import forecast_request, forecastable_products, optimisation_request
 from algorithms.market.daily_bid import DailyBidsInForce
 from algorithms.market.depth import (
@@ -287,6 +287,12 @@ class DecisionRecord:
     # and revenue ($) by product with each service capped at the region's enablement × the configured share.
     depth_fcas_enabled_by_product_mw: dict[str, float] | None = None
     depth_fcas_revenue_by_product_dollars: dict[str, float] | None = None
+    # What the bid in force offered of each FCAS service (MW: MAXAVAIL, and the part of it priced at or below the
+    # interval's price; None without a bid in force) and the depth the plan expected for the interval (MW, the
+    # first lead of its expected caps; None: planned as a price-taker). Read by :mod:`backtest.fcas_gap`.
+    fcas_offered_by_product_mw: dict[str, float] | None = field(default=None, compare=False)
+    fcas_offered_at_price_by_product_mw: dict[str, float] | None = field(default=None, compare=False)
+    expected_cap_by_product_mw: dict[str, float] | None = field(default=None, compare=False)
 
     @property
     def net_mw(self) -> float:
@@ -933,7 +939,11 @@ class _RegionReplay:
         if decision is not None and decision.rebid and decision.manual_rebid_reason is not None:
             self._manual_rebid_submitted = prepared.decision_time
         started = time.perf_counter()
-        bid_in_force = self._book.covering(interval) is not None
+        covering = self._book.covering(interval)
+        bid_in_force = covering is not None
+        offers = None if covering is None else fcas_offers(
+            covering.bid, interval, self._market.prices_at(self._config.region, interval),
+            power_mw=self._battery.power_mw, interval_minutes=self._settings.market.interval_minutes)
         cleared = self.clear(interval)
         clear_ms = _elapsed_ms(started)
         record = DecisionRecord(
@@ -956,7 +966,14 @@ class _RegionReplay:
             energy_forecast_by_lead=prepared.energy_forecast_by_lead, wait_ms=wait_ms, paused=controls.paused,
             soc_floor_fraction=controls.soc_floor_fraction, manual_rebid_reason=controls.manual_rebid_reason,
             depth_fcas_enabled_by_product_mw=cleared.depth_fcas_enabled_mw,
-            depth_fcas_revenue_by_product_dollars=cleared.depth_fcas_revenue_by_product_dollars)
+            depth_fcas_revenue_by_product_dollars=cleared.depth_fcas_revenue_by_product_dollars,
+            fcas_offered_by_product_mw=(None if offers is None else
+                                        {product: offer.max_avail_mw for product, offer in offers.items()}),
+            fcas_offered_at_price_by_product_mw=(None if offers is None else
+                                                 {product: offer.at_price_mw for product, offer in offers.items()}),
+            expected_cap_by_product_mw=(None if prepared.expected_caps is None or plan_status == "NONE" else
+                                        {product: float(caps[0]) for product, caps in prepared.expected_caps.items()
+                                         if len(caps)}))
         return record, len(decision.rejected) if decision is not None else 0
 
 
@@ -1376,6 +1393,27 @@ def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, regi
     the window, or the solver finds no plan (a MILP stopped by the time limit with a plan counts, with its
     gap).
     """
+    plan, prices = perfect_foresight_plan(settings, dispatch, region, first_interval, count, include_fcas,
+                                          terminal_state_of_charge_mwh=terminal_state_of_charge_mwh,
+                                          enablement_cap_mw=enablement_cap_mw, depth_limited=depth_limited)
+    if solves is not None:
+        solves.append(benchmark_solve_of(plan))
+    battery = battery_from_spec(_battery_spec(settings, region))
+    hours = hours_per_interval(settings.market.interval_minutes)
+    rrp = prices[ENERGY]
+    energy = float(np.sum(hours * rrp * (battery.mlf_gen * plan.gen_mw - battery.mlf_load * plan.load_mw)))
+    fcas = math.fsum(float(np.sum(hours * prices[product] * enabled))
+                     for product, enabled in plan.fcas.items())
+    return energy, fcas
+
+
+def perfect_foresight_plan(settings: Settings, dispatch: DispatchPrices, region: str, first_interval: datetime,
+                           count: int, include_fcas: bool, *, terminal_state_of_charge_mwh: float | None = None,
+                           enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
+                           depth_limited: bool = False) -> tuple[DispatchPlan, dict[str, np.ndarray]]:
+    """The perfect-foresight plan of :func:`perfect_foresight_revenue` (MW per interval: energy and each FCAS
+    service's enablement) and the prices it knew ($/MWh, $/MW/h by product), over ``count`` intervals from
+    ``first_interval`` (interval-ending AEST). Arguments and errors as there."""
     prices = _price_window(dispatch, region, first_interval, count)
     battery = battery_from_spec(_battery_spec(settings, region))
     hours = hours_per_interval(settings.market.interval_minutes)
@@ -1399,10 +1437,4 @@ def perfect_foresight_revenue(settings: Settings, dispatch: DispatchPrices, regi
     if plan.status not in ("OPTIMAL", "TIME_LIMIT") or not plan.gen_mw.size:
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} "
                             f"({count} intervals) ended {plan.status}: {plan.status_reason}")
-    if solves is not None:
-        solves.append(benchmark_solve_of(plan))
-    rrp = prices[ENERGY]
-    energy = float(np.sum(hours * rrp * (battery.mlf_gen * plan.gen_mw - battery.mlf_load * plan.load_mw)))
-    fcas = math.fsum(float(np.sum(hours * prices[product] * enabled))
-                     for product, enabled in plan.fcas.items())
-    return energy, fcas
+    return plan, prices

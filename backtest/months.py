@@ -233,9 +233,22 @@ def _row(settings: Settings, target: _Target, results: Sequence[BacktestResult],
         safe_fallbacks=sum(r.safe_fallbacks for r in results))
 
 
-def _run_group(settings: Settings, targets: Sequence[_Target], workers: int,
-               on_result: Progress | None) -> list[MonthRow]:
-    """Backtest targets that share one data set (their stretches in parallel) and make their rows."""
+@dataclass(frozen=True)
+class MonthResults:
+    """One month and region of the regimes table as backtested: its stretches' results, the market they were
+    cleared against (prices with administered pricing, region enablement) and the settings they ran with
+    (the data's price limits in them)."""
+
+    month: date
+    region: str
+    results: tuple[BacktestResult, ...]
+    market: DispatchPrices
+    settings: Settings
+
+
+def _group_results(settings: Settings, targets: Sequence[_Target], workers: int,
+                   on_result: Progress | None) -> list[MonthResults]:
+    """Backtest targets that share one data set, their stretches in parallel."""
     if not targets:
         return []
     inputs = targets[0].inputs
@@ -249,12 +262,32 @@ def _run_group(settings: Settings, targets: Sequence[_Target], workers: int,
                for target in targets for period in target.periods]
     results = run_backtests(settings, inputs.dispatch, inputs.predispatch, configs, workers=workers, market=market,
                             on_result=on_result)
-    rows, position = [], 0
+    grouped, position = [], 0
     for target in targets:
-        mine = results[position:position + len(target.periods)]
+        grouped.append(MonthResults(target.month, target.region,
+                                    tuple(results[position:position + len(target.periods)]), market, settings))
         position += len(target.periods)
-        rows.append(_row(settings, target, mine, market))
-    return rows
+    return grouped
+
+
+def _targets(settings: Settings, regions: Sequence[str], months: Sequence[date] | None,
+             include_embedded: bool) -> tuple[list[_Target], list[_Target]]:
+    history, horizon = settings.cycle.history_intervals, settings.cycle.horizon_intervals
+    warmup = settings.market.intervals_per_trading_day
+    store_targets = _store_targets(settings, regions, months, warmup, history, horizon)
+    file_targets = _file_targets(settings, [settings.cycle.region], warmup) if include_embedded else []
+    return store_targets, file_targets
+
+
+def run_month_results(settings: Settings, *, regions: Sequence[str], months: Sequence[date] | None = None,
+                      include_embedded: bool = True, workers: int = 1,
+                      on_result: Progress | None = None) -> list[MonthResults]:
+    """Backtest the months of the regimes table (:func:`run_months`, same arguments) and keep every stretch's
+    result (decision records included), by month, then region."""
+    store_targets, file_targets = _targets(settings, regions, months, include_embedded)
+    grouped = (_group_results(settings, store_targets, workers, on_result)
+               + _group_results(settings, file_targets, workers, on_result))
+    return sorted(grouped, key=lambda group: (group.month, group.region))
 
 
 def run_months(settings: Settings, *, regions: Sequence[str], months: Sequence[date] | None = None,
@@ -262,12 +295,11 @@ def run_months(settings: Settings, *, regions: Sequence[str], months: Sequence[d
     """The regimes table (module docstring): the store's months (``months``: only these) of ``regions`` and,
     with ``include_embedded``, January 2021 of the configured data folder for the cycle's region. Rows by
     month, then region."""
-    history, horizon = settings.cycle.history_intervals, settings.cycle.horizon_intervals
-    warmup = settings.market.intervals_per_trading_day
-    store_targets = _store_targets(settings, regions, months, warmup, history, horizon)
-    file_targets = _file_targets(settings, [settings.cycle.region], warmup) if include_embedded else []
-    rows = _run_group(settings, store_targets, workers, on_result) + _run_group(settings, file_targets, workers,
-                                                                                  on_result)
+    store_targets, file_targets = _targets(settings, regions, months, include_embedded)
+    rows: list[MonthRow] = []
+    for targets in (store_targets, file_targets):
+        for target, group in zip(targets, _group_results(settings, targets, workers, on_result), strict=True):
+            rows.append(_row(group.settings, target, group.results, group.market))
     return sorted(rows, key=lambda row: (row.month, row.region, row.source))
 
 

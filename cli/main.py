@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -852,6 +853,45 @@ def _check_plot_day(day: str | None, first_interval: datetime, last_interval: da
     first, last = trading_day_of(first_interval), trading_day_of(last_interval)
     if not first <= day <= last:
         raise RunError(f"--plot-day {day} is not in the period (trading days {first} .. {last})")
+
+
+@backtest_app.command("fcas-gap")
+def backtest_fcas_gap(
+    ctx: typer.Context,
+    region: Annotated[list[str] | None, typer.Option(
+        "--region", help="Region to backtest; repeat for several (default: SA1).")] = None,
+    month: Annotated[list[str] | None, typer.Option(
+        "--month", help="A month of the store, YYYY-MM; repeat for several.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: every core).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for fcas_gap.md.")] = Path("backtests/fcas-gap"),
+) -> None:
+    """Where the store's months lose to depth-limited perfect foresight: each FCAS service's realised and perfect
+    foresight revenue and the gap by cause (not offered, offered above the price, capped by depth, headroom),
+    and energy (backtest/fcas_gap.py)."""
+    from aemo.tables import month_label, parse_month
+    from backtest.engine import DEFAULT_WORKERS, end_of_run_adjustment
+    from backtest.fcas_gap import gap_markdown, month_gap
+    from backtest.months import run_month_results
+
+    settings = load(ctx)
+    chosen = region or ["SA1"]
+    with clean_errors(), backtest_errors():
+        try:
+            months = [parse_month(text) for text in month] if month else None
+        except ValueError as error:
+            raise fail(str(error)) from None
+        groups = run_month_results(settings, regions=chosen, months=months, include_embedded=False,
+                                   workers=workers or DEFAULT_WORKERS)
+        if not groups:
+            raise fail(f"no month of {', '.join(chosen)} has enough data: sync the market store first (vpp data sync)")
+        gaps = [month_gap(group.settings, group.market, month_label(group.month), group.region, group.results,
+                          math.fsum(end_of_run_adjustment(group.settings, r) for r in group.results))
+                for group in groups]
+    text = gap_markdown(gaps)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fcas_gap.md").write_text(text)
+    console().print(text, markup=False, highlight=False)
+    console().print(f"written: {out / 'fcas_gap.md'}")
 
 
 @backtest_app.command("compare")

@@ -220,6 +220,10 @@ class BiddingSettings:
     # A DAILY bid for trading day D is due from this many minutes before the daily bid close (12:30 on D-1)
     # up to the close (algorithms/market/daily_bid.py); 0 submits none (every bid is then a REBID).
     daily_bid_lead_minutes: int = 60
+    # What the bid offers of each FCAS service (bid_builder.fcas_offer_mw): "planned" the plan's MW; "headroom"
+    # contingency at the registered power and regulation up to the capacity the plan leaves free, so the market
+    # (and the region's depth) decides how much is enabled beyond what the plan expected.
+    fcas_offer: str = "planned"
 
 
 @dataclass(frozen=True)
@@ -751,6 +755,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
         raise ValueError(f"bidding.daily_bid_lead_minutes must be >= 0 (0: no DAILY bids), "
                          f"got {b['daily_bid_lead_minutes']}")
     bidding = _bidding(raw["bidding"])
+    _one_of(bidding.fcas_offer, _BIDDING_STRATEGIES["fcas_offer"], "bidding.fcas_offer")
     _one_of(str(raw["cycle"].get("clock", "replay")), CYCLE_CLOCKS, "cycle.clock")
     cycle = _cycle(raw["cycle"])
     battery = _battery(raw["battery"])
@@ -797,6 +802,7 @@ def _bidding(b: dict[str, Any]) -> BiddingSettings:
         planned_pricing=str(b.get("planned_pricing", "price_taking")),
         energy_value_floor_per_mwh=float(b.get("energy_value_floor_per_mwh", -1000.0)),
         daily_bid_lead_minutes=int(b.get("daily_bid_lead_minutes", 60)),
+        fcas_offer=str(b.get("fcas_offer", "planned")),
     )
 
 
@@ -824,7 +830,8 @@ _UNIT_KEYS = {"unit_id", "region", "kind", "bidding", "cycle"}
 _BATTERY_FIELDS = {f.name for f in fields(BatterySettings)} - {"unit_id", "region"}
 _BIDDING_STRATEGIES = {"headroom_pricing": ("fixed", "opportunity_cost"),
                        "planned_pricing": ("price_taking", "energy_value"),
-                       "fcas_displacement_scope": ("all", "regulation")}
+                       "fcas_displacement_scope": ("all", "regulation"),
+                       "fcas_offer": ("planned", "headroom")}
 # Cycle keys a unit may set for itself: the timing, clock and replay period are the stack's, shared by all.
 UNIT_CYCLE_KEYS = frozenset({"horizon_intervals", "history_intervals", "forecast_quantiles",
                              "optimiser_price_quantile", "optimiser_price_tail_weight", "degradation_cost_per_mwh",

@@ -31,7 +31,7 @@ BIDDING = replace(CONFIG.bidding, headroom_pricing="fixed", planned_pricing="pri
                   gen_band_prices=(0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 5000.0, 10000.0, 14900.0),
                   load_band_prices=(-1000.0, -500.0, -300.0, -100.0, -50.0, -20.0, -10.0, -1.0, 100.0, 299.0),
                   fcas_displacement_load_ceiling=-100.0, energy_value_floor_per_mwh=-1000.0,
-                  fcas_displacement_scope="all")
+                  fcas_displacement_scope="all", fcas_offer="planned")
 BATTERY = battery_spec_from_settings(CONFIG.battery)
 PARAMS = battery_from_spec(BATTERY)
 FCAS = ("RAISE6SEC", "RAISE60SEC", "RAISE5MIN", "RAISEREG",
@@ -433,3 +433,59 @@ def test_ladders_are_pulled_within_the_trading_days_price_limits() -> None:
     assert old.load_band_prices == settings.bidding.load_band_prices
     recent = bidding_for_trading_day(settings.bidding, rules, battery, date(2025, 1, 2))
     assert recent.gen_band_prices == settings.bidding.gen_band_prices
+
+
+HEADROOM_OFFER = replace(BIDDING, fcas_offer="headroom")
+
+
+def test_the_default_offer_is_the_headroom() -> None:
+    assert CONFIG.bidding.fcas_offer == "headroom"
+
+
+def test_headroom_offer_offers_fcas_beyond_the_plan_without_touching_energy() -> None:
+    # Interval 1: 100 MW discharge with 30 MW RAISE6SEC and 10 MW RAISEREG planned; interval 2: 60 MW charge.
+    fcas = {"RAISE6SEC": [30.0, 0.0], "RAISEREG": [10.0, 0.0], "LOWERREG": [0.0, 5.0], "LOWER60SEC": [0.0, 0.0]}
+    plan = make_plan(gen=[100.0, 0.0], load=[0.0, 60.0], fcas=fcas)
+    planned, headroom = build(plan), build(plan, bidding=HEADROOM_OFFER)
+    assert_valid(headroom)
+    for direction in (common_pb2.DIRECTION_GEN, common_pb2.DIRECTION_LOAD):  # energy exactly as planned
+        assert np.array_equal(bands(planned, direction), bands(headroom, direction))
+    assert offer(planned, "RAISE6SEC").periods[0].max_avail_mw == 30.0
+    # Contingency: the registered power in every interval, band 1.
+    raise6 = offer(headroom, "RAISE6SEC")
+    assert [p.max_avail_mw for p in raise6.periods] == [150.0, 150.0]
+    assert raise6.periods[0].band_avail_mw[0] == 150.0 and raise6.periods[0].high_breakpoint_mw == 0.0
+    assert [p.max_avail_mw for p in offer(headroom, "LOWER60SEC").periods] == [150.0, 150.0]
+    # Regulation: planned + what the planned dispatch and planned FCAS leave free on its side:
+    # raise 10 + (150 − 100 − (30 + 10)) = 20 MW; at −60 MW net 150 + 60 − 0 = 210 free → capped at 150.
+    assert [p.max_avail_mw for p in offer(headroom, "RAISEREG", common_pb2.DIRECTION_GEN).periods] == [20.0, 150.0]
+    # lower: 150 + 100 − 0 → 150; at −60 MW net: 5 + (150 − 60 − 5) = 90 MW.
+    assert [p.max_avail_mw for p in offer(headroom, "LOWERREG", common_pb2.DIRECTION_LOAD).periods] == [150.0, 90.0]
+
+
+def test_headroom_offer_is_enabled_up_to_the_depth_the_plan_did_not_expect() -> None:
+    from algorithms.market.clearing import clear_interval
+
+    fcas = {"RAISE6SEC": [5.0], "RAISEREG": [4.0], "LOWERREG": [4.0], "LOWER6SEC": [0.0]}
+    plan = make_plan(gen=[0.0], load=[0.0], fcas=fcas)
+    prices = {"ENERGY": 50.0, "RAISE6SEC": 2.0, "RAISEREG": 20.0, "LOWERREG": 15.0, "LOWER6SEC": 1.0}
+    caps = {"RAISE6SEC": 25.0, "RAISEREG": 12.0, "LOWERREG": 9.0, "LOWER6SEC": 30.0}  # the region's depth
+
+    def enabled(bidding: object) -> dict[str, float]:  # the services priced in the interval
+        return clear_interval(build(plan, bidding=bidding), FIRST, prices, state_of_charge_mwh=97.0,
+                              previous_net_mw=0.0, battery=BATTERY, enablement_cap_mw=caps).fcas_enabled_mw
+
+    def priced(mw: dict[str, float]) -> dict[str, float]:
+        return {product: mw[product] for product in caps}
+
+    assert priced(enabled(BIDDING)) == {"RAISE6SEC": 5.0, "RAISEREG": 4.0, "LOWERREG": 4.0, "LOWER6SEC": 0.0}
+    assert priced(enabled(HEADROOM_OFFER)) == {"RAISE6SEC": 25.0, "RAISEREG": 12.0, "LOWERREG": 9.0, "LOWER6SEC": 30.0}
+
+
+def test_an_unknown_fcas_offer_is_an_error() -> None:
+    from algorithms.market.bid_builder import fcas_offer_mw
+
+    with pytest.raises(ValueError, match="fcas_offer"):
+        fcas_offer_mw({}, np.zeros(1), 150.0, "everything")
+    with pytest.raises(ValueError, match="fcas_offer"):
+        build(make_plan([0.0], [0.0]), bidding=replace(BIDDING, fcas_offer="everything"))

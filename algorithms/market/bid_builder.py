@@ -29,7 +29,10 @@ dispatch interval ``i`` of the bid (MW, interval-ending AEST):
 6. MAXAVAIL = the sum of the band MW; every MW figure is rounded down to 1 kW, so rounding never
    offers more than SoC can deliver. Ramp rates = the battery's ramp capability rounded down to whole
    MW/min; energy limit 0 (none); PASA availability = registered power.
-7. FCAS: the planned enablement (capped at P) in FCAS band 1 with MAXAVAIL = the planned MW. A contingency
+7. FCAS: the planned enablement (capped at P) in FCAS band 1 with MAXAVAIL = the planned MW
+   (``[bidding] fcas_offer = "planned"``); ``"headroom"`` offers more than the plan where that displaces nothing
+   it holds (:func:`fcas_offer_mw`: contingency at P, regulation up to the capacity the planned dispatch and
+   planned FCAS leave free), the energy bands unchanged (they still read the planned FCAS). A contingency
    service is one offer without a direction, with the trapezium of a bidirectional battery of power P on
    net output: raise ``(-P, -P, P - MAXAVAIL, P)``, lower ``(-P, -P + MAXAVAIL, P, P)``. A regulation service
    is offered in each direction (a bidirectional unit's regulation offers carry one, rule V0), the same MW in
@@ -243,6 +246,41 @@ def fcas_regulation_mw(fcas_enablement_mw: Mapping[str, FloatArray], count: int)
             elif is_lower(product):
                 lower_mw = lower_mw + mw
     return raise_mw, lower_mw
+
+
+FCAS_OFFERS = ("planned", "headroom")
+
+
+def fcas_offer_mw(planned_fcas_mw: Mapping[str, FloatArray], planned_net_mw: FloatArray, power_mw: float,
+                  offer: str) -> dict[str, FloatArray]:
+    """MAXAVAIL (MW per interval) of each FCAS service's offer (step 7 of the module docstring), from the plan's
+    enablement ``planned_fcas_mw`` (MW, at most ``power_mw``) and its net output ``planned_net_mw`` (gen − load,
+    MW).
+
+    ``offer = "planned"``: the planned MW. ``"headroom"``: a contingency service is offered at the registered
+    power P (the market trims contingency first under joint capacity and the trapezium at the energy dispatched
+    limits it, so the offer beyond the plan displaces nothing the plan holds); a regulation service at its
+    planned MW plus the capacity the plan leaves free on its side at the planned dispatch — raise
+    ``P − net − reserved_raise``, lower ``P + net − reserved_lower`` (:func:`fcas_reserved_mw`), at least 0 —
+    at most P, so at the planned dispatch the extra regulation never trims a planned contingency MW. What the
+    market enables of the rest depends on the region's depth, not on the plan's expectation of it. Pure."""
+    if offer not in FCAS_OFFERS:
+        raise ValueError(f"fcas_offer must be one of {FCAS_OFFERS}, got {offer!r}")
+    if offer == "planned":
+        return dict(planned_fcas_mw)
+    net = np.asarray(planned_net_mw, dtype=np.float64)
+    count = len(net)
+    reserved_raise, reserved_lower = fcas_reserved_mw(planned_fcas_mw, count)
+    spare_raise = np.maximum(power_mw - net - reserved_raise, 0.0)
+    spare_lower = np.maximum(power_mw + net - reserved_lower, 0.0)
+    offers: dict[str, FloatArray] = {}
+    for product, planned in planned_fcas_mw.items():
+        if not is_regulation(product):
+            offers[product] = np.full(count, power_mw)
+            continue
+        spare = spare_raise if is_raise(product) else spare_lower
+        offers[product] = _floor_mw(np.minimum(np.asarray(planned, dtype=np.float64) + spare, power_mw))
+    return offers
 
 
 def energy_band_availabilities(planned_gen_mw: FloatArray, planned_load_mw: FloatArray,
@@ -698,6 +736,7 @@ def build_bid_columns(plan: worker_pb2.OptimisationResult, battery: common_pb2.B
     opportunity = _plan_opportunity_cost(plan, window, count, params, bidding)
     gen_bands, load_bands = energy_band_availabilities(planned_gen, planned_load, soc_start, params, bidding,
                                                        rules, fcas, opportunity)
+    offered_fcas = fcas_offer_mw(fcas, planned_gen - planned_load, params.power_mw, bidding.fcas_offer)
     fcas_first = sum(float(mw[0]) for mw in fcas.values())
     algorithm = f"{plan.algorithm.name} v{plan.algorithm.version}, " if plan.algorithm.name else ""
     gen_prices, _, spike_gen, _ = _headroom_masks(params, bidding, rules)
@@ -715,5 +754,5 @@ def build_bid_columns(plan: worker_pb2.OptimisationResult, battery: common_pb2.B
     return _assemble(params, bidding, rules, dispatch_interval=dispatch_interval, offer_time=offer_time,
                      version=version, plan_hash=plan_hash, explanation=explanation if is_rebid else "",
                      event_time=event_time, gen_bands=gen_bands, load_bands=load_bands,
-                     fcas_enablement_mw=fcas)
+                     fcas_enablement_mw=offered_fcas)
 

@@ -349,6 +349,44 @@ def _fcas_enabled_mw(product: str, offers: Mapping[int, tuple[bid_pb2.ProductOff
     return best_enabled
 
 
+@dataclass(frozen=True)
+class FcasOffer:
+    """What a bid offers of one FCAS service in one interval (MW): ``max_avail_mw`` its MAXAVAIL (the larger of
+    its offers' where it is offered in each direction, at most the registered power) and ``at_price_mw`` the part
+    of it in bands priced at or below the service's price ($/MW/h), before the trapezium, market depth and joint
+    capacity."""
+
+    max_avail_mw: float
+    at_price_mw: float
+
+
+def fcas_offers(bid: bid_pb2.Bid, dispatch_interval: datetime, prices: Mapping[str, float], *, power_mw: float,
+                interval_minutes: int = 5) -> dict[str, FcasOffer]:
+    """Each FCAS service's :class:`FcasOffer` in ``bid`` for the interval ending ``dispatch_interval`` (AEST), at
+    the interval's ``prices`` (FCAS $/MW/h; a service without a finite price offers nothing at price). A service
+    the bid has no period of offers 0 MW. Pure: the offer side of step 5 of the module docstring."""
+    utc_seconds = nem_time.to_timestamp(dispatch_interval).seconds
+    offers: dict[str, FcasOffer] = {}
+    for offer in bid.offers:
+        if offer.product == ENERGY:
+            continue
+        period = _find_period(offer, utc_seconds, interval_minutes * 60)
+        max_avail, at_price = 0.0, 0.0
+        if period is not None:
+            _check_band_shapes(offer, period)
+            max_avail = float(min(period.max_avail_mw, power_mw))
+            price = prices.get(offer.product, math.nan)
+            if math.isfinite(price):
+                band_prices = np.asarray(offer.band_price, dtype=np.float64)
+                bands = np.asarray(period.band_avail_mw, dtype=np.float64)
+                at_price = float(min(bands[band_prices <= price].sum(), max_avail))
+        held = offers.get(offer.product)
+        if held is None or max_avail > held.max_avail_mw or at_price > held.at_price_mw:
+            offers[offer.product] = FcasOffer(max(max_avail, held.max_avail_mw if held else 0.0),
+                                              max(at_price, held.at_price_mw if held else 0.0))
+    return offers
+
+
 def apply_administered_pricing(rrp: FloatArray, trading_day_index: npt.NDArray[np.int64], threshold: float,
                                floor: float, cap: float, lookback: int) -> FloatArray:
     """Prices ($/MWh) after administered pricing under the cumulative price threshold ($/MWh).
