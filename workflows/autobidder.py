@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
     from workflows import search_attributes as sa
+    from workflows.pending_upserts import PendingUpserts
 
 # Market time now (naive AEST) and the time left until gate closure.
 _MarketClock = Callable[[], datetime]
@@ -92,6 +93,11 @@ SHARED_FORECASTS_PATCH = "region-forecasts-one-activity"
 # server; the optimisation waits for the pool's answer in the worker process (optimise_plan) instead of being
 # completed by the result relay (request_optimisation).
 LOCAL_STAGES_PATCH = "cycle-local-stages"
+# workflow.patched id of the upserts sent together: the cycle's memo and search-attribute changes are held and sent
+# as one memo upsert and one search-attribute upsert before the cycle waits on anything outside its worker (a
+# timer, a signal, an activity through the server) and when it ends, instead of one upsert per change (about
+# twenty commands per cycle). The memo and search attributes a cycle ends with are the same.
+UPSERTS_TOGETHER_PATCH = "cycle-upserts-together"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
@@ -122,6 +128,7 @@ class AutobidderCycle:
         self._not_submitted: str | None = None
         self._shared_forecasts = False
         self._local_stages = False
+        self._pending: PendingUpserts | None = None
 
     @workflow.query
     def facts(self) -> list[StageFact]:
@@ -162,6 +169,8 @@ class AutobidderCycle:
         self._started_utc, self._decision_time = started_utc, decision_time
         gate_closure_utc = started_utc + (timeline.gate_closure - decision_time)
         self._search_attributes = config.search_attributes
+        if workflow.patched(UPSERTS_TOGETHER_PATCH):
+            self._pending = PendingUpserts()
         self._upsert(sa.UNIT.value_set(cycle.unit_id), sa.REGION.value_set(cycle.region),
                      sa.DISPATCH_INTERVAL.value_set(_as_utc(timeline.dispatch_interval)),
                      sa.MARKET_INTERVAL.value_set(market_time_text(timeline.dispatch_interval)))
@@ -220,6 +229,8 @@ class AutobidderCycle:
         except Exception as failure:  # business failures, activity failures, timeouts: recorded, then raised
             await self._record_failure(cycle, cycle_id, timeline.dispatch_interval, started_utc, failure)
             raise
+        finally:
+            self._flush()
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -249,11 +260,12 @@ class AutobidderCycle:
                 break
             workflow.logger.info("market data %s for %s; waiting", fetched.latest_quality, fetched.latest_interval)
             wait_s = min(float(config.market_data_poll_s), (cutoff_utc - workflow.now()).total_seconds())
+            self._flush()
             await workflow.sleep(max(wait_s, 0.0))
         if fetched.paused:
             self._add_fact("fetch", f"bidding paused by the operator ({fetched.paused_reason or 'no reason'}): "
                            "market data not fetched, no bid submitted; the bid in force stands")
-            workflow.upsert_memo({"controls": {"paused": True, "paused_reason": fetched.paused_reason}})
+            self._upsert_memo({"controls": {"paused": True, "paused_reason": fetched.paused_reason}})
             return fetched
         notes = "; ".join(fetched.quality_notes)
         self._add_fact("fetch", f"{len(fetched.products)} products, latest {fetched.latest_interval} "
@@ -262,7 +274,7 @@ class AutobidderCycle:
         controls = _controls_text(fetched)
         if controls:
             self._add_fact("controls", controls)
-            workflow.upsert_memo({"controls": {"soc_floor_fraction": fetched.soc_floor_fraction,
+            self._upsert_memo({"controls": {"soc_floor_fraction": fetched.soc_floor_fraction,
                                                "soc_floor_until": fetched.soc_floor_until,
                                                "manual_rebid_reason": fetched.manual_rebid_reason}})
         return fetched
@@ -271,6 +283,7 @@ class AutobidderCycle:
                         decision_time: datetime, config: CycleConfig,
                         time_left: _Remaining) -> list[WorkerAnswer]:
         self._enter("forecast")
+        self._flush()
         timeout = _bounded(timedelta(seconds=config.worker_answer_timeout_s), time_left())
         tasks = [
             workflow.execute_activity(
@@ -384,7 +397,7 @@ class AutobidderCycle:
         )
         self._bid_id = submitted.bid_id
         self._upsert(sa.BID_ID.value_set(submitted.bid_id))
-        workflow.upsert_memo({"bid": {"bid_id": submitted.bid_id, "status": submitted.status,
+        self._upsert_memo({"bid": {"bid_id": submitted.bid_id, "status": submitted.status,
                                       "duplicate": submitted.duplicate}})
         self._add_fact("submit", f"bid {submitted.bid_id} {submitted.status}"
                        + (" (already submitted)" if submitted.duplicate else ""), (bid_key,))
@@ -414,7 +427,7 @@ class AutobidderCycle:
         except (ActivityError, ApplicationError, TemporalTimeoutError) as failure:
             self._add_fact("daily", f"{summary}; not submitted: {_failure_text(failure)}", (bid_key,))
             return
-        workflow.upsert_memo({"daily_bid": {"bid_id": submitted.bid_id, "status": submitted.status,
+        self._upsert_memo({"daily_bid": {"bid_id": submitted.bid_id, "status": submitted.status,
                                             "duplicate": submitted.duplicate}})
         outcome = (f"{submitted.status}" + (" (already submitted)" if submitted.duplicate else "")
                    + (f": {'; '.join(submitted.reasons)}" if submitted.reasons else ""))
@@ -479,10 +492,11 @@ class AutobidderCycle:
         view = self._view(status, outcome)
         self._show(view)
         if workflow.patched(TELL_OPERATOR_PATCH):
-            workflow.upsert_memo({"console": _memo(view, outcome)})
+            self._upsert_memo({"console": _memo(view, outcome)})
+            self._flush()
             await self._tell_operator(cycle.unit_id, view)
         elif outcome.cleared:  # cycles recorded before the console: their memo held the outcome only
-            workflow.upsert_memo({"outcome": {
+            self._upsert_memo({"outcome": {
                 "gen_mw": outcome.gen_mw, "load_mw": outcome.load_mw, "price": outcome.price,
                 "energy_revenue_dollars": outcome.energy_revenue_dollars,
                 "fcas_revenue_dollars": outcome.fcas_revenue_dollars}})
@@ -520,6 +534,7 @@ class AutobidderCycle:
                 activity, arg, result_type=result_type, start_to_close_timeout=start_to_close_timeout,
                 schedule_to_close_timeout=schedule_to_close_timeout, retry_policy=retry_policy,
                 activity_id=activity_id, summary=summary)
+        self._flush()
         return await workflow.execute_activity(
             activity, arg, result_type=result_type, start_to_close_timeout=start_to_close_timeout,
             schedule_to_close_timeout=schedule_to_close_timeout, retry_policy=retry_policy, activity_id=activity_id,
@@ -556,13 +571,38 @@ class AutobidderCycle:
         workflow.set_current_details(cycle_details_markdown(view))
 
     def _upsert(self, *updates: SearchAttributeUpdate[Any]) -> None:
-        if self._search_attributes:
+        """Change search attributes (when the cycle keeps them): held until the next flush once upserts go
+        together (UPSERTS_TOGETHER_PATCH), else upserted now."""
+        if not self._search_attributes:
+            return
+        if self._pending is not None:
+            self._pending.search_attributes(list(updates))
+        else:
             workflow.upsert_search_attributes(list(updates))
+
+    def _upsert_memo(self, values: dict[str, Any]) -> None:
+        """Change memo keys: held until the next flush once upserts go together, else upserted now."""
+        if self._pending is not None:
+            self._pending.memo(values)
+        else:
+            workflow.upsert_memo(values)
+
+    def _flush(self) -> None:
+        """Send the held changes: one search-attribute upsert and one memo upsert, each only when something
+        changed (nothing is held before UPSERTS_TOGETHER_PATCH)."""
+        if self._pending is None:
+            return
+        updates = self._pending.take_search_attributes()
+        if updates:
+            workflow.upsert_search_attributes(updates)
+        memo = self._pending.take_memo()
+        if memo:
+            workflow.upsert_memo(memo)
 
     def _add_fact(self, stage: str, summary: str, archive_keys: tuple[str, ...] = ()) -> None:
         self._facts.append(StageFact(stage=stage, at=workflow.now().isoformat(), summary=summary,
                                      archive_keys=archive_keys))
-        workflow.upsert_memo({"last_fact": f"{stage}: {summary}"})
+        self._upsert_memo({"last_fact": f"{stage}: {summary}"})
 
 
 def _memo(view: CycleView, outcome: OutcomeRecorded) -> dict[str, Any]:
