@@ -24,7 +24,7 @@ from aemo.mms import load_market_data
 from algorithms.common.content_hash import with_inputs_hash
 from algorithms.common.nem_time import from_timestamp
 from algorithms.market import forecast as forecaster
-from algorithms.market import uncertainty_spread as optimiser
+from algorithms.market import spike_reserve as optimiser
 from algorithms.market.bid_columns import ColumnarBid, bid_of
 from algorithms.market.bid_validation import Violation, validate_bid
 from algorithms.registry import HandlerRegistry, default_registry
@@ -167,7 +167,7 @@ def test_replay_with_the_recorded_versions_reproduces_every_result_exactly(live:
     _assert_reproduced(live, report)
     for replay in report.cycles:
         assert replay.forecast_algorithm == f"sarx-quantile v{forecaster.VERSION}"
-        assert replay.optimiser_algorithm == f"{optimiser.NAME} v{optimiser.VERSION}" == "lp-uncertainty-spread v1"
+        assert replay.optimiser_algorithm == f"{optimiser.NAME} v{optimiser.VERSION}" == "lp-spike-reserve v1"
     assert report.forecast_algorithm is None and report.optimiser_algorithm is None
 
 

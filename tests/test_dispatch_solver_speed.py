@@ -44,8 +44,8 @@ DECISIONS = 96
 def requests() -> list[worker_pb2.OptimisationRequest]:
     """The optimisation requests of the first 96 decisions of the day, as the backtest made them with
     ``lp-energy-fcas@1``: its plans charge and discharge at once in the first interval often enough to need the
-    direction LPs (``lp-uncertainty-spread@1``, the default, prices charging above discharging and needs none
-    on these decisions)."""
+    direction LPs (``lp-uncertainty-spread@1`` prices charging above discharging and needs none on these
+    decisions)."""
     configured = load_settings(environ={})
     settings = replace(configured, cycle=replace(configured.cycle, optimiser_algorithm="lp-energy-fcas",
                                                  optimiser_algorithm_version="1"))

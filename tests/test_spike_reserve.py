@@ -10,7 +10,7 @@ import pytest
 from algorithms.common.battery import battery_spec_from_settings
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import to_timestamp
-from algorithms.market import optimise, spike_reserve
+from algorithms.market import optimise, spike_reserve, uncertainty_spread
 from algorithms.market.forecast import ALGORITHM as FORECAST_ALGORITHM
 from algorithms.market.forecast import PriceForecast
 from algorithms.market.spike_reserve import (
@@ -22,7 +22,7 @@ from algorithms.market.spike_reserve import (
 )
 from algorithms.registry import default_registry
 from settings import Settings
-from vpp.v1 import worker_pb2
+from vpp.v1 import common_pb2, worker_pb2
 
 FIRST = datetime(2022, 1, 20, 4, 5)
 
@@ -139,3 +139,122 @@ def test_served_by_the_registry_and_refuses_another_algorithm(settings: Settings
     request.ClearField("forecasts")
     with pytest.raises(InvalidRequestError, match="no forecasts"):
         spike_reserve.run_optimisation(request)
+
+
+# v2: the same reserve under lp-uncertainty-spread v1's plan.
+
+def request_v2(settings: Settings, forecast: worker_pb2.ForecastResult, *, algorithm: str,
+               kappa: float | None = None) -> worker_pb2.OptimisationRequest:
+    """The request of :func:`request_for` naming ``algorithm`` ("reserve-v2": lp-spike-reserve v2,
+    "spread": lp-uncertainty-spread v1, "reserve": lp-spike-reserve v1), with κ when given."""
+    request = request_for(settings, forecast, "plain")
+    ref = {"reserve-v2": common_pb2.AlgorithmRef(name=spike_reserve.NAME, version="2"),
+           "spread": uncertainty_spread.ALGORITHM, "reserve": spike_reserve.ALGORITHM}[algorithm]
+    request.algorithm.CopyFrom(ref)
+    if kappa is not None:
+        request.energy_uncertainty_weight = kappa
+    return request
+
+
+def spiky_noisy_forecast() -> worker_pb2.ForecastResult:
+    """A flat market (about $80/MWh) whose median wiggles by ±$30/MWh inside a ±$150/MWh band, its P95
+    reaching $1,000/MWh over a fifth of the horizon: noise the haircut will not trade, and a spiky tail."""
+    horizon = 96
+    rng = np.random.default_rng(15)
+    mid = 80.0 + 30.0 * np.sin(np.arange(horizon) / 6.0) + rng.normal(0.0, 5.0, horizon)
+    high = mid + 150.0
+    high[40:60] = 1_000.0
+    return forecast_result(mid - 150.0, mid, high)
+
+
+def throughput_mwh(result: worker_pb2.OptimisationResult) -> float:
+    """Energy charged plus discharged over the plan (MWh)."""
+    return float(np.sum(np.asarray(result.gen_mw) + np.asarray(result.load_mw))) * optimise.NEM_INTERVAL_HOURS
+
+
+def test_v2_holds_the_reserve_under_the_uncertainty_spread_plan(settings: Settings) -> None:
+    # The forecast of the v1 test: high median prices early, P95 at $1,000/MWh in a fifth of the horizon. The
+    # uncertainty-spread plan sells down to the minimum as the plain LP does; v2 keeps 30 % of the storage.
+    horizon = 96
+    mid = np.full(horizon, 60.0)
+    mid[:12] = 250.0
+    high = mid + 100.0
+    high[40:60] = 1_000.0
+    forecast = forecast_result(mid - 40.0, mid, high)
+    spread = uncertainty_spread.run_optimisation(request_v2(settings, forecast, algorithm="spread"))
+    held = spike_reserve.run_optimisation_v2(request_v2(settings, forecast, algorithm="reserve-v2"))
+    assert spread.status == held.status == worker_pb2.RESULT_STATUS_OPTIMAL
+    battery = battery_spec_from_settings(settings.battery)
+    reserve = battery.energy_mwh * battery.soc_min_fraction + 0.3 * battery.energy_mwh
+    assert min(spread.state_of_charge_mwh) < reserve - 10.0
+    assert min(held.state_of_charge_mwh) >= reserve - 1e-6
+    assert held.algorithm == common_pb2.AlgorithmRef(name=spike_reserve.NAME, version="2")
+    assert held.objective_dollars < spread.objective_dollars
+
+
+def test_v2_applies_the_haircut_above_the_floor(settings: Settings) -> None:
+    # A noisy flat median and a spiky tail: both reserve versions hold the same floor, but v1 (the plain LP
+    # above it) cycles the noise and v2 (the haircut of κ = 0.25 × half the ±$150/MWh band) does not.
+    forecast = spiky_noisy_forecast()
+    v1 = spike_reserve.run_optimisation(request_v2(settings, forecast, algorithm="reserve"))
+    v2 = spike_reserve.run_optimisation_v2(request_v2(settings, forecast, algorithm="reserve-v2", kappa=0.25))
+    assert v1.status == v2.status == worker_pb2.RESULT_STATUS_OPTIMAL
+    battery = battery_spec_from_settings(settings.battery)
+    reserve = battery.energy_mwh * battery.soc_min_fraction + 0.3 * battery.energy_mwh
+    assert min(v1.state_of_charge_mwh) >= reserve - 1e-6 and min(v2.state_of_charge_mwh) >= reserve - 1e-6
+    assert throughput_mwh(v1) > 50.0
+    assert throughput_mwh(v2) < 0.5 * throughput_mwh(v1)
+
+
+@pytest.mark.parametrize("kappa", [None, 0.25, 0.5])
+def test_v2_without_spikes_in_the_tail_is_the_uncertainty_spread_plan_bit_for_bit(
+        settings: Settings, kappa: float | None) -> None:
+    rng = np.random.default_rng(3)
+    mid = 80.0 + 30.0 * np.sin(np.arange(48) / 4.0) + rng.normal(0.0, 10.0, 48)
+    forecast = forecast_result(mid - 60.0, mid, mid + 60.0)  # P95 never reaches $300/MWh
+    spread = uncertainty_spread.run_optimisation(request_v2(settings, forecast, algorithm="spread", kappa=kappa))
+    held = spike_reserve.run_optimisation_v2(request_v2(settings, forecast, algorithm="reserve-v2", kappa=kappa))
+    plain = optimise.run_optimisation(request_for(settings, forecast, "plain"))
+    # The haircut changes this plan, so equality says v2 planned with it, not with the plain LP.
+    assert list(spread.gen_mw) != list(plain.gen_mw) or list(spread.load_mw) != list(plain.load_mw)
+    held.algorithm.CopyFrom(spread.algorithm)
+    assert held == spread
+
+
+def test_v2_is_served_next_to_v1_and_each_refuses_the_others_request(settings: Settings) -> None:
+    registry = default_registry()
+    assert registry.resolve("optimisation", spike_reserve.NAME, "2") is spike_reserve.run_optimisation_v2
+    assert registry.resolve("optimisation", spike_reserve.NAME, "1") is spike_reserve.run_optimisation
+    assert spike_reserve.VERSION == "1"
+    forecast = spiky_noisy_forecast()
+    with pytest.raises(InvalidRequestError, match="is not lp-spike-reserve v2"):
+        spike_reserve.run_optimisation_v2(request_v2(settings, forecast, algorithm="reserve"))
+    with pytest.raises(InvalidRequestError, match="is not lp-spike-reserve v1"):
+        spike_reserve.run_optimisation(request_v2(settings, forecast, algorithm="reserve-v2"))
+    with pytest.raises(InvalidRequestError, match="is not lp-spike-reserve v2"):
+        spike_reserve.run_optimisation_v2(request_v2(settings, forecast, algorithm="spread"))
+
+
+def test_v2_refuses_an_invalid_kappa_and_a_request_without_battery(settings: Settings) -> None:
+    forecast = spiky_noisy_forecast()
+    with pytest.raises(InvalidRequestError, match="kappa"):
+        spike_reserve.run_optimisation_v2(request_v2(settings, forecast, algorithm="reserve-v2", kappa=1.0))
+    request = request_v2(settings, forecast, algorithm="reserve-v2")
+    request.ClearField("battery")
+    with pytest.raises(InvalidRequestError, match="battery is not set"):
+        spike_reserve.run_optimisation_v2(request)
+    request = request_v2(settings, forecast, algorithm="reserve-v2")
+    request.ClearField("forecasts")
+    with pytest.raises(InvalidRequestError, match="no forecasts"):
+        spike_reserve.run_optimisation_v2(request)
+
+
+def test_the_reserve_request_leaves_the_callers_request_unchanged(settings: Settings) -> None:
+    forecast = spiky_noisy_forecast()
+    request = request_v2(settings, forecast, algorithm="reserve-v2")
+    before = worker_pb2.OptimisationRequest()
+    before.CopyFrom(request)
+    inner = spike_reserve.reserve_request(request, POLICY_V1, uncertainty_spread.ALGORITHM)
+    assert request == before
+    assert inner.algorithm == uncertainty_spread.ALGORITHM
+    assert inner.battery.soc_min_fraction > request.battery.soc_min_fraction

@@ -19,17 +19,26 @@ unit's real battery, not the plan's.
 Everything else — prices, the LP, duals, statuses — is :func:`algorithms.market.optimise.run_optimisation`
 on the same request with the raised floor (one home for the LP). With no spike in the forecast's upper
 tail the plan is that of ``lp-energy-fcas`` v1, bit for bit.
+
+Version 2 (:func:`run_optimisation_v2`, served next to v1) holds the same reserve (:data:`POLICY_V1`, the same
+floor) under the plan of ``lp-uncertainty-spread`` v1 instead of ``lp-energy-fcas`` v1: energy valued by
+direction off the planning price by κ × half the forecast band
+(:func:`algorithms.market.uncertainty_spread.run_optimisation`, κ the request's ``energy_uncertainty_weight``,
+unset its ``KAPPA_V1``). The versions differ in the plan under the floor only
+(:data:`BASE_PLAN_BY_VERSION`); with no spike in the upper tail v2's plan is ``lp-uncertainty-spread`` v1's,
+bit for bit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.products import ENERGY
-from algorithms.market import optimise
+from algorithms.market import optimise, uncertainty_spread
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from vpp.v1 import common_pb2, worker_pb2
 
@@ -96,26 +105,68 @@ def reserve_floor_fraction(reserve_mwh: float, battery: common_pb2.BatterySpec, 
     return max(battery.soc_min_fraction, floor / battery.energy_mwh)
 
 
-def run_optimisation(request: worker_pb2.OptimisationRequest,
-                     policy: SpikeReservePolicy = POLICY_V1) -> worker_pb2.OptimisationResult:
-    """Adapter: an OptimisationRequest in, the plan with a spike reserve out (MW, MWh, $; see the module
-    docstring). Raises InvalidRequestError for malformed requests, as ``lp-energy-fcas`` does."""
-    if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, VERSION):
-        raise InvalidRequestError(
-            f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{VERSION}")
+@dataclass(frozen=True)
+class BasePlan:
+    """The optimiser a version plans with under the reserve floor: its AlgorithmRef (which the inner request
+    names) and its worker function (OptimisationRequest in, OptimisationResult out; MW, MWh, $)."""
+
+    algorithm: common_pb2.AlgorithmRef
+    solve: Callable[[worker_pb2.OptimisationRequest], worker_pb2.OptimisationResult]
+
+
+# The one difference between the versions: the plan under the floor. v1: lp-energy-fcas v1; v2:
+# lp-uncertainty-spread v1 (the energy haircut of κ × half the band).
+BASE_PLAN_BY_VERSION: dict[str, BasePlan] = {
+    "1": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
+    "2": BasePlan(uncertainty_spread.ALGORITHM, uncertainty_spread.run_optimisation),
+}
+
+
+def reserve_request(request: worker_pb2.OptimisationRequest, policy: SpikeReservePolicy,
+                    base: common_pb2.AlgorithmRef) -> worker_pb2.OptimisationRequest:
+    """A copy of ``request`` naming the ``base`` optimiser, its battery's minimum SoC (fraction of storage)
+    raised to the spike reserve (:func:`spike_reserve_mwh`, :func:`reserve_floor_fraction`) when the one OK
+    ENERGY forecast's upper tail reaches the spike price ($/MWh); otherwise the request unchanged but for
+    the algorithm. The request is not modified. InvalidRequestError when it has no battery."""
     if not request.HasField("battery"):
         raise InvalidRequestError("battery is not set")
     energy = [f for f in request.forecasts if f.product == ENERGY]
     inner = worker_pb2.OptimisationRequest()
     inner.CopyFrom(request)
-    inner.algorithm.CopyFrom(optimise.ALGORITHM)
+    inner.algorithm.CopyFrom(base)
     if len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK and energy[0].horizon_intervals > 0:
         reserve = spike_reserve_mwh(forecast_from_result(energy[0]), policy, request.battery.energy_mwh)
         if reserve > 0:
             inner.battery.soc_min_fraction = reserve_floor_fraction(
                 reserve, request.battery, request.initial_state_of_charge_mwh,
                 request.terminal_state_of_charge_mwh)
-    # Anything malformed (no ENERGY forecast, two of them, wrong lengths) is refused by the LP's adapter.
-    result = optimise.run_optimisation(inner)
-    result.algorithm.CopyFrom(request.algorithm if request.algorithm.name else ALGORITHM)
+    return inner
+
+
+def run_optimisation(request: worker_pb2.OptimisationRequest,
+                     policy: SpikeReservePolicy = POLICY_V1) -> worker_pb2.OptimisationResult:
+    """Adapter of the current version (v1): an OptimisationRequest in, ``lp-energy-fcas`` v1's plan with a
+    spike reserve out (MW, MWh, $; see the module docstring). Raises InvalidRequestError for malformed
+    requests, as ``lp-energy-fcas`` does."""
+    return _run_version(request, VERSION, policy)
+
+
+def run_optimisation_v2(request: worker_pb2.OptimisationRequest,
+                        policy: SpikeReservePolicy = POLICY_V1) -> worker_pb2.OptimisationResult:
+    """Adapter of v2: as :func:`run_optimisation` with ``lp-uncertainty-spread`` v1's plan under the floor
+    (energy valued by direction off the planning price by κ × half the band, $/MWh). Raises
+    InvalidRequestError for malformed requests (κ outside [0, 1) included)."""
+    return _run_version(request, "2", policy)
+
+
+def _run_version(request: worker_pb2.OptimisationRequest, version: str,
+                 policy: SpikeReservePolicy) -> worker_pb2.OptimisationResult:
+    if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, version):
+        raise InvalidRequestError(
+            f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{version}")
+    base = BASE_PLAN_BY_VERSION[version]
+    # Anything malformed (no ENERGY forecast, two of them, wrong lengths) is refused by the base's adapter.
+    result = base.solve(reserve_request(request, policy, base.algorithm))
+    result.algorithm.CopyFrom(request.algorithm if request.algorithm.name
+                              else common_pb2.AlgorithmRef(name=NAME, version=version))
     return result
