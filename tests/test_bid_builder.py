@@ -489,3 +489,25 @@ def test_an_unknown_fcas_offer_is_an_error() -> None:
         fcas_offer_mw({}, np.zeros(1), 150.0, "everything")
     with pytest.raises(ValueError, match="fcas_offer"):
         build(make_plan([0.0], [0.0]), bidding=replace(BIDDING, fcas_offer="everything"))
+
+
+def test_headroom_offer_never_exceeds_what_the_stored_energy_can_deliver() -> None:
+    """Beyond the plan, raise is limited by the energy above the floor (plus planned charge it can drop), lower
+    by the room below the ceiling (plus planned discharge it can drop); the planned MW is always offered."""
+    from algorithms.market.bid_builder import fcas_offer_mw
+
+    planned = {"RAISE6SEC": np.array([0.0, 0.0, 0.0]), "RAISEREG": np.array([0.0, 3.0, 0.0]),
+               "LOWER6SEC": np.array([0.0, 0.0, 0.0]), "LOWERREG": np.array([0.0, 0.0, 0.0])}
+    net = np.array([0.0, 0.0, -20.0])  # idle, idle, charging 20 MW
+    can_discharge, can_charge = np.array([0.0, 0.0, 0.0]), np.array([150.0, 40.0, 0.0])
+    unlimited = fcas_offer_mw(planned, net, 150.0, "headroom")
+    limited = fcas_offer_mw(planned, net, 150.0, "headroom", (can_discharge, can_charge))
+    assert list(unlimited["RAISE6SEC"]) == [150.0, 150.0, 150.0]
+    assert list(limited["RAISE6SEC"]) == [0.0, 0.0, 20.0]  # empty: only the charge it can drop
+    assert list(limited["RAISEREG"]) == [0.0, 3.0, 20.0]  # the planned 3 MW stays
+    assert list(limited["LOWER6SEC"]) == [150.0, 40.0, 0.0]
+    assert list(limited["LOWERREG"]) == [150.0, 40.0, 0.0]
+    for product, mw in planned.items():
+        assert np.all(limited[product] >= mw) and np.all(limited[product] <= unlimited[product])
+    # The plan's own offer is never limited: the plan is energy-feasible.
+    assert fcas_offer_mw(planned, net, 150.0, "planned", (can_discharge, can_charge)) == planned

@@ -328,8 +328,14 @@ async def test_the_bid_activity_offers_no_discharge_below_the_held_floor_and_lea
         assert held.manual_rebid_reason == "storm watch" and "manual rebid: storm watch" in held.summary
         free_bid, held_bid = (cast(bid_pb2.Bid, archive.get(b.bid_key or "")) for b in (free, held))
         gen = common_pb2.DIRECTION_GEN
-        free_gen = [p.max_avail_mw for o in free_bid.offers if o.direction == gen for p in o.periods]
-        held_gen = [p.max_avail_mw for o in held_bid.offers if o.direction == gen for p in o.periods]
+
+        def discharging(bid: bid_pb2.Bid) -> list[float]:
+            """MAXAVAIL of every offer that would discharge: energy GEN and every raise service."""
+            return [p.max_avail_mw for o in bid.offers
+                    if (o.product == "ENERGY" and o.direction == gen) or o.product.startswith("RAISE")
+                    for p in o.periods]
+
+        free_gen, held_gen = discharging(free_bid), discharging(held_bid)
         assert free_gen[0] > 1.0 and max(held_gen) == pytest.approx(0.0, abs=1e-9)
         assert held_bid.rebid_explanation.startswith("Manual rebid: storm watch.")
 

@@ -32,7 +32,8 @@ dispatch interval ``i`` of the bid (MW, interval-ending AEST):
 7. FCAS: the planned enablement (capped at P) in FCAS band 1 with MAXAVAIL = the planned MW
    (``[bidding] fcas_offer = "planned"``); ``"headroom"`` offers more than the plan where that displaces nothing
    it holds (:func:`fcas_offer_mw`: contingency at P, regulation up to the capacity the planned dispatch and
-   planned FCAS leave free), the energy bands unchanged (they still read the planned FCAS). A contingency
+   planned FCAS leave free, never beyond what the stored energy can deliver), the energy bands unchanged
+   (they still read the planned FCAS). A contingency
    service is one offer without a direction, with the trapezium of a bidirectional battery of power P on
    net output: raise ``(-P, -P, P - MAXAVAIL, P)``, lower ``(-P, -P + MAXAVAIL, P, P)``. A regulation service
    is offered in each direction (a bidirectional unit's regulation offers carry one, rule V0), the same MW in
@@ -252,7 +253,7 @@ FCAS_OFFERS = ("planned", "headroom")
 
 
 def fcas_offer_mw(planned_fcas_mw: Mapping[str, FloatArray], planned_net_mw: FloatArray, power_mw: float,
-                  offer: str) -> dict[str, FloatArray]:
+                  offer: str, deliverable: tuple[FloatArray, FloatArray] | None = None) -> dict[str, FloatArray]:
     """MAXAVAIL (MW per interval) of each FCAS service's offer (step 7 of the module docstring), from the plan's
     enablement ``planned_fcas_mw`` (MW, at most ``power_mw``) and its net output ``planned_net_mw`` (gen − load,
     MW).
@@ -263,7 +264,13 @@ def fcas_offer_mw(planned_fcas_mw: Mapping[str, FloatArray], planned_net_mw: Flo
     planned MW plus the capacity the plan leaves free on its side at the planned dispatch — raise
     ``P − net − reserved_raise``, lower ``P + net − reserved_lower`` (:func:`fcas_reserved_mw`), at least 0 —
     at most P, so at the planned dispatch the extra regulation never trims a planned contingency MW. What the
-    market enables of the rest depends on the region's depth, not on the plan's expectation of it. Pure."""
+    market enables of the rest depends on the region's depth, not on the plan's expectation of it.
+    ``deliverable`` = (discharge, charge) MW that the stored energy can sustain for an interval
+    (:func:`deliverable_mw`, with the floor in force — an operator's SoC hold included): the offer beyond the plan
+    never exceeds what the battery could deliver if enabled — raise at most the planned charge it can drop plus
+    that discharge, lower at most the planned discharge it can drop plus that charge — so an empty battery (or one
+    held at its floor) offers no raise beyond the plan and a full one no lower. The planned MW is always offered
+    (the plan is energy-feasible). Pure."""
     if offer not in FCAS_OFFERS:
         raise ValueError(f"fcas_offer must be one of {FCAS_OFFERS}, got {offer!r}")
     if offer == "planned":
@@ -280,7 +287,14 @@ def fcas_offer_mw(planned_fcas_mw: Mapping[str, FloatArray], planned_net_mw: Flo
             continue
         spare = spare_raise if is_raise(product) else spare_lower
         offers[product] = _floor_mw(np.minimum(np.asarray(planned, dtype=np.float64) + spare, power_mw))
-    return offers
+    if deliverable is None:
+        return offers
+    can_discharge, can_charge = (np.asarray(mw, dtype=np.float64) for mw in deliverable)
+    raise_limit = np.maximum(-net, 0.0) + can_discharge
+    lower_limit = np.maximum(net, 0.0) + can_charge
+    return {product: np.maximum(np.asarray(planned_fcas_mw[product], dtype=np.float64),
+                                _floor_mw(np.minimum(mw, raise_limit if is_raise(product) else lower_limit)))
+            for product, mw in offers.items()}
 
 
 def energy_band_availabilities(planned_gen_mw: FloatArray, planned_load_mw: FloatArray,
@@ -736,7 +750,8 @@ def build_bid_columns(plan: worker_pb2.OptimisationResult, battery: common_pb2.B
     opportunity = _plan_opportunity_cost(plan, window, count, params, bidding)
     gen_bands, load_bands = energy_band_availabilities(planned_gen, planned_load, soc_start, params, bidding,
                                                        rules, fcas, opportunity)
-    offered_fcas = fcas_offer_mw(fcas, planned_gen - planned_load, params.power_mw, bidding.fcas_offer)
+    offered_fcas = fcas_offer_mw(fcas, planned_gen - planned_load, params.power_mw, bidding.fcas_offer,
+                                 deliverable_mw(soc_start, params, nem_time.hours_per_interval(rules.interval_minutes)))
     fcas_first = sum(float(mw[0]) for mw in fcas.values())
     algorithm = f"{plan.algorithm.name} v{plan.algorithm.version}, " if plan.algorithm.name else ""
     gen_prices, _, spike_gen, _ = _headroom_masks(params, bidding, rules)
