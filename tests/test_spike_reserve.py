@@ -94,15 +94,20 @@ def test_floor_never_above_the_energy_held_or_the_terminal_target(settings: Sett
     assert reserve_floor_fraction(0.0, battery, 0.01 * energy, 0.5 * energy) == pytest.approx(own_min)
 
 
-def test_plan_holds_charge_when_the_upper_tail_shows_spikes(settings: Settings) -> None:
-    # A day of high median prices early on: the plain LP sells everything down to the minimum at once; the
-    # forecast's P95 reaches $1,000 in a fifth of the horizon, so the reserve plan keeps 30 % of the storage.
-    horizon = 96
-    mid = np.full(horizon, 60.0)
+def spiky_forecast() -> worker_pb2.ForecastResult:
+    """96 intervals: a high median ($250/MWh) for the first hour, $60/MWh after; P05 $40 below the median, P95
+    $100 above it and $1,000/MWh over intervals 40–59 (a fifth of the horizon)."""
+    mid = np.full(96, 60.0)
     mid[:12] = 250.0
     high = mid + 100.0
     high[40:60] = 1_000.0
-    forecast = forecast_result(mid - 40.0, mid, high)
+    return forecast_result(mid - 40.0, mid, high)
+
+
+def test_plan_holds_charge_when_the_upper_tail_shows_spikes(settings: Settings) -> None:
+    # A day of high median prices early on: the plain LP sells everything down to the minimum at once; the
+    # forecast's P95 reaches $1,000 in a fifth of the horizon, so the reserve plan keeps 30 % of the storage.
+    forecast = spiky_forecast()
     plain = optimise.run_optimisation(request_for(settings, forecast, "plain"))
     held = spike_reserve.run_optimisation(request_for(settings, forecast, "reserve"))
     assert plain.status == held.status == worker_pb2.RESULT_STATUS_OPTIMAL
@@ -175,12 +180,7 @@ def throughput_mwh(result: worker_pb2.OptimisationResult) -> float:
 def test_v2_holds_the_reserve_under_the_uncertainty_spread_plan(settings: Settings) -> None:
     # The forecast of the v1 test: high median prices early, P95 at $1,000/MWh in a fifth of the horizon. The
     # uncertainty-spread plan sells down to the minimum as the plain LP does; v2 keeps 30 % of the storage.
-    horizon = 96
-    mid = np.full(horizon, 60.0)
-    mid[:12] = 250.0
-    high = mid + 100.0
-    high[40:60] = 1_000.0
-    forecast = forecast_result(mid - 40.0, mid, high)
+    forecast = spiky_forecast()
     spread = uncertainty_spread.run_optimisation(request_v2(settings, forecast, algorithm="spread"))
     held = spike_reserve.run_optimisation_v2(request_v2(settings, forecast, algorithm="reserve-v2"))
     assert spread.status == held.status == worker_pb2.RESULT_STATUS_OPTIMAL
