@@ -220,14 +220,15 @@ def _client_cpu_seconds() -> float:
 
 def _on_own_stack(settings: Settings, cpu_seconds: dict[str, float],
                   bench: Callable[[Settings, WarmedUp], Coroutine[Any, Any, list[CycleRun]]]) -> list[CycleRun]:
-    """Run ``bench`` on a headless local stack of ``settings`` started in a temporary folder; the CPU-s each
-    of its processes (and the bench's client) used from the end of the warm-up to the end go to
+    """Run ``bench`` on a headless local stack of ``settings`` started in a temporary folder (removed at the end);
+    the CPU-s each of its processes (and the bench's client) used from the end of the warm-up to the end go to
     ``cpu_seconds``."""
     from stack.supervisor import LocalStack
 
-    state_dir = Path(tempfile.mkdtemp(prefix="openvpp-bench-"))
-    bench_settings = replace(settings, stack=replace(settings.stack, state_dir=state_dir))
-    with LocalStack(bench_settings, ui=False) as stack:
+    # The stack's state (archive, Temporal's database, logs) is only the bench's: removed when it ends.
+    with tempfile.TemporaryDirectory(prefix="openvpp-bench-") as state_folder, \
+            LocalStack(replace(settings, stack=replace(settings.stack, state_dir=Path(state_folder))),
+                       ui=False) as stack:
         pids = stack.part_pids()
         before: dict[str, float] = {}
 

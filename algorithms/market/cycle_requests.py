@@ -27,8 +27,7 @@ def forecastable_products(snapshot: market_data_pb2.MarketSnapshot) -> tuple[str
     is not forecast and not planned, and its bid offers nothing.
     """
     missing = common_pb2.DATA_QUALITY_MISSING
-    known = {history.product for history in snapshot.history
-             if any(quality != missing for quality in history.quality)}
+    known = {history.product for history in snapshot.history if set(history.quality) - {missing}}
     known |= {forecast.product for forecast in snapshot.predispatch if len(forecast.price)}
     return tuple(product for product in snapshot.products if product in known)
 
