@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -36,6 +36,7 @@ from activities.cycle_facts import (
     OutcomeRecorded,
     RecordInput,
     SubmitInput,
+    cycle_view,
 )
 from aemo.dispatch_results import dispatches_from_store
 from aemo.store import MarketStore
@@ -48,7 +49,7 @@ from algorithms.market.as_of import estimate_missing, latest_known
 from algorithms.market.bid_columns import ColumnarBid
 from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, decide_bid
 from algorithms.market.clearing import outcome_price
-from algorithms.market.console import bid_bands, plan_intent
+from algorithms.market.console import bid_bands, cycle_line, plan_intent
 from algorithms.market.cycle_requests import (
     forecast_request,
     forecastable_products,
@@ -92,6 +93,10 @@ DECODED_CACHE_OBJECTS = 128
 # of a portfolio of 32.
 BUILT_BID_COLUMNS = 64
 
+# Tells a unit's UnitOperator workflow that one of its cycles recorded its interval: (unit id, the cycle's line).
+# The worker's is :func:`activities.operator.operator_signal` (a signal through its Temporal client).
+TellOperator = Callable[[str, str], Awaitable[None]]
+
 
 def market_failure_type(error: grpc.aio.AioRpcError) -> str | None:
     """The bid service's ``vpp-failure-type`` of a failed call (services/aemo_bidding.py), or None."""
@@ -131,7 +136,8 @@ class CycleActivities:
     """
 
     def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls,
-                 shared_requests: SharedRequests | None = None, connections: Connections | None = None) -> None:
+                 shared_requests: SharedRequests | None = None, connections: Connections | None = None,
+                 tell_operator: TellOperator | None = None) -> None:
         if settings.database_url is None:
             raise ValueError("the cycle activities need settings.database_url (DATABASE_URL)")
         self._settings = settings
@@ -150,6 +156,9 @@ class CycleActivities:
         self._snapshots: dict[tuple[str, str, str, int, bool], asyncio.Future[market_data_pb2.MarketSnapshot]] = {}
         # The process's request exchange: its result relay must be given the same one (run_result_relay).
         self.shared_requests = shared_requests if shared_requests is not None else SharedRequests(sqs, queues)
+        # The record stage tells the unit's operator workflow when the cycle asks it to (RecordInput.tell_operator);
+        # without it (a worker that serves no UnitOperator) nobody is told.
+        self._tell_operator = tell_operator
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
@@ -549,9 +558,31 @@ class CycleActivities:
             shown = (await bid_store.get_bid(conn, request.bid_id) if request.bid_id
                      else await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval))
         bands = bid_bands(shown.bid(), dispatch_interval) if shown is not None else ()
-        return replace(outcome, revenue_counted=counted.counted, counted_by_cycle=counted.counted_by,
-                       bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent,
-                       settled_earlier=tuple(settled))
+        recorded = replace(outcome, revenue_counted=counted.counted, counted_by_cycle=counted.counted_by,
+                           bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent,
+                           settled_earlier=tuple(settled))
+        if request.tell_operator:
+            await self._told(request, dispatch_interval, recorded)
+        return recorded
+
+    async def _told(self, request: RecordInput, dispatch_interval: datetime, recorded: OutcomeRecorded) -> None:
+        """Signal the unit's operator workflow the recorded cycle's line (its page refreshes the P&L), as the
+        cycle did itself before OPERATOR_TOLD_BY_RECORD_PATCH; a workflow that is not running, or a failed
+        signal, is logged and does not fail the record (the page refreshes when the workflow starts). A retried
+        record signals again: the operator keeps the last line."""
+        if self._tell_operator is None:
+            activity.logger.debug("no operator workflow to tell about %s", request.cycle_id)
+            return
+        view = cycle_view(unit_id=request.unit_id, region=request.region, dispatch_interval=dispatch_interval,
+                          status=request.status, started_wall_clock=datetime.fromisoformat(request.started_at),
+                          decision_market_time=(datetime.fromisoformat(request.decision_time)
+                                                if request.decision_time else None),
+                          bid_id=request.bid_id, not_submitted_reason=request.not_submitted_reason,
+                          outcome=recorded)
+        try:
+            await self._tell_operator(request.unit_id, cycle_line(view))
+        except Exception as failure:  # not running: the operator page refreshes when it starts
+            activity.logger.debug("operator workflow of %s not signalled: %s", request.unit_id, failure)
 
 
 async def _settle_earlier(conn: cycle_store.AsyncConn, unit_id: str, cycle_id: str, dispatch_interval: datetime,
