@@ -294,9 +294,12 @@ class CycleActivities:
                 algorithm=_forecaster(config))
         except InvalidRequestError as error:
             raise _non_retryable(str(error)) from error
-        await asyncio.to_thread(self._archive.put_all, [
-            (request, f"forecast-request/{request.product}") for request in requests], cycle_id=task.cycle_id)
-        asked = await self.shared_requests.ask(requests, resend_after_s=float(config.worker_answer_timeout_s))
+        # The requests are archived while they are asked (their answers do not depend on the archive): both are
+        # done, the requests durable, before the results are indexed and the activity returns.
+        _, asked = await asyncio.gather(
+            asyncio.to_thread(self._archive.put_all, [
+                (request, f"forecast-request/{request.product}") for request in requests], cycle_id=task.cycle_id),
+            self.shared_requests.ask(requests, resend_after_s=float(config.worker_answer_timeout_s)))
         await asyncio.to_thread(self._archive.put_all, [
             (forecast.result, f"forecast-result/{request.product}")
             for forecast, request in zip(asked.answers, requests, strict=True)], cycle_id=task.cycle_id)
@@ -321,8 +324,10 @@ class CycleActivities:
         of the optimisation pool through the process's :class:`~pools.shared_requests.SharedRequests`, and the
         plan indexed under the cycle when it comes back; the answer names it."""
         request = await self._optimisation_request(task)
-        await self._put(request, task.cycle_id, "optimisation-request")
-        asked = await self.shared_requests.ask([request], resend_after_s=float(task.config.worker_answer_timeout_s))
+        # Archived while asked, as the forecast requests are (request_forecasts): durable before the plan is indexed.
+        _, asked = await asyncio.gather(
+            self._put(request, task.cycle_id, "optimisation-request"),
+            self.shared_requests.ask([request], resend_after_s=float(task.config.worker_answer_timeout_s)))
         plan = asked.answers[0]
         await self._put(plan.result, task.cycle_id, "optimisation-result/")
         self._remember(plan.answer.archive_key, plan.result)  # the bid and record stages read it next
