@@ -71,6 +71,7 @@ from pools.sqs import QueueUrls, send_task
 from services.aemo_bidding import ANSWER_UNREADABLE, CREDENTIALS_REFUSED, FAILURE_TYPE_KEY
 from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
 from services.market_data import fetch_snapshot
+from services.security import ChannelPool
 from settings import Settings, UnitSettings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
 
@@ -156,6 +157,8 @@ class CycleActivities:
         self._snapshots: dict[tuple[str, str, str, int, bool], asyncio.Future[market_data_pb2.MarketSnapshot]] = {}
         # The process's request exchange: its result relay must be given the same one (run_result_relay).
         self.shared_requests = shared_requests if shared_requests is not None else SharedRequests(sqs, queues)
+        # The market-data and bid services are called on channels kept open (one per address), not one per call.
+        self.channels = ChannelPool()
         # The record stage tells the unit's operator workflow when the cycle asks it to (RecordInput.tell_operator);
         # without it (a worker that serves no UnitOperator) nobody is told.
         self._tell_operator = tell_operator
@@ -212,7 +215,8 @@ class CycleActivities:
                                  net_mw=float("nan"), as_of=request.as_of, paused=True,
                                  paused_reason=controls.paused_reason)
         snapshot, status = await asyncio.gather(self._region_snapshot(request),
-                                                get_unit_status(self._bid_address, request.unit_id))
+                                                get_unit_status(self._bid_address, request.unit_id,
+                                                                channels=self.channels))
         key = await self._put(snapshot, request.cycle_id, "market-snapshot")
         self._remember(key, snapshot)  # the forecast stage reads it next
         return MarketFetched(
@@ -249,7 +253,7 @@ class CycleActivities:
         as_of = datetime.fromisoformat(request.as_of)
         try:
             snapshot = await fetch_snapshot(self._market_data_address, request.region, dispatch_interval, as_of,
-                                            request.history_intervals)
+                                            request.history_intervals, channels=self.channels)
         except grpc.aio.AioRpcError as error:
             if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
                 raise _non_retryable(f"market data: {error.details()}") from error
@@ -451,7 +455,7 @@ class CycleActivities:
         """Submit the archived bid to the market (idempotent there on unit, day, interval and version)."""
         bid = cast(bid_pb2.Bid, await self._get(request.bid_key))
         try:
-            response = await submit_bid(self._bid_address, bid)
+            response = await submit_bid(self._bid_address, bid, channels=self.channels)
         except grpc.aio.AioRpcError as error:
             failure_type = market_failure_type(error)
             if failure_type in FINAL_MARKET_FAILURES:
@@ -521,7 +525,8 @@ class CycleActivities:
                                      dispatch_interval)
         elif request.bid_id:
             try:
-                answer = await get_dispatch_outcome(self._bid_address, request.unit_id, dispatch_interval)
+                answer = await get_dispatch_outcome(self._bid_address, request.unit_id, dispatch_interval,
+                                                    channels=self.channels)
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise

@@ -29,11 +29,13 @@ from services.fleet_gateway import (
 from services.health import SERVER_OPTIONS, add_health, bind_port, wait_healthy
 from services.security import (
     SITE_AUTH_WINDOW_MS,
+    ChannelPool,
     EdgeConfigError,
     EdgeSecurity,
     SiteAuthenticator,
     SiteAuthError,
     SiteKeys,
+    call_channel,
     channel,
     derive_site_key,
     generate_local_tls,
@@ -285,6 +287,36 @@ async def test_tls_works_with_the_generated_ca_and_fails_without_it(tls_dir: Pat
         other_ca = generate_local_tls(tmp_path / "other")
         with pytest.raises(grpc.aio.AioRpcError) as untrusted:
             await _stats(address, EdgeSecurity(tls_dir=other_ca))
+        assert untrusted.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_channel_pool_keeps_one_tls_channel_per_address_for_every_call(tls_dir: Path) -> None:
+    """A ChannelPool calls on one open TLS channel per address (one handshake, not one per call), answers as a
+    channel per call does, and after close() makes a new one."""
+    gateway = FleetGateway(make_site_parameters(3, 5), FleetSettings())
+    async with _gateway_server(gateway, EdgeSecurity(tls_dir=tls_dir)) as address:
+        pool = ChannelPool(EdgeSecurity(tls_dir=tls_dir))
+
+        async def pooled_stats() -> fleet_pb2.GetIngestStatsResponse:
+            async with call_channel(address, channels=pool) as pooled:
+                stub = fleet_pb2_grpc.FleetGatewayServiceStub(pooled)
+                response: fleet_pb2.GetIngestStatsResponse = await stub.GetIngestStats(
+                    fleet_pb2.GetIngestStatsRequest(), timeout=5)
+                return response
+
+        first = pool.channel(address)
+        answers = [await pooled_stats() for _ in range(3)]
+        assert pool.open_channels() == 1 and pool.channel(address) is first
+        assert first.get_state() == grpc.ChannelConnectivity.READY  # still open after the calls
+        assert answers == [await _stats(address, EdgeSecurity(tls_dir=tls_dir))] * 3
+        await pool.close()
+        assert pool.open_channels() == 0
+        assert (await pooled_stats()).readings == 0 and pool.channel(address) is not first
+        await pool.close()
+        with pytest.raises(grpc.aio.AioRpcError) as untrusted:  # the pool's channels use the pool's trust
+            async with call_channel(address, channels=ChannelPool(EdgeSecurity())) as plaintext:
+                await fleet_pb2_grpc.FleetGatewayServiceStub(plaintext).GetIngestStats(
+                    fleet_pb2.GetIngestStatsRequest(), timeout=5)
         assert untrusted.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

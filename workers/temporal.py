@@ -47,11 +47,14 @@ async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
         raise RuntimeError("the Temporal worker needs DATABASE_URL (the stack sets it for its children)")
     connections = Connections(settings.database_url)
     await connections.open_pool()  # the cycles' stages reuse connections instead of opening three per cycle
+    activities: CycleActivities | None = None
     try:
         activities = CycleActivities(settings, archive, sqs, queues, connections=connections,
                                      tell_operator=operator_signal(client))
         await _serve(settings, settings.database_url, client, archive, sqs, activities, stop)
     finally:
+        if activities is not None:
+            await activities.channels.close()
         await connections.close()
     logger.info("temporal worker stopped")
 
