@@ -502,7 +502,8 @@ class CycleActivities:
 
         The interval's revenue is counted by the first cycle that records it (models/cycles.py); the
         result also carries what the cycle's page shows: the bid for the interval (the one submitted, else
-        the bid in force) band by band, and the plan's intent in one sentence.
+        the bid in force) band by band, and the plan's intent in one sentence. When the cycle asks
+        (``request.tell_operator``), the unit's operator workflow is then told the cycle's line (:meth:`_told`).
         """
         outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
                                   fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=None)
