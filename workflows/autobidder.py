@@ -101,7 +101,7 @@ UPSERTS_TOGETHER_PATCH = "cycle-upserts-together"
 # workflow.patched id of the operator told by the record stage: the record activity signals the unit's UnitOperator
 # workflow (``cycle_recorded``, the cycle's line) through the worker's Temporal client once it has the outcome,
 # instead of the cycle signalling it and waiting for the server to deliver the signal — which took a second
-# workflow task per cycle (the signal's result) and three more events. The operator's page gets the same line.
+# workflow task per cycle (the signal's result), five events of 27. The operator's page gets the same line.
 OPERATOR_TOLD_BY_RECORD_PATCH = "cycle-operator-told-by-record"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
