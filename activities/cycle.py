@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -36,6 +36,7 @@ from activities.cycle_facts import (
     OutcomeRecorded,
     RecordInput,
     SubmitInput,
+    cycle_view,
 )
 from aemo.dispatch_results import dispatches_from_store
 from aemo.store import MarketStore
@@ -48,7 +49,7 @@ from algorithms.market.as_of import estimate_missing, latest_known
 from algorithms.market.bid_columns import ColumnarBid
 from algorithms.market.bid_decision import NO_VALID_BID, STANDS, StandingBid, decide_bid
 from algorithms.market.clearing import outcome_price
-from algorithms.market.console import bid_bands, plan_intent
+from algorithms.market.console import bid_bands, cycle_line, plan_intent
 from algorithms.market.cycle_requests import (
     forecast_request,
     forecastable_products,
@@ -70,6 +71,7 @@ from pools.sqs import QueueUrls, send_task
 from services.aemo_bidding import ANSWER_UNREADABLE, CREDENTIALS_REFUSED, FAILURE_TYPE_KEY
 from services.bid_service import get_dispatch_outcome, get_unit_status, submit_bid
 from services.market_data import fetch_snapshot
+from services.security import ChannelPool
 from settings import Settings, UnitSettings
 from vpp.v1 import bid_pb2, common_pb2, market_data_pb2, worker_pb2
 
@@ -91,6 +93,10 @@ DECODED_CACHE_OBJECTS = 128
 # the one its previous cycle built here, without reading that bid's period offers again. Two per battery unit
 # of a portfolio of 32.
 BUILT_BID_COLUMNS = 64
+
+# Tells a unit's UnitOperator workflow that one of its cycles recorded its interval: (unit id, the cycle's line).
+# The worker's is :func:`activities.operator.operator_signal` (a signal through its Temporal client).
+TellOperator = Callable[[str, str], Awaitable[None]]
 
 
 def market_failure_type(error: grpc.aio.AioRpcError) -> str | None:
@@ -131,7 +137,8 @@ class CycleActivities:
     """
 
     def __init__(self, settings: Settings, archive: Archive, sqs: Any, queues: QueueUrls,
-                 shared_requests: SharedRequests | None = None, connections: Connections | None = None) -> None:
+                 shared_requests: SharedRequests | None = None, connections: Connections | None = None,
+                 tell_operator: TellOperator | None = None) -> None:
         if settings.database_url is None:
             raise ValueError("the cycle activities need settings.database_url (DATABASE_URL)")
         self._settings = settings
@@ -150,6 +157,11 @@ class CycleActivities:
         self._snapshots: dict[tuple[str, str, str, int, bool], asyncio.Future[market_data_pb2.MarketSnapshot]] = {}
         # The process's request exchange: its result relay must be given the same one (run_result_relay).
         self.shared_requests = shared_requests if shared_requests is not None else SharedRequests(sqs, queues)
+        # The market-data and bid services are called on channels kept open (one per address), not one per call.
+        self.channels = ChannelPool()
+        # The record stage tells the unit's operator workflow when the cycle asks it to (RecordInput.tell_operator);
+        # without it (a worker that serves no UnitOperator) nobody is told.
+        self._tell_operator = tell_operator
 
     def all(self) -> list[Any]:
         """Every activity, for ``Worker(activities=...)``."""
@@ -203,7 +215,8 @@ class CycleActivities:
                                  net_mw=float("nan"), as_of=request.as_of, paused=True,
                                  paused_reason=controls.paused_reason)
         snapshot, status = await asyncio.gather(self._region_snapshot(request),
-                                                get_unit_status(self._bid_address, request.unit_id))
+                                                get_unit_status(self._bid_address, request.unit_id,
+                                                                channels=self.channels))
         key = await self._put(snapshot, request.cycle_id, "market-snapshot")
         self._remember(key, snapshot)  # the forecast stage reads it next
         return MarketFetched(
@@ -240,7 +253,7 @@ class CycleActivities:
         as_of = datetime.fromisoformat(request.as_of)
         try:
             snapshot = await fetch_snapshot(self._market_data_address, request.region, dispatch_interval, as_of,
-                                            request.history_intervals)
+                                            request.history_intervals, channels=self.channels)
         except grpc.aio.AioRpcError as error:
             if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
                 raise _non_retryable(f"market data: {error.details()}") from error
@@ -285,9 +298,12 @@ class CycleActivities:
                 algorithm=_forecaster(config))
         except InvalidRequestError as error:
             raise _non_retryable(str(error)) from error
-        await asyncio.to_thread(self._archive.put_all, [
-            (request, f"forecast-request/{request.product}") for request in requests], cycle_id=task.cycle_id)
-        asked = await self.shared_requests.ask(requests, resend_after_s=float(config.worker_answer_timeout_s))
+        # The requests are archived while they are asked (their answers do not depend on the archive): both are
+        # done, the requests durable, before the results are indexed and the activity returns.
+        _, asked = await asyncio.gather(
+            asyncio.to_thread(self._archive.put_all, [
+                (request, f"forecast-request/{request.product}") for request in requests], cycle_id=task.cycle_id),
+            self.shared_requests.ask(requests, resend_after_s=float(config.worker_answer_timeout_s)))
         await asyncio.to_thread(self._archive.put_all, [
             (forecast.result, f"forecast-result/{request.product}")
             for forecast, request in zip(asked.answers, requests, strict=True)], cycle_id=task.cycle_id)
@@ -312,8 +328,10 @@ class CycleActivities:
         of the optimisation pool through the process's :class:`~pools.shared_requests.SharedRequests`, and the
         plan indexed under the cycle when it comes back; the answer names it."""
         request = await self._optimisation_request(task)
-        await self._put(request, task.cycle_id, "optimisation-request")
-        asked = await self.shared_requests.ask([request], resend_after_s=float(task.config.worker_answer_timeout_s))
+        # Archived while asked, as the forecast requests are (request_forecasts): durable before the plan is indexed.
+        _, asked = await asyncio.gather(
+            self._put(request, task.cycle_id, "optimisation-request"),
+            self.shared_requests.ask([request], resend_after_s=float(task.config.worker_answer_timeout_s)))
         plan = asked.answers[0]
         await self._put(plan.result, task.cycle_id, "optimisation-result/")
         self._remember(plan.answer.archive_key, plan.result)  # the bid and record stages read it next
@@ -437,7 +455,7 @@ class CycleActivities:
         """Submit the archived bid to the market (idempotent there on unit, day, interval and version)."""
         bid = cast(bid_pb2.Bid, await self._get(request.bid_key))
         try:
-            response = await submit_bid(self._bid_address, bid)
+            response = await submit_bid(self._bid_address, bid, channels=self.channels)
         except grpc.aio.AioRpcError as error:
             failure_type = market_failure_type(error)
             if failure_type in FINAL_MARKET_FAILURES:
@@ -484,7 +502,8 @@ class CycleActivities:
 
         The interval's revenue is counted by the first cycle that records it (models/cycles.py); the
         result also carries what the cycle's page shows: the bid for the interval (the one submitted, else
-        the bid in force) band by band, and the plan's intent in one sentence.
+        the bid in force) band by band, and the plan's intent in one sentence. When the cycle asks
+        (``request.tell_operator``), the unit's operator workflow is then told the cycle's line (:meth:`_told`).
         """
         outcome = OutcomeRecorded(cleared=False, gen_mw=0.0, load_mw=0.0, energy_revenue_dollars=0.0,
                                   fcas_revenue_dollars=0.0, state_of_charge_mwh=0.0, price=None)
@@ -507,7 +526,8 @@ class CycleActivities:
                                      dispatch_interval)
         elif request.bid_id:
             try:
-                answer = await get_dispatch_outcome(self._bid_address, request.unit_id, dispatch_interval)
+                answer = await get_dispatch_outcome(self._bid_address, request.unit_id, dispatch_interval,
+                                                    channels=self.channels)
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
@@ -549,9 +569,31 @@ class CycleActivities:
             shown = (await bid_store.get_bid(conn, request.bid_id) if request.bid_id
                      else await bid_store.latest_accepted_bid_covering(conn, request.unit_id, dispatch_interval))
         bands = bid_bands(shown.bid(), dispatch_interval) if shown is not None else ()
-        return replace(outcome, revenue_counted=counted.counted, counted_by_cycle=counted.counted_by,
-                       bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent,
-                       settled_earlier=tuple(settled))
+        recorded = replace(outcome, revenue_counted=counted.counted, counted_by_cycle=counted.counted_by,
+                           bid_id=shown.bid_id if shown is not None else None, bid_bands=bands, plan_intent=intent,
+                           settled_earlier=tuple(settled))
+        if request.tell_operator:
+            await self._told(request, dispatch_interval, recorded)
+        return recorded
+
+    async def _told(self, request: RecordInput, dispatch_interval: datetime, recorded: OutcomeRecorded) -> None:
+        """Signal the unit's operator workflow the recorded cycle's line (its page refreshes the P&L), as the
+        cycle did itself before OPERATOR_TOLD_BY_RECORD_PATCH; a workflow that is not running, or a failed
+        signal, is logged and does not fail the record (the page refreshes when the workflow starts). A retried
+        record signals again: the operator keeps the last line."""
+        if self._tell_operator is None:
+            activity.logger.debug("no operator workflow to tell about %s", request.cycle_id)
+            return
+        view = cycle_view(unit_id=request.unit_id, region=request.region, dispatch_interval=dispatch_interval,
+                          status=request.status, started_wall_clock=datetime.fromisoformat(request.started_at),
+                          decision_market_time=(datetime.fromisoformat(request.decision_time)
+                                                if request.decision_time else None),
+                          bid_id=request.bid_id, not_submitted_reason=request.not_submitted_reason,
+                          outcome=recorded)
+        try:
+            await self._tell_operator(request.unit_id, cycle_line(view))
+        except Exception as failure:  # not running: the operator page refreshes when it starts
+            activity.logger.debug("operator workflow of %s not signalled: %s", request.unit_id, failure)
 
 
 async def _settle_earlier(conn: cycle_store.AsyncConn, unit_id: str, cycle_id: str, dispatch_interval: datetime,

@@ -5,13 +5,17 @@ import in the workflow sandbox, and are what an operator reads through the ``fac
 payloads (snapshots, forecasts, plans, bids) never enter workflow history: a fact carries the archive
 key of the immutable protobuf message instead. Times are ISO-8601 strings; market times are naive
 interval-ending AEST, wall-clock times are UTC with an offset.
+
+The annotations are real types, not postponed strings (no ``from __future__ import annotations``): Temporal's
+data converter resolves the type hints of every dataclass it converts, for every payload a cycle's stages send
+and receive (a few dozen per cycle), and evaluating string annotations each time made that about four times as
+costly (tens of µs per class). A class is therefore defined before the classes whose fields name it.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
+from datetime import datetime
 
-from algorithms.market.console import BidBand
+from algorithms.market.console import BidBand, CycleOutcomeView, CycleView
 from pools.replies import WorkerAnswer
 
 
@@ -237,6 +241,17 @@ class BidSubmitted:
 
 
 @dataclass(frozen=True)
+class StageFact:
+    """One immutable fact of a cycle, in the order the stages produced them."""
+
+    stage: str
+    # Wall-clock time the stage finished (UTC, ISO-8601).
+    at: str
+    summary: str
+    archive_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RecordInput:
     """Record the cycle's outcome in PostgreSQL."""
 
@@ -253,6 +268,13 @@ class RecordInput:
     manual_rebid_reason: str | None = None
     # The archived plan (for the plan's intent on the cycle's page); None when the cycle has none.
     plan_key: str | None = None
+    # Cycles that leave telling the unit's UnitOperator workflow to the record stage (workflows/autobidder.py,
+    # OPERATOR_TOLD_BY_RECORD_PATCH): the record stage signals ``cycle_recorded`` with the cycle's line
+    # (:func:`cycle_view`, then algorithms.market.console.cycle_line) once it has the outcome. What the line needs
+    # beyond the fields above: the decision time (ISO, naive AEST) and why nothing was submitted, if nothing was.
+    tell_operator: bool = False
+    decision_time: str | None = None
+    not_submitted_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -287,17 +309,6 @@ class OutcomeRecorded:
 
 
 @dataclass(frozen=True)
-class StageFact:
-    """One immutable fact of a cycle, in the order the stages produced them."""
-
-    stage: str
-    # Wall-clock time the stage finished (UTC, ISO-8601).
-    at: str
-    summary: str
-    archive_keys: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class CycleState:
     """What the ``state`` query returns: where the cycle is and what it has established."""
 
@@ -329,3 +340,27 @@ class CycleResult:
     started_market_time_aest: str = ""
     # One line: unit, interval, status, dispatched MW, price, revenue.
     summary: str = ""
+
+
+def cycle_view(*, unit_id: str, region: str, dispatch_interval: datetime, status: str,
+               started_wall_clock: datetime | None, decision_market_time: datetime | None, bid_id: str | None,
+               not_submitted_reason: str | None, outcome: OutcomeRecorded | None = None) -> CycleView:
+    """What a cycle's page shows (rendered by algorithms/market/console.py): the cycle's own fields, and once the
+    record stage has run its ``outcome`` — the bid shown (the one submitted, else the bid in force: the
+    outcome's ``bid_id`` when it names one, else ``bid_id``), its bands, the plan's intent and, when the
+    interval cleared, what was dispatched and earned. Market times naive interval-ending AEST, wall clock UTC."""
+    cleared = outcome is not None and outcome.cleared
+    return CycleView(
+        unit_id=unit_id, region=region, dispatch_interval=dispatch_interval, status=status,
+        started_wall_clock=started_wall_clock, decision_market_time=decision_market_time,
+        bid_id=(outcome.bid_id if outcome is not None and outcome.bid_id else bid_id),
+        bid_bands=outcome.bid_bands if outcome is not None else (),
+        plan_intent=outcome.plan_intent if outcome is not None else "",
+        outcome=CycleOutcomeView(
+            gen_mw=outcome.gen_mw, load_mw=outcome.load_mw, price=outcome.price,
+            energy_revenue_dollars=outcome.energy_revenue_dollars,
+            fcas_revenue_dollars=outcome.fcas_revenue_dollars, state_of_charge_mwh=outcome.state_of_charge_mwh,
+            revenue_counted=outcome.revenue_counted, counted_by_cycle=outcome.counted_by_cycle,
+            dispatch_flags=outcome.dispatch_flags)
+        if outcome is not None and cleared else None,
+        not_submitted_reason=not_submitted_reason)

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.operator_facts import (
+    CYCLE_RECORDED_SIGNAL,
     HOLD_SOC,
     MANUAL_REBID,
     PAUSE,
@@ -24,6 +25,7 @@ from activities.operator_facts import (
     ControlsView,
     OperatorActionInput,
     UnitConsole,
+    operator_workflow_id,
 )
 from algorithms.common.nem_time import INTERVAL, trading_day, trading_day_last_interval
 from algorithms.market.console import UnitPnl, bid_bands, pnl_of
@@ -46,6 +48,16 @@ def schedule_trigger(settings: Settings, client: Client) -> TriggerCycle:
         await trigger_now(settings, client, unit_id=unit_id)
 
     return trigger
+
+
+def operator_signal(client: Client) -> Callable[[str, str], Awaitable[None]]:
+    """Tell a unit's UnitOperator workflow that one of its cycles recorded its interval: the ``cycle_recorded``
+    signal with the cycle's line, through ``client`` (raises the server's error when the workflow is not
+    running). The record stage of a cycle calls it (activities.cycle.CycleActivities ``tell_operator``)."""
+    async def tell(unit_id: str, line: str) -> None:
+        await client.get_workflow_handle(operator_workflow_id(unit_id)).signal(CYCLE_RECORDED_SIGNAL, line)
+
+    return tell
 
 
 async def latest_day_pnl(conn: Any, unit_id: str) -> tuple[datetime, UnitPnl] | None:

@@ -2,9 +2,10 @@
 
 The result relay archives the worker's result message and completes the waiting activity with a
 :class:`WorkerAnswer`; the workflow keeps only this small fact, the payload stays in the archive.
-"""
 
-from __future__ import annotations
+Real annotations, not postponed strings, as in activities/cycle_facts.py: Temporal's data converter resolves a
+WorkerAnswer's type hints for each one it converts (nine forecasts and a plan per cycle).
+"""
 
 from dataclasses import dataclass
 

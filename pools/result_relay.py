@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from archive.store import Archive
 from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
-from pools.runtime import DeadLetter, receive_count_of
+from pools.runtime import DEFERRED_DELETE_MAX_S, DeadLetter, DeferredDeletes, receive_count_of
 from pools.shared_requests import SharedRequests, exchange_reply_to
 from pools.sqs import MalformedMessageError, QueueUrls, decode_reply, queue_urls, sqs_client
 from settings import Settings
@@ -250,16 +250,21 @@ def _release(client: SQSClient, urls: QueueUrls, messages: list[dict[str, Any]])
 
 async def _relay_batch(client: SQSClient, urls: QueueUrls, messages: list[dict[str, Any]],
                        temporal_client: Client, archive: Archive, max_receive_count: int,
-                       shared: SharedRequests | None = None, elsewhere_max_age_s: float = 60.0) -> None:
-    """Relay the replies of one receive concurrently, then delete the settled ones together and release
-    the ones for another process's relay together; an SQS error settling them is logged (the replies are
-    delivered again)."""
+                       shared: SharedRequests | None = None, elsewhere_max_age_s: float = 60.0,
+                       deletes: DeferredDeletes | None = None) -> None:
+    """Relay the replies of one receive concurrently, then delete the settled ones together (handed to
+    ``deletes``, which sends them with those of other receives, when given) and release the ones for another
+    process's relay together; an SQS error settling them is logged (the replies are delivered again)."""
     try:
         settled = await asyncio.gather(*(_relay_message(client, urls, message, temporal_client, archive,
                                                         max_receive_count, shared, elsewhere_max_age_s)
                                          for message in messages))
-        await asyncio.to_thread(_delete_settled, client, urls, [
-            message for message, outcome in zip(messages, settled, strict=True) if outcome == "settled"])
+        done = [message for message, outcome in zip(messages, settled, strict=True) if outcome == "settled"]
+        if deletes is not None:
+            for message in done:
+                deletes.add(message["ReceiptHandle"])
+        else:
+            await asyncio.to_thread(_delete_settled, client, urls, done)
         await asyncio.to_thread(_release, client, urls, [
             message for message, outcome in zip(messages, settled, strict=True) if outcome == "release"])
     except (BotoCoreError, ClientError) as exc:
@@ -274,6 +279,10 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
     urls = await asyncio.to_thread(queue_urls, client, settings)
     logger.info("result relay serving %s", urls.results)
     slots = asyncio.Semaphore(max(1, RELAY_CONCURRENCY // RELAY_BATCH))
+    # Relayed replies are deleted together, within a second (pools.runtime.DeferredDeletes), not one call per receive.
+    deletes = DeferredDeletes(client, urls.results,
+                              max_wait_s=min(DEFERRED_DELETE_MAX_S, settings.stack.visibility_timeout_s / 4))
+    deletes.bind(asyncio.get_running_loop())
     in_flight: set[asyncio.Task[None]] = set()
 
     def finished(task: asyncio.Task[None]) -> None:
@@ -294,16 +303,17 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
             continue
         # Replies are independent (each completes its own activity): relay the replies of a receive
         # concurrently, up to RELAY_CONCURRENCY // RELAY_BATCH receives at once, and receive the next ones
-        # meanwhile; each receive's settled replies are deleted with one call.
+        # meanwhile; the settled replies of the receives of about a second are deleted with one call.
         messages = [dict(message) for message in response.get("Messages", [])]
         if not messages:
             continue
         await slots.acquire()
         task = asyncio.create_task(_relay_batch(client, urls, messages, temporal_client, archive,
                                                 settings.stack.max_receive_count, shared,
-                                                float(settings.cycle.worker_answer_timeout_s)))
+                                                float(settings.cycle.worker_answer_timeout_s), deletes))
         in_flight.add(task)
         task.add_done_callback(finished)
     if in_flight:
         await asyncio.gather(*in_flight, return_exceptions=True)
+    await deletes.flush()
     logger.info("result relay stopped")

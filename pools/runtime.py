@@ -56,6 +56,7 @@ from pools.sqs import (
     REQUEST_KINDS,
     SQS_MAX_MESSAGE_BYTES,
     MalformedMessageError,
+    QueuePolicy,
     QueueUrls,
     decode_task,
     encode_message,
@@ -366,8 +367,9 @@ def receive_messages(client: SQSClient, queue_url: str, max_messages: int) -> li
 
 
 def settle(client: SQSClient, urls: QueueUrls, queue_url: str, message: Mapping[str, Any],
-           disposition: Disposition) -> None:
-    """Carry out ``disposition``: send the reply, then the dead letter, then delete the message."""
+           disposition: Disposition, deletes: DeferredDeletes | None = None) -> None:
+    """Carry out ``disposition``: send the reply, then the dead letter, then delete the message — at once, or
+    handed to ``deletes`` (deleted with others within its deadline) once the reply and dead letter are sent."""
     reply_body = disposition.reply_body
     if reply_body is not None:
         client.send_message(QueueUrl=urls.results, MessageBody=reply_body)
@@ -375,7 +377,10 @@ def settle(client: SQSClient, urls: QueueUrls, queue_url: str, message: Mapping[
         client.send_message(QueueUrl=urls.dead_letters, MessageBody=disposition.dead_letter.body,
                             MessageAttributes=disposition.dead_letter.message_attributes())
     if disposition.delete:
-        client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        if deletes is not None:
+            deletes.add(message["ReceiptHandle"])
+        else:
+            client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 # SQS limits of one SendMessageBatch: 10 entries and 256 KiB in all (kept below it).
@@ -398,10 +403,13 @@ def _send_chunks(bodies: list[tuple[int, str]]) -> list[list[tuple[int, str]]]:
 
 
 def settle_batch(client: SQSClient, urls: QueueUrls, queue_url: str,
-                 settled: Sequence[tuple[Mapping[str, Any], Disposition]]) -> set[int]:
+                 settled: Sequence[tuple[Mapping[str, Any], Disposition]],
+                 deletes: DeferredDeletes | None = None) -> set[int]:
     """Carry out the dispositions of one receive with SQS's batch calls: the replies (SendMessageBatch),
-    then the dead letters, then the deletes (DeleteMessageBatch) — a message whose reply was not sent is not
-    deleted, so it is delivered again (and answered from the cache). Returns the positions not settled."""
+    then the dead letters, then the deletes (DeleteMessageBatch, or handed to ``deletes``) — a message whose
+    reply was not sent is not deleted, so it is delivered again (and answered from the cache). Returns the
+    positions not settled (a deferred delete that fails is logged by ``deletes``; that message is delivered
+    again and answered from the cache)."""
     replies = [(position, body) for position, (_, disposition) in enumerate(settled)
                if (body := disposition.reply_body) is not None]
     unsent: set[int] = set()
@@ -413,14 +421,100 @@ def settle_batch(client: SQSClient, urls: QueueUrls, queue_url: str,
         if disposition.dead_letter is not None and position not in unsent:
             client.send_message(QueueUrl=urls.dead_letters, MessageBody=disposition.dead_letter.body,
                                 MessageAttributes=disposition.dead_letter.message_attributes())
-    deletes = [(position, message) for position, (message, disposition) in enumerate(settled)
-               if disposition.delete and position not in unsent]
-    for start in range(0, len(deletes), SEND_BATCH_ENTRIES):
+    to_delete = [(position, message) for position, (message, disposition) in enumerate(settled)
+                 if disposition.delete and position not in unsent]
+    if deletes is not None:
+        for _, message in to_delete:
+            deletes.add(message["ReceiptHandle"])
+        return unsent
+    for start in range(0, len(to_delete), SEND_BATCH_ENTRIES):
         deleted = client.delete_message_batch(QueueUrl=queue_url, Entries=[
             {"Id": str(position), "ReceiptHandle": message["ReceiptHandle"]}
-            for position, message in deletes[start:start + SEND_BATCH_ENTRIES]])
+            for position, message in to_delete[start:start + SEND_BATCH_ENTRIES]])
         unsent |= {int(failed["Id"]) for failed in deleted.get("Failed", [])}
     return unsent
+
+
+# A settled message's delete waits at most this long (s), and never more than a quarter of the queue's
+# visibility timeout, for others to go with it.
+DEFERRED_DELETE_MAX_S = 1.0
+
+
+class DeferredDeletes:
+    """Deletes of settled messages of one queue, sent together (DeleteMessageBatch, up to ten at once) instead of
+    one call each on the pool's loop.
+
+    A message is added once its reply (and dead letter) is sent, so it is answered whatever becomes of its
+    delete; until deleted it stays invisible (the visibility timeout of its last receive or extension). The
+    handles go out when ten are waiting, when the oldest has waited ``max_wait_s`` (at most a quarter of the
+    visibility timeout, so none is delivered again meanwhile), and on :meth:`flush` (the pool's stop). A
+    delete that fails is logged: that message is delivered again and answered from the idempotency cache, as
+    when a process stops between a reply and its delete. Used from one event loop; the calls run in a thread.
+    """
+
+    def __init__(self, client: SQSClient, queue_url: str, *, max_wait_s: float) -> None:
+        self._client = client
+        self._queue_url = queue_url
+        self._max_wait_s = max(0.0, max_wait_s)
+        self._handles: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop the deletes are sent from (the pool's); :meth:`add` may then be called from its
+        worker threads."""
+        self._loop = loop
+
+    def add(self, receipt_handle: str) -> None:
+        """Delete the message of ``receipt_handle`` within ``max_wait_s`` (sooner once ten wait). Safe to call
+        from a worker thread of the bound loop."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("DeferredDeletes.add before bind(loop)")
+        loop.call_soon_threadsafe(self._add, receipt_handle)
+
+    def _add(self, receipt_handle: str) -> None:
+        self._handles.append(receipt_handle)
+        if len(self._handles) >= SEND_BATCH_ENTRIES:
+            self._send_now()
+        elif self._timer is None:
+            assert self._loop is not None
+            self._timer = self._loop.call_later(self._max_wait_s, self._send_now)
+
+    def _send_now(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._handles:
+            chunk, self._handles = self._handles[:SEND_BATCH_ENTRIES], self._handles[SEND_BATCH_ENTRIES:]
+            task = asyncio.ensure_future(asyncio.to_thread(self._delete, chunk))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    def _delete(self, handles: list[str]) -> None:
+        self.calls += 1
+        try:
+            answer = self._client.delete_message_batch(QueueUrl=self._queue_url, Entries=[
+                {"Id": str(position), "ReceiptHandle": handle} for position, handle in enumerate(handles)])
+        except (BotoCoreError, ClientError) as exc:
+            logger.error("could not delete %d settled messages on %s (they will be delivered again and answered "
+                         "from the cache): %s", len(handles), self._queue_url, exc)
+            return
+        for failed in answer.get("Failed", []):
+            logger.error("could not delete a settled message (it will be delivered again): %s", failed)
+
+    def waiting(self) -> int:
+        """Handles not yet sent."""
+        return len(self._handles)
+
+    async def flush(self) -> None:
+        """Send every waiting delete and wait for every delete sent."""
+        await asyncio.sleep(0)  # handles added from threads just before
+        self._send_now()
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
 
 
 async def _keep_invisible(client: SQSClient, queue_url: str, receipt_handle: str, timeout_s: int) -> None:
@@ -449,8 +543,10 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, message: dict[str, Any], *,
                          registry: HandlerRegistry, completed: IdempotencyCache, max_receive_count: int,
-                         visibility_timeout_s: int, kind: str, results: ResultCache | None = None) -> Disposition:
-    """Process one message (handler in a thread, visibility kept), settle it, and log one line."""
+                         visibility_timeout_s: int, kind: str, results: ResultCache | None = None,
+                         deletes: DeferredDeletes | None = None) -> Disposition:
+    """Process one message (handler in a thread, visibility kept), settle it (its delete handed to ``deletes``
+    when given), and log one line."""
     started = time.perf_counter()
     keeper = asyncio.create_task(
         _keep_invisible(client, queue_url, message["ReceiptHandle"], visibility_timeout_s))
@@ -464,7 +560,7 @@ async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, mes
             await keeper
     settled = True
     try:
-        await asyncio.to_thread(settle, client, urls, queue_url, message, disposition)
+        await asyncio.to_thread(settle, client, urls, queue_url, message, disposition, deletes)
     except (BotoCoreError, ClientError) as exc:
         settled = False
         logger.error("task %s: could not send its reply / dead letter or delete it (%s); "
@@ -480,14 +576,16 @@ async def handle_message(client: SQSClient, urls: QueueUrls, queue_url: str, mes
 
 async def handle_batch(client: SQSClient, urls: QueueUrls, queue_url: str, messages: list[dict[str, Any]], *,
                        registry: HandlerRegistry, completed: IdempotencyCache, max_receive_count: int,
-                       visibility_timeout_s: int, kind: str, results: ResultCache | None = None) -> list[Disposition]:
+                       visibility_timeout_s: int, kind: str, results: ResultCache | None = None,
+                       deletes: DeferredDeletes | None = None) -> list[Disposition]:
     """Process the messages of one receive one after the other (in a worker thread, each message's visibility
     kept until it is processed) and settle them as they become ready: while one group of replies is being sent
     (:func:`settle_batch`: one SendMessageBatch and one DeleteMessageBatch), the messages processed meanwhile
     wait and go out together in the next group. A reply thus leaves as soon as the endpoint is free, not when
     the whole receive is done (ten plans of a portfolio's units solved one after the other no longer all wait
     for the tenth), and a fast batch still costs a few requests to the endpoint. One log line per message, with
-    the ms from the receive's start to its settlement."""
+    the ms from the receive's start to its settlement. With ``deletes`` the groups' deletes are handed to it.
+    """
     started = time.perf_counter()
     keepers = [asyncio.create_task(_keep_invisible(client, queue_url, message["ReceiptHandle"], visibility_timeout_s))
                for message in messages]
@@ -503,7 +601,8 @@ async def handle_batch(client: SQSClient, urls: QueueUrls, queue_url: str, messa
             ready.clear()
             try:
                 failed = await asyncio.to_thread(settle_batch, client, urls, queue_url,
-                                                 [(messages[position], disposition) for position, disposition in group])
+                                                 [(messages[position], disposition) for position, disposition in group],
+                                                 deletes)
                 unsettled.update(group[index][0] for index in failed)
             except (BotoCoreError, ClientError) as exc:
                 unsettled.update(position for position, _ in group)
@@ -553,7 +652,9 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
     ``max_messages`` (1..10) are received per long poll (1 s): one alone is handled and settled on its own;
     several (e.g. the nine forecasts of a cycle, or the cycles of a portfolio's units deciding at once) are
     handled one after the other and settled with SQS's batch calls as their replies become ready
-    (:func:`handle_batch`), a few requests to the endpoint instead of three per message. The loop notices
+    (:func:`handle_batch`), a few requests to the endpoint instead of three per message. A settled message's
+    delete leaves the loop (:class:`DeferredDeletes`): the next receive starts once the reply is sent, and
+    the deletes of messages settled within DEFERRED_DELETE_MAX_S go out in one DeleteMessageBatch. The loop notices
     ``stop`` within about a second plus the messages in hand. Messages received but not yet processed when
     ``stop`` is set are made visible again at once. Queues must exist
     (:func:`pools.sqs.ensure_queues`). Without ``registry`` the platform's algorithms are served (backtest
@@ -571,7 +672,22 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
     urls = await asyncio.to_thread(queue_urls, client, settings)
     queue_url = urls.request_queue(kind)
     policy = queue_policy(settings, kind)
+    deletes = DeferredDeletes(client, queue_url,
+                              max_wait_s=min(DEFERRED_DELETE_MAX_S, policy.visibility_timeout_s / 4))
+    deletes.bind(asyncio.get_running_loop())
     logger.info("%s pool serving %s (algorithms: %s)", kind, queue_url, ", ".join(registry.known(kind)))
+    try:
+        await _serve(client, urls, queue_url, stop, registry=registry, completed=completed, results=results,
+                     policy=policy, kind=kind, max_messages=max_messages, deletes=deletes)
+    finally:
+        await deletes.flush()
+    logger.info("%s pool stopped", kind)
+
+
+async def _serve(client: SQSClient, urls: QueueUrls, queue_url: str, stop: asyncio.Event, *,
+                 registry: HandlerRegistry, completed: IdempotencyCache, results: ResultCache,
+                 policy: QueuePolicy, kind: str, max_messages: int, deletes: DeferredDeletes) -> None:
+    """The pool's loop (:func:`run_pool`): receive, handle, settle, until ``stop`` is set."""
     while not stop.is_set():
         try:
             messages = await asyncio.to_thread(receive_messages, client, queue_url, max_messages)
@@ -582,7 +698,7 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
         if len(messages) > 1 and not stop.is_set():
             await handle_batch(client, urls, queue_url, messages, registry=registry, completed=completed,
                                results=results, max_receive_count=policy.max_receive_count,
-                               visibility_timeout_s=policy.visibility_timeout_s, kind=kind)
+                               visibility_timeout_s=policy.visibility_timeout_s, kind=kind, deletes=deletes)
             continue
         for position, message in enumerate(messages):
             if stop.is_set():
@@ -590,5 +706,4 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
                 break
             await handle_message(client, urls, queue_url, message, registry=registry, completed=completed,
                                  results=results, max_receive_count=policy.max_receive_count,
-                                 visibility_timeout_s=policy.visibility_timeout_s, kind=kind)
-    logger.info("%s pool stopped", kind)
+                                 visibility_timeout_s=policy.visibility_timeout_s, kind=kind, deletes=deletes)

@@ -73,7 +73,7 @@ from models import bids as bid_store
 from models.connections import Connections
 from models.db import migrate
 from services.health import SERVER_OPTIONS, add_health, bind_port
-from services.security import EdgeSecurity, channel, secure_server
+from services.security import ChannelPool, EdgeSecurity, call_channel, channel, secure_server
 from settings import BatterySettings, MarketRules, Settings
 from vpp.v1 import bid_pb2, bid_pb2_grpc, common_pb2
 
@@ -694,12 +694,15 @@ async def _serve_market(settings: Settings, security: EdgeSecurity, market: bid_
 
 
 async def submit_bid(address: str, bid: bid_pb2.Bid, timeout_s: float = 10.0,
-                     security: EdgeSecurity | None = None) -> bid_pb2.SubmitBidResponse:
+                     security: EdgeSecurity | None = None,
+                     channels: ChannelPool | None = None) -> bid_pb2.SubmitBidResponse:
     """Submit ``bid`` to the BidService at ``address`` ("host:port"); grpc.aio.AioRpcError on failure.
 
-    Every client helper here takes ``security`` (TLS trust, token), the environment's by default.
+    Every client helper here takes ``security`` (TLS trust, token), the environment's by default; those a cycle
+    calls also ``channels``, a process's open channels (services.security.ChannelPool) to call on instead of a
+    channel of their own.
     """
-    async with channel(address, security) as bid_channel:
+    async with call_channel(address, security, channels) as bid_channel:
         stub = bid_pb2_grpc.BidServiceStub(bid_channel)
         response: bid_pb2.SubmitBidResponse = await stub.SubmitBid(
             bid_pb2.SubmitBidRequest(bid=bid), timeout=timeout_s)
@@ -717,10 +720,11 @@ async def get_bid(address: str, bid_id: str, timeout_s: float = 10.0,
 
 
 async def get_unit_status(
-    address: str, unit_id: str, timeout_s: float = 10.0, security: EdgeSecurity | None = None
+    address: str, unit_id: str, timeout_s: float = 10.0, security: EdgeSecurity | None = None,
+    channels: ChannelPool | None = None
 ) -> bid_pb2.GetUnitStatusResponse:
     """State of ``unit_id`` (SoC MWh, last cleared interval, net MW) from the BidService at ``address``."""
-    async with channel(address, security) as bid_channel:
+    async with call_channel(address, security, channels) as bid_channel:
         stub = bid_pb2_grpc.BidServiceStub(bid_channel)
         response: bid_pb2.GetUnitStatusResponse = await stub.GetUnitStatus(
             bid_pb2.GetUnitStatusRequest(unit_id=unit_id), timeout=timeout_s)
@@ -729,9 +733,10 @@ async def get_unit_status(
 
 async def get_dispatch_outcome(address: str, unit_id: str, dispatch_interval: datetime,
                                timeout_s: float = 10.0,
-                               security: EdgeSecurity | None = None) -> bid_pb2.GetDispatchOutcomeResponse:
+                               security: EdgeSecurity | None = None,
+                               channels: ChannelPool | None = None) -> bid_pb2.GetDispatchOutcomeResponse:
     """What ``unit_id`` was dispatched in the interval ending ``dispatch_interval`` (AEST), and by which bid."""
-    async with channel(address, security) as bid_channel:
+    async with call_channel(address, security, channels) as bid_channel:
         stub = bid_pb2_grpc.BidServiceStub(bid_channel)
         response: bid_pb2.GetDispatchOutcomeResponse = await stub.GetDispatchOutcome(
             bid_pb2.GetDispatchOutcomeRequest(unit_id=unit_id,

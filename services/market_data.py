@@ -26,7 +26,7 @@ from algorithms.market.as_of import (
     publication_model,
 )
 from services.health import SERVER_OPTIONS, add_health, bind_port
-from services.security import EdgeSecurity, channel, secure_server
+from services.security import ChannelPool, EdgeSecurity, call_channel, secure_server
 from settings import Settings
 from vpp.v1 import market_data_pb2, market_data_pb2_grpc
 
@@ -129,7 +129,8 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
 async def fetch_snapshot(address: str, region: str, dispatch_interval: datetime, as_of: datetime,
                          history_intervals: int = 0,
                          timeout_s: float = 10.0,
-                         security: EdgeSecurity | None = None) -> market_data_pb2.MarketSnapshot:
+                         security: EdgeSecurity | None = None,
+                         channels: ChannelPool | None = None) -> market_data_pb2.MarketSnapshot:
     """Call GetSnapshot on the server at ``address`` ("host:port"); times are naive AEST market times.
 
     ``security`` (TLS trust, token) defaults to the environment's.
@@ -138,7 +139,7 @@ async def fetch_snapshot(address: str, region: str, dispatch_interval: datetime,
     request = market_data_pb2.GetSnapshotRequest(
         region=region, dispatch_interval=to_timestamp(dispatch_interval), as_of=to_timestamp(as_of),
         history_intervals=history_intervals)
-    async with channel(address, security) as snapshot_channel:
+    async with call_channel(address, security, channels) as snapshot_channel:
         stub = market_data_pb2_grpc.MarketDataServiceStub(snapshot_channel)
         response: market_data_pb2.GetSnapshotResponse = await stub.GetSnapshot(request, timeout=timeout_s)
     return response.snapshot

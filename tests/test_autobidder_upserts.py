@@ -5,6 +5,7 @@ gave. On the time-skipping test server with the stand-in activities of test_auto
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -73,6 +74,37 @@ async def test_a_cycle_ends_with_the_memo_of_its_upserts_one_by_one(env: Workflo
     # One memo upsert, before the operator's workflow is told (the polls for late data change no memo key).
     assert upserts == 1, upserts
     assert each_upserts >= 6
+
+
+@pytest.mark.parametrize("case", ["submitted", "stands", "rejected"])
+async def test_the_record_stage_tells_the_operator_and_a_cycle_is_one_workflow_task(env: WorkflowEnvironment,
+                                                                                     case: str) -> None:
+    """cycle-operator-told-by-record: the record stage is asked to tell the unit's operator workflow, with what
+    the cycle's line needs beyond the record's own fields (the decision time, why nothing was submitted); the
+    cycle itself signals nothing, so it ends in the workflow task that ran its local stages."""
+    stand_ins = {"submitted": StandIns(), "stands": StandIns(standing_bid="HPR1/2021-01-15/161/v1"),
+                 "rejected": StandIns(market_rejects=True)}[case]
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    cycle = CycleInput(unit_id="HPR1", region="SA1", config=DEFAULT_CYCLE, decision_time=DECISION_TIME)
+    async with Worker(env.client, task_queue=task_queue, workflows=[AutobidderCycle],
+                      activities=stand_ins.activities()):
+        handle = await env.client.start_workflow(AutobidderCycle.run, cycle, id=f"cycle-{uuid.uuid4().hex[:8]}",
+                                                 task_queue=task_queue)
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
+        history = await handle.fetch_history()
+    [record] = stand_ins.records
+    assert record.tell_operator and record.decision_time == DECISION_TIME
+    if case == "submitted":
+        assert record.status == "SUBMITTED" and record.not_submitted_reason is None
+    elif case == "stands":
+        assert record.status == "NO_REBID"
+        assert (record.not_submitted_reason or "").startswith("the new bid does not differ materially")
+    else:
+        assert record.status == "FAILED" and (record.not_submitted_reason or "").startswith("the cycle failed: ")
+    kinds = [event.event_type for event in history.events]
+    assert EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED not in kinds
+    assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
 
 
 def test_pending_upserts_keep_each_keys_last_value() -> None:

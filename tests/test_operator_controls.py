@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,15 +18,31 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 from activities.cycle import CycleActivities
-from activities.cycle_facts import BidBuilt, BuildBidInput, CycleInput, FetchInput, MarketFetched
-from activities.operator import OperatorActivities
-from activities.operator_facts import ControlsView, OperatorInput, RebidRequested, operator_workflow_id
+from activities.cycle_facts import (
+    BidBuilt,
+    BuildBidInput,
+    CycleInput,
+    FetchInput,
+    MarketFetched,
+    RecordInput,
+    cycle_view,
+)
+from activities.operator import OperatorActivities, operator_signal
+from activities.operator_facts import (
+    CYCLE_RECORDED_SIGNAL,
+    ControlsView,
+    OperatorInput,
+    RebidRequested,
+    operator_workflow_id,
+)
+from algorithms.market.console import cycle_line
 from algorithms.market.operator_controls import (
     ControlTimeline,
     EffectiveControls,
@@ -338,6 +355,39 @@ async def test_the_bid_activity_offers_no_discharge_below_the_held_floor_and_lea
         free_gen, held_gen = discharging(free_bid), discharging(held_bid)
         assert free_gen[0] > 1.0 and max(held_gen) == pytest.approx(0.0, abs=1e-9)
         assert held_bid.rebid_explanation.startswith("Manual rebid: storm watch.")
+
+
+async def test_the_record_stage_tells_the_units_operator_workflow_the_cycles_line(
+        env: WorkflowEnvironment, settings: Settings, migrated: str, tmp_path: Path) -> None:
+    """A cycle asking its record stage to tell the operator (cycle-operator-told-by-record): the record activity
+    signals the running UnitOperator ``cycle_recorded`` with the cycle's line — the line the cycle sent itself
+    before (cycle_line of the same view) — and a unit without a running operator workflow records all the same."""
+    activities = CycleActivities(replace(settings, database_url=migrated), archive=LocalArchive(tmp_path / "a"),
+                                 sqs=None, queues=None, tell_operator=operator_signal(env.client))  # type: ignore[arg-type]
+
+    def record(unit: str) -> RecordInput:
+        return RecordInput(cycle_id=f"autobidder-{unit}-c1", unit_id=unit, region="SA1",
+                           dispatch_interval="2021-01-15T17:40:00", status="PAUSED", bid_id=None, failure=None,
+                           started_at="2026-12-06T20:00:00+00:00", facts=(), tell_operator=True,
+                           decision_time=DECISION_TIME, not_submitted_reason="bidding paused by the operator")
+
+    async def body(op: Operator) -> None:
+        recorded = await ActivityEnvironment().run(activities.record_outcome, record(op.unit))
+        expected = cycle_line(cycle_view(
+            unit_id=op.unit, region="SA1", dispatch_interval=datetime(2021, 1, 15, 17, 40), status="PAUSED",
+            started_wall_clock=datetime(2026, 12, 6, 20, tzinfo=UTC),
+            decision_market_time=datetime.fromisoformat(DECISION_TIME), bid_id=None,
+            not_submitted_reason="bidding paused by the operator", outcome=recorded))
+        assert expected.startswith(f"cycle {op.unit} ") and "PAUSED" in expected
+        signals = [event.workflow_execution_signaled_event_attributes
+                   for event in (await op.handle.fetch_history()).events
+                   if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+        assert [(signal.signal_name, json.loads(signal.input.payloads[0].data)) for signal in signals] == [
+            (CYCLE_RECORDED_SIGNAL, expected)]
+
+    await _with_operator(env.client, migrated, body)
+    alone = await ActivityEnvironment().run(activities.record_outcome, record(_unit()))  # no operator running
+    assert not alone.cleared
 
 
 def test_a_replayed_timeline_gives_the_controls_in_force_at_each_decision() -> None:

@@ -29,11 +29,13 @@ from services.fleet_gateway import (
 from services.health import SERVER_OPTIONS, add_health, bind_port, wait_healthy
 from services.security import (
     SITE_AUTH_WINDOW_MS,
+    ChannelPool,
     EdgeConfigError,
     EdgeSecurity,
     SiteAuthenticator,
     SiteAuthError,
     SiteKeys,
+    call_channel,
     channel,
     derive_site_key,
     generate_local_tls,
@@ -253,8 +255,9 @@ def test_vpp_up_generates_private_material_and_gives_each_child_only_what_it_nee
 
 
 @contextlib.asynccontextmanager
-async def _gateway_server(gateway: FleetGateway, security: EdgeSecurity) -> AsyncIterator[str]:
-    port = free_port()
+async def _gateway_server(gateway: FleetGateway, security: EdgeSecurity,
+                          port: int | None = None) -> AsyncIterator[str]:
+    port = port if port is not None else free_port()
     stop = asyncio.Event()
     task = asyncio.create_task(serve_gateway(gateway, port, stop, security))
     address = f"127.0.0.1:{port}"
@@ -286,6 +289,58 @@ async def test_tls_works_with_the_generated_ca_and_fails_without_it(tls_dir: Pat
         with pytest.raises(grpc.aio.AioRpcError) as untrusted:
             await _stats(address, EdgeSecurity(tls_dir=other_ca))
         assert untrusted.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_channel_pool_keeps_one_tls_channel_per_address_for_every_call(tls_dir: Path) -> None:
+    """A ChannelPool calls on one open TLS channel per address (one handshake, not one per call), answers as a
+    channel per call does, and after close() makes a new one."""
+    gateway = FleetGateway(make_site_parameters(3, 5), FleetSettings())
+    async with _gateway_server(gateway, EdgeSecurity(tls_dir=tls_dir)) as address:
+        pool = ChannelPool(EdgeSecurity(tls_dir=tls_dir))
+
+        async def pooled_stats() -> fleet_pb2.GetIngestStatsResponse:
+            async with call_channel(address, channels=pool) as pooled:
+                stub = fleet_pb2_grpc.FleetGatewayServiceStub(pooled)
+                response: fleet_pb2.GetIngestStatsResponse = await stub.GetIngestStats(
+                    fleet_pb2.GetIngestStatsRequest(), timeout=5)
+                return response
+
+        first = pool.channel(address)
+        answers = [await pooled_stats() for _ in range(3)]
+        assert pool.open_channels() == 1 and pool.channel(address) is first
+        assert first.get_state() == grpc.ChannelConnectivity.READY  # still open after the calls
+        assert answers == [await _stats(address, EdgeSecurity(tls_dir=tls_dir))] * 3
+        await pool.close()
+        assert pool.open_channels() == 0
+        assert (await pooled_stats()).readings == 0 and pool.channel(address) is not first
+        await pool.close()
+        with pytest.raises(grpc.aio.AioRpcError) as untrusted:  # the pool's channels use the pool's trust
+            async with call_channel(address, channels=ChannelPool(EdgeSecurity())) as plaintext:
+                await fleet_pb2_grpc.FleetGatewayServiceStub(plaintext).GetIngestStats(
+                    fleet_pb2.GetIngestStatsRequest(), timeout=5)
+        assert untrusted.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_pooled_channel_that_finds_no_server_is_dropped_and_the_next_call_dials_afresh(tls_dir: Path) -> None:
+    """UNAVAILABLE (nothing listening yet, or a server restarting) drops the pooled channel: once the server is
+    up the next call connects at once instead of waiting out the failed channel's reconnect back-off."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    pool = ChannelPool(EdgeSecurity(tls_dir=tls_dir))
+
+    async def stats() -> fleet_pb2.GetIngestStatsResponse:
+        async with call_channel(address, channels=pool) as pooled:
+            response: fleet_pb2.GetIngestStatsResponse = await fleet_pb2_grpc.FleetGatewayServiceStub(
+                pooled).GetIngestStats(fleet_pb2.GetIngestStatsRequest(), timeout=5)
+            return response
+
+    with pytest.raises(grpc.aio.AioRpcError) as down:
+        await stats()
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE and pool.open_channels() == 0
+    gateway = FleetGateway(make_site_parameters(3, 5), FleetSettings())
+    async with _gateway_server(gateway, EdgeSecurity(tls_dir=tls_dir), port=port):
+        assert (await stats()).readings == 0 and pool.open_channels() == 1
+    await pool.close()
 
 
 async def test_missing_or_wrong_tokens_are_unauthenticated_on_every_service_but_health(

@@ -29,7 +29,7 @@ from algorithms.registry import HandlerRegistry, UnknownAlgorithmError
 from archive import LocalArchive
 from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
 from pools.result_relay import answer_for_reply, archive_label, failure_for_reply, run_result_relay
-from pools.runtime import IdempotencyCache, Outcome, ResultCache, process_message, run_pool
+from pools.runtime import DeferredDeletes, IdempotencyCache, Outcome, ResultCache, process_message, run_pool
 from pools.sqs import (
     MAX_TASK_BODY_BYTES,
     MalformedMessageError,
@@ -381,6 +381,14 @@ class Stack:
         assert len(found) == count, f"expected {count} messages on {queue_url}, got {len(found)}"
         return found
 
+    async def drained(self, queue_url: str) -> int:
+        """The depth of ``queue_url`` once it is 0, or after PATIENCE_S: a settled message's delete may follow
+        its reply by up to DEFERRED_DELETE_MAX_S (pools.runtime.DeferredDeletes)."""
+        deadline = asyncio.get_running_loop().time() + PATIENCE_S
+        while self.depth(queue_url) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return self.depth(queue_url)
+
     def depth(self, queue_url: str) -> int:
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages",
@@ -419,7 +427,7 @@ async def test_request_in_reply_out(stack: Stack) -> None:
         "cycle-1", "run-1", "forecast-LOWERREG")
     assert reply.WhichOneof("result") == "forecast"
     assert reply.forecast.product == "LOWERREG" and reply.forecast.request_id == "req-t-ok"
-    assert stack.depth(stack.urls.forecast_requests) == 0
+    assert await stack.drained(stack.urls.forecast_requests) == 0
 
 
 async def test_poison_message_is_dead_lettered(stack: Stack) -> None:
@@ -432,7 +440,7 @@ async def test_poison_message_is_dead_lettered(stack: Stack) -> None:
     assert attributes["ErrorMessage"].startswith("invalid_message: ")
     assert attributes["SourceQueue"] == stack.urls.forecast_requests
     assert attributes["ReceiveCount"] == "1"
-    assert stack.depth(stack.urls.forecast_requests) == 0
+    assert await stack.drained(stack.urls.forecast_requests) == 0
     assert stack.depth(stack.urls.results) == 0
 
 
@@ -448,7 +456,7 @@ async def test_invalid_request_is_dead_lettered_with_error_reply(stack: Stack) -
     assert letter["MessageAttributes"]["ErrorCode"]["StringValue"] == "invalid_request"
     assert decode_task(letter["Body"]).task_id == "t-bad"
     assert handler.calls == 1
-    assert stack.depth(stack.urls.forecast_requests) == 0
+    assert await stack.drained(stack.urls.forecast_requests) == 0
 
 
 async def test_unknown_algorithm_fails_fast(stack: Stack) -> None:
@@ -470,7 +478,7 @@ async def test_transient_failure_is_retried_by_visibility_timeout(stack: Stack) 
     assert reply.WhichOneof("result") == "forecast" and reply.task_id == "t-flaky"
     assert handler.calls == 2
     assert stack.depth(stack.urls.dead_letters) == 0
-    assert stack.depth(stack.urls.forecast_requests) == 0
+    assert await stack.drained(stack.urls.forecast_requests) == 0
 
 
 async def test_persistent_failure_is_dead_lettered_after_max_receives(stack: Stack) -> None:
@@ -485,7 +493,7 @@ async def test_persistent_failure_is_dead_lettered_after_max_receives(stack: Sta
     attributes = {k: v["StringValue"] for k, v in letter["MessageAttributes"].items()}
     assert attributes["ErrorCode"] == "handler_failed" and attributes["ReceiveCount"] == "2"
     assert handler.calls == stack.settings.stack.max_receive_count == 2
-    assert stack.depth(stack.urls.forecast_requests) == 0
+    assert await stack.drained(stack.urls.forecast_requests) == 0
 
 
 async def test_duplicate_task_runs_the_handler_once(stack: Stack) -> None:
@@ -720,7 +728,7 @@ async def test_a_batch_of_tasks_is_answered_and_settled_with_batch_calls(stack: 
     [letter] = await stack.receive(stack.urls.dead_letters, 1)
     assert letter["Body"] == "garbage in a batch"
     assert handler.calls == 5
-    assert stack.depth(stack.urls.forecast_requests) == 0
+    assert await stack.drained(stack.urls.forecast_requests) == 0
 
 
 async def test_a_batchs_replies_leave_as_they_are_ready(stack: Stack) -> None:
@@ -748,11 +756,75 @@ async def test_a_batchs_replies_leave_as_they_are_ready(stack: Stack) -> None:
     [late] = await stack.receive(stack.urls.results, 1)
     replies = [decode_reply(message["Body"]).task_id for message in (*early, late)]
     assert sorted(replies) == sorted(task_ids)
-    for _ in range(int(PATIENCE_S * 10)):
-        if stack.depth(stack.urls.forecast_requests) == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert stack.depth(stack.urls.forecast_requests) == 0
+    assert await stack.drained(stack.urls.forecast_requests) == 0
+
+
+def _count_deletes(client: Any, queue_url: str) -> dict[str, int]:
+    """Count ``client``'s DeleteMessage and DeleteMessageBatch calls on ``queue_url`` (botocore's own event hook,
+    the calls still go to the endpoint)."""
+    counts = {"DeleteMessage": 0, "DeleteMessageBatch": 0}
+
+    def counted(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if params.get("QueueUrl") == queue_url and model.name in counts:
+            counts[model.name] += 1
+
+    client.meta.events.register("provide-client-params.sqs.*", counted)
+    return counts
+
+
+async def test_lone_messages_are_deleted_together_off_the_loop(stack: Stack) -> None:
+    """Messages received one at a time (a portfolio's plans arriving as their forecasts do) are each answered,
+    then deleted with DeleteMessageBatch calls (DeferredDeletes), never one DeleteMessage per message."""
+    counts = _count_deletes(stack.sqs, stack.urls.forecast_requests)
+    task_ids = [f"t-lone-{index}" for index in range(4)]
+    for index, task_id in enumerate(task_ids):
+        send_task(stack.sqs, stack.urls, _forecast_task(task_id, product=f"P{index}"))
+    stack.start_pool(echo_forecast, max_messages=1)
+    replies = await stack.receive(stack.urls.results, len(task_ids))
+    assert sorted(decode_reply(message["Body"]).task_id for message in replies) == sorted(task_ids)
+    assert await stack.drained(stack.urls.forecast_requests) == 0
+    assert counts["DeleteMessage"] == 0
+    assert 1 <= counts["DeleteMessageBatch"] <= len(task_ids)
+
+
+async def test_deferred_deletes_wait_for_company_then_go_in_one_call(stack: Stack) -> None:
+    """Handles wait (invisible messages stay on the queue) until ten are waiting or the wait is over or they are
+    flushed; then they go out ten to a call, and the messages are gone."""
+    queue = stack.urls.forecast_requests
+    counts = _count_deletes(stack.sqs, queue)
+    for index in range(13):
+        send_task(stack.sqs, stack.urls, _forecast_task(f"t-deferred-{index}"))
+    received: list[dict[str, Any]] = []
+    while len(received) < 13:
+        response = await asyncio.to_thread(stack.sqs.receive_message, QueueUrl=queue, MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=1, VisibilityTimeout=60)
+        received += response.get("Messages", [])
+    deletes = DeferredDeletes(stack.sqs, queue, max_wait_s=60.0)
+    deletes.bind(asyncio.get_running_loop())
+    for message in received[:3]:
+        deletes.add(message["ReceiptHandle"])
+    await asyncio.sleep(0.3)
+    assert deletes.waiting() == 3 and counts["DeleteMessageBatch"] == 0
+    assert stack.depth(queue) == 13  # received, not deleted: still on the queue, invisible
+    for message in received[3:]:
+        deletes.add(message["ReceiptHandle"])
+    await asyncio.sleep(0.05)
+    assert deletes.waiting() == 3  # ten went out at once, without waiting
+    await deletes.flush()
+    assert deletes.waiting() == 0 and counts == {"DeleteMessage": 0, "DeleteMessageBatch": 2}
+    assert stack.depth(queue) == 0
+
+
+async def test_deferred_deletes_go_when_the_oldest_has_waited(stack: Stack) -> None:
+    queue = stack.urls.forecast_requests
+    send_task(stack.sqs, stack.urls, _forecast_task("t-deferred-alone"))
+    response = await asyncio.to_thread(stack.sqs.receive_message, QueueUrl=queue, WaitTimeSeconds=1,
+                                       VisibilityTimeout=60)
+    deletes = DeferredDeletes(stack.sqs, queue, max_wait_s=0.2)
+    deletes.bind(asyncio.get_running_loop())
+    deletes.add(response["Messages"][0]["ReceiptHandle"])
+    assert await stack.drained(queue) == 0
+    assert deletes.waiting() == 0
 
 
 def test_batch_sends_are_chunked_by_entries_and_bytes() -> None:

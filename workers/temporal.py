@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 
 from activities.cycle import CycleActivities
 from activities.distribution import DistributionActivities
-from activities.operator import OperatorActivities, schedule_trigger
+from activities.operator import OperatorActivities, operator_signal, schedule_trigger
 from archive import Archive, open_archive
 from models.connections import Connections
 from pools.result_relay import run_result_relay
@@ -47,10 +47,14 @@ async def run_temporal_worker(settings: Settings, stop: asyncio.Event) -> None:
         raise RuntimeError("the Temporal worker needs DATABASE_URL (the stack sets it for its children)")
     connections = Connections(settings.database_url)
     await connections.open_pool()  # the cycles' stages reuse connections instead of opening three per cycle
+    activities: CycleActivities | None = None
     try:
-        activities = CycleActivities(settings, archive, sqs, queues, connections=connections)
+        activities = CycleActivities(settings, archive, sqs, queues, connections=connections,
+                                     tell_operator=operator_signal(client))
         await _serve(settings, settings.database_url, client, archive, sqs, activities, stop)
     finally:
+        if activities is not None:
+            await activities.channels.close()
         await connections.close()
     logger.info("temporal worker stopped")
 

@@ -54,11 +54,11 @@ with workflow.unsafe.imports_passed_through():
         RecordInput,
         StageFact,
         SubmitInput,
+        cycle_view,
     )
     from activities.operator_facts import CYCLE_RECORDED_SIGNAL, operator_workflow_id
     from algorithms.common.replay_clock import cycle_market_time, cycle_timeline, market_now
     from algorithms.market.console import (
-        CycleOutcomeView,
         CycleView,
         cycle_details_markdown,
         cycle_line,
@@ -98,6 +98,11 @@ LOCAL_STAGES_PATCH = "cycle-local-stages"
 # timer, a signal, an activity through the server) and when it ends, instead of one upsert per change (about
 # twenty commands per cycle). The memo and search attributes a cycle ends with are the same.
 UPSERTS_TOGETHER_PATCH = "cycle-upserts-together"
+# workflow.patched id of the operator told by the record stage: the record activity signals the unit's UnitOperator
+# workflow (``cycle_recorded``, the cycle's line) through the worker's Temporal client once it has the outcome,
+# instead of the cycle signalling it and waiting for the server to deliver the signal — which took a second
+# workflow task per cycle (the signal's result), five events of 27. The operator's page gets the same line.
+OPERATOR_TOLD_BY_RECORD_PATCH = "cycle-operator-told-by-record"
 
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
@@ -461,12 +466,16 @@ class AutobidderCycle:
             self._not_submitted = next((f.summary for f in self._facts if f.stage == "fetch"), "bidding paused")
         elif failure:
             self._not_submitted = f"the cycle failed: {failure}"
+        told_by_record = workflow.patched(OPERATOR_TOLD_BY_RECORD_PATCH)
         outcome: OutcomeRecorded = await self._stage_activity(
             "record_outcome",
             RecordInput(cycle_id=cycle_id, unit_id=cycle.unit_id, region=cycle.region,
                         dispatch_interval=_iso(dispatch_interval), status=status, bid_id=bid_id,
                         failure=failure, started_at=started_utc.isoformat(), facts=tuple(self._facts),
-                        manual_rebid_reason=manual_rebid_reason, plan_key=self._plan_key),
+                        manual_rebid_reason=manual_rebid_reason, plan_key=self._plan_key,
+                        tell_operator=told_by_record,
+                        decision_time=_iso(self._decision_time) if told_by_record and self._decision_time else None,
+                        not_submitted_reason=self._not_submitted if told_by_record else None),
             result_type=OutcomeRecorded,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=QUICK_RETRY,
@@ -493,8 +502,9 @@ class AutobidderCycle:
         self._show(view)
         if workflow.patched(TELL_OPERATOR_PATCH):
             self._upsert_memo({"console": _memo(view, outcome)})
-            self._flush()
-            await self._tell_operator(cycle.unit_id, view)
+            if not told_by_record:  # the record stage told it otherwise (OPERATOR_TOLD_BY_RECORD_PATCH)
+                self._flush()
+                await self._tell_operator(cycle.unit_id, view)
         elif outcome.cleared:  # cycles recorded before the console: their memo held the outcome only
             self._upsert_memo({"outcome": {
                 "gen_mw": outcome.gen_mw, "load_mw": outcome.load_mw, "price": outcome.price,
@@ -547,24 +557,13 @@ class AutobidderCycle:
             self._show(self._view(stage))
 
     def _view(self, status: str, outcome: OutcomeRecorded | None = None) -> CycleView:
-        """What the cycle's page shows now (pure data; rendered by algorithms/market/console.py)."""
+        """What the cycle's page shows now (pure data: :func:`~activities.cycle_facts.cycle_view`, rendered by
+        algorithms/market/console.py)."""
         assert self._dispatch_interval is not None
-        cleared = outcome is not None and outcome.cleared
-        return CycleView(
-            unit_id=self._unit_id, region=self._region,
-            dispatch_interval=datetime.fromisoformat(self._dispatch_interval), status=status,
-            started_wall_clock=self._started_utc, decision_market_time=self._decision_time,
-            bid_id=(outcome.bid_id if outcome is not None and outcome.bid_id else self._bid_id),
-            bid_bands=outcome.bid_bands if outcome is not None else (),
-            plan_intent=outcome.plan_intent if outcome is not None else "",
-            outcome=CycleOutcomeView(
-                gen_mw=outcome.gen_mw, load_mw=outcome.load_mw, price=outcome.price,
-                energy_revenue_dollars=outcome.energy_revenue_dollars,
-                fcas_revenue_dollars=outcome.fcas_revenue_dollars, state_of_charge_mwh=outcome.state_of_charge_mwh,
-                revenue_counted=outcome.revenue_counted, counted_by_cycle=outcome.counted_by_cycle,
-                dispatch_flags=outcome.dispatch_flags)
-            if outcome is not None and cleared else None,
-            not_submitted_reason=self._not_submitted)
+        return cycle_view(unit_id=self._unit_id, region=self._region,
+                          dispatch_interval=datetime.fromisoformat(self._dispatch_interval), status=status,
+                          started_wall_clock=self._started_utc, decision_market_time=self._decision_time,
+                          bid_id=self._bid_id, not_submitted_reason=self._not_submitted, outcome=outcome)
 
     @staticmethod
     def _show(view: CycleView) -> None:
