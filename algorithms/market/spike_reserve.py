@@ -27,6 +27,20 @@ direction off the planning price by κ × half the forecast band
 unset its ``KAPPA_V1``). The versions differ in the plan under the floor only
 (:data:`BASE_PLAN_BY_VERSION`); with no spike in the upper tail v2's plan is ``lp-uncertainty-spread`` v1's,
 bit for bit.
+
+Version 3 (:func:`run_optimisation_v3`, served next to v1) is v1 (the same reserve under ``lp-energy-fcas`` v1's
+plan) plus its mirror for prices far below zero: a *room* the plan must leave empty. A plan on one price path
+cannot time the floor-price intervals of a midday with too much solar (SA1 falls to −$500/MWh and below) any more
+than it can time a price spike, so it fills the battery at the first cheap prices it sees and is full when the
+deep negative prices come. The bid offers every MW of charge the plan does not use on the negative LOAD bands
+(``[bidding]``, −$100/MWh and below): room left empty earns those intervals whether or not they were forecast.
+The plan may not fill the battery above a ceiling (MWh): the battery's own maximum less a room that grows with
+the share of horizon intervals whose *lowest* forecast quantile (P05 by default) is at or below
+``price_per_mwh`` of :data:`ROOM_POLICY_V3` (−$100/MWh), full (30 % of the storage) once a tenth of the horizon
+is (:func:`spike_room_mwh`). The ceiling is never below the energy held now (a plan never has to discharge into
+it at once) nor below the terminal target (:func:`room_ceiling_fraction`), so with the floor (never above
+either) it never makes a feasible plan infeasible. With no deep negative price in the lower tail v3's plan is
+v1's, bit for bit.
 """
 
 from __future__ import annotations
@@ -69,9 +83,36 @@ class SpikeReservePolicy:
             raise InvalidRequestError(f"max_reserve_fraction must be in [0, 1), got {self.max_reserve_fraction}")
 
 
+@dataclass(frozen=True)
+class SpikeRoomPolicy:
+    """How large the room kept for prices far below zero is (``lp-spike-reserve`` v3).
+
+    ``price_per_mwh`` ($/MWh): an interval is *deeply negative* when the forecast's lowest quantile is at or
+    below it. ``full_room_share`` (0..1]: the share of such horizon intervals at which the room is full.
+    ``max_room_fraction`` (0..1): the full room as a fraction of the registered storage (MWh / MWh).
+    """
+
+    price_per_mwh: float
+    full_room_share: float
+    max_room_fraction: float
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.price_per_mwh):
+            raise InvalidRequestError(f"price_per_mwh must be finite, got {self.price_per_mwh}")
+        if not 0 < self.full_room_share <= 1:
+            raise InvalidRequestError(f"full_room_share must be in (0, 1], got {self.full_room_share}")
+        if not 0 <= self.max_room_fraction < 1:
+            raise InvalidRequestError(f"max_room_fraction must be in [0, 1), got {self.max_room_fraction}")
+
+
 # v1: spiky = P95 at or above the first spike GEN band ($300/MWh); a full reserve of 30 % of the storage
 # (58 MWh of the reference battery: 150 MW for about 23 minutes) once a tenth of the horizon is spiky.
 POLICY_V1 = SpikeReservePolicy(spike_price_per_mwh=300.0, full_reserve_share=0.1, max_reserve_fraction=0.3)
+
+
+# v3: deeply negative = P05 at or below the −$100/MWh LOAD band; a full room of 30 % of the storage (the mirror of
+# POLICY_V1) once a tenth of the horizon is.
+ROOM_POLICY_V3 = SpikeRoomPolicy(price_per_mwh=-100.0, full_room_share=0.1, max_room_fraction=0.3)
 
 
 def spiky_share(energy_forecast: PriceForecast, spike_price_per_mwh: float) -> float:
@@ -91,6 +132,37 @@ def spike_reserve_mwh(energy_forecast: PriceForecast, policy: SpikeReservePolicy
         raise InvalidRequestError(f"energy_mwh must be non-negative, got {energy_mwh}")
     share = spiky_share(energy_forecast, policy.spike_price_per_mwh)
     return float(policy.max_reserve_fraction * energy_mwh * min(1.0, share / policy.full_reserve_share))
+
+
+def deeply_negative_share(energy_forecast: PriceForecast, price_per_mwh: float) -> float:
+    """The share (0..1) of the forecast's intervals whose lowest quantile ($/MWh) is at most ``price_per_mwh``;
+    0 for an empty forecast."""
+    if energy_forecast.horizon_intervals == 0:
+        return 0.0
+    lowest = quantile_at(energy_forecast, float(energy_forecast.quantiles[0]))
+    return float(np.mean(lowest <= price_per_mwh))
+
+
+def spike_room_mwh(energy_forecast: PriceForecast, policy: SpikeRoomPolicy, energy_mwh: float) -> float:
+    """The storage (MWh) to keep empty for deeply negative prices the plan cannot time: ``max_room_fraction ×
+    energy_mwh`` (the registered storage, MWh) scaled by the forecast's deeply negative share over
+    ``full_room_share`` (capped at 1). 0 when no interval's lowest quantile reaches ``price_per_mwh``."""
+    if not energy_mwh >= 0:
+        raise InvalidRequestError(f"energy_mwh must be non-negative, got {energy_mwh}")
+    share = deeply_negative_share(energy_forecast, policy.price_per_mwh)
+    return float(policy.max_room_fraction * energy_mwh * min(1.0, share / policy.full_room_share))
+
+
+def room_ceiling_fraction(room_mwh: float, battery: common_pb2.BatterySpec, initial_soc_mwh: float,
+                          terminal_soc_mwh: float) -> float:
+    """The plan's maximum SoC as a fraction of storage: the battery's own maximum lowered by the room (MWh),
+    but never below the energy held now (``initial_soc_mwh``) nor the terminal target (``terminal_soc_mwh``,
+    MWh) nor the battery's own minimum, so the lowered ceiling never makes a feasible plan infeasible."""
+    if battery.energy_mwh <= 0:
+        raise InvalidRequestError(f"battery energy_mwh must be positive, got {battery.energy_mwh}")
+    own_max = battery.energy_mwh * battery.soc_max_fraction
+    ceiling = max(own_max - room_mwh, initial_soc_mwh, terminal_soc_mwh)
+    return min(battery.soc_max_fraction, max(battery.soc_min_fraction, ceiling / battery.energy_mwh))
 
 
 def reserve_floor_fraction(reserve_mwh: float, battery: common_pb2.BatterySpec, initial_soc_mwh: float,
@@ -114,20 +186,24 @@ class BasePlan:
     solve: Callable[[worker_pb2.OptimisationRequest], worker_pb2.OptimisationResult]
 
 
-# The one difference between the versions: the plan under the floor. v1: lp-energy-fcas v1; v2:
-# lp-uncertainty-spread v1 (the energy haircut of κ × half the band).
+# The plan under the floor. v1 and v3: lp-energy-fcas v1; v2: lp-uncertainty-spread v1 (the energy haircut of
+# κ × half the band).
 BASE_PLAN_BY_VERSION: dict[str, BasePlan] = {
     "1": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
     "2": BasePlan(uncertainty_spread.ALGORITHM, uncertainty_spread.run_optimisation),
+    "3": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
 }
 
 
 def reserve_request(request: worker_pb2.OptimisationRequest, policy: SpikeReservePolicy,
-                    base: common_pb2.AlgorithmRef) -> worker_pb2.OptimisationRequest:
+                    base: common_pb2.AlgorithmRef,
+                    room_policy: SpikeRoomPolicy | None = None) -> worker_pb2.OptimisationRequest:
     """A copy of ``request`` naming the ``base`` optimiser, its battery's minimum SoC (fraction of storage)
     raised to the spike reserve (:func:`spike_reserve_mwh`, :func:`reserve_floor_fraction`) when the one OK
-    ENERGY forecast's upper tail reaches the spike price ($/MWh); otherwise the request unchanged but for
-    the algorithm. The request is not modified. InvalidRequestError when it has no battery."""
+    ENERGY forecast's upper tail reaches the spike price ($/MWh) and, with a ``room_policy``, its maximum SoC
+    lowered by the room (:func:`spike_room_mwh`, :func:`room_ceiling_fraction`) when the lower tail reaches
+    the policy's price; otherwise the request unchanged but for the algorithm. The request is not modified.
+    InvalidRequestError when it has no battery."""
     if not request.HasField("battery"):
         raise InvalidRequestError("battery is not set")
     energy = [f for f in request.forecasts if f.product == ENERGY]
@@ -135,11 +211,16 @@ def reserve_request(request: worker_pb2.OptimisationRequest, policy: SpikeReserv
     inner.CopyFrom(request)
     inner.algorithm.CopyFrom(base)
     if len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK and energy[0].horizon_intervals > 0:
-        reserve = spike_reserve_mwh(forecast_from_result(energy[0]), policy, request.battery.energy_mwh)
+        forecast = forecast_from_result(energy[0])
+        reserve = spike_reserve_mwh(forecast, policy, request.battery.energy_mwh)
         if reserve > 0:
             inner.battery.soc_min_fraction = reserve_floor_fraction(
                 reserve, request.battery, request.initial_state_of_charge_mwh,
                 request.terminal_state_of_charge_mwh)
+        room = 0.0 if room_policy is None else spike_room_mwh(forecast, room_policy, request.battery.energy_mwh)
+        if room > 0:
+            inner.battery.soc_max_fraction = max(inner.battery.soc_min_fraction, room_ceiling_fraction(
+                room, request.battery, request.initial_state_of_charge_mwh, request.terminal_state_of_charge_mwh))
     return inner
 
 
@@ -159,14 +240,24 @@ def run_optimisation_v2(request: worker_pb2.OptimisationRequest,
     return _run_version(request, "2", policy)
 
 
+def run_optimisation_v3(request: worker_pb2.OptimisationRequest,
+                        policy: SpikeReservePolicy = POLICY_V1,
+                        room_policy: SpikeRoomPolicy = ROOM_POLICY_V3) -> worker_pb2.OptimisationResult:
+    """Adapter of v3: as :func:`run_optimisation` (v1's reserve under ``lp-energy-fcas`` v1's plan) with the room
+    for deeply negative prices (``room_policy``, MWh kept empty below the battery's maximum; see the module
+    docstring). Raises InvalidRequestError for malformed requests."""
+    return _run_version(request, "3", policy, room_policy)
+
+
 def _run_version(request: worker_pb2.OptimisationRequest, version: str,
-                 policy: SpikeReservePolicy) -> worker_pb2.OptimisationResult:
+                 policy: SpikeReservePolicy,
+                 room_policy: SpikeRoomPolicy | None = None) -> worker_pb2.OptimisationResult:
     if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, version):
         raise InvalidRequestError(
             f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{version}")
     base = BASE_PLAN_BY_VERSION[version]
     # Anything malformed (no ENERGY forecast, two of them, wrong lengths) is refused by the base's adapter.
-    result = base.solve(reserve_request(request, policy, base.algorithm))
+    result = base.solve(reserve_request(request, policy, base.algorithm, room_policy))
     result.algorithm.CopyFrom(request.algorithm if request.algorithm.name
                               else common_pb2.AlgorithmRef(name=NAME, version=version))
     return result
