@@ -25,9 +25,9 @@ from settings import Settings
 from vpp.v1 import common_pb2, worker_pb2
 
 FIRST = datetime(2022, 1, 20, 4, 5)
-# lp-spike-reserve v3's plan on deep_negative_forecast(): revenue at the planning price ($) and highest SoC (MWh:
+# lp-spike-reserve v3's plan on deep_negative_forecast(): revenue at the planning price ($) and highest SoC (MWh) over the deep intervals (
 # the reference battery's 184.3 MWh maximum less the full room of 30 % of its 194 MWh).
-GOLDEN_V3_OBJECTIVE_DOLLARS = 18_331.904
+GOLDEN_V3_OBJECTIVE_DOLLARS = 23_686.304
 GOLDEN_V3_MAX_SOC_MWH = 126.1
 
 
@@ -316,18 +316,73 @@ def test_room_grows_with_the_deeply_negative_share_up_to_the_maximum() -> None:
         spike_reserve.SpikeRoomPolicy(price_per_mwh=float("nan"), full_room_share=0.1, max_room_fraction=0.3)
 
 
-def test_ceiling_never_below_the_energy_held_the_terminal_target_or_the_own_minimum(settings: Settings) -> None:
+def test_fastest_discharge_follows_power_ramp_and_the_own_minimum(settings: Settings) -> None:
     battery = battery_spec_from_settings(settings.battery)
-    energy = battery.energy_mwh
-    own_max = battery.soc_max_fraction
-    ceiling = spike_reserve.room_ceiling_fraction
-    assert ceiling(58.2, battery, 0.3 * energy, 0.5 * energy) == pytest.approx(own_max - 58.2 / energy)
-    # Holding more than the ceiling: the ceiling is where the battery is now, the plan is never forced to discharge.
-    assert ceiling(58.2, battery, 0.9 * energy, 0.5 * energy) == pytest.approx(0.9)
-    # The terminal target holds it up; no room leaves the battery's own maximum; never below its own minimum.
-    assert ceiling(150.0, battery, 0.1 * energy, 0.6 * energy) == pytest.approx(0.6)
-    assert ceiling(0.0, battery, 0.3 * energy, 0.5 * energy) == pytest.approx(own_max)
-    assert ceiling(1_000.0, battery, 0.0, 0.0) == pytest.approx(battery.soc_min_fraction)
+    hours = optimise.NEM_INTERVAL_HOURS
+    soc = spike_reserve.fastest_discharge_soc_mwh(battery, 150.0, 0.0, 12, hours)
+    step = battery.power_mw * hours / battery.discharge_efficiency
+    assert soc[0] == pytest.approx(150.0 - step)
+    assert soc[-1] == pytest.approx(battery.energy_mwh * battery.soc_min_fraction)
+    slow = common_pb2.BatterySpec()
+    slow.CopyFrom(battery)
+    slow.ramp_rate_mw_per_min = 3.0   # 15 MW more discharge each interval, starting from 30 MW of charge
+    soc = spike_reserve.fastest_discharge_soc_mwh(slow, 100.0, -30.0, 3, hours)
+    expected = 100.0 + np.cumsum([15.0 * hours * slow.charge_efficiency, 0.0, -15.0 * hours / slow.discharge_efficiency])
+    assert soc == pytest.approx(expected)
+
+
+def test_ceiling_covers_the_deep_intervals_and_the_one_before_within_reach(settings: Settings) -> None:
+    battery = battery_spec_from_settings(settings.battery)
+    own_max = battery.energy_mwh * battery.soc_max_fraction
+    room = 0.3 * battery.energy_mwh
+    mid = np.full(48, 20.0)
+    low = np.full(48, -20.0)
+    low[30:40] = -300.0   # deep over intervals 30–39 (more than a tenth of the horizon: the full room)
+    forecast = energy_forecast(low, mid, mid + 50)
+    ceiling = spike_reserve.room_ceiling_mwh(forecast, spike_reserve.ROOM_POLICY_V3, battery, 0.5 * own_max, 0.0,
+                                             0.3 * own_max, optimise.NEM_INTERVAL_HOURS)
+    assert ceiling is not None
+    assert ceiling[29:40] == pytest.approx(own_max - room)
+    assert ceiling[:29] == pytest.approx(own_max) and ceiling[40:] == pytest.approx(own_max)
+    # Starting full with deep prices two intervals ahead: the ceiling is what discharging at full power reaches.
+    low = np.full(48, -20.0)
+    low[2:10] = -300.0
+    ceiling = spike_reserve.room_ceiling_mwh(energy_forecast(low, mid, mid + 50), spike_reserve.ROOM_POLICY_V3,
+                                             battery, own_max, 0.0, 0.3 * own_max, optimise.NEM_INTERVAL_HOURS)
+    reach = spike_reserve.fastest_discharge_soc_mwh(battery, own_max, 0.0, 48, optimise.NEM_INTERVAL_HOURS)
+    assert ceiling is not None
+    assert ceiling[1] == pytest.approx(max(reach[1], own_max - room))
+    assert ceiling[9] == pytest.approx(own_max - room)
+    # The terminal target holds it up; no deep interval: no ceiling.
+    ceiling = spike_reserve.room_ceiling_mwh(forecast, spike_reserve.ROOM_POLICY_V3, battery, 0.5 * own_max, 0.0,
+                                             own_max - 10.0, optimise.NEM_INTERVAL_HOURS)
+    assert ceiling is not None and ceiling.min() == pytest.approx(own_max - 10.0)
+    assert spike_reserve.room_ceiling_mwh(energy_forecast(np.full(48, -99.0), mid, mid + 50),
+                                          spike_reserve.ROOM_POLICY_V3, battery, own_max, 0.0, 0.3 * own_max,
+                                          optimise.NEM_INTERVAL_HOURS) is None
+
+
+def test_v3_makes_room_ahead_of_deeply_negative_prices_when_full(settings: Settings) -> None:
+    # A full battery; median $50/MWh for 40 intervals, $80/MWh over the next 20, $150/MWh after; P05 $40 below the
+    # median but -$150/MWh over intervals 40–59, P95 $100 above it. The planning prices (Pearson–Tukey: about $61,
+    # $56 and $161/MWh) leave no round trip worth its losses before the $161, so v1 (no spike in the upper tail:
+    # the plain LP) holds its energy; v3 sells 30 % of the storage before the deep intervals to make room.
+    mid = np.full(96, 50.0)
+    mid[40:60] = 80.0
+    mid[60:] = 150.0
+    low = mid - 40.0
+    low[40:60] = -150.0
+    forecast = forecast_result(low, mid, mid + 100.0)
+    battery = battery_spec_from_settings(settings.battery)
+    own_max = battery.energy_mwh * battery.soc_max_fraction
+    v1_request = request_v3(settings, forecast, initial_fraction=battery.soc_max_fraction)
+    v1_request.algorithm.CopyFrom(spike_reserve.ALGORITHM)
+    v1 = spike_reserve.run_optimisation(v1_request)
+    v3 = spike_reserve.run_optimisation_v3(request_v3(settings, forecast, initial_fraction=battery.soc_max_fraction))
+    assert v1.status == v3.status == worker_pb2.RESULT_STATUS_OPTIMAL
+    assert min(v1.state_of_charge_mwh[:40]) > own_max - 1.0
+    assert max(v3.state_of_charge_mwh[39:60]) <= own_max - 0.3 * battery.energy_mwh + 1e-6
+    assert sum(v3.gen_mw[:40]) > 0.0
 
 
 def test_v3_keeps_room_when_the_lower_tail_shows_deeply_negative_prices(settings: Settings) -> None:
@@ -342,14 +397,14 @@ def test_v3_keeps_room_when_the_lower_tail_shows_deeply_negative_prices(settings
     assert v1.status == v3.status == worker_pb2.RESULT_STATUS_OPTIMAL
     battery = battery_spec_from_settings(settings.battery)
     ceiling = battery.energy_mwh * battery.soc_max_fraction - 0.3 * battery.energy_mwh
-    assert max(v1.state_of_charge_mwh) > ceiling + 10.0
-    assert max(v3.state_of_charge_mwh) <= ceiling + 1e-6
+    assert max(v1.state_of_charge_mwh[39:60]) > ceiling + 10.0
+    assert max(v3.state_of_charge_mwh[39:60]) <= ceiling + 1e-6
     assert v3.algorithm == common_pb2.AlgorithmRef(name=spike_reserve.NAME, version="3")
     assert v3.objective_dollars < v1.objective_dollars
     # Golden figures of this plan (HiGHS, the one LP formulation): its revenue at the planning price ($) and
-    # its highest SoC (MWh).
+    # its highest SoC (MWh) over the deep intervals.
     assert v3.objective_dollars == pytest.approx(GOLDEN_V3_OBJECTIVE_DOLLARS, abs=0.01)
-    assert max(v3.state_of_charge_mwh) == pytest.approx(GOLDEN_V3_MAX_SOC_MWH, abs=1e-6)
+    assert max(v3.state_of_charge_mwh[39:60]) == pytest.approx(GOLDEN_V3_MAX_SOC_MWH, abs=1e-6)
 
 
 def test_v3_without_deeply_negative_prices_in_the_tail_is_v1_bit_for_bit(settings: Settings) -> None:
@@ -377,7 +432,9 @@ def test_v3_is_served_next_to_v1_and_each_refuses_the_others_request(settings: S
     request = request_v3(settings, forecast)
     before = worker_pb2.OptimisationRequest()
     before.CopyFrom(request)
-    inner = spike_reserve.reserve_request(request, POLICY_V1, optimise.ALGORITHM, spike_reserve.ROOM_POLICY_V3)
+    ceiling = spike_reserve.request_room_ceiling_mwh(request, spike_reserve.ROOM_POLICY_V3)
     assert request == before
-    assert inner.battery.soc_max_fraction < request.battery.soc_max_fraction
-    assert inner.battery.soc_min_fraction == request.battery.soc_min_fraction
+    assert ceiling is not None and len(ceiling) == request.horizon_intervals
+    request.ClearField("battery")
+    with pytest.raises(InvalidRequestError, match="battery is not set"):
+        spike_reserve.request_room_ceiling_mwh(request, spike_reserve.ROOM_POLICY_V3)

@@ -29,18 +29,20 @@ unset its ``KAPPA_V1``). The versions differ in the plan under the floor only
 bit for bit.
 
 Version 3 (:func:`run_optimisation_v3`, served next to v1) is v1 (the same reserve under ``lp-energy-fcas`` v1's
-plan) plus its mirror for prices far below zero: a *room* the plan must leave empty. A plan on one price path
-cannot time the floor-price intervals of a midday with too much solar (SA1 falls to −$500/MWh and below) any more
-than it can time a price spike, so it fills the battery at the first cheap prices it sees and is full when the
-deep negative prices come. The bid offers every MW of charge the plan does not use on the negative LOAD bands
-(``[bidding]``, −$100/MWh and below): room left empty earns those intervals whether or not they were forecast.
-The plan may not fill the battery above a ceiling (MWh): the battery's own maximum less a room that grows with
-the share of horizon intervals whose *lowest* forecast quantile (P05 by default) is at or below
-``price_per_mwh`` of :data:`ROOM_POLICY_V3` (−$100/MWh), full (30 % of the storage) once a tenth of the horizon
-is (:func:`spike_room_mwh`). The ceiling is never below the energy held now (a plan never has to discharge into
-it at once) nor below the terminal target (:func:`room_ceiling_fraction`), so with the floor (never above
-either) it never makes a feasible plan infeasible. With no deep negative price in the lower tail v3's plan is
-v1's, bit for bit.
+plan) plus its mirror for prices far below zero: a *room* the plan must have empty when they may come. A plan on
+one price path cannot time the floor-price intervals of a midday with too much solar (SA1 falls to −$500/MWh and
+below) any more than it can time a price spike, so it fills the battery at the first cheap prices it sees and is
+full when the deep negative prices come. The bid offers every MW of charge the plan does not use on the negative
+LOAD bands (``[bidding]``, −$100/MWh and below): room left empty earns those intervals whether or not they were
+forecast. The room grows with the share of horizon intervals whose *lowest* forecast quantile (P05 by default)
+is at or below ``price_per_mwh`` of :data:`ROOM_POLICY_V3` (−$100/MWh), full (30 % of the storage) once a tenth
+of the horizon is (:func:`spike_room_mwh`). It is a per-interval SoC maximum (:func:`room_ceiling_mwh`): at the end
+of every such interval and of the interval before it, the stored energy may be at most the battery's own maximum
+less the room. Unlike v1's floor it does not stop at the energy held now: the plan makes room ahead of the deep
+negative prices, at the best prices it sees before them. The ceiling is never below what the battery can reach by
+then discharging as fast as it can from now (ramp included), nor below the terminal target, so with the floor
+(never above either) it never makes a feasible plan infeasible. With no deep negative price in the lower tail v3's
+plan is v1's, bit for bit.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.products import ENERGY
@@ -59,6 +62,8 @@ from vpp.v1 import common_pb2, worker_pb2
 NAME = "lp-spike-reserve"
 VERSION = "1"
 ALGORITHM = common_pb2.AlgorithmRef(name=NAME, version=VERSION)
+
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -153,16 +158,48 @@ def spike_room_mwh(energy_forecast: PriceForecast, policy: SpikeRoomPolicy, ener
     return float(policy.max_room_fraction * energy_mwh * min(1.0, share / policy.full_room_share))
 
 
-def room_ceiling_fraction(room_mwh: float, battery: common_pb2.BatterySpec, initial_soc_mwh: float,
-                          terminal_soc_mwh: float) -> float:
-    """The plan's maximum SoC as a fraction of storage: the battery's own maximum lowered by the room (MWh),
-    but never below the energy held now (``initial_soc_mwh``) nor the terminal target (``terminal_soc_mwh``,
-    MWh) nor the battery's own minimum, so the lowered ceiling never makes a feasible plan infeasible."""
+def fastest_discharge_soc_mwh(battery: common_pb2.BatterySpec, initial_soc_mwh: float, initial_net_mw: float,
+                              horizon_intervals: int, interval_hours: float) -> FloatArray:
+    """The least stored energy (MWh) the battery can hold at the end of each of ``horizon_intervals`` intervals
+    (``interval_hours`` long) from ``initial_soc_mwh``: discharging as fast as its power and ramp rate allow from
+    the net output ``initial_net_mw`` (MW, negative = charging) of the interval before, never below its own
+    minimum."""
     if battery.energy_mwh <= 0:
         raise InvalidRequestError(f"battery energy_mwh must be positive, got {battery.energy_mwh}")
+    own_min = battery.energy_mwh * battery.soc_min_fraction
+    step_mw = battery.ramp_rate_mw_per_min * interval_hours * 60.0 if battery.ramp_rate_mw_per_min > 0 else np.inf
+    net = np.minimum(battery.power_mw, max(-battery.power_mw, initial_net_mw)
+                     + step_mw * np.arange(1, horizon_intervals + 1))
+    eta_c = battery.charge_efficiency or 1.0
+    eta_d = battery.discharge_efficiency or 1.0
+    change = np.where(net >= 0, -net * interval_hours / eta_d, -net * interval_hours * eta_c)
+    soc: FloatArray = np.maximum(own_min, initial_soc_mwh + np.cumsum(change))
+    return soc
+
+
+def room_ceiling_mwh(energy_forecast: PriceForecast, policy: SpikeRoomPolicy, battery: common_pb2.BatterySpec,
+                     initial_soc_mwh: float, initial_net_mw: float, terminal_soc_mwh: float,
+                     interval_hours: float) -> FloatArray | None:
+    """The plan's SoC maximum (MWh at the end of each interval of the forecast's horizon), or None when the
+    forecast's lower tail never reaches the policy's price (no room: the battery's own maximum throughout).
+
+    At the end of every interval whose lowest quantile is at most ``policy.price_per_mwh`` ($/MWh), and of the
+    interval before it, the maximum is the battery's own less the room (:func:`spike_room_mwh`); elsewhere the
+    battery's own. Never below what the battery can reach by then (:func:`fastest_discharge_soc_mwh`), the
+    terminal target (``terminal_soc_mwh``, MWh) or the battery's own minimum; never above its own maximum."""
+    room = spike_room_mwh(energy_forecast, policy, battery.energy_mwh)
+    if room <= 0:
+        return None
+    own_min = battery.energy_mwh * battery.soc_min_fraction
     own_max = battery.energy_mwh * battery.soc_max_fraction
-    ceiling = max(own_max - room_mwh, initial_soc_mwh, terminal_soc_mwh)
-    return min(battery.soc_max_fraction, max(battery.soc_min_fraction, ceiling / battery.energy_mwh))
+    deep = quantile_at(energy_forecast, float(energy_forecast.quantiles[0])) <= policy.price_per_mwh
+    before_deep = np.zeros_like(deep)
+    before_deep[:-1] = deep[1:]
+    ceiling = np.where(deep | before_deep, own_max - room, own_max)
+    reachable = fastest_discharge_soc_mwh(battery, initial_soc_mwh, initial_net_mw, len(deep), interval_hours)
+    bounded: FloatArray = np.minimum(own_max, np.maximum.reduce(
+        [ceiling, reachable, np.full(len(deep), terminal_soc_mwh), np.full(len(deep), own_min)]))
+    return bounded
 
 
 def reserve_floor_fraction(reserve_mwh: float, battery: common_pb2.BatterySpec, initial_soc_mwh: float,
@@ -196,14 +233,11 @@ BASE_PLAN_BY_VERSION: dict[str, BasePlan] = {
 
 
 def reserve_request(request: worker_pb2.OptimisationRequest, policy: SpikeReservePolicy,
-                    base: common_pb2.AlgorithmRef,
-                    room_policy: SpikeRoomPolicy | None = None) -> worker_pb2.OptimisationRequest:
+                    base: common_pb2.AlgorithmRef) -> worker_pb2.OptimisationRequest:
     """A copy of ``request`` naming the ``base`` optimiser, its battery's minimum SoC (fraction of storage)
     raised to the spike reserve (:func:`spike_reserve_mwh`, :func:`reserve_floor_fraction`) when the one OK
-    ENERGY forecast's upper tail reaches the spike price ($/MWh) and, with a ``room_policy``, its maximum SoC
-    lowered by the room (:func:`spike_room_mwh`, :func:`room_ceiling_fraction`) when the lower tail reaches
-    the policy's price; otherwise the request unchanged but for the algorithm. The request is not modified.
-    InvalidRequestError when it has no battery."""
+    ENERGY forecast's upper tail reaches the spike price ($/MWh); otherwise the request unchanged but for
+    the algorithm. The request is not modified. InvalidRequestError when it has no battery."""
     if not request.HasField("battery"):
         raise InvalidRequestError("battery is not set")
     energy = [f for f in request.forecasts if f.product == ENERGY]
@@ -211,17 +245,28 @@ def reserve_request(request: worker_pb2.OptimisationRequest, policy: SpikeReserv
     inner.CopyFrom(request)
     inner.algorithm.CopyFrom(base)
     if len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK and energy[0].horizon_intervals > 0:
-        forecast = forecast_from_result(energy[0])
-        reserve = spike_reserve_mwh(forecast, policy, request.battery.energy_mwh)
+        reserve = spike_reserve_mwh(forecast_from_result(energy[0]), policy, request.battery.energy_mwh)
         if reserve > 0:
             inner.battery.soc_min_fraction = reserve_floor_fraction(
                 reserve, request.battery, request.initial_state_of_charge_mwh,
                 request.terminal_state_of_charge_mwh)
-        room = 0.0 if room_policy is None else spike_room_mwh(forecast, room_policy, request.battery.energy_mwh)
-        if room > 0:
-            inner.battery.soc_max_fraction = max(inner.battery.soc_min_fraction, room_ceiling_fraction(
-                room, request.battery, request.initial_state_of_charge_mwh, request.terminal_state_of_charge_mwh))
     return inner
+
+
+def request_room_ceiling_mwh(request: worker_pb2.OptimisationRequest,
+                             room_policy: SpikeRoomPolicy) -> FloatArray | None:
+    """The SoC maximum (MWh per interval of the horizon) of :func:`room_ceiling_mwh` for ``request`` (its battery,
+    SoC, net output, terminal target and one OK ENERGY forecast covering its horizon), or None: no room, or no
+    such forecast (the LP's adapter then refuses what is malformed). InvalidRequestError without a battery."""
+    if not request.HasField("battery"):
+        raise InvalidRequestError("battery is not set")
+    energy = [f for f in request.forecasts if f.product == ENERGY]
+    if not (len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK
+            and energy[0].horizon_intervals == request.horizon_intervals > 0):
+        return None
+    return room_ceiling_mwh(forecast_from_result(energy[0]), room_policy, request.battery,
+                            request.initial_state_of_charge_mwh, request.initial_net_mw,
+                            request.terminal_state_of_charge_mwh, optimise.NEM_INTERVAL_HOURS)
 
 
 def run_optimisation(request: worker_pb2.OptimisationRequest,
@@ -256,8 +301,11 @@ def _run_version(request: worker_pb2.OptimisationRequest, version: str,
         raise InvalidRequestError(
             f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{version}")
     base = BASE_PLAN_BY_VERSION[version]
+    inner = reserve_request(request, policy, base.algorithm)
+    ceiling = None if room_policy is None else request_room_ceiling_mwh(inner, room_policy)
     # Anything malformed (no ENERGY forecast, two of them, wrong lengths) is refused by the base's adapter.
-    result = base.solve(reserve_request(request, policy, base.algorithm, room_policy))
+    result = (base.solve(inner) if ceiling is None
+              else optimise.solve_request(inner, soc_max_mwh_by_interval=ceiling))
     result.algorithm.CopyFrom(request.algorithm if request.algorithm.name
                               else common_pb2.AlgorithmRef(name=NAME, version=version))
     return result
