@@ -25,8 +25,8 @@ from settings import Settings
 from vpp.v1 import common_pb2, worker_pb2
 
 FIRST = datetime(2022, 1, 20, 4, 5)
-# lp-spike-reserve v3's plan on deep_negative_forecast(): revenue at the planning price ($) and highest SoC (MWh) over the deep intervals (
-# the reference battery's 184.3 MWh maximum less the full room of 30 % of its 194 MWh).
+# lp-spike-reserve v3's plan on deep_negative_forecast(): revenue at the planning price ($) and highest SoC over the
+# deep intervals (MWh: the reference battery's 184.3 MWh maximum less the full room of 30 % of its 194 MWh).
 GOLDEN_V3_OBJECTIVE_DOLLARS = 23_686.304
 GOLDEN_V3_MAX_SOC_MWH = 126.1
 
@@ -327,7 +327,8 @@ def test_fastest_discharge_follows_power_ramp_and_the_own_minimum(settings: Sett
     slow.CopyFrom(battery)
     slow.ramp_rate_mw_per_min = 3.0   # 15 MW more discharge each interval, starting from 30 MW of charge
     soc = spike_reserve.fastest_discharge_soc_mwh(slow, 100.0, -30.0, 3, hours)
-    expected = 100.0 + np.cumsum([15.0 * hours * slow.charge_efficiency, 0.0, -15.0 * hours / slow.discharge_efficiency])
+    expected = 100.0 + np.cumsum([15.0 * hours * slow.charge_efficiency, 0.0,
+                                  -15.0 * hours / slow.discharge_efficiency])
     assert soc == pytest.approx(expected)
 
 
