@@ -29,18 +29,18 @@ unset its ``KAPPA_V1``). The versions differ in the plan under the floor only
 bit for bit.
 
 Version 3 (:func:`run_optimisation_v3`, served next to v1) is v1 (the same reserve under ``lp-energy-fcas`` v1's
-plan) plus its mirror for prices far below zero: a *room* the plan must have empty when they may come. A plan on
-one price path cannot time the floor-price intervals of a midday with too much solar (SA1 falls to −$500/MWh and
-below) any more than it can time a price spike, so it fills the battery at the first cheap prices it sees and is
-full when the deep negative prices come. The bid offers the charge the plan does not use as LOAD headroom at
-negative prices (:mod:`algorithms.market.bid_builder`, from the unit's real battery): room left empty earns those
-intervals whether or not they were forecast. The room grows with the share of horizon intervals whose *lowest*
-forecast quantile (P05 by default) is at or below ``price_per_mwh`` of :data:`ROOM_POLICY_V3` (−$100/MWh), full
-(30 % of the storage) once a tenth of the horizon is (:func:`spike_room_mwh`). It is a per-interval SoC maximum (:func:`room_ceiling_mwh`): at the end
-of every such interval and of the interval before it, the stored energy may be at most the battery's own maximum
-less the room. Unlike v1's floor it does not stop at the energy held now: the plan makes room ahead of the deep
-negative prices, at the best prices it sees before them. The ceiling is never below what the battery can reach by
-then discharging as fast as it can from now (ramp included), nor below the terminal target, so with the floor
+plan) plus its mirror for prices far below zero: a *room* the plan must have empty when they may come. A plan on one
+price path cannot time the floor-price intervals of a midday with too much solar (SA1 falls to −$500/MWh and below)
+any more than it can time a price spike, so it fills the battery at the first cheap prices it sees and is full when
+the deep negative prices come. The bid offers the charge the plan does not use as LOAD headroom at negative prices
+(:mod:`algorithms.market.bid_builder`, from the unit's real battery): room left empty earns those intervals whether
+or not they were forecast. The room grows with the share of horizon intervals whose *lowest* forecast quantile (P05
+by default) is at or below ``price_per_mwh`` of :data:`ROOM_POLICY_V3` (−$100/MWh), full (30 % of the storage) once
+a tenth of the horizon is (:func:`spike_room_mwh`). It is a per-interval SoC maximum (:func:`room_ceiling_mwh`): at
+the end of every such interval and of the interval before it, the stored energy may be at most the battery's own
+maximum less the room. Unlike v1's floor it does not stop at the energy held now: the plan makes room ahead of the
+deep negative prices, at the best prices it sees before them. The ceiling is never below what the battery can reach
+by then discharging as fast as it can from now (ramp included), nor below the terminal target, so with the floor
 (never above either) it never makes a feasible plan infeasible. With no deep negative price in the lower tail v3's
 plan is v1's, bit for bit.
 """
