@@ -79,6 +79,7 @@ RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("forecast", "algorithms.market.forecast", "3", "run_forecast_v3"),
     ("optimisation", "algorithms.market.uncertainty_spread", "2", "run_optimisation_v2"),
     ("optimisation", "algorithms.market.spike_reserve", "2", "run_optimisation_v2"),
+    ("optimisation", "algorithms.market.spike_reserve", "3", "run_optimisation_v3"),
 )
 
 

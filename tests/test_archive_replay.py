@@ -44,12 +44,16 @@ from tests.conftest import temporary_database
 from tests.live_stack import live_stack
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
-# `optimiser` is the configured one ([cycle] optimiser_algorithm of settings/default.toml): the live cycles run it.
+# `optimiser` is the configured one ([cycle] optimiser_algorithm of settings/default.toml, at CONFIGURED_VERSION with
+# its adapter CONFIGURED_RUN): the live cycles run it.
 # Decisions 30 s into the intervals ending 17:05 and 17:10 on 15 January 2021: they bid 17:10 and 17:15.
 DECISIONS = (datetime(2021, 1, 15, 17, 0, 30), datetime(2021, 1, 15, 17, 5, 30))
 # A short horizon and history keep each cycle fast.
 HORIZON_INTERVALS = 48
 HISTORY_INTERVALS = 576
+CONFIGURED_VERSION = "3"
+CONFIGURED = common_pb2.AlgorithmRef(name=optimiser.NAME, version=CONFIGURED_VERSION)
+CONFIGURED_RUN = optimiser.run_optimisation_v3
 SCALED_ENERGY_VERSION = "test-energy-x1.5"
 DEGRADATION_VERSION = "test-degradation-50"
 
@@ -101,9 +105,9 @@ def _registry_with_variants() -> HandlerRegistry:
         assert isinstance(request, worker_pb2.OptimisationRequest)
         recorded = worker_pb2.OptimisationRequest()
         recorded.CopyFrom(request)
-        recorded.algorithm.CopyFrom(optimiser.ALGORITHM)
+        recorded.algorithm.CopyFrom(CONFIGURED)
         recorded.degradation_cost_per_mwh = 50.0
-        result = optimiser.run_optimisation(recorded)
+        result = CONFIGURED_RUN(recorded)
         result.algorithm.CopyFrom(request.algorithm)
         return result
 
@@ -167,13 +171,14 @@ def test_replay_with_the_recorded_versions_reproduces_every_result_exactly(live:
     _assert_reproduced(live, report)
     for replay in report.cycles:
         assert replay.forecast_algorithm == f"sarx-quantile v{forecaster.VERSION}"
-        assert replay.optimiser_algorithm == f"{optimiser.NAME} v{optimiser.VERSION}" == "lp-spike-reserve v1"
+        assert replay.optimiser_algorithm == f"{optimiser.NAME} v{CONFIGURED_VERSION}" == "lp-spike-reserve v3"
+        assert live.settings.cycle.optimiser_algorithm_version == CONFIGURED_VERSION
     assert report.forecast_algorithm is None and report.optimiser_algorithm is None
 
 
 def test_naming_the_recorded_versions_as_overrides_changes_nothing(live: LiveCycles) -> None:
     report = replay_archived_cycles(live.archive, live.settings, forecast_algorithm=forecaster.ALGORITHM,
-                                    optimiser_algorithm=optimiser.ALGORITHM)
+                                    optimiser_algorithm=CONFIGURED)
     _assert_reproduced(live, report)
     assert report.forecast_algorithm == f"sarx-quantile v{forecaster.VERSION}"
 
@@ -276,7 +281,7 @@ def test_an_algorithm_no_worker_serves_fails_each_cycle_with_the_reason(live: Li
 def test_a_retired_forecaster_is_reported_but_the_plan_is_still_replayed_from_the_archive(
         live: LiveCycles) -> None:
     optimiser_only = HandlerRegistry()
-    optimiser_only.register("optimisation", optimiser.NAME, optimiser.VERSION, optimiser.run_optimisation)
+    optimiser_only.register("optimisation", optimiser.NAME, CONFIGURED_VERSION, CONFIGURED_RUN)
     report = replay_archived_cycles(live.archive, live.settings, registry=optimiser_only)
     assert report.failed_cycles == 2 and not report.reproduced
     assert report.plans_identical == report.plans_compared == 2

@@ -337,3 +337,22 @@ def test_a_spike_only_the_upper_tail_sees_changes_the_plan_with_a_tail_weight(se
     mean_plan = run_optimisation(request)
     assert median_plan.gen_mw[6] == pytest.approx(median_plan.gen_mw[5], abs=1e-6)
     assert mean_plan.gen_mw[6] > median_plan.gen_mw[6] + 10
+
+
+@pytest.mark.parametrize("backend", BUILDS)
+def test_a_per_interval_soc_maximum_caps_the_stored_energy_to_the_cent(backend: Backend) -> None:
+    # One-hour intervals, $10, $10, $100, $100: the plain plan charges 10 MW twice (18 MWh stored) and sells 16.2
+    # MWh at $100 ($1,420). Capped at 9 MWh after the second interval it can store only 9 MWh: it charges 10 MWh
+    # and sells 8.1 MWh ($710); the cap elsewhere is the battery's own 20 MWh.
+    prices = {"ENERGY": np.array([10.0, 10.0, 100.0, 100.0])}
+    plain = solve_dispatch(prices, small_battery(), 0.0, 0.0, interval_hours=1.0, backend=backend)
+    capped = solve_dispatch(prices, small_battery(), 0.0, 0.0, interval_hours=1.0, backend=backend,
+                            soc_max_mwh_by_interval=np.array([20.0, 9.0, 20.0, 20.0]))
+    assert plain.status == capped.status == "OPTIMAL"
+    assert round(plain.objective_dollars, 2) == 1420.00
+    assert round(capped.objective_dollars, 2) == 710.00
+    assert capped.state_of_charge_mwh[1] == pytest.approx(9.0, abs=1e-7)
+    with pytest.raises(InvalidRequestError, match="soc_max_mwh_by_interval has shape"):
+        solve_dispatch(prices, small_battery(), 0.0, 0.0, soc_max_mwh_by_interval=np.array([20.0, 9.0, 20.0]))
+    with pytest.raises(InvalidRequestError, match="not at intervals \\[2\\]"):
+        solve_dispatch(prices, small_battery(), 0.0, 0.0, soc_max_mwh_by_interval=np.array([20.0, 9.0, 21.0, 20.0]))

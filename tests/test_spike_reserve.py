@@ -25,6 +25,10 @@ from settings import Settings
 from vpp.v1 import common_pb2, worker_pb2
 
 FIRST = datetime(2022, 1, 20, 4, 5)
+# lp-spike-reserve v3's plan on deep_negative_forecast(): revenue at the planning price ($) and highest SoC over the
+# deep intervals (MWh: the reference battery's 184.3 MWh maximum less the full room of 30 % of its 194 MWh).
+GOLDEN_V3_OBJECTIVE_DOLLARS = 23_686.304
+GOLDEN_V3_MAX_SOC_MWH = 126.1
 
 
 def energy_forecast(low: np.ndarray, mid: np.ndarray, high: np.ndarray) -> PriceForecast:
@@ -258,3 +262,180 @@ def test_the_reserve_request_leaves_the_callers_request_unchanged(settings: Sett
     assert request == before
     assert inner.algorithm == uncertainty_spread.ALGORITHM
     assert inner.battery.soc_min_fraction > request.battery.soc_min_fraction
+
+
+# v3: v1's reserve plus room kept empty for deeply negative prices.
+
+def request_v3(settings: Settings, forecast: worker_pb2.ForecastResult, *, initial_fraction: float = 0.3,
+               terminal_fraction: float = 0.5) -> worker_pb2.OptimisationRequest:
+    """The request of :func:`request_for` naming lp-spike-reserve v3, starting at ``initial_fraction`` of the
+    storage and ending with at least ``terminal_fraction`` of it."""
+    request = request_for(settings, forecast, "plain")
+    request.algorithm.CopyFrom(common_pb2.AlgorithmRef(name=spike_reserve.NAME, version="3"))
+    request.initial_state_of_charge_mwh = initial_fraction * request.battery.energy_mwh
+    request.terminal_state_of_charge_mwh = terminal_fraction * request.battery.energy_mwh
+    return request
+
+
+def deep_negative_forecast() -> worker_pb2.ForecastResult:
+    """96 intervals: a median of -$40/MWh for the first hour, $60/MWh after; P95 $100 above the median (never
+    $300/MWh), P05 $40 below it and -$600/MWh over intervals 40–59 (a fifth of the horizon)."""
+    mid = np.full(96, 60.0)
+    mid[:12] = -40.0
+    low = mid - 40.0
+    low[40:60] = -600.0
+    return forecast_result(low, mid, mid + 100.0)
+
+
+def test_deeply_negative_share_counts_intervals_whose_lowest_quantile_reaches_the_price() -> None:
+    mid = np.full(100, 20.0)
+    low = np.full(100, -50.0)
+    low[:25] = -100.0   # exactly at the threshold counts
+    low[25:30] = -99.9
+    assert spike_reserve.deeply_negative_share(energy_forecast(low, mid, mid + 50), -100.0) == pytest.approx(0.25)
+    assert spike_reserve.deeply_negative_share(energy_forecast(np.full(100, -80.0), mid, mid + 50), -100.0) == 0.0
+
+
+def test_room_grows_with_the_deeply_negative_share_up_to_the_maximum() -> None:
+    mid = np.full(100, 20.0)
+    policy = spike_reserve.SpikeRoomPolicy(price_per_mwh=-100.0, full_room_share=0.2, max_room_fraction=0.3)
+    rooms = []
+    for deep in (0, 5, 10, 20, 60):
+        low = np.full(100, -20.0)
+        low[:deep] = -500.0
+        rooms.append(spike_reserve.spike_room_mwh(energy_forecast(low, mid, mid + 50), policy, 194.0))
+    assert rooms[0] == 0.0
+    assert rooms[1] == pytest.approx(0.3 * 194.0 * 0.25)
+    assert rooms[2] == pytest.approx(0.3 * 194.0 * 0.5)
+    assert rooms[3] == rooms[4] == pytest.approx(0.3 * 194.0)
+    with pytest.raises(InvalidRequestError, match="full_room_share"):
+        spike_reserve.SpikeRoomPolicy(price_per_mwh=-100.0, full_room_share=0.0, max_room_fraction=0.3)
+    with pytest.raises(InvalidRequestError, match="max_room_fraction"):
+        spike_reserve.SpikeRoomPolicy(price_per_mwh=-100.0, full_room_share=0.1, max_room_fraction=1.0)
+    with pytest.raises(InvalidRequestError, match="price_per_mwh"):
+        spike_reserve.SpikeRoomPolicy(price_per_mwh=float("nan"), full_room_share=0.1, max_room_fraction=0.3)
+
+
+def test_fastest_discharge_follows_power_ramp_and_the_own_minimum(settings: Settings) -> None:
+    battery = battery_spec_from_settings(settings.battery)
+    hours = optimise.NEM_INTERVAL_HOURS
+    soc = spike_reserve.fastest_discharge_soc_mwh(battery, 150.0, 0.0, 12, hours)
+    step = battery.power_mw * hours / battery.discharge_efficiency
+    assert soc[0] == pytest.approx(150.0 - step)
+    assert soc[-1] == pytest.approx(battery.energy_mwh * battery.soc_min_fraction)
+    slow = common_pb2.BatterySpec()
+    slow.CopyFrom(battery)
+    slow.ramp_rate_mw_per_min = 3.0   # 15 MW more discharge each interval, starting from 30 MW of charge
+    soc = spike_reserve.fastest_discharge_soc_mwh(slow, 100.0, -30.0, 3, hours)
+    expected = 100.0 + np.cumsum([15.0 * hours * slow.charge_efficiency, 0.0,
+                                  -15.0 * hours / slow.discharge_efficiency])
+    assert soc == pytest.approx(expected)
+
+
+def test_ceiling_covers_the_deep_intervals_and_the_one_before_within_reach(settings: Settings) -> None:
+    battery = battery_spec_from_settings(settings.battery)
+    own_max = battery.energy_mwh * battery.soc_max_fraction
+    room = 0.3 * battery.energy_mwh
+    mid = np.full(48, 20.0)
+    low = np.full(48, -20.0)
+    low[30:40] = -300.0   # deep over intervals 30–39 (more than a tenth of the horizon: the full room)
+    forecast = energy_forecast(low, mid, mid + 50)
+    ceiling = spike_reserve.room_ceiling_mwh(forecast, spike_reserve.ROOM_POLICY_V3, battery, 0.5 * own_max, 0.0,
+                                             0.3 * own_max, optimise.NEM_INTERVAL_HOURS)
+    assert ceiling is not None
+    assert ceiling[29:40] == pytest.approx(own_max - room)
+    assert ceiling[:29] == pytest.approx(own_max) and ceiling[40:] == pytest.approx(own_max)
+    # Starting full with deep prices two intervals ahead: the ceiling is what discharging at full power reaches.
+    low = np.full(48, -20.0)
+    low[2:10] = -300.0
+    ceiling = spike_reserve.room_ceiling_mwh(energy_forecast(low, mid, mid + 50), spike_reserve.ROOM_POLICY_V3,
+                                             battery, own_max, 0.0, 0.3 * own_max, optimise.NEM_INTERVAL_HOURS)
+    reach = spike_reserve.fastest_discharge_soc_mwh(battery, own_max, 0.0, 48, optimise.NEM_INTERVAL_HOURS)
+    assert ceiling is not None
+    assert ceiling[1] == pytest.approx(max(reach[1], own_max - room))
+    assert ceiling[9] == pytest.approx(own_max - room)
+    # The terminal target holds it up; no deep interval: no ceiling.
+    ceiling = spike_reserve.room_ceiling_mwh(forecast, spike_reserve.ROOM_POLICY_V3, battery, 0.5 * own_max, 0.0,
+                                             own_max - 10.0, optimise.NEM_INTERVAL_HOURS)
+    assert ceiling is not None and ceiling.min() == pytest.approx(own_max - 10.0)
+    assert spike_reserve.room_ceiling_mwh(energy_forecast(np.full(48, -99.0), mid, mid + 50),
+                                          spike_reserve.ROOM_POLICY_V3, battery, own_max, 0.0, 0.3 * own_max,
+                                          optimise.NEM_INTERVAL_HOURS) is None
+
+
+def test_v3_makes_room_ahead_of_deeply_negative_prices_when_full(settings: Settings) -> None:
+    # A full battery; median $50/MWh for 40 intervals, $80/MWh over the next 20, $150/MWh after; P05 $40 below the
+    # median but -$150/MWh over intervals 40–59, P95 $100 above it. The planning prices (Pearson–Tukey: about $61,
+    # $56 and $161/MWh) leave no round trip worth its losses before the $161, so v1 (no spike in the upper tail:
+    # the plain LP) holds its energy; v3 sells 30 % of the storage before the deep intervals to make room.
+    mid = np.full(96, 50.0)
+    mid[40:60] = 80.0
+    mid[60:] = 150.0
+    low = mid - 40.0
+    low[40:60] = -150.0
+    forecast = forecast_result(low, mid, mid + 100.0)
+    battery = battery_spec_from_settings(settings.battery)
+    own_max = battery.energy_mwh * battery.soc_max_fraction
+    v1_request = request_v3(settings, forecast, initial_fraction=battery.soc_max_fraction)
+    v1_request.algorithm.CopyFrom(spike_reserve.ALGORITHM)
+    v1 = spike_reserve.run_optimisation(v1_request)
+    v3 = spike_reserve.run_optimisation_v3(request_v3(settings, forecast, initial_fraction=battery.soc_max_fraction))
+    assert v1.status == v3.status == worker_pb2.RESULT_STATUS_OPTIMAL
+    assert min(v1.state_of_charge_mwh[:40]) > own_max - 1.0
+    assert max(v3.state_of_charge_mwh[39:60]) <= own_max - 0.3 * battery.energy_mwh + 1e-6
+    assert sum(v3.gen_mw[:40]) > 0.0
+
+
+def test_v3_keeps_room_when_the_lower_tail_shows_deeply_negative_prices(settings: Settings) -> None:
+    # Cheap energy for an hour, then $60/MWh: lp-spike-reserve v1 (no spike in the upper tail: the plain LP)
+    # fills the battery at once; the P05 reaches -$600/MWh over a fifth of the horizon, so v3 keeps 30 % of the
+    # storage empty for it.
+    forecast = deep_negative_forecast()
+    v1_request = request_v3(settings, forecast)
+    v1_request.algorithm.CopyFrom(spike_reserve.ALGORITHM)
+    v1 = spike_reserve.run_optimisation(v1_request)
+    v3 = spike_reserve.run_optimisation_v3(request_v3(settings, forecast))
+    assert v1.status == v3.status == worker_pb2.RESULT_STATUS_OPTIMAL
+    battery = battery_spec_from_settings(settings.battery)
+    ceiling = battery.energy_mwh * battery.soc_max_fraction - 0.3 * battery.energy_mwh
+    assert max(v1.state_of_charge_mwh[39:60]) > ceiling + 10.0
+    assert max(v3.state_of_charge_mwh[39:60]) <= ceiling + 1e-6
+    assert v3.algorithm == common_pb2.AlgorithmRef(name=spike_reserve.NAME, version="3")
+    assert v3.objective_dollars < v1.objective_dollars
+    # Golden figures of this plan (HiGHS, the one LP formulation): its revenue at the planning price ($) and
+    # its highest SoC (MWh) over the deep intervals.
+    assert v3.objective_dollars == pytest.approx(GOLDEN_V3_OBJECTIVE_DOLLARS, abs=0.01)
+    assert max(v3.state_of_charge_mwh[39:60]) == pytest.approx(GOLDEN_V3_MAX_SOC_MWH, abs=1e-6)
+
+
+def test_v3_without_deeply_negative_prices_in_the_tail_is_v1_bit_for_bit(settings: Settings) -> None:
+    # The spiky forecast of v1's test (P05 never below $20/MWh): v3 holds v1's reserve and no room.
+    forecast = spiky_forecast()
+    v1 = spike_reserve.run_optimisation(request_for(settings, forecast, "reserve"))
+    request = request_for(settings, forecast, "reserve")
+    request.algorithm.CopyFrom(common_pb2.AlgorithmRef(name=spike_reserve.NAME, version="3"))
+    v3 = spike_reserve.run_optimisation_v3(request)
+    battery = battery_spec_from_settings(settings.battery)
+    reserve = battery.energy_mwh * battery.soc_min_fraction + 0.3 * battery.energy_mwh
+    assert min(v3.state_of_charge_mwh) >= reserve - 1e-6
+    v3.algorithm.CopyFrom(v1.algorithm)
+    assert v3 == v1
+
+
+def test_v3_is_served_next_to_v1_and_each_refuses_the_others_request(settings: Settings) -> None:
+    registry = default_registry()
+    assert registry.resolve("optimisation", spike_reserve.NAME, "3") is spike_reserve.run_optimisation_v3
+    forecast = deep_negative_forecast()
+    with pytest.raises(InvalidRequestError, match="is not lp-spike-reserve v3"):
+        spike_reserve.run_optimisation_v3(request_for(settings, forecast, "reserve"))
+    with pytest.raises(InvalidRequestError, match="is not lp-spike-reserve v1"):
+        spike_reserve.run_optimisation(request_v3(settings, forecast))
+    request = request_v3(settings, forecast)
+    before = worker_pb2.OptimisationRequest()
+    before.CopyFrom(request)
+    ceiling = spike_reserve.request_room_ceiling_mwh(request, spike_reserve.ROOM_POLICY_V3)
+    assert request == before
+    assert ceiling is not None and len(ceiling) == request.horizon_intervals
+    request.ClearField("battery")
+    with pytest.raises(InvalidRequestError, match="battery is not set"):
+        spike_reserve.request_room_ceiling_mwh(request, spike_reserve.ROOM_POLICY_V3)

@@ -94,6 +94,8 @@ class DispatchSpec:
     intervals where a binary forbids charging and discharging at once (empty: a pure LP).
     ``charge_energy_price`` ($/MWh per interval), when given, is the price charging (``load``) is valued at,
     ``energy_price`` then valuing discharge (``gen``) only; None (default): both at ``energy_price``.
+    ``soc_max_mwh_by_interval`` (MWh per interval, the SoC at the END of each interval), when given, is the
+    upper bound of each ``soc_t`` instead of the battery's maximum; None (default): the battery's maximum.
     """
 
     energy_price: FloatArray
@@ -111,6 +113,7 @@ class DispatchSpec:
     enablement_cap_mw: Mapping[str, FloatArray] = field(default_factory=dict)
     exclusive_intervals: tuple[int, ...] = ()
     charge_energy_price: FloatArray | None = None
+    soc_max_mwh_by_interval: FloatArray | None = None
 
     @property
     def horizon(self) -> int:
@@ -346,7 +349,8 @@ def _columns_and_objective(spec: DispatchSpec, layout: ColumnLayout) -> tuple[Fl
          np.zeros(len(layout.fcas_products) * horizon + exclusive)]
     )
     upper = np.concatenate(
-        [_full(2 * horizon, battery.power_mw), _full(horizon, battery.soc_max_mwh)]
+        [_full(2 * horizon, battery.power_mw),
+         _full(horizon, battery.soc_max_mwh) if spec.soc_max_mwh_by_interval is None else spec.soc_max_mwh_by_interval]
         + [spec.fcas_upper_mw(p) for p in layout.fcas_products] + [np.ones(exclusive)]
     )
     return cost, lower, upper

@@ -445,6 +445,7 @@ def dispatch_spec(
     terminal_value_per_mwh: float = 0.0,
     enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
     charge_energy_price: np.ndarray | None = None,
+    soc_max_mwh_by_interval: np.ndarray | None = None,
 ) -> DispatchSpec:
     """The validated dispatch problem of :func:`solve_dispatch`'s arguments (same units), ready to build.
 
@@ -472,7 +473,25 @@ def dispatch_spec(
         enablement_cap_mw=_enablement_caps(list(fcas_price), enablement_cap_mw, len(price_paths[ENERGY])),
         charge_energy_price=None if charge_energy_price is None else _validate_prices(
             {ENERGY: price_paths[ENERGY], "charge_energy_price": charge_energy_price})["charge_energy_price"],
+        soc_max_mwh_by_interval=None if soc_max_mwh_by_interval is None else _soc_ceiling(
+            soc_max_mwh_by_interval, battery, len(price_paths[ENERGY])),
     )
+
+
+def _soc_ceiling(soc_max_mwh_by_interval: np.ndarray, battery: BatteryParams, horizon: int) -> FloatArray:
+    """A per-interval SoC maximum (MWh) checked: one finite value per interval, between the battery's minimum
+    and maximum SoC."""
+    ceiling = np.asarray(soc_max_mwh_by_interval, dtype=np.float64)
+    if ceiling.shape != (horizon,):
+        raise InvalidRequestError(
+            f"soc_max_mwh_by_interval has shape {ceiling.shape}; expected ({horizon},), one value per interval")
+    bad = np.flatnonzero(~np.isfinite(ceiling) | (ceiling < battery.soc_min_mwh - 1e-9)
+                         | (ceiling > battery.soc_max_mwh + 1e-9))
+    if bad.size:
+        raise InvalidRequestError(
+            f"soc_max_mwh_by_interval must lie between the battery's minimum {battery.soc_min_mwh:.3f} MWh and "
+            f"maximum {battery.soc_max_mwh:.3f} MWh; not at intervals {bad[:5].tolist()}")
+    return ceiling.copy()
 
 
 def solve_dispatch(
@@ -492,6 +511,7 @@ def solve_dispatch(
     enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
     physical_intervals: int | None = ROLLING_PHYSICAL_INTERVALS,
     charge_energy_price: np.ndarray | None = None,
+    soc_max_mwh_by_interval: np.ndarray | None = None,
 ) -> DispatchPlan:
     """The revenue-maximising dispatch of ``battery`` against known prices (see the module docstring).
 
@@ -517,6 +537,10 @@ def solve_dispatch(
     valued at ``prices["ENERGY"]`` alone (:mod:`algorithms.market.uncertainty_spread`). None (default): both
     at ``prices["ENERGY"]``.
 
+    ``soc_max_mwh_by_interval`` (MWh, one value per interval: the SoC at the end of it), when given, caps the
+    stored energy interval by interval below the battery's maximum (:mod:`algorithms.market.spike_reserve`
+    v3); None (default): the battery's maximum throughout.
+
     ``backend`` picks the solver of the one formulation of :mod:`algorithms.market.lp_matrix`:
     ``"highspy"`` HiGHS through highspy, ``"pulp"`` the same matrix loaded into PuLP (HiGHS through PuLP,
     else CBC), ``"auto"`` (default) highspy when installed, else PuLP with CBC.
@@ -533,6 +557,7 @@ def solve_dispatch(
         raise_energy_reserve_hours=raise_energy_reserve_hours,
         fcas_cap_mw=fcas_cap_mw, terminal_value_per_mwh=terminal_value_per_mwh,
         enablement_cap_mw=enablement_cap_mw, charge_energy_price=charge_energy_price,
+        soc_max_mwh_by_interval=soc_max_mwh_by_interval,
     )
     if not time_limit_s > 0:
         raise InvalidRequestError(f"time_limit_s must be positive, got {time_limit_s}")
@@ -858,11 +883,13 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
 
 
 def solve_request(request: worker_pb2.OptimisationRequest,
-                  energy_haircut_per_mwh: FloatArray | None = None) -> worker_pb2.OptimisationResult:
+                  energy_haircut_per_mwh: FloatArray | None = None,
+                  soc_max_mwh_by_interval: FloatArray | None = None) -> worker_pb2.OptimisationResult:
     """The plan of a request whatever its algorithm name (MW, MWh, $): :func:`run_optimisation` without the
     name check. ``energy_haircut_per_mwh`` ($/MWh, one value per interval, >= 0), when given, values
     discharge at the planning price minus it and charging at the planning price plus it (the reported
-    objective is then at those prices); FCAS prices are unchanged."""
+    objective is then at those prices); FCAS prices are unchanged. ``soc_max_mwh_by_interval`` (MWh, one
+    value per interval), when given, caps the SoC at the end of each interval (:func:`solve_dispatch`)."""
     if request.horizon_intervals <= 0:
         raise InvalidRequestError("horizon_intervals must be positive")
     if not request.HasField("first_interval"):
@@ -888,6 +915,7 @@ def solve_request(request: worker_pb2.OptimisationRequest,
         terminal_value_per_mwh=request.terminal_value_per_mwh,
         enablement_cap_mw=request_enablement_caps(request),
         charge_energy_price=charge_price,
+        soc_max_mwh_by_interval=soc_max_mwh_by_interval,
     )
     result = worker_pb2.OptimisationResult(
         request_id=request.request_id,

@@ -27,6 +27,22 @@ direction off the planning price by κ × half the forecast band
 unset its ``KAPPA_V1``). The versions differ in the plan under the floor only
 (:data:`BASE_PLAN_BY_VERSION`); with no spike in the upper tail v2's plan is ``lp-uncertainty-spread`` v1's,
 bit for bit.
+
+Version 3 (:func:`run_optimisation_v3`, served next to v1) is v1 (the same reserve under ``lp-energy-fcas`` v1's
+plan) plus its mirror for prices far below zero: a *room* the plan must have empty when they may come. A plan on one
+price path cannot time the floor-price intervals of a midday with too much solar (SA1 falls to −$500/MWh and below)
+any more than it can time a price spike, so it fills the battery at the first cheap prices it sees and is full when
+the deep negative prices come. The bid offers the charge the plan does not use as LOAD headroom at negative prices
+(:mod:`algorithms.market.bid_builder`, from the unit's real battery): room left empty earns those intervals whether
+or not they were forecast. The room grows with the share of horizon intervals whose *lowest* forecast quantile (P05
+by default) is at or below ``price_per_mwh`` of :data:`ROOM_POLICY_V3` (−$100/MWh), full (30 % of the storage) once
+a tenth of the horizon is (:func:`spike_room_mwh`). It is a per-interval SoC maximum (:func:`room_ceiling_mwh`): at
+the end of every such interval and of the interval before it, the stored energy may be at most the battery's own
+maximum less the room. Unlike v1's floor it does not stop at the energy held now: the plan makes room ahead of the
+deep negative prices, at the best prices it sees before them. The ceiling is never below what the battery can reach
+by then discharging as fast as it can from now (ramp included), nor below the terminal target, so with the floor
+(never above either) it never makes a feasible plan infeasible. With no deep negative price in the lower tail v3's
+plan is v1's, bit for bit.
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.products import ENERGY
@@ -45,6 +62,8 @@ from vpp.v1 import common_pb2, worker_pb2
 NAME = "lp-spike-reserve"
 VERSION = "1"
 ALGORITHM = common_pb2.AlgorithmRef(name=NAME, version=VERSION)
+
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -69,9 +88,36 @@ class SpikeReservePolicy:
             raise InvalidRequestError(f"max_reserve_fraction must be in [0, 1), got {self.max_reserve_fraction}")
 
 
+@dataclass(frozen=True)
+class SpikeRoomPolicy:
+    """How large the room kept for prices far below zero is (``lp-spike-reserve`` v3).
+
+    ``price_per_mwh`` ($/MWh): an interval is *deeply negative* when the forecast's lowest quantile is at or
+    below it. ``full_room_share`` (0..1]: the share of such horizon intervals at which the room is full.
+    ``max_room_fraction`` (0..1): the full room as a fraction of the registered storage (MWh / MWh).
+    """
+
+    price_per_mwh: float
+    full_room_share: float
+    max_room_fraction: float
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.price_per_mwh):
+            raise InvalidRequestError(f"price_per_mwh must be finite, got {self.price_per_mwh}")
+        if not 0 < self.full_room_share <= 1:
+            raise InvalidRequestError(f"full_room_share must be in (0, 1], got {self.full_room_share}")
+        if not 0 <= self.max_room_fraction < 1:
+            raise InvalidRequestError(f"max_room_fraction must be in [0, 1), got {self.max_room_fraction}")
+
+
 # v1: spiky = P95 at or above the first spike GEN band ($300/MWh); a full reserve of 30 % of the storage
 # (58 MWh of the reference battery: 150 MW for about 23 minutes) once a tenth of the horizon is spiky.
 POLICY_V1 = SpikeReservePolicy(spike_price_per_mwh=300.0, full_reserve_share=0.1, max_reserve_fraction=0.3)
+
+
+# v3: deeply negative = P05 at or below the −$100/MWh LOAD band; a full room of 30 % of the storage (the mirror of
+# POLICY_V1) once a tenth of the horizon is.
+ROOM_POLICY_V3 = SpikeRoomPolicy(price_per_mwh=-100.0, full_room_share=0.1, max_room_fraction=0.3)
 
 
 def spiky_share(energy_forecast: PriceForecast, spike_price_per_mwh: float) -> float:
@@ -91,6 +137,69 @@ def spike_reserve_mwh(energy_forecast: PriceForecast, policy: SpikeReservePolicy
         raise InvalidRequestError(f"energy_mwh must be non-negative, got {energy_mwh}")
     share = spiky_share(energy_forecast, policy.spike_price_per_mwh)
     return float(policy.max_reserve_fraction * energy_mwh * min(1.0, share / policy.full_reserve_share))
+
+
+def deeply_negative_share(energy_forecast: PriceForecast, price_per_mwh: float) -> float:
+    """The share (0..1) of the forecast's intervals whose lowest quantile ($/MWh) is at most ``price_per_mwh``;
+    0 for an empty forecast."""
+    if energy_forecast.horizon_intervals == 0:
+        return 0.0
+    lowest = quantile_at(energy_forecast, float(energy_forecast.quantiles[0]))
+    return float(np.mean(lowest <= price_per_mwh))
+
+
+def spike_room_mwh(energy_forecast: PriceForecast, policy: SpikeRoomPolicy, energy_mwh: float) -> float:
+    """The storage (MWh) to keep empty for deeply negative prices the plan cannot time: ``max_room_fraction ×
+    energy_mwh`` (the registered storage, MWh) scaled by the forecast's deeply negative share over
+    ``full_room_share`` (capped at 1). 0 when no interval's lowest quantile reaches ``price_per_mwh``."""
+    if not energy_mwh >= 0:
+        raise InvalidRequestError(f"energy_mwh must be non-negative, got {energy_mwh}")
+    share = deeply_negative_share(energy_forecast, policy.price_per_mwh)
+    return float(policy.max_room_fraction * energy_mwh * min(1.0, share / policy.full_room_share))
+
+
+def fastest_discharge_soc_mwh(battery: common_pb2.BatterySpec, initial_soc_mwh: float, initial_net_mw: float,
+                              horizon_intervals: int, interval_hours: float) -> FloatArray:
+    """The least stored energy (MWh) the battery can hold at the end of each of ``horizon_intervals`` intervals
+    (``interval_hours`` long) from ``initial_soc_mwh``: discharging as fast as its power and ramp rate allow from
+    the net output ``initial_net_mw`` (MW, negative = charging) of the interval before, never below its own
+    minimum."""
+    if battery.energy_mwh <= 0:
+        raise InvalidRequestError(f"battery energy_mwh must be positive, got {battery.energy_mwh}")
+    own_min = battery.energy_mwh * battery.soc_min_fraction
+    step_mw = battery.ramp_rate_mw_per_min * interval_hours * 60.0 if battery.ramp_rate_mw_per_min > 0 else np.inf
+    net = np.minimum(battery.power_mw, max(-battery.power_mw, initial_net_mw)
+                     + step_mw * np.arange(1, horizon_intervals + 1))
+    eta_c = battery.charge_efficiency or 1.0
+    eta_d = battery.discharge_efficiency or 1.0
+    change = np.where(net >= 0, -net * interval_hours / eta_d, -net * interval_hours * eta_c)
+    soc: FloatArray = np.maximum(own_min, initial_soc_mwh + np.cumsum(change))
+    return soc
+
+
+def room_ceiling_mwh(energy_forecast: PriceForecast, policy: SpikeRoomPolicy, battery: common_pb2.BatterySpec,
+                     initial_soc_mwh: float, initial_net_mw: float, terminal_soc_mwh: float,
+                     interval_hours: float) -> FloatArray | None:
+    """The plan's SoC maximum (MWh at the end of each interval of the forecast's horizon), or None when the
+    forecast's lower tail never reaches the policy's price (no room: the battery's own maximum throughout).
+
+    At the end of every interval whose lowest quantile is at most ``policy.price_per_mwh`` ($/MWh), and of the
+    interval before it, the maximum is the battery's own less the room (:func:`spike_room_mwh`); elsewhere the
+    battery's own. Never below what the battery can reach by then (:func:`fastest_discharge_soc_mwh`), the
+    terminal target (``terminal_soc_mwh``, MWh) or the battery's own minimum; never above its own maximum."""
+    room = spike_room_mwh(energy_forecast, policy, battery.energy_mwh)
+    if room <= 0:
+        return None
+    own_min = battery.energy_mwh * battery.soc_min_fraction
+    own_max = battery.energy_mwh * battery.soc_max_fraction
+    deep = quantile_at(energy_forecast, float(energy_forecast.quantiles[0])) <= policy.price_per_mwh
+    before_deep = np.zeros_like(deep)
+    before_deep[:-1] = deep[1:]
+    ceiling = np.where(deep | before_deep, own_max - room, own_max)
+    reachable = fastest_discharge_soc_mwh(battery, initial_soc_mwh, initial_net_mw, len(deep), interval_hours)
+    bounded: FloatArray = np.minimum(own_max, np.maximum.reduce(
+        [ceiling, reachable, np.full(len(deep), terminal_soc_mwh), np.full(len(deep), own_min)]))
+    return bounded
 
 
 def reserve_floor_fraction(reserve_mwh: float, battery: common_pb2.BatterySpec, initial_soc_mwh: float,
@@ -114,11 +223,12 @@ class BasePlan:
     solve: Callable[[worker_pb2.OptimisationRequest], worker_pb2.OptimisationResult]
 
 
-# The one difference between the versions: the plan under the floor. v1: lp-energy-fcas v1; v2:
-# lp-uncertainty-spread v1 (the energy haircut of κ × half the band).
+# The plan under the floor. v1 and v3: lp-energy-fcas v1; v2: lp-uncertainty-spread v1 (the energy haircut of
+# κ × half the band).
 BASE_PLAN_BY_VERSION: dict[str, BasePlan] = {
     "1": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
     "2": BasePlan(uncertainty_spread.ALGORITHM, uncertainty_spread.run_optimisation),
+    "3": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
 }
 
 
@@ -143,6 +253,22 @@ def reserve_request(request: worker_pb2.OptimisationRequest, policy: SpikeReserv
     return inner
 
 
+def request_room_ceiling_mwh(request: worker_pb2.OptimisationRequest,
+                             room_policy: SpikeRoomPolicy) -> FloatArray | None:
+    """The SoC maximum (MWh per interval of the horizon) of :func:`room_ceiling_mwh` for ``request`` (its battery,
+    SoC, net output, terminal target and one OK ENERGY forecast covering its horizon), or None: no room, or no
+    such forecast (the LP's adapter then refuses what is malformed). InvalidRequestError without a battery."""
+    if not request.HasField("battery"):
+        raise InvalidRequestError("battery is not set")
+    energy = [f for f in request.forecasts if f.product == ENERGY]
+    if not (len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK
+            and energy[0].horizon_intervals == request.horizon_intervals > 0):
+        return None
+    return room_ceiling_mwh(forecast_from_result(energy[0]), room_policy, request.battery,
+                            request.initial_state_of_charge_mwh, request.initial_net_mw,
+                            request.terminal_state_of_charge_mwh, optimise.NEM_INTERVAL_HOURS)
+
+
 def run_optimisation(request: worker_pb2.OptimisationRequest,
                      policy: SpikeReservePolicy = POLICY_V1) -> worker_pb2.OptimisationResult:
     """Adapter of the current version (v1): an OptimisationRequest in, ``lp-energy-fcas`` v1's plan with a
@@ -159,14 +285,27 @@ def run_optimisation_v2(request: worker_pb2.OptimisationRequest,
     return _run_version(request, "2", policy)
 
 
+def run_optimisation_v3(request: worker_pb2.OptimisationRequest,
+                        policy: SpikeReservePolicy = POLICY_V1,
+                        room_policy: SpikeRoomPolicy = ROOM_POLICY_V3) -> worker_pb2.OptimisationResult:
+    """Adapter of v3: as :func:`run_optimisation` (v1's reserve under ``lp-energy-fcas`` v1's plan) with the room
+    for deeply negative prices (``room_policy``, MWh kept empty below the battery's maximum; see the module
+    docstring). Raises InvalidRequestError for malformed requests."""
+    return _run_version(request, "3", policy, room_policy)
+
+
 def _run_version(request: worker_pb2.OptimisationRequest, version: str,
-                 policy: SpikeReservePolicy) -> worker_pb2.OptimisationResult:
+                 policy: SpikeReservePolicy,
+                 room_policy: SpikeRoomPolicy | None = None) -> worker_pb2.OptimisationResult:
     if request.algorithm.name and (request.algorithm.name, request.algorithm.version) != (NAME, version):
         raise InvalidRequestError(
             f"algorithm {request.algorithm.name} v{request.algorithm.version} is not {NAME} v{version}")
     base = BASE_PLAN_BY_VERSION[version]
+    inner = reserve_request(request, policy, base.algorithm)
+    ceiling = None if room_policy is None else request_room_ceiling_mwh(inner, room_policy)
     # Anything malformed (no ENERGY forecast, two of them, wrong lengths) is refused by the base's adapter.
-    result = base.solve(reserve_request(request, policy, base.algorithm))
+    result = (base.solve(inner) if ceiling is None
+              else optimise.solve_request(inner, soc_max_mwh_by_interval=ceiling))
     result.algorithm.CopyFrom(request.algorithm if request.algorithm.name
                               else common_pb2.AlgorithmRef(name=NAME, version=version))
     return result
