@@ -403,7 +403,7 @@ async def test_operator_screenshots_of_the_temporal_ui(stack: LocalStack, client
             "schedule": (f"{namespace_url}/schedules/{schedule_id(settings)}", [schedule_id(settings)]),
             "cycle-stages": (page(cycle.workflow_id, cycle_run, "history"),
                              ["AutobidderCycle", "submit the bid to the market", "2021-01-31 16:05–16:10 AEST",
-                              "Signal External Workflow Execution Signaled", "operator-HPR1"]),
+                              "record SUBMITTED and read the market's outcome"]),
             "cycle": (page(cycle.workflow_id, cycle_run, "user-metadata"),
                       ["Current Details", "**HPR1** (SA1) · interval 2021-01-31 16:05–16:10 AEST", "The plan is to",
                        "| ENERGY GEN", "**Outcome:** Dispatched", "revenue"]),
