@@ -593,7 +593,7 @@ class CycleActivities:
         try:
             await self._tell_operator(request.unit_id, cycle_line(view))
         except Exception as failure:  # not running: the operator page refreshes when it starts
-            activity.logger.debug("operator workflow of %s not signalled: %s", request.unit_id, failure)
+            activity.logger.warning("operator workflow of %s not signalled: %s", request.unit_id, failure)
 
 
 async def _settle_earlier(conn: cycle_store.AsyncConn, unit_id: str, cycle_id: str, dispatch_interval: datetime,

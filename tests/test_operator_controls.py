@@ -362,8 +362,18 @@ async def test_the_record_stage_tells_the_units_operator_workflow_the_cycles_lin
     """A cycle asking its record stage to tell the operator (cycle-operator-told-by-record): the record activity
     signals the running UnitOperator ``cycle_recorded`` with the cycle's line — the line the cycle sent itself
     before (cycle_line of the same view) — and a unit without a running operator workflow records all the same."""
+    signal = operator_signal(env.client)
+    failures: list[BaseException] = []
+
+    async def tell(unit_id: str, line: str) -> None:  # the worker's signal, its failures kept for the assertion
+        try:
+            await signal(unit_id, line)
+        except BaseException as failure:
+            failures.append(failure)
+            raise
+
     activities = CycleActivities(replace(settings, database_url=migrated), archive=LocalArchive(tmp_path / "a"),
-                                 sqs=None, queues=None, tell_operator=operator_signal(env.client))  # type: ignore[arg-type]
+                                 sqs=None, queues=None, tell_operator=tell)  # type: ignore[arg-type]
 
     def record(unit: str) -> RecordInput:
         return RecordInput(cycle_id=f"autobidder-{unit}-c1", unit_id=unit, region="SA1",
@@ -379,11 +389,27 @@ async def test_the_record_stage_tells_the_units_operator_workflow_the_cycles_lin
             decision_market_time=datetime.fromisoformat(DECISION_TIME), bid_id=None,
             not_submitted_reason="bidding paused by the operator", outcome=recorded))
         assert expected.startswith(f"cycle {op.unit} ") and "PAUSED" in expected
-        signals = [event.workflow_execution_signaled_event_attributes
-                   for event in (await op.handle.fetch_history()).events
-                   if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
-        assert [(signal.signal_name, json.loads(signal.input.payloads[0].data)) for signal in signals] == [
-            (CYCLE_RECORDED_SIGNAL, expected)]
+        assert not failures
+
+        async def signals_received() -> list[tuple[str, Any]]:
+            """The signals of the operator's first run and, when it has continued as new since, its latest."""
+            workflow_id = operator_workflow_id(op.unit)
+            first = op.handle.first_execution_run_id
+            latest = (await env.client.get_workflow_handle(workflow_id).describe()).run_id
+            runs = [env.client.get_workflow_handle(workflow_id, run_id=run_id)
+                    for run_id in dict.fromkeys((first, latest))]
+            return [(event.workflow_execution_signaled_event_attributes.signal_name,
+                     json.loads(event.workflow_execution_signaled_event_attributes.input.payloads[0].data))
+                    for run in runs for event in (await run.fetch_history()).events
+                    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+
+        received = await signals_received()
+        for _ in range(50):  # the history as the server shows it a moment later, on a loaded machine
+            if received:
+                break
+            await asyncio.sleep(0.1)
+            received = await signals_received()
+        assert received == [(CYCLE_RECORDED_SIGNAL, expected)]
 
     await _with_operator(env.client, migrated, body)
     alone = await ActivityEnvironment().run(activities.record_outcome, record(_unit()))  # no operator running
