@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from archive.store import Archive
 from pools.replies import WORKER_FAILED_ERROR_TYPE, WorkerAnswer
-from pools.runtime import DEFERRED_DELETE_MAX_S, DeadLetter, DeferredDeletes, receive_count_of
+from pools.runtime import DeadLetter, DeferredDeletes, deferred_delete_wait_s, receive_count_of
 from pools.shared_requests import SharedRequests, exchange_reply_to
 from pools.sqs import MalformedMessageError, QueueUrls, decode_reply, queue_urls, sqs_client
 from settings import Settings
@@ -281,7 +281,7 @@ async def run_result_relay(settings: Settings, temporal_client: Client, archive:
     slots = asyncio.Semaphore(max(1, RELAY_CONCURRENCY // RELAY_BATCH))
     # Relayed replies are deleted together, within a second (pools.runtime.DeferredDeletes), not one call per receive.
     deletes = DeferredDeletes(client, urls.results,
-                              max_wait_s=min(DEFERRED_DELETE_MAX_S, settings.stack.visibility_timeout_s / 4))
+                              max_wait_s=deferred_delete_wait_s(settings.stack.visibility_timeout_s))
     deletes.bind(asyncio.get_running_loop())
     in_flight: set[asyncio.Task[None]] = set()
 

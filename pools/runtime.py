@@ -440,6 +440,12 @@ def settle_batch(client: SQSClient, urls: QueueUrls, queue_url: str,
 DEFERRED_DELETE_MAX_S = 1.0
 
 
+def deferred_delete_wait_s(visibility_timeout_s: float) -> float:
+    """How long (s) a settled message's delete may wait for company: DEFERRED_DELETE_MAX_S, at most a quarter of
+    the queue's visibility timeout (s), so that no message is delivered again while its delete waits."""
+    return min(DEFERRED_DELETE_MAX_S, visibility_timeout_s / 4)
+
+
 class DeferredDeletes:
     """Deletes of settled messages of one queue, sent together (DeleteMessageBatch, up to ten at once) instead of
     one call each on the pool's loop.
@@ -673,7 +679,7 @@ async def run_pool(settings: Settings, kind: str, stop: asyncio.Event, *,
     queue_url = urls.request_queue(kind)
     policy = queue_policy(settings, kind)
     deletes = DeferredDeletes(client, queue_url,
-                              max_wait_s=min(DEFERRED_DELETE_MAX_S, policy.visibility_timeout_s / 4))
+                              max_wait_s=deferred_delete_wait_s(policy.visibility_timeout_s))
     deletes.bind(asyncio.get_running_loop())
     logger.info("%s pool serving %s (algorithms: %s)", kind, queue_url, ", ".join(registry.known(kind)))
     try:
