@@ -92,6 +92,21 @@ def test_period_offers_in_several_layouts_are_read_as_field_by_field() -> None:
     assert other is not None and other.band_avail_mw is None and _equal(other, fieldwise_period_columns(offer, 12))
 
 
+def test_period_offers_of_one_two_and_three_length_bytes_are_all_found() -> None:
+    """Period offers whose encoded length takes one byte (under 128 bytes), two (under 16 KiB) and three (a
+    period of 2,100 bands), among the offer's other fields, are each read as field by field."""
+    for band_count in (3, 10, 2100):
+        offer = bid_pb2.ProductOffer(product="ENERGY", direction=1, band_price=[float(k) for k in range(band_count)])
+        for k in range(6):
+            offer.periods.add(max_avail_mw=float(k), band_avail_mw=[float(k + b) for b in range(band_count)],
+                              ramp_up_rate_mw_per_min=3.0 * (k % 2)).dispatch_interval.seconds = START + 300 * k
+        offer.daily_energy_constraint_mwh = 12.5  # a field of the offer after its period offers
+        wire = wire_period_columns(offer, band_count)
+        assert wire is not None, band_count
+        assert _equal(wire, fieldwise_period_columns(offer, band_count))
+        assert wire.periods == 6 and wire.seconds[5] == START + 1500
+
+
 @pytest.mark.parametrize("defect", ["ragged bands", "no bands in one period", "negative time", "no periods"])
 def test_what_the_encoding_reader_leaves_alone_is_read_field_by_field(defect: str) -> None:
     offer = _mixed_offer()

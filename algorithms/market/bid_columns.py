@@ -136,6 +136,8 @@ _PERIOD_DOUBLE_FIELDS = (*_PERIOD_DOUBLE_COLUMNS, 13)
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
 # Longest varint read here as a non-negative value (a negative int64 takes ten bytes: read field by field).
 _MAX_VARINT_BYTES = 9
+# The one-byte tag of ProductOffer.periods (field 4, length-delimited).
+_PERIODS_TAG_BYTE = 4 << 3 | _LENGTH_DELIMITED
 
 
 def _read_varint(data: bytes, at: int) -> tuple[int, int]:
@@ -156,7 +158,25 @@ def _periods_spans(encoded: bytes) -> tuple[list[int], list[int]] | None:
     starts: list[int] = []
     ends: list[int] = []
     at = 0
-    while at < len(encoded):
+    size = len(encoded)
+    while at < size:
+        if encoded[at] == _PERIODS_TAG_BYTE and at + 2 < size:
+            # A period offer's entry whose length takes one or two bytes (any period offer under 16 KiB), read
+            # inline: a bid holds a few thousand of them, and this loop is most of reading a bid's columns.
+            length = encoded[at + 1]
+            body = at + 2
+            if length >= 0x80:
+                second = encoded[at + 2]
+                if second < 0x80:
+                    length = (length & 0x7F) | second << 7
+                    body = at + 3
+                else:
+                    body = 0  # a longer length: read below
+            if body:
+                starts.append(body)
+                at = body + length
+                ends.append(at)
+                continue
         tag, at = _read_varint(encoded, at)
         wire_type = tag & 7
         if wire_type == _VARINT:
