@@ -1,5 +1,6 @@
-"""Probabilistic price forecast of one product: ``sarx-quantile`` v2 (:func:`run_forecast`, the configured
-default) and v3 (:func:`run_forecast_v3`), numpy least squares, xarray.
+"""Probabilistic price forecast of one product: ``sarx-quantile`` v2 (:func:`run_forecast`, the module's current
+version), v3 (:func:`run_forecast_v3`) and v4 (:func:`run_forecast_v4`, the configured default), numpy least
+squares, xarray.
 
 v3 is v2 plus AEMO's *P5MIN* for the first hour where a run is known at decision time
 (:class:`P5minBlend`, see "P5MIN" below); without P5MIN it forecasts exactly as v2, from history alone, from
@@ -854,7 +855,7 @@ def _history_prices(history: market_data_pb2.ProductPriceHistory) -> FloatArray:
 
 
 def run_forecast(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
-    """Adapter of the current version (v2): a ForecastRequest in, its ForecastResult out ($/MWh or $/MW/h,
+    """Adapter of the module's current version (v2): a ForecastRequest in, its ForecastResult out ($/MWh or $/MW/h,
     row-major h x q). Raises InvalidRequestError naming the problem for malformed requests."""
     return _run_version(request, VERSION)
 
