@@ -45,7 +45,8 @@ from tests.live_stack import live_stack
 from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
 # `optimiser` is the configured one ([cycle] optimiser_algorithm of settings/default.toml, at CONFIGURED_VERSION with
-# its adapter CONFIGURED_RUN): the live cycles run it.
+# its adapter CONFIGURED_RUN): the live cycles run it. So is `forecaster` at FORECAST_VERSION ([cycle]
+# forecast_algorithm_version) with its adapter FORECAST_RUN.
 # Decisions 30 s into the intervals ending 17:05 and 17:10 on 15 January 2021: they bid 17:10 and 17:15.
 DECISIONS = (datetime(2021, 1, 15, 17, 0, 30), datetime(2021, 1, 15, 17, 5, 30))
 # A short horizon and history keep each cycle fast.
@@ -54,6 +55,9 @@ HISTORY_INTERVALS = 576
 CONFIGURED_VERSION = "3"
 CONFIGURED = common_pb2.AlgorithmRef(name=optimiser.NAME, version=CONFIGURED_VERSION)
 CONFIGURED_RUN = optimiser.run_optimisation_v3
+FORECAST_VERSION = "4"
+FORECAST = common_pb2.AlgorithmRef(name=forecaster.NAME, version=FORECAST_VERSION)
+FORECAST_RUN = forecaster.run_forecast_v4
 SCALED_ENERGY_VERSION = "test-energy-x1.5"
 DEGRADATION_VERSION = "test-degradation-50"
 
@@ -94,8 +98,8 @@ def _registry_with_variants() -> HandlerRegistry:
         assert isinstance(request, worker_pb2.ForecastRequest)
         recorded = worker_pb2.ForecastRequest()
         recorded.CopyFrom(request)
-        recorded.algorithm.CopyFrom(forecaster.ALGORITHM)
-        result = forecaster.run_forecast(recorded)
+        recorded.algorithm.CopyFrom(FORECAST)
+        result = FORECAST_RUN(recorded)
         if result.product == "ENERGY":
             result.price[:] = [1.5 * price for price in result.price]
         result.algorithm.CopyFrom(request.algorithm)
@@ -170,17 +174,18 @@ def test_replay_with_the_recorded_versions_reproduces_every_result_exactly(live:
     report = replay_archived_cycles(live.archive, live.settings)
     _assert_reproduced(live, report)
     for replay in report.cycles:
-        assert replay.forecast_algorithm == f"sarx-quantile v{forecaster.VERSION}"
+        assert replay.forecast_algorithm == f"sarx-quantile v{FORECAST_VERSION}"
         assert replay.optimiser_algorithm == f"{optimiser.NAME} v{CONFIGURED_VERSION}" == "lp-spike-reserve v3"
         assert live.settings.cycle.optimiser_algorithm_version == CONFIGURED_VERSION
+        assert live.settings.cycle.forecast_algorithm_version == FORECAST_VERSION
     assert report.forecast_algorithm is None and report.optimiser_algorithm is None
 
 
 def test_naming_the_recorded_versions_as_overrides_changes_nothing(live: LiveCycles) -> None:
-    report = replay_archived_cycles(live.archive, live.settings, forecast_algorithm=forecaster.ALGORITHM,
+    report = replay_archived_cycles(live.archive, live.settings, forecast_algorithm=FORECAST,
                                     optimiser_algorithm=CONFIGURED)
     _assert_reproduced(live, report)
-    assert report.forecast_algorithm == f"sarx-quantile v{forecaster.VERSION}"
+    assert report.forecast_algorithm == f"sarx-quantile v{FORECAST_VERSION}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,7 +293,7 @@ def test_a_retired_forecaster_is_reported_but_the_plan_is_still_replayed_from_th
     assert report.bids_identical == 2
     for replay in report.cycles:
         assert replay.failure is not None
-        assert f"unknown algorithm sarx-quantile v{forecaster.VERSION}" in replay.failure
+        assert f"unknown algorithm sarx-quantile v{FORECAST_VERSION}" in replay.failure
         assert all(f.failure is not None and not f.identical for f in replay.forecasts)
 
 
@@ -314,7 +319,7 @@ def test_retried_stages_replay_the_attempt_the_cycle_went_on_with(live: LiveCycl
             stray_request.CopyFrom(message)
             stray_request.decision_time.seconds += 7
             stray_request = with_inputs_hash(stray_request)
-            stray_result = forecaster.run_forecast(stray_request)
+            stray_result = FORECAST_RUN(stray_request)
             stray_result.price[:] = [2 * price for price in stray_result.price]
         if isinstance(message, worker_pb2.ForecastResult) and message.product == "ENERGY":
             copy.put(stray_request, cycle_id="retried", label="forecast-request/ENERGY")

@@ -395,4 +395,7 @@ def test_the_forecast_request_of_a_shared_cycle_is_the_regions(running: LiveStac
     sa1 = [r for r in requests if r is not None and r.region == "SA1"]
     assert len(sa1) >= 2 and len({r.SerializeToString(deterministic=True) for r in sa1}) == 1
     assert sa1[0].request_id.startswith("forecast/SA1/")
-    assert sa1[0].algorithm == common_pb2.AlgorithmRef(name=forecaster.NAME, version=forecaster.VERSION)
+    cycle = running.settings.cycle
+    assert sa1[0].algorithm == common_pb2.AlgorithmRef(name=cycle.forecast_algorithm,
+                                                       version=cycle.forecast_algorithm_version)
+    assert (cycle.forecast_algorithm, cycle.forecast_algorithm_version) == (forecaster.NAME, "4")

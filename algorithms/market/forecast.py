@@ -1,10 +1,18 @@
-"""Probabilistic price forecast of one product: ``sarx-quantile`` v2 (:func:`run_forecast`, the configured
-default) and v3 (:func:`run_forecast_v3`), numpy least squares, xarray.
+"""Probabilistic price forecast of one product: ``sarx-quantile`` v2 (:func:`run_forecast`, the module's current
+version), v3 (:func:`run_forecast_v3`) and v4 (:func:`run_forecast_v4`, the configured default), numpy least
+squares, xarray.
 
 v3 is v2 plus AEMO's *P5MIN* for the first hour where a run is known at decision time
 (:class:`P5minBlend`, see "P5MIN" below); without P5MIN it forecasts exactly as v2, from history alone, from
 history and pre-dispatch, or from pre-dispatch alone. It is served next to v2 but not the default: on the
 only P5MIN sequence the platform holds it is worse than v2 at the first lead (README, forecast skill).
+
+v4 is v2 with the ENERGY path held longer towards the last known price where no AEMO pre-dispatch price
+covers the interval (τ = 24 intervals, two hours, instead of 3; where pre-dispatch covers it, FCAS and everything
+else as v2; :func:`run_forecast_v4`). On the store's months, with one to three days of history
+and no AEMO forecast, v2's path runs ahead of the price: the time-of-day harmonics and yesterday-same-time
+carry the other days' ramps onto a day whose evening comes earlier, later or not at all, and over the first
+hours holding the price of now is the better guess (README, "Holding the price of now a little longer").
 
 v2 is v1 plus *persistence*: after the pre-dispatch blend, the first leads are pulled towards the last
 known price with weight exp(−lead/τ) in asinh space (:class:`Persistence`, τ = 3 intervals for energy,
@@ -174,19 +182,31 @@ FCAS_PREDISPATCH_BLEND = PredispatchBlend(near=0.25, far=0.25, lead_scale_interv
 
 ENERGY_PERSISTENCE_SCALE_V2 = 3.0
 FCAS_PERSISTENCE_SCALE_V2 = 2.0
+# v4: the ENERGY τ where no pre-dispatch price covers the interval (see the module docstring). Chosen on the
+# tuning set of issue 15 (README "Holding the price of now a little longer"): 12 and 24 intervals on SA1
+# 2022-01, 2024-08 and 2024-09 against v2, then 24 on the whole tuning set.
+ENERGY_PERSISTENCE_SCALE_V4 = 24.0
 
 
 @dataclass(frozen=True)
 class Persistence:
     """How strongly the first leads hold the last known price (v2): weight exp(−lead/τ) in asinh space
-    after the pre-dispatch blend, τ in 5-minute intervals per product family (0: none, as in v1)."""
+    after the pre-dispatch blend, τ in 5-minute intervals per product family (0: none, as in v1).
+    ``energy_unforecast_lead_scale_intervals`` (v4): the ENERGY τ of the intervals no AEMO pre-dispatch
+    price covers (None: ``energy_lead_scale_intervals`` everywhere)."""
 
     energy_lead_scale_intervals: float
     fcas_lead_scale_intervals: float
+    energy_unforecast_lead_scale_intervals: float | None = None
 
     def scale_for(self, product: str) -> float:
-        """τ of ``product`` (ENERGY or an FCAS service)."""
+        """τ of ``product`` (ENERGY or an FCAS service), in 5-minute intervals."""
         return self.energy_lead_scale_intervals if product == ENERGY else self.fcas_lead_scale_intervals
+
+    def unforecast_scale_for(self, product: str) -> float | None:
+        """τ (5-minute intervals) of ``product`` where no pre-dispatch price covers an interval, when it
+        differs from :meth:`scale_for` (None: it does not)."""
+        return self.energy_unforecast_lead_scale_intervals if product == ENERGY else None
 
 
 # Per version: v1 never persists; v2 holds spikes and negative prices for the next few intervals.
@@ -199,6 +219,9 @@ PERSISTENCE_BY_VERSION: dict[str, Persistence] = {
                      fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2),
     "3": Persistence(energy_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V2,
                      fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2),
+    "4": Persistence(energy_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V2,
+                     fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2,
+                     energy_unforecast_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V4),
 }
 
 
@@ -239,7 +262,7 @@ class P5minRun:
 
 
 # Per version: whether AEMO's P5MIN run of the request is used (v3 on); earlier versions ignore it.
-USES_P5MIN_BY_VERSION: dict[str, bool] = {"1": False, "2": False, "3": True}
+USES_P5MIN_BY_VERSION: dict[str, bool] = {"1": False, "2": False, "3": True, "4": False}
 
 
 @dataclass(frozen=True)
@@ -646,6 +669,7 @@ def quantile_price_forecast(
     *,
     predispatch_blend: PredispatchBlend = ENERGY_PREDISPATCH_BLEND,
     persistence_lead_scale_intervals: float = 0.0,
+    unforecast_persistence_lead_scale_intervals: float | None = None,
     p5min: P5minRun | None = None,
     p5min_blend: P5minBlend = ENERGY_P5MIN_BLEND,
 ) -> FloatArray:
@@ -660,6 +684,8 @@ def quantile_price_forecast(
     ``predispatch_blend`` sets how much the pre-dispatch price counts (use FCAS_PREDISPATCH_BLEND for FCAS).
     ``persistence_lead_scale_intervals`` τ > 0 pulls the central path towards the last known price with
     weight exp(−lead/τ) after the blend (the next intervals are like the last one, spikes included).
+    ``unforecast_persistence_lead_scale_intervals`` (None: the same τ everywhere) is τ of the intervals no
+    pre-dispatch price covers.
     ``p5min``: AEMO's P5MIN run of the product (None: not known), blended in last with ``p5min_blend``
     where it covers the horizon (use FCAS_P5MIN_BLEND for FCAS).
 
@@ -716,7 +742,12 @@ def quantile_price_forecast(
         weight = predispatch_blend.weight(lead)
         has_pd = np.isfinite(z_predispatch)
         central = np.where(has_pd, (1 - weight) * central + weight * np.nan_to_num(z_predispatch), central)
-        if persistence_lead_scale_intervals > 0:
+        if unforecast_persistence_lead_scale_intervals is not None:
+            last_level = _forward_fill(np.arcsinh(history / scale))[-1]
+            persistence = persistence_weight(lead, has_pd, persistence_lead_scale_intervals,
+                                             unforecast_persistence_lead_scale_intervals)
+            central = persistence * last_level + (1 - persistence) * central
+        elif persistence_lead_scale_intervals > 0:
             last_level = _forward_fill(np.arcsinh(history / scale))[-1]
             persistence = np.exp(-lead / persistence_lead_scale_intervals)
             central = persistence * last_level + (1 - persistence) * central
@@ -732,6 +763,16 @@ def quantile_price_forecast(
     z_quantiles = np.clip(central[:, None] + offsets, z_low, z_high)
     z_quantiles.sort(axis=1)
     return np.asarray(scale * np.sinh(z_quantiles), dtype=np.float64)
+
+
+def persistence_weight(lead: IntArray, has_predispatch: BoolArray, forecast_scale_intervals: float,
+                       unforecast_scale_intervals: float) -> FloatArray:
+    """Weight (0..1) of the last known price at each ``lead`` (5-minute intervals): exp(−lead/τ) with τ
+    ``forecast_scale_intervals`` where a pre-dispatch price covers the interval, ``unforecast_scale_intervals``
+    where none does; τ = 0 gives 0."""
+    scale = np.where(has_predispatch, forecast_scale_intervals, unforecast_scale_intervals)
+    weight: FloatArray = np.where(scale > 0, np.exp(-lead / np.where(scale > 0, scale, 1.0)), 0.0)
+    return weight
 
 
 def _p5min_on_grid(p5min: P5minRun | None, first_interval: datetime, horizon: int) -> tuple[FloatArray, IntArray]:
@@ -814,7 +855,7 @@ def _history_prices(history: market_data_pb2.ProductPriceHistory) -> FloatArray:
 
 
 def run_forecast(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
-    """Adapter of the current version (v2): a ForecastRequest in, its ForecastResult out ($/MWh or $/MW/h,
+    """Adapter of the module's current version (v2): a ForecastRequest in, its ForecastResult out ($/MWh or $/MW/h,
     row-major h x q). Raises InvalidRequestError naming the problem for malformed requests."""
     return _run_version(request, VERSION)
 
@@ -822,6 +863,13 @@ def run_forecast(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResu
 def run_forecast_v3(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
     """Adapter of v3: v2 plus the request's P5MIN run over its hour (see the module docstring)."""
     return _run_version(request, "3")
+
+
+def run_forecast_v4(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
+    """Adapter of v4: v2 with the ENERGY path held towards the last known price over the first hours where
+    no pre-dispatch price covers the interval (τ = ENERGY_PERSISTENCE_SCALE_V4 intervals; elsewhere and for
+    FCAS as v2; see the module docstring). $/MWh or $/MW/h, row-major h x q."""
+    return _run_version(request, "4")
 
 
 def run_forecast_v1(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
@@ -864,6 +912,7 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
         history_first = from_timestamp(history.first_interval)
     blend = ENERGY_PREDISPATCH_BLEND if request.product == ENERGY else FCAS_PREDISPATCH_BLEND
     persistence = PERSISTENCE_BY_VERSION[version].scale_for(request.product)
+    unforecast_persistence = PERSISTENCE_BY_VERSION[version].unforecast_scale_for(request.product)
     p5min = _p5min_run(request) if USES_P5MIN_BY_VERSION[version] else None
     price = quantile_price_forecast(
         history_prices,
@@ -875,6 +924,7 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
         list(request.quantiles),
         predispatch_blend=blend,
         persistence_lead_scale_intervals=persistence,
+        unforecast_persistence_lead_scale_intervals=unforecast_persistence,
         p5min=p5min,
         p5min_blend=ENERGY_P5MIN_BLEND if request.product == ENERGY else FCAS_P5MIN_BLEND,
     )
