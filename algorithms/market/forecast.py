@@ -742,14 +742,11 @@ def quantile_price_forecast(
         weight = predispatch_blend.weight(lead)
         has_pd = np.isfinite(z_predispatch)
         central = np.where(has_pd, (1 - weight) * central + weight * np.nan_to_num(z_predispatch), central)
-        if unforecast_persistence_lead_scale_intervals is not None:
+        unforecast_scale = (persistence_lead_scale_intervals if unforecast_persistence_lead_scale_intervals is None
+                            else unforecast_persistence_lead_scale_intervals)
+        if persistence_lead_scale_intervals > 0 or unforecast_scale > 0:
             last_level = _forward_fill(np.arcsinh(history / scale))[-1]
-            persistence = persistence_weight(lead, has_pd, persistence_lead_scale_intervals,
-                                             unforecast_persistence_lead_scale_intervals)
-            central = persistence * last_level + (1 - persistence) * central
-        elif persistence_lead_scale_intervals > 0:
-            last_level = _forward_fill(np.arcsinh(history / scale))[-1]
-            persistence = np.exp(-lead / persistence_lead_scale_intervals)
+            persistence = persistence_weight(lead, has_pd, persistence_lead_scale_intervals, unforecast_scale)
             central = persistence * last_level + (1 - persistence) * central
         if bool(has_p5min.any()):
             p5min_weight = np.where(has_p5min, p5min_blend.weight(p5min_position), 0.0)
