@@ -81,6 +81,8 @@ RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("optimisation", "algorithms.market.uncertainty_spread", "2", "run_optimisation_v2"),
     ("optimisation", "algorithms.market.spike_reserve", "2", "run_optimisation_v2"),
     ("optimisation", "algorithms.market.spike_reserve", "3", "run_optimisation_v3"),
+    ("optimisation", "algorithms.market.spike_reserve", "4", "run_optimisation_v4"),
+    ("optimisation", "algorithms.market.spike_reserve", "5", "run_optimisation_v5"),
 )
 
 

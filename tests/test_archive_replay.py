@@ -52,9 +52,9 @@ DECISIONS = (datetime(2021, 1, 15, 17, 0, 30), datetime(2021, 1, 15, 17, 5, 30))
 # A short horizon and history keep each cycle fast.
 HORIZON_INTERVALS = 48
 HISTORY_INTERVALS = 576
-CONFIGURED_VERSION = "3"
+CONFIGURED_VERSION = "4"
 CONFIGURED = common_pb2.AlgorithmRef(name=optimiser.NAME, version=CONFIGURED_VERSION)
-CONFIGURED_RUN = optimiser.run_optimisation_v3
+CONFIGURED_RUN = optimiser.run_optimisation_v4
 FORECAST_VERSION = "4"
 FORECAST = common_pb2.AlgorithmRef(name=forecaster.NAME, version=FORECAST_VERSION)
 FORECAST_RUN = forecaster.run_forecast_v4
@@ -175,7 +175,7 @@ def test_replay_with_the_recorded_versions_reproduces_every_result_exactly(live:
     _assert_reproduced(live, report)
     for replay in report.cycles:
         assert replay.forecast_algorithm == f"sarx-quantile v{FORECAST_VERSION}"
-        assert replay.optimiser_algorithm == f"{optimiser.NAME} v{CONFIGURED_VERSION}" == "lp-spike-reserve v3"
+        assert replay.optimiser_algorithm == f"{optimiser.NAME} v{CONFIGURED_VERSION}" == "lp-spike-reserve v4"
         assert live.settings.cycle.optimiser_algorithm_version == CONFIGURED_VERSION
         assert live.settings.cycle.forecast_algorithm_version == FORECAST_VERSION
     assert report.forecast_algorithm is None and report.optimiser_algorithm is None

@@ -29,13 +29,18 @@ of the prices, then — only when :attr:`DispatchSpec.exclusive_intervals` names
 
 HiGHS minimises the negated revenue (as the PuLP build does), so its row duals are flipped back here:
 :attr:`LpSolution.row_duals` is the change of the maximised objective ($) per unit of right-hand side.
+
+A two-stage plan on price scenarios (:func:`build_scenario_lp`) is the same formulation copied once per scenario,
+block-diagonally (columns and rows of the first scenario first, then each further copy's), each copy's objective
+weighted by its probability, plus one non-anticipativity row per first-interval column (``gen_0``, ``load_0`` and
+every FCAS enablement) and further copy: ``x_copy - x_first = 0``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -267,24 +272,50 @@ class MatrixLp:
     balance_rows: slice
     raise_capacity_rows: tuple[slice, ...] = ()
     lower_capacity_rows: tuple[slice, ...] = ()
+    scenario_blocks: tuple[ScenarioBlock, ...] = ()
 
     def integer_columns(self) -> BoolArray:
         """True for every integer (binary) column: the direction binaries."""
-        integer = np.zeros(self.layout.num_columns, dtype=np.bool_)
+        integer = np.zeros(len(self.cost), dtype=np.bool_)
         integer[self.layout.direction] = True
         return integer
 
+    def energy_values(self, row_duals: FloatArray) -> FloatArray:
+        """The value of stored energy per interval ($/MWh) from the row duals: the SoC balance rows' duals,
+        summed over the price scenarios of a scenario LP (:func:`build_scenario_lp`, whose objective is
+        already weighted by each scenario's probability, so the sum is the expected value)."""
+        values: FloatArray = row_duals[self.balance_rows]
+        for block in self.scenario_blocks:
+            values = values + row_duals[_shifted(self.balance_rows, block.row_offset)]
+        return values
+
     def capacity_values(self, row_duals: FloatArray, interval_hours: float) -> tuple[FloatArray, FloatArray]:
         """Raise and lower capacity values per interval ($/MW/h) from the row duals ($ per MW): the sum
-        of the duals of every joint-capacity row on that side, divided by the interval length (hours)."""
+        of the duals of every joint-capacity row on that side (of every price scenario of a scenario LP),
+        divided by the interval length (hours)."""
         horizon = self.layout.horizon
+        offsets = (0, *(block.row_offset for block in self.scenario_blocks))
         values = []
         for blocks in (self.raise_capacity_rows, self.lower_capacity_rows):
             total = np.zeros(horizon)
-            for rows in blocks:
-                total += row_duals[rows]
+            for offset in offsets:
+                for rows in blocks:
+                    total += row_duals[_shifted(rows, offset)]
             values.append(total / interval_hours)
         return values[0], values[1]
+
+
+@dataclass(frozen=True)
+class ScenarioBlock:
+    """Where one further price scenario's copy of the dispatch LP sits in a scenario LP: its first column and
+    first row (the copy has the layout and rows of the first scenario's LP without direction binaries)."""
+
+    column_offset: int
+    row_offset: int
+
+
+def _shifted(rows: slice, offset: int) -> slice:
+    return rows if offset == 0 else slice(rows.start + offset, rows.stop + offset)
 
 
 @dataclass(frozen=True, eq=False)
@@ -480,6 +511,64 @@ def build_dispatch_lp(spec: DispatchSpec) -> MatrixLp:
         cost=cost, col_lower=col_lower, col_upper=col_upper, matrix=matrix,
         row_lower=np.concatenate(blocks.lower), row_upper=np.concatenate(blocks.upper),
         layout=layout, balance_rows=balance, raise_capacity_rows=raise_rows, lower_capacity_rows=lower_rows,
+    )
+
+
+def build_scenario_lp(scenarios: Sequence[tuple[float, DispatchSpec]]) -> MatrixLp:
+    """One LP over several price scenarios that share the first interval's decision: a two-stage plan.
+
+    ``scenarios`` are (probability, spec) pairs: the specs differ in their prices only (the first may name
+    exclusive intervals; the others' are ignored) and the probabilities are positive and sum to 1. Each
+    scenario gets its own copy of :func:`build_dispatch_lp`'s columns and rows, its revenue (and terminal
+    value) weighted by its probability; non-anticipativity rows make the first interval's ``gen``, ``load`` and
+    every FCAS enablement (MW) the same in every copy — that interval is what the bid offers now, the rest of each
+    copy is what the plan would do later if that scenario's prices came. The layout, balance and capacity rows
+    are the first scenario's (the plan read back is that copy), and :meth:`MatrixLp.energy_values` and
+    :meth:`MatrixLp.capacity_values` sum the duals over the copies: expected values ($/MWh, $/MW/h). One
+    scenario of probability 1 gives :func:`build_dispatch_lp`'s LP, array for array.
+    """
+    if not scenarios:
+        raise ValueError("a scenario LP needs at least one scenario")
+    weights = np.array([weight for weight, _ in scenarios], dtype=np.float64)
+    if not (np.all(weights > 0) and abs(float(weights.sum()) - 1.0) <= 1e-9):
+        raise ValueError(f"scenario probabilities must be positive and sum to 1, got {weights.tolist()}")
+    first = build_dispatch_lp(scenarios[0][1])
+    if len(scenarios) == 1:
+        return first
+    copies = [build_dispatch_lp(replace(spec, exclusive_intervals=())) for _, spec in scenarios[1:]]
+    layout = first.layout
+    shared = np.array([layout.gen.start, layout.load.start,
+                       *(layout.fcas(product).start for product in layout.fcas_products)], dtype=np.int64)
+    rows, cols, values = [], [], []
+    blocks: list[ScenarioBlock] = []
+    column_offset, row_offset = 0, 0
+    for lp in (first, *copies):
+        rows.append(lp.matrix.indices.astype(np.int64) + row_offset)
+        cols.append(lp.matrix.column_of_entries().astype(np.int64) + column_offset)
+        values.append(lp.matrix.data)
+        if lp is not first:
+            blocks.append(ScenarioBlock(column_offset=column_offset, row_offset=row_offset))
+        column_offset += lp.matrix.num_columns
+        row_offset += lp.matrix.num_rows
+    # Non-anticipativity: copy s's first-interval column minus the first scenario's = 0, one row per column.
+    linking = len(shared) * len(copies)
+    link_rows = np.arange(linking, dtype=np.int64) + row_offset
+    copy_columns = np.concatenate([shared + block.column_offset for block in blocks])
+    rows += [link_rows, link_rows]
+    cols += [copy_columns, np.tile(shared, len(copies))]
+    values += [np.ones(linking), -np.ones(linking)]
+    matrix = csc_from_triplets(np.concatenate(rows), np.concatenate(cols), np.concatenate(values),
+                               row_offset + linking, column_offset)
+    lps = (first, *copies)
+    return MatrixLp(
+        cost=np.concatenate([weight * lp.cost for weight, lp in zip(weights, lps, strict=True)]),
+        col_lower=np.concatenate([lp.col_lower for lp in lps]),
+        col_upper=np.concatenate([lp.col_upper for lp in lps]),
+        matrix=matrix,
+        row_lower=np.concatenate([*(lp.row_lower for lp in lps), np.zeros(linking)]),
+        row_upper=np.concatenate([*(lp.row_upper for lp in lps), np.zeros(linking)]),
+        layout=layout, balance_rows=first.balance_rows, raise_capacity_rows=first.raise_capacity_rows,
+        lower_capacity_rows=first.lower_capacity_rows, scenario_blocks=tuple(blocks),
     )
 
 

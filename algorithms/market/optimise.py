@@ -73,7 +73,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -92,6 +92,7 @@ from algorithms.market.lp_matrix import (
     LpSolution,
     MatrixLp,
     build_dispatch_lp,
+    build_scenario_lp,
     highspy_available,
     solve_matrix_lp,
 )
@@ -512,6 +513,7 @@ def solve_dispatch(
     physical_intervals: int | None = ROLLING_PHYSICAL_INTERVALS,
     charge_energy_price: np.ndarray | None = None,
     soc_max_mwh_by_interval: np.ndarray | None = None,
+    scenarios: Sequence[PriceScenario] = (),
 ) -> DispatchPlan:
     """The revenue-maximising dispatch of ``battery`` against known prices (see the module docstring).
 
@@ -541,6 +543,13 @@ def solve_dispatch(
     stored energy interval by interval below the battery's maximum (:mod:`algorithms.market.spike_reserve`
     v3); None (default): the battery's maximum throughout.
 
+    ``scenarios`` (default none): further price scenarios beside ``prices``, each with its probability (the
+    probability of ``prices`` is 1 minus their sum) and the same products and lengths. The plan is then a
+    two-stage one (:func:`algorithms.market.lp_matrix.build_scenario_lp`): one first interval for every
+    scenario, the rest planned per scenario, the expected objective maximised; the plan returned is that of
+    ``prices`` (its ``objective_dollars`` that path's revenue), its energy and capacity values the expected
+    ones. Not with ``charge_energy_price``.
+
     ``backend`` picks the solver of the one formulation of :mod:`algorithms.market.lp_matrix`:
     ``"highspy"`` HiGHS through highspy, ``"pulp"`` the same matrix loaded into PuLP (HiGHS through PuLP,
     else CBC), ``"auto"`` (default) highspy when installed, else PuLP with CBC.
@@ -565,15 +574,60 @@ def solve_dispatch(
     scope = spec.horizon if physical_intervals is None else min(physical_intervals, spec.horizon)
     if scope < 0:
         raise InvalidRequestError(f"physical_intervals must be >= 0 or None, got {physical_intervals}")
+    build = _scenario_builder(spec, scenarios) if scenarios else build_dispatch_lp
     if scope > 0:
-        return _solve_physical(spec, time_limit_s, use_matrix, scope)
-    lp = build_dispatch_lp(spec)
+        return _solve_physical(spec, time_limit_s, use_matrix, scope, build)
+    lp = build(spec)
     solution, solver = _run_backend(lp, time_limit_s, use_matrix)
     plan = _plan_of(spec, lp, solution, solver, time_limit_s)
     if plan.status != "OPTIMAL":
         return plan
     return replace(plan, relaxation_objective_dollars=plan.objective_dollars,
                    relaxation_simultaneous_intervals=int(simultaneous_intervals(plan.gen_mw, plan.load_mw).size))
+
+
+@dataclass(frozen=True)
+class PriceScenario:
+    """One price scenario of a two-stage plan (:func:`solve_dispatch`): its probability and its price path per
+    product ($/MWh for ENERGY, $/MW/h for FCAS, one value per interval)."""
+
+    probability: float
+    prices: Mapping[str, np.ndarray]
+
+
+# Price scenarios of a request (algorithms/market/price_scenarios.py): the first scenario's price path per product
+# ($/MWh, $/MW/h) and the further scenarios with their probabilities.
+ScenarioPrices = Callable[[worker_pb2.OptimisationRequest], tuple[dict[str, FloatArray], list[PriceScenario]]]
+
+
+def _scenario_builder(spec: DispatchSpec, scenarios: Sequence[PriceScenario]) -> Callable[[DispatchSpec], MatrixLp]:
+    """The LP builder of a two-stage plan: ``spec`` (the first scenario, probability 1 minus the others') with
+    ``scenarios``' prices in their own copies (:func:`~algorithms.market.lp_matrix.build_scenario_lp`). Raises
+    InvalidRequestError for probabilities that are not positive or leave none to ``spec``, for prices that are
+    not ``spec``'s products and length, and with a charge price."""
+    if spec.charge_energy_price is not None:
+        raise InvalidRequestError("price scenarios cannot be combined with charge_energy_price")
+    probabilities = [float(scenario.probability) for scenario in scenarios]
+    if not all(math.isfinite(p) and p > 0 for p in probabilities) or sum(probabilities) >= 1:
+        raise InvalidRequestError(f"scenario probabilities must be positive and sum to less than 1, got "
+                                  f"{probabilities}")
+    products = (ENERGY, *spec.fcas_products)
+    further: list[tuple[float, DispatchSpec]] = []
+    for probability, scenario in zip(probabilities, scenarios, strict=True):
+        if set(scenario.prices) != set(products):
+            raise InvalidRequestError(f"a price scenario has products {sorted(scenario.prices)}; expected "
+                                      f"{sorted(products)}")
+        paths = _validate_prices(scenario.prices)
+        if len(paths[ENERGY]) != spec.horizon:
+            raise InvalidRequestError(f"a price scenario has {len(paths[ENERGY])} intervals; expected {spec.horizon}")
+        further.append((probability, replace(spec, energy_price=paths[ENERGY],
+                                             fcas_price={product: paths[product] for product in spec.fcas_products})))
+    first_probability = 1.0 - sum(probabilities)
+
+    def build(first: DispatchSpec) -> MatrixLp:
+        return build_scenario_lp([(first_probability, first), *further])
+
+    return build
 
 
 def simultaneous_intervals(gen_mw: FloatArray, load_mw: FloatArray,
@@ -610,14 +664,16 @@ def _plan_of(spec: DispatchSpec, lp: MatrixLp, solution: LpSolution, solver: str
     if solution.status not in ("OPTIMAL", "TIME_LIMIT"):
         return _empty_plan("ERROR", solution.reason, solver)
     values, layout = solution.column_values, lp.layout
-    duals = solution.row_duals[lp.balance_rows] if solution.row_duals.size else np.zeros(0)
+    duals = lp.energy_values(solution.row_duals) if solution.row_duals.size else np.zeros(0)
     plan = _optimal_plan(
         spec, values[layout.gen], values[layout.load], values[layout.soc],
         {product: values[layout.fcas(product)] for product in layout.fcas_products},
         duals, solver,
     )
     terminal_value = spec.terminal_value_per_mwh * float(plan.state_of_charge_mwh[-1])
-    bound = solution.objective_bound - terminal_value if math.isfinite(solution.objective_bound) else math.nan
+    # A scenario LP's bound is of its expected objective, not of the first scenario's plan: none is reported.
+    bound = (solution.objective_bound - terminal_value
+             if math.isfinite(solution.objective_bound) and not lp.scenario_blocks else math.nan)
     plan = replace(plan, objective_bound_dollars=bound, mip_gap=solution.mip_gap,
                    exclusive_intervals=len(layout.exclusive_intervals))
     if solution.status == "TIME_LIMIT":
@@ -646,6 +702,14 @@ def _fixed_direction_duals(lp: MatrixLp, milp: MatrixLp, milp_values: FloatArray
 def _maximised(spec: DispatchSpec, plan: DispatchPlan) -> float:
     """What the solver maximised ($): the plan's revenue plus the terminal value of its end state."""
     return plan.objective_dollars + spec.terminal_value_per_mwh * float(plan.state_of_charge_mwh[-1])
+
+
+def _score(spec: DispatchSpec, lp: MatrixLp, solution: LpSolution, plan: DispatchPlan) -> float:
+    """What the solver maximised ($) for one OPTIMAL run: :func:`_maximised` of the plan, or for a scenario
+    LP (whose plan is its first scenario's) the expected objective over its scenarios; -inf otherwise."""
+    if plan.status != "OPTIMAL":
+        return -math.inf
+    return solution.objective_bound if lp.scenario_blocks else _maximised(spec, plan)
 
 
 def _direction_bounds(lp: MatrixLp, intervals: tuple[int, ...]) -> list[FloatArray]:
@@ -697,22 +761,26 @@ def _best_over_directions(spec: DispatchSpec, lp: MatrixLp, intervals: tuple[int
     lps = [replace(lp, col_upper=col_upper) for col_upper in _direction_bounds(lp, intervals)]
     best: DispatchPlan | None = None
     last: DispatchPlan | None = None
+    best_score = -math.inf
     for solution, solver in _solve_all(lps, time_limit_s, use_matrix):
         last = _plan_of(spec, lp, solution, solver, time_limit_s)
-        if last.status == "OPTIMAL" and (best is None or _maximised(spec, last) > _maximised(spec, best)):
-            best = last
+        score = _score(spec, lp, solution, last)
+        if last.status == "OPTIMAL" and (best is None or score > best_score):
+            best, best_score = last, score
     if best is None:
         assert last is not None
         return last
     return replace(best, exclusive_intervals=len(intervals), objective_bound_dollars=best.objective_dollars)
 
 
-def _solve_physical(spec: DispatchSpec, time_limit_s: float, use_matrix: bool, scope: int) -> DispatchPlan:
+def _solve_physical(spec: DispatchSpec, time_limit_s: float, use_matrix: bool, scope: int,
+                    build: Callable[[DispatchSpec], MatrixLp] = build_dispatch_lp) -> DispatchPlan:
     """The best plan that never charges and discharges at once in its first ``scope`` intervals, exactly
     (see the module docstring): the LP relaxation first; binaries only where a relaxation charged and
     discharged at once within the scope, until a MILP's plan does so nowhere there — that plan solves the
-    MILP with binaries on the whole scope, whose relaxations these MILPs are."""
-    lp = build_dispatch_lp(spec)
+    MILP with binaries on the whole scope, whose relaxations these MILPs are. ``build`` makes the LP of a
+    spec (a scenario LP's: :func:`_scenario_builder`)."""
+    lp = build(spec)
     solution, solver = _run_backend(lp, time_limit_s, use_matrix)
     relaxed = _plan_of(spec, lp, solution, solver, time_limit_s)
     if relaxed.status != "OPTIMAL":
@@ -740,7 +808,7 @@ def _solve_physical(spec: DispatchSpec, time_limit_s: float, use_matrix: bool, s
             milp_solution = None
         else:
             milp_spec = replace(spec, exclusive_intervals=intervals)
-            milp = build_dispatch_lp(milp_spec)
+            milp = build(milp_spec)
             milp_solution, solver = _run_backend(milp, time_limit_s, use_matrix)
             plan = with_relaxation(_plan_of(milp_spec, milp, milp_solution, solver, time_limit_s))
         if not plan.gen_mw.size:
@@ -757,7 +825,7 @@ def _solve_physical(spec: DispatchSpec, time_limit_s: float, use_matrix: bool, s
     if fixed.status != "OPTIMAL" or not fixed.row_duals.size:
         return plan
     raise_value, lower_value = lp.capacity_values(fixed.row_duals, spec.interval_hours)
-    return replace(plan, energy_value_per_mwh=fixed.row_duals[lp.balance_rows],
+    return replace(plan, energy_value_per_mwh=lp.energy_values(fixed.row_duals),
                    raise_capacity_value_per_mw=raise_value, lower_capacity_value_per_mw=lower_value)
 
 
@@ -826,10 +894,18 @@ def planning_price(forecast: PriceForecast, level: float, tail_weight: float) ->
 def planning_prices(request: worker_pb2.OptimisationRequest) -> dict[str, FloatArray]:
     """Price path per product the optimiser plans on (:func:`planning_price` at ``request.price_quantile``
     and ``request.price_tail_weight``; $/MWh, $/MW/h), validated against the request."""
+    return {product: planning_price(forecast, request.price_quantile, request.price_tail_weight)
+            for product, forecast in request_forecasts(request).items()}
+
+
+def request_forecasts(request: worker_pb2.OptimisationRequest) -> dict[str, PriceForecast]:
+    """The request's forecast per product, checked against it: one OK forecast per product, each starting at
+    the request's first interval and covering its horizon, an ENERGY one among them, and ``price_quantile`` in
+    (0, 1). Raises InvalidRequestError naming what is wrong."""
     level = request.price_quantile
     if not 0 < level < 1:
         raise InvalidRequestError(f"price_quantile must be in (0, 1), got {level}")
-    prices: dict[str, FloatArray] = {}
+    prices: dict[str, PriceForecast] = {}
     for result in request.forecasts:
         product = result.product
         if not product:
@@ -850,7 +926,7 @@ def planning_prices(request: worker_pb2.OptimisationRequest) -> dict[str, FloatA
                 f"forecast for {product!r} covers {result.horizon_intervals} intervals, the request "
                 f"{request.horizon_intervals}"
             )
-        prices[product] = planning_price(forecast_from_result(result), level, request.price_tail_weight)
+        prices[product] = forecast_from_result(result)
     if ENERGY not in prices:
         raise InvalidRequestError(f"the request has no {ENERGY} forecast")
     return prices
@@ -884,12 +960,16 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
 
 def solve_request(request: worker_pb2.OptimisationRequest,
                   energy_haircut_per_mwh: FloatArray | None = None,
-                  soc_max_mwh_by_interval: FloatArray | None = None) -> worker_pb2.OptimisationResult:
+                  soc_max_mwh_by_interval: FloatArray | None = None,
+                  scenarios: ScenarioPrices | None = None) -> worker_pb2.OptimisationResult:
     """The plan of a request whatever its algorithm name (MW, MWh, $): :func:`run_optimisation` without the
     name check. ``energy_haircut_per_mwh`` ($/MWh, one value per interval, >= 0), when given, values
     discharge at the planning price minus it and charging at the planning price plus it (the reported
     objective is then at those prices); FCAS prices are unchanged. ``soc_max_mwh_by_interval`` (MWh, one
-    value per interval), when given, caps the SoC at the end of each interval (:func:`solve_dispatch`)."""
+    value per interval), when given, caps the SoC at the end of each interval (:func:`solve_dispatch`).
+    ``scenarios``, when given, makes the plan a two-stage one on the price scenarios it derives from the request
+    (:mod:`algorithms.market.price_scenarios`) instead of one on :func:`planning_prices` (not with a haircut);
+    the reported plan and objective are then its first scenario's."""
     if request.horizon_intervals <= 0:
         raise InvalidRequestError("horizon_intervals must be positive")
     if not request.HasField("first_interval"):
@@ -898,7 +978,11 @@ def solve_request(request: worker_pb2.OptimisationRequest,
         raise InvalidRequestError("battery is not set")
     if not request.forecasts:
         raise InvalidRequestError("the request has no forecasts")
-    prices = planning_prices(request)
+    further: list[PriceScenario] = []
+    if scenarios is not None:
+        prices, further = scenarios(request)
+    else:
+        prices = planning_prices(request)
     charge_price = None
     if energy_haircut_per_mwh is not None:
         charge_price = prices[ENERGY] + energy_haircut_per_mwh
@@ -916,6 +1000,7 @@ def solve_request(request: worker_pb2.OptimisationRequest,
         enablement_cap_mw=request_enablement_caps(request),
         charge_energy_price=charge_price,
         soc_max_mwh_by_interval=soc_max_mwh_by_interval,
+        scenarios=further,
     )
     result = worker_pb2.OptimisationResult(
         request_id=request.request_id,

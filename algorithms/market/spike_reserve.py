@@ -43,6 +43,23 @@ deep negative prices, at the best prices it sees before them. The ceiling is nev
 by then discharging as fast as it can from now (ramp included), nor below the terminal target, so with the floor
 (never above either) it never makes a feasible plan infeasible. With no deep negative price in the lower tail v3's
 plan is v1's, bit for bit.
+
+Version 4 (:func:`run_optimisation_v4`, served next to v1) is v3 — the same floor and room — planned on price
+*scenarios* instead of one blended path: the central quantile path and the lowest and highest quantile paths, with
+the Pearson–Tukey weights of the blend as their probabilities
+(:func:`algorithms.market.price_scenarios.quantile_scenarios`), in one two-stage LP whose first interval (the one
+the bid offers now) is the same in every scenario and whose later intervals are planned per scenario
+(:func:`algorithms.market.lp_matrix.build_scenario_lp`). Each interval's expected price is v3's planning price; what
+differs is the value of keeping energy (or room) for later: the blend averages the paths before the plan chooses
+when to sell, so a peak that the high path puts at 18:00 and the central path at 19:30 is diluted in both intervals,
+while the scenarios each sell at their own peak, and the energy held now is worth the expected best price — never
+less than the best blended one. The plan read back is the central scenario's (first interval shared), its energy and
+capacity values the expected ones over the scenarios. With a tail weight of 0 (one scenario) v4's plan is v3's, bit
+for bit. The LP is three times as large: the solve costs about three times as much.
+
+Version 5 (:func:`run_optimisation_v5`) is v4 with scenarios of *when* instead of how high
+(:func:`algorithms.market.price_scenarios.timing_scenarios`): v3's planning path (probability ½) and the same path
+an hour later and an hour earlier (¼ each), the first interval's price the same in all three.
 """
 
 from __future__ import annotations
@@ -55,7 +72,7 @@ import numpy.typing as npt
 
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.products import ENERGY
-from algorithms.market import optimise, uncertainty_spread
+from algorithms.market import optimise, price_scenarios, uncertainty_spread
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from vpp.v1 import common_pb2, worker_pb2
 
@@ -229,6 +246,13 @@ BASE_PLAN_BY_VERSION: dict[str, BasePlan] = {
     "1": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
     "2": BasePlan(uncertainty_spread.ALGORITHM, uncertainty_spread.run_optimisation),
     "3": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
+    "4": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
+    "5": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
+}
+# Versions that plan on price scenarios rather than the one blended path: v4 on how high prices go, v5 on when.
+SCENARIOS_BY_VERSION: dict[str, optimise.ScenarioPrices] = {
+    "4": price_scenarios.quantile_scenarios,
+    "5": price_scenarios.timing_scenarios,
 }
 
 
@@ -294,6 +318,24 @@ def run_optimisation_v3(request: worker_pb2.OptimisationRequest,
     return _run_version(request, "3", policy, room_policy)
 
 
+def run_optimisation_v4(request: worker_pb2.OptimisationRequest,
+                        policy: SpikeReservePolicy = POLICY_V1,
+                        room_policy: SpikeRoomPolicy = ROOM_POLICY_V3) -> worker_pb2.OptimisationResult:
+    """Adapter of v4: v3's floor and room (MWh) under a two-stage plan on the forecast's low, central and high
+    price scenarios instead of one blended path (see the module docstring; MW, MWh, $). Raises
+    InvalidRequestError for malformed requests."""
+    return _run_version(request, "4", policy, room_policy)
+
+
+def run_optimisation_v5(request: worker_pb2.OptimisationRequest,
+                        policy: SpikeReservePolicy = POLICY_V1,
+                        room_policy: SpikeRoomPolicy = ROOM_POLICY_V3) -> worker_pb2.OptimisationResult:
+    """Adapter of v5: v3's floor and room (MWh) under a two-stage plan on the planning path and the same path an
+    hour later and an hour earlier (:func:`algorithms.market.price_scenarios.timing_scenarios`; MW, MWh, $).
+    Raises InvalidRequestError for malformed requests."""
+    return _run_version(request, "5", policy, room_policy)
+
+
 def _run_version(request: worker_pb2.OptimisationRequest, version: str,
                  policy: SpikeReservePolicy,
                  room_policy: SpikeRoomPolicy | None = None) -> worker_pb2.OptimisationResult:
@@ -304,8 +346,9 @@ def _run_version(request: worker_pb2.OptimisationRequest, version: str,
     inner = reserve_request(request, policy, base.algorithm)
     ceiling = None if room_policy is None else request_room_ceiling_mwh(inner, room_policy)
     # Anything malformed (no ENERGY forecast, two of them, wrong lengths) is refused by the base's adapter.
-    result = (base.solve(inner) if ceiling is None
-              else optimise.solve_request(inner, soc_max_mwh_by_interval=ceiling))
+    scenarios = SCENARIOS_BY_VERSION.get(version)
+    result = (base.solve(inner) if ceiling is None and scenarios is None
+              else optimise.solve_request(inner, soc_max_mwh_by_interval=ceiling, scenarios=scenarios))
     result.algorithm.CopyFrom(request.algorithm if request.algorithm.name
                               else common_pb2.AlgorithmRef(name=NAME, version=version))
     return result
