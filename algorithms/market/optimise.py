@@ -880,15 +880,26 @@ def planning_price(forecast: PriceForecast, level: float, tail_weight: float) ->
     over P05 / P50 / P95) or Swanson's (0.3 / 0.4 / 0.3 over P10 / P50 / P90) estimate the mean, which a
     risk-neutral plan should maximise against.
     """
-    if not 0 <= tail_weight < 0.5:
-        raise InvalidRequestError(f"price_tail_weight must be in [0, 0.5), got {tail_weight}")
-    central = quantile_at(forecast, level)
+    check_tail_weight(tail_weight)
     if tail_weight == 0:
-        return central
-    levels = forecast.quantiles
-    low, high = quantile_at(forecast, float(levels[0])), quantile_at(forecast, float(levels[-1]))
+        return quantile_at(forecast, level)
+    low, central, high = planning_points(forecast, level)
     blended: FloatArray = tail_weight * low + (1 - 2 * tail_weight) * central + tail_weight * high
     return blended
+
+
+def check_tail_weight(tail_weight: float) -> None:
+    """InvalidRequestError unless ``tail_weight`` (the probability given to each tail quantile) is in [0, 0.5)."""
+    if not 0 <= tail_weight < 0.5:
+        raise InvalidRequestError(f"price_tail_weight must be in [0, 0.5), got {tail_weight}")
+
+
+def planning_points(forecast: PriceForecast, level: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The three price paths :func:`planning_price` weighs ($/MWh or $/MW/h per interval): the lowest quantile,
+    quantile ``level`` and the highest quantile of ``forecast``."""
+    levels = forecast.quantiles
+    return (quantile_at(forecast, float(levels[0])), quantile_at(forecast, level),
+            quantile_at(forecast, float(levels[-1])))
 
 
 def planning_prices(request: worker_pb2.OptimisationRequest) -> dict[str, FloatArray]:

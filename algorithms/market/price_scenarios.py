@@ -24,7 +24,13 @@ import numpy.typing as npt
 
 from algorithms.common.errors import InvalidRequestError
 from algorithms.market.forecast import quantile_at
-from algorithms.market.optimise import PriceScenario, planning_prices, request_forecasts
+from algorithms.market.optimise import (
+    PriceScenario,
+    check_tail_weight,
+    planning_points,
+    planning_prices,
+    request_forecasts,
+)
 from vpp.v1 import worker_pb2
 
 FloatArray = npt.NDArray[np.float64]
@@ -43,15 +49,15 @@ def quantile_scenarios(request: worker_pb2.OptimisationRequest) -> tuple[dict[st
     FCAS one). Raises InvalidRequestError as :func:`~algorithms.market.optimise.planning_prices` does."""
     forecasts = request_forecasts(request)
     tail_weight = request.price_tail_weight
-    if not 0 <= tail_weight < 0.5:
-        raise InvalidRequestError(f"price_tail_weight must be in [0, 0.5), got {tail_weight}")
-    central = {product: quantile_at(forecast, request.price_quantile) for product, forecast in forecasts.items()}
+    check_tail_weight(tail_weight)
     if tail_weight == 0:
-        return central, []
-    tails = [PriceScenario(tail_weight, {product: quantile_at(forecast, float(forecast.quantiles[end]))
-                                         for product, forecast in forecasts.items()})
-             for end in (0, -1)]
-    return central, tails
+        return {product: quantile_at(forecast, request.price_quantile)
+                for product, forecast in forecasts.items()}, []
+    points = {product: planning_points(forecast, request.price_quantile) for product, forecast in forecasts.items()}
+    central = {product: middle for product, (_, middle, _) in points.items()}
+    low = PriceScenario(tail_weight, {product: lowest for product, (lowest, _, _) in points.items()})
+    high = PriceScenario(tail_weight, {product: highest for product, (_, _, highest) in points.items()})
+    return central, [low, high]
 
 
 def shifted_path(path: FloatArray, shift_intervals: int) -> FloatArray:
