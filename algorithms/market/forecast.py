@@ -1,6 +1,6 @@
 """Probabilistic price forecast of one product: ``sarx-quantile`` v2 (:func:`run_forecast`, the module's current
-version), v3 (:func:`run_forecast_v3`) and v4 (:func:`run_forecast_v4`, the configured default), numpy least
-squares, xarray.
+version), v3 (:func:`run_forecast_v3`), v4 (:func:`run_forecast_v4`, the configured default) and v5
+(:func:`run_forecast_v5`, served, not the default), numpy least squares, xarray.
 
 v3 is v2 plus AEMO's *P5MIN* for the first hour where a run is known at decision time
 (:class:`P5minBlend`, see "P5MIN" below); without P5MIN it forecasts exactly as v2, from history alone, from
@@ -13,6 +13,18 @@ else as v2; :func:`run_forecast_v4`). On the store's months, with one to three d
 and no AEMO forecast, v2's path runs ahead of the price: the time-of-day harmonics and yesterday-same-time
 carry the other days' ramps onto a day whose evening comes earlier, later or not at all, and over the first
 hours holding the price of now is the better guess (README, "Holding the price of now a little longer").
+
+v5 is v4 with a *short-history guard* (:class:`ShortHistoryGuard`, :func:`run_forecast_v5`). On the store's months
+the snapshot's week of history holds one to three days of prices after an unknown stretch; v4 counts that stretch
+as history, fits the harmonics and the seasonal regressor on it and its long-lead paths run to the highest price
+seen (README, "Forecast skill by data situation": worse than yesterday-same-time beyond 4 h with one day of
+history). v5 fits the model on the history from its first known price, and below :data:`SHORT_HISTORY_GUARD_V5`
+``full_days`` of it forecasts the *mixture* of two distributions: the model's (its path clipped to the observed
+range) and seasonal naive's (the same band around the last known price at the same time of day), seasonal naive
+weighted 1 at one day of usable history falling linearly to 0 at three (:func:`mixture_quantiles`). The mixture's
+median is the path; where the two disagree its band covers both, so a model that sees a spike keeps it in the
+upper tail while the path follows the day. Then the pre-dispatch blend and persistence as in v4. From three days
+of usable history on, v5 is v4 on the history from its first known price.
 
 v2 is v1 plus *persistence*: after the pre-dispatch blend, the first leads are pulled towards the last
 known price with weight exp(−lead/τ) in asinh space (:class:`Persistence`, τ = 3 intervals for energy,
@@ -223,6 +235,7 @@ PERSISTENCE_BY_VERSION: dict[str, Persistence] = {
                      fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2,
                      energy_unforecast_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V4),
 }
+PERSISTENCE_BY_VERSION["5"] = PERSISTENCE_BY_VERSION["4"]
 
 
 @dataclass(frozen=True)
@@ -262,7 +275,33 @@ class P5minRun:
 
 
 # Per version: whether AEMO's P5MIN run of the request is used (v3 on); earlier versions ignore it.
-USES_P5MIN_BY_VERSION: dict[str, bool] = {"1": False, "2": False, "3": True, "4": False}
+USES_P5MIN_BY_VERSION: dict[str, bool] = {"1": False, "2": False, "3": True, "4": False, "5": False}
+
+
+@dataclass(frozen=True)
+class ShortHistoryGuard:
+    """The weight of seasonal naive in v5's mixture with the model for a short history: 1 at ``first_day_days``
+    days of usable history or less, falling linearly to 0 at ``full_days`` days (a day = 288 intervals with a
+    price)."""
+
+    first_day_days: float
+    full_days: float
+
+    def weight(self, usable_history_intervals: int) -> float:
+        """Weight (0..1) of seasonal naive in the mixture for a history of ``usable_history_intervals``
+        5-minute intervals with a price."""
+        days = usable_history_intervals / INTERVALS_PER_DAY
+        span = self.full_days - self.first_day_days
+        return float(min(1.0, max(0.0, (self.full_days - days) / span)))
+
+
+# v5: chosen before any backtest from the forecast-skill table of one day of history (Jan 2021 and Jan 2025, both
+# worse than seasonal naive beyond 4 h) and the seasonal regressor's need of two days; three days for the fits to
+# have a full day of seasonal rows. Not tuned further.
+SHORT_HISTORY_GUARD_V5 = ShortHistoryGuard(first_day_days=1.0, full_days=3.0)
+# Per version: the short-history guard (None: none, as before v5).
+SHORT_HISTORY_GUARD_BY_VERSION: dict[str, ShortHistoryGuard | None] = {
+    "1": None, "2": None, "3": None, "4": None, "5": SHORT_HISTORY_GUARD_V5}
 
 
 @dataclass(frozen=True)
@@ -672,6 +711,7 @@ def quantile_price_forecast(
     unforecast_persistence_lead_scale_intervals: float | None = None,
     p5min: P5minRun | None = None,
     p5min_blend: P5minBlend = ENERGY_P5MIN_BLEND,
+    short_history_guard: ShortHistoryGuard | None = None,
 ) -> FloatArray:
     """Quantile forecast of one product's price, shape (horizon_intervals, len(quantiles)).
 
@@ -688,6 +728,9 @@ def quantile_price_forecast(
     pre-dispatch price covers.
     ``p5min``: AEMO's P5MIN run of the product (None: not known), blended in last with ``p5min_blend``
     where it covers the horizon (use FCAS_P5MIN_BLEND for FCAS).
+    ``short_history_guard`` (None: none): the model is fitted on the history from its first known price and,
+    with a short history, mixed with seasonal naive (the last known price at the same time of day) before the
+    blend and persistence (v5, see the module docstring).
 
     Raises InvalidRequestError when there is no usable history, no pre-dispatch and no P5MIN price, or the
     inputs are inconsistent (history reaching into the horizon, off-grid times, unequal lengths).
@@ -738,7 +781,11 @@ def quantile_price_forecast(
                 f"history runs to {last_history}, not before the first forecast interval {first_interval}"
             )
         lead = first_lead + np.arange(horizon_intervals, dtype=np.int64)
-        central, offsets = _model_path(history, history_first_interval, lead, levels, scale)
+        if short_history_guard is None:
+            central, offsets = _model_path(history, history_first_interval, lead, levels, scale)
+        else:
+            central, offsets = _guarded_model_path(history, history_first_interval, lead, levels, scale,
+                                                   short_history_guard, (z_low, z_high))
         weight = predispatch_blend.weight(lead)
         has_pd = np.isfinite(z_predispatch)
         central = np.where(has_pd, (1 - weight) * central + weight * np.nan_to_num(z_predispatch), central)
@@ -770,6 +817,85 @@ def persistence_weight(lead: IntArray, has_predispatch: BoolArray, forecast_scal
     scale = np.where(has_predispatch, forecast_scale_intervals, unforecast_scale_intervals)
     weight: FloatArray = np.where(scale > 0, np.exp(-lead / np.where(scale > 0, scale, 1.0)), 0.0)
     return weight
+
+
+def _guarded_model_path(
+    history: FloatArray, history_first_interval: datetime, lead: IntArray, levels: FloatArray, scale: float,
+    guard: ShortHistoryGuard, z_range: tuple[float, float],
+) -> tuple[FloatArray, FloatArray]:
+    """v5's central path (asinh space) and offsets: the model fitted on the history from its first known price
+    (the unknown stretch before it does not count as history: the model's harmonics and seasonal regressor
+    need a day and two days of it); below ``guard``'s full history, the mixture of the model's distribution
+    (its path clipped to the observed range ``z_range``) and seasonal naive's (the same band around
+    yesterday-same-time), with seasonal naive's weight from ``guard``: its median is the path, its quantiles
+    less the median the offsets."""
+    known = np.flatnonzero(np.isfinite(history))
+    first_known = int(known[0])
+    usable = history[first_known:]
+    central, offsets = _model_path(usable, history_first_interval + INTERVAL * first_known, lead, levels, scale)
+    naive_weight = guard.weight(int(known.size))
+    if naive_weight <= 0:
+        return central, offsets
+    naive = seasonal_naive_path(np.arcsinh(usable / scale), lead)
+    point_levels = np.union1d(levels, [0.5])
+    median_column = int(np.searchsorted(point_levels, 0.5))
+    band = np.insert(offsets, median_column, 0.0, axis=1) if point_levels.size > levels.size else offsets
+    mixed = mixture_quantiles(np.clip(central, *z_range)[:, None] + band, naive[:, None] + band, point_levels,
+                              naive_weight, point_levels)
+    median = mixed[:, median_column]
+    wanted = np.searchsorted(point_levels, levels)
+    return median, mixed[:, wanted] - median[:, None]
+
+
+def _component_cdf(points: FloatArray, point_levels: FloatArray, at: FloatArray, *, left: bool) -> FloatArray:
+    """Each row's CDF (0..1) at ``at`` (rows x m) of the distribution with quantiles ``points`` (rows x n,
+    ascending) at ``point_levels``: linear between its points, the mass below the lowest point on it and the mass
+    above the highest on that one. ``left``: the limit from the left (before a point's mass), else the value."""
+    below = (points[:, None, :] < at[:, :, None]) if left else (points[:, None, :] <= at[:, :, None])
+    count = below.sum(axis=2)  # points below (or at) each value
+    inner = np.clip(count, 1, points.shape[1] - 1)
+    lower = np.take_along_axis(points, inner - 1, axis=1)
+    upper = np.take_along_axis(points, inner, axis=1)
+    span = np.where(upper > lower, upper - lower, 1.0)
+    fraction = np.clip((at - lower) / span, 0.0, 1.0)
+    value = point_levels[inner - 1] + (point_levels[inner] - point_levels[inner - 1]) * fraction
+    return np.where(count == 0, 0.0, np.where(count == points.shape[1], 1.0, value))
+
+
+def mixture_quantiles(first: FloatArray, second: FloatArray, point_levels: FloatArray, second_weight: float,
+                      wanted_levels: FloatArray) -> FloatArray:
+    """Quantiles at ``wanted_levels`` (rows x levels) of the mixture ``(1 - second_weight)`` x first +
+    ``second_weight`` x second, each distribution given by its quantiles (rows x n, ascending along a row) at
+    ``point_levels`` (ascending, in (0, 1)). Between its quantiles a distribution's CDF is linear; its mass below
+    the lowest quantile sits on that one, its mass above the highest on that one (no tail beyond what it
+    gives). Units are those of the inputs (the forecaster's asinh space)."""
+    candidates = np.sort(np.concatenate([first, second], axis=1), axis=1)
+    mixed_value = ((1 - second_weight) * _component_cdf(first, point_levels, candidates, left=False)
+                   + second_weight * _component_cdf(second, point_levels, candidates, left=False))
+    mixed_left = ((1 - second_weight) * _component_cdf(first, point_levels, candidates, left=True)
+                  + second_weight * _component_cdf(second, point_levels, candidates, left=True))
+    rows = np.arange(candidates.shape[0])[:, None]
+    wanted = np.asarray(wanted_levels, dtype=np.float64)[None, :]
+    # The first candidate whose CDF value reaches the level (the last one's is 1), and the one before it.
+    reach = np.argmax(mixed_value[:, :, None] >= wanted[:, None, :] - 1e-12, axis=1)
+    before = np.maximum(reach - 1, 0)
+    at_reach, at_before = candidates[rows, reach], candidates[rows, before]
+    rise_start, rise_end = mixed_value[rows, before], mixed_left[rows, reach]
+    inside = (rise_end >= wanted) & (reach > 0) & (rise_end > rise_start)
+    fraction = np.clip((wanted - rise_start) / np.where(inside, rise_end - rise_start, 1.0), 0.0, 1.0)
+    return np.asarray(np.where(inside, at_before + fraction * (at_reach - at_before), at_reach), dtype=np.float64)
+
+
+def seasonal_naive_path(z_history: FloatArray, lead: IntArray) -> FloatArray:
+    """Seasonal naive of each ``lead`` (5-minute intervals after the last history interval): the last known
+    value (carried forward over gaps) at the same time of day on the last day known at the origin
+    (:func:`_seasonal_index`), in the units of ``z_history``; the last known value where the history does not
+    reach that far back."""
+    level_filled = _forward_fill(z_history)
+    last_level = level_filled[-1]
+    seasonal_index = _seasonal_index((z_history.size - 1) + lead, lead)
+    seasonal = np.where(seasonal_index >= 0, level_filled[np.maximum(seasonal_index, 0)], np.nan)
+    return np.asarray(np.where(np.isfinite(seasonal), seasonal, last_level), dtype=np.float64)
 
 
 def _p5min_on_grid(p5min: P5minRun | None, first_interval: datetime, horizon: int) -> tuple[FloatArray, IntArray]:
@@ -816,11 +942,8 @@ def _model_path(
     model = _fit_central(z_history, history_minutes, int(lead[-1]), levels)
     if model is None:
         return np.full(lead.size, last_level), _default_offsets(levels, lead.size)
-    target = (n - 1) + lead
     target_minutes = (history_minutes[-1] + 5 * lead) % MINUTES_PER_DAY
-    seasonal_index = _seasonal_index(target, lead)
-    seasonal = np.where(seasonal_index >= 0, level_filled[np.maximum(seasonal_index, 0)], np.nan)
-    seasonal = np.where(np.isfinite(seasonal), seasonal, last_level)
+    seasonal = seasonal_naive_path(z_history, lead)
     design = _design(target_minutes, np.full(lead.size, last_level), seasonal,
                      model.use_harmonics, model.use_seasonal)
     per_model = design @ model.params.T
@@ -867,6 +990,13 @@ def run_forecast_v4(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastR
     no pre-dispatch price covers the interval (τ = ENERGY_PERSISTENCE_SCALE_V4 intervals; elsewhere and for
     FCAS as v2; see the module docstring). $/MWh or $/MW/h, row-major h x q."""
     return _run_version(request, "4")
+
+
+def run_forecast_v5(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
+    """Adapter of v5: v4 with the short-history guard (:data:`SHORT_HISTORY_GUARD_V5`; see the module
+    docstring): the model fitted from the first known price and, below three days of usable history, mixed with
+    seasonal naive. $/MWh or $/MW/h, row-major h x q."""
+    return _run_version(request, "5")
 
 
 def run_forecast_v1(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
@@ -924,6 +1054,7 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
         unforecast_persistence_lead_scale_intervals=unforecast_persistence,
         p5min=p5min,
         p5min_blend=ENERGY_P5MIN_BLEND if request.product == ENERGY else FCAS_P5MIN_BLEND,
+        short_history_guard=SHORT_HISTORY_GUARD_BY_VERSION[version],
     )
     return worker_pb2.ForecastResult(
         request_id=request.request_id,
