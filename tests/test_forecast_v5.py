@@ -87,6 +87,8 @@ def test_guard_weight_falls_from_one_day_to_three() -> None:
     assert [guard.weight(intervals) for intervals in (0, 144, 288, 432, 576, 720, 864, 2016)] == [
         1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     assert ShortHistoryGuard(first_day_days=2.0, full_days=4.0).weight(864) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="first_day_days < full_days"):
+        ShortHistoryGuard(first_day_days=3.0, full_days=3.0)
 
 
 LEVELS = np.array(QUANTILES)

@@ -287,6 +287,11 @@ class ShortHistoryGuard:
     first_day_days: float
     full_days: float
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.first_day_days < self.full_days:
+            raise ValueError(f"the guard needs 0 <= first_day_days < full_days, got {self.first_day_days} and "
+                             f"{self.full_days}")
+
     def weight(self, usable_history_intervals: int) -> float:
         """Weight (0..1) of seasonal naive in the mixture for a history of ``usable_history_intervals``
         5-minute intervals with a price."""
