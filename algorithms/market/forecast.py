@@ -234,8 +234,10 @@ PERSISTENCE_BY_VERSION: dict[str, Persistence] = {
     "4": Persistence(energy_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V2,
                      fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2,
                      energy_unforecast_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V4),
+    "5": Persistence(energy_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V2,
+                     fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2,
+                     energy_unforecast_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V4),
 }
-PERSISTENCE_BY_VERSION["5"] = PERSISTENCE_BY_VERSION["4"]
 
 
 @dataclass(frozen=True)
@@ -895,12 +897,17 @@ def seasonal_naive_path(z_history: FloatArray, lead: IntArray) -> FloatArray:
     """Seasonal naive of each ``lead`` (5-minute intervals after the last history interval): the last known
     value (carried forward over gaps) at the same time of day on the last day known at the origin
     (:func:`_seasonal_index`), in the units of ``z_history``; the last known value where the history does not
-    reach that far back."""
-    level_filled = _forward_fill(z_history)
-    last_level = level_filled[-1]
-    seasonal_index = _seasonal_index((z_history.size - 1) + lead, lead)
+    reach that far back. This is the model's seasonal regressor; the skill benchmark's baseline
+    (:func:`algorithms.market.forecast_skill.seasonal_naive_forecast`) takes the last known price at a missing
+    slot instead of carrying the slot's day forward."""
+    return _seasonal_from_filled(_forward_fill(z_history), lead)
+
+
+def _seasonal_from_filled(level_filled: FloatArray, lead: IntArray) -> FloatArray:
+    """:func:`seasonal_naive_path` of a history already carried forward over its gaps (:func:`_forward_fill`)."""
+    seasonal_index = _seasonal_index((level_filled.size - 1) + lead, lead)
     seasonal = np.where(seasonal_index >= 0, level_filled[np.maximum(seasonal_index, 0)], np.nan)
-    return np.asarray(np.where(np.isfinite(seasonal), seasonal, last_level), dtype=np.float64)
+    return np.asarray(np.where(np.isfinite(seasonal), seasonal, level_filled[-1]), dtype=np.float64)
 
 
 def _p5min_on_grid(p5min: P5minRun | None, first_interval: datetime, horizon: int) -> tuple[FloatArray, IntArray]:
@@ -948,7 +955,7 @@ def _model_path(
     if model is None:
         return np.full(lead.size, last_level), _default_offsets(levels, lead.size)
     target_minutes = (history_minutes[-1] + 5 * lead) % MINUTES_PER_DAY
-    seasonal = seasonal_naive_path(z_history, lead)
+    seasonal = _seasonal_from_filled(level_filled, lead)
     design = _design(target_minutes, np.full(lead.size, last_level), seasonal,
                      model.use_harmonics, model.use_seasonal)
     per_model = design @ model.params.T

@@ -539,10 +539,11 @@ def build_scenario_lp(scenarios: Sequence[tuple[float, DispatchSpec]]) -> Matrix
     layout = first.layout
     shared = np.array([layout.gen.start, layout.load.start,
                        *(layout.fcas(product).start for product in layout.fcas_products)], dtype=np.int64)
+    lps = (first, *copies)
     rows, cols, values = [], [], []
     blocks: list[ScenarioBlock] = []
     column_offset, row_offset = 0, 0
-    for lp in (first, *copies):
+    for lp in lps:
         rows.append(lp.matrix.indices.astype(np.int64) + row_offset)
         cols.append(lp.matrix.column_of_entries().astype(np.int64) + column_offset)
         values.append(lp.matrix.data)
@@ -559,7 +560,6 @@ def build_scenario_lp(scenarios: Sequence[tuple[float, DispatchSpec]]) -> Matrix
     values += [np.ones(linking), -np.ones(linking)]
     matrix = csc_from_triplets(np.concatenate(rows), np.concatenate(cols), np.concatenate(values),
                                row_offset + linking, column_offset)
-    lps = (first, *copies)
     return MatrixLp(
         cost=np.concatenate([weight * lp.cost for weight, lp in zip(weights, lps, strict=True)]),
         col_lower=np.concatenate([lp.col_lower for lp in lps]),

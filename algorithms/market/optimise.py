@@ -709,7 +709,7 @@ def _score(spec: DispatchSpec, lp: MatrixLp, solution: LpSolution, plan: Dispatc
     LP (whose plan is its first scenario's) the expected objective over its scenarios; -inf otherwise."""
     if plan.status != "OPTIMAL":
         return -math.inf
-    return solution.objective_bound if lp.scenario_blocks else _maximised(spec, plan)
+    return float(lp.cost @ solution.column_values) if lp.scenario_blocks else _maximised(spec, plan)
 
 
 def _direction_bounds(lp: MatrixLp, intervals: tuple[int, ...]) -> list[FloatArray]:
@@ -764,8 +764,8 @@ def _best_over_directions(spec: DispatchSpec, lp: MatrixLp, intervals: tuple[int
     best_score = -math.inf
     for solution, solver in _solve_all(lps, time_limit_s, use_matrix):
         last = _plan_of(spec, lp, solution, solver, time_limit_s)
-        score = _score(spec, lp, solution, last)
-        if last.status == "OPTIMAL" and (best is None or score > best_score):
+        score = _score(spec, lp, solution, last)  # -inf unless OPTIMAL
+        if score > best_score:
             best, best_score = last, score
     if best is None:
         assert last is not None
