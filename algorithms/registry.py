@@ -84,6 +84,7 @@ RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("optimisation", "algorithms.market.spike_reserve", "3", "run_optimisation_v3"),
     ("optimisation", "algorithms.market.spike_reserve", "4", "run_optimisation_v4"),
     ("optimisation", "algorithms.market.spike_reserve", "5", "run_optimisation_v5"),
+    ("optimisation", "algorithms.market.spike_reserve", "6", "run_optimisation_v6"),
 )
 
 

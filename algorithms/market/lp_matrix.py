@@ -9,12 +9,14 @@ This is the ONE formulation of the dispatch problem: every constraint is written
 solves it through highspy (:func:`solve_matrix_lp`); :mod:`algorithms.market.lp_pulp` loads the same
 matrix generically into PuLP (HiGHS through PuLP, or CBC) as a second backend.
 
-Columns, in this order, each a block of ``T`` (one per dispatch interval): ``gen`` (MW), ``load`` (MW),
-``soc`` (MWh at the END of the interval), then one enablement block (MW) per FCAS product in the order
+Columns, in this order, each a block of ``T`` (one per period: a dispatch interval, unless
+:attr:`DispatchSpec.period_intervals` makes a period several intervals at one constant output): ``gen`` (MW),
+``load`` (MW), ``soc`` (MWh at the END of the period), then one enablement block (MW) per FCAS product in the order
 of the prices, then — only when :attr:`DispatchSpec.exclusive_intervals` names intervals — one binary
 ``u_k`` per such interval (1 = may discharge, 0 = may charge). Rows, in this order:
 
-* ``T`` SoC balance equalities ``soc_t - soc_{t-1} - eta_c h load_t + h / eta_d gen_t = [soc_{-1} if t = 0]``;
+* ``T`` SoC balance equalities ``soc_t - soc_{t-1} - eta_c h_t load_t + h_t / eta_d gen_t = [soc_{-1} if t = 0]``
+  (``h_t`` the period's hours);
 * the terminal row ``soc_{T-1} >= terminal``;
 * ``T`` joint-capacity rows per :class:`JointCapacityGroup` (``sign (gen_t - load_t) + sum e_{s,t} <= P``);
 * the ramp rows, only when they can bind (:meth:`DispatchSpec.ramp_rows`), each one ranged row
@@ -101,6 +103,11 @@ class DispatchSpec:
     ``energy_price`` then valuing discharge (``gen``) only; None (default): both at ``energy_price``.
     ``soc_max_mwh_by_interval`` (MWh per interval, the SoC at the END of each interval), when given, is the
     upper bound of each ``soc_t`` instead of the battery's maximum; None (default): the battery's maximum.
+    ``period_intervals`` (one positive count per LP period), when given, makes each LP period stand for that
+    many consecutive dispatch intervals of ``interval_hours`` each, dispatched at one constant output
+    (:mod:`algorithms.market.horizon_periods`): every per-period array above then has one value per period,
+    ``soc_t`` is the SoC at the end of period ``t``, and each period's energy and FCAS are its hours times its
+    MW. None (default): every period is one dispatch interval.
     """
 
     energy_price: FloatArray
@@ -119,11 +126,19 @@ class DispatchSpec:
     exclusive_intervals: tuple[int, ...] = ()
     charge_energy_price: FloatArray | None = None
     soc_max_mwh_by_interval: FloatArray | None = None
+    period_intervals: IntArray | None = None
 
     @property
     def horizon(self) -> int:
-        """Number of dispatch intervals ``T``."""
+        """Number of LP periods ``T`` (dispatch intervals unless ``period_intervals`` groups them)."""
         return len(self.energy_price)
+
+    @property
+    def period_hours(self) -> FloatArray:
+        """Length of every LP period (hours): ``interval_hours`` times its ``period_intervals``."""
+        if self.period_intervals is None:
+            return np.full(self.horizon, self.interval_hours, dtype=np.float64)
+        return self.interval_hours * np.asarray(self.period_intervals, dtype=np.float64)
 
     @property
     def fcas_products(self) -> tuple[str, ...]:
@@ -132,15 +147,15 @@ class DispatchSpec:
 
     @property
     def gen_revenue_per_mw(self) -> FloatArray:
-        """Objective coefficient of ``gen_t`` ($ per MW over the interval): h (RRP mlf_gen - degradation)."""
-        h = self.interval_hours
+        """Objective coefficient of ``gen_t`` ($ per MW over the period): h (RRP mlf_gen - degradation)."""
+        h = self.period_hours
         return h * (self.energy_price * self.battery.mlf_gen - self.degradation_cost_per_mwh)
 
     @property
     def load_revenue_per_mw(self) -> FloatArray:
-        """Objective coefficient of ``load_t`` ($ per MW over the interval): -h (RRP mlf_load + degradation),
+        """Objective coefficient of ``load_t`` ($ per MW over the period): -h (RRP mlf_load + degradation),
         RRP being ``charge_energy_price`` when given."""
-        h = self.interval_hours
+        h = self.period_hours
         price = self.energy_price if self.charge_energy_price is None else self.charge_energy_price
         return h * (-price * self.battery.mlf_load - self.degradation_cost_per_mwh)
 
@@ -289,10 +304,10 @@ class MatrixLp:
             values = values + row_duals[_shifted(self.balance_rows, block.row_offset)]
         return values
 
-    def capacity_values(self, row_duals: FloatArray, interval_hours: float) -> tuple[FloatArray, FloatArray]:
-        """Raise and lower capacity values per interval ($/MW/h) from the row duals ($ per MW): the sum
+    def capacity_values(self, row_duals: FloatArray, period_hours: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Raise and lower capacity values per period ($/MW/h) from the row duals ($ per MW): the sum
         of the duals of every joint-capacity row on that side (of every price scenario of a scenario LP),
-        divided by the interval length (hours)."""
+        divided by the period's length (hours, one value per period)."""
         horizon = self.layout.horizon
         offsets = (0, *(block.row_offset for block in self.scenario_blocks))
         values = []
@@ -301,7 +316,7 @@ class MatrixLp:
             for offset in offsets:
                 for rows in blocks:
                     total += row_duals[_shifted(rows, offset)]
-            values.append(total / interval_hours)
+            values.append(total / period_hours)
         return values[0], values[1]
 
 
@@ -370,7 +385,8 @@ def _columns_and_objective(spec: DispatchSpec, layout: ColumnLayout) -> tuple[Fl
     horizon = spec.horizon
     battery = spec.battery
     blocks = [spec.gen_revenue_per_mw, spec.load_revenue_per_mw, np.zeros(horizon)]
-    blocks += [spec.interval_hours * spec.fcas_price[p] for p in layout.fcas_products]
+    hours = spec.period_hours
+    blocks += [hours * spec.fcas_price[p] for p in layout.fcas_products]
     exclusive = len(layout.exclusive_intervals)
     cost = np.concatenate([*blocks, np.zeros(exclusive)])
     if spec.terminal_value_per_mwh > 0:
@@ -388,18 +404,19 @@ def _columns_and_objective(spec: DispatchSpec, layout: ColumnLayout) -> tuple[Fl
 
 
 def _add_balance(blocks: _RowBlocks, spec: DispatchSpec, layout: ColumnLayout) -> slice:
-    """soc_t - soc_{t-1} - eta_c h load_t + h / eta_d gen_t = 0, soc_{-1} moved to the right (MWh)."""
+    """soc_t - soc_{t-1} - eta_c h_t load_t + h_t / eta_d gen_t = 0, soc_{-1} moved to the right (MWh; h_t the
+    period's hours)."""
     horizon = spec.horizon
     t = np.arange(horizon)
     later = t[1:]
-    h = spec.interval_hours
+    h = spec.period_hours
     rhs = np.zeros(horizon)
     rhs[0] = spec.initial_soc_mwh
     return blocks.add(
         [
             (t, layout.soc.start + t, _full(horizon, 1.0)),
-            (t, layout.load.start + t, _full(horizon, -spec.battery.charge_efficiency * h)),
-            (t, layout.gen.start + t, _full(horizon, h / spec.battery.discharge_efficiency)),
+            (t, layout.load.start + t, -spec.battery.charge_efficiency * h),
+            (t, layout.gen.start + t, h / spec.battery.discharge_efficiency),
             (later, layout.soc.start + later - 1, _full(horizon - 1, -1.0)),
         ],
         rhs, rhs.copy(),

@@ -84,6 +84,7 @@ from algorithms.common.battery import BatteryParams, battery_from_spec
 from algorithms.common.errors import InvalidRequestError
 from algorithms.common.nem_time import from_timestamp
 from algorithms.common.products import ENERGY, FCAS_PRODUCTS, is_fcas, is_lower, is_raise, is_regulation
+from algorithms.market import horizon_periods
 from algorithms.market.forecast import PriceForecast, forecast_from_result, quantile_at
 from algorithms.market.lp_matrix import SOLVER_NAME as LP_MATRIX_SOLVER
 from algorithms.market.lp_matrix import (
@@ -346,16 +347,18 @@ def _infeasibility_reason(spec: DispatchSpec) -> str:
     battery = spec.battery
     initial_soc_mwh, terminal_soc_mwh, horizon = spec.initial_soc_mwh, spec.terminal_soc_mwh, spec.horizon
     soc_min, soc_max = battery.soc_min_mwh, battery.soc_max_mwh
-    max_charge_mwh = battery.charge_efficiency * battery.power_mw * spec.interval_hours
-    max_discharge_mwh = battery.power_mw * spec.interval_hours / battery.discharge_efficiency
+    hours = spec.period_hours
+    intervals = horizon if spec.period_intervals is None else int(spec.period_intervals.sum())
+    max_charge_mwh = battery.charge_efficiency * battery.power_mw * float(hours[0])
+    max_discharge_mwh = battery.power_mw * float(hours[0]) / battery.discharge_efficiency
     if terminal_soc_mwh > soc_max:
         return f"terminal SoC {terminal_soc_mwh:.3f} MWh is above the maximum SoC {soc_max:.3f} MWh"
-    reachable = min(soc_max, initial_soc_mwh + max_charge_mwh * horizon)
+    reachable = min(soc_max, initial_soc_mwh + battery.charge_efficiency * battery.power_mw * float(hours.sum()))
     if terminal_soc_mwh > reachable + 1e-9:
         return (
             f"terminal SoC {terminal_soc_mwh:.3f} MWh is unreachable: "
             f"starting from {initial_soc_mwh:.3f} MWh "
-            f"at most {reachable:.3f} MWh can be stored after {horizon} intervals"
+            f"at most {reachable:.3f} MWh can be stored after {intervals} intervals"
         )
     if initial_soc_mwh - max_discharge_mwh > soc_max:
         return (
@@ -407,7 +410,7 @@ def _optimal_plan(
     """The OPTIMAL plan of solver values (MW, MWh), clipped to the bounds, solver noise on the idle side of an
     interval set to 0; objective = revenue only ($)."""
     power = spec.battery.power_mw
-    h = spec.interval_hours
+    h = spec.period_hours
     gen_mw = np.clip(gen, 0.0, power)
     load_mw = np.clip(load, 0.0, power)
     # Solver noise: where one side is within SIMULTANEOUS_TOLERANCE_MW of 0 and the other is not, it is 0.
@@ -447,9 +450,14 @@ def dispatch_spec(
     enablement_cap_mw: Mapping[str, np.ndarray] | None = None,
     charge_energy_price: np.ndarray | None = None,
     soc_max_mwh_by_interval: np.ndarray | None = None,
+    period_intervals: Sequence[int] | np.ndarray | None = None,
 ) -> DispatchSpec:
     """The validated dispatch problem of :func:`solve_dispatch`'s arguments (same units), ready to build.
 
+    With ``period_intervals`` (dispatch intervals per LP period, summing to the horizon) the per-interval inputs
+    are checked per interval, then brought onto the periods (:mod:`algorithms.market.horizon_periods`): prices
+    averaged over each period, enablement caps and the SoC ceiling (held at the period's end) at their smallest in
+    it.
     Raises InvalidRequestError for malformed inputs, as :func:`solve_dispatch` does.
     """
     price_paths = _validate_prices(prices)
@@ -458,6 +466,20 @@ def dispatch_spec(
                       terminal_value_per_mwh, initial_net_mw)
     fcas_price = {product: series for product, series in price_paths.items() if product != ENERGY}
     classes = _classify(list(fcas_price))
+    horizon = len(price_paths[ENERGY])
+    caps = _enablement_caps(list(fcas_price), enablement_cap_mw, horizon)
+    charge_price = None if charge_energy_price is None else _validate_prices(
+        {ENERGY: price_paths[ENERGY], "charge_energy_price": charge_energy_price})["charge_energy_price"]
+    ceiling = None if soc_max_mwh_by_interval is None else _soc_ceiling(soc_max_mwh_by_interval, battery, horizon)
+    counts = None
+    if period_intervals is not None:
+        counts = horizon_periods.checked_period_intervals(period_intervals, horizon)
+        fcas_price = {product: horizon_periods.mean_over_periods(series, counts)
+                      for product, series in fcas_price.items()}
+        price_paths = {ENERGY: horizon_periods.mean_over_periods(price_paths[ENERGY], counts)}
+        caps = {product: horizon_periods.min_over_periods(cap, counts) for product, cap in caps.items()}
+        charge_price = None if charge_price is None else horizon_periods.mean_over_periods(charge_price, counts)
+        ceiling = None if ceiling is None else horizon_periods.min_over_periods(ceiling, counts)
     return DispatchSpec(
         energy_price=price_paths[ENERGY],
         fcas_price=fcas_price,
@@ -471,11 +493,10 @@ def dispatch_spec(
         fcas_cap_mw=_fcas_caps(list(fcas_price), fcas_cap_mw, battery.power_mw),
         reserve_hours=_reserve_hours(classes, raise_energy_reserve_hours),
         joint_groups=_joint_capacity_groups(classes),
-        enablement_cap_mw=_enablement_caps(list(fcas_price), enablement_cap_mw, len(price_paths[ENERGY])),
-        charge_energy_price=None if charge_energy_price is None else _validate_prices(
-            {ENERGY: price_paths[ENERGY], "charge_energy_price": charge_energy_price})["charge_energy_price"],
-        soc_max_mwh_by_interval=None if soc_max_mwh_by_interval is None else _soc_ceiling(
-            soc_max_mwh_by_interval, battery, len(price_paths[ENERGY])),
+        enablement_cap_mw=caps,
+        charge_energy_price=charge_price,
+        soc_max_mwh_by_interval=ceiling,
+        period_intervals=counts,
     )
 
 
@@ -514,6 +535,7 @@ def solve_dispatch(
     charge_energy_price: np.ndarray | None = None,
     soc_max_mwh_by_interval: np.ndarray | None = None,
     scenarios: Sequence[PriceScenario] = (),
+    period_intervals: Sequence[int] | np.ndarray | None = None,
 ) -> DispatchPlan:
     """The revenue-maximising dispatch of ``battery`` against known prices (see the module docstring).
 
@@ -550,6 +572,13 @@ def solve_dispatch(
     ``prices`` (its ``objective_dollars`` that path's revenue), its energy and capacity values the expected
     ones. Not with ``charge_energy_price``.
 
+    ``period_intervals`` (default none: every interval its own period): the dispatch intervals each LP period
+    covers, in order, summing to the horizon (:func:`algorithms.market.horizon_periods.period_intervals`). The
+    plan then holds one constant output per period — prices averaged over it, limits at their tightest in it —
+    and is read back per interval (:mod:`algorithms.market.horizon_periods`): the same arrays, one value per
+    interval, the SoC moving linearly within a period. ``physical_intervals`` still counts intervals (every
+    period that starts within them is physical).
+
     ``backend`` picks the solver of the one formulation of :mod:`algorithms.market.lp_matrix`:
     ``"highspy"`` HiGHS through highspy, ``"pulp"`` the same matrix loaded into PuLP (HiGHS through PuLP,
     else CBC), ``"auto"`` (default) highspy when installed, else PuLP with CBC.
@@ -566,24 +595,53 @@ def solve_dispatch(
         raise_energy_reserve_hours=raise_energy_reserve_hours,
         fcas_cap_mw=fcas_cap_mw, terminal_value_per_mwh=terminal_value_per_mwh,
         enablement_cap_mw=enablement_cap_mw, charge_energy_price=charge_energy_price,
-        soc_max_mwh_by_interval=soc_max_mwh_by_interval,
+        soc_max_mwh_by_interval=soc_max_mwh_by_interval, period_intervals=period_intervals,
     )
     if not time_limit_s > 0:
         raise InvalidRequestError(f"time_limit_s must be positive, got {time_limit_s}")
     use_matrix = _use_matrix(backend)
-    scope = spec.horizon if physical_intervals is None else min(physical_intervals, spec.horizon)
-    if scope < 0:
+    if physical_intervals is not None and physical_intervals < 0:
         raise InvalidRequestError(f"physical_intervals must be >= 0 or None, got {physical_intervals}")
+    scope = spec.horizon if physical_intervals is None else _periods_within(spec, physical_intervals)
     build = _scenario_builder(spec, scenarios) if scenarios else build_dispatch_lp
     if scope > 0:
-        return _solve_physical(spec, time_limit_s, use_matrix, scope, build)
+        return _on_intervals(spec, _solve_physical(spec, time_limit_s, use_matrix, scope, build))
     lp = build(spec)
     solution, solver = _run_backend(lp, time_limit_s, use_matrix)
     plan = _plan_of(spec, lp, solution, solver, time_limit_s)
     if plan.status != "OPTIMAL":
         return plan
-    return replace(plan, relaxation_objective_dollars=plan.objective_dollars,
-                   relaxation_simultaneous_intervals=int(simultaneous_intervals(plan.gen_mw, plan.load_mw).size))
+    return _on_intervals(spec, replace(
+        plan, relaxation_objective_dollars=plan.objective_dollars,
+        relaxation_simultaneous_intervals=int(simultaneous_intervals(plan.gen_mw, plan.load_mw).size)))
+
+
+def _periods_within(spec: DispatchSpec, intervals: int) -> int:
+    """How many leading LP periods of ``spec`` start within its first ``intervals`` dispatch intervals."""
+    if spec.period_intervals is None:
+        return min(intervals, spec.horizon)
+    return int(np.count_nonzero(horizon_periods.period_starts(spec.period_intervals) < intervals))
+
+
+def _on_intervals(spec: DispatchSpec, plan: DispatchPlan) -> DispatchPlan:
+    """``plan`` (one value per LP period of ``spec``) read back per dispatch interval: MW and values repeated over
+    each period's intervals, the SoC moving linearly through it (:mod:`algorithms.market.horizon_periods`). A plan
+    on intervals, or one without arrays (not solved), is returned as it is."""
+    counts = spec.period_intervals
+    if counts is None or not plan.gen_mw.size:
+        return plan
+
+    def repeated(values: FloatArray) -> FloatArray:
+        return horizon_periods.repeat_over_periods(values, counts) if values.size else values
+
+    return replace(
+        plan, gen_mw=repeated(plan.gen_mw), load_mw=repeated(plan.load_mw),
+        state_of_charge_mwh=horizon_periods.soc_over_intervals(spec.initial_soc_mwh, plan.state_of_charge_mwh,
+                                                               counts),
+        fcas={product: repeated(enablement) for product, enablement in plan.fcas.items()},
+        energy_value_per_mwh=repeated(plan.energy_value_per_mwh),
+        raise_capacity_value_per_mw=repeated(plan.raise_capacity_value_per_mw),
+        lower_capacity_value_per_mw=repeated(plan.lower_capacity_value_per_mw))
 
 
 @dataclass(frozen=True)
@@ -618,8 +676,12 @@ def _scenario_builder(spec: DispatchSpec, scenarios: Sequence[PriceScenario]) ->
             raise InvalidRequestError(f"a price scenario has products {sorted(scenario.prices)}; expected "
                                       f"{sorted(products)}")
         paths = _validate_prices(scenario.prices)
-        if len(paths[ENERGY]) != spec.horizon:
-            raise InvalidRequestError(f"a price scenario has {len(paths[ENERGY])} intervals; expected {spec.horizon}")
+        counts = spec.period_intervals
+        intervals = spec.horizon if counts is None else int(counts.sum())
+        if len(paths[ENERGY]) != intervals:
+            raise InvalidRequestError(f"a price scenario has {len(paths[ENERGY])} intervals; expected {intervals}")
+        if counts is not None:
+            paths = {product: horizon_periods.mean_over_periods(path, counts) for product, path in paths.items()}
         further.append((probability, replace(spec, energy_price=paths[ENERGY],
                                              fcas_price={product: paths[product] for product in spec.fcas_products})))
     first_probability = 1.0 - sum(probabilities)
@@ -682,7 +744,7 @@ def _plan_of(spec: DispatchSpec, lp: MatrixLp, solution: LpSolution, solver: str
             "below the proven bound"))
     if not solution.row_duals.size:
         return plan
-    raise_value, lower_value = lp.capacity_values(solution.row_duals, spec.interval_hours)
+    raise_value, lower_value = lp.capacity_values(solution.row_duals, spec.period_hours)
     return replace(plan, raise_capacity_value_per_mw=raise_value, lower_capacity_value_per_mw=lower_value)
 
 
@@ -824,7 +886,7 @@ def _solve_physical(spec: DispatchSpec, time_limit_s: float, use_matrix: bool, s
     fixed = _fixed_direction_duals(lp, milp, milp_solution.column_values, spec, time_limit_s, use_matrix)
     if fixed.status != "OPTIMAL" or not fixed.row_duals.size:
         return plan
-    raise_value, lower_value = lp.capacity_values(fixed.row_duals, spec.interval_hours)
+    raise_value, lower_value = lp.capacity_values(fixed.row_duals, spec.period_hours)
     return replace(plan, energy_value_per_mwh=lp.energy_values(fixed.row_duals),
                    raise_capacity_value_per_mw=raise_value, lower_capacity_value_per_mw=lower_value)
 
@@ -972,7 +1034,8 @@ def run_optimisation(request: worker_pb2.OptimisationRequest) -> worker_pb2.Opti
 def solve_request(request: worker_pb2.OptimisationRequest,
                   energy_haircut_per_mwh: FloatArray | None = None,
                   soc_max_mwh_by_interval: FloatArray | None = None,
-                  scenarios: ScenarioPrices | None = None) -> worker_pb2.OptimisationResult:
+                  scenarios: ScenarioPrices | None = None,
+                  period_intervals: IntArray | None = None) -> worker_pb2.OptimisationResult:
     """The plan of a request whatever its algorithm name (MW, MWh, $): :func:`run_optimisation` without the
     name check. ``energy_haircut_per_mwh`` ($/MWh, one value per interval, >= 0), when given, values
     discharge at the planning price minus it and charging at the planning price plus it (the reported
@@ -980,7 +1043,9 @@ def solve_request(request: worker_pb2.OptimisationRequest,
     value per interval), when given, caps the SoC at the end of each interval (:func:`solve_dispatch`).
     ``scenarios``, when given, makes the plan a two-stage one on the price scenarios it derives from the request
     (:mod:`algorithms.market.price_scenarios`) instead of one on :func:`planning_prices` (not with a haircut);
-    the reported plan and objective are then its first scenario's."""
+    the reported plan and objective are then its first scenario's. ``period_intervals`` (dispatch intervals per
+    LP period), when given, plans the horizon in those periods (:func:`solve_dispatch`); the result still has one
+    value per interval."""
     if request.horizon_intervals <= 0:
         raise InvalidRequestError("horizon_intervals must be positive")
     if not request.HasField("first_interval"):
@@ -1012,6 +1077,7 @@ def solve_request(request: worker_pb2.OptimisationRequest,
         charge_energy_price=charge_price,
         soc_max_mwh_by_interval=soc_max_mwh_by_interval,
         scenarios=further,
+        period_intervals=period_intervals,
     )
     result = worker_pb2.OptimisationResult(
         request_id=request.request_id,
