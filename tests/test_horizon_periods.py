@@ -13,7 +13,7 @@ from algorithms.market.optimise import DispatchPlan, PriceScenario, dispatch_spe
 from algorithms.registry import default_registry
 from settings import Settings
 from tests.test_lp_matrix import random_prices, reference_battery
-from tests.test_spike_reserve import request_v3, spiky_forecast
+from tests.test_spike_reserve import deep_negative_forecast, request_v3, spiky_forecast
 from vpp.v1 import common_pb2, worker_pb2
 
 H = 5 / 60
@@ -191,7 +191,9 @@ def test_v6_is_served_and_plans_v4s_problem_on_periods(settings: Settings) -> No
     assert v6.status == v4.status == worker_pb2.RESULT_STATUS_OPTIMAL
     assert v6.algorithm.version == "6"
     assert len(v6.gen_mw) == len(v6.state_of_charge_mwh) == request.horizon_intervals
-    counts = horizon_periods.period_intervals(request.horizon_intervals, *spike_reserve.HORIZON_PERIODS_BY_VERSION["6"])
+    resolution = spike_reserve.HORIZON_RESOLUTION_BY_VERSION["6"]
+    counts = horizon_periods.period_intervals(request.horizon_intervals, resolution.fine_intervals,
+                                              resolution.block_intervals)
     starts = horizon_periods.period_starts(counts)
     np.testing.assert_array_equal(np.asarray(v6.gen_mw), np.repeat(np.asarray(v6.gen_mw)[starts], counts))
     # The same floor as v4: the spike reserve holds at the end of every interval.
@@ -218,3 +220,47 @@ def test_v6_on_a_horizon_within_the_fine_part_is_v4_bit_for_bit(settings: Settin
 def test_optimise_rejects_a_negative_physical_scope() -> None:
     with pytest.raises(InvalidRequestError, match="physical_intervals"):
         optimise.solve_dispatch(random_prices(12, 1), reference_battery(), 100.0, 97.0, physical_intervals=-1)
+
+
+def test_periods_around_keep_marked_intervals_fine_and_cut_the_runs_between_them() -> None:
+    fine = np.zeros(20, dtype=np.bool_)
+    fine[:2] = True
+    fine[9] = True
+    assert horizon_periods.periods_around(fine, 4).tolist() == [1, 1, 4, 3, 1, 4, 4, 2]
+    assert horizon_periods.periods_around(np.ones(3, dtype=np.bool_), 6).tolist() == [1, 1, 1]
+    with pytest.raises(InvalidRequestError, match="at least one interval"):
+        horizon_periods.periods_around(np.zeros(0, dtype=np.bool_), 6)
+    with pytest.raises(InvalidRequestError, match="block_intervals"):
+        horizon_periods.periods_around(fine, 0)
+
+
+def test_v7_keeps_the_intervals_of_a_forecast_tail_at_five_minutes(settings: Settings) -> None:
+    """spiky_forecast's P95 reaches $1,000/MWh in intervals 40-59 of 96: v7 plans them one by one, v6 by the half
+    hour; both plan the first two hours one by one."""
+    request = request_v3(settings, spiky_forecast())
+    v6 = spike_reserve.request_period_intervals(request, spike_reserve.HORIZON_RESOLUTION_BY_VERSION["6"],
+                                                spike_reserve.POLICY_V1, spike_reserve.ROOM_POLICY_V3)
+    v7 = spike_reserve.request_period_intervals(request, spike_reserve.HORIZON_RESOLUTION_BY_VERSION["7"],
+                                                spike_reserve.POLICY_V1, spike_reserve.ROOM_POLICY_V3)
+    assert v6 is not None and v7 is not None
+    assert v6.tolist() == [1] * 24 + [6] * 12
+    assert v7.tolist() == [1] * 24 + [6, 6, 4] + [1] * 20 + [6] * 6
+    handler = default_registry().resolve("optimisation", spike_reserve.NAME, "7")
+    seven = _v6(request)
+    seven.algorithm.version = "7"
+    result = handler(seven)
+    assert isinstance(result, worker_pb2.OptimisationResult)
+    assert result.status == worker_pb2.RESULT_STATUS_OPTIMAL and result.algorithm.version == "7"
+    assert len(result.gen_mw) == request.horizon_intervals
+    starts = horizon_periods.period_starts(v7)
+    np.testing.assert_array_equal(np.asarray(result.gen_mw), np.repeat(np.asarray(result.gen_mw)[starts], v7))
+
+
+def test_v7_keeps_deeply_negative_intervals_fine_too(settings: Settings) -> None:
+    request = request_v3(settings, deep_negative_forecast())  # P05 at -$600/MWh in intervals 40-59
+    v7 = spike_reserve.request_period_intervals(request, spike_reserve.HORIZON_RESOLUTION_BY_VERSION["7"],
+                                                spike_reserve.POLICY_V1, spike_reserve.ROOM_POLICY_V3)
+    assert v7 is not None and v7.tolist() == [1] * 24 + [6, 6, 4] + [1] * 20 + [6] * 6
+    without_room = spike_reserve.request_period_intervals(
+        request, spike_reserve.HORIZON_RESOLUTION_BY_VERSION["7"], spike_reserve.POLICY_V1, None)
+    assert without_room is not None and without_room.tolist() == [1] * 24 + [6] * 12

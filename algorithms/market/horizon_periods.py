@@ -42,6 +42,7 @@ from algorithms.common.errors import InvalidRequestError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 def period_intervals(horizon_intervals: int, fine_intervals: int, block_intervals: int) -> IntArray:
@@ -51,13 +52,31 @@ def period_intervals(horizon_intervals: int, fine_intervals: int, block_interval
     block are positive and ``fine_intervals`` is at least 1 (the interval the bid offers is its own period)."""
     if horizon_intervals <= 0:
         raise InvalidRequestError(f"horizon_intervals must be positive, got {horizon_intervals}")
-    if fine_intervals < 1 or block_intervals < 1:
-        raise InvalidRequestError(f"fine_intervals and block_intervals must be at least 1, got {fine_intervals} and "
-                                  f"{block_intervals}")
-    fine = min(fine_intervals, horizon_intervals)
-    rest = horizon_intervals - fine
-    blocks, remainder = divmod(rest, block_intervals)
-    counts = [1] * fine + [block_intervals] * blocks + ([remainder] if remainder else [])
+    if fine_intervals < 1:
+        raise InvalidRequestError(f"fine_intervals must be at least 1, got {fine_intervals}")
+    return periods_around(np.arange(horizon_intervals) < fine_intervals, block_intervals)
+
+
+def periods_around(fine: BoolArray, block_intervals: int) -> IntArray:
+    """The dispatch intervals each LP period covers, in order, for a horizon whose intervals marked ``fine`` (one
+    flag per interval) are each their own period: every run of unmarked intervals between them is cut into periods
+    of ``block_intervals`` intervals (the last of a run shorter). InvalidRequestError for an empty horizon or a
+    block below 1."""
+    flags = np.asarray(fine, dtype=np.bool_)
+    if flags.ndim != 1 or flags.size == 0:
+        raise InvalidRequestError("the horizon must have at least one interval")
+    if block_intervals < 1:
+        raise InvalidRequestError(f"block_intervals must be at least 1, got {block_intervals}")
+    # Runs of equal flags: their starts and lengths.
+    starts = np.flatnonzero(np.concatenate([[True], flags[1:] != flags[:-1]]))
+    lengths = np.diff(np.append(starts, flags.size))
+    counts: list[int] = []
+    for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+        if flags[start]:
+            counts += [1] * length
+        else:
+            blocks, remainder = divmod(length, block_intervals)
+            counts += [block_intervals] * blocks + ([remainder] if remainder else [])
     return np.asarray(counts, dtype=np.int64)
 
 

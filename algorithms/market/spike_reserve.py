@@ -63,10 +63,16 @@ an hour later and an hour earlier (¼ each), the first interval's price the same
 
 Version 6 (:func:`run_optimisation_v6`) is v4 — the same floor, room and quantile scenarios — planned on a horizon
 in periods (:mod:`algorithms.market.horizon_periods`): the first two hours interval by interval, the rest of the day
-in half-hour periods at one constant output (:data:`HORIZON_PERIODS_BY_VERSION`), 68 LP periods instead of 288.
+in half-hour periods at one constant output (:data:`HORIZON_RESOLUTION_BY_VERSION`), 68 LP periods instead of 288.
 The bid's interval and the near future are planned exactly as v4 plans them; the evening is planned by the half
 hour, on the forecast's half-hourly means. The plan comes back per interval, as v4's does. The LP is about a
 quarter of v4's size and solves several times faster; what it costs in revenue is measured in the README.
+
+Version 7 (:func:`run_optimisation_v7`) is v6 with every interval whose forecast tail reaches the spike price of
+:data:`POLICY_V1` (highest quantile) or the deeply negative price of :data:`ROOM_POLICY_V3` (lowest quantile) kept
+at 5 minutes, wherever it lies in the horizon (:func:`request_period_intervals`): a half-hour period averages a
+spike's intervals with its neighbours', so the energy kept for it is valued at the half hour's mean rather than at
+the spike; where the forecast sees no tail the evening is planned by the half hour as in v6.
 """
 
 from __future__ import annotations
@@ -88,6 +94,8 @@ VERSION = "1"
 ALGORITHM = common_pb2.AlgorithmRef(name=NAME, version=VERSION)
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -144,13 +152,21 @@ POLICY_V1 = SpikeReservePolicy(spike_price_per_mwh=300.0, full_reserve_share=0.1
 ROOM_POLICY_V3 = SpikeRoomPolicy(price_per_mwh=-100.0, full_room_share=0.1, max_room_fraction=0.3)
 
 
+def spiky_intervals(energy_forecast: PriceForecast, spike_price_per_mwh: float) -> BoolArray:
+    """True for every interval of the forecast whose highest quantile ($/MWh) is at least ``spike_price_per_mwh``."""
+    if energy_forecast.horizon_intervals == 0:
+        return np.zeros(0, dtype=np.bool_)
+    highest = quantile_at(energy_forecast, float(energy_forecast.quantiles[-1]))
+    spiky: BoolArray = highest >= spike_price_per_mwh
+    return spiky
+
+
 def spiky_share(energy_forecast: PriceForecast, spike_price_per_mwh: float) -> float:
     """The share (0..1) of the forecast's intervals whose highest quantile ($/MWh) is at least
     ``spike_price_per_mwh``; 0 for an empty forecast."""
     if energy_forecast.horizon_intervals == 0:
         return 0.0
-    highest = quantile_at(energy_forecast, float(energy_forecast.quantiles[-1]))
-    return float(np.mean(highest >= spike_price_per_mwh))
+    return float(np.mean(spiky_intervals(energy_forecast, spike_price_per_mwh)))
 
 
 def spike_reserve_mwh(energy_forecast: PriceForecast, policy: SpikeReservePolicy, energy_mwh: float) -> float:
@@ -163,13 +179,21 @@ def spike_reserve_mwh(energy_forecast: PriceForecast, policy: SpikeReservePolicy
     return float(policy.max_reserve_fraction * energy_mwh * min(1.0, share / policy.full_reserve_share))
 
 
+def deeply_negative_intervals(energy_forecast: PriceForecast, price_per_mwh: float) -> BoolArray:
+    """True for every interval of the forecast whose lowest quantile ($/MWh) is at most ``price_per_mwh``."""
+    if energy_forecast.horizon_intervals == 0:
+        return np.zeros(0, dtype=np.bool_)
+    lowest = quantile_at(energy_forecast, float(energy_forecast.quantiles[0]))
+    negative: BoolArray = lowest <= price_per_mwh
+    return negative
+
+
 def deeply_negative_share(energy_forecast: PriceForecast, price_per_mwh: float) -> float:
     """The share (0..1) of the forecast's intervals whose lowest quantile ($/MWh) is at most ``price_per_mwh``;
     0 for an empty forecast."""
     if energy_forecast.horizon_intervals == 0:
         return 0.0
-    lowest = quantile_at(energy_forecast, float(energy_forecast.quantiles[0]))
-    return float(np.mean(lowest <= price_per_mwh))
+    return float(np.mean(deeply_negative_intervals(energy_forecast, price_per_mwh)))
 
 
 def spike_room_mwh(energy_forecast: PriceForecast, policy: SpikeRoomPolicy, energy_mwh: float) -> float:
@@ -256,6 +280,7 @@ BASE_PLAN_BY_VERSION: dict[str, BasePlan] = {
     "4": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
     "5": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
     "6": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
+    "7": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
 }
 # Versions that plan on price scenarios rather than the one blended path: v4 and v6 on how high prices go, v5 on
 # when.
@@ -263,11 +288,27 @@ SCENARIOS_BY_VERSION: dict[str, optimise.ScenarioPrices] = {
     "4": price_scenarios.quantile_scenarios,
     "5": price_scenarios.timing_scenarios,
     "6": price_scenarios.quantile_scenarios,
+    "7": price_scenarios.quantile_scenarios,
 }
-# Versions that plan the horizon in periods (horizon_periods.period_intervals): (intervals planned one by one
-# first, intervals per later period). v6: two hours of 5-minute intervals, then half hours.
-HORIZON_PERIODS_BY_VERSION: dict[str, tuple[int, int]] = {
-    "6": (24, 6),
+
+
+@dataclass(frozen=True)
+class HorizonResolution:
+    """How a version plans its horizon in periods (:mod:`algorithms.market.horizon_periods`): the first
+    ``fine_intervals`` intervals one by one, the rest in periods of ``block_intervals`` intervals — except, when
+    ``fine_at_tails``, every interval whose forecast tail reaches the spike price (highest quantile) or the deeply
+    negative price (lowest quantile) of the version's policies, which stays its own period."""
+
+    fine_intervals: int
+    block_intervals: int
+    fine_at_tails: bool = False
+
+
+# Versions that plan the horizon in periods. v6: two hours of 5-minute intervals, then half hours. v7: the same, with
+# every interval whose forecast tail reaches a spike or a deeply negative price kept at 5 minutes.
+HORIZON_RESOLUTION_BY_VERSION: dict[str, HorizonResolution] = {
+    "6": HorizonResolution(fine_intervals=24, block_intervals=6),
+    "7": HorizonResolution(fine_intervals=24, block_intervals=6, fine_at_tails=True),
 }
 
 
@@ -306,6 +347,27 @@ def request_room_ceiling_mwh(request: worker_pb2.OptimisationRequest,
     return room_ceiling_mwh(forecast_from_result(energy[0]), room_policy, request.battery,
                             request.initial_state_of_charge_mwh, request.initial_net_mw,
                             request.terminal_state_of_charge_mwh, optimise.NEM_INTERVAL_HOURS)
+
+
+def request_period_intervals(request: worker_pb2.OptimisationRequest, resolution: HorizonResolution,
+                             policy: SpikeReservePolicy, room_policy: SpikeRoomPolicy | None) -> IntArray | None:
+    """The dispatch intervals each LP period of ``request``'s horizon covers under ``resolution`` (see
+    :class:`HorizonResolution`; the tails read from its one OK ENERGY forecast covering the horizon, with
+    ``policy``'s spike price and, when given, ``room_policy``'s deeply negative price, $/MWh), or None for an empty
+    horizon (the LP's adapter refuses it). Without such a forecast only the first intervals are fine (the adapter
+    then refuses what is malformed)."""
+    horizon = request.horizon_intervals
+    if horizon <= 0:
+        return None
+    fine = np.arange(horizon) < resolution.fine_intervals
+    energy = [f for f in request.forecasts if f.product == ENERGY]
+    if (resolution.fine_at_tails and len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK
+            and energy[0].horizon_intervals == horizon):
+        forecast = forecast_from_result(energy[0])
+        fine |= spiky_intervals(forecast, policy.spike_price_per_mwh)
+        if room_policy is not None:
+            fine |= deeply_negative_intervals(forecast, room_policy.price_per_mwh)
+    return horizon_periods.periods_around(fine, resolution.block_intervals)
 
 
 def run_optimisation(request: worker_pb2.OptimisationRequest,
@@ -360,6 +422,16 @@ def run_optimisation_v6(request: worker_pb2.OptimisationRequest,
     return _run_version(request, "6", policy, room_policy)
 
 
+def run_optimisation_v7(request: worker_pb2.OptimisationRequest,
+                        policy: SpikeReservePolicy = POLICY_V1,
+                        room_policy: SpikeRoomPolicy = ROOM_POLICY_V3) -> worker_pb2.OptimisationResult:
+    """Adapter of v7: v6 (v4 on two hours of 5-minute intervals, then half-hour periods) with every interval whose
+    forecast tail reaches ``policy``'s spike price or ``room_policy``'s deeply negative price ($/MWh) kept at
+    5 minutes (see the module docstring; MW, MWh, $, one value per interval). Raises InvalidRequestError for
+    malformed requests."""
+    return _run_version(request, "7", policy, room_policy)
+
+
 def _run_version(request: worker_pb2.OptimisationRequest, version: str,
                  policy: SpikeReservePolicy,
                  room_policy: SpikeRoomPolicy | None = None) -> worker_pb2.OptimisationResult:
@@ -371,9 +443,8 @@ def _run_version(request: worker_pb2.OptimisationRequest, version: str,
     ceiling = None if room_policy is None else request_room_ceiling_mwh(inner, room_policy)
     # Anything malformed (no ENERGY forecast, two of them, wrong lengths) is refused by the base's adapter.
     scenarios = SCENARIOS_BY_VERSION.get(version)
-    periods = HORIZON_PERIODS_BY_VERSION.get(version)
-    counts = None if periods is None or inner.horizon_intervals <= 0 else horizon_periods.period_intervals(
-        inner.horizon_intervals, *periods)
+    resolution = HORIZON_RESOLUTION_BY_VERSION.get(version)
+    counts = None if resolution is None else request_period_intervals(inner, resolution, policy, room_policy)
     result = (base.solve(inner) if ceiling is None and scenarios is None and counts is None
               else optimise.solve_request(inner, soc_max_mwh_by_interval=ceiling, scenarios=scenarios,
                                           period_intervals=counts))
