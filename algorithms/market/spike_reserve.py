@@ -282,7 +282,7 @@ BASE_PLAN_BY_VERSION: dict[str, BasePlan] = {
     "6": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
     "7": BasePlan(optimise.ALGORITHM, optimise.run_optimisation),
 }
-# Versions that plan on price scenarios rather than the one blended path: v4 and v6 on how high prices go, v5 on
+# Versions that plan on price scenarios rather than the one blended path: v4, v6 and v7 on how high prices go, v5 on
 # when.
 SCENARIOS_BY_VERSION: dict[str, optimise.ScenarioPrices] = {
     "4": price_scenarios.quantile_scenarios,
