@@ -264,3 +264,29 @@ def test_v7_keeps_deeply_negative_intervals_fine_too(settings: Settings) -> None
     without_room = spike_reserve.request_period_intervals(
         request, spike_reserve.HORIZON_RESOLUTION_BY_VERSION["7"], spike_reserve.POLICY_V1, None)
     assert without_room is not None and without_room.tolist() == [1] * 24 + [6] * 12
+
+
+def test_v7_refuses_a_request_without_an_energy_forecast_as_v4_does(settings: Settings) -> None:
+    request = request_v3(settings, spiky_forecast())
+    del request.forecasts[:]
+    for version, run in (("6", spike_reserve.run_optimisation_v6), ("7", spike_reserve.run_optimisation_v7)):
+        copy = _v6(request)
+        copy.algorithm.version = version
+        with pytest.raises(InvalidRequestError, match="no forecasts"):
+            run(copy)
+
+
+@pytest.mark.skipif(not highspy_available(), reason="solved by highspy")
+def test_the_physical_scope_counts_intervals_and_covers_the_periods_that_start_within_it() -> None:
+    """At -$200/MWh a relaxation burns energy by charging and discharging at once; the periods that start within
+    the physical intervals never do (here the first three intervals: periods of 2 and 2 intervals)."""
+    counts = np.array([2, 2, 4, 4], dtype=np.int64)
+    prices = {"ENERGY": np.full(12, -200.0)}
+    battery = reference_battery()
+    plan = solve_dispatch(prices, battery, battery.soc_max_mwh, battery.soc_min_mwh, physical_intervals=3,
+                          period_intervals=counts)
+    relaxed = solve_dispatch(prices, battery, battery.soc_max_mwh, battery.soc_min_mwh, physical_intervals=0,
+                             period_intervals=counts)
+    assert plan.status == relaxed.status == "OPTIMAL"
+    assert optimise.simultaneous_intervals(relaxed.gen_mw, relaxed.load_mw).size > 0
+    assert optimise.simultaneous_intervals(plan.gen_mw[:4], plan.load_mw[:4]).size == 0
