@@ -833,9 +833,12 @@ _BIDDING_STRATEGIES = {"headroom_pricing": ("fixed", "opportunity_cost"),
                        "fcas_displacement_scope": ("all", "regulation"),
                        "fcas_offer": ("planned", "headroom")}
 # Cycle keys a unit may set for itself: the timing, clock and replay period are the stack's, shared by all.
+# The algorithm keys choose the unit's strategy (a registered forecaster and optimiser, name and version).
+UNIT_ALGORITHM_KEYS = frozenset({"forecast_algorithm", "forecast_algorithm_version", "optimiser_algorithm",
+                                 "optimiser_algorithm_version"})
 UNIT_CYCLE_KEYS = frozenset({"horizon_intervals", "history_intervals", "forecast_quantiles",
                              "optimiser_price_quantile", "optimiser_price_tail_weight", "degradation_cost_per_mwh",
-                             "terminal_value_per_mwh", "optimiser_time_limit_s"})
+                             "terminal_value_per_mwh", "optimiser_time_limit_s"}) | UNIT_ALGORITHM_KEYS
 
 
 def _units(raw: dict[str, Any], battery: BatterySettings, bidding: BiddingSettings, cycle: CycleSettings,
@@ -990,6 +993,11 @@ def _unit_cycle(table: Any, cycle: CycleSettings, bad: Callable[[str, str], Conf
         elif key in {"horizon_intervals", "history_intervals"}:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(f"cycle.{key}", f"must be a whole number of intervals >= 1, got {value!r}")
+            values[key] = value
+        elif key in UNIT_ALGORITHM_KEYS:
+            if not isinstance(value, str) or not value.strip():
+                raise bad(f"cycle.{key}",
+                          f"must be a non-empty string (a version in quotes, e.g. \"7\"), got {value!r}")
             values[key] = value
         else:
             if isinstance(value, bool) or not isinstance(value, (int, float)):

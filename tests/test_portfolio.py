@@ -1,5 +1,5 @@
 """A portfolio of units on the real cycle parts: two battery units in two regions cycle at once, each bids
-with its own battery and ladders, is cleared at its own region's prices and honours its own operator
+with its own battery, ladders and optimiser, is cleared at its own region's prices and honours its own operator
 controls; every unit gets its schedule; the effective configuration carries the portfolio to the stack's
 processes; the CLI accepts every configured unit and refuses the others."""
 
@@ -29,7 +29,7 @@ from stack.status import probe_units
 from stack.supervisor import settings_to_toml
 from tests.conftest import temporary_database
 from tests.live_stack import LiveStack, live_stack
-from vpp.v1 import bid_pb2, common_pb2
+from vpp.v1 import bid_pb2, common_pb2, worker_pb2
 
 pytestmark = [pytest.mark.timeout(600)]
 
@@ -50,6 +50,8 @@ unit_id = "NSW3"
 region = "NSW1"
 power_mw = 20.0
 energy_mwh = 40.0
+[units.cycle]
+optimiser_algorithm_version = "7"
 '''
 HORIZON_INTERVALS = 48
 HISTORY_INTERVALS = 288
@@ -96,6 +98,13 @@ async def test_units_cycle_at_once_each_with_its_battery_ladders_and_region(runn
         assert interval == datetime(2021, 1, 15, 16, 10)
         bid = archive.get(result.facts[3].archive_keys[0])
         assert isinstance(bid, bid_pb2.Bid) and bid.unit_id == unit.unit_id
+        # Each unit plans with its own optimiser: NSW3 names lp-spike-reserve v7, the others [cycle]'s.
+        (optimised,) = [fact for fact in result.facts if fact.stage == "optimise"]
+        plan = archive.get(optimised.archive_keys[0])
+        assert isinstance(plan, worker_pb2.OptimisationResult)
+        assert (plan.algorithm.name, plan.algorithm.version) == (
+            unit.cycle.optimiser_algorithm, unit.cycle.optimiser_algorithm_version)
+        assert plan.algorithm.version == ("7" if unit.unit_id == "NSW3" else settings.cycle.optimiser_algorithm_version)
         energy = [offer for offer in bid.offers if offer.product == "ENERGY"]
         assert energy
         for offer in energy:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from settings import ConfigError, PriceLimitsUnknownError, Settings, UnknownUnitError, load_settings
+from stack.schedule import cycle_config
 
 
 def test_defaults_carry_the_reference_battery_and_price_caps() -> None:
@@ -112,6 +113,7 @@ headroom_pricing = "fixed"
 gen_band_prices = [-1000.0, -100.0, -50.0, -20.0, 0.0, 50.0, 100.0, 300.0, 1000.0, 15000.0]
 [units.cycle]
 optimiser_price_tail_weight = 0.0
+optimiser_algorithm_version = "7"
 [[units]]
 unit_id = "FLEET"
 region = "NSW1"
@@ -149,6 +151,10 @@ def test_units_override_the_battery_bidding_and_cycle_defaults(tmp_path: Path) -
     assert vic2.bidding.gen_band_prices[-1] == 15000.0 and hpr1.bidding.gen_band_prices[-1] == 14900.0
     assert vic2.cycle.optimiser_price_tail_weight == 0.0 and hpr1.cycle.optimiser_price_tail_weight == 0.185
     assert (vic2.cycle.unit_id, vic2.cycle.region) == ("VIC2", "VIC1")
+    # A unit chooses its own strategy; the others keep [cycle]'s.
+    assert (vic2.cycle.optimiser_algorithm, vic2.cycle.optimiser_algorithm_version) == ("lp-spike-reserve", "7")
+    assert hpr1.cycle.optimiser_algorithm_version == loaded.cycle.optimiser_algorithm_version == "4"
+    assert cycle_config(vic2.cycle).optimiser_algorithm_version == "7"
     # The first battery unit is the default unit of every single-unit caller; the VPP entry names the fleet unit.
     assert loaded.battery == hpr1.battery and loaded.cycle.unit_id == "HPR1"
     assert loaded.coopt.fleet_unit_id == "FLEET" and loaded.vpp_unit.region == "NSW1"
@@ -176,6 +182,10 @@ def test_units_override_the_battery_bidding_and_cycle_defaults(tmp_path: Path) -
      r"field bidding.headroom_pricing: must be one of fixed, opportunity_cost"),
     ('[[units]]\nunit_id = "A"\n[units.cycle]\nschedule_offset_s = 10\n',
      r"field cycle.schedule_offset_s: not a per-unit setting"),
+    ('[[units]]\nunit_id = "A"\n[units.cycle]\noptimiser_algorithm_version = 7\n',
+     r"field cycle.optimiser_algorithm_version: must be a non-empty string \(a version in quotes"),
+    ('[[units]]\nunit_id = "A"\n[units.cycle]\nforecast_algorithm = ""\n',
+     r"field cycle.forecast_algorithm: must be a non-empty string"),
     ('[[units]]\nunit_id = "A"\nkind = "vpp"\n', r"configures no battery unit"),
     ('[[units]]\nunit_id = "A"\n[[units]]\nunit_id = "B"\nkind = "vpp"\n[[units]]\nunit_id = "C"\nkind = "vpp"\n',
      r"unit 'C' field kind: only one unit may be the VPP fleet unit"),
