@@ -167,16 +167,11 @@ def test_period_intervals_that_do_not_cover_the_horizon_are_refused() -> None:
         solve_dispatch(random_prices(48, 1), reference_battery(), 100.0, 97.0, period_intervals=[1] * 47)
 
 
-def _v6(request: worker_pb2.OptimisationRequest) -> worker_pb2.OptimisationRequest:
+def _naming(request: worker_pb2.OptimisationRequest, version: str) -> worker_pb2.OptimisationRequest:
+    """A copy of ``request`` naming lp-spike-reserve ``version``."""
     copy = worker_pb2.OptimisationRequest()
     copy.CopyFrom(request)
-    copy.algorithm.CopyFrom(common_pb2.AlgorithmRef(name=spike_reserve.NAME, version="6"))
-    return copy
-
-
-def _v4(request: worker_pb2.OptimisationRequest) -> worker_pb2.OptimisationRequest:
-    copy = _v6(request)
-    copy.algorithm.version = "4"
+    copy.algorithm.CopyFrom(common_pb2.AlgorithmRef(name=spike_reserve.NAME, version=version))
     return copy
 
 
@@ -185,9 +180,9 @@ def test_v6_is_served_and_plans_v4s_problem_on_periods(settings: Settings) -> No
     request = request_v3(settings, spiky_forecast())  # 96 intervals with a spiky upper tail
     request.price_tail_weight = 0.185
     handler = default_registry().resolve("optimisation", spike_reserve.NAME, "6")
-    v6 = handler(_v6(request))
+    v6 = handler(_naming(request, "6"))
     assert isinstance(v6, worker_pb2.OptimisationResult)
-    v4 = spike_reserve.run_optimisation_v4(_v4(request))
+    v4 = spike_reserve.run_optimisation_v4(_naming(request, "4"))
     assert v6.status == v4.status == worker_pb2.RESULT_STATUS_OPTIMAL
     assert v6.algorithm.version == "6"
     assert len(v6.gen_mw) == len(v6.state_of_charge_mwh) == request.horizon_intervals
@@ -210,8 +205,8 @@ def test_v6_on_a_horizon_within_the_fine_part_is_v4_bit_for_bit(settings: Settin
     for forecast in short.forecasts:  # row-major [interval x quantile]: keep the first 24 intervals' rows
         del forecast.price[24 * len(forecast.quantiles):]
         forecast.horizon_intervals = 24
-    v6 = spike_reserve.run_optimisation_v6(_v6(short))
-    v4 = spike_reserve.run_optimisation_v4(_v4(short))
+    v6 = spike_reserve.run_optimisation_v6(_naming(short, "6"))
+    v4 = spike_reserve.run_optimisation_v4(_naming(short, "4"))
     assert v6.status == worker_pb2.RESULT_STATUS_OPTIMAL
     v6.algorithm.version = "4"
     assert v6.SerializeToString(deterministic=True) == v4.SerializeToString(deterministic=True)
@@ -246,9 +241,7 @@ def test_v7_keeps_the_intervals_of_a_forecast_tail_at_five_minutes(settings: Set
     assert v6.tolist() == [1] * 24 + [6] * 12
     assert v7.tolist() == [1] * 24 + [6, 6, 4] + [1] * 20 + [6] * 6
     handler = default_registry().resolve("optimisation", spike_reserve.NAME, "7")
-    seven = _v6(request)
-    seven.algorithm.version = "7"
-    result = handler(seven)
+    result = handler(_naming(request, "7"))
     assert isinstance(result, worker_pb2.OptimisationResult)
     assert result.status == worker_pb2.RESULT_STATUS_OPTIMAL and result.algorithm.version == "7"
     assert len(result.gen_mw) == request.horizon_intervals
@@ -270,10 +263,8 @@ def test_v7_refuses_a_request_without_an_energy_forecast_as_v4_does(settings: Se
     request = request_v3(settings, spiky_forecast())
     del request.forecasts[:]
     for version, run in (("6", spike_reserve.run_optimisation_v6), ("7", spike_reserve.run_optimisation_v7)):
-        copy = _v6(request)
-        copy.algorithm.version = version
         with pytest.raises(InvalidRequestError, match="no forecasts"):
-            run(copy)
+            run(_naming(request, version))
 
 
 @pytest.mark.skipif(not highspy_available(), reason="solved by highspy")

@@ -67,17 +67,13 @@ def periods_around(fine: BoolArray, block_intervals: int) -> IntArray:
         raise InvalidRequestError("the horizon must have at least one interval")
     if block_intervals < 1:
         raise InvalidRequestError(f"block_intervals must be at least 1, got {block_intervals}")
-    # Runs of equal flags: their starts and lengths.
-    starts = np.flatnonzero(np.concatenate([[True], flags[1:] != flags[:-1]]))
-    lengths = np.diff(np.append(starts, flags.size))
-    counts: list[int] = []
-    for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
-        if flags[start]:
-            counts += [1] * length
-        else:
-            blocks, remainder = divmod(length, block_intervals)
-            counts += [block_intervals] * blocks + ([remainder] if remainder else [])
-    return np.asarray(counts, dtype=np.int64)
+    # A period starts at every marked interval, at the first unmarked interval of a run, and every
+    # ``block_intervals`` unmarked intervals within a run.
+    index = np.arange(flags.size)
+    run_start = np.maximum.accumulate(np.where(np.concatenate([[True], flags[1:] != flags[:-1]]), index, 0))
+    starts = np.flatnonzero(flags | ((index - run_start) % block_intervals == 0))
+    counts: IntArray = np.diff(np.append(starts, flags.size)).astype(np.int64)
+    return counts
 
 
 def checked_period_intervals(counts: Sequence[int] | npt.NDArray[np.integer], horizon_intervals: int) -> IntArray:
@@ -130,7 +126,7 @@ def soc_over_intervals(initial_soc_mwh: float, period_end_soc_mwh: FloatArray, c
     ends = np.asarray(period_end_soc_mwh, dtype=np.float64)
     starts = np.concatenate([[initial_soc_mwh], ends[:-1]])
     period = np.repeat(np.arange(len(counts)), counts)
-    step = np.arange(1, int(counts.sum()) + 1) - np.repeat(period_starts(counts), counts)
+    step = np.arange(1, int(counts.sum()) + 1) - period_starts(counts)[period]
     fraction = step / counts[period]
     soc: FloatArray = starts[period] + fraction * (ends - starts)[period]
     # A period's last interval ends exactly at the period's end SoC (no rounding from the interpolation).
