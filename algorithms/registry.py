@@ -86,6 +86,7 @@ RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("optimisation", "algorithms.market.spike_reserve", "5", "run_optimisation_v5"),
     ("optimisation", "algorithms.market.spike_reserve", "6", "run_optimisation_v6"),
     ("optimisation", "algorithms.market.spike_reserve", "7", "run_optimisation_v7"),
+    ("optimisation", "algorithms.market.spike_reserve", "8", "run_optimisation_v8"),
 )
 
 

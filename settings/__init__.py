@@ -224,6 +224,11 @@ class BiddingSettings:
     # contingency at the registered power and regulation up to the capacity the plan leaves free, so the market
     # (and the region's depth) decides how much is enabled beyond what the plan expected.
     fcas_offer: str = "planned"
+    # With "opportunity_cost": where unplanned charge (LOAD headroom) may be offered. "negative" only in the
+    # negative-price LOAD bands; "energy_value" in any LOAD band at most what the plan values stored energy at
+    # (the LOAD ceiling) and below the interval's planned GEN band (bid_builder.py), so the battery buys whenever
+    # the price falls below that value, positive prices included.
+    charge_headroom: str = "negative"
 
 
 @dataclass(frozen=True)
@@ -756,6 +761,7 @@ def _build(raw: dict[str, Any], database_url: str | None) -> Settings:
                          f"got {b['daily_bid_lead_minutes']}")
     bidding = _bidding(raw["bidding"])
     _one_of(bidding.fcas_offer, _BIDDING_STRATEGIES["fcas_offer"], "bidding.fcas_offer")
+    _one_of(bidding.charge_headroom, _BIDDING_STRATEGIES["charge_headroom"], "bidding.charge_headroom")
     _one_of(str(raw["cycle"].get("clock", "replay")), CYCLE_CLOCKS, "cycle.clock")
     cycle = _cycle(raw["cycle"])
     battery = _battery(raw["battery"])
@@ -803,6 +809,7 @@ def _bidding(b: dict[str, Any]) -> BiddingSettings:
         energy_value_floor_per_mwh=float(b.get("energy_value_floor_per_mwh", -1000.0)),
         daily_bid_lead_minutes=int(b.get("daily_bid_lead_minutes", 60)),
         fcas_offer=str(b.get("fcas_offer", "planned")),
+        charge_headroom=str(b.get("charge_headroom", "negative")),
     )
 
 
@@ -831,7 +838,8 @@ _BATTERY_FIELDS = {f.name for f in fields(BatterySettings)} - {"unit_id", "regio
 _BIDDING_STRATEGIES = {"headroom_pricing": ("fixed", "opportunity_cost"),
                        "planned_pricing": ("price_taking", "energy_value"),
                        "fcas_displacement_scope": ("all", "regulation"),
-                       "fcas_offer": ("planned", "headroom")}
+                       "fcas_offer": ("planned", "headroom"),
+                       "charge_headroom": ("negative", "energy_value")}
 # Cycle keys a unit may set for itself: the timing, clock and replay period are the stack's, shared by all.
 # The algorithm keys choose the unit's strategy (a registered forecaster and optimiser, name and version).
 UNIT_ALGORITHM_KEYS = frozenset({"forecast_algorithm", "forecast_algorithm_version", "optimiser_algorithm",

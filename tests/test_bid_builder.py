@@ -31,7 +31,7 @@ BIDDING = replace(CONFIG.bidding, headroom_pricing="fixed", planned_pricing="pri
                   gen_band_prices=(0.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 5000.0, 10000.0, 14900.0),
                   load_band_prices=(-1000.0, -500.0, -300.0, -100.0, -50.0, -20.0, -10.0, -1.0, 100.0, 299.0),
                   fcas_displacement_load_ceiling=-100.0, energy_value_floor_per_mwh=-1000.0,
-                  fcas_displacement_scope="all", fcas_offer="planned")
+                  fcas_displacement_scope="all", fcas_offer="planned", charge_headroom="negative")
 BATTERY = battery_spec_from_settings(CONFIG.battery)
 PARAMS = battery_from_spec(BATTERY)
 FCAS = ("RAISE6SEC", "RAISE60SEC", "RAISE5MIN", "RAISEREG",
@@ -305,6 +305,46 @@ def test_free_headroom_goes_to_the_cheapest_spike_band_above_its_opportunity_cos
     # 460 * 0.92 is above every negative LOAD band: the dearest negative band takes all the charge headroom.
     assert [load_prices[i] for i, mw in enumerate(load) if mw > 0] == [-1.0]
     assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=DAILY_PRICES) == []
+
+
+def test_energy_value_charge_headroom_recharges_below_the_value_of_stored_energy() -> None:
+    """Nothing planned, no FCAS. Stored energy worth $300, $46 and -$10/MWh: with ``charge_headroom = "energy_value"``
+    the charge headroom goes in the dearest LOAD band at most value x 0.92 ($276 -> the $100 band, $42.3 -> -$1,
+    -$9.2 -> -$10); with "negative" only a negative band takes it. The discharge headroom is the same either way."""
+    plan = with_duals(make_plan([0.0] * 3, [0.0] * 3), [300.0, 46.0, -10.0], [0.0] * 3, [0.0] * 3)
+    load_prices = BIDDING.load_band_prices
+    by_value = build(plan, bidding=replace(OPPORTUNITY, charge_headroom="energy_value"))
+    negative_only = build(plan, bidding=OPPORTUNITY)
+    chosen = [[load_prices[i] for i, mw in enumerate(band_mw(bid, common_pb2.DIRECTION_LOAD, interval)) if mw > 0]
+              for bid in (by_value, negative_only) for interval in range(3)]
+    assert chosen == [[100.0], [-1.0], [-10.0], [-1.0], [-1.0], [-10.0]]
+    assert sum(band_mw(by_value, common_pb2.DIRECTION_LOAD, 0)) == pytest.approx(150.0)
+    for interval in range(3):
+        assert (band_mw(by_value, common_pb2.DIRECTION_GEN, interval)
+                == band_mw(negative_only, common_pb2.DIRECTION_GEN, interval))
+    assert validate_bid(by_value, BATTERY, RULES, products=PRODUCTS, daily_band_prices=DAILY_PRICES) == []
+
+
+def test_energy_value_charge_headroom_stays_below_the_planned_discharge_band() -> None:
+    """Stored energy worth $250/MWh, 50 MW of discharge planned: planned GEN in the dearest band at most 250 / 0.92
+    ($200). The LOAD ceiling (250 x 0.92 = $230) would allow a $220 LOAD band, but a bid may not buy at a price it
+    also sells at (convexity, V6): the charge headroom goes in the $100 band below it."""
+    ladders = replace(OPPORTUNITY, planned_pricing="energy_value", charge_headroom="energy_value",
+                      load_band_prices=(-1000.0, -500.0, -300.0, -100.0, -50.0, -20.0, -10.0, -1.0, 100.0, 220.0))
+    plan = with_duals(make_plan([50.0], [0.0]), [250.0], [0.0], [0.0])
+    bid = build(plan, bidding=ladders)
+    gen = band_mw(bid, common_pb2.DIRECTION_GEN)
+    load = band_mw(bid, common_pb2.DIRECTION_LOAD)
+    assert gen[ladders.gen_band_prices.index(200.0)] == pytest.approx(50.0)
+    assert [ladders.load_band_prices[i] for i, mw in enumerate(load) if mw > 0] == [100.0]
+    prices = {**DAILY_PRICES, ("ENERGY", common_pb2.DIRECTION_LOAD): ladders.load_band_prices}
+    assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=prices) == []
+
+
+def test_an_unknown_charge_headroom_is_an_error() -> None:
+    plan = with_duals(make_plan([0.0], [0.0]), [46.0], [0.0], [0.0])
+    with pytest.raises(ValueError, match="charge_headroom"):
+        build(plan, bidding=replace(OPPORTUNITY, charge_headroom="always"))
 
 
 def test_headroom_displacing_planned_fcas_needs_the_displacement_price() -> None:

@@ -249,6 +249,23 @@ def test_v7_keeps_the_intervals_of_a_forecast_tail_at_five_minutes(settings: Set
     np.testing.assert_array_equal(np.asarray(result.gen_mw), np.repeat(np.asarray(result.gen_mw)[starts], v7))
 
 
+def test_v8_plans_four_hours_one_by_one_then_v7s_periods(settings: Settings) -> None:
+    """The same spiky forecast (P95 at $1,000/MWh in intervals 40-59 of 96): v8 plans the first four hours (48
+    intervals) one by one, the spike's intervals after them too, and the rest by the half hour."""
+    request = request_v3(settings, spiky_forecast())
+    v8 = spike_reserve.request_period_intervals(request, spike_reserve.HORIZON_RESOLUTION_BY_VERSION["8"],
+                                                spike_reserve.POLICY_V1, spike_reserve.ROOM_POLICY_V3)
+    assert v8 is not None and v8.tolist() == [1] * 60 + [6] * 6
+    result = default_registry().resolve("optimisation", spike_reserve.NAME, "8")(_naming(request, "8"))
+    assert isinstance(result, worker_pb2.OptimisationResult)
+    assert result.status == worker_pb2.RESULT_STATUS_OPTIMAL and result.algorithm.version == "8"
+    np.testing.assert_array_equal(np.asarray(result.gen_mw)[60:], np.repeat(np.asarray(result.gen_mw)[60::6], 6))
+    quiet = request_v3(settings, deep_negative_forecast())
+    del quiet.forecasts[:]
+    with pytest.raises(InvalidRequestError, match="no forecasts"):
+        spike_reserve.run_optimisation_v8(_naming(quiet, "8"))
+
+
 def test_v7_keeps_deeply_negative_intervals_fine_too(settings: Settings) -> None:
     request = request_v3(settings, deep_negative_forecast())  # P05 at -$600/MWh in intervals 40-59
     v7 = spike_reserve.request_period_intervals(request, spike_reserve.HORIZON_RESOLUTION_BY_VERSION["7"],

@@ -180,6 +180,8 @@ def test_units_override_the_battery_bidding_and_cycle_defaults(tmp_path: Path) -
      r"field bidding.load_band_prices: band prices must increase strictly"),
     ('[[units]]\nunit_id = "A"\n[units.bidding]\nheadroom_pricing = "greedy"\n',
      r"field bidding.headroom_pricing: must be one of fixed, opportunity_cost"),
+    ('[[units]]\nunit_id = "A"\n[units.bidding]\ncharge_headroom = "always"\n',
+     r"field bidding.charge_headroom: must be one of negative, energy_value"),
     ('[[units]]\nunit_id = "A"\n[units.cycle]\nschedule_offset_s = 10\n',
      r"field cycle.schedule_offset_s: not a per-unit setting"),
     ('[[units]]\nunit_id = "A"\n[units.cycle]\noptimiser_algorithm_version = 7\n',
@@ -195,3 +197,11 @@ def test_a_bad_unit_is_one_settings_error_naming_the_unit_and_field(
     with pytest.raises(ConfigError, match=message) as error:
         _load(tmp_path, entries)
     assert "malformed" not in str(error.value)  # the specific error, not the generic one
+
+
+def test_charge_headroom_is_a_named_choice_and_a_unit_may_keep_the_negative_bands(tmp_path: Path) -> None:
+    assert load_settings(environ={}).bidding.charge_headroom == "energy_value"
+    loaded = _load(tmp_path, '[[units]]\nunit_id = "A"\n[units.bidding]\ncharge_headroom = "negative"\n')
+    assert next(u for u in loaded.units if u.unit_id == "A").bidding.charge_headroom == "negative"
+    with pytest.raises(ConfigError, match=r"bidding.charge_headroom must be one of negative, energy_value"):
+        _load(tmp_path, '[bidding]\ncharge_headroom = "sometimes"\n')

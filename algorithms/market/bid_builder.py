@@ -61,8 +61,11 @@ MW of energy in that direction displaces in planned FCAS).
   to discharge at $80 is not carried out at $5).
 * *Free* headroom — deliverable MW that planned FCAS does not need under the joint-capacity rule
   (:func:`fcas_reserved_mw`) — goes whole into one band: GEN, the cheapest spike band (priced above
-  every LOAD band) at least the floor; LOAD, the dearest negative band at most the ceiling and below the
-  planned GEN band's price (convexity).
+  every LOAD band) at least the floor; LOAD, the dearest band at most the ceiling and below the planned
+  GEN band's price (convexity) — among the negative-price bands only with ``charge_headroom = "negative"``,
+  among all of them with ``"energy_value"`` (the default): a battery whose stored energy the plan values at
+  $400/MWh ahead of an evening of price spikes then buys whenever the price falls below that value times
+  eta_c (up to the top LOAD band, $299/MWh in the default ladder), instead of waiting for a negative price.
 * Headroom that would displace planned regulation is dispatched only at ``fcas_displacement_gen_floor``
   and above (GEN, default $1,000/MWh) or ``fcas_displacement_load_ceiling`` and below (LOAD, default
   -$50/MWh): a P50 plan cannot see FCAS price spikes coming (24 Jan 2021 in SA1: regulation at
@@ -388,9 +391,10 @@ def _opportunity_cost_bands(gen_bands: FloatArray, load_bands: FloatArray, disch
         _headroom_at_cost(load_bands, charge, load_effective, everywhere, load_ceiling, side="gen")
     elif bidding.planned_pricing != "price_taking":
         raise ValueError(f"planned_pricing must be 'price_taking' or 'energy_value', got {bidding.planned_pricing!r}")
-    # Convexity: charge headroom only below zero and below the cheapest GEN band the plan's discharge uses.
+    # Convexity: charge headroom only below the cheapest GEN band the plan's discharge uses — and, unless
+    # charge_headroom is "energy_value", only below zero.
     planned_gen_price = np.where(gen_bands > 0, gen_effective[None, :], np.inf).min(axis=1)
-    load_eligible = (load_effective[None, :] < np.minimum(planned_gen_price, 0.0)[:, None])
+    load_eligible = (load_effective[None, :] < np.minimum(planned_gen_price, _charge_headroom_limit(bidding))[:, None])
     load_eligible &= load_bands == 0
     gen_eligible = np.broadcast_to(spike_gen, (count, rules.band_count))
     free_gen = _floor_mw(np.clip(battery.power_mw - discharge - raise_reserved, 0.0, gen_headroom))
@@ -402,6 +406,16 @@ def _opportunity_cost_bands(gen_bands: FloatArray, load_bands: FloatArray, disch
     _headroom_at_cost(load_bands, _floor_mw(load_headroom - free_load), load_effective, load_eligible,
                       np.minimum(load_ceiling, bidding.fcas_displacement_load_ceiling), side="load")
     return gen_bands, load_bands
+
+
+def _charge_headroom_limit(bidding: BiddingSettings) -> float:
+    """The LOAD band price ($/MWh, after MLF) below which unplanned charge may be offered: $0 for
+    ``charge_headroom = "negative"``, no limit for ``"energy_value"`` (the LOAD ceiling then decides)."""
+    if bidding.charge_headroom == "negative":
+        return 0.0
+    if bidding.charge_headroom == "energy_value":
+        return math.inf
+    raise ValueError(f"charge_headroom must be 'negative' or 'energy_value', got {bidding.charge_headroom!r}")
 
 
 def _headroom_at_cost(bands: FloatArray, mw: FloatArray, effective_prices: FloatArray, eligible: BoolArray,
