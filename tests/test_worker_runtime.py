@@ -705,6 +705,7 @@ def test_the_registry_serves_each_algorithm_under_the_name_and_version_its_modul
                                                       f"{spike_reserve.NAME} v5",
                                                       f"{spike_reserve.NAME} v6",
                                                       f"{spike_reserve.NAME} v7",
+                                                      f"{spike_reserve.NAME} v8",
                                                       f"{uncertainty_spread.NAME} v{uncertainty_spread.VERSION}",
                                                       f"{uncertainty_spread.NAME} v2"])
     assert registry.resolve("forecast", forecast.NAME, forecast.VERSION) is forecast.run_forecast
