@@ -408,14 +408,18 @@ def _opportunity_cost_bands(gen_bands: FloatArray, load_bands: FloatArray, disch
     return gen_bands, load_bands
 
 
+# ``[bidding] charge_headroom`` → the LOAD band price ($/MWh, after MLF) below which unplanned charge may be offered:
+# $0 for "negative", no limit for "energy_value" (the LOAD ceiling then decides).
+CHARGE_HEADROOM_LIMIT_PER_MWH: Mapping[str, float] = {"negative": 0.0, "energy_value": math.inf}
+
+
 def _charge_headroom_limit(bidding: BiddingSettings) -> float:
-    """The LOAD band price ($/MWh, after MLF) below which unplanned charge may be offered: $0 for
-    ``charge_headroom = "negative"``, no limit for ``"energy_value"`` (the LOAD ceiling then decides)."""
-    if bidding.charge_headroom == "negative":
-        return 0.0
-    if bidding.charge_headroom == "energy_value":
-        return math.inf
-    raise ValueError(f"charge_headroom must be 'negative' or 'energy_value', got {bidding.charge_headroom!r}")
+    """:data:`CHARGE_HEADROOM_LIMIT_PER_MWH` of ``bidding.charge_headroom`` ($/MWh); ValueError for another value."""
+    limit = CHARGE_HEADROOM_LIMIT_PER_MWH.get(bidding.charge_headroom)
+    if limit is None:
+        raise ValueError(f"charge_headroom must be one of {sorted(CHARGE_HEADROOM_LIMIT_PER_MWH)}, "
+                         f"got {bidding.charge_headroom!r}")
+    return limit
 
 
 def _headroom_at_cost(bands: FloatArray, mw: FloatArray, effective_prices: FloatArray, eligible: BoolArray,

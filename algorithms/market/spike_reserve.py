@@ -348,13 +348,22 @@ def request_room_ceiling_mwh(request: worker_pb2.OptimisationRequest,
     such forecast (the LP's adapter then refuses what is malformed). InvalidRequestError without a battery."""
     if not request.HasField("battery"):
         raise InvalidRequestError("battery is not set")
+    forecast = _covering_energy_forecast(request)
+    if forecast is None:
+        return None
+    return room_ceiling_mwh(forecast, room_policy, request.battery,
+                            request.initial_state_of_charge_mwh, request.initial_net_mw,
+                            request.terminal_state_of_charge_mwh, optimise.NEM_INTERVAL_HOURS)
+
+
+def _covering_energy_forecast(request: worker_pb2.OptimisationRequest) -> PriceForecast | None:
+    """The request's one OK ENERGY forecast ($/MWh) when it covers the request's (non-empty) horizon; otherwise
+    None, and the LP's adapter refuses whatever is malformed."""
     energy = [f for f in request.forecasts if f.product == ENERGY]
     if not (len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK
             and energy[0].horizon_intervals == request.horizon_intervals > 0):
         return None
-    return room_ceiling_mwh(forecast_from_result(energy[0]), room_policy, request.battery,
-                            request.initial_state_of_charge_mwh, request.initial_net_mw,
-                            request.terminal_state_of_charge_mwh, optimise.NEM_INTERVAL_HOURS)
+    return forecast_from_result(energy[0])
 
 
 def request_period_intervals(request: worker_pb2.OptimisationRequest, resolution: HorizonResolution,
@@ -368,10 +377,8 @@ def request_period_intervals(request: worker_pb2.OptimisationRequest, resolution
     if horizon <= 0:
         return None
     fine = np.arange(horizon) < resolution.fine_intervals
-    energy = [f for f in request.forecasts if f.product == ENERGY]
-    if (resolution.fine_at_tails and len(energy) == 1 and energy[0].status == worker_pb2.RESULT_STATUS_OK
-            and energy[0].horizon_intervals == horizon):
-        forecast = forecast_from_result(energy[0])
+    forecast = _covering_energy_forecast(request) if resolution.fine_at_tails else None
+    if forecast is not None:
         fine |= spiky_intervals(forecast, policy.spike_price_per_mwh)
         if room_policy is not None:
             fine |= deeply_negative_intervals(forecast, room_policy.price_per_mwh)
