@@ -8,9 +8,13 @@ database at once apply each migration exactly once (the second waits, then finds
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import re
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 EMBEDDED_DATABASE = "openvpp"
 # Key of the advisory lock serialising migrations (any constant bigint; "openvpp" in ASCII).
 MIGRATION_LOCK_KEY = 0x6F70656E767070
+
+# Tries at creating a new embedded cluster when a PostgreSQL program is killed by a signal (a SIGBUS
+# when the host's disk or shared memory runs short for a moment); any other failure is raised at once.
+EMBEDDED_START_ATTEMPTS = 3
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -112,6 +120,44 @@ def applied_migrations(database_url: str) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+def start_pgserver(
+    pgserver: Any, folder: Path, *, attempts: int = EMBEDDED_START_ATTEMPTS, pause_seconds: float = 1.0
+) -> Any:
+    """Start (or attach to) pgserver's server on ``folder``; returns pgserver's server handle.
+
+    ``pgserver`` is the ``pgserver.postgres_server`` module. When ``folder`` holds no cluster yet
+    (no ``PG_VERSION``) and ``initdb`` or ``pg_ctl`` is killed by a signal, the half-made folder is
+    removed (this call made it) and the start tried again, up to ``attempts`` tries in all. Each
+    retry is logged as a warning and waits ``pause_seconds`` times the try's number (s). A folder
+    that already held a cluster is never removed, and a program that exits with an error (not a
+    signal) is raised at once: both name a problem a retry cannot fix.
+    """
+    resolved = folder.expanduser().resolve()
+    for attempt in range(1, attempts + 1):
+        fresh = not (resolved / "PG_VERSION").exists()
+        try:
+            return pgserver.get_server(resolved, cleanup_mode="stop")
+        except subprocess.CalledProcessError as error:
+            killed_by_signal = error.returncode < 0
+            if not (fresh and killed_by_signal and attempt < attempts):
+                raise
+            log.warning("creating the embedded PostgreSQL cluster in %s: %s was killed by signal %d "
+                        "(try %d of %d); removing the half-made folder and trying again",
+                        resolved, Path(str(error.cmd[0])).name if error.cmd else "a program",
+                        -error.returncode, attempt, attempts)
+            _forget_failed_server(pgserver, resolved)
+            shutil.rmtree(resolved, ignore_errors=True)
+            time.sleep(pause_seconds * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _forget_failed_server(pgserver: Any, folder: Path) -> None:
+    """Drop pgserver's handle of a server whose start failed, so the next try builds a new one."""
+    failed = pgserver.PostgresServer._instances.pop(folder, None)
+    if failed is not None:
+        atexit.unregister(failed._cleanup)
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server run by pgserver in ``folder`` (created if absent), as a context manager.
 
@@ -131,7 +177,7 @@ class EmbeddedPostgres:
             pgserver = import_extra("pgserver.postgres_server", LOCAL,
                                     "the embedded PostgreSQL, used when DATABASE_URL is not set")
             self.folder.parent.mkdir(parents=True, exist_ok=True)
-            self._server = pgserver.get_server(self.folder, cleanup_mode="stop")
+            self._server = start_pgserver(pgserver, self.folder)
         return self
 
     def stop(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from models.db import scratch_database
+from models.db import EmbeddedPostgres, scratch_database
 from settings import Settings, load_settings
 from stack.ports import free_tcp_port
 
@@ -37,13 +37,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     elif _port_open("127.0.0.1", 5432):
         yield "postgresql://postgres@127.0.0.1:5432/test"
     else:
-        from pgserver.postgres_server import get_server
-
-        server = get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
+        with EmbeddedPostgres(tmp_path_factory.mktemp("pgdata")) as server:
+            yield server.url
 
 
 temporary_database = scratch_database

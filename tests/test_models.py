@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import psycopg
 import pytest
@@ -119,6 +121,71 @@ def test_resolve_database_url_starts_an_embedded_server_in_the_state_folder(sett
         assert row is not None and row[0] == db.EMBEDDED_DATABASE
     finally:
         embedded.stop()
+
+
+class _FlakyPgserver:
+    """A stand-in of ``pgserver.postgres_server`` whose first ``failures`` starts die with ``returncode``.
+
+    Each start makes the folder and its ``PG_VERSION`` first, as ``initdb`` does before it can die.
+    """
+
+    class PostgresServer:
+        _instances: ClassVar[dict[Path, object]] = {}
+
+        def _cleanup(self) -> None:
+            pass
+
+    def __init__(self, failures: int, returncode: int) -> None:
+        self.failures, self.returncode, self.calls = failures, returncode, 0
+        self.PostgresServer._instances = {}
+
+    def get_server(self, folder: Path, cleanup_mode: str) -> object:
+        self.calls += 1
+        folder.mkdir(exist_ok=True)
+        (folder / "PG_VERSION").write_text("16\n")
+        (folder / f"made-by-call-{self.calls}").touch()
+        server = self.PostgresServer()
+        self.PostgresServer._instances[folder] = server
+        if self.calls <= self.failures:
+            raise subprocess.CalledProcessError(self.returncode, ["/bin/initdb", "-D", str(folder)])
+        return server
+
+
+def test_start_pgserver_retries_a_new_cluster_whose_initdb_was_killed_by_a_signal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pgserver = _FlakyPgserver(failures=2, returncode=-7)
+    server = db.start_pgserver(pgserver, tmp_path / "pgdata", pause_seconds=0)
+    assert pgserver.calls == 3
+    assert sorted(path.name for path in (tmp_path / "pgdata").iterdir()) == ["PG_VERSION", "made-by-call-3"]
+    assert pgserver.PostgresServer._instances == {(tmp_path / "pgdata").resolve(): server}
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 2 and "initdb was killed by signal 7 (try 1 of 3)" in warnings[0]
+
+
+def test_start_pgserver_gives_up_after_its_attempts(tmp_path: Path) -> None:
+    pgserver = _FlakyPgserver(failures=5, returncode=-7)
+    with pytest.raises(subprocess.CalledProcessError):
+        db.start_pgserver(pgserver, tmp_path / "pgdata", attempts=2, pause_seconds=0)
+    assert pgserver.calls == 2
+
+
+def test_start_pgserver_raises_an_error_exit_at_once(tmp_path: Path) -> None:
+    pgserver = _FlakyPgserver(failures=1, returncode=1)
+    with pytest.raises(subprocess.CalledProcessError):
+        db.start_pgserver(pgserver, tmp_path / "pgdata")
+    assert pgserver.calls == 1 and (tmp_path / "pgdata" / "made-by-call-1").exists()
+
+
+def test_start_pgserver_never_removes_a_folder_that_held_a_cluster(tmp_path: Path) -> None:
+    folder = tmp_path / "pgdata"
+    folder.mkdir()
+    (folder / "PG_VERSION").write_text("16\n")
+    (folder / "base").mkdir()
+    pgserver = _FlakyPgserver(failures=1, returncode=-7)
+    with pytest.raises(subprocess.CalledProcessError):
+        db.start_pgserver(pgserver, folder)
+    assert pgserver.calls == 1 and (folder / "base").is_dir()
 
 
 def _bid_message(unit_id: str, first: datetime, count: int, gen_prices: list[float]) -> bid_pb2.Bid:
