@@ -341,6 +341,71 @@ def test_energy_value_charge_headroom_stays_below_the_planned_discharge_band() -
     assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=prices) == []
 
 
+# A LOAD ladder with one trough band ($500, at or above TROUGH_LOAD_PRICE_PER_MWH) over the default GEN ladder.
+TROUGH_LOAD_PRICES = (-1000.0, -500.0, -100.0, -50.0, -20.0, 0.0, 50.0, 100.0, 299.0, 500.0)
+TROUGHS = replace(CONFIG.bidding, load_band_prices=TROUGH_LOAD_PRICES)
+
+
+def trough_prices() -> dict[tuple[str, int], tuple[float, ...]]:
+    return {**DAILY_PRICES, ("ENERGY", common_pb2.DIRECTION_GEN): TROUGHS.gen_band_prices,
+            ("ENERGY", common_pb2.DIRECTION_LOAD): TROUGHS.load_band_prices}
+
+
+def used_prices(bid: bid_pb2.Bid, direction: int, ladder: tuple[float, ...], interval: int = 0) -> list[float]:
+    return [ladder[i] for i, mw in enumerate(band_mw(bid, direction, interval)) if mw > 0]
+
+
+def test_free_charge_headroom_recharges_in_a_trough_band_and_discharge_headroom_moves_above_it() -> None:
+    """Nothing planned, no FCAS. Stored energy worth $700/MWh (LOAD ceiling 644, GEN floor 761): the charge
+    headroom goes in the $500 trough band, and the discharge headroom in that interval only in spike bands above
+    it ($1,000). Worth $400 (ceiling 368, floor 435): the $299 band, and the discharge headroom in $1,000 too (the
+    cheapest spike band at least 435). Worth $200 (ceiling 184, floor 217): $100 and the $300 spike band, as
+    without trough bands."""
+    plan = with_duals(make_plan([0.0] * 3, [0.0] * 3), [700.0, 400.0, 200.0], [0.0] * 3, [0.0] * 3)
+    bid = build(plan, bidding=TROUGHS)
+    assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=trough_prices()) == []
+    load_chosen = [used_prices(bid, common_pb2.DIRECTION_LOAD, TROUGH_LOAD_PRICES, i) for i in range(3)]
+    gen_chosen = [used_prices(bid, common_pb2.DIRECTION_GEN, TROUGHS.gen_band_prices, i) for i in range(3)]
+    assert load_chosen == [[500.0], [299.0], [100.0]]
+    assert gen_chosen == [[1000.0], [1000.0], [300.0]]
+    assert sum(band_mw(bid, common_pb2.DIRECTION_LOAD, 0)) == pytest.approx(150.0)
+
+
+def test_planned_charge_and_negative_only_headroom_never_use_a_trough_band() -> None:
+    """Planned charge of 60 MW with energy worth $700/MWh goes in the dearest band below the troughs ($299),
+    not at $500, and the free rest of the charge headroom (90 MW) in the $500 trough band; with
+    ``charge_headroom = "negative"`` the rest goes in a negative band and the discharge headroom keeps the $300
+    spike band."""
+    plan = with_duals(make_plan([0.0], [60.0]), [700.0], [0.0], [0.0])
+    by_value = build(plan, bidding=TROUGHS)
+    load = band_mw(by_value, common_pb2.DIRECTION_LOAD)
+    assert load[TROUGH_LOAD_PRICES.index(299.0)] == pytest.approx(60.0)
+    assert load[TROUGH_LOAD_PRICES.index(500.0)] == pytest.approx(90.0)
+    negative_only = build(plan, bidding=replace(TROUGHS, charge_headroom="negative"))
+    assert used_prices(negative_only, common_pb2.DIRECTION_LOAD, TROUGH_LOAD_PRICES) == [-20.0, 299.0]
+    assert used_prices(negative_only, common_pb2.DIRECTION_GEN, TROUGHS.gen_band_prices) == [1000.0]
+    for bid in (by_value, negative_only):
+        assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=trough_prices()) == []
+
+
+def test_the_fixed_strategy_never_uses_a_trough_band() -> None:
+    """Fixed headroom on the trough ladder: planned charge in the $299 band, charge headroom in the negative
+    bands, discharge headroom in the spike bands above $299 — the $500 band stays empty."""
+    fixed = replace(TROUGHS, headroom_pricing="fixed", planned_pricing="price_taking")
+    bid = build(make_plan([0.0, 100.0], [80.0, 0.0]), bidding=fixed)
+    load, gen = bands(bid, common_pb2.DIRECTION_LOAD), bands(bid, common_pb2.DIRECTION_GEN)
+    assert np.all(load[:, TROUGH_LOAD_PRICES.index(500.0)] == 0)
+    assert load[0, TROUGH_LOAD_PRICES.index(299.0)] == pytest.approx(80.0)
+    assert gen[0, list(TROUGHS.gen_band_prices).index(300.0)] > 0
+    assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=trough_prices()) == []
+
+
+def test_a_load_ladder_of_trough_bands_only_is_an_error() -> None:
+    ladder = replace(TROUGHS, load_band_prices=tuple(300.0 + 10.0 * band for band in range(10)))
+    with pytest.raises(ValueError, match=r"load_band_prices needs a band below \$300"):
+        build(with_duals(make_plan([0.0], [0.0]), [46.0], [0.0], [0.0]), bidding=ladder)
+
+
 def test_an_unknown_charge_headroom_is_an_error() -> None:
     plan = with_duals(make_plan([0.0], [0.0]), [46.0], [0.0], [0.0])
     with pytest.raises(ValueError, match="charge_headroom"):
@@ -389,8 +454,10 @@ def test_the_default_strategy_is_energy_value_pricing() -> None:
 
 @hyp_settings(max_examples=80, deadline=None)
 @given(count=st.integers(1, 30), initial_soc=st.floats(0.0, 194.0), data=st.data())
-def test_energy_value_bids_are_valid_convex_and_deliverable(count: int, initial_soc: float,
-                                                           data: st.DataObject) -> None:
+@pytest.mark.parametrize("load_band_prices", [CONFIG.bidding.load_band_prices, TROUGH_LOAD_PRICES],
+                         ids=["default-ladder", "trough-ladder"])
+def test_energy_value_bids_are_valid_convex_and_deliverable(load_band_prices: tuple[float, ...], count: int,
+                                                           initial_soc: float, data: st.DataObject) -> None:
     mw = st.floats(0.0, 200.0) | st.just(0.0)
     value = st.floats(-1500.0, 20000.0) | st.just(0.0)
     gen = data.draw(st.lists(mw, min_size=count, max_size=count))
@@ -401,9 +468,10 @@ def test_energy_value_bids_are_valid_convex_and_deliverable(count: int, initial_
                       data.draw(st.lists(value, min_size=count, max_size=count)),
                       data.draw(st.lists(st.floats(0.0, 5000.0), min_size=count, max_size=count)),
                       data.draw(st.lists(st.floats(0.0, 5000.0), min_size=count, max_size=count)))
-    bid = build(plan, initial_soc=initial_soc, bidding=ENERGY_VALUE)
-    prices = {**DAILY_PRICES, ("ENERGY", common_pb2.DIRECTION_GEN): ENERGY_VALUE.gen_band_prices,
-              ("ENERGY", common_pb2.DIRECTION_LOAD): ENERGY_VALUE.load_band_prices}
+    ladders = replace(ENERGY_VALUE, load_band_prices=load_band_prices)
+    bid = build(plan, initial_soc=initial_soc, bidding=ladders)
+    prices = {**DAILY_PRICES, ("ENERGY", common_pb2.DIRECTION_GEN): ladders.gen_band_prices,
+              ("ENERGY", common_pb2.DIRECTION_LOAD): ladders.load_band_prices}
     assert validate_bid(bid, BATTERY, RULES, products=PRODUCTS, daily_band_prices=prices) == []
     soc_start = np.concatenate([[initial_soc], np.asarray(plan.state_of_charge_mwh)])[:count]
     can_discharge, can_charge = deliverable_mw(soc_start, PARAMS, HOURS)

@@ -16,15 +16,17 @@ dispatch interval ``i`` of the bid (MW, interval-ending AEST):
    (eta_c * h))``. Planned MW above these are cut; nothing beyond them is ever offered.
 3. Planned discharge goes in the cheapest GEN band priced at $0/MWh or more (dispatched whenever RRP is
    at or above it); the rest of the deliverable discharge is the *spike headroom*, spread over the GEN
-   bands priced (divided by MLF_gen) strictly above every LOAD band price (divided by MLF_load) — the
-   bands at 300 $/MWh and above — so the unit earns price spikes the forecast missed. Headroom that
+   bands priced (divided by MLF_gen) strictly above every LOAD band price (divided by MLF_load) but the
+   *trough* bands (LOAD bands at or above $300/MWh, :data:`TROUGH_LOAD_PRICE_PER_MWH`, which only
+   opportunity-cost charge headroom uses) — the bands at 300 $/MWh and above — so the unit earns price spikes
+   the forecast missed. Headroom that
    would displace planned raise FCAS (joint capacity, :func:`fcas_reserved_mw`) is kept off the first
    of those bands; ``headroom_front_share`` of the rest can be put on it.
-4. Planned charge goes in the highest LOAD band (consumed whenever RRP is below it); the rest of the
-   deliverable charge is spread over the negative-price LOAD bands (below the planned GEN band's price
-   where discharge is planned), so the unit charges whenever prices go negative.
+4. Planned charge goes in the highest LOAD band below the trough bands (consumed whenever RRP is below
+   it); the rest of the deliverable charge is spread over the negative-price LOAD bands (below the
+   planned GEN band's price where discharge is planned), so the unit charges whenever prices go negative.
 5. Convexity (V6) therefore holds in every interval: headroom GEN bands lie above every LOAD band,
-   headroom LOAD bands below every GEN band, and the planned bands (GEN band 1, top LOAD band) are
+   headroom LOAD bands below every GEN band, and the planned bands (GEN band 1, the planned LOAD band) are
    never used together because the plan is netted.
 6. MAXAVAIL = the sum of the band MW; every MW figure is rounded down to 1 kW, so rounding never
    offers more than SoC can deliver. Ramp rates = the battery's ramp capability rounded down to whole
@@ -65,7 +67,11 @@ MW of energy in that direction displaces in planned FCAS).
   GEN band's price (convexity) — among the negative-price bands only with ``charge_headroom = "negative"``,
   among all of them with ``"energy_value"`` (the default): a battery whose stored energy the plan values at
   $400/MWh ahead of an evening of price spikes then buys whenever the price falls below that value times
-  eta_c (up to the top LOAD band, $299/MWh in the default ladder), instead of waiting for a negative price.
+  eta_c, instead of waiting for a negative price. Free charge headroom alone may use the trough bands ($500/MWh
+  in the default ladder): between the spikes of an evening whose energy the plan values above $543/MWh it
+  recharges at up to $500. Planned charge stays in the bands below them (a plan to charge at $100 whose energy
+  is worth $350 is not carried out at $480), and in every interval discharge headroom goes only in spike bands
+  priced above the dearest LOAD band that interval uses, so the bid stays convex.
 * Headroom that would displace planned regulation is dispatched only at ``fcas_displacement_gen_floor``
   and above (GEN, default $1,000/MWh) or ``fcas_displacement_load_ceiling`` and below (LOAD, default
   -$50/MWh): a P50 plan cannot see FCAS price spikes coming (24 Jan 2021 in SA1: regulation at
@@ -93,7 +99,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -183,15 +189,43 @@ def _check_battery(battery: BatteryParams) -> None:
         raise ValueError(f"battery {battery.unit_id!r} cannot be bid: invalid {', '.join(bad)}")
 
 
-def _headroom_masks(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRules,
-                    ) -> tuple[FloatArray, FloatArray, BoolArray, BoolArray]:
-    """The GEN and LOAD ladders and which of their bands may carry headroom (see module docstring)."""
+# LOAD bands priced (divided by MLF_load) at or above this ($/MWh; the strike of the NEM's standard $300 cap
+# contract, above which a price is a spike) are *trough* bands: only free charge headroom priced by the plan's
+# value of stored energy uses them (``charge_headroom = "energy_value"``), to recharge between price spikes.
+TROUGH_LOAD_PRICE_PER_MWH = 300.0
+
+
+class HeadroomLadders(NamedTuple):
+    """The day's GEN and LOAD ladders ($/MWh) and which of their bands may carry what (module docstring)."""
+
+    gen_prices: FloatArray
+    load_prices: FloatArray
+    spike_gen: BoolArray
+    """GEN bands (not the first) priced above every LOAD band but the trough bands, after MLF."""
+    negative_load: BoolArray
+    """LOAD bands priced below $0/MWh after MLF, the planned-charge band excepted."""
+    trough_load: BoolArray
+    """LOAD bands at or above :data:`TROUGH_LOAD_PRICE_PER_MWH` after MLF."""
+    planned_load_band: int
+    """The LOAD band of price-taking planned charge: the dearest that is not a trough band."""
+
+
+def _headroom_masks(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRules) -> HeadroomLadders:
+    """The GEN and LOAD ladders and which of their bands may carry headroom (see module docstring). ValueError
+    for a LOAD ladder whose every band is a trough band (price-taking planned charge would have no band)."""
     gen_prices = _check_ladder("gen_band_prices", bidding.gen_band_prices, rules.band_count)
     load_prices = _check_ladder("load_band_prices", bidding.load_band_prices, rules.band_count)
+    load_effective = load_prices / battery.mlf_load
+    trough_load = load_effective >= TROUGH_LOAD_PRICE_PER_MWH
+    ordinary = np.flatnonzero(~trough_load)
+    if len(ordinary) == 0:
+        raise ValueError(f"load_band_prices needs a band below ${TROUGH_LOAD_PRICE_PER_MWH:g}/MWh (after MLF) for "
+                         f"planned charge, got {list(bidding.load_band_prices)}")
+    planned_load_band = int(ordinary[-1])
     band = np.arange(rules.band_count)
-    spike_gen = (band > 0) & (gen_prices / battery.mlf_gen > load_prices[-1] / battery.mlf_load)
-    negative_load = (band < rules.band_count - 1) & (load_prices / battery.mlf_load < 0.0)
-    return gen_prices, load_prices, spike_gen, negative_load
+    spike_gen = (band > 0) & (gen_prices / battery.mlf_gen > load_effective[planned_load_band])
+    negative_load = (band != planned_load_band) & (load_effective < 0.0)
+    return HeadroomLadders(gen_prices, load_prices, spike_gen, negative_load, trough_load, planned_load_band)
 
 
 def _price_taking_gen_band(battery: BatteryParams, bidding: BiddingSettings, rules: MarketRules) -> int:
@@ -315,7 +349,8 @@ def energy_band_availabilities(planned_gen_mw: FloatArray, planned_load_mw: Floa
     to one band per side and interval (:func:`headroom_opportunity_cost`).
     """
     hours = nem_time.hours_per_interval(rules.interval_minutes)
-    _, _, spike_gen, negative_load = _headroom_masks(battery, bidding, rules)
+    ladders = _headroom_masks(battery, bidding, rules)
+    spike_gen, negative_load = ladders.spike_gen, ladders.negative_load
     net = planned_gen_mw - planned_load_mw
     can_discharge, can_charge = deliverable_mw(soc_start_mwh, battery, hours)
     discharge = _floor_mw(np.minimum(np.maximum(net, 0.0), can_discharge))
@@ -324,7 +359,7 @@ def energy_band_availabilities(planned_gen_mw: FloatArray, planned_load_mw: Floa
     gen_bands = np.zeros((count, rules.band_count))
     load_bands = np.zeros((count, rules.band_count))
     gen_bands[:, _price_taking_gen_band(battery, bidding, rules)] = discharge
-    load_bands[:, -1] = charge
+    load_bands[:, ladders.planned_load_band] = charge
     front_share = bidding.headroom_front_share
     if not 0.0 <= front_share <= 1.0:
         raise ValueError(f"headroom_front_share must be in [0, 1], got {front_share}")
@@ -343,7 +378,7 @@ def energy_band_availabilities(planned_gen_mw: FloatArray, planned_load_mw: Floa
     free_load = np.clip(battery.power_mw - charge - lower_reserved, 0.0, load_headroom)
     _spread_headroom(gen_bands, gen_headroom, free_gen, spike_gen, front_share, front_band="lowest")
     # Convexity: where discharge is planned (GEN band 1), charge headroom only below GEN band 1's price.
-    gen_prices, load_prices, _, _ = _headroom_masks(battery, bidding, rules)
+    gen_prices, load_prices = ladders.gen_prices, ladders.load_prices
     planned_gen_price = gen_prices[_price_taking_gen_band(battery, bidding, rules)] / battery.mlf_gen
     below_gen_band_1 = negative_load & (load_prices / battery.mlf_load < planned_gen_price)
     discharging = discharge > 0
@@ -380,31 +415,33 @@ def _opportunity_cost_bands(gen_bands: FloatArray, load_bands: FloatArray, disch
     ``headroom_pricing = "opportunity_cost"``). ``gen_bands`` / ``load_bands`` arrive holding the planned
     MW at the price-taking GEN band / the top LOAD band and are returned filled in."""
     gen_floor, load_ceiling = opportunity_cost
-    gen_prices, load_prices, spike_gen, _ = _headroom_masks(battery, bidding, rules)
-    gen_effective, load_effective = gen_prices / battery.mlf_gen, load_prices / battery.mlf_load
+    ladders = _headroom_masks(battery, bidding, rules)
+    gen_effective, load_effective = ladders.gen_prices / battery.mlf_gen, ladders.load_prices / battery.mlf_load
     count = len(discharge)
     if bidding.planned_pricing == "energy_value":
         gen_bands[:] = 0.0
         load_bands[:] = 0.0
         everywhere = np.ones((count, rules.band_count), dtype=bool)
         _headroom_at_cost(gen_bands, discharge, gen_effective, everywhere, gen_floor, side="load")
-        _headroom_at_cost(load_bands, charge, load_effective, everywhere, load_ceiling, side="gen")
+        _headroom_at_cost(load_bands, charge, load_effective, ~ladders.trough_load, load_ceiling, side="gen")
     elif bidding.planned_pricing != "price_taking":
         raise ValueError(f"planned_pricing must be 'price_taking' or 'energy_value', got {bidding.planned_pricing!r}")
     # Convexity: charge headroom only below the cheapest GEN band the plan's discharge uses — and, unless
-    # charge_headroom is "energy_value", only below zero.
+    # charge_headroom is "energy_value", only below zero; free charge headroom alone may use the trough bands.
     planned_gen_price = np.where(gen_bands > 0, gen_effective[None, :], np.inf).min(axis=1)
     load_eligible = (load_effective[None, :] < np.minimum(planned_gen_price, _charge_headroom_limit(bidding))[:, None])
     load_eligible &= load_bands == 0
-    gen_eligible = np.broadcast_to(spike_gen, (count, rules.band_count))
     free_gen = _floor_mw(np.clip(battery.power_mw - discharge - raise_reserved, 0.0, gen_headroom))
     free_load = _floor_mw(np.clip(battery.power_mw - charge - lower_reserved, 0.0, load_headroom))
-    _headroom_at_cost(gen_bands, free_gen, gen_effective, gen_eligible, gen_floor, side="gen")
-    _headroom_at_cost(gen_bands, _floor_mw(gen_headroom - free_gen), gen_effective, gen_eligible,
-                      np.maximum(gen_floor, bidding.fcas_displacement_gen_floor), side="gen")
     _headroom_at_cost(load_bands, free_load, load_effective, load_eligible, load_ceiling, side="load")
     _headroom_at_cost(load_bands, _floor_mw(load_headroom - free_load), load_effective, load_eligible,
                       np.minimum(load_ceiling, bidding.fcas_displacement_load_ceiling), side="load")
+    # Convexity again: discharge headroom only in spike bands above every LOAD band the interval now uses.
+    dearest_load_price = np.where(load_bands > 0, load_effective[None, :], -np.inf).max(axis=1)
+    gen_eligible = ladders.spike_gen[None, :] & (gen_effective[None, :] > dearest_load_price[:, None])
+    _headroom_at_cost(gen_bands, free_gen, gen_effective, gen_eligible, gen_floor, side="gen")
+    _headroom_at_cost(gen_bands, _floor_mw(gen_headroom - free_gen), gen_effective, gen_eligible,
+                      np.maximum(gen_floor, bidding.fcas_displacement_gen_floor), side="gen")
     return gen_bands, load_bands
 
 
@@ -627,7 +664,7 @@ def build_safe_bid_columns(battery: common_pb2.BatterySpec, bidding: BiddingSett
     if not math.isfinite(initial_state_of_charge_mwh):
         raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_state_of_charge_mwh}")
     count = _bid_interval_count(dispatch_interval, bidding, rules)
-    gen_prices, load_prices, spike_gen, negative_load = _headroom_masks(params, bidding, rules)
+    gen_prices, load_prices, spike_gen, negative_load, _, _ = _headroom_masks(params, bidding, rules)
     zeros = np.zeros(count)
     gen_bands, load_bands = energy_band_availabilities(zeros, zeros, np.full(count, initial_state_of_charge_mwh),
                                                        params, bidding, rules)
@@ -772,7 +809,7 @@ def build_bid_columns(plan: worker_pb2.OptimisationResult, battery: common_pb2.B
                                  deliverable_mw(soc_start, params, nem_time.hours_per_interval(rules.interval_minutes)))
     fcas_first = sum(float(mw[0]) for mw in fcas.values())
     algorithm = f"{plan.algorithm.name} v{plan.algorithm.version}, " if plan.algorithm.name else ""
-    gen_prices, _, spike_gen, _ = _headroom_masks(params, bidding, rules)
+    gen_prices, _, spike_gen, _, _, _ = _headroom_masks(params, bidding, rules)
     spike_text = f" at >= ${gen_prices[spike_gen].min():g}" if spike_gen.any() else ""
     first_net = float(planned_gen[0] - planned_load[0])
     planned_discharge = min(max(first_net, 0.0), float(gen_bands[0].sum()))
