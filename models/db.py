@@ -125,12 +125,11 @@ def start_pgserver(
 ) -> Any:
     """Start (or attach to) pgserver's server on ``folder``; returns pgserver's server handle.
 
-    ``pgserver`` is the ``pgserver.postgres_server`` module. When ``folder`` holds no cluster yet
-    (no ``PG_VERSION``) and ``initdb`` or ``pg_ctl`` is killed by a signal, the half-made folder is
-    removed (this call made it) and the start tried again, up to ``attempts`` tries in all. Each
-    retry is logged as a warning and waits ``pause_seconds`` times the try's number (s). A folder
-    that already held a cluster is never removed, and a program that exits with an error (not a
-    signal) is raised at once: both name a problem a retry cannot fix.
+    ``pgserver`` is the ``pgserver.postgres_server`` module. When ``folder`` holds no cluster yet (no ``PG_VERSION``)
+    and ``initdb`` or ``pg_ctl`` is killed by a signal, the folder with the half-made cluster is removed (it held no
+    cluster before) and the start tried again, up to ``attempts`` tries in all. Each retry is logged as a warning
+    and waits ``pause_seconds`` times the try's number (s). A folder that already held a cluster is never removed,
+    and a program that exits with an error (not a signal) is raised at once: both name a problem a retry cannot fix.
     """
     resolved = folder.expanduser().resolve()
     for attempt in range(1, attempts + 1):

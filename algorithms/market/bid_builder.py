@@ -67,11 +67,11 @@ MW of energy in that direction displaces in planned FCAS).
   GEN band's price (convexity) — among the negative-price bands only with ``charge_headroom = "negative"``,
   among all of them with ``"energy_value"`` (the default): a battery whose stored energy the plan values at
   $400/MWh ahead of an evening of price spikes then buys whenever the price falls below that value times
-  eta_c, instead of waiting for a negative price. Free charge headroom alone may use the trough bands ($500/MWh
-  in the default ladder): between the spikes of an evening whose energy the plan values above $543/MWh it
-  recharges at up to $500. Planned charge stays in the bands below them (a plan to charge at $100 whose energy
-  is worth $350 is not carried out at $480), and in every interval discharge headroom goes only in spike bands
-  priced above the dearest LOAD band that interval uses, so the bid stays convex.
+  eta_c, instead of waiting for a negative price. Free charge headroom alone may use the trough bands (none in the
+  default ladder; with a $500 band, between the spikes of an evening whose energy the plan values above $543/MWh it
+  recharges at up to $500: README "Recharging between price spikes"). Planned charge stays in the bands below them
+  (a plan to charge at $100 whose energy is worth $350 is not carried out at $480), and in every interval discharge
+  headroom goes only in spike bands priced above the dearest LOAD band that interval uses, so the bid stays convex.
 * Headroom that would displace planned regulation is dispatched only at ``fcas_displacement_gen_floor``
   and above (GEN, default $1,000/MWh) or ``fcas_displacement_load_ceiling`` and below (LOAD, default
   -$50/MWh): a P50 plan cannot see FCAS price spikes coming (24 Jan 2021 in SA1: regulation at
@@ -413,7 +413,7 @@ def _opportunity_cost_bands(gen_bands: FloatArray, load_bands: FloatArray, disch
                             ) -> tuple[FloatArray, FloatArray]:
     """Band availabilities (MW) when every MW is priced by what dispatching it gives up (module docstring,
     ``headroom_pricing = "opportunity_cost"``). ``gen_bands`` / ``load_bands`` arrive holding the planned
-    MW at the price-taking GEN band / the top LOAD band and are returned filled in."""
+    MW at the price-taking GEN band / the planned LOAD band and are returned filled in."""
     gen_floor, load_ceiling = opportunity_cost
     ladders = _headroom_masks(battery, bidding, rules)
     gen_effective, load_effective = ladders.gen_prices / battery.mlf_gen, ladders.load_prices / battery.mlf_load
