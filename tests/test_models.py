@@ -188,6 +188,16 @@ def test_start_pgserver_never_removes_a_folder_that_held_a_cluster(tmp_path: Pat
     assert pgserver.calls == 1 and (folder / "base").is_dir()
 
 
+def test_pgserver_keeps_the_handles_start_pgserver_forgets() -> None:
+    """The installed pgserver still keeps its server handles where :func:`models.db.start_pgserver` drops a failed
+    one (``PostgresServer._instances``, a private name of a dependency that is not pinned), with the ``_cleanup``
+    hook it unregisters: a release that renames them fails here, not in a retry on a user's machine."""
+    from pgserver import postgres_server
+
+    assert isinstance(postgres_server.PostgresServer._instances, dict)
+    assert callable(postgres_server.PostgresServer._cleanup)
+
+
 def _bid_message(unit_id: str, first: datetime, count: int, gen_prices: list[float]) -> bid_pb2.Bid:
     from algorithms.common.nem_time import to_timestamp, trading_day
 
