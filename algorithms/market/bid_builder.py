@@ -373,7 +373,8 @@ def energy_band_availabilities(planned_gen_mw: FloatArray, planned_load_mw: Floa
             raise ValueError("fcas_displacement_scope must be 'all' or 'regulation', got "
                              f"{bidding.fcas_displacement_scope!r}")
         return _opportunity_cost_bands(gen_bands, load_bands, discharge, charge, gen_headroom, load_headroom,
-                                       raise_reserved, lower_reserved, opportunity_cost, battery, bidding, rules)
+                                       raise_reserved, lower_reserved, opportunity_cost, ladders, battery, bidding,
+                                       rules)
     free_gen = np.clip(battery.power_mw - discharge - raise_reserved, 0.0, gen_headroom)
     free_load = np.clip(battery.power_mw - charge - lower_reserved, 0.0, load_headroom)
     _spread_headroom(gen_bands, gen_headroom, free_gen, spike_gen, front_share, front_band="lowest")
@@ -409,13 +410,13 @@ def headroom_opportunity_cost(energy_value_per_mwh: FloatArray, raise_capacity_v
 def _opportunity_cost_bands(gen_bands: FloatArray, load_bands: FloatArray, discharge: FloatArray, charge: FloatArray,
                             gen_headroom: FloatArray, load_headroom: FloatArray, raise_reserved: FloatArray,
                             lower_reserved: FloatArray, opportunity_cost: tuple[FloatArray, FloatArray],
-                            battery: BatteryParams, bidding: BiddingSettings, rules: MarketRules,
-                            ) -> tuple[FloatArray, FloatArray]:
+                            ladders: HeadroomLadders, battery: BatteryParams, bidding: BiddingSettings,
+                            rules: MarketRules) -> tuple[FloatArray, FloatArray]:
     """Band availabilities (MW) when every MW is priced by what dispatching it gives up (module docstring,
     ``headroom_pricing = "opportunity_cost"``). ``gen_bands`` / ``load_bands`` arrive holding the planned
-    MW at the price-taking GEN band / the planned LOAD band and are returned filled in."""
+    MW at the price-taking GEN band / the planned LOAD band and are returned filled in; ``ladders`` are the
+    caller's :func:`_headroom_masks`."""
     gen_floor, load_ceiling = opportunity_cost
-    ladders = _headroom_masks(battery, bidding, rules)
     gen_effective, load_effective = ladders.gen_prices / battery.mlf_gen, ladders.load_prices / battery.mlf_load
     count = len(discharge)
     if bidding.planned_pricing == "energy_value":
@@ -664,7 +665,9 @@ def build_safe_bid_columns(battery: common_pb2.BatterySpec, bidding: BiddingSett
     if not math.isfinite(initial_state_of_charge_mwh):
         raise ValueError(f"initial state of charge must be a finite MWh figure, got {initial_state_of_charge_mwh}")
     count = _bid_interval_count(dispatch_interval, bidding, rules)
-    gen_prices, load_prices, spike_gen, negative_load, _, _ = _headroom_masks(params, bidding, rules)
+    ladders = _headroom_masks(params, bidding, rules)
+    gen_prices, load_prices, spike_gen, negative_load = (ladders.gen_prices, ladders.load_prices, ladders.spike_gen,
+                                                         ladders.negative_load)
     zeros = np.zeros(count)
     gen_bands, load_bands = energy_band_availabilities(zeros, zeros, np.full(count, initial_state_of_charge_mwh),
                                                        params, bidding, rules)
@@ -809,7 +812,8 @@ def build_bid_columns(plan: worker_pb2.OptimisationResult, battery: common_pb2.B
                                  deliverable_mw(soc_start, params, nem_time.hours_per_interval(rules.interval_minutes)))
     fcas_first = sum(float(mw[0]) for mw in fcas.values())
     algorithm = f"{plan.algorithm.name} v{plan.algorithm.version}, " if plan.algorithm.name else ""
-    gen_prices, _, spike_gen, _, _, _ = _headroom_masks(params, bidding, rules)
+    ladders = _headroom_masks(params, bidding, rules)
+    gen_prices, spike_gen = ladders.gen_prices, ladders.spike_gen
     spike_text = f" at >= ${gen_prices[spike_gen].min():g}" if spike_gen.any() else ""
     first_net = float(planned_gen[0] - planned_load[0])
     planned_discharge = min(max(first_net, 0.0), float(gen_bands[0].sum()))
