@@ -168,11 +168,11 @@ def load_store_prices(store: MarketStore, *, regions: Collection[str] | None, st
 
 
 def replay_span(settings: Settings) -> tuple[datetime, datetime]:
-    """The intervals (ending, AEST) the live replay reads: the history window before ``[cycle] replay_start``
-    to the horizon after its last day (``replay_days``)."""
+    """The intervals (ending, AEST) the live replay reads: the history window (or the reach, when longer)
+    before ``[cycle] replay_start`` to the horizon after its last day (``replay_days``)."""
     cycle = settings.cycle
     step = timedelta(minutes=settings.market.interval_minutes)
-    start = cycle.replay_start - step * (cycle.history_intervals + 1)
+    start = cycle.replay_start - step * (settings.market_data.history_read_intervals(cycle.history_intervals) + 1)
     return start, cycle.replay_start + timedelta(days=cycle.replay_days) + step * cycle.horizon_intervals
 
 

@@ -79,6 +79,7 @@ RETAINED_VERSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("forecast", "algorithms.market.forecast", "3", "run_forecast_v3"),
     ("forecast", "algorithms.market.forecast", "4", "run_forecast_v4"),
     ("forecast", "algorithms.market.forecast", "5", "run_forecast_v5"),
+    ("forecast", "algorithms.market.forecast", "6", "run_forecast_v6"),
     ("optimisation", "algorithms.market.uncertainty_spread", "2", "run_optimisation_v2"),
     ("optimisation", "algorithms.market.spike_reserve", "2", "run_optimisation_v2"),
     ("optimisation", "algorithms.market.spike_reserve", "3", "run_optimisation_v3"),

@@ -738,7 +738,8 @@ class _Preparer:
             snapshot = build_snapshot(self._dispatch, self._predispatch, region=self._config.region,
                                       dispatch_interval=timeline.dispatch_interval, as_of=as_of,
                                       history_intervals=self._parameters.history_intervals,
-                                      publication=self._publication, p5min=self._p5min)
+                                      publication=self._publication, p5min=self._p5min,
+                                      history_reach_intervals=self._settings.market_data.history_reach_intervals)
             if use_estimates:
                 snapshot = estimate_missing(snapshot)
             if latest_known(snapshot) or use_estimates:
@@ -1133,7 +1134,8 @@ def decision_times_with_data(settings: Settings, dispatch: DispatchPrices, marke
                              config: BacktestConfig) -> list[datetime]:
     """The decision times of ``config`` (naive AEST) whose decision can be made from the data: its dispatch
     interval has an ENERGY price in ``market`` (the price it clears at) and its snapshot's history window
-    (``history_intervals`` intervals ending at the latest interval, :mod:`algorithms.market.as_of`) holds at
+    (``history_intervals`` intervals ending at the latest interval, or the reach of ``[market_data]
+    history_reach_intervals`` when longer, :mod:`algorithms.market.as_of`) holds at
     least one ENERGY price of ``dispatch``. Others are not decisions: a gap in the data (an interval AEMO's
     files do not hold, the days a pruned month leaves out) is skipped, not failed. Pure and vectorised."""
     times = config.decision_times()
@@ -1142,7 +1144,8 @@ def decision_times_with_data(settings: Settings, dispatch: DispatchPrices, marke
     energy = ENERGY
     region = config.region
     step = np.timedelta64(settings.market.interval_minutes * 60, "s")
-    history = _parameters(settings, config).history_intervals or DEFAULT_HISTORY_INTERVALS
+    history = settings.market_data.history_read_intervals(
+        _parameters(settings, config).history_intervals or DEFAULT_HISTORY_INTERVALS)
     decided = np.asarray(times, dtype="datetime64[s]")
     latest = decided - (decided - np.datetime64("1970-01-01T00:00:00")) % step
     target = np.asarray([_timeline(settings, moment).dispatch_interval for moment in times], dtype="datetime64[s]")

@@ -272,7 +272,8 @@ def _group_results(settings: Settings, targets: Sequence[_Target], workers: int,
 
 def _targets(settings: Settings, regions: Sequence[str], months: Sequence[date] | None,
              include_embedded: bool) -> tuple[list[_Target], list[_Target]]:
-    history, horizon = settings.cycle.history_intervals, settings.cycle.horizon_intervals
+    history = settings.market_data.history_read_intervals(settings.cycle.history_intervals)
+    horizon = settings.cycle.horizon_intervals
     warmup = settings.market.intervals_per_trading_day
     store_targets = _store_targets(settings, regions, months, warmup, history, horizon)
     file_targets = _file_targets(settings, [settings.cycle.region], warmup) if include_embedded else []

@@ -560,12 +560,13 @@ def data_line(inputs: MarketInputs, region: str, period: Period) -> str:
 
 
 def strategy_window(settings: Settings, strategy: Strategy) -> tuple[int, int]:
-    """(history, horizon) in 5-minute intervals a run of ``strategy`` reads around each decision."""
+    """(history, horizon) in 5-minute intervals a run of ``strategy`` reads around each decision (history: the
+    window or the reach, the longer; ``[market_data] history_reach_intervals``)."""
     overrides = strategy.backtest_overrides()
     effective = strategy.apply(settings).cycle
     history = overrides.get("history_intervals", effective.history_intervals)
     horizon = overrides.get("horizon_intervals", effective.horizon_intervals)
-    return int(history), int(horizon)  # type: ignore[arg-type]
+    return settings.market_data.history_read_intervals(int(history)), int(horizon)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------------

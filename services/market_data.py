@@ -42,12 +42,16 @@ SERVICE_LABEL = "market-data service"
 
 
 class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
-    """MarketDataService over the market tables ``tables()`` returns at each call (grpc.aio)."""
+    """MarketDataService over the market tables ``tables()`` returns at each call (grpc.aio); a request without
+    ``history_intervals`` gets ``default_history_intervals``, and every window may reach back
+    ``history_reach_intervals`` 5-minute intervals when short (:func:`~algorithms.market.as_of.build_snapshot`)."""
 
     def __init__(self, tables: Callable[[], MarketTables],
-                 default_history_intervals: int = DEFAULT_HISTORY_INTERVALS) -> None:
+                 default_history_intervals: int = DEFAULT_HISTORY_INTERVALS,
+                 history_reach_intervals: int = 0) -> None:
         self._tables = tables
         self._default_history_intervals = default_history_intervals
+        self._history_reach_intervals = history_reach_intervals
 
     async def GetSnapshot(self, request: market_data_pb2.GetSnapshotRequest,  # noqa: N802 (gRPC method name)
                           context: grpc.aio.ServicerContext[market_data_pb2.GetSnapshotRequest,
@@ -65,7 +69,8 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
                 dispatch_interval=from_timestamp(request.dispatch_interval),
                 as_of=from_timestamp(request.as_of),
                 history_intervals=request.history_intervals or self._default_history_intervals,
-                publication=tables.publication, p5min=tables.p5min)
+                publication=tables.publication, p5min=tables.p5min,
+                history_reach_intervals=self._history_reach_intervals)
         except SnapshotRequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except SnapshotNotFoundError as exc:
@@ -111,7 +116,8 @@ async def serve(settings: Settings, stop: asyncio.Event, security: EdgeSecurity 
     """
     security = EdgeSecurity.from_environment(with_site_keys=False) if security is None else security
     async with market_tables(settings) as tables:
-        servicer = MarketDataServicer(tables, settings.cycle.history_intervals or DEFAULT_HISTORY_INTERVALS)
+        servicer = MarketDataServicer(tables, settings.cycle.history_intervals or DEFAULT_HISTORY_INTERVALS,
+                                      settings.market_data.history_reach_intervals)
         server = secure_server(security, SERVER_OPTIONS)
         market_data_pb2_grpc.add_MarketDataServiceServicer_to_server(servicer, server)
         add_health(server, [SERVICE_NAME])

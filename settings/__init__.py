@@ -278,6 +278,10 @@ class MarketDataSettings:
     ``live_poll_s`` seconds; a value is known when its file was published and LATE after its interval end
     + ``dispatch_price_delay_s``). Live downloads: ``live_attempts`` per request, ``live_timeout_s`` each; a
     file that failed is tried again at a later poll, the wait doubling up to ``live_retry_max_s``.
+    ``history_reach_intervals`` (5-minute intervals; 0: none): how far back a snapshot's history window may
+    start when the ``[cycle] history_intervals`` slots before the decision hold fewer known prices than that
+    (a history with gaps of days; :func:`algorithms.market.as_of.history_window_start`). The market-data
+    service and the backtest apply it to every snapshot; with full data the window is unchanged.
     """
 
     data_dir: Path
@@ -290,6 +294,12 @@ class MarketDataSettings:
     live_attempts: int = 2
     live_timeout_s: float = 10.0
     live_retry_max_s: float = 60.0
+    history_reach_intervals: int = 0
+
+    def history_read_intervals(self, history_intervals: int) -> int:
+        """The 5-minute intervals of data before a decision its snapshot may read: the larger of the window
+        (``history_intervals``) and the reach."""
+        return max(history_intervals, self.history_reach_intervals)
 
 
 @dataclass(frozen=True)
@@ -718,10 +728,18 @@ def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
     return value
 
 
+# A year of 5-minute intervals: the most history one snapshot may hold (window or reach).
+MAX_HISTORY_INTERVALS = 288 * 366
+
+
 def _market_data(table: dict[str, Any]) -> MarketDataSettings:
     live_poll_s = float(table["live_poll_s"])
     if not live_poll_s > 0:
         raise ValueError(f"market_data.live_poll_s must be > 0 seconds, got {live_poll_s}")
+    reach = table.get("history_reach_intervals", 0)
+    if isinstance(reach, bool) or not isinstance(reach, int) or not 0 <= reach <= MAX_HISTORY_INTERVALS:
+        raise ValueError("market_data.history_reach_intervals must be a whole number of 5-minute intervals in "
+                         f"0..{MAX_HISTORY_INTERVALS} (0: no reach), got {reach!r}")
     return MarketDataSettings(
         data_dir=_resolve(table["data_dir"]),
         dispatch_price_delay_s=float(table["dispatch_price_delay_s"]),
@@ -732,6 +750,7 @@ def _market_data(table: dict[str, Any]) -> MarketDataSettings:
         live_attempts=int(table["live_attempts"]),
         live_timeout_s=float(table["live_timeout_s"]),
         live_retry_max_s=float(table["live_retry_max_s"]),
+        history_reach_intervals=reach,
     )
 
 

@@ -186,7 +186,7 @@ def test_list_shows_the_run(first_run: Path, env: dict[str, str | None]) -> None
     code, output = invoke(["backtest", "list", "--out", str(first_run.parent)], env)
     assert code == 0, output
     assert first_run.name in output
-    assert "SA1" in output and "sarx-quantile@4" in output
+    assert "SA1" in output and "sarx-quantile@6" in output
 
 
 def test_list_of_an_empty_folder_says_so(tmp_path: Path, env: dict[str, str | None]) -> None:

@@ -125,7 +125,7 @@ def test_run_ids_follow_every_input_but_not_paths() -> None:
     assert len({s.run_id for s in changed} | {base.run_id}) == len(changed) + 1
     command = base.command()
     assert command.startswith("vpp backtest run --data /d --region SA1 --start 2021-01-15T04:00 --end "
-                              "2021-01-15T06:00 --forecaster sarx-quantile@4")
+                              "2021-01-15T06:00 --forecaster sarx-quantile@6")
     assert "--param horizon_intervals=48" in command
 
 

@@ -158,8 +158,9 @@ def test_a_2025_backtest_from_the_store_trades_every_fcas_market(state_dir: Path
 
 def test_a_period_across_a_gap_decides_only_where_the_data_allows(state_dir: Path, tmp_path: Path) -> None:
     """2025-01-03 18:00 .. 2025-01-30 02:00: the data holds days 1-3 and 30-31 only. No decision in the gap,
-    none until a price is known again, a few hours of history after it (the forecaster runs on it), and no
-    decision fails for the layout of the data."""
+    none until a price is known again; after it, the snapshot's history reaches back to days 1-3 (``[market_data]
+    history_reach_intervals``, 35 days), so the forecaster runs from the first priced interval on, and no decision
+    fails for the layout of the data."""
     code, stdout, stderr = invoke(["backtest", "run", "--region", "SA1", "--start", "2025-01-03T18:00", "--end",
                                    "2025-01-30T02:00", *FAST, "--out", str(tmp_path), "--no-report", "--workers",
                                    "1"], state_dir)
@@ -170,12 +171,12 @@ def test_a_period_across_a_gap_decides_only_where_the_data_allows(state_dir: Pat
     intervals = pd.DatetimeIndex(ledger["dispatch_interval"])
     before, after = intervals[intervals < "2025-01-10"], intervals[intervals > "2025-01-10"]
     assert before[0] == pd.Timestamp("2025-01-03 18:05") and before[-1] == pd.Timestamp("2025-01-03 23:55")
-    # The interval ending 01-30 00:00 is the first priced again; the decisions bidding 00:00 and 00:05 know
-    # no price of the last seven days, so the first decision bids 00:10 on one known price.
-    assert after[0] == pd.Timestamp("2025-01-30 00:10") and after[-1] == pd.Timestamp("2025-01-30 02:00")
-    assert results["decisions"] == len(before) + len(after) == 71 + 23
+    # The interval ending 01-30 00:00 is the first priced again. The decisions bidding 00:00 and 00:05 know no
+    # price of the last seven days; the reach gives them days 1-3 (without it the first decision would bid 00:10).
+    assert after[0] == pd.Timestamp("2025-01-30 00:00") and after[-1] == pd.Timestamp("2025-01-30 02:00")
+    assert results["decisions"] == len(before) + len(after) == 71 + 25
     assert results["intervals_without_data"] == (datetime(2025, 1, 30, 2) - datetime(2025, 1, 3, 18)) // timedelta(
-        minutes=5) - 94
+        minutes=5) - 96
     assert results["failed_decisions"] == 0 and results["validation_rejections"] == 0
     assert ledger["forecast_energy_p50"].notna().all()
     # Perfect foresight per stretch of data: the battery does nothing across the gap.
@@ -303,7 +304,7 @@ def test_write_months_rounds_and_marks_missing_benchmarks(tmp_path: Path) -> Non
 def _store_settings(state_dir: Path, replay_start: datetime) -> Settings:
     loaded = load_settings(environ={})
     return replace(loaded, stack=replace(loaded.stack, state_dir=state_dir),
-                   market_data=replace(loaded.market_data, source="store"),
+                   market_data=replace(loaded.market_data, source="store", history_reach_intervals=0),
                    cycle=replace(loaded.cycle, replay_start=replay_start, replay_days=1, history_intervals=288,
                                  horizon_intervals=12))
 
@@ -311,6 +312,8 @@ def _store_settings(state_dir: Path, replay_start: datetime) -> Settings:
 def test_the_configured_source_gives_the_services_tables(state_dir: Path) -> None:
     settings = _store_settings(state_dir, datetime(2025, 1, 2, 4, 5))
     assert replay_span(settings) == (datetime(2025, 1, 1, 4, 0), datetime(2025, 1, 3, 5, 5))
+    reaching = replace(settings, market_data=replace(settings.market_data, history_reach_intervals=2 * 288))
+    assert replay_span(reaching) == (datetime(2024, 12, 31, 4, 0), datetime(2025, 1, 3, 5, 5))  # the reach's days
     dispatch, predispatch = configured_market_tables(settings)
     assert dispatch.regions == ("NSW1", "SA1") and dispatch.products[-2:] == ONE_SECOND
     assert predispatch.is_empty

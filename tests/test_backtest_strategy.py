@@ -35,7 +35,7 @@ def test_the_default_strategy_is_the_configured_one(settings: Settings) -> None:
                                                  settings.cycle.optimiser_algorithm_version)
     assert str(strategy.bid_builder) == "schedule@1"
     assert strategy.parameters == ()
-    assert strategy.label == "sarx-quantile@4 + lp-spike-reserve@4 + schedule@1"
+    assert strategy.label == "sarx-quantile@6 + lp-spike-reserve@4 + schedule@1"
 
 
 def test_a_bare_name_takes_its_newest_version_and_unknown_names_list_what_exists() -> None:
@@ -53,7 +53,7 @@ def test_a_bare_name_takes_its_newest_version_and_unknown_names_list_what_exists
 
 def test_available_algorithms_come_from_the_registry() -> None:
     available = available_algorithms()
-    assert {"sarx-quantile@1", "sarx-quantile@2", "sarx-quantile@4"} <= set(available["forecast"])
+    assert {"sarx-quantile@1", "sarx-quantile@2", "sarx-quantile@4", "sarx-quantile@6"} <= set(available["forecast"])
     assert "lp-energy-fcas@1" in available["optimisation"]
     assert available["bid builder"] == ["schedule@1"]
 

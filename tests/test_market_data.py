@@ -24,6 +24,7 @@ from algorithms.market.as_of import (
     SnapshotRequestError,
     build_snapshot,
     estimate_missing,
+    history_window_start,
     latest_known,
     publication_model,
 )
@@ -167,6 +168,81 @@ def test_default_history_length_and_predispatch() -> None:
     assert energy.known_at_unix_ms == market_to_unix_ms(run.known_at)
     assert [from_timestamp(p) for p in energy.period] == list(run.periods.astype(datetime))
     assert list(energy.price) == run.price[:, 0].tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+# The history reach: a window short of known prices starts earlier
+# --------------------------------------------------------------------------------------------------
+
+
+def test_history_window_start_keeps_a_full_window() -> None:
+    known = np.ones(20, dtype=bool)
+    assert history_window_start(known, 6) == 14
+
+
+def test_history_window_start_reaches_back_to_the_wanted_count_of_known_prices() -> None:
+    known = np.zeros(20, dtype=bool)
+    known[[2, 5, 6, 17, 18, 19]] = True  # three known in the last six slots, three more earlier
+    assert history_window_start(known, 6) == 2
+    assert history_window_start(known, 4) == 6  # the fourth newest known slot
+    assert history_window_start(known, 10) == 2  # fewer than wanted: the oldest known one
+
+
+def test_history_window_start_never_starts_later_than_without_the_reach() -> None:
+    known = np.zeros(20, dtype=bool)
+    known[[17, 18, 19]] = True  # the data begins inside the window
+    assert history_window_start(known, 6) == 14
+    assert history_window_start(np.zeros(20, dtype=bool), 6) == 14
+    assert history_window_start(np.ones(4, dtype=bool), 6) == 0
+
+
+GAP_DAYS = [datetime(2021, 1, 10) + FIVE * k for k in range(1, 4 * 288 + 1)]  # 10 Jan 00:05 .. 14 Jan 00:00
+
+
+def test_reach_fills_a_window_with_a_gap_of_days_from_earlier_data() -> None:
+    dispatch, predispatch = market()
+    publication = PublicationModel(dispatch_price_delay_s=20.0, missing_intervals=frozenset(GAP_DAYS))
+    as_of = datetime(2021, 1, 15, 17, 30, 25)
+
+    def built(reach: int) -> market_data_pb2.MarketSnapshot:
+        return build_snapshot(dispatch, predispatch, region="SA1", dispatch_interval=DISPATCH_INTERVAL,
+                              as_of=as_of, history_intervals=2016, publication=publication,
+                              history_reach_intervals=reach)
+
+    week = built(0)
+    assert len(slot_times(week)) == 2016
+    assert sum(math.isfinite(price) for price in week.history[0].price) == 2016 - len(GAP_DAYS)
+    reached = built(10080)
+    slots = slot_times(reached)
+    energy = reached.history[0]
+    known = [math.isfinite(price) for price in energy.price]
+    assert sum(known) == 2016 and known[0]  # starts at the 2,016th newest known price
+    assert slots[-1] == datetime(2021, 1, 15, 17, 30) and len(slots) == 2016 + len(GAP_DAYS)
+    assert slots[0] == datetime(2021, 1, 15, 17, 30) - FIVE * (len(slots) - 1)
+    for moment, price in zip(slots, energy.price, strict=True):
+        if moment not in GAP_DAYS:
+            assert price == dispatch.prices_at("SA1", moment)[energy.product]
+    assert all(len(h.price) == len(slots) for h in reached.history)
+    assert all(len(h.enabled_mw) == len(slots) for h in reached.local_dispatch)
+    assert f"{len(GAP_DAYS)} of {len(slots)} history intervals have no price known at as_of" in reached.quality_notes
+
+
+def test_reach_changes_nothing_when_the_window_is_full_or_the_data_begins_inside_it() -> None:
+    dispatch, predispatch = market()
+    publication = PublicationModel(dispatch_price_delay_s=20.0)
+    for as_of in (datetime(2021, 1, 15, 17, 30, 25), datetime(2021, 1, 3, 12, 0, 25)):
+        without, with_reach = (build_snapshot(dispatch, predispatch, region="SA1", dispatch_interval=DISPATCH_INTERVAL,
+                                              as_of=as_of, history_intervals=2016, publication=publication,
+                                              history_reach_intervals=reach) for reach in (0, 10080))
+        assert with_reach == without
+
+
+def test_reach_outside_its_range_is_a_clear_error() -> None:
+    dispatch, predispatch = market()
+    with pytest.raises(SnapshotRequestError, match="history_reach_intervals"):
+        build_snapshot(dispatch, predispatch, region="SA1", dispatch_interval=DISPATCH_INTERVAL,
+                       as_of=datetime(2021, 1, 15, 17, 31), history_intervals=6,
+                       publication=PublicationModel(dispatch_price_delay_s=20.0), history_reach_intervals=-1)
 
 
 def test_no_predispatch_before_the_first_run() -> None:

@@ -88,6 +88,20 @@ def test_market_data_source_and_cycle_clock_are_checked(tmp_path: Path) -> None:
             load_settings(bad, environ={})
 
 
+def test_the_history_reach_is_checked_and_reads_the_longer_span(tmp_path: Path) -> None:
+    loaded = load_settings(environ={}).market_data
+    assert loaded.history_reach_intervals == 10080
+    assert loaded.history_read_intervals(2016) == 10080 and loaded.history_read_intervals(20000) == 20000
+    none = tmp_path / "none.toml"
+    none.write_text("[market_data]\nhistory_reach_intervals = 0\n")
+    assert load_settings(none, environ={}).market_data.history_read_intervals(2016) == 2016
+    for value in ("-1", "1.5", "true", "200000"):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(f"[market_data]\nhistory_reach_intervals = {value}\n")
+        with pytest.raises(ConfigError, match=r"market_data\.history_reach_intervals"):
+            load_settings(bad, environ={})
+
+
 def test_the_market_store_is_a_market_data_source(tmp_path: Path) -> None:
     store = tmp_path / "store.toml"
     store.write_text('[market_data]\nsource = "store"\n')

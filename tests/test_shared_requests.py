@@ -398,4 +398,4 @@ def test_the_forecast_request_of_a_shared_cycle_is_the_regions(running: LiveStac
     cycle = running.settings.cycle
     assert sa1[0].algorithm == common_pb2.AlgorithmRef(name=cycle.forecast_algorithm,
                                                        version=cycle.forecast_algorithm_version)
-    assert (cycle.forecast_algorithm, cycle.forecast_algorithm_version) == (forecaster.NAME, "4")
+    assert (cycle.forecast_algorithm, cycle.forecast_algorithm_version) == (forecaster.NAME, "6")

@@ -5,7 +5,12 @@ The as-of contract
 A snapshot for (region, dispatch_interval, as_of) never contains anything published after ``as_of``:
 
 * History covers the ``history_intervals`` 5-minute slots ending at the *latest interval*
-  ``L = interval_ending_at_or_before(as_of)`` (interval-ending AEST), oldest first.
+  ``L = interval_ending_at_or_before(as_of)`` (interval-ending AEST), oldest first. With a *reach*
+  (``history_reach_intervals`` > ``history_intervals``) a window that holds fewer than ``history_intervals``
+  known prices starts earlier: at the slot of the ``history_intervals``-th newest known price within the reach,
+  or at the oldest known one when the reach holds fewer (:func:`history_window_start`); never later than
+  without the reach. Full data (the live case) gives the same window as without it; a history with gaps of
+  days (a new unit, the store's months of a few days each) gets the earlier days the data holds.
 * The DISPATCHPRICE value of the interval ending ``t`` is published at ``known_at(t) = t + delay
   (+ extra delay for late intervals)`` (:class:`PublicationModel`); intervals in ``missing_intervals``
   or absent from the data are never published.
@@ -59,12 +64,10 @@ from algorithms.common.nem_time import (
 )
 from algorithms.common.products import is_fcas
 from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices
-from settings import MarketDataSettings
+from settings import MAX_HISTORY_INTERVALS, MarketDataSettings
 from vpp.v1 import common_pb2, market_data_pb2
 
 DEFAULT_HISTORY_INTERVALS = 2016
-# A year of 5-minute intervals: the most history one request may ask for.
-MAX_HISTORY_INTERVALS = 288 * 366
 
 ON_TIME = common_pb2.DATA_QUALITY_ON_TIME
 LATE = common_pb2.DATA_QUALITY_LATE
@@ -321,6 +324,78 @@ def validate_snapshot_request(dispatch: DispatchPrices, *, region: str, dispatch
                                     f"(intervals ending {first.isoformat()} .. {last.isoformat()})")
 
 
+def history_window_start(slot_known: np.ndarray, history_intervals: int) -> int:
+    """Index of the first slot of the history window within ``slot_known`` (one bool per 5-minute slot of the
+    reach, oldest first, True where a price is known at as-of; the last ``history_intervals`` slots are the
+    window without the reach): the slot of the ``history_intervals``-th newest known price, or of the oldest
+    known one when there are fewer, but never after ``len(slot_known) - history_intervals``. Pure."""
+    standard = max(slot_known.size - history_intervals, 0)
+    known = np.flatnonzero(slot_known)
+    if known.size == 0:
+        return standard
+    wanted = known[-history_intervals] if known.size >= history_intervals else known[0]
+    return int(min(wanted, standard))
+
+
+@dataclass(frozen=True)
+class _HistoryWindow:
+    """The history slots (datetime64[s], oldest first) and, per slot, the data row, what the data and the
+    publication say of it, and the prices known at as-of (slots x products; NaN where not known)."""
+
+    slots: np.ndarray
+    positions: np.ndarray
+    in_data: np.ndarray
+    values: np.ndarray
+    expected_us: np.ndarray
+    known_us: np.ndarray
+    published: np.ndarray
+    known_now: np.ndarray
+    late: np.ndarray
+    value_known: np.ndarray
+
+    @classmethod
+    def of(cls, dispatch: DispatchPrices, region: str, latest: datetime, count: int, as_of: datetime,
+           publication: Publication) -> _HistoryWindow:
+        """The window of ``count`` slots ending at the interval ending ``latest``, as known at ``as_of``."""
+        latest64 = np.datetime64(latest, "s")
+        slots = latest64 - np.arange(count - 1, -1, -1, dtype=np.int64) * np.timedelta64(_INTERVAL_S, "s")
+        position = np.searchsorted(dispatch.intervals, slots)
+        clipped = np.minimum(position, max(len(dispatch.intervals) - 1, 0))
+        in_data = (position < len(dispatch.intervals)) & (dispatch.intervals[clipped] == slots)
+        values = dispatch.price[dispatch.region_index(region)][clipped]  # (count, n_products)
+        expected_us, known_us = publication.publication_us(slots)
+        published = in_data & (known_us != _NEVER)
+        known_now = published & (known_us <= _datetime_us(as_of))
+        late = known_now & (known_us > expected_us)
+        value_known = known_now[:, np.newaxis] & np.isfinite(values)
+        return cls(slots, clipped, in_data, values, expected_us, known_us, published, known_now, late, value_known)
+
+    def slot_known(self) -> np.ndarray:
+        """Per slot: whether at least one price of it is known at as-of."""
+        return np.asarray(self.value_known.any(axis=1), dtype=bool)
+
+    def known_slots(self) -> int:
+        """Slots with at least one price known at as-of."""
+        return int(self.slot_known().sum())
+
+    def from_slot(self, first: int) -> _HistoryWindow:
+        """The same window from slot index ``first`` on."""
+        return _HistoryWindow(*(getattr(self, name)[first:] for name in (
+            "slots", "positions", "in_data", "values", "expected_us", "known_us", "published", "known_now",
+            "late", "value_known")))
+
+
+def _history_window(dispatch: DispatchPrices, region: str, latest: datetime, as_of: datetime, count: int,
+                    reach: int, publication: Publication) -> _HistoryWindow:
+    """The snapshot's history window (module docstring): ``count`` slots ending at ``latest``, started earlier
+    within ``reach`` slots (:func:`history_window_start`) when it holds fewer than ``count`` known prices."""
+    window = _HistoryWindow.of(dispatch, region, latest, count, as_of, publication)
+    if reach <= count or window.known_slots() >= count:
+        return window
+    reached = _HistoryWindow.of(dispatch, region, latest, reach, as_of, publication)
+    return reached.from_slot(history_window_start(reached.slot_known(), count))
+
+
 def _naive_market(moment: datetime) -> datetime:
     return utc_to_market(moment) if moment.tzinfo is not None else moment
 
@@ -332,7 +407,8 @@ def _fmt(moment: datetime) -> str:
 def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, region: str,
                    dispatch_interval: datetime, as_of: datetime, history_intervals: int,
                    publication: Publication,
-                   p5min: P5minPrices | None = None) -> market_data_pb2.MarketSnapshot:
+                   p5min: P5minPrices | None = None,
+                   history_reach_intervals: int = 0) -> market_data_pb2.MarketSnapshot:
     """The market snapshot of ``region`` for the interval ending ``dispatch_interval`` as known at ``as_of``.
 
     Times are naive AEST market times (an aware ``as_of`` is converted). ``history_intervals`` 5-minute
@@ -340,6 +416,8 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
     (FCAS). ``p5min``: AEMO's P5MIN runs, if the data has them (None: the snapshot carries no P5MIN).
     Where ``dispatch`` has DISPATCHREGIONSUM the snapshot carries the region's FCAS local dispatch (MW) over
     the same slots, known as the prices are (``local_dispatch``); otherwise none.
+    ``history_reach_intervals`` (0 or at most ``history_intervals``: no reach) 5-minute slots: how far back a
+    window holding fewer than ``history_intervals`` known prices may start (module docstring).
     See the module docstring for the as-of contract and the quality rules.
     Raises SnapshotRequestError / SnapshotNotFoundError (see :func:`validate_snapshot_request`).
     """
@@ -347,21 +425,16 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
     dispatch_interval = _naive_market(dispatch_interval)
     validate_snapshot_request(dispatch, region=region, dispatch_interval=dispatch_interval,
                               history_intervals=history_intervals, open_ended=publication.open_ended)
-    count = history_intervals or DEFAULT_HISTORY_INTERVALS
+    if not 0 <= history_reach_intervals <= MAX_HISTORY_INTERVALS:
+        raise SnapshotRequestError(f"history_reach_intervals must be within 0..{MAX_HISTORY_INTERVALS}, "
+                                   f"got {history_reach_intervals}")
     latest = interval_ending_at_or_before(as_of)
-    latest64 = np.datetime64(latest, "s")
-    slots = latest64 - np.arange(count - 1, -1, -1, dtype=np.int64) * np.timedelta64(_INTERVAL_S, "s")
-
-    position = np.searchsorted(dispatch.intervals, slots)
-    clipped = np.minimum(position, max(len(dispatch.intervals) - 1, 0))
-    in_data = (position < len(dispatch.intervals)) & (dispatch.intervals[clipped] == slots)
-    values = dispatch.price[dispatch.region_index(region)][clipped]  # (count, n_products)
-
-    expected_us, known_us = publication.publication_us(slots)
-    published = in_data & (known_us != _NEVER)
-    known_now = published & (known_us <= _datetime_us(as_of))
-    late = known_now & (known_us > expected_us)
-    value_known = known_now[:, np.newaxis] & np.isfinite(values)
+    window = _history_window(dispatch, region, latest, as_of, history_intervals or DEFAULT_HISTORY_INTERVALS,
+                             history_reach_intervals, publication)
+    slots, clipped, in_data, values = window.slots, window.positions, window.in_data, window.values
+    expected_us, known_us, published = window.expected_us, window.known_us, window.published
+    known_now, late, value_known = window.known_now, window.late, window.value_known
+    count = slots.size
     prices = np.where(value_known, values, np.nan)
     known_unix_ms = np.where(value_known, _unix_ms(np.where(published, known_us, 0))[:, np.newaxis], 0)
     quality = np.where(value_known, np.where(late, LATE, ON_TIME)[:, np.newaxis], MISSING)

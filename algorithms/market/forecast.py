@@ -1,6 +1,6 @@
 """Probabilistic price forecast of one product: ``sarx-quantile`` v2 (:func:`run_forecast`, the module's current
-version), v3 (:func:`run_forecast_v3`), v4 (:func:`run_forecast_v4`, the configured default) and v5
-(:func:`run_forecast_v5`, served, not the default), numpy least squares, xarray.
+version), v3 (:func:`run_forecast_v3`), v4 (:func:`run_forecast_v4`, the configured default), v5
+(:func:`run_forecast_v5`, served, not the default) and v6 (:func:`run_forecast_v6`), numpy least squares, xarray.
 
 v3 is v2 plus AEMO's *P5MIN* for the first hour where a run is known at decision time
 (:class:`P5minBlend`, see "P5MIN" below); without P5MIN it forecasts exactly as v2, from history alone, from
@@ -25,6 +25,15 @@ weighted 1 at one day of usable history falling linearly to 0 at three (:func:`m
 median is the path; where the two disagree its band covers both, so a model that sees a spike keeps it in the
 upper tail while the path follows the day. Then the pre-dispatch blend and persistence as in v4. From three days
 of usable history on, v5 is v4 on the history from its first known price.
+
+v6 is v4 for a history that *reached back* (:class:`ReachBlend`, :func:`run_forecast_v6`). When the week before a
+decision holds fewer known prices than a week (a new unit, the store's months of a few days each), the market-data
+snapshot starts earlier, at the days the data holds within ``[market_data] history_reach_intervals``
+(:func:`algorithms.market.as_of.history_window_start`). v4 fits that whole history as one; v6 fits the recent week
+alone and the whole history, and forecasts the mixture of the two (:func:`mixture_quantiles`), the whole
+history weighted half at one day of known prices in the week, falling to none at three. The recent days keep the
+regime (yesterday's spike stays in the path and the upper band), the earlier days add the shape of a typical day.
+A history no longer than the week (full data, the live case) is forecast exactly as v4.
 
 v2 is v1 plus *persistence*: after the pre-dispatch blend, the first leads are pulled towards the last
 known price with weight exp(−lead/τ) in asinh space (:class:`Persistence`, τ = 3 intervals for energy,
@@ -237,6 +246,9 @@ PERSISTENCE_BY_VERSION: dict[str, Persistence] = {
     "5": Persistence(energy_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V2,
                      fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2,
                      energy_unforecast_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V4),
+    "6": Persistence(energy_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V2,
+                     fcas_lead_scale_intervals=FCAS_PERSISTENCE_SCALE_V2,
+                     energy_unforecast_lead_scale_intervals=ENERGY_PERSISTENCE_SCALE_V4),
 }
 
 
@@ -277,7 +289,7 @@ class P5minRun:
 
 
 # Per version: whether AEMO's P5MIN run of the request is used (v3 on); earlier versions ignore it.
-USES_P5MIN_BY_VERSION: dict[str, bool] = {"1": False, "2": False, "3": True, "4": False, "5": False}
+USES_P5MIN_BY_VERSION: dict[str, bool] = {"1": False, "2": False, "3": True, "4": False, "5": False, "6": False}
 
 
 @dataclass(frozen=True)
@@ -308,7 +320,37 @@ class ShortHistoryGuard:
 SHORT_HISTORY_GUARD_V5 = ShortHistoryGuard(first_day_days=1.0, full_days=3.0)
 # Per version: the short-history guard (None: none, as before v5).
 SHORT_HISTORY_GUARD_BY_VERSION: dict[str, ShortHistoryGuard | None] = {
-    "1": None, "2": None, "3": None, "4": None, "5": SHORT_HISTORY_GUARD_V5}
+    "1": None, "2": None, "3": None, "4": None, "5": SHORT_HISTORY_GUARD_V5, "6": None}
+
+
+@dataclass(frozen=True)
+class ReachBlend:
+    """v6: how a history longer than the recent window (``recent_intervals`` 5-minute slots, the default
+    ``[cycle] history_intervals``; longer only when the market-data snapshot reached back because the window
+    held too few known prices, ``[market_data] history_reach_intervals``) is used. The model fitted on the recent
+    window alone is mixed with the model fitted on the whole history, the whole history's weighted
+    ``max_weight`` x ``guard``'s weight of the recent window's known prices (1 at ``first_day_days`` days or
+    less, 0 at ``full_days``)."""
+
+    recent_intervals: int
+    max_weight: float
+    guard: ShortHistoryGuard
+
+    def weight(self, recent_known_intervals: int) -> float:
+        """Weight (0..1) of the whole history's model for a recent window with ``recent_known_intervals``
+        known prices."""
+        return self.max_weight * self.guard.weight(recent_known_intervals)
+
+
+# v6: fixed before any backtest: the recent window is the default week; the whole history weighs at most half
+# (the recent days keep the regime: SA1 30-31 January 2022, where a week's history before the stretch, calm
+# 1-3 January, took the spike out of the forecast and the battery was empty at the cap); the weight falls as the
+# recent window fills, as v5's guard does (one day: full weight, three days: none).
+REACH_BLEND_V6 = ReachBlend(recent_intervals=2016, max_weight=0.5,
+                            guard=ShortHistoryGuard(first_day_days=1.0, full_days=3.0))
+# Per version: the blend of a reached history (None: the whole history is fitted as one, as before v6).
+REACH_BLEND_BY_VERSION: dict[str, ReachBlend | None] = {
+    "1": None, "2": None, "3": None, "4": None, "5": None, "6": REACH_BLEND_V6}
 
 
 @dataclass(frozen=True)
@@ -719,6 +761,7 @@ def quantile_price_forecast(
     p5min: P5minRun | None = None,
     p5min_blend: P5minBlend = ENERGY_P5MIN_BLEND,
     short_history_guard: ShortHistoryGuard | None = None,
+    reach_blend: ReachBlend | None = None,
 ) -> FloatArray:
     """Quantile forecast of one product's price, shape (horizon_intervals, len(quantiles)).
 
@@ -738,6 +781,9 @@ def quantile_price_forecast(
     ``short_history_guard`` (None: none): the model is fitted on the history from its first known price and,
     with a short history, mixed with seasonal naive (the last known price at the same time of day) before the
     blend and persistence (v5, see the module docstring).
+    ``reach_blend`` (None: none): a history longer than its recent window is forecast as the mixture of the
+    recent window's model and the whole history's (v6, :class:`ReachBlend`); ``short_history_guard`` then
+    plays no part.
 
     Raises InvalidRequestError when there is no usable history, no pre-dispatch and no P5MIN price, or the
     inputs are inconsistent (history reaching into the horizon, off-grid times, unequal lengths).
@@ -788,7 +834,10 @@ def quantile_price_forecast(
                 f"history runs to {last_history}, not before the first forecast interval {first_interval}"
             )
         lead = first_lead + np.arange(horizon_intervals, dtype=np.int64)
-        if short_history_guard is None:
+        if reach_blend is not None:
+            central, offsets = _reach_blended_model_path(history, history_first_interval, lead, levels, scale,
+                                                         reach_blend)
+        elif short_history_guard is None:
             central, offsets = _model_path(history, history_first_interval, lead, levels, scale)
         else:
             central, offsets = _guarded_model_path(history, history_first_interval, lead, levels, scale,
@@ -844,14 +893,48 @@ def _guarded_model_path(
     if naive_weight <= 0:
         return central, offsets
     naive = seasonal_naive_path(np.arcsinh(usable / scale), lead)
+    return _mixed_path((np.clip(central, *z_range), offsets), (naive, offsets), levels, naive_weight)
+
+
+def _mixed_path(first: tuple[FloatArray, FloatArray], second: tuple[FloatArray, FloatArray], levels: FloatArray,
+                second_weight: float) -> tuple[FloatArray, FloatArray]:
+    """Central path and offsets (asinh space) of the mixture ``(1 - second_weight)`` x first + ``second_weight``
+    x second, each given as (central path, offsets at ``levels``) with a zero offset at the median: the
+    mixture's median is the path, its quantiles at ``levels`` less the median the offsets."""
     point_levels = np.union1d(levels, [0.5])
     median_column = int(np.searchsorted(point_levels, 0.5))
-    band = np.insert(offsets, median_column, 0.0, axis=1) if point_levels.size > levels.size else offsets
-    mixed = mixture_quantiles(np.clip(central, *z_range)[:, None] + band, naive[:, None] + band, point_levels,
-                              naive_weight, point_levels)
+
+    def points(central: FloatArray, offsets: FloatArray) -> FloatArray:
+        band = np.insert(offsets, median_column, 0.0, axis=1) if point_levels.size > levels.size else offsets
+        return central[:, None] + band
+
+    mixed = mixture_quantiles(points(*first), points(*second), point_levels, second_weight, point_levels)
     median = mixed[:, median_column]
     wanted = np.searchsorted(point_levels, levels)
     return median, mixed[:, wanted] - median[:, None]
+
+
+def _reach_blended_model_path(
+    history: FloatArray, history_first_interval: datetime, lead: IntArray, levels: FloatArray, scale: float,
+    blend: ReachBlend,
+) -> tuple[FloatArray, FloatArray]:
+    """v6's central path (asinh space) and offsets: the model of the recent window (the last
+    ``blend.recent_intervals`` slots) mixed with the model of the whole history when the history is longer and
+    holds known prices before the window, the whole history weighted :meth:`ReachBlend.weight`; a recent
+    window without a known price leaves the whole history's model alone."""
+    recent_size = min(history.size, blend.recent_intervals)
+    recent = history[history.size - recent_size:]
+    recent_known = int(np.count_nonzero(np.isfinite(recent)))
+    earlier_known = bool(np.any(np.isfinite(history[:history.size - recent_size])))
+    if recent_known == 0:
+        return _model_path(history, history_first_interval, lead, levels, scale)
+    recent_path = _model_path(recent, history_first_interval + INTERVAL * (history.size - recent_size), lead,
+                              levels, scale)
+    weight = blend.weight(recent_known) if earlier_known else 0.0
+    if weight <= 0:
+        return recent_path
+    return _mixed_path(recent_path, _model_path(history, history_first_interval, lead, levels, scale), levels,
+                       weight)
 
 
 def _component_cdf(points: FloatArray, point_levels: FloatArray, at: FloatArray, *, left: bool) -> FloatArray:
@@ -1011,6 +1094,13 @@ def run_forecast_v5(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastR
     return _run_version(request, "5")
 
 
+def run_forecast_v6(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
+    """Adapter of v6: v4 with a history longer than its recent week (a snapshot that reached back past a gap of
+    days) forecast as the mixture of the week's model and the whole history's (:data:`REACH_BLEND_V6`; see the
+    module docstring). $/MWh or $/MW/h, row-major h x q."""
+    return _run_version(request, "6")
+
+
 def run_forecast_v1(request: worker_pb2.ForecastRequest) -> worker_pb2.ForecastResult:
     """Adapter of v1 (no persistence), kept so archived cycles and backtests can be replayed with it."""
     return _run_version(request, "1")
@@ -1067,6 +1157,7 @@ def _run_version(request: worker_pb2.ForecastRequest, version: str) -> worker_pb
         p5min=p5min,
         p5min_blend=ENERGY_P5MIN_BLEND if request.product == ENERGY else FCAS_P5MIN_BLEND,
         short_history_guard=SHORT_HISTORY_GUARD_BY_VERSION[version],
+        reach_blend=REACH_BLEND_BY_VERSION[version],
     )
     return worker_pb2.ForecastResult(
         request_id=request.request_id,
