@@ -1,6 +1,6 @@
 """Probabilistic price forecast of one product: ``sarx-quantile`` v2 (:func:`run_forecast`, the module's current
-version), v3 (:func:`run_forecast_v3`), v4 (:func:`run_forecast_v4`, the configured default), v5
-(:func:`run_forecast_v5`, served, not the default) and v6 (:func:`run_forecast_v6`), numpy least squares, xarray.
+version), v3 (:func:`run_forecast_v3`), v4 (:func:`run_forecast_v4`), v5 (:func:`run_forecast_v5`, served, not
+the default) and v6 (:func:`run_forecast_v6`, the configured default), numpy least squares, xarray.
 
 v3 is v2 plus AEMO's *P5MIN* for the first hour where a run is known at decision time
 (:class:`P5minBlend`, see "P5MIN" below); without P5MIN it forecasts exactly as v2, from history alone, from
