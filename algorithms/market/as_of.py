@@ -45,7 +45,7 @@ slots (quality ESTIMATED) for a cycle that has passed its cut-off.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import cached_property
 from types import MappingProxyType
@@ -380,9 +380,7 @@ class _HistoryWindow:
 
     def from_slot(self, first: int) -> _HistoryWindow:
         """The same window from slot index ``first`` on."""
-        return _HistoryWindow(*(getattr(self, name)[first:] for name in (
-            "slots", "positions", "in_data", "values", "expected_us", "known_us", "published", "known_now",
-            "late", "value_known")))
+        return _HistoryWindow(*(getattr(self, column.name)[first:] for column in fields(self)))
 
 
 def _history_window(dispatch: DispatchPrices, region: str, latest: datetime, as_of: datetime, count: int,

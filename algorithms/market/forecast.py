@@ -330,7 +330,9 @@ class ReachBlend:
     held too few known prices, ``[market_data] history_reach_intervals``) is used. The model fitted on the recent
     window alone is mixed with the model fitted on the whole history, the whole history's weighted
     ``max_weight`` x ``guard``'s weight of the recent window's known prices (1 at ``first_day_days`` days or
-    less, 0 at ``full_days``)."""
+    less, 0 at ``full_days``). The price scale is the whole history's, as in v4. A history longer than the window
+    whose window is full (a ``[cycle] history_intervals`` above a week) is forecast from the window alone: v6
+    takes the extra days only where the week lacks them; v4 fits all of them."""
 
     recent_intervals: int
     max_weight: float
