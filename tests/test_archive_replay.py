@@ -55,9 +55,9 @@ HISTORY_INTERVALS = 576
 CONFIGURED_VERSION = "4"
 CONFIGURED = common_pb2.AlgorithmRef(name=optimiser.NAME, version=CONFIGURED_VERSION)
 CONFIGURED_RUN = optimiser.run_optimisation_v4
-FORECAST_VERSION = "4"
+FORECAST_VERSION = "6"
 FORECAST = common_pb2.AlgorithmRef(name=forecaster.NAME, version=FORECAST_VERSION)
-FORECAST_RUN = forecaster.run_forecast_v4
+FORECAST_RUN = forecaster.run_forecast_v6
 SCALED_ENERGY_VERSION = "test-energy-x1.5"
 DEGRADATION_VERSION = "test-degradation-50"
 
