@@ -126,6 +126,7 @@ from algorithms.market.operator_controls import (
     controls_at,
 )
 from algorithms.market.optimise import (
+    PERFECT_FORESIGHT_MIP_REL_GAP,
     PERFECT_FORESIGHT_TIME_LIMIT_S,
     DispatchPlan,
     perfect_foresight,
@@ -1435,7 +1436,8 @@ def perfect_foresight_plan(settings: Settings, dispatch: DispatchPrices, region:
         kept = {product: cap for product, cap in (caps or {}).items() if product in selected}
         plan = solve_dispatch(selected, battery, settings.battery.initial_state_of_charge_mwh,
                               terminal_state_of_charge_mwh, interval_hours=hours,
-                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, enablement_cap_mw=kept,
+                              time_limit_s=PERFECT_FORESIGHT_TIME_LIMIT_S, mip_rel_gap=PERFECT_FORESIGHT_MIP_REL_GAP,
+                              enablement_cap_mw=kept,
                               physical_intervals=None)
     if plan.status not in ("OPTIMAL", "TIME_LIMIT") or not plan.gen_mw.size:
         raise BacktestError(f"perfect foresight for {region} from {first_interval:%Y-%m-%d %H:%M} "

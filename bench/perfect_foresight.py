@@ -1,14 +1,16 @@
 """Perfect foresight as physics allows: the MILP without simultaneous charge and discharge vs its LP relaxation.
 
-``python -m bench.perfect_foresight [--region SA1] [--start 2021-01-15T04:05] [--intervals 288] [--fcas]``
-(or ``vpp bench perfect-foresight``) solves the perfect-foresight benchmark of shared/NEM.md
-(:func:`algorithms.market.optimise.perfect_foresight`, the configured battery, starting and ending at the
-configured initial SoC) over ``intervals`` dispatch intervals from ``start`` (interval-ending AEST) of the
-market data, twice: as the LP relaxation (charging and discharging at once allowed) and physically
-(exact: binaries where the relaxation does it). Prints per case the relaxation's value ($), the
-intervals in which it charges and discharges at once, the physical value ($), its proven bound ($), the
+``python -m bench.perfect_foresight [--region SA1] [--start 2021-01-15T04:05] [--intervals 288] [--fcas]
+[--data PATH ...] [--mip-rel-gap 0.001]`` (or ``vpp bench perfect-foresight``) solves the perfect-foresight
+benchmark of shared/NEM.md (:func:`algorithms.market.optimise.perfect_foresight`, the configured battery,
+starting and ending at the configured initial SoC) over ``intervals`` dispatch intervals from ``start``
+(interval-ending AEST) of the market data (the configured data folder, or the MMS files and folders of
+``--data``: e.g. a DISPATCHPRICE zip of data/nemweb), twice: as the LP relaxation (charging and discharging at
+once allowed) and physically (exact: binaries where the relaxation does it, branch and bound to within
+``mip_rel_gap`` of the proven bound, the benchmark's 0.1 % unless given). Prints per case the relaxation's value
+($), the intervals in which it charges and discharges at once, the physical value ($), its proven bound ($), the
 MIP gap, the binaries of the final MILP, the status and both wall times (s). The dollar figures are
-deterministic; the times depend on the machine. No stack needed.
+deterministic unless a solve hits the time limit; the times depend on the machine. No stack needed.
 """
 
 from __future__ import annotations
@@ -18,13 +20,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
 from aemo.mms import load_market_data
 from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
 from algorithms.common.nem_time import hours_per_interval
-from algorithms.market.optimise import DispatchPlan, perfect_foresight, simultaneous_intervals
+from algorithms.market.optimise import (
+    PERFECT_FORESIGHT_MIP_REL_GAP,
+    DispatchPlan,
+    perfect_foresight,
+    simultaneous_intervals,
+)
+from algorithms.market.prices import DispatchPrices
 from backtest.engine import market_prices
 from settings import Settings, load_settings
 
@@ -44,22 +53,32 @@ class PerfectForesightComparison:
 
 
 def _timed(prices: dict[str, np.ndarray], settings: Settings, *, include_fcas: bool,
-           physical: bool) -> tuple[DispatchPlan, float]:
+           physical: bool, mip_rel_gap: float) -> tuple[DispatchPlan, float]:
     battery = battery_from_spec(battery_spec_from_settings(settings.battery))
     started = time.perf_counter()
     plan = perfect_foresight(prices, battery, include_fcas=include_fcas, physical=physical,
                              interval_hours=hours_per_interval(settings.market.interval_minutes),
-                             initial_soc_fraction=settings.battery.initial_soc_fraction)
+                             initial_soc_fraction=settings.battery.initial_soc_fraction, mip_rel_gap=mip_rel_gap)
     return plan, time.perf_counter() - started
 
 
+def _dispatch(settings: Settings, data: Sequence[Path]) -> DispatchPrices:
+    """DISPATCHPRICE of ``data`` (MMS files or folders), or of the configured data folder when none is given."""
+    if not data:
+        return load_market_data(settings.market_data.data_dir)[0]
+    from backtest.runs import load_inputs
+
+    return load_inputs(list(data)).dispatch
+
+
 def compare_perfect_foresight(settings: Settings, *, region: str, start: datetime, intervals: int,
-                              fcas: bool) -> list[PerfectForesightComparison]:
-    """Energy only (and energy + FCAS when ``fcas``) over ``intervals`` intervals from ``start`` (AEST):
-    relaxation and physical plan with their wall times. Raises ValueError when the data does not cover
-    the window or a price is missing."""
-    dispatch, _ = load_market_data(settings.market_data.data_dir)
-    market = market_prices(settings, dispatch)
+                              fcas: bool, data: Sequence[Path] = (),
+                              mip_rel_gap: float = PERFECT_FORESIGHT_MIP_REL_GAP) -> list[PerfectForesightComparison]:
+    """Energy only (and energy + FCAS when ``fcas``) over ``intervals`` intervals from ``start`` (AEST) of
+    ``data`` (MMS files or folders; default the configured data folder): relaxation and physical plan (to
+    ``mip_rel_gap`` of its bound) with their wall times. Raises ValueError when the data does not cover the
+    window or a price is missing."""
+    market = market_prices(settings, _dispatch(settings, data))
     stamps = np.array(market.intervals)
     found = np.flatnonzero(stamps == np.datetime64(start))
     if not found.size:
@@ -74,8 +93,10 @@ def compare_perfect_foresight(settings: Settings, *, region: str, start: datetim
     cases = [("energy only", False)] + ([("energy + FCAS", True)] if fcas else [])
     comparisons = []
     for label, include_fcas in cases:
-        relaxation, relaxation_s = _timed(prices, settings, include_fcas=include_fcas, physical=False)
-        physical, physical_s = _timed(prices, settings, include_fcas=include_fcas, physical=True)
+        relaxation, relaxation_s = _timed(prices, settings, include_fcas=include_fcas, physical=False,
+                                          mip_rel_gap=mip_rel_gap)
+        physical, physical_s = _timed(prices, settings, include_fcas=include_fcas, physical=True,
+                                      mip_rel_gap=mip_rel_gap)
         comparisons.append(PerfectForesightComparison(label, relaxation, relaxation_s, physical, physical_s))
     return comparisons
 
@@ -102,9 +123,14 @@ def report(comparisons: Sequence[PerfectForesightComparison], *, region: str, st
     return "\n".join(lines)
 
 
-def main(settings: Settings, *, region: str, start: datetime, intervals: int, fcas: bool) -> int:
-    """Print the comparison; 0 when every physical plan is OPTIMAL, 1 otherwise."""
-    comparisons = compare_perfect_foresight(settings, region=region, start=start, intervals=intervals, fcas=fcas)
+def main(settings: Settings, *, region: str, start: datetime, intervals: int, fcas: bool,
+         data: Sequence[Path] = (), mip_rel_gap: float | None = None) -> int:
+    """Print the comparison (the physical MILP to ``mip_rel_gap``, None: the benchmark's
+    :data:`~algorithms.market.optimise.PERFECT_FORESIGHT_MIP_REL_GAP`); 0 when every physical plan is OPTIMAL,
+    1 otherwise."""
+    gap = PERFECT_FORESIGHT_MIP_REL_GAP if mip_rel_gap is None else mip_rel_gap
+    comparisons = compare_perfect_foresight(settings, region=region, start=start, intervals=intervals, fcas=fcas,
+                                            data=data, mip_rel_gap=gap)
     print(report(comparisons, region=region, start=start, intervals=intervals))
     return 0 if all(c.physical.status == "OPTIMAL" for c in comparisons) else 1
 
@@ -116,6 +142,10 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="first interval (interval-ending AEST), e.g. 2021-01-15T04:05")
     parser.add_argument("--intervals", type=int, default=DEFAULT_INTERVALS)
     parser.add_argument("--fcas", action="store_true", help="also energy + FCAS")
+    parser.add_argument("--data", type=Path, action="append", default=[],
+                        help="MMS data (DISPATCHPRICE files or folders; default the configured data folder)")
+    parser.add_argument("--mip-rel-gap", type=float, default=PERFECT_FORESIGHT_MIP_REL_GAP,
+                        help="relative gap the physical MILP is solved to (default the benchmark's)")
     return parser.parse_args(argv)
 
 
@@ -124,4 +154,5 @@ if __name__ == "__main__":
     if arguments.intervals < 1:
         raise SystemExit("--intervals must be at least 1")
     raise SystemExit(main(load_settings(), region=arguments.region, start=arguments.start,
-                          intervals=arguments.intervals, fcas=arguments.fcas))
+                          intervals=arguments.intervals, fcas=arguments.fcas, data=arguments.data,
+                          mip_rel_gap=arguments.mip_rel_gap))

@@ -507,13 +507,20 @@ def bench_perfect_foresight(
         help="First interval, interval-ending AEST.")] = datetime(2021, 1, 15, 4, 5),
     intervals: Annotated[int, typer.Option(min=1, help="5-minute intervals of the window.")] = 288,
     fcas: Annotated[bool, typer.Option("--fcas/--energy-only", help="Also energy + FCAS.")] = False,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="MMS data: DISPATCHPRICE files (zip, CSV, parquet) or folders, e.g. a month of "
+        "data/nemweb. Repeat for several. Default: the configured data folder.")] = None,
+    mip_rel_gap: Annotated[float | None, typer.Option(
+        min=0.0, max=0.5, help="Relative gap the physical MILP is solved to (default: the benchmark's, 0.001).")
+    ] = None,
 ) -> None:
     """Perfect foresight as physics allows: physical MILP vs LP relaxation, value, gap, solve times."""
     from bench.perfect_foresight import main
 
     settings = load(ctx)
     try:
-        code = main(settings, region=region, start=start, intervals=intervals, fcas=fcas)
+        code = main(settings, region=region, start=start, intervals=intervals, fcas=fcas, data=data or [],
+                    mip_rel_gap=mip_rel_gap)
     except ValueError as exc:
         raise fail(str(exc)) from None
     raise typer.Exit(int(code))

@@ -142,6 +142,8 @@ BAD_COMMANDS: list[tuple[list[str], str]] = [
     (["up", "--market", "aemo"], ""),
     (["bench", "perfect-foresight", "--intervals", "0"], ""),
     (["bench", "perfect-foresight", "--start", "2019-06-01T04:05"], "no interval ending 2019-06-01 04:05"),
+    (["bench", "perfect-foresight", "--data", "/nonexistent/DISPATCHPRICE.zip"], "no such file or folder"),
+    (["bench", "perfect-foresight", "--mip-rel-gap", "0.9"], ""),
     (["demo", "--intervals", "0"], ""),
     (["worker", "pool", "nosuchkind"], ""),
     (["status"], "parts down"),

@@ -70,7 +70,8 @@ SIMPLEX_OPTIONS: Mapping[str, Any] = {"solver": "simplex", "presolve": "off", "s
 # Long (benchmark) horizons: interior point with crossover, HiGHS's presolve and scaling, so the basic
 # solution still carries row duals.
 INTERIOR_POINT_OPTIONS: Mapping[str, Any] = {"solver": "ipm", "run_crossover": "on"}
-# A MILP (binaries on exclusive intervals) stops within this relative gap of its proven bound (HiGHS default).
+# A MILP (binaries on exclusive intervals) stops within this relative gap of its proven bound (HiGHS default);
+# the rolling plan's. The perfect-foresight benchmark passes its own (optimise.PERFECT_FORESIGHT_MIP_REL_GAP).
 MIP_REL_GAP = 1e-4
 # HiGHS treats any bound at or beyond 1e20 as infinite; np.inf is passed through unchanged.
 _INF = math.inf
@@ -621,22 +622,25 @@ def _pass_model(solver: Any, lp: MatrixLp) -> Any:
         integrality)
 
 
-def _configure(solver: Any, time_limit_s: float, interior_point: bool, mip: bool) -> None:
+def _configure(solver: Any, time_limit_s: float, interior_point: bool, mip: bool,
+               mip_rel_gap: float = MIP_REL_GAP) -> None:
     # One thread: HiGHS's branch and bound otherwise starts a process-wide thread pool, which a forked
     # worker process (the backtest's, the benchmarks') inherits without its threads and then waits on
     # forever; one thread also keeps the search, and so the plan, the same from run to run.
     options: dict[str, Any] = {"output_flag": False, "time_limit": float(time_limit_s), "threads": 1}
     if mip:
-        options["mip_rel_gap"] = MIP_REL_GAP
+        options["mip_rel_gap"] = float(mip_rel_gap)
     else:
         options.update(INTERIOR_POINT_OPTIONS if interior_point else SIMPLEX_OPTIONS)
     for name, value in options.items():
         solver.setOptionValue(name, value)
 
 
-def solve_matrix_lp(lp: MatrixLp, *, time_limit_s: float, interior_point: bool) -> LpSolution:
+def solve_matrix_lp(lp: MatrixLp, *, time_limit_s: float, interior_point: bool,
+                    mip_rel_gap: float = MIP_REL_GAP) -> LpSolution:
     """Solve ``lp`` with HiGHS: dual simplex, or interior point + crossover when ``interior_point``; branch
-    and bound (to :data:`MIP_REL_GAP`) when ``lp`` has integer columns.
+    and bound to ``mip_rel_gap`` (relative to the proven bound; default :data:`MIP_REL_GAP`) when ``lp`` has
+    integer columns.
 
     ``time_limit_s`` (s) bounds the HiGHS run. Statuses: OPTIMAL (values, and duals for an LP), INFEASIBLE
     (infeasible, or infeasible-or-unbounded), TIME_LIMIT (for a MILP with the best plan found, its
@@ -647,7 +651,7 @@ def solve_matrix_lp(lp: MatrixLp, *, time_limit_s: float, interior_point: bool) 
         raise RuntimeError("highspy is not installed")
     mip = bool(lp.integer_columns().any())
     solver = highspy.Highs()
-    _configure(solver, time_limit_s, interior_point, mip)
+    _configure(solver, time_limit_s, interior_point, mip, mip_rel_gap)
     passed = _pass_model(solver, lp)
     if passed == highspy.HighsStatus.kError:
         return _failed("ERROR", f"{SOLVER_NAME} rejected the model")

@@ -26,17 +26,19 @@ CBC = "CBC"
 HIGHS_THROUGH_PULP = "HiGHS"
 
 
-def pulp_solver(time_limit_s: float, interior_point: bool) -> tuple[Any, str]:
+def pulp_solver(time_limit_s: float, interior_point: bool,
+                mip_rel_gap: float = MIP_REL_GAP) -> tuple[Any, str]:
     """PuLP's HiGHS (interior point when ``interior_point``) if available, else CBC; (solver, its name).
 
-    ``time_limit_s`` (s) bounds the solve; the MIP gap is the highspy backend's (:data:`MIP_REL_GAP`)."""
+    ``time_limit_s`` (s) bounds the solve; a MILP stops within ``mip_rel_gap`` (relative) of its proven bound,
+    as the highspy backend's (default :data:`MIP_REL_GAP`)."""
     options: dict[str, Any] = {"threads": 1}  # as the highspy backend: fork-safe and reproducible
     if interior_point:
         options["solver"] = "ipm"
-    highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=MIP_REL_GAP, **options)
+    highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=mip_rel_gap, **options)
     if highs.available():
         return highs, HIGHS_THROUGH_PULP
-    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=MIP_REL_GAP), CBC
+    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=mip_rel_gap), CBC
 
 
 def _variable(problem: pulp.LpProblem, name: str, low: float, high: float, integer: bool) -> pulp.LpVariable:
@@ -99,8 +101,10 @@ def _row_duals(rows: list[list[pulp.LpConstraint]], solver_name: str) -> FloatAr
     return sign * np.array([sum(float(c.pi) for c in constraints) for constraints in rows], dtype=np.float64)
 
 
-def solve_matrix_lp_pulp(lp: MatrixLp, *, time_limit_s: float, interior_point: bool) -> tuple[LpSolution, str]:
-    """Solve ``lp`` (integer columns included) through PuLP: (solution, solver name "HiGHS" or "CBC").
+def solve_matrix_lp_pulp(lp: MatrixLp, *, time_limit_s: float, interior_point: bool,
+                         mip_rel_gap: float = MIP_REL_GAP) -> tuple[LpSolution, str]:
+    """Solve ``lp`` (integer columns included) through PuLP: (solution, solver name "HiGHS" or "CBC"); a MILP
+    to ``mip_rel_gap`` (relative) of its proven bound.
 
     Statuses as :func:`algorithms.market.lp_matrix.solve_matrix_lp`: OPTIMAL, INFEASIBLE, TIME_LIMIT (the
     solver used up 99 % of ``time_limit_s`` seconds — PuLP's own ``solutionTime`` — or stopped with an
@@ -108,7 +112,8 @@ def solve_matrix_lp_pulp(lp: MatrixLp, *, time_limit_s: float, interior_point: b
     through PuLP: when OPTIMAL its ``objective_bound`` is the objective and ``mip_gap`` 0.
     """
     problem, variables, rows = pulp_problem(lp)
-    solver, solver_name = pulp_solver(time_limit_s, interior_point and not lp.integer_columns().any())
+    solver, solver_name = pulp_solver(time_limit_s, interior_point and not lp.integer_columns().any(),
+                                      mip_rel_gap)
     empty = np.zeros(0)
     try:
         problem.solve(solver)
