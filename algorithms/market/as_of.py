@@ -63,6 +63,7 @@ from algorithms.common.nem_time import (
     utc_to_market,
 )
 from algorithms.common.products import is_fcas
+from algorithms.market.packed_wire import packed_doubles, packed_varints
 from algorithms.market.prices import DispatchPrices, P5minPrices, PredispatchPrices
 from settings import MAX_HISTORY_INTERVALS, MarketDataSettings
 from vpp.v1 import common_pb2, market_data_pb2
@@ -78,6 +79,10 @@ _INTERVAL_S = int(INTERVAL.total_seconds())
 _AEST_OFFSET_US = AEST_OFFSET // timedelta(microseconds=1)
 _AEST_OFFSET_S = int(AEST_OFFSET.total_seconds())
 _NEVER = np.iinfo(np.int64).max
+# The snapshot's long repeated fields are appended from their arrays in one step (algorithms.market.packed_wire).
+_PRICE_FIELD = market_data_pb2.ProductPriceHistory.DESCRIPTOR.fields_by_name["price"].number
+_QUALITY_FIELD = market_data_pb2.ProductPriceHistory.DESCRIPTOR.fields_by_name["quality"].number
+_ENABLED_FIELD = market_data_pb2.LocalDispatchHistory.DESCRIPTOR.fields_by_name["enabled_mw"].number
 _MARKET_EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -444,9 +449,9 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
     for index, product in enumerate(dispatch.products):
         history = snapshot.history.add(product=product)
         history.first_interval.CopyFrom(first_interval)
-        history.price.extend(prices[:, index].tolist())
+        history.MergeFromString(packed_doubles(_PRICE_FIELD, prices[:, index]))
         history.known_at_unix_ms.extend(known_unix_ms[:, index].tolist())
-        history.quality.extend(quality[:, index].tolist())
+        history.MergeFromString(packed_varints(_QUALITY_FIELD, quality[:, index]))
     if dispatch.region_enabled_mw is not None:
         _add_local_dispatch(snapshot, dispatch, region, clipped, known_now,
                             _unix_ms(np.where(published, known_us, 0)), first_interval)
@@ -495,7 +500,7 @@ def _add_local_dispatch(snapshot: market_data_pb2.MarketSnapshot, dispatch: Disp
             continue
         history = snapshot.local_dispatch.add(product=product)
         history.first_interval.CopyFrom(first_interval)
-        history.enabled_mw.extend(values[:, index].tolist())
+        history.MergeFromString(packed_doubles(_ENABLED_FIELD, values[:, index]))
         history.known_at_unix_ms.extend(known_ms[:, index].tolist())
 
 
