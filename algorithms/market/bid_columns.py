@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from algorithms.market.packed_wire import varint
 from vpp.v1 import bid_pb2
 
 FloatArray = npt.NDArray[np.float64]
@@ -437,18 +438,6 @@ _DOUBLE_FIELDS = ((4, "ramp_up_mw_per_min"), (5, "ramp_down_mw_per_min"), (6, "p
 _FIVE_BYTE_SECONDS = (1 << 28, 1 << 35)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
 def encode_periods(columns: PeriodColumns) -> bytes | None:
     """The protobuf encoding of the ``periods`` of a ProductOffer holding exactly ``columns`` (merge it into
     the offer with ``MergeFromString``), made with whole-array operations; None when the columns cannot be
@@ -463,9 +452,9 @@ def encode_periods(columns: PeriodColumns) -> bytes | None:
     doubles = [(number, getattr(columns, name)) for number, name in _DOUBLE_FIELDS]
     doubles = [(number, values) for number, values in doubles if bool((values != 0).any() or np.signbit(values).any())]
     band_bytes = 8 * bands.shape[1]
-    band_header = bytes([_BANDS_TAG]) + _varint(band_bytes)
+    band_header = bytes([_BANDS_TAG]) + varint(band_bytes)
     body = 8 + 9 + len(band_header) + band_bytes + 9 * len(doubles)
-    header = bytes([_PERIODS_TAG]) + _varint(body)
+    header = bytes([_PERIODS_TAG]) + varint(body)
     rows = np.empty((count, len(header) + body), dtype=np.uint8)
     at = len(header)
     rows[:, :at] = np.frombuffer(header, dtype=np.uint8)

@@ -24,8 +24,9 @@ _SHIFTS = np.arange(_VARINT_GROUPS, dtype=np.uint64) * np.uint64(7)
 _GROUP_LIMITS = np.uint64(1) << _SHIFTS[1:]
 
 
-def _varint(value: int) -> bytes:
-    """The base-128 varint of a non-negative ``value`` (a key or a length)."""
+def varint(value: int) -> bytes:
+    """The base-128 varint of a non-negative ``value`` (a field key or a length): its 7-bit groups from the lowest,
+    every group but the last with its high bit set."""
     out = bytearray()
     while True:
         low = value & 0x7F
@@ -43,7 +44,7 @@ def _field(field_number: int, payload: bytes) -> bytes:
         raise ValueError(f"field_number must be positive, got {field_number}")
     if not payload:
         return b""
-    return _varint(field_number << 3 | _LENGTH_DELIMITED) + _varint(len(payload)) + payload
+    return varint(field_number << 3 | _LENGTH_DELIMITED) + varint(len(payload)) + payload
 
 
 def packed_doubles(field_number: int, values: npt.ArrayLike) -> bytes:
