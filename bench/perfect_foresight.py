@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from aemo.mms import load_market_data
 from algorithms.common.battery import battery_from_spec, battery_spec_from_settings
 from algorithms.common.nem_time import hours_per_interval
 from algorithms.market.optimise import (
@@ -35,6 +34,7 @@ from algorithms.market.optimise import (
 )
 from algorithms.market.prices import DispatchPrices
 from backtest.engine import market_prices
+from backtest.runs import load_inputs
 from settings import Settings, load_settings
 
 DEFAULT_START = datetime(2021, 1, 15, 4, 5)
@@ -64,11 +64,7 @@ def _timed(prices: dict[str, np.ndarray], settings: Settings, *, include_fcas: b
 
 def _dispatch(settings: Settings, data: Sequence[Path]) -> DispatchPrices:
     """DISPATCHPRICE of ``data`` (MMS files or folders), or of the configured data folder when none is given."""
-    if not data:
-        return load_market_data(settings.market_data.data_dir)[0]
-    from backtest.runs import load_inputs
-
-    return load_inputs(list(data)).dispatch
+    return load_inputs(list(data) or [settings.market_data.data_dir]).dispatch
 
 
 def compare_perfect_foresight(settings: Settings, *, region: str, start: datetime, intervals: int,

@@ -449,9 +449,9 @@ def build_snapshot(dispatch: DispatchPrices, predispatch: PredispatchPrices, *, 
     for index, product in enumerate(dispatch.products):
         history = snapshot.history.add(product=product)
         history.first_interval.CopyFrom(first_interval)
-        history.MergeFromString(packed_doubles(_PRICE_FIELD, prices[:, index]))
+        history.MergeFromString(packed_doubles(_PRICE_FIELD, prices[:, index])
+                                + packed_varints(_QUALITY_FIELD, quality[:, index]))
         history.known_at_unix_ms.extend(known_unix_ms[:, index].tolist())
-        history.MergeFromString(packed_varints(_QUALITY_FIELD, quality[:, index]))
     if dispatch.region_enabled_mw is not None:
         _add_local_dispatch(snapshot, dispatch, region, clipped, known_now,
                             _unix_ms(np.where(published, known_us, 0)), first_interval)
